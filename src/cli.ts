@@ -1,0 +1,46 @@
+/**
+ * `klc`: the headless face of the engine. Each subcommand lives in src/cli/<name>.ts and exports
+ * `run(argv)`; this file only dispatches and turns errors into one line and an exit code.
+ */
+import { isUserError } from './common/errors';
+
+type Command = { summary: string; load: () => Promise<{ run(argv: string[]): Promise<void> }> };
+
+const commands: Record<string, Command> = {
+  pack: { summary: 'pack workspace folders into one context and print what was packed', load: () => import('./cli/pack') },
+  tokenize: { summary: 'tokenize a file with a model\'s tokenizer', load: () => import('./cli/tokenize') },
+};
+
+function usage(): string {
+  const width = Math.max(...Object.keys(commands).map((c) => c.length));
+  const lines = Object.entries(commands).map(([name, c]) => `  ${name.padEnd(width)}  ${c.summary}`);
+  return `usage: klc <command> [options]\n\ncommands:\n${lines.join('\n')}\n\nRun 'klc <command> --help' for a command's options.\n`;
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (!name || name === '--help' || name === '-h' || name === 'help') {
+    process.stdout.write(usage());
+    return name ? 0 : 2;
+  }
+  const command = commands[name];
+  if (!command) {
+    process.stderr.write(`klc: unknown command '${name}'. Run 'klc --help' for the list.\n`);
+    return 2;
+  }
+  try {
+    await (await command.load()).run(rest);
+    return 0;
+  } catch (e) {
+    if (isUserError(e)) {
+      process.stderr.write(`klc ${name}: ${e.message}\n`);
+      return 1;
+    }
+    process.stderr.write(`klc ${name}: internal error (please report it): ${e instanceof Error ? e.stack ?? e.message : String(e)}\n`);
+    return 70;
+  }
+}
+
+main(process.argv.slice(2)).then((code) => {
+  process.exitCode = code;
+});
