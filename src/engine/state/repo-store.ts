@@ -1,0 +1,147 @@
+/**
+ * The saved states of one workspace for one model: a snapshot of the whole ingested context
+ * plus checkpoints taken at file boundaries while it was ingested.
+ *
+ *   <dir>/snapshot.klcs          the full state after the last ingest, with its token ids
+ *   <dir>/ckpt-<position>.klcs   KDA parts at a file boundary; MLA rows come from the snapshot
+ *
+ * MLA caches only grow, so the first p rows of the snapshot are exactly the MLA state at p
+ * whenever the token ids before p are unchanged. The KDA recurrent state cannot be rewound, which
+ * is why checkpoints exist: after an edit, ingest resumes from the last checkpoint before the
+ * first changed token instead of from zero.
+ */
+import { promises as fs } from 'node:fs';
+import { join } from 'node:path';
+import { hashIds, openStateFile, sameKey, StateFileError, writeStateFile, type StateKey } from './state-file';
+import type { SequenceState } from './types';
+
+export interface Resumed {
+  state: SequenceState;
+  /** Tokens covered by the restored state. */
+  position: number;
+  /** 'snapshot' when the whole saved context was reused, else the checkpoint used. */
+  from: 'snapshot' | 'checkpoint';
+}
+
+const SNAPSHOT = 'snapshot.klcs';
+const CKPT = /^ckpt-(\d+)\.klcs$/;
+
+export class RepoStateStore {
+  constructor(
+    readonly dir: string,
+    readonly key: StateKey,
+    private readonly log: (line: string) => void = () => {},
+  ) {}
+
+  get snapshotPath(): string {
+    return join(this.dir, SNAPSHOT);
+  }
+
+  /**
+   * The longest saved prefix of `ids` that can be restored, or null. Unusable files (corrupt,
+   * truncated, other model or packer) are reported through the log and deleted.
+   */
+  async resume(ids: ArrayLike<number>): Promise<Resumed | null> {
+    const snap = await this.openValid(this.snapshotPath);
+    if (!snap) {
+      await this.removeCheckpoints(0);
+      return null;
+    }
+    try {
+      const old = await snap.readIds();
+      let common = 0;
+      const limit = Math.min(old.length, ids.length);
+      while (common < limit && old[common] === ids[common]) common++;
+      if (common === old.length) {
+        return { state: await snap.readState(), position: old.length, from: 'snapshot' };
+      }
+      for (const position of (await this.checkpointPositions()).filter((p) => p <= common).sort((a, b) => b - a)) {
+        const ckpt = await this.openValid(this.checkpointPath(position));
+        if (!ckpt) continue;
+        try {
+          if (ckpt.header.length !== position || ckpt.header.prefixHash !== hashIds(ids, position)) {
+            this.log(`checkpoint at ${position} belongs to other content; removing it`);
+            await fs.rm(ckpt.file, { force: true });
+            continue;
+          }
+          const kda = await ckpt.readState(0);
+          const mla = await snap.readState(position);
+          const layers = kda.layers.map((l, i) => (l.kind === 'kda' ? l : mla.layers[i]));
+          return { state: { length: position, layers }, position, from: 'checkpoint' };
+        } finally {
+          await ckpt.close();
+        }
+      }
+      return null;
+    } catch (e) {
+      if (!(e instanceof StateFileError)) throw e;
+      this.log(e.message);
+      await this.clear();
+      return null;
+    } finally {
+      await snap.close();
+    }
+  }
+
+  /** Saves the KDA parts of `state` as a checkpoint at its current length. */
+  async saveCheckpoint(state: SequenceState, ids: ArrayLike<number>): Promise<void> {
+    await fs.mkdir(this.dir, { recursive: true });
+    await writeStateFile(this.checkpointPath(state.length), state, { key: this.key, ids, storeIds: false, withLatent: false });
+  }
+
+  async saveSnapshot(state: SequenceState, ids: ArrayLike<number>, meta?: Record<string, unknown>): Promise<void> {
+    await fs.mkdir(this.dir, { recursive: true });
+    await writeStateFile(this.snapshotPath, state, { key: this.key, ids, meta });
+  }
+
+  /** Removes checkpoints beyond `position`: they describe content that is about to change. */
+  async removeCheckpoints(after: number): Promise<void> {
+    for (const p of await this.checkpointPositions()) {
+      if (p > after) await fs.rm(this.checkpointPath(p), { force: true });
+    }
+  }
+
+  async clear(): Promise<void> {
+    await fs.rm(this.dir, { recursive: true, force: true });
+  }
+
+  async checkpointPositions(): Promise<number[]> {
+    let names: string[];
+    try {
+      names = await fs.readdir(this.dir);
+    } catch {
+      return [];
+    }
+    return names.flatMap((n) => {
+      const m = CKPT.exec(n);
+      return m ? [Number(m[1])] : [];
+    });
+  }
+
+  private checkpointPath(position: number): string {
+    return join(this.dir, `ckpt-${position}.klcs`);
+  }
+
+  private async openValid(file: string) {
+    try {
+      await fs.access(file);
+    } catch {
+      return null;
+    }
+    try {
+      const f = await openStateFile(file);
+      if (!sameKey(f.header.key, this.key)) {
+        this.log(`saved state ${file} was made by another model, tokenizer or packer version; rebuilding it`);
+        await f.close();
+        await fs.rm(file, { force: true });
+        return null;
+      }
+      return f;
+    } catch (e) {
+      if (!(e instanceof StateFileError)) throw e;
+      this.log(e.message);
+      await fs.rm(file, { force: true });
+      return null;
+    }
+  }
+}
