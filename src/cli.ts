@@ -9,6 +9,9 @@ type Command = { summary: string; load: () => Promise<{ run(argv: string[]): Pro
 const commands: Record<string, Command> = {
   pack: { summary: 'pack workspace folders into one context and print what was packed', load: () => import('./cli/pack') },
   tokenize: { summary: 'tokenize a file with a model\'s tokenizer', load: () => import('./cli/tokenize') },
+  ingest: { summary: 'pack and prefill a workspace, and save its state', load: () => import('./cli/ingest') },
+  ask: { summary: 'answer a question from the saved workspace state', load: () => import('./cli/ask') },
+  forward: { summary: 'logits for token ids (test contract; --split checks state save/restore)', load: () => import('./cli/forward') },
 };
 
 function usage(): string {

@@ -1,10 +1,11 @@
-// Runs every *.test.ts under the given folders with node:test (TypeScript through tsx).
+// Runs every *.test.ts under the given folders (or the given files) with node:test (TypeScript through tsx).
 // Node 20's --test takes no globs, so the files are listed here.
 import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 
 function find(dir) {
+  if (!statSync(dir).isDirectory()) return dir.endsWith('.test.ts') ? [dir] : [];
   return readdirSync(dir).flatMap((name) => {
     const p = join(dir, name);
     if (statSync(p).isDirectory()) return find(p);

@@ -1,0 +1,30 @@
+/**
+ * A model's identity for cache keys: config.json plus every safetensors header (names, dtypes,
+ * shapes, offsets) and file size. Reading headers instead of hashing tens of gigabytes of weights
+ * keeps it instant; a changed weight file almost always changes its size or header, and a user
+ * who edits weights in place can clear the cache.
+ */
+import { createHash } from 'node:crypto';
+import { promises as fs } from 'node:fs';
+import { join } from 'node:path';
+
+export async function modelId(dir: string): Promise<string> {
+  const h = createHash('sha256');
+  h.update(await fs.readFile(join(dir, 'config.json')));
+  const shards = (await fs.readdir(dir)).filter((n) => n.endsWith('.safetensors')).sort();
+  for (const name of shards) {
+    const handle = await fs.open(join(dir, name), 'r');
+    try {
+      const size = (await handle.stat()).size;
+      const len = Buffer.alloc(8);
+      await handle.read(len, 0, 8, 0);
+      const hlen = Number(len.readBigUInt64LE());
+      const header = Buffer.alloc(Math.max(0, Math.min(hlen, size - 8)));
+      await handle.read(header, 0, header.length, 8);
+      h.update(`${name}\0${size}\0`).update(header);
+    } finally {
+      await handle.close();
+    }
+  }
+  return h.digest('hex').slice(0, 32);
+}

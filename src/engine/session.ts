@@ -1,0 +1,269 @@
+/**
+ * One loaded model answering questions about one workspace: the object the CLI and the engine
+ * process drive. Ingest packs the workspace, restores what it can from saved states, prefills the
+ * rest with checkpoints at file boundaries, and saves the result; ask forks that state, so every
+ * question starts from the ingested repository instead of re-reading it.
+ */
+import { createHash } from 'node:crypto';
+import { homedir } from 'node:os';
+import { basename, join, resolve } from 'node:path';
+import type {
+  AskRequest,
+  AskResult,
+  BackendName,
+  EngineStatus,
+  IngestProgress,
+  IngestResult,
+  PackSettings,
+  SamplingOptions,
+} from './api';
+import { questionTokens, repoClosing, repoPreamble, stopIds } from './chat-template';
+import { CancelledError, generate, PREFILL_CHUNK } from './generate';
+import { modelId } from './model-id';
+import { loadModel, type Model } from './model/model';
+import { loadTokenizer } from './model/tokenizer';
+import type { Tokenizer } from './model/tokenizer/types';
+import { DEFAULT_SAMPLING } from './sampler';
+import { RepoStateStore } from './state/repo-store';
+import type { SequenceState } from './state/types';
+import { bundledModelDir } from '../common/package-root';
+import { UserError } from '../common/errors';
+import { packWorkspace, PACKER_VERSION } from '../workspace';
+
+/** Tokens kept free after the repository for the question, the history and the answer. */
+export const QUESTION_RESERVE = 4096;
+
+/** Default place for saved states: $XDG_CACHE_HOME/kimi-linear-code or ~/.cache/kimi-linear-code. */
+export function defaultCacheDir(): string {
+  return join(process.env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'kimi-linear-code');
+}
+
+export interface SessionOptions {
+  /** Checkpoint folder; undefined = the bundled tiny checkpoint. */
+  modelDir?: string;
+  backend: BackendName;
+  /** Where repository states are saved. */
+  cacheDir: string;
+  /** The workspace that ask() ingests when nothing was ingested yet. */
+  workspace?: PackSettings;
+  log?: (line: string) => void;
+}
+
+interface Repo {
+  settings: PackSettings;
+  ids: Int32Array;
+  state: SequenceState;
+  files: number;
+  stale: boolean;
+}
+
+/** Checkpoints at file boundaries, at least this far apart: enough to resume near an edit without filling the disk. */
+export function checkpointSpacing(totalTokens: number): number {
+  return Math.max(PREFILL_CHUNK * 4, Math.ceil(totalTokens / 64));
+}
+
+export class EngineSession {
+  private repo: Repo | null = null;
+  private ingesting = false;
+
+  private constructor(
+    private readonly opts: SessionOptions,
+    readonly modelDir: string,
+    readonly model: Model,
+    readonly tokenizer: Tokenizer,
+    readonly modelId: string,
+    private readonly log: (line: string) => void,
+  ) {}
+
+  static async open(opts: SessionOptions): Promise<EngineSession> {
+    const log = opts.log ?? (() => {});
+    const modelDir = resolve(opts.modelDir ?? bundledModelDir());
+    const [tokenizer, model, id] = await Promise.all([
+      loadTokenizer(modelDir),
+      loadModel(modelDir, { backend: opts.backend, log }),
+      modelId(modelDir).catch((e: Error) => {
+        throw new UserError(`cannot read the model folder ${modelDir}: ${e.message}. Point kimiLinear.modelPath (or --model) at a Kimi Linear checkpoint folder.`, modelDir);
+      }),
+    ]);
+    if (tokenizer.vocabSize > model.config.vocabSize) {
+      throw new UserError(
+        `the tokenizer in ${modelDir} has ${tokenizer.vocabSize} ids but config.json's vocab_size is ${model.config.vocabSize}; the tokenizer files do not belong to this checkpoint`,
+        modelDir,
+      );
+    }
+    log(`model ${modelDir} (${model.parameters.toLocaleString('en-US')} parameters) on ${model.backendName}, ${model.device}`);
+    return new EngineSession(opts, modelDir, model, tokenizer, id, log);
+  }
+
+  /** NoPE attention has no trained length limit in its weights; the config's is the promise we keep. */
+  private get maxContext(): number {
+    return this.model.config.maxPositionEmbeddings ?? 1_048_576;
+  }
+
+  get bundled(): boolean {
+    return this.modelDir === resolve(bundledModelDir());
+  }
+
+  status(): EngineStatus {
+    const repo = this.repo;
+    return {
+      model: { path: this.modelDir, name: basename(this.modelDir), bundled: this.bundled, parameters: this.model.parameters },
+      backend: this.model.backendName,
+      device: this.model.device,
+      repo: {
+        roots: repo?.settings.roots ?? this.opts.workspace?.roots ?? [],
+        files: repo?.files ?? 0,
+        tokens: repo?.ids.length ?? 0,
+        state: this.ingesting ? 'ingesting' : !repo ? 'none' : repo.stale ? 'stale' : 'ready',
+      },
+    };
+  }
+
+  /** Marks the ingested state as not reflecting these files any more; the next ingest is incremental. */
+  markStale(changedPaths: string[]): void {
+    if (this.repo && changedPaths.length > 0) this.repo.stale = true;
+  }
+
+  private storeFor(settings: PackSettings): RepoStateStore {
+    const roots = settings.roots.map((r) => resolve(r)).sort();
+    const dirKey = createHash('sha256').update(`${this.modelId}\0${roots.join('\0')}`).digest('hex').slice(0, 24);
+    const key = { modelId: this.modelId, packerVersion: PACKER_VERSION, tokenizerId: this.tokenizer.id };
+    return new RepoStateStore(join(this.opts.cacheDir, dirKey), key, this.log);
+  }
+
+  async ingest(settings: PackSettings | undefined, onProgress: (p: IngestProgress) => void = () => {}, signal?: AbortSignal): Promise<IngestResult> {
+    const ws = settings ?? this.opts.workspace;
+    if (!ws || ws.roots.length === 0) throw new UserError('no workspace folder to ingest: open a folder, or pass one to klc');
+    if (this.ingesting) throw new UserError('an ingest is already running; wait for it or cancel it');
+    this.ingesting = true;
+    try {
+      return await this.runIngest(ws, onProgress, signal);
+    } finally {
+      this.ingesting = false;
+    }
+  }
+
+  private async runIngest(ws: PackSettings, onProgress: (p: IngestProgress) => void, signal?: AbortSignal): Promise<IngestResult> {
+    const started = performance.now();
+    const preamble = repoPreamble(this.tokenizer);
+    const closing = repoClosing(this.tokenizer);
+    const contextLimit = this.maxContext - QUESTION_RESERVE - preamble.length - closing.length;
+    if (contextLimit <= 0) throw new UserError(`the model's context (${this.maxContext} tokens) leaves no room for a repository`);
+    const maxTokens = Math.min(ws.maxTokens ?? contextLimit, contextLimit);
+
+    onProgress({ phase: 'pack', filesDone: 0, filesTotal: 0, tokensDone: 0, tokensTotal: 0, tokensPerSecond: 0 });
+    const pack = await packWorkspace({
+      roots: ws.roots,
+      tokenizer: this.tokenizer,
+      maxTokens,
+      include: ws.include,
+      exclude: ws.exclude,
+      maxFileBytes: ws.maxFileBytes,
+      signal,
+      onProgress: (p) => onProgress({ phase: 'pack', filesDone: p.done, filesTotal: p.total, tokensDone: 0, tokensTotal: 0, tokensPerSecond: 0 }),
+    });
+    const ids = new Int32Array(preamble.length + pack.ids.length + closing.length);
+    ids.set(preamble, 0);
+    ids.set(pack.ids, preamble.length);
+    ids.set(closing, preamble.length + pack.ids.length);
+    const fileEnds = pack.manifest.files.map((f) => preamble.length + f.end);
+    const files = pack.manifest.files.length;
+    const omitted = pack.manifest.omitted.length;
+    const secretsRedacted = pack.stats.secretsRedacted;
+
+    onProgress({ phase: 'restore', filesDone: 0, filesTotal: files, tokensDone: 0, tokensTotal: ids.length, tokensPerSecond: 0 });
+    const store = this.storeFor(ws);
+    const resumed = await store.resume(ids);
+    if (resumed && resumed.position === ids.length) {
+      this.repo = { settings: ws, ids, state: resumed.state, files, stale: false };
+      this.log(`ingest: saved state of ${ids.length} tokens is up to date`);
+      const seconds = (performance.now() - started) / 1000;
+      return { files, omitted, tokens: ids.length, resumedTokens: ids.length, upToDate: true, seconds, tokensPerSecond: 0, secretsRedacted };
+    }
+    const state = resumed ? resumed.state : this.model.newState();
+    const resumedTokens = state.length;
+    if (resumed) this.log(`ingest: resuming at token ${resumedTokens} of ${ids.length} from the saved ${resumed.from}`);
+    await store.removeCheckpoints(resumedTokens);
+
+    const spacing = checkpointSpacing(ids.length);
+    const boundaries = fileEnds.filter((p) => p > resumedTokens && p < ids.length);
+    let lastCheckpoint = resumedTokens;
+    const prefillStart = performance.now();
+    let filesDone = fileEnds.filter((p) => p <= resumedTokens).length;
+    let position = resumedTokens;
+    while (position < ids.length) {
+      if (signal?.aborted) throw new CancelledError();
+      // Stop each slice at the next file boundary so a checkpoint can be taken there.
+      const nextBoundary = boundaries.find((b) => b > position) ?? ids.length;
+      const end = Math.min(position + PREFILL_CHUNK, nextBoundary);
+      await this.model.prefill(state, ids.subarray(position, end), { logits: 'none' });
+      position = end;
+      while (filesDone < fileEnds.length && fileEnds[filesDone] <= position) filesDone++;
+      if (position === nextBoundary && position < ids.length && position - lastCheckpoint >= spacing) {
+        await store.saveCheckpoint(state, ids);
+        lastCheckpoint = position;
+      }
+      const elapsed = (performance.now() - prefillStart) / 1000;
+      const tps = elapsed > 0 ? (position - resumedTokens) / elapsed : 0;
+      onProgress({
+        phase: 'prefill',
+        filesDone,
+        filesTotal: files,
+        tokensDone: position,
+        tokensTotal: ids.length,
+        tokensPerSecond: tps,
+        ...(tps > 0 ? { etaSeconds: (ids.length - position) / tps } : {}),
+      });
+      await new Promise<void>((r) => setImmediate(r));
+    }
+    const prefillSeconds = (performance.now() - prefillStart) / 1000;
+    onProgress({ phase: 'save', filesDone: files, filesTotal: files, tokensDone: ids.length, tokensTotal: ids.length, tokensPerSecond: 0 });
+    await store.saveSnapshot(state, ids, { files, roots: ws.roots, createdAt: new Date().toISOString() });
+    this.repo = { settings: ws, ids, state, files, stale: false };
+    const computed = ids.length - resumedTokens;
+    return {
+      files,
+      omitted,
+      tokens: ids.length,
+      resumedTokens,
+      upToDate: false,
+      seconds: (performance.now() - started) / 1000,
+      tokensPerSecond: prefillSeconds > 0 ? computed / prefillSeconds : 0,
+      secretsRedacted,
+    };
+  }
+
+  /** Answers from the ingested repository (ingesting first when nothing is loaded yet). */
+  async ask(req: AskRequest, onText: (delta: string) => void = () => {}, signal?: AbortSignal): Promise<AskResult> {
+    const startedAt = performance.now();
+    if (!this.repo) await this.ingest(undefined, () => {}, signal);
+    const repo = this.repo!;
+    const sampling: SamplingOptions = { ...DEFAULT_SAMPLING, ...req.sampling };
+    const prompt = questionTokens(this.tokenizer, req.question, req.history, req.selection);
+    if (repo.ids.length + prompt.length + sampling.maxNewTokens > this.maxContext) {
+      throw new UserError(
+        `the question (${prompt.length} tokens) and answer (${sampling.maxNewTokens}) do not fit after the ${repo.ids.length}-token repository in the model's ${this.maxContext}-token context; shorten the chat history or lower kimiLinear.maxContextTokens`,
+      );
+    }
+    const state = this.model.forkState(repo.state);
+    const result = await generate(this.model, this.tokenizer, state, prompt, {
+      sampling,
+      stopIds: stopIds(this.tokenizer),
+      onText,
+      signal,
+      startedAt,
+    });
+    return {
+      text: result.text,
+      tokens: result.tokens,
+      ttftMs: result.ttftMs,
+      decodeTokensPerSecond: result.decodeTokensPerSecond,
+      stopReason: result.stopReason,
+    };
+  }
+
+  async dispose(): Promise<void> {
+    this.repo = null;
+    await this.model.dispose?.();
+  }
+}
