@@ -1,0 +1,213 @@
+/**
+ * The extension's (and any other host's) handle on the engine: starts the engine process on the
+ * first request, restarts it after a crash (with RestartBackoff), and offers the EngineSession's
+ * methods over JSON-RPC. Free of `vscode` so that it is tested in plain Node against the real
+ * engine process.
+ */
+import { Emitter, type Event } from 'vscode-jsonrpc';
+import type { AskRequest, AskResult, EngineStatus, IngestProgress, IngestResult, PackSettings } from '../engine/api';
+import {
+  askRequest, askText, ingestProgress, ingestRequest, markStaleRequest, openRequest, type OpenParams, statusRequest,
+} from '../common/engine-protocol';
+import { UserError } from '../common/errors';
+import { type BackoffPolicy, defaultBackoff, RestartBackoff } from './backoff';
+import { describeExit, EngineCrashedError, isCancelled, userMessageOf } from './engine-errors';
+import { EngineProcess } from './engine-process';
+
+export type LogLevel = 'info' | 'warn' | 'error';
+
+export interface EngineClientOptions {
+  /** The engine process bundle, dist/engine-host.js. */
+  enginePath: string;
+  /** Node (or Electron run as Node) that runs the bundle; defaults to this process's own. */
+  execPath?: string;
+  /** Read at every start, so that changed settings apply after a restart. */
+  openParams: () => OpenParams;
+  /** The workspace an ask ingests first when the engine has no repository state yet. */
+  workspace?: () => PackSettings | undefined;
+  log: (line: string, level: LogLevel) => void;
+  backoff?: BackoffPolicy;
+}
+
+export type EngineProcessState = 'stopped' | 'starting' | 'running' | 'crashed';
+
+export interface EngineClientStatus {
+  process: EngineProcessState;
+  /** The engine's last reported status; kept after a crash so that surfaces can still show it. */
+  engine: EngineStatus | null;
+  /** Progress of the ingest in flight, if any. */
+  ingest: IngestProgress | null;
+  /** The last failure to show, e.g. the crash message. */
+  error: string | null;
+}
+
+export class EngineClient {
+  private readonly statusEmitter = new Emitter<EngineClientStatus>();
+  readonly onDidChangeStatus: Event<EngineClientStatus> = this.statusEmitter.event;
+  private readonly backoff: RestartBackoff;
+  private starting: Promise<EngineProcess> | undefined;
+  private proc: EngineProcess | undefined;
+  private streamIds = 0;
+  /** Bumped by restart(), so that a start already under way does not install an outdated process. */
+  private generation = 0;
+  private disposed = false;
+  private current: EngineClientStatus = { process: 'stopped', engine: null, ingest: null, error: null };
+
+  constructor(private readonly options: EngineClientOptions) {
+    this.backoff = new RestartBackoff(options.backoff ?? defaultBackoff);
+  }
+
+  get lastStatus(): EngineClientStatus {
+    return this.current;
+  }
+
+  /** The engine process id while one runs. */
+  get pid(): number | undefined {
+    return this.proc?.running ? this.proc.pid : undefined;
+  }
+
+  async status(): Promise<EngineStatus> {
+    const proc = await this.process();
+    return this.noteEngine(await proc.request(statusRequest));
+  }
+
+  async ingest(settings: PackSettings, onProgress: (p: IngestProgress) => void, signal?: AbortSignal): Promise<IngestResult> {
+    const proc = await this.process();
+    const progressToken = `ingest-${++this.streamIds}`;
+    const subscription = proc.onProgress(ingestProgress, progressToken, (p) => {
+      this.update({ ingest: p });
+      onProgress(p);
+    });
+    this.update({ engine: this.current.engine && withRepoState(this.current.engine, 'ingesting') });
+    try {
+      return await proc.request(ingestRequest, { settings, progressToken }, signal);
+    } finally {
+      subscription.dispose();
+      this.update({ ingest: null });
+      await this.refresh();
+    }
+  }
+
+  async ask(request: AskRequest, onText: (delta: string) => void, signal?: AbortSignal): Promise<AskResult> {
+    const proc = await this.process();
+    const id = ++this.streamIds;
+    const textToken = `ask-${id}`;
+    const progressToken = `ask-ingest-${id}`;
+    const subscriptions = [
+      proc.onProgress(askText, textToken, onText),
+      proc.onProgress(ingestProgress, progressToken, (p) => this.update({ ingest: p })),
+    ];
+    try {
+      return await proc.request(askRequest, { request, textToken, workspace: this.options.workspace?.(), progressToken }, signal);
+    } finally {
+      for (const s of subscriptions) s.dispose();
+      if (this.current.ingest) this.update({ ingest: null });
+      await this.refresh();
+    }
+  }
+
+  /**
+   * Tells a running engine that files changed. Without a running engine there is nothing to mark:
+   * the next ingest compares the workspace with the saved state anyway.
+   */
+  async markStale(paths: string[]): Promise<void> {
+    const proc = this.proc;
+    if (!proc?.running || paths.length === 0) return;
+    this.noteEngine(await proc.request(markStaleRequest, { paths }));
+  }
+
+  /** Stops the engine; the next request starts a fresh one with the current settings. */
+  async restart(): Promise<void> {
+    const proc = this.proc;
+    this.proc = undefined;
+    this.starting = undefined;
+    this.generation++;
+    if (proc) {
+      await proc.stop();
+      this.options.log('engine process stopped for a restart', 'info');
+    }
+    this.update({ process: 'stopped', ingest: null, error: null });
+  }
+
+  async dispose(): Promise<void> {
+    this.disposed = true;
+    const proc = this.proc;
+    this.proc = undefined;
+    if (proc) await proc.stop();
+    this.statusEmitter.dispose();
+  }
+
+  private process(): Promise<EngineProcess> {
+    if (this.disposed) return Promise.reject(new Error('EngineClient is disposed'));
+    if (this.proc?.running) return Promise.resolve(this.proc);
+    this.starting ??= this.start().finally(() => {
+      this.starting = undefined;
+    });
+    return this.starting;
+  }
+
+  private async start(): Promise<EngineProcess> {
+    const generation = this.generation;
+    const delay = this.backoff.delayBeforeStart();
+    if (delay > 0) {
+      this.options.log(`engine crashed ${this.backoff.crashesInARow} times in a row; waiting ${delay} ms before starting it again`, 'warn');
+      await new Promise((resolve) => setTimeout(resolve, delay));
+    }
+    const params = this.options.openParams();
+    this.update({ process: 'starting', error: null });
+    const proc = new EngineProcess({
+      enginePath: this.options.enginePath,
+      execPath: this.options.execPath ?? process.execPath,
+      onStderrLine: (line) => this.options.log(line, 'info'),
+    });
+    this.options.log(`engine process started (pid ${proc.pid ?? 'none'})`, 'info');
+    void proc.exited.then((exit) => this.onExit(proc, exit));
+    try {
+      const engine = await proc.request(openRequest, params);
+      if (this.disposed || generation !== this.generation) {
+        await proc.stop();
+        throw new UserError('The engine was restarted while it started. Run the request again.');
+      }
+      this.proc = proc;
+      this.update({ process: 'running', engine });
+      return proc;
+    } catch (e) {
+      if (proc.running) await proc.stop();
+      this.update({ process: 'stopped', error: userMessageOf(e) });
+      throw e;
+    }
+  }
+
+  private onExit(proc: EngineProcess, exit: { code: number | null; signal: NodeJS.Signals | null }): void {
+    if (this.proc === proc) this.proc = undefined;
+    if (proc.stopRequested) return;
+    this.backoff.recordCrash(Date.now() - proc.startedAt);
+    const message = new EngineCrashedError(exit).message;
+    this.options.log(`engine process ${proc.pid ?? ''} ended (${describeExit(exit)})`, 'error');
+    this.update({ process: 'crashed', ingest: null, error: message });
+  }
+
+  private async refresh(): Promise<void> {
+    const proc = this.proc;
+    if (!proc?.running) return;
+    try {
+      this.noteEngine(await proc.request(statusRequest));
+    } catch (e) {
+      if (!isCancelled(e)) this.options.log(`could not read the engine status: ${userMessageOf(e)}`, 'warn');
+    }
+  }
+
+  private noteEngine(engine: EngineStatus): EngineStatus {
+    this.update({ engine });
+    return engine;
+  }
+
+  private update(change: Partial<EngineClientStatus>): void {
+    this.current = { ...this.current, ...change };
+    if (!this.disposed) this.statusEmitter.fire(this.current);
+  }
+}
+
+function withRepoState(engine: EngineStatus, state: EngineStatus['repo']['state']): EngineStatus {
+  return { ...engine, repo: { ...engine.repo, state } };
+}

@@ -1,0 +1,51 @@
+/**
+ * Turns the `kimiLinear.*` settings into what the engine takes. Pure: the caller passes a reader
+ * (VS Code's WorkspaceConfiguration in the extension), so the mapping is tested without an editor.
+ */
+import type { BackendName, PackSettings, SamplingOptions } from '../engine/api';
+import type { OpenParams } from '../common/engine-protocol';
+import { UserError } from '../common/errors';
+
+export interface SettingsReader {
+  /** The value of `kimiLinear.<key>`, or undefined when unset and without a default. */
+  get<T>(key: string): T | undefined;
+}
+
+const BACKENDS: readonly BackendName[] = ['auto', 'cuda', 'onnx', 'reference'];
+
+export function openParamsFrom(settings: SettingsReader, cacheDir: string): OpenParams {
+  const modelPath = (settings.get<string>('modelPath') ?? '').trim();
+  const backend = settings.get<string>('backend') ?? 'auto';
+  if (!BACKENDS.includes(backend as BackendName)) {
+    throw new UserError(`Setting kimiLinear.backend is "${backend}"; use one of ${BACKENDS.join(', ')}.`);
+  }
+  return { modelDir: modelPath === '' ? undefined : modelPath, backend: backend as BackendName, cacheDir };
+}
+
+export function packSettingsFrom(settings: SettingsReader, roots: string[]): PackSettings {
+  return withoutUndefined({
+    roots,
+    maxTokens: settings.get<number>('maxContextTokens'),
+    include: nonEmpty(settings.get<string[]>('include')),
+    exclude: nonEmpty(settings.get<string[]>('exclude')),
+    maxFileBytes: settings.get<number>('maxFileBytes'),
+  });
+}
+
+export function samplingFrom(settings: SettingsReader): Partial<SamplingOptions> {
+  return withoutUndefined({
+    temperature: settings.get<number>('temperature'),
+    topP: settings.get<number>('topP'),
+    maxNewTokens: settings.get<number>('maxNewTokens'),
+  });
+}
+
+function nonEmpty(list: string[] | undefined): string[] | undefined {
+  const kept = (list ?? []).map((s) => s.trim()).filter((s) => s.length > 0);
+  return kept.length > 0 ? kept : undefined;
+}
+
+/** Unset keys are left out rather than sent as undefined, so the engine's defaults apply to them. */
+function withoutUndefined<T extends object>(value: T): T {
+  return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as T;
+}

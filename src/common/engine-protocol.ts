@@ -1,0 +1,63 @@
+/**
+ * The JSON-RPC protocol between the extension (EngineClient) and the engine process
+ * (src/engine/host). Both sides import these objects, so a renamed method or a changed payload
+ * is a type error on both ends instead of a silent mismatch at run time.
+ *
+ * Streams (ingest progress, answer text) use JSON-RPC `$/progress` with a token the caller puts
+ * in the request, so that each stream is tied to exactly one request.
+ */
+import { ProgressType, RequestType, RequestType0 } from 'vscode-jsonrpc';
+import type { AskRequest, AskResult, BackendName, EngineStatus, IngestProgress, IngestResult, PackSettings } from '../engine/api';
+
+export interface OpenParams {
+  /** Checkpoint folder; undefined selects the bundled tiny checkpoint. */
+  modelDir?: string;
+  backend: BackendName;
+  /** Where the engine persists repository states between runs. */
+  cacheDir: string;
+}
+
+export interface IngestParams {
+  settings: PackSettings;
+  progressToken: string;
+}
+
+export interface AskParams {
+  request: AskRequest;
+  textToken: string;
+  /** Ingested first (reporting on `progressToken`) when the engine holds no repository state yet. */
+  workspace?: PackSettings;
+  progressToken?: string;
+}
+
+export interface MarkStaleParams {
+  /** Absolute paths of the files that changed. */
+  paths: string[];
+}
+
+/** What the engine puts in `ResponseError.data`, so the client can tell user errors from bugs. */
+export interface EngineErrorData {
+  kind: 'user' | 'cancelled' | 'internal';
+  file?: string;
+  stack?: string;
+}
+
+export const EngineErrorCode = {
+  /** The request failed for a reason the user can act on; the message says what to do. */
+  User: 1,
+  /** The request was cancelled by the caller. Same number as LSP's RequestCancelled. */
+  Cancelled: -32800,
+  /** A request other than `open` arrived before a model was opened. */
+  NotOpened: 2,
+} as const;
+
+export const openRequest = new RequestType<OpenParams, EngineStatus, EngineErrorData>('engine/open');
+export const statusRequest = new RequestType0<EngineStatus, EngineErrorData>('engine/status');
+export const ingestRequest = new RequestType<IngestParams, IngestResult, EngineErrorData>('engine/ingest');
+export const askRequest = new RequestType<AskParams, AskResult, EngineErrorData>('engine/ask');
+export const markStaleRequest = new RequestType<MarkStaleParams, EngineStatus, EngineErrorData>('engine/markStale');
+/** Releases the session; the process exits once the response is written. */
+export const shutdownRequest = new RequestType0<void, EngineErrorData>('engine/shutdown');
+
+export const ingestProgress = new ProgressType<IngestProgress>();
+export const askText = new ProgressType<string>();

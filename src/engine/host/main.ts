@@ -1,0 +1,30 @@
+/**
+ * Entry of the engine process (bundled to dist/engine-host.js). The extension spawns it with the
+ * editor's Node (ELECTRON_RUN_AS_NODE=1), the CLI with plain node. It speaks JSON-RPC on
+ * stdin/stdout; everything else, logs included, goes to stderr, because one stray byte on stdout
+ * would corrupt the protocol stream.
+ */
+import { Writable } from 'node:stream';
+import { format } from 'node:util';
+import { createMessageConnection, StreamMessageReader, StreamMessageWriter } from 'vscode-jsonrpc/node';
+import { serveEngine } from './serve';
+
+const writeStdout = process.stdout.write.bind(process.stdout) as (chunk: Uint8Array | string, cb: (err?: Error | null) => void) => boolean;
+const protocolOut = new Writable({
+  write(chunk: Uint8Array, _encoding, callback) {
+    writeStdout(chunk, callback);
+  },
+});
+// Any other writer to stdout (a library's console.log) is sent to stderr instead.
+process.stdout.write = process.stderr.write.bind(process.stderr) as typeof process.stdout.write;
+const toStderr = (...args: unknown[]) => void process.stderr.write(`${format(...args)}\n`);
+console.log = toStderr;
+console.info = toStderr;
+console.debug = toStderr;
+
+const connection = createMessageConnection(new StreamMessageReader(process.stdin), new StreamMessageWriter(protocolOut));
+serveEngine(connection, {
+  log: (line) => void process.stderr.write(`${line}\n`),
+  exit: () => process.exit(0),
+});
+connection.listen();

@@ -1,0 +1,132 @@
+/**
+ * The engine process's request handlers: one EngineSession behind the typed protocol of
+ * src/common/engine-protocol.ts. Work on the model runs one request at a time in arrival order,
+ * because a session owns one model and one repository state; status requests answer at once.
+ */
+import { CancellationToken, ErrorCodes, MessageConnection, ResponseError } from 'vscode-jsonrpc';
+import {
+  askRequest, askText, EngineErrorCode, EngineErrorData, ingestProgress, ingestRequest, markStaleRequest,
+  openRequest, shutdownRequest, statusRequest,
+} from '../../common/engine-protocol';
+import { isUserError } from '../../common/errors';
+import type { IngestProgress } from '../api';
+import { EngineSession } from '../session';
+
+/** Ingest progress is sent at most this often; the session may report every chunk. */
+const PROGRESS_INTERVAL_MS = 100;
+
+export interface ServeOptions {
+  log: (line: string) => void;
+  /** Called once the session is released after a shutdown request or a closed connection. */
+  exit: () => void;
+}
+
+export function serveEngine(connection: MessageConnection, options: ServeOptions): void {
+  const { log } = options;
+  let session: EngineSession | undefined;
+  let queue: Promise<unknown> = Promise.resolve();
+
+  function exclusive<T>(work: () => Promise<T>): Promise<T> {
+    const run = queue.then(work, work);
+    queue = run.catch(() => undefined);
+    return run;
+  }
+
+  function opened(): EngineSession {
+    if (!session) {
+      throw new ResponseError<EngineErrorData>(EngineErrorCode.NotOpened, 'No model is open in the engine process yet.', { kind: 'internal' });
+    }
+    return session;
+  }
+
+  async function release(): Promise<void> {
+    const s = session;
+    session = undefined;
+    await s?.dispose();
+  }
+
+  connection.onRequest(openRequest, (params, token) => handle(token, log, () => exclusive(async () => {
+    await release();
+    log(`opening model ${params.modelDir ?? '(bundled tiny checkpoint)'} with backend ${params.backend}`);
+    session = await EngineSession.open({ modelDir: params.modelDir, backend: params.backend, cacheDir: params.cacheDir, log });
+    return session.status();
+  })));
+
+  connection.onRequest(statusRequest, (token) => handle(token, log, async () => opened().status()));
+
+  connection.onRequest(ingestRequest, (params, token) => handle(token, log, () => exclusive(async () => {
+    const progress = throttledProgress((p) => void connection.sendProgress(ingestProgress, params.progressToken, p));
+    return opened().ingest(params.settings, progress, signalOf(token));
+  })));
+
+  connection.onRequest(askRequest, (params, token) => handle(token, log, () => exclusive(async () => {
+    const s = opened();
+    const signal = signalOf(token);
+    if (params.workspace && s.status().repo.state === 'none') {
+      const progressToken = params.progressToken;
+      const progress = throttledProgress((p) => {
+        if (progressToken) void connection.sendProgress(ingestProgress, progressToken, p);
+      });
+      await s.ingest(params.workspace, progress, signal);
+    }
+    const onText = (delta: string) => void connection.sendProgress(askText, params.textToken, delta);
+    return s.ask(params.request, onText, signal);
+  })));
+
+  connection.onRequest(markStaleRequest, (params, token) => handle(token, log, async () => {
+    const s = opened();
+    s.markStale(params.paths);
+    return s.status();
+  }));
+
+  connection.onRequest(shutdownRequest, async () => {
+    await exclusive(release);
+    setImmediate(options.exit);
+  });
+
+  connection.onClose(() => {
+    void release().finally(options.exit);
+  });
+}
+
+/** Runs a handler and turns what it throws into a ResponseError the client can classify. */
+async function handle<T>(token: CancellationToken, log: (line: string) => void, work: () => Promise<T>): Promise<T> {
+  if (token.isCancellationRequested) throw cancelled();
+  try {
+    return await work();
+  } catch (e) {
+    if (e instanceof ResponseError) throw e;
+    if (token.isCancellationRequested) throw cancelled();
+    if (isUserError(e)) {
+      throw new ResponseError<EngineErrorData>(EngineErrorCode.User, e.message, { kind: 'user', file: e.file });
+    }
+    const err = e instanceof Error ? e : new Error(String(e));
+    log(`internal error: ${err.stack ?? err.message}`);
+    throw new ResponseError<EngineErrorData>(ErrorCodes.InternalError, err.message, { kind: 'internal', stack: err.stack });
+  }
+}
+
+function cancelled(): ResponseError<EngineErrorData> {
+  return new ResponseError<EngineErrorData>(EngineErrorCode.Cancelled, 'Cancelled.', { kind: 'cancelled' });
+}
+
+function signalOf(token: CancellationToken): AbortSignal {
+  const controller = new AbortController();
+  if (token.isCancellationRequested) controller.abort();
+  else token.onCancellationRequested(() => controller.abort());
+  return controller.signal;
+}
+
+/** Forwards a report at once when its phase changes, otherwise at most every PROGRESS_INTERVAL_MS. */
+function throttledProgress(send: (p: IngestProgress) => void): (p: IngestProgress) => void {
+  let lastSent = 0;
+  let lastPhase: IngestProgress['phase'] | undefined;
+  return (p) => {
+    const now = Date.now();
+    if (p.phase !== lastPhase || now - lastSent >= PROGRESS_INTERVAL_MS) {
+      lastSent = now;
+      lastPhase = p.phase;
+      send(p);
+    }
+  };
+}
