@@ -11,6 +11,7 @@ const commands: Record<string, Command> = {
   tokenize: { summary: 'tokenize a file with a model\'s tokenizer', load: () => import('./cli/tokenize') },
   ingest: { summary: 'pack and prefill a workspace, and save its state', load: () => import('./cli/ingest') },
   ask: { summary: 'answer a question from the saved workspace state', load: () => import('./cli/ask') },
+  bench: { summary: 'measure ingest, decode, cached time to first token and incremental re-ingest', load: () => import('./cli/bench') },
   forward: { summary: 'logits for token ids (test contract; --split checks state save/restore)', load: () => import('./cli/forward') },
 };
 

@@ -59,7 +59,7 @@ export async function run(argv: string[]): Promise<void> {
     const r = await session.ask({ question, sampling }, (delta) => process.stdout.write(delta), controller.signal);
     process.stdout.write('\n');
     process.stderr.write(
-      `time to first token ${r.ttftMs.toFixed(0)} ms, ${r.tokens} tokens at ${r.decodeTokensPerSecond.toFixed(1)} tokens/s (${r.stopReason}, ${session.model.backendName})\n`,
+      `time to first token ${r.ttftMs.toFixed(0)} ms, ${r.tokens} tokens at ${r.decodeTokensPerSecond.toFixed(1)} tokens/s (${r.stopReason}, ${session.model.backend.name})\n`,
     );
   } finally {
     process.off('SIGINT', onSigint);

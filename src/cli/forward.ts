@@ -64,10 +64,12 @@ export async function run(argv: string[]): Promise<void> {
       if (n < ids.length) {
         if (split !== undefined) {
           const file = join(scratch, `seq-${i}.klcs`);
+          model.syncState(state);
           await writeStateFile(file, state, { key: { modelId: 'forward', packerVersion: '', tokenizerId: '' }, ids });
           const opened = await openStateFile(file);
           try {
             state = await opened.readState();
+            model.backend.importState(state);
           } finally {
             await opened.close();
           }
@@ -79,6 +81,6 @@ export async function run(argv: string[]): Promise<void> {
   } finally {
     await fs.rm(scratch, { recursive: true, force: true });
   }
-  await writeSafetensors(resolve(values.out as string), tensors, { backend: model.backendName });
-  process.stderr.write(`wrote ${tensors.length} sequence(s) of logits to ${values.out} (${model.backendName})\n`);
+  await writeSafetensors(resolve(values.out as string), tensors, { backend: model.backend.name });
+  process.stderr.write(`wrote ${tensors.length} sequence(s) of logits to ${values.out} (${model.backend.name})\n`);
 }

@@ -26,7 +26,7 @@ export async function run(argv: string[]): Promise<void> {
         `files      ${r.files} packed, ${r.omitted} left out`,
         `tokens     ${r.tokens}`,
         `state      ${how}`,
-        `speed      ${r.upToDate ? '-' : `${r.tokensPerSecond.toFixed(1)} tokens/s`} (${session.model.backendName})`,
+        `speed      ${r.upToDate ? '-' : `${r.tokensPerSecond.toFixed(1)} tokens/s`} (${session.model.backend.name})`,
         `secrets    ${r.secretsRedacted} redacted`,
         `time       ${r.seconds.toFixed(2)} s`,
       ].join('\n') + '\n',

@@ -8,7 +8,14 @@ import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 
-export async function modelId(dir: string): Promise<string> {
+export interface ModelIdentity {
+  id: string;
+  /** Parameter count, summed over the safetensors headers. */
+  parameters: number;
+}
+
+export async function identifyModel(dir: string): Promise<ModelIdentity> {
+  let parameters = 0;
   const h = createHash('sha256');
   h.update(await fs.readFile(join(dir, 'config.json')));
   const shards = (await fs.readdir(dir)).filter((n) => n.endsWith('.safetensors')).sort();
@@ -22,9 +29,19 @@ export async function modelId(dir: string): Promise<string> {
       const header = Buffer.alloc(Math.max(0, Math.min(hlen, size - 8)));
       await handle.read(header, 0, header.length, 8);
       h.update(`${name}\0${size}\0`).update(header);
+      parameters += countParameters(header);
     } finally {
       await handle.close();
     }
   }
-  return h.digest('hex').slice(0, 32);
+  return { id: h.digest('hex').slice(0, 32), parameters };
+}
+
+function countParameters(header: Buffer): number {
+  try {
+    const json = JSON.parse(header.toString('utf8')) as Record<string, { shape?: number[] }>;
+    return Object.entries(json).reduce((n, [name, t]) => (name === '__metadata__' || !t.shape ? n : n + t.shape.reduce((a, b) => a * b, 1)), 0);
+  } catch {
+    return 0;
+  }
 }

@@ -19,7 +19,7 @@ import type {
 } from './api';
 import { questionTokens, repoClosing, repoPreamble, stopIds } from './chat-template';
 import { CancelledError, generate, PREFILL_CHUNK } from './generate';
-import { modelId } from './model-id';
+import { identifyModel } from './model-id';
 import { loadModel, type Model } from './model/model';
 import { loadTokenizer } from './model/tokenizer';
 import type { Tokenizer } from './model/tokenizer/types';
@@ -72,16 +72,17 @@ export class EngineSession {
     readonly model: Model,
     readonly tokenizer: Tokenizer,
     readonly modelId: string,
+    readonly parameters: number,
     private readonly log: (line: string) => void,
   ) {}
 
   static async open(opts: SessionOptions): Promise<EngineSession> {
     const log = opts.log ?? (() => {});
     const modelDir = resolve(opts.modelDir ?? bundledModelDir());
-    const [tokenizer, model, id] = await Promise.all([
+    const [tokenizer, model, identity] = await Promise.all([
       loadTokenizer(modelDir),
-      loadModel(modelDir, { backend: opts.backend, log }),
-      modelId(modelDir).catch((e: Error) => {
+      loadModel(modelDir, { backend: opts.backend }),
+      identifyModel(modelDir).catch((e: Error) => {
         throw new UserError(`cannot read the model folder ${modelDir}: ${e.message}. Point kimiLinear.modelPath (or --model) at a Kimi Linear checkpoint folder.`, modelDir);
       }),
     ]);
@@ -91,8 +92,8 @@ export class EngineSession {
         modelDir,
       );
     }
-    log(`model ${modelDir} (${model.parameters.toLocaleString('en-US')} parameters) on ${model.backendName}, ${model.device}`);
-    return new EngineSession(opts, modelDir, model, tokenizer, id, log);
+    log(`model ${modelDir} (${identity.parameters.toLocaleString('en-US')} parameters) on ${model.backend.name}, ${model.backend.device}`);
+    return new EngineSession(opts, modelDir, model, tokenizer, identity.id, identity.parameters, log);
   }
 
   /** NoPE attention has no trained length limit in its weights; the config's is the promise we keep. */
@@ -107,9 +108,9 @@ export class EngineSession {
   status(): EngineStatus {
     const repo = this.repo;
     return {
-      model: { path: this.modelDir, name: basename(this.modelDir), bundled: this.bundled, parameters: this.model.parameters },
-      backend: this.model.backendName,
-      device: this.model.device,
+      model: { path: this.modelDir, name: basename(this.modelDir), bundled: this.bundled, parameters: this.parameters },
+      backend: this.model.backend.name,
+      device: this.model.backend.device,
       repo: {
         roots: repo?.settings.roots ?? this.opts.workspace?.roots ?? [],
         files: repo?.files ?? 0,
@@ -174,6 +175,7 @@ export class EngineSession {
     onProgress({ phase: 'restore', filesDone: 0, filesTotal: files, tokensDone: 0, tokensTotal: ids.length, tokensPerSecond: 0 });
     const store = this.storeFor(ws);
     const resumed = await store.resume(ids);
+    if (resumed) this.model.backend.importState(resumed.state);
     if (resumed && resumed.position === ids.length) {
       this.repo = { settings: ws, ids, state: resumed.state, files, stale: false };
       this.log(`ingest: saved state of ${ids.length} tokens is up to date`);
@@ -200,6 +202,7 @@ export class EngineSession {
       position = end;
       while (filesDone < fileEnds.length && fileEnds[filesDone] <= position) filesDone++;
       if (position === nextBoundary && position < ids.length && position - lastCheckpoint >= spacing) {
+        this.model.syncState(state);
         await store.saveCheckpoint(state, ids);
         lastCheckpoint = position;
       }
@@ -218,6 +221,7 @@ export class EngineSession {
     }
     const prefillSeconds = (performance.now() - prefillStart) / 1000;
     onProgress({ phase: 'save', filesDone: files, filesTotal: files, tokensDone: ids.length, tokensTotal: ids.length, tokensPerSecond: 0 });
+    this.model.syncState(state);
     await store.saveSnapshot(state, ids, { files, roots: ws.roots, createdAt: new Date().toISOString() });
     this.repo = { settings: ws, ids, state, files, stale: false };
     const computed = ids.length - resumedTokens;
@@ -231,6 +235,11 @@ export class EngineSession {
       tokensPerSecond: prefillSeconds > 0 ? computed / prefillSeconds : 0,
       secretsRedacted,
     };
+  }
+
+  /** A private copy of the ingested state to continue from (MLA pages shared, copy-on-write). */
+  forkRepoState(): { state: SequenceState; ids: Int32Array } | null {
+    return this.repo ? { state: this.model.forkState(this.repo.state), ids: this.repo.ids } : null;
   }
 
   /** Answers from the ingested repository (ingesting first when nothing is loaded yet). */

@@ -1,0 +1,97 @@
+/**
+ * `klc bench`: the figures that matter to a user of the engine, measured on a copy of a real
+ * folder so that nothing of the user's is touched:
+ *   ingest tokens/s · decode tokens/s · time to first token from the cached state vs prefilling
+ *   the whole context again · re-ingest after editing one file vs a full ingest.
+ */
+import { promises as fs } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { packageRoot } from '../common/package-root';
+import { UserError } from '../common/errors';
+import { questionTokens } from '../engine/chat-template';
+import { sampleToken, seededRandom } from '../engine/sampler';
+import { generate, prefillChunked } from '../engine/generate';
+import { EngineSession } from '../engine/session';
+import { backendOption, intOption, parseCommandArgs } from './args';
+
+const USAGE = `usage: klc bench [dir] [options]
+
+Copies dir (default: this project's src/) to a temporary folder and measures ingest, decode,
+time to first token (cached state vs re-prefill) and incremental re-ingest on that copy.
+
+  --model DIR         checkpoint folder (default: the bundled tiny checkpoint)
+  --backend B         auto | cuda | onnx | reference (default auto)
+  --max-tokens N      token budget for the packed copy (default 16384)
+  --decode-tokens N   tokens generated for the decode figure (default 64)
+`;
+
+const QUESTION = 'Which files call the function that packs the workspace, and what do they do with its result?';
+
+export async function run(argv: string[]): Promise<void> {
+  const { values, positionals } = parseCommandArgs(
+    argv,
+    { model: { type: 'string' }, backend: { type: 'string' }, 'max-tokens': { type: 'string' }, 'decode-tokens': { type: 'string' } },
+    USAGE,
+  );
+  const source = resolve(positionals[0] ?? join(packageRoot(), 'src'));
+  const stat = await fs.stat(source).catch(() => null);
+  if (!stat?.isDirectory()) throw new UserError(`${source} is not a folder to benchmark on`, source);
+  const maxTokens = intOption(values, 'max-tokens', 256) ?? 16384;
+  const decodeTokens = intOption(values, 'decode-tokens', 2) ?? 64;
+
+  const scratch = await fs.mkdtemp(join(tmpdir(), 'klc-bench-'));
+  const ws = join(scratch, 'workspace');
+  try {
+    await fs.cp(source, ws, { recursive: true, preserveTimestamps: true, filter: (p) => !/[/\\](node_modules|\.git)([/\\]|$)/.test(p) });
+    const session = await EngineSession.open({
+      modelDir: values.model ? resolve(values.model as string) : undefined,
+      backend: backendOption(values),
+      cacheDir: join(scratch, 'cache'),
+      log: () => {},
+    });
+    const settings = { roots: [ws], maxTokens };
+    const rows: [string, string][] = [];
+    const out = (label: string, value: string) => {
+      rows.push([label, value]);
+      process.stderr.write(`${label}: ${value}\n`);
+    };
+
+    const full = await session.ingest(settings);
+    out('ingest (full)', `${full.tokens} tokens, ${full.files} files in ${full.seconds.toFixed(2)} s = ${full.tokensPerSecond.toFixed(1)} tokens/s`);
+
+    const forked = session.forkRepoState()!;
+    const prompt = questionTokens(session.tokenizer, QUESTION);
+    const sampling = { temperature: 0, topP: 1, topK: 0, maxNewTokens: decodeTokens };
+    const cached = await generate(session.model, session.tokenizer, forked.state, prompt, { sampling, stopIds: new Set() });
+    out('decode', `${cached.tokens} tokens at ${cached.decodeTokensPerSecond.toFixed(1)} tokens/s`);
+    out('time to first token, cached state', `${cached.ttftMs.toFixed(1)} ms (${prompt.length} question tokens)`);
+
+    const t0 = performance.now();
+    const fresh = session.model.newState();
+    const logits = await prefillChunked(session.model, fresh, Int32Array.from([...forked.ids, ...prompt]));
+    const first = sampleToken(logits!, sampling, seededRandom(0));
+    const coldMs = performance.now() - t0;
+    if (first !== cached.ids[0]) throw new Error(`re-prefill chose token ${first} but the cached state chose ${cached.ids[0]}: the cached state is wrong`);
+    out('time to first token, re-prefill', `${coldMs.toFixed(1)} ms (${forked.ids.length + prompt.length} tokens) = ${(coldMs / cached.ttftMs).toFixed(1)}x the cached state`);
+
+    const order = (await fs.readdir(ws, { recursive: true })).filter((f) => /\.(ts|js|mjs|md)$/.test(f));
+    if (order.length === 0) throw new UserError(`${source} has no source files to edit for the re-ingest figure`, source);
+    const newest = (await Promise.all(order.map(async (f) => ({ f, t: (await fs.stat(join(ws, f))).mtimeMs })))).sort((a, b) => b.t - a.t || a.f.localeCompare(b.f));
+    for (const [label, pick] of [
+      ['re-ingest after editing the newest file', newest[0]],
+      ['re-ingest after editing an older file', newest[Math.floor(newest.length / 2)]],
+    ] as const) {
+      await fs.appendFile(join(ws, pick.f), `\n// edited by klc bench\n`);
+      const again = await session.ingest(settings);
+      out(label, `${again.seconds.toFixed(2)} s, resumed at ${again.resumedTokens}/${again.tokens} = ${(full.seconds / again.seconds).toFixed(1)}x faster than full`);
+    }
+    await session.dispose();
+
+    const width = Math.max(...rows.map(([l]) => l.length));
+    process.stdout.write(`klc bench — ${session.model.backend.name} on ${session.model.backend.device}, model ${session.modelDir}\n`);
+    for (const [l, v] of rows) process.stdout.write(`${l.padEnd(width)}  ${v}\n`);
+  } finally {
+    await fs.rm(scratch, { recursive: true, force: true });
+  }
+}
