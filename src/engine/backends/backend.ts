@@ -1,0 +1,61 @@
+/**
+ * What the model code needs from a compute backend, at layer granularity. The model
+ * (src/engine/model/model.ts) owns the order of operations, the residual stream and the state
+ * bookkeeping; a backend owns the weights and runs each layer. Activations are an opaque type `A`
+ * so that a device backend can keep them on its device between layers; only logits and captured
+ * tensors come back to the host.
+ *
+ * Sequence state: the model always passes the neutral per-layer states of
+ * src/engine/state/types.ts. The reference backend computes on those arrays directly. A device
+ * backend may keep its own copy keyed by the state object: `importState` (after a state was
+ * restored or forked on the host) loads the neutral arrays into it, `exportState` (before a
+ * state is persisted or forked) writes it back into the neutral arrays.
+ */
+import type { KimiConfig } from '../model/config';
+import type { KdaLayerState, MlaLayerState, SequenceState } from '../state/types';
+
+/** Receives named intermediate tensors (host copies) for tests and debugging. */
+export type Capture = (name: string, tensor: Float32Array) => void;
+
+export type NormSite = { which: 'input' | 'post_attention'; layer: number } | { which: 'final' };
+
+export interface Backend<A = unknown> {
+  /** e.g. 'reference' */
+  readonly name: string;
+  /** Where it computes, in words (shown to the user). */
+  readonly device: string;
+  readonly config: KimiConfig;
+
+  /** Embedding rows of `ids`: [T, d]. */
+  embed(ids: Int32Array): A;
+  /** Number of tokens (rows) in an activation. */
+  rows(x: A): number;
+  /** A host copy of an activation, row-major [T, d]. */
+  toHost(x: A): Float32Array;
+  /** The residual add h ← h + x. */
+  addInPlace(h: A, x: A): void;
+  rmsnorm(site: NormSite, x: A): A;
+
+  /** KDA block over x (already input-normalised): chunkwise-parallel form with chunk `chunk`. Advances `state`. */
+  kdaPrefill(layer: number, x: A, state: KdaLayerState, chunk: number): A;
+  /** KDA block for one token: the recurrent form. Advances `state`. */
+  kdaDecode(layer: number, x: A, state: KdaLayerState): A;
+  /** MLA block over x, attending to the cached latents and x itself; appends x's latents. */
+  mlaPrefill(layer: number, x: A, state: MlaLayerState): A;
+  /** MLA block for one token with the absorbed weights, over the latent cache; appends its latent. */
+  mlaDecode(layer: number, x: A, state: MlaLayerState): A;
+
+  /** MoE block. Reports `router_logits.<layer>`, `router_idx.<layer>`, `router_w.<layer>` to `capture`. */
+  moe(layer: number, x: A, capture?: Capture): A;
+  /** Dense SwiGLU MLP block. */
+  mlp(layer: number, x: A): A;
+
+  /** Logits of every row [T, vocab], or of the last row only [vocab]. */
+  lmHead(x: A, rows: 'all' | 'last'): Float32Array;
+
+  importState(state: SequenceState): void;
+  exportState(state: SequenceState): void;
+
+  /** Frees weights and device memory. */
+  dispose(): Promise<void>;
+}

@@ -1,0 +1,200 @@
+/**
+ * A Kimi Linear checkpoint folder in the published Hugging Face layout: `model.safetensors`, or
+ * shards listed by `model.safetensors.index.json`. Opening checks every header and that the
+ * tensor names and shapes are exactly those the config implies; tensors are then read one at a
+ * time, converted to fp32, so the whole checkpoint is never in memory at once.
+ */
+import { promises as fs } from 'node:fs';
+import { join, basename } from 'node:path';
+import { UserError } from '../../common/errors';
+import type { KimiConfig } from './config';
+import { SafetensorsFile, numel, type TensorInfo } from './safetensors';
+
+/** Accepted shapes of one tensor; the first is canonical. */
+export type ShapeOptions = number[][];
+
+/** Every tensor the config implies, with its accepted shapes. */
+export function expectedTensors(c: KimiConfig): Map<string, ShapeOptions> {
+  const m = new Map<string, ShapeOptions>();
+  const d = c.hiddenSize;
+  m.set('model.embed_tokens.weight', [[c.vocabSize, d]]);
+  m.set('model.norm.weight', [[d]]);
+  if (!c.tieWordEmbeddings) m.set('lm_head.weight', [[c.vocabSize, d]]);
+  c.layers.forEach((layer, i) => {
+    const p = `model.layers.${i}.`;
+    m.set(`${p}input_layernorm.weight`, [[d]]);
+    m.set(`${p}post_attention_layernorm.weight`, [[d]]);
+    const a = `${p}self_attn.`;
+    if (layer.attention === 'kda') {
+      const { numHeads: H, headDim: K, convKernel: W } = c.kda;
+      const P = H * K;
+      for (const x of ['q', 'k', 'v']) {
+        m.set(`${a}${x}_proj.weight`, [[P, d]]);
+        m.set(`${a}${x}_conv1d.weight`, [[P, 1, W], [P, W]]);
+      }
+      m.set(`${a}A_log`, [[1, 1, H, 1], [H]]);
+      m.set(`${a}dt_bias`, [[P]]);
+      m.set(`${a}f_a_proj.weight`, [[K, d]]);
+      m.set(`${a}f_b_proj.weight`, [[P, K]]);
+      m.set(`${a}b_proj.weight`, [[H, d]]);
+      m.set(`${a}g_a_proj.weight`, [[K, d]]);
+      m.set(`${a}g_b_proj.weight`, [[P, K]]);
+      m.set(`${a}o_norm.weight`, [[K]]);
+      m.set(`${a}o_proj.weight`, [[d, P]]);
+    } else {
+      const { numHeads: H, qkNopeHeadDim: n, qkRopeHeadDim: r, vHeadDim: v, kvLoraRank: L } = c.mla;
+      m.set(`${a}q_proj.weight`, [[H * (n + r), d]]);
+      m.set(`${a}kv_a_proj_with_mqa.weight`, [[L + r, d]]);
+      m.set(`${a}kv_a_layernorm.weight`, [[L]]);
+      m.set(`${a}kv_b_proj.weight`, [[H * (n + v), L]]);
+      m.set(`${a}o_proj.weight`, [[d, H * v]]);
+    }
+    if (layer.ffn === 'dense') {
+      const I = c.intermediateSize;
+      m.set(`${p}mlp.gate_proj.weight`, [[I, d]]);
+      m.set(`${p}mlp.up_proj.weight`, [[I, d]]);
+      m.set(`${p}mlp.down_proj.weight`, [[d, I]]);
+    } else {
+      const { numExperts: E, intermediateSize: Im, numSharedExperts: S } = c.moe;
+      const b = `${p}block_sparse_moe.`;
+      m.set(`${b}gate.weight`, [[E, d]]);
+      m.set(`${b}gate.e_score_correction_bias`, [[E]]);
+      for (let e = 0; e < E; e++) {
+        m.set(`${b}experts.${e}.w1.weight`, [[Im, d]]);
+        m.set(`${b}experts.${e}.w3.weight`, [[Im, d]]);
+        m.set(`${b}experts.${e}.w2.weight`, [[d, Im]]);
+      }
+      if (S > 0) {
+        m.set(`${b}shared_experts.gate_proj.weight`, [[Im * S, d]]);
+        m.set(`${b}shared_experts.up_proj.weight`, [[Im * S, d]]);
+        m.set(`${b}shared_experts.down_proj.weight`, [[d, Im * S]]);
+      }
+    }
+  });
+  return m;
+}
+
+/**
+ * transformers 5.17's save_pretrained writes a dense layer's MLP under `block_sparse_moe.`
+ * (a reverse-rename quirk) and loads either spelling; accept it under the published name.
+ */
+function canonicalName(name: string): string {
+  const m = /^(model\.layers\.\d+\.)block_sparse_moe\.((?:gate|up|down)_proj\.weight)$/.exec(name);
+  return m ? `${m[1]}mlp.${m[2]}` : name;
+}
+
+const sameShape = (a: readonly number[], b: readonly number[]) => a.length === b.length && a.every((x, i) => x === b[i]);
+
+export class Checkpoint {
+  private constructor(
+    readonly dir: string,
+    private readonly files: SafetensorsFile[],
+    /** canonical name → the file holding it and the name inside that file */
+    private readonly where: Map<string, { file: SafetensorsFile; stored: string }>,
+  ) {}
+
+  /** Opens and validates `dir` against `config`. */
+  static async open(dir: string, config: KimiConfig): Promise<Checkpoint> {
+    const indexPath = join(dir, 'model.safetensors.index.json');
+    const single = join(dir, 'model.safetensors');
+    let shardNames: string[];
+    let weightMap: Record<string, string> | null = null;
+    if (await exists(indexPath)) {
+      weightMap = await readIndex(indexPath);
+      shardNames = [...new Set(Object.values(weightMap))].sort();
+    } else if (await exists(single)) {
+      shardNames = ['model.safetensors'];
+    } else {
+      throw new UserError(`${dir} has neither model.safetensors nor model.safetensors.index.json. Point the model folder at a Kimi Linear checkpoint.`, dir);
+    }
+
+    const files: SafetensorsFile[] = [];
+    try {
+      for (const s of shardNames) files.push(await SafetensorsFile.open(join(dir, s)));
+      const where = new Map<string, { file: SafetensorsFile; stored: string }>();
+      const expected = expectedTensors(config);
+      for (const f of files) {
+        for (const t of f.header.tensors.values()) {
+          const name = canonicalName(t.name);
+          const shapes = expected.get(name);
+          if (!shapes) throw new UserError(`${f.path}: tensor "${t.name}" is not part of this model per config.json (wrong config, or a checkpoint of another model).`, f.path);
+          if (!shapes.some((s) => sameShape(s, t.shape))) {
+            throw new UserError(`${f.path}: tensor "${t.name}" has shape ${JSON.stringify(t.shape)}, expected ${JSON.stringify(shapes[0])} from config.json.`, f.path);
+          }
+          const prior = where.get(name);
+          if (prior) throw new UserError(`${f.path}: tensor "${t.name}" is also stored in ${prior.file.path}; a checkpoint must hold each tensor once.`, f.path);
+          if (weightMap && weightMap[t.name] !== basename(f.path)) {
+            throw new UserError(`${f.path}: holds "${t.name}", but model.safetensors.index.json maps it to ${weightMap[t.name] ?? 'no file'}.`, f.path);
+          }
+          where.set(name, { file: f, stored: t.name });
+        }
+      }
+      if (weightMap) {
+        for (const [name, shard] of Object.entries(weightMap)) {
+          if (!where.has(canonicalName(name))) throw new UserError(`${indexPath}: maps "${name}" to ${shard}, but that file has no such tensor.`, indexPath);
+        }
+      }
+      const missing = [...expected.keys()].filter((n) => !where.has(n));
+      if (missing.length > 0) {
+        const shown = missing.slice(0, 5).join(', ') + (missing.length > 5 ? ` and ${missing.length - 5} more` : '');
+        throw new UserError(`${dir}: checkpoint lacks ${missing.length} tensor(s) that config.json requires: ${shown}. The download may be incomplete.`, dir);
+      }
+      return new Checkpoint(dir, files, where);
+    } catch (e) {
+      await Promise.all(files.map((f) => f.close()));
+      throw e;
+    }
+  }
+
+  has(name: string): boolean {
+    return this.where.has(name);
+  }
+
+  info(name: string): TensorInfo {
+    return this.locate(name).file.info(this.locate(name).stored);
+  }
+
+  /** Reads one tensor (published name) as fp32, flat, in its stored row-major order. */
+  async tensor(name: string): Promise<Float32Array> {
+    const { file, stored } = this.locate(name);
+    const t = await file.readF32(stored);
+    if (t.length !== numel(file.info(stored).shape)) throw new Error(`tensor ${name}: size mismatch after conversion`);
+    return t;
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.files.map((f) => f.close()));
+  }
+
+  private locate(name: string): { file: SafetensorsFile; stored: string } {
+    const w = this.where.get(name);
+    if (!w) throw new UserError(`${this.dir}: checkpoint has no tensor "${name}".`, this.dir);
+    return w;
+  }
+}
+
+async function exists(p: string): Promise<boolean> {
+  try {
+    await fs.access(p);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function readIndex(path: string): Promise<Record<string, string>> {
+  let json: unknown;
+  try {
+    json = JSON.parse(await fs.readFile(path, 'utf8'));
+  } catch (e) {
+    throw new UserError(`${path}: not readable JSON (${(e as Error).message}). Re-download the checkpoint's index file.`, path);
+  }
+  const map = (json as { weight_map?: unknown } | null)?.weight_map;
+  if (typeof map !== 'object' || map === null || Array.isArray(map)) throw new UserError(`${path}: field "weight_map" is missing or not an object.`, path);
+  for (const [name, shard] of Object.entries(map)) {
+    if (typeof shard !== 'string' || shard.length === 0 || shard !== basename(shard)) {
+      throw new UserError(`${path}: weight_map["${name}"] must be a shard file name in the same folder, got ${JSON.stringify(shard)}.`, path);
+    }
+  }
+  return map as Record<string, string>;
+}

@@ -1,0 +1,163 @@
+/**
+ * The Kimi Linear decoder on top of a Backend: embeddings, pre-norm blocks (KDA or MLA attention,
+ * dense MLP or MoE), final norm, lm_head. Prefill and decode are separate paths: prefill runs the
+ * chunkwise KDA form and up-projected MLA; decode runs the KDA recurrence and absorbed MLA.
+ * Both advance a SequenceState, so a long input can be fed in slices and resumed from any state.
+ */
+import { UserError } from '../../common/errors';
+import type { BackendName } from '../api';
+import type { Backend, Capture } from '../backends/backend';
+import { ReferenceBackend } from '../reference/backend';
+import { LatentCache } from '../state/latent-cache';
+import type { LayerState, SequenceState } from '../state/types';
+import { Checkpoint } from './checkpoint';
+import { loadConfig, type KimiConfig } from './config';
+
+export interface PrefillOptions {
+  /** Which logits to return: every position [T, vocab], the last [vocab], or none (empty). Default 'last'. */
+  logits?: 'all' | 'last' | 'none';
+  /** KDA chunk length of the chunkwise-parallel form. Default 64, as fla and transformers use. */
+  chunk?: number;
+  /**
+   * Tokens pushed through all layers at once. Longer inputs are processed in slices of this
+   * size, so activation memory does not grow with the input. Default 1024.
+   */
+  slice?: number;
+  /**
+   * Receives intermediate tensors: `embed`, `attn_out.<i>`, `mlp_out.<i>`, `hidden.<i>`,
+   * `final_norm`, and for MoE layers `router_logits.<i>`, `router_idx.<i>`, `router_w.<i>`.
+   * Called once per slice.
+   */
+  capture?: Capture;
+}
+
+export interface LoadOptions {
+  backend?: BackendName;
+}
+
+export const KDA_CHUNK = 64;
+const DEFAULT_SLICE = 1024;
+
+export class Model {
+  constructor(
+    readonly config: KimiConfig,
+    readonly backend: Backend,
+    /** Folder the model was loaded from. */
+    readonly dir: string,
+  ) {}
+
+  /** The state of an empty sequence. */
+  newState(): SequenceState {
+    const { kda, mla } = this.config;
+    const layers: LayerState[] = this.config.layers.map((l) =>
+      l.attention === 'kda'
+        ? {
+            kind: 'kda',
+            conv: new Float32Array(3 * kda.numHeads * kda.headDim * (kda.convKernel - 1)),
+            S: new Float32Array(kda.numHeads * kda.headDim * kda.headDim),
+          }
+        : { kind: 'mla', cache: new LatentCache(mla.kvLoraRank + mla.qkRopeHeadDim) },
+    );
+    const state = { length: 0, layers };
+    this.backend.importState(state);
+    return state;
+  }
+
+  /** An independent continuation of `s`: KDA state is copied, the MLA cache shares its full pages. */
+  forkState(s: SequenceState): SequenceState {
+    this.backend.exportState(s);
+    const fork: SequenceState = {
+      length: s.length,
+      layers: s.layers.map((l) => (l.kind === 'kda' ? { kind: 'kda', conv: l.conv.slice(), S: l.S.slice() } : { kind: 'mla', cache: l.cache.fork() })),
+    };
+    this.backend.importState(fork);
+    return fork;
+  }
+
+  /** Makes the neutral arrays of `s` current (before persisting it). */
+  syncState(s: SequenceState): void {
+    this.backend.exportState(s);
+  }
+
+  /** Runs `ids` after whatever `state` already holds; advances `state`. */
+  prefill(state: SequenceState, ids: Int32Array, opts: PrefillOptions = {}): Float32Array {
+    const want = opts.logits ?? 'last';
+    const chunk = opts.chunk ?? KDA_CHUNK;
+    const slice = opts.slice ?? DEFAULT_SLICE;
+    if (!Number.isInteger(slice) || slice < 1) throw new Error(`prefill: slice must be a positive integer, got ${slice}`);
+    const T = ids.length;
+    if (T === 0) {
+      if (want === 'last') throw new Error('prefill: no tokens, so there are no last logits');
+      return new Float32Array(0);
+    }
+    const V = this.config.vocabSize;
+    const all = want === 'all' ? new Float32Array(T * V) : null;
+    let last: Float32Array = new Float32Array(0);
+    for (let t0 = 0; t0 < T; t0 += slice) {
+      const part = ids.subarray(t0, Math.min(T, t0 + slice));
+      const isLast = t0 + part.length === T;
+      const rows = want === 'all' ? 'all' : want === 'last' && isLast ? 'last' : null;
+      const logits = this.forward(state, part, 'prefill', chunk, rows, opts.capture);
+      if (all && logits) all.set(logits, t0 * V);
+      else if (logits) last = logits;
+    }
+    return all ?? last;
+  }
+
+  /** One token with the recurrent KDA form and absorbed MLA; returns its logits [vocab]. */
+  decode(state: SequenceState, id: number, capture?: Capture): Float32Array {
+    const logits = this.forward(state, Int32Array.of(id), 'decode', KDA_CHUNK, 'last', capture);
+    if (!logits) throw new Error('decode produced no logits');
+    return logits;
+  }
+
+  async dispose(): Promise<void> {
+    await this.backend.dispose();
+  }
+
+  private forward(state: SequenceState, ids: Int32Array, mode: 'prefill' | 'decode', chunk: number, rows: 'all' | 'last' | null, capture?: Capture): Float32Array | null {
+    const b = this.backend;
+    if (state.layers.length !== this.config.numLayers) throw new Error(`state has ${state.layers.length} layers, the model ${this.config.numLayers}`);
+    const h = b.embed(ids);
+    capture?.('embed', b.toHost(h));
+    this.config.layers.forEach((spec, i) => {
+      const ls = state.layers[i];
+      const x = b.rmsnorm({ which: 'input', layer: i }, h);
+      let attn;
+      if (spec.attention === 'kda') {
+        if (ls.kind !== 'kda') throw new Error(`state layer ${i} is ${ls.kind}, the model's is kda`);
+        attn = mode === 'decode' ? b.kdaDecode(i, x, ls) : b.kdaPrefill(i, x, ls, chunk);
+      } else {
+        if (ls.kind !== 'mla') throw new Error(`state layer ${i} is ${ls.kind}, the model's is mla`);
+        attn = mode === 'decode' ? b.mlaDecode(i, x, ls) : b.mlaPrefill(i, x, ls);
+      }
+      capture?.(`attn_out.${i}`, b.toHost(attn));
+      b.addInPlace(h, attn);
+      const y = b.rmsnorm({ which: 'post_attention', layer: i }, h);
+      const ffn = spec.ffn === 'moe' ? b.moe(i, y, capture) : b.mlp(i, y);
+      capture?.(`mlp_out.${i}`, b.toHost(ffn));
+      b.addInPlace(h, ffn);
+      capture?.(`hidden.${i}`, b.toHost(h));
+    });
+    state.length += ids.length;
+    if (rows === null && !capture) return null;
+    const normed = b.rmsnorm({ which: 'final' }, h);
+    capture?.('final_norm', b.toHost(normed));
+    return rows === null ? null : b.lmHead(normed, rows);
+  }
+}
+
+/** Reads config.json and the checkpoint in `dir` and puts the weights on a backend. */
+export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Model> {
+  const config = await loadConfig(dir);
+  const requested = opts.backend ?? 'auto';
+  if (requested === 'cuda' || requested === 'onnx') {
+    throw new UserError(`backend "${requested}" is not available in this build; use --backend reference (or auto).`);
+  }
+  const checkpoint = await Checkpoint.open(dir, config);
+  try {
+    return new Model(config, await ReferenceBackend.load(config, checkpoint), dir);
+  } finally {
+    await checkpoint.close();
+  }
+}
