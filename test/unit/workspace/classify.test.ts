@@ -17,7 +17,7 @@ test('control-byte soup without NUL is binary, ANSI colours and tabs are text', 
 
 test('Latin-1 and UTF-16 are not UTF-8; UTF-8 with a BOM is text without the BOM', () => {
   const latin1 = Buffer.from('const café = "naïve";\n', 'latin1');
-  assert.equal(classifyContent('a.ts', latin1).kind === 'omit' && (classifyContent('a.ts', latin1) as { reason: string }).reason, 'not-utf8');
+  assert.deepEqual(classifyContent('a.ts', latin1), { kind: 'omit', reason: 'not-utf8', detail: 'not valid UTF-8 (e.g. Latin-1); save it as UTF-8 to include it' });
   const utf16 = Buffer.concat([Buffer.from([0xff, 0xfe]), Buffer.from('hi\n', 'utf16le')]);
   assert.deepEqual(classifyContent('a.txt', utf16), { kind: 'omit', reason: 'not-utf8', detail: 'UTF-16 text; save it as UTF-8 to include it' });
   assert.deepEqual(classifyContent('a.ts', Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), utf8('x = "é"\n')])), { kind: 'text', text: 'x = "é"\n' });
