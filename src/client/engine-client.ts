@@ -51,6 +51,7 @@ export class EngineClient {
   /** Bumped by restart(), so that a start already under way does not install an outdated process. */
   private generation = 0;
   private disposed = false;
+  private disposing: Promise<void> | undefined;
   private current: EngineClientStatus = { process: 'stopped', engine: null, ingest: null, error: null };
 
   constructor(private readonly options: EngineClientOptions) {
@@ -129,12 +130,16 @@ export class EngineClient {
     this.update({ process: 'stopped', ingest: null, error: null });
   }
 
-  async dispose(): Promise<void> {
-    this.disposed = true;
-    const proc = this.proc;
-    this.proc = undefined;
-    if (proc) await proc.stop();
-    this.statusEmitter.dispose();
+  /** Stops the engine process; safe to call more than once. */
+  dispose(): Promise<void> {
+    this.disposing ??= (async () => {
+      this.disposed = true;
+      const proc = this.proc;
+      this.proc = undefined;
+      if (proc) await proc.stop();
+      this.statusEmitter.dispose();
+    })();
+    return this.disposing;
   }
 
   private process(): Promise<EngineProcess> {

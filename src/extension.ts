@@ -1,0 +1,115 @@
+/**
+ * Composition only: activate() builds one Ctx that creates the engine client and each feature and
+ * owns their lifetimes. Nothing heavy happens here; the engine process starts on the first request
+ * (opening the chat, an ingest, a question).
+ */
+import * as vscode from 'vscode';
+import { join } from 'node:path';
+import { EngineClient } from './client/engine-client';
+import { userMessageOf } from './client/engine-errors';
+import { openParamsFrom, packSettingsFrom } from './client/settings';
+import { ChatViewProvider } from './features/chat/chat-view';
+import { registerAskCommand } from './features/ask/ask-command';
+import { Annotator, type ShownAnnotation } from './features/annotations/annotator';
+import { SymbolCodeLensProvider } from './features/annotations/code-lens';
+import { registerExplainCommands } from './features/explain/explain-commands';
+import { IngestController } from './features/ingest/ingest-controller';
+import { StaleTracker } from './features/ingest/stale-tracker';
+import { selectModelFolder } from './features/status/model-folder';
+import { StatusBar } from './features/status/status-bar';
+
+/** What activate() returns: the extension-host tests read what the user would see through it. */
+export interface KimiLinearApi {
+  readonly client: EngineClient;
+  statusBarText(): string;
+  shownAnnotations(uri: vscode.Uri): ShownAnnotation[];
+}
+
+/** Settings that need a new engine process when they change. */
+const ENGINE_SETTINGS = ['kimiLinear.modelPath', 'kimiLinear.backend'];
+
+class Ctx implements vscode.Disposable {
+  readonly log = vscode.window.createOutputChannel('Kimi Linear', { log: true });
+  readonly client: EngineClient;
+  readonly api: KimiLinearApi;
+  private readonly disposables: vscode.Disposable[] = [];
+
+  constructor(context: vscode.ExtensionContext) {
+    const config = () => vscode.workspace.getConfiguration('kimiLinear');
+    const roots = () => (vscode.workspace.workspaceFolders ?? []).filter((f) => f.uri.scheme === 'file').map((f) => f.uri.fsPath);
+    this.client = new EngineClient({
+      enginePath: context.asAbsolutePath(join('dist', 'engine-host.js')),
+      openParams: () => openParamsFrom(config(), join(context.globalStorageUri.fsPath, 'repo-states')),
+      workspace: () => (vscode.workspace.isTrusted && roots().length > 0 ? packSettingsFrom(config(), roots()) : undefined),
+      log: (line, level) => this.log[level](line),
+    });
+
+    const ingest = new IngestController(this.client, context.workspaceState, this.log);
+    const statusBar = new StatusBar(this.client, ingest);
+    const chat = new ChatViewProvider({ extensionUri: context.extensionUri, client: this.client, state: context.workspaceState, log: this.log });
+    const annotator = new Annotator(this.client, context.workspaceState, this.log);
+    const lenses = new SymbolCodeLensProvider();
+    this.api = {
+      client: this.client,
+      statusBarText: () => statusBar.text,
+      shownAnnotations: (uri) => annotator.shownFor(uri),
+    };
+
+    this.disposables.push(
+      this.log, ingest, statusBar, chat, annotator, lenses,
+      new StaleTracker(this.client, ingest, this.log),
+      vscode.window.registerWebviewViewProvider(ChatViewProvider.viewId, chat, { webviewOptions: { retainContextWhenHidden: true } }),
+      vscode.languages.registerCodeLensProvider({ scheme: 'file' }, lenses),
+      registerExplainCommands(chat),
+      registerAskCommand(chat),
+      vscode.commands.registerCommand('kimiLinear.ingestWorkspace', () => ingest.run()),
+      vscode.commands.registerCommand('kimiLinear.cancelIngest', () => ingest.cancel()),
+      vscode.commands.registerCommand('kimiLinear.newChat', () => chat.newChat()),
+      vscode.commands.registerCommand('kimiLinear.clearHistory', () => chat.clearHistory()),
+      vscode.commands.registerCommand('kimiLinear.annotateFile', async (uri?: vscode.Uri) => {
+        const document = uri instanceof vscode.Uri ? await vscode.workspace.openTextDocument(uri) : vscode.window.activeTextEditor?.document;
+        if (!document) {
+          void vscode.window.showInformationMessage('Kimi Linear: open a file to annotate first.');
+          return;
+        }
+        await annotator.annotate(document);
+      }),
+      vscode.commands.registerCommand('kimiLinear.toggleAnnotations', () => annotator.toggle()),
+      vscode.commands.registerCommand('kimiLinear.selectModelFolder', () => selectModelFolder()),
+      vscode.commands.registerCommand('kimiLinear.showLogs', () => this.log.show()),
+      vscode.commands.registerCommand('kimiLinear.restartEngine', async () => {
+        await this.client.restart();
+        void vscode.window.showInformationMessage('Kimi Linear: the engine was stopped; it starts again with the current settings on your next request.');
+      }),
+      vscode.workspace.onDidChangeConfiguration((e) => {
+        if (!ENGINE_SETTINGS.some((s) => e.affectsConfiguration(s))) return;
+        this.log.info('model or backend setting changed: restarting the engine on the next request');
+        this.client.restart().catch((err: unknown) => this.log.error(`engine restart failed: ${userMessageOf(err)}`));
+      }),
+    );
+  }
+
+  /** Stops the engine process politely; deactivate() waits for it. */
+  async shutdown(): Promise<void> {
+    await this.client.dispose();
+  }
+
+  dispose(): void {
+    for (const d of this.disposables.reverse()) d.dispose();
+    void this.client.dispose();
+  }
+}
+
+let ctx: Ctx | undefined;
+
+export function activate(context: vscode.ExtensionContext): KimiLinearApi {
+  ctx = new Ctx(context);
+  context.subscriptions.push(ctx);
+  return ctx.api;
+}
+
+export async function deactivate(): Promise<void> {
+  const current = ctx;
+  ctx = undefined;
+  await current?.shutdown();
+}

@@ -1,0 +1,29 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { openParamsFrom, packSettingsFrom, samplingFrom, type SettingsReader } from '../../../src/client/settings';
+import { isUserError } from '../../../src/common/errors';
+
+function reader(values: Record<string, unknown>): SettingsReader {
+  return { get: <T>(key: string) => values[key] as T | undefined };
+}
+
+test('an empty model path selects the bundled checkpoint', () => {
+  assert.deepEqual(openParamsFrom(reader({ modelPath: '  ', backend: 'onnx' }), '/c'), { modelDir: undefined, backend: 'onnx', cacheDir: '/c' });
+  assert.equal(openParamsFrom(reader({ modelPath: '/models/kimi' }), '/c').modelDir, '/models/kimi');
+  assert.equal(openParamsFrom(reader({}), '/c').backend, 'auto');
+});
+
+test('an unknown backend names the setting and the choices', () => {
+  assert.throws(() => openParamsFrom(reader({ backend: 'tpu' }), '/c'), (e) => isUserError(e) && /kimiLinear\.backend is "tpu"; use one of auto, cuda, onnx, reference/.test(e.message));
+});
+
+test('pack settings leave out unset and empty values so the engine defaults apply', () => {
+  const s = packSettingsFrom(reader({ maxContextTokens: 5000, include: [' src/** ', ''], exclude: [] }), ['/a', '/b']);
+  assert.deepEqual(s, { roots: ['/a', '/b'], maxTokens: 5000, include: ['src/**'] });
+  assert.ok(!('exclude' in s) && !('maxFileBytes' in s));
+});
+
+test('sampling settings map one to one', () => {
+  assert.deepEqual(samplingFrom(reader({ temperature: 0, topP: 0.9, maxNewTokens: 64 })), { temperature: 0, topP: 0.9, maxNewTokens: 64 });
+  assert.deepEqual(samplingFrom(reader({})), {});
+});
