@@ -29,8 +29,9 @@ export interface MlaConfig {
   vHeadDim: number;
   kvLoraRank: number;
   /**
-   * Epsilon of kv_a_layernorm. transformers 5.17 builds that norm with rms_norm_eps (matched
-   * against the golden `mla_kv` tensor); Moonshot's own modeling file used its 1e-6 default.
+   * Epsilon of kv_a_layernorm. No config field sets it: transformers 5.17 (the golden oracle) and
+   * Moonshot's modeling file build that norm with the RMSNorm default 1e-6, not rms_norm_eps
+   * (vLLM and llama.cpp use rms_norm_eps). Matching the golden `mla_kv` tensor confirms 1e-6.
    */
   kvNormEps: number;
 }
@@ -204,7 +205,7 @@ export function parseConfig(json: unknown, file = 'config.json'): KimiConfig {
     qkRopeHeadDim: f.int('qk_rope_head_dim', { min: 0 }),
     vHeadDim: f.int('v_head_dim'),
     kvLoraRank: f.int('kv_lora_rank'),
-    kvNormEps: rmsNormEps,
+    kvNormEps: 1e-6,
   };
 
   const numExperts = f.int(['num_experts', 'num_local_experts']);
