@@ -1,0 +1,38 @@
+/**
+ * Where a path written in an answer could live: the files it may name under the workspace folders,
+ * never outside them. Answers name files as the packed context does (relative, prefixed by the
+ * folder name in a multi-root workspace), but models also write "./x", absolute paths or drop
+ * the prefix, so each plausible reading is a candidate; the caller keeps the first that exists.
+ */
+import { isAbsolute, join, normalize, relative, sep } from 'node:path';
+
+export interface Root {
+  name: string;
+  fsPath: string;
+}
+
+function inside(root: string, p: string): boolean {
+  const rel = relative(root, p);
+  return rel !== '' && !rel.startsWith('..') && !isAbsolute(rel);
+}
+
+export function candidateFiles(written: string, roots: readonly Root[]): string[] {
+  const path = written.trim().replace(/\\/g, '/');
+  if (path === '' || path.includes('\0')) return [];
+  const out: string[] = [];
+  const add = (root: string, p: string) => {
+    const full = normalize(p);
+    if (inside(root, full) && !out.includes(full)) out.push(full);
+  };
+  if (isAbsolute(path)) {
+    for (const r of roots) add(r.fsPath, path);
+    return out;
+  }
+  const rel = path.replace(/^(\.\/)+/, '');
+  const [first, ...rest] = rel.split('/');
+  for (const r of roots) {
+    if (roots.length > 1 && first === r.name && rest.length > 0) add(r.fsPath, join(r.fsPath, ...rest));
+  }
+  for (const r of roots) add(r.fsPath, join(r.fsPath, ...rel.split('/')));
+  return out.map((p) => p.split('/').join(sep));
+}

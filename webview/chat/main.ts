@@ -1,0 +1,301 @@
+/**
+ * The chat webview: renders the history it receives from the host (same reducer as the host),
+ * streams answers, and sends the user's intents back. Every piece of text goes markdown →
+ * sanitizeHtml → DOM; nothing reaches innerHTML any other way.
+ */
+import DOMPurify from 'dompurify';
+import type { ChatEntry, ChatHistory, HeaderStatus, HostMessage, WebviewMessage } from '../../src/common/chat-protocol';
+import { activeConversation, conversationTitle, reduceHistory } from '../../src/features/chat/history';
+import { createMarkdown } from './markdown';
+import { sanitizeHtml } from './sanitize';
+import './chat.css';
+
+interface VsCodeApi {
+  postMessage(m: WebviewMessage): void;
+}
+declare function acquireVsCodeApi(): VsCodeApi;
+
+const vscode = acquireVsCodeApi();
+const send = (m: WebviewMessage) => vscode.postMessage(m);
+const render = createMarkdown();
+
+function el<K extends keyof HTMLElementTagNameMap>(tag: K, cls?: string, text?: string): HTMLElementTagNameMap[K] {
+  const e = document.createElement(tag);
+  if (cls) e.className = cls;
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+
+// ---- layout -------------------------------------------------------------------------------
+const root = document.getElementById('klc-chat') as HTMLElement;
+const header = el('header', 'repo');
+const repoLine = el('div', 'repo-line');
+const engineLine = el('div', 'engine-line');
+const headerActions = el('div', 'header-actions');
+const ingestButton = el('button', 'secondary', 'Ingest');
+ingestButton.title = 'Ingest the workspace into the model\'s cached state';
+const conversations = el('select', 'conversations');
+conversations.title = 'Earlier chats in this workspace';
+headerActions.append(conversations, ingestButton);
+header.append(repoLine, engineLine, headerActions);
+
+const log = el('main', 'log');
+log.setAttribute('aria-live', 'polite');
+const empty = el('div', 'empty');
+empty.append(
+  el('p', 'empty-title', 'Ask about this repository'),
+  el('p', undefined, 'The whole workspace is packed into the model\'s context. Select code and run "Explain Selection", or ask below.'),
+);
+
+const composer = el('form', 'composer');
+const input = el('textarea', 'input');
+input.rows = 3;
+input.placeholder = 'Ask about this repository… (Enter to send, Shift+Enter for a new line)';
+input.setAttribute('aria-label', 'Question');
+const sendButton = el('button', 'primary', 'Send');
+sendButton.type = 'submit';
+const stopButton = el('button', 'secondary stop', 'Stop');
+stopButton.type = 'button';
+stopButton.hidden = true;
+const buttons = el('div', 'composer-buttons');
+buttons.append(stopButton, sendButton);
+composer.append(input, buttons);
+root.append(header, log, composer);
+
+// ---- state ----------------------------------------------------------------------------------
+let history: ChatHistory | undefined;
+let shownConversation = '';
+const known = new Map<string, boolean>();
+const asked = new Set<string>();
+interface Shown {
+  entry: ChatEntry;
+  node: HTMLElement;
+  body: HTMLElement;
+  footer: HTMLElement;
+  renderedText: string | undefined;
+  waitsFor: string[];
+}
+const shown = new Map<string, Shown>();
+let frame = 0;
+const dirty = new Set<string>();
+
+const lookup = (p: string) => known.get(p);
+
+function scheduleRender(id: string): void {
+  dirty.add(id);
+  if (frame === 0) frame = requestAnimationFrame(flush);
+}
+
+function flush(): void {
+  frame = 0;
+  const stick = log.scrollHeight - log.scrollTop - log.clientHeight < 40;
+  for (const id of dirty) {
+    const s = shown.get(id);
+    if (s) paint(s);
+  }
+  dirty.clear();
+  if (stick) log.scrollTop = log.scrollHeight;
+}
+
+function paint(s: Shown): void {
+  const { entry } = s;
+  s.node.classList.toggle('streaming', entry.state === 'streaming');
+  const r = render(entry.text, lookup);
+  s.body.innerHTML = sanitizeHtml(DOMPurify, r.html);
+  decorateCode(s.body);
+  s.renderedText = entry.text;
+  s.waitsFor = r.unresolved;
+  const fresh = r.unresolved.filter((p) => !asked.has(p));
+  if (fresh.length > 0) {
+    for (const p of fresh) asked.add(p);
+    send({ type: 'resolvePaths', paths: fresh });
+  }
+  s.footer.replaceChildren();
+  if (entry.role === 'assistant') {
+    if (entry.state === 'streaming' && entry.text === '') s.footer.append(el('span', 'thinking', 'Reading the repository state…'));
+    if (entry.state === 'stopped') s.footer.append(el('span', 'note', 'Stopped.'));
+    if (entry.state === 'error') s.footer.append(el('span', 'error', entry.error ?? 'The answer failed.'));
+    if (entry.state === 'done' && entry.stats) {
+      const st = entry.stats;
+      s.footer.append(el('span', 'note', `${st.tokens} tokens · first token after ${(st.ttftMs / 1000).toFixed(1)} s · ${st.decodeTokensPerSecond.toFixed(1)} tokens/s`));
+    }
+  }
+}
+
+/** Adds a header with the language and a copy button to each code block (after sanitizing). */
+function decorateCode(body: HTMLElement): void {
+  for (const pre of body.querySelectorAll('pre')) {
+    const code = pre.querySelector('code');
+    if (!code) continue;
+    const lang = [...code.classList].find((c) => c.startsWith('language-'))?.slice('language-'.length) ?? '';
+    const bar = el('div', 'code-bar');
+    const copy = el('button', 'copy-code', 'Copy');
+    copy.type = 'button';
+    copy.title = 'Copy code';
+    bar.append(el('span', 'code-lang', lang), copy);
+    const block = el('div', 'code-block');
+    pre.replaceWith(block);
+    block.append(bar, pre);
+  }
+}
+
+function entryNode(entry: ChatEntry): Shown {
+  const node = el('article', `entry ${entry.role}`);
+  node.dataset.id = entry.id;
+  const body = el('div', 'body');
+  const footer = el('div', 'entry-footer');
+  node.append(el('div', 'who', entry.role === 'user' ? 'You' : 'Kimi Linear'), body, footer);
+  return { entry, node, body, footer, renderedText: undefined, waitsFor: [] };
+}
+
+/** Brings the DOM in line with the active conversation; only changed entries are re-rendered. */
+function sync(): void {
+  if (!history) return;
+  const conv = activeConversation(history);
+  if (conv.id !== shownConversation) {
+    shown.clear();
+    log.replaceChildren();
+    shownConversation = conv.id;
+  }
+  for (const entry of conv.entries) {
+    let s = shown.get(entry.id);
+    if (!s) {
+      s = entryNode(entry);
+      shown.set(entry.id, s);
+      log.append(s.node);
+    }
+    if (s.entry !== entry || s.renderedText === undefined) {
+      s.entry = entry;
+      scheduleRender(entry.id);
+    }
+  }
+  if (conv.entries.length === 0) log.replaceChildren(empty);
+  else empty.remove();
+  conversations.replaceChildren(
+    ...history.conversations
+      .filter((c) => c.entries.length > 0 || c.id === conv.id)
+      .map((c) => {
+        const o = el('option', undefined, conversationTitle(c));
+        o.value = c.id;
+        o.selected = c.id === conv.id;
+        return o;
+      })
+      .reverse(),
+  );
+  conversations.hidden = history.conversations.length < 2;
+}
+
+function setBusy(busy: boolean): void {
+  stopButton.hidden = !busy;
+  sendButton.hidden = busy;
+}
+
+function showHeader(h: HeaderStatus): void {
+  const s = h.status;
+  const repo = s?.repo;
+  repoLine.replaceChildren();
+  const badge = el('span', 'badge');
+  if (h.ingestPercent !== undefined || repo?.state === 'ingesting') {
+    badge.textContent = h.ingestPercent !== undefined ? `ingesting ${h.ingestPercent}%` : 'ingesting';
+    badge.classList.add('busy');
+  } else if (repo?.state === 'ready') {
+    badge.textContent = 'cached';
+    badge.classList.add('ready');
+  } else if (repo?.state === 'stale') {
+    badge.textContent = 'stale';
+    badge.classList.add('stale');
+  } else {
+    badge.textContent = 'not ingested';
+  }
+  repoLine.append(badge);
+  if (repo && repo.state !== 'none') {
+    repoLine.append(el('span', 'counts', `${repo.files.toLocaleString('en-US')} files · ${repo.tokens.toLocaleString('en-US')} tokens`));
+  }
+  ingestButton.hidden = repo?.state === 'ready' || repo?.state === 'ingesting' || h.ingestPercent !== undefined;
+  ingestButton.textContent = repo?.state === 'stale' ? 'Re-ingest' : 'Ingest';
+
+  engineLine.replaceChildren();
+  if (h.problem) {
+    engineLine.append(el('span', 'error', h.problem));
+  } else if (s?.model) {
+    const name = s.model.bundled ? `${s.model.name} (bundled test model: answers are not meaningful)` : s.model.name;
+    engineLine.append(el('span', undefined, `${name} · ${s.backend} · ${s.device}`));
+  } else {
+    engineLine.append(el('span', 'note', h.process === 'starting' ? 'Starting the engine…' : 'Engine not started'));
+  }
+}
+
+// ---- events ---------------------------------------------------------------------------------
+window.addEventListener('message', (ev: MessageEvent<HostMessage>) => {
+  const m = ev.data;
+  switch (m.type) {
+    case 'init':
+      history = m.history;
+      shownConversation = '';
+      sync();
+      showHeader(m.header);
+      setBusy(m.busy);
+      return;
+    case 'action':
+      if (!history) return;
+      history = reduceHistory(history, m.action);
+      sync();
+      return;
+    case 'busy':
+      setBusy(m.busy);
+      return;
+    case 'header':
+      showHeader(m.header);
+      return;
+    case 'paths':
+      for (const [p, ok] of Object.entries(m.resolved)) known.set(p, ok);
+      for (const s of shown.values()) if (s.waitsFor.some((p) => p in m.resolved)) scheduleRender(s.entry.id);
+      return;
+    case 'focusInput':
+      input.focus();
+      return;
+  }
+});
+
+composer.addEventListener('submit', (ev) => {
+  ev.preventDefault();
+  const question = input.value.trim();
+  if (question === '' || sendButton.hidden) return;
+  send({ type: 'ask', question });
+  input.value = '';
+});
+input.addEventListener('keydown', (ev) => {
+  if (ev.key === 'Enter' && !ev.shiftKey && !ev.isComposing) {
+    ev.preventDefault();
+    composer.requestSubmit();
+  }
+});
+stopButton.addEventListener('click', () => send({ type: 'stop' }));
+ingestButton.addEventListener('click', () => send({ type: 'ingest' }));
+conversations.addEventListener('change', () => send({ type: 'switchChat', id: conversations.value }));
+
+log.addEventListener('click', (ev) => {
+  const target = ev.target as HTMLElement;
+  const copy = target.closest('button.copy-code');
+  if (copy) {
+    const code = copy.closest('.code-block')?.querySelector('code');
+    if (code?.textContent) {
+      send({ type: 'copy', text: code.textContent });
+      copy.textContent = 'Copied';
+      setTimeout(() => (copy.textContent = 'Copy'), 1500);
+    }
+    return;
+  }
+  const a = target.closest('a');
+  if (!a) return;
+  ev.preventDefault();
+  if (a.classList.contains('file-link') && a.dataset.path) {
+    const num = (s: string | undefined) => (s ? Number(s) : undefined);
+    send({ type: 'openFile', path: a.dataset.path, line: num(a.dataset.line), endLine: num(a.dataset.endLine), column: num(a.dataset.column) });
+  } else if (a.classList.contains('external-link')) {
+    const href = a.getAttribute('href');
+    if (href) send({ type: 'openExternal', url: href });
+  }
+});
+
+send({ type: 'ready' });
