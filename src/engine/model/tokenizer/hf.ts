@@ -86,7 +86,7 @@ export class HfJsonTokenizer implements Tokenizer {
   decode(ids: ArrayLike<number>): string {
     const list = Array.from(ids);
     if (list.length === 0) return '';
-    if (this.byteLevel) return new TextDecoder().decode(this.decodeBytes(list));
+    if (this.byteLevel) return new TextDecoder('utf-8', { ignoreBOM: true }).decode(this.decodeBytes(list));
     return this.full.decode(list, { skip_special_tokens: false, clean_up_tokenization_spaces: false });
   }
 

@@ -7,7 +7,8 @@ import type { Tokenizer } from './types';
 
 const ASCII_ONLY = /^\p{ASCII}*$/u;
 const CACHE_LIMIT = 1 << 17;
-const utf8 = new TextDecoder('utf-8', { fatal: false });
+// ignoreBOM keeps a leading U+FEFF: it is part of the text that was encoded, not a marker.
+const utf8 = new TextDecoder('utf-8', { fatal: false, ignoreBOM: true });
 
 /**
  * Kimi's tiktoken-style tokenizer: pieces from Kimi's pattern, each encoded by rank-based BPE.
