@@ -58,6 +58,7 @@ export function mlaPrefill(cfg: KimiConfig, w: MlaWeights, x: Float32Array, T: n
   const acc = new Float64Array(T * H * dv);
   const blockLat = new Float32Array(KEY_BLOCK * L);
   const blockRot = new Float32Array(KEY_BLOCK * r);
+  const scores = new Float64Array(KEY_BLOCK);
   for (let k0 = 0; k0 < total; k0 += KEY_BLOCK) {
     const nb = Math.min(KEY_BLOCK, total - k0);
     for (let j = 0; j < nb; j++) {
@@ -74,21 +75,28 @@ export function mlaPrefill(cfg: KimiConfig, w: MlaWeights, x: Float32Array, T: n
         const qo = (i * H + h) * qw;
         const mh = i * H + h;
         const ao = mh * dv;
+        let blockMax = -Infinity;
         for (let j = 0; j < lastKey; j++) {
           const ko = j * H * (n + dv) + h * (n + dv);
           let s = 0;
           for (let a = 0; a < n; a++) s += q[qo + a] * kv[ko + a];
           for (let a = 0; a < r; a++) s += q[qo + n + a] * blockRot[j * r + a];
           s *= scale;
-          if (s > m[mh]) {
-            const rescale = Math.exp(m[mh] - s);
-            l[mh] *= rescale;
-            for (let a = 0; a < dv; a++) acc[ao + a] *= rescale;
-            m[mh] = s;
-          }
-          const p = Math.exp(s - m[mh]);
+          scores[j] = s;
+          if (s > blockMax) blockMax = s;
+        }
+        // One rescale per block instead of one per key.
+        if (blockMax > m[mh]) {
+          const rescale = Math.exp(m[mh] - blockMax);
+          l[mh] *= rescale;
+          for (let a = 0; a < dv; a++) acc[ao + a] *= rescale;
+          m[mh] = blockMax;
+        }
+        for (let j = 0; j < lastKey; j++) {
+          const p = Math.exp(scores[j] - m[mh]);
           l[mh] += p;
-          for (let a = 0; a < dv; a++) acc[ao + a] += p * kv[ko + n + a];
+          const vo = j * H * (n + dv) + h * (n + dv) + n;
+          for (let a = 0; a < dv; a++) acc[ao + a] += p * kv[vo + a];
         }
       }
     }
