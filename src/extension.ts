@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { EngineClient } from './client/engine-client';
 import { userMessageOf } from './client/engine-errors';
 import { openParamsFrom, packSettingsFrom } from './client/settings';
+import type { ChatHistory } from './common/chat-protocol';
 import { ChatViewProvider } from './features/chat/chat-view';
 import { registerAskCommand } from './features/ask/ask-command';
 import { Annotator, type ShownAnnotation } from './features/annotations/annotator';
@@ -23,7 +24,12 @@ export interface KimiLinearApi {
   readonly client: EngineClient;
   statusBarText(): string;
   shownAnnotations(uri: vscode.Uri): ShownAnnotation[];
+  /** The chat history as saved for this workspace: what the chat panel shows. */
+  chatHistory(): ChatHistory | undefined;
 }
+
+/** The workspace-state key under which src/features/chat/chat-view.ts saves the history. */
+const CHAT_HISTORY_KEY = 'kimiLinear.chat.history';
 
 /** Settings that need a new engine process when they change. */
 const ENGINE_SETTINGS = ['kimiLinear.modelPath', 'kimiLinear.backend'];
@@ -53,6 +59,7 @@ class Ctx implements vscode.Disposable {
       client: this.client,
       statusBarText: () => statusBar.text,
       shownAnnotations: (uri) => annotator.shownFor(uri),
+      chatHistory: () => context.workspaceState.get<ChatHistory>(CHAT_HISTORY_KEY),
     };
 
     this.disposables.push(

@@ -30,13 +30,21 @@ export class Annotator implements vscode.Disposable {
   private readonly cache: AnnotationCache;
   /** What is drawn now, per document URI. */
   private readonly shown = new Map<string, ShownAnnotation[]>();
+  /** Documents annotated in this session, whose edits are checked against the cache. */
+  private readonly annotated = new Set<string>();
   private readonly subscriptions: vscode.Disposable[];
 
   constructor(private readonly client: EngineClient, private readonly state: vscode.Memento, private readonly log: vscode.LogOutputChannel) {
     this.cache = new AnnotationCache(200, state.get(CACHE_KEY));
     this.subscriptions = [
       vscode.workspace.onDidChangeTextDocument((e) => {
-        if (e.contentChanges.length > 0) this.hide(e.document);
+        if (e.contentChanges.length === 0) return;
+        this.hide(e.document);
+        // An undo back to annotated text brings its summaries back.
+        if (this.annotated.has(e.document.uri.toString()) && annotationsEnabled()) {
+          const hash = contentHash(e.document.getText());
+          if (this.cache.get(hash)) void this.draw(e.document, hash);
+        }
       }),
       vscode.window.onDidChangeVisibleTextEditors((editors) => void this.showCached(editors)),
       vscode.workspace.onDidChangeConfiguration((e) => {
@@ -58,6 +66,7 @@ export class Annotator implements vscode.Disposable {
       await vscode.workspace.getConfiguration('kimiLinear').update('annotations.enabled', true, vscode.ConfigurationTarget.Global);
     }
     const version = document.version;
+    this.annotated.add(document.uri.toString());
     const hash = contentHash(document.getText());
     const symbols = topLevelTargets(await documentSymbols(document.uri), ANNOTATED_KINDS);
     if (symbols.length === 0) {

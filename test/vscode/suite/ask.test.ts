@@ -1,0 +1,31 @@
+/** "Ask About This Repository…": the question goes to the chat and is answered from the cached state. */
+import assert from 'node:assert/strict';
+import * as vscode from 'vscode';
+import type { KimiLinearApi } from '../../../src/extension';
+import { kimi, lastTurn, useShortAnswers } from './kimi-e2e';
+
+describe('Repository Q&A', function () {
+  this.timeout(300_000);
+  let api: KimiLinearApi;
+  let restoreSettings: () => Promise<void>;
+
+  before(async () => {
+    api = await kimi();
+    restoreSettings = await useShortAnswers();
+  });
+
+  after(async () => {
+    await restoreSettings();
+  });
+
+  it('answers a question in the chat panel from the ingested workspace', async () => {
+    const question = 'Which file defines the entry point?';
+    await vscode.commands.executeCommand('kimiLinear.askRepo', question);
+    const { user, answer } = lastTurn(api);
+    assert.equal(user.text, question);
+    assert.equal(answer.state, 'done', answer.error);
+    assert.ok(answer.text.length > 0);
+    const repo = api.client.lastStatus.engine?.repo;
+    assert.ok(repo && repo.state === 'ready' && repo.tokens > 0, 'the workspace was ingested for the question');
+  });
+});
