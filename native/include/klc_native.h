@@ -1,0 +1,106 @@
+/*
+ * klc_native: the CUDA backend of kimi-linear-code behind a plain C API.
+ *
+ * Every call returns 0 on success or a negative KLC_E_* code; the reason, written for a user,
+ * is then in klc_last_error() (per thread). Tensors are passed as device pointers, so the same
+ * entry points serve the Node binding (buffers allocated through klc_alloc) and test drivers
+ * that own their device memory (for example torch tensors on the same device).
+ */
+#ifndef KLC_NATIVE_H
+#define KLC_NATIVE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32)
+#define KLC_API __declspec(dllexport)
+#else
+#define KLC_API __attribute__((visibility("default")))
+#endif
+
+#define KLC_ABI_VERSION 1
+
+enum {
+  KLC_OK = 0,
+  KLC_E_NO_DRIVER = -1,   /* no usable NVIDIA driver */
+  KLC_E_NO_DEVICE = -2,   /* driver present, no CUDA device (or index out of range) */
+  KLC_E_ARCH = -3,        /* device older than the oldest architecture built in */
+  KLC_E_OOM = -4,         /* device memory exhausted */
+  KLC_E_ARG = -5,         /* bad argument (shape, null pointer, unsupported size) */
+  KLC_E_CUDA = -6         /* any other CUDA failure */
+};
+
+typedef struct klc_ctx klc_ctx;
+
+typedef struct klc_device_info {
+  char name[256];
+  int major, minor;          /* compute capability */
+  int multiprocessors;
+  uint64_t total_bytes, free_bytes;
+  int driver_version, runtime_version;
+} klc_device_info;
+
+/* Shapes and options of one KDA call. Layouts (row-major, innermost last):
+ *   q, k: [B, T, H, K] bf16        v: [B, T, H, V] bf16          o: [B, T, H, V] bf16
+ *   g:    [B, T, H, K] fp32        beta: [B, T, H] fp32
+ *   state: [B, H, K, V] fp32, read as the initial state and overwritten with the final one.
+ * raw_gates = 0: g is the log-decay (<= 0) and beta is in (0, 1).
+ * raw_gates = 1: g is the forget projection f and beta the b_proj logit; the kernel computes
+ *   g = -exp(A_log[h]) * softplus(f + dt_bias[h*K + c]) and beta = sigmoid(beta) (spec 2.1 steps 6-7);
+ *   A_log is [H] fp32 and dt_bias [H*K] fp32.
+ * l2norm_qk = 1: q and k are divided by sqrt(sum(x^2) + 1e-6) per (token, head) in fp32.
+ * scale multiplies q (after the l2norm); Kimi uses K^-0.5. Only K = V = 128 is built. */
+typedef struct klc_kda_args {
+  int B, T, H, K, V;
+  int l2norm_qk;
+  int raw_gates;
+  float scale;
+  const void *q, *k, *v;
+  const float *g, *beta;
+  const float *A_log, *dt_bias;
+  float *state;
+  void *o;
+} klc_kda_args;
+
+KLC_API int klc_abi_version(void);
+/* Architectures compiled into this library, e.g. "sm_80 sm_86 sm_89 sm_90 compute_90". */
+KLC_API const char *klc_build_archs(void);
+KLC_API const char *klc_last_error(void);
+
+KLC_API int klc_device_count(int *count);
+KLC_API int klc_device_query(int device, klc_device_info *info);
+
+KLC_API int klc_create(int device, klc_ctx **out);
+KLC_API void klc_destroy(klc_ctx *ctx);
+KLC_API int klc_synchronize(klc_ctx *ctx);
+/* Queues the context's work on `stream` (a cudaStream_t of the same device) instead of its own,
+ * so that a caller can order it with other libraries or capture it in a CUDA graph. NULL restores
+ * the context's own stream. */
+KLC_API int klc_set_stream(klc_ctx *ctx, void *stream);
+
+KLC_API int klc_alloc(klc_ctx *ctx, size_t bytes, void **out);
+KLC_API int klc_free(klc_ctx *ctx, void *ptr);
+KLC_API int klc_memset(klc_ctx *ctx, void *dst, int value, size_t bytes);
+KLC_API int klc_upload(klc_ctx *ctx, void *dst, const void *src, size_t bytes);
+KLC_API int klc_download(klc_ctx *ctx, void *dst, const void *src, size_t bytes);
+
+/* Chunked prefill (chunk 64) of T tokens for each of B sequences. The intra-chunk workspace is
+ * kept in the context and sized for at most max_segment_tokens per pass (0 keeps the current
+ * limit, 16384 by default); longer inputs run in several passes with the state carried on the GPU. */
+KLC_API int klc_kda_prefill(klc_ctx *ctx, const klc_kda_args *args);
+KLC_API int klc_set_max_segment_tokens(klc_ctx *ctx, int tokens);
+/* One decode step per sequence: args->T must be 1. Gate, state update and output are fused. */
+KLC_API int klc_kda_decode(klc_ctx *ctx, const klc_kda_args *args);
+
+/* Times `iters` back-to-back calls with CUDA events after one warm-up; writes milliseconds per call. */
+KLC_API int klc_kda_time(klc_ctx *ctx, const klc_kda_args *args, int decode, int iters, float *ms_per_call);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,418 @@
+/*
+ * Node-API binding of klc_native. Only node_api.h is used, so one binary loads in Node and in
+ * the editor's Electron. Device pointers cross into JS as BigInt; failures throw an Error whose
+ * message is klc_last_error() and whose `code` names the KLC_E_* class.
+ */
+#define NAPI_VERSION 8
+#include <node_api.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "klc_native.h"
+
+#define CHECK_NAPI(env, call)                                   \
+  do {                                                          \
+    if ((call) != napi_ok) {                                    \
+      napi_throw_error((env), "KLC_E_BINDING", "klc binding: " #call " failed"); \
+      return NULL;                                              \
+    }                                                           \
+  } while (0)
+
+static const char *code_name(int rc) {
+  switch (rc) {
+    case KLC_E_NO_DRIVER: return "NO_DRIVER";
+    case KLC_E_NO_DEVICE: return "NO_DEVICE";
+    case KLC_E_ARCH: return "ARCH";
+    case KLC_E_OOM: return "OOM";
+    case KLC_E_ARG: return "ARG";
+    default: return "CUDA";
+  }
+}
+
+static napi_value throw_rc(napi_env env, int rc) {
+  napi_throw_error(env, code_name(rc), klc_last_error());
+  return NULL;
+}
+
+static int get_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv) {
+  size_t argc = want;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < want) {
+    napi_throw_type_error(env, "ARG", "klc binding: too few arguments");
+    return 0;
+  }
+  return 1;
+}
+
+static int get_ctx(napi_env env, napi_value v, klc_ctx **ctx) {
+  void *p = NULL;
+  if (napi_get_value_external(env, v, &p) != napi_ok || !p) {
+    napi_throw_type_error(env, "ARG", "klc binding: expected a context from create()");
+    return 0;
+  }
+  *ctx = *(klc_ctx **)p;
+  if (!*ctx) {
+    napi_throw_error(env, "ARG", "klc binding: the context was destroyed");
+    return 0;
+  }
+  return 1;
+}
+
+static int get_ptr(napi_env env, napi_value v, void **out) {
+  uint64_t u = 0;
+  bool lossless = false;
+  napi_valuetype t;
+  napi_typeof(env, v, &t);
+  if (t == napi_undefined || t == napi_null) {
+    *out = NULL;
+    return 1;
+  }
+  if (napi_get_value_bigint_uint64(env, v, &u, &lossless) != napi_ok || !lossless) {
+    napi_throw_type_error(env, "ARG", "klc binding: device pointers are BigInt values from alloc()");
+    return 0;
+  }
+  *out = (void *)(uintptr_t)u;
+  return 1;
+}
+
+static napi_value make_ptr(napi_env env, void *p) {
+  napi_value r;
+  napi_create_bigint_uint64(env, (uint64_t)(uintptr_t)p, &r);
+  return r;
+}
+
+static int get_i32(napi_env env, napi_value v, int32_t *out) {
+  if (napi_get_value_int32(env, v, out) != napi_ok) {
+    napi_throw_type_error(env, "ARG", "klc binding: expected an integer");
+    return 0;
+  }
+  return 1;
+}
+
+static int get_size(napi_env env, napi_value v, size_t *out) {
+  double d = 0;
+  if (napi_get_value_double(env, v, &d) != napi_ok || d < 0 || d > 9007199254740991.0 || d != (double)(uint64_t)d) {
+    napi_throw_type_error(env, "ARG", "klc binding: expected a byte count");
+    return 0;
+  }
+  *out = (size_t)d;
+  return 1;
+}
+
+/* Bytes of a TypedArray, DataView or Buffer argument. */
+static int get_bytes(napi_env env, napi_value v, void **data, size_t *len) {
+  bool is_ta = false, is_dv = false;
+  napi_is_typedarray(env, v, &is_ta);
+  if (is_ta) {
+    napi_typedarray_type type;
+    size_t n, off;
+    napi_value ab;
+    if (napi_get_typedarray_info(env, v, &type, &n, data, &ab, &off) != napi_ok) return 0;
+    size_t el = 1;
+    switch (type) {
+      case napi_int16_array: case napi_uint16_array: el = 2; break;
+      case napi_int32_array: case napi_uint32_array: case napi_float32_array: el = 4; break;
+      case napi_float64_array: case napi_bigint64_array: case napi_biguint64_array: el = 8; break;
+      default: el = 1;
+    }
+    *len = n * el;
+    return 1;
+  }
+  napi_is_dataview(env, v, &is_dv);
+  if (is_dv) {
+    napi_value ab;
+    size_t off;
+    return napi_get_dataview_info(env, v, len, data, &ab, &off) == napi_ok;
+  }
+  napi_throw_type_error(env, "ARG", "klc binding: expected a TypedArray or DataView");
+  return 0;
+}
+
+static napi_value js_abi_version(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value r;
+  napi_create_int32(env, klc_abi_version(), &r);
+  return r;
+}
+
+static napi_value js_build_archs(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value r;
+  napi_create_string_utf8(env, klc_build_archs(), NAPI_AUTO_LENGTH, &r);
+  return r;
+}
+
+/* Never throws for a missing driver or device: returns { count, code, error } so that callers
+ * can report why the CUDA backend is unavailable. */
+static napi_value js_device_count(napi_env env, napi_callback_info info) {
+  (void)info;
+  int n = 0;
+  int rc = klc_device_count(&n);
+  napi_value r, count, code, err;
+  napi_create_object(env, &r);
+  napi_create_int32(env, n, &count);
+  napi_set_named_property(env, r, "count", count);
+  if (rc) {
+    napi_create_string_utf8(env, code_name(rc), NAPI_AUTO_LENGTH, &code);
+    napi_create_string_utf8(env, klc_last_error(), NAPI_AUTO_LENGTH, &err);
+    napi_set_named_property(env, r, "code", code);
+    napi_set_named_property(env, r, "error", err);
+  }
+  return r;
+}
+
+static void set_num(napi_env env, napi_value obj, const char *name, double v) {
+  napi_value x;
+  napi_create_double(env, v, &x);
+  napi_set_named_property(env, obj, name, x);
+}
+
+static napi_value js_device_info(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  int32_t dev;
+  if (!get_args(env, info, 1, argv) || !get_i32(env, argv[0], &dev)) return NULL;
+  klc_device_info di;
+  int rc = klc_device_query(dev, &di);
+  if (rc) return throw_rc(env, rc);
+  napi_value r, name;
+  napi_create_object(env, &r);
+  napi_create_string_utf8(env, di.name, NAPI_AUTO_LENGTH, &name);
+  napi_set_named_property(env, r, "name", name);
+  set_num(env, r, "major", di.major);
+  set_num(env, r, "minor", di.minor);
+  set_num(env, r, "multiprocessors", di.multiprocessors);
+  set_num(env, r, "totalBytes", (double)di.total_bytes);
+  set_num(env, r, "freeBytes", (double)di.free_bytes);
+  set_num(env, r, "driverVersion", di.driver_version);
+  set_num(env, r, "runtimeVersion", di.runtime_version);
+  return r;
+}
+
+static void finalize_ctx(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  klc_ctx **slot = (klc_ctx **)data;
+  if (*slot) klc_destroy(*slot);
+  free(slot);
+}
+
+static napi_value js_create(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  int32_t dev;
+  if (!get_args(env, info, 1, argv) || !get_i32(env, argv[0], &dev)) return NULL;
+  klc_ctx *ctx = NULL;
+  int rc = klc_create(dev, &ctx);
+  if (rc) return throw_rc(env, rc);
+  klc_ctx **slot = (klc_ctx **)malloc(sizeof *slot);
+  if (!slot) {
+    klc_destroy(ctx);
+    napi_throw_error(env, "OOM", "klc binding: out of host memory");
+    return NULL;
+  }
+  *slot = ctx;
+  napi_value ext;
+  if (napi_create_external(env, slot, finalize_ctx, NULL, &ext) != napi_ok) {
+    klc_destroy(ctx);
+    free(slot);
+    napi_throw_error(env, "KLC_E_BINDING", "klc binding: napi_create_external failed");
+    return NULL;
+  }
+  return ext;
+}
+
+static napi_value js_destroy(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv)) return NULL;
+  void *p = NULL;
+  if (napi_get_value_external(env, argv[0], &p) != napi_ok || !p) {
+    napi_throw_type_error(env, "ARG", "klc binding: expected a context from create()");
+    return NULL;
+  }
+  klc_ctx **slot = (klc_ctx **)p;
+  if (*slot) klc_destroy(*slot);
+  *slot = NULL;
+  return NULL;
+}
+
+static napi_value js_synchronize(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  klc_ctx *ctx;
+  if (!get_args(env, info, 1, argv) || !get_ctx(env, argv[0], &ctx)) return NULL;
+  int rc = klc_synchronize(ctx);
+  return rc ? throw_rc(env, rc) : NULL;
+}
+
+static napi_value js_alloc(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  klc_ctx *ctx;
+  size_t bytes;
+  if (!get_args(env, info, 2, argv) || !get_ctx(env, argv[0], &ctx) || !get_size(env, argv[1], &bytes)) return NULL;
+  void *p = NULL;
+  int rc = klc_alloc(ctx, bytes, &p);
+  return rc ? throw_rc(env, rc) : make_ptr(env, p);
+}
+
+static napi_value js_free(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  klc_ctx *ctx;
+  void *p;
+  if (!get_args(env, info, 2, argv) || !get_ctx(env, argv[0], &ctx) || !get_ptr(env, argv[1], &p)) return NULL;
+  int rc = klc_free(ctx, p);
+  return rc ? throw_rc(env, rc) : NULL;
+}
+
+static napi_value js_zero(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  klc_ctx *ctx;
+  void *p;
+  size_t bytes;
+  if (!get_args(env, info, 3, argv) || !get_ctx(env, argv[0], &ctx) || !get_ptr(env, argv[1], &p) ||
+      !get_size(env, argv[2], &bytes))
+    return NULL;
+  int rc = klc_memset(ctx, p, 0, bytes);
+  return rc ? throw_rc(env, rc) : NULL;
+}
+
+static napi_value js_copy(napi_env env, napi_callback_info info, int upload) {
+  napi_value argv[3];
+  klc_ctx *ctx;
+  void *p, *host;
+  size_t len;
+  if (!get_args(env, info, 3, argv) || !get_ctx(env, argv[0], &ctx) || !get_ptr(env, argv[1], &p) ||
+      !get_bytes(env, argv[2], &host, &len))
+    return NULL;
+  int rc = upload ? klc_upload(ctx, p, host, len) : klc_download(ctx, host, p, len);
+  return rc ? throw_rc(env, rc) : NULL;
+}
+
+static napi_value js_upload(napi_env env, napi_callback_info info) { return js_copy(env, info, 1); }
+static napi_value js_download(napi_env env, napi_callback_info info) { return js_copy(env, info, 0); }
+
+static int prop_i32(napi_env env, napi_value obj, const char *name, int32_t *out, int32_t dflt) {
+  bool has = false;
+  napi_has_named_property(env, obj, name, &has);
+  if (!has) {
+    *out = dflt;
+    return 1;
+  }
+  napi_value v;
+  napi_get_named_property(env, obj, name, &v);
+  napi_valuetype t;
+  napi_typeof(env, v, &t);
+  if (t == napi_boolean) {
+    bool b;
+    napi_get_value_bool(env, v, &b);
+    *out = b;
+    return 1;
+  }
+  if (napi_get_value_int32(env, v, out) != napi_ok) {
+    char msg[128];
+    snprintf(msg, sizeof msg, "klc binding: KDA argument '%s' must be an integer", name);
+    napi_throw_type_error(env, "ARG", msg);
+    return 0;
+  }
+  return 1;
+}
+
+static int prop_ptr(napi_env env, napi_value obj, const char *name, void **out) {
+  bool has = false;
+  napi_has_named_property(env, obj, name, &has);
+  if (!has) {
+    *out = NULL;
+    return 1;
+  }
+  napi_value v;
+  napi_get_named_property(env, obj, name, &v);
+  return get_ptr(env, v, out);
+}
+
+static int read_kda_args(napi_env env, napi_value obj, klc_kda_args *a) {
+  int32_t l2 = 1, raw = 0;
+  void *p[11];
+  if (!prop_i32(env, obj, "B", &a->B, 0) || !prop_i32(env, obj, "T", &a->T, 0) || !prop_i32(env, obj, "H", &a->H, 0) ||
+      !prop_i32(env, obj, "K", &a->K, 128) || !prop_i32(env, obj, "V", &a->V, 128) ||
+      !prop_i32(env, obj, "l2normQk", &l2, 1) || !prop_i32(env, obj, "rawGates", &raw, 0))
+    return 0;
+  a->l2norm_qk = l2;
+  a->raw_gates = raw;
+  double scale = 0;
+  bool has = false;
+  napi_has_named_property(env, obj, "scale", &has);
+  if (has) {
+    napi_value v;
+    napi_get_named_property(env, obj, "scale", &v);
+    if (napi_get_value_double(env, v, &scale) != napi_ok) {
+      napi_throw_type_error(env, "ARG", "klc binding: KDA argument 'scale' must be a number");
+      return 0;
+    }
+  } else {
+    scale = a->K > 0 ? 1.0 / __builtin_sqrt((double)a->K) : 0;
+  }
+  a->scale = (float)scale;
+  const char *names[11] = {"q", "k", "v", "g", "beta", "aLog", "dtBias", "state", "o", NULL, NULL};
+  for (int i = 0; i < 9; ++i)
+    if (!prop_ptr(env, obj, names[i], &p[i])) return 0;
+  a->q = p[0];
+  a->k = p[1];
+  a->v = p[2];
+  a->g = (const float *)p[3];
+  a->beta = (const float *)p[4];
+  a->A_log = (const float *)p[5];
+  a->dt_bias = (const float *)p[6];
+  a->state = (float *)p[7];
+  a->o = p[8];
+  return 1;
+}
+
+static napi_value js_kda(napi_env env, napi_callback_info info, int decode) {
+  napi_value argv[2];
+  klc_ctx *ctx;
+  klc_kda_args a;
+  if (!get_args(env, info, 2, argv) || !get_ctx(env, argv[0], &ctx) || !read_kda_args(env, argv[1], &a)) return NULL;
+  int rc = decode ? klc_kda_decode(ctx, &a) : klc_kda_prefill(ctx, &a);
+  return rc ? throw_rc(env, rc) : NULL;
+}
+
+static napi_value js_kda_prefill(napi_env env, napi_callback_info info) { return js_kda(env, info, 0); }
+static napi_value js_kda_decode(napi_env env, napi_callback_info info) { return js_kda(env, info, 1); }
+
+static napi_value js_kda_time(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  klc_ctx *ctx;
+  klc_kda_args a;
+  bool decode = false;
+  int32_t iters;
+  if (!get_args(env, info, 4, argv) || !get_ctx(env, argv[0], &ctx) || !read_kda_args(env, argv[1], &a) ||
+      napi_get_value_bool(env, argv[2], &decode) != napi_ok || !get_i32(env, argv[3], &iters))
+    return NULL;
+  float ms = 0;
+  int rc = klc_kda_time(ctx, &a, decode, iters, &ms);
+  if (rc) return throw_rc(env, rc);
+  napi_value r;
+  napi_create_double(env, ms, &r);
+  return r;
+}
+
+static napi_value init(napi_env env, napi_value exports) {
+  napi_property_descriptor props[] = {
+      {"abiVersion", NULL, js_abi_version, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"buildArchs", NULL, js_build_archs, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"deviceCount", NULL, js_device_count, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"deviceInfo", NULL, js_device_info, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"create", NULL, js_create, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"destroy", NULL, js_destroy, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"synchronize", NULL, js_synchronize, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"alloc", NULL, js_alloc, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"free", NULL, js_free, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"zero", NULL, js_zero, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"upload", NULL, js_upload, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"download", NULL, js_download, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"kdaPrefill", NULL, js_kda_prefill, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"kdaDecode", NULL, js_kda_decode, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"kdaTime", NULL, js_kda_time, NULL, NULL, NULL, napi_enumerable, NULL},
+  };
+  CHECK_NAPI(env, napi_define_properties(env, exports, sizeof props / sizeof props[0], props));
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init)

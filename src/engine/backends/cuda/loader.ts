@@ -1,0 +1,143 @@
+/**
+ * Loads the native CUDA library (native/build/klc_native.node) and says, in words a user can act
+ * on, why the CUDA backend is unavailable when it is: not built, not loadable, built for another
+ * ABI, no driver, no device. It never throws, so `auto` can fall back to another backend.
+ */
+import { existsSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+
+/** The ABI of native/include/klc_native.h that this TypeScript side was written against. */
+export const NATIVE_ABI_VERSION = 1;
+
+/** A context created on one device; freed by destroy() or when garbage-collected. */
+export type NativeContext = object & { readonly __klcContext: unique symbol };
+/** A device pointer returned by alloc(). */
+export type DevicePtr = bigint;
+
+export interface NativeDeviceInfo {
+  name: string;
+  major: number;
+  minor: number;
+  multiprocessors: number;
+  totalBytes: number;
+  freeBytes: number;
+  driverVersion: number;
+  runtimeVersion: number;
+}
+
+/** Arguments of one KDA call; layouts as in klc_kda_args (native/include/klc_native.h). */
+export interface NativeKdaArgs {
+  B: number;
+  T: number;
+  H: number;
+  K?: number;
+  V?: number;
+  l2normQk?: boolean;
+  rawGates?: boolean;
+  scale?: number;
+  q: DevicePtr;
+  k: DevicePtr;
+  v: DevicePtr;
+  g: DevicePtr;
+  beta: DevicePtr;
+  aLog?: DevicePtr;
+  dtBias?: DevicePtr;
+  state: DevicePtr;
+  o: DevicePtr;
+}
+
+export interface NativeKlc {
+  abiVersion(): number;
+  buildArchs(): string;
+  deviceCount(): { count: number; code?: string; error?: string };
+  deviceInfo(device: number): NativeDeviceInfo;
+  create(device: number): NativeContext;
+  destroy(ctx: NativeContext): void;
+  synchronize(ctx: NativeContext): void;
+  alloc(ctx: NativeContext, bytes: number): DevicePtr;
+  free(ctx: NativeContext, ptr: DevicePtr): void;
+  zero(ctx: NativeContext, ptr: DevicePtr, bytes: number): void;
+  upload(ctx: NativeContext, dst: DevicePtr, src: ArrayBufferView): void;
+  download(ctx: NativeContext, src: DevicePtr, dst: ArrayBufferView): void;
+  kdaPrefill(ctx: NativeContext, args: NativeKdaArgs): void;
+  kdaDecode(ctx: NativeContext, args: NativeKdaArgs): void;
+  kdaTime(ctx: NativeContext, args: NativeKdaArgs, decode: boolean, iters: number): number;
+}
+
+export type CudaUnavailableCode = 'NOT_BUILT' | 'LOAD_FAILED' | 'ABI' | 'NO_DRIVER' | 'NO_DEVICE' | 'CUDA';
+
+export type CudaAvailability =
+  | { ok: true; path: string; native: NativeKlc; devices: NativeDeviceInfo[] }
+  | { ok: false; code: CudaUnavailableCode; reason: string; path?: string };
+
+const LIBRARY = join('native', 'build', 'klc_native.node');
+
+/**
+ * Where the library is looked for: $KLC_NATIVE_PATH, else native/build/ in the nearest folder
+ * above this module that has one (the extension root for dist/ bundles, the repo for sources).
+ */
+export function nativeLibraryPath(from: string = __dirname): string {
+  if (process.env.KLC_NATIVE_PATH) return resolve(process.env.KLC_NATIVE_PATH);
+  let dir = resolve(from);
+  for (let i = 0; i < 8; i++) {
+    const candidate = join(dir, LIBRARY);
+    if (existsSync(candidate)) return candidate;
+    const up = dirname(dir);
+    if (up === dir) break;
+    dir = up;
+  }
+  return join(resolve(from), LIBRARY);
+}
+
+function firstLine(e: unknown): string {
+  const text = e instanceof Error ? e.message : String(e);
+  return text.split('\n')[0];
+}
+
+/** Loads the library at `path` (default: nativeLibraryPath()) and lists the usable devices. */
+export function loadCudaBackend(path: string = nativeLibraryPath()): CudaAvailability {
+  if (!existsSync(path)) {
+    return {
+      ok: false,
+      code: 'NOT_BUILT',
+      path,
+      reason: `CUDA backend not available: the native library ${path} does not exist. Build it with "npm run build:native" (needs the CUDA toolkit's nvcc), or use the onnx backend.`,
+    };
+  }
+  let native: NativeKlc;
+  try {
+    const mod = { exports: {} as unknown };
+    process.dlopen(mod, path);
+    native = mod.exports as NativeKlc;
+  } catch (e) {
+    return {
+      ok: false,
+      code: 'LOAD_FAILED',
+      path,
+      reason: `CUDA backend not available: ${path} could not be loaded (${firstLine(e)}). Rebuild it with "npm run build:native" on this machine, or use the onnx backend.`,
+    };
+  }
+  const abi = typeof native.abiVersion === 'function' ? native.abiVersion() : -1;
+  if (abi !== NATIVE_ABI_VERSION) {
+    return {
+      ok: false,
+      code: 'ABI',
+      path,
+      reason: `CUDA backend not available: ${path} has ABI version ${abi}, this build expects ${NATIVE_ABI_VERSION}. Rebuild it with "npm run build:native".`,
+    };
+  }
+  const found = native.deviceCount();
+  if (found.count < 1) {
+    const code: CudaUnavailableCode = found.code === 'NO_DRIVER' ? 'NO_DRIVER' : found.code === 'CUDA' ? 'CUDA' : 'NO_DEVICE';
+    return { ok: false, code, path, reason: `CUDA backend not available: ${found.error ?? 'no CUDA device found.'}` };
+  }
+  const devices: NativeDeviceInfo[] = [];
+  for (let i = 0; i < found.count; i++) {
+    try {
+      devices.push(native.deviceInfo(i));
+    } catch (e) {
+      return { ok: false, code: 'CUDA', path, reason: `CUDA backend not available: device ${i}: ${firstLine(e)}` };
+    }
+  }
+  return { ok: true, path, native, devices };
+}
