@@ -28,8 +28,11 @@ interface Case {
 
 const manifest = JSON.parse(readFileSync(join(KDA_DIR, 'kda_golden_manifest.json'), 'utf8')) as { cases: Record<string, Case> };
 
-/** Our errors must stay near fla's fp32 naive recurrence (≤ 4e-7 vs float64); 1e-5 leaves room for fp32 storage of refs. */
-const TOL = 1e-5;
+/**
+ * Both forms run in float64 and land at ≈1e-15 of the float64 reference; cases whose reference is
+ * stored rounded to fp32 (L_T1000, R_*) at ≈4e-8. fla's own fp32 naive recurrence is ≤ 4e-7.
+ */
+const TOL = 1e-6;
 
 async function inputs(f: SafetensorsFile, name: string, c: Case): Promise<Omit<KdaInputs, 'T'>> {
   const v = await f.readF64(`${name}.v`);

@@ -150,6 +150,18 @@ export class Checkpoint {
     return this.where.has(name);
   }
 
+  /** Published names of every tensor. */
+  get names(): string[] {
+    return [...this.where.keys()];
+  }
+
+  /** Total number of weights. */
+  get parameters(): number {
+    let n = 0;
+    for (const name of this.where.keys()) n += numel(this.info(name).shape);
+    return n;
+  }
+
   info(name: string): TensorInfo {
     return this.locate(name).file.info(this.locate(name).stored);
   }

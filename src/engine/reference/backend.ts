@@ -2,6 +2,7 @@
  * The reference backend: pure TypeScript, fp32 values with fp64 sums, computing directly on the
  * neutral sequence state. It is the executable spec the other backends are checked against.
  */
+import { totalmem } from 'node:os';
 import { UserError } from '../../common/errors';
 import type { Backend, Capture, NormSite } from '../backends/backend';
 import type { KimiConfig } from '../model/config';
@@ -30,6 +31,15 @@ export class ReferenceBackend implements Backend<Rows> {
   ) {}
 
   static async load(config: KimiConfig, checkpoint: Checkpoint): Promise<ReferenceBackend> {
+    const need = checkpoint.parameters * 4;
+    const have = totalmem();
+    if (need > have * 0.8) {
+      const gb = (b: number) => (b / 1e9).toFixed(1);
+      throw new UserError(
+        `the reference backend keeps every weight of ${checkpoint.dir} in fp32 memory: ${gb(need)} GB, but this machine has ${gb(have)} GB. Use --backend cuda (or auto) for a checkpoint this large.`,
+        checkpoint.dir,
+      );
+    }
     return new ReferenceBackend(config, await loadWeights(config, checkpoint));
   }
 

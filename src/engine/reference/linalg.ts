@@ -64,13 +64,34 @@ export function linear(x: Float32Array, T: number, W: Float32Array, outDim: numb
       y[y1 + o] = s1;
     }
   }
+  // The odd last row (and every decode step): four outputs at a time share each loaded x value.
   for (; t < T; t++) {
     const a0 = t * inDim;
-    for (let o = 0; o < outDim; o++) {
+    const y0 = t * outDim;
+    let o = 0;
+    for (; o + 4 <= outDim; o += 4) {
+      const w0 = o * inDim;
+      const w1 = w0 + inDim;
+      const w2 = w1 + inDim;
+      const w3 = w2 + inDim;
+      let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+      for (let i = 0; i < inDim; i++) {
+        const xv = x[a0 + i];
+        s0 += xv * W[w0 + i];
+        s1 += xv * W[w1 + i];
+        s2 += xv * W[w2 + i];
+        s3 += xv * W[w3 + i];
+      }
+      y[y0 + o] = s0;
+      y[y0 + o + 1] = s1;
+      y[y0 + o + 2] = s2;
+      y[y0 + o + 3] = s3;
+    }
+    for (; o < outDim; o++) {
       const wo = o * inDim;
       let s = 0;
       for (let i = 0; i < inDim; i++) s += x[a0 + i] * W[wo + i];
-      y[t * outDim + o] = s;
+      y[y0 + o] = s;
     }
   }
   return y;

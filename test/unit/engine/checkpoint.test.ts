@@ -48,6 +48,8 @@ test('a single-file checkpoint opens and reads tensors by name', async () => {
     const want = tensors.find((t) => t.name === 'model.layers.1.self_attn.kv_b_proj.weight');
     assert.ok(want);
     assert.deepEqual(Array.from(await ck.tensor(want.name)), Array.from(want.data));
+    assert.equal(ck.parameters, tensors.reduce((n, t) => n + t.data.length, 0));
+    assert.deepEqual(ck.names.sort(), tensors.map((t) => t.name).sort());
   } finally {
     await ck.close();
   }
