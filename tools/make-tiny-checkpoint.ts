@@ -53,7 +53,9 @@ const config = {
   bos_token_id: ranksLines,
   eos_token_id: ranksLines + 2,
   pad_token_id: ranksLines + 255,
-  model_max_length: 32768,
+  // Small on purpose: the tiny model is a demo that must ingest a workspace in seconds on the
+  // reference backend, so its context (and hence the packed workspace) is capped here.
+  model_max_length: 8192,
   q_lora_rank: null,
   kv_lora_rank: kvLora,
   qk_nope_head_dim: nope,

@@ -74,6 +74,8 @@ export async function generate(
   const random = seededRandom(opts.sampling.seed ?? 0x5eed);
   const decoder = new TextDecoder('utf-8');
   const ids: number[] = [];
+  // Control tokens are part of the conversation's structure, not of the answer's text.
+  const special = new Set(tokenizer.specialTokens.values());
   let text = '';
   const emit = (bytes: Uint8Array, final = false) => {
     const delta = decoder.decode(bytes, { stream: !final });
@@ -106,7 +108,7 @@ export async function generate(
       break;
     }
     ids.push(id);
-    emit(tokenizer.decodeBytes([id]));
+    if (!special.has(id)) emit(tokenizer.decodeBytes([id]));
     if (ids.length >= opts.sampling.maxNewTokens) break;
     await tick();
     if (opts.signal?.aborted) {

@@ -31,7 +31,9 @@ import { UserError } from '../common/errors';
 import { packWorkspace, PACKER_VERSION } from '../workspace';
 
 /** Tokens kept free after the repository for the question, the history and the answer. */
-export const QUESTION_RESERVE = 4096;
+export function questionReserve(maxContext: number): number {
+  return Math.min(4096, Math.floor(maxContext / 4));
+}
 
 /** Default place for saved states: $XDG_CACHE_HOME/kimi-linear-code or ~/.cache/kimi-linear-code. */
 export function defaultCacheDir(): string {
@@ -47,6 +49,8 @@ export interface SessionOptions {
   /** The workspace that ask() ingests when nothing was ingested yet. */
   workspace?: PackSettings;
   log?: (line: string) => void;
+  /** Least distance in tokens between checkpoints (default: checkpointSpacing(total)). */
+  checkpointEvery?: number;
 }
 
 interface Repo {
@@ -148,7 +152,7 @@ export class EngineSession {
     const started = performance.now();
     const preamble = repoPreamble(this.tokenizer);
     const closing = repoClosing(this.tokenizer);
-    const contextLimit = this.maxContext - QUESTION_RESERVE - preamble.length - closing.length;
+    const contextLimit = this.maxContext - questionReserve(this.maxContext) - preamble.length - closing.length;
     if (contextLimit <= 0) throw new UserError(`the model's context (${this.maxContext} tokens) leaves no room for a repository`);
     const maxTokens = Math.min(ws.maxTokens ?? contextLimit, contextLimit);
 
@@ -187,7 +191,7 @@ export class EngineSession {
     if (resumed) this.log(`ingest: resuming at token ${resumedTokens} of ${ids.length} from the saved ${resumed.from}`);
     await store.removeCheckpoints(resumedTokens);
 
-    const spacing = checkpointSpacing(ids.length);
+    const spacing = this.opts.checkpointEvery ?? checkpointSpacing(ids.length);
     const boundaries = fileEnds.filter((p) => p > resumedTokens && p < ids.length);
     let lastCheckpoint = resumedTokens;
     const prefillStart = performance.now();

@@ -1,0 +1,142 @@
+/**
+ * The engine session on the bundled tiny checkpoint (reference backend): ingest, resume from
+ * saved states and checkpoints, ask from the forked state — each checked against computing the
+ * same thing from scratch.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, mkdirSync, writeFileSync, appendFileSync, readFileSync, readdirSync, utimesSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { EngineSession } from '../../../src/engine/session';
+import { questionTokens } from '../../../src/engine/chat-template';
+import { prefillChunked } from '../../../src/engine/generate';
+import { CancelledError } from '../../../src/engine/generate';
+
+function fixture(): string {
+  const root = mkdtempSync(join(tmpdir(), 'klc-session-ws-'));
+  mkdirSync(join(root, 'src'));
+  const files: Record<string, string> = {
+    'src/math.ts': 'export function add(a: number, b: number): number {\n  return a + b;\n}\n',
+    'src/main.ts': "import { add } from './math';\nimport { greet } from './greet';\nconsole.log(greet('world'), add(2, 3));\n",
+    'src/greet.ts': 'export function greet(name: string): string {\n  return `hello, ${name}`;\n}\n',
+    'README.md': '# demo\nA tiny project: main.ts calls add() from math.ts and greet() from greet.ts.\n',
+  };
+  let t = 1_700_000_000;
+  for (const [p, text] of Object.entries(files)) {
+    writeFileSync(join(root, p), text);
+    utimesSync(join(root, p), t, t);
+    t += 100;
+  }
+  return root;
+}
+
+async function open(cacheDir: string, root: string, lines: string[] = []) {
+  return EngineSession.open({ backend: 'reference', cacheDir, workspace: { roots: [root] }, checkpointEvery: 16, log: (l) => lines.push(l) });
+}
+
+const greedy = { temperature: 0, maxNewTokens: 6 };
+
+/** Next-token logits after the question, computed from scratch over the same packed ids. */
+async function scratchLogits(session: EngineSession, question: string): Promise<Float32Array> {
+  const { ids } = session.forkRepoState()!;
+  const state = session.model.newState();
+  return (await prefillChunked(session.model, state, Int32Array.from([...ids, ...questionTokens(session.tokenizer, question)])))!;
+}
+
+async function cachedLogits(session: EngineSession, question: string): Promise<Float32Array> {
+  const { state } = session.forkRepoState()!;
+  return (await prefillChunked(session.model, state, questionTokens(session.tokenizer, question)))!;
+}
+
+function maxAbsDiff(a: Float32Array, b: Float32Array): number {
+  assert.equal(a.length, b.length);
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
+  return m;
+}
+
+test('ingest, reuse, ask from the cached state = ask from scratch', async () => {
+  const root = fixture();
+  const cache = mkdtempSync(join(tmpdir(), 'klc-session-cache-'));
+  const s = await open(cache, root);
+  const first = await s.ingest(undefined);
+  assert.equal(first.files, 4);
+  assert.equal(first.upToDate, false);
+  assert.equal(first.resumedTokens, 0);
+  assert.ok(first.tokens > 100);
+  assert.equal(s.status().repo.state, 'ready');
+
+  const a = await s.ask({ question: 'What does main.ts call?', sampling: greedy });
+  const b = await s.ask({ question: 'What does main.ts call?', sampling: greedy });
+  assert.equal(a.text, b.text, 'asking does not change the cached state');
+  assert.ok(a.tokens > 0 || a.stopReason === 'eos');
+  assert.ok(maxAbsDiff(await cachedLogits(s, 'Where is greet defined?'), await scratchLogits(s, 'Where is greet defined?')) < 1e-4);
+  await s.dispose();
+
+  const again = await open(cache, root);
+  const second = await again.ingest(undefined);
+  assert.equal(second.upToDate, true);
+  assert.equal(second.tokens, first.tokens);
+  const c = await again.ask({ question: 'What does main.ts call?', sampling: greedy });
+  assert.equal(c.text, a.text, 'the state restored from disk answers like the one in memory');
+  await again.dispose();
+});
+
+test('after an edit, ingest resumes from a checkpoint and equals a full ingest', async () => {
+  const root = fixture();
+  const cache = mkdtempSync(join(tmpdir(), 'klc-session-cache-'));
+  const s = await open(cache, root);
+  const first = await s.ingest(undefined);
+  appendFileSync(join(root, 'src/greet.ts'), '// greet is used by main.ts\n');
+  const second = await s.ingest(undefined);
+  assert.ok(second.resumedTokens > 0, 'resumed from a checkpoint');
+  assert.ok(second.resumedTokens < second.tokens);
+  assert.notEqual(second.tokens, first.tokens);
+  const resumedLogits = await cachedLogits(s, 'Who uses greet?');
+  const fromScratch = await scratchLogits(s, 'Who uses greet?');
+  assert.ok(maxAbsDiff(resumedLogits, fromScratch) < 1e-4);
+  await s.dispose();
+});
+
+test('a corrupt saved state is reported and rebuilt, never used', async () => {
+  const root = fixture();
+  const cache = mkdtempSync(join(tmpdir(), 'klc-session-cache-'));
+  const s = await open(cache, root);
+  const first = await s.ingest(undefined);
+  const reference = await cachedLogits(s, 'What is add?');
+  await s.dispose();
+  const dir = join(cache, readdirSync(cache)[0]);
+  const snap = join(dir, 'snapshot.klcs');
+  const bytes = readFileSync(snap);
+  bytes[bytes.length - 5] ^= 0x10;
+  writeFileSync(snap, bytes);
+
+  const lines: string[] = [];
+  const t = await open(cache, root, lines);
+  const second = await t.ingest(undefined);
+  assert.match(lines.join('\n'), /unusable \(checksum mismatch/);
+  assert.equal(second.upToDate, false);
+  assert.equal(second.resumedTokens, 0);
+  assert.equal(second.tokens, first.tokens);
+  assert.ok(maxAbsDiff(await cachedLogits(t, 'What is add?'), reference) < 1e-5);
+  await t.dispose();
+});
+
+test('a cancelled ingest stops between slices and saves nothing', async () => {
+  const root = fixture();
+  const cache = mkdtempSync(join(tmpdir(), 'klc-session-cache-'));
+  const s = await open(cache, root);
+  const controller = new AbortController();
+  await assert.rejects(
+    s.ingest(undefined, (p) => {
+      if (p.phase === 'prefill') controller.abort();
+    }, controller.signal),
+    (e: unknown) => e instanceof CancelledError,
+  );
+  const dirs = readdirSync(cache);
+  const saved = dirs.flatMap((d) => readdirSync(join(cache, d))).filter((f) => f === 'snapshot.klcs');
+  assert.deepEqual(saved, []);
+  assert.equal(s.status().repo.state, 'none');
+  await s.dispose();
+});
