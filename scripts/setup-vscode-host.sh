@@ -42,4 +42,5 @@ if [ ! -f "$STAMP" ]; then
     || { tail -40 "$LOG"; echo "setup-vscode-host: code-server install failed; full log in $LOG" >&2; exit 1; }
   touch "$STAMP"
 fi
-echo "setup-vscode-host: code-server $("$N24/bin/node" "$CS/out/node/entry.js" --version | head -1)"
+# (Not `entry.js --version`: that writes ~/.config/code-server/config.yaml.)
+echo "setup-vscode-host: ready: code-server $("$N24/bin/node" -p "require('$CS/package.json').version") on Node $("$N24/bin/node" --version)"
