@@ -28,6 +28,7 @@ constexpr int WS_GL = WS_AQK + CH * CH;     // e^G_last                     [128
 constexpr int WS_PER_CHUNK = WS_GL + KD;
 
 constexpr size_t PREFILL_SMEM = sizeof(float) * (2 * CH * KP + 2 * CH * AP + 2 * CH);
+constexpr size_t STATE_SMEM = sizeof(float) * (2 * CH * KD + KD * STATE_BV + CH * (STATE_BV + 1));
 
 __device__ __forceinline__ float softplus(float x) { return x > 20.f ? x : log1pf(expf(x)); }
 __device__ __forceinline__ float sigmoid(float x) { return 1.f / (1.f + expf(-x)); }
@@ -224,20 +225,30 @@ __global__ void __launch_bounds__(PREFILL_THREADS) kda_intra(klc_kda_args a, int
 }
 
 // Sequential over the chunks of a segment, one CTA per (32 value columns, head, sequence):
-// Vn = U - W S, o = qg S + Aqk Vn, S = e^G_last * S + kg^T Vn.
+// Vn = U - W S, o = qg S + Aqk Vn, S = e^G_last * S + kg^T Vn. Each operand is first copied
+// into shared memory by the whole CTA (many independent loads in flight), because reading it
+// row by row from L2 inside the loops left every step waiting on one load at a time.
+__device__ __forceinline__ void stage(float *dst, const float *src, int nfloats) {
+  const float4 *s4 = reinterpret_cast<const float4 *>(src);
+  float4 *d4 = reinterpret_cast<float4 *>(dst);
+  for (int e = threadIdx.x; e < nfloats / 4; e += PREFILL_THREADS) d4[e] = __ldcg(s4 + e);
+}
+
 __global__ void __launch_bounds__(PREFILL_THREADS) kda_state_pass(klc_kda_args a, int t0, int seg_chunks, const float *ws) {
   const int v0 = blockIdx.x * STATE_BV, h = blockIdx.y, b = blockIdx.z;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int H = a.H, T = a.T;
-  __shared__ float sS[KD][STATE_BV];
-  __shared__ float sVn[CH][STATE_BV + 1];
+  extern __shared__ float smem[];
+  float *sW = smem;                 // W then Aqk then kg
+  float *sQG = sW + CH * KD;        // qg
+  float(*sS)[STATE_BV] = reinterpret_cast<float(*)[STATE_BV]>(sQG + CH * KD);
+  float(*sVn)[STATE_BV + 1] = reinterpret_cast<float(*)[STATE_BV + 1]>(sQG + CH * KD + KD * STATE_BV);
 
   float *state = a.state + (size_t)(b * H + h) * KD * VD;
   for (int e = tid; e < KD * STATE_BV; e += PREFILL_THREADS) {
     const int c = e / STATE_BV, vv = e % STATE_BV;
     sS[c][vv] = state[c * VD + v0 + vv];
   }
-  __syncthreads();
 
   __nv_bfloat16 *o = static_cast<__nv_bfloat16 *>(a.o);
   const int nchunks = min(seg_chunks, (T - t0 + CH - 1) / CH);
@@ -245,6 +256,13 @@ __global__ void __launch_bounds__(PREFILL_THREADS) kda_state_pass(klc_kda_args a
     const float *wsc = ws + ((size_t)(b * H + h) * seg_chunks + ci) * WS_PER_CHUNK;
     const int tstart = t0 + ci * CH;
     const int n = min(CH, T - tstart);
+
+    float u[8];
+#pragma unroll
+    for (int r = 0; r < 8; ++r) u[r] = __ldcg(wsc + WS_U + (warp + 8 * r) * VD + v0 + lane);
+    stage(sW, wsc + WS_W, CH * KD);
+    stage(sQG, wsc + WS_QG, CH * KD);
+    __syncthreads();
 
     float acc_v[8], acc_o[8];
 #pragma unroll
@@ -257,17 +275,20 @@ __global__ void __launch_bounds__(PREFILL_THREADS) kda_state_pass(klc_kda_args a
 #pragma unroll
       for (int r = 0; r < 8; ++r) {
         const int i = warp + 8 * r;
-        const float4 w = __ldg(reinterpret_cast<const float4 *>(wsc + WS_W + i * KD + c));
-        const float4 qg = __ldg(reinterpret_cast<const float4 *>(wsc + WS_QG + i * KD + c));
+        const float4 w = *reinterpret_cast<const float4 *>(sW + i * KD + c);
+        const float4 qg = *reinterpret_cast<const float4 *>(sQG + i * KD + c);
         acc_v[r] = fmaf(w.x, s0, fmaf(w.y, s1, fmaf(w.z, s2, fmaf(w.w, s3, acc_v[r]))));
         acc_o[r] = fmaf(qg.x, s0, fmaf(qg.y, s1, fmaf(qg.z, s2, fmaf(qg.w, s3, acc_o[r]))));
       }
     }
 #pragma unroll
-    for (int r = 0; r < 8; ++r) {
-      const int i = warp + 8 * r;
-      sVn[i][lane] = wsc[WS_U + i * VD + v0 + lane] - acc_v[r];
-    }
+    for (int r = 0; r < 8; ++r) sVn[warp + 8 * r][lane] = u[r] - acc_v[r];
+    __syncthreads();
+    stage(sW, wsc + WS_AQK, CH * CH);
+    stage(sQG, wsc + WS_KG, CH * KD);
+    float gl[16];
+#pragma unroll
+    for (int m = 0; m < 16; ++m) gl[m] = __ldcg(wsc + WS_GL + 16 * warp + m);
     __syncthreads();
 
     // Intra-chunk output; Aqk is zero above the diagonal, so the loop may run past row i.
@@ -277,7 +298,7 @@ __global__ void __launch_bounds__(PREFILL_THREADS) kda_state_pass(klc_kda_args a
 #pragma unroll
       for (int r = 0; r < 8; ++r) {
         const int i = warp + 8 * r;
-        const float4 p = __ldg(reinterpret_cast<const float4 *>(wsc + WS_AQK + i * CH + j));
+        const float4 p = *reinterpret_cast<const float4 *>(sW + i * CH + j);
         acc_o[r] = fmaf(p.x, n0, fmaf(p.y, n1, fmaf(p.z, n2, fmaf(p.w, n3, acc_o[r]))));
       }
     }
@@ -287,31 +308,23 @@ __global__ void __launch_bounds__(PREFILL_THREADS) kda_state_pass(klc_kda_args a
       if (i < n) o[((size_t)(b * T + tstart + i) * H + h) * VD + v0 + lane] = __float2bfloat16(acc_o[r]);
     }
 
-    // State update: rows c = 16*warp .. 16*warp+15 of S, column `lane`.
+    // State update: rows c = 16*warp .. 16*warp+15 of S (owned by this warp alone), column `lane`.
     {
       float acc[16];
-      const float4 *gl4 = reinterpret_cast<const float4 *>(wsc + WS_GL + 16 * warp);
 #pragma unroll
-      for (int m = 0; m < 4; ++m) {
-        const float4 g = __ldg(gl4 + m);
-        acc[4 * m] = g.x * sS[16 * warp + 4 * m][lane];
-        acc[4 * m + 1] = g.y * sS[16 * warp + 4 * m + 1][lane];
-        acc[4 * m + 2] = g.z * sS[16 * warp + 4 * m + 2][lane];
-        acc[4 * m + 3] = g.w * sS[16 * warp + 4 * m + 3][lane];
-      }
+      for (int m = 0; m < 16; ++m) acc[m] = gl[m] * sS[16 * warp + m][lane];
       for (int i = 0; i < CH; ++i) {
         const float vn = sVn[i][lane];
-        const float4 *kg4 = reinterpret_cast<const float4 *>(wsc + WS_KG + i * KD + 16 * warp);
+        const float4 *kg4 = reinterpret_cast<const float4 *>(sQG + i * KD + 16 * warp);
 #pragma unroll
         for (int m = 0; m < 4; ++m) {
-          const float4 kg = __ldg(kg4 + m);
+          const float4 kg = kg4[m];
           acc[4 * m] = fmaf(kg.x, vn, acc[4 * m]);
           acc[4 * m + 1] = fmaf(kg.y, vn, acc[4 * m + 1]);
           acc[4 * m + 2] = fmaf(kg.z, vn, acc[4 * m + 2]);
           acc[4 * m + 3] = fmaf(kg.w, vn, acc[4 * m + 3]);
         }
       }
-      __syncthreads();  // every warp has finished reading S for this chunk
 #pragma unroll
       for (int m = 0; m < 16; ++m) sS[16 * warp + m][lane] = acc[m];
     }
@@ -392,7 +405,9 @@ cudaError_t kda_probe_image() {
   cudaFuncAttributes attr;
   cudaError_t e = cudaFuncGetAttributes(&attr, kda_intra);
   if (e != cudaSuccess) return e;
-  return cudaFuncSetAttribute(kda_intra, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)PREFILL_SMEM);
+  e = cudaFuncSetAttribute(kda_intra, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)PREFILL_SMEM);
+  if (e != cudaSuccess) return e;
+  return cudaFuncSetAttribute(kda_state_pass, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)STATE_SMEM);
 }
 
 int kda_check_args(const klc_kda_args *a, bool decode) {
@@ -435,7 +450,7 @@ int kda_prefill(klc_ctx *ctx, const klc_kda_args *a) {
   for (int t0 = 0; t0 < a->T; t0 += seg_chunks * CH) {
     const int chunks = min(seg_chunks, (a->T - t0 + CH - 1) / CH);
     kda_intra<<<dim3(chunks, a->H, a->B), PREFILL_THREADS, PREFILL_SMEM, ctx->stream>>>(*a, t0, seg_chunks, ctx->kda_ws);
-    kda_state_pass<<<dim3(VD / STATE_BV, a->H, a->B), PREFILL_THREADS, 0, ctx->stream>>>(*a, t0, seg_chunks, ctx->kda_ws);
+    kda_state_pass<<<dim3(VD / STATE_BV, a->H, a->B), PREFILL_THREADS, STATE_SMEM, ctx->stream>>>(*a, t0, seg_chunks, ctx->kda_ws);
   }
   cudaError_t e = cudaGetLastError();
   return e == cudaSuccess ? KLC_OK : fail_cuda(e, "launching the KDA prefill");

@@ -53,6 +53,21 @@ def copy_tbps():
     return 2 * x.numel() * 4 / ms / 1e9
 
 
+def kernel_breakdown(fn):
+    """GPU time per kernel name over one call, from the profiler (CUPTI sees our library's kernels too)."""
+    from torch.profiler import ProfilerActivity, profile
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    out = {}
+    for ev in prof.key_averages():
+        t = getattr(ev, "device_time_total", None) or getattr(ev, "cuda_time_total", 0)
+        if t:
+            out[ev.key[:60]] = t / 1e3
+    return out
+
+
 def bench_prefill(klc, chunk_kda, Ts, rows):
     for T in Ts:
         gen = torch.Generator(device=DEV).manual_seed(T)
@@ -84,6 +99,8 @@ def bench_prefill(klc, chunk_kda, Ts, rows):
                                             warmup=5, rep=100, return_mode="median")
                 row["o_rel_l2_vs_fla"] = float((ours_o.double() - fo.double()).norm() / fo.double().norm())
                 row["state_rel_l2_vs_fla"] = float((ours_s.double() - fs.double()).norm() / fs.double().norm())
+        if T == Ts[-1]:
+            row["ours_kernels_ms"] = kernel_breakdown(lambda: klc.prefill(a_pre))
         for key in ("ours_ms", "ours_gate_fused_ms", "fla_ms"):
             if key in row:
                 row[key.replace("_ms", "_Mtok_s")] = T / row[key] / 1e3
@@ -169,6 +186,9 @@ def main():
         diff = f"{r['o_rel_l2_vs_fla']:.1e}" if "fla_ms" in r else "-"
         print(f"{r['T']:>7} | {r['ours_Mtok_s']:5.2f}; {r['ours_ms']:7.3f} | {r['ours_gate_fused_Mtok_s']:5.2f}; "
               f"{r['ours_gate_fused_ms']:8.3f} | {fla:>15} | {ratio:>8} | {diff}")
+    for r in res["prefill"]:
+        for name, ms in r.get("ours_kernels_ms", {}).items():
+            print(f"  T={r['T']}: {ms:8.3f} ms  {name}")
     print("KDA decode step, H=32 (graph: own buffers per call; floor: bytes at copy bandwidth)")
     print(f"{'B':>4} | {'graph us':>9} | {'same-buffer us':>14} | {'MB moved':>8} | {'floor us':>8} | {'TB/s':>5} | % copy BW")
     for r in res["decode"]:

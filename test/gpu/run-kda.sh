@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Device run of the KDA milestone: build the native library there, the kernel checks against the
 # float64 reference and the goldens, the Node binding test, then the speed table beside fla.
-# Carry: .device (node.xz, golden/, native-binding.test.cjs), .ref (fla source), native/build.
+# Carry: .device (node.xz, node-include/, golden/, native-binding.test.cjs), .ref (fla source), native/build.
 # Logs go to $OUT. Prepare here with test/gpu/prepare-device.sh.
 set -uo pipefail
 OUT=${OUT:-/tmp/klc-out}
@@ -9,7 +9,7 @@ mkdir -p "$OUT"
 xz -dc .device/node.xz > /tmp/node && chmod +x /tmp/node && export PATH=/tmp:$PATH
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader | tee "$OUT/gpu.txt"
 rc=0
-( time node tools/build-native.mjs --jobs 16 ) > "$OUT/build.log" 2>&1 || { echo "device build FAILED (carried build used)"; rc=1; }
+( time KLC_NODE_INCLUDE=$PWD/.device/node-include node tools/build-native.mjs --jobs 16 ) > "$OUT/build.log" 2>&1 || { echo "device build FAILED (carried build used)"; rc=1; }
 tail -n 4 "$OUT/build.log"
 export PYTHONUNBUFFERED=1 KLC_GOLDEN=.device/golden
 python3 test/gpu/kda_check.py 2>&1 | tee "$OUT/check.log" || rc=1
