@@ -43,6 +43,8 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
   private history: ChatHistory;
   private running: { answerId: string; abort: AbortController; done: Promise<void> } | undefined;
   private saveTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Saves run one after another, so an older history never overwrites a newer one. */
+  private saving: Promise<void> = Promise.resolve();
   private readonly disposables: vscode.Disposable[] = [];
 
   constructor(private readonly deps: ChatViewDeps) {
@@ -90,6 +92,8 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
         this.post({ type: 'busy', busy: false });
       }
     }
+    // Callers (commands, tests) that await submit see the finished answer in the saved history.
+    await this.saving;
   }
 
   newChat(): void {
@@ -151,16 +155,21 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
         void this.save();
       }, SAVE_INTERVAL_MS);
     } else {
+      if (this.saveTimer) clearTimeout(this.saveTimer);
+      this.saveTimer = undefined;
       void this.save();
     }
   }
 
-  private async save(): Promise<void> {
-    try {
-      await this.deps.state.update(HISTORY_KEY, this.history);
-    } catch (e) {
-      this.deps.log.warn(`chat: could not save the history: ${e instanceof Error ? e.message : String(e)}`);
-    }
+  private save(): Promise<void> {
+    this.saving = this.saving.then(async () => {
+      try {
+        await this.deps.state.update(HISTORY_KEY, this.history);
+      } catch (e) {
+        this.deps.log.warn(`chat: could not save the history: ${e instanceof Error ? e.message : String(e)}`);
+      }
+    });
+    return this.saving;
   }
 
   private post(m: HostMessage): void {
