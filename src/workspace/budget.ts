@@ -1,42 +1,64 @@
 /**
- * Fits the packed files into the token budget. When they do not fit, the LARGEST files are left
- * out first (ties: the later one in packing order): one huge file should not crowd out hundreds
- * of small ones, and leaving files out never reorders the rest, so the stable prefix survives.
- * The header lists the kept files, so its size depends on what is dropped; the fewest drops that
- * fit are found by binary search between bounds given by the largest and smallest header.
+ * Fits the packed files into the token budget. When they do not fit, the LARGEST files (in bytes
+ * of their rendered block; ties: the later one in packing order) are left out first: one huge
+ * file should not crowd out hundreds of small ones, and leaving files out never reorders the
+ * rest, so the stable prefix of the context survives. Because the ranking is by bytes, files are
+ * tokenized smallest first and tokenizing stops where the budget is certainly exceeded, so a
+ * workspace far over budget costs little more than the budget itself. Token counts are exact:
+ * every kept file and the header are measured with the real tokenizer.
  */
 import { UserError } from '../common/errors';
 
-/**
- * `tokens[i]` is the size of file block i (packing order); `headerTokens(kept)` measures the header
- * for a keep-mask. Returns the keep-mask.
- */
-export function fitBudget(tokens: readonly number[], maxTokens: number, headerTokens: (kept: readonly boolean[]) => number): boolean[] {
-  const n = tokens.length;
-  const total = tokens.reduce((a, b) => a + b, 0);
-  const headerAll = headerTokens(tokens.map(() => true));
-  if (headerAll + total <= maxTokens) return tokens.map(() => true);
-  const headerNone = headerTokens(tokens.map(() => false));
+export interface BudgetInput {
+  /** Byte length of each file block, in packing order. */
+  bytes: readonly number[];
+  /** Tokens of block i; called at most once per block, smallest blocks first. */
+  measure: (i: number) => Promise<number>;
+  /** Tokens of the header listing the kept files. */
+  headerTokens: (kept: readonly boolean[]) => number;
+  maxTokens: number;
+}
+
+/** Returns the keep-mask (packing order) and the token count of every measured block. */
+export async function fitBudget({ bytes, measure, headerTokens, maxTokens }: BudgetInput): Promise<{ kept: boolean[]; tokens: (number | undefined)[] }> {
+  const n = bytes.length;
+  const tokens = new Array<number | undefined>(n).fill(undefined);
+  const kept = new Array<boolean>(n).fill(false);
+  const headerNone = headerTokens(kept);
   if (headerNone > maxTokens) {
     throw new UserError(`the token budget of ${maxTokens} is smaller than the pack header alone (${headerNone} tokens); raise --max-tokens / kimiLinear.maxContextTokens`);
   }
-  const dropOrder = tokens.map((_, i) => i).sort((a, b) => tokens[b] - tokens[a] || b - a);
-  // filesLeft[k]: tokens of the files kept after dropping the first k of dropOrder.
-  const filesLeft = [total];
-  for (let k = 0; k < n; k++) filesLeft.push(filesLeft[k] - tokens[dropOrder[k]]);
+  const smallestFirst = bytes.map((_, i) => i).sort((a, b) => bytes[a] - bytes[b] || a - b);
+  // Measure the smallest files while they can still fit next to the smallest possible header.
+  const measured: number[] = [];
+  let sum = 0;
+  for (const i of smallestFirst) {
+    const t = await measure(i);
+    tokens[i] = t;
+    if (sum + t + headerNone > maxTokens) break;
+    sum += t;
+    measured.push(i);
+    kept[i] = true;
+  }
+  // filesLeft[k]: tokens of the measured files kept after dropping the k largest of them.
+  const filesLeft = [sum];
+  for (let k = 0; k < measured.length; k++) filesLeft.push(filesLeft[k] - tokens[measured[measured.length - 1 - k]]!);
   const keptAfter = (k: number) => {
-    const kept = tokens.map(() => true);
-    for (let j = 0; j < k; j++) kept[dropOrder[j]] = false;
-    return kept;
+    const mask = kept.slice();
+    for (let j = 0; j < k; j++) mask[measured[measured.length - 1 - j]] = false;
+    return mask;
   };
-  // The header only shrinks as files leave, so headerNone and headerAll bound the answer.
+  // The header only shrinks as files leave, so its sizes with all measured files and with none
+  // bound the fewest drops that fit; binary search between them.
+  const headerAll = headerTokens(kept);
+  if (headerAll + sum <= maxTokens) return { kept, tokens };
   let lo = filesLeft.findIndex((f) => f + headerNone <= maxTokens);
   let hi = filesLeft.findIndex((f) => f + headerAll <= maxTokens);
-  if (hi < 0) hi = n;
+  if (hi < 0) hi = measured.length;
   while (lo < hi) {
     const mid = (lo + hi) >> 1;
     if (headerTokens(keptAfter(mid)) + filesLeft[mid] <= maxTokens) hi = mid;
     else lo = mid + 1;
   }
-  return keptAfter(hi);
+  return { kept: keptAfter(hi), tokens };
 }

@@ -95,29 +95,31 @@ export async function packWorkspace(options: PackOptions): Promise<PackResult> {
   const ordered = packables as Required<Packable>[];
   ordered.sort(compareOrder);
 
-  const blockIds: Uint32Array[] = [];
-  const blockTexts: string[] = [];
+  const blockTexts = ordered.map((p) => renderFileBlock(p.path, p.text, lineNumbers));
+  const blockIds = new Array<Uint32Array | undefined>(ordered.length);
+  let measuredCount = 0;
   let lastYield = performance.now();
-  for (let i = 0; i < ordered.length; i++) {
-    const text = renderFileBlock(ordered[i].path, ordered[i].text, lineNumbers);
-    blockTexts.push(text);
-    blockIds.push(Uint32Array.from(tokenizer.encodeOrdinary(text)));
+  const measure = async (i: number) => {
+    blockIds[i] = Uint32Array.from(tokenizer.encodeOrdinary(blockTexts[i]));
+    measuredCount++;
     if (performance.now() - lastYield > YIELD_EVERY_MS) {
-      onProgress?.({ phase: 'tokenize', done: i + 1, total: ordered.length });
+      onProgress?.({ phase: 'tokenize', done: measuredCount, total: ordered.length });
       await new Promise((r) => setImmediate(r));
       signal?.throwIfAborted();
       lastYield = performance.now();
     }
-  }
-  onProgress?.({ phase: 'tokenize', done: ordered.length, total: ordered.length });
-
-  onProgress?.({ phase: 'budget', done: 0, total: 1 });
+    return blockIds[i].length;
+  };
   const headerFor = (kept: readonly boolean[]) => renderHeader(ordered.filter((_, i) => kept[i]).map((p) => p.path));
-  const kept = fitBudget(
-    blockIds.map((b) => b.length),
+  onProgress?.({ phase: 'tokenize', done: 0, total: ordered.length });
+  const { kept } = await fitBudget({
+    bytes: blockTexts.map((t) => Buffer.byteLength(t)),
+    measure,
+    headerTokens: (mask) => tokenizer.encodeOrdinary(headerFor(mask)).length,
     maxTokens,
-    (mask) => tokenizer.encodeOrdinary(headerFor(mask)).length,
-  );
+  });
+  onProgress?.({ phase: 'tokenize', done: ordered.length, total: ordered.length });
+  onProgress?.({ phase: 'budget', done: 0, total: 1 });
   const headerText = headerFor(kept);
   const headerIds = tokenizer.encodeOrdinary(headerText);
   onProgress?.({ phase: 'budget', done: 1, total: 1 });
@@ -129,12 +131,14 @@ export async function packWorkspace(options: PackOptions): Promise<PackResult> {
   let secretsRedacted = 0;
   for (let i = 0; i < ordered.length; i++) {
     const p = ordered[i];
-    if (!kept[i]) {
-      omitted.push({ path: p.path, root: roots[p.root], reason: 'over-budget', detail: `${blockIds[i].length} tokens; the budget is ${maxTokens}` });
+    const fileIds = blockIds[i];
+    if (!kept[i] || !fileIds) {
+      const size = fileIds ? `${fileIds.length} tokens` : `${Buffer.byteLength(blockTexts[i])} bytes`;
+      omitted.push({ path: p.path, root: roots[p.root], reason: 'over-budget', detail: `${size}; the largest files are left out to fit the budget of ${maxTokens} tokens` });
       continue;
     }
     const start = total;
-    total += blockIds[i].length;
+    total += fileIds.length;
     blocks.push({ kind: 'file', path: p.path, text: blockTexts[i], start, end: total });
     files.push({ path: p.path, root: roots[p.root], file: p.cand.rel, sha256: p.sha256, bytes: p.bytes, start, end: total, redactions: p.redactions, order: p.order });
     bytes += p.bytes;
@@ -145,9 +149,10 @@ export async function packWorkspace(options: PackOptions): Promise<PackResult> {
   ids.set(headerIds, 0);
   let offset = headerIds.length;
   for (let i = 0; i < ordered.length; i++) {
-    if (!kept[i]) continue;
-    ids.set(blockIds[i], offset);
-    offset += blockIds[i].length;
+    const block = blockIds[i];
+    if (!kept[i] || !block) continue;
+    ids.set(block, offset);
+    offset += block.length;
   }
 
   omitted.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : a.reason < b.reason ? -1 : a.reason > b.reason ? 1 : 0));

@@ -272,12 +272,17 @@ test('budget: the largest files are left out as over-budget and the total fits',
   const r = await packWorkspace({ roots: [root], tokenizer, maxTokens });
   assert.ok(r.manifest.totalTokens <= maxTokens);
   assert.equal(r.manifest.files.length, 10);
-  assert.deepEqual(r.manifest.omitted, [{ path: 'huge.ts', root, reason: 'over-budget', detail: `${huge.end - huge.start} tokens; the budget is ${maxTokens}` }]);
+  assert.deepEqual(r.manifest.omitted, [
+    { path: 'huge.ts', root, reason: 'over-budget', detail: `${huge.end - huge.start} tokens; the largest files are left out to fit the budget of ${maxTokens} tokens` },
+  ]);
   assert.equal(r.blocks[0].text.includes('huge.ts'), false, 'the header lists packed files only');
   const tight = await packWorkspace({ roots: [root], tokenizer, maxTokens: 120 });
   assert.ok(tight.manifest.totalTokens <= 120);
   assert.ok(tight.manifest.files.length >= 1);
+  assert.deepEqual(tight.manifest.omitted.map((o) => o.reason), tight.manifest.omitted.map(() => 'over-budget'));
   assert.equal(tight.manifest.files.length + tight.manifest.omitted.length, 11);
+  const unmeasured = tight.manifest.omitted.find((o) => o.path === 'huge.ts');
+  assert.match(unmeasured?.detail ?? '', /^\d+ bytes; the largest files are left out/, 'a file that cannot fit is not even tokenized');
 });
 
 test('bad input is a user error; an aborted signal stops the pack', async () => {
