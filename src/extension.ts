@@ -7,6 +7,7 @@ import * as vscode from 'vscode';
 import { join } from 'node:path';
 import { EngineClient } from './client/engine-client';
 import { userMessageOf } from './client/engine-errors';
+import { UserError } from './common/errors';
 import { openParamsFrom, packSettingsFrom } from './client/settings';
 import type { ChatHistory } from './common/chat-protocol';
 import { ChatViewProvider } from './features/chat/chat-view';
@@ -46,7 +47,12 @@ class Ctx implements vscode.Disposable {
     this.client = new EngineClient({
       enginePath: context.asAbsolutePath(join('dist', 'engine-host.js')),
       openParams: () => openParamsFrom(config(), join(context.globalStorageUri.fsPath, 'repo-states')),
-      workspace: () => (vscode.workspace.isTrusted && roots().length > 0 ? packSettingsFrom(config(), roots()) : undefined),
+      workspace: () => {
+        if (!vscode.workspace.isTrusted) {
+          throw new UserError('Kimi Linear does not read this workspace in restricted mode. Trust the workspace (Manage Workspace Trust) to ask questions about it.');
+        }
+        return roots().length > 0 ? packSettingsFrom(config(), roots()) : undefined;
+      },
       log: (line, level) => this.log[level](line),
     });
 

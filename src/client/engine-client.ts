@@ -23,7 +23,10 @@ export interface EngineClientOptions {
   execPath?: string;
   /** Read at every start, so that changed settings apply after a restart. */
   openParams: () => OpenParams;
-  /** The workspace an ask ingests first when the engine has no repository state yet. */
+  /**
+   * The workspace an ask ingests first when the engine has no repository state yet. It may throw
+   * (a UserError) to refuse the ask, e.g. in an untrusted workspace.
+   */
   workspace?: () => PackSettings | undefined;
   log: (line: string, level: LogLevel) => void;
   backoff?: BackoffPolicy;
@@ -90,6 +93,7 @@ export class EngineClient {
   }
 
   async ask(request: AskRequest, onText: (delta: string) => void, signal?: AbortSignal): Promise<AskResult> {
+    const workspace = this.options.workspace?.();
     const proc = await this.process();
     const id = ++this.streamIds;
     const textToken = `ask-${id}`;
@@ -99,7 +103,7 @@ export class EngineClient {
       proc.onProgress(ingestProgress, progressToken, (p) => this.update({ ingest: p })),
     ];
     try {
-      return await proc.request(askRequest, { request, textToken, workspace: this.options.workspace?.(), progressToken }, signal);
+      return await proc.request(askRequest, { request, textToken, workspace, progressToken }, signal);
     } finally {
       for (const s of subscriptions) s.dispose();
       if (this.current.ingest) this.update({ ingest: null });

@@ -1,9 +1,9 @@
 /** The document symbols of a file, from whatever language extension provides them. */
 import * as vscode from 'vscode';
 
-/** Functions, classes and their kin: the symbols worth an "Explain" lens or a summary. */
+/** Functions, classes and their kin: the symbols worth an "Explain" lens or a summary (constructors would only repeat their class). */
 export const ANNOTATED_KINDS: ReadonlySet<number> = new Set([
-  vscode.SymbolKind.Function, vscode.SymbolKind.Method, vscode.SymbolKind.Constructor, vscode.SymbolKind.Class,
+  vscode.SymbolKind.Function, vscode.SymbolKind.Method, vscode.SymbolKind.Class,
   vscode.SymbolKind.Interface, vscode.SymbolKind.Struct, vscode.SymbolKind.Enum,
 ]);
 

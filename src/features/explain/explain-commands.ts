@@ -11,7 +11,13 @@ import { selectionOf } from './editor-selection';
 export function registerExplainCommands(chat: ChatSink): vscode.Disposable {
   const settings = () => samplingFrom(vscode.workspace.getConfiguration('kimiLinear'));
   return vscode.Disposable.from(
-    vscode.commands.registerTextEditorCommand('kimiLinear.explainSelection', (editor) => {
+    // A plain command rather than a text editor command, so that executeCommand resolves when the answer is complete.
+    vscode.commands.registerCommand('kimiLinear.explainSelection', () => {
+      const editor = vscode.window.activeTextEditor;
+      if (!editor) {
+        void vscode.window.showInformationMessage('Kimi Linear: open a file and select the code to explain first.');
+        return;
+      }
       if (!trusted()) return;
       const range = editor.selection.isEmpty ? editor.document.lineAt(editor.selection.active.line).range : editor.selection;
       if (editor.document.getText(range).trim() === '') {

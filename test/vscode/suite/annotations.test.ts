@@ -36,7 +36,7 @@ describe('Annotations', function () {
     editor = await vscode.window.showTextDocument(uri);
     await waitFor(
       'document symbols from the TypeScript extension',
-      () => vscode.commands.executeCommand<vscode.DocumentSymbol[] | undefined>('vscode.executeDocumentSymbolProvider', uri),
+      async () => vscode.commands.executeCommand<vscode.DocumentSymbol[] | undefined>('vscode.executeDocumentSymbolProvider', uri),
       (symbols) => (symbols?.length ?? 0) >= 2,
       120_000,
     );

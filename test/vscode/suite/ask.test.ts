@@ -12,6 +12,8 @@ describe('Repository Q&A', function () {
   before(async () => {
     api = await kimi();
     restoreSettings = await useShortAnswers();
+    // Earlier suites' conversations would be sent along as history and slow every question down.
+    await vscode.commands.executeCommand('kimiLinear.newChat');
   });
 
   after(async () => {

@@ -25,6 +25,8 @@ describe('Explain selection', function () {
   before(async () => {
     api = await kimi();
     restoreSettings = await useShortAnswers();
+    // Earlier suites' conversations would be sent along as history and slow every question down.
+    await vscode.commands.executeCommand('kimiLinear.newChat');
     uri = await writeFile(DIR, 'math.ts', SOURCE);
   });
 
