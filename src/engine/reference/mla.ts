@@ -43,6 +43,8 @@ function appendLatents(cfg: KimiConfig, w: MlaWeights, x: Float32Array, T: numbe
 /**
  * Causal attention of x's T tokens over every cached token before them and themselves (the naive,
  * up-projected form). Appends x's latents to `cache`; returns the layer output [T, d].
+ * Per key block and head, scores and the value sum are two matrix products; an online softmax
+ * (running max and sum per query) joins the blocks.
  */
 export function mlaPrefill(cfg: KimiConfig, w: MlaWeights, x: Float32Array, T: number, cache: LatentCache): Float32Array {
   const { numHeads: H, qkNopeHeadDim: n, qkRopeHeadDim: r, vHeadDim: dv, kvLoraRank: L } = cfg.mla;
@@ -53,51 +55,55 @@ export function mlaPrefill(cfg: KimiConfig, w: MlaWeights, x: Float32Array, T: n
   appendLatents(cfg, w, x, T, cache);
   const total = start + T;
 
+  const qHead = Array.from({ length: H }, (_, h) => {
+    const out = new Float32Array(T * qw);
+    for (let i = 0; i < T; i++) out.set(q.subarray((i * H + h) * qw, (i * H + h + 1) * qw), i * qw);
+    return out;
+  });
   const m = new Float64Array(T * H).fill(-Infinity);
   const l = new Float64Array(T * H);
   const acc = new Float64Array(T * H * dv);
   const blockLat = new Float32Array(KEY_BLOCK * L);
-  const blockRot = new Float32Array(KEY_BLOCK * r);
-  const scores = new Float64Array(KEY_BLOCK);
+  const keys = new Float32Array(KEY_BLOCK * qw);
+  const valuesT = new Float32Array(dv * KEY_BLOCK);
   for (let k0 = 0; k0 < total; k0 += KEY_BLOCK) {
     const nb = Math.min(KEY_BLOCK, total - k0);
-    for (let j = 0; j < nb; j++) {
-      const row = cache.row(k0 + j);
-      blockLat.set(row.subarray(0, L), j * L);
-      blockRot.set(row.subarray(L, L + r), j * r);
-    }
+    for (let j = 0; j < nb; j++) blockLat.set(cache.row(k0 + j).subarray(0, L), j * L);
     // kv [nb, H·(n+v)]: per head the key's nope part, then its value.
     const kv = linear(blockLat, nb, w.kvB, H * (n + dv), L);
-    const firstQuery = Math.max(0, k0 - start);
-    for (let i = firstQuery; i < T; i++) {
-      const lastKey = Math.min(nb, start + i - k0 + 1);
-      for (let h = 0; h < H; h++) {
-        const qo = (i * H + h) * qw;
+    const first = Math.max(0, k0 - start);
+    const rows = T - first;
+    for (let h = 0; h < H; h++) {
+      for (let j = 0; j < nb; j++) {
+        const ko = (j * H + h) * (n + dv);
+        keys.set(kv.subarray(ko, ko + n), j * qw);
+        keys.set(cache.row(k0 + j).subarray(L, L + r), j * qw + n);
+        for (let a = 0; a < dv; a++) valuesT[a * nb + j] = kv[ko + n + a];
+      }
+      const p = linear(qHead[h].subarray(first * qw), rows, keys.subarray(0, nb * qw), nb, qw);
+      for (let ri = 0; ri < rows; ri++) {
+        const i = first + ri;
+        const visible = Math.min(nb, start + i - k0 + 1);
         const mh = i * H + h;
-        const ao = mh * dv;
+        const po = ri * nb;
         let blockMax = -Infinity;
-        for (let j = 0; j < lastKey; j++) {
-          const ko = j * H * (n + dv) + h * (n + dv);
-          let s = 0;
-          for (let a = 0; a < n; a++) s += q[qo + a] * kv[ko + a];
-          for (let a = 0; a < r; a++) s += q[qo + n + a] * blockRot[j * r + a];
-          s *= scale;
-          scores[j] = s;
-          if (s > blockMax) blockMax = s;
-        }
-        // One rescale per block instead of one per key.
+        for (let j = 0; j < visible; j++) blockMax = Math.max(blockMax, p[po + j] * scale);
         if (blockMax > m[mh]) {
           const rescale = Math.exp(m[mh] - blockMax);
           l[mh] *= rescale;
-          for (let a = 0; a < dv; a++) acc[ao + a] *= rescale;
+          for (let a = 0; a < dv; a++) acc[mh * dv + a] *= rescale;
           m[mh] = blockMax;
         }
-        for (let j = 0; j < lastKey; j++) {
-          const p = Math.exp(scores[j] - m[mh]);
-          l[mh] += p;
-          const vo = j * H * (n + dv) + h * (n + dv) + n;
-          for (let a = 0; a < dv; a++) acc[ao + a] += p * kv[vo + a];
+        for (let j = 0; j < nb; j++) {
+          const e = j < visible ? Math.exp(p[po + j] * scale - m[mh]) : 0;
+          l[mh] += e;
+          p[po + j] = e;
         }
+      }
+      const pv = linear(p, rows, valuesT.subarray(0, dv * nb), dv, nb);
+      for (let ri = 0; ri < rows; ri++) {
+        const ao = ((first + ri) * H + h) * dv;
+        for (let a = 0; a < dv; a++) acc[ao + a] += pv[ri * dv + a];
       }
     }
   }
@@ -118,34 +124,47 @@ export function mlaDecode(cfg: KimiConfig, w: MlaWeights, x: Float32Array, cache
   const q = linear(x, 1, w.qProj, H * qw, cfg.hiddenSize);
   appendLatents(cfg, w, x, 1, cache);
 
-  const qLat = new Float64Array(H * L);
+  // Absorbed query per head: [W_UK[h]ᵀ q_nope[h] (L values), q_pe[h] (r values)], the width of a cache row.
+  const width = L + r;
+  const qAbs = new Float32Array(H * width);
   for (let h = 0; h < H; h++) {
-    for (let a = 0; a < n; a++) {
-      const qa = q[h * qw + a];
-      const wo = (h * (n + dv) + a) * L;
-      for (let c = 0; c < L; c++) qLat[h * L + c] += qa * w.kvB[wo + c];
+    for (let c = 0; c < L; c++) {
+      let s = 0;
+      for (let a = 0; a < n; a++) s += q[h * qw + a] * w.kvB[(h * (n + dv) + a) * L + c];
+      qAbs[h * width + c] = s;
     }
+    qAbs.set(q.subarray(h * qw + n, (h + 1) * qw), h * width + L);
   }
   const m = new Float64Array(H).fill(-Infinity);
   const l = new Float64Array(H);
   const ctxLat = new Float64Array(H * L);
-  for (let t = 0; t < cache.length; t++) {
-    const row = cache.row(t);
+  const rows = new Float32Array(KEY_BLOCK * width);
+  const latT = new Float32Array(L * KEY_BLOCK);
+  for (let t0 = 0; t0 < cache.length; t0 += KEY_BLOCK) {
+    const nb = Math.min(KEY_BLOCK, cache.length - t0);
+    for (let j = 0; j < nb; j++) {
+      const row = cache.row(t0 + j);
+      rows.set(row, j * width);
+      for (let c = 0; c < L; c++) latT[c * nb + j] = row[c];
+    }
+    const p = linear(qAbs, H, rows.subarray(0, nb * width), nb, width);
     for (let h = 0; h < H; h++) {
-      let s = 0;
-      for (let c = 0; c < L; c++) s += qLat[h * L + c] * row[c];
-      for (let a = 0; a < r; a++) s += q[h * qw + n + a] * row[L + a];
-      s *= scale;
-      if (s > m[h]) {
-        const rescale = Math.exp(m[h] - s);
+      let blockMax = -Infinity;
+      for (let j = 0; j < nb; j++) blockMax = Math.max(blockMax, p[h * nb + j] * scale);
+      if (blockMax > m[h]) {
+        const rescale = Math.exp(m[h] - blockMax);
         l[h] *= rescale;
         for (let c = 0; c < L; c++) ctxLat[h * L + c] *= rescale;
-        m[h] = s;
+        m[h] = blockMax;
       }
-      const p = Math.exp(s - m[h]);
-      l[h] += p;
-      for (let c = 0; c < L; c++) ctxLat[h * L + c] += p * row[c];
+      for (let j = 0; j < nb; j++) {
+        const e = Math.exp(p[h * nb + j] * scale - m[h]);
+        l[h] += e;
+        p[h * nb + j] = e;
+      }
     }
+    const add = linear(p, H, latT.subarray(0, L * nb), L, nb);
+    for (let i = 0; i < H * L; i++) ctxLat[i] += add[i];
   }
   const ctx = new Float32Array(H * dv);
   for (let h = 0; h < H; h++) {
