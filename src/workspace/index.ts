@@ -64,11 +64,17 @@ export async function packWorkspace(options: PackOptions): Promise<PackResult> {
   onProgress?.({ phase: 'discover', done: 0, total: roots.length });
   const omitted: OmittedFileEntry[] = [];
   const readables: Readable[] = [];
+  // A folder nested in another root is found twice; its files are packed once, under the first root.
+  const seen = new Set<string>();
   for (let r = 0; r < roots.length; r++) {
     signal?.throwIfAborted();
     const found = await discoverRoot(roots[r], options.include ?? [], options.exclude ?? []);
     for (const s of found.skipped) omitted.push({ path: shownPath(r, s.rel), root: roots[r], reason: s.reason, detail: s.detail });
-    for (const cand of found.files) readables.push({ root: r, cand, path: shownPath(r, cand.rel) });
+    for (const cand of found.files) {
+      if (seen.has(cand.abs)) continue;
+      seen.add(cand.abs);
+      readables.push({ root: r, cand, path: shownPath(r, cand.rel) });
+    }
     onProgress?.({ phase: 'discover', done: r + 1, total: roots.length });
   }
 
@@ -95,11 +101,16 @@ export async function packWorkspace(options: PackOptions): Promise<PackResult> {
   const ordered = packables as Required<Packable>[];
   ordered.sort(compareOrder);
 
-  const blockTexts = ordered.map((p) => renderFileBlock(p.path, p.text, lineNumbers));
+  // Blocks are rendered again when measured rather than kept, so files far over the budget do not
+  // hold a second copy of their text.
+  const render = (i: number) => renderFileBlock(ordered[i].path, ordered[i].text, lineNumbers);
+  const blockBytes = ordered.map((_, i) => Buffer.byteLength(render(i)));
+  const blockTexts = new Array<string | undefined>(ordered.length);
   const blockIds = new Array<Uint32Array | undefined>(ordered.length);
   let measuredCount = 0;
   let lastYield = performance.now();
   const measure = async (i: number) => {
+    blockTexts[i] = render(i);
     blockIds[i] = Uint32Array.from(tokenizer.encodeOrdinary(blockTexts[i]));
     measuredCount++;
     if (performance.now() - lastYield > YIELD_EVERY_MS) {
@@ -113,7 +124,7 @@ export async function packWorkspace(options: PackOptions): Promise<PackResult> {
   const headerFor = (kept: readonly boolean[]) => renderHeader(ordered.filter((_, i) => kept[i]).map((p) => p.path));
   onProgress?.({ phase: 'tokenize', done: 0, total: ordered.length });
   const { kept } = await fitBudget({
-    bytes: blockTexts.map((t) => Buffer.byteLength(t)),
+    bytes: blockBytes,
     measure,
     headerTokens: (mask) => tokenizer.encodeOrdinary(headerFor(mask)).length,
     maxTokens,
@@ -132,14 +143,15 @@ export async function packWorkspace(options: PackOptions): Promise<PackResult> {
   for (let i = 0; i < ordered.length; i++) {
     const p = ordered[i];
     const fileIds = blockIds[i];
-    if (!kept[i] || !fileIds) {
-      const size = fileIds ? `${fileIds.length} tokens` : `${Buffer.byteLength(blockTexts[i])} bytes`;
+    const fileText = blockTexts[i];
+    if (!kept[i] || !fileIds || fileText === undefined) {
+      const size = fileIds ? `${fileIds.length} tokens` : `${blockBytes[i]} bytes`;
       omitted.push({ path: p.path, root: roots[p.root], reason: 'over-budget', detail: `${size}; the largest files are left out to fit the budget of ${maxTokens} tokens` });
       continue;
     }
     const start = total;
     total += fileIds.length;
-    blocks.push({ kind: 'file', path: p.path, text: blockTexts[i], start, end: total });
+    blocks.push({ kind: 'file', path: p.path, text: fileText, start, end: total });
     files.push({ path: p.path, root: roots[p.root], file: p.cand.rel, sha256: p.sha256, bytes: p.bytes, start, end: total, redactions: p.redactions, order: p.order });
     bytes += p.bytes;
     secretsRedacted += p.redactions;

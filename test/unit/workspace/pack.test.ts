@@ -92,11 +92,37 @@ test('classification: binary disguised as .ts, 50 MB file, Latin-1, lock, minifi
   assert.deepEqual(r.stats.omitted, { binary: 1, 'not-utf8': 1, 'lock-file': 1, minified: 1, generated: 1, 'too-large': 1, 'not-regular-file': 1 });
 });
 
-test('unreadable files are omitted with a reason', { skip: process.getuid?.() === 0 ? 'running as root, which can read any file' : false }, async () => {
-  const root = tree({ 'locked.ts': 'x\n', 'ok.ts': 'y\n' });
+/**
+ * Root reads every file, so as root the pack runs in a child process as user nobody (setpriv),
+ * which needs this checkout to be readable by others; otherwise the test says why it skips.
+ */
+function packAsUnprivileged(root: string): { omitted: { path: string; reason: string; detail: string }[]; files: string[] } | string {
+  const child = [process.execPath, '--import', 'tsx', join(__dirname, 'omitted.child.ts'), root];
+  const asNobody = process.getuid?.() === 0 ? ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups'] : [];
+  const argv = [...asNobody, ...child];
+  try {
+    return JSON.parse(execFileSync(argv[0], argv.slice(1), { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }));
+  } catch (e) {
+    return `cannot run the pack as an unprivileged user here: ${(e as Error).message.split('\n')[0]}`;
+  }
+}
+
+test('unreadable files and folders are omitted with a reason', async (t) => {
+  const root = tree({ 'locked.ts': 'x\n', 'ok.ts': 'y\n', 'closed/inside.ts': 'z\n' });
+  chmodSync(root, 0o755);
   chmodSync(join(root, 'locked.ts'), 0);
-  const r = await packWorkspace({ roots: [root], tokenizer });
-  assert.deepEqual(omittedAs(r), { 'locked.ts': 'unreadable' });
+  chmodSync(join(root, 'closed'), 0);
+  const r = packAsUnprivileged(root);
+  chmodSync(join(root, 'closed'), 0o755);
+  if (typeof r === 'string') {
+    t.skip(r);
+    return;
+  }
+  assert.deepEqual(r.files, ['ok.ts']);
+  assert.deepEqual(r.omitted.map((o) => [o.path, o.reason, o.detail]), [
+    ['closed/', 'unreadable', 'folder cannot be listed (EACCES)'],
+    ['locked.ts', 'unreadable', 'EACCES'],
+  ]);
 });
 
 test('symlink loops and links are skipped with a reason, never followed', async () => {
@@ -260,6 +286,8 @@ test('multi-root: paths carry the root name, alike names are numbered, ignores a
   assert.equal(f.root, join(two, 'app'));
   assert.equal(f.file, 'main.ts');
   assert.match(r.blocks[0].text, /\napp\/\n {2}\.gitignore\n {2}main\.ts\napp-2\/\n/);
+  const nested = await packWorkspace({ roots: [join(two, 'app'), two], tokenizer });
+  assert.deepEqual(packedPaths(nested), ['app/main.ts', 'app/secret-notes.md'], 'a root inside another root is packed once');
 });
 
 test('budget: the largest files are left out as over-budget and the total fits', async () => {
