@@ -1,9 +1,13 @@
-/** Access to ../shared/golden: paths, tensors by name, and the comparisons the golden tests use. */
+/** Access to the golden data (test/fixtures/golden, a copy of shared/golden): paths, tensors by name, and the comparisons the golden tests use. */
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { SafetensorsFile } from '../../src/engine/model/safetensors';
 
-export const GOLDEN_DIR = resolve(process.env.KLC_GOLDEN_DIR ?? join(__dirname, '..', '..', '..', 'shared', 'golden'));
+/**
+ * The golden data lives in the repository (a copy of the team's shared/golden) so that a clean
+ * clone tests against it; KLC_GOLDEN_DIR points the tests at another copy.
+ */
+export const GOLDEN_DIR = resolve(process.env.KLC_GOLDEN_DIR ?? join(__dirname, '..', 'fixtures', 'golden'));
 export const TINY_DIR = join(GOLDEN_DIR, 'tiny-kimi-public');
 export const KDA_DIR = join(GOLDEN_DIR, 'kda');
 
