@@ -33,7 +33,7 @@ function close(name: string, got: Float32Array, want: Float32Array): void {
 for (const n of [1, 5, 64, 65, 200]) {
   test(`logits of a ${n}-token forward match at every position`, async () => {
     const ids = await ref.readInts(`input_ids.len${n}`);
-    const logits = model.prefill(model.newState(), ids, { logits: 'all' });
+    const logits = await model.prefill(model.newState(), ids, { logits: 'all' });
     close(`logits.len${n}`, logits, await ref.readF32(`logits.len${n}`));
   });
 }
@@ -42,7 +42,7 @@ test('len200: per-layer outputs, router choices and end states match', async () 
   const ids = await ref.readInts('input_ids.len200');
   const got = new Map<string, Float32Array>();
   const state = model.newState();
-  model.prefill(state, ids, { logits: 'none', capture: (name, t) => got.set(name, t) });
+  await model.prefill(state, ids, { logits: 'none', capture: (name, t) => got.set(name, t) });
   const cfg = model.config;
 
   const compared: string[] = [];
@@ -99,19 +99,19 @@ test('b2x33: each sequence of the batch matches', async () => {
   const want = await ref.readF32('logits.b2x33');
   const V = model.config.vocabSize;
   for (let b = 0; b < 2; b++) {
-    const logits = model.prefill(model.newState(), ids.subarray(b * 33, (b + 1) * 33), { logits: 'all' });
+    const logits = await model.prefill(model.newState(), ids.subarray(b * 33, (b + 1) * 33), { logits: 'all' });
     close(`logits.b2x33[${b}]`, logits, want.subarray(b * 33 * V, (b + 1) * 33 * V));
   }
 });
 
 test('cont: 70 tokens, then 50 more from the saved state, match both references', async () => {
   const ids = await ref.readInts('input_ids.cont');
-  const full = model.prefill(model.newState(), ids, { logits: 'all' });
+  const full = await model.prefill(model.newState(), ids, { logits: 'all' });
   close('logits.cont.full', full, await ref.readF32('logits.cont.full'));
 
   const state = model.newState();
-  model.prefill(state, ids.subarray(0, 70), { logits: 'none' });
-  const tail = model.prefill(state, ids.subarray(70), { logits: 'all' });
+  await model.prefill(state, ids.subarray(0, 70), { logits: 'none' });
+  const tail = await model.prefill(state, ids.subarray(70), { logits: 'all' });
   close('logits.cont.tail', tail, await ref.readF32('logits.cont.tail'));
   assert.equal(state.length, 120);
 });
@@ -122,7 +122,7 @@ test('greedy: 16 decoded tokens are exactly the reference tokens', async () => {
   const wantLogits = await ref.readF32('logits.greedy');
   const V = model.config.vocabSize;
   const state = model.newState();
-  let logits = model.prefill(state, prompt, { logits: 'last' });
+  let logits = await model.prefill(state, prompt, { logits: 'last' });
   const got: number[] = [];
   for (let s = 0; s < wantIds.length; s++) {
     close(`logits.greedy step ${s}`, logits, wantLogits.subarray(s * V, (s + 1) * V));
@@ -130,7 +130,7 @@ test('greedy: 16 decoded tokens are exactly the reference tokens', async () => {
     for (let v = 1; v < V; v++) if (logits[v] > logits[best]) best = v;
     got.push(best);
     // Feed the reference token so that one wrong step does not hide the later ones.
-    logits = model.decode(state, wantIds[s]);
+    logits = await model.decode(state, wantIds[s]);
   }
   assert.deepEqual(got, wantIds);
 });

@@ -14,6 +14,12 @@
 import type { KimiConfig } from '../model/config';
 import type { KdaLayerState, MlaLayerState, SequenceState } from '../state/types';
 
+/**
+ * Compute calls may finish synchronously (reference, native CUDA through N-API) or return a
+ * promise (onnxruntime-node's run is asynchronous); the model awaits either.
+ */
+export type MaybePromise<T> = T | Promise<T>;
+
 /** Receives named intermediate tensors (host copies) for tests and debugging. */
 export type Capture = (name: string, tensor: Float32Array) => void;
 
@@ -27,31 +33,31 @@ export interface Backend<A = unknown> {
   readonly config: KimiConfig;
 
   /** Embedding rows of `ids`: [T, d]. */
-  embed(ids: Int32Array): A;
+  embed(ids: Int32Array):MaybePromise<A>;
   /** Number of tokens (rows) in an activation. */
   rows(x: A): number;
   /** A host copy of an activation, row-major [T, d]. */
   toHost(x: A): Float32Array;
   /** The residual add h ← h + x. */
-  addInPlace(h: A, x: A): void;
-  rmsnorm(site: NormSite, x: A): A;
+  addInPlace(h: A, x: A): MaybePromise<void>;
+  rmsnorm(site: NormSite, x: A):MaybePromise<A>;
 
   /** KDA block over x (already input-normalised): chunkwise-parallel form with chunk `chunk`. Advances `state`. */
-  kdaPrefill(layer: number, x: A, state: KdaLayerState, chunk: number): A;
+  kdaPrefill(layer: number, x: A, state: KdaLayerState, chunk: number):MaybePromise<A>;
   /** KDA block for one token: the recurrent form. Advances `state`. */
-  kdaDecode(layer: number, x: A, state: KdaLayerState): A;
+  kdaDecode(layer: number, x: A, state: KdaLayerState):MaybePromise<A>;
   /** MLA block over x, attending to the cached latents and x itself; appends x's latents. */
-  mlaPrefill(layer: number, x: A, state: MlaLayerState): A;
+  mlaPrefill(layer: number, x: A, state: MlaLayerState):MaybePromise<A>;
   /** MLA block for one token with the absorbed weights, over the latent cache; appends its latent. */
-  mlaDecode(layer: number, x: A, state: MlaLayerState): A;
+  mlaDecode(layer: number, x: A, state: MlaLayerState):MaybePromise<A>;
 
   /** MoE block. Reports `router_logits.<layer>`, `router_idx.<layer>`, `router_w.<layer>` to `capture`. */
-  moe(layer: number, x: A, capture?: Capture): A;
+  moe(layer: number, x: A, capture?: Capture):MaybePromise<A>;
   /** Dense SwiGLU MLP block. */
-  mlp(layer: number, x: A): A;
+  mlp(layer: number, x: A):MaybePromise<A>;
 
   /** Logits of every row [T, vocab], or of the last row only [vocab]. */
-  lmHead(x: A, rows: 'all' | 'last'): Float32Array;
+  lmHead(x: A, rows: 'all' | 'last'): MaybePromise<Float32Array>;
 
   importState(state: SequenceState): void;
   exportState(state: SequenceState): void;

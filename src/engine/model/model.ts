@@ -7,6 +7,8 @@
 import { UserError } from '../../common/errors';
 import type { BackendName } from '../api';
 import type { Backend, Capture } from '../backends/backend';
+import { CudaBackend } from '../backends/cuda/backend';
+import { loadCudaBackend } from '../backends/cuda/loader';
 import { ReferenceBackend } from '../reference/backend';
 import { LatentCache } from '../state/latent-cache';
 import type { LayerState, SequenceState } from '../state/types';
@@ -33,6 +35,8 @@ export interface PrefillOptions {
 
 export interface LoadOptions {
   backend?: BackendName;
+  /** Where the backend choice of 'auto' is reported. Default: stderr. */
+  log?: (line: string) => void;
 }
 
 export const KDA_CHUNK = 64;
@@ -80,7 +84,7 @@ export class Model {
   }
 
   /** Runs `ids` after whatever `state` already holds; advances `state`. */
-  prefill(state: SequenceState, ids: Int32Array, opts: PrefillOptions = {}): Float32Array {
+  async prefill(state: SequenceState, ids: Int32Array, opts: PrefillOptions = {}): Promise<Float32Array> {
     const want = opts.logits ?? 'last';
     const chunk = opts.chunk ?? KDA_CHUNK;
     const slice = opts.slice ?? DEFAULT_SLICE;
@@ -97,7 +101,7 @@ export class Model {
       const part = ids.subarray(t0, Math.min(T, t0 + slice));
       const isLast = t0 + part.length === T;
       const rows = want === 'all' ? 'all' : want === 'last' && isLast ? 'last' : null;
-      const logits = this.forward(state, part, 'prefill', chunk, rows, opts.capture);
+      const logits = await this.forward(state, part, 'prefill', chunk, rows, opts.capture);
       if (all && logits) all.set(logits, t0 * V);
       else if (logits) last = logits;
     }
@@ -105,8 +109,8 @@ export class Model {
   }
 
   /** One token with the recurrent KDA form and absorbed MLA; returns its logits [vocab]. */
-  decode(state: SequenceState, id: number, capture?: Capture): Float32Array {
-    const logits = this.forward(state, Int32Array.of(id), 'decode', KDA_CHUNK, 'last', capture);
+  async decode(state: SequenceState, id: number, capture?: Capture): Promise<Float32Array> {
+    const logits = await this.forward(state, Int32Array.of(id), 'decode', KDA_CHUNK, 'last', capture);
     if (!logits) throw new Error('decode produced no logits');
     return logits;
   }
@@ -115,33 +119,40 @@ export class Model {
     await this.backend.dispose();
   }
 
-  private forward(state: SequenceState, ids: Int32Array, mode: 'prefill' | 'decode', chunk: number, rows: 'all' | 'last' | null, capture?: Capture): Float32Array | null {
+  private async forward(
+    state: SequenceState,
+    ids: Int32Array,
+    mode: 'prefill' | 'decode',
+    chunk: number,
+    rows: 'all' | 'last' | null,
+    capture?: Capture,
+  ): Promise<Float32Array | null> {
     const b = this.backend;
     if (state.layers.length !== this.config.numLayers) throw new Error(`state has ${state.layers.length} layers, the model ${this.config.numLayers}`);
-    const h = b.embed(ids);
+    const h = await b.embed(ids);
     capture?.('embed', b.toHost(h));
-    this.config.layers.forEach((spec, i) => {
+    for (const [i, spec] of this.config.layers.entries()) {
       const ls = state.layers[i];
-      const x = b.rmsnorm({ which: 'input', layer: i }, h);
+      const x = await b.rmsnorm({ which: 'input', layer: i }, h);
       let attn;
       if (spec.attention === 'kda') {
         if (ls.kind !== 'kda') throw new Error(`state layer ${i} is ${ls.kind}, the model's is kda`);
-        attn = mode === 'decode' ? b.kdaDecode(i, x, ls) : b.kdaPrefill(i, x, ls, chunk);
+        attn = await (mode === 'decode' ? b.kdaDecode(i, x, ls) : b.kdaPrefill(i, x, ls, chunk));
       } else {
         if (ls.kind !== 'mla') throw new Error(`state layer ${i} is ${ls.kind}, the model's is mla`);
-        attn = mode === 'decode' ? b.mlaDecode(i, x, ls) : b.mlaPrefill(i, x, ls);
+        attn = await (mode === 'decode' ? b.mlaDecode(i, x, ls) : b.mlaPrefill(i, x, ls));
       }
       capture?.(`attn_out.${i}`, b.toHost(attn));
-      b.addInPlace(h, attn);
-      const y = b.rmsnorm({ which: 'post_attention', layer: i }, h);
-      const ffn = spec.ffn === 'moe' ? b.moe(i, y, capture) : b.mlp(i, y);
+      await b.addInPlace(h, attn);
+      const y = await b.rmsnorm({ which: 'post_attention', layer: i }, h);
+      const ffn = await (spec.ffn === 'moe' ? b.moe(i, y, capture) : b.mlp(i, y));
       capture?.(`mlp_out.${i}`, b.toHost(ffn));
-      b.addInPlace(h, ffn);
+      await b.addInPlace(h, ffn);
       capture?.(`hidden.${i}`, b.toHost(h));
-    });
+    }
     state.length += ids.length;
     if (rows === null && !capture) return null;
-    const normed = b.rmsnorm({ which: 'final' }, h);
+    const normed = await b.rmsnorm({ which: 'final' }, h);
     capture?.('final_norm', b.toHost(normed));
     return rows === null ? null : b.lmHead(normed, rows);
   }
@@ -151,11 +162,29 @@ export class Model {
 export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Model> {
   const config = await loadConfig(dir);
   const requested = opts.backend ?? 'auto';
-  if (requested === 'cuda' || requested === 'onnx') {
-    throw new UserError(`backend "${requested}" is not available in this build; use --backend reference (or auto).`);
+  const log = opts.log ?? ((line: string) => void process.stderr.write(`${line}\n`));
+  if (requested === 'onnx') {
+    throw new UserError(`backend "${requested}" is not available in this build; use --backend cuda, reference or auto.`);
   }
   const checkpoint = await Checkpoint.open(dir, config);
   try {
+    if (requested !== 'reference') {
+      const cuda = loadCudaBackend();
+      if (cuda.ok) {
+        try {
+          const backend = await CudaBackend.load(config, checkpoint, cuda.native, cuda.devices);
+          if (requested === 'auto') log(`backend auto: using cuda on ${backend.device}`);
+          return new Model(config, backend, dir);
+        } catch (e) {
+          if (requested === 'cuda') throw e;
+          log(`backend auto: the cuda backend failed to load (${e instanceof Error ? e.message : String(e)}); using the reference backend`);
+        }
+      } else if (requested === 'cuda') {
+        throw new UserError(cuda.reason);
+      } else {
+        log(`backend auto: ${cuda.reason}; using the reference backend`);
+      }
+    }
     return new Model(config, await ReferenceBackend.load(config, checkpoint), dir);
   } finally {
     await checkpoint.close();

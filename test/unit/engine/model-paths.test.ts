@@ -59,50 +59,50 @@ test('MLA absorbed decode equals MLA up-projected prefill, token by token', () =
   assert.ok(relError(decoded, oneShot) < 1e-5, `decode vs prefill ${relError(decoded, oneShot)}`);
 });
 
-test('decode after prefill gives the one-pass prefill logits', () => {
+test('decode after prefill gives the one-pass prefill logits', async () => {
   const V = cfg.vocabSize;
-  const full = model.prefill(model.newState(), ids, { logits: 'all' });
+  const full = await model.prefill(model.newState(), ids, { logits: 'all' });
   const state = model.newState();
   const split = 100;
-  const first = model.prefill(state, ids.subarray(0, split), { logits: 'last' });
+  const first = await model.prefill(state, ids.subarray(0, split), { logits: 'last' });
   assert.ok(relError(first, full.subarray((split - 1) * V, split * V)) < 1e-5);
   for (let t = split; t < T; t++) {
-    const logits = model.decode(state, ids[t]);
+    const logits = await model.decode(state, ids[t]);
     const e = relError(logits, full.subarray(t * V, (t + 1) * V));
     assert.ok(e < 1e-5, `position ${t}: ${e}`);
   }
   assert.equal(state.length, T);
 });
 
-test('prefill in slices, with other chunk sizes, and resumed from a fork, gives the same logits', () => {
-  const full = model.prefill(model.newState(), ids, { logits: 'all' });
-  assert.ok(relError(model.prefill(model.newState(), ids, { logits: 'all', slice: 17 }), full) < 1e-5, 'slice 17');
-  assert.ok(relError(model.prefill(model.newState(), ids, { logits: 'all', chunk: 16 }), full) < 1e-5, 'chunk 16');
+test('prefill in slices, with other chunk sizes, and resumed from a fork, gives the same logits', async () => {
+  const full = await model.prefill(model.newState(), ids, { logits: 'all' });
+  assert.ok(relError(await model.prefill(model.newState(), ids, { logits: 'all', slice: 17 }), full) < 1e-5, 'slice 17');
+  assert.ok(relError(await model.prefill(model.newState(), ids, { logits: 'all', chunk: 16 }), full) < 1e-5, 'chunk 16');
 
   const V = cfg.vocabSize;
   const base = model.newState();
-  model.prefill(base, ids.subarray(0, 60), { logits: 'none' });
+  await model.prefill(base, ids.subarray(0, 60), { logits: 'none' });
   const a = model.forkState(base);
   const b = model.forkState(base);
-  const tailA = model.prefill(a, ids.subarray(60), { logits: 'all' });
+  const tailA = await model.prefill(a, ids.subarray(60), { logits: 'all' });
   // Running a fork must not touch the state it was forked from, nor its sibling.
-  model.prefill(base, Int32Array.of(1, 2, 3), { logits: 'none' });
-  const tailB = model.prefill(b, ids.subarray(60), { logits: 'all' });
+  await model.prefill(base, Int32Array.of(1, 2, 3), { logits: 'none' });
+  const tailB = await model.prefill(b, ids.subarray(60), { logits: 'all' });
   assert.ok(relError(tailA, full.subarray(60 * V)) < 1e-5, 'fork a');
   assert.ok(relError(tailB, full.subarray(60 * V)) < 1e-5, 'fork b');
 });
 
-test('logits "last" and "none" return the last row and nothing', () => {
+test('logits "last" and "none" return the last row and nothing', async () => {
   const V = cfg.vocabSize;
-  const full = model.prefill(model.newState(), ids.subarray(0, 30), { logits: 'all' });
-  const last = model.prefill(model.newState(), ids.subarray(0, 30), { logits: 'last', slice: 8 });
+  const full = await model.prefill(model.newState(), ids.subarray(0, 30), { logits: 'all' });
+  const last = await model.prefill(model.newState(), ids.subarray(0, 30), { logits: 'last', slice: 8 });
   assert.equal(last.length, V);
   assert.ok(relError(last, full.subarray(29 * V)) < 1e-5);
-  assert.equal(model.prefill(model.newState(), ids.subarray(0, 30), { logits: 'none' }).length, 0);
+  assert.equal((await model.prefill(model.newState(), ids.subarray(0, 30), { logits: 'none' })).length, 0);
 });
 
-test('a token id outside the vocabulary is a user error and leaves the state untouched', () => {
+test('a token id outside the vocabulary is a user error and leaves the state untouched', async () => {
   const state = model.newState();
-  assert.throws(() => model.prefill(state, Int32Array.of(1, cfg.vocabSize)), { name: 'UserError', message: /token id 96 at position 1/ });
+  await assert.rejects(() => model.prefill(state, Int32Array.of(1, cfg.vocabSize)), { name: 'UserError', message: /token id 96 at position 1/ });
   assert.equal(state.length, 0);
 });
