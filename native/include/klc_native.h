@@ -22,7 +22,7 @@ extern "C" {
 #define KLC_API __attribute__((visibility("default")))
 #endif
 
-#define KLC_ABI_VERSION 1
+#define KLC_ABI_VERSION 2
 
 enum {
   KLC_OK = 0,
@@ -98,6 +98,55 @@ KLC_API int klc_kda_decode(klc_ctx *ctx, const klc_kda_args *args);
 
 /* Times `iters` back-to-back calls with CUDA events after one warm-up; writes milliseconds per call. */
 KLC_API int klc_kda_time(klc_ctx *ctx, const klc_kda_args *args, int decode, int iters, float *ms_per_call);
+
+/* ---- Layer operations (native/src/ops.cu) ------------------------------------------------------
+ * Activations are fp32 row-major [rows, cols] with a leading dimension (ld*) in elements; weights
+ * are bf16 PyTorch Linear layout [out, in]; norm, conv and gate parameters are fp32. */
+
+/* out[t, :] = table[ids[t], :] for T ids (ids on the device, already checked to be in range). */
+KLC_API int klc_embed(klc_ctx *ctx, const void *table_bf16, const int32_t *ids, float *out, int T, int d);
+/* y[r, :D] = w * x[r, :D] / sqrt(mean(x^2) + eps) for each of `rows` rows. */
+KLC_API int klc_rmsnorm(klc_ctx *ctx, const float *x, int ldx, const float *w, float *y, int ldy, int rows, int D, float eps);
+/* h += x over n floats. */
+KLC_API int klc_add(klc_ctx *ctx, float *h, const float *x, size_t n);
+KLC_API int klc_copy2d(klc_ctx *ctx, const float *src, int lds, float *dst, int ldd, int rows, int cols);
+KLC_API int klc_copy(klc_ctx *ctx, void *dst, const void *src, size_t bytes);
+/* h[r, i] = SiLU(gu[r, i]) * gu[r, I + i] for gu [rows, 2I] (gate and up side by side). */
+KLC_API int klc_silu_mul(klc_ctx *ctx, const float *gu, float *h, int rows, int I);
+/* For b < batch: y_b[M, N] (+)= x_b[M, K] * W_bᵀ with x_b = x + b*sx, W_b = w + b*sw (W_b [N, K] bf16,
+ * contiguous), y_b = y + b*sy; fp32 accumulation. accumulate = 1 adds to y. */
+KLC_API int klc_linear(klc_ctx *ctx, const float *x, int ldx, const void *w_bf16, float *y, int ldy, int M, int N, int K,
+                       int batch, long long sx, long long sw, long long sy, int accumulate);
+/* Depthwise causal conv (kernel W <= 8, last tap on the current token) + SiLU over C channels of x [T, C];
+ * tail [C, W-1] (oldest first) holds the inputs before x and is advanced to end with x's last inputs.
+ * Channel c goes to stream s = c / split, written at y + s*T*split + t*split + c % split, as fp32 (y_f32)
+ * and/or bf16 (y_bf16). */
+KLC_API int klc_short_conv(klc_ctx *ctx, const float *x, const float *w, float *tail, float *y_f32, void *y_bf16, int T, int C,
+                           int W, int split);
+/* The KDA token recurrence with fp32 q, k, v and o (args->q/k/v/o point to float), any K <= 128 and V;
+ * same options and state layout as klc_kda_prefill. Exact form of spec 2.1 step 8. */
+KLC_API int klc_kda_recurrent_f32(klc_ctx *ctx, const klc_kda_args *args);
+/* KDA output norm: y[r, :] = RMSNorm(o[r, :]) * w * sigmoid(gate[r, :]) for rows vectors of D; o is bf16 if o_bf16. */
+KLC_API int klc_gated_rmsnorm(klc_ctx *ctx, const void *o, int o_bf16, const float *gate, const float *w, float *y, int rows,
+                              int D, float eps);
+/* MLA attention in the absorbed form over the latent cache [start + T, D] (D = L + rope): query row
+ * r = t*H + h of q [T*H, D] attends to cache rows j < start + t + 1 with softmax(scale * q.row_j) and
+ * writes sum_j p_j * row_j[:L] to out [T*H, L]. The key range is split in `splits` parts (see
+ * klc_mla_splits) whose partial softmax sums are joined; ws holds klc_mla_workspace_bytes(). */
+KLC_API size_t klc_mla_workspace_bytes(int rows, int L, int splits);
+KLC_API int klc_mla_splits(klc_ctx *ctx, int rows, int total_keys);
+KLC_API int klc_mla_attention(klc_ctx *ctx, const float *q, const float *cache, float *out, float *ws, size_t ws_bytes, int T,
+                              int H, int start, int D, int L, float scale, int splits);
+/* MoE router on logits [T, E]: top-k of sigmoid(logit) + bias (ties to the lower index), reported in
+ * ascending expert order with weights sigmoid(logit) / (sum over the chosen + 1e-20 if renorm) * scaling. */
+KLC_API int klc_moe_route(klc_ctx *ctx, const float *logits, const float *bias, int32_t *idx, float *w, int T, int E, int k,
+                          int renorm, float scaling);
+/* out[t] += sum_s w[t,s] * expert_{idx[t,s]}(x[t]) with expert_e(x) = W2_e (SiLU(W1_e x) * (W3_e x)); w13 is
+ * [E, 2I, d] (W1_e rows then W3_e rows), w2 [E, d, I]. Tokens are grouped by expert on the GPU; ws holds
+ * klc_moe_workspace_bytes(). */
+KLC_API size_t klc_moe_workspace_bytes(int T, int d, int I, int E, int k);
+KLC_API int klc_moe_experts(klc_ctx *ctx, const float *x, const int32_t *idx, const float *w, const void *w13, const void *w2,
+                            float *out, void *ws, size_t ws_bytes, int T, int d, int I, int E, int k);
 
 #ifdef __cplusplus
 }

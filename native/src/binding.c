@@ -393,6 +393,165 @@ static napi_value js_kda_time(napi_env env, napi_callback_info info) {
   return r;
 }
 
+
+/* Layer operations: each JS function takes (ctx, ...args) in the order of its C function; the
+ * signature string names each argument's kind: p device pointer (BigInt, or null), i int32,
+ * z byte count, l 64-bit integer (a safe JS integer), f float. */
+typedef union {
+  void *p;
+  int32_t i;
+  size_t z;
+  long long l;
+  float f;
+} arg_t;
+
+#define MAX_OP_ARGS 16
+
+static int read_sig(napi_env env, napi_callback_info info, const char *sig, klc_ctx **ctx, arg_t *v) {
+  napi_value argv[MAX_OP_ARGS + 1];
+  size_t n = 0;
+  while (sig[n]) ++n;
+  if (!get_args(env, info, n + 1, argv) || !get_ctx(env, argv[0], ctx)) return 0;
+  for (size_t k = 0; k < n; ++k) {
+    napi_value a = argv[k + 1];
+    double d = 0;
+    switch (sig[k]) {
+      case 'p':
+        if (!get_ptr(env, a, &v[k].p)) return 0;
+        break;
+      case 'i':
+        if (!get_i32(env, a, &v[k].i)) return 0;
+        break;
+      case 'z':
+        if (!get_size(env, a, &v[k].z)) return 0;
+        break;
+      case 'l':
+        if (napi_get_value_double(env, a, &d) != napi_ok || d != (double)(long long)d) {
+          napi_throw_type_error(env, "ARG", "klc binding: expected an integer stride");
+          return 0;
+        }
+        v[k].l = (long long)d;
+        break;
+      default:
+        if (napi_get_value_double(env, a, &d) != napi_ok) {
+          napi_throw_type_error(env, "ARG", "klc binding: expected a number");
+          return 0;
+        }
+        v[k].f = (float)d;
+    }
+  }
+  return 1;
+}
+
+static napi_value done(napi_env env, int rc) { return rc ? throw_rc(env, rc) : NULL; }
+
+static napi_value js_embed(napi_env env, napi_callback_info info) {
+  klc_ctx *c; arg_t v[MAX_OP_ARGS];
+  if (!read_sig(env, info, "pppii", &c, v)) return NULL;
+  return done(env, klc_embed(c, v[0].p, v[1].p, v[2].p, v[3].i, v[4].i));
+}
+
+static napi_value js_rmsnorm(napi_env env, napi_callback_info info) {
+  klc_ctx *c; arg_t v[MAX_OP_ARGS];
+  if (!read_sig(env, info, "pippiiif", &c, v)) return NULL;
+  return done(env, klc_rmsnorm(c, v[0].p, v[1].i, v[2].p, v[3].p, v[4].i, v[5].i, v[6].i, v[7].f));
+}
+
+static napi_value js_add(napi_env env, napi_callback_info info) {
+  klc_ctx *c; arg_t v[MAX_OP_ARGS];
+  if (!read_sig(env, info, "ppz", &c, v)) return NULL;
+  return done(env, klc_add(c, v[0].p, v[1].p, v[2].z));
+}
+
+static napi_value js_copy2d(napi_env env, napi_callback_info info) {
+  klc_ctx *c; arg_t v[MAX_OP_ARGS];
+  if (!read_sig(env, info, "pipiii", &c, v)) return NULL;
+  return done(env, klc_copy2d(c, v[0].p, v[1].i, v[2].p, v[3].i, v[4].i, v[5].i));
+}
+
+static napi_value js_copy_device(napi_env env, napi_callback_info info) {
+  klc_ctx *c; arg_t v[MAX_OP_ARGS];
+  if (!read_sig(env, info, "ppz", &c, v)) return NULL;
+  return done(env, klc_copy(c, v[0].p, v[1].p, v[2].z));
+}
+
+static napi_value js_silu_mul(napi_env env, napi_callback_info info) {
+  klc_ctx *c; arg_t v[MAX_OP_ARGS];
+  if (!read_sig(env, info, "ppii", &c, v)) return NULL;
+  return done(env, klc_silu_mul(c, v[0].p, v[1].p, v[2].i, v[3].i));
+}
+
+static napi_value js_linear(napi_env env, napi_callback_info info) {
+  klc_ctx *c; arg_t v[MAX_OP_ARGS];
+  if (!read_sig(env, info, "pippiiiiillli", &c, v)) return NULL;
+  return done(env, klc_linear(c, v[0].p, v[1].i, v[2].p, v[3].p, v[4].i, v[5].i, v[6].i, v[7].i, v[8].i, v[9].l, v[10].l,
+                              v[11].l, v[12].i));
+}
+
+static napi_value js_short_conv(napi_env env, napi_callback_info info) {
+  klc_ctx *c; arg_t v[MAX_OP_ARGS];
+  if (!read_sig(env, info, "pppppiiii", &c, v)) return NULL;
+  return done(env, klc_short_conv(c, v[0].p, v[1].p, v[2].p, v[3].p, v[4].p, v[5].i, v[6].i, v[7].i, v[8].i));
+}
+
+static napi_value js_kda_recurrent(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  klc_ctx *ctx;
+  klc_kda_args a;
+  if (!get_args(env, info, 2, argv) || !get_ctx(env, argv[0], &ctx) || !read_kda_args(env, argv[1], &a)) return NULL;
+  return done(env, klc_kda_recurrent_f32(ctx, &a));
+}
+
+static napi_value js_gated_rmsnorm(napi_env env, napi_callback_info info) {
+  klc_ctx *c; arg_t v[MAX_OP_ARGS];
+  if (!read_sig(env, info, "pipppiif", &c, v)) return NULL;
+  return done(env, klc_gated_rmsnorm(c, v[0].p, v[1].i, v[2].p, v[3].p, v[4].p, v[5].i, v[6].i, v[7].f));
+}
+
+static napi_value js_mla_workspace_bytes(napi_env env, napi_callback_info info) {
+  klc_ctx *c; arg_t v[MAX_OP_ARGS];
+  if (!read_sig(env, info, "iii", &c, v)) return NULL;
+  napi_value r;
+  napi_create_double(env, (double)klc_mla_workspace_bytes(v[0].i, v[1].i, v[2].i), &r);
+  return r;
+}
+
+static napi_value js_mla_splits(napi_env env, napi_callback_info info) {
+  klc_ctx *c; arg_t v[MAX_OP_ARGS];
+  if (!read_sig(env, info, "ii", &c, v)) return NULL;
+  napi_value r;
+  napi_create_int32(env, klc_mla_splits(c, v[0].i, v[1].i), &r);
+  return r;
+}
+
+static napi_value js_mla_attention(napi_env env, napi_callback_info info) {
+  klc_ctx *c; arg_t v[MAX_OP_ARGS];
+  if (!read_sig(env, info, "ppppziiiiifi", &c, v)) return NULL;
+  return done(env, klc_mla_attention(c, v[0].p, v[1].p, v[2].p, v[3].p, v[4].z, v[5].i, v[6].i, v[7].i, v[8].i, v[9].i,
+                                     v[10].f, v[11].i));
+}
+
+static napi_value js_moe_route(napi_env env, napi_callback_info info) {
+  klc_ctx *c; arg_t v[MAX_OP_ARGS];
+  if (!read_sig(env, info, "ppppiiiif", &c, v)) return NULL;
+  return done(env, klc_moe_route(c, v[0].p, v[1].p, v[2].p, v[3].p, v[4].i, v[5].i, v[6].i, v[7].i, v[8].f));
+}
+
+static napi_value js_moe_workspace_bytes(napi_env env, napi_callback_info info) {
+  klc_ctx *c; arg_t v[MAX_OP_ARGS];
+  if (!read_sig(env, info, "iiiii", &c, v)) return NULL;
+  napi_value r;
+  napi_create_double(env, (double)klc_moe_workspace_bytes(v[0].i, v[1].i, v[2].i, v[3].i, v[4].i), &r);
+  return r;
+}
+
+static napi_value js_moe_experts(napi_env env, napi_callback_info info) {
+  klc_ctx *c; arg_t v[MAX_OP_ARGS];
+  if (!read_sig(env, info, "pppppppziiiii", &c, v)) return NULL;
+  return done(env, klc_moe_experts(c, v[0].p, v[1].p, v[2].p, v[3].p, v[4].p, v[5].p, v[6].p, v[7].z, v[8].i, v[9].i,
+                                   v[10].i, v[11].i, v[12].i));
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"abiVersion", NULL, js_abi_version, NULL, NULL, NULL, napi_enumerable, NULL},
@@ -410,6 +569,22 @@ static napi_value init(napi_env env, napi_value exports) {
       {"kdaPrefill", NULL, js_kda_prefill, NULL, NULL, NULL, napi_enumerable, NULL},
       {"kdaDecode", NULL, js_kda_decode, NULL, NULL, NULL, napi_enumerable, NULL},
       {"kdaTime", NULL, js_kda_time, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"embed", NULL, js_embed, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"rmsnorm", NULL, js_rmsnorm, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"add", NULL, js_add, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"copy2d", NULL, js_copy2d, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"copyDevice", NULL, js_copy_device, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"siluMul", NULL, js_silu_mul, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"linear", NULL, js_linear, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"shortConv", NULL, js_short_conv, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"kdaRecurrent", NULL, js_kda_recurrent, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"gatedRmsnorm", NULL, js_gated_rmsnorm, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"mlaWorkspaceBytes", NULL, js_mla_workspace_bytes, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"mlaSplits", NULL, js_mla_splits, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"mlaAttention", NULL, js_mla_attention, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"moeRoute", NULL, js_moe_route, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"moeWorkspaceBytes", NULL, js_moe_workspace_bytes, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"moeExperts", NULL, js_moe_experts, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   CHECK_NAPI(env, napi_define_properties(env, exports, sizeof props / sizeof props[0], props));
   return exports;

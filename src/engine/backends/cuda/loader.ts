@@ -7,7 +7,7 @@ import { existsSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 
 /** The ABI of native/include/klc_native.h that this TypeScript side was written against. */
-export const NATIVE_ABI_VERSION = 1;
+export const NATIVE_ABI_VERSION = 2;
 
 /** A context created on one device; freed by destroy() or when garbage-collected. */
 export type NativeContext = object & { readonly __klcContext: unique symbol };
@@ -62,6 +62,33 @@ export interface NativeKlc {
   kdaPrefill(ctx: NativeContext, args: NativeKdaArgs): void;
   kdaDecode(ctx: NativeContext, args: NativeKdaArgs): void;
   kdaTime(ctx: NativeContext, args: NativeKdaArgs, decode: boolean, iters: number): number;
+  /** Layer operations: arguments in the order of the C functions in klc_native.h (pointers as BigInt). */
+  embed(ctx: NativeContext, table: DevicePtr, ids: DevicePtr, out: DevicePtr, T: number, d: number): void;
+  rmsnorm(ctx: NativeContext, x: DevicePtr, ldx: number, w: DevicePtr, y: DevicePtr, ldy: number, rows: number, D: number, eps: number): void;
+  add(ctx: NativeContext, h: DevicePtr, x: DevicePtr, n: number): void;
+  copy2d(ctx: NativeContext, src: DevicePtr, lds: number, dst: DevicePtr, ldd: number, rows: number, cols: number): void;
+  copyDevice(ctx: NativeContext, dst: DevicePtr, src: DevicePtr, bytes: number): void;
+  siluMul(ctx: NativeContext, gu: DevicePtr, h: DevicePtr, rows: number, I: number): void;
+  linear(
+    ctx: NativeContext, x: DevicePtr, ldx: number, w: DevicePtr, y: DevicePtr, ldy: number, M: number, N: number, K: number,
+    batch: number, sx: number, sw: number, sy: number, accumulate: number,
+  ): void;
+  shortConv(ctx: NativeContext, x: DevicePtr, w: DevicePtr, tail: DevicePtr, yF32: DevicePtr | null, yBf16: DevicePtr | null, T: number, C: number, W: number, split: number): void;
+  /** fp32 q, k, v, o; any K <= 128. */
+  kdaRecurrent(ctx: NativeContext, args: NativeKdaArgs): void;
+  gatedRmsnorm(ctx: NativeContext, o: DevicePtr, oBf16: number, gate: DevicePtr, w: DevicePtr, y: DevicePtr, rows: number, D: number, eps: number): void;
+  mlaWorkspaceBytes(ctx: NativeContext, rows: number, L: number, splits: number): number;
+  mlaSplits(ctx: NativeContext, rows: number, totalKeys: number): number;
+  mlaAttention(
+    ctx: NativeContext, q: DevicePtr, cache: DevicePtr, out: DevicePtr, ws: DevicePtr, wsBytes: number, T: number, H: number,
+    start: number, D: number, L: number, scale: number, splits: number,
+  ): void;
+  moeRoute(ctx: NativeContext, logits: DevicePtr, bias: DevicePtr, idx: DevicePtr, w: DevicePtr, T: number, E: number, k: number, renorm: number, scaling: number): void;
+  moeWorkspaceBytes(ctx: NativeContext, T: number, d: number, I: number, E: number, k: number): number;
+  moeExperts(
+    ctx: NativeContext, x: DevicePtr, idx: DevicePtr, w: DevicePtr, w13: DevicePtr, w2: DevicePtr, out: DevicePtr, ws: DevicePtr,
+    wsBytes: number, T: number, d: number, I: number, E: number, k: number,
+  ): void;
 }
 
 export type CudaUnavailableCode = 'NOT_BUILT' | 'LOAD_FAILED' | 'ABI' | 'NO_DRIVER' | 'NO_DEVICE' | 'CUDA';

@@ -1,0 +1,696 @@
+// The layer operations of the Kimi Linear model around the KDA kernels (spec sections 2-5):
+// embedding gather, RMSNorm, residual add, dense and grouped (MoE) linear layers with bf16
+// weights, the short causal conv with its carried tails, the fp32 KDA recurrence for any head
+// size, the gated output norm, MLA latents and flash-style attention over the latent cache, and
+// the MoE router. Activations are fp32 [rows, cols] row-major; weights are bf16 [out, in].
+#include <cuda_bf16.h>
+
+#include <cfloat>
+#include <string>
+
+#include "internal.h"
+
+namespace {
+
+using bf16 = __nv_bfloat16;
+
+__device__ __forceinline__ float sigmoidf_(float x) { return 1.f / (1.f + expf(-x)); }
+__device__ __forceinline__ float siluf_(float x) { return x / (1.f + expf(-x)); }
+__device__ __forceinline__ float softplusf_(float x) { return x > 20.f ? x : log1pf(expf(x)); }
+
+__device__ __forceinline__ float warp_sum(float x) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
+  return x;
+}
+
+// Sum over a block of up to 1024 threads; every thread gets the result.
+__device__ float block_sum(float x) {
+  __shared__ float part[32];
+  __shared__ float total;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  x = warp_sum(x);
+  __syncthreads();
+  if (lane == 0) part[warp] = x;
+  __syncthreads();
+  if (warp == 0) {
+    float y = lane < (int)((blockDim.x + 31) / 32) ? part[lane] : 0.f;
+    y = warp_sum(y);
+    if (lane == 0) total = y;
+  }
+  __syncthreads();
+  return total;
+}
+
+__global__ void embed_kernel(const bf16 *table, const int *ids, float *out, int d) {
+  const int t = blockIdx.x;
+  const bf16 *row = table + (size_t)ids[t] * d;
+  for (int c = threadIdx.x; c < d; c += blockDim.x) out[(size_t)t * d + c] = __bfloat162float(row[c]);
+}
+
+__global__ void rmsnorm_kernel(const float *x, int ldx, const float *w, float *y, int ldy, int D, float eps) {
+  const float *xr = x + (size_t)blockIdx.x * ldx;
+  float *yr = y + (size_t)blockIdx.x * ldy;
+  float ss = 0.f;
+  for (int c = threadIdx.x; c < D; c += blockDim.x) ss += xr[c] * xr[c];
+  const float inv = rsqrtf(block_sum(ss) / D + eps);
+  for (int c = threadIdx.x; c < D; c += blockDim.x) yr[c] = w[c] * (xr[c] * inv);
+}
+
+__global__ void add_kernel(float *h, const float *x, size_t n) {
+  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) h[i] += x[i];
+}
+
+__global__ void copy2d_kernel(const float *src, int lds, float *dst, int ldd, int rows, int cols) {
+  const size_t n = (size_t)rows * cols;
+  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+    const size_t r = i / cols, c = i % cols;
+    dst[r * ldd + c] = src[r * lds + c];
+  }
+}
+
+// h[t, i] = SiLU(gu[t, i]) * gu[t, I + i]: the gate and up projections come from one GEMM.
+__global__ void silu_mul_kernel(const float *gu, float *h, int rows, int I) {
+  const size_t n = (size_t)rows * I;
+  for (size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x; e < n; e += (size_t)gridDim.x * blockDim.x) {
+    const size_t r = e / I, i = e % I;
+    h[e] = siluf_(gu[r * 2 * I + i]) * gu[r * 2 * I + I + i];
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Linear layers: Y[M, N] (+)= X[M, K] · W[N, K]ᵀ, X fp32, W bf16, fp32 accumulation. A 64x64
+// output tile per CTA, 4x4 per thread. Three ways to pick the rows: plain (optionally batched
+// by blockIdx.z with strides), gathered (X row r is row rows[r]), and grouped: the rows are
+// sorted by expert, group e owns rows [off[e], off[e+1]) and multiplies its own W + e * sw.
+constexpr int BM = 64, BN = 64, BK = 16, GEMM_THREADS = 256;
+
+struct GemmArgs {
+  const float *x;
+  int ldx;
+  const int *gather;  // optional: X row of output row r is gather[r]
+  const bf16 *w;
+  long long sw;       // per batch (plain) or per group (grouped) weight stride, in elements
+  float *y;
+  int ldy;
+  int M, N, K;
+  long long sx, sy;   // per batch strides of x and y (plain mode)
+  int accumulate;
+  const int *group_off;    // grouped mode: [groups + 1] row offsets
+  const int *tile_start;   // grouped mode: [groups + 1] first row tile of each group
+  int groups;
+};
+
+__global__ void __launch_bounds__(GEMM_THREADS) gemm_kernel(GemmArgs a) {
+  __shared__ float As[BK][BM + 4];
+  __shared__ float Ws[BK][BN + 4];
+  int row0, row1;
+  const bf16 *w = a.w;
+  const float *x = a.x;
+  float *y = a.y;
+  if (a.group_off) {
+    const int tile = blockIdx.y;
+    if (tile >= a.tile_start[a.groups]) return;
+    int lo = 0, hi = a.groups - 1;  // the group whose tile range holds `tile`
+    while (lo < hi) {
+      const int mid = (lo + hi + 1) >> 1;
+      if (a.tile_start[mid] <= tile) lo = mid; else hi = mid - 1;
+    }
+    row0 = a.group_off[lo] + (tile - a.tile_start[lo]) * BM;
+    row1 = min(row0 + BM, a.group_off[lo + 1]);
+    w += (size_t)lo * a.sw;
+  } else {
+    row0 = blockIdx.y * BM;
+    row1 = min(row0 + BM, a.M);
+    w += (size_t)blockIdx.z * a.sw;
+    x += (size_t)blockIdx.z * a.sx;
+    y += (size_t)blockIdx.z * a.sy;
+  }
+  const int col0 = blockIdx.x * BN;
+  const int tid = threadIdx.x, tr = tid / 16, tc = tid % 16;
+  float acc[4][4] = {};
+  for (int k0 = 0; k0 < a.K; k0 += BK) {
+    for (int e = tid; e < BM * BK; e += GEMM_THREADS) {
+      const int r = e / BK, kk = e % BK;
+      const int gr = row0 + r, gk = k0 + kk;
+      float v = 0.f;
+      if (gr < row1 && gk < a.K) {
+        const int xr = a.gather ? a.gather[gr] : gr;
+        v = x[(size_t)xr * a.ldx + gk];
+      }
+      As[kk][r] = v;
+    }
+    for (int e = tid; e < BN * BK; e += GEMM_THREADS) {
+      const int c = e / BK, kk = e % BK;
+      const int gc = col0 + c, gk = k0 + kk;
+      Ws[kk][c] = (gc < a.N && gk < a.K) ? __bfloat162float(w[(size_t)gc * a.K + gk]) : 0.f;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int kk = 0; kk < BK; ++kk) {
+      float xa[4], wb[4];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) xa[i] = As[kk][tr + 16 * i];
+#pragma unroll
+      for (int j = 0; j < 4; ++j) wb[j] = Ws[kk][tc + 16 * j];
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(xa[i], wb[j], acc[i][j]);
+    }
+    __syncthreads();
+  }
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const int gr = row0 + tr + 16 * i;
+    if (gr >= row1) continue;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int gc = col0 + tc + 16 * j;
+      if (gc >= a.N) continue;
+      float *dst = y + (size_t)gr * a.ldy + gc;
+      *dst = a.accumulate ? *dst + acc[i][j] : acc[i][j];
+    }
+  }
+}
+
+// Few rows (decode): one warp per output column streams its weight row once for all rows.
+constexpr int GEMV_MAX_ROWS = 4;
+__global__ void gemv_kernel(GemmArgs a) {
+  const int warps = blockDim.x / 32;
+  const int col = blockIdx.x * warps + (threadIdx.x >> 5);
+  const int lane = threadIdx.x & 31;
+  if (col >= a.N) return;
+  const bf16 *w = a.w + (size_t)blockIdx.z * a.sw + (size_t)col * a.K;
+  const float *x = a.x + (size_t)blockIdx.z * a.sx;
+  float *y = a.y + (size_t)blockIdx.z * a.sy;
+  float acc[GEMV_MAX_ROWS] = {};
+  for (int k = lane; k < a.K; k += 32) {
+    const float wv = __bfloat162float(w[k]);
+#pragma unroll
+    for (int r = 0; r < GEMV_MAX_ROWS; ++r)
+      if (r < a.M) acc[r] = fmaf(x[(size_t)r * a.ldx + k], wv, acc[r]);
+  }
+#pragma unroll
+  for (int r = 0; r < GEMV_MAX_ROWS; ++r) {
+    if (r >= a.M) break;
+    const float s = warp_sum(acc[r]);
+    if (lane == 0) {
+      float *dst = y + (size_t)r * a.ldy + col;
+      *dst = a.accumulate ? *dst + s : s;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Short causal depthwise conv + SiLU over C channels (q, k and v projections side by side),
+// one thread per channel. tail [C, W-1] holds the inputs before x (oldest first) and is advanced.
+// Channel c belongs to stream s = c / split and is written to out + s * T * split.
+__global__ void short_conv_kernel(const float *x, const float *w, float *tail, float *yf, bf16 *yb, int T, int C, int W,
+                                  int split) {
+  const int c = blockIdx.x * blockDim.x + threadIdx.x;
+  if (c >= C) return;
+  const int keep = W - 1;
+  float hist[8];  // W <= 8
+  for (int j = 0; j < keep; ++j) hist[j] = tail[(size_t)c * keep + j];
+  float wc[8];
+  for (int j = 0; j < W; ++j) wc[j] = w[(size_t)c * W + j];
+  const int s = c / split, cc = c % split;
+  for (int t = 0; t < T; ++t) {
+    const float cur = x[(size_t)t * C + c];
+    float acc = wc[keep] * cur;
+    for (int j = 0; j < keep; ++j) acc = fmaf(wc[j], hist[j], acc);
+    for (int j = 0; j + 1 < keep; ++j) hist[j] = hist[j + 1];
+    if (keep > 0) hist[keep - 1] = cur;
+    const float v = siluf_(acc);
+    const size_t o = (size_t)s * T * split + (size_t)t * split + cc;
+    if (yf) yf[o] = v;
+    if (yb) yb[o] = __float2bfloat16(v);
+  }
+  for (int j = 0; j < keep; ++j) tail[(size_t)c * keep + j] = hist[j];
+}
+
+// ---------------------------------------------------------------------------------------------
+// KDA token recurrence in fp32 for any K, V <= 128 (spec 2.1 steps 4-8): one warp per
+// (head, 32 value columns); lane j keeps its state column S[:, j] in registers across tokens.
+constexpr int KMAX = 128;
+__global__ void __launch_bounds__(32) kda_recurrent_kernel(klc_kda_args a) {
+  const int h = blockIdx.x, lane = threadIdx.x, b = blockIdx.z;
+  const int j = blockIdx.y * 32 + lane;
+  const int H = a.H, K = a.K, V = a.V;
+  __shared__ float sq[KMAX], sk[KMAX], sa[KMAX];
+  const float *q = static_cast<const float *>(a.q);
+  const float *k = static_cast<const float *>(a.k);
+  const float *v = static_cast<const float *>(a.v);
+  float *o = static_cast<float *>(a.o);
+  float *S = a.state + ((size_t)b * H + h) * K * V;
+  float s[KMAX];
+#pragma unroll
+  for (int c = 0; c < KMAX; ++c) s[c] = (c < K && j < V) ? S[(size_t)c * V + j] : 0.f;
+  const float neg_a = a.raw_gates ? -expf(a.A_log[h]) : 0.f;
+  for (int t = 0; t < a.T; ++t) {
+    const size_t base = ((size_t)(b * a.T + t) * H + h);
+    float nq = 0.f, nk = 0.f;
+    for (int c = lane; c < K; c += 32) {
+      const float qv = q[base * K + c], kv = k[base * K + c];
+      sq[c] = qv;
+      sk[c] = kv;
+      nq += qv * qv;
+      nk += kv * kv;
+      float g = a.g[base * K + c];
+      if (a.raw_gates) g = neg_a * softplusf_(g + a.dt_bias[h * K + c]);
+      sa[c] = expf(g);
+    }
+    nq = warp_sum(nq);
+    nk = warp_sum(nk);
+    const float iq = (a.l2norm_qk ? rsqrtf(nq + 1e-6f) : 1.f) * a.scale;
+    const float ik = a.l2norm_qk ? rsqrtf(nk + 1e-6f) : 1.f;
+    float beta = a.beta[base];
+    if (a.raw_gates) beta = sigmoidf_(beta);
+    __syncwarp();
+    float u = 0.f;
+#pragma unroll
+    for (int c = 0; c < KMAX; ++c) {
+      if (c < K) {
+        s[c] *= sa[c];
+        u = fmaf(s[c], sk[c] * ik, u);
+      }
+    }
+    u = (j < V ? v[base * V + j] : 0.f) - u;
+    const float bu = beta * u;
+    float out = 0.f;
+#pragma unroll
+    for (int c = 0; c < KMAX; ++c) {
+      if (c < K) {
+        s[c] = fmaf(sk[c] * ik, bu, s[c]);
+        out = fmaf(s[c], sq[c] * iq, out);
+      }
+    }
+    if (j < V) o[base * V + j] = out;
+    __syncwarp();
+  }
+  if (j < V)
+#pragma unroll
+    for (int c = 0; c < KMAX; ++c)
+      if (c < K) S[(size_t)c * V + j] = s[c];
+}
+
+// KDA output norm (fla FusedRMSNormGated, sigmoid): one block per (token, head) vector.
+__global__ void gated_rmsnorm_kernel(const void *o, int o_bf16, const float *gate, const float *w, float *y, int D, float eps) {
+  const size_t r = blockIdx.x;
+  auto val = [&](int c) {
+    return o_bf16 ? __bfloat162float(static_cast<const bf16 *>(o)[r * D + c]) : static_cast<const float *>(o)[r * D + c];
+  };
+  float ss = 0.f;
+  for (int c = threadIdx.x; c < D; c += blockDim.x) {
+    const float x = val(c);
+    ss += x * x;
+  }
+  const float inv = rsqrtf(block_sum(ss) / D + eps);
+  for (int c = threadIdx.x; c < D; c += blockDim.x) y[r * D + c] = val(c) * inv * w[c] * sigmoidf_(gate[r * D + c]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// MLA attention over the latent cache (spec 3, absorbed form, used for prefill and decode).
+// Row r = (token t = r / H, head h = r % H) has query q[r] = [W_UKᵀ q_nope ; q_pe] of width D =
+// L + rope; key j is cache row j (its first L values double as the value). Row r sees keys
+// j < start + t + 1. A CTA takes 16 rows and walks 16-key blocks of one split of the key range,
+// with an online softmax; partial (max, sum, acc[L]) per split are joined by mla_combine.
+// The T x T score matrix never exists: only a 16 x 16 block at a time.
+constexpr int MR = 16, MK = 16, MLA_THREADS = 256, MLA_LMAX = 512;
+
+__global__ void __launch_bounds__(MLA_THREADS) mla_attn_kernel(const float *q, const float *cache, float *ws, int rows, int H,
+                                                               int start, int D, int L, float scale, int split_keys) {
+  extern __shared__ float sm[];
+  float *Qs = sm;                 // [MR][D]
+  float *Ks = Qs + MR * D;        // [MK][D + 1]
+  const int tid = threadIdx.x, i = tid / MK, jj = tid % MK;
+  const int r0 = blockIdx.x * MR;
+  const int split = blockIdx.y, splits = gridDim.y;
+  const int rlast = min(r0 + MR, rows) - 1;
+  const int kend_tile = start + rlast / H + 1;  // keys any row of this tile may see
+  const int k_begin = split * split_keys;
+  const int k_end = min(kend_tile, k_begin + split_keys);
+  const int r = r0 + i;
+  const int my_end = r < rows ? start + r / H + 1 : 0;
+  for (int e = tid; e < MR * D; e += MLA_THREADS) {
+    const int ri = e / D, c = e % D;
+    Qs[e] = (r0 + ri < rows) ? q[(size_t)(r0 + ri) * D + c] : 0.f;
+  }
+  float m = -FLT_MAX, l = 0.f;
+  float acc[MLA_LMAX / MK];
+#pragma unroll
+  for (int x = 0; x < MLA_LMAX / MK; ++x) acc[x] = 0.f;
+  const int KD1 = D + 1;
+  for (int k0 = k_begin; k0 < k_end; k0 += MK) {
+    __syncthreads();
+    for (int e = tid; e < MK * D; e += MLA_THREADS) {
+      const int kj = e / D, c = e % D;
+      Ks[kj * KD1 + c] = (k0 + kj < k_end) ? cache[(size_t)(k0 + kj) * D + c] : 0.f;
+    }
+    __syncthreads();
+    const int key = k0 + jj;
+    float sc = -FLT_MAX;
+    if (key < my_end && key < k_end) {
+      float d = 0.f;
+      const float *qr = Qs + i * D, *kr = Ks + jj * KD1;
+      for (int c = 0; c < D; ++c) d = fmaf(qr[c], kr[c], d);
+      sc = d * scale;
+    }
+    // The 16 threads of row i are one half-warp: reduce the block max and sum within it.
+    float bm = sc;
+#pragma unroll
+    for (int o = 8; o > 0; o >>= 1) bm = fmaxf(bm, __shfl_xor_sync(0xffffffffu, bm, o));
+    const float mn = fmaxf(m, bm);
+    const float p = sc > -FLT_MAX ? expf(sc - mn) : 0.f;
+    const float rescale = m > -FLT_MAX ? expf(m - mn) : (mn > -FLT_MAX ? 0.f : 1.f);
+    float ps = p;
+#pragma unroll
+    for (int o = 8; o > 0; o >>= 1) ps += __shfl_xor_sync(0xffffffffu, ps, o);
+    l = l * rescale + ps;
+    m = mn;
+    // acc[c] for c = jj + 16 x: sum over this block's keys of p_key * key[c]
+    float pk[MK];
+#pragma unroll
+    for (int s = 0; s < MK; ++s) pk[s] = __shfl_sync(0xffffffffu, p, (threadIdx.x & 16) + s);
+#pragma unroll
+    for (int x = 0; x < MLA_LMAX / MK; ++x) {
+      const int c = jj + MK * x;
+      if (c < L) {
+        float sacc = acc[x] * rescale;
+#pragma unroll
+        for (int s = 0; s < MK; ++s) sacc = fmaf(pk[s], Ks[s * KD1 + c], sacc);
+        acc[x] = sacc;
+      }
+    }
+  }
+  if (r >= rows) return;
+  float *out = ws + ((size_t)split * rows + r) * (L + 2);
+#pragma unroll
+  for (int x = 0; x < MLA_LMAX / MK; ++x) {
+    const int c = jj + MK * x;
+    if (c < L) out[c] = acc[x];
+  }
+  if (jj == 0) {
+    out[L] = m;
+    out[L + 1] = l;
+  }
+  (void)splits;
+}
+
+__global__ void mla_combine_kernel(const float *ws, float *ctx, int rows, int L, int splits) {
+  const int r = blockIdx.x;
+  float M = -FLT_MAX;
+  for (int s = 0; s < splits; ++s) M = fmaxf(M, ws[((size_t)s * rows + r) * (L + 2) + L]);
+  float denom = 0.f;
+  for (int s = 0; s < splits; ++s) {
+    const float *p = ws + ((size_t)s * rows + r) * (L + 2);
+    if (p[L + 1] > 0.f) denom += expf(p[L] - M) * p[L + 1];
+  }
+  for (int c = threadIdx.x; c < L; c += blockDim.x) {
+    float num = 0.f;
+    for (int s = 0; s < splits; ++s) {
+      const float *p = ws + ((size_t)s * rows + r) * (L + 2);
+      if (p[L + 1] > 0.f) num += expf(p[L] - M) * p[c];
+    }
+    ctx[(size_t)r * L + c] = num / denom;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// MoE (spec 4): sigmoid router, choice on score + correction bias, weights from the unbiased
+// scores of the chosen experts, renormalised, times the scaling factor. One thread per token.
+__global__ void moe_route_kernel(const float *logits, const float *bias, int *idx, float *wout, int T, int E, int k,
+                                 int renorm, float scaling) {
+  const int t = blockIdx.x * blockDim.x + threadIdx.x;
+  if (t >= T) return;
+  const float *lg = logits + (size_t)t * E;
+  int chosen[16];
+  for (int s = 0; s < k; ++s) {
+    int best = -1;
+    float bv = -FLT_MAX;
+    for (int e = 0; e < E; ++e) {
+      bool taken = false;
+      for (int p = 0; p < s; ++p) taken |= chosen[p] == e;
+      if (taken) continue;
+      const float v = sigmoidf_(lg[e]) + bias[e];
+      if (best < 0 || v > bv) {  // strict: ties keep the lower index
+        bv = v;
+        best = e;
+      }
+    }
+    chosen[s] = best;
+  }
+  for (int a = 1; a < k; ++a)  // ascending expert order, as the reference reports them
+    for (int b = a; b > 0 && chosen[b - 1] > chosen[b]; --b) {
+      const int tmp = chosen[b];
+      chosen[b] = chosen[b - 1];
+      chosen[b - 1] = tmp;
+    }
+  float sum = 0.f;
+  for (int s = 0; s < k; ++s) sum += sigmoidf_(lg[chosen[s]]);
+  const float norm = renorm ? sum + 1e-20f : 1.f;
+  for (int s = 0; s < k; ++s) {
+    idx[(size_t)t * k + s] = chosen[s];
+    wout[(size_t)t * k + s] = sigmoidf_(lg[chosen[s]]) / norm * scaling;
+  }
+}
+
+// Sorts the T*k (token, slot) pairs by expert: off[E+1] row offsets, tiles[E+1] first 64-row
+// tile per expert, pos[t*k+s] the sorted row of each pair, tok[row] its token. One block.
+__global__ void moe_sort_kernel(const int *idx, int n, int E, int *off, int *tiles, int *cursor, int *pos, int *tok, int k) {
+  for (int e = threadIdx.x; e < E; e += blockDim.x) cursor[e] = 0;
+  __syncthreads();
+  for (int i = threadIdx.x; i < n; i += blockDim.x) atomicAdd(&cursor[idx[i]], 1);
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    int o = 0, tl = 0;
+    for (int e = 0; e < E; ++e) {
+      off[e] = o;
+      tiles[e] = tl;
+      o += cursor[e];
+      tl += (cursor[e] + BM - 1) / BM;
+      cursor[e] = off[e];
+    }
+    off[E] = o;
+    tiles[E] = tl;
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < n; i += blockDim.x) {
+    const int p = atomicAdd(&cursor[idx[i]], 1);
+    pos[i] = p;
+    tok[p] = i / k;
+  }
+}
+
+// out[t] += sum_s w[t, s] * y[pos[t, s]] (slots in ascending expert order).
+__global__ void moe_combine_kernel(const float *y, const int *pos, const float *w, float *out, int d, int k) {
+  const int t = blockIdx.x;
+  for (int c = threadIdx.x; c < d; c += blockDim.x) {
+    float s = 0.f;
+    for (int j = 0; j < k; ++j) s = fmaf(w[(size_t)t * k + j], y[(size_t)pos[t * k + j] * d + c], s);
+    out[(size_t)t * d + c] += s;
+  }
+}
+
+int launched(const char *what) {
+  cudaError_t e = cudaGetLastError();
+  return e == cudaSuccess ? KLC_OK : klc::fail_cuda(e, what);
+}
+
+int blocks_for(size_t n, int threads) {
+  size_t b = (n + threads - 1) / threads;
+  return (int)(b > 65535 * 16 ? 65535 * 16 : (b < 1 ? 1 : b));
+}
+
+size_t align256(size_t b) { return (b + 255) & ~(size_t)255; }
+
+}  // namespace
+
+using namespace klc;
+
+extern "C" {
+
+int klc_embed(klc_ctx *ctx, const void *table, const int32_t *ids, float *out, int T, int d) {
+  int rc = use_device(ctx);
+  if (rc) return rc;
+  if (!table || !ids || !out || T < 1 || d < 1) return fail(KLC_E_ARG, "klc_embed: null pointer or empty shape");
+  embed_kernel<<<T, 256, 0, ctx->stream>>>(static_cast<const bf16 *>(table), ids, out, d);
+  return launched("the embedding gather");
+}
+
+int klc_rmsnorm(klc_ctx *ctx, const float *x, int ldx, const float *w, float *y, int ldy, int rows, int D, float eps) {
+  int rc = use_device(ctx);
+  if (rc) return rc;
+  if (!x || !w || !y || rows < 1 || D < 1 || ldx < D || ldy < D) return fail(KLC_E_ARG, "klc_rmsnorm: bad pointers or shape");
+  rmsnorm_kernel<<<rows, 256, 0, ctx->stream>>>(x, ldx, w, y, ldy, D, eps);
+  return launched("RMSNorm");
+}
+
+int klc_add(klc_ctx *ctx, float *h, const float *x, size_t n) {
+  int rc = use_device(ctx);
+  if (rc) return rc;
+  if (!h || !x) return fail(KLC_E_ARG, "klc_add: null pointer");
+  add_kernel<<<blocks_for(n, 256), 256, 0, ctx->stream>>>(h, x, n);
+  return launched("the residual add");
+}
+
+int klc_copy2d(klc_ctx *ctx, const float *src, int lds, float *dst, int ldd, int rows, int cols) {
+  int rc = use_device(ctx);
+  if (rc) return rc;
+  if (!src || !dst || rows < 0 || cols < 0 || lds < cols || ldd < cols) return fail(KLC_E_ARG, "klc_copy2d: bad pointers or shape");
+  if (rows == 0 || cols == 0) return KLC_OK;
+  copy2d_kernel<<<blocks_for((size_t)rows * cols, 256), 256, 0, ctx->stream>>>(src, lds, dst, ldd, rows, cols);
+  return launched("a strided copy");
+}
+
+int klc_copy(klc_ctx *ctx, void *dst, const void *src, size_t bytes) {
+  int rc = use_device(ctx);
+  if (rc) return rc;
+  cudaError_t e = cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, ctx->stream);
+  return e == cudaSuccess ? KLC_OK : fail_cuda(e, "copying on the GPU");
+}
+
+int klc_silu_mul(klc_ctx *ctx, const float *gu, float *h, int rows, int I) {
+  int rc = use_device(ctx);
+  if (rc) return rc;
+  if (!gu || !h || rows < 1 || I < 1) return fail(KLC_E_ARG, "klc_silu_mul: bad pointers or shape");
+  silu_mul_kernel<<<blocks_for((size_t)rows * I, 256), 256, 0, ctx->stream>>>(gu, h, rows, I);
+  return launched("the SwiGLU activation");
+}
+
+int klc_linear(klc_ctx *ctx, const float *x, int ldx, const void *w, float *y, int ldy, int M, int N, int K, int batch,
+               long long sx, long long sw, long long sy, int accumulate) {
+  int rc = use_device(ctx);
+  if (rc) return rc;
+  if (!x || !w || !y || M < 1 || N < 1 || K < 1 || batch < 1 || batch > 65535 || ldx < K || ldy < N)
+    return fail(KLC_E_ARG, "klc_linear: bad pointers or shape (M=" + std::to_string(M) + " N=" + std::to_string(N) +
+                               " K=" + std::to_string(K) + ")");
+  GemmArgs a{x, ldx, nullptr, static_cast<const bf16 *>(w), sw, y, ldy, M, N, K, sx, sy, accumulate, nullptr, nullptr, 0};
+  if (M <= GEMV_MAX_ROWS) {
+    gemv_kernel<<<dim3((N + 7) / 8, 1, batch), 256, 0, ctx->stream>>>(a);
+  } else {
+    const int mt = (M + BM - 1) / BM;
+    if (mt > 65535) return fail(KLC_E_ARG, "klc_linear: more than 4 million rows in one call");
+    gemm_kernel<<<dim3((N + BN - 1) / BN, mt, batch), GEMM_THREADS, 0, ctx->stream>>>(a);
+  }
+  return launched("a linear layer");
+}
+
+int klc_short_conv(klc_ctx *ctx, const float *x, const float *w, float *tail, float *y_f32, void *y_bf16, int T, int C, int W,
+                   int split) {
+  int rc = use_device(ctx);
+  if (rc) return rc;
+  if (!x || !w || !tail || (!y_f32 && !y_bf16) || T < 1 || C < 1 || W < 1 || W > 8 || split < 1 || C % split)
+    return fail(KLC_E_ARG, "klc_short_conv: bad pointers or shape (kernel sizes 1..8, C a multiple of split)");
+  short_conv_kernel<<<(C + 127) / 128, 128, 0, ctx->stream>>>(x, w, tail, y_f32, static_cast<bf16 *>(y_bf16), T, C, W, split);
+  return launched("the short convolution");
+}
+
+int klc_kda_recurrent_f32(klc_ctx *ctx, const klc_kda_args *a) {
+  int rc = use_device(ctx);
+  if (rc) return rc;
+  if (!a || a->K < 1 || a->K > KMAX || a->V < 1 || a->B < 1 || a->H < 1 || a->T < 1 || a->B > 65535 || a->V > 32 * 65535)
+    return fail(KLC_E_ARG, "KDA recurrence: needs 1 <= K <= 128, V >= 1, B, H, T >= 1");
+  if (!a->q || !a->k || !a->v || !a->g || !a->beta || !a->state || !a->o)
+    return fail(KLC_E_ARG, "KDA recurrence: q, k, v, g, beta, state and o must all be set");
+  if (a->raw_gates && (!a->A_log || !a->dt_bias)) return fail(KLC_E_ARG, "KDA recurrence: raw_gates needs A_log and dt_bias");
+  kda_recurrent_kernel<<<dim3(a->H, (a->V + 31) / 32, a->B), 32, 0, ctx->stream>>>(*a);
+  return launched("the KDA recurrence");
+}
+
+int klc_gated_rmsnorm(klc_ctx *ctx, const void *o, int o_bf16, const float *gate, const float *w, float *y, int rows, int D,
+                      float eps) {
+  int rc = use_device(ctx);
+  if (rc) return rc;
+  if (!o || !gate || !w || !y || rows < 1 || D < 1) return fail(KLC_E_ARG, "klc_gated_rmsnorm: bad pointers or shape");
+  gated_rmsnorm_kernel<<<rows, D >= 128 ? 128 : 32, 0, ctx->stream>>>(o, o_bf16, gate, w, y, D, eps);
+  return launched("the gated output norm");
+}
+
+size_t klc_mla_workspace_bytes(int rows, int L, int splits) { return (size_t)splits * rows * (L + 2) * sizeof(float); }
+
+int klc_mla_splits(klc_ctx *ctx, int rows, int total_keys) {
+  int sms = 0;
+  cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, ctx ? ctx->device : 0);
+  const int tiles = (rows + MR - 1) / MR;
+  int s = (2 * (sms > 0 ? sms : 100) + tiles - 1) / tiles;
+  const int by_keys = (total_keys + 255) / 256;
+  if (s > by_keys) s = by_keys;
+  if (s > 64) s = 64;
+  return s < 1 ? 1 : s;
+}
+
+int klc_mla_attention(klc_ctx *ctx, const float *q, const float *cache, float *out, float *ws, size_t ws_bytes, int T, int H,
+                      int start, int D, int L, float scale, int splits) {
+  int rc = use_device(ctx);
+  if (rc) return rc;
+  const int rows = T * H;
+  if (!q || !cache || !out || !ws || T < 1 || H < 1 || start < 0 || L < 1 || L > MLA_LMAX || D < L || splits < 1 ||
+      splits > 65535)
+    return fail(KLC_E_ARG, "klc_mla_attention: bad pointers or shape (latent width at most 512)");
+  if (ws_bytes < klc_mla_workspace_bytes(rows, L, splits))
+    return fail(KLC_E_ARG, "klc_mla_attention: workspace smaller than klc_mla_workspace_bytes()");
+  const int total = start + T;
+  const int split_keys = ((total + splits - 1) / splits + MK - 1) / MK * MK;
+  const size_t smem = sizeof(float) * (MR * D + MK * (D + 1));
+  cudaError_t e = cudaFuncSetAttribute(mla_attn_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+  if (e != cudaSuccess) return fail_cuda(e, "configuring the MLA attention kernel");
+  mla_attn_kernel<<<dim3((rows + MR - 1) / MR, splits), MLA_THREADS, smem, ctx->stream>>>(q, cache, ws, rows, H, start, D, L,
+                                                                                          scale, split_keys);
+  if ((rc = launched("the MLA attention"))) return rc;
+  mla_combine_kernel<<<rows, 128, 0, ctx->stream>>>(ws, out, rows, L, splits);
+  return launched("the MLA split combine");
+}
+
+int klc_moe_route(klc_ctx *ctx, const float *logits, const float *bias, int32_t *idx, float *w, int T, int E, int k, int renorm,
+                  float scaling) {
+  int rc = use_device(ctx);
+  if (rc) return rc;
+  if (!logits || !bias || !idx || !w || T < 1 || E < 1 || k < 1 || k > 16 || k > E)
+    return fail(KLC_E_ARG, "klc_moe_route: bad pointers or shape (top-k at most 16)");
+  moe_route_kernel<<<(T + 127) / 128, 128, 0, ctx->stream>>>(logits, bias, idx, w, T, E, k, renorm, scaling);
+  return launched("the MoE router");
+}
+
+size_t klc_moe_workspace_bytes(int T, int d, int I, int E, int k) {
+  const size_t n = (size_t)T * k;
+  return align256(sizeof(int) * (3 * (size_t)(E + 1) + 2 * n)) + align256(sizeof(float) * n * 2 * I) +
+         align256(sizeof(float) * n * I) + align256(sizeof(float) * n * d);
+}
+
+int klc_moe_experts(klc_ctx *ctx, const float *x, const int32_t *idx, const float *w, const void *w13, const void *w2, float *out,
+                    void *ws, size_t ws_bytes, int T, int d, int I, int E, int k) {
+  int rc = use_device(ctx);
+  if (rc) return rc;
+  if (!x || !idx || !w || !w13 || !w2 || !out || !ws || T < 1 || d < 1 || I < 1 || E < 1 || k < 1)
+    return fail(KLC_E_ARG, "klc_moe_experts: bad pointers or shape");
+  if (ws_bytes < klc_moe_workspace_bytes(T, d, I, E, k))
+    return fail(KLC_E_ARG, "klc_moe_experts: workspace smaller than klc_moe_workspace_bytes()");
+  const int n = T * k;
+  char *p = static_cast<char *>(ws);
+  int *off = reinterpret_cast<int *>(p), *tiles = off + (E + 1), *cursor = tiles + (E + 1), *pos = cursor + (E + 1),
+      *tok = pos + n;
+  p += align256(sizeof(int) * (3 * (size_t)(E + 1) + 2 * n));
+  float *gu = reinterpret_cast<float *>(p);
+  p += align256(sizeof(float) * (size_t)n * 2 * I);
+  float *hbuf = reinterpret_cast<float *>(p);
+  p += align256(sizeof(float) * (size_t)n * I);
+  float *ybuf = reinterpret_cast<float *>(p);
+  moe_sort_kernel<<<1, 1024, 0, ctx->stream>>>(idx, n, E, off, tiles, cursor, pos, tok, k);
+  if ((rc = launched("the MoE token sort"))) return rc;
+  // At most n / 64 + E row tiles exist; surplus CTAs leave at once.
+  const int max_tiles = (n + BM - 1) / BM + E;
+  if (max_tiles > 65535) return fail(KLC_E_ARG, "klc_moe_experts: too many tokens in one call; pass fewer rows");
+  GemmArgs up{x, d, tok, static_cast<const bf16 *>(w13), (long long)2 * I * d, gu, 2 * I, n, 2 * I, d, 0, 0, 0, off, tiles, E};
+  gemm_kernel<<<dim3((2 * I + BN - 1) / BN, max_tiles), GEMM_THREADS, 0, ctx->stream>>>(up);
+  if ((rc = launched("the MoE gate/up projections"))) return rc;
+  silu_mul_kernel<<<blocks_for((size_t)n * I, 256), 256, 0, ctx->stream>>>(gu, hbuf, n, I);
+  GemmArgs down{hbuf, I, nullptr, static_cast<const bf16 *>(w2), (long long)d * I, ybuf, d, n, d, I, 0, 0, 0, off, tiles, E};
+  gemm_kernel<<<dim3((d + BN - 1) / BN, max_tiles), GEMM_THREADS, 0, ctx->stream>>>(down);
+  if ((rc = launched("the MoE down projections"))) return rc;
+  moe_combine_kernel<<<T, 256, 0, ctx->stream>>>(ybuf, pos, w, out, d, k);
+  return launched("the MoE combine");
+}
+
+}  // extern "C"

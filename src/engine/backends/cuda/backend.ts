@@ -1,0 +1,506 @@
+/**
+ * The CUDA backend: every layer of the model runs on the GPU through native/ (klc_native.node).
+ * Weights are uploaded once; activations stay on the GPU as fp32 rows and only logits and
+ * captured tensors come back. Each sequence state has a resident device copy (KDA S and conv
+ * tails, MLA latent cache) kept beside the neutral arrays and synced by importState/exportState.
+ */
+import { UserError } from '../../../common/errors';
+import type { KimiConfig } from '../../model/config';
+import type { Checkpoint } from '../../model/checkpoint';
+import type { KdaLayerState, MlaLayerState, SequenceState } from '../../state/types';
+import type { Backend, Capture, NormSite } from '../backend';
+import { Arena } from './arena';
+import { uploadWeights, type DeviceWeights, type LayerDeviceWeights } from './device-weights';
+import type { DevicePtr, NativeContext, NativeDeviceInfo, NativeKlc } from './loader';
+import { gib, LM_HEAD_ROWS, layerWorkspaceBytes, planMemory } from './memory-plan';
+
+/** Activation rows on the device: fp32 [T, cols]. */
+export interface DeviceRows {
+  readonly ptr: DevicePtr;
+  readonly T: number;
+  readonly cols: number;
+  /** Arena generation it belongs to; -1 for the hidden-state buffer. */
+  readonly generation: number;
+}
+
+interface KdaDeviceState {
+  kind: 'kda';
+  S: DevicePtr;
+  conv: DevicePtr;
+}
+
+interface MlaDeviceState {
+  kind: 'mla';
+  cache: DevicePtr;
+  capacity: number;
+  length: number;
+}
+
+type DeviceLayerState = KdaDeviceState | MlaDeviceState;
+
+export interface CudaLoadOptions {
+  device?: number;
+  /** Context length the memory plan reserves MLA latents for. */
+  contextTokens?: number;
+  /** Largest number of tokens per forward call the workspace is planned for (it grows if needed). */
+  sliceTokens?: number;
+}
+
+const F32 = 4;
+const DEFAULT_CONTEXT = 131072;
+const DEFAULT_SLICE = 1024;
+/** The chunk length the native chunked KDA kernel is built for. */
+const NATIVE_KDA_CHUNK = 64;
+
+export class CudaBackend implements Backend<DeviceRows> {
+  readonly name = 'cuda';
+  readonly device: string;
+  private readonly arena: Arena;
+  private hidden: DevicePtr = 0n;
+  private hiddenBytes = 0;
+  private ids: DevicePtr = 0n;
+  private idsBytes = 0;
+  private readonly states = new WeakMap<object, DeviceLayerState>();
+  private readonly live = new Set<DevicePtr>();
+  private readonly finalizer = new FinalizationRegistry<DevicePtr[]>((ptrs) => this.release(ptrs));
+  private readonly cacheFinalizer = new FinalizationRegistry<MlaDeviceState>((dev) => dev.capacity && this.freeOne(dev.cache));
+  private disposed = false;
+
+  private constructor(
+    readonly config: KimiConfig,
+    private readonly native: NativeKlc,
+    private readonly ctx: NativeContext,
+    private readonly w: DeviceWeights,
+    private readonly weightBuffers: DevicePtr[],
+    info: NativeDeviceInfo,
+    deviceIndex: number,
+  ) {
+    this.device = `GPU ${deviceIndex}: ${info.name} (compute ${info.major}.${info.minor}, ${gib(info.totalBytes)})`;
+    this.arena = new Arena(native, ctx);
+  }
+
+  /**
+   * Plans memory, creates a context on the device and uploads the weights. Throws a UserError
+   * saying what does not fit, or why the device could not be used.
+   */
+  static async load(config: KimiConfig, checkpoint: Checkpoint, native: NativeKlc, devices: NativeDeviceInfo[], opts: CudaLoadOptions = {}): Promise<CudaBackend> {
+    const index = opts.device ?? 0;
+    const info = devices[index];
+    if (!info) throw new UserError(`CUDA device ${index} does not exist (${devices.length} found).`);
+    if (config.moe.numExpertGroup > 1) {
+      throw new UserError(`${checkpoint.dir}: group-limited MoE routing (num_expert_group ${config.moe.numExpertGroup}) is not implemented in the CUDA backend; use --backend reference.`, checkpoint.dir);
+    }
+    if (config.kda.headDim > 128 || config.mla.kvLoraRank > 512 || config.moe.topK > 16 || config.kda.convKernel > 8) {
+      throw new UserError(`${checkpoint.dir}: the CUDA kernels support KDA head_dim ≤ 128, kv_lora_rank ≤ 512, top-k ≤ 16 and conv kernels ≤ 8; this config is larger. Use --backend reference.`, checkpoint.dir);
+    }
+    let ctx: NativeContext;
+    try {
+      ctx = native.create(index);
+    } catch (e) {
+      throw new UserError(`CUDA backend: ${e instanceof Error ? e.message : String(e)}`);
+    }
+    try {
+      const context = opts.contextTokens ?? Math.min(config.maxPositionEmbeddings ?? DEFAULT_CONTEXT, DEFAULT_CONTEXT);
+      const slice = opts.sliceTokens ?? DEFAULT_SLICE;
+      const plan = planMemory(config, context, slice, moeScratch(native, ctx, config, slice), mlaScratch(native, ctx, config, slice));
+      const free = native.deviceInfo(index).freeBytes;
+      if (plan.total > free * 0.95) {
+        throw new UserError(
+          `the model does not fit on ${info.name}: it needs ${gib(plan.total)} (weights ${gib(plan.weights)}, state for ${context} tokens ${gib(plan.state)}, workspace for ${slice}-token slices ${gib(plan.workspace)}) but ${gib(free)} is free. Free GPU memory, use a larger GPU, or use --backend reference for small models.`,
+          checkpoint.dir,
+        );
+      }
+      const { weights, owned } = await uploadWeights(native, ctx, config, checkpoint);
+      return new CudaBackend(config, native, ctx, weights, owned, info, index);
+    } catch (e) {
+      native.destroy(ctx);
+      if (e instanceof UserError) throw e;
+      const code = (e as { code?: string }).code;
+      if (code === 'OOM') throw new UserError(`CUDA backend: out of GPU memory while loading ${checkpoint.dir} (${(e as Error).message}).`, checkpoint.dir);
+      throw e;
+    }
+  }
+
+  // --- activations ------------------------------------------------------------------------------
+
+  embed(ids: Int32Array): DeviceRows {
+    const d = this.config.hiddenSize;
+    const V = this.config.vocabSize;
+    ids.forEach((id, t) => {
+      if (!Number.isInteger(id) || id < 0 || id >= V) {
+        throw new UserError(`token id ${id} at position ${t} is outside the model's vocabulary [0, ${V}); the input ids do not belong to this model.`);
+      }
+    });
+    const T = ids.length;
+    this.ensureHidden(T * d * F32, T * 4);
+    this.native.upload(this.ctx, this.ids, ids);
+    this.native.embed(this.ctx, this.w.embed, this.ids, this.hidden, T, d);
+    return { ptr: this.hidden, T, cols: d, generation: -1 };
+  }
+
+  rows(x: DeviceRows): number {
+    return x.T;
+  }
+
+  toHost(x: DeviceRows): Float32Array {
+    this.check(x);
+    const out = new Float32Array(x.T * x.cols);
+    this.native.download(this.ctx, x.ptr, out);
+    return out;
+  }
+
+  addInPlace(h: DeviceRows, x: DeviceRows): void {
+    this.check(h);
+    this.check(x);
+    if (h.T * h.cols !== x.T * x.cols) throw new Error(`addInPlace: ${h.T}×${h.cols} vs ${x.T}×${x.cols}`);
+    this.native.add(this.ctx, h.ptr, x.ptr, h.T * h.cols);
+  }
+
+  rmsnorm(site: NormSite, x: DeviceRows): DeviceRows {
+    this.check(x);
+    // A layer's input norm and the final norm begin a new set of activations: see Arena.
+    if (site.which !== 'post_attention') this.arena.reset(this.workspaceFor(x.T));
+    const w = site.which === 'final' ? this.w.finalNorm : site.which === 'input' ? this.layer(site.layer).inputNorm : this.layer(site.layer).postNorm;
+    const d = this.config.hiddenSize;
+    const y = this.rowsOf(x.T, d);
+    this.native.rmsnorm(this.ctx, x.ptr, d, w, y.ptr, d, x.T, d, this.config.rmsNormEps);
+    return y;
+  }
+
+  // --- KDA ----------------------------------------------------------------------------------------
+
+  kdaPrefill(layer: number, x: DeviceRows, state: KdaLayerState, chunk: number): DeviceRows {
+    const { headDim: K } = this.config.kda;
+    return this.kda(layer, x, state, K === 128 && chunk === NATIVE_KDA_CHUNK && x.T > 1);
+  }
+
+  kdaDecode(layer: number, x: DeviceRows, state: KdaLayerState): DeviceRows {
+    return this.kda(layer, x, state, false);
+  }
+
+  /**
+   * The KDA block. `chunked` runs the chunkwise kernel (bf16 q/k/v, K = V = 128 only); otherwise
+   * the fp32 token recurrence, which is exact for any head size and used for decode.
+   */
+  private kda(layer: number, x: DeviceRows, state: KdaLayerState, chunked: boolean): DeviceRows {
+    this.check(x);
+    const w = this.layer(layer).kda;
+    if (!w) throw new Error(`layer ${layer} is not a KDA layer`);
+    const dev = this.kdaState(state);
+    const { numHeads: H, headDim: K, convKernel: W } = this.config.kda;
+    const d = this.config.hiddenSize;
+    const P = H * K;
+    const T = x.T;
+    const n = this.native;
+    const c = this.ctx;
+    const proj = this.arena.alloc(T * 3 * P * F32);
+    n.linear(c, x.ptr, d, w.wqkv, proj, 3 * P, T, 3 * P, d, 1, 0, 0, 0, 0);
+    const el = chunked ? 2 : F32;
+    const qkv = this.arena.alloc(3 * T * P * el);
+    n.shortConv(c, proj, w.conv, dev.conv, chunked ? null : qkv, chunked ? qkv : null, T, 3 * P, W, P);
+    const fa = this.linear(x, w.fA, K);
+    const f = this.linear(fa, w.fB, P);
+    const b = this.linear(x, w.bProj, H);
+    const o = this.arena.alloc(T * P * el);
+    const args = {
+      B: 1, T, H, K, V: K, l2normQk: true, rawGates: true, scale: 1 / Math.sqrt(K),
+      q: qkv, k: qkv + BigInt(T * P * el), v: qkv + BigInt(2 * T * P * el),
+      g: f.ptr, beta: b.ptr, aLog: w.aLog, dtBias: w.dtBias, state: dev.S, o,
+    };
+    if (chunked) n.kdaPrefill(c, args);
+    else n.kdaRecurrent(c, args);
+    const ga = this.linear(x, w.gA, K);
+    const g2 = this.linear(ga, w.gB, P);
+    const normed = this.rowsOf(T, P);
+    n.gatedRmsnorm(c, o, chunked ? 1 : 0, g2.ptr, w.oNorm, normed.ptr, T * H, K, this.config.rmsNormEps);
+    return this.linear(normed, w.oProj, d);
+  }
+
+  // --- MLA ----------------------------------------------------------------------------------------
+
+  mlaPrefill(layer: number, x: DeviceRows, state: MlaLayerState): DeviceRows {
+    return this.mla(layer, x, state);
+  }
+
+  mlaDecode(layer: number, x: DeviceRows, state: MlaLayerState): DeviceRows {
+    if (x.T !== 1) throw new Error(`mlaDecode takes one token, got ${x.T}`);
+    return this.mla(layer, x, state);
+  }
+
+  /**
+   * Appends x's latents, then attends in the absorbed form for prefill and decode alike:
+   * q_lat[h] = W_UK[h]ᵀ q_nope[h] next to q_pe, scored against the cached latent rows, a latent
+   * context per head, then W_UV[h] and o_proj. Equal to the up-projected form of the reference.
+   */
+  private mla(layer: number, x: DeviceRows, state: MlaLayerState): DeviceRows {
+    this.check(x);
+    const w = this.layer(layer).mla;
+    if (!w) throw new Error(`layer ${layer} is not an MLA layer`);
+    const { numHeads: H, qkNopeHeadDim: nope, qkRopeHeadDim: r, vHeadDim: dv, kvLoraRank: L, kvNormEps } = this.config.mla;
+    const qw = nope + r;
+    const D = L + r;
+    const T = x.T;
+    const n = this.native;
+    const c = this.ctx;
+    const dev = this.mlaState(state);
+    const start = dev.length;
+    this.reserveCache(dev, start + T);
+    const q = this.linear(x, w.qProj, H * qw);
+    const ckv = this.linear(x, w.kvA, D);
+    const rowsAt = dev.cache + BigInt(start * D * F32);
+    n.rmsnorm(c, ckv.ptr, D, w.kvNorm, rowsAt, D, T, L, kvNormEps);
+    n.copy2d(c, ckv.ptr + BigInt(L * F32), D, rowsAt + BigInt(L * F32), D, T, r);
+    dev.length = start + T;
+
+    const qfull = this.arena.alloc(T * H * D * F32);
+    n.linear(c, q.ptr, H * qw, w.wUKt, qfull, H * D, T, L, nope, H, qw, L * nope, D, 0);
+    n.copy2d(c, q.ptr + BigInt(nope * F32), qw, qfull + BigInt(L * F32), D, T * H, r);
+    const rows = T * H;
+    const splits = n.mlaSplits(c, rows, start + T);
+    const wsBytes = n.mlaWorkspaceBytes(c, rows, L, splits);
+    const ws = this.arena.alloc(wsBytes);
+    const ctxLat = this.arena.alloc(rows * L * F32);
+    n.mlaAttention(c, qfull, dev.cache, ctxLat, ws, wsBytes, T, H, start, D, L, 1 / Math.sqrt(qw), splits);
+    const ctxV = this.rowsOf(T, H * dv);
+    n.linear(c, ctxLat, H * L, w.wUV, ctxV.ptr, H * dv, T, dv, L, H, L, dv * L, dv, 0);
+    return this.linear(ctxV, w.oProj, this.config.hiddenSize);
+  }
+
+  // --- feed-forward -------------------------------------------------------------------------------
+
+  moe(layer: number, x: DeviceRows, capture?: Capture): DeviceRows {
+    this.check(x);
+    const w = this.layer(layer).moe;
+    if (!w) throw new Error(`layer ${layer} has no MoE block`);
+    const { numExperts: E, topK: k, intermediateSize: I, renormalize, routedScalingFactor } = this.config.moe;
+    const d = this.config.hiddenSize;
+    const T = x.T;
+    const n = this.native;
+    const c = this.ctx;
+    const logits = this.linear(x, w.router, E);
+    const idx = this.arena.alloc(T * k * 4);
+    const weight = this.arena.alloc(T * k * F32);
+    n.moeRoute(c, logits.ptr, w.bias, idx, weight, T, E, k, renormalize ? 1 : 0, routedScalingFactor);
+    if (capture) {
+      capture(`router_logits.${layer}`, this.toHost(logits));
+      const ids = new Int32Array(T * k);
+      n.download(c, idx, ids);
+      capture(`router_idx.${layer}`, Float32Array.from(ids));
+      const ws = new Float32Array(T * k);
+      n.download(c, weight, ws);
+      capture(`router_w.${layer}`, ws);
+    }
+    const out = w.shared ? this.swiglu(x, w.shared.w13, w.shared.down, w.shared.inner) : this.zeroRows(T, d);
+    const wsBytes = n.moeWorkspaceBytes(c, T, d, I, E, k);
+    const ws = this.arena.alloc(wsBytes);
+    n.moeExperts(c, x.ptr, idx, weight, w.w13, w.w2, out.ptr, ws, wsBytes, T, d, I, E, k);
+    return out;
+  }
+
+  mlp(layer: number, x: DeviceRows): DeviceRows {
+    this.check(x);
+    const w = this.layer(layer).mlp;
+    if (!w) throw new Error(`layer ${layer} has no dense MLP`);
+    return this.swiglu(x, w.w13, w.down, w.inner);
+  }
+
+  lmHead(x: DeviceRows, rows: 'all' | 'last'): Float32Array {
+    this.check(x);
+    const d = this.config.hiddenSize;
+    const V = this.config.vocabSize;
+    const first = rows === 'last' ? x.T - 1 : 0;
+    const count = x.T - first;
+    const out = new Float32Array(count * V);
+    const step = Math.min(count, LM_HEAD_ROWS);
+    const buf = this.arena.alloc(step * V * F32);
+    for (let r0 = 0; r0 < count; r0 += step) {
+      const m = Math.min(step, count - r0);
+      this.native.linear(this.ctx, x.ptr + BigInt((first + r0) * d * F32), d, this.w.lmHead, buf, V, m, V, d, 1, 0, 0, 0, 0);
+      this.native.download(this.ctx, buf, out.subarray(r0 * V, (r0 + m) * V));
+    }
+    return out;
+  }
+
+  // --- state --------------------------------------------------------------------------------------
+
+  importState(state: SequenceState): void {
+    for (const ls of state.layers) {
+      if (ls.kind === 'kda') this.uploadKda(ls, this.kdaSlot(ls));
+      else {
+        const dev = this.mlaSlot(ls);
+        const rows = ls.cache.toArray();
+        const n = ls.cache.length;
+        this.reserveCache(dev, n);
+        if (n) this.native.upload(this.ctx, dev.cache, rows);
+        dev.length = n;
+      }
+    }
+  }
+
+  exportState(state: SequenceState): void {
+    for (const ls of state.layers) {
+      const dev = this.states.get(ls);
+      if (!dev) continue;
+      if (ls.kind === 'kda' && dev.kind === 'kda') {
+        this.native.download(this.ctx, dev.S, ls.S);
+        this.native.download(this.ctx, dev.conv, ls.conv);
+      } else if (ls.kind === 'mla' && dev.kind === 'mla') {
+        const have = ls.cache.length;
+        if (dev.length < have) throw new Error(`MLA cache: the device holds ${dev.length} rows, the host ${have}; import the state before running it`);
+        if (dev.length > have) {
+          const D = ls.cache.width;
+          const rows = new Float32Array((dev.length - have) * D);
+          this.native.download(this.ctx, dev.cache + BigInt(have * D * F32), rows);
+          ls.cache.append(rows, dev.length - have);
+        }
+      }
+    }
+  }
+
+  async dispose(): Promise<void> {
+    if (this.disposed) return;
+    for (const p of [...this.weightBuffers, ...this.live]) this.native.free(this.ctx, p);
+    this.live.clear();
+    this.arena.free();
+    if (this.hiddenBytes) this.native.free(this.ctx, this.hidden);
+    if (this.idsBytes) this.native.free(this.ctx, this.ids);
+    this.disposed = true;
+    this.native.destroy(this.ctx);
+  }
+
+  // --- helpers ------------------------------------------------------------------------------------
+
+  private check(x: DeviceRows): void {
+    if (this.disposed) throw new Error('the CUDA backend was disposed');
+    if (x.generation !== -1 && x.generation !== this.arena.generation) throw new Error('a CUDA activation was used after its layer ended');
+  }
+
+  private layer(i: number): LayerDeviceWeights {
+    const l = this.w.layers[i];
+    if (!l) throw new Error(`no layer ${i}`);
+    return l;
+  }
+
+  private rowsOf(T: number, cols: number): DeviceRows {
+    return { ptr: this.arena.alloc(T * cols * F32), T, cols, generation: this.arena.generation };
+  }
+
+  private zeroRows(T: number, cols: number): DeviceRows {
+    const r = this.rowsOf(T, cols);
+    this.native.zero(this.ctx, r.ptr, T * cols * F32);
+    return r;
+  }
+
+  private linear(x: DeviceRows, w: DevicePtr, out: number): DeviceRows {
+    const y = this.rowsOf(x.T, out);
+    this.native.linear(this.ctx, x.ptr, x.cols, w, y.ptr, out, x.T, out, x.cols, 1, 0, 0, 0, 0);
+    return y;
+  }
+
+  private swiglu(x: DeviceRows, w13: DevicePtr, down: DevicePtr, inner: number): DeviceRows {
+    const gu = this.linear(x, w13, 2 * inner);
+    const h = this.rowsOf(x.T, inner);
+    this.native.siluMul(this.ctx, gu.ptr, h.ptr, x.T, inner);
+    return this.linear(h, down, this.config.hiddenSize);
+  }
+
+  private workspaceFor(T: number): number {
+    return layerWorkspaceBytes(this.config, T, moeScratch(this.native, this.ctx, this.config, T), mlaScratch(this.native, this.ctx, this.config, T));
+  }
+
+  private ensureHidden(bytes: number, idBytes: number): void {
+    if (bytes > this.hiddenBytes) {
+      if (this.hiddenBytes) this.native.free(this.ctx, this.hidden);
+      this.hiddenBytes = 0;
+      this.hidden = this.native.alloc(this.ctx, bytes);
+      this.hiddenBytes = bytes;
+    }
+    if (idBytes > this.idsBytes) {
+      if (this.idsBytes) this.native.free(this.ctx, this.ids);
+      this.idsBytes = 0;
+      this.ids = this.native.alloc(this.ctx, idBytes);
+      this.idsBytes = idBytes;
+    }
+  }
+
+  private kdaSlot(ls: KdaLayerState): KdaDeviceState {
+    const have = this.states.get(ls);
+    if (have?.kind === 'kda') return have;
+    const dev: KdaDeviceState = { kind: 'kda', S: this.native.alloc(this.ctx, ls.S.length * F32), conv: this.native.alloc(this.ctx, ls.conv.length * F32) };
+    this.track(ls, [dev.S, dev.conv]);
+    this.states.set(ls, dev);
+    return dev;
+  }
+
+  private uploadKda(ls: KdaLayerState, dev: KdaDeviceState): void {
+    this.native.upload(this.ctx, dev.S, ls.S);
+    this.native.upload(this.ctx, dev.conv, ls.conv);
+  }
+
+  /** The device copy of a KDA layer state, imported from its neutral arrays on first use. */
+  private kdaState(ls: KdaLayerState): KdaDeviceState {
+    const known = this.states.get(ls);
+    if (known?.kind === 'kda') return known;
+    const dev = this.kdaSlot(ls);
+    this.uploadKda(ls, dev);
+    return dev;
+  }
+
+  private mlaSlot(ls: MlaLayerState): MlaDeviceState {
+    const have = this.states.get(ls);
+    if (have?.kind === 'mla') return have;
+    const dev: MlaDeviceState = { kind: 'mla', cache: 0n, capacity: 0, length: 0 };
+    this.states.set(ls, dev);
+    // The cache pointer changes as it grows, so the finalizer frees whatever it holds last.
+    this.cacheFinalizer.register(ls, dev);
+    return dev;
+  }
+
+  private mlaState(ls: MlaLayerState): MlaDeviceState {
+    const known = this.states.get(ls);
+    if (known?.kind === 'mla') return known;
+    const dev = this.mlaSlot(ls);
+    const n = ls.cache.length;
+    this.reserveCache(dev, n);
+    if (n) this.native.upload(this.ctx, dev.cache, ls.cache.toArray());
+    dev.length = n;
+    return dev;
+  }
+
+  /** Grows an MLA cache to hold `rows` rows (capacity doubles, contents kept). */
+  private reserveCache(dev: MlaDeviceState, rows: number): void {
+    if (rows <= dev.capacity) return;
+    const D = this.config.mla.kvLoraRank + this.config.mla.qkRopeHeadDim;
+    const capacity = Math.max(rows, 2 * dev.capacity, 256);
+    const next = this.native.alloc(this.ctx, capacity * D * F32);
+    if (dev.length) this.native.copyDevice(this.ctx, next, dev.cache, dev.length * D * F32);
+    if (dev.capacity) this.freeOne(dev.cache);
+    this.live.add(next);
+    dev.cache = next;
+    dev.capacity = capacity;
+  }
+
+  private track(owner: object, ptrs: DevicePtr[]): void {
+    for (const p of ptrs) this.live.add(p);
+    this.finalizer.register(owner, ptrs);
+  }
+
+  private freeOne(p: DevicePtr): void {
+    if (!this.live.delete(p) || this.disposed) return;
+    this.native.free(this.ctx, p);
+  }
+
+  private release(ptrs: DevicePtr[]): void {
+    for (const p of ptrs) this.freeOne(p);
+  }
+}
+
+function moeScratch(native: NativeKlc, ctx: NativeContext, c: KimiConfig, T: number): number {
+  return native.moeWorkspaceBytes(ctx, T, c.hiddenSize, c.moe.intermediateSize, c.moe.numExperts, c.moe.topK);
+}
+
+/** MLA partial sums: splits · rows ≤ 2 · rows + 32 · (a generous 256 multiprocessors) rows. */
+function mlaScratch(native: NativeKlc, ctx: NativeContext, c: KimiConfig, T: number): number {
+  const rows = T * c.mla.numHeads;
+  return native.mlaWorkspaceBytes(ctx, 2 * rows + 32 * 256, c.mla.kvLoraRank, 1);
+}

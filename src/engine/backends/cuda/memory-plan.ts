@@ -1,0 +1,92 @@
+/**
+ * GPU memory the CUDA backend needs before it loads anything: the weights as uploaded (matrices
+ * bf16, norms/gates/conv fp32), one sequence's state for the planned context, and the per-layer
+ * workspace of the largest slice. Pure arithmetic, so it is checked without a GPU.
+ */
+import type { KimiConfig } from '../../model/config';
+
+export interface MemoryPlan {
+  weights: number;
+  state: number;
+  workspace: number;
+  total: number;
+}
+
+const BF16 = 2;
+const F32 = 4;
+
+/** Bytes of the weights on the device. */
+export function weightBytes(c: KimiConfig): number {
+  const d = c.hiddenSize;
+  const { numHeads: H, headDim: K, convKernel: W } = c.kda;
+  const P = H * K;
+  const m = c.mla;
+  const qw = m.qkNopeHeadDim + m.qkRopeHeadDim;
+  const D = m.kvLoraRank + m.qkRopeHeadDim;
+  const e = c.moe;
+  let b = c.vocabSize * d * BF16 * (c.tieWordEmbeddings ? 1 : 2) + d * F32;
+  for (const l of c.layers) {
+    b += 2 * d * F32;
+    if (l.attention === 'kda') {
+      b += (3 * P * d + 2 * K * d + H * d + 2 * P * K + d * P) * BF16 + (3 * P * W + H + P + K) * F32;
+    } else {
+      b += (m.numHeads * qw * d + D * d + m.numHeads * m.kvLoraRank * (m.qkNopeHeadDim + m.vHeadDim) + d * m.numHeads * m.vHeadDim) * BF16;
+      b += m.kvLoraRank * F32;
+    }
+    if (l.ffn === 'dense') b += 3 * c.intermediateSize * d * BF16;
+    else {
+      const Is = e.intermediateSize * e.numSharedExperts;
+      b += (e.numExperts * d + 3 * e.numExperts * e.intermediateSize * d + 3 * Is * d) * BF16 + e.numExperts * F32;
+    }
+  }
+  return b;
+}
+
+/** Bytes of one sequence's state after `tokens` tokens: KDA S and conv tails, MLA latents (fp32). */
+export function stateBytes(c: KimiConfig, tokens: number): number {
+  const { numHeads: H, headDim: K, convKernel: W } = c.kda;
+  const D = c.mla.kvLoraRank + c.mla.qkRopeHeadDim;
+  let b = 0;
+  for (const l of c.layers) b += l.attention === 'kda' ? (H * K * K + 3 * H * K * (W - 1)) * F32 : tokens * D * F32;
+  return b;
+}
+
+/** Rows of logits computed per lm_head pass when every position's logits are wanted. */
+export const LM_HEAD_ROWS = 64;
+
+/**
+ * An upper bound of the workspace one layer uses for T tokens (every buffer of every layer kind
+ * counted, allocations rounded to 256 bytes), plus the MoE and MLA scratch the native library
+ * asks for. `moeScratch` and `mlaScratch` come from klc_*_workspace_bytes.
+ */
+export function layerWorkspaceBytes(c: KimiConfig, T: number, moeScratch: number, mlaScratch: number): number {
+  const d = c.hiddenSize;
+  const { numHeads: H, headDim: K } = c.kda;
+  const P = H * K;
+  const m = c.mla;
+  const D = m.kvLoraRank + m.qkRopeHeadDim;
+  const qw = m.qkNopeHeadDim + m.qkRopeHeadDim;
+  const e = c.moe;
+  const Is = e.intermediateSize * e.numSharedExperts;
+  const floats = [
+    4 * T * d, // input norm, attention out, post norm, ffn out
+    T * 3 * P, 3 * T * P, 2 * T * P, T * K, T * P, T * H, T * K, T * P, T * P, T * P, // KDA
+    T * m.numHeads * qw, T * D, T * m.numHeads * D, T * m.numHeads * m.kvLoraRank, T * m.numHeads * m.vHeadDim, // MLA
+    T * e.numExperts, 2 * T * e.topK, T * 2 * Is, T * Is, // MoE router and shared expert
+    T * 3 * c.intermediateSize, // dense MLP
+    T * d, Math.min(T, LM_HEAD_ROWS) * c.vocabSize, // final norm, lm_head rows
+  ];
+  const pieces = floats.length + 4;
+  return floats.reduce((s, n) => s + n * F32, 0) + moeScratch + mlaScratch + pieces * 256;
+}
+
+export function planMemory(c: KimiConfig, contextTokens: number, sliceTokens: number, moeScratch: number, mlaScratch: number): MemoryPlan {
+  const weights = weightBytes(c);
+  const state = stateBytes(c, contextTokens);
+  const workspace = layerWorkspaceBytes(c, sliceTokens, moeScratch, mlaScratch) + sliceTokens * c.hiddenSize * F32 + sliceTokens * 4;
+  return { weights, state, workspace, total: weights + state + workspace };
+}
+
+export function gib(bytes: number): string {
+  return `${(bytes / 2 ** 30).toFixed(2)} GiB`;
+}

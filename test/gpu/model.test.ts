@@ -1,0 +1,157 @@
+// Device-only: the whole model on the CUDA backend. Against transformers' goldens
+// (../shared/golden/tiny-kimi-public, fp32 weights rounded to bf16 on upload): logits within 2e-2
+// of the reference's scale. Against the reference backend on the bundled bf16 checkpoint: prefill
+// logits, 64 greedy tokens, a continuation through an exported and re-imported state.
+// Bundled and run by test/gpu/run-model.sh; skipped (with the reason) where no GPU is usable.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { join, resolve } from 'node:path';
+import { loadCudaBackend } from '../../src/engine/backends/cuda/loader';
+import { loadModel, type Model } from '../../src/engine/model/model';
+import { SafetensorsFile } from '../../src/engine/model/safetensors';
+import type { SequenceState } from '../../src/engine/state/types';
+import { LatentCache } from '../../src/engine/state/latent-cache';
+
+const GOLDEN = resolve(process.env.KLC_GOLDEN_DIR ?? join(__dirname, '..', '..', 'shared', 'golden'));
+const TINY_PUBLIC = join(GOLDEN, 'tiny-kimi-public');
+const BUNDLED = resolve(process.env.KLC_TINY_MODEL ?? join(__dirname, '..', 'assets', 'tiny-model'));
+const cuda = loadCudaBackend();
+const skip = cuda.ok ? false : `no GPU: ${cuda.reason}`;
+
+function relError(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  assert.equal(a.length, b.length, 'lengths differ');
+  let diff = 0;
+  let scale = 0;
+  for (let i = 0; i < b.length; i++) {
+    if (!Number.isFinite(a[i])) return Infinity;
+    diff = Math.max(diff, Math.abs(a[i] - b[i]));
+    scale = Math.max(scale, Math.abs(b[i]));
+  }
+  return diff / scale;
+}
+
+function argmax(x: Float32Array): number {
+  let best = 0;
+  for (let i = 1; i < x.length; i++) if (x[i] > x[best]) best = i;
+  return best;
+}
+
+function report(line: string): void {
+  process.stdout.write(`figure: ${line}\n`);
+}
+
+let gpu: Model;
+let ref: Model;
+let golden: SafetensorsFile;
+
+before(async () => {
+  if (skip) return;
+  golden = await SafetensorsFile.open(join(TINY_PUBLIC, 'reference.safetensors'));
+});
+
+after(async () => {
+  await golden?.close();
+  await gpu?.dispose();
+  await ref?.dispose();
+});
+
+test('golden: tiny-kimi-public logits on the GPU within 2e-2 of transformers', { skip }, async () => {
+  const m = await loadModel(TINY_PUBLIC, { backend: 'cuda' });
+  try {
+    assert.equal(m.backend.name, 'cuda');
+    for (const n of [1, 5, 64, 65, 200]) {
+      const ids = await golden.readInts(`input_ids.len${n}`);
+      const logits = await m.prefill(m.newState(), ids, { logits: 'all' });
+      const e = relError(logits, await golden.readF32(`logits.len${n}`));
+      report(`golden logits len${n} relative error ${e.toExponential(2)}`);
+      assert.ok(e < 2e-2, `len${n}: relative error ${e} ≥ 2e-2`);
+    }
+    const ids = await golden.readInts('input_ids.greedy');
+    const want = Array.from(await golden.readInts('generated_ids.greedy'));
+    const state = m.newState();
+    let logits = await m.prefill(state, ids);
+    const got: number[] = [];
+    for (let i = 0; i < want.length; i++) {
+      got.push(argmax(logits));
+      logits = await m.decode(state, got[i]);
+    }
+    const same = got.findIndex((t, i) => t !== want[i]);
+    report(`golden greedy: ${same < 0 ? want.length : same} of ${want.length} tokens equal before the first difference (bf16 weights)`);
+  } finally {
+    await m.dispose();
+  }
+});
+
+test('bundled checkpoint: prefill logits equal the reference backend', { skip }, async () => {
+  gpu = await loadModel(BUNDLED, { backend: 'cuda' });
+  ref = await loadModel(BUNDLED, { backend: 'reference' });
+  for (const T of [1, 7, 64, 65, 300]) {
+    const ids = Int32Array.from({ length: T }, (_, i) => (i * 7919 + 13) % 3800);
+    const a = await gpu.prefill(gpu.newState(), ids, { logits: 'all' });
+    const b = await ref.prefill(ref.newState(), ids, { logits: 'all' });
+    const e = relError(a, b);
+    report(`bundled prefill T=${T} relative error vs reference ${e.toExponential(2)}`);
+    assert.ok(e < 1e-4, `T=${T}: ${e}`);
+  }
+});
+
+test('bundled checkpoint: 64 greedy tokens identical to the reference backend', { skip }, async () => {
+  const prompt = Int32Array.from({ length: 40 }, (_, i) => (i * 104729 + 7) % 3800);
+  const run = async (m: Model): Promise<{ tokens: number[]; last: Float32Array }> => {
+    const s = m.newState();
+    let logits = await m.prefill(s, prompt);
+    const tokens: number[] = [];
+    for (let i = 0; i < 64; i++) {
+      tokens.push(argmax(logits));
+      logits = await m.decode(s, tokens[i]);
+    }
+    return { tokens, last: logits };
+  };
+  const a = await run(gpu);
+  const b = await run(ref);
+  report(`greedy tokens (cuda) ${a.tokens.join(' ')}`);
+  assert.deepEqual(a.tokens, b.tokens);
+  const e = relError(a.last, b.last);
+  report(`logits after 64 decode steps relative error ${e.toExponential(2)}`);
+  assert.ok(e < 1e-4);
+});
+
+/** A state rebuilt from the neutral arrays only, as a restored state file is. */
+function copyNeutral(s: SequenceState): SequenceState {
+  return {
+    length: s.length,
+    layers: s.layers.map((l) => (l.kind === 'kda' ? { kind: 'kda', conv: l.conv.slice(), S: l.S.slice() } : { kind: 'mla', cache: LatentCache.fromArray(l.cache.width, l.cache.toArray()) })),
+  };
+}
+
+test('bundled checkpoint: a split run through an exported state equals one pass, and the state matches the reference', { skip }, async () => {
+  const ids = Int32Array.from({ length: 180 }, (_, i) => (i * 31337 + 5) % 3800);
+  const whole = await gpu.prefill(gpu.newState(), ids, { logits: 'all' });
+  const first = gpu.newState();
+  await gpu.prefill(first, ids.subarray(0, 70), { logits: 'none' });
+  gpu.syncState(first);
+  const refState = ref.newState();
+  await ref.prefill(refState, ids.subarray(0, 70), { logits: 'none' });
+  first.layers.forEach((l, i) => {
+    const r = refState.layers[i];
+    if (l.kind === 'kda' && r.kind === 'kda') {
+      assert.ok(relError(l.S, r.S) < 1e-4, `layer ${i} S`);
+      assert.ok(relError(l.conv, r.conv) < 1e-5, `layer ${i} conv`);
+    } else if (l.kind === 'mla' && r.kind === 'mla') {
+      assert.ok(relError(l.cache.toArray(), r.cache.toArray()) < 1e-5, `layer ${i} latents`);
+    }
+  });
+  const restored = copyNeutral(first);
+  gpu.backend.importState(restored);
+  const rest = await gpu.prefill(restored, ids.subarray(70), { logits: 'all' });
+  const V = gpu.config.vocabSize;
+  const e = relError(rest, whole.subarray(70 * V));
+  report(`split at 70 of 180: continuation relative error vs one pass ${e.toExponential(2)}`);
+  assert.ok(e < 1e-5, `${e}`);
+});
+
+test('a token id outside the vocabulary is a user error, and the backend keeps working', { skip }, async () => {
+  await assert.rejects(gpu.prefill(gpu.newState(), Int32Array.of(1, 999999)), /outside the model's vocabulary/);
+  const again = await gpu.prefill(gpu.newState(), Int32Array.of(1, 2, 3));
+  assert.equal(again.length, gpu.config.vocabSize);
+});
