@@ -75,14 +75,13 @@ export async function run(argv: string[]): Promise<void> {
     if (first !== cached.ids[0]) throw new Error(`re-prefill chose token ${first} but the cached state chose ${cached.ids[0]}: the cached state is wrong`);
     out('time to first token, re-prefill', `${coldMs.toFixed(1)} ms (${forked.ids.length + prompt.length} tokens) = ${(coldMs / cached.ttftMs).toFixed(1)}x the cached state`);
 
-    const order = (await fs.readdir(ws, { recursive: true })).filter((f) => /\.(ts|js|mjs|md)$/.test(f));
-    if (order.length === 0) throw new UserError(`${source} has no source files to edit for the re-ingest figure`, source);
-    const newest = (await Promise.all(order.map(async (f) => ({ f, t: (await fs.stat(join(ws, f))).mtimeMs })))).sort((a, b) => b.t - a.t || a.f.localeCompare(b.f));
+    const packed = session.packedFiles();
+    if (packed.length < 2) throw new UserError(`${source} packs fewer than two files; the re-ingest figure needs a larger folder`, source);
     for (const [label, pick] of [
-      ['re-ingest after editing the newest file', newest[0]],
-      ['re-ingest after editing an older file', newest[Math.floor(newest.length / 2)]],
+      ['re-ingest after editing the newest file', packed[packed.length - 1]],
+      ['re-ingest after editing a file in the middle', packed[Math.floor(packed.length / 2)]],
     ] as const) {
-      await fs.appendFile(join(ws, pick.f), `\n// edited by klc bench\n`);
+      await fs.appendFile(pick, `\n// edited by klc bench\n`);
       const again = await session.ingest(settings);
       out(label, `${again.seconds.toFixed(2)} s, resumed at ${again.resumedTokens}/${again.tokens} = ${(full.seconds / again.seconds).toFixed(1)}x faster than full`);
     }

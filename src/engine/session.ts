@@ -49,7 +49,7 @@ export interface SessionOptions {
   /** The workspace that ask() ingests when nothing was ingested yet. */
   workspace?: PackSettings;
   log?: (line: string) => void;
-  /** Least distance in tokens between checkpoints (default: checkpointSpacing(total)). */
+  /** Least distance in tokens between checkpoints (default: checkpointSpacing). */
   checkpointEvery?: number;
 }
 
@@ -57,13 +57,25 @@ interface Repo {
   settings: PackSettings;
   ids: Int32Array;
   state: SequenceState;
-  files: number;
+  /** Absolute paths of the packed files, in context order. */
+  files: string[];
   stale: boolean;
 }
 
-/** Checkpoints at file boundaries, at least this far apart: enough to resume near an edit without filling the disk. */
-export function checkpointSpacing(totalTokens: number): number {
-  return Math.max(PREFILL_CHUNK * 4, Math.ceil(totalTokens / 64));
+/** Disk allowed for the checkpoints of one workspace (they hold the KDA state, fixed-size per checkpoint). */
+export const CHECKPOINT_DISK_BUDGET = 2 * 1024 ** 3;
+
+/**
+ * Least distance in tokens between checkpoints at file boundaries: as dense as the disk budget
+ * allows (so an edit re-prefills little), but never closer than 256 tokens.
+ */
+export function checkpointSpacing(totalTokens: number, checkpointBytes: number): number {
+  const count = Math.min(1024, Math.max(8, Math.floor(CHECKPOINT_DISK_BUDGET / Math.max(1, checkpointBytes))));
+  return Math.max(256, Math.ceil(totalTokens / count));
+}
+
+function kdaStateBytes(state: SequenceState): number {
+  return state.layers.reduce((n, l) => n + (l.kind === 'kda' ? (l.conv.length + l.S.length) * 4 : 0), 0);
 }
 
 export class EngineSession {
@@ -117,7 +129,7 @@ export class EngineSession {
       device: this.model.backend.device,
       repo: {
         roots: repo?.settings.roots ?? this.opts.workspace?.roots ?? [],
-        files: repo?.files ?? 0,
+        files: repo?.files.length ?? 0,
         tokens: repo?.ids.length ?? 0,
         state: this.ingesting ? 'ingesting' : !repo ? 'none' : repo.stale ? 'stale' : 'ready',
       },
@@ -172,7 +184,8 @@ export class EngineSession {
     ids.set(pack.ids, preamble.length);
     ids.set(closing, preamble.length + pack.ids.length);
     const fileEnds = pack.manifest.files.map((f) => preamble.length + f.end);
-    const files = pack.manifest.files.length;
+    const paths = pack.manifest.files.map((f) => join(f.root, f.file));
+    const files = paths.length;
     const omitted = pack.manifest.omitted.length;
     const secretsRedacted = pack.stats.secretsRedacted;
 
@@ -181,7 +194,7 @@ export class EngineSession {
     const resumed = await store.resume(ids);
     if (resumed) this.model.backend.importState(resumed.state);
     if (resumed && resumed.position === ids.length) {
-      this.repo = { settings: ws, ids, state: resumed.state, files, stale: false };
+      this.repo = { settings: ws, ids, state: resumed.state, files: paths, stale: false };
       this.log(`ingest: saved state of ${ids.length} tokens is up to date`);
       const seconds = (performance.now() - started) / 1000;
       return { files, omitted, tokens: ids.length, resumedTokens: ids.length, upToDate: true, seconds, tokensPerSecond: 0, secretsRedacted };
@@ -191,7 +204,7 @@ export class EngineSession {
     if (resumed) this.log(`ingest: resuming at token ${resumedTokens} of ${ids.length} from the saved ${resumed.from}`);
     await store.removeCheckpoints(resumedTokens);
 
-    const spacing = this.opts.checkpointEvery ?? checkpointSpacing(ids.length);
+    const spacing = this.opts.checkpointEvery ?? checkpointSpacing(ids.length, kdaStateBytes(state));
     const boundaries = fileEnds.filter((p) => p > resumedTokens && p < ids.length);
     let lastCheckpoint = resumedTokens;
     const prefillStart = performance.now();
@@ -227,7 +240,7 @@ export class EngineSession {
     onProgress({ phase: 'save', filesDone: files, filesTotal: files, tokensDone: ids.length, tokensTotal: ids.length, tokensPerSecond: 0 });
     this.model.syncState(state);
     await store.saveSnapshot(state, ids, { files, roots: ws.roots, createdAt: new Date().toISOString() });
-    this.repo = { settings: ws, ids, state, files, stale: false };
+    this.repo = { settings: ws, ids, state, files: paths, stale: false };
     const computed = ids.length - resumedTokens;
     return {
       files,
@@ -239,6 +252,11 @@ export class EngineSession {
       tokensPerSecond: prefillSeconds > 0 ? computed / prefillSeconds : 0,
       secretsRedacted,
     };
+  }
+
+  /** Absolute paths of the files in the ingested context, in context order (stable files first). */
+  packedFiles(): string[] {
+    return this.repo ? [...this.repo.files] : [];
   }
 
   /** A private copy of the ingested state to continue from (MLA pages shared, copy-on-write). */

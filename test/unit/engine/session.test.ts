@@ -140,3 +140,13 @@ test('a cancelled ingest stops between slices and saves nothing', async () => {
   assert.equal(s.status().repo.state, 'none');
   await s.dispose();
 });
+
+test('checkpoints are as dense as the disk budget allows, never closer than 256 tokens', async () => {
+  const { checkpointSpacing, CHECKPOINT_DISK_BUDGET } = await import('../../../src/engine/session');
+  assert.equal(checkpointSpacing(6000, 64 * 1024), 256, 'a tiny model checkpoints every 256 tokens');
+  const kimi48b = 20 * (32 * 128 * 128 + 3 * 4096 * 3) * 4;
+  const spacing = checkpointSpacing(1_000_000, kimi48b);
+  const count = Math.ceil(1_000_000 / spacing);
+  assert.ok(count * kimi48b <= CHECKPOINT_DISK_BUDGET + kimi48b, `${count} checkpoints of ${kimi48b} bytes fit the budget`);
+  assert.ok(spacing < 25_000 && spacing > 15_000, `1M tokens of the 48B model: one checkpoint every ${spacing} tokens`);
+});
