@@ -9,6 +9,7 @@ import type { BackendName } from '../api';
 import type { Backend, Capture } from '../backends/backend';
 import { CudaBackend } from '../backends/cuda/backend';
 import { loadCudaBackend } from '../backends/cuda/loader';
+import { OnnxBackend } from '../backends/onnx/backend';
 import { ReferenceBackend } from '../reference/backend';
 import { LatentCache } from '../state/latent-cache';
 import type { LayerState, SequenceState } from '../state/types';
@@ -163,12 +164,9 @@ export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Mo
   const config = await loadConfig(dir);
   const requested = opts.backend ?? 'auto';
   const log = opts.log ?? ((line: string) => void process.stderr.write(`${line}\n`));
-  if (requested === 'onnx') {
-    throw new UserError(`backend "${requested}" is not available in this build; use --backend cuda, reference or auto.`);
-  }
   const checkpoint = await Checkpoint.open(dir, config);
   try {
-    if (requested !== 'reference') {
+    if (requested === 'auto' || requested === 'cuda') {
       const cuda = loadCudaBackend();
       if (cuda.ok) {
         try {
@@ -177,12 +175,22 @@ export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Mo
           return new Model(config, backend, dir);
         } catch (e) {
           if (requested === 'cuda') throw e;
-          log(`backend auto: the cuda backend failed to load (${e instanceof Error ? e.message : String(e)}); using the reference backend`);
+          log(`backend auto: the cuda backend failed to load (${e instanceof Error ? e.message : String(e)}); trying onnx`);
         }
       } else if (requested === 'cuda') {
         throw new UserError(cuda.reason);
       } else {
-        log(`backend auto: ${cuda.reason}; using the reference backend`);
+        log(`backend auto: ${cuda.reason}; trying onnx`);
+      }
+    }
+    if (requested === 'auto' || requested === 'onnx') {
+      try {
+        const backend = await OnnxBackend.load(config, checkpoint, log);
+        if (requested === 'auto') log(`backend auto: using onnx on ${backend.device}`);
+        return new Model(config, backend, dir);
+      } catch (e) {
+        if (requested === 'onnx') throw e;
+        log(`backend auto: the onnx backend failed to load (${e instanceof Error ? e.message : String(e)}); using the reference backend`);
       }
     }
     return new Model(config, await ReferenceBackend.load(config, checkpoint), dir);

@@ -1,0 +1,234 @@
+/**
+ * The ONNX Runtime backend: every layer of the model as onnxruntime-node sessions built from the
+ * graphs in this folder. Sessions are created once at load, layer by layer (only one layer's
+ * weights are in the JS heap at a time; the session holds them as initializers from then on), and
+ * reused for every call. Activations are CPU ort.Tensors; the KDA state and the MLA latent cache
+ * stay the neutral host arrays, fed to each run and updated from its outputs.
+ */
+import { totalmem } from 'node:os';
+import * as ort from 'onnxruntime-node';
+import { UserError } from '../../../common/errors';
+import type { KimiConfig } from '../../model/config';
+import { Checkpoint } from '../../model/checkpoint';
+import type { KdaLayerState, MlaLayerState } from '../../state/types';
+import type { Backend, Capture, NormSite } from '../backend';
+import { embedGraph, lmHeadGraph, mlpGraph, moeGraph, rmsnormGraph } from './ffn-graph';
+import { kdaDecodeGraph, kdaPrefillGraph } from './kda-graph';
+import { readKda, readMla, readMlp, readMoe } from './layer-weights';
+import { mlaDecodeGraph, mlaPrefillGraph } from './mla-graph';
+import { chooseProvider, createSession, threads, type Provider } from './runtime';
+
+type Session = ort.InferenceSession;
+
+interface LayerSessions {
+  inputNorm: Session;
+  postNorm: Session;
+  /** KDA: one prefill session per chunk length, built on first use; MLA: key 0. */
+  prefill: Map<number, Session>;
+  decode: Session;
+  ffn: Session;
+}
+
+/** The chunk length whose KDA prefill sessions are built at load. */
+const DEFAULT_CHUNK = 64;
+
+export class OnnxBackend implements Backend<ort.Tensor> {
+  readonly name = 'onnx';
+  readonly device: string;
+
+  private constructor(
+    readonly config: KimiConfig,
+    private readonly dir: string,
+    private readonly provider: Provider,
+    private readonly embedSession: Session,
+    private readonly finalNorm: Session,
+    private readonly head: Session,
+    private readonly layers: LayerSessions[],
+  ) {
+    this.device = `${provider === 'cuda' ? 'CUDA' : 'CPU'} via ONNX Runtime ${ort.env.versions.common} (${threads()} threads)`;
+  }
+
+  static async load(config: KimiConfig, checkpoint: Checkpoint, log: (line: string) => void): Promise<OnnxBackend> {
+    if (config.moe.numExpertGroup > 1) {
+      throw new UserError(`the onnx backend does not implement group-limited MoE routing (num_expert_group = ${config.moe.numExpertGroup} in ${checkpoint.dir}/config.json); use --backend reference or cuda.`, checkpoint.dir);
+    }
+    const need = checkpoint.parameters * 4;
+    if (need > totalmem() * 0.8) {
+      const gb = (b: number) => (b / 1e9).toFixed(1);
+      throw new UserError(
+        `the onnx backend keeps every weight of ${checkpoint.dir} in fp32 memory: ${gb(need)} GB, but this machine has ${gb(totalmem())} GB. Use --backend cuda (or auto) for a checkpoint this large.`,
+        checkpoint.dir,
+      );
+    }
+    const { provider, reason } = await chooseProvider();
+    log(`backend onnx: ${reason}`);
+    const session = (bytes: Uint8Array) => createSession(bytes, provider);
+    const d = config.hiddenSize;
+    const eps = config.rmsNormEps;
+    const sessions: Session[] = [];
+    const track = async (s: Promise<Session>) => {
+      const made = await s;
+      sessions.push(made);
+      return made;
+    };
+    try {
+      const layers: LayerSessions[] = [];
+      for (const [i, spec] of config.layers.entries()) {
+        const p = `model.layers.${i}.`;
+        const inputNorm = await track(session(rmsnormGraph(d, await checkpoint.tensor(`${p}input_layernorm.weight`), eps)));
+        const postNorm = await track(session(rmsnormGraph(d, await checkpoint.tensor(`${p}post_attention_layernorm.weight`), eps)));
+        const prefill = new Map<number, Session>();
+        let decode: Session;
+        if (spec.attention === 'kda') {
+          const w = await readKda(checkpoint, i);
+          prefill.set(DEFAULT_CHUNK, await track(session(kdaPrefillGraph(config, w, DEFAULT_CHUNK))));
+          decode = await track(session(kdaDecodeGraph(config, w)));
+        } else {
+          const w = await readMla(checkpoint, i);
+          prefill.set(0, await track(session(mlaPrefillGraph(config, w))));
+          decode = await track(session(mlaDecodeGraph(config, w)));
+        }
+        const ffn =
+          spec.ffn === 'moe'
+            ? await track(session(moeGraph(config, await readMoe(config, checkpoint, i))))
+            : await track(session(mlpGraph(config, await readMlp(config, checkpoint, i))));
+        layers.push({ inputNorm, postNorm, prefill, decode, ffn });
+      }
+      const V = config.vocabSize;
+      const embed = await track(session(embedGraph(await checkpoint.tensor('model.embed_tokens.weight'), V, d)));
+      const finalNorm = await track(session(rmsnormGraph(d, await checkpoint.tensor('model.norm.weight'), eps)));
+      const headName = config.tieWordEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight';
+      const head = await track(session(lmHeadGraph(await checkpoint.tensor(headName), V, d)));
+      return new OnnxBackend(config, checkpoint.dir, provider, embed, finalNorm, head, layers);
+    } catch (e) {
+      await Promise.all(sessions.map((s) => s.release()));
+      throw e;
+    }
+  }
+
+  async embed(ids: Int32Array): Promise<ort.Tensor> {
+    const V = this.config.vocabSize;
+    const feed = new BigInt64Array(ids.length);
+    ids.forEach((id, t) => {
+      if (!Number.isInteger(id) || id < 0 || id >= V) {
+        throw new UserError(`token id ${id} at position ${t} is outside the model's vocabulary [0, ${V}); the input ids do not belong to this model.`);
+      }
+      feed[t] = BigInt(id);
+    });
+    return (await this.embedSession.run({ ids: new ort.Tensor('int64', feed, [ids.length]) })).y;
+  }
+
+  rows(x: ort.Tensor): number {
+    return x.dims[0];
+  }
+
+  toHost(x: ort.Tensor): Float32Array {
+    return (x.data as Float32Array).slice();
+  }
+
+  addInPlace(h: ort.Tensor, x: ort.Tensor): void {
+    const a = h.data as Float32Array;
+    const b = x.data as Float32Array;
+    if (a.length !== b.length) throw new Error(`addInPlace: ${a.length} vs ${b.length} values`);
+    for (let i = 0; i < a.length; i++) a[i] += b[i];
+  }
+
+  async rmsnorm(site: NormSite, x: ort.Tensor): Promise<ort.Tensor> {
+    const s = site.which === 'final' ? this.finalNorm : site.which === 'input' ? this.layer(site.layer).inputNorm : this.layer(site.layer).postNorm;
+    return (await s.run({ x })).y;
+  }
+
+  async kdaPrefill(layer: number, x: ort.Tensor, state: KdaLayerState, chunk: number): Promise<ort.Tensor> {
+    return this.kda(await this.kdaPrefillSession(layer, chunk), x, state);
+  }
+
+  kdaDecode(layer: number, x: ort.Tensor, state: KdaLayerState): Promise<ort.Tensor> {
+    if (x.dims[0] !== 1) throw new Error(`kdaDecode takes one token, got ${x.dims[0]}`);
+    return this.kda(this.layer(layer).decode, x, state);
+  }
+
+  mlaPrefill(layer: number, x: ort.Tensor, state: MlaLayerState): Promise<ort.Tensor> {
+    const s = this.layer(layer).prefill.get(0);
+    if (!s) throw new Error(`layer ${layer} is not an MLA layer`);
+    return this.mla(s, x, state);
+  }
+
+  mlaDecode(layer: number, x: ort.Tensor, state: MlaLayerState): Promise<ort.Tensor> {
+    if (x.dims[0] !== 1) throw new Error(`mlaDecode takes one token, got ${x.dims[0]}`);
+    return this.mla(this.layer(layer).decode, x, state);
+  }
+
+  async moe(layer: number, x: ort.Tensor, capture?: Capture): Promise<ort.Tensor> {
+    if (this.config.layers[layer]?.ffn !== 'moe') throw new Error(`layer ${layer} has no MoE block`);
+    const out = await this.layer(layer).ffn.run({ x });
+    if (capture) {
+      capture(`router_logits.${layer}`, out.logits.data as Float32Array);
+      capture(`router_idx.${layer}`, Float32Array.from(out.idx.data as BigInt64Array, (v) => Number(v)));
+      capture(`router_w.${layer}`, out.weight.data as Float32Array);
+    }
+    return out.y;
+  }
+
+  async mlp(layer: number, x: ort.Tensor): Promise<ort.Tensor> {
+    if (this.config.layers[layer]?.ffn !== 'dense') throw new Error(`layer ${layer} has no dense MLP`);
+    return (await this.layer(layer).ffn.run({ x })).y;
+  }
+
+  async lmHead(x: ort.Tensor, rows: 'all' | 'last'): Promise<Float32Array> {
+    const d = this.config.hiddenSize;
+    const T = x.dims[0];
+    const input = rows === 'last' && T > 1 ? new ort.Tensor('float32', (x.data as Float32Array).slice((T - 1) * d, T * d), [1, d]) : x;
+    return (await this.head.run({ x: input })).y.data as Float32Array;
+  }
+
+  // Runs compute on the neutral state arrays directly: there is no separate copy to sync.
+  importState(): void {}
+  exportState(): void {}
+
+  async dispose(): Promise<void> {
+    const all = [this.embedSession, this.finalNorm, this.head, ...this.layers.flatMap((l) => [l.inputNorm, l.postNorm, l.decode, l.ffn, ...l.prefill.values()])];
+    await Promise.all(all.map((s) => s.release()));
+  }
+
+  private layer(i: number): LayerSessions {
+    const l = this.layers[i];
+    if (!l) throw new Error(`no layer ${i}`);
+    return l;
+  }
+
+  private async kda(session: Session, x: ort.Tensor, state: KdaLayerState): Promise<ort.Tensor> {
+    const { numHeads: H, headDim: K, convKernel: W } = this.config.kda;
+    const out = await session.run({
+      x,
+      conv: new ort.Tensor('float32', state.conv, [3 * H * K, W - 1]),
+      S: new ort.Tensor('float32', state.S, [H, K, K]),
+    });
+    state.conv.set(out.conv_out.data as Float32Array);
+    state.S.set(out.S_out.data as Float32Array);
+    return out.y;
+  }
+
+  private async mla(session: Session, x: ort.Tensor, state: MlaLayerState): Promise<ort.Tensor> {
+    const width = state.cache.width;
+    const out = await session.run({ x, past: new ort.Tensor('float32', state.cache.toArray(), [state.cache.length, width]) });
+    state.cache.append(out.rows.data as Float32Array, x.dims[0]);
+    return out.y;
+  }
+
+  /** Sessions for a chunk length other than the default are built on first use from the checkpoint. */
+  private async kdaPrefillSession(layer: number, chunk: number): Promise<Session> {
+    if (!Number.isInteger(chunk) || chunk < 1) throw new Error(`kdaPrefill: chunk must be a positive integer, got ${chunk}`);
+    if (this.config.layers[layer]?.attention !== 'kda') throw new Error(`layer ${layer} is not a KDA layer`);
+    const sessions = this.layer(layer).prefill;
+    const have = sessions.get(chunk);
+    if (have) return have;
+    const checkpoint = await Checkpoint.open(this.dir, this.config);
+    try {
+      const made = await createSession(kdaPrefillGraph(this.config, await readKda(checkpoint, layer), chunk), this.provider);
+      sessions.set(chunk, made);
+      return made;
+    } finally {
+      await checkpoint.close();
+    }
+  }
+}

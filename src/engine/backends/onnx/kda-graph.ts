@@ -1,0 +1,199 @@
+/**
+ * ONNX graphs of one KDA attention block (spec §2): projections, short conv with its state tail,
+ * SiLU, q/k L2 norm, beta, the log-space gate, the delta-rule core, the gated output norm and
+ * o_proj. Two cores: the recurrence for one token (decode) and the chunkwise-parallel form for
+ * prefill, which computes every chunk-local matrix for all chunks at once and then carries the
+ * state S through the chunks with a Scan.
+ *
+ * Feeds: x [T, d], conv [3P, W−1] (the neutral tail layout), S [H, K, V].
+ * Fetches: y [T, d], conv_out, S_out (the advanced state).
+ */
+import type { KimiConfig } from '../../model/config';
+import type { KdaWeights } from '../../reference/kda';
+import { Graph } from './graph';
+import { END, l2norm, linear, reshape, rmsScale, silu, slice, softplus, transpose, unsqueeze } from './ops';
+
+/** Rows of the intra-chunk sub-blocks whose last token is the exponent reference (as fla's b_gn). */
+const SUB = 16;
+
+interface Front {
+  q: string;
+  k: string;
+  v: string;
+  beta: string;
+  gate: string;
+}
+
+function concat(parts: Float32Array[]): Float32Array {
+  const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
+  let o = 0;
+  for (const p of parts) {
+    out.set(p, o);
+    o += p.length;
+  }
+  return out;
+}
+
+/** Projections, conv (advancing the tail), SiLU, L2 norms, beta and the log-decay gate. */
+function front(g: Graph, cfg: KimiConfig, w: KdaWeights, x: string): Front {
+  const d = cfg.hiddenSize;
+  const { numHeads: H, headDim: K, convKernel: Wc } = cfg.kda;
+  const P = H * K;
+  const keep = Wc - 1;
+  const pre = linear(g, x, concat([w.qProj, w.kProj, w.vProj]), 3 * P, d, 'qkv');
+  const tail = g.input('conv', 'float', [3 * P, keep]);
+  const ext = g.op('Concat', [transpose(g, tail, [1, 0]), pre], { axis: 0 });
+  const taps = concat([w.qConv, w.kConv, w.vConv]);
+  let acc = '';
+  for (let j = 0; j < Wc; j++) {
+    const col = new Float32Array(3 * P);
+    for (let c = 0; c < 3 * P; c++) col[c] = taps[c * Wc + j];
+    const term = g.op('Mul', [slice(g, ext, 0, j, j === keep ? END : j - keep), g.weight(col, [3 * P], 'tap')]);
+    acc = acc ? g.op('Add', [acc, term]) : term;
+  }
+  g.output('conv_out', transpose(g, slice(g, ext, 0, -keep, END), [1, 0]), 'float', [3 * P, keep]);
+  const y = silu(g, acc);
+  const heads = (s: number) => reshape(g, slice(g, y, 1, s * P, (s + 1) * P), [-1, H, K]);
+
+  const beta = g.op('Sigmoid', [linear(g, x, w.bProj, H, d, 'b')]);
+  const f = linear(g, linear(g, x, w.fA, K, d, 'fa'), w.fB, P, K, 'fb');
+  const negA = new Float32Array(P);
+  for (let h = 0; h < H; h++) negA.fill(-Math.exp(w.aLog[h]), h * K, (h + 1) * K);
+  const sp = softplus(g, g.op('Add', [f, g.weight(w.dtBias, [P], 'dt_bias')]));
+  const gate = reshape(g, g.op('Mul', [sp, g.weight(negA, [P], 'neg_a')]), [-1, H, K]);
+  return { q: l2norm(g, heads(0)), k: l2norm(g, heads(1)), v: heads(2), beta, gate };
+}
+
+/** Gated RMSNorm per head (sigmoid gate), then o_proj; `o` is [T, H, V]. */
+function back(g: Graph, cfg: KimiConfig, w: KdaWeights, x: string, o: string): string {
+  const d = cfg.hiddenSize;
+  const { numHeads: H, headDim: K } = cfg.kda;
+  const P = H * K;
+  const gl = reshape(g, linear(g, linear(g, x, w.gA, K, d, 'ga'), w.gB, P, K, 'gb'), [-1, H, K]);
+  const normed = g.op('Mul', [g.op('Mul', [rmsScale(g, o, cfg.rmsNormEps), g.weight(w.oNorm, [K], 'o_norm')]), g.op('Sigmoid', [gl])]);
+  return linear(g, reshape(g, normed, [-1, P]), w.oProj, d, P, 'o_proj');
+}
+
+/** The recurrence for a single token: S ← Diag(e^g) S; u = v − Sᵀk; S ← S + β k uᵀ; o = Sᵀ(scale q). */
+export function kdaDecodeGraph(cfg: KimiConfig, w: KdaWeights): Uint8Array {
+  const g = new Graph();
+  const { numHeads: H, headDim: K } = cfg.kda;
+  const x = g.input('x', 'float', [1, cfg.hiddenSize]);
+  const S = g.input('S', 'float', [H, K, K]);
+  const f = front(g, cfg, w, x);
+  const S1 = g.op('Mul', [S, g.op('Exp', [reshape(g, f.gate, [H, K, 1])])]);
+  const u = g.op('Sub', [reshape(g, f.v, [H, 1, K]), g.op('MatMul', [reshape(g, f.k, [H, 1, K]), S1])]);
+  const ku = g.op('MatMul', [reshape(g, f.k, [H, K, 1]), u]);
+  const S2 = g.op('Add', [S1, g.op('Mul', [ku, reshape(g, f.beta, [H, 1, 1])])]);
+  g.output('S_out', S2, 'float', [H, K, K]);
+  const qs = g.op('Mul', [reshape(g, f.q, [H, 1, K]), g.f32([1 / Math.sqrt(K)], [])]);
+  const o = reshape(g, g.op('MatMul', [qs, S2]), [1, H, K]);
+  g.output('y', back(g, cfg, w, x, o), 'float', [1, cfg.hiddenSize]);
+  return g.encodeModel('kda_decode');
+}
+
+/** Boolean constant [rows, cols, 1]. */
+function mask(g: Graph, rows: number, cols: number, keep: (i: number, j: number) => boolean): string {
+  const m = new Float32Array(rows * cols);
+  for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) m[i * cols + j] = keep(i, j) ? 1 : 0;
+  return g.op('Cast', [g.f32(m, [rows, cols, 1])], { to: 9 });
+}
+
+/**
+ * The chunkwise-parallel form (spec §2.4) for chunk length C. The input is padded to whole chunks
+ * with k = v = q = 0, g = 0, β = 0: such rows add nothing to any matrix or to the state.
+ * Stability: every exponent is ≤ 0. Within a SUB-row block, e^{G_i − G_j} is formed pairwise with
+ * j > i masked before the exponential; across blocks it is split at the block's last row r,
+ * e^{G_i − G_r} · e^{G_r − G_j}, as the reference and fla do. (I + Akk)⁻¹ Diag(β) is forward
+ * substitution, one row per step, unrolled over the C rows.
+ */
+export function kdaPrefillGraph(cfg: KimiConfig, w: KdaWeights, C: number): Uint8Array {
+  const g = new Graph();
+  const { numHeads: H, headDim: K } = cfg.kda;
+  const V = K;
+  const B = C % SUB === 0 ? SUB : C;
+  const nb = C / B;
+  const x = g.input('x', 'float', ['T', cfg.hiddenSize]);
+  const S0 = g.input('S', 'float', [H, K, V]);
+  const f = front(g, cfg, w, x);
+
+  const T = g.op('Shape', [f.q], { start: 0, end: 1 });
+  const N = g.op('Div', [g.op('Add', [T, g.i64([C - 1])]), g.i64([C])]);
+  const pad = g.op('Sub', [g.op('Mul', [N, g.i64([C])]), T]);
+  const pads3 = g.op('Concat', [g.i64([0, 0, 0]), pad, g.i64([0, 0])], { axis: 0 });
+  const pads2 = g.op('Concat', [g.i64([0, 0]), pad, g.i64([0])], { axis: 0 });
+  // [T, H, K] → [N, H, C, K]
+  const chunked = (t: string) => transpose(g, reshape(g, g.op('Pad', [t, pads3]), [-1, C, H, K]), [0, 2, 1, 3]);
+  const q = g.op('Mul', [chunked(f.q), g.f32([1 / Math.sqrt(K)], [])]);
+  const k = chunked(f.k);
+  const v = chunked(f.v);
+  const beta = transpose(g, reshape(g, g.op('Pad', [f.beta, pads2]), [-1, C, H]), [0, 2, 1]);
+  const G = g.op('CumSum', [chunked(f.gate), g.scalar(2)]);
+  const minusInf = g.f32([-Infinity], []);
+
+  // Diagonal sub-blocks, pairwise exponents: [N, H, nb, B(i), B(j), K].
+  const Gs = reshape(g, G, [-1, H, nb, B, K]);
+  const ks = reshape(g, k, [-1, H, nb, B, K]);
+  const qs = reshape(g, q, [-1, H, nb, B, K]);
+  const D = g.op('Sub', [unsqueeze(g, Gs, [4]), unsqueeze(g, Gs, [3])]);
+  const E = g.op('Mul', [g.op('Exp', [g.op('Where', [mask(g, B, B, (i, j) => j <= i), D, minusInf])]), unsqueeze(g, ks, [3])]);
+  const eyeNb = new Float32Array(nb * nb);
+  for (let a = 0; a < nb; a++) eyeNb[a * nb + a] = 1;
+  const blockDiag = (blocks: string) => reshape(g, g.op('Mul', [unsqueeze(g, blocks, [4]), g.f32(eyeNb, [nb, 1, nb, 1])]), [-1, H, C, C]);
+  const within = (lhs: string) => blockDiag(g.op('ReduceSum', [g.op('Mul', [unsqueeze(g, lhs, [4]), E]), g.i64([-1])], { keepdims: 0 }));
+  let Akk = within(ks);
+  let Aqk = within(qs);
+
+  if (nb > 1) {
+    // Later rows against an earlier block b: e^{G_i − G_r(b)} (rows past the block only) times e^{G_r(b) − G_j}.
+    const R = slice(g, Gs, 3, B - 1, B);
+    const kR = g.op('Mul', [ks, g.op('Exp', [g.op('Sub', [R, Gs])])]);
+    const Xe = g.op('Sub', [unsqueeze(g, G, [2]), R]);
+    const Ex = g.op('Exp', [g.op('Where', [mask(g, nb, C, (b, i) => Math.floor(i / B) > b), Xe, minusInf])]);
+    const kRt = transpose(g, kR, [0, 1, 2, 4, 3]);
+    const across = (lhs: string) =>
+      reshape(g, transpose(g, g.op('MatMul', [g.op('Mul', [Ex, unsqueeze(g, lhs, [2])]), kRt]), [0, 1, 3, 2, 4]), [-1, H, C, C]);
+    Akk = g.op('Add', [Akk, across(k)]);
+    Aqk = g.op('Add', [Aqk, across(q)]);
+  }
+  const strict = new Float32Array(C * C);
+  for (let i = 0; i < C; i++) for (let j = 0; j < i; j++) strict[i * C + j] = 1;
+  const betaCol = unsqueeze(g, beta, [3]);
+  Akk = g.op('Mul', [g.op('Mul', [Akk, g.f32(strict, [C, C])]), betaCol]);
+
+  // X = (I + Akk)⁻¹ Diag(β), row by row: X_i = β_i e_i − Akk[i, :i] X[:i].
+  const eyeC = new Float32Array(C * C);
+  for (let i = 0; i < C; i++) eyeC[i * C + i] = 1;
+  const Bd = g.op('Mul', [betaCol, g.f32(eyeC, [C, C])]);
+  let X = slice(g, Bd, 2, 0, 1);
+  for (let i = 1; i < C; i++) {
+    const a = g.op('Slice', [Akk, g.i64([i, 0]), g.i64([i + 1, i]), g.i64([2, 3])]);
+    const row = g.op('Sub', [slice(g, Bd, 2, i, i + 1), g.op('MatMul', [a, X])]);
+    X = g.op('Concat', [X, row], { axis: 2 });
+  }
+
+  const eG = g.op('Exp', [G]);
+  const Wm = g.op('MatMul', [X, g.op('Mul', [k, eG])]);
+  const U = g.op('MatMul', [X, v]);
+  const Qg = g.op('Mul', [q, eG]);
+  const Glast = slice(g, G, 2, C - 1, C);
+  const Kd = g.op('Mul', [k, g.op('Exp', [g.op('Sub', [Glast, G])])]);
+  const decay = transpose(g, g.op('Exp', [Glast]), [0, 1, 3, 2]);
+
+  // Across chunks: Vn = U − W S; O = Qg S + Aqk Vn; S ← Diag(e^{G_last}) S + Kdᵀ Vn.
+  const body = g.subgraph();
+  const s = body.input('body_S', 'float', [H, K, V]);
+  const [bw, bu, bq, ba, bk, bd] = ['body_W', 'body_U', 'body_Qg', 'body_Aqk', 'body_Kd', 'body_decay'].map((n) => body.input(n, 'float'));
+  const vn = body.op('Sub', [bu, body.op('MatMul', [bw, s])]);
+  const o = body.op('Add', [body.op('MatMul', [bq, s]), body.op('MatMul', [ba, vn])]);
+  const next = body.op('Add', [body.op('Mul', [bd, s]), body.op('MatMul', [transpose(body, bk, [0, 2, 1]), vn])]);
+  body.output('body_S_out', next, 'float', [H, K, V]);
+  body.output('body_O', o, 'float');
+  const [Sn, O] = g.opN('Scan', [S0, Wm, U, Qg, Aqk, Kd, decay], 2, { body, num_scan_inputs: 6 });
+  g.output('S_out', Sn, 'float', [H, K, V]);
+
+  const oRows = reshape(g, transpose(g, O, [0, 2, 1, 3]), [-1, H, V]);
+  const oT = g.op('Slice', [oRows, g.i64([0]), T, g.i64([0])]);
+  g.output('y', back(g, cfg, w, x, oT), 'float', ['T', cfg.hiddenSize]);
+  return g.encodeModel(`kda_prefill_c${C}`);
+}
