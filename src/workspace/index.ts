@@ -11,7 +11,7 @@
  */
 import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
-import { basename, isAbsolute, resolve } from 'node:path';
+import { isAbsolute, resolve } from 'node:path';
 import { UserError } from '../common/errors';
 import { fitBudget } from './budget';
 import { classifyContent, isLockFile } from './classify';
@@ -20,6 +20,7 @@ import { discoverRoot, errorCode, type Candidate } from './discover';
 import { compareOrder, gitTimes, orderKey } from './order';
 import { mapPool } from './pool';
 import { displayPath, renderFileBlock, renderHeader } from './render';
+import { rootNames } from './root-names';
 import { redactSecrets, secretFileByContent, secretFileByName } from './secrets';
 import type { OmitReason, OmittedFileEntry, OrderKey, PackBlock, PackedFileEntry, PackManifest, PackOptions, PackResult } from './types';
 
@@ -249,14 +250,3 @@ async function checkRoots(roots: readonly string[]): Promise<string[]> {
   return out;
 }
 
-/** Root names as shown in multi-root paths: folder names, numbered when two are alike. */
-function rootNames(roots: readonly string[]): string[] {
-  const taken = new Set<string>();
-  return roots.map((root) => {
-    const base = basename(root) || 'root';
-    let name = base;
-    for (let n = 2; taken.has(name); n++) name = `${base}-${n}`;
-    taken.add(name);
-    return name;
-  });
-}

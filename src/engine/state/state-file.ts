@@ -15,7 +15,7 @@
  */
 import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
-import { tempPathFor } from '../../common/atomic';
+import { writeFileAtomic } from '../../common/atomic';
 import { UserError } from '../../common/errors';
 import { LatentCache } from './latent-cache';
 import type { LayerState, SequenceState } from './types';
@@ -146,22 +146,7 @@ export async function writeStateFile(
   preamble.writeUInt32LE(headerBytes.length, 12);
   createHash('sha256').update(headerBytes).digest().copy(preamble, 16);
 
-  const tmp = tempPathFor(file);
-  try {
-    const h = await fs.open(tmp, 'w');
-    try {
-      await h.write(preamble);
-      await h.write(headerBytes);
-      for (const p of pending) await h.write(bytesOf(p.data));
-      await h.sync();
-    } finally {
-      await h.close();
-    }
-    await fs.rename(tmp, file);
-  } catch (e) {
-    await fs.rm(tmp, { force: true });
-    throw e;
-  }
+  await writeFileAtomic(file, [preamble, headerBytes, ...pending.map((p) => bytesOf(p.data))]);
 }
 
 /** Why a state file cannot be used. The caller reports it and rebuilds; the file is never used. */

@@ -3,18 +3,11 @@
  * forward slashes; in a multi-root workspace prefixed by the root folder's base name, numbered
  * ("app-2") when two roots share one.
  */
-import { basename, isAbsolute, relative, sep } from 'node:path';
+import { isAbsolute, relative, sep } from 'node:path';
+import { rootNames } from '../../workspace/root-names';
 
-export function rootNames(roots: readonly string[]): string[] {
-  const taken = new Set<string>();
-  return roots.map((root) => {
-    const base = basename(root) || 'root';
-    let name = base;
-    for (let n = 2; taken.has(name); n++) name = `${base}-${n}`;
-    taken.add(name);
-    return name;
-  });
-}
+export { rootNames };
+
 
 export function workspacePath(fsPath: string, roots: readonly string[]): string {
   const names = rootNames(roots);
