@@ -103,8 +103,9 @@ KLC_API int klc_kda_time(klc_ctx *ctx, const klc_kda_args *args, int decode, int
  * Activations are fp32 row-major [rows, cols] with a leading dimension (ld*) in elements; weights
  * are bf16 PyTorch Linear layout [out, in]; norm, conv and gate parameters are fp32. */
 
-/* out[t, :] = table[ids[t], :] for T ids (ids on the device, already checked to be in range). */
-KLC_API int klc_embed(klc_ctx *ctx, const void *table_bf16, const int32_t *ids, float *out, int T, int d);
+/* out[t, :] = table[ids[t], :] for T ids (ids on the device, already checked to be in range); the table
+ * is bf16, or fp32 if table_f32. */
+KLC_API int klc_embed(klc_ctx *ctx, const void *table, const int32_t *ids, float *out, int T, int d, int table_f32);
 /* y[r, :D] = w * x[r, :D] / sqrt(mean(x^2) + eps) for each of `rows` rows. */
 KLC_API int klc_rmsnorm(klc_ctx *ctx, const float *x, int ldx, const float *w, float *y, int ldy, int rows, int D, float eps);
 /* h += x over n floats. */
@@ -114,9 +115,9 @@ KLC_API int klc_copy(klc_ctx *ctx, void *dst, const void *src, size_t bytes);
 /* h[r, i] = SiLU(gu[r, i]) * gu[r, I + i] for gu [rows, 2I] (gate and up side by side). */
 KLC_API int klc_silu_mul(klc_ctx *ctx, const float *gu, float *h, int rows, int I);
 /* For b < batch: y_b[M, N] (+)= x_b[M, K] * W_bᵀ with x_b = x + b*sx, W_b = w + b*sw (W_b [N, K] bf16,
- * contiguous), y_b = y + b*sy; fp32 accumulation. accumulate = 1 adds to y. */
+ * contiguous), y_b = y + b*sy; fp32 accumulation. accumulate = 1 adds to y. w_f32 = 1: W is fp32, not bf16. */
 KLC_API int klc_linear(klc_ctx *ctx, const float *x, int ldx, const void *w_bf16, float *y, int ldy, int M, int N, int K,
-                       int batch, long long sx, long long sw, long long sy, int accumulate);
+                       int batch, long long sx, long long sw, long long sy, int accumulate, int w_f32);
 /* Depthwise causal conv (kernel W <= 8, last tap on the current token) + SiLU over C channels of x [T, C];
  * tail [C, W-1] (oldest first) holds the inputs before x and is advanced to end with x's last inputs.
  * Channel c goes to stream s = c / split, written at y + s*T*split + t*split + c % split, as fp32 (y_f32)
@@ -143,10 +144,10 @@ KLC_API int klc_moe_route(klc_ctx *ctx, const float *logits, const float *bias, 
                           int renorm, float scaling);
 /* out[t] += sum_s w[t,s] * expert_{idx[t,s]}(x[t]) with expert_e(x) = W2_e (SiLU(W1_e x) * (W3_e x)); w13 is
  * [E, 2I, d] (W1_e rows then W3_e rows), w2 [E, d, I]. Tokens are grouped by expert on the GPU; ws holds
- * klc_moe_workspace_bytes(). */
+ * klc_moe_workspace_bytes(). w_f32 = 1: the expert weights are fp32. */
 KLC_API size_t klc_moe_workspace_bytes(int T, int d, int I, int E, int k);
 KLC_API int klc_moe_experts(klc_ctx *ctx, const float *x, const int32_t *idx, const float *w, const void *w13, const void *w2,
-                            float *out, void *ws, size_t ws_bytes, int T, int d, int I, int E, int k);
+                            float *out, void *ws, size_t ws_bytes, int T, int d, int I, int E, int k, int w_f32);
 
 #ifdef __cplusplus
 }

@@ -447,8 +447,8 @@ static napi_value done(napi_env env, int rc) { return rc ? throw_rc(env, rc) : N
 
 static napi_value js_embed(napi_env env, napi_callback_info info) {
   klc_ctx *c; arg_t v[MAX_OP_ARGS];
-  if (!read_sig(env, info, "pppii", &c, v)) return NULL;
-  return done(env, klc_embed(c, v[0].p, v[1].p, v[2].p, v[3].i, v[4].i));
+  if (!read_sig(env, info, "pppiii", &c, v)) return NULL;
+  return done(env, klc_embed(c, v[0].p, v[1].p, v[2].p, v[3].i, v[4].i, v[5].i));
 }
 
 static napi_value js_rmsnorm(napi_env env, napi_callback_info info) {
@@ -483,9 +483,9 @@ static napi_value js_silu_mul(napi_env env, napi_callback_info info) {
 
 static napi_value js_linear(napi_env env, napi_callback_info info) {
   klc_ctx *c; arg_t v[MAX_OP_ARGS];
-  if (!read_sig(env, info, "pippiiiiillli", &c, v)) return NULL;
+  if (!read_sig(env, info, "pippiiiiilllii", &c, v)) return NULL;
   return done(env, klc_linear(c, v[0].p, v[1].i, v[2].p, v[3].p, v[4].i, v[5].i, v[6].i, v[7].i, v[8].i, v[9].l, v[10].l,
-                              v[11].l, v[12].i));
+                              v[11].l, v[12].i, v[13].i));
 }
 
 static napi_value js_short_conv(napi_env env, napi_callback_info info) {
@@ -547,9 +547,9 @@ static napi_value js_moe_workspace_bytes(napi_env env, napi_callback_info info) 
 
 static napi_value js_moe_experts(napi_env env, napi_callback_info info) {
   klc_ctx *c; arg_t v[MAX_OP_ARGS];
-  if (!read_sig(env, info, "pppppppziiiii", &c, v)) return NULL;
+  if (!read_sig(env, info, "pppppppziiiiii", &c, v)) return NULL;
   return done(env, klc_moe_experts(c, v[0].p, v[1].p, v[2].p, v[3].p, v[4].p, v[5].p, v[6].p, v[7].z, v[8].i, v[9].i,
-                                   v[10].i, v[11].i, v[12].i));
+                                   v[10].i, v[11].i, v[12].i, v[13].i));
 }
 
 static napi_value init(napi_env env, napi_value exports) {

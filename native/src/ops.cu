@@ -18,6 +18,9 @@ __device__ __forceinline__ float sigmoidf_(float x) { return 1.f / (1.f + expf(-
 __device__ __forceinline__ float siluf_(float x) { return x / (1.f + expf(-x)); }
 __device__ __forceinline__ float softplusf_(float x) { return x > 20.f ? x : log1pf(expf(x)); }
 
+__device__ __forceinline__ float wval(const bf16 *w, size_t i) { return __bfloat162float(w[i]); }
+__device__ __forceinline__ float wval(const float *w, size_t i) { return w[i]; }
+
 __device__ __forceinline__ float warp_sum(float x) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
@@ -42,10 +45,11 @@ __device__ float block_sum(float x) {
   return total;
 }
 
-__global__ void embed_kernel(const bf16 *table, const int *ids, float *out, int d) {
+template <typename WT>
+__global__ void embed_kernel(const WT *table, const int *ids, float *out, int d) {
   const int t = blockIdx.x;
-  const bf16 *row = table + (size_t)ids[t] * d;
-  for (int c = threadIdx.x; c < d; c += blockDim.x) out[(size_t)t * d + c] = __bfloat162float(row[c]);
+  const size_t row = (size_t)ids[t] * d;
+  for (int c = threadIdx.x; c < d; c += blockDim.x) out[(size_t)t * d + c] = wval(table, row + c);
 }
 
 __global__ void rmsnorm_kernel(const float *x, int ldx, const float *w, float *y, int ldy, int D, float eps) {
@@ -80,7 +84,7 @@ __global__ void silu_mul_kernel(const float *gu, float *h, int rows, int I) {
 
 // ---------------------------------------------------------------------------------------------
 // Linear layers: Y[M, N] (+)= X[M, K] · W[N, K]ᵀ, X fp32, W bf16, fp32 accumulation. A 64x64
-// output tile per CTA, 4x4 per thread. Three ways to pick the rows: plain (optionally batched
+// output tile per CTA, 4x4 per thread. Weights are bf16, or fp32 where the checkpoint stores fp32. Three ways to pick the rows: plain (optionally batched
 // by blockIdx.z with strides), gathered (X row r is row rows[r]), and grouped: the rows are
 // sorted by expert, group e owns rows [off[e], off[e+1]) and multiplies its own W + e * sw.
 constexpr int BM = 64, BN = 64, BK = 16, GEMM_THREADS = 256;
@@ -89,7 +93,7 @@ struct GemmArgs {
   const float *x;
   int ldx;
   const int *gather;  // optional: X row of output row r is gather[r]
-  const bf16 *w;
+  const void *w;      // bf16 or fp32, by the kernel's template argument
   long long sw;       // per batch (plain) or per group (grouped) weight stride, in elements
   float *y;
   int ldy;
@@ -101,11 +105,12 @@ struct GemmArgs {
   int groups;
 };
 
+template <typename WT>
 __global__ void __launch_bounds__(GEMM_THREADS) gemm_kernel(GemmArgs a) {
   __shared__ float As[BK][BM + 4];
   __shared__ float Ws[BK][BN + 4];
   int row0, row1;
-  const bf16 *w = a.w;
+  const WT *w = static_cast<const WT *>(a.w);
   const float *x = a.x;
   float *y = a.y;
   if (a.group_off) {
@@ -143,7 +148,7 @@ __global__ void __launch_bounds__(GEMM_THREADS) gemm_kernel(GemmArgs a) {
     for (int e = tid; e < BN * BK; e += GEMM_THREADS) {
       const int c = e / BK, kk = e % BK;
       const int gc = col0 + c, gk = k0 + kk;
-      Ws[kk][c] = (gc < a.N && gk < a.K) ? __bfloat162float(w[(size_t)gc * a.K + gk]) : 0.f;
+      Ws[kk][c] = (gc < a.N && gk < a.K) ? wval(w, (size_t)gc * a.K + gk) : 0.f;
     }
     __syncthreads();
 #pragma unroll
@@ -176,17 +181,18 @@ __global__ void __launch_bounds__(GEMM_THREADS) gemm_kernel(GemmArgs a) {
 
 // Few rows (decode): one warp per output column streams its weight row once for all rows.
 constexpr int GEMV_MAX_ROWS = 4;
+template <typename WT>
 __global__ void gemv_kernel(GemmArgs a) {
   const int warps = blockDim.x / 32;
   const int col = blockIdx.x * warps + (threadIdx.x >> 5);
   const int lane = threadIdx.x & 31;
   if (col >= a.N) return;
-  const bf16 *w = a.w + (size_t)blockIdx.z * a.sw + (size_t)col * a.K;
+  const WT *w = static_cast<const WT *>(a.w) + (size_t)blockIdx.z * a.sw + (size_t)col * a.K;
   const float *x = a.x + (size_t)blockIdx.z * a.sx;
   float *y = a.y + (size_t)blockIdx.z * a.sy;
   float acc[GEMV_MAX_ROWS] = {};
   for (int k = lane; k < a.K; k += 32) {
-    const float wv = __bfloat162float(w[k]);
+    const float wv = wval(w, k);
 #pragma unroll
     for (int r = 0; r < GEMV_MAX_ROWS; ++r)
       if (r < a.M) acc[r] = fmaf(x[(size_t)r * a.ldx + k], wv, acc[r]);
@@ -511,11 +517,12 @@ using namespace klc;
 
 extern "C" {
 
-int klc_embed(klc_ctx *ctx, const void *table, const int32_t *ids, float *out, int T, int d) {
+int klc_embed(klc_ctx *ctx, const void *table, const int32_t *ids, float *out, int T, int d, int table_f32) {
   int rc = use_device(ctx);
   if (rc) return rc;
   if (!table || !ids || !out || T < 1 || d < 1) return fail(KLC_E_ARG, "klc_embed: null pointer or empty shape");
-  embed_kernel<<<T, 256, 0, ctx->stream>>>(static_cast<const bf16 *>(table), ids, out, d);
+  if (table_f32) embed_kernel<<<T, 256, 0, ctx->stream>>>(static_cast<const float *>(table), ids, out, d);
+  else embed_kernel<<<T, 256, 0, ctx->stream>>>(static_cast<const bf16 *>(table), ids, out, d);
   return launched("the embedding gather");
 }
 
@@ -560,19 +567,23 @@ int klc_silu_mul(klc_ctx *ctx, const float *gu, float *h, int rows, int I) {
 }
 
 int klc_linear(klc_ctx *ctx, const float *x, int ldx, const void *w, float *y, int ldy, int M, int N, int K, int batch,
-               long long sx, long long sw, long long sy, int accumulate) {
+               long long sx, long long sw, long long sy, int accumulate, int w_f32) {
   int rc = use_device(ctx);
   if (rc) return rc;
   if (!x || !w || !y || M < 1 || N < 1 || K < 1 || batch < 1 || batch > 65535 || ldx < K || ldy < N)
     return fail(KLC_E_ARG, "klc_linear: bad pointers or shape (M=" + std::to_string(M) + " N=" + std::to_string(N) +
                                " K=" + std::to_string(K) + ")");
-  GemmArgs a{x, ldx, nullptr, static_cast<const bf16 *>(w), sw, y, ldy, M, N, K, sx, sy, accumulate, nullptr, nullptr, 0};
+  GemmArgs a{x, ldx, nullptr, w, sw, y, ldy, M, N, K, sx, sy, accumulate, nullptr, nullptr, 0};
   if (M <= GEMV_MAX_ROWS) {
-    gemv_kernel<<<dim3((N + 7) / 8, 1, batch), 256, 0, ctx->stream>>>(a);
+    const dim3 grid((N + 7) / 8, 1, batch);
+    if (w_f32) gemv_kernel<float><<<grid, 256, 0, ctx->stream>>>(a);
+    else gemv_kernel<bf16><<<grid, 256, 0, ctx->stream>>>(a);
   } else {
     const int mt = (M + BM - 1) / BM;
     if (mt > 65535) return fail(KLC_E_ARG, "klc_linear: more than 4 million rows in one call");
-    gemm_kernel<<<dim3((N + BN - 1) / BN, mt, batch), GEMM_THREADS, 0, ctx->stream>>>(a);
+    const dim3 grid((N + BN - 1) / BN, mt, batch);
+    if (w_f32) gemm_kernel<float><<<grid, GEMM_THREADS, 0, ctx->stream>>>(a);
+    else gemm_kernel<bf16><<<grid, GEMM_THREADS, 0, ctx->stream>>>(a);
   }
   return launched("a linear layer");
 }
@@ -660,7 +671,7 @@ size_t klc_moe_workspace_bytes(int T, int d, int I, int E, int k) {
 }
 
 int klc_moe_experts(klc_ctx *ctx, const float *x, const int32_t *idx, const float *w, const void *w13, const void *w2, float *out,
-                    void *ws, size_t ws_bytes, int T, int d, int I, int E, int k) {
+                    void *ws, size_t ws_bytes, int T, int d, int I, int E, int k, int w_f32) {
   int rc = use_device(ctx);
   if (rc) return rc;
   if (!x || !idx || !w || !w13 || !w2 || !out || !ws || T < 1 || d < 1 || I < 1 || E < 1 || k < 1)
@@ -682,12 +693,15 @@ int klc_moe_experts(klc_ctx *ctx, const float *x, const int32_t *idx, const floa
   // At most n / 64 + E row tiles exist; surplus CTAs leave at once.
   const int max_tiles = (n + BM - 1) / BM + E;
   if (max_tiles > 65535) return fail(KLC_E_ARG, "klc_moe_experts: too many tokens in one call; pass fewer rows");
-  GemmArgs up{x, d, tok, static_cast<const bf16 *>(w13), (long long)2 * I * d, gu, 2 * I, n, 2 * I, d, 0, 0, 0, off, tiles, E};
-  gemm_kernel<<<dim3((2 * I + BN - 1) / BN, max_tiles), GEMM_THREADS, 0, ctx->stream>>>(up);
+  GemmArgs up{x, d, tok, w13, (long long)2 * I * d, gu, 2 * I, n, 2 * I, d, 0, 0, 0, off, tiles, E};
+  const dim3 grid_up((2 * I + BN - 1) / BN, max_tiles), grid_down((d + BN - 1) / BN, max_tiles);
+  if (w_f32) gemm_kernel<float><<<grid_up, GEMM_THREADS, 0, ctx->stream>>>(up);
+  else gemm_kernel<bf16><<<grid_up, GEMM_THREADS, 0, ctx->stream>>>(up);
   if ((rc = launched("the MoE gate/up projections"))) return rc;
   silu_mul_kernel<<<blocks_for((size_t)n * I, 256), 256, 0, ctx->stream>>>(gu, hbuf, n, I);
-  GemmArgs down{hbuf, I, nullptr, static_cast<const bf16 *>(w2), (long long)d * I, ybuf, d, n, d, I, 0, 0, 0, off, tiles, E};
-  gemm_kernel<<<dim3((d + BN - 1) / BN, max_tiles), GEMM_THREADS, 0, ctx->stream>>>(down);
+  GemmArgs down{hbuf, I, nullptr, w2, (long long)d * I, ybuf, d, n, d, I, 0, 0, 0, off, tiles, E};
+  if (w_f32) gemm_kernel<float><<<grid_down, GEMM_THREADS, 0, ctx->stream>>>(down);
+  else gemm_kernel<bf16><<<grid_down, GEMM_THREADS, 0, ctx->stream>>>(down);
   if ((rc = launched("the MoE down projections"))) return rc;
   moe_combine_kernel<<<T, 256, 0, ctx->stream>>>(ybuf, pos, w, out, d, k);
   return launched("the MoE combine");

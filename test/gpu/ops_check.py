@@ -65,7 +65,7 @@ def linear_case(klc, M, N, K, seed=1):
     w = (torch.randn(N, K, device="cuda", generator=g) * K ** -0.5).to(torch.bfloat16)
     y = torch.empty(M, N, device="cuda")
     klc._check(klc.lib.klc_linear(klc.ctx, c_p(x.data_ptr()), K, c_p(w.data_ptr()), c_p(y.data_ptr()), N, M, N, K, 1,
-                                  c_ll(0), c_ll(0), c_ll(0), 0))
+                                  c_ll(0), c_ll(0), c_ll(0), 0, 0))
     klc.sync()
     want = x.double() @ w.double().T
     err = ((y.double() - want).abs().max() / want.abs().max()).item()

@@ -8,7 +8,7 @@ node_include=$(node -e "const p=require('path'),f=require('fs');for(const d of [
 cp "$node_include"/node_api.h "$node_include"/node_api_types.h "$node_include"/js_native_api.h "$node_include"/js_native_api_types.h .device/node-include/
 [ -f .device/node.xz ] || xz -T2 -6 -c "$(command -v node)" > .device/node.xz
 rm -rf .device/golden/tiny-kimi-public && cp -r ../shared/golden/tiny-kimi-public .device/golden/
-npx esbuild test/gpu/model.test.ts --bundle --platform=node --format=cjs --target=node20 --external:'*.node' \
+npx esbuild test/gpu/model.test.ts --bundle --platform=node --format=cjs --target=node20 --external:'*.node' --external:onnxruntime-node \
   --outfile=.device/model.test.cjs --log-level=warning
 npx esbuild src/cli.ts --bundle --platform=node --format=cjs --target=node20 --external:'*.node' --external:onnxruntime-node \
   --outfile=.device/klc.cjs --log-level=warning

@@ -9,8 +9,8 @@ import { Checkpoint } from '../../../src/engine/model/checkpoint';
 import { planMemory, stateBytes, weightBytes } from '../../../src/engine/backends/cuda/memory-plan';
 
 const TINY = join(__dirname, '..', '..', '..', 'assets', 'tiny-model');
-/** Tensors the uploader keeps in fp32; everything else is a bf16 matrix. */
-const F32_NAMES = /(layernorm|norm)\.weight$|conv1d\.weight$|A_log$|dt_bias$|e_score_correction_bias$/;
+/** Tensors the uploader keeps in fp32 (the router too); everything else is a bf16 matrix. */
+const F32_NAMES = /(layernorm|norm)\.weight$|conv1d\.weight$|A_log$|dt_bias$|e_score_correction_bias$|block_sparse_moe\.gate\.weight$/;
 
 test('weight bytes equal the bundled checkpoint at the uploaded dtypes', async () => {
   const config = await loadConfig(TINY);

@@ -10,7 +10,7 @@ import type { Checkpoint } from '../../model/checkpoint';
 import type { KdaLayerState, MlaLayerState, SequenceState } from '../../state/types';
 import type { Backend, Capture, NormSite } from '../backend';
 import { Arena } from './arena';
-import { uploadWeights, type DeviceWeights, type LayerDeviceWeights } from './device-weights';
+import { uploadWeights, type DeviceWeights, type LayerDeviceWeights, type Mat } from './device-weights';
 import type { DevicePtr, NativeContext, NativeDeviceInfo, NativeKlc } from './loader';
 import { gib, LM_HEAD_ROWS, layerWorkspaceBytes, planMemory } from './memory-plan';
 
@@ -102,7 +102,8 @@ export class CudaBackend implements Backend<DeviceRows> {
     try {
       const context = opts.contextTokens ?? Math.min(config.maxPositionEmbeddings ?? DEFAULT_CONTEXT, DEFAULT_CONTEXT);
       const slice = opts.sliceTokens ?? DEFAULT_SLICE;
-      const plan = planMemory(config, context, slice, moeScratch(native, ctx, config, slice), mlaScratch(native, ctx, config, slice));
+      const matrix = checkpoint.info('model.embed_tokens.weight').dtype === 'F32' ? 4 : 2;
+      const plan = planMemory(config, context, slice, moeScratch(native, ctx, config, slice), mlaScratch(native, ctx, config, slice), matrix);
       const free = native.deviceInfo(index).freeBytes;
       if (plan.total > free * 0.95) {
         throw new UserError(
@@ -134,7 +135,7 @@ export class CudaBackend implements Backend<DeviceRows> {
     const T = ids.length;
     this.ensureHidden(T * d * F32, T * 4);
     this.native.upload(this.ctx, this.ids, ids);
-    this.native.embed(this.ctx, this.w.embed, this.ids, this.hidden, T, d);
+    this.native.embed(this.ctx, this.w.embed.ptr, this.ids, this.hidden, T, d, this.w.embed.f32 ? 1 : 0);
     return { ptr: this.hidden, T, cols: d, generation: -1 };
   }
 
@@ -194,7 +195,7 @@ export class CudaBackend implements Backend<DeviceRows> {
     const n = this.native;
     const c = this.ctx;
     const proj = this.arena.alloc(T * 3 * P * F32);
-    n.linear(c, x.ptr, d, w.wqkv, proj, 3 * P, T, 3 * P, d, 1, 0, 0, 0, 0);
+    n.linear(c, x.ptr, d, w.wqkv.ptr, proj, 3 * P, T, 3 * P, d, 1, 0, 0, 0, 0, w.wqkv.f32 ? 1 : 0);
     const el = chunked ? 2 : F32;
     const qkv = this.arena.alloc(3 * T * P * el);
     n.shortConv(c, proj, w.conv, dev.conv, chunked ? null : qkv, chunked ? qkv : null, T, 3 * P, W, P);
@@ -253,7 +254,7 @@ export class CudaBackend implements Backend<DeviceRows> {
     dev.length = start + T;
 
     const qfull = this.arena.alloc(T * H * D * F32);
-    n.linear(c, q.ptr, H * qw, w.wUKt, qfull, H * D, T, L, nope, H, qw, L * nope, D, 0);
+    n.linear(c, q.ptr, H * qw, w.wUKt.ptr, qfull, H * D, T, L, nope, H, qw, L * nope, D, 0, w.wUKt.f32 ? 1 : 0);
     n.copy2d(c, q.ptr + BigInt(nope * F32), qw, qfull + BigInt(L * F32), D, T * H, r);
     const rows = T * H;
     const splits = n.mlaSplits(c, rows, start + T);
@@ -262,7 +263,7 @@ export class CudaBackend implements Backend<DeviceRows> {
     const ctxLat = this.arena.alloc(rows * L * F32);
     n.mlaAttention(c, qfull, dev.cache, ctxLat, ws, wsBytes, T, H, start, D, L, 1 / Math.sqrt(qw), splits);
     const ctxV = this.rowsOf(T, H * dv);
-    n.linear(c, ctxLat, H * L, w.wUV, ctxV.ptr, H * dv, T, dv, L, H, L, dv * L, dv, 0);
+    n.linear(c, ctxLat, H * L, w.wUV.ptr, ctxV.ptr, H * dv, T, dv, L, H, L, dv * L, dv, 0, w.wUV.f32 ? 1 : 0);
     return this.linear(ctxV, w.oProj, this.config.hiddenSize);
   }
 
@@ -293,7 +294,7 @@ export class CudaBackend implements Backend<DeviceRows> {
     const out = w.shared ? this.swiglu(x, w.shared.w13, w.shared.down, w.shared.inner) : this.zeroRows(T, d);
     const wsBytes = n.moeWorkspaceBytes(c, T, d, I, E, k);
     const ws = this.arena.alloc(wsBytes);
-    n.moeExperts(c, x.ptr, idx, weight, w.w13, w.w2, out.ptr, ws, wsBytes, T, d, I, E, k);
+    n.moeExperts(c, x.ptr, idx, weight, w.w13.ptr, w.w2.ptr, out.ptr, ws, wsBytes, T, d, I, E, k, w.w13.f32 ? 1 : 0);
     return out;
   }
 
@@ -315,7 +316,7 @@ export class CudaBackend implements Backend<DeviceRows> {
     const buf = this.arena.alloc(step * V * F32);
     for (let r0 = 0; r0 < count; r0 += step) {
       const m = Math.min(step, count - r0);
-      this.native.linear(this.ctx, x.ptr + BigInt((first + r0) * d * F32), d, this.w.lmHead, buf, V, m, V, d, 1, 0, 0, 0, 0);
+      this.native.linear(this.ctx, x.ptr + BigInt((first + r0) * d * F32), d, this.w.lmHead.ptr, buf, V, m, V, d, 1, 0, 0, 0, 0, this.w.lmHead.f32 ? 1 : 0);
       this.native.download(this.ctx, buf, out.subarray(r0 * V, (r0 + m) * V));
     }
     return out;
@@ -391,13 +392,13 @@ export class CudaBackend implements Backend<DeviceRows> {
     return r;
   }
 
-  private linear(x: DeviceRows, w: DevicePtr, out: number): DeviceRows {
+  private linear(x: DeviceRows, w: Mat, out: number): DeviceRows {
     const y = this.rowsOf(x.T, out);
-    this.native.linear(this.ctx, x.ptr, x.cols, w, y.ptr, out, x.T, out, x.cols, 1, 0, 0, 0, 0);
+    this.native.linear(this.ctx, x.ptr, x.cols, w.ptr, y.ptr, out, x.T, out, x.cols, 1, 0, 0, 0, 0, w.f32 ? 1 : 0);
     return y;
   }
 
-  private swiglu(x: DeviceRows, w13: DevicePtr, down: DevicePtr, inner: number): DeviceRows {
+  private swiglu(x: DeviceRows, w13: Mat, down: Mat, inner: number): DeviceRows {
     const gu = this.linear(x, w13, 2 * inner);
     const h = this.rowsOf(x.T, inner);
     this.native.siluMul(this.ctx, gu.ptr, h.ptr, x.T, inner);

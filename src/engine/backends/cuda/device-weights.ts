@@ -1,6 +1,7 @@
 /**
  * Uploads a checkpoint's weights to the GPU once, tensor by tensor (never the whole checkpoint in
- * host memory): matrices as bf16, norms, conv taps and gate parameters as fp32. Tensors that run
+ * host memory): matrices as stored (bf16 checkpoints stay bf16; fp32 ones stay fp32 so they compute
+ * exactly as the reference), the MoE router, norms, conv taps and gate parameters as fp32. Tensors that run
  * as one GEMM are placed side by side: q/k/v projections, gate/up projections, every expert of a
  * layer ([E, 2I, d] and [E, d, I]). MLA's kv_b_proj is split per head into W_UKᵀ [H, L, n] and
  * W_UV [H, v, L] for the absorbed attention.
@@ -9,44 +10,50 @@ import type { KimiConfig } from '../../model/config';
 import type { Checkpoint } from '../../model/checkpoint';
 import type { DevicePtr, NativeContext, NativeKlc } from './loader';
 
+/** A weight matrix on the device, bf16 or fp32. */
+export interface Mat {
+  ptr: DevicePtr;
+  f32: boolean;
+}
+
 export interface KdaDeviceWeights {
-  wqkv: DevicePtr;
+  wqkv: Mat;
   conv: DevicePtr;
   aLog: DevicePtr;
   dtBias: DevicePtr;
-  fA: DevicePtr;
-  fB: DevicePtr;
-  bProj: DevicePtr;
-  gA: DevicePtr;
-  gB: DevicePtr;
+  fA: Mat;
+  fB: Mat;
+  bProj: Mat;
+  gA: Mat;
+  gB: Mat;
   oNorm: DevicePtr;
-  oProj: DevicePtr;
+  oProj: Mat;
 }
 
 export interface MlaDeviceWeights {
-  qProj: DevicePtr;
-  kvA: DevicePtr;
+  qProj: Mat;
+  kvA: Mat;
   kvNorm: DevicePtr;
-  wUKt: DevicePtr;
-  wUV: DevicePtr;
-  oProj: DevicePtr;
+  wUKt: Mat;
+  wUV: Mat;
+  oProj: Mat;
 }
 
 export interface SwigluDeviceWeights {
   /** [2I, d]: gate rows then up rows. */
-  w13: DevicePtr;
+  w13: Mat;
   /** [d, I] */
-  down: DevicePtr;
+  down: Mat;
   inner: number;
 }
 
 export interface MoeDeviceWeights {
-  router: DevicePtr;
+  router: Mat;
   bias: DevicePtr;
   /** [E, 2I, d] */
-  w13: DevicePtr;
+  w13: Mat;
   /** [E, d, I] */
-  w2: DevicePtr;
+  w2: Mat;
   shared: SwigluDeviceWeights | null;
 }
 
@@ -60,9 +67,9 @@ export interface LayerDeviceWeights {
 }
 
 export interface DeviceWeights {
-  embed: DevicePtr;
+  embed: Mat;
   finalNorm: DevicePtr;
-  lmHead: DevicePtr;
+  lmHead: Mat;
   layers: LayerDeviceWeights[];
 }
 
@@ -92,9 +99,9 @@ class Uploader {
   }
 
   /** Uploads the listed tensors one after another into one buffer, as bf16 or fp32. */
-  async concat(names: string[], kind: 'bf16' | 'f32', sizes?: number[]): Promise<DevicePtr> {
+  async concat(names: string[], kind: 'bf16' | 'f32'): Promise<DevicePtr> {
     const el = kind === 'bf16' ? 2 : 4;
-    const counts = sizes ?? names.map((n) => this.ckpt.info(n).shape.reduce((a, b) => a * b, 1));
+    const counts = names.map((n) => this.ckpt.info(n).shape.reduce((a, b) => a * b, 1));
     const p = this.alloc(counts.reduce((a, b) => a + b, 0) * el);
     let off = 0;
     for (const [i, name] of names.entries()) {
@@ -110,10 +117,21 @@ class Uploader {
     return this.concat([name], kind);
   }
 
-  raw(data: Float32Array, kind: 'bf16' | 'f32'): DevicePtr {
-    const p = this.alloc(data.length * (kind === 'bf16' ? 2 : 4));
-    this.native.upload(this.ctx, p, kind === 'bf16' ? toBf16(data) : data);
-    return p;
+  /** Whether matrices of these tensors stay fp32: any of them is stored wider than bf16. */
+  wide(names: string[]): boolean {
+    return names.some((n) => this.ckpt.info(n).dtype === 'F32');
+  }
+
+  /** Matrices side by side, in the checkpoint's precision. */
+  async mat(...names: string[]): Promise<Mat> {
+    const f32 = this.wide(names);
+    return { ptr: await this.concat(names, f32 ? 'f32' : 'bf16'), f32 };
+  }
+
+  raw(data: Float32Array, f32: boolean): Mat {
+    const p = this.alloc(data.length * (f32 ? 4 : 2));
+    this.native.upload(this.ctx, p, f32 ? data : toBf16(data));
+    return { ptr: p, f32 };
   }
 }
 
@@ -136,17 +154,17 @@ export async function uploadWeights(native: NativeKlc, ctx: NativeContext, cfg: 
       };
       if (spec.attention === 'kda') {
         layer.kda = {
-          wqkv: await up.concat([`${a}q_proj.weight`, `${a}k_proj.weight`, `${a}v_proj.weight`], 'bf16'),
+          wqkv: await up.mat(`${a}q_proj.weight`, `${a}k_proj.weight`, `${a}v_proj.weight`),
           conv: await up.concat([`${a}q_conv1d.weight`, `${a}k_conv1d.weight`, `${a}v_conv1d.weight`], 'f32'),
           aLog: await up.one(`${a}A_log`, 'f32'),
           dtBias: await up.one(`${a}dt_bias`, 'f32'),
-          fA: await up.one(`${a}f_a_proj.weight`, 'bf16'),
-          fB: await up.one(`${a}f_b_proj.weight`, 'bf16'),
-          bProj: await up.one(`${a}b_proj.weight`, 'bf16'),
-          gA: await up.one(`${a}g_a_proj.weight`, 'bf16'),
-          gB: await up.one(`${a}g_b_proj.weight`, 'bf16'),
+          fA: await up.mat(`${a}f_a_proj.weight`),
+          fB: await up.mat(`${a}f_b_proj.weight`),
+          bProj: await up.mat(`${a}b_proj.weight`),
+          gA: await up.mat(`${a}g_a_proj.weight`),
+          gB: await up.mat(`${a}g_b_proj.weight`),
           oNorm: await up.one(`${a}o_norm.weight`, 'f32'),
-          oProj: await up.one(`${a}o_proj.weight`, 'bf16'),
+          oProj: await up.mat(`${a}o_proj.weight`),
         };
       } else {
         const { numHeads: H, qkNopeHeadDim: n, vHeadDim: dv, kvLoraRank: L } = cfg.mla;
@@ -158,12 +176,12 @@ export async function uploadWeights(native: NativeKlc, ctx: NativeContext, cfg: 
           wUV.set(kvB.subarray((h * (n + dv) + n) * L, (h + 1) * (n + dv) * L), h * dv * L);
         }
         layer.mla = {
-          qProj: await up.one(`${a}q_proj.weight`, 'bf16'),
-          kvA: await up.one(`${a}kv_a_proj_with_mqa.weight`, 'bf16'),
+          qProj: await up.mat(`${a}q_proj.weight`),
+          kvA: await up.mat(`${a}kv_a_proj_with_mqa.weight`),
           kvNorm: await up.one(`${a}kv_a_layernorm.weight`, 'f32'),
-          wUKt: up.raw(wUKt, 'bf16'),
-          wUV: up.raw(wUV, 'bf16'),
-          oProj: await up.one(`${a}o_proj.weight`, 'bf16'),
+          wUKt: up.raw(wUKt, up.wide([`${a}kv_b_proj.weight`])),
+          wUV: up.raw(wUV, up.wide([`${a}kv_b_proj.weight`])),
+          oProj: await up.mat(`${a}o_proj.weight`),
         };
       }
       if (spec.ffn === 'dense') {
@@ -173,10 +191,9 @@ export async function uploadWeights(native: NativeKlc, ctx: NativeContext, cfg: 
         const E = cfg.moe.numExperts;
         const experts = Array.from({ length: E }, (_, e) => `${b}experts.${e}.`);
         layer.moe = {
-          router: await up.one(`${b}gate.weight`, 'bf16'),
+          router: { ptr: await up.one(`${b}gate.weight`, 'f32'), f32: true },
           bias: await up.one(`${b}gate.e_score_correction_bias`, 'f32'),
-          w13: await up.concat(experts.flatMap((e) => [`${e}w1.weight`, `${e}w3.weight`]), 'bf16'),
-          w2: await up.concat(experts.map((e) => `${e}w2.weight`), 'bf16'),
+          ...(await expertMats(up, experts)),
           shared:
             cfg.moe.numSharedExperts > 0
               ? await swiglu(up, `${b}shared_experts.`, 'gate_proj', 'up_proj', 'down_proj', cfg.moe.intermediateSize * cfg.moe.numSharedExperts)
@@ -185,11 +202,11 @@ export async function uploadWeights(native: NativeKlc, ctx: NativeContext, cfg: 
       }
       layers.push(layer);
     }
-    const embed = await up.one('model.embed_tokens.weight', 'bf16');
+    const embed = await up.mat('model.embed_tokens.weight');
     const weights: DeviceWeights = {
       embed,
       finalNorm: await up.one('model.norm.weight', 'f32'),
-      lmHead: cfg.tieWordEmbeddings ? embed : await up.one('lm_head.weight', 'bf16'),
+      lmHead: cfg.tieWordEmbeddings ? embed : await up.mat('lm_head.weight'),
       layers,
     };
     return { weights, owned: up.owned };
@@ -201,8 +218,17 @@ export async function uploadWeights(native: NativeKlc, ctx: NativeContext, cfg: 
 
 async function swiglu(up: Uploader, prefix: string, gate: string, upName: string, down: string, inner: number): Promise<SwigluDeviceWeights> {
   return {
-    w13: await up.concat([`${prefix}${gate}.weight`, `${prefix}${upName}.weight`], 'bf16'),
-    down: await up.one(`${prefix}${down}.weight`, 'bf16'),
+    w13: await up.mat(`${prefix}${gate}.weight`, `${prefix}${upName}.weight`),
+    down: await up.mat(`${prefix}${down}.weight`),
     inner,
   };
+}
+
+/** All experts of a layer, gate/up and down in one precision (the grouped kernels take one). */
+async function expertMats(up: Uploader, experts: string[]): Promise<{ w13: Mat; w2: Mat }> {
+  const gateUp = experts.flatMap((e) => [`${e}w1.weight`, `${e}w3.weight`]);
+  const down = experts.map((e) => `${e}w2.weight`);
+  const f32 = up.wide([...gateUp, ...down]);
+  const kind = f32 ? 'f32' : 'bf16';
+  return { w13: { ptr: await up.concat(gateUp, kind), f32 }, w2: { ptr: await up.concat(down, kind), f32 } };
 }

@@ -63,7 +63,7 @@ export interface NativeKlc {
   kdaDecode(ctx: NativeContext, args: NativeKdaArgs): void;
   kdaTime(ctx: NativeContext, args: NativeKdaArgs, decode: boolean, iters: number): number;
   /** Layer operations: arguments in the order of the C functions in klc_native.h (pointers as BigInt). */
-  embed(ctx: NativeContext, table: DevicePtr, ids: DevicePtr, out: DevicePtr, T: number, d: number): void;
+  embed(ctx: NativeContext, table: DevicePtr, ids: DevicePtr, out: DevicePtr, T: number, d: number, tableF32: number): void;
   rmsnorm(ctx: NativeContext, x: DevicePtr, ldx: number, w: DevicePtr, y: DevicePtr, ldy: number, rows: number, D: number, eps: number): void;
   add(ctx: NativeContext, h: DevicePtr, x: DevicePtr, n: number): void;
   copy2d(ctx: NativeContext, src: DevicePtr, lds: number, dst: DevicePtr, ldd: number, rows: number, cols: number): void;
@@ -71,7 +71,7 @@ export interface NativeKlc {
   siluMul(ctx: NativeContext, gu: DevicePtr, h: DevicePtr, rows: number, I: number): void;
   linear(
     ctx: NativeContext, x: DevicePtr, ldx: number, w: DevicePtr, y: DevicePtr, ldy: number, M: number, N: number, K: number,
-    batch: number, sx: number, sw: number, sy: number, accumulate: number,
+    batch: number, sx: number, sw: number, sy: number, accumulate: number, wF32: number,
   ): void;
   shortConv(ctx: NativeContext, x: DevicePtr, w: DevicePtr, tail: DevicePtr, yF32: DevicePtr | null, yBf16: DevicePtr | null, T: number, C: number, W: number, split: number): void;
   /** fp32 q, k, v, o; any K <= 128. */
@@ -87,7 +87,7 @@ export interface NativeKlc {
   moeWorkspaceBytes(ctx: NativeContext, T: number, d: number, I: number, E: number, k: number): number;
   moeExperts(
     ctx: NativeContext, x: DevicePtr, idx: DevicePtr, w: DevicePtr, w13: DevicePtr, w2: DevicePtr, out: DevicePtr, ws: DevicePtr,
-    wsBytes: number, T: number, d: number, I: number, E: number, k: number,
+    wsBytes: number, T: number, d: number, I: number, E: number, k: number, wF32: number,
   ): void;
 }
 

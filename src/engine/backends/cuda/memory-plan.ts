@@ -15,8 +15,8 @@ export interface MemoryPlan {
 const BF16 = 2;
 const F32 = 4;
 
-/** Bytes of the weights on the device. */
-export function weightBytes(c: KimiConfig): number {
+/** Bytes of the weights on the device; matrices take `matrix` bytes per value (2 as bf16, 4 if stored fp32). */
+export function weightBytes(c: KimiConfig, matrix = BF16): number {
   const d = c.hiddenSize;
   const { numHeads: H, headDim: K, convKernel: W } = c.kda;
   const P = H * K;
@@ -24,19 +24,20 @@ export function weightBytes(c: KimiConfig): number {
   const qw = m.qkNopeHeadDim + m.qkRopeHeadDim;
   const D = m.kvLoraRank + m.qkRopeHeadDim;
   const e = c.moe;
-  let b = c.vocabSize * d * BF16 * (c.tieWordEmbeddings ? 1 : 2) + d * F32;
+  let b = c.vocabSize * d * matrix * (c.tieWordEmbeddings ? 1 : 2) + d * F32;
   for (const l of c.layers) {
     b += 2 * d * F32;
     if (l.attention === 'kda') {
-      b += (3 * P * d + 2 * K * d + H * d + 2 * P * K + d * P) * BF16 + (3 * P * W + H + P + K) * F32;
+      b += (3 * P * d + 2 * K * d + H * d + 2 * P * K + d * P) * matrix + (3 * P * W + H + P + K) * F32;
     } else {
-      b += (m.numHeads * qw * d + D * d + m.numHeads * m.kvLoraRank * (m.qkNopeHeadDim + m.vHeadDim) + d * m.numHeads * m.vHeadDim) * BF16;
+      b += (m.numHeads * qw * d + D * d + m.numHeads * m.kvLoraRank * (m.qkNopeHeadDim + m.vHeadDim) + d * m.numHeads * m.vHeadDim) * matrix;
       b += m.kvLoraRank * F32;
     }
-    if (l.ffn === 'dense') b += 3 * c.intermediateSize * d * BF16;
+    if (l.ffn === 'dense') b += 3 * c.intermediateSize * d * matrix;
     else {
       const Is = e.intermediateSize * e.numSharedExperts;
-      b += (e.numExperts * d + 3 * e.numExperts * e.intermediateSize * d + 3 * Is * d) * BF16 + e.numExperts * F32;
+      // The router is kept in fp32: its logits choose experts, and ties are close.
+      b += (3 * e.numExperts * e.intermediateSize * d + 3 * Is * d) * matrix + (e.numExperts * d + e.numExperts) * F32;
     }
   }
   return b;
@@ -80,8 +81,8 @@ export function layerWorkspaceBytes(c: KimiConfig, T: number, moeScratch: number
   return floats.reduce((s, n) => s + n * F32, 0) + moeScratch + mlaScratch + pieces * 256;
 }
 
-export function planMemory(c: KimiConfig, contextTokens: number, sliceTokens: number, moeScratch: number, mlaScratch: number): MemoryPlan {
-  const weights = weightBytes(c);
+export function planMemory(c: KimiConfig, contextTokens: number, sliceTokens: number, moeScratch: number, mlaScratch: number, matrix = BF16): MemoryPlan {
+  const weights = weightBytes(c, matrix);
   const state = stateBytes(c, contextTokens);
   const workspace = layerWorkspaceBytes(c, sliceTokens, moeScratch, mlaScratch) + sliceTokens * c.hiddenSize * F32 + sliceTokens * 4;
   return { weights, state, workspace, total: weights + state + workspace };
