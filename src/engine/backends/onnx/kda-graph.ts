@@ -92,11 +92,14 @@ export function kdaDecodeGraph(cfg: KimiConfig, w: KdaWeights): Uint8Array {
   return g.encodeModel('kda_decode');
 }
 
-/** Boolean constant [rows, cols, 1]. */
+/**
+ * Additive mask [rows, cols, 1]: 0 where kept, −∞ elsewhere, so that exp(exponent + mask) is 0
+ * for masked pairs whatever their (finite) exponent. Cheaper in onnxruntime than a broadcast Where.
+ */
 function mask(g: Graph, rows: number, cols: number, keep: (i: number, j: number) => boolean): string {
   const m = new Float32Array(rows * cols);
-  for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) m[i * cols + j] = keep(i, j) ? 1 : 0;
-  return g.op('Cast', [g.f32(m, [rows, cols, 1])], { to: 9 });
+  for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) m[i * cols + j] = keep(i, j) ? 0 : -Infinity;
+  return g.f32(m, [rows, cols, 1]);
 }
 
 /**
@@ -129,14 +132,13 @@ export function kdaPrefillGraph(cfg: KimiConfig, w: KdaWeights, C: number): Uint
   const v = chunked(f.v);
   const beta = transpose(g, reshape(g, g.op('Pad', [f.beta, pads2]), [-1, C, H]), [0, 2, 1]);
   const G = g.op('CumSum', [chunked(f.gate), g.scalar(2)]);
-  const minusInf = g.f32([-Infinity], []);
 
   // Diagonal sub-blocks, pairwise exponents: [N, H, nb, B(i), B(j), K].
   const Gs = reshape(g, G, [-1, H, nb, B, K]);
   const ks = reshape(g, k, [-1, H, nb, B, K]);
   const qs = reshape(g, q, [-1, H, nb, B, K]);
   const D = g.op('Sub', [unsqueeze(g, Gs, [4]), unsqueeze(g, Gs, [3])]);
-  const E = g.op('Mul', [g.op('Exp', [g.op('Where', [mask(g, B, B, (i, j) => j <= i), D, minusInf])]), unsqueeze(g, ks, [3])]);
+  const E = g.op('Mul', [g.op('Exp', [g.op('Add', [D, mask(g, B, B, (i, j) => j <= i)])]), unsqueeze(g, ks, [3])]);
   const eyeNb = new Float32Array(nb * nb);
   for (let a = 0; a < nb; a++) eyeNb[a * nb + a] = 1;
   const blockDiag = (blocks: string) => reshape(g, g.op('Mul', [unsqueeze(g, blocks, [4]), g.f32(eyeNb, [nb, 1, nb, 1])]), [-1, H, C, C]);
@@ -149,7 +151,7 @@ export function kdaPrefillGraph(cfg: KimiConfig, w: KdaWeights, C: number): Uint
     const R = slice(g, Gs, 3, B - 1, B);
     const kR = g.op('Mul', [ks, g.op('Exp', [g.op('Sub', [R, Gs])])]);
     const Xe = g.op('Sub', [unsqueeze(g, G, [2]), R]);
-    const Ex = g.op('Exp', [g.op('Where', [mask(g, nb, C, (b, i) => Math.floor(i / B) > b), Xe, minusInf])]);
+    const Ex = g.op('Exp', [g.op('Add', [Xe, mask(g, nb, C, (b, i) => Math.floor(i / B) > b)])]);
     const kRt = transpose(g, kR, [0, 1, 2, 4, 3]);
     const across = (lhs: string) =>
       reshape(g, transpose(g, g.op('MatMul', [g.op('Mul', [Ex, unsqueeze(g, lhs, [2])]), kRt]), [0, 1, 3, 2, 4]), [-1, H, C, C]);

@@ -24,6 +24,9 @@ function options(provider: Provider): ort.InferenceSession.SessionOptions {
     graphOptimizationLevel: 'all',
     enableCpuMemArena: true,
     logSeverityLevel: 3,
+    // Every layer is its own session with its own pool; threads that spin after a run would take
+    // the cores from the next layer's session.
+    extra: { session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } },
   };
 }
 
@@ -40,6 +43,8 @@ let choice: Promise<ProviderChoice> | null = null;
 export function chooseProvider(): Promise<ProviderChoice> {
   choice ??= (async (): Promise<ProviderChoice> => {
     if (process.env.KLC_ONNX_PROVIDER === 'cpu') return { provider: 'cpu', reason: 'CPU execution provider (KLC_ONNX_PROVIDER=cpu)' };
+    // The probe's failure is reported in our own log line; onnxruntime's own error print would only repeat it.
+    ort.env.logLevel = 'fatal';
     const cuda = ort.listSupportedBackends().find((b) => b.name === 'cuda');
     if (!cuda) return { provider: 'cpu', reason: 'CPU execution provider (this onnxruntime-node build has no CUDA provider)' };
     try {
