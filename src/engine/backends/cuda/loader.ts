@@ -4,7 +4,8 @@
  * ABI, no driver, no device. It never throws, so `auto` can fall back to another backend.
  */
 import { existsSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
+import { join, resolve } from 'node:path';
+import { packageRoot } from '../../../common/package-root';
 
 /** The ABI of native/include/klc_native.h that this TypeScript side was written against. */
 export const NATIVE_ABI_VERSION = 2;
@@ -100,20 +101,12 @@ export type CudaAvailability =
 const LIBRARY = join('native', 'build', 'klc_native.node');
 
 /**
- * Where the library is looked for: $KLC_NATIVE_PATH, else native/build/ in the nearest folder
- * above this module that has one (the extension root for dist/ bundles, the repo for sources).
+ * Where the library is looked for: $KLC_NATIVE_PATH, else native/build/ in the package folder
+ * (the extension root for dist/ bundles, the repository for sources).
  */
-export function nativeLibraryPath(from: string = __dirname): string {
+export function nativeLibraryPath(): string {
   if (process.env.KLC_NATIVE_PATH) return resolve(process.env.KLC_NATIVE_PATH);
-  let dir = resolve(from);
-  for (let i = 0; i < 8; i++) {
-    const candidate = join(dir, LIBRARY);
-    if (existsSync(candidate)) return candidate;
-    const up = dirname(dir);
-    if (up === dir) break;
-    dir = up;
-  }
-  return join(resolve(from), LIBRARY);
+  return join(packageRoot(), LIBRARY);
 }
 
 function firstLine(e: unknown): string {
