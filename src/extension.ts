@@ -10,7 +10,7 @@ import { userMessageOf } from './client/engine-errors';
 import { UserError } from './common/errors';
 import { openParamsFrom, packSettingsFrom } from './client/settings';
 import type { ChatHistory } from './common/chat-protocol';
-import { ChatViewProvider } from './features/chat/chat-view';
+import { ChatViewProvider, HISTORY_KEY } from './features/chat/chat-view';
 import { registerAskCommand } from './features/ask/ask-command';
 import { Annotator, type ShownAnnotation } from './features/annotations/annotator';
 import { SymbolCodeLensProvider } from './features/annotations/code-lens';
@@ -28,9 +28,6 @@ export interface KimiLinearApi {
   /** The chat history as saved for this workspace: what the chat panel shows. */
   chatHistory(): ChatHistory | undefined;
 }
-
-/** The workspace-state key under which src/features/chat/chat-view.ts saves the history. */
-const CHAT_HISTORY_KEY = 'kimiLinear.chat.history';
 
 /** Settings that need a new engine process when they change. */
 const ENGINE_SETTINGS = ['kimiLinear.modelPath', 'kimiLinear.backend'];
@@ -65,7 +62,7 @@ class Ctx implements vscode.Disposable {
       client: this.client,
       statusBarText: () => statusBar.text,
       shownAnnotations: (uri) => annotator.shownFor(uri),
-      chatHistory: () => context.workspaceState.get<ChatHistory>(CHAT_HISTORY_KEY),
+      chatHistory: () => context.workspaceState.get<ChatHistory>(HISTORY_KEY),
     };
 
     this.disposables.push(

@@ -14,7 +14,7 @@ import { reduceHistory, restoreHistory, turnsForEngine } from './history';
 import { candidateFiles } from './file-targets';
 import { userEntryText } from './user-entry';
 
-const HISTORY_KEY = 'kimiLinear.chat.history';
+export const HISTORY_KEY = 'kimiLinear.chat.history';
 /** While an answer streams, the history is saved at most this often (and always when it ends). */
 const SAVE_INTERVAL_MS = 1000;
 
