@@ -94,7 +94,7 @@ export async function makeSyntheticCheckpoint(out = SYNTHETIC_DIR): Promise<numb
   const uniform = seededRandom(20261128);
   const normal = () => Math.sqrt(-2 * Math.log(Math.max(uniform(), 1e-12))) * Math.cos(2 * Math.PI * uniform());
   // Linear weights scaled by 1/sqrt(fan-in) keep activations of order one through the layers.
-  const lin = (rows: number, cols: number) => () => normal() / Math.sqrt(cols);
+  const lin = (cols: number) => () => normal() / Math.sqrt(cols);
   const ones = () => 1 + 0.1 * normal();
   const softplusInv = (y: number) => Math.log(Math.expm1(y));
 
@@ -107,7 +107,7 @@ export async function makeSyntheticCheckpoint(out = SYNTHETIC_DIR): Promise<numb
     shard.push({ name, shape, dtype, data: Float32Array.from({ length: n }, init) });
     params += n;
   };
-  const linear = (name: string, rows: number, cols: number) => add(name, [rows, cols], lin(rows, cols));
+  const linear = (name: string, rows: number, cols: number) => add(name, [rows, cols], lin(cols));
   const swiglu = (prefix: string, [g, u, d]: string[], inner: number) => {
     linear(`${prefix}${g}.weight`, inner, hidden);
     linear(`${prefix}${u}.weight`, inner, hidden);

@@ -1,0 +1,46 @@
+/**
+ * The MLA graphs against the reference (src/engine/reference/mla.ts) on the golden tiny
+ * checkpoint's MLA layer: prefill over an empty cache and after 300 cached tokens (more than one
+ * cache page), and the absorbed decode step over that cache.
+ */
+import { before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import type { KimiConfig } from '../../../src/engine/model/config';
+import { mlaDecode, mlaPrefill, type MlaWeights } from '../../../src/engine/reference/mla';
+import { mlaDecodeGraph, mlaPrefillGraph } from '../../../src/engine/backends/onnx/mla-graph';
+import { LatentCache } from '../../../src/engine/state/latent-cache';
+import { relError } from '../../golden/golden-data';
+import { data, f32, randomArray, runGraph, tinyWeights } from './helpers';
+
+let cfg: KimiConfig;
+let w: MlaWeights;
+let width: number;
+
+before(async () => {
+  const t = await tinyWeights();
+  cfg = t.cfg;
+  const i = cfg.layers.findIndex((l) => l.attention === 'mla');
+  w = t.w.layers[i].mla as MlaWeights;
+  width = cfg.mla.kvLoraRank + cfg.mla.qkRopeHeadDim;
+});
+
+async function check(past: number, T: number, mode: 'prefill' | 'decode'): Promise<void> {
+  const d = cfg.hiddenSize;
+  const cache = new LatentCache(width);
+  if (past > 0) mlaPrefill(cfg, w, randomArray(past * d, 3, 2), past, cache);
+  const before = cache.toArray();
+  const x = randomArray(T * d, 40 + past + T, 2);
+  const want = mode === 'prefill' ? mlaPrefill(cfg, w, x, T, cache) : mlaDecode(cfg, w, x, cache);
+  const bytes = mode === 'prefill' ? mlaPrefillGraph(cfg, w) : mlaDecodeGraph(cfg, w);
+  const out = await runGraph(bytes, { x: f32(x, [T, d]), past: f32(before, [past, width]) });
+  assert.ok(relError(data(out.y), want) < 1e-5, `${mode} past=${past} T=${T}: y ${relError(data(out.y), want)}`);
+  const newRows = cache.toArray().subarray(past * width);
+  assert.deepEqual(out.rows.dims, [T, width]);
+  assert.ok(relError(data(out.rows), newRows) < 1e-5, `rows ${relError(data(out.rows), newRows)}`);
+}
+
+test('prefill over an empty cache', () => check(0, 37, 'prefill'));
+test('prefill after 300 cached tokens sees all of them and is causal within the slice', () => check(300, 45, 'prefill'));
+test('one-token prefill equals the naive form', () => check(12, 1, 'prefill'));
+test('absorbed decode over the latent cache', () => check(300, 1, 'decode'));
+test('absorbed decode as the first token', () => check(0, 1, 'decode'));
