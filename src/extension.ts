@@ -10,6 +10,7 @@ import { userMessageOf } from './client/engine-errors';
 import { UserError } from './common/errors';
 import { openParamsFrom, packSettingsFrom } from './client/settings';
 import type { ChatHistory } from './common/chat-protocol';
+import type { IngestResult } from './engine/api';
 import { ChatViewProvider, HISTORY_KEY } from './features/chat/chat-view';
 import { registerAskCommand } from './features/ask/ask-command';
 import { Annotator, type ShownAnnotation } from './features/annotations/annotator';
@@ -27,6 +28,8 @@ export interface KimiLinearApi {
   shownAnnotations(uri: vscode.Uri): ShownAnnotation[];
   /** The chat history as saved for this workspace: what the chat panel shows. */
   chatHistory(): ChatHistory | undefined;
+  /** The last ingest this session completed (Ingest Workspace or one started by a save). */
+  lastIngestResult(): IngestResult | undefined;
 }
 
 /** Settings that need a new engine process when they change. */
@@ -63,6 +66,7 @@ class Ctx implements vscode.Disposable {
       statusBarText: () => statusBar.text,
       shownAnnotations: (uri) => annotator.shownFor(uri),
       chatHistory: () => context.workspaceState.get<ChatHistory>(HISTORY_KEY),
+      lastIngestResult: () => ingest.lastResult,
     };
 
     this.disposables.push(
@@ -73,7 +77,9 @@ class Ctx implements vscode.Disposable {
       registerExplainCommands(chat),
       registerAskCommand(chat),
       vscode.commands.registerCommand('kimiLinear.ingestWorkspace', () => ingest.run()),
-      vscode.commands.registerCommand('kimiLinear.cancelIngest', () => ingest.cancel()),
+      vscode.commands.registerCommand('kimiLinear.cancelIngest', () => {
+        if (!ingest.cancel()) void vscode.window.showInformationMessage('Kimi Linear: no ingest is running.');
+      }),
       vscode.commands.registerCommand('kimiLinear.newChat', () => chat.newChat()),
       vscode.commands.registerCommand('kimiLinear.clearHistory', () => chat.clearHistory()),
       vscode.commands.registerCommand('kimiLinear.annotateFile', async (uri?: vscode.Uri) => {

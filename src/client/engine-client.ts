@@ -7,7 +7,7 @@
 import { Emitter, type Event } from 'vscode-jsonrpc';
 import type { AskRequest, AskResult, EngineStatus, IngestProgress, IngestResult, PackSettings } from '../engine/api';
 import {
-  askRequest, askText, ingestProgress, ingestRequest, markStaleRequest, openRequest, type OpenParams, statusRequest,
+  askIngested, askRequest, askText, ingestProgress, ingestRequest, markStaleRequest, openRequest, type OpenParams, statusRequest,
 } from '../common/engine-protocol';
 import { UserError } from '../common/errors';
 import { type BackoffPolicy, defaultBackoff, RestartBackoff } from './backoff';
@@ -56,6 +56,8 @@ export class EngineClient {
   private disposed = false;
   private disposing: Promise<void> | undefined;
   private current: EngineClientStatus = { process: 'stopped', engine: null, ingest: null, error: null };
+  /** One per ingest in flight: ingest requests, and asks while they ingest the workspace first. */
+  private readonly ingests = new Set<AbortController>();
 
   constructor(private readonly options: EngineClientOptions) {
     this.backoff = new RestartBackoff(options.backoff ?? defaultBackoff);
@@ -76,19 +78,25 @@ export class EngineClient {
   }
 
   async ingest(settings: PackSettings, onProgress: (p: IngestProgress) => void, signal?: AbortSignal): Promise<IngestResult> {
-    const proc = await this.process();
-    const progressToken = `ingest-${++this.streamIds}`;
-    const subscription = proc.onProgress(ingestProgress, progressToken, (p) => {
-      this.update({ ingest: p });
-      onProgress(p);
-    });
-    this.update({ engine: this.current.engine && withRepoState(this.current.engine, 'ingesting') });
+    const own = new AbortController();
+    this.ingests.add(own);
     try {
-      return await proc.request(ingestRequest, { settings, progressToken }, signal);
+      const proc = await this.process();
+      const progressToken = `ingest-${++this.streamIds}`;
+      const subscription = proc.onProgress(ingestProgress, progressToken, (p) => {
+        this.update({ ingest: p });
+        onProgress(p);
+      });
+      this.update({ engine: this.current.engine && withRepoState(this.current.engine, 'ingesting') });
+      try {
+        return await proc.request(ingestRequest, { settings, progressToken }, either(signal, own.signal));
+      } finally {
+        subscription.dispose();
+        this.update({ ingest: null });
+        await this.refresh();
+      }
     } finally {
-      subscription.dispose();
-      this.update({ ingest: null });
-      await this.refresh();
+      this.ingests.delete(own);
     }
   }
 
@@ -98,17 +106,46 @@ export class EngineClient {
     const id = ++this.streamIds;
     const textToken = `ask-${id}`;
     const progressToken = `ask-ingest-${id}`;
+    const ingestedToken = `ask-ingested-${id}`;
+    // Cancel Ingest stops an ask only while it ingests; then the question goes unanswered.
+    const ingestAbort = new AbortController();
+    const ingestEnded = () => {
+      this.ingests.delete(ingestAbort);
+      if (this.current.ingest) this.update({ ingest: null });
+    };
     const subscriptions = [
       proc.onProgress(askText, textToken, onText),
-      proc.onProgress(ingestProgress, progressToken, (p) => this.update({ ingest: p })),
+      proc.onProgress(ingestProgress, progressToken, (p) => {
+        this.ingests.add(ingestAbort);
+        this.update({ ingest: p });
+      }),
+      proc.onProgress(askIngested, ingestedToken, () => {
+        ingestEnded();
+        void this.refresh();
+      }),
     ];
     try {
-      return await proc.request(askRequest, { request, textToken, workspace, progressToken }, signal);
+      return await proc.request(askRequest, { request, textToken, workspace, progressToken, ingestedToken }, either(signal, ingestAbort.signal));
+    } catch (e) {
+      if (isCancelled(e) && ingestAbort.signal.aborted && !signal?.aborted) {
+        throw new UserError('The ingest was cancelled, so the question was not answered. Ask again to read the workspace first, or run Ingest Workspace.');
+      }
+      throw e;
     } finally {
       for (const s of subscriptions) s.dispose();
-      if (this.current.ingest) this.update({ ingest: null });
+      ingestEnded();
       await this.refresh();
     }
+  }
+
+  /**
+   * Cancels every ingest in flight: ingest requests and asks that are still ingesting the
+   * workspace before their question. Returns whether there was one.
+   */
+  cancelIngest(): boolean {
+    const any = this.ingests.size > 0;
+    for (const abort of this.ingests) abort.abort();
+    return any;
   }
 
   /**
@@ -215,6 +252,10 @@ export class EngineClient {
     this.current = { ...this.current, ...change };
     if (!this.disposed) this.statusEmitter.fire(this.current);
   }
+}
+
+function either(signal: AbortSignal | undefined, own: AbortSignal): AbortSignal {
+  return signal ? AbortSignal.any([signal, own]) : own;
 }
 
 function withRepoState(engine: EngineStatus, state: EngineStatus['repo']['state']): EngineStatus {

@@ -56,6 +56,8 @@ export interface HeaderStatus {
   ingestPercent?: number;
   /** The last failure, for the user (engine crashed, model missing). */
   problem?: string;
+  /** Restricted mode: the workspace is not read and no engine runs. */
+  restricted?: boolean;
 }
 
 export type HostMessage =
@@ -75,6 +77,7 @@ export type WebviewMessage =
   | { type: 'clear' }
   | { type: 'switchChat'; id: string }
   | { type: 'ingest' }
+  | { type: 'manageTrust' }
   | { type: 'resolvePaths'; paths: string[] }
   | { type: 'openFile'; path: string; line?: number; endLine?: number; column?: number }
   | { type: 'openExternal'; url: string }

@@ -28,6 +28,8 @@ export interface AskParams {
   /** Ingested first (reporting on `progressToken`) when the engine holds no repository state yet. */
   workspace?: PackSettings;
   progressToken?: string;
+  /** Receives the implicit ingest's result once it ends, before the question is read. */
+  ingestedToken?: string;
 }
 
 export interface MarkStaleParams {
@@ -61,3 +63,5 @@ export const shutdownRequest = new RequestType0<void, EngineErrorData>('engine/s
 
 export const ingestProgress = new ProgressType<IngestProgress>();
 export const askText = new ProgressType<string>();
+/** The end of an ask's implicit ingest: from here on the request answers instead of ingesting. */
+export const askIngested = new ProgressType<IngestResult>();

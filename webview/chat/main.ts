@@ -6,6 +6,7 @@
 import DOMPurify from 'dompurify';
 import type { ChatEntry, ChatHistory, HeaderStatus, HostMessage, WebviewMessage } from '../../src/common/chat-protocol';
 import { activeConversation, conversationTitle, reduceHistory } from '../../src/features/chat/history';
+import { headerView } from './header-view';
 import { createMarkdown } from './markdown';
 import { sanitizeHtml } from './sanitize';
 import './chat.css';
@@ -32,15 +33,19 @@ const header = el('header', 'repo');
 const repoLine = el('div', 'repo-line');
 const engineLine = el('div', 'engine-line');
 const headerActions = el('div', 'header-actions');
-const ingestButton = el('button', 'secondary', 'Ingest');
-ingestButton.title = 'Ingest the workspace into the model\'s cached state';
+const actionButton = el('button', 'secondary header-action', 'Ingest');
+actionButton.type = 'button';
+let actionMessage: WebviewMessage | undefined;
 const conversations = el('select', 'conversations');
 conversations.title = 'Earlier chats in this workspace';
-headerActions.append(conversations, ingestButton);
+conversations.setAttribute('aria-label', 'Conversation');
+headerActions.append(conversations, actionButton);
 header.append(repoLine, engineLine, headerActions);
 
 const log = el('main', 'log');
+log.setAttribute('role', 'log');
 log.setAttribute('aria-live', 'polite');
+log.setAttribute('aria-label', 'Conversation with Kimi Linear');
 const empty = el('div', 'empty');
 empty.append(
   el('p', 'empty-title', 'Ask about this repository'),
@@ -50,12 +55,15 @@ empty.append(
 const composer = el('form', 'composer');
 const input = el('textarea', 'input');
 input.rows = 3;
-input.placeholder = 'Ask about this repository… (Enter to send, Shift+Enter for a new line)';
+input.placeholder = 'Ask about this repository… (Enter to send, Shift+Enter for a new line, Escape to stop an answer)';
 input.setAttribute('aria-label', 'Question');
+input.setAttribute('aria-keyshortcuts', 'Enter');
 const sendButton = el('button', 'primary', 'Send');
 sendButton.type = 'submit';
 const stopButton = el('button', 'secondary stop', 'Stop');
 stopButton.type = 'button';
+stopButton.title = 'Stop the answer (Escape)';
+stopButton.setAttribute('aria-keyshortcuts', 'Escape');
 stopButton.hidden = true;
 const buttons = el('div', 'composer-buttons');
 buttons.append(stopButton, sendButton);
@@ -100,6 +108,8 @@ function flush(): void {
 function paint(s: Shown): void {
   const { entry } = s;
   s.node.classList.toggle('streaming', entry.state === 'streaming');
+  // Screen readers announce the answer once it is complete, not every streamed piece.
+  s.node.setAttribute('aria-busy', String(entry.state === 'streaming'));
   const r = render(entry.text, lookup);
   s.body.innerHTML = sanitizeHtml(DOMPurify, r.html);
   decorateCode(s.body);
@@ -185,44 +195,32 @@ function sync(): void {
   conversations.hidden = history.conversations.length < 2;
 }
 
+let busyNow = false;
+
 function setBusy(busy: boolean): void {
+  busyNow = busy;
+  // The button a keyboard user pressed disappears; its place in the focus order goes to the other.
+  const focused = document.activeElement;
   stopButton.hidden = !busy;
   sendButton.hidden = busy;
+  if (focused === sendButton && busy) stopButton.focus();
+  if (focused === stopButton && !busy) input.focus();
 }
 
 function showHeader(h: HeaderStatus): void {
-  const s = h.status;
-  const repo = s?.repo;
-  repoLine.replaceChildren();
-  const badge = el('span', 'badge');
-  if (h.ingestPercent !== undefined || repo?.state === 'ingesting') {
-    badge.textContent = h.ingestPercent !== undefined ? `ingesting ${h.ingestPercent}%` : 'ingesting';
-    badge.classList.add('busy');
-  } else if (repo?.state === 'ready') {
-    badge.textContent = 'cached';
-    badge.classList.add('ready');
-  } else if (repo?.state === 'stale') {
-    badge.textContent = 'stale';
-    badge.classList.add('stale');
-  } else {
-    badge.textContent = 'not ingested';
+  const v = headerView(h);
+  const badge = el('span', `badge ${v.badgeClass}`.trim(), v.badge);
+  repoLine.replaceChildren(badge);
+  if (v.counts) repoLine.append(el('span', 'counts', v.counts));
+  engineLine.replaceChildren(el('span', v.engineClass || undefined, v.engine));
+  const hadFocus = document.activeElement === actionButton;
+  actionButton.hidden = v.action === undefined;
+  if (v.action) {
+    actionButton.textContent = v.action.label;
+    actionButton.title = v.action.title;
+    actionMessage = { type: v.action.message };
   }
-  repoLine.append(badge);
-  if (repo && repo.state !== 'none') {
-    repoLine.append(el('span', 'counts', `${repo.files.toLocaleString('en-US')} files · ${repo.tokens.toLocaleString('en-US')} tokens`));
-  }
-  ingestButton.hidden = repo?.state === 'ready' || repo?.state === 'ingesting' || h.ingestPercent !== undefined;
-  ingestButton.textContent = repo?.state === 'stale' ? 'Re-ingest' : 'Ingest';
-
-  engineLine.replaceChildren();
-  if (h.problem) {
-    engineLine.append(el('span', 'error', h.problem));
-  } else if (s?.model) {
-    const name = s.model.bundled ? `${s.model.name} (bundled test model: answers are not meaningful)` : s.model.name;
-    engineLine.append(el('span', undefined, `${name} · ${s.backend} · ${s.device}`));
-  } else {
-    engineLine.append(el('span', 'note', h.process === 'starting' ? 'Starting the engine…' : 'Engine not started'));
-  }
+  if (hadFocus && actionButton.hidden) input.focus();
 }
 
 // ---- events ---------------------------------------------------------------------------------
@@ -271,7 +269,13 @@ input.addEventListener('keydown', (ev) => {
   }
 });
 stopButton.addEventListener('click', () => send({ type: 'stop' }));
-ingestButton.addEventListener('click', () => send({ type: 'ingest' }));
+document.addEventListener('keydown', (ev) => {
+  if (ev.key === 'Escape' && busyNow && !ev.isComposing) {
+    ev.preventDefault();
+    send({ type: 'stop' });
+  }
+});
+actionButton.addEventListener('click', () => actionMessage && send(actionMessage));
 conversations.addEventListener('change', () => send({ type: 'switchChat', id: conversations.value }));
 
 log.addEventListener('click', (ev) => {

@@ -5,7 +5,7 @@
  */
 import { CancellationToken, ErrorCodes, MessageConnection, ResponseError } from 'vscode-jsonrpc';
 import {
-  askRequest, askText, EngineErrorCode, EngineErrorData, ingestProgress, ingestRequest, markStaleRequest,
+  askIngested, askRequest, askText, EngineErrorCode, EngineErrorData, ingestProgress, ingestRequest, markStaleRequest,
   openRequest, shutdownRequest, statusRequest,
 } from '../../common/engine-protocol';
 import { isUserError } from '../../common/errors';
@@ -67,7 +67,8 @@ export function serveEngine(connection: MessageConnection, options: ServeOptions
       const progress = throttledProgress((p) => {
         if (progressToken) void connection.sendProgress(ingestProgress, progressToken, p);
       });
-      await s.ingest(params.workspace, progress, signal);
+      const ingested = await s.ingest(params.workspace, progress, signal);
+      if (params.ingestedToken) void connection.sendProgress(askIngested, params.ingestedToken, ingested);
     }
     const onText = (delta: string) => void connection.sendProgress(askText, params.textToken, delta);
     return s.ask(params.request, onText, signal);

@@ -6,12 +6,13 @@
 import * as vscode from 'vscode';
 import { randomBytes, randomUUID } from 'node:crypto';
 import type { AskRequest } from '../../engine/api';
-import type { EngineClient, EngineClientStatus } from '../../client/engine-client';
+import type { EngineClient } from '../../client/engine-client';
 import { isCancelled, userMessageOf } from '../../client/engine-errors';
 import { samplingFrom } from '../../client/settings';
-import type { ChatAction, ChatHistory, HeaderStatus, HostMessage, WebviewMessage } from '../../common/chat-protocol';
+import type { ChatAction, ChatHistory, HostMessage, WebviewMessage } from '../../common/chat-protocol';
+import { headerOf } from './header';
 import { reduceHistory, restoreHistory, turnsForEngine } from './history';
-import { candidateFiles } from './file-targets';
+import { candidateFiles, packedRoots } from './file-targets';
 import { userEntryText } from './user-entry';
 
 export const HISTORY_KEY = 'kimiLinear.chat.history';
@@ -30,13 +31,6 @@ export interface ChatSubmission {
   request: AskRequest;
 }
 
-export function headerOf(s: EngineClientStatus): HeaderStatus {
-  const header: HeaderStatus = { process: s.process, status: s.engine };
-  if (s.ingest && s.ingest.tokensTotal > 0) header.ingestPercent = Math.floor((100 * s.ingest.tokensDone) / s.ingest.tokensTotal);
-  if (s.error) header.problem = s.error;
-  return header;
-}
-
 export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disposable {
   static readonly viewId = 'kimiLinear.chat';
   private view: vscode.WebviewView | undefined;
@@ -49,8 +43,14 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
 
   constructor(private readonly deps: ChatViewDeps) {
     this.history = restoreHistory(deps.state.get(HISTORY_KEY), randomUUID(), Date.now());
-    const sub = deps.client.onDidChangeStatus((s) => this.post({ type: 'header', header: headerOf(s) }));
-    this.disposables.push({ dispose: () => sub.dispose() });
+    const sub = deps.client.onDidChangeStatus(() => this.postHeader());
+    this.disposables.push(
+      { dispose: () => sub.dispose() },
+      vscode.workspace.onDidGrantWorkspaceTrust(() => {
+        this.postHeader();
+        if (this.view) this.startEngine();
+      }),
+    );
   }
 
   resolveWebviewView(view: vscode.WebviewView): void {
@@ -172,6 +172,16 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
     return this.saving;
   }
 
+  /** Opening the panel is a request for the repository's state; in restricted mode no engine runs. */
+  private startEngine(): void {
+    if (!vscode.workspace.isTrusted) return;
+    this.deps.client.status().catch((e) => this.deps.log.warn(`chat: engine status: ${userMessageOf(e)}`));
+  }
+
+  private postHeader(): void {
+    this.post({ type: 'header', header: headerOf(this.deps.client.lastStatus, vscode.workspace.isTrusted) });
+  }
+
   private post(m: HostMessage): void {
     void this.view?.webview.postMessage(m);
   }
@@ -179,9 +189,8 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
   private async onMessage(m: WebviewMessage): Promise<void> {
     switch (m.type) {
       case 'ready':
-        this.post({ type: 'init', history: this.history, header: headerOf(this.deps.client.lastStatus), busy: this.running !== undefined });
-        // Opening the panel is a request for the repository's state: this starts the engine.
-        this.deps.client.status().catch((e) => this.deps.log.warn(`chat: engine status: ${userMessageOf(e)}`));
+        this.post({ type: 'init', history: this.history, header: headerOf(this.deps.client.lastStatus, vscode.workspace.isTrusted), busy: this.running !== undefined });
+        this.startEngine();
         return;
       case 'ask': {
         const question = m.question.trim();
@@ -205,6 +214,9 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
       case 'ingest':
         await vscode.commands.executeCommand('kimiLinear.ingestWorkspace');
         return;
+      case 'manageTrust':
+        await vscode.commands.executeCommand('workbench.trust.manage');
+        return;
       case 'resolvePaths': {
         const entries = await Promise.all(m.paths.slice(0, 200).map(async (p) => [p, (await this.resolveFile(p)) !== undefined] as const));
         this.post({ type: 'paths', resolved: Object.fromEntries(entries) });
@@ -225,9 +237,7 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
 
   /** The workspace file a path in an answer names, or undefined when there is none. */
   private async resolveFile(written: string): Promise<vscode.Uri | undefined> {
-    const roots = (vscode.workspace.workspaceFolders ?? [])
-      .filter((f) => f.uri.scheme === 'file')
-      .map((f) => ({ name: f.name, fsPath: f.uri.fsPath }));
+    const roots = packedRoots((vscode.workspace.workspaceFolders ?? []).filter((f) => f.uri.scheme === 'file').map((f) => f.uri.fsPath));
     for (const candidate of candidateFiles(written, roots)) {
       const uri = vscode.Uri.file(candidate);
       try {

@@ -5,10 +5,21 @@
  * the prefix, so each plausible reading is a candidate; the caller keeps the first that exists.
  */
 import { isAbsolute, join, normalize, relative, sep } from 'node:path';
+import { rootNames } from '../../workspace/root-names';
 
 export interface Root {
+  /** The prefix the packed context gives the folder's files in a multi-root workspace. */
   name: string;
   fsPath: string;
+}
+
+/**
+ * Workspace folders named as the packer names them: by base name, numbered when two are alike.
+ * Not by VS Code's folder name, which a .code-workspace file may set to anything.
+ */
+export function packedRoots(fsPaths: readonly string[]): Root[] {
+  const names = rootNames(fsPaths);
+  return fsPaths.map((fsPath, i) => ({ name: names[i], fsPath }));
 }
 
 function inside(root: string, p: string): boolean {

@@ -20,6 +20,7 @@ export interface IngestRun {
 
 export class IngestController implements vscode.Disposable {
   private running: { promise: Promise<IngestResult | undefined>; abort: AbortController } | undefined;
+  private last: IngestResult | undefined;
   private readonly changeEmitter = new vscode.EventEmitter<SavedIngest | null>();
   /** Fires when the remembered last ingest changes. */
   readonly onDidChangeSaved = this.changeEmitter.event;
@@ -36,6 +37,11 @@ export class IngestController implements vscode.Disposable {
 
   get busy(): boolean {
     return this.running !== undefined;
+  }
+
+  /** The result of the last ingest this session completed, including those started by saves. */
+  get lastResult(): IngestResult | undefined {
+    return this.last;
   }
 
   /** Resolves to the result, or undefined when cancelled, refused or failed (the user was told). */
@@ -60,8 +66,14 @@ export class IngestController implements vscode.Disposable {
     return promise;
   }
 
-  cancel(): void {
+  /**
+   * Cancels the ingest in flight, whether this controller started it or a question did (an ask
+   * ingests the workspace first when the engine has no state). Returns whether there was one.
+   */
+  cancel(): boolean {
+    const own = this.running !== undefined;
     this.running?.abort.abort();
+    return this.client.cancelIngest() || own;
   }
 
   dispose(): void {
@@ -89,6 +101,7 @@ export class IngestController implements vscode.Disposable {
           }, abort.signal);
         },
       );
+      this.last = result;
       const message = resultMessage(result);
       this.log.info(message);
       await this.state.update(SAVED_INGEST_KEY, { files: result.files, tokens: result.tokens, at: Date.now() } satisfies SavedIngest);

@@ -24,6 +24,11 @@ export class StatusBar implements vscode.Disposable {
     return this.item.text;
   }
 
+  /** What screen readers announce for the item. */
+  get ariaLabel(): string {
+    return this.item.accessibilityInformation?.label ?? '';
+  }
+
   dispose(): void {
     for (const s of this.subscriptions) s.dispose();
     this.item.dispose();
@@ -34,6 +39,7 @@ export class StatusBar implements vscode.Disposable {
     this.item.text = view.text;
     this.item.tooltip = view.tooltip;
     this.item.command = view.command;
+    this.item.accessibilityInformation = { label: view.ariaLabel, role: 'button' };
     this.item.backgroundColor = view.warning ? new vscode.ThemeColor('statusBarItem.warningBackground') : undefined;
   }
 }

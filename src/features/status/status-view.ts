@@ -12,6 +12,8 @@ export interface StatusBarView {
   command: string;
   /** Drawn with the warning background. */
   warning: boolean;
+  /** What a screen reader says: full words and numbers instead of icons and "1.2k". */
+  ariaLabel: string;
 }
 
 /** The last ingest of this workspace, remembered across reloads while no engine runs yet. */
@@ -31,6 +33,7 @@ export function statusBarView(status: EngineClientStatus, trusted: boolean, save
       tooltip: 'Restricted mode: Kimi Linear does not read this workspace. Click to manage workspace trust.',
       command: 'workbench.trust.manage',
       warning: false,
+      ariaLabel: 'Kimi Linear: restricted mode, the workspace is not read. Activate to manage workspace trust.',
     };
   }
   if (status.ingest) {
@@ -40,6 +43,7 @@ export function statusBarView(status: EngineClientStatus, trusted: boolean, save
       tooltip: `Ingesting the workspace: ${formatCount(status.ingest.tokensDone)} of ${formatCount(status.ingest.tokensTotal)} tokens. Click to cancel.`,
       command: 'kimiLinear.cancelIngest',
       warning: false,
+      ariaLabel: `Kimi Linear: ingesting the workspace, ${percent} percent. Activate to cancel.`,
     };
   }
   if (status.process === 'crashed') {
@@ -48,10 +52,17 @@ export function statusBarView(status: EngineClientStatus, trusted: boolean, save
       tooltip: `${status.error ?? 'The engine process stopped.'}\nClick to show the logs.`,
       command: 'kimiLinear.showLogs',
       warning: true,
+      ariaLabel: 'Kimi Linear: the engine stopped. Activate to show the logs.',
     };
   }
   if (status.process === 'starting') {
-    return { text: '$(loading~spin) Kimi: starting', tooltip: 'Starting the engine and loading the model.', command: 'kimiLinear.showLogs', warning: false };
+    return {
+      text: '$(loading~spin) Kimi: starting',
+      tooltip: 'Starting the engine and loading the model.',
+      command: 'kimiLinear.showLogs',
+      warning: false,
+      ariaLabel: 'Kimi Linear: starting the engine. Activate to show the logs.',
+    };
   }
   const repo = status.engine?.repo;
   const where = status.engine ? ` on ${status.engine.backend} (${status.engine.device})` : '';
@@ -61,6 +72,7 @@ export function statusBarView(status: EngineClientStatus, trusted: boolean, save
       tooltip: `Ready: ${formatCount(repo.files)} files, ${formatCount(repo.tokens)} tokens cached${where}. Click to open the chat.`,
       command: CHAT_FOCUS_COMMAND,
       warning: false,
+      ariaLabel: `Kimi Linear: ready, ${formatCount(repo.tokens)} tokens from ${formatCount(repo.files)} files cached. Activate to open the chat.`,
     };
   }
   if (repo?.state === 'stale') {
@@ -69,10 +81,17 @@ export function statusBarView(status: EngineClientStatus, trusted: boolean, save
       tooltip: `Files changed since the last ingest (${formatCount(repo.tokens)} tokens cached). Click to ingest the changes.`,
       command: 'kimiLinear.ingestWorkspace',
       warning: true,
+      ariaLabel: 'Kimi Linear: stale, files changed since the last ingest. Activate to ingest the changes.',
     };
   }
   if (repo?.state === 'ingesting') {
-    return { text: '$(sync~spin) Kimi: ingesting', tooltip: 'Ingesting the workspace. Click to cancel.', command: 'kimiLinear.cancelIngest', warning: false };
+    return {
+      text: '$(sync~spin) Kimi: ingesting',
+      tooltip: 'Ingesting the workspace. Click to cancel.',
+      command: 'kimiLinear.cancelIngest',
+      warning: false,
+      ariaLabel: 'Kimi Linear: ingesting the workspace. Activate to cancel.',
+    };
   }
   if (saved && !repo) {
     return {
@@ -80,6 +99,7 @@ export function statusBarView(status: EngineClientStatus, trusted: boolean, save
       tooltip: `A saved state of ${formatCount(saved.files)} files (${formatCount(saved.tokens)} tokens, ingested ${new Date(saved.at).toLocaleString()}) is reused when it still matches the workspace. Click to load it.`,
       command: 'kimiLinear.ingestWorkspace',
       warning: false,
+      ariaLabel: `Kimi Linear: a saved state of ${formatCount(saved.tokens)} tokens. Activate to load it.`,
     };
   }
   return {
@@ -87,5 +107,6 @@ export function statusBarView(status: EngineClientStatus, trusted: boolean, save
     tooltip: `${status.error ? `${status.error}\n` : ''}The workspace has not been ingested in this session. Click to ingest it (a saved state is reused when it still matches).`,
     command: 'kimiLinear.ingestWorkspace',
     warning: false,
+    ariaLabel: 'Kimi Linear: the workspace is not ingested. Activate to ingest it.',
   };
 }

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { candidateFiles } from '../../../src/features/chat/file-targets';
+import { candidateFiles, packedRoots } from '../../../src/features/chat/file-targets';
 
 const one = [{ name: 'app', fsPath: '/ws/app' }];
 const two = [{ name: 'api', fsPath: '/ws/api' }, { name: 'web', fsPath: '/ws/web' }];
@@ -22,4 +22,12 @@ test('nothing outside the workspace folders', () => {
   assert.deepEqual(candidateFiles('/ws/app/src/a.ts', one), ['/ws/app/src/a.ts']);
   assert.deepEqual(candidateFiles('/ws/application/a.ts', one), []);
   assert.deepEqual(candidateFiles('', one), []);
+});
+
+test('folders are named as the packer names them: base names, numbered when alike', () => {
+  const roots = packedRoots(['/ws/front/app', '/ws/back/app', '/ws/lib']);
+  assert.deepEqual(roots.map((r) => r.name), ['app', 'app-2', 'lib']);
+  assert.equal(candidateFiles('app-2/src/index.ts', roots)[0], '/ws/back/app/src/index.ts');
+  assert.equal(candidateFiles('app/src/index.ts', roots)[0], '/ws/front/app/src/index.ts');
+  assert.equal(candidateFiles('lib/util.ts', roots)[0], '/ws/lib/util.ts');
 });

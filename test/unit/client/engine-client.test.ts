@@ -106,6 +106,75 @@ describe('EngineClient with the engine process', () => {
     assert.notEqual(status.repo.state, 'ingesting');
   });
 
+  test('cancelIngest stops an ingest request; the engine keeps serving', async () => {
+    const root = makeWorkspace(SMALL_WORKSPACE);
+    const { client: c } = client();
+    assert.equal(c.cancelIngest(), false, 'nothing to cancel before a request');
+    let cancelled: boolean | undefined;
+    await assert.rejects(
+      c.ingest({ roots: [root] }, (p) => {
+        if (p.phase === 'prefill' && cancelled === undefined) cancelled = c.cancelIngest();
+      }),
+      (e) => isCancelled(e),
+    );
+    assert.equal(cancelled, true);
+    assert.equal(c.lastStatus.ingest, null);
+    assert.equal((await c.ingest({ roots: [root] }, () => undefined)).files, 3);
+  });
+
+  test('cancelIngest stops an ask while it ingests the workspace: the question is not answered, and the next ask is', async () => {
+    const root = makeWorkspace(SMALL_WORKSPACE);
+    const cacheDir = tempDir('cache');
+    const c = new EngineClient({
+      enginePath,
+      openParams: () => ({ modelDir, backend: 'reference', cacheDir }),
+      workspace: () => ({ roots: [root] }),
+      log: () => undefined,
+    });
+    clients.push(c);
+    let cancelled: boolean | undefined;
+    const sub = c.onDidChangeStatus((s) => {
+      if (s.ingest?.phase === 'prefill' && cancelled === undefined) cancelled = c.cancelIngest();
+    });
+    let streamed = '';
+    await assert.rejects(
+      c.ask({ question: 'Where is add used?', sampling: greedy }, (d) => { streamed += d; }),
+      (e) => isUserError(e) && /ingest was cancelled, so the question was not answered/.test(e.message),
+    );
+    sub.dispose();
+    assert.equal(cancelled, true, 'the implicit ingest counted as an ingest in flight');
+    assert.equal(streamed, '', 'no answer text after the cancel');
+    assert.equal(c.lastStatus.ingest, null);
+    assert.notEqual((await c.status()).repo.state, 'ready');
+
+    const answer = await c.ask({ question: 'Where is add used?', sampling: greedy }, () => undefined);
+    assert.ok(answer.tokens >= 1);
+    assert.equal((await c.status()).repo.state, 'ready');
+  });
+
+  test('once its ingest is done, an ask no longer shows ingest progress and cancelIngest leaves the answer alone', async () => {
+    const root = makeWorkspace(SMALL_WORKSPACE);
+    const cacheDir = tempDir('cache');
+    const c = new EngineClient({
+      enginePath,
+      openParams: () => ({ modelDir, backend: 'reference', cacheDir }),
+      workspace: () => ({ roots: [root] }),
+      log: () => undefined,
+    });
+    clients.push(c);
+    let sawIngest = false;
+    const sub = c.onDidChangeStatus((s) => { sawIngest ||= s.ingest !== null; });
+    const atFirstText: { ingest: unknown; cancelled: boolean }[] = [];
+    const answer = await c.ask({ question: 'What does twice do?', sampling: greedy }, () => {
+      if (atFirstText.length === 0) atFirstText.push({ ingest: c.lastStatus.ingest, cancelled: c.cancelIngest() });
+    });
+    sub.dispose();
+    assert.ok(sawIngest, 'the ask ingested first');
+    assert.deepEqual(atFirstText, [{ ingest: null, cancelled: false }]);
+    assert.ok(answer.tokens >= 1);
+    assert.notEqual(answer.stopReason, 'cancelled');
+  });
+
   test('killing the engine mid-ingest gives a clear error; the next request restarts it and gets the same answers as a clean run', async () => {
     const root = makeWorkspace(SMALL_WORKSPACE);
     const { client: c, statuses } = client();

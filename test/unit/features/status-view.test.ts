@@ -46,3 +46,25 @@ test('a state saved before the reload is announced until the engine runs', () =>
   assert.equal(statusBarView({ ...base, process: 'stopped' }, true, saved).text, '$(database) Kimi: 2.5k tokens saved');
   assert.equal(statusBarView({ ...base, engine: engine('ready', 2500) }, true, saved).text, '$(database) Kimi: 2.5k tokens cached');
 });
+
+test('every state has a screen-reader label in words, without icon names or abbreviated numbers', () => {
+  const states: [EngineClientStatus, boolean][] = [
+    [{ ...base, process: 'stopped' }, true],
+    [{ ...base, engine: engine('ready') }, true],
+    [{ ...base, engine: engine('stale') }, true],
+    [{ ...base, engine: engine('ingesting') }, true],
+    [{ ...base, process: 'starting' }, true],
+    [{ ...base, ingest: { phase: 'prefill', filesDone: 1, filesTotal: 7, tokensDone: 420, tokensTotal: 1000, tokensPerSecond: 50 } }, true],
+    [{ ...base, process: 'crashed', error: 'boom' }, true],
+    [{ ...base, engine: engine('ready') }, false],
+  ];
+  const labels = states.map(([status, trusted]) => statusBarView(status, trusted, null).ariaLabel);
+  for (const label of labels) {
+    assert.match(label, /^Kimi Linear: /);
+    assert.doesNotMatch(label, /\$\(|\d+(\.\d+)?k\b/, label);
+  }
+  assert.equal(new Set(labels).size, labels.length, 'each state is told apart');
+  assert.equal(labels[1], 'Kimi Linear: ready, 123,456 tokens from 7 files cached. Activate to open the chat.');
+  assert.equal(labels[5], 'Kimi Linear: ingesting the workspace, 42 percent. Activate to cancel.');
+  assert.match(statusBarView({ ...base, process: 'stopped' }, true, { files: 3, tokens: 2500, at: 0 }).ariaLabel, /2,500 tokens/);
+});
