@@ -14,7 +14,7 @@ import { Graph } from './graph';
 import { END, l2norm, linear, reshape, rmsScale, silu, slice, softplus, transpose, unsqueeze } from './ops';
 
 /** Rows of the intra-chunk sub-blocks whose last token is the exponent reference (as fla's b_gn). */
-const SUB = 16;
+const SUB = 8;
 
 interface Front {
   q: string;
@@ -92,21 +92,23 @@ export function kdaDecodeGraph(cfg: KimiConfig, w: KdaWeights): Uint8Array {
   return g.encodeModel('kda_decode');
 }
 
-/**
- * Additive mask [rows, cols, 1]: 0 where kept, −∞ elsewhere, so that exp(exponent + mask) is 0
- * for masked pairs whatever their (finite) exponent. Cheaper in onnxruntime than a broadcast Where.
- */
-function mask(g: Graph, rows: number, cols: number, keep: (i: number, j: number) => boolean): string {
-  const m = new Float32Array(rows * cols);
-  for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) m[i * cols + j] = keep(i, j) ? 0 : -Infinity;
-  return g.f32(m, [rows, cols, 1]);
+/** e^{min(to − from, 0)} as exp(−relu(from − to)): Relu is a vectorised kernel, Min with a scalar is not. */
+function clampedExp(g: Graph, from: string, to: string): string {
+  return g.op('Exp', [g.op('Neg', [g.op('Relu', [g.op('Sub', [from, to])])])]);
+}
+
+/** fp32 [n, n] matrix of 1 where keep(i, j), else 0. */
+function mask(g: Graph, n: number, keep: (i: number, j: number) => boolean): string {
+  const m = new Float32Array(n * n);
+  for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) m[i * n + j] = keep(i, j) ? 1 : 0;
+  return g.f32(m, [n, n]);
 }
 
 /**
  * The chunkwise-parallel form (spec §2.4) for chunk length C. The input is padded to whole chunks
  * with k = v = q = 0, g = 0, β = 0: such rows add nothing to any matrix or to the state.
- * Stability: every exponent is ≤ 0. Within a SUB-row block, e^{G_i − G_j} is formed pairwise with
- * j > i masked before the exponential; across blocks it is split at the block's last row r,
+ * Stability: every exponent taken for a kept pair is ≤ 0. Within a SUB-row block, e^{G_i − G_j}
+ * is formed pairwise; across blocks it is split at the block's last row r,
  * e^{G_i − G_r} · e^{G_r − G_j}, as the reference and fla do. (I + Akk)⁻¹ Diag(β) is forward
  * substitution, one row per step, unrolled over the C rows.
  */
@@ -133,12 +135,14 @@ export function kdaPrefillGraph(cfg: KimiConfig, w: KdaWeights, C: number): Uint
   const beta = transpose(g, reshape(g, g.op('Pad', [f.beta, pads2]), [-1, C, H]), [0, 2, 1]);
   const G = g.op('CumSum', [chunked(f.gate), g.scalar(2)]);
 
+  // Exponents of pairs that the masks below drop are clamped to 0 (finite, so their products are
+  // too); exponents of kept pairs are ≤ 0 already and pass the clamp unchanged. The masks then act
+  // on [C, C] matrices instead of on the much larger exponent tensors.
   // Diagonal sub-blocks, pairwise exponents: [N, H, nb, B(i), B(j), K].
   const Gs = reshape(g, G, [-1, H, nb, B, K]);
   const ks = reshape(g, k, [-1, H, nb, B, K]);
   const qs = reshape(g, q, [-1, H, nb, B, K]);
-  const D = g.op('Sub', [unsqueeze(g, Gs, [4]), unsqueeze(g, Gs, [3])]);
-  const E = g.op('Mul', [g.op('Exp', [g.op('Add', [D, mask(g, B, B, (i, j) => j <= i)])]), unsqueeze(g, ks, [3])]);
+  const E = g.op('Mul', [clampedExp(g, unsqueeze(g, Gs, [3]), unsqueeze(g, Gs, [4])), unsqueeze(g, ks, [3])]);
   const eyeNb = new Float32Array(nb * nb);
   for (let a = 0; a < nb; a++) eyeNb[a * nb + a] = 1;
   const blockDiag = (blocks: string) => reshape(g, g.op('Mul', [unsqueeze(g, blocks, [4]), g.f32(eyeNb, [nb, 1, nb, 1])]), [-1, H, C, C]);
@@ -147,26 +151,24 @@ export function kdaPrefillGraph(cfg: KimiConfig, w: KdaWeights, C: number): Uint
   let Aqk = within(qs);
 
   if (nb > 1) {
-    // Later rows against an earlier block b: e^{G_i − G_r(b)} (rows past the block only) times e^{G_r(b) − G_j}.
+    // Later rows against an earlier block b: e^{G_i − G_r(b)} times e^{G_r(b) − G_j}, kept only
+    // for rows past the block.
     const R = slice(g, Gs, 3, B - 1, B);
     const kR = g.op('Mul', [ks, g.op('Exp', [g.op('Sub', [R, Gs])])]);
-    const Xe = g.op('Sub', [unsqueeze(g, G, [2]), R]);
-    const Ex = g.op('Exp', [g.op('Add', [Xe, mask(g, nb, C, (b, i) => Math.floor(i / B) > b)])]);
+    const Ex = clampedExp(g, R, unsqueeze(g, G, [2]));
     const kRt = transpose(g, kR, [0, 1, 2, 4, 3]);
+    const past = mask(g, C, (i, j) => Math.floor(i / B) > Math.floor(j / B));
     const across = (lhs: string) =>
-      reshape(g, transpose(g, g.op('MatMul', [g.op('Mul', [Ex, unsqueeze(g, lhs, [2])]), kRt]), [0, 1, 3, 2, 4]), [-1, H, C, C]);
+      g.op('Mul', [reshape(g, transpose(g, g.op('MatMul', [g.op('Mul', [Ex, unsqueeze(g, lhs, [2])]), kRt]), [0, 1, 3, 2, 4]), [-1, H, C, C]), past]);
     Akk = g.op('Add', [Akk, across(k)]);
     Aqk = g.op('Add', [Aqk, across(q)]);
   }
-  const strict = new Float32Array(C * C);
-  for (let i = 0; i < C; i++) for (let j = 0; j < i; j++) strict[i * C + j] = 1;
   const betaCol = unsqueeze(g, beta, [3]);
-  Akk = g.op('Mul', [g.op('Mul', [Akk, g.f32(strict, [C, C])]), betaCol]);
+  Akk = g.op('Mul', [g.op('Mul', [Akk, mask(g, C, (i, j) => j < i)]), betaCol]);
+  Aqk = g.op('Mul', [Aqk, mask(g, C, (i, j) => j <= i)]);
 
   // X = (I + Akk)⁻¹ Diag(β), row by row: X_i = β_i e_i − Akk[i, :i] X[:i].
-  const eyeC = new Float32Array(C * C);
-  for (let i = 0; i < C; i++) eyeC[i * C + i] = 1;
-  const Bd = g.op('Mul', [betaCol, g.f32(eyeC, [C, C])]);
+  const Bd = g.op('Mul', [betaCol, mask(g, C, (i, j) => i === j)]);
   let X = slice(g, Bd, 2, 0, 1);
   for (let i = 1; i < C; i++) {
     const a = g.op('Slice', [Akk, g.i64([i, 0]), g.i64([i + 1, i]), g.i64([2, 3])]);

@@ -22,7 +22,8 @@ function options(provider: Provider): ort.InferenceSession.SessionOptions {
     interOpNumThreads: 1,
     executionMode: 'sequential',
     graphOptimizationLevel: 'all',
-    enableCpuMemArena: true,
+    // Per-session arenas would each keep their own peak of activation memory, across some 40 sessions.
+    enableCpuMemArena: false,
     logSeverityLevel: 3,
     // Every layer is its own session with its own pool; threads that spin after a run would take
     // the cores from the next layer's session.
