@@ -55,3 +55,27 @@ test('group-limited routing is refused with the config file named', async () => 
   copyFileSync(join(TINY_DIR, 'model.safetensors'), join(dir, 'model.safetensors'));
   await assert.rejects(loadModel(dir, { backend: 'onnx', log: () => {} }), (e: Error) => isUserError(e) && /num_expert_group = 2/.test(e.message) && e.message.includes(dir));
 });
+
+test('forked states decode independently: the contiguous MLA cache copy follows each fork', async () => {
+  const onnx = await loadModel(TINY_DIR, { backend: 'onnx', log: () => {} });
+  const ref = await loadModel(TINY_DIR, { backend: 'reference' });
+  try {
+    const ids = Int32Array.from({ length: 40 }, (_, i) => (i * 53) % 1000);
+    const run = async (m: typeof onnx) => {
+      const base = m.newState();
+      await m.prefill(base, ids, { logits: 'none' });
+      await m.decode(base, 7);
+      const fork = m.forkState(base);
+      const a = await m.decode(base, 11);
+      const b = await m.decode(fork, 12);
+      const c = await m.decode(fork, 13);
+      return [a, b, c];
+    };
+    const got = await run(onnx);
+    const want = await run(ref);
+    got.forEach((g, i) => assert.ok(relError(g, want[i]) < 1e-5, `step ${i}: ${relError(g, want[i])}`));
+  } finally {
+    await onnx.dispose();
+    await ref.dispose();
+  }
+});

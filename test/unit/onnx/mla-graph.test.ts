@@ -1,7 +1,7 @@
 /**
  * The MLA graphs against the reference (src/engine/reference/mla.ts) on the golden tiny
  * checkpoint's MLA layer: prefill over an empty cache and after 300 cached tokens (more than one
- * cache page), and the absorbed decode step over that cache.
+ * cache page), with the key loop in one block or in several, and the absorbed decode step.
  */
 import { before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -24,14 +24,14 @@ before(async () => {
   width = cfg.mla.kvLoraRank + cfg.mla.qkRopeHeadDim;
 });
 
-async function check(past: number, T: number, mode: 'prefill' | 'decode'): Promise<void> {
+async function check(past: number, T: number, mode: 'prefill' | 'decode', keyBlock?: number): Promise<void> {
   const d = cfg.hiddenSize;
   const cache = new LatentCache(width);
   if (past > 0) mlaPrefill(cfg, w, randomArray(past * d, 3, 2), past, cache);
   const before = cache.toArray();
   const x = randomArray(T * d, 40 + past + T, 2);
   const want = mode === 'prefill' ? mlaPrefill(cfg, w, x, T, cache) : mlaDecode(cfg, w, x, cache);
-  const bytes = mode === 'prefill' ? mlaPrefillGraph(cfg, w) : mlaDecodeGraph(cfg, w);
+  const bytes = mode === 'prefill' ? mlaPrefillGraph(cfg, w, keyBlock) : mlaDecodeGraph(cfg, w);
   const out = await runGraph(bytes, { x: f32(x, [T, d]), past: f32(before, [past, width]) });
   assert.ok(relError(data(out.y), want) < 1e-5, `${mode} past=${past} T=${T}: y ${relError(data(out.y), want)}`);
   const newRows = cache.toArray().subarray(past * width);
@@ -42,5 +42,7 @@ async function check(past: number, T: number, mode: 'prefill' | 'decode'): Promi
 test('prefill over an empty cache', () => check(0, 37, 'prefill'));
 test('prefill after 300 cached tokens sees all of them and is causal within the slice', () => check(300, 45, 'prefill'));
 test('one-token prefill equals the naive form', () => check(12, 1, 'prefill'));
+test('prefill walking the keys in blocks of 64 (online softmax over 6 blocks) equals the reference', () => check(300, 45, 'prefill', 64));
+test('prefill whose own tokens span several key blocks stays causal', () => check(10, 100, 'prefill', 16));
 test('absorbed decode over the latent cache', () => check(300, 1, 'decode'));
 test('absorbed decode as the first token', () => check(0, 1, 'decode'));

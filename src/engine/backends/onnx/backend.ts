@@ -10,6 +10,7 @@ import * as ort from 'onnxruntime-node';
 import { UserError } from '../../../common/errors';
 import type { KimiConfig } from '../../model/config';
 import { Checkpoint } from '../../model/checkpoint';
+import type { LatentCache } from '../../state/latent-cache';
 import type { KdaLayerState, MlaLayerState } from '../../state/types';
 import type { Backend, Capture, NormSite } from '../backend';
 import { embedGraph, lmHeadGraph, mlpGraph, moeGraph, rmsnormGraph } from './ffn-graph';
@@ -19,6 +20,11 @@ import { mlaDecodeGraph, mlaPrefillGraph } from './mla-graph';
 import { chooseProvider, createSession, threads, type Provider } from './runtime';
 
 type Session = ort.InferenceSession;
+
+interface ContiguousRows {
+  rows: Float32Array;
+  length: number;
+}
 
 interface LayerSessions {
   inputNorm: Session;
@@ -35,6 +41,8 @@ const DEFAULT_CHUNK = 64;
 export class OnnxBackend implements Backend<ort.Tensor> {
   readonly name = 'onnx';
   readonly device: string;
+  /** Contiguous copies of MLA latent caches; a forked or restored state brings a new cache object. */
+  private readonly latents = new WeakMap<LatentCache, ContiguousRows>();
 
   private constructor(
     readonly config: KimiConfig,
@@ -209,10 +217,35 @@ export class OnnxBackend implements Backend<ort.Tensor> {
   }
 
   private async mla(session: Session, x: ort.Tensor, state: MlaLayerState): Promise<ort.Tensor> {
-    const width = state.cache.width;
-    const out = await session.run({ x, past: new ort.Tensor('float32', state.cache.toArray(), [state.cache.length, width]) });
-    state.cache.append(out.rows.data as Float32Array, x.dims[0]);
+    const past = this.contiguous(state.cache);
+    const out = await session.run({ x, past: new ort.Tensor('float32', past.rows.subarray(0, past.length * state.cache.width), [past.length, state.cache.width]) });
+    const rows = out.rows.data as Float32Array;
+    state.cache.append(rows, x.dims[0]);
+    this.contiguous(state.cache);
     return out.y;
+  }
+
+  /**
+   * The rows of a latent cache as one array, for the session's `past` input. Kept per cache and
+   * extended by the rows appended since, so that a decode step copies one row, not the context.
+   */
+  private contiguous(cache: LatentCache): ContiguousRows {
+    let c = this.latents.get(cache);
+    if (!c || c.length > cache.length) {
+      c = { rows: new Float32Array(Math.max(cache.length, 256) * cache.width), length: 0 };
+      this.latents.set(cache, c);
+    }
+    if (c.length < cache.length) {
+      const need = cache.length * cache.width;
+      if (c.rows.length < need) {
+        const grown = new Float32Array(Math.max(need, c.rows.length * 2));
+        grown.set(c.rows.subarray(0, c.length * cache.width));
+        c.rows = grown;
+      }
+      for (let t = c.length; t < cache.length; t++) c.rows.set(cache.row(t), t * cache.width);
+      c.length = cache.length;
+    }
+    return c;
   }
 
   /** Sessions for a chunk length other than the default are built on first use from the checkpoint. */
