@@ -71,7 +71,7 @@ const tmp = join(out, `.tmp-${process.pid}`);
 mkdirSync(tmp, { recursive: true });
 const started = Date.now();
 try {
-  const units = ['context.cu', 'kda.cu', 'ops.cu'];
+  const units = ['context.cu', 'kda.cu', 'ops.cu', 'cublas.cu', 'tc_ops.cu'];
   const threadsPerUnit = Math.max(1, Math.floor(jobs / units.length));
   await Promise.all(units.map((u) => run(nvcc, [...common, ...gencode, '--threads', String(threadsPerUnit), '-c',
     join(src, u), '-o', join(tmp, u.replace('.cu', '.o'))])));
@@ -79,7 +79,8 @@ try {
     `-I${join(root, 'native', 'include')}`, '-DNODE_GYP_MODULE_NAME=klc_native', '-c', join(src, 'binding.c'),
     '-o', join(tmp, 'binding.o')]);
   const objs = units.map((u) => join(tmp, u.replace('.cu', '.o')));
-  const link = (outFile, extra) => run(nvcc, ['-shared', ...gencode, '-cudart', 'static', '-o', outFile, ...objs, ...extra]);
+  // cuBLAS is opened with dlopen at run time (native/src/cublas.cu), never linked.
+  const link = (outFile, extra) => run(nvcc, ['-shared', ...gencode, '-cudart', 'static', '-o', outFile, ...objs, ...extra, '-ldl']);
   await link(join(tmp, 'libklc_native.so'), []);
   await link(join(tmp, 'klc_native.node'), [join(tmp, 'binding.o')]);
   // Replace the outputs only once both linked, so a failed build leaves the last good one.

@@ -22,7 +22,7 @@ extern "C" {
 #define KLC_API __attribute__((visibility("default")))
 #endif
 
-#define KLC_ABI_VERSION 2
+#define KLC_ABI_VERSION 3
 
 enum {
   KLC_OK = 0,
@@ -77,6 +77,14 @@ KLC_API int klc_device_query(int device, klc_device_info *info);
 KLC_API int klc_create(int device, klc_ctx **out);
 KLC_API void klc_destroy(klc_ctx *ctx);
 KLC_API int klc_synchronize(klc_ctx *ctx);
+/* Tensor-core mode for bf16 weights: linear layers, MoE experts and MLA prefill attention round
+ * their fp32 activations to bf16 and run on cuBLAS (loaded at run time: $KLC_CUBLAS, then
+ * libcublas.so.13, then .12) with fp32 accumulation and output. Off by default, which keeps the exact
+ * fp32 CUDA-core kernels; fp32 weights always take them. Enabling fails with KLC_E_NO_DRIVER and a
+ * reason when cuBLAS cannot be loaded, and the context stays in the exact mode. */
+KLC_API int klc_set_tensor_cores(klc_ctx *ctx, int enable);
+/* Which engine runs the matrix products now, in words (for logs). */
+KLC_API const char *klc_gemm_engine(klc_ctx *ctx);
 /* Queues the context's work on `stream` (a cudaStream_t of the same device) instead of its own,
  * so that a caller can order it with other libraries or capture it in a CUDA graph. NULL restores
  * the context's own stream. */

@@ -552,6 +552,17 @@ static napi_value js_moe_experts(napi_env env, napi_callback_info info) {
                                    v[10].i, v[11].i, v[12].i, v[13].i));
 }
 
+/* Returns the engine in words; throws with the reason when tensor cores were asked for and cuBLAS failed. */
+static napi_value js_set_tensor_cores(napi_env env, napi_callback_info info) {
+  klc_ctx *c; arg_t v[MAX_OP_ARGS];
+  if (!read_sig(env, info, "i", &c, v)) return NULL;
+  int rc = klc_set_tensor_cores(c, v[0].i);
+  if (rc) return throw_rc(env, rc);
+  napi_value r;
+  napi_create_string_utf8(env, klc_gemm_engine(c), NAPI_AUTO_LENGTH, &r);
+  return r;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"abiVersion", NULL, js_abi_version, NULL, NULL, NULL, napi_enumerable, NULL},
@@ -585,6 +596,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"moeRoute", NULL, js_moe_route, NULL, NULL, NULL, napi_enumerable, NULL},
       {"moeWorkspaceBytes", NULL, js_moe_workspace_bytes, NULL, NULL, NULL, napi_enumerable, NULL},
       {"moeExperts", NULL, js_moe_experts, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"setTensorCores", NULL, js_set_tensor_cores, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   CHECK_NAPI(env, napi_define_properties(env, exports, sizeof props / sizeof props[0], props));
   return exports;

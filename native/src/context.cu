@@ -128,6 +128,7 @@ void klc_destroy(klc_ctx *ctx) {
   cudaSetDevice(ctx->device);
   cudaStreamSynchronize(ctx->stream);
   if (ctx->kda_ws) cudaFree(ctx->kda_ws);
+  release_tensor_cores(ctx);
   cudaStreamSynchronize(ctx->own_stream);
   cudaStreamDestroy(ctx->own_stream);
   delete ctx;

@@ -7,6 +7,9 @@
 
 #include "klc_native.h"
 
+// Staging buffers of the tensor-core paths: activations in bf16, MLA scores, MLA probabilities.
+constexpr int KLC_SCRATCH_SLOTS = 3;
+
 struct klc_ctx {
   int device = 0;
   cudaStream_t stream = nullptr;  // where work is queued: own_stream or one set by the caller
@@ -15,6 +18,12 @@ struct klc_ctx {
   float *kda_ws = nullptr;
   size_t kda_ws_floats = 0;
   int max_segment_tokens = 16384;
+  // Tensor-core mode (klc_set_tensor_cores): a cuBLAS handle, and staging buffers for bf16 copies
+  // of activations and attention scores, grown on demand.
+  int tensor_cores = 0;
+  void *blas = nullptr;
+  void *scratch[KLC_SCRATCH_SLOTS] = {};
+  size_t scratch_bytes[KLC_SCRATCH_SLOTS] = {};
 };
 
 namespace klc {
@@ -32,5 +41,25 @@ int kda_decode(klc_ctx *ctx, const klc_kda_args *a);
 int kda_check_args(const klc_kda_args *a, bool decode);
 // Probes that this build has a kernel image for the current device.
 cudaError_t kda_probe_image();
+
+// ---- tensor cores through cuBLAS (cublas.cu); valid only while ctx->tensor_cores is set ----
+// Row-major Y_b[M, N] = X_b[M, K] W_bᵀ + beta Y_b for b < batch; X and W bf16 [rows, ld], Y fp32.
+int gemm_bf16_nt(klc_ctx *ctx, const void *x, int ldx, long long sx, const void *w, int ldw, long long sw, float *y, int ldy,
+                 long long sy, int M, int N, int K, int batch, float beta);
+// Row-major Y[M, N] = X[M, K] B[K, N]; X and B bf16, Y fp32.
+int gemm_bf16_nn(klc_ctx *ctx, const void *x, int ldx, const void *b, int ldb, float *y, int ldy, int M, int N, int K);
+// Staging buffer `slot` of at least `bytes`; waits for queued work before it grows.
+int scratch(klc_ctx *ctx, int slot, size_t bytes, void **out);
+void release_tensor_cores(klc_ctx *ctx);
+
+// ---- tensor-core forms of the layer ops (tc_ops.cu) ----
+int tc_linear(klc_ctx *ctx, const float *x, int ldx, const void *w, float *y, int ldy, int M, int N, int K, int batch,
+              long long sx, long long sw, long long sy, int accumulate);
+// True when the grouped tensor-core MoE pays off for T tokens (it synchronises once for the group sizes).
+bool tc_moe_wanted(klc_ctx *ctx, int T, int k, int E);
+int tc_moe(klc_ctx *ctx, const float *x, const int *off, const int *tok, const void *w13, const void *w2, float *gu, void *xs,
+           void *hs, float *ys, int n, int d, int I, int E);
+bool tc_mla_wanted(klc_ctx *ctx, int T);
+int tc_mla(klc_ctx *ctx, const float *q, const float *cache, float *out, int T, int H, int start, int D, int L, float scale);
 
 }  // namespace klc

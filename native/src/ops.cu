@@ -573,6 +573,7 @@ int klc_linear(klc_ctx *ctx, const float *x, int ldx, const void *w, float *y, i
   if (!x || !w || !y || M < 1 || N < 1 || K < 1 || batch < 1 || batch > 65535 || ldx < K || ldy < N)
     return fail(KLC_E_ARG, "klc_linear: bad pointers or shape (M=" + std::to_string(M) + " N=" + std::to_string(N) +
                                " K=" + std::to_string(K) + ")");
+  if (ctx->tensor_cores && !w_f32) return tc_linear(ctx, x, ldx, w, y, ldy, M, N, K, batch, sx, sw, sy, accumulate);
   GemmArgs a{x, ldx, nullptr, w, sw, y, ldy, M, N, K, sx, sy, accumulate, nullptr, nullptr, 0};
   if (M <= GEMV_MAX_ROWS) {
     const dim3 grid((N + 7) / 8, 1, batch);
@@ -642,6 +643,7 @@ int klc_mla_attention(klc_ctx *ctx, const float *q, const float *cache, float *o
     return fail(KLC_E_ARG, "klc_mla_attention: bad pointers or shape (latent width at most 512)");
   if (ws_bytes < klc_mla_workspace_bytes(rows, L, splits))
     return fail(KLC_E_ARG, "klc_mla_attention: workspace smaller than klc_mla_workspace_bytes()");
+  if (tc_mla_wanted(ctx, T)) return tc_mla(ctx, q, cache, out, T, H, start, D, L, scale);
   const int total = start + T;
   const int split_keys = ((total + splits - 1) / splits + MK - 1) / MK * MK;
   const size_t smem = sizeof(float) * (MR * D + MK * (D + 1));
@@ -690,6 +692,13 @@ int klc_moe_experts(klc_ctx *ctx, const float *x, const int32_t *idx, const floa
   float *ybuf = reinterpret_cast<float *>(p);
   moe_sort_kernel<<<1, 1024, 0, ctx->stream>>>(idx, n, E, off, tiles, cursor, pos, tok, k);
   if ((rc = launched("the MoE token sort"))) return rc;
+  if (!w_f32 && tc_moe_wanted(ctx, T, k, E)) {
+    // The bf16 copies fit in the fp32 buffers they stand for: gathered rows in ybuf (free until
+    // the down projections), SwiGLU outputs in hbuf.
+    if ((rc = tc_moe(ctx, x, off, tok, w13, w2, gu, ybuf, hbuf, ybuf, n, d, I, E))) return rc;
+    moe_combine_kernel<<<T, 256, 0, ctx->stream>>>(ybuf, pos, w, out, d, k);
+    return launched("the MoE combine");
+  }
   // At most n / 64 + E row tiles exist; surplus CTAs leave at once.
   const int max_tiles = (n + BM - 1) / BM + E;
   if (max_tiles > 65535) return fail(KLC_E_ARG, "klc_moe_experts: too many tokens in one call; pass fewer rows");

@@ -1,7 +1,8 @@
 """Device check of single layer kernels of native/src/ops.cu against float64 torch references:
 MLA attention over the latent cache (prefill with and without a cached prefix at Kimi's shapes,
 up to 32k tokens; decode over a long cache, split over the keys) and the bf16-weight linear layer
-at the model's shapes. Prints one line per case and exits non-zero when a case fails."""
+at the model's shapes; then the tensor-core forms (cuBLAS, bf16 activations) of the linear layer,
+the grouped MoE experts and MLA prefill attention. Prints one line per case and exits non-zero when a case fails."""
 import ctypes
 import json
 import sys
@@ -32,7 +33,7 @@ def mla_reference(q, cache, rows_idx, H, start, L, scale):
     return torch.stack(out)
 
 
-def mla_case(klc, T, H, start, D=576, L=512, sample=48, seed=0):
+def mla_case(klc, T, H, start, D=576, L=512, sample=48, seed=0, tol=1e-4, label=""):
     g = torch.Generator(device="cuda").manual_seed(seed)
     total = start + T
     cache = torch.randn(total, D, device="cuda", generator=g)
@@ -56,7 +57,7 @@ def mla_case(klc, T, H, start, D=576, L=512, sample=48, seed=0):
     want = mla_reference(q, cache, idx, H, start, L, scale)
     got = out[idx].double()
     err = ((got - want).abs().max() / want.abs().max()).item()
-    check(f"mla T={T} H={H} start={start} D={D} L={L} splits={splits}", err, 1e-4, ms=round(ms, 2), rows_checked=len(idx))
+    check(f"{label}mla T={T} H={H} start={start} D={D} L={L} splits={splits}", err, tol, ms=round(ms, 2), rows_checked=len(idx))
 
 
 def linear_case(klc, M, N, K, seed=1):
@@ -72,6 +73,68 @@ def linear_case(klc, M, N, K, seed=1):
     check(f"linear M={M} N={N} K={K}", err, 1e-5)
 
 
+def set_tensor_cores(klc, on):
+    klc._check(klc.lib.klc_set_tensor_cores(klc.ctx, int(on)))
+    klc.lib.klc_gemm_engine.restype = ctypes.c_char_p
+    return klc.lib.klc_gemm_engine(klc.ctx).decode()
+
+
+def bf16(x):
+    return x.to(torch.bfloat16).double()
+
+
+def tc_linear_case(klc, M, N, K, batch=1, seed=2):
+    """Tensor-core linear layer, strided batches as MLA's per-head products use them: x_b = x[:, b*K:],
+    y_b = y[:, b*N:]. Reference: float64 products of the bf16-rounded activations."""
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    x = torch.randn(M, batch * K, device="cuda", generator=g)
+    w = (torch.randn(batch, N, K, device="cuda", generator=g) * K ** -0.5).to(torch.bfloat16)
+    y = torch.full((M, batch * N), 0.5, device="cuda")
+    klc._check(klc.lib.klc_linear(klc.ctx, c_p(x.data_ptr()), batch * K, c_p(w.data_ptr()), c_p(y.data_ptr()), batch * N, M, N,
+                                  K, batch, c_ll(K), c_ll(N * K), c_ll(N), 1, 0))
+    klc.sync()
+    want = torch.cat([0.5 + bf16(x[:, b * K:(b + 1) * K]) @ w[b].double().T for b in range(batch)], 1)
+    err = ((y.double() - want).abs().max() / want.abs().max()).item()
+    check(f"tensor-core linear M={M} N={N} K={K} batch={batch} accumulate", err, 1e-4)
+
+
+def tc_moe_case(klc, T, d=2304, I=1024, E=256, k=8, seed=3):
+    """Grouped tensor-core MoE against float64 experts on bf16-rounded inputs; the SwiGLU output is
+    rounded to bf16 on the GPU, hence a bf16-level tolerance. The exact kernel runs the same call."""
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    x = torch.randn(T, d, device="cuda", generator=g)
+    w13 = (torch.randn(E, 2 * I, d, device="cuda", generator=g) * d ** -0.5).to(torch.bfloat16)
+    w2 = (torch.randn(E, d, I, device="cuda", generator=g) * I ** -0.5).to(torch.bfloat16)
+    idx = torch.rand(T, E, device="cuda", generator=g).topk(k, 1).indices.sort(1).values.to(torch.int32).contiguous()
+    wt = torch.rand(T, k, device="cuda", generator=g)
+    klc.lib.klc_moe_workspace_bytes.restype = c_z
+    ws_bytes = klc.lib.klc_moe_workspace_bytes(T, d, I, E, k)
+    ws = torch.empty(ws_bytes, dtype=torch.uint8, device="cuda")
+    outs = []
+    for on in (True, False):
+        set_tensor_cores(klc, on)
+        out = torch.zeros(T, d, device="cuda")
+        klc._check(klc.lib.klc_moe_experts(klc.ctx, c_p(x.data_ptr()), c_p(idx.data_ptr()), c_p(wt.data_ptr()), c_p(w13.data_ptr()),
+                                           c_p(w2.data_ptr()), c_p(out.data_ptr()), c_p(ws.data_ptr()), c_z(ws_bytes), T, d, I, E, k, 0))
+        klc.sync()
+        outs.append(out.double())
+    set_tensor_cores(klc, True)
+    rows = torch.randperm(T, generator=torch.Generator().manual_seed(seed))[:64].tolist()
+    want = torch.zeros(len(rows), d, dtype=torch.float64, device="cuda")
+    for n, t in enumerate(rows):
+        xt = bf16(x[t])
+        for s in range(k):
+            e = int(idx[t, s])
+            gu = w13[e].double() @ xt
+            h = torch.nn.functional.silu(gu[:I]) * gu[I:]
+            want[n] += wt[t, s].double() * (w2[e].double() @ h)
+    scale = want.abs().max()
+    err = ((outs[0][rows] - want).abs().max() / scale).item()
+    check(f"tensor-core MoE T={T} E={E} top-{k} d={d} I={I}", err, 1e-2)
+    err = ((outs[0] - outs[1]).abs().max() / outs[1].abs().max()).item()
+    check(f"tensor-core MoE T={T} vs the exact fp32 kernel", err, 1e-2)
+
+
 def main():
     klc = Klc()
     klc.lib.klc_mla_splits.restype = c_i
@@ -83,6 +146,14 @@ def main():
     mla_case(klc, 1, 32, 32767)
     mla_case(klc, 1, 32, 100000)
     mla_case(klc, 32768, 4, 0)
+    print(f"engine: {set_tensor_cores(klc, True)}", flush=True)
+    for M, N, K in ((1, 4096, 2304), (200, 12288, 2304), (1000, 2304, 4096), (77, 163840 // 8, 2304)):
+        tc_linear_case(klc, M, N, K)
+    tc_linear_case(klc, 300, 512, 128, batch=32)
+    tc_moe_case(klc, 1000)
+    tc_moe_case(klc, 64, E=32, k=4)
+    for T, H, start in ((200, 32, 0), (300, 32, 1000), (4096, 32, 0), (32768, 4, 0), (20, 4, 5)):
+        mla_case(klc, T, H, start, tol=1e-2, label="tensor-core ")
     klc.close()
     json.dump(results, open(sys.argv[1] if len(sys.argv) > 1 else "/dev/null", "w"), indent=1)
     return 0 if all(r["ok"] for r in results) else 1

@@ -12,4 +12,6 @@ npx esbuild test/gpu/model.test.ts --bundle --platform=node --format=cjs --targe
   --outfile=.device/model.test.cjs --log-level=warning
 npx esbuild src/cli.ts --bundle --platform=node --format=cjs --target=node20 --external:'*.node' --external:onnxruntime-node \
   --outfile=.device/klc.cjs --log-level=warning
+npx esbuild test/gpu/speed-table.ts --bundle --platform=node --format=cjs --target=node20 --external:'*.node' --external:onnxruntime-node \
+  --outfile=.device/speed-table.cjs --log-level=warning
 node tools/build-native.mjs --archs 90

@@ -19,7 +19,8 @@ build=$!
 # The bundles keep onnxruntime-node external and the device has no node_modules: an empty module
 # stands in, so the onnx backend is simply absent there (these checks use cuda and reference).
 mkdir -p .device/node_modules/onnxruntime-node && echo 'module.exports = {};' > .device/node_modules/onnxruntime-node/index.js
-export PYTHONUNBUFFERED=1 KLC_GOLDEN_DIR=$PWD/.device/golden KLC_TINY_MODEL=$PWD/assets/tiny-model
+# The reference-equality checks need exact fp32 activations; run-speed.sh checks tensor-core mode.
+export KLC_CUDA_EXACT=1 PYTHONUNBUFFERED=1 KLC_GOLDEN_DIR=$PWD/.device/golden KLC_TINY_MODEL=$PWD/assets/tiny-model
 ( cd test/gpu && python3 ops_check.py "$OUT/ops.json" ) 2>&1 | tee "$OUT/ops.log" || rc=1
 node --test --test-reporter=spec .device/model.test.cjs > "$OUT/model.log" 2>&1 || rc=1
 grep -E "figure:|✔|✖|skipped|Error|error" "$OUT/model.log" | head -40

@@ -44,6 +44,12 @@ export interface CudaLoadOptions {
   contextTokens?: number;
   /** Largest number of tokens per forward call the workspace is planned for (it grows if needed). */
   sliceTokens?: number;
+  /**
+   * bf16 activations into cuBLAS tensor-core GEMMs. Default: on for bf16 checkpoints unless
+   * KLC_CUDA_EXACT=1 (exact fp32 activations, as the reference backend computes); fp32
+   * checkpoints always run exactly.
+   */
+  tensorCores?: boolean;
 }
 
 const F32 = 4;
@@ -55,6 +61,7 @@ const NATIVE_KDA_CHUNK = 64;
 export class CudaBackend implements Backend<DeviceRows> {
   readonly name = 'cuda';
   readonly device: string;
+  private engineText: string;
   private readonly arena: Arena;
   private hidden: DevicePtr = 0n;
   private hiddenBytes = 0;
@@ -74,8 +81,10 @@ export class CudaBackend implements Backend<DeviceRows> {
     private readonly weightBuffers: DevicePtr[],
     info: NativeDeviceInfo,
     deviceIndex: number,
+    engine: string,
   ) {
     this.device = `GPU ${deviceIndex}: ${info.name} (compute ${info.major}.${info.minor}, ${gib(info.totalBytes)})`;
+    this.engineText = engine;
     this.arena = new Arena(native, ctx);
   }
 
@@ -103,7 +112,8 @@ export class CudaBackend implements Backend<DeviceRows> {
       const context = opts.contextTokens ?? Math.min(config.maxPositionEmbeddings ?? DEFAULT_CONTEXT, DEFAULT_CONTEXT);
       const slice = opts.sliceTokens ?? DEFAULT_SLICE;
       const matrix = checkpoint.info('model.embed_tokens.weight').dtype === 'F32' ? 4 : 2;
-      const plan = planMemory(config, context, slice, moeScratch(native, ctx, config, slice), mlaScratch(native, ctx, config, slice), matrix);
+      const engine = chooseEngine(native, ctx, matrix === 2 && (opts.tensorCores ?? process.env.KLC_CUDA_EXACT !== '1'));
+      const plan = planMemory(config, context, slice, moeScratch(native, ctx, config, slice), mlaScratch(native, ctx, config, slice), matrix, engine.tensorCores);
       const free = native.deviceInfo(index).freeBytes;
       if (plan.total > free * 0.95) {
         throw new UserError(
@@ -112,7 +122,7 @@ export class CudaBackend implements Backend<DeviceRows> {
         );
       }
       const { weights, owned } = await uploadWeights(native, ctx, config, checkpoint);
-      return new CudaBackend(config, native, ctx, weights, owned, info, index);
+      return new CudaBackend(config, native, ctx, weights, owned, info, index, engine.text);
     } catch (e) {
       native.destroy(ctx);
       if (e instanceof UserError) throw e;
@@ -120,6 +130,25 @@ export class CudaBackend implements Backend<DeviceRows> {
       if (code === 'OOM') throw new UserError(`CUDA backend: out of GPU memory while loading ${checkpoint.dir} (${(e as Error).message}).`, checkpoint.dir);
       throw e;
     }
+  }
+
+  /** Waits for the queued GPU work (for timing; results never need it). */
+  synchronize(): void {
+    this.native.synchronize(this.ctx);
+  }
+
+  /**
+   * Switches tensor-core mode (see CudaLoadOptions.tensorCores) and returns the engine in words.
+   * Its staging memory was planned at load time only if the backend loaded with tensor cores on.
+   */
+  setTensorCores(on: boolean): string {
+    this.engineText = this.native.setTensorCores(this.ctx, on ? 1 : 0);
+    return this.engineText;
+  }
+
+  /** What runs the matrix products, in words. */
+  get engine(): string {
+    return this.engineText;
   }
 
   // --- activations ------------------------------------------------------------------------------
@@ -493,6 +522,21 @@ export class CudaBackend implements Backend<DeviceRows> {
 
   private release(ptrs: DevicePtr[]): void {
     for (const p of ptrs) this.freeOne(p);
+  }
+}
+
+/**
+ * Turns tensor-core mode on when wanted. When cuBLAS cannot be used the exact fp32 kernels run
+ * instead and the reason goes to stderr once: slower, never wrong.
+ */
+function chooseEngine(native: NativeKlc, ctx: NativeContext, want: boolean): { tensorCores: boolean; text: string } {
+  if (!want) return { tensorCores: false, text: native.setTensorCores(ctx, 0) };
+  try {
+    return { tensorCores: true, text: native.setTensorCores(ctx, 1) };
+  } catch (e) {
+    const text = native.setTensorCores(ctx, 0);
+    process.stderr.write(`cuda backend: tensor cores unavailable (${e instanceof Error ? e.message : String(e)}); using ${text}, which is several times slower.\n`);
+    return { tensorCores: false, text };
   }
 }
 

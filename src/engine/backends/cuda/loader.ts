@@ -8,7 +8,7 @@ import { join, resolve } from 'node:path';
 import { packageRoot } from '../../../common/package-root';
 
 /** The ABI of native/include/klc_native.h that this TypeScript side was written against. */
-export const NATIVE_ABI_VERSION = 2;
+export const NATIVE_ABI_VERSION = 3;
 
 /** A context created on one device; freed by destroy() or when garbage-collected. */
 export type NativeContext = object & { readonly __klcContext: unique symbol };
@@ -90,6 +90,11 @@ export interface NativeKlc {
     ctx: NativeContext, x: DevicePtr, idx: DevicePtr, w: DevicePtr, w13: DevicePtr, w2: DevicePtr, out: DevicePtr, ws: DevicePtr,
     wsBytes: number, T: number, d: number, I: number, E: number, k: number, wF32: number,
   ): void;
+  /**
+   * Turns tensor-core mode on or off (bf16 activations into cuBLAS GEMMs for bf16 weights) and
+   * returns the matrix engine in words; throws with the reason when cuBLAS cannot be used.
+   */
+  setTensorCores(ctx: NativeContext, enable: number): string;
 }
 
 export type CudaUnavailableCode = 'NOT_BUILT' | 'LOAD_FAILED' | 'ABI' | 'NO_DRIVER' | 'NO_DEVICE' | 'CUDA';

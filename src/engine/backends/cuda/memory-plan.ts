@@ -81,10 +81,25 @@ export function layerWorkspaceBytes(c: KimiConfig, T: number, moeScratch: number
   return floats.reduce((s, n) => s + n * F32, 0) + moeScratch + mlaScratch + pieces * 256;
 }
 
-export function planMemory(c: KimiConfig, contextTokens: number, sliceTokens: number, moeScratch: number, mlaScratch: number, matrix = BF16): MemoryPlan {
+/** Bytes one MLA query block's scores and probabilities take at most in tensor-core mode (tc_ops.cu). */
+const MLA_BLOCK_BYTES = 2 ** 30;
+
+/**
+ * Staging memory of tensor-core mode (native/src/tc_ops.cu): the MLA score block, bf16 copies of
+ * the latent cache and of a query block, and the bf16 copy of the widest linear-layer input.
+ */
+export function tensorCoreScratchBytes(c: KimiConfig, contextTokens: number, sliceTokens: number): number {
+  const m = c.mla;
+  const D = m.kvLoraRank + m.qkRopeHeadDim;
+  const widest = Math.max(c.hiddenSize, c.kda.numHeads * c.kda.headDim, m.numHeads * m.kvLoraRank, c.intermediateSize, m.numHeads * (m.qkNopeHeadDim + m.qkRopeHeadDim));
+  return MLA_BLOCK_BYTES + contextTokens * D * BF16 + sliceTokens * m.numHeads * D * BF16 + sliceTokens * widest * BF16 + 3 * 256;
+}
+
+export function planMemory(c: KimiConfig, contextTokens: number, sliceTokens: number, moeScratch: number, mlaScratch: number, matrix = BF16, tensorCores = false): MemoryPlan {
   const weights = weightBytes(c, matrix);
   const state = stateBytes(c, contextTokens);
-  const workspace = layerWorkspaceBytes(c, sliceTokens, moeScratch, mlaScratch) + sliceTokens * c.hiddenSize * F32 + sliceTokens * 4;
+  const staging = tensorCores ? tensorCoreScratchBytes(c, contextTokens, sliceTokens) : 0;
+  const workspace = layerWorkspaceBytes(c, sliceTokens, moeScratch, mlaScratch) + sliceTokens * c.hiddenSize * F32 + sliceTokens * 4 + staging;
   return { weights, state, workspace, total: weights + state + workspace };
 }
 

@@ -1,0 +1,204 @@
+// Device-only speed table of the CUDA backend at the real Kimi-Linear-48B widths, on a synthetic
+// checkpoint with fewer layers (test/gpu/make_synthetic.py). Prefill tokens/s and decode ms/token
+// per context, measured through Model as the product runs it, then extrapolated to the full 27
+// layers the way ../shared/research/hf-scale-anchor.md does: a pass with a synchronise around
+// every backend call gives per-kind times; outside + 20 KDA + 7 MLA + 1 dense + 26 MoE + 27 norm
+// sets over the same sum for this model's layers scales the plain timing. Decode is set beside
+// the bytes a step must move at the measured copy bandwidth.
+// Usage: node speed-table.cjs MODEL_DIR CONTEXTS(4096,32768) OUT.json [COPY_TB_PER_S]
+import { writeFileSync } from 'node:fs';
+import { CudaBackend } from '../../src/engine/backends/cuda/backend';
+import { loadModel, type Model } from '../../src/engine/model/model';
+import type { KimiConfig } from '../../src/engine/model/config';
+
+type Kind = 'kda' | 'mla' | 'moe' | 'dense' | 'norms' | 'outside';
+const KINDS: Kind[] = ['kda', 'mla', 'moe', 'dense', 'norms', 'outside'];
+const FULL = { kda: 20, mla: 7, dense: 1, moe: 26, norms: 27 };
+const SLICE = 8192;
+
+const [dir, contextsArg = '4096,32768', outPath = 'speed.json', copyArg = '2.91'] = process.argv.slice(2);
+const contexts = contextsArg.split(',').map(Number);
+const copyBytesPerS = Number(copyArg) * 1e12;
+
+function say(line: string): void {
+  process.stdout.write(`${line}\n`);
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+}
+
+function prompt(T: number, seed: number, vocab: number): Int32Array {
+  let x = seed >>> 0;
+  return Int32Array.from({ length: T }, () => {
+    x = (Math.imul(x, 1664525) + 1013904223) >>> 0;
+    return x % vocab;
+  });
+}
+
+function argmax(x: Float32Array): number {
+  let best = 0;
+  for (let i = 1; i < x.length; i++) if (x[i] > x[best]) best = i;
+  return best;
+}
+
+/** Wraps the backend's calls with a synchronise on each side and sums their times by kind. */
+function instrument(b: CudaBackend): { times: Record<Kind, number>; on: boolean } {
+  const state = { times: Object.fromEntries(KINDS.map((k) => [k, 0])) as Record<Kind, number>, on: false };
+  const kindOf = (name: string, args: unknown[]): Kind => {
+    if (name.startsWith('kda')) return 'kda';
+    if (name.startsWith('mla')) return 'mla';
+    if (name === 'moe' || name === 'mlp') return name === 'moe' ? 'moe' : 'dense';
+    if (name === 'rmsnorm') return (args[0] as { which: string }).which === 'final' ? 'outside' : 'norms';
+    return name === 'addInPlace' ? 'norms' : 'outside';
+  };
+  const target = b as unknown as Record<string, (...a: unknown[]) => unknown>;
+  for (const name of ['embed', 'rmsnorm', 'addInPlace', 'kdaPrefill', 'kdaDecode', 'mlaPrefill', 'mlaDecode', 'moe', 'mlp', 'lmHead']) {
+    const orig = target[name].bind(b);
+    target[name] = (...args: unknown[]) => {
+      if (!state.on) return orig(...args);
+      b.synchronize();
+      const t = performance.now();
+      const r = orig(...args);
+      b.synchronize();
+      state.times[kindOf(name, args)] += performance.now() - t;
+      return r;
+    };
+  }
+  return state;
+}
+
+function counts(c: KimiConfig): { kda: number; mla: number; dense: number; moe: number; norms: number } {
+  return {
+    kda: c.layers.filter((l) => l.attention === 'kda').length,
+    mla: c.layers.filter((l) => l.attention === 'mla').length,
+    dense: c.layers.filter((l) => l.ffn === 'dense').length,
+    moe: c.layers.filter((l) => l.ffn === 'moe').length,
+    norms: c.layers.length,
+  };
+}
+
+/** Scale from this model to the full 27 layers, from per-kind times of one instrumented run. */
+function fullRatio(times: Record<Kind, number>, c: KimiConfig): { ratio: number; perLayer: Record<string, number> } {
+  const n = counts(c);
+  const per = {
+    kda: times.kda / n.kda, mla: times.mla / n.mla, dense: times.dense / n.dense, moe: times.moe / n.moe, norms: times.norms / n.norms,
+  };
+  const sum = (m: typeof n) => times.outside + m.kda * per.kda + m.mla * per.mla + m.dense * per.dense + m.moe * per.moe + m.norms * per.norms;
+  return { ratio: sum(FULL) / sum(n), perLayer: { ...per, outside: times.outside } };
+}
+
+/** Bytes a decode step of the full model moves at `T` tokens of context (bf16 weights, fp32 state). */
+function decodeBytes(c: KimiConfig, T: number): number {
+  const d = c.hiddenSize;
+  const { numHeads: H, headDim: K } = c.kda;
+  const P = H * K;
+  const m = c.mla;
+  const D = m.kvLoraRank + m.qkRopeHeadDim;
+  const kdaW = (3 * P * d + 2 * K * d + H * d + 2 * P * K + d * P) * 2;
+  const mlaW = (m.numHeads * (m.qkNopeHeadDim + m.qkRopeHeadDim) * d + D * d + m.numHeads * m.kvLoraRank * (m.qkNopeHeadDim + m.vHeadDim) + d * m.numHeads * m.vHeadDim) * 2;
+  const e = c.moe;
+  const moeW = (e.topK + e.numSharedExperts) * 3 * e.intermediateSize * d * 2 + e.numExperts * d * 4;
+  const denseW = 3 * c.intermediateSize * d * 2;
+  const weights = FULL.kda * kdaW + FULL.mla * mlaW + FULL.moe * moeW + FULL.dense * denseW + c.vocabSize * d * 2;
+  const state = FULL.kda * 2 * H * K * K * 4 + FULL.mla * T * D * 4;
+  return weights + state;
+}
+
+async function prefillMs(m: Model, ids: Int32Array): Promise<{ ms: number; state: ReturnType<Model['newState']>; logits: Float32Array }> {
+  const state = m.newState();
+  const t = performance.now();
+  const logits = await m.prefill(state, ids, { slice: SLICE, logits: 'last' });
+  return { ms: performance.now() - t, state, logits };
+}
+
+async function main(): Promise<void> {
+  const t0 = performance.now();
+  const m = await loadModel(dir, { backend: 'cuda' });
+  const b = m.backend;
+  if (!(b instanceof CudaBackend)) throw new Error(`expected the cuda backend, got ${b.name}`);
+  const c = m.config;
+  say(`model: ${c.layers.length} layers (${c.layers.map((l) => `${l.attention}+${l.ffn}`).join(', ')}), loaded in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+  say(`device: ${b.device}`);
+  const engine = b.engine;
+  say(`engine: ${engine}`);
+  const probe = instrument(b);
+  const rows: Record<string, unknown>[] = [];
+  const V = c.vocabSize;
+  await prefillMs(m, prompt(1024, 7, V)); // first-call costs: cuBLAS heuristics, workspace growth
+  for (const T of contexts) {
+    const reps = T <= 8192 ? 3 : T <= 40000 ? 2 : 1;
+    const times: number[] = [];
+    let last = await prefillMs(m, prompt(T, T, V));
+    times.push(last.ms);
+    for (let i = 1; i < reps; i++) {
+      last = await prefillMs(m, prompt(T, T + i, V));
+      times.push(last.ms);
+    }
+    const steps: number[] = [];
+    let tok = argmax(last.logits);
+    for (let i = 0; i < 16; i++) {
+      const t = performance.now();
+      tok = argmax(await m.decode(last.state, tok));
+      steps.push(performance.now() - t);
+    }
+    probe.on = true;
+    for (const k of KINDS) probe.times[k] = 0;
+    await prefillMs(m, prompt(T, T + 99, V));
+    const pre = fullRatio(probe.times, c);
+    for (const k of KINDS) probe.times[k] = 0;
+    const decodeProbeSteps = 8;
+    for (let i = 0; i < decodeProbeSteps; i++) tok = argmax(await m.decode(last.state, tok));
+    for (const k of KINDS) probe.times[k] /= decodeProbeSteps;
+    const dec = fullRatio(probe.times, c);
+    probe.on = false;
+    const prefill = median(times);
+    const tpot = median(steps);
+    const floorMs = (decodeBytes(c, T) / copyBytesPerS) * 1000;
+    const row = {
+      context: T,
+      prefill_ms: prefill,
+      prefill_tok_s: (T / prefill) * 1000,
+      prefill_ms_27L: prefill * pre.ratio,
+      prefill_tok_s_27L: (T / (prefill * pre.ratio)) * 1000,
+      tpot_ms: tpot,
+      tpot_ms_27L: tpot * dec.ratio,
+      decode_floor_ms_27L: floorMs,
+      prefill_ratio: pre.ratio,
+      decode_ratio: dec.ratio,
+      prefill_per_layer_ms: pre.perLayer,
+      decode_per_layer_ms: dec.perLayer,
+      prefill_runs_ms: times,
+      decode_steps_ms: steps,
+    };
+    rows.push(row);
+    say(`T=${T}: prefill ${prefill.toFixed(1)} ms (${(row.prefill_tok_s / 1000).toFixed(1)} k tok/s), 27 L ≈ ${row.prefill_ms_27L.toFixed(0)} ms (${(row.prefill_tok_s_27L / 1000).toFixed(1)} k tok/s); ` +
+      `TPOT ${tpot.toFixed(2)} ms, 27 L ≈ ${row.tpot_ms_27L.toFixed(2)} ms, floor ${floorMs.toFixed(2)} ms`);
+    say(`  per layer, prefill ms: ${JSON.stringify(pre.perLayer, (_, v: unknown) => (typeof v === 'number' ? Number(v.toFixed(2)) : v))}`);
+    say(`  per layer, decode ms:  ${JSON.stringify(dec.perLayer, (_, v: unknown) => (typeof v === 'number' ? Number(v.toFixed(3)) : v))}`);
+  }
+  const first = contexts[0];
+  const before: Record<string, number> = {};
+  if (first <= 8192) {
+    say(`engine for comparison: ${b.setTensorCores(false)}`);
+    const r = await prefillMs(m, prompt(first, first, V));
+    before.prefill_ms = r.ms;
+    const steps: number[] = [];
+    let tok = argmax(r.logits);
+    for (let i = 0; i < 8; i++) {
+      const t = performance.now();
+      tok = argmax(await m.decode(r.state, tok));
+      steps.push(performance.now() - t);
+    }
+    before.tpot_ms = median(steps);
+    say(`T=${first} with the fp32 CUDA-core kernels: prefill ${r.ms.toFixed(1)} ms, TPOT ${before.tpot_ms.toFixed(2)} ms (same model, same run)`);
+  }
+  writeFileSync(outPath, JSON.stringify({ device: b.device, engine, layers: c.layers, copy_tb_s: copyBytesPerS / 1e12, rows, fp32_kernels_at_first_context: before }, null, 1));
+  await m.dispose();
+}
+
+main().catch((e: unknown) => {
+  process.stderr.write(`${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+  process.exit(1);
+});
