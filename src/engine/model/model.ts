@@ -9,7 +9,7 @@ import type { BackendName } from '../api';
 import type { Backend, Capture } from '../backends/backend';
 import { CudaBackend } from '../backends/cuda/backend';
 import { loadCudaBackend } from '../backends/cuda/loader';
-import { OnnxBackend } from '../backends/onnx/backend';
+import { loadOnnxBackend } from '../backends/onnx/load';
 import { ReferenceBackend } from '../reference/backend';
 import { LatentCache } from '../state/latent-cache';
 import type { LayerState, SequenceState } from '../state/types';
@@ -185,7 +185,7 @@ export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Mo
     }
     if (requested === 'auto' || requested === 'onnx') {
       try {
-        const backend = await OnnxBackend.load(config, checkpoint, log);
+        const backend = await loadOnnxBackend(config, checkpoint, log);
         if (requested === 'auto') log(`backend auto: using onnx on ${backend.device}`);
         return new Model(config, backend, dir);
       } catch (e) {
