@@ -15,6 +15,8 @@ import { END, l2norm, linear, reshape, rmsScale, silu, slice, softplus, transpos
 
 /** Rows of the intra-chunk sub-blocks whose last token is the exponent reference (as fla's b_gn). */
 const SUB = 8;
+/** Rows of the diagonal blocks that (I + Akk)⁻¹ inverts directly before joining them. */
+const SOLVE = 8;
 
 interface Front {
   q: string;
@@ -105,12 +107,42 @@ function mask(g: Graph, n: number, keep: (i: number, j: number) => boolean): str
 }
 
 /**
+ * (I + A)⁻¹ for strictly lower-triangular A [N, H, C, C], by blocked forward substitution: the
+ * SOLVE-row diagonal blocks are inverted row by row (all blocks at once), then block rows are
+ * joined in order, Y_a,<a = −Y_aa · A_a,<a · Y_<a,<a. SOLVE + C/SOLVE steps instead of C.
+ */
+function unitLowerInverse(g: Graph, A: string, H: number, C: number): string {
+  const Bs = C % SOLVE === 0 ? SOLVE : C;
+  const nbs = C / Bs;
+  const eyeNb = new Float32Array(nbs * nbs);
+  for (let a = 0; a < nbs; a++) eyeNb[a * nbs + a] = 1;
+  const Ad = g.op('ReduceSum', [g.op('Mul', [reshape(g, A, [-1, H, nbs, Bs, nbs, Bs]), g.f32(eyeNb, [nbs, 1, nbs, 1])]), g.i64([4])], { keepdims: 0 });
+  const eye = mask(g, Bs, (i, j) => i === j);
+  // Row 0 of a block is e_0 (Ad's row 0 is zero); subtracting that row gives it the batch shape.
+  let Yd = g.op('Sub', [slice(g, eye, 0, 0, 1), slice(g, Ad, 3, 0, 1)]);
+  for (let i = 1; i < Bs; i++) {
+    const a = g.op('Slice', [Ad, g.i64([i, 0]), g.i64([i + 1, i]), g.i64([3, 4])]);
+    Yd = g.op('Concat', [Yd, g.op('Sub', [slice(g, eye, 0, i, i + 1), g.op('MatMul', [a, Yd])])], { axis: 3 });
+  }
+  const diag = (a: number) => reshape(g, slice(g, Yd, 2, a, a + 1), [-1, H, Bs, Bs]);
+  let Y = diag(0);
+  for (let a = 1; a < nbs; a++) {
+    const Aa = g.op('Slice', [A, g.i64([a * Bs, 0]), g.i64([(a + 1) * Bs, a * Bs]), g.i64([2, 3])]);
+    const Yaa = diag(a);
+    const row = g.op('Neg', [g.op('MatMul', [Yaa, g.op('MatMul', [Aa, Y])])]);
+    const right = g.op('Pad', [Y, g.i64([0, 0, 0, 0, 0, 0, 0, Bs])]);
+    Y = g.op('Concat', [right, g.op('Concat', [row, Yaa], { axis: 3 })], { axis: 2 });
+  }
+  return Y;
+}
+
+/**
  * The chunkwise-parallel form (spec §2.4) for chunk length C. The input is padded to whole chunks
  * with k = v = q = 0, g = 0, β = 0: such rows add nothing to any matrix or to the state.
  * Stability: every exponent taken for a kept pair is ≤ 0. Within a SUB-row block, e^{G_i − G_j}
  * is formed pairwise; across blocks it is split at the block's last row r,
- * e^{G_i − G_r} · e^{G_r − G_j}, as the reference and fla do. (I + Akk)⁻¹ Diag(β) is forward
- * substitution, one row per step, unrolled over the C rows.
+ * e^{G_i − G_r} · e^{G_r − G_j}, as the reference and fla do. (I + Akk)⁻¹ Diag(β) is blocked
+ * forward substitution, unrolled.
  */
 export function kdaPrefillGraph(cfg: KimiConfig, w: KdaWeights, C: number): Uint8Array {
   const g = new Graph();
@@ -167,14 +199,8 @@ export function kdaPrefillGraph(cfg: KimiConfig, w: KdaWeights, C: number): Uint
   Akk = g.op('Mul', [g.op('Mul', [Akk, mask(g, C, (i, j) => j < i)]), betaCol]);
   Aqk = g.op('Mul', [Aqk, mask(g, C, (i, j) => j <= i)]);
 
-  // X = (I + Akk)⁻¹ Diag(β), row by row: X_i = β_i e_i − Akk[i, :i] X[:i].
-  const Bd = g.op('Mul', [betaCol, mask(g, C, (i, j) => i === j)]);
-  let X = slice(g, Bd, 2, 0, 1);
-  for (let i = 1; i < C; i++) {
-    const a = g.op('Slice', [Akk, g.i64([i, 0]), g.i64([i + 1, i]), g.i64([2, 3])]);
-    const row = g.op('Sub', [slice(g, Bd, 2, i, i + 1), g.op('MatMul', [a, X])]);
-    X = g.op('Concat', [X, row], { axis: 2 });
-  }
+  // X = (I + Akk)⁻¹ Diag(β): Diag(β) scales the columns of the unit-lower-triangular inverse.
+  const X = g.op('Mul', [unitLowerInverse(g, Akk, H, C), unsqueeze(g, beta, [2])]);
 
   const eG = g.op('Exp', [G]);
   const Wm = g.op('MatMul', [X, g.op('Mul', [k, eG])]);
