@@ -35,6 +35,10 @@ using gemm_strided_fn = cublasStatus_t (*)(cublasHandle_t, int, int, int, int, i
                                            int, long long, const void *, cudaDataType, int, long long, const void *, void *,
                                            cudaDataType, int, long long, int, int, int);
 
+using gemm_batched_fn = cublasStatus_t (*)(cublasHandle_t, int, int, int, int, int, const void *, const void *const *,
+                                           cudaDataType, int, const void *const *, cudaDataType, int, const void *, void *const *,
+                                           cudaDataType, int, int, int, int);
+
 struct Cublas {
   bool ok = false;
   std::string what;  // the file loaded, or why none was
@@ -44,6 +48,7 @@ struct Cublas {
   get_version_fn get_version = nullptr;
   gemm_ex_fn gemm = nullptr;
   gemm_strided_fn gemm_strided = nullptr;
+  gemm_batched_fn gemm_batched = nullptr;
 };
 
 void *open_library(const char *name) {
@@ -98,8 +103,9 @@ const Cublas &cublas() {
     c.get_version = (get_version_fn)pick("cublasGetVersion_v2", "cublasGetVersion");
     c.gemm = (gemm_ex_fn)symbol(lib, "cublasGemmEx");
     c.gemm_strided = (gemm_strided_fn)symbol(lib, "cublasGemmStridedBatchedEx");
-    if (!c.create || !c.destroy || !c.set_stream || !c.gemm || !c.gemm_strided) {
-      c.what += " lacks cublasGemmEx/cublasGemmStridedBatchedEx; install cuBLAS 12 or newer";
+    c.gemm_batched = (gemm_batched_fn)symbol(lib, "cublasGemmBatchedEx");
+    if (!c.create || !c.destroy || !c.set_stream || !c.gemm || !c.gemm_strided || !c.gemm_batched) {
+      c.what += " lacks cublasGemmEx/cublasGemmStridedBatchedEx/cublasGemmBatchedEx; install cuBLAS 12 or newer";
       return;
     }
     c.ok = true;
@@ -133,6 +139,15 @@ int gemm_bf16_nt(klc_ctx *ctx, const void *x, int ldx, long long sx, const void 
                                          CUDA_R_16BF, ldx, sx, &beta, y, CUDA_R_32F, ldy, sy, batch, CUBLAS_COMPUTE_32F,
                                          CUBLAS_GEMM_DEFAULT);
   return s ? blas_fail(s, "a tensor-core GEMM (cublasGemmEx)") : KLC_OK;
+}
+
+int gemm_bf16_nt_ptrs(klc_ctx *ctx, const void *const *x, int ldx, const void *const *w, int ldw, float *const *y, int ldy, int M,
+                      int N, int K, int count) {
+  const float alpha = 1.f, beta = 0.f;
+  const cublasStatus_t s = cublas().gemm_batched(handle(ctx), CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &alpha, w, CUDA_R_16BF, ldw, x,
+                                                 CUDA_R_16BF, ldx, &beta, reinterpret_cast<void *const *>(y), CUDA_R_32F, ldy,
+                                                 count, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+  return s ? blas_fail(s, "a batched tensor-core GEMM (cublasGemmBatchedEx)") : KLC_OK;
 }
 
 int gemm_bf16_nn(klc_ctx *ctx, const void *x, int ldx, const void *b, int ldb, float *y, int ldy, int M, int N, int K) {

@@ -46,6 +46,9 @@ cudaError_t kda_probe_image();
 // Row-major Y_b[M, N] = X_b[M, K] W_bᵀ + beta Y_b for b < batch; X and W bf16 [rows, ld], Y fp32.
 int gemm_bf16_nt(klc_ctx *ctx, const void *x, int ldx, long long sx, const void *w, int ldw, long long sw, float *y, int ldy,
                  long long sy, int M, int N, int K, int batch, float beta);
+// The same for `count` independent products whose operands are listed in device arrays of pointers.
+int gemm_bf16_nt_ptrs(klc_ctx *ctx, const void *const *x, int ldx, const void *const *w, int ldw, float *const *y, int ldy, int M,
+                      int N, int K, int count);
 // Row-major Y[M, N] = X[M, K] B[K, N]; X and B bf16, Y fp32.
 int gemm_bf16_nn(klc_ctx *ctx, const void *x, int ldx, const void *b, int ldb, float *y, int ldy, int M, int N, int K);
 // Staging buffer `slot` of at least `bytes`; waits for queued work before it grows.
@@ -55,10 +58,24 @@ void release_tensor_cores(klc_ctx *ctx);
 // ---- tensor-core forms of the layer ops (tc_ops.cu) ----
 int tc_linear(klc_ctx *ctx, const float *x, int ldx, const void *w, float *y, int ldy, int M, int N, int K, int batch,
               long long sx, long long sw, long long sy, int accumulate);
-// True when the grouped tensor-core MoE pays off for T tokens (it synchronises once for the group sizes).
-bool tc_moe_wanted(klc_ctx *ctx, int T, int k, int E);
-int tc_moe(klc_ctx *ctx, const float *x, const int *off, const int *tok, const void *w13, const void *w2, float *gu, void *xs,
-           void *hs, float *ys, int n, int d, int I, int E);
+// The MoE experts on tensor cores. Rows sorted by expert (moe_sort_kernel's off, tiles, pos, tok)
+// are gathered into 64-row tiles per expert, and experts with the same tile count run as one
+// batched GEMM; cuBLAS takes the counts on the host, so this waits once per call for them.
+struct MoeTc {
+  const float *x;
+  const int *idx;
+  const float *w;
+  const int *off, *tiles, *pos, *tok;
+  const void *w13, *w2;
+  float *gu;   // [padded rows, 2I]
+  void *xs;    // bf16 [padded rows, d]
+  void *hs;    // bf16 [padded rows, I]
+  float *ys;   // [padded rows, d]
+  void **ptrs;  // device room for 6 * E pointers
+  float *out;
+  int T, k, d, I, E, tile;
+};
+int tc_moe(klc_ctx *ctx, const MoeTc &m);
 bool tc_mla_wanted(klc_ctx *ctx, int T);
 int tc_mla(klc_ctx *ctx, const float *q, const float *cache, float *out, int T, int H, int start, int D, int L, float scale);
 

@@ -5,6 +5,7 @@
 // the MoE router. Activations are fp32 [rows, cols] row-major; weights are bf16 [out, in].
 #include <cuda_bf16.h>
 
+#include <algorithm>
 #include <cfloat>
 #include <string>
 
@@ -668,8 +669,11 @@ int klc_moe_route(klc_ctx *ctx, const float *logits, const float *bias, int32_t 
 
 size_t klc_moe_workspace_bytes(int T, int d, int I, int E, int k) {
   const size_t n = (size_t)T * k;
-  return align256(sizeof(int) * (3 * (size_t)(E + 1) + 2 * n)) + align256(sizeof(float) * n * 2 * I) +
-         align256(sizeof(float) * n * I) + align256(sizeof(float) * n * d);
+  // Row buffers hold every expert's rows padded to whole 64-row tiles (the tensor-core path), at
+  // most n + 64 * min(E, n) rows; then 6 pointers per expert for the batched GEMMs.
+  const size_t rows = n + (size_t)BM * std::min<size_t>(E, n);
+  return align256(sizeof(int) * (3 * (size_t)(E + 1) + 2 * n)) + align256(sizeof(void *) * 6 * (size_t)E) +
+         align256(sizeof(float) * rows * 2 * I) + align256(sizeof(float) * rows * I) + align256(sizeof(float) * rows * d);
 }
 
 int klc_moe_experts(klc_ctx *ctx, const float *x, const int32_t *idx, const float *w, const void *w13, const void *w2, float *out,
@@ -681,23 +685,25 @@ int klc_moe_experts(klc_ctx *ctx, const float *x, const int32_t *idx, const floa
   if (ws_bytes < klc_moe_workspace_bytes(T, d, I, E, k))
     return fail(KLC_E_ARG, "klc_moe_experts: workspace smaller than klc_moe_workspace_bytes()");
   const int n = T * k;
+  const size_t rows = n + (size_t)BM * std::min(E, n);
   char *p = static_cast<char *>(ws);
   int *off = reinterpret_cast<int *>(p), *tiles = off + (E + 1), *cursor = tiles + (E + 1), *pos = cursor + (E + 1),
       *tok = pos + n;
   p += align256(sizeof(int) * (3 * (size_t)(E + 1) + 2 * n));
+  void **ptrs = reinterpret_cast<void **>(p);
+  p += align256(sizeof(void *) * 6 * (size_t)E);
   float *gu = reinterpret_cast<float *>(p);
-  p += align256(sizeof(float) * (size_t)n * 2 * I);
+  p += align256(sizeof(float) * rows * 2 * I);
   float *hbuf = reinterpret_cast<float *>(p);
-  p += align256(sizeof(float) * (size_t)n * I);
+  p += align256(sizeof(float) * rows * I);
   float *ybuf = reinterpret_cast<float *>(p);
   moe_sort_kernel<<<1, 1024, 0, ctx->stream>>>(idx, n, E, off, tiles, cursor, pos, tok, k);
   if ((rc = launched("the MoE token sort"))) return rc;
-  if (!w_f32 && tc_moe_wanted(ctx, T, k, E)) {
+  if (!w_f32 && ctx->tensor_cores) {
     // The bf16 copies fit in the fp32 buffers they stand for: gathered rows in ybuf (free until
     // the down projections), SwiGLU outputs in hbuf.
-    if ((rc = tc_moe(ctx, x, off, tok, w13, w2, gu, ybuf, hbuf, ybuf, n, d, I, E))) return rc;
-    moe_combine_kernel<<<T, 256, 0, ctx->stream>>>(ybuf, pos, w, out, d, k);
-    return launched("the MoE combine");
+    const MoeTc m{x, idx, w, off, tiles, pos, tok, w13, w2, gu, ybuf, hbuf, ybuf, ptrs, out, T, k, d, I, E, BM};
+    return tc_moe(ctx, m);
   }
   // At most n / 64 + E row tiles exist; surplus CTAs leave at once.
   const int max_tiles = (n + BM - 1) / BM + E;

@@ -25,11 +25,42 @@ __global__ void to_bf16_kernel(const float *x, int ldx, long long sx, bf16 *xb, 
   }
 }
 
-// xs[p, :] = x[tok[p], :] in bf16: the MoE rows sorted by expert.
-__global__ void gather_bf16_kernel(const float *x, const int *tok, bf16 *xs, int d) {
+// The padded row of sorted row p: expert e owns rows [tiles[e] * tile, ...) in the padded buffers.
+__device__ __forceinline__ int padded_row(const int *off, const int *tiles, int E, int tile, int p) {
+  int lo = 0, hi = E - 1;  // the last expert starting at or before p: the one whose rows hold p
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) >> 1;
+    if (off[mid] <= p) lo = mid; else hi = mid - 1;
+  }
+  return tiles[lo] * tile + p - off[lo];
+}
+
+// xs[padded row of p, :] = bf16(x[tok[p], :]): the MoE rows grouped by expert in whole tiles.
+__global__ void gather_bf16_kernel(const float *x, const int *tok, const int *off, const int *tiles, int E, int tile, bf16 *xs,
+                                   int d) {
   const int p = blockIdx.x;
+  __shared__ int row;
+  if (threadIdx.x == 0) row = padded_row(off, tiles, E, tile, p);
+  __syncthreads();
   const float *src = x + (size_t)tok[p] * d;
-  for (int c = threadIdx.x; c < d; c += blockDim.x) xs[(size_t)p * d + c] = __float2bfloat16(src[c]);
+  for (int c = threadIdx.x; c < d; c += blockDim.x) xs[(size_t)row * d + c] = __float2bfloat16(src[c]);
+}
+
+// out[t] += sum_s w[t, s] * ys[padded row of (t, s)], slots in ascending expert order.
+__global__ void combine_padded_kernel(const float *ys, const int *idx, const int *pos, const int *off, const int *tiles,
+                                      const float *w, float *out, int d, int k, int tile) {
+  const int t = blockIdx.x;
+  extern __shared__ int rows[];
+  if (threadIdx.x < k) {
+    const int i = t * k + threadIdx.x, e = idx[i];
+    rows[threadIdx.x] = tiles[e] * tile + pos[i] - off[e];
+  }
+  __syncthreads();
+  for (int c = threadIdx.x; c < d; c += blockDim.x) {
+    float s = 0.f;
+    for (int j = 0; j < k; ++j) s = fmaf(w[(size_t)t * k + j], ys[(size_t)rows[j] * d + c], s);
+    out[(size_t)t * d + c] += s;
+  }
 }
 
 __global__ void silu_mul_bf16_kernel(const float *gu, bf16 *h, int rows, int I) {
@@ -121,36 +152,64 @@ int tc_linear(klc_ctx *ctx, const float *x, int ldx, const void *w, float *y, in
   return gemm_bf16_nt(ctx, xb, K, (long long)M * K, w, K, sw, y, ldy, sy, M, N, K, batch, accumulate ? 1.f : 0.f);
 }
 
-bool tc_moe_wanted(klc_ctx *ctx, int T, int k, int E) { return ctx->tensor_cores && (long long)T * k >= 2LL * E; }
-
-int tc_moe(klc_ctx *ctx, const float *x, const int *off, const int *tok, const void *w13, const void *w2, float *gu, void *xs,
-           void *hs, float *ys, int n, int d, int I, int E) {
-  // cuBLAS takes the group sizes on the host: one wait per MoE layer of a prefill slice.
-  std::vector<int> host(E + 1);
-  cudaError_t e = cudaMemcpyAsync(host.data(), off, sizeof(int) * (E + 1), cudaMemcpyDeviceToHost, ctx->stream);
+int tc_moe(klc_ctx *ctx, const MoeTc &m) {
+  const int E = m.E, n = m.T * m.k;
+  // off[0..E] and tiles[0..E] lie side by side: one copy brings both.
+  std::vector<int> host(2 * (E + 1));
+  cudaError_t e = cudaMemcpyAsync(host.data(), m.off, sizeof(int) * 2 * (E + 1), cudaMemcpyDeviceToHost, ctx->stream);
   if (e == cudaSuccess) e = cudaStreamSynchronize(ctx->stream);
   if (e != cudaSuccess) return fail_cuda(e, "reading the MoE group sizes");
-  gather_bf16_kernel<<<n, 256, 0, ctx->stream>>>(x, tok, static_cast<bf16 *>(xs), d);
+  const int *tiles = host.data() + (E + 1);
+  const int padded = tiles[E] * m.tile;
+  // Experts in order of tile count; each run of equal counts is one batched GEMM.
+  std::vector<int> order;
+  for (int g = 0; g < E; ++g)
+    if (tiles[g + 1] > tiles[g]) order.push_back(g);
+  std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return tiles[a + 1] - tiles[a] < tiles[b + 1] - tiles[b]; });
+  const int used = (int)order.size();
+  const size_t d = m.d, I = m.I;
+  const bf16 *xs = static_cast<const bf16 *>(m.xs), *hs = static_cast<const bf16 *>(m.hs);
+  const bf16 *w13 = static_cast<const bf16 *>(m.w13), *w2 = static_cast<const bf16 *>(m.w2);
+  // Six pointer lists of `used` entries: up (W13, xs, gu) and down (W2, hs, ys).
+  std::vector<const void *> list(6 * (size_t)used);
+  for (int j = 0; j < used; ++j) {
+    const int g = order[j];
+    const size_t row = (size_t)tiles[g] * m.tile;
+    list[0 * used + j] = w13 + (size_t)g * 2 * I * d;
+    list[1 * used + j] = xs + row * d;
+    list[2 * used + j] = m.gu + row * 2 * I;
+    list[3 * used + j] = w2 + (size_t)g * d * I;
+    list[4 * used + j] = hs + row * I;
+    list[5 * used + j] = m.ys + row * d;
+  }
+  e = cudaMemcpyAsync(m.ptrs, list.data(), sizeof(void *) * list.size(), cudaMemcpyHostToDevice, ctx->stream);
+  if (e != cudaSuccess) return fail_cuda(e, "uploading the MoE GEMM pointers");
+  gather_bf16_kernel<<<n, 256, 0, ctx->stream>>>(m.x, m.tok, m.off, m.tiles, E, m.tile, static_cast<bf16 *>(m.xs), m.d);
   int rc = launched("gathering the MoE rows");
-  const bf16 *xsb = static_cast<const bf16 *>(xs);
-  const bf16 *w13b = static_cast<const bf16 *>(w13), *w2b = static_cast<const bf16 *>(w2);
-  for (int g = 0; g < E && !rc; ++g) {
-    const int rows = host[g + 1] - host[g];
-    if (rows > 0)
-      rc = gemm_bf16_nt(ctx, xsb + (size_t)host[g] * d, d, 0, w13b + (size_t)g * 2 * I * d, d, 0, gu + (size_t)host[g] * 2 * I,
-                        2 * I, 0, rows, 2 * I, d, 1, 0.f);
-  }
+  void *const *P = m.ptrs;
+  auto in = [&](int list, int j0) { return const_cast<const void *const *>(P + list * used + j0); };
+  auto res = [&](int list, int j0) { return reinterpret_cast<float *const *>(P + list * used + j0); };
+  auto runs = [&](int which) {  // which = 0: up projections, 3: down projections
+    int r = KLC_OK;
+    for (int j0 = 0; j0 < used && !r;) {
+      const int c = tiles[order[j0] + 1] - tiles[order[j0]];
+      int j1 = j0;
+      while (j1 < used && tiles[order[j1] + 1] - tiles[order[j1]] == c) ++j1;
+      const int M = c * m.tile;
+      r = which == 0 ? gemm_bf16_nt_ptrs(ctx, in(1, j0), m.d, in(0, j0), m.d, res(2, j0), 2 * m.I, M, 2 * m.I, m.d, j1 - j0)
+                     : gemm_bf16_nt_ptrs(ctx, in(4, j0), m.I, in(3, j0), m.I, res(5, j0), m.d, M, m.d, m.I, j1 - j0);
+      j0 = j1;
+    }
+    return r;
+  };
+  if (!rc) rc = runs(0);
   if (rc) return rc;
-  silu_mul_bf16_kernel<<<blocks_for((size_t)n * I), 256, 0, ctx->stream>>>(gu, static_cast<bf16 *>(hs), n, I);
+  silu_mul_bf16_kernel<<<blocks_for((size_t)padded * I), 256, 0, ctx->stream>>>(m.gu, static_cast<bf16 *>(m.hs), padded, m.I);
   if ((rc = launched("the MoE SwiGLU"))) return rc;
-  const bf16 *hsb = static_cast<const bf16 *>(hs);
-  for (int g = 0; g < E && !rc; ++g) {
-    const int rows = host[g + 1] - host[g];
-    if (rows > 0)
-      rc = gemm_bf16_nt(ctx, hsb + (size_t)host[g] * I, I, 0, w2b + (size_t)g * d * I, I, 0, ys + (size_t)host[g] * d, d, 0, rows,
-                        d, I, 1, 0.f);
-  }
-  return rc;
+  if ((rc = runs(3))) return rc;
+  combine_padded_kernel<<<m.T, 256, sizeof(int) * m.k, ctx->stream>>>(m.ys, m.idx, m.pos, m.off, m.tiles, m.w, m.out, m.d, m.k,
+                                                                       m.tile);
+  return launched("the MoE combine");
 }
 
 bool tc_mla_wanted(klc_ctx *ctx, int T) { return ctx->tensor_cores && T >= 16; }

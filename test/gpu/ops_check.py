@@ -152,6 +152,7 @@ def main():
     tc_linear_case(klc, 300, 512, 128, batch=32)
     tc_moe_case(klc, 1000)
     tc_moe_case(klc, 64, E=32, k=4)
+    tc_moe_case(klc, 1)
     for T, H, start in ((200, 32, 0), (300, 32, 1000), (4096, 32, 0), (32768, 4, 0), (20, 4, 5)):
         mla_case(klc, T, H, start, tol=1e-2, label="tensor-core ")
     klc.close()

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { loadConfig } from '../../../src/engine/model/config';
 import { Checkpoint } from '../../../src/engine/model/checkpoint';
-import { planMemory, stateBytes, weightBytes } from '../../../src/engine/backends/cuda/memory-plan';
+import { planMemory, stateBytes, tensorCoreScratchBytes, weightBytes } from '../../../src/engine/backends/cuda/memory-plan';
 
 const TINY = join(__dirname, '..', '..', '..', 'assets', 'tiny-model');
 /** Tensors the uploader keeps in fp32 (the router too); everything else is a bf16 matrix. */
@@ -56,4 +56,15 @@ test('the 48B model needs more than an 80 GB card holds; the bundled model a few
   // The spec's parameter total (49,122,681,728) in bf16, with small tensors in fp32.
   const w = weightBytes(big);
   assert.ok(w > 98.2e9 && w < 98.3e9, `${w}`);
+});
+
+test('tensor-core mode reserves its staging: the 1 GiB MLA score block, bf16 latents of the context, bf16 slices', async () => {
+  const c = await loadConfig(TINY);
+  const exact = planMemory(c, 4096, 512, 1000, 2000);
+  const fast = planMemory(c, 4096, 512, 1000, 2000, 2, true);
+  assert.equal(fast.weights, exact.weights);
+  assert.equal(fast.total - exact.total, tensorCoreScratchBytes(c, 4096, 512));
+  const D = c.mla.kvLoraRank + c.mla.qkRopeHeadDim;
+  assert.equal(tensorCoreScratchBytes(c, 5096, 512) - tensorCoreScratchBytes(c, 4096, 512), 1000 * D * 2);
+  assert.ok(tensorCoreScratchBytes(c, 0, 0) >= 2 ** 30);
 });
