@@ -25,6 +25,8 @@ import { StatusBar } from './features/status/status-bar';
 export interface KimiLinearApi {
   readonly client: EngineClient;
   statusBarText(): string;
+  /** What screen readers announce for the status bar item. */
+  statusBarAriaLabel(): string;
   shownAnnotations(uri: vscode.Uri): ShownAnnotation[];
   /** The chat history as saved for this workspace: what the chat panel shows. */
   chatHistory(): ChatHistory | undefined;
@@ -64,6 +66,7 @@ class Ctx implements vscode.Disposable {
     this.api = {
       client: this.client,
       statusBarText: () => statusBar.text,
+      statusBarAriaLabel: () => statusBar.ariaLabel,
       shownAnnotations: (uri) => annotator.shownFor(uri),
       chatHistory: () => context.workspaceState.get<ChatHistory>(HISTORY_KEY),
       lastIngestResult: () => ingest.lastResult,

@@ -1,4 +1,4 @@
-// Bundles the extension-host test suite (test/vscode/suite/*.ts) to out/test/vscode/suite/*.js.
+// Bundles the extension-host test suites (test/vscode/suite/**/*.ts) to out/test/vscode/suite/**/*.js.
 // Separate from esbuild.mjs so the product bundles never depend on test code.
 import * as esbuild from 'esbuild';
 import { readdirSync, rmSync } from 'node:fs';
@@ -8,7 +8,9 @@ const suite = 'test/vscode/suite';
 const outdir = 'out/test/vscode/suite';
 rmSync(outdir, { recursive: true, force: true });
 await esbuild.build({
-  entryPoints: readdirSync(suite).filter((f) => f.endsWith('.ts')).map((f) => join(suite, f)),
+  // Top-level files are the main scenario's suite; each subfolder holds another scenario's (see run-e2e.mjs).
+  entryPoints: readdirSync(suite, { recursive: true, encoding: 'utf8' }).filter((f) => f.endsWith('.ts')).map((f) => join(suite, f)),
+  outbase: suite,
   outdir,
   bundle: true,
   platform: 'node',

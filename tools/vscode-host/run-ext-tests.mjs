@@ -7,9 +7,10 @@
 // inside webviews): it logs `[klc-e2e-driver] {"id":..,"action":..}` and polls for the answer file
 // `$KLC_E2E_BRIDGE/<id>.json`. See test/vscode/suite/index.ts for the client side.
 //
-// Usage: node run-ext-tests.mjs <extensionDevelopmentPath> <extensionTestsPath> <workspaceFolder>
+// Usage: node run-ext-tests.mjs <extensionDevelopmentPath> <extensionTestsPath> <workspaceFolder | file.code-workspace>
 // Env: VSCODE_HOST_NODE (Node 24 binary), CHROMIUM_PATH, E2E_ARTIFACTS (screenshots), EXT_TEST_TIMEOUT_MS,
-//      EXT_TEST_VERBOSE=1 (all workbench chatter).
+//      EXT_TEST_VERBOSE=1 (all workbench chatter), EXT_TEST_WORKSPACE_TRUST=1 (keep workspace trust on,
+//      so that the workspace opens in restricted mode).
 // Exit: 0 passed, 1 tests failed, 2 runner error, 3 timeout, 4 server died.
 import { chromium } from 'playwright-core';
 import { spawn } from 'node:child_process';
@@ -23,7 +24,7 @@ import { fileURLToPath } from 'node:url';
 const here = dirname(fileURLToPath(import.meta.url));
 const [extDev, extTests, workspace] = process.argv.slice(2, 5).map((p) => p && resolve(p));
 if (!extDev || !extTests || !workspace) {
-  console.error('usage: node run-ext-tests.mjs <extensionDevelopmentPath> <extensionTestsPath> <workspaceFolder>');
+  console.error('usage: node run-ext-tests.mjs <extensionDevelopmentPath> <extensionTestsPath> <workspaceFolder | file.code-workspace>');
   process.exit(2);
 }
 const serverMain = join(here, 'node_modules', 'code-server', 'lib', 'vscode', 'out', 'server-main.js');
@@ -32,6 +33,7 @@ const chromiumPath = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const artifacts = resolve(process.env.E2E_ARTIFACTS ?? 'test-results');
 const timeoutMs = Number(process.env.EXT_TEST_TIMEOUT_MS ?? 10 * 60 * 1000);
 const verbose = Boolean(process.env.EXT_TEST_VERBOSE);
+const workspaceTrust = process.env.EXT_TEST_WORKSPACE_TRUST === '1';
 const t0 = Date.now();
 const ts = () => `${((Date.now() - t0) / 1000).toFixed(1)}s`;
 const DRIVER = '[klc-e2e-driver] ';
@@ -125,6 +127,49 @@ const actions = {
     if (submit) await box.press('Enter');
     return {};
   },
+  /** Presses a key in a webview: on `selector` when given, else wherever the focus is. */
+  async press({ root, selector, key }) {
+    const frame = await webviewFrame(root);
+    if (selector) await frame.locator(selector).first().press(key, { timeout: 10000 });
+    else await page.keyboard.press(key);
+    return {};
+  },
+  /** Focuses `start` in a webview, presses each key, and describes the focused element after each. */
+  async focusOrder({ root, start, keys }) {
+    const frame = await webviewFrame(root);
+    await frame.locator(start).first().focus({ timeout: 10000 });
+    const describe = () => frame.evaluate(() => {
+      const e = document.activeElement;
+      if (!e || e === document.body) return 'body';
+      const label = e.getAttribute('aria-label') ?? (e.textContent ?? '').trim().slice(0, 40);
+      return `${e.tagName.toLowerCase()}${e.classList.length ? `.${[...e.classList].join('.')}` : ''}[${label}]`;
+    });
+    const seen = [await describe()];
+    for (const key of keys) {
+      await page.keyboard.press(key);
+      seen.push(await describe());
+    }
+    return seen;
+  },
+  /** Runs an expression in a webview's document (no CSP applies to the driver); returns its JSON value. */
+  async evaluate({ root, expression }) {
+    const frame = await webviewFrame(root);
+    return frame.evaluate(expression);
+  },
+  /** Elements of the workbench itself (status bar, notifications, dialogs), as `query` describes them. */
+  async workbenchQuery({ selector }) {
+    return page.$$eval(selector, (els) => els.map((e) => ({
+      text: e.textContent ?? '',
+      html: e.innerHTML,
+      className: typeof e.className === 'string' ? e.className : '',
+      attrs: Object.fromEntries([...e.attributes].map((a) => [a.name, a.value])),
+    })));
+  },
+  async workbenchClick({ selector, text }) {
+    const target = text ? page.locator(selector).filter({ hasText: text }) : page.locator(selector);
+    await target.first().click({ timeout: 10000 });
+    return {};
+  },
   async dialogs() {
     return dialogs;
   },
@@ -157,7 +202,7 @@ try {
     serverMain, '--host', '127.0.0.1', '--port', String(port), '--without-connection-token',
     '--accept-server-license-terms', '--enable-smoke-test-driver', '--disable-telemetry', '--telemetry-level', 'off',
     '--user-data-dir', join(tmp, 'user-data'), '--server-data-dir', join(tmp, 'server-data'),
-    '--extensions-dir', join(tmp, 'extensions'), '--disable-workspace-trust',
+    '--extensions-dir', join(tmp, 'extensions'), ...(workspaceTrust ? [] : ['--disable-workspace-trust']),
   ], {
     env: { ...process.env, EXTENSIONS_GALLERY: JSON.stringify({ serviceUrl: '' }), KLC_E2E_BRIDGE: bridge, KLC_E2E_ARTIFACTS: artifacts },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -222,7 +267,8 @@ try {
     ['extensionTestsPath', remote(extTests)],
     ['skipWelcome', 'true'],
   ]);
-  await page.goto(`http://${authority}/?folder=${encodeURIComponent(workspace)}&payload=${encodeURIComponent(payload)}`);
+  const open = workspace.endsWith('.code-workspace') ? 'workspace' : 'folder';
+  await page.goto(`http://${authority}/?${open}=${encodeURIComponent(workspace)}&payload=${encodeURIComponent(payload)}`);
   console.log(`[runner] ${ts()} workbench opened on ${workspace}`);
 } catch (e) {
   console.error('[runner] FAILED', e);

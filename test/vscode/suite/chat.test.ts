@@ -1,11 +1,14 @@
 /// <reference types="mocha" />
 /**
  * The chat panel in a real VS Code: answers streamed by the real engine (bundled tiny checkpoint),
- * highlighted code, file links a user can click, text that must never become markup, and
- * screenshots of the panel in dark and light themes.
+ * highlighted code, file links a user can click, text that must never become markup, Stop by
+ * button and by keyboard, the keyboard focus order, history across hide/show and a webview reload,
+ * and screenshots of the panel in dark, light and high-contrast themes.
  */
 import * as assert from 'node:assert/strict';
 import * as vscode from 'vscode';
+import type { ChatEntry } from '../../../src/common/chat-protocol';
+import type { KimiLinearApi } from '../../../src/extension';
 import { drive, waitFor, type WebviewElement } from './index';
 
 const ROOT = '#klc-chat';
@@ -24,10 +27,36 @@ async function lastAnswerFinished(): Promise<WebviewElement> {
   return answers[answers.length - 1];
 }
 
-async function setTheme(theme: string): Promise<void> {
+async function setTheme(theme: string, bodyClass: RegExp): Promise<void> {
   await vscode.workspace.getConfiguration('workbench').update('colorTheme', theme, vscode.ConfigurationTarget.Global);
-  await waitFor('the webview to take the theme', () => query('body'), (b) => b.length === 1 && (theme.includes('Light') ? /vscode-light/ : /vscode-dark/).test(b[0].className), 15_000);
+  await waitFor('the webview to take the theme', () => query('body'), (b) => b.length === 1 && bodyClass.test(b[0].className), 15_000);
   await new Promise((r) => setTimeout(r, 500));
+}
+
+/** The panel's entries as the user reads them; null while the webview is (re)loading. */
+async function shownEntries(): Promise<string[] | null> {
+  try {
+    return (await query('.log .entry')).map((e) => e.text);
+  } catch {
+    return null;
+  }
+}
+
+/** Asks from the composer (typed, Enter) and waits until the answer is streaming. */
+async function askAndWaitForStreaming(question: string): Promise<void> {
+  await drive({ action: 'type', root: ROOT, selector: '.composer textarea', text: question, submit: true });
+  await waitFor('the answer to stream', () => query('.entry.assistant:last-of-type'), (a) => a[0]?.className.includes('streaming') === true, 120_000);
+}
+
+/** The last answer as saved in the history, once it has ended. */
+async function lastSavedAnswer(): Promise<ChatEntry> {
+  const ext = vscode.extensions.getExtension<KimiLinearApi>(EXTENSION_ID);
+  const answer = await waitFor('the saved answer to end', () => {
+    const history = ext?.exports.chatHistory();
+    return history?.conversations.find((c) => c.id === history.activeId)?.entries.at(-1);
+  }, (e) => e !== undefined && e.state !== 'streaming', 10_000);
+  assert.ok(answer && answer.role === 'assistant', 'the saved history ends with an answer');
+  return answer;
 }
 
 describe('chat panel', function () {
@@ -67,7 +96,7 @@ describe('chat panel', function () {
     assert.equal(links[0].attrs['data-path'], 'src/math.ts');
     assert.equal(links[0].attrs['data-line'], '3');
 
-    await setTheme('Default Dark Modern');
+    await setTheme('Default Dark Modern', /vscode-dark/);
     await drive({ action: 'screenshot', name: 'chat-dark' });
 
     await vscode.commands.executeCommand('workbench.action.closeAllEditors');
@@ -75,9 +104,13 @@ describe('chat panel', function () {
     const opened = await waitFor('the editor to open at the line', () => vscode.window.activeTextEditor, (e) => e?.document.uri.path.endsWith('/src/math.ts') === true, 15_000);
     assert.equal(opened?.selection.active.line, 2, 'the cursor is on line 3 (0-based 2)');
 
-    await setTheme('Default Light Modern');
+    await setTheme('Default Light Modern', /vscode-light/);
     await vscode.commands.executeCommand('kimiLinear.chat.focus');
     await drive({ action: 'screenshot', name: 'chat-light' });
+
+    await setTheme('Default High Contrast', /vscode-high-contrast\b/);
+    await drive({ action: 'screenshot', name: 'chat-high-contrast' });
+    await setTheme('Default Dark Modern', /vscode-dark/);
   });
 
   it('shows markup from a file and from a question as text, never as elements', async () => {
@@ -102,5 +135,75 @@ describe('chat panel', function () {
     assert.deepEqual(await drive<string[]>({ action: 'dialogs' }), []);
     const title = await query('title');
     assert.equal(title[0]?.text, 'Kimi Linear Chat', 'no script changed the document');
+  });
+
+  it('stops a streaming answer with the Stop button, and from the keyboard with Escape', async () => {
+    // Long enough that the answer is still streaming when Stop arrives, even on a fast backend
+    // (ONNX decodes the tiny model at ~170 tokens/s); well inside the tiny model's 8192 positions.
+    const maxNewTokens = 3000;
+    const config = vscode.workspace.getConfiguration('kimiLinear');
+    await config.update('maxNewTokens', maxNewTokens, vscode.ConfigurationTarget.Workspace);
+    // Greedy answers of the tiny model can end early in some contexts; sampled ones rarely do.
+    await config.update('temperature', 1, vscode.ConfigurationTarget.Workspace);
+    try {
+      await askAndWaitForStreaming('Walk me through the whole repository, file by file.');
+      const stop = await query('.composer button.stop');
+      assert.ok(stop.length === 1 && stop[0].attrs.hidden === undefined, 'Stop shows while the answer streams');
+      await waitFor('Send to hide meanwhile', () => query('.composer button.primary'), (b) => b[0]?.attrs.hidden === '', 10_000);
+      await drive({ action: 'click', root: ROOT, selector: '.composer button.stop' });
+      await lastAnswerFinished();
+      assert.equal((await query('.entry.assistant:last-of-type .entry-footer .note'))[0]?.text, 'Stopped.');
+      let answer = await lastSavedAnswer();
+      assert.equal(answer.state, 'stopped');
+
+      // Enter sent the question; the focus stays in the composer, where Escape stops the answer.
+      await askAndWaitForStreaming('And the tests?');
+      await drive({ action: 'press', root: ROOT, key: 'Escape' });
+      await lastAnswerFinished();
+      answer = await lastSavedAnswer();
+      assert.equal(answer.state, 'stopped');
+      assert.equal((await query('.composer button.stop'))[0]?.attrs.hidden, '', 'Stop hides again');
+    } finally {
+      await vscode.workspace.getConfiguration('kimiLinear').update('maxNewTokens', 48, vscode.ConfigurationTarget.Workspace);
+      await vscode.workspace.getConfiguration('kimiLinear').update('temperature', 0, vscode.ConfigurationTarget.Workspace);
+    }
+  });
+
+  it('works from the keyboard alone: a sensible focus order, and a name for every control', async () => {
+    const order = await drive<string[]>({ action: 'focusOrder', root: ROOT, start: '.composer textarea', keys: ['Tab', 'Shift+Tab', 'Shift+Tab'] });
+    assert.match(order[0], /^textarea\.input\[Question\]$/);
+    assert.match(order[1], /^button\.primary\[Send\]$/, 'Send follows the question box');
+    assert.match(order[2], /^textarea/, 'and Shift+Tab goes back');
+    // Code blocks scroll sideways, so Chromium makes them focusable too.
+    assert.match(order[3], /^(a|button|select|pre)\b/, `before the question box come the answer's links, buttons and code: ${order[3]}`);
+    const unnamed = await drive<string[]>({
+      action: 'evaluate',
+      root: ROOT,
+      expression: `[...document.querySelectorAll('button, select, textarea, a[href]')]
+        .filter((e) => !e.hidden && !(e.getAttribute('aria-label') || e.textContent.trim() || e.getAttribute('title')))
+        .map((e) => e.outerHTML.slice(0, 80))`,
+    });
+    assert.deepEqual(unnamed, [], 'every control has an accessible name');
+    const status = await drive<WebviewElement[]>({ action: 'workbenchQuery', selector: `[id="${EXTENSION_ID}.kimiLinear.status"] [aria-label], [id="${EXTENSION_ID}.kimiLinear.status"][aria-label]` });
+    assert.ok(status.some((e) => /^Kimi Linear: /.test(e.attrs['aria-label'])), `status bar item label: ${JSON.stringify(status.map((e) => e.attrs))}`);
+  });
+
+  it('keeps the conversation when the panel is hidden and shown, and when its webview reloads', async () => {
+    const before = await shownEntries();
+    assert.ok(before && before.length >= 4, 'the panel shows the earlier turns');
+    await vscode.commands.executeCommand('workbench.action.closeSidebar');
+    await vscode.commands.executeCommand('kimiLinear.chat.focus');
+    assert.deepEqual(await waitFor('the panel after hide/show', shownEntries, (e) => e !== null && e.length === before.length, 20_000), before);
+
+    await drive({ action: 'evaluate', root: ROOT, expression: "document.body.dataset.e2eMark = 'before-reload'" });
+    await vscode.commands.executeCommand('workbench.action.webview.reloadWebviewAction');
+    await waitFor('a fresh webview document', async () => {
+      try {
+        return await drive<string | null>({ action: 'evaluate', root: ROOT, expression: 'document.body.dataset.e2eMark ?? null' });
+      } catch {
+        return 'loading';
+      }
+    }, (mark) => mark === null, 20_000);
+    assert.deepEqual(await waitFor('the history after the reload', shownEntries, (e) => e !== null && e.length === before.length, 20_000), before);
   });
 });

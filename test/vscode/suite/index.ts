@@ -12,7 +12,12 @@ export function run(): Promise<void> {
   const mocha = new Mocha({ ui: 'bdd', color: false, timeout: 120_000 });
   const grep = process.env.KLC_E2E_GREP;
   if (grep) mocha.grep(grep);
-  for (const f of fs.readdirSync(__dirname).sort()) if (f.endsWith('.test.js')) mocha.addFile(path.join(__dirname, f));
+  // The main scenario runs the top-level suite files; any other runs those of its own folder.
+  const scenario = process.env.KLC_E2E_SCENARIO ?? 'workspace';
+  const dir = scenario === 'workspace' ? __dirname : path.join(__dirname, scenario);
+  const files = fs.readdirSync(dir).sort().filter((f) => f.endsWith('.test.js'));
+  if (files.length === 0) return Promise.reject(new Error(`no test files for scenario ${scenario} in ${dir}`));
+  for (const f of files) mocha.addFile(path.join(dir, f));
   return new Promise((resolve, reject) => {
     const runner = mocha.run((failures) => {
       // The runner prints this line last, for CI logs.
@@ -35,6 +40,11 @@ type DriverRequest =
   | { action: 'query'; root: string; selector: string }
   | { action: 'click'; root: string; selector: string; index?: number }
   | { action: 'type'; root: string; selector: string; text: string; submit: boolean }
+  | { action: 'press'; root: string; selector?: string; key: string }
+  | { action: 'focusOrder'; root: string; start: string; keys: string[] }
+  | { action: 'evaluate'; root: string; expression: string }
+  | { action: 'workbenchQuery'; selector: string }
+  | { action: 'workbenchClick'; selector: string; text?: string }
   | { action: 'dialogs' };
 
 /** Sends one request to the runner (through the log channel) and waits for its answer file. */

@@ -1,9 +1,12 @@
-/** "Ingest Workspace": progress, the status bar, reuse of the saved state, staleness after a save, cancel. */
+/**
+ * "Ingest Workspace": progress, the status bar, reuse of the saved state, staleness after a save,
+ * automatic incremental re-ingest, and Cancel Ingest (of an ingest and of the one a question started).
+ */
 import assert from 'node:assert/strict';
 import * as vscode from 'vscode';
 import type { KimiLinearApi } from '../../../src/extension';
 import { waitFor } from './index';
-import { ingest, kimi, removeDir, writeSource } from './kimi-e2e';
+import { ingest, kimi, lastTurn, removeDir, writeSource } from './kimi-e2e';
 
 const DIR = 'klc-e2e-ingest';
 
@@ -36,13 +39,35 @@ describe('Ingest workspace', function () {
 
   it('marks the state stale when a workspace file is saved', async () => {
     const uri = await writeSource(DIR, 'edited', 2);
-    const editor = await vscode.window.showTextDocument(uri);
-    await editor.edit((b) => b.insert(new vscode.Position(0, 0), '// edited by the suite\n'));
-    // A busy extension host can make a save participant time out and the save report false; try again then.
-    await waitFor('the edit to be saved', async () => !editor.document.isDirty || (await editor.document.save()), Boolean);
+    await editAndSave(uri, '// edited by the suite\n');
     await waitFor('the stale state', () => api.client.lastStatus.engine?.repo.state === 'stale', Boolean);
     assert.equal(api.statusBarText(), '$(history) Kimi: stale');
     await vscode.commands.executeCommand('workbench.action.closeActiveEditor');
+  });
+
+  it('with autoIngest on, a save re-ingests incrementally and the status bar returns to tokens cached', async () => {
+    const uri = await writeSource(DIR, 'auto', 3);
+    const first = await ingest();
+    assert.ok(first);
+    const config = vscode.workspace.getConfiguration('kimiLinear');
+    await config.update('autoIngest', true, vscode.ConfigurationTarget.Workspace);
+    const shown: string[] = [];
+    const sub = api.client.onDidChangeStatus(() => shown.push(api.statusBarText()));
+    try {
+      await editAndSave(uri, '// saved with autoIngest on\n');
+      const result = await waitFor('the automatic ingest', () => api.lastIngestResult(), (r) => r !== undefined && r !== first);
+      assert.ok(result);
+      assert.equal(result.upToDate, false);
+      assert.ok(result.resumedTokens > 0 && result.resumedTokens < result.tokens, `incremental: ${result.resumedTokens} of ${result.tokens} tokens reused`);
+      await waitFor('the status bar to show the cached tokens', () => api.statusBarText(), (t) => /^\$\(database\) Kimi: [\d.]+[kM]? tokens cached$/.test(t));
+      assert.equal(api.client.lastStatus.engine?.repo.tokens, result.tokens);
+      assert.ok(shown.includes('$(history) Kimi: stale'), `stale first: ${shown.join(' | ')}`);
+      assert.ok(shown.some((t) => /Kimi: ingesting/.test(t)), `then ingesting: ${shown.join(' | ')}`);
+    } finally {
+      sub.dispose();
+      await config.update('autoIngest', undefined, vscode.ConfigurationTarget.Workspace);
+      await vscode.commands.executeCommand('workbench.action.closeActiveEditor');
+    }
   });
 
   it('cancels a running ingest from the command; the next ingest completes', async () => {
@@ -61,4 +86,30 @@ describe('Ingest workspace', function () {
     assert.equal(done.upToDate, false);
     assert.equal(api.client.lastStatus.engine?.repo.state, 'ready');
   });
+
+  it('Cancel Ingest also stops the ingest a question started: the question is refused with a message, the engine keeps running', async () => {
+    // A fresh engine holds no repository state, so the next question ingests the workspace first.
+    await vscode.commands.executeCommand('kimiLinear.restartEngine');
+    await writeSource(DIR, 'asked', 30);
+    await vscode.commands.executeCommand('kimiLinear.newChat');
+    const asking = vscode.commands.executeCommand('kimiLinear.askRepo', 'What does asked1 return?');
+    await waitFor('the question\'s ingest to prefill', () => api.client.lastStatus.ingest?.phase === 'prefill', Boolean);
+    assert.match(api.statusBarText(), /^\$\(sync~spin\) Kimi: ingesting \d+%$/);
+    await vscode.commands.executeCommand('kimiLinear.cancelIngest');
+    await asking;
+    const { answer } = lastTurn(api);
+    assert.equal(answer.state, 'error');
+    assert.match(answer.error ?? '', /ingest was cancelled, so the question was not answered/);
+    assert.equal(answer.text, '');
+    assert.equal(api.client.lastStatus.ingest, null);
+    assert.equal(api.client.lastStatus.process, 'running', 'cancelling does not stop the engine');
+    assert.doesNotMatch(api.statusBarText(), /ingesting/);
+  });
 });
+
+async function editAndSave(uri: vscode.Uri, line: string): Promise<void> {
+  const editor = await vscode.window.showTextDocument(uri);
+  await editor.edit((b) => b.insert(new vscode.Position(0, 0), line));
+  // A busy extension host can make a save participant time out and the save report false; try again then.
+  await waitFor('the edit to be saved', async () => !editor.document.isDirty || (await editor.document.save()), Boolean);
+}
