@@ -14,7 +14,7 @@ import { Graph } from './graph';
 import { END, l2norm, linear, reshape, rmsScale, silu, slice, softplus, transpose, unsqueeze } from './ops';
 
 /** Rows of the intra-chunk sub-blocks whose last token is the exponent reference (as fla's b_gn). */
-const SUB = 8;
+const SUB = 4;
 /** Rows of the diagonal blocks that (I + Akk)⁻¹ inverts directly before joining them. */
 const SOLVE = 8;
 
@@ -94,9 +94,9 @@ export function kdaDecodeGraph(cfg: KimiConfig, w: KdaWeights): Uint8Array {
   return g.encodeModel('kda_decode');
 }
 
-/** e^{min(to − from, 0)} as exp(−relu(from − to)): Relu is a vectorised kernel, Min with a scalar is not. */
-function clampedExp(g: Graph, from: string, to: string): string {
-  return g.op('Exp', [g.op('Neg', [g.op('Relu', [g.op('Sub', [from, to])])])]);
+/** e^{min(x, 0)}: Clip is a single unary pass, where Min against a scalar broadcasts slowly. */
+function clampedExp(g: Graph, x: string): string {
+  return g.op('Exp', [g.op('Clip', [x, '', g.f32([0], [])])]);
 }
 
 /** fp32 [n, n] matrix of 1 where keep(i, j), else 0. */
@@ -170,30 +170,35 @@ export function kdaPrefillGraph(cfg: KimiConfig, w: KdaWeights, C: number): Uint
   // Exponents of pairs that the masks below drop are clamped to 0 (finite, so their products are
   // too); exponents of kept pairs are ≤ 0 already and pass the clamp unchanged. The masks then act
   // on [C, C] matrices instead of on the much larger exponent tensors.
-  // Diagonal sub-blocks, pairwise exponents: [N, H, nb, B(i), B(j), K].
   const Gs = reshape(g, G, [-1, H, nb, B, K]);
   const ks = reshape(g, k, [-1, H, nb, B, K]);
   const qs = reshape(g, q, [-1, H, nb, B, K]);
-  const E = g.op('Mul', [clampedExp(g, unsqueeze(g, Gs, [3]), unsqueeze(g, Gs, [4])), unsqueeze(g, ks, [3])]);
+  // Diagonal sub-blocks, pairwise: E[i, j] = e^{G_i − G_j} ⊙ k_j [N, H, nb, B(i), B(j), K]; one
+  // batched product with [k_i, q_i] gives both Akk's and Aqk's entries.
+  const E = g.op('Mul', [clampedExp(g, g.op('Sub', [unsqueeze(g, Gs, [4]), unsqueeze(g, Gs, [3])])), unsqueeze(g, ks, [3])]);
+  const both = g.op('MatMul', [E, g.op('Concat', [unsqueeze(g, ks, [5]), unsqueeze(g, qs, [5])], { axis: 5 })]);
   const eyeNb = new Float32Array(nb * nb);
   for (let a = 0; a < nb; a++) eyeNb[a * nb + a] = 1;
-  const blockDiag = (blocks: string) => reshape(g, g.op('Mul', [unsqueeze(g, blocks, [4]), g.f32(eyeNb, [nb, 1, nb, 1])]), [-1, H, C, C]);
-  const within = (lhs: string) => blockDiag(g.op('ReduceSum', [g.op('Mul', [unsqueeze(g, lhs, [4]), E]), g.i64([-1])], { keepdims: 0 }));
-  let Akk = within(ks);
-  let Aqk = within(qs);
+  const blockDiag = (which: number) =>
+    reshape(g, g.op('Mul', [unsqueeze(g, g.op('Squeeze', [slice(g, both, 5, which, which + 1), g.i64([5])]), [4]), g.f32(eyeNb, [nb, 1, nb, 1])]), [-1, H, C, C]);
+  let Akk = blockDiag(0);
+  let Aqk = blockDiag(1);
 
   if (nb > 1) {
-    // Later rows against an earlier block b: e^{G_i − G_r(b)} times e^{G_r(b) − G_j}, kept only
-    // for rows past the block.
+    // Row i of block a against column j of an earlier block b, split at the last rows R of blocks
+    // a − 1 and b: e^{G_i − G_j} = e^{G_i − R_{a−1}} · e^{R_{a−1} − R_b} · e^{R_b − G_j}, each ≤ 1.
+    // The middle factor joins the column side, which both products then share.
     const R = slice(g, Gs, 3, B - 1, B);
+    const Rprev = g.op('Concat', [slice(g, R, 2, 0, 1), slice(g, R, 2, 0, nb - 1)], { axis: 2 });
+    const left = clampedExp(g, g.op('Sub', [Gs, Rprev]));
     const kR = g.op('Mul', [ks, g.op('Exp', [g.op('Sub', [R, Gs])])]);
-    const Ex = clampedExp(g, R, unsqueeze(g, G, [2]));
-    const kRt = transpose(g, kR, [0, 1, 2, 4, 3]);
+    const mid = clampedExp(g, g.op('Sub', [Rprev, transpose(g, R, [0, 1, 3, 2, 4])]));
+    const cols = reshape(g, g.op('Mul', [unsqueeze(g, mid, [4]), unsqueeze(g, kR, [2])]), [-1, H, nb, C, K]);
+    const colsT = transpose(g, cols, [0, 1, 2, 4, 3]);
     const past = mask(g, C, (i, j) => Math.floor(i / B) > Math.floor(j / B));
-    const across = (lhs: string) =>
-      g.op('Mul', [reshape(g, transpose(g, g.op('MatMul', [g.op('Mul', [Ex, unsqueeze(g, lhs, [2])]), kRt]), [0, 1, 3, 2, 4]), [-1, H, C, C]), past]);
-    Akk = g.op('Add', [Akk, across(k)]);
-    Aqk = g.op('Add', [Aqk, across(q)]);
+    const across = (lhs: string) => g.op('Mul', [reshape(g, g.op('MatMul', [g.op('Mul', [lhs, left]), colsT]), [-1, H, C, C]), past]);
+    Akk = g.op('Add', [Akk, across(ks)]);
+    Aqk = g.op('Add', [Aqk, across(qs)]);
   }
   const betaCol = unsqueeze(g, beta, [3]);
   Akk = g.op('Mul', [g.op('Mul', [Akk, mask(g, C, (i, j) => j < i)]), betaCol]);
