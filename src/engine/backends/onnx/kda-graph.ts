@@ -44,16 +44,13 @@ function front(g: Graph, cfg: KimiConfig, w: KdaWeights, x: string): Front {
   const keep = Wc - 1;
   const pre = linear(g, x, concat([w.qProj, w.kProj, w.vProj]), 3 * P, d, 'qkv');
   const tail = g.input('conv', 'float', [3 * P, keep]);
-  const ext = g.op('Concat', [transpose(g, tail, [1, 0]), pre], { axis: 0 });
+  // Channels first, the tail and the new inputs join along time; a depthwise Conv (one group per
+  // channel, no padding) then yields exactly T outputs, the last tap on the current token.
+  const ext = g.op('Concat', [tail, transpose(g, pre, [1, 0])], { axis: 1 });
   const taps = concat([w.qConv, w.kConv, w.vConv]);
-  let acc = '';
-  for (let j = 0; j < Wc; j++) {
-    const col = new Float32Array(3 * P);
-    for (let c = 0; c < 3 * P; c++) col[c] = taps[c * Wc + j];
-    const term = g.op('Mul', [slice(g, ext, 0, j, j === keep ? END : j - keep), g.weight(col, [3 * P], 'tap')]);
-    acc = acc ? g.op('Add', [acc, term]) : term;
-  }
-  g.output('conv_out', transpose(g, slice(g, ext, 0, -keep, END), [1, 0]), 'float', [3 * P, keep]);
+  const conv = g.op('Conv', [unsqueeze(g, ext, [0]), g.weight(taps, [3 * P, 1, Wc], 'conv')], { group: 3 * P, kernel_shape: [Wc] });
+  const acc = transpose(g, g.op('Squeeze', [conv, g.i64([0])]), [1, 0]);
+  g.output('conv_out', slice(g, ext, 1, -keep, END), 'float', [3 * P, keep]);
   const y = silu(g, acc);
   const heads = (s: number) => reshape(g, slice(g, y, 1, s * P, (s + 1) * P), [-1, H, K]);
 
