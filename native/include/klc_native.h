@@ -22,7 +22,7 @@ extern "C" {
 #define KLC_API __attribute__((visibility("default")))
 #endif
 
-#define KLC_ABI_VERSION 3
+#define KLC_ABI_VERSION 4
 
 enum {
   KLC_OK = 0,
@@ -146,6 +146,17 @@ KLC_API size_t klc_mla_workspace_bytes(int rows, int L, int splits);
 KLC_API int klc_mla_splits(klc_ctx *ctx, int rows, int total_keys);
 KLC_API int klc_mla_attention(klc_ctx *ctx, const float *q, const float *cache, float *out, float *ws, size_t ws_bytes, int T,
                               int H, int start, int D, int L, float scale, int splits);
+/* MLA causal prefill in the up-projected form, flash-style on tensor cores (tensor-core mode, bf16
+ * kv_b_proj): q [T, H, nope + rope] is the q projection, cache [start + T, L + rope] the latent rows
+ * (the new tokens' rows already appended), w_uk_t bf16 [H, L, nope] and w_uv bf16 [H, dv, L] the
+ * halves of kv_b_proj. Writes out [T, H * dv]: token t, head h attends to cache rows j < start + t + 1
+ * with keys (W_UK[h] c_j, pe_j), values W_UV[h] c_j and softmax(scale * q . key). Needs
+ * nope + rope = 192 and dv = 128 (Kimi Linear's widths). */
+KLC_API int klc_mla_prefill_heads(klc_ctx *ctx, const float *q, const float *cache, const void *w_uk_t, const void *w_uv,
+                                  float *out, int T, int H, int start, int nope, int rope, int dv, int L, float scale);
+/* 1 when klc_mla_prefill_heads serves this prefill (tensor-core mode, supported widths) and takes
+ * fewer FLOPs than the absorbed form: a few hundred new tokens or more. */
+KLC_API int klc_mla_heads_wanted(klc_ctx *ctx, int T, int start, int nope, int rope, int dv, int L);
 /* MoE router on logits [T, E]: top-k of sigmoid(logit) + bias (ties to the lower index), reported in
  * ascending expert order with weights sigmoid(logit) / (sum over the chosen + 1e-20 if renorm) * scaling. */
 KLC_API int klc_moe_route(klc_ctx *ctx, const float *logits, const float *bias, int32_t *idx, float *w, int T, int E, int k,

@@ -531,6 +531,21 @@ static napi_value js_mla_attention(napi_env env, napi_callback_info info) {
                                      v[10].f, v[11].i));
 }
 
+static napi_value js_mla_heads_wanted(napi_env env, napi_callback_info info) {
+  klc_ctx *c; arg_t v[MAX_OP_ARGS];
+  if (!read_sig(env, info, "iiiiii", &c, v)) return NULL;
+  napi_value r;
+  napi_get_boolean(env, klc_mla_heads_wanted(c, v[0].i, v[1].i, v[2].i, v[3].i, v[4].i, v[5].i) != 0, &r);
+  return r;
+}
+
+static napi_value js_mla_prefill_heads(napi_env env, napi_callback_info info) {
+  klc_ctx *c; arg_t v[MAX_OP_ARGS];
+  if (!read_sig(env, info, "pppppiiiiiiif", &c, v)) return NULL;
+  return done(env, klc_mla_prefill_heads(c, v[0].p, v[1].p, v[2].p, v[3].p, v[4].p, v[5].i, v[6].i, v[7].i, v[8].i, v[9].i,
+                                         v[10].i, v[11].i, v[12].f));
+}
+
 static napi_value js_moe_route(napi_env env, napi_callback_info info) {
   klc_ctx *c; arg_t v[MAX_OP_ARGS];
   if (!read_sig(env, info, "ppppiiiif", &c, v)) return NULL;
@@ -593,6 +608,8 @@ static napi_value init(napi_env env, napi_value exports) {
       {"mlaWorkspaceBytes", NULL, js_mla_workspace_bytes, NULL, NULL, NULL, napi_enumerable, NULL},
       {"mlaSplits", NULL, js_mla_splits, NULL, NULL, NULL, napi_enumerable, NULL},
       {"mlaAttention", NULL, js_mla_attention, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"mlaHeadsWanted", NULL, js_mla_heads_wanted, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"mlaPrefillHeads", NULL, js_mla_prefill_heads, NULL, NULL, NULL, napi_enumerable, NULL},
       {"moeRoute", NULL, js_moe_route, NULL, NULL, NULL, napi_enumerable, NULL},
       {"moeWorkspaceBytes", NULL, js_moe_workspace_bytes, NULL, NULL, NULL, napi_enumerable, NULL},
       {"moeExperts", NULL, js_moe_experts, NULL, NULL, NULL, napi_enumerable, NULL},

@@ -2,7 +2,8 @@
 MLA attention over the latent cache (prefill with and without a cached prefix at Kimi's shapes,
 up to 32k tokens; decode over a long cache, split over the keys) and the bf16-weight linear layer
 at the model's shapes; then the tensor-core forms (cuBLAS, bf16 activations) of the linear layer,
-the grouped MoE experts and MLA prefill attention. Prints one line per case and exits non-zero when a case fails."""
+the grouped MoE experts and MLA prefill attention (absorbed, and flash-style over up-projected heads; with
+--mla-heads only the latter). Prints one line per case and exits non-zero when a case fails."""
 import ctypes
 import json
 import sys
@@ -135,8 +136,78 @@ def tc_moe_case(klc, T, d=2304, I=1024, E=256, k=8, seed=3):
     check(f"tensor-core MoE T={T} vs the exact fp32 kernel", err, 1e-2)
 
 
+def mla_heads_case(klc, T, H, start, sample=24, seed=7, tol=1e-2, compare=False):
+    """klc_mla_prefill_heads (flash-style, up-projected keys/values, tensor cores) against float64
+    attention with keys (W_UK[h] c_j, pe_j) and values W_UV[h] c_j; with compare, also against the
+    absorbed tensor-core path (klc_mla_attention, then W_UV) on every row, both timed."""
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    nope, rope, dv, L = 128, 64, 128, 512
+    D, total, scale = L + rope, start + T, (nope + rope) ** -0.5
+    cache = torch.randn(total, D, device="cuda", generator=g)
+    q = torch.randn(T, H, nope + rope, device="cuda", generator=g) * 1.5
+    wukt = (torch.randn(H, L, nope, device="cuda", generator=g) * L ** -0.5).to(torch.bfloat16)
+    wuv = (torch.randn(H, dv, L, device="cuda", generator=g) * L ** -0.5).to(torch.bfloat16)
+    out = torch.full((T, H * dv), float("nan"), device="cuda")
+    ev = [torch.cuda.Event(enable_timing=True) for _ in range(4)]
+    torch.cuda.synchronize()
+    ev[0].record()
+    klc._check(klc.lib.klc_mla_prefill_heads(klc.ctx, c_p(q.data_ptr()), c_p(cache.data_ptr()), c_p(wukt.data_ptr()),
+                                             c_p(wuv.data_ptr()), c_p(out.data_ptr()), T, H, start, nope, rope, dv, L, c_f(scale)))
+    ev[1].record()
+    klc.sync()
+    ms = round(ev[0].elapsed_time(ev[1]), 2)
+    rows = T * H
+    idx = sorted(set([0, H - 1, rows - 1, rows - H] + torch.randint(0, rows, (sample,), generator=torch.Generator().manual_seed(seed)).tolist()))
+    want = []
+    for r in idx:
+        t, h = divmod(r, H)
+        c = cache[: start + t + 1].double()
+        k = torch.cat([c[:, :L] @ wukt[h].double(), c[:, L:]], 1)
+        p = torch.softmax((k @ q[t, h].double()) * scale, 0)
+        want.append(p @ (c[:, :L] @ wuv[h].double().T))
+    want = torch.stack(want)
+    got = out.view(rows, dv)[idx].double()
+    err = ((got - want).abs().max() / want.abs().max()).item()
+    extra = {"ms": ms, "rows_checked": len(idx), "wanted": klc.lib.klc_mla_heads_wanted(klc.ctx, T, start, nope, rope, dv, L)}
+    if compare:
+        qfull = torch.cat([torch.einsum("thn,hln->thl", q[:, :, :nope], wukt.float()), q[:, :, nope:]], 2).reshape(rows, D).contiguous()
+        lat = torch.empty(rows, L, device="cuda")
+        splits = klc.lib.klc_mla_splits(klc.ctx, rows, total)
+        ws_bytes = klc.lib.klc_mla_workspace_bytes(rows, L, splits)
+        ws = torch.empty(ws_bytes // 4 + 1, device="cuda")
+        torch.cuda.synchronize()
+        ev[2].record()
+        klc._check(klc.lib.klc_mla_attention(klc.ctx, c_p(qfull.data_ptr()), c_p(cache.data_ptr()), c_p(lat.data_ptr()),
+                                             c_p(ws.data_ptr()), c_z(ws_bytes), T, H, start, D, L, c_f(scale), splits))
+        ev[3].record()
+        klc.sync()
+        extra["ms_absorbed"] = round(ev[2].elapsed_time(ev[3]), 2)
+        old = torch.einsum("thl,hvl->thv", lat.view(T, H, L), wuv.float()).reshape(T, H * dv)
+        del qfull, lat, ws
+        extra["vs_absorbed"] = float(((out - old).abs().max() / old.abs().max()).item())
+        extra["absorbed_vs_f64"] = float(((old.view(rows, dv)[idx].double() - want).abs().max() / want.abs().max()).item())
+        check(f"flash MLA prefill T={T} H={H} start={start} vs the absorbed tensor-core path", extra["vs_absorbed"], tol)
+    check(f"flash MLA prefill T={T} H={H} start={start} vs float64", err, tol, **extra)
+
+
+def mla_heads_cases(klc):
+    klc.lib.klc_mla_workspace_bytes.restype = c_z
+    print(f"engine: {set_tensor_cores(klc, True)}", flush=True)
+    mla_heads_case(klc, 5, 4, 0)
+    mla_heads_case(klc, 300, 32, 1000, compare=True)
+    mla_heads_case(klc, 1000, 8, 7692)
+    mla_heads_case(klc, 4096, 32, 20000, compare=True)
+    mla_heads_case(klc, 32768, 32, 0, compare=True)
+
+
 def main():
     klc = Klc()
+    klc.lib.klc_mla_splits.restype = c_i
+    if "--mla-heads" in sys.argv:
+        mla_heads_cases(klc)
+        klc.close()
+        json.dump(results, open(sys.argv[1], "w"), indent=1)
+        return 0 if all(r["ok"] for r in results) else 1
     klc.lib.klc_mla_splits.restype = c_i
     for M, N, K in ((1, 4096, 2304), (3, 576, 2304), (200, 12288, 2304), (1000, 2304, 4096), (77, 163840 // 8, 2304)):
         linear_case(klc, M, N, K)
@@ -155,6 +226,7 @@ def main():
     tc_moe_case(klc, 1)
     for T, H, start in ((200, 32, 0), (300, 32, 1000), (4096, 32, 0), (32768, 4, 0), (20, 4, 5)):
         mla_case(klc, T, H, start, tol=1e-2, label="tensor-core ")
+    mla_heads_cases(klc)
     klc.close()
     json.dump(results, open(sys.argv[1] if len(sys.argv) > 1 else "/dev/null", "w"), indent=1)
     return 0 if all(r["ok"] for r in results) else 1

@@ -4,6 +4,7 @@
 # backend in exact mode (KLC_CUDA_EXACT=1), the bundled checkpoint in tensor-core mode against the
 # reference (reported), then the speed table at the real widths on a synthetic checkpoint made here
 # (test/gpu/make_synthetic.py) next to the HF anchor.
+# OPS_ARGS=--mla-heads limits the op checks to the flash MLA prefill.
 # Carry: .device (node.xz, node-include/, golden/tiny-kimi-public, model.test.cjs, klc.cjs, speed-table.cjs); the
 # library is built there for sm_90.
 # Prepare here with test/gpu/prepare-model.sh. Logs go to $OUT.
@@ -21,9 +22,9 @@ echo "cuBLAS: ${KLC_CUBLAS:-not found}"
 rc=0
 KLC_NODE_INCLUDE=$PWD/.device/node-include node tools/build-native.mjs --archs 90 --jobs 16 > "$OUT/build.log" 2>&1 || { tail "$OUT/build.log"; exit 1; }
 mkdir -p .device/node_modules/onnxruntime-node && echo 'module.exports = {};' > .device/node_modules/onnxruntime-node/index.js
-export PYTHONUNBUFFERED=1 KLC_GOLDEN_DIR=$PWD/.device/golden KLC_TINY_MODEL=$PWD/assets/tiny-model
-( cd test/gpu && python3 ops_check.py "$OUT/ops.json" ) > "$OUT/ops.log" 2>&1 || rc=1
-grep -E "FAIL|engine|tensor-core|Error" "$OUT/ops.log" | head -30
+export PYTHONUNBUFFERED=1 KLC_GOLDEN_DIR=${KLC_GOLDEN_DIR:-$PWD/.device/golden} KLC_TINY_MODEL=$PWD/assets/tiny-model
+( cd test/gpu && python3 ops_check.py "$OUT/ops.json" ${OPS_ARGS:-} ) > "$OUT/ops.log" 2>&1 || rc=1
+grep -E "FAIL|engine|tensor-core|flash|Error" "$OUT/ops.log" | head -30
 KLC_CUDA_EXACT=1 node --test --test-reporter=spec .device/model.test.cjs > "$OUT/model.log" 2>&1 || rc=1
 grep -E "✔|✖|Error" "$OUT/model.log" | head -12
 python3 - > .device/ids.json <<'PY'

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { loadConfig } from '../../../src/engine/model/config';
 import { Checkpoint } from '../../../src/engine/model/checkpoint';
-import { planMemory, stateBytes, tensorCoreScratchBytes, weightBytes } from '../../../src/engine/backends/cuda/memory-plan';
+import { mlaHeadsScratchBytes, planMemory, stateBytes, tensorCoreScratchBytes, weightBytes } from '../../../src/engine/backends/cuda/memory-plan';
 
 const TINY = join(__dirname, '..', '..', '..', 'assets', 'tiny-model');
 /** Tensors the uploader keeps in fp32 (the router too); everything else is a bf16 matrix. */
@@ -67,4 +67,16 @@ test('tensor-core mode reserves its staging: the 1 GiB MLA score block, bf16 lat
   const D = c.mla.kvLoraRank + c.mla.qkRopeHeadDim;
   assert.equal(tensorCoreScratchBytes(c, 5096, 512) - tensorCoreScratchBytes(c, 4096, 512), 1000 * D * 2);
   assert.ok(tensorCoreScratchBytes(c, 0, 0) >= 2 ** 30);
+});
+
+test('the flash MLA prefill stages one 8192-key block of per-head keys/values and the slice\'s carried softmax', async () => {
+  const tiny = await loadConfig(TINY);
+  const c = { ...tiny, mla: { ...tiny.mla, numHeads: 32, qkNopeHeadDim: 128, qkRopeHeadDim: 64, vHeadDim: 128, kvLoraRank: 512 } };
+  // Per key: fp32 up-projection 32 x 128, bf16 latent 512, bf16 keys 32 x 192 and values 32 x 128 (mla_flash.cu).
+  const perKey = 32 * 128 * 4 + 512 * 2 + 32 * 192 * 2 + 32 * 128 * 2;
+  const weights = 32 * 128 * 512 * 2;
+  const perToken = 32 * 130 * 4;
+  assert.equal(mlaHeadsScratchBytes(c, 8192), 8192 * perKey + weights + 8192 * perToken + 6 * 256);
+  assert.equal(tensorCoreScratchBytes(c, 0, 100) - tensorCoreScratchBytes(c, 0, 0) - (mlaHeadsScratchBytes(c, 100) - mlaHeadsScratchBytes(c, 0)),
+    100 * 32 * 576 * 2 + 100 * Math.max(c.hiddenSize, c.kda.numHeads * c.kda.headDim, 32 * 512, c.intermediateSize, 32 * 192) * 2);
 });

@@ -8,7 +8,7 @@ import { join, resolve } from 'node:path';
 import { packageRoot } from '../../../common/package-root';
 
 /** The ABI of native/include/klc_native.h that this TypeScript side was written against. */
-export const NATIVE_ABI_VERSION = 3;
+export const NATIVE_ABI_VERSION = 4;
 
 /** A context created on one device; freed by destroy() or when garbage-collected. */
 export type NativeContext = object & { readonly __klcContext: unique symbol };
@@ -83,6 +83,13 @@ export interface NativeKlc {
   mlaAttention(
     ctx: NativeContext, q: DevicePtr, cache: DevicePtr, out: DevicePtr, ws: DevicePtr, wsBytes: number, T: number, H: number,
     start: number, D: number, L: number, scale: number, splits: number,
+  ): void;
+  /** Whether mlaPrefillHeads serves this prefill: tensor-core mode, Kimi's widths, and fewer FLOPs than the absorbed form. */
+  mlaHeadsWanted(ctx: NativeContext, T: number, start: number, nope: number, rope: number, dv: number, L: number): boolean;
+  /** MLA causal prefill over up-projected per-head keys/values, flash-style on tensor cores; out is [T, H * dv]. */
+  mlaPrefillHeads(
+    ctx: NativeContext, q: DevicePtr, cache: DevicePtr, wUKt: DevicePtr, wUV: DevicePtr, out: DevicePtr, T: number, H: number,
+    start: number, nope: number, rope: number, dv: number, L: number, scale: number,
   ): void;
   moeRoute(ctx: NativeContext, logits: DevicePtr, bias: DevicePtr, idx: DevicePtr, w: DevicePtr, T: number, E: number, k: number, renorm: number, scaling: number): void;
   moeWorkspaceBytes(ctx: NativeContext, T: number, d: number, I: number, E: number, k: number): number;

@@ -84,15 +84,33 @@ export function layerWorkspaceBytes(c: KimiConfig, T: number, moeScratch: number
 /** Bytes one MLA query block's scores and probabilities take at most in tensor-core mode (tc_ops.cu). */
 const MLA_BLOCK_BYTES = 2 ** 30;
 
+/** Keys the up-projected MLA prefill (native/src/mla_flash.cu) expands at a time. */
+const MLA_KEY_BLOCK = 8192;
+
+/**
+ * Staging of the up-projected MLA prefill (mla_flash.cu): for one key block the fp32 up-projection,
+ * bf16 latents, per-head keys and values, and the transposed key weights; for the slice the carried
+ * softmax (unnormalised output, max and sum per row).
+ */
+export function mlaHeadsScratchBytes(c: KimiConfig, sliceTokens: number): number {
+  const m = c.mla;
+  const H = m.numHeads;
+  const qk = m.qkNopeHeadDim + m.qkRopeHeadDim;
+  const block = MLA_KEY_BLOCK * (H * m.vHeadDim * F32 + m.kvLoraRank * BF16 + H * (qk + m.vHeadDim) * BF16);
+  return block + H * m.qkNopeHeadDim * m.kvLoraRank * BF16 + sliceTokens * H * (m.vHeadDim + 2) * F32 + 6 * 256;
+}
+
 /**
  * Staging memory of tensor-core mode (native/src/tc_ops.cu): the MLA score block, bf16 copies of
- * the latent cache and of a query block, and the bf16 copy of the widest linear-layer input.
+ * the latent cache and of a query block, the bf16 copy of the widest linear-layer input, and the
+ * up-projected MLA prefill's buffers (they share the same staging slots, so this bounds both).
  */
 export function tensorCoreScratchBytes(c: KimiConfig, contextTokens: number, sliceTokens: number): number {
   const m = c.mla;
   const D = m.kvLoraRank + m.qkRopeHeadDim;
   const widest = Math.max(c.hiddenSize, c.kda.numHeads * c.kda.headDim, m.numHeads * m.kvLoraRank, c.intermediateSize, m.numHeads * (m.qkNopeHeadDim + m.qkRopeHeadDim));
-  return MLA_BLOCK_BYTES + contextTokens * D * BF16 + sliceTokens * m.numHeads * D * BF16 + sliceTokens * widest * BF16 + 3 * 256;
+  return MLA_BLOCK_BYTES + contextTokens * D * BF16 + sliceTokens * m.numHeads * D * BF16 + sliceTokens * widest * BF16 + 3 * 256
+    + mlaHeadsScratchBytes(c, sliceTokens);
 }
 
 export function planMemory(c: KimiConfig, contextTokens: number, sliceTokens: number, moeScratch: number, mlaScratch: number, matrix = BF16, tensorCores = false): MemoryPlan {
