@@ -3,6 +3,7 @@
 // [B, H, K, V]; q, k, v and o are bf16; every exponent taken is of a non-positive quantity.
 #include <cuda_bf16.h>
 
+#include <cstdlib>
 #include <string>
 
 #include "internal.h"
@@ -337,6 +338,270 @@ __global__ void __launch_bounds__(PREFILL_THREADS) kda_state_pass(klc_kda_args a
   }
 }
 
+// The state pass on tensor cores (mma.sync m16n8k16, bf16 operands, fp32 accumulation). Every
+// product here feeds the fp32 state or the output, so each fp32 operand is split into bf16 hi + lo
+// and a*b is taken as ah*bh + ah*bl + al*bh: about 2^-16 relative per product, where plain bf16
+// (2^-8) would leave the state near 4e-3 of float64 instead of well under 1e-4. The state stays in
+// fp32 registers (warp w owns key rows 16w..16w+15 of the CTA's 32 value columns); shared memory
+// holds its bf16 hi/lo copies transposed for the W.S and qg.S operands. The next chunk's operands
+// are fetched with cp.async while the current one computes.
+namespace tc {
+constexpr int LDW = KD + 8;        // W, qg rows: 8-byte fragment reads of 8 rows fall in distinct banks
+constexpr int LDQ = CH + 8;        // Aqk rows
+constexpr int LDK = KD + 4;        // kg rows, read down columns (rows 2t, 2t+1 apart by 8 banks)
+constexpr int LDU = STATE_BV + 8;  // U slice rows
+constexpr int LDV = STATE_BV + 4;  // Vn rows, read down columns
+constexpr int LDS = KD + 8;        // transposed bf16 state rows
+constexpr int OFF_QG = CH * LDW;
+constexpr int OFF_AQ = OFF_QG + CH * LDW;
+constexpr int OFF_KG = OFF_AQ + CH * LDQ;
+constexpr int OFF_U = OFF_KG + CH * LDK;
+constexpr int OFF_VN = OFF_U + CH * LDU;
+constexpr int OFF_GL = OFF_VN + CH * LDV;
+constexpr int OFF_ST = OFF_GL + KD;
+constexpr size_t SMEM = sizeof(float) * OFF_ST + 2 * sizeof(__nv_bfloat16) * STATE_BV * LDS;
+
+__device__ __forceinline__ unsigned smem_addr(const void *p) { return (unsigned)__cvta_generic_to_shared(p); }
+__device__ __forceinline__ void cp16(float *dst, const float *src) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_addr(dst)), "l"(src));
+}
+__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void cp_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+// rows x cols floats (cols a multiple of 4) of a row-major global block into padded shared rows.
+__device__ __forceinline__ void cp_rows(float *dst, int ldd, const float *src, int lds, int rows, int cols) {
+  const int per = cols / 4;
+  for (int e = threadIdx.x; e < rows * per; e += PREFILL_THREADS) {
+    const int r = e / per, c = 4 * (e % per);
+    cp16(dst + r * ldd + c, src + (size_t)r * lds + c);
+  }
+}
+
+__device__ __forceinline__ unsigned bits(__nv_bfloat162 v) { return *reinterpret_cast<unsigned *>(&v); }
+// (x, y) -> bf16 pairs hi and lo with x ~ hi.x + lo.x, y ~ hi.y + lo.y (x in the low half).
+__device__ __forceinline__ void split2(float x, float y, unsigned &hi, unsigned &lo) {
+  const __nv_bfloat162 h = __floats2bfloat162_rn(x, y);
+  const float2 hf = __bfloat1622float2(h);
+  hi = bits(h);
+  lo = bits(__floats2bfloat162_rn(x - hf.x, y - hf.y));
+}
+
+__device__ __forceinline__ void mma(float (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+struct FragA {
+  unsigned hi[4], lo[4];
+};
+struct FragB {
+  unsigned hi[2], lo[2];
+};
+
+__device__ __forceinline__ void mma3(float (&d)[4], const FragA &a, const FragB &b) {
+  mma(d, a.lo, b.hi[0], b.hi[1]);
+  mma(d, a.hi, b.lo[0], b.lo[1]);
+  mma(d, a.hi, b.hi[0], b.hi[1]);
+}
+
+// A[m][k] = src[m0 + m][k0 + k], src row-major fp32.
+__device__ __forceinline__ FragA frag_a(const float *src, int ld, int m0, int k0, int g, int t) {
+  FragA f;
+#pragma unroll
+  for (int r = 0; r < 4; ++r) {
+    const int m = m0 + g + 8 * (r & 1), k = k0 + 2 * t + 8 * (r >> 1);
+    const float2 x = *reinterpret_cast<const float2 *>(src + m * ld + k);
+    split2(x.x, x.y, f.hi[r], f.lo[r]);
+  }
+  return f;
+}
+
+// A[m][k] = src[k0 + k][m0 + m]: the transpose of a row-major fp32 block.
+__device__ __forceinline__ FragA frag_a_t(const float *src, int ld, int m0, int k0, int g, int t) {
+  FragA f;
+#pragma unroll
+  for (int r = 0; r < 4; ++r) {
+    const int m = m0 + g + 8 * (r & 1), k = k0 + 2 * t + 8 * (r >> 1);
+    split2(src[k * ld + m], src[(k + 1) * ld + m], f.hi[r], f.lo[r]);
+  }
+  return f;
+}
+
+// B[k][n] = src[k0 + k][n], src row-major fp32; n is this lane's column.
+__device__ __forceinline__ FragB frag_b(const float *src, int ld, int k0, int n, int t) {
+  FragB f;
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int k = k0 + 2 * t + 8 * r;
+    split2(src[k * ld + n], src[(k + 1) * ld + n], f.hi[r], f.lo[r]);
+  }
+  return f;
+}
+
+// B[k][n] = S[k0 + k][n] from the transposed bf16 hi/lo copies sh/sl [n][LDS].
+__device__ __forceinline__ FragB frag_b_state(const __nv_bfloat16 *sh, const __nv_bfloat16 *sl, int k0, int n, int t) {
+  FragB f;
+  const unsigned *h = reinterpret_cast<const unsigned *>(sh + n * LDS + k0 + 2 * t);
+  const unsigned *l = reinterpret_cast<const unsigned *>(sl + n * LDS + k0 + 2 * t);
+  f.hi[0] = h[0];
+  f.hi[1] = h[4];
+  f.lo[0] = l[0];
+  f.lo[1] = l[4];
+  return f;
+}
+
+__device__ __forceinline__ void put_split(__nv_bfloat16 *sh, __nv_bfloat16 *sl, int idx, float x) {
+  const __nv_bfloat16 h = __float2bfloat16_rn(x);
+  sh[idx] = h;
+  sl[idx] = __float2bfloat16_rn(x - __bfloat162float(h));
+}
+}  // namespace tc
+
+__global__ void __launch_bounds__(PREFILL_THREADS) kda_state_pass_tc(klc_kda_args a, int t0, int seg_chunks, const float *ws) {
+  using namespace tc;
+  const int v0 = blockIdx.x * STATE_BV, h = blockIdx.y, b = blockIdx.z;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
+  const int H = a.H, T = a.T;
+  extern __shared__ float smem[];
+  float *sW = smem, *sQG = smem + OFF_QG, *sAq = smem + OFF_AQ, *sKG = smem + OFF_KG;
+  float *sU = smem + OFF_U, *sVn = smem + OFF_VN, *sGL = smem + OFF_GL;
+  __nv_bfloat16 *sSh = reinterpret_cast<__nv_bfloat16 *>(smem + OFF_ST), *sSl = sSh + STATE_BV * LDS;
+
+  const int nchunks = min(seg_chunks, (T - t0 + CH - 1) / CH);
+  const float *ws_head = ws + (size_t)(b * H + h) * seg_chunks * WS_PER_CHUNK;
+  // Operands of W.S, qg.S and U - W.S, then those of Aqk.Vn and the state update: two groups, so
+  // the first of the next chunk loads during this chunk's second half and vice versa.
+  auto load_first = [&](int ci) {
+    const float *w = ws_head + (size_t)ci * WS_PER_CHUNK;
+    cp_rows(sW, LDW, w + WS_W, KD, CH, KD);
+    cp_rows(sQG, LDW, w + WS_QG, KD, CH, KD);
+    cp_rows(sU, LDU, w + WS_U + v0, VD, CH, STATE_BV);
+  };
+  auto load_second = [&](int ci) {
+    const float *w = ws_head + (size_t)ci * WS_PER_CHUNK;
+    cp_rows(sAq, LDQ, w + WS_AQK, CH, CH, CH);
+    cp_rows(sKG, LDK, w + WS_KG, KD, CH, KD);
+    cp_rows(sGL, KD, w + WS_GL, KD, 1, KD);
+  };
+
+  float *state = a.state + (size_t)(b * H + h) * KD * VD + v0;
+  const int c0 = 16 * warp + g, c1 = c0 + 8;
+  float S[4][4];
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    const int v = 8 * j + 2 * t;
+    S[j][0] = state[c0 * VD + v];
+    S[j][1] = state[c0 * VD + v + 1];
+    S[j][2] = state[c1 * VD + v];
+    S[j][3] = state[c1 * VD + v + 1];
+  }
+  auto publish_state = [&]() {
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int v = 8 * j + 2 * t;
+      put_split(sSh, sSl, v * LDS + c0, S[j][0]);
+      put_split(sSh, sSl, (v + 1) * LDS + c0, S[j][1]);
+      put_split(sSh, sSl, v * LDS + c1, S[j][2]);
+      put_split(sSh, sSl, (v + 1) * LDS + c1, S[j][3]);
+    }
+  };
+
+  load_first(0);
+  cp_commit();
+  load_second(0);
+  cp_commit();
+  publish_state();
+
+  __nv_bfloat16 *o = static_cast<__nv_bfloat16 *>(a.o);
+  const int mt = warp & 3, m0 = 16 * mt, nb = (warp >> 2) * 2;  // output tile rows and value-column tiles
+  for (int ci = 0; ci < nchunks; ++ci) {
+    const int tstart = t0 + ci * CH;
+    const int n = min(CH, T - tstart);
+    cp_wait<1>();
+    __syncthreads();
+
+    float P[2][4] = {}, O[2][4] = {};
+#pragma unroll 2
+    for (int k0 = 0; k0 < KD; k0 += 16) {
+      const FragA fw = frag_a(sW, LDW, m0, k0, g, t);
+      const FragA fq = frag_a(sQG, LDW, m0, k0, g, t);
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+        const FragB fs = frag_b_state(sSh, sSl, k0, 8 * (nb + j) + g, t);
+        mma3(P[j], fw, fs);
+        mma3(O[j], fq, fs);
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {
+      const int col = 8 * (nb + j) + 2 * t;
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        const int r = m0 + g + 8 * half;
+        const float2 u = *reinterpret_cast<const float2 *>(sU + r * LDU + col);
+        *reinterpret_cast<float2 *>(sVn + r * LDV + col) = make_float2(u.x - P[j][2 * half], u.y - P[j][2 * half + 1]);
+      }
+    }
+    __syncthreads();
+    if (ci + 1 < nchunks) load_first(ci + 1);
+    cp_commit();
+    cp_wait<1>();
+    __syncthreads();
+
+    // o = qg S + Aqk Vn; Aqk is zero above the diagonal, so k-tiles past the row tile are skipped.
+    for (int k0 = 0; k0 <= m0; k0 += 16) {
+      const FragA fa = frag_a(sAq, LDQ, m0, k0, g, t);
+#pragma unroll
+      for (int j = 0; j < 2; ++j) mma3(O[j], fa, frag_b(sVn, LDV, k0, 8 * (nb + j) + g, t));
+    }
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {
+      const int col = v0 + 8 * (nb + j) + 2 * t;
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        const int r = m0 + g + 8 * half;
+        if (r < n)
+          *reinterpret_cast<__nv_bfloat162 *>(o + ((size_t)(b * T + tstart + r) * H + h) * VD + col) =
+              __floats2bfloat162_rn(O[j][2 * half], O[j][2 * half + 1]);
+      }
+    }
+
+    // S = e^G_last * S + kg^T Vn on this warp's 16 key rows.
+    const float gl0 = sGL[c0], gl1 = sGL[c1];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      S[j][0] *= gl0;
+      S[j][1] *= gl0;
+      S[j][2] *= gl1;
+      S[j][3] *= gl1;
+    }
+#pragma unroll
+    for (int k0 = 0; k0 < CH; k0 += 16) {
+      const FragA fk = frag_a_t(sKG, LDK, 16 * warp, k0, g, t);
+#pragma unroll
+      for (int j = 0; j < 4; ++j) mma3(S[j], fk, frag_b(sVn, LDV, k0, 8 * j + g, t));
+    }
+    publish_state();
+    __syncthreads();
+    if (ci + 1 < nchunks) load_second(ci + 1);
+    cp_commit();
+  }
+  cp_wait<0>();
+
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    const int v = 8 * j + 2 * t;
+    state[c0 * VD + v] = S[j][0];
+    state[c0 * VD + v + 1] = S[j][1];
+    state[c1 * VD + v] = S[j][2];
+    state[c1 * VD + v + 1] = S[j][3];
+  }
+}
+
 // One decode step. One CTA of 128 threads per (32 value columns, head, sequence): warp w owns
 // key rows 32w..32w+31 of those columns, lane = column, so the K reductions are in-thread plus
 // one exchange through shared memory.
@@ -397,6 +662,16 @@ __global__ void __launch_bounds__(128) kda_decode_step(klc_kda_args a) {
   }
 }
 
+bool tc_state_pass_fits() {
+  int dev = 0, optin = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess) {
+    cudaGetLastError();
+    return false;
+  }
+  return (size_t)optin >= tc::SMEM;
+}
+
 }  // namespace
 
 namespace klc {
@@ -407,7 +682,14 @@ cudaError_t kda_probe_image() {
   if (e != cudaSuccess) return e;
   e = cudaFuncSetAttribute(kda_intra, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)PREFILL_SMEM);
   if (e != cudaSuccess) return e;
-  return cudaFuncSetAttribute(kda_state_pass, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)STATE_SMEM);
+  e = cudaFuncSetAttribute(kda_state_pass, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)STATE_SMEM);
+  if (e != cudaSuccess) return e;
+  // The tensor-core pass needs more shared memory than sm_86/sm_89 give one block; there the
+  // attribute is refused, the error cleared, and kda_prefill keeps the CUDA-core pass.
+  if (!tc_state_pass_fits()) return cudaSuccess;
+  e = cudaFuncSetAttribute(kda_state_pass_tc, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)tc::SMEM);
+  if (e != cudaSuccess) cudaGetLastError();
+  return cudaSuccess;
 }
 
 int kda_check_args(const klc_kda_args *a, bool decode) {
@@ -447,10 +729,18 @@ int kda_prefill(klc_ctx *ctx, const klc_kda_args *a) {
       return fail_cuda(e, ("allocating the KDA prefill workspace (" + std::to_string(need * 4 >> 20) + " MiB)").c_str());
     ctx->kda_ws_floats = need;
   }
+  // KLC_KDA_TENSOR_CORES=0 selects the CUDA-core state pass, kept as the reference the tensor-core
+  // one is measured against.
+  const char *tc_env = std::getenv("KLC_KDA_TENSOR_CORES");
+  const bool tensor_cores = !(tc_env && std::string(tc_env) == "0") && tc_state_pass_fits();
   for (int t0 = 0; t0 < a->T; t0 += seg_chunks * CH) {
     const int chunks = min(seg_chunks, (a->T - t0 + CH - 1) / CH);
     kda_intra<<<dim3(chunks, a->H, a->B), PREFILL_THREADS, PREFILL_SMEM, ctx->stream>>>(*a, t0, seg_chunks, ctx->kda_ws);
-    kda_state_pass<<<dim3(VD / STATE_BV, a->H, a->B), PREFILL_THREADS, STATE_SMEM, ctx->stream>>>(*a, t0, seg_chunks, ctx->kda_ws);
+    const dim3 grid(VD / STATE_BV, a->H, a->B);
+    if (tensor_cores)
+      kda_state_pass_tc<<<grid, PREFILL_THREADS, tc::SMEM, ctx->stream>>>(*a, t0, seg_chunks, ctx->kda_ws);
+    else
+      kda_state_pass<<<grid, PREFILL_THREADS, STATE_SMEM, ctx->stream>>>(*a, t0, seg_chunks, ctx->kda_ws);
   }
   cudaError_t e = cudaGetLastError();
   return e == cudaSuccess ? KLC_OK : fail_cuda(e, "launching the KDA prefill");
