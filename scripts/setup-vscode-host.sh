@@ -42,7 +42,13 @@ if [ ! -f "$STAMP" ]; then
   mkdir -p "$ROOT/.cache"
   LOG="$ROOT/.cache/vscode-host-install.log"
   rm -rf tools/vscode-host/node_modules
-  PATH="$N24/bin:$PATH" npm_config_nodedir="$N24" npm_config_yes=true \
+  # Under `npm test` the outer npm's variables (npm_config_user_agent names Node 20) would reach the
+  # inner install and fail code-server's Node check, so every npm_* variable is dropped first.
+  unset_npm=()
+  while IFS='=' read -r name _; do
+    case "$name" in npm_*) unset_npm+=(-u "$name") ;; esac
+  done < <(env)
+  env "${unset_npm[@]}" PATH="$N24/bin:$PATH" npm_config_nodedir="$N24" npm_config_yes=true \
     npm ci --prefix tools/vscode-host --no-audit --no-fund --foreground-scripts >"$LOG" 2>&1 \
     || { tail -40 "$LOG"; echo "setup-vscode-host: code-server install failed; full log in $LOG" >&2; exit 1; }
   touch "$STAMP"
