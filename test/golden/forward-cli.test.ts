@@ -1,7 +1,7 @@
 /**
  * `klc forward`, the stable test contract, against the golden logits of the official
  * implementation — in one pass, with --split (state written to disk and read back), and for a
- * batch of sequences.
+ * batch of sequences; for the reference and the onnx backends.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -9,6 +9,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import type { BackendName } from '../../src/engine/api';
 import { SafetensorsFile } from '../../src/engine/model/safetensors';
 import { TINY_DIR, relError } from './golden-data';
 
@@ -19,11 +20,12 @@ function klc(args: string[]): { status: number | null; stderr: string } {
   return { status: r.status, stderr: r.stderr };
 }
 
-async function forward(ids: number[][], extra: string[] = []): Promise<Float32Array[]> {
+async function forward(ids: number[][], extra: string[] = [], backend: BackendName = 'reference'): Promise<Float32Array[]> {
   const dir = mkdtempSync(join(tmpdir(), 'klc-forward-'));
   writeFileSync(join(dir, 'ids.json'), JSON.stringify(ids));
-  const r = klc(['forward', '--model', TINY_DIR, '--input-ids', join(dir, 'ids.json'), '--out', join(dir, 'out.safetensors'), '--backend', 'reference', ...extra]);
+  const r = klc(['forward', '--model', TINY_DIR, '--input-ids', join(dir, 'ids.json'), '--out', join(dir, 'out.safetensors'), '--backend', backend, ...extra]);
   assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stderr, new RegExp(`\\(${backend}\\)`), 'the requested backend ran');
   const out = await SafetensorsFile.open(join(dir, 'out.safetensors'));
   try {
     return await Promise.all(ids.map((_, i) => out.readF32(`logits.${i}`)));
@@ -32,17 +34,19 @@ async function forward(ids: number[][], extra: string[] = []): Promise<Float32Ar
   }
 }
 
-test('klc forward --split 70 gives the one-pass logits of the official implementation', async () => {
-  const ref = await SafetensorsFile.open(join(TINY_DIR, 'reference.safetensors'));
-  const ids = Array.from(await ref.readInts('input_ids.cont'));
-  const full = await ref.readF32('logits.cont.full');
-  await ref.close();
-  const [oneShot] = await forward([ids]);
-  const [split] = await forward([ids], ['--split', '70']);
-  assert.ok(relError(oneShot, full) < 1e-4, `one pass: ${relError(oneShot, full)}`);
-  assert.ok(relError(split, full) < 1e-4, `split: ${relError(split, full)}`);
-  assert.ok(relError(split, oneShot) < 1e-5, `split vs one pass: ${relError(split, oneShot)}`);
-});
+for (const backend of ['reference', 'onnx'] as const) {
+  test(`klc forward --backend ${backend} --split 70 gives the one-pass logits of the official implementation`, async () => {
+    const ref = await SafetensorsFile.open(join(TINY_DIR, 'reference.safetensors'));
+    const ids = Array.from(await ref.readInts('input_ids.cont'));
+    const full = await ref.readF32('logits.cont.full');
+    await ref.close();
+    const [oneShot] = await forward([ids], [], backend);
+    const [split] = await forward([ids], ['--split', '70'], backend);
+    assert.ok(relError(oneShot, full) < 1e-4, `one pass: ${relError(oneShot, full)}`);
+    assert.ok(relError(split, full) < 1e-4, `split: ${relError(split, full)}`);
+    assert.ok(relError(split, oneShot) < 1e-5, `split vs one pass: ${relError(split, oneShot)}`);
+  });
+}
 
 test('klc forward handles a batch of sequences', async () => {
   const ref = await SafetensorsFile.open(join(TINY_DIR, 'reference.safetensors'));
