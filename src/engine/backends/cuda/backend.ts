@@ -97,7 +97,7 @@ export class CudaBackend implements Backend<DeviceRows> {
     const info = devices[index];
     if (!info) throw new UserError(`CUDA device ${index} does not exist (${devices.length} found).`);
     if (config.moe.numExpertGroup > 1) {
-      throw new UserError(`${checkpoint.dir}: group-limited MoE routing (num_expert_group ${config.moe.numExpertGroup}) is not implemented in the CUDA backend; use --backend reference.`, checkpoint.dir);
+      throw new UserError(`${checkpoint.dir}: group-limited MoE routing (num_expert_group ${config.moe.numExpertGroup}) is not supported by the CUDA backend (the published Kimi Linear config does not use it); use --backend reference.`, checkpoint.dir);
     }
     if (config.kda.headDim > 128 || config.mla.kvLoraRank > 512 || config.moe.topK > 16 || config.kda.convKernel > 8) {
       throw new UserError(`${checkpoint.dir}: the CUDA kernels support KDA head_dim ≤ 128, kv_lora_rank ≤ 512, top-k ≤ 16 and conv kernels ≤ 8; this config is larger. Use --backend reference.`, checkpoint.dir);
