@@ -12,13 +12,16 @@ import { UserError } from '../common/errors';
 import { questionTokens } from '../engine/chat-template';
 import { sampleToken, seededRandom } from '../engine/sampler';
 import { generate, prefillChunked } from '../engine/generate';
+import { loadModel } from '../engine/model/model';
 import { EngineSession } from '../engine/session';
 import { backendOption, intOption, parseCommandArgs } from './args';
 
 const USAGE = `usage: klc bench [dir] [options]
 
 Copies dir (default: this project's src/) to a temporary folder and measures ingest, decode,
-time to first token (cached state vs re-prefill) and incremental re-ingest on that copy.
+time to first token (cached state vs re-prefill) and incremental re-ingest on that copy, the
+peak resident memory against the weights, and (for a backend other than the reference) prefill
+speed against the reference backend on the same tokens.
 
   --model DIR         checkpoint folder (default: the bundled tiny checkpoint)
   --backend B         auto | cuda | onnx | reference (default auto)
@@ -26,7 +29,29 @@ time to first token (cached state vs re-prefill) and incremental re-ingest on th
   --decode-tokens N   tokens generated for the decode figure (default 64)
 `;
 
+/** Tokens prefilled by both backends for the speed ratio: enough to time, short enough for the slow reference. */
+const REFERENCE_TOKENS = 256;
+
 const QUESTION = 'Which files call the function that packs the workspace, and what do they do with its result?';
+
+/** Prefill speed of the session's backend against the reference backend on the same tokens, in this run. */
+async function compareWithReference(session: EngineSession, ids: Int32Array, out: (label: string, value: string) => void): Promise<void> {
+  const n = Math.min(REFERENCE_TOKENS, ids.length);
+  const slice = ids.subarray(0, n);
+  const rate = async (model: EngineSession['model']) => {
+    const t0 = performance.now();
+    await model.prefill(model.newState(), slice, { logits: 'none' });
+    return n / ((performance.now() - t0) / 1000);
+  };
+  const tested = await rate(session.model);
+  const reference = await loadModel(session.modelDir, { backend: 'reference', log: () => {} });
+  try {
+    const base = await rate(reference);
+    out(`prefill vs reference (${n} tokens)`, `${tested.toFixed(1)} vs ${base.toFixed(1)} tokens/s = ${(tested / base).toFixed(1)}x`);
+  } finally {
+    await reference.dispose();
+  }
+}
 
 export async function run(argv: string[]): Promise<void> {
   const { values, positionals } = parseCommandArgs(
@@ -70,7 +95,7 @@ export async function run(argv: string[]): Promise<void> {
     const t0 = performance.now();
     const fresh = session.model.newState();
     const logits = await prefillChunked(session.model, fresh, Int32Array.from([...forked.ids, ...prompt]));
-    const first = sampleToken(logits!, sampling, seededRandom(0));
+    const first = sampleToken(logits!.subarray(0, session.tokenizer.vocabSize), sampling, seededRandom(0));
     const coldMs = performance.now() - t0;
     if (first !== cached.ids[0]) throw new Error(`re-prefill chose token ${first} but the cached state chose ${cached.ids[0]}: the cached state is wrong`);
     out('time to first token, re-prefill', `${coldMs.toFixed(1)} ms (${forked.ids.length + prompt.length} tokens) = ${(coldMs / cached.ttftMs).toFixed(1)}x the cached state`);
@@ -85,6 +110,10 @@ export async function run(argv: string[]): Promise<void> {
       const again = await session.ingest(settings);
       out(label, `${again.seconds.toFixed(2)} s, resumed at ${again.resumedTokens}/${again.tokens} = ${(full.seconds / again.seconds).toFixed(1)}x faster than full`);
     }
+    const rssMiB = process.resourceUsage().maxRSS / 1024;
+    const weightsMiB = (session.parameters * 4) / 2 ** 20;
+    out('peak resident memory', `${rssMiB.toFixed(0)} MiB = ${(rssMiB / weightsMiB).toFixed(2)}x the weights as fp32 (${weightsMiB.toFixed(0)} MiB)`);
+    if (session.model.backend.name !== 'reference') await compareWithReference(session, forked.ids, out);
     await session.dispose();
 
     const width = Math.max(...rows.map(([l]) => l.length));

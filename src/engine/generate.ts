@@ -94,11 +94,14 @@ export async function generate(
   }
   if (!logits) throw new Error('generate: empty prompt');
 
+  // A checkpoint's embedding may have more rows than its tokenizer has ids (padding for the GPU);
+  // those ids decode to nothing, so they are never sampled.
+  const vocab = tokenizer.vocabSize;
   let ttftMs = 0;
   let decodeStart = 0;
   let stopReason: AskResult['stopReason'] = 'max_tokens';
   while (ids.length < opts.sampling.maxNewTokens) {
-    const id = sampleToken(logits, opts.sampling, random);
+    const id = sampleToken(logits.length > vocab ? logits.subarray(0, vocab) : logits, opts.sampling, random);
     if (ids.length === 0) {
       ttftMs = performance.now() - started;
       decodeStart = performance.now();

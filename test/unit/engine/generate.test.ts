@@ -63,3 +63,20 @@ test('a cancelled prompt prefill ends before any token', async () => {
   assert.equal(r.stopReason, 'cancelled');
   assert.equal(r.tokens, 0);
 });
+
+test('ids beyond the tokenizer (padded embedding rows) are never sampled', async () => {
+  const extra = 64;
+  const padded = {
+    prefill: async (...args: Parameters<Model['prefill']>) => pad(await model.prefill(...args)),
+    decode: async (...args: Parameters<Model['decode']>) => pad(await model.decode(...args)),
+  };
+  function pad(logits: Float32Array): Float32Array {
+    const out = new Float32Array(logits.length + extra).fill(1e6);
+    out.set(logits);
+    return out;
+  }
+  const r = await generate(padded, tok, model.newState(), prompt, { sampling: greedy, stopIds: new Set() });
+  const plain = await generate(model, tok, model.newState(), prompt, { sampling: greedy, stopIds: new Set() });
+  assert.deepEqual(r.ids, plain.ids);
+  assert.ok(r.ids.every((id) => id < tok.vocabSize));
+});
