@@ -11,30 +11,14 @@ import { loadModel, type Model } from '../../src/engine/model/model';
 import { SafetensorsFile } from '../../src/engine/model/safetensors';
 import type { SequenceState } from '../../src/engine/state/types';
 import { LatentCache } from '../../src/engine/state/latent-cache';
+import { argmax } from '../../src/engine/sampler';
+import { relError } from '../golden/golden-data';
 
 const GOLDEN = resolve(process.env.KLC_GOLDEN_DIR ?? join(__dirname, '..', '..', 'shared', 'golden'));
 const TINY_PUBLIC = join(GOLDEN, 'tiny-kimi-public');
 const BUNDLED = resolve(process.env.KLC_TINY_MODEL ?? join(__dirname, '..', 'assets', 'tiny-model'));
 const cuda = loadCudaBackend();
 const skip = cuda.ok ? false : `no GPU: ${cuda.reason}`;
-
-function relError(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  assert.equal(a.length, b.length, 'lengths differ');
-  let diff = 0;
-  let scale = 0;
-  for (let i = 0; i < b.length; i++) {
-    if (!Number.isFinite(a[i])) return Infinity;
-    diff = Math.max(diff, Math.abs(a[i] - b[i]));
-    scale = Math.max(scale, Math.abs(b[i]));
-  }
-  return diff / scale;
-}
-
-function argmax(x: Float32Array): number {
-  let best = 0;
-  for (let i = 1; i < x.length; i++) if (x[i] > x[best]) best = i;
-  return best;
-}
 
 function report(line: string): void {
   process.stdout.write(`figure: ${line}\n`);

@@ -118,7 +118,13 @@ const LIBRARY = join('native', 'build', 'klc_native.node');
  */
 export function nativeLibraryPath(): string {
   if (process.env.KLC_NATIVE_PATH) return resolve(process.env.KLC_NATIVE_PATH);
-  return join(packageRoot(), LIBRARY);
+  try {
+    return join(packageRoot(), LIBRARY);
+  } catch {
+    // A bundle copied outside the package (as the device scripts may do) still gets an answer,
+    // not an exception: the loader promises a reason, never a throw.
+    return resolve(__dirname, LIBRARY);
+  }
 }
 
 function firstLine(e: unknown): string {
