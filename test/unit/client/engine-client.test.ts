@@ -14,13 +14,14 @@ let enginePath: string;
 let modelDir: string | undefined;
 const clients: EngineClient[] = [];
 
-function client(opts: { cacheDir?: string; modelDir?: string } = {}): { client: EngineClient; statuses: EngineClientStatus[]; logs: string[] } {
+function client(opts: { cacheDir?: string; modelDir?: string; workspaceRoot?: string } = {}): { client: EngineClient; statuses: EngineClientStatus[]; logs: string[] } {
   const statuses: EngineClientStatus[] = [];
   const logs: string[] = [];
   const cacheDir = opts.cacheDir ?? tempDir('cache');
   const c = new EngineClient({
     enginePath,
     openParams: () => ({ modelDir: opts.modelDir ?? modelDir, backend: 'reference', cacheDir }),
+    ...(opts.workspaceRoot ? { workspace: () => ({ roots: [opts.workspaceRoot!] }) } : {}),
     log: (line) => logs.push(line),
   });
   c.onDidChangeStatus((s) => statuses.push(s));
@@ -77,14 +78,7 @@ describe('EngineClient with the engine process', () => {
 
   test('an ask without an ingest ingests the workspace it is given first', async () => {
     const root = makeWorkspace(SMALL_WORKSPACE);
-    const cacheDir = tempDir('cache');
-    const c = new EngineClient({
-      enginePath,
-      openParams: () => ({ modelDir, backend: 'reference', cacheDir }),
-      workspace: () => ({ roots: [root] }),
-      log: () => undefined,
-    });
-    clients.push(c);
+    const { client: c } = client({ workspaceRoot: root });
     const phases = new Set<string>();
     c.onDidChangeStatus((s) => s.ingest && phases.add(s.ingest.phase));
     const answer = await c.ask({ question: 'Where is add used?', sampling: greedy }, () => undefined);
@@ -124,14 +118,7 @@ describe('EngineClient with the engine process', () => {
 
   test('cancelIngest stops an ask while it ingests the workspace: the question is not answered, and the next ask is', async () => {
     const root = makeWorkspace(SMALL_WORKSPACE);
-    const cacheDir = tempDir('cache');
-    const c = new EngineClient({
-      enginePath,
-      openParams: () => ({ modelDir, backend: 'reference', cacheDir }),
-      workspace: () => ({ roots: [root] }),
-      log: () => undefined,
-    });
-    clients.push(c);
+    const { client: c } = client({ workspaceRoot: root });
     let cancelled: boolean | undefined;
     const sub = c.onDidChangeStatus((s) => {
       if (s.ingest?.phase === 'prefill' && cancelled === undefined) cancelled = c.cancelIngest();
@@ -154,14 +141,7 @@ describe('EngineClient with the engine process', () => {
 
   test('once its ingest is done, an ask no longer shows ingest progress and cancelIngest leaves the answer alone', async () => {
     const root = makeWorkspace(SMALL_WORKSPACE);
-    const cacheDir = tempDir('cache');
-    const c = new EngineClient({
-      enginePath,
-      openParams: () => ({ modelDir, backend: 'reference', cacheDir }),
-      workspace: () => ({ roots: [root] }),
-      log: () => undefined,
-    });
-    clients.push(c);
+    const { client: c } = client({ workspaceRoot: root });
     let sawIngest = false;
     const sub = c.onDidChangeStatus((s) => { sawIngest ||= s.ingest !== null; });
     const atFirstText: { ingest: unknown; cancelled: boolean }[] = [];
