@@ -124,12 +124,15 @@ export class EngineClient {
         void this.refresh();
       }),
     ];
+    const ingestCancelled = () => new UserError('The ingest was cancelled, so the question was not answered. Ask again to read the workspace first, or run Ingest Workspace.');
     try {
-      return await proc.request(askRequest, { request, textToken, workspace, progressToken, ingestedToken }, either(signal, ingestAbort.signal));
+      const result = await proc.request(askRequest, { request, textToken, workspace, progressToken, ingestedToken }, either(signal, ingestAbort.signal));
+      // Cancel Ingest can reach the engine just after its ingest ended, while the answer begins: the
+      // answer then stops at once, and the user, who cancelled the ingest, gets no half answer.
+      if (result.stopReason === 'cancelled' && ingestAbort.signal.aborted && !signal?.aborted) throw ingestCancelled();
+      return result;
     } catch (e) {
-      if (isCancelled(e) && ingestAbort.signal.aborted && !signal?.aborted) {
-        throw new UserError('The ingest was cancelled, so the question was not answered. Ask again to read the workspace first, or run Ingest Workspace.');
-      }
+      if (isCancelled(e) && ingestAbort.signal.aborted && !signal?.aborted) throw ingestCancelled();
       throw e;
     } finally {
       for (const s of subscriptions) s.dispose();

@@ -69,6 +69,9 @@ export function serveEngine(connection: MessageConnection, options: ServeOptions
       });
       const ingested = await s.ingest(params.workspace, progress, signal);
       if (params.ingestedToken) void connection.sendProgress(askIngested, params.ingestedToken, ingested);
+      // A cancel that arrives after the last prefill chunk lets the ingest finish (its state is
+      // kept), but the question it was for is still not to be answered.
+      if (signal.aborted) throw cancelled();
     }
     const onText = (delta: string) => void connection.sendProgress(askText, params.textToken, delta);
     return s.ask(params.request, onText, signal);

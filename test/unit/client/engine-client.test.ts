@@ -139,6 +139,25 @@ describe('EngineClient with the engine process', () => {
     assert.equal((await c.status()).repo.state, 'ready');
   });
 
+  test('a Cancel Ingest that reaches the engine after its ingest finished still leaves the question unanswered', async () => {
+    const root = makeWorkspace(SMALL_WORKSPACE);
+    const { client: c } = client({ workspaceRoot: root });
+    let cancelled: boolean | undefined;
+    // The save phase comes after the last prefill chunk, when the ingest no longer stops.
+    const sub = c.onDidChangeStatus((s) => {
+      if (s.ingest?.phase === 'save' && cancelled === undefined) cancelled = c.cancelIngest();
+    });
+    let streamed = '';
+    await assert.rejects(
+      c.ask({ question: 'Where is add used?', sampling: greedy }, (d) => { streamed += d; }),
+      (e) => isUserError(e) && /ingest was cancelled, so the question was not answered/.test(e.message),
+    );
+    sub.dispose();
+    assert.equal(cancelled, true);
+    assert.equal(streamed, '');
+    assert.equal((await c.status()).repo.state, 'ready', 'the finished ingest is kept');
+  });
+
   test('once its ingest is done, an ask no longer shows ingest progress and cancelIngest leaves the answer alone', async () => {
     const root = makeWorkspace(SMALL_WORKSPACE);
     const { client: c } = client({ workspaceRoot: root });
