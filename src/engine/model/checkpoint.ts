@@ -9,6 +9,7 @@ import { join, basename } from 'node:path';
 import { UserError } from '../../common/errors';
 import type { KimiConfig } from './config';
 import { SafetensorsFile, numel, type TensorInfo } from './safetensors';
+import { EMBED, FINAL_NORM, kdaNames, LM_HEAD, mlaNames, mlpNames, moeNames, normNames, type SwigluNames } from './weight-names';
 
 /** Accepted shapes of one tensor; the first is canonical. */
 export type ShapeOptions = number[][];
@@ -17,58 +18,50 @@ export type ShapeOptions = number[][];
 export function expectedTensors(c: KimiConfig): Map<string, ShapeOptions> {
   const m = new Map<string, ShapeOptions>();
   const d = c.hiddenSize;
-  m.set('model.embed_tokens.weight', [[c.vocabSize, d]]);
-  m.set('model.norm.weight', [[d]]);
-  if (!c.tieWordEmbeddings) m.set('lm_head.weight', [[c.vocabSize, d]]);
+  const swiglu = (n: SwigluNames) => {
+    m.set(n.gate, [[n.inner, d]]);
+    m.set(n.up, [[n.inner, d]]);
+    m.set(n.down, [[d, n.inner]]);
+  };
+  m.set(EMBED, [[c.vocabSize, d]]);
+  m.set(FINAL_NORM, [[d]]);
+  if (!c.tieWordEmbeddings) m.set(LM_HEAD, [[c.vocabSize, d]]);
   c.layers.forEach((layer, i) => {
-    const p = `model.layers.${i}.`;
-    m.set(`${p}input_layernorm.weight`, [[d]]);
-    m.set(`${p}post_attention_layernorm.weight`, [[d]]);
-    const a = `${p}self_attn.`;
+    const norms = normNames(i);
+    m.set(norms.input, [[d]]);
+    m.set(norms.post, [[d]]);
     if (layer.attention === 'kda') {
       const { numHeads: H, headDim: K, convKernel: W } = c.kda;
       const P = H * K;
-      for (const x of ['q', 'k', 'v']) {
-        m.set(`${a}${x}_proj.weight`, [[P, d]]);
-        m.set(`${a}${x}_conv1d.weight`, [[P, 1, W], [P, W]]);
-      }
-      m.set(`${a}A_log`, [[1, 1, H, 1], [H]]);
-      m.set(`${a}dt_bias`, [[P]]);
-      m.set(`${a}f_a_proj.weight`, [[K, d]]);
-      m.set(`${a}f_b_proj.weight`, [[P, K]]);
-      m.set(`${a}b_proj.weight`, [[H, d]]);
-      m.set(`${a}g_a_proj.weight`, [[K, d]]);
-      m.set(`${a}g_b_proj.weight`, [[P, K]]);
-      m.set(`${a}o_norm.weight`, [[K]]);
-      m.set(`${a}o_proj.weight`, [[d, P]]);
+      const n = kdaNames(i);
+      for (const proj of [n.qProj, n.kProj, n.vProj]) m.set(proj, [[P, d]]);
+      for (const conv of [n.qConv, n.kConv, n.vConv]) m.set(conv, [[P, 1, W], [P, W]]);
+      m.set(n.aLog, [[1, 1, H, 1], [H]]);
+      m.set(n.dtBias, [[P]]);
+      m.set(n.fA, [[K, d]]);
+      m.set(n.fB, [[P, K]]);
+      m.set(n.bProj, [[H, d]]);
+      m.set(n.gA, [[K, d]]);
+      m.set(n.gB, [[P, K]]);
+      m.set(n.oNorm, [[K]]);
+      m.set(n.oProj, [[d, P]]);
     } else {
-      const { numHeads: H, qkNopeHeadDim: n, qkRopeHeadDim: r, vHeadDim: v, kvLoraRank: L } = c.mla;
-      m.set(`${a}q_proj.weight`, [[H * (n + r), d]]);
-      m.set(`${a}kv_a_proj_with_mqa.weight`, [[L + r, d]]);
-      m.set(`${a}kv_a_layernorm.weight`, [[L]]);
-      m.set(`${a}kv_b_proj.weight`, [[H * (n + v), L]]);
-      m.set(`${a}o_proj.weight`, [[d, H * v]]);
+      const { numHeads: H, qkNopeHeadDim: nope, qkRopeHeadDim: r, vHeadDim: v, kvLoraRank: L } = c.mla;
+      const n = mlaNames(i);
+      m.set(n.qProj, [[H * (nope + r), d]]);
+      m.set(n.kvA, [[L + r, d]]);
+      m.set(n.kvNorm, [[L]]);
+      m.set(n.kvB, [[H * (nope + v), L]]);
+      m.set(n.oProj, [[d, H * v]]);
     }
     if (layer.ffn === 'dense') {
-      const I = c.intermediateSize;
-      m.set(`${p}mlp.gate_proj.weight`, [[I, d]]);
-      m.set(`${p}mlp.up_proj.weight`, [[I, d]]);
-      m.set(`${p}mlp.down_proj.weight`, [[d, I]]);
+      swiglu(mlpNames(c, i));
     } else {
-      const { numExperts: E, intermediateSize: Im, numSharedExperts: S } = c.moe;
-      const b = `${p}block_sparse_moe.`;
-      m.set(`${b}gate.weight`, [[E, d]]);
-      m.set(`${b}gate.e_score_correction_bias`, [[E]]);
-      for (let e = 0; e < E; e++) {
-        m.set(`${b}experts.${e}.w1.weight`, [[Im, d]]);
-        m.set(`${b}experts.${e}.w3.weight`, [[Im, d]]);
-        m.set(`${b}experts.${e}.w2.weight`, [[d, Im]]);
-      }
-      if (S > 0) {
-        m.set(`${b}shared_experts.gate_proj.weight`, [[Im * S, d]]);
-        m.set(`${b}shared_experts.up_proj.weight`, [[Im * S, d]]);
-        m.set(`${b}shared_experts.down_proj.weight`, [[d, Im * S]]);
-      }
+      const n = moeNames(c, i);
+      m.set(n.router, [[c.moe.numExperts, d]]);
+      m.set(n.bias, [[c.moe.numExperts]]);
+      n.experts.forEach(swiglu);
+      if (n.shared) swiglu(n.shared);
     }
   });
   return m;

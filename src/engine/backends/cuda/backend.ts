@@ -7,6 +7,7 @@
 import { UserError } from '../../../common/errors';
 import type { KimiConfig } from '../../model/config';
 import type { Checkpoint } from '../../model/checkpoint';
+import { EMBED } from '../../model/weight-names';
 import type { KdaLayerState, MlaLayerState, SequenceState } from '../../state/types';
 import type { Backend, Capture, NormSite } from '../backend';
 import { Arena } from './arena';
@@ -111,7 +112,7 @@ export class CudaBackend implements Backend<DeviceRows> {
     try {
       const context = opts.contextTokens ?? Math.min(config.maxPositionEmbeddings ?? DEFAULT_CONTEXT, DEFAULT_CONTEXT);
       const slice = opts.sliceTokens ?? DEFAULT_SLICE;
-      const matrix = checkpoint.info('model.embed_tokens.weight').dtype === 'F32' ? 4 : 2;
+      const matrix = checkpoint.info(EMBED).dtype === 'F32' ? 4 : 2;
       const engine = chooseEngine(native, ctx, matrix === 2 && (opts.tensorCores ?? process.env.KLC_CUDA_EXACT !== '1'));
       const plan = planMemory(config, context, slice, moeScratch(native, ctx, config, slice), mlaScratch(native, ctx, config, slice), matrix, engine.tensorCores);
       const free = native.deviceInfo(index).freeBytes;

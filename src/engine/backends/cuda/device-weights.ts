@@ -8,6 +8,7 @@
  */
 import type { KimiConfig } from '../../model/config';
 import type { Checkpoint } from '../../model/checkpoint';
+import { EMBED, FINAL_NORM, kdaNames, LM_HEAD, mlaNames, mlpNames, moeNames, normNames, type SwigluNames } from '../../model/weight-names';
 import type { DevicePtr, NativeContext, NativeKlc } from './loader';
 
 /** A weight matrix on the device, bf16 or fp32. */
@@ -142,71 +143,67 @@ export async function uploadWeights(native: NativeKlc, ctx: NativeContext, cfg: 
     const layers: LayerDeviceWeights[] = [];
     for (let i = 0; i < cfg.numLayers; i++) {
       const spec = cfg.layers[i];
-      const p = `model.layers.${i}.`;
-      const a = `${p}self_attn.`;
+      const norms = normNames(i);
       const layer: LayerDeviceWeights = {
-        inputNorm: await up.one(`${p}input_layernorm.weight`, 'f32'),
-        postNorm: await up.one(`${p}post_attention_layernorm.weight`, 'f32'),
+        inputNorm: await up.one(norms.input, 'f32'),
+        postNorm: await up.one(norms.post, 'f32'),
         kda: null,
         mla: null,
         mlp: null,
         moe: null,
       };
       if (spec.attention === 'kda') {
+        const n = kdaNames(i);
         layer.kda = {
-          wqkv: await up.mat(`${a}q_proj.weight`, `${a}k_proj.weight`, `${a}v_proj.weight`),
-          conv: await up.concat([`${a}q_conv1d.weight`, `${a}k_conv1d.weight`, `${a}v_conv1d.weight`], 'f32'),
-          aLog: await up.one(`${a}A_log`, 'f32'),
-          dtBias: await up.one(`${a}dt_bias`, 'f32'),
-          fA: await up.mat(`${a}f_a_proj.weight`),
-          fB: await up.mat(`${a}f_b_proj.weight`),
-          bProj: await up.mat(`${a}b_proj.weight`),
-          gA: await up.mat(`${a}g_a_proj.weight`),
-          gB: await up.mat(`${a}g_b_proj.weight`),
-          oNorm: await up.one(`${a}o_norm.weight`, 'f32'),
-          oProj: await up.mat(`${a}o_proj.weight`),
+          wqkv: await up.mat(n.qProj, n.kProj, n.vProj),
+          conv: await up.concat([n.qConv, n.kConv, n.vConv], 'f32'),
+          aLog: await up.one(n.aLog, 'f32'),
+          dtBias: await up.one(n.dtBias, 'f32'),
+          fA: await up.mat(n.fA),
+          fB: await up.mat(n.fB),
+          bProj: await up.mat(n.bProj),
+          gA: await up.mat(n.gA),
+          gB: await up.mat(n.gB),
+          oNorm: await up.one(n.oNorm, 'f32'),
+          oProj: await up.mat(n.oProj),
         };
       } else {
-        const { numHeads: H, qkNopeHeadDim: n, vHeadDim: dv, kvLoraRank: L } = cfg.mla;
-        const kvB = await ckpt.tensor(`${a}kv_b_proj.weight`);
-        const wUKt = new Float32Array(H * L * n);
+        const n = mlaNames(i);
+        const { numHeads: H, qkNopeHeadDim: nope, vHeadDim: dv, kvLoraRank: L } = cfg.mla;
+        const kvB = await ckpt.tensor(n.kvB);
+        const wUKt = new Float32Array(H * L * nope);
         const wUV = new Float32Array(H * dv * L);
         for (let h = 0; h < H; h++) {
-          for (let r = 0; r < n; r++) for (let c = 0; c < L; c++) wUKt[(h * L + c) * n + r] = kvB[(h * (n + dv) + r) * L + c];
-          wUV.set(kvB.subarray((h * (n + dv) + n) * L, (h + 1) * (n + dv) * L), h * dv * L);
+          for (let r = 0; r < nope; r++) for (let c = 0; c < L; c++) wUKt[(h * L + c) * nope + r] = kvB[(h * (nope + dv) + r) * L + c];
+          wUV.set(kvB.subarray((h * (nope + dv) + nope) * L, (h + 1) * (nope + dv) * L), h * dv * L);
         }
         layer.mla = {
-          qProj: await up.mat(`${a}q_proj.weight`),
-          kvA: await up.mat(`${a}kv_a_proj_with_mqa.weight`),
-          kvNorm: await up.one(`${a}kv_a_layernorm.weight`, 'f32'),
-          wUKt: up.raw(wUKt, up.wide([`${a}kv_b_proj.weight`])),
-          wUV: up.raw(wUV, up.wide([`${a}kv_b_proj.weight`])),
-          oProj: await up.mat(`${a}o_proj.weight`),
+          qProj: await up.mat(n.qProj),
+          kvA: await up.mat(n.kvA),
+          kvNorm: await up.one(n.kvNorm, 'f32'),
+          wUKt: up.raw(wUKt, up.wide([n.kvB])),
+          wUV: up.raw(wUV, up.wide([n.kvB])),
+          oProj: await up.mat(n.oProj),
         };
       }
       if (spec.ffn === 'dense') {
-        layer.mlp = await swiglu(up, `${p}mlp.`, 'gate_proj', 'up_proj', 'down_proj', cfg.intermediateSize);
+        layer.mlp = await swiglu(up, mlpNames(cfg, i));
       } else {
-        const b = `${p}block_sparse_moe.`;
-        const E = cfg.moe.numExperts;
-        const experts = Array.from({ length: E }, (_, e) => `${b}experts.${e}.`);
+        const n = moeNames(cfg, i);
         layer.moe = {
-          router: { ptr: await up.one(`${b}gate.weight`, 'f32'), f32: true },
-          bias: await up.one(`${b}gate.e_score_correction_bias`, 'f32'),
-          ...(await expertMats(up, experts)),
-          shared:
-            cfg.moe.numSharedExperts > 0
-              ? await swiglu(up, `${b}shared_experts.`, 'gate_proj', 'up_proj', 'down_proj', cfg.moe.intermediateSize * cfg.moe.numSharedExperts)
-              : null,
+          router: { ptr: await up.one(n.router, 'f32'), f32: true },
+          bias: await up.one(n.bias, 'f32'),
+          ...(await expertMats(up, n.experts)),
+          shared: n.shared ? await swiglu(up, n.shared) : null,
         };
       }
       layers.push(layer);
     }
-    const embed = await up.mat('model.embed_tokens.weight');
+    const embed = await up.mat(EMBED);
     const weights: DeviceWeights = {
       embed,
-      finalNorm: await up.one('model.norm.weight', 'f32'),
-      lmHead: cfg.tieWordEmbeddings ? embed : await up.mat('lm_head.weight'),
+      finalNorm: await up.one(FINAL_NORM, 'f32'),
+      lmHead: cfg.tieWordEmbeddings ? embed : await up.mat(LM_HEAD),
       layers,
     };
     return { weights, owned: up.owned };
@@ -216,18 +213,14 @@ export async function uploadWeights(native: NativeKlc, ctx: NativeContext, cfg: 
   }
 }
 
-async function swiglu(up: Uploader, prefix: string, gate: string, upName: string, down: string, inner: number): Promise<SwigluDeviceWeights> {
-  return {
-    w13: await up.mat(`${prefix}${gate}.weight`, `${prefix}${upName}.weight`),
-    down: await up.mat(`${prefix}${down}.weight`),
-    inner,
-  };
+async function swiglu(up: Uploader, n: SwigluNames): Promise<SwigluDeviceWeights> {
+  return { w13: await up.mat(n.gate, n.up), down: await up.mat(n.down), inner: n.inner };
 }
 
 /** All experts of a layer, gate/up and down in one precision (the grouped kernels take one). */
-async function expertMats(up: Uploader, experts: string[]): Promise<{ w13: Mat; w2: Mat }> {
-  const gateUp = experts.flatMap((e) => [`${e}w1.weight`, `${e}w3.weight`]);
-  const down = experts.map((e) => `${e}w2.weight`);
+async function expertMats(up: Uploader, experts: SwigluNames[]): Promise<{ w13: Mat; w2: Mat }> {
+  const gateUp = experts.flatMap((e) => [e.gate, e.up]);
+  const down = experts.map((e) => e.down);
   const f32 = up.wide([...gateUp, ...down]);
   const kind = f32 ? 'f32' : 'bf16';
   return { w13: { ptr: await up.concat(gateUp, kind), f32 }, w2: { ptr: await up.concat(down, kind), f32 } };

@@ -15,7 +15,8 @@ import type { KdaLayerState, MlaLayerState } from '../../state/types';
 import type { Backend, Capture, NormSite } from '../backend';
 import { embedGraph, lmHeadGraph, mlpGraph, moeGraph, rmsnormGraph } from './ffn-graph';
 import { kdaDecodeGraph, kdaPrefillGraph } from './kda-graph';
-import { readKda, readMla, readMlp, readMoe } from './layer-weights';
+import { EMBED, LM_HEAD } from '../../model/weight-names';
+import { readKda, readMla, readMlp, readMoe } from '../../reference/weights';
 import { mlaDecodeGraph, mlaPrefillGraph } from './mla-graph';
 import { chooseProvider, createSession, threads, type Provider } from './runtime';
 
@@ -103,9 +104,9 @@ export class OnnxBackend implements Backend<ort.Tensor> {
         layers.push({ inputNorm, postNorm, prefill, decode, ffn });
       }
       const V = config.vocabSize;
-      const embed = await track(session(embedGraph(await checkpoint.tensor('model.embed_tokens.weight'), V, d)));
+      const embed = await track(session(embedGraph(await checkpoint.tensor(EMBED), V, d)));
       const finalNorm = await track(session(rmsnormGraph(d, await checkpoint.tensor('model.norm.weight'), eps)));
-      const headName = config.tieWordEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight';
+      const headName = config.tieWordEmbeddings ? EMBED : LM_HEAD;
       const head = await track(session(lmHeadGraph(await checkpoint.tensor(headName), V, d)));
       return new OnnxBackend(config, checkpoint.dir, provider, embed, finalNorm, head, layers);
     } catch (e) {
