@@ -12,6 +12,7 @@
  * state is persisted or forked) writes it back into the neutral arrays.
  */
 import type { KimiConfig } from '../model/config';
+import type { TokenPick } from '../sampler';
 import type { KdaLayerState, MlaLayerState, SequenceState } from '../state/types';
 
 /**
@@ -44,12 +45,18 @@ export interface Backend<A = unknown> {
 
   /** KDA block over x (already input-normalised): chunkwise-parallel form with chunk `chunk`. Advances `state`. */
   kdaPrefill(layer: number, x: A, state: KdaLayerState, chunk: number):MaybePromise<A>;
-  /** KDA block for one token: the recurrent form. Advances `state`. */
-  kdaDecode(layer: number, x: A, state: KdaLayerState):MaybePromise<A>;
+  /**
+   * KDA block for one token of each of several sequences: the recurrent form. Row i of x is the
+   * next token of the sequence whose state is states[i]; advances every state by one token.
+   */
+  kdaDecode(layer: number, x: A, states: readonly KdaLayerState[]): MaybePromise<A>;
   /** MLA block over x, attending to the cached latents and x itself; appends x's latents. */
   mlaPrefill(layer: number, x: A, state: MlaLayerState):MaybePromise<A>;
-  /** MLA block for one token with the absorbed weights, over the latent cache; appends its latent. */
-  mlaDecode(layer: number, x: A, state: MlaLayerState):MaybePromise<A>;
+  /**
+   * MLA block for one token of each of several sequences with the absorbed weights: row i of x
+   * attends over states[i]'s latent cache (each of its own length) and appends its latent there.
+   */
+  mlaDecode(layer: number, x: A, states: readonly MlaLayerState[]): MaybePromise<A>;
 
   /** MoE block. Reports `router_logits.<layer>`, `router_idx.<layer>`, `router_w.<layer>` to `capture`. */
   moe(layer: number, x: A, capture?: Capture):MaybePromise<A>;
@@ -58,6 +65,12 @@ export interface Backend<A = unknown> {
 
   /** Logits of every row [T, vocab], or of the last row only [vocab]. */
   lmHead(x: A, rows: 'all' | 'last'): MaybePromise<Float32Array>;
+  /**
+   * Optional: lm_head over each row of x (already final-normed) and one token per row, on the
+   * device, without sending logits back; row i is picked exactly as pickToken(logits_i, picks[i])
+   * would (see sampler.ts). Backends without it have their logits picked on the host.
+   */
+  sampleRows?(x: A, picks: readonly TokenPick[]): MaybePromise<Int32Array>;
 
   importState(state: SequenceState): void;
   exportState(state: SequenceState): void;

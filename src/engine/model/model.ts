@@ -12,7 +12,8 @@ import { loadCudaBackend } from '../backends/cuda/loader';
 import { loadOnnxBackend } from '../backends/onnx/load';
 import { ReferenceBackend } from '../reference/backend';
 import { LatentCache } from '../state/latent-cache';
-import type { LayerState, SequenceState } from '../state/types';
+import { pickToken, type TokenPick } from '../sampler';
+import type { KdaLayerState, LayerState, MlaLayerState, SequenceState } from '../state/types';
 import { Checkpoint } from './checkpoint';
 import { loadConfig, type KimiConfig } from './config';
 
@@ -102,7 +103,7 @@ export class Model {
       const part = ids.subarray(t0, Math.min(T, t0 + slice));
       const isLast = t0 + part.length === T;
       const rows = want === 'all' ? 'all' : want === 'last' && isLast ? 'last' : null;
-      const logits = await this.forward(state, part, 'prefill', chunk, rows, opts.capture);
+      const logits = await this.forward([state], part, 'prefill', chunk, rows, opts.capture);
       if (all && logits) all.set(logits, t0 * V);
       else if (logits) last = logits;
     }
@@ -111,17 +112,49 @@ export class Model {
 
   /** One token with the recurrent KDA form and absorbed MLA; returns its logits [vocab]. */
   async decode(state: SequenceState, id: number, capture?: Capture): Promise<Float32Array> {
-    const logits = await this.forward(state, Int32Array.of(id), 'decode', KDA_CHUNK, 'last', capture);
+    const logits = await this.forward([state], Int32Array.of(id), 'decode', KDA_CHUNK, 'last', capture);
     if (!logits) throw new Error('decode produced no logits');
     return logits;
+  }
+
+  /**
+   * One decode step of several sequences together: ids[i] is the next token of states[i]. Returns
+   * the logits [B, vocab], row i for sequence i; advances every state by one token.
+   */
+  async decodeBatch(states: readonly SequenceState[], ids: Int32Array): Promise<Float32Array> {
+    const normed = await this.decodeHidden(states, ids);
+    return this.backend.lmHead(normed, 'all');
+  }
+
+  /**
+   * decodeBatch followed by one pick per row (picks[i] for sequence i): on the device when the
+   * backend can sample there, so only the token ids come back; else from the host's logits.
+   */
+  async decodeAndPick(states: readonly SequenceState[], ids: Int32Array, picks: readonly TokenPick[]): Promise<Int32Array> {
+    if (picks.length !== states.length) throw new Error(`decodeAndPick: ${states.length} sequences but ${picks.length} picks`);
+    const normed = await this.decodeHidden(states, ids);
+    const b = this.backend;
+    if (b.sampleRows) return b.sampleRows(normed, picks);
+    const logits = await b.lmHead(normed, 'all');
+    const V = this.config.vocabSize;
+    return Int32Array.from(picks, (pick, i) => pickToken(logits.subarray(i * V, (i + 1) * V), pick));
   }
 
   async dispose(): Promise<void> {
     await this.backend.dispose();
   }
 
+  /** The final-normed hidden rows of one decode step of `states`. */
+  private async decodeHidden(states: readonly SequenceState[], ids: Int32Array): Promise<unknown> {
+    if (states.length === 0) throw new Error('decode: no sequences');
+    if (ids.length !== states.length) throw new Error(`decode: ${states.length} sequences but ${ids.length} token ids`);
+    if (new Set(states).size !== states.length) throw new Error('decode: the same sequence state appears twice in one batch');
+    const h = await this.layers(states, ids, 'decode', KDA_CHUNK);
+    return this.backend.rmsnorm({ which: 'final' }, h);
+  }
+
   private async forward(
-    state: SequenceState,
+    states: readonly SequenceState[],
     ids: Int32Array,
     mode: 'prefill' | 'decode',
     chunk: number,
@@ -129,19 +162,35 @@ export class Model {
     capture?: Capture,
   ): Promise<Float32Array | null> {
     const b = this.backend;
-    if (state.layers.length !== this.config.numLayers) throw new Error(`state has ${state.layers.length} layers, the model ${this.config.numLayers}`);
+    const h = await this.layers(states, ids, mode, chunk, capture);
+    if (rows === null && !capture) return null;
+    const normed = await b.rmsnorm({ which: 'final' }, h);
+    capture?.('final_norm', b.toHost(normed));
+    return rows === null ? null : b.lmHead(normed, rows);
+  }
+
+  /**
+   * Every layer over `ids`, returning the hidden rows before the final norm. Prefill: all ids
+   * belong to states[0]. Decode: ids[i] is one token of states[i].
+   */
+  private async layers(states: readonly SequenceState[], ids: Int32Array, mode: 'prefill' | 'decode', chunk: number, capture?: Capture): Promise<unknown> {
+    const b = this.backend;
+    for (const s of states) {
+      if (s.layers.length !== this.config.numLayers) throw new Error(`state has ${s.layers.length} layers, the model ${this.config.numLayers}`);
+    }
     const h = await b.embed(ids);
     capture?.('embed', b.toHost(h));
     for (const [i, spec] of this.config.layers.entries()) {
-      const ls = state.layers[i];
       const x = await b.rmsnorm({ which: 'input', layer: i }, h);
       let attn;
       if (spec.attention === 'kda') {
-        if (ls.kind !== 'kda') throw new Error(`state layer ${i} is ${ls.kind}, the model's is kda`);
-        attn = await (mode === 'decode' ? b.kdaDecode(i, x, ls) : b.kdaPrefill(i, x, ls, chunk));
+        const ls = states.map((s) => s.layers[i]).filter((l): l is KdaLayerState => l.kind === 'kda');
+        if (ls.length !== states.length) throw new Error(`state layer ${i} is mla, the model's is kda`);
+        attn = await (mode === 'decode' ? b.kdaDecode(i, x, ls) : b.kdaPrefill(i, x, ls[0], chunk));
       } else {
-        if (ls.kind !== 'mla') throw new Error(`state layer ${i} is ${ls.kind}, the model's is mla`);
-        attn = await (mode === 'decode' ? b.mlaDecode(i, x, ls) : b.mlaPrefill(i, x, ls));
+        const ls = states.map((s) => s.layers[i]).filter((l): l is MlaLayerState => l.kind === 'mla');
+        if (ls.length !== states.length) throw new Error(`state layer ${i} is kda, the model's is mla`);
+        attn = await (mode === 'decode' ? b.mlaDecode(i, x, ls) : b.mlaPrefill(i, x, ls[0]));
       }
       capture?.(`attn_out.${i}`, b.toHost(attn));
       await b.addInPlace(h, attn);
@@ -151,11 +200,9 @@ export class Model {
       await b.addInPlace(h, ffn);
       capture?.(`hidden.${i}`, b.toHost(h));
     }
-    state.length += ids.length;
-    if (rows === null && !capture) return null;
-    const normed = await b.rmsnorm({ which: 'final' }, h);
-    capture?.('final_norm', b.toHost(normed));
-    return rows === null ? null : b.lmHead(normed, rows);
+    if (mode === 'decode') for (const s of states) s.length += 1;
+    else states[0].length += ids.length;
+    return h;
   }
 }
 

@@ -80,17 +80,27 @@ export class ReferenceBackend implements Backend<Rows> {
     return { data: kdaLayer(this.config, this.kdaWeights(layer), x.data, x.T, state, { kind: 'chunked', chunk }), T: x.T };
   }
 
-  kdaDecode(layer: number, x: Rows, state: KdaLayerState): Rows {
-    return { data: kdaLayer(this.config, this.kdaWeights(layer), x.data, x.T, state, { kind: 'recurrent' }), T: x.T };
+  kdaDecode(layer: number, x: Rows, states: readonly KdaLayerState[]): Rows {
+    const w = this.kdaWeights(layer);
+    return this.perSequence(x, states, (row, state) => kdaLayer(this.config, w, row, 1, state, { kind: 'recurrent' }));
   }
 
   mlaPrefill(layer: number, x: Rows, state: MlaLayerState): Rows {
     return { data: mlaPrefill(this.config, this.mlaWeights(layer), x.data, x.T, state.cache), T: x.T };
   }
 
-  mlaDecode(layer: number, x: Rows, state: MlaLayerState): Rows {
-    if (x.T !== 1) throw new Error(`mlaDecode takes one token, got ${x.T}`);
-    return { data: mlaDecode(this.config, this.mlaWeights(layer), x.data, state.cache), T: 1 };
+  mlaDecode(layer: number, x: Rows, states: readonly MlaLayerState[]): Rows {
+    const w = this.mlaWeights(layer);
+    return this.perSequence(x, states, (row, state) => mlaDecode(this.config, w, row, state.cache));
+  }
+
+  /** A decode step of a batch, one sequence after another: row i of x belongs to states[i]. */
+  private perSequence<S>(x: Rows, states: readonly S[], step: (row: Float32Array, state: S) => Float32Array): Rows {
+    if (states.length !== x.T) throw new Error(`decode: ${x.T} rows but ${states.length} sequence states`);
+    const d = this.config.hiddenSize;
+    const out = new Float32Array(x.T * d);
+    states.forEach((state, i) => out.set(step(x.data.subarray(i * d, (i + 1) * d), state), i * d));
+    return { data: out, T: x.T };
   }
 
   moe(layer: number, x: Rows, capture?: Capture): Rows {

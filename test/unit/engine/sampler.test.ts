@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { argmax, sampleToken, seededRandom } from '../../../src/engine/sampler';
+import { argmax, pickToken, picksAtRandom, sampleToken, seededRandom, tokenPick } from '../../../src/engine/sampler';
 
 const logits = Float32Array.from([0.1, 2.0, 1.9, -1, 2.0]);
 
@@ -26,4 +26,46 @@ test('top-p keeps the smallest set of tokens reaching the probability mass', () 
   const flat = Float32Array.from([1, 1, 1, 1]);
   const seen = new Set(Array.from({ length: 400 }, () => sampleToken(flat, { temperature: 1, topP: 1, topK: 0, maxNewTokens: 1 }, r)));
   assert.equal(seen.size, 4);
+});
+
+test('pickToken is sampleToken with the draw passed in, and draws nothing when greedy', () => {
+  const rows = [Float32Array.from([0.5, 1.5, 1.5, -2, 0.25, 1.4]), Float32Array.from({ length: 50 }, (_, i) => Math.sin(i * 1.7) * 3)];
+  const settings = [
+    { temperature: 0.7, topP: 1, topK: 0 },
+    { temperature: 1.3, topP: 0.8, topK: 0 },
+    { temperature: 0.9, topP: 0.95, topK: 3 },
+    { temperature: 2, topP: 0.5, topK: 100 },
+  ];
+  for (const logits of rows) {
+    for (const s of settings) {
+      const random = seededRandom(11);
+      const draws = seededRandom(11);
+      for (let n = 0; n < 30; n++) {
+        const want = sampleToken(logits, { ...s, maxNewTokens: 1 }, random);
+        assert.equal(pickToken(logits, { ...s, vocab: logits.length, uniform: draws() }), want);
+      }
+    }
+  }
+  assert.equal(picksAtRandom({ temperature: 0, topK: 0 }), false);
+  assert.equal(picksAtRandom({ temperature: 1, topK: 1 }), false);
+  assert.equal(picksAtRandom({ temperature: 0.1, topK: 0 }), true);
+  let drawn = 0;
+  tokenPick({ temperature: 1, topP: 1, topK: 1, maxNewTokens: 1 }, 10, () => ++drawn);
+  assert.equal(drawn, 0);
+});
+
+test('pickToken: ties go to the lower id, the top-p cut includes the token reaching it, ids ≥ vocab never win', () => {
+  const tied = Float32Array.from([1, 3, 3, 3, 0]);
+  assert.equal(pickToken(tied, { temperature: 0, topP: 1, topK: 0, vocab: 5, uniform: 0 }), 1);
+  // Three equal weights: the walk r = u·3 − 1 − 1 − 1 picks the tied ids in ascending order.
+  assert.equal(pickToken(tied, { temperature: 1, topP: 1, topK: 3, vocab: 5, uniform: 0 }), 1);
+  assert.equal(pickToken(tied, { temperature: 1, topP: 1, topK: 3, vocab: 5, uniform: 0.5 }), 2);
+  assert.equal(pickToken(tied, { temperature: 1, topP: 1, topK: 3, vocab: 5, uniform: 0.99 }), 3);
+  // Weights 1, 1 (of total 2): cum reaches 0.5 exactly at the first, so only id 0 is kept.
+  const pair = Float32Array.from([2, 2]);
+  assert.equal(pickToken(pair, { temperature: 1, topP: 0.5, topK: 0, vocab: 2, uniform: 0.99 }), 0);
+  assert.equal(pickToken(pair, { temperature: 1, topP: 0.51, topK: 0, vocab: 2, uniform: 0.99 }), 1);
+  const padded = Float32Array.from([0, 1, 2, 50, 60]);
+  assert.equal(pickToken(padded, { temperature: 0, topP: 1, topK: 0, vocab: 3, uniform: 0 }), 2);
+  for (const u of [0, 0.3, 0.999]) assert.ok(pickToken(padded, { temperature: 5, topP: 1, topK: 0, vocab: 3, uniform: u }) < 3);
 });

@@ -205,8 +205,26 @@ export class CudaBackend implements Backend<DeviceRows> {
     return this.kda(layer, x, state, K === 128 && chunk === NATIVE_KDA_CHUNK && x.T > 1);
   }
 
-  kdaDecode(layer: number, x: DeviceRows, state: KdaLayerState): DeviceRows {
-    return this.kda(layer, x, state, false);
+  kdaDecode(layer: number, x: DeviceRows, states: readonly KdaLayerState[]): DeviceRows {
+    return this.perSequence(x, states, (row, state) => this.kda(layer, row, state, false));
+  }
+
+  /**
+   * A decode step of a batch, one sequence after another through the single-sequence path: row i
+   * of x belongs to states[i]. Each row takes its own workspace from the arena, which is planned
+   * for the batched form, so long MLA caches with several rows may exhaust it.
+   */
+  private perSequence<S>(x: DeviceRows, states: readonly S[], step: (row: DeviceRows, state: S) => DeviceRows): DeviceRows {
+    this.check(x);
+    if (states.length !== x.T) throw new Error(`decode: ${x.T} rows but ${states.length} sequence states`);
+    if (x.T === 1) return step(x, states[0]);
+    const d = this.config.hiddenSize;
+    const out = this.rowsOf(x.T, d);
+    for (const [i, state] of states.entries()) {
+      const y = step({ ptr: x.ptr + BigInt(i * x.cols * F32), T: 1, cols: x.cols, generation: x.generation }, state);
+      this.native.copyDevice(this.ctx, out.ptr + BigInt(i * d * F32), y.ptr, d * F32);
+    }
+    return out;
   }
 
   /**
@@ -253,9 +271,8 @@ export class CudaBackend implements Backend<DeviceRows> {
     return this.mla(layer, x, state);
   }
 
-  mlaDecode(layer: number, x: DeviceRows, state: MlaLayerState): DeviceRows {
-    if (x.T !== 1) throw new Error(`mlaDecode takes one token, got ${x.T}`);
-    return this.mla(layer, x, state);
+  mlaDecode(layer: number, x: DeviceRows, states: readonly MlaLayerState[]): DeviceRows {
+    return this.perSequence(x, states, (row, state) => this.mla(layer, row, state));
   }
 
   /**

@@ -151,9 +151,9 @@ export class OnnxBackend implements Backend<ort.Tensor> {
     return this.kda(await this.kdaPrefillSession(layer, chunk), x, state);
   }
 
-  kdaDecode(layer: number, x: ort.Tensor, state: KdaLayerState): Promise<ort.Tensor> {
-    if (x.dims[0] !== 1) throw new Error(`kdaDecode takes one token, got ${x.dims[0]}`);
-    return this.kda(this.layer(layer).decode, x, state);
+  kdaDecode(layer: number, x: ort.Tensor, states: readonly KdaLayerState[]): Promise<ort.Tensor> {
+    const session = this.layer(layer).decode;
+    return this.perSequence(x, states, (row, state) => this.kda(session, row, state));
   }
 
   mlaPrefill(layer: number, x: ort.Tensor, state: MlaLayerState): Promise<ort.Tensor> {
@@ -162,9 +162,9 @@ export class OnnxBackend implements Backend<ort.Tensor> {
     return this.mla(s, x, state);
   }
 
-  mlaDecode(layer: number, x: ort.Tensor, state: MlaLayerState): Promise<ort.Tensor> {
-    if (x.dims[0] !== 1) throw new Error(`mlaDecode takes one token, got ${x.dims[0]}`);
-    return this.mla(this.layer(layer).decode, x, state);
+  mlaDecode(layer: number, x: ort.Tensor, states: readonly MlaLayerState[]): Promise<ort.Tensor> {
+    const session = this.layer(layer).decode;
+    return this.perSequence(x, states, (row, state) => this.mla(session, row, state));
   }
 
   async moe(layer: number, x: ort.Tensor, capture?: Capture): Promise<ort.Tensor> {
@@ -224,6 +224,24 @@ export class OnnxBackend implements Backend<ort.Tensor> {
     state.cache.append(rows, x.dims[0]);
     this.contiguous(state.cache);
     return out.y;
+  }
+
+  /**
+   * A decode step of a batch, one sequence after another (the decode graphs take one token and
+   * one state): row i of x belongs to states[i].
+   */
+  private async perSequence<S>(x: ort.Tensor, states: readonly S[], step: (row: ort.Tensor, state: S) => Promise<ort.Tensor>): Promise<ort.Tensor> {
+    const B = x.dims[0];
+    if (states.length !== B) throw new Error(`decode: ${B} rows but ${states.length} sequence states`);
+    if (B === 1) return step(x, states[0]);
+    const d = this.config.hiddenSize;
+    const data = x.data as Float32Array;
+    const out = new Float32Array(B * d);
+    for (const [i, state] of states.entries()) {
+      const y = await step(new ort.Tensor('float32', data.slice(i * d, (i + 1) * d), [1, d]), state);
+      out.set(y.data as Float32Array, i * d);
+    }
+    return new ort.Tensor('float32', out, [B, d]);
   }
 
   /**
