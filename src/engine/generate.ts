@@ -4,14 +4,15 @@
  * cancellation. Cancellation is checked between tokens and between prefill chunks.
  */
 import type { AskResult, SamplingOptions } from './api';
-import { sampleToken, seededRandom } from './sampler';
+import { pickToken, seededRandom, tokenPick, type TokenPick } from './sampler';
 import type { SequenceState } from './state/types';
 import type { Tokenizer } from './model/tokenizer/types';
 
 /** What generation needs from a model; prefill and decode are separate, as in gpt-fast. */
 export interface CausalLM {
   prefill(state: SequenceState, ids: Int32Array, opts?: { logits?: 'all' | 'last' | 'none' }): Float32Array | Promise<Float32Array>;
-  decode(state: SequenceState, id: number): Float32Array | Promise<Float32Array>;
+  /** One decode step of several sequences (ids[i] continues states[i]) and one token picked per row. */
+  decodeAndPick(states: readonly SequenceState[], ids: Int32Array, picks: readonly TokenPick[]): Int32Array | Promise<Int32Array>;
 }
 
 export const PREFILL_CHUNK = 512;
@@ -70,64 +71,140 @@ export async function generate(
   promptIds: ArrayLike<number>,
   opts: GenerateOptions,
 ): Promise<Generated> {
-  const started = opts.startedAt ?? performance.now();
-  const random = seededRandom(opts.sampling.seed ?? 0x5eed);
-  const decoder = new TextDecoder('utf-8');
-  const ids: number[] = [];
+  const [result] = await generateBatch(model, tokenizer, [state], [promptIds], [opts]);
+  return result;
+}
+
+/**
+ * Answers several prompts together: each prompt is prefilled into its state (which it consumes),
+ * one sequence after another, then every unfinished sequence decodes in one batch per step. Each
+ * sequence has its own sampling settings, seed, stop ids, token limit, text stream and signal; a
+ * finished or cancelled sequence leaves the batch and its state is not advanced further. A
+ * sequence draws from its own seeded PRNG only for picks that sample, so it gets the same tokens
+ * as it would alone.
+ */
+export async function generateBatch(
+  model: CausalLM,
+  tokenizer: Tokenizer,
+  states: readonly SequenceState[],
+  prompts: readonly ArrayLike<number>[],
+  opts: readonly GenerateOptions[],
+): Promise<Generated[]> {
+  if (states.length !== prompts.length || opts.length !== prompts.length) {
+    throw new Error(`generateBatch: ${states.length} states, ${prompts.length} prompts and ${opts.length} option sets`);
+  }
   // Control tokens are part of the conversation's structure, not of the answer's text.
   const special = new Set(tokenizer.specialTokens.values());
-  let text = '';
-  const emit = (bytes: Uint8Array, final = false) => {
-    const delta = decoder.decode(bytes, { stream: !final });
-    if (delta) {
-      text += delta;
-      opts.onText?.(delta);
+  const started = performance.now();
+  const answers = opts.map((o, i) => new Answer(tokenizer, special, states[i], o, o.startedAt ?? started));
+  for (const [i, answer] of answers.entries()) {
+    let logits: Float32Array | null;
+    try {
+      logits = await prefillChunked(model, answer.state, prompts[i], { signal: answer.opts.signal });
+    } catch (e) {
+      if (!(e instanceof CancelledError)) throw e;
+      answer.finish('cancelled');
+      continue;
     }
-  };
-
-  let logits: Float32Array | null;
-  try {
-    logits = await prefillChunked(model, state, promptIds, { signal: opts.signal });
-  } catch (e) {
-    if (e instanceof CancelledError) return { ids, text, tokens: 0, ttftMs: 0, decodeTokensPerSecond: 0, stopReason: 'cancelled' };
-    throw e;
+    if (!logits) throw new Error('generate: empty prompt');
+    if (answer.wantsToken()) answer.accept(pickToken(logits, answer.nextPick()));
   }
-  if (!logits) throw new Error('generate: empty prompt');
-
-  // A checkpoint's embedding may have more rows than its tokenizer has ids (padding for the GPU);
-  // those ids decode to nothing, so they are never sampled.
-  const vocab = tokenizer.vocabSize;
-  let ttftMs = 0;
-  let decodeStart = 0;
-  let stopReason: AskResult['stopReason'] = 'max_tokens';
-  while (ids.length < opts.sampling.maxNewTokens) {
-    const id = sampleToken(logits.length > vocab ? logits.subarray(0, vocab) : logits, opts.sampling, random);
-    if (ids.length === 0) {
-      ttftMs = performance.now() - started;
-      decodeStart = performance.now();
-    }
-    if (opts.stopIds.has(id)) {
-      stopReason = 'eos';
-      break;
-    }
-    ids.push(id);
-    if (!special.has(id)) emit(tokenizer.decodeBytes([id]));
-    if (ids.length >= opts.sampling.maxNewTokens) break;
+  let running = answers.filter((a) => !a.done);
+  while (running.length > 0) {
     await tick();
-    if (opts.signal?.aborted) {
-      stopReason = 'cancelled';
-      break;
-    }
-    logits = await model.decode(state, id);
+    for (const a of running) if (a.opts.signal?.aborted) a.finish('cancelled');
+    running = running.filter((a) => !a.done);
+    if (running.length === 0) break;
+    const last = Int32Array.from(running, (a) => a.lastId);
+    const picked = await model.decodeAndPick(running.map((a) => a.state), last, running.map((a) => a.nextPick()));
+    running.forEach((a, j) => a.accept(picked[j]));
+    running = running.filter((a) => !a.done);
   }
-  emit(new Uint8Array(0), true);
-  const decodeSeconds = (performance.now() - decodeStart) / 1000;
-  return {
-    ids,
-    text,
-    tokens: ids.length,
-    ttftMs,
-    decodeTokensPerSecond: ids.length > 1 && decodeSeconds > 0 ? (ids.length - 1) / decodeSeconds : 0,
-    stopReason,
-  };
+  return answers.map((a) => a.result());
+}
+
+/** One sequence's answer while it is generated: its tokens, text, PRNG, timing and end. */
+class Answer {
+  readonly ids: number[] = [];
+  text = '';
+  done = false;
+  private stopReason: AskResult['stopReason'] = 'max_tokens';
+  private readonly random: () => number;
+  private readonly decoder = new TextDecoder('utf-8');
+  private ttftMs = 0;
+  private decodeStart = 0;
+  private decodeEnd = 0;
+
+  constructor(
+    private readonly tokenizer: Tokenizer,
+    private readonly special: Set<number>,
+    readonly state: SequenceState,
+    readonly opts: GenerateOptions,
+    private readonly startedAt: number,
+  ) {
+    this.random = seededRandom(opts.sampling.seed ?? 0x5eed);
+  }
+
+  get lastId(): number {
+    return this.ids[this.ids.length - 1];
+  }
+
+  /** False once the token limit is reached (a limit of 0 asks for no token at all). */
+  wantsToken(): boolean {
+    if (this.ids.length < this.opts.sampling.maxNewTokens) return true;
+    this.finish('max_tokens');
+    return false;
+  }
+
+  /**
+   * The pick of the next token. A checkpoint's embedding may have more rows than its tokenizer has
+   * ids (padding for the GPU); those ids decode to nothing, so they are never picked.
+   */
+  nextPick(): TokenPick {
+    return tokenPick(this.opts.sampling, this.tokenizer.vocabSize, this.random);
+  }
+
+  /** Takes a picked token: an end token finishes the answer unseen, any other is streamed. */
+  accept(id: number): void {
+    if (this.ids.length === 0) {
+      this.ttftMs = performance.now() - this.startedAt;
+      this.decodeStart = performance.now();
+    }
+    if (this.opts.stopIds.has(id)) {
+      this.finish('eos');
+      return;
+    }
+    this.ids.push(id);
+    if (!this.special.has(id)) this.emit(this.tokenizer.decodeBytes([id]));
+    this.wantsToken();
+  }
+
+  finish(reason: AskResult['stopReason']): void {
+    if (this.done) return;
+    this.done = true;
+    this.stopReason = reason;
+    this.decodeEnd = performance.now();
+    this.emit(new Uint8Array(0), true);
+  }
+
+  result(): Generated {
+    const decodeSeconds = (this.decodeEnd - this.decodeStart) / 1000;
+    const n = this.ids.length;
+    return {
+      ids: this.ids,
+      text: this.text,
+      tokens: n,
+      ttftMs: this.ttftMs,
+      decodeTokensPerSecond: n > 1 && decodeSeconds > 0 ? (n - 1) / decodeSeconds : 0,
+      stopReason: this.stopReason,
+    };
+  }
+
+  private emit(bytes: Uint8Array, final = false): void {
+    const delta = this.decoder.decode(bytes, { stream: !final });
+    if (delta) {
+      this.text += delta;
+      this.opts.onText?.(delta);
+    }
+  }
 }
