@@ -18,7 +18,7 @@ import type {
   SamplingOptions,
 } from './api';
 import { questionTokens, repoClosing, repoPreamble, stopIds } from './chat-template';
-import { CancelledError, generate, PREFILL_CHUNK } from './generate';
+import { CancelledError, generate, generateBatch, type Generated, PREFILL_CHUNK } from './generate';
 import { identifyModel } from './model-id';
 import { loadModel, type Model } from './model/model';
 import { loadTokenizer } from './model/tokenizer';
@@ -34,6 +34,9 @@ import { packWorkspace, PACKER_VERSION } from '../workspace';
 export function questionReserve(maxContext: number): number {
   return Math.min(4096, Math.floor(maxContext / 4));
 }
+
+/** Most answers askBatch decodes together; the rest wait for the next batch. */
+export const ASK_BATCH_LIMIT = 8;
 
 /** Default place for saved states: $XDG_CACHE_HOME/kimi-linear-code or ~/.cache/kimi-linear-code. */
 export function defaultCacheDir(): string {
@@ -269,13 +272,7 @@ export class EngineSession {
     const startedAt = performance.now();
     if (!this.repo) await this.ingest(undefined, () => {}, signal);
     const repo = this.repo!;
-    const sampling: SamplingOptions = { ...DEFAULT_SAMPLING, ...req.sampling };
-    const prompt = questionTokens(this.tokenizer, req.question, req.history, req.selection);
-    if (repo.ids.length + prompt.length + sampling.maxNewTokens > this.maxContext) {
-      throw new UserError(
-        `the question (${prompt.length} tokens) and answer (${sampling.maxNewTokens}) do not fit after the ${repo.ids.length}-token repository in the model's ${this.maxContext}-token context; shorten the chat history or lower kimiLinear.maxContextTokens`,
-      );
-    }
+    const { sampling, prompt } = this.askPrompt(req, repo);
     const state = this.model.forkState(repo.state);
     const result = await generate(this.model, this.tokenizer, state, prompt, {
       sampling,
@@ -284,17 +281,57 @@ export class EngineSession {
       signal,
       startedAt,
     });
-    return {
-      text: result.text,
-      tokens: result.tokens,
-      ttftMs: result.ttftMs,
-      decodeTokensPerSecond: result.decodeTokensPerSecond,
-      stopReason: result.stopReason,
-    };
+    return askResult(result);
+  }
+
+  /**
+   * Answers several questions about the ingested repository together: each request gets its own
+   * fork of the repository state and is prompted exactly as ask() prompts it, and up to
+   * ASK_BATCH_LIMIT answers decode in one batch; later requests wait for the next batch.
+   * `onText` receives each answer's text with the request's index.
+   */
+  async askBatch(requests: readonly AskRequest[], onText: (index: number, delta: string) => void = () => {}, signal?: AbortSignal): Promise<AskResult[]> {
+    const startedAt = performance.now();
+    if (requests.length === 0) return [];
+    if (!this.repo) await this.ingest(undefined, () => {}, signal);
+    const repo = this.repo!;
+    const prompts = requests.map((req) => this.askPrompt(req, repo));
+    const stops = stopIds(this.tokenizer);
+    const results: AskResult[] = [];
+    for (let first = 0; first < prompts.length; first += ASK_BATCH_LIMIT) {
+      const group = prompts.slice(first, first + ASK_BATCH_LIMIT);
+      // Forked per batch, not all at once: each fork holds a copy of every KDA layer's state.
+      const states = group.map(() => this.model.forkState(repo.state));
+      const answers = await generateBatch(this.model, this.tokenizer, states, group.map((g) => g.prompt), group.map((g, j) => ({
+        sampling: g.sampling,
+        stopIds: stops,
+        onText: (delta: string) => onText(first + j, delta),
+        signal,
+        startedAt,
+      })));
+      results.push(...answers.map(askResult));
+    }
+    return results;
+  }
+
+  /** The prompt of a question after the repository, refused when it and its answer do not fit the context. */
+  private askPrompt(req: AskRequest, repo: Repo): { sampling: SamplingOptions; prompt: number[] } {
+    const sampling: SamplingOptions = { ...DEFAULT_SAMPLING, ...req.sampling };
+    const prompt = questionTokens(this.tokenizer, req.question, req.history, req.selection);
+    if (repo.ids.length + prompt.length + sampling.maxNewTokens > this.maxContext) {
+      throw new UserError(
+        `the question (${prompt.length} tokens) and answer (${sampling.maxNewTokens}) do not fit after the ${repo.ids.length}-token repository in the model's ${this.maxContext}-token context; shorten the chat history or lower kimiLinear.maxContextTokens`,
+      );
+    }
+    return { sampling, prompt };
   }
 
   async dispose(): Promise<void> {
     this.repo = null;
     await this.model.dispose?.();
   }
+}
+
+function askResult(g: Generated): AskResult {
+  return { text: g.text, tokens: g.tokens, ttftMs: g.ttftMs, decodeTokensPerSecond: g.decodeTokensPerSecond, stopReason: g.stopReason };
 }
