@@ -7,7 +7,7 @@
 import { Emitter, type Event } from 'vscode-jsonrpc';
 import type { AskRequest, AskResult, EngineStatus, IngestProgress, IngestResult, PackSettings } from '../engine/api';
 import {
-  askIngested, askRequest, askText, ingestProgress, ingestRequest, markStaleRequest, openRequest, type OpenParams, statusRequest,
+  askBatchRequest, askBatchText, askIngested, askRequest, askText, ingestProgress, ingestRequest, markStaleRequest, openRequest, type OpenParams, statusRequest,
 } from '../common/engine-protocol';
 import { UserError } from '../common/errors';
 import { type BackoffPolicy, defaultBackoff, RestartBackoff } from './backoff';
@@ -30,6 +30,14 @@ export interface EngineClientOptions {
   workspace?: () => PackSettings | undefined;
   log: (line: string, level: LogLevel) => void;
   backoff?: BackoffPolicy;
+}
+
+/** The stream tokens and workspace an ask request carries besides its questions. */
+interface AskTokens {
+  textToken: string;
+  workspace: PackSettings | undefined;
+  progressToken: string;
+  ingestedToken: string;
 }
 
 export type EngineProcessState = 'stopped' | 'starting' | 'running' | 'crashed';
@@ -100,36 +108,58 @@ export class EngineClient {
     }
   }
 
-  async ask(request: AskRequest, onText: (delta: string) => void, signal?: AbortSignal): Promise<AskResult> {
+  ask(request: AskRequest, onText: (delta: string) => void, signal?: AbortSignal): Promise<AskResult> {
+    return this.askThrough(signal, (proc, tokens, ask) => {
+      const text = proc.onProgress(askText, tokens.textToken, onText);
+      return proc.request(askRequest, { request, ...tokens }, ask).finally(() => text.dispose());
+    }, (r) => [r]);
+  }
+
+  /**
+   * Answers several questions together (the engine decodes up to 8 at once); `onText` receives
+   * each answer's text with its request's index. Ingests first as ask() does.
+   */
+  askBatch(requests: AskRequest[], onText: (index: number, delta: string) => void, signal?: AbortSignal): Promise<AskResult[]> {
+    return this.askThrough(signal, (proc, tokens, ask) => {
+      const text = proc.onProgress(askBatchText, tokens.textToken, (d) => onText(d.index, d.delta));
+      return proc.request(askBatchRequest, { requests, ...tokens }, ask).finally(() => text.dispose());
+    }, (r) => r);
+  }
+
+  /**
+   * An ask request with its implicit ingest: the ingest's progress goes to the status, and Cancel
+   * Ingest stops the request only while it ingests; then the questions go unanswered.
+   */
+  private async askThrough<R>(
+    signal: AbortSignal | undefined,
+    send: (proc: EngineProcess, tokens: AskTokens, ask: AbortSignal) => Promise<R>,
+    answers: (r: R) => AskResult[],
+  ): Promise<R> {
     const workspace = this.options.workspace?.();
     const proc = await this.process();
     const id = ++this.streamIds;
-    const textToken = `ask-${id}`;
-    const progressToken = `ask-ingest-${id}`;
-    const ingestedToken = `ask-ingested-${id}`;
-    // Cancel Ingest stops an ask only while it ingests; then the question goes unanswered.
+    const tokens: AskTokens = { textToken: `ask-${id}`, workspace, progressToken: `ask-ingest-${id}`, ingestedToken: `ask-ingested-${id}` };
     const ingestAbort = new AbortController();
     const ingestEnded = () => {
       this.ingests.delete(ingestAbort);
       if (this.current.ingest) this.update({ ingest: null });
     };
     const subscriptions = [
-      proc.onProgress(askText, textToken, onText),
-      proc.onProgress(ingestProgress, progressToken, (p) => {
+      proc.onProgress(ingestProgress, tokens.progressToken, (p) => {
         this.ingests.add(ingestAbort);
         this.update({ ingest: p });
       }),
-      proc.onProgress(askIngested, ingestedToken, () => {
+      proc.onProgress(askIngested, tokens.ingestedToken, () => {
         ingestEnded();
         void this.refresh();
       }),
     ];
     const ingestCancelled = () => new UserError('The ingest was cancelled, so the question was not answered. Ask again to read the workspace first, or run Ingest Workspace.');
     try {
-      const result = await proc.request(askRequest, { request, textToken, workspace, progressToken, ingestedToken }, either(signal, ingestAbort.signal));
+      const result = await send(proc, tokens, either(signal, ingestAbort.signal));
       // Cancel Ingest can reach the engine just after its ingest ended, while the answer begins: the
       // answer then stops at once, and the user, who cancelled the ingest, gets no half answer.
-      if (result.stopReason === 'cancelled' && ingestAbort.signal.aborted && !signal?.aborted) throw ingestCancelled();
+      if (answers(result).some((r) => r.stopReason === 'cancelled') && ingestAbort.signal.aborted && !signal?.aborted) throw ingestCancelled();
       return result;
     } catch (e) {
       if (isCancelled(e) && ingestAbort.signal.aborted && !signal?.aborted) throw ingestCancelled();

@@ -32,6 +32,17 @@ export interface AskParams {
   ingestedToken?: string;
 }
 
+/** Several questions answered together; the implicit ingest works as for AskParams. */
+export interface AskBatchParams extends Omit<AskParams, 'request'> {
+  requests: AskRequest[];
+}
+
+/** A piece of one answer of an askBatch: `index` is the request's position in `requests`. */
+export interface AnswerDelta {
+  index: number;
+  delta: string;
+}
+
 export interface MarkStaleParams {
   /** Absolute paths of the files that changed. */
   paths: string[];
@@ -57,11 +68,13 @@ export const openRequest = new RequestType<OpenParams, EngineStatus, EngineError
 export const statusRequest = new RequestType0<EngineStatus, EngineErrorData>('engine/status');
 export const ingestRequest = new RequestType<IngestParams, IngestResult, EngineErrorData>('engine/ingest');
 export const askRequest = new RequestType<AskParams, AskResult, EngineErrorData>('engine/ask');
+export const askBatchRequest = new RequestType<AskBatchParams, AskResult[], EngineErrorData>('engine/askBatch');
 export const markStaleRequest = new RequestType<MarkStaleParams, EngineStatus, EngineErrorData>('engine/markStale');
 /** Releases the session; the process exits once the response is written. */
 export const shutdownRequest = new RequestType0<void, EngineErrorData>('engine/shutdown');
 
 export const ingestProgress = new ProgressType<IngestProgress>();
 export const askText = new ProgressType<string>();
+export const askBatchText = new ProgressType<AnswerDelta>();
 /** The end of an ask's implicit ingest: from here on the request answers instead of ingesting. */
 export const askIngested = new ProgressType<IngestResult>();

@@ -5,7 +5,7 @@
  */
 import { CancellationToken, ErrorCodes, MessageConnection, ResponseError } from 'vscode-jsonrpc';
 import {
-  askIngested, askRequest, askText, EngineErrorCode, EngineErrorData, ingestProgress, ingestRequest, markStaleRequest,
+  askBatchRequest, askBatchText, askIngested, type AskParams, askRequest, askText, EngineErrorCode, EngineErrorData, ingestProgress, ingestRequest, markStaleRequest,
   openRequest, shutdownRequest, statusRequest,
 } from '../../common/engine-protocol';
 import { isUserError } from '../../common/errors';
@@ -59,22 +59,37 @@ export function serveEngine(connection: MessageConnection, options: ServeOptions
     return opened().ingest(params.settings, progress, signalOf(token));
   })));
 
+  /**
+   * The ingest an ask runs first when the engine holds no repository state and the client sent
+   * its workspace; its progress and end go to the tokens the ask carries.
+   */
+  async function ingestForAsk(s: EngineSession, params: Omit<AskParams, 'request'>, signal: AbortSignal): Promise<void> {
+    if (!params.workspace || s.status().repo.state !== 'none') return;
+    const progressToken = params.progressToken;
+    const progress = throttledProgress((p) => {
+      if (progressToken) void connection.sendProgress(ingestProgress, progressToken, p);
+    });
+    const ingested = await s.ingest(params.workspace, progress, signal);
+    if (params.ingestedToken) void connection.sendProgress(askIngested, params.ingestedToken, ingested);
+    // A cancel that arrives after the last prefill chunk lets the ingest finish (its state is
+    // kept), but the question it was for is still not to be answered.
+    if (signal.aborted) throw cancelled();
+  }
+
   connection.onRequest(askRequest, (params, token) => handle(token, log, () => exclusive(async () => {
     const s = opened();
     const signal = signalOf(token);
-    if (params.workspace && s.status().repo.state === 'none') {
-      const progressToken = params.progressToken;
-      const progress = throttledProgress((p) => {
-        if (progressToken) void connection.sendProgress(ingestProgress, progressToken, p);
-      });
-      const ingested = await s.ingest(params.workspace, progress, signal);
-      if (params.ingestedToken) void connection.sendProgress(askIngested, params.ingestedToken, ingested);
-      // A cancel that arrives after the last prefill chunk lets the ingest finish (its state is
-      // kept), but the question it was for is still not to be answered.
-      if (signal.aborted) throw cancelled();
-    }
+    await ingestForAsk(s, params, signal);
     const onText = (delta: string) => void connection.sendProgress(askText, params.textToken, delta);
     return s.ask(params.request, onText, signal);
+  })));
+
+  connection.onRequest(askBatchRequest, (params, token) => handle(token, log, () => exclusive(async () => {
+    const s = opened();
+    const signal = signalOf(token);
+    await ingestForAsk(s, params, signal);
+    const onText = (index: number, delta: string) => void connection.sendProgress(askBatchText, params.textToken, { index, delta });
+    return s.askBatch(params.requests, onText, signal);
   })));
 
   connection.onRequest(markStaleRequest, (params, token) => handle(token, log, async () => {

@@ -87,6 +87,39 @@ describe('EngineClient with the engine process', () => {
     assert.equal((await c.status()).repo.state, 'ready');
   });
 
+  test('askBatch ingests first, streams each answer under its index, and answers as separate asks do', async () => {
+    const root = makeWorkspace(SMALL_WORKSPACE);
+    const { client: c } = client({ workspaceRoot: root });
+    const requests = [
+      { question: 'What does twice do?', sampling: greedy },
+      { question: 'Where is add used?', sampling: { temperature: 0.7, topK: 10, maxNewTokens: 4, seed: 5 } },
+      { question: 'What does main.ts print?', sampling: { ...greedy, maxNewTokens: 2 } },
+    ];
+    const streamed = ['', '', ''];
+    const answers = await c.askBatch(requests, (i, d) => { streamed[i] += d; });
+    assert.equal((await c.status()).repo.state, 'ready');
+    assert.equal(answers.length, 3);
+    for (const [i, req] of requests.entries()) {
+      assert.equal(streamed[i], answers[i].text, `answer ${i} streamed under its index`);
+      const alone = await c.ask(req, () => undefined);
+      assert.equal(answers[i].text, alone.text, `answer ${i}`);
+      assert.equal(answers[i].tokens, alone.tokens, `answer ${i}`);
+    }
+  });
+
+  test('cancelIngest stops an askBatch while it ingests: the questions are not answered', async () => {
+    const root = makeWorkspace(SMALL_WORKSPACE);
+    const { client: c } = client({ workspaceRoot: root });
+    let deltas = 0;
+    const sub = c.onDidChangeStatus((s) => s.ingest?.phase === 'prefill' && c.cancelIngest());
+    await assert.rejects(
+      c.askBatch([{ question: 'What does twice do?', sampling: greedy }, { question: 'Where is add?', sampling: greedy }], () => deltas++),
+      (e) => isUserError(e) && /ingest was cancelled, so the question was not answered/.test(e.message),
+    );
+    sub.dispose();
+    assert.equal(deltas, 0);
+  });
+
   test('a cancelled ingest rejects with CancelledError and the engine keeps serving', async () => {
     const root = makeWorkspace(SMALL_WORKSPACE);
     const { client: c } = client();
