@@ -117,11 +117,20 @@ export class EngineClient {
 
   /**
    * Answers several questions together (the engine decodes up to 8 at once); `onText` receives
-   * each answer's text with its request's index. Ingests first as ask() does.
+   * each answer's text with its request's index, `onAnswer` each answer as soon as it ends.
+   * Ingests first as ask() does.
    */
-  askBatch(requests: AskRequest[], onText: (index: number, delta: string) => void, signal?: AbortSignal): Promise<AskResult[]> {
+  askBatch(
+    requests: AskRequest[],
+    onText: (index: number, delta: string) => void,
+    signal?: AbortSignal,
+    onAnswer: (index: number, result: AskResult) => void = () => {},
+  ): Promise<AskResult[]> {
     return this.askThrough(signal, (proc, tokens, ask) => {
-      const text = proc.onProgress(askBatchText, tokens.textToken, (d) => onText(d.index, d.delta));
+      const text = proc.onProgress(askBatchText, tokens.textToken, (d) => {
+        if (d.delta) onText(d.index, d.delta);
+        if (d.result) onAnswer(d.index, d.result);
+      });
       return proc.request(askBatchRequest, { requests, ...tokens }, ask).finally(() => text.dispose());
     }, (r) => r);
   }

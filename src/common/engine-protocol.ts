@@ -37,10 +37,14 @@ export interface AskBatchParams extends Omit<AskParams, 'request'> {
   requests: AskRequest[];
 }
 
-/** A piece of one answer of an askBatch: `index` is the request's position in `requests`. */
+/**
+ * A piece of one answer of an askBatch: `index` is the request's position in `requests`. The last
+ * piece of each answer carries its result, as soon as that answer ends.
+ */
 export interface AnswerDelta {
   index: number;
   delta: string;
+  result?: AskResult;
 }
 
 export interface MarkStaleParams {

@@ -54,6 +54,8 @@ export interface GenerateOptions {
   sampling: SamplingOptions;
   stopIds: Set<number>;
   onText?: (delta: string) => void;
+  /** Called once when the answer ends (end token, limit or cancellation), before the others in its batch may have. */
+  onDone?: (result: Generated) => void;
   signal?: AbortSignal;
   /** When the request started, for time-to-first-token (default: now). */
   startedAt?: number;
@@ -185,6 +187,7 @@ class Answer {
     this.stopReason = reason;
     this.decodeEnd = performance.now();
     this.emit(new Uint8Array(0), true);
+    this.opts.onDone?.(this.result());
   }
 
   result(): Generated {

@@ -288,9 +288,14 @@ export class EngineSession {
    * Answers several questions about the ingested repository together: each request gets its own
    * fork of the repository state and is prompted exactly as ask() prompts it, and up to
    * ASK_BATCH_LIMIT answers decode in one batch; later requests wait for the next batch.
-   * `onText` receives each answer's text with the request's index.
+   * `onText` receives each answer's text with the request's index, `onAnswer` each answer as it ends.
    */
-  async askBatch(requests: readonly AskRequest[], onText: (index: number, delta: string) => void = () => {}, signal?: AbortSignal): Promise<AskResult[]> {
+  async askBatch(
+    requests: readonly AskRequest[],
+    onText: (index: number, delta: string) => void = () => {},
+    signal?: AbortSignal,
+    onAnswer: (index: number, result: AskResult) => void = () => {},
+  ): Promise<AskResult[]> {
     const startedAt = performance.now();
     if (requests.length === 0) return [];
     if (!this.repo) await this.ingest(undefined, () => {}, signal);
@@ -306,6 +311,7 @@ export class EngineSession {
         sampling: g.sampling,
         stopIds: stops,
         onText: (delta: string) => onText(first + j, delta),
+        onDone: (result: Generated) => onAnswer(first + j, askResult(result)),
         signal,
         startedAt,
       })));

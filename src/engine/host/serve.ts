@@ -9,7 +9,7 @@ import {
   openRequest, shutdownRequest, statusRequest,
 } from '../../common/engine-protocol';
 import { isUserError } from '../../common/errors';
-import type { IngestProgress } from '../api';
+import type { AskResult, IngestProgress } from '../api';
 import { EngineSession } from '../session';
 
 /** Ingest progress is sent at most this often; the session may report every chunk. */
@@ -89,7 +89,8 @@ export function serveEngine(connection: MessageConnection, options: ServeOptions
     const signal = signalOf(token);
     await ingestForAsk(s, params, signal);
     const onText = (index: number, delta: string) => void connection.sendProgress(askBatchText, params.textToken, { index, delta });
-    return s.askBatch(params.requests, onText, signal);
+    const onAnswer = (index: number, result: AskResult) => void connection.sendProgress(askBatchText, params.textToken, { index, delta: '', result });
+    return s.askBatch(params.requests, onText, signal, onAnswer);
   })));
 
   connection.onRequest(markStaleRequest, (params, token) => handle(token, log, async () => {

@@ -10,7 +10,8 @@ import { isCancelled, userMessageOf } from '../../client/engine-errors';
 import { selectionOf } from '../explain/editor-selection';
 import { trusted } from '../explain/explain-commands';
 import { AnnotationCache, contentHash, type Summaries } from './annotation-cache';
-import { oneLineSummary, summaryRequest } from './summary';
+import { summarizeAll } from './summarize';
+import { summaryRequest } from './summary';
 import { symbolKey, topLevelTargets } from './symbol-targets';
 import { ANNOTATED_KINDS, annotationsEnabled, documentSymbols } from './symbols';
 
@@ -84,13 +85,14 @@ export class Annotator implements vscode.Disposable {
         { location: vscode.ProgressLocation.Notification, title: `Kimi Linear: annotating ${vscode.workspace.asRelativePath(document.uri)}`, cancellable: true },
         async (progress, token) => {
           token.onCancellationRequested(() => abort.abort());
-          for (const [i, s] of missing.entries()) {
-            progress.report({ message: `${s.name} (${i + 1}/${missing.length})`, increment: 100 / missing.length });
-            const answer = await this.client.ask(summaryRequest(s.name, selectionOf(document, s.range)), () => undefined, abort.signal);
-            if (abort.signal.aborted) break;
-            summaries[symbolKey(s)] = oneLineSummary(answer.text);
+          let done = 0;
+          progress.report({ message: `0/${missing.length}` });
+          await summarizeAll(this.client, missing, (s) => summaryRequest(s.name, selectionOf(document, s.range)), (s, summary) => {
+            summaries[symbolKey(s)] = summary;
             this.cache.set(hash, { ...summaries });
-          }
+            done++;
+            progress.report({ message: `${s.name} (${done}/${missing.length})`, increment: 100 / missing.length });
+          }, abort.signal);
         },
       );
     } catch (e) {

@@ -7,7 +7,7 @@ import { after, before, describe, test } from 'node:test';
 import { EngineClient, type EngineClientStatus } from '../../../src/client/engine-client';
 import { EngineCrashedError, isCancelled } from '../../../src/client/engine-errors';
 import { isUserError } from '../../../src/common/errors';
-import type { IngestProgress } from '../../../src/engine/api';
+import type { AskResult, IngestProgress } from '../../../src/engine/api';
 import { buildEngineHost, makeWorkspace, SMALL_WORKSPACE, tempDir, tinyModelDir } from './engine-fixture';
 
 let enginePath: string;
@@ -96,7 +96,9 @@ describe('EngineClient with the engine process', () => {
       { question: 'What does main.ts print?', sampling: { ...greedy, maxNewTokens: 2 } },
     ];
     const streamed = ['', '', ''];
-    const answers = await c.askBatch(requests, (i, d) => { streamed[i] += d; });
+    const ended: AskResult[] = [];
+    const answers = await c.askBatch(requests, (i, d) => { streamed[i] += d; }, undefined, (i, r) => { ended[i] = r; });
+    assert.deepEqual(ended, answers, 'each answer is reported as it ends');
     assert.equal((await c.status()).repo.state, 'ready');
     assert.equal(answers.length, 3);
     for (const [i, req] of requests.entries()) {

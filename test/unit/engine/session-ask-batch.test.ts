@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, mkdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { AskRequest } from '../../../src/engine/api';
+import type { AskRequest, AskResult } from '../../../src/engine/api';
 import { CancelledError } from '../../../src/engine/generate';
 import { ASK_BATCH_LIMIT, EngineSession } from '../../../src/engine/session';
 
@@ -39,10 +39,20 @@ test('askBatch answers each request as ask() does, with more requests than one d
   try {
     const reqs = requests(ASK_BATCH_LIMIT + 2);
     const streamed = reqs.map(() => '');
+    const ended: number[] = [];
+    const reported: AskResult[] = [];
     // Nothing ingested yet: askBatch ingests first, as ask does.
-    const together = await s.askBatch(reqs, (i, delta) => (streamed[i] += delta));
+    const together = await s.askBatch(reqs, (i, delta) => (streamed[i] += delta), undefined, (i, r) => {
+      ended.push(i);
+      reported[i] = r;
+    });
     assert.equal(s.status().repo.state, 'ready');
     assert.equal(together.length, reqs.length);
+    assert.deepEqual(reported, together, 'each answer is reported once as it ends');
+    assert.deepEqual([...ended].sort((a, b) => a - b), reqs.map((_, i) => i));
+    // Request 0 (3 tokens) ends before request 1 (4 tokens) of the same batch; the queued ones last.
+    assert.ok(ended.indexOf(0) < ended.indexOf(1), ended.join(','));
+    assert.ok(ended.slice(0, ASK_BATCH_LIMIT).every((i) => i < ASK_BATCH_LIMIT), ended.join(','));
     for (const [i, req] of reqs.entries()) {
       const alone = await s.ask(req);
       assert.equal(together[i].text, alone.text, `request ${i}`);
