@@ -1,13 +1,16 @@
 /** `klc ask`: answer a question from the workspace's saved state (ingesting first if needed). */
 import { UserError } from '../common/errors';
-import type { SamplingOptions } from '../engine/api';
+import type { AskResult, SamplingOptions } from '../engine/api';
 import { intOption, numberOption, parseCommandArgs } from './args';
 import { openSession, progressPrinter, sessionOptions, sessionUsage, workspaceSettings } from './session-options';
 
 const USAGE = `usage: klc ask "question" [--workspace DIR]… [options]
+       klc ask --question Q1 --question Q2 … [options]
 
-Streams the answer to stdout; time to first token and decode speed go to stderr.
+Streams the answer to stdout; time to first token and decode speed go to stderr. Several
+--question options are answered together in one batch, each answer printed under its question.
 
+  --question Q        a question (repeatable; instead of the positional question)
   --workspace DIR     folder to ask about (repeatable; default: the current folder)
   --max-new-tokens N  longest answer (default 256)
   --temperature T     0 = greedy (default 0)
@@ -21,6 +24,7 @@ export async function run(argv: string[]): Promise<void> {
     argv,
     {
       ...sessionOptions,
+      question: { type: 'string', multiple: true },
       workspace: { type: 'string', multiple: true },
       'max-new-tokens': { type: 'string' },
       temperature: { type: 'string' },
@@ -30,8 +34,7 @@ export async function run(argv: string[]): Promise<void> {
     },
     USAGE,
   );
-  const question = positionals.join(' ').trim();
-  if (!question) throw new UserError('no question given. Usage: klc ask "how does X reach Y?"');
+  const questions = questionsOf(positionals, (values.question as unknown as string[] | undefined) ?? []);
   const workspace = workspaceSettings((values.workspace as unknown as string[] | undefined) ?? [], values);
   const sampling: Partial<SamplingOptions> = {};
   const maxNew = intOption(values, 'max-new-tokens', 1);
@@ -56,13 +59,51 @@ export async function run(argv: string[]): Promise<void> {
         ? `using the saved state of ${ingest.tokens} tokens (${ingest.files} files)\n`
         : `ingested ${ingest.tokens} tokens (${ingest.files} files) at ${ingest.tokensPerSecond.toFixed(1)} tokens/s${ingest.resumedTokens > 0 ? `, resumed at ${ingest.resumedTokens}` : ''}\n`,
     );
-    const r = await session.ask({ question, sampling }, (delta) => process.stdout.write(delta), controller.signal);
-    process.stdout.write('\n');
-    process.stderr.write(
-      `time to first token ${r.ttftMs.toFixed(0)} ms, ${r.tokens} tokens at ${r.decodeTokensPerSecond.toFixed(1)} tokens/s (${r.stopReason}, ${session.model.backend.name})\n`,
-    );
+    const figures = (r: AskResult) =>
+      `time to first token ${r.ttftMs.toFixed(0)} ms, ${r.tokens} tokens at ${r.decodeTokensPerSecond.toFixed(1)} tokens/s (${r.stopReason}, ${session.model.backend.name})\n`;
+    if (questions.length === 1) {
+      const r = await session.ask({ question: questions[0], sampling }, (delta) => process.stdout.write(delta), controller.signal);
+      process.stdout.write('\n');
+      process.stderr.write(figures(r));
+    } else {
+      const print = inOrder(questions.length, (i, r) => {
+        process.stdout.write(`${i > 0 ? '\n' : ''}## ${questions[i]}\n\n${r.text}\n`);
+        process.stderr.write(`[${i + 1}] ${figures(r)}`);
+      });
+      await session.askBatch(questions.map((question) => ({ question, sampling })), () => undefined, controller.signal, print);
+    }
   } finally {
     process.off('SIGINT', onSigint);
     await session.dispose();
   }
+}
+
+/** The questions of the command line: the positional words as one question, or each --question. */
+export function questionsOf(positionals: string[], options: string[]): string[] {
+  const positional = positionals.join(' ').trim();
+  if (positional && options.length > 0) {
+    throw new UserError('give the question either as words or with --question, not both. Usage: klc ask --question Q1 --question Q2');
+  }
+  const questions = positional ? [positional] : options.map((q) => q.trim());
+  if (questions.length === 0) throw new UserError('no question given. Usage: klc ask "how does X reach Y?"');
+  const empty = questions.findIndex((q) => !q);
+  if (empty >= 0) throw new UserError(`--question number ${empty + 1} is empty; give each --question some text`);
+  return questions;
+}
+
+/**
+ * Hands answers that end in any order to `print` in question order: an answer waits until the
+ * answers before it were printed, so the output reads like the questions asked.
+ */
+export function inOrder(count: number, print: (index: number, result: AskResult) => void): (index: number, result: AskResult) => void {
+  const ready = new Map<number, AskResult>();
+  let next = 0;
+  return (index, result) => {
+    ready.set(index, result);
+    while (next < count && ready.has(next)) {
+      print(next, ready.get(next)!);
+      ready.delete(next);
+      next++;
+    }
+  };
 }
