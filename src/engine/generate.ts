@@ -1,7 +1,8 @@
 /**
- * Turning a prompt into a streamed answer: chunked prefill of the prompt into a (forked) state,
- * then the decode loop — sample, stream the text, stop on an end token, the token limit or
- * cancellation. Cancellation is checked between tokens and between prefill chunks.
+ * Turning prompts into streamed answers: chunked prefill of each prompt into its (forked) state,
+ * then the decode loop over all unfinished answers at once — pick, stream the text, stop on an
+ * end token, the token limit or cancellation. Cancellation is checked between tokens and between
+ * prefill chunks.
  */
 import type { AskResult, SamplingOptions } from './api';
 import { pickToken, seededRandom, tokenPick, type TokenPick } from './sampler';
