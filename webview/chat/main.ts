@@ -82,30 +82,56 @@ interface Shown {
   footer: HTMLElement;
   renderedText: string | undefined;
   waitsFor: string[];
+  /** While the answer streams, the earliest time (performance.now()) it is painted again. */
+  nextPaint: number;
 }
 const shown = new Map<string, Shown>();
 let frame = 0;
+let frameTimer: ReturnType<typeof setTimeout> | undefined;
 const dirty = new Set<string>();
+/**
+ * Each paint renders the whole answer's markdown again, which grows with the answer: a streaming
+ * answer is repainted at most this often, and at most a fifth of the time, so that the page stays
+ * responsive (Stop, scrolling, selecting) however long the answer gets.
+ */
+const STREAM_PAINT_MS = 80;
 
 const lookup = (p: string) => known.get(p);
 
 function scheduleRender(id: string): void {
   dirty.add(id);
-  if (frame === 0) frame = requestAnimationFrame(flush);
+  requestFlush();
+}
+
+function requestFlush(): void {
+  if (frame === 0 && frameTimer === undefined) frame = requestAnimationFrame(flush);
 }
 
 function flush(): void {
   frame = 0;
+  const now = performance.now();
   const stick = log.scrollHeight - log.scrollTop - log.clientHeight < 40;
+  let wake = Infinity;
   for (const id of dirty) {
     const s = shown.get(id);
+    if (s && s.entry.state === 'streaming' && s.renderedText !== undefined && now < s.nextPaint) {
+      wake = Math.min(wake, s.nextPaint);
+      continue;
+    }
     if (s) paint(s);
+    dirty.delete(id);
   }
-  dirty.clear();
   if (stick) log.scrollTop = log.scrollHeight;
+  if (wake < Infinity) {
+    frameTimer = setTimeout(() => {
+      frameTimer = undefined;
+      requestFlush();
+    }, wake - now);
+  }
 }
 
 function paint(s: Shown): void {
+  const started = performance.now();
   const { entry } = s;
   s.node.classList.toggle('streaming', entry.state === 'streaming');
   // Screen readers announce the answer once it is complete, not every streamed piece.
@@ -130,6 +156,8 @@ function paint(s: Shown): void {
       s.footer.append(el('span', 'note', `${st.tokens} tokens · first token after ${(st.ttftMs / 1000).toFixed(1)} s · ${st.decodeTokensPerSecond.toFixed(1)} tokens/s`));
     }
   }
+  const cost = performance.now() - started;
+  s.nextPaint = started + Math.max(STREAM_PAINT_MS, 5 * cost);
 }
 
 /** Adds a header with the language and a copy button to each code block (after sanitizing). */
@@ -155,7 +183,7 @@ function entryNode(entry: ChatEntry): Shown {
   const body = el('div', 'body');
   const footer = el('div', 'entry-footer');
   node.append(el('div', 'who', entry.role === 'user' ? 'You' : 'Kimi Linear'), body, footer);
-  return { entry, node, body, footer, renderedText: undefined, waitsFor: [] };
+  return { entry, node, body, footer, renderedText: undefined, waitsFor: [], nextPaint: 0 };
 }
 
 /** Brings the DOM in line with the active conversation; only changed entries are re-rendered. */

@@ -5,7 +5,7 @@
  */
 import * as vscode from 'vscode';
 import { randomBytes, randomUUID } from 'node:crypto';
-import type { AskRequest } from '../../engine/api';
+import type { AskRequest, AskResult } from '../../engine/api';
 import type { EngineClient } from '../../client/engine-client';
 import { isCancelled, userMessageOf } from '../../client/engine-errors';
 import { samplingFrom } from '../../client/settings';
@@ -14,6 +14,8 @@ import { headerOf } from './header';
 import { reduceHistory, restoreHistory, turnsForEngine } from './history';
 import { candidateFiles, packedRoots } from './file-targets';
 import { userEntryText } from './user-entry';
+
+const STOP_WORDS: Record<AskResult['stopReason'], string> = { eos: 'ended by the model', max_tokens: 'reached the token limit', cancelled: 'stopped' };
 
 export const HISTORY_KEY = 'kimiLinear.chat.history';
 /** While an answer streams, the history is saved at most this often (and always when it ends). */
@@ -117,6 +119,7 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
   private async stream(answerId: string, request: AskRequest, signal: AbortSignal): Promise<void> {
     try {
       const result = await this.deps.client.ask(request, (text) => this.apply({ kind: 'delta', id: answerId, text }), signal);
+      this.deps.log.info(`chat: answered in ${result.tokens} tokens (${STOP_WORDS[result.stopReason]}; first token after ${Math.round(result.ttftMs)} ms, ${result.decodeTokensPerSecond.toFixed(1)} tokens/s)`);
       this.apply({
         kind: 'turnEnded',
         id: answerId,
