@@ -22,7 +22,7 @@ extern "C" {
 #define KLC_API __attribute__((visibility("default")))
 #endif
 
-#define KLC_ABI_VERSION 4
+#define KLC_ABI_VERSION 5
 
 enum {
   KLC_OK = 0,
@@ -167,6 +167,51 @@ KLC_API int klc_moe_route(klc_ctx *ctx, const float *logits, const float *bias, 
 KLC_API size_t klc_moe_workspace_bytes(int T, int d, int I, int E, int k);
 KLC_API int klc_moe_experts(klc_ctx *ctx, const float *x, const int32_t *idx, const float *w, const void *w13, const void *w2,
                             float *out, void *ws, size_t ws_bytes, int T, int d, int I, int E, int k, int w_f32);
+
+/* ---- Batched decode and sampling (native/src/batch_decode.cu, native/src/sample.cu) -------------
+ * One decode step for B sequences at once, each with its own state. The per-sequence pointers and
+ * lengths are host arrays; they travel to the GPU inside the kernel launch (no upload, no wait). */
+#define KLC_MAX_DECODE_BATCH 64
+
+/* KDA decode of row b for sequence b: proj [B, 2HK + HV] are the q|k|v projections before the short
+ * conv (conv_w [2HK + HV, W] fp32), g [B, H*K] the forget projection f and beta [B, H] the b_proj
+ * logits (raw gates as in klc_kda_args), A_log [H], dt_bias [H*K]. states[b] points to that
+ * sequence's S [H, K, V] fp32 and tails[b] to its conv tail [2HK + HV, W-1]; both are advanced.
+ * q and k are l2-normalised, q scaled by `scale`; o [B, H*V] fp32. K, V <= 128, W <= 8. */
+typedef struct klc_kda_decode_batch_args {
+  int B, H, K, V, W;
+  float scale;
+  const float *proj, *conv_w, *g, *beta, *A_log, *dt_bias;
+  float *o;
+  float *const *states;
+  float *const *tails;
+} klc_kda_decode_batch_args;
+KLC_API int klc_kda_decode_batch(klc_ctx *ctx, const klc_kda_decode_batch_args *args);
+
+/* MLA absorbed decode for B sequences: query rows b*H + h of q [B*H, D] attend to all lengths[b]
+ * rows of caches[b] ([lengths[b], D] fp32, the new token's row already appended) with
+ * softmax(scale * q.row) and write the latent context to out [B*H, L]. Split over the key range
+ * with partial softmax sums joined at the end; tensor cores (TF32; in exact mode split into high and
+ * low parts for fp32 accuracy). ws holds klc_mla_decode_workspace_bytes() for the longest cache. */
+KLC_API size_t klc_mla_decode_workspace_bytes(klc_ctx *ctx, int B, int H, int D, int L, int max_len);
+KLC_API int klc_mla_decode(klc_ctx *ctx, const float *q, const float *const *caches, const int32_t *lengths, float *out,
+                           void *ws, size_t ws_bytes, int B, int H, int D, int L, float scale);
+
+/* How one row's token is picked (the rule of pickToken in src/engine/sampler.ts): ids >= vocab are
+ * never drawn; temperature <= 0 or top_k == 1: the first index of the largest logit; else logits
+ * ordered descending (ties: lower index first), the first top_k kept if top_k > 0, weights
+ * exp((l - max) / temperature) in double, the nucleus cut at the first j whose cumulative weight /
+ * total >= top_p (if top_p < 1), and the first j whose cumulative kept weight exceeds
+ * uniform * kept total (the last kept one if none). */
+typedef struct klc_token_pick {
+  double temperature, top_p, uniform;
+  int top_k, vocab;
+} klc_token_pick;
+/* Picks one token per row of logits [rows, ld] (rows <= KLC_MAX_DECODE_BATCH, vocab <= ld) into
+ * ids [rows] int32 on the device; ws holds klc_sample_workspace_bytes(). */
+KLC_API size_t klc_sample_workspace_bytes(int rows, int ld);
+KLC_API int klc_sample(klc_ctx *ctx, const float *logits, int ld, int rows, const klc_token_pick *picks, int32_t *ids, void *ws,
+                       size_t ws_bytes);
 
 #ifdef __cplusplus
 }

@@ -578,6 +578,156 @@ static napi_value js_set_tensor_cores(napi_env env, napi_callback_info info) {
   return r;
 }
 
+/* ---- Batched decode and sampling ---- */
+
+/* A BigUint64Array of device pointers (one per sequence). */
+static int get_ptr_array(napi_env env, napi_value v, const char *what, float **out, size_t *count) {
+  bool is_ta = false;
+  napi_is_typedarray(env, v, &is_ta);
+  napi_typedarray_type type;
+  size_t n = 0, off;
+  void *data = NULL;
+  napi_value ab;
+  if (!is_ta || napi_get_typedarray_info(env, v, &type, &n, &data, &ab, &off) != napi_ok || type != napi_biguint64_array ||
+      n < 1 || n > KLC_MAX_DECODE_BATCH) {
+    char msg[160];
+    snprintf(msg, sizeof msg, "klc binding: '%s' must be a BigUint64Array of 1 to %d device pointers", what, KLC_MAX_DECODE_BATCH);
+    napi_throw_type_error(env, "ARG", msg);
+    return 0;
+  }
+  for (size_t i = 0; i < n; ++i) out[i] = (float *)(uintptr_t)((uint64_t *)data)[i];
+  *count = n;
+  return 1;
+}
+
+static int named(napi_env env, napi_value obj, const char *name, napi_value *out) {
+  if (napi_get_named_property(env, obj, name, out) != napi_ok) {
+    napi_throw_type_error(env, "ARG", "klc binding: expected an object");
+    return 0;
+  }
+  return 1;
+}
+
+static int prop_f64(napi_env env, napi_value obj, const char *name, double *out) {
+  napi_value v;
+  if (!named(env, obj, name, &v)) return 0;
+  if (napi_get_value_double(env, v, out) != napi_ok) {
+    char msg[128];
+    snprintf(msg, sizeof msg, "klc binding: '%s' must be a number", name);
+    napi_throw_type_error(env, "ARG", msg);
+    return 0;
+  }
+  return 1;
+}
+
+static napi_value js_kda_decode_batch(napi_env env, napi_callback_info info) {
+  napi_value argv[2], v;
+  klc_ctx *ctx;
+  if (!get_args(env, info, 2, argv) || !get_ctx(env, argv[0], &ctx)) return NULL;
+  napi_value obj = argv[1];
+  klc_kda_decode_batch_args a;
+  float *states[KLC_MAX_DECODE_BATCH], *tails[KLC_MAX_DECODE_BATCH];
+  size_t ns = 0, nt = 0;
+  double scale = 0;
+  void *p[7];
+  const char *names[7] = {"proj", "convW", "g", "beta", "aLog", "dtBias", "o"};
+  if (!prop_i32(env, obj, "H", &a.H, 0) || !prop_i32(env, obj, "K", &a.K, 0) || !prop_i32(env, obj, "V", &a.V, 0) ||
+      !prop_i32(env, obj, "W", &a.W, 0) || !prop_f64(env, obj, "scale", &scale))
+    return NULL;
+  for (int i = 0; i < 7; ++i)
+    if (!prop_ptr(env, obj, names[i], &p[i])) return NULL;
+  if (!named(env, obj, "states", &v) || !get_ptr_array(env, v, "states", states, &ns)) return NULL;
+  if (!named(env, obj, "tails", &v) || !get_ptr_array(env, v, "tails", tails, &nt)) return NULL;
+  if (ns != nt) {
+    napi_throw_type_error(env, "ARG", "klc binding: 'states' and 'tails' must have one pointer per sequence each");
+    return NULL;
+  }
+  a.B = (int)ns;
+  a.scale = (float)scale;
+  a.proj = (const float *)p[0];
+  a.conv_w = (const float *)p[1];
+  a.g = (const float *)p[2];
+  a.beta = (const float *)p[3];
+  a.A_log = (const float *)p[4];
+  a.dt_bias = (const float *)p[5];
+  a.o = (float *)p[6];
+  a.states = states;
+  a.tails = tails;
+  return done(env, klc_kda_decode_batch(ctx, &a));
+}
+
+static napi_value js_mla_decode_workspace_bytes(napi_env env, napi_callback_info info) {
+  klc_ctx *c; arg_t v[MAX_OP_ARGS];
+  if (!read_sig(env, info, "iiiii", &c, v)) return NULL;
+  napi_value r;
+  napi_create_double(env, (double)klc_mla_decode_workspace_bytes(c, v[0].i, v[1].i, v[2].i, v[3].i, v[4].i), &r);
+  return r;
+}
+
+/* (ctx, q, caches: BigUint64Array, lengths: Int32Array, out, ws, wsBytes, H, D, L, scale) */
+static napi_value js_mla_decode(napi_env env, napi_callback_info info) {
+  napi_value argv[11];
+  klc_ctx *ctx;
+  if (!get_args(env, info, 11, argv) || !get_ctx(env, argv[0], &ctx)) return NULL;
+  float *caches[KLC_MAX_DECODE_BATCH];
+  size_t n = 0, len_bytes = 0;
+  void *q, *out, *ws, *lengths;
+  size_t ws_bytes;
+  int32_t H, D, L;
+  double scale;
+  if (!get_ptr(env, argv[1], &q) || !get_ptr_array(env, argv[2], "caches", caches, &n) ||
+      !get_bytes(env, argv[3], &lengths, &len_bytes) || !get_ptr(env, argv[4], &out) || !get_ptr(env, argv[5], &ws) ||
+      !get_size(env, argv[6], &ws_bytes) || !get_i32(env, argv[7], &H) || !get_i32(env, argv[8], &D) ||
+      !get_i32(env, argv[9], &L) || napi_get_value_double(env, argv[10], &scale) != napi_ok)
+    return NULL;
+  if (len_bytes != n * sizeof(int32_t)) {
+    napi_throw_type_error(env, "ARG", "klc binding: 'lengths' must be an Int32Array with one length per cache");
+    return NULL;
+  }
+  return done(env, klc_mla_decode(ctx, q, (const float *const *)caches, (const int32_t *)lengths, out, ws, ws_bytes, (int)n, H,
+                                   D, L, (float)scale));
+}
+
+static napi_value js_sample_workspace_bytes(napi_env env, napi_callback_info info) {
+  klc_ctx *c; arg_t v[MAX_OP_ARGS];
+  if (!read_sig(env, info, "ii", &c, v)) return NULL;
+  napi_value r;
+  napi_create_double(env, (double)klc_sample_workspace_bytes(v[0].i, v[1].i), &r);
+  return r;
+}
+
+/* (ctx, logits, ld, picks: {temperature, topP, topK, vocab, uniform}[], ids, ws, wsBytes) */
+static napi_value js_sample(napi_env env, napi_callback_info info) {
+  napi_value argv[7];
+  klc_ctx *ctx;
+  if (!get_args(env, info, 7, argv) || !get_ctx(env, argv[0], &ctx)) return NULL;
+  void *logits, *ids, *ws;
+  int32_t ld;
+  size_t ws_bytes;
+  uint32_t rows = 0;
+  bool is_array = false;
+  if (!get_ptr(env, argv[1], &logits) || !get_i32(env, argv[2], &ld) || !get_ptr(env, argv[4], &ids) ||
+      !get_ptr(env, argv[5], &ws) || !get_size(env, argv[6], &ws_bytes))
+    return NULL;
+  napi_is_array(env, argv[3], &is_array);
+  if (!is_array || napi_get_array_length(env, argv[3], &rows) != napi_ok || rows < 1 || rows > KLC_MAX_DECODE_BATCH) {
+    napi_throw_type_error(env, "ARG", "klc binding: 'picks' must be an array of 1 to 64 token picks");
+    return NULL;
+  }
+  klc_token_pick picks[KLC_MAX_DECODE_BATCH];
+  for (uint32_t r = 0; r < rows; ++r) {
+    napi_value o;
+    napi_get_element(env, argv[3], r, &o);
+    double top_k = 0, vocab = 0;
+    if (!prop_f64(env, o, "temperature", &picks[r].temperature) || !prop_f64(env, o, "topP", &picks[r].top_p) ||
+        !prop_f64(env, o, "uniform", &picks[r].uniform) || !prop_f64(env, o, "topK", &top_k) || !prop_f64(env, o, "vocab", &vocab))
+      return NULL;
+    picks[r].top_k = top_k > 2147483647.0 ? 2147483647 : (int)top_k;
+    picks[r].vocab = vocab > 2147483647.0 ? 2147483647 : (int)vocab;
+  }
+  return done(env, klc_sample(ctx, logits, ld, (int)rows, picks, ids, ws, ws_bytes));
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"abiVersion", NULL, js_abi_version, NULL, NULL, NULL, napi_enumerable, NULL},
@@ -614,6 +764,11 @@ static napi_value init(napi_env env, napi_value exports) {
       {"moeWorkspaceBytes", NULL, js_moe_workspace_bytes, NULL, NULL, NULL, napi_enumerable, NULL},
       {"moeExperts", NULL, js_moe_experts, NULL, NULL, NULL, napi_enumerable, NULL},
       {"setTensorCores", NULL, js_set_tensor_cores, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"kdaDecodeBatch", NULL, js_kda_decode_batch, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"mlaDecodeWorkspaceBytes", NULL, js_mla_decode_workspace_bytes, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"mlaDecode", NULL, js_mla_decode, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"sampleWorkspaceBytes", NULL, js_sample_workspace_bytes, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"sample", NULL, js_sample, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   CHECK_NAPI(env, napi_define_properties(env, exports, sizeof props / sizeof props[0], props));
   return exports;

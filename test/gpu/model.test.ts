@@ -11,7 +11,7 @@ import { loadModel, type Model } from '../../src/engine/model/model';
 import { SafetensorsFile } from '../../src/engine/model/safetensors';
 import type { SequenceState } from '../../src/engine/state/types';
 import { LatentCache } from '../../src/engine/state/latent-cache';
-import { argmax } from '../../src/engine/sampler';
+import { argmax, pickToken, seededRandom, type TokenPick } from '../../src/engine/sampler';
 import { relError } from '../golden/golden-data';
 
 const GOLDEN = resolve(process.env.KLC_GOLDEN_DIR ?? join(__dirname, '..', '..', 'shared', 'golden'));
@@ -142,4 +142,72 @@ test('a token id outside the vocabulary is a user error, and the backend keeps w
   await assert.rejects(gpu.prefill(gpu.newState(), Int32Array.of(1, 999999)), /outside the model's vocabulary/);
   const again = await gpu.prefill(gpu.newState(), Int32Array.of(1, 2, 3));
   assert.equal(again.length, gpu.config.vocabSize);
+});
+
+/** Three states forked from one prefix and continued differently (lengths 40, 41, 43), plus an independent twin of each. */
+async function forkedTriple(m: Model): Promise<{ batch: SequenceState[]; twins: SequenceState[] }> {
+  const base = m.newState();
+  await m.prefill(base, Int32Array.from({ length: 40 }, (_, i) => (i * 613 + 29) % 3800), { logits: 'none' });
+  const batch: SequenceState[] = [];
+  for (const ids of [[], [7], [12, 99, 401]]) {
+    const s = m.forkState(base);
+    for (const id of ids) await m.decode(s, id);
+    batch.push(s);
+  }
+  return { batch, twins: batch.map((s) => m.forkState(s)) };
+}
+
+test('bundled checkpoint: decodeBatch of 3 sequences on the GPU equals 3 single decodes and the reference batch', { skip }, async () => {
+  const { batch, twins } = await forkedTriple(gpu);
+  const refStates = (await forkedTriple(ref)).batch;
+  const V = gpu.config.vocabSize;
+  let worst = 0;
+  let worstRef = 0;
+  for (const ids of [Int32Array.of(5, 17, 230), Int32Array.of(64, 3, 777), Int32Array.of(1, 2, 3)]) {
+    const together = await gpu.decodeBatch(batch, ids);
+    const reference = await ref.decodeBatch(refStates, ids);
+    for (let i = 0; i < 3; i++) {
+      const alone = await gpu.decode(twins[i], ids[i]);
+      worst = Math.max(worst, relError(together.subarray(i * V, (i + 1) * V), alone));
+    }
+    worstRef = Math.max(worstRef, relError(together, reference));
+  }
+  report(`decodeBatch B=3 vs 3 decode calls: relative error ${worst.toExponential(2)}; vs the reference backend ${worstRef.toExponential(2)}`);
+  assert.ok(worst < 1e-5, `batch vs single: ${worst}`);
+  assert.ok(worstRef < 1e-4, `batch vs reference: ${worstRef}`);
+  batch.forEach((s, i) => {
+    gpu.syncState(s);
+    gpu.syncState(twins[i]);
+    s.layers.forEach((l, j) => {
+      const t = twins[i].layers[j];
+      if (l.kind === 'kda' && t.kind === 'kda') assert.ok(relError(l.S, t.S) < 1e-5, `sequence ${i} layer ${j} S`);
+      else if (l.kind === 'mla' && t.kind === 'mla') assert.ok(relError(l.cache.toArray(), t.cache.toArray()) < 1e-6, `sequence ${i} layer ${j} latents`);
+    });
+  });
+});
+
+test('bundled checkpoint: tokens picked on the GPU equal pickToken on the downloaded logits over 24 steps', { skip }, async () => {
+  assert.ok(gpu.backend.sampleRows, 'the CUDA backend samples on the device');
+  const { batch, twins } = await forkedTriple(gpu);
+  const V = gpu.config.vocabSize;
+  const random = seededRandom(20261128);
+  const settings = [
+    { temperature: 0, topP: 1, topK: 0 },
+    { temperature: 0.9, topP: 0.9, topK: 0 },
+    { temperature: 1.2, topP: 1, topK: 40 },
+  ];
+  let ids: Int32Array = Int32Array.of(5, 17, 230);
+  const picked: number[][] = [];
+  for (let step = 0; step < 24; step++) {
+    // The last sequence may only pick below 3000, as a tokenizer smaller than the embedding would.
+    const picks: TokenPick[] = settings.map((s, i) => ({ ...s, vocab: i === 2 ? 3000 : V, uniform: random() }));
+    const onDevice = await gpu.decodeAndPick(batch, ids, picks);
+    const logits = await gpu.decodeBatch(twins, ids);
+    const onHost = picks.map((p, i) => pickToken(logits.subarray(i * V, (i + 1) * V), p));
+    assert.deepEqual([...onDevice], onHost, `step ${step}`);
+    assert.ok(onDevice[2] < 3000);
+    picked.push([...onDevice]);
+    ids = onDevice;
+  }
+  report(`device sampling: 24 steps x 3 sequences equal to host picks; sampled row ids ${picked.map((p) => p[1]).join(' ')}`);
 });

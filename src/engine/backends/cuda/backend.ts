@@ -10,6 +10,7 @@ import type { Checkpoint } from '../../model/checkpoint';
 import { EMBED } from '../../model/weight-names';
 import type { KdaLayerState, MlaLayerState, SequenceState } from '../../state/types';
 import type { Backend, Capture, NormSite } from '../backend';
+import type { TokenPick } from '../../sampler';
 import { Arena } from './arena';
 import { uploadWeights, type DeviceWeights, type LayerDeviceWeights, type Mat } from './device-weights';
 import type { DevicePtr, NativeContext, NativeDeviceInfo, NativeKlc } from './loader';
@@ -58,6 +59,10 @@ const DEFAULT_CONTEXT = 131072;
 const DEFAULT_SLICE = 1024;
 /** The chunk length the native chunked KDA kernel is built for. */
 const NATIVE_KDA_CHUNK = 64;
+/** KLC_MAX_DECODE_BATCH of klc_native.h: sequences per batched decode launch. */
+const MAX_DECODE_BATCH = 64;
+/** Rows the memory plan reserves device sampling for (the engine decodes up to 8 answers at once). */
+const PLANNED_SAMPLE_ROWS = 8;
 
 export class CudaBackend implements Backend<DeviceRows> {
   readonly name = 'cuda';
@@ -68,6 +73,8 @@ export class CudaBackend implements Backend<DeviceRows> {
   private hiddenBytes = 0;
   private ids: DevicePtr = 0n;
   private idsBytes = 0;
+  private sampleWs: DevicePtr = 0n;
+  private sampleBytes = 0;
   private readonly states = new WeakMap<object, DeviceLayerState>();
   private readonly live = new Set<DevicePtr>();
   private readonly finalizer = new FinalizationRegistry<DevicePtr[]>((ptrs) => this.release(ptrs));
@@ -114,7 +121,8 @@ export class CudaBackend implements Backend<DeviceRows> {
       const slice = opts.sliceTokens ?? DEFAULT_SLICE;
       const matrix = checkpoint.info(EMBED).dtype === 'F32' ? 4 : 2;
       const engine = chooseEngine(native, ctx, matrix === 2 && (opts.tensorCores ?? process.env.KLC_CUDA_EXACT !== '1'));
-      const plan = planMemory(config, context, slice, moeScratch(native, ctx, config, slice), mlaScratch(native, ctx, config, slice), matrix, engine.tensorCores);
+      const sampling = native.sampleWorkspaceBytes(ctx, PLANNED_SAMPLE_ROWS, config.vocabSize) + PLANNED_SAMPLE_ROWS * 4;
+      const plan = planMemory(config, context, slice, moeScratch(native, ctx, config, slice), mlaScratch(native, ctx, config, slice), matrix, engine.tensorCores, sampling);
       const free = native.deviceInfo(index).freeBytes;
       if (plan.total > free * 0.95) {
         throw new UserError(
@@ -205,26 +213,43 @@ export class CudaBackend implements Backend<DeviceRows> {
     return this.kda(layer, x, state, K === 128 && chunk === NATIVE_KDA_CHUNK && x.T > 1);
   }
 
+  /**
+   * One KDA step of each sequence in one launch (klc_kda_decode_batch): the projections take all
+   * rows at once, then each row's short conv, gates and recurrence run on its own state.
+   */
   kdaDecode(layer: number, x: DeviceRows, states: readonly KdaLayerState[]): DeviceRows {
-    return this.perSequence(x, states, (row, state) => this.kda(layer, row, state, false));
+    this.checkBatch(x, states.length);
+    const w = this.layer(layer).kda;
+    if (!w) throw new Error(`layer ${layer} is not a KDA layer`);
+    const devs = states.map((s) => this.kdaState(s));
+    const { numHeads: H, headDim: K, convKernel: W } = this.config.kda;
+    const d = this.config.hiddenSize;
+    const P = H * K;
+    const B = x.T;
+    const n = this.native;
+    const c = this.ctx;
+    const proj = this.arena.alloc(B * 3 * P * F32);
+    n.linear(c, x.ptr, d, w.wqkv.ptr, proj, 3 * P, B, 3 * P, d, 1, 0, 0, 0, 0, w.wqkv.f32 ? 1 : 0);
+    const fa = this.linear(x, w.fA, K);
+    const f = this.linear(fa, w.fB, P);
+    const b = this.linear(x, w.bProj, H);
+    const o = this.arena.alloc(B * P * F32);
+    n.kdaDecodeBatch(c, {
+      H, K, V: K, W, scale: 1 / Math.sqrt(K), proj, convW: w.conv, g: f.ptr, beta: b.ptr, aLog: w.aLog, dtBias: w.dtBias, o,
+      states: BigUint64Array.from(devs, (s) => s.S), tails: BigUint64Array.from(devs, (s) => s.conv),
+    });
+    const ga = this.linear(x, w.gA, K);
+    const g2 = this.linear(ga, w.gB, P);
+    const normed = this.rowsOf(B, P);
+    n.gatedRmsnorm(c, o, 0, g2.ptr, w.oNorm, normed.ptr, B * H, K, this.config.rmsNormEps);
+    return this.linear(normed, w.oProj, d);
   }
 
-  /**
-   * A decode step of a batch, one sequence after another through the single-sequence path: row i
-   * of x belongs to states[i]. Each row takes its own workspace from the arena, which is planned
-   * for the batched form, so long MLA caches with several rows may exhaust it.
-   */
-  private perSequence<S>(x: DeviceRows, states: readonly S[], step: (row: DeviceRows, state: S) => DeviceRows): DeviceRows {
+  /** A decode batch has one row per sequence and at most MAX_DECODE_BATCH of them. */
+  private checkBatch(x: DeviceRows, sequences: number): void {
     this.check(x);
-    if (states.length !== x.T) throw new Error(`decode: ${x.T} rows but ${states.length} sequence states`);
-    if (x.T === 1) return step(x, states[0]);
-    const d = this.config.hiddenSize;
-    const out = this.rowsOf(x.T, d);
-    for (const [i, state] of states.entries()) {
-      const y = step({ ptr: x.ptr + BigInt(i * x.cols * F32), T: 1, cols: x.cols, generation: x.generation }, state);
-      this.native.copyDevice(this.ctx, out.ptr + BigInt(i * d * F32), y.ptr, d * F32);
-    }
-    return out;
+    if (sequences !== x.T) throw new Error(`decode: ${x.T} rows but ${sequences} sequence states`);
+    if (x.T > MAX_DECODE_BATCH) throw new Error(`decode: the CUDA backend steps at most ${MAX_DECODE_BATCH} sequences at once, got ${x.T}`);
   }
 
   /**
@@ -271,8 +296,42 @@ export class CudaBackend implements Backend<DeviceRows> {
     return this.mla(layer, x, state);
   }
 
+  /**
+   * One MLA step of each sequence: each row's latent is appended to its own cache, then all rows
+   * attend in the absorbed form in one launch (klc_mla_decode), each over its own cache and length.
+   */
   mlaDecode(layer: number, x: DeviceRows, states: readonly MlaLayerState[]): DeviceRows {
-    return this.perSequence(x, states, (row, state) => this.mla(layer, row, state));
+    this.checkBatch(x, states.length);
+    const w = this.layer(layer).mla;
+    if (!w) throw new Error(`layer ${layer} is not an MLA layer`);
+    const { numHeads: H, qkNopeHeadDim: nope, qkRopeHeadDim: r, vHeadDim: dv, kvLoraRank: L, kvNormEps } = this.config.mla;
+    const qw = nope + r;
+    const D = L + r;
+    const B = x.T;
+    const n = this.native;
+    const c = this.ctx;
+    const devs = states.map((s) => this.mlaState(s));
+    const q = this.linear(x, w.qProj, H * qw);
+    const ckv = this.linear(x, w.kvA, D);
+    devs.forEach((dev, i) => {
+      this.reserveCache(dev, dev.length + 1);
+      const rowAt = dev.cache + BigInt(dev.length * D * F32);
+      const src = ckv.ptr + BigInt(i * D * F32);
+      n.rmsnorm(c, src, D, w.kvNorm, rowAt, D, 1, L, kvNormEps);
+      n.copy2d(c, src + BigInt(L * F32), D, rowAt + BigInt(L * F32), D, 1, r);
+      dev.length += 1;
+    });
+    const qfull = this.arena.alloc(B * H * D * F32);
+    n.linear(c, q.ptr, H * qw, w.wUKt.ptr, qfull, H * D, B, L, nope, H, qw, L * nope, D, 0, w.wUKt.f32 ? 1 : 0);
+    n.copy2d(c, q.ptr + BigInt(nope * F32), qw, qfull + BigInt(L * F32), D, B * H, r);
+    const lengths = Int32Array.from(devs, (dev) => dev.length);
+    const wsBytes = n.mlaDecodeWorkspaceBytes(c, B, H, D, L, Math.max(...lengths));
+    const ws = this.arena.alloc(wsBytes);
+    const ctxLat = this.arena.alloc(B * H * L * F32);
+    n.mlaDecode(c, qfull, BigUint64Array.from(devs, (dev) => dev.cache), lengths, ctxLat, ws, wsBytes, H, D, L, 1 / Math.sqrt(qw));
+    const ctxV = this.rowsOf(B, H * dv);
+    n.linear(c, ctxLat, H * L, w.wUV.ptr, ctxV.ptr, H * dv, B, dv, L, H, L, dv * L, dv, 0, w.wUV.f32 ? 1 : 0);
+    return this.linear(ctxV, w.oProj, this.config.hiddenSize);
   }
 
   /**
@@ -385,6 +444,28 @@ export class CudaBackend implements Backend<DeviceRows> {
     return out;
   }
 
+  /**
+   * lm_head over the rows and one token per row picked on the GPU (klc_sample, pickToken's rule);
+   * only the ids come back.
+   */
+  sampleRows(x: DeviceRows, picks: readonly TokenPick[]): Int32Array {
+    this.checkBatch(x, picks.length);
+    const d = this.config.hiddenSize;
+    const V = this.config.vocabSize;
+    const B = x.T;
+    const n = this.native;
+    const c = this.ctx;
+    const logits = this.arena.alloc(B * V * F32);
+    n.linear(c, x.ptr, d, this.w.lmHead.ptr, logits, V, B, V, d, 1, 0, 0, 0, 0, this.w.lmHead.f32 ? 1 : 0);
+    const wsBytes = n.sampleWorkspaceBytes(c, B, V);
+    this.ensureSampleBuffers(wsBytes + B * 4);
+    const ids = this.sampleWs + BigInt(wsBytes);
+    n.sample(c, logits, V, picks.map((p) => ({ ...p, vocab: Math.min(p.vocab, V) })), ids, this.sampleWs, wsBytes);
+    const out = new Int32Array(B);
+    n.download(c, ids, out);
+    return out;
+  }
+
   // --- state --------------------------------------------------------------------------------------
 
   importState(state: SequenceState): void {
@@ -428,6 +509,7 @@ export class CudaBackend implements Backend<DeviceRows> {
     this.arena.free();
     if (this.hiddenBytes) this.native.free(this.ctx, this.hidden);
     if (this.idsBytes) this.native.free(this.ctx, this.ids);
+    if (this.sampleBytes) this.native.free(this.ctx, this.sampleWs);
     this.disposed = true;
     this.native.destroy(this.ctx);
   }
@@ -485,6 +567,15 @@ export class CudaBackend implements Backend<DeviceRows> {
       this.ids = this.native.alloc(this.ctx, idBytes);
       this.idsBytes = idBytes;
     }
+  }
+
+  /** The sampling sort's buffers live beside the arena: only decode steps need them, and they stay. */
+  private ensureSampleBuffers(bytes: number): void {
+    if (bytes <= this.sampleBytes) return;
+    if (this.sampleBytes) this.native.free(this.ctx, this.sampleWs);
+    this.sampleBytes = 0;
+    this.sampleWs = this.native.alloc(this.ctx, bytes);
+    this.sampleBytes = bytes;
   }
 
   private kdaSlot(ls: KdaLayerState): KdaDeviceState {

@@ -8,7 +8,7 @@ import { join, resolve } from 'node:path';
 import { packageRoot } from '../../../common/package-root';
 
 /** The ABI of native/include/klc_native.h that this TypeScript side was written against. */
-export const NATIVE_ABI_VERSION = 4;
+export const NATIVE_ABI_VERSION = 5;
 
 /** A context created on one device; freed by destroy() or when garbage-collected. */
 export type NativeContext = object & { readonly __klcContext: unique symbol };
@@ -45,6 +45,36 @@ export interface NativeKdaArgs {
   dtBias?: DevicePtr;
   state: DevicePtr;
   o: DevicePtr;
+}
+
+/** One decode step of KDA for several sequences; layouts as in klc_kda_decode_batch_args. */
+export interface NativeKdaDecodeBatchArgs {
+  H: number;
+  K: number;
+  V: number;
+  /** Short-conv kernel size. */
+  W: number;
+  scale: number;
+  /** [B, 2HK + HV] q|k|v projections before the short conv. */
+  proj: DevicePtr;
+  convW: DevicePtr;
+  g: DevicePtr;
+  beta: DevicePtr;
+  aLog: DevicePtr;
+  dtBias: DevicePtr;
+  o: DevicePtr;
+  /** Per sequence: its S [H, K, V] and its conv tail. */
+  states: BigUint64Array;
+  tails: BigUint64Array;
+}
+
+/** How one row's token is picked on the device (src/engine/sampler.ts TokenPick; vocab ≤ the row length). */
+export interface NativeTokenPick {
+  temperature: number;
+  topP: number;
+  topK: number;
+  vocab: number;
+  uniform: number;
 }
 
 export interface NativeKlc {
@@ -102,6 +132,17 @@ export interface NativeKlc {
    * returns the matrix engine in words; throws with the reason when cuBLAS cannot be used.
    */
   setTensorCores(ctx: NativeContext, enable: number): string;
+  /** KDA decode of row b for sequence b (B = states.length ≤ 64): short conv, gates, state update and output in one launch. */
+  kdaDecodeBatch(ctx: NativeContext, args: NativeKdaDecodeBatchArgs): void;
+  mlaDecodeWorkspaceBytes(ctx: NativeContext, B: number, H: number, D: number, L: number, maxLen: number): number;
+  /** Absorbed MLA decode: rows b*H + h of q [B*H, D] over caches[b] (lengths[b] rows, new row included); out [B*H, L]. */
+  mlaDecode(
+    ctx: NativeContext, q: DevicePtr, caches: BigUint64Array, lengths: Int32Array, out: DevicePtr, ws: DevicePtr, wsBytes: number,
+    H: number, D: number, L: number, scale: number,
+  ): void;
+  sampleWorkspaceBytes(ctx: NativeContext, rows: number, ld: number): number;
+  /** One token per row of logits [picks.length, ld] into ids (int32 on the device), by pickToken's rule. */
+  sample(ctx: NativeContext, logits: DevicePtr, ld: number, picks: readonly NativeTokenPick[], ids: DevicePtr, ws: DevicePtr, wsBytes: number): void;
 }
 
 export type CudaUnavailableCode = 'NOT_BUILT' | 'LOAD_FAILED' | 'ABI' | 'NO_DRIVER' | 'NO_DEVICE' | 'CUDA';

@@ -113,11 +113,12 @@ export function tensorCoreScratchBytes(c: KimiConfig, contextTokens: number, sli
     + mlaHeadsScratchBytes(c, sliceTokens);
 }
 
-export function planMemory(c: KimiConfig, contextTokens: number, sliceTokens: number, moeScratch: number, mlaScratch: number, matrix = BF16, tensorCores = false): MemoryPlan {
+/** `sampleScratch`: the device sampling buffers (klc_sample_workspace_bytes and the ids) kept beside the arena. */
+export function planMemory(c: KimiConfig, contextTokens: number, sliceTokens: number, moeScratch: number, mlaScratch: number, matrix = BF16, tensorCores = false, sampleScratch = 0): MemoryPlan {
   const weights = weightBytes(c, matrix);
   const state = stateBytes(c, contextTokens);
   const staging = tensorCores ? tensorCoreScratchBytes(c, contextTokens, sliceTokens) : 0;
-  const workspace = layerWorkspaceBytes(c, sliceTokens, moeScratch, mlaScratch) + sliceTokens * c.hiddenSize * F32 + sliceTokens * 4 + staging;
+  const workspace = layerWorkspaceBytes(c, sliceTokens, moeScratch, mlaScratch) + sliceTokens * c.hiddenSize * F32 + sliceTokens * 4 + staging + sampleScratch;
   return { weights, state, workspace, total: weights + state + workspace };
 }
 

@@ -1,0 +1,528 @@
+// Decode steps for a batch of sequences, each over its own state (spec 2.1 and 3): the KDA short
+// conv + gate + state update + output for B sequences in one launch, and the absorbed MLA attention
+// of B queries over B latent caches of different lengths, split over the key range (flash-decoding)
+// on tensor cores. The per-sequence state pointers and lengths travel in the kernel parameters, so a
+// step needs no upload and no synchronisation.
+#include <algorithm>
+#include <cfloat>
+#include <cmath>
+#include <cstdint>
+#include <string>
+
+#include "internal.h"
+
+namespace {
+
+__device__ __forceinline__ float sigmoidf_(float x) { return 1.f / (1.f + expf(-x)); }
+__device__ __forceinline__ float siluf_(float x) { return x / (1.f + expf(-x)); }
+__device__ __forceinline__ float softplusf_(float x) { return x > 20.f ? x : log1pf(expf(x)); }
+
+__device__ __forceinline__ float warp_sum(float x) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
+  return x;
+}
+
+int launched(const char *what) {
+  cudaError_t e = cudaGetLastError();
+  return e == cudaSuccess ? KLC_OK : klc::fail_cuda(e, what);
+}
+
+// ---------------------------------------------------------------------------------------------
+// KDA decode. One CTA per (head, sequence) with 128 value columns x 4 key quarters: thread (j, part)
+// keeps S[part*32 .. part*32+31, j] in registers. The CTA first runs the short conv of its head's
+// q, k and v channels (advancing each channel's tail exactly once) and the gate, then the fp32
+// recurrence of spec 2.1 step 8 with the key sums joined over the quarters in shared memory.
+constexpr int KDA_COLS = 128, KDA_PARTS = 4, KDA_PART_K = 32, KDA_THREADS = KDA_COLS * KDA_PARTS;
+
+struct KdaBatchParams {
+  int B, H, K, V, W;
+  float scale;
+  const float *proj, *conv_w, *g, *beta, *A_log, *dt_bias;
+  float *o;
+  float *states[KLC_MAX_DECODE_BATCH];
+  float *tails[KLC_MAX_DECODE_BATCH];
+};
+
+__global__ void __launch_bounds__(KDA_THREADS) kda_decode_batch_kernel(const __grid_constant__ KdaBatchParams p) {
+  const int h = blockIdx.x, b = blockIdx.y, tid = threadIdx.x;
+  const int j = tid % KDA_COLS, part = tid / KDA_COLS;
+  const int H = p.H, K = p.K, V = p.V, W = p.W, keep = W - 1;
+  const int HK = H * K, C = 2 * HK + H * V;
+  __shared__ float sq[KDA_COLS], sk[KDA_COLS], sv[KDA_COLS], sa[KDA_COLS];
+  __shared__ float red[KDA_PARTS][KDA_COLS];
+  __shared__ float norms[2];
+
+  // Short conv + SiLU of this head's channels, same arithmetic order as short_conv_kernel.
+  const float *x = p.proj + (size_t)b * C;
+  float *tail = p.tails[b];
+  for (int e = tid; e < 2 * K + V; e += KDA_THREADS) {
+    const int ch = e < K ? h * K + e : e < 2 * K ? HK + h * K + (e - K) : 2 * HK + h * V + (e - 2 * K);
+    const float *wc = p.conv_w + (size_t)ch * W;
+    float *tl = tail + (size_t)ch * keep;
+    const float cur = x[ch];
+    float acc = wc[keep] * cur;
+    for (int t = 0; t < keep; ++t) acc = fmaf(wc[t], tl[t], acc);
+    for (int t = 0; t + 1 < keep; ++t) tl[t] = tl[t + 1];
+    if (keep > 0) tl[keep - 1] = cur;
+    const float y = siluf_(acc);
+    if (e < K) sq[e] = y;
+    else if (e < 2 * K) sk[e - K] = y;
+    else sv[e - 2 * K] = y;
+  }
+  if (tid < K) {
+    const float neg_a = -expf(p.A_log[h]);
+    sa[tid] = expf(neg_a * softplusf_(p.g[(size_t)b * HK + h * K + tid] + p.dt_bias[h * K + tid]));
+  }
+  __syncthreads();
+  if (tid < 32) {
+    float nq = 0.f, nk = 0.f;
+    for (int c = tid; c < K; c += 32) {
+      nq += sq[c] * sq[c];
+      nk += sk[c] * sk[c];
+    }
+    nq = warp_sum(nq);
+    nk = warp_sum(nk);
+    if (tid == 0) {
+      norms[0] = rsqrtf(nq + 1e-6f) * p.scale;
+      norms[1] = rsqrtf(nk + 1e-6f);
+    }
+  }
+  __syncthreads();
+  const float iq = norms[0], ik = norms[1];
+  const float beta = sigmoidf_(p.beta[(size_t)b * H + h]);
+  float *S = p.states[b] + (size_t)h * K * V;
+  const int c0 = part * KDA_PART_K;
+  float s[KDA_PART_K];
+#pragma unroll
+  for (int i = 0; i < KDA_PART_K; ++i) s[i] = (c0 + i < K && j < V) ? S[(size_t)(c0 + i) * V + j] : 0.f;
+  float u = 0.f;
+#pragma unroll
+  for (int i = 0; i < KDA_PART_K; ++i) {
+    if (c0 + i < K) {
+      s[i] *= sa[c0 + i];
+      u = fmaf(s[i], sk[c0 + i] * ik, u);
+    }
+  }
+  red[part][j] = u;
+  __syncthreads();
+  u = red[0][j] + red[1][j] + red[2][j] + red[3][j];
+  const float bu = beta * ((j < V ? sv[j] : 0.f) - u);
+  float out = 0.f;
+#pragma unroll
+  for (int i = 0; i < KDA_PART_K; ++i) {
+    if (c0 + i < K) {
+      s[i] = fmaf(sk[c0 + i] * ik, bu, s[i]);
+      out = fmaf(s[i], sq[c0 + i] * iq, out);
+    }
+  }
+  __syncthreads();
+  red[part][j] = out;
+  __syncthreads();
+  if (part == 0 && j < V) p.o[((size_t)b * H + h) * V + j] = red[0][j] + red[1][j] + red[2][j] + red[3][j];
+  if (j < V)
+#pragma unroll
+    for (int i = 0; i < KDA_PART_K; ++i)
+      if (c0 + i < K) S[(size_t)(c0 + i) * V + j] = s[i];
+}
+
+// ---------------------------------------------------------------------------------------------
+// MLA decode. CTA (split, sequence, head group) takes 32 query heads and walks 32-key blocks of its
+// part of the sequence's cache: scores Q·Kᵀ and the value sum P·V (values = first L columns of the
+// keys) on mma.sync m16n8k8 TF32 tensor cores with an online softmax; each cache row is read from
+// global memory once per CTA for all 32 heads. In exact mode every product is split into a TF32
+// high part and a TF32 remainder (3 MMAs: hi·hi + hi·lo + lo·hi), which keeps fp32 accuracy.
+// Key blocks are fetched with cp.async into STAGES buffers, so the next block streams in while
+// the current one is computed. Partial (acc[L], max, sum) per split are joined by the combine.
+constexpr int MD_HEADS = 32, MD_NK = 32, MD_WARPS = 8, MD_THREADS = MD_WARPS * 32, MD_LMAX = 512;
+constexpr int MD_COL_TILES = MD_LMAX / 8 / MD_WARPS;  // value n-tiles per warp
+
+struct MlaBatchParams {
+  int H, D, L, splits, split_keys;
+  float scale;
+  const float *q;
+  float *ws;
+  const float *cache[KLC_MAX_DECODE_BATCH];
+  int len[KLC_MAX_DECODE_BATCH];
+};
+
+__device__ __forceinline__ uint32_t tf32(float x) {
+  uint32_t r;
+  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
+  return r;
+}
+
+__device__ __forceinline__ void mma_tf32(float c[4], const uint32_t a[4], const uint32_t b[2]) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+// c += a·b for fp32 fragments; SPLIT adds the remainder products so that the result is fp32-accurate.
+template <bool SPLIT>
+__device__ __forceinline__ void mma_f32(float c[4], const float a[4], const float b[2]) {
+  uint32_t ah[4], bh[2];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) ah[i] = tf32(a[i]);
+#pragma unroll
+  for (int i = 0; i < 2; ++i) bh[i] = tf32(b[i]);
+  if (SPLIT) {
+    uint32_t al[4], bl[2];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) al[i] = tf32(a[i] - __uint_as_float(ah[i]));
+#pragma unroll
+    for (int i = 0; i < 2; ++i) bl[i] = tf32(b[i] - __uint_as_float(bh[i]));
+    mma_tf32(c, al, bh);
+    mma_tf32(c, ah, bl);
+  }
+  mma_tf32(c, ah, bh);
+}
+
+__device__ __forceinline__ void cp_async16(void *smem, const void *gmem) {
+  const unsigned s = (unsigned)__cvta_generic_to_shared(smem);
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+
+// Row stride of the staged rows: a multiple of 4 floats (16-byte copies) that is 4 mod 8, so the
+// fragment loads of 8 rows x 4 columns hit 32 different banks.
+__host__ __device__ inline int md_stride(int D) { return D + 4; }
+
+size_t md_smem_bytes(int D, int stages) {
+  const size_t sd = md_stride(D);
+  return sizeof(float) * (MD_HEADS * sd + (size_t)stages * MD_NK * sd + MD_HEADS * (MD_NK + 4) + 3 * MD_HEADS);
+}
+
+template <int STAGES, bool SPLIT>
+__global__ void __launch_bounds__(MD_THREADS, 1) mla_decode_kernel(const __grid_constant__ MlaBatchParams p) {
+  extern __shared__ float sm[];
+  const int D = p.D, L = p.L, H = p.H, SD = md_stride(D);
+  const int split = blockIdx.x, b = blockIdx.y, h0 = blockIdx.z * MD_HEADS;
+  const int hn = min(MD_HEADS, H - h0);
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
+  const int len = p.len[b];
+  const int k_begin = split * p.split_keys, k_end = min(len, k_begin + p.split_keys);
+  float *Qs = sm;                              // [32][SD]
+  float *Ks = Qs + MD_HEADS * SD;              // [STAGES][NK][SD]
+  float *Ps = Ks + STAGES * MD_NK * SD;        // [32][NK + 4] scores, then probabilities
+  float *row_m = Ps + MD_HEADS * (MD_NK + 4);  // running max, sum and this block's rescale per head
+  float *row_l = row_m + MD_HEADS, *row_a = row_l + MD_HEADS;
+  const int PS = MD_NK + 4;
+  const size_t part_stride = (size_t)(L + 2);
+  auto partial = [&](int r) { return p.ws + (((size_t)b * H + h0 + r) * p.splits + split) * part_stride; };
+  if (k_begin >= k_end) {
+    if (tid < hn) {
+      partial(tid)[L] = -FLT_MAX;
+      partial(tid)[L + 1] = 0.f;
+    }
+    return;
+  }
+  const float *cache = p.cache[b];
+  const float *q = p.q + ((size_t)b * H + h0) * D;
+  const int D4 = D / 4;
+  auto load_block = [&](int buf, int kb) {
+    float *dst = Ks + (size_t)buf * MD_NK * SD;
+    for (int e = tid; e < MD_NK * D4; e += MD_THREADS) {
+      const int r = e / D4, c = (e % D4) * 4;
+      // Rows past the end repeat the last key: finite values whose probability is set to 0.
+      const int key = min(kb + r, k_end - 1);
+      cp_async16(dst + r * SD + c, cache + (size_t)key * D + c);
+    }
+    cp_async_commit();
+  };
+  load_block(0, k_begin);
+  for (int e = tid; e < MD_HEADS * D; e += MD_THREADS) {
+    const int r = e / D, c = e % D;
+    Qs[r * SD + c] = r < hn ? q[(size_t)r * D + c] : 0.f;
+  }
+  if (tid < MD_HEADS) {
+    row_m[tid] = -INFINITY;
+    row_l[tid] = 0.f;
+  }
+  float acc[2][MD_COL_TILES][4];
+#pragma unroll
+  for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+    for (int i = 0; i < MD_COL_TILES; ++i)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[mt][i][e] = 0.f;
+
+  int buf = 0;
+  for (int kb = k_begin; kb < k_end; kb += MD_NK) {
+    const bool more = kb + MD_NK < k_end;
+    if (STAGES > 1 && more) {
+      load_block(buf ^ 1, kb + MD_NK);
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
+    __syncthreads();
+    const float *Kb = Ks + (size_t)buf * MD_NK * SD;
+    {
+      // Scores: warp -> (16 heads, 8 keys).
+      const int mt = warp & 1, nt = warp >> 1;
+      float c[4] = {0.f, 0.f, 0.f, 0.f};
+      const float *qa = Qs + (mt * 16 + g) * SD + t;
+      const float *kbp = Kb + (nt * 8 + g) * SD + t;
+#pragma unroll 4
+      for (int k0 = 0; k0 < D; k0 += 8) {
+        const float a[4] = {qa[k0], qa[8 * SD + k0], qa[k0 + 4], qa[8 * SD + k0 + 4]};
+        const float bb[2] = {kbp[k0], kbp[k0 + 4]};
+        mma_f32<SPLIT>(c, a, bb);
+      }
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int r = mt * 16 + g + (e >> 1) * 8, kl = nt * 8 + 2 * t + (e & 1);
+        Ps[r * PS + kl] = kb + kl < k_end ? c[e] * p.scale : -INFINITY;
+      }
+    }
+    __syncthreads();
+    {
+      // Online softmax: 8 threads per head, 4 keys each.
+      const int r = tid >> 3, q4 = (tid & 7) * 4;
+      float v[4], mx = -INFINITY;
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        v[e] = Ps[r * PS + q4 + e];
+        mx = fmaxf(mx, v[e]);
+      }
+#pragma unroll
+      for (int o = 4; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+      const float m_old = row_m[r];
+      const float m_new = fmaxf(m_old, mx);
+      float sum = 0.f;
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const float pe = v[e] == -INFINITY ? 0.f : expf(v[e] - m_new);
+        Ps[r * PS + q4 + e] = pe;
+        sum += pe;
+      }
+#pragma unroll
+      for (int o = 4; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+      const float alpha = m_old == -INFINITY ? 0.f : expf(m_old - m_new);
+      __syncwarp();
+      if ((tid & 7) == 0) {
+        row_m[r] = m_new;
+        row_l[r] = row_l[r] * alpha + sum;
+        row_a[r] = alpha;
+      }
+    }
+    __syncthreads();
+    {
+      // Values: warp -> all 32 heads x its column tiles (cols (warp + 8 i) * 8 ..).
+      float alpha[2][2];
+#pragma unroll
+      for (int mt = 0; mt < 2; ++mt) {
+        alpha[mt][0] = row_a[mt * 16 + g];
+        alpha[mt][1] = row_a[mt * 16 + g + 8];
+      }
+#pragma unroll
+      for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+        for (int i = 0; i < MD_COL_TILES; ++i)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) acc[mt][i][e] *= alpha[mt][e >> 1];
+#pragma unroll
+      for (int ks = 0; ks < MD_NK; ks += 8) {
+        float a[2][4];
+#pragma unroll
+        for (int mt = 0; mt < 2; ++mt) {
+          const float *pa = Ps + (mt * 16 + g) * PS + ks + t;
+          a[mt][0] = pa[0];
+          a[mt][1] = pa[8 * PS];
+          a[mt][2] = pa[4];
+          a[mt][3] = pa[8 * PS + 4];
+        }
+        const float *vb = Kb + (ks + t) * SD + g;
+#pragma unroll
+        for (int i = 0; i < MD_COL_TILES; ++i) {
+          const int col = (warp + MD_WARPS * i) * 8;
+          if (col < L) {
+            const float bb[2] = {vb[col], vb[4 * SD + col]};
+            mma_f32<SPLIT>(acc[0][i], a[0], bb);
+            mma_f32<SPLIT>(acc[1][i], a[1], bb);
+          }
+        }
+      }
+    }
+    __syncthreads();
+    if (STAGES > 1) buf ^= 1;
+    else if (more) load_block(0, kb + MD_NK);
+  }
+#pragma unroll
+  for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+    for (int i = 0; i < MD_COL_TILES; ++i) {
+      const int col = (warp + MD_WARPS * i) * 8 + 2 * t;
+      if (col >= L) continue;
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        const int r = mt * 16 + g + half * 8;
+        if (r < hn) {
+          float *dst = partial(r);
+          dst[col] = acc[mt][i][half * 2];
+          dst[col + 1] = acc[mt][i][half * 2 + 1];
+        }
+      }
+    }
+  if (tid < hn) {
+    partial(tid)[L] = row_m[tid];
+    partial(tid)[L + 1] = row_l[tid];
+  }
+}
+
+// out[r, :] = sum_s e^(m_s - M) acc_s / sum_s e^(m_s - M) l_s over the splits of row r = b*H + h.
+__global__ void mla_decode_combine_kernel(const float *ws, float *out, int L, int splits) {
+  const size_t r = blockIdx.x;
+  const float *base = ws + r * splits * (size_t)(L + 2);
+  float M = -FLT_MAX;
+  for (int s = 0; s < splits; ++s) {
+    const float *pp = base + (size_t)s * (L + 2);
+    if (pp[L + 1] > 0.f) M = fmaxf(M, pp[L]);
+  }
+  float denom = 0.f;
+  for (int s = 0; s < splits; ++s) {
+    const float *pp = base + (size_t)s * (L + 2);
+    if (pp[L + 1] > 0.f) denom += expf(pp[L] - M) * pp[L + 1];
+  }
+  for (int c = threadIdx.x; c < L; c += blockDim.x) {
+    float num = 0.f;
+    for (int s = 0; s < splits; ++s) {
+      const float *pp = base + (size_t)s * (L + 2);
+      if (pp[L + 1] > 0.f) num += expf(pp[L] - M) * pp[c];
+    }
+    out[r * L + c] = num / denom;
+  }
+}
+
+// How the MLA decode is laid out for these shapes on this device; stages == 0: the staged rows do
+// not fit in shared memory and each sequence takes klc_mla_attention instead.
+struct MdPlan {
+  int stages, splits, split_keys;
+};
+
+MdPlan md_plan(klc_ctx *ctx, int B, int H, int D, int max_len) {
+  int dev = ctx ? ctx->device : 0, optin = 0, sms = 0;
+  cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
+  cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+  MdPlan plan{0, 1, max_len};
+  if ((size_t)optin >= md_smem_bytes(D, 2)) plan.stages = 2;
+  else if ((size_t)optin >= md_smem_bytes(D, 1)) plan.stages = 1;
+  const int groups = (H + MD_HEADS - 1) / MD_HEADS;
+  const int ctas = B * groups;
+  int splits = ((sms > 0 ? sms : 100) + ctas - 1) / ctas;
+  // The CUDA backend's workspace holds (2 B H + 8192) partial rows (memory-plan.ts).
+  const int cap = std::max(1, (8192 + 2 * B * H) / (B * H));
+  splits = std::min(splits, std::min(cap, (max_len + MD_NK - 1) / MD_NK));
+  splits = std::max(1, splits);
+  plan.split_keys = ((max_len + splits - 1) / splits + MD_NK - 1) / MD_NK * MD_NK;
+  plan.splits = (max_len + plan.split_keys - 1) / plan.split_keys;
+  return plan;
+}
+
+template <int STAGES, bool SPLIT>
+int launch_mla_decode(klc_ctx *ctx, const MlaBatchParams &p, int B, int groups) {
+  const size_t smem = md_smem_bytes(p.D, STAGES);
+  cudaError_t e = cudaFuncSetAttribute(mla_decode_kernel<STAGES, SPLIT>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+  if (e != cudaSuccess) return klc::fail_cuda(e, "configuring the MLA decode kernel");
+  mla_decode_kernel<STAGES, SPLIT><<<dim3(p.splits, B, groups), MD_THREADS, smem, ctx->stream>>>(p);
+  return launched("the MLA decode attention");
+}
+
+}  // namespace
+
+using namespace klc;
+
+extern "C" {
+
+int klc_kda_decode_batch(klc_ctx *ctx, const klc_kda_decode_batch_args *a) {
+  int rc = use_device(ctx);
+  if (rc) return rc;
+  if (!a || a->B < 1 || a->B > KLC_MAX_DECODE_BATCH || a->H < 1 || a->K < 1 || a->K > KDA_PARTS * KDA_PART_K || a->V < 1 ||
+      a->V > KDA_COLS || a->W < 1 || a->W > 8)
+    return fail(KLC_E_ARG, "klc_kda_decode_batch: needs 1 <= B <= " + std::to_string(KLC_MAX_DECODE_BATCH) +
+                               ", K and V at most 128, conv kernel 1..8");
+  if (!a->proj || !a->conv_w || !a->g || !a->beta || !a->A_log || !a->dt_bias || !a->o || !a->states || !a->tails)
+    return fail(KLC_E_ARG, "klc_kda_decode_batch: every input, output and state pointer must be set");
+  KdaBatchParams p{};
+  p.B = a->B;
+  p.H = a->H;
+  p.K = a->K;
+  p.V = a->V;
+  p.W = a->W;
+  p.scale = a->scale;
+  p.proj = a->proj;
+  p.conv_w = a->conv_w;
+  p.g = a->g;
+  p.beta = a->beta;
+  p.A_log = a->A_log;
+  p.dt_bias = a->dt_bias;
+  p.o = a->o;
+  for (int b = 0; b < a->B; ++b) {
+    if (!a->states[b] || !a->tails[b]) return fail(KLC_E_ARG, "klc_kda_decode_batch: state or conv tail of sequence " + std::to_string(b) + " is null");
+    p.states[b] = a->states[b];
+    p.tails[b] = a->tails[b];
+  }
+  kda_decode_batch_kernel<<<dim3(a->H, a->B), KDA_THREADS, 0, ctx->stream>>>(p);
+  return launched("the batched KDA decode");
+}
+
+size_t klc_mla_decode_workspace_bytes(klc_ctx *ctx, int B, int H, int D, int L, int max_len) {
+  if (B < 1 || H < 1 || D < 1 || L < 1 || max_len < 1) return 0;
+  const MdPlan plan = md_plan(ctx, B, H, D, max_len);
+  if (plan.stages == 0) return klc_mla_workspace_bytes(H, L, klc_mla_splits(ctx, H, max_len));
+  return (size_t)B * H * plan.splits * (L + 2) * sizeof(float);
+}
+
+int klc_mla_decode(klc_ctx *ctx, const float *q, const float *const *caches, const int32_t *lengths, float *out, void *ws,
+                   size_t ws_bytes, int B, int H, int D, int L, float scale) {
+  int rc = use_device(ctx);
+  if (rc) return rc;
+  if (!q || !caches || !lengths || !out || !ws || B < 1 || B > KLC_MAX_DECODE_BATCH || H < 1 || L < 8 || L > MD_LMAX ||
+      L % 8 || D < L || D % 8)
+    return fail(KLC_E_ARG, "klc_mla_decode: bad pointers or shape (1 <= B <= " + std::to_string(KLC_MAX_DECODE_BATCH) +
+                               ", latent width L a multiple of 8 up to 512, D >= L a multiple of 8)");
+  int max_len = 0;
+  for (int b = 0; b < B; ++b) {
+    if (!caches[b] || lengths[b] < 1)
+      return fail(KLC_E_ARG, "klc_mla_decode: sequence " + std::to_string(b) + " has no cache or no rows (its new row must be appended first)");
+    max_len = std::max(max_len, (int)lengths[b]);
+  }
+  if (ws_bytes < klc_mla_decode_workspace_bytes(ctx, B, H, D, L, max_len))
+    return fail(KLC_E_ARG, "klc_mla_decode: workspace smaller than klc_mla_decode_workspace_bytes()");
+  const MdPlan plan = md_plan(ctx, B, H, D, max_len);
+  if (plan.stages == 0) {
+    for (int b = 0; b < B; ++b) {
+      const int splits = klc_mla_splits(ctx, H, lengths[b]);
+      rc = klc_mla_attention(ctx, q + (size_t)b * H * D, caches[b], out + (size_t)b * H * L, static_cast<float *>(ws),
+                             ws_bytes, 1, H, lengths[b] - 1, D, L, scale, splits);
+      if (rc) return rc;
+    }
+    return KLC_OK;
+  }
+  MlaBatchParams p{};
+  p.H = H;
+  p.D = D;
+  p.L = L;
+  p.splits = plan.splits;
+  p.split_keys = plan.split_keys;
+  p.scale = scale;
+  p.q = q;
+  p.ws = static_cast<float *>(ws);
+  for (int b = 0; b < B; ++b) {
+    p.cache[b] = caches[b];
+    p.len[b] = lengths[b];
+  }
+  const int groups = (H + MD_HEADS - 1) / MD_HEADS;
+  const bool exact = !ctx->tensor_cores;
+  if (plan.stages == 2) rc = exact ? launch_mla_decode<2, true>(ctx, p, B, groups) : launch_mla_decode<2, false>(ctx, p, B, groups);
+  else rc = exact ? launch_mla_decode<1, true>(ctx, p, B, groups) : launch_mla_decode<1, false>(ctx, p, B, groups);
+  if (rc) return rc;
+  mla_decode_combine_kernel<<<B * H, 128, 0, ctx->stream>>>(p.ws, out, L, plan.splits);
+  return launched("the MLA decode split combine");
+}
+
+}  // extern "C"
