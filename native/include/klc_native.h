@@ -81,7 +81,9 @@ KLC_API int klc_synchronize(klc_ctx *ctx);
  * their fp32 activations to bf16 and run on cuBLAS (loaded at run time: $KLC_CUBLAS, then
  * libcublas.so.13, then .12) with fp32 accumulation and output. Off by default, which keeps the exact
  * fp32 CUDA-core kernels; fp32 weights always take them. Enabling fails with KLC_E_NO_DRIVER and a
- * reason when cuBLAS cannot be loaded, and the context stays in the exact mode. */
+ * reason when cuBLAS cannot be loaded, and the context stays in the exact mode. In both modes, calls with few
+ * rows (linear layers with M <= 8, MoE experts with at most 128 token-expert pairs) take memory-bound kernels
+ * that keep the activations in fp32; KLC_SMALL_BATCH=0 in the environment turns them off (for comparisons). */
 KLC_API int klc_set_tensor_cores(klc_ctx *ctx, int enable);
 /* Which engine runs the matrix products now, in words (for logs). */
 KLC_API const char *klc_gemm_engine(klc_ctx *ctx);

@@ -79,4 +79,17 @@ int tc_moe(klc_ctx *ctx, const MoeTc &m);
 bool tc_mla_wanted(klc_ctx *ctx, int T);
 int tc_mla(klc_ctx *ctx, const float *q, const float *cache, float *out, int T, int H, int start, int D, int L, float scale);
 
+// ---- small-batch paths, memory-bound, fp32 activations and accumulation in every mode ----
+// Off when KLC_SMALL_BATCH=0 (kept for comparisons against the general paths).
+bool small_batch_enabled();
+// MoE experts with bf16 weights for few (token, expert) pairs, without host synchronisation
+// (moe_small.cu); h is room for T * k * I floats.
+bool moe_small_wanted(int T, int k, int d, int I, const void *x, const void *w13, const void *w2, const void *h);
+int moe_small(klc_ctx *ctx, const float *x, const int *idx, const float *w, const void *w13, const void *w2, float *out, float *h,
+              int T, int d, int I, int k);
+// klc_linear for M <= 8 rows as a GEMV over 16-byte weight vectors (gemv.cu).
+bool gemv_wanted(const float *x, int ldx, long long sx, const void *w, long long sw, int M, int K, int w_f32);
+int gemv(klc_ctx *ctx, const float *x, int ldx, long long sx, const void *w, long long sw, float *y, int ldy, long long sy, int M,
+         int N, int K, int batch, int accumulate, int w_f32);
+
 }  // namespace klc

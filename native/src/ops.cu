@@ -574,6 +574,7 @@ int klc_linear(klc_ctx *ctx, const float *x, int ldx, const void *w, float *y, i
   if (!x || !w || !y || M < 1 || N < 1 || K < 1 || batch < 1 || batch > 65535 || ldx < K || ldy < N)
     return fail(KLC_E_ARG, "klc_linear: bad pointers or shape (M=" + std::to_string(M) + " N=" + std::to_string(N) +
                                " K=" + std::to_string(K) + ")");
+  if (gemv_wanted(x, ldx, sx, w, sw, M, K, w_f32)) return gemv(ctx, x, ldx, sx, w, sw, y, ldy, sy, M, N, K, batch, accumulate, w_f32);
   if (ctx->tensor_cores && !w_f32) return tc_linear(ctx, x, ldx, w, y, ldy, M, N, K, batch, sx, sw, sy, accumulate);
   GemmArgs a{x, ldx, nullptr, w, sw, y, ldy, M, N, K, sx, sy, accumulate, nullptr, nullptr, 0};
   if (M <= GEMV_MAX_ROWS) {
@@ -697,6 +698,8 @@ int klc_moe_experts(klc_ctx *ctx, const float *x, const int32_t *idx, const floa
   float *hbuf = reinterpret_cast<float *>(p);
   p += align256(sizeof(float) * rows * I);
   float *ybuf = reinterpret_cast<float *>(p);
+  // Few pairs (decode): the chosen experts' weights are read once, straight from idx on the GPU.
+  if (!w_f32 && moe_small_wanted(T, k, d, I, x, w13, w2, gu)) return moe_small(ctx, x, idx, w, w13, w2, out, gu, T, d, I, k);
   moe_sort_kernel<<<1, 1024, 0, ctx->stream>>>(idx, n, E, off, tiles, cursor, pos, tok, k);
   if ((rc = launched("the MoE token sort"))) return rc;
   if (!w_f32 && ctx->tensor_cores) {

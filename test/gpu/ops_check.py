@@ -3,7 +3,10 @@ MLA attention over the latent cache (prefill with and without a cached prefix at
 up to 32k tokens; decode over a long cache, split over the keys) and the bf16-weight linear layer
 at the model's shapes; then the tensor-core forms (cuBLAS, bf16 activations) of the linear layer,
 the grouped MoE experts and MLA prefill attention (absorbed, and flash-style over up-projected heads; with
---mla-heads only the latter). Prints one line per case and exits non-zero when a case fails."""
+--mla-heads only the latter); the small-batch paths (sync-free MoE for few token-expert pairs, the GEMV for
+M <= 8) in both modes, timed against the general paths (KLC_SMALL_BATCH=0) with CUDA events (with --small-batch
+only these and the linear/MoE cases). Prints one line per case and exits non-zero when a case fails."""
+import os
 import ctypes
 import json
 import sys
@@ -86,7 +89,8 @@ def bf16(x):
 
 def tc_linear_case(klc, M, N, K, batch=1, seed=2):
     """Tensor-core linear layer, strided batches as MLA's per-head products use them: x_b = x[:, b*K:],
-    y_b = y[:, b*N:]. Reference: float64 products of the bf16-rounded activations."""
+    y_b = y[:, b*N:]. Reference: float64 products of the bf16-rounded activations, or of the fp32 ones for
+    M <= 8, which the GEMV serves in every mode (so this fails if cuBLAS took such a call)."""
     g = torch.Generator(device="cuda").manual_seed(seed)
     x = torch.randn(M, batch * K, device="cuda", generator=g)
     w = (torch.randn(batch, N, K, device="cuda", generator=g) * K ** -0.5).to(torch.bfloat16)
@@ -94,14 +98,16 @@ def tc_linear_case(klc, M, N, K, batch=1, seed=2):
     klc._check(klc.lib.klc_linear(klc.ctx, c_p(x.data_ptr()), batch * K, c_p(w.data_ptr()), c_p(y.data_ptr()), batch * N, M, N,
                                   K, batch, c_ll(K), c_ll(N * K), c_ll(N), 1, 0))
     klc.sync()
-    want = torch.cat([0.5 + bf16(x[:, b * K:(b + 1) * K]) @ w[b].double().T for b in range(batch)], 1)
+    rounded = bf16 if M > 8 else (lambda t: t.double())
+    want = torch.cat([0.5 + rounded(x[:, b * K:(b + 1) * K]) @ w[b].double().T for b in range(batch)], 1)
     err = ((y.double() - want).abs().max() / want.abs().max()).item()
-    check(f"tensor-core linear M={M} N={N} K={K} batch={batch} accumulate", err, 1e-4)
+    check(f"tensor-core linear M={M} N={N} K={K} batch={batch} accumulate", err, 1e-5 if M <= 8 else 1e-4)
 
 
 def tc_moe_case(klc, T, d=2304, I=1024, E=256, k=8, seed=3):
     """Grouped tensor-core MoE against float64 experts on bf16-rounded inputs; the SwiGLU output is
-    rounded to bf16 on the GPU, hence a bf16-level tolerance. The exact kernel runs the same call."""
+    rounded to bf16 on the GPU, hence a bf16-level tolerance. The exact kernel runs the same call.
+    Few pairs (T=1) take the small-batch path in both modes (see small_moe_case for its tight check)."""
     g = torch.Generator(device="cuda").manual_seed(seed)
     x = torch.randn(T, d, device="cuda", generator=g)
     w13 = (torch.randn(E, 2 * I, d, device="cuda", generator=g) * d ** -0.5).to(torch.bfloat16)
@@ -134,6 +140,217 @@ def tc_moe_case(klc, T, d=2304, I=1024, E=256, k=8, seed=3):
     check(f"tensor-core MoE T={T} E={E} top-{k} d={d} I={I}", err, 1e-2)
     err = ((outs[0] - outs[1]).abs().max() / outs[1].abs().max()).item()
     check(f"tensor-core MoE T={T} vs the exact fp32 kernel", err, 1e-2)
+
+
+def timed_ms(klc, fn, iters=20):
+    """Milliseconds per call of fn (klc calls) over `iters` calls after one warm-up, with CUDA events
+    on a torch stream the context is switched onto, so that the events bracket exactly its work."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    ev = [torch.cuda.Event(enable_timing=True) for _ in range(2)]
+    with torch.cuda.stream(stream):
+        klc.set_stream(stream.cuda_stream)
+        try:
+            fn()
+            ev[0].record()
+            for _ in range(iters):
+                fn()
+            ev[1].record()
+            ev[1].synchronize()
+        finally:
+            klc.set_stream(0)
+    torch.cuda.current_stream().wait_stream(stream)
+    return ev[0].elapsed_time(ev[1]) / iters
+
+
+def copy_bandwidth():
+    """Device copy bandwidth in bytes/s, reads plus writes (as test/gpu/run-speed.sh measures it)."""
+    x = torch.empty(2 ** 28, device="cuda")
+    y = torch.empty_like(x)
+    y.copy_(x)
+    torch.cuda.synchronize()
+    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    a.record()
+    for _ in range(20):
+        y.copy_(x)
+    b.record()
+    torch.cuda.synchronize()
+    return 2 * 2 ** 30 * 20 / (a.elapsed_time(b) / 1e3)
+
+
+class general_paths:
+    """KLC_SMALL_BATCH=0 for the duration: the library's sort + grouped GEMM MoE and tiled/cuBLAS linears."""
+
+    def __enter__(self):
+        os.environ["KLC_SMALL_BATCH"] = "0"
+
+    def __exit__(self, *exc):
+        del os.environ["KLC_SMALL_BATCH"]
+
+
+def moe_weights(E, d, I, seed):
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    w13 = (torch.randn(E, 2 * I, d, device="cuda", generator=g) * d ** -0.5).to(torch.bfloat16)
+    w2 = (torch.randn(E, d, I, device="cuda", generator=g) * I ** -0.5).to(torch.bfloat16)
+    return w13, w2
+
+
+def moe_routing(T, E, k, pool, seed):
+    """idx [T, k] ascending per token, each token's k experts drawn from the first `pool` of a seeded
+    permutation (pool < T * k makes tokens share experts), and routing weights."""
+    cpu = torch.Generator().manual_seed(seed)
+    experts = torch.randperm(E, generator=cpu)[:pool]
+    idx = torch.stack([experts[torch.randperm(pool, generator=cpu)[:k]].sort().values for _ in range(T)])
+    wt = torch.rand(T, k, generator=cpu)
+    return idx.to(torch.int32).cuda().contiguous(), wt.cuda()
+
+
+def moe_call(klc, x, idx, wt, w13, w2, out, I):
+    T, d = x.shape
+    E, k = w13.shape[0], idx.shape[1]
+    ws_bytes = klc.lib.klc_moe_workspace_bytes(T, d, I, E, k)
+    ws = torch.empty(ws_bytes, dtype=torch.uint8, device="cuda")
+    return lambda: klc._check(klc.lib.klc_moe_experts(klc.ctx, c_p(x.data_ptr()), c_p(idx.data_ptr()), c_p(wt.data_ptr()),
+                                                      c_p(w13.data_ptr()), c_p(w2.data_ptr()), c_p(out.data_ptr()),
+                                                      c_p(ws.data_ptr()), c_z(ws_bytes), T, d, I, E, k, 0))
+
+
+def moe_reference(x, idx, wt, w13, w2, base, I):
+    want = base.double().clone()
+    for t in range(x.shape[0]):
+        xt = x[t].double()
+        for s in range(idx.shape[1]):
+            e = int(idx[t, s])
+            gu = w13[e].double() @ xt
+            want[t] += wt[t, s].double() * (w2[e].double() @ (torch.nn.functional.silu(gu[:I]) * gu[I:]))
+    return want
+
+
+def small_moe_case(klc, w13, w2, T, k, pool, seed):
+    """The sync-free small-batch MoE (fp32 activations and accumulation in both modes) against float64
+    experts on the fp32 input, accumulating into a non-zero out; and against the general exact kernel.
+    The tolerance is fp32-level: the old tensor-core path (bf16 activations, ~2e-3) would fail it."""
+    E, I2, d = w13.shape
+    I = I2 // 2
+    idx, wt = moe_routing(T, E, k, pool, seed)
+    x = torch.randn(T, d, device="cuda", generator=torch.Generator(device="cuda").manual_seed(seed))
+    base = torch.randn(T, d, device="cuda", generator=torch.Generator(device="cuda").manual_seed(seed + 1))
+    want = moe_reference(x, idx, wt, w13, w2, base, I)
+    scale = (want - base.double()).abs().max()
+    outs = {}
+    for label, tc, general in (("exact", False, False), ("tensor-core", True, False), ("general exact kernel", False, True)):
+        set_tensor_cores(klc, tc)
+        out = base.clone()
+        if general:
+            with general_paths():
+                moe_call(klc, x, idx, wt, w13, w2, out, I)()
+        else:
+            moe_call(klc, x, idx, wt, w13, w2, out, I)()
+        klc.sync()
+        outs[label] = out.double()
+    set_tensor_cores(klc, True)
+    shared = T * k - len(set(idx.flatten().tolist()))
+    tag = f"small-batch MoE T={T} E={E} top-{k} d={d} I={I} ({shared} of {T * k} pairs share an expert)"
+    for label in ("exact", "tensor-core"):
+        check(f"{tag}, {label} mode vs float64", ((outs[label] - want).abs().max() / scale).item(), 1e-5)
+    check(f"{tag} vs the general exact kernel", ((outs["exact"] - outs["general exact kernel"]).abs().max() / scale).item(), 1e-5)
+
+
+def small_moe_timing(klc, w13, w2, copy_bps, k=8):
+    """CUDA-event time of the small-batch MoE against the general tensor-core path (sort, host wait, bucketed
+    cuBLAS GEMMs) and, at T=1, the general exact kernel; GB/s over the bytes of the distinct chosen experts."""
+    E, I2, d = w13.shape
+    I = I2 // 2
+    set_tensor_cores(klc, True)
+    for T in (1, 2, 4, 8, 16):
+        idx, wt = moe_routing(T, E, k, E, 100 + T)
+        x = torch.randn(T, d, device="cuda")
+        out = torch.zeros(T, d, device="cuda")
+        distinct = len(set(idx.flatten().tolist()))
+        gbytes = distinct * 3 * I * d * 2 / 1e9
+        small = timed_ms(klc, moe_call(klc, x, idx, wt, w13, w2, out, I))
+        with general_paths():
+            general = timed_ms(klc, moe_call(klc, x, idx, wt, w13, w2, out, I))
+            exact = None
+            if T == 1:
+                set_tensor_cores(klc, False)
+                exact = timed_ms(klc, moe_call(klc, x, idx, wt, w13, w2, out, I))
+                set_tensor_cores(klc, True)
+        gbs = gbytes / (small / 1e3)
+        row = {"case": f"time small-batch MoE T={T}", "T": T, "pairs": T * k, "distinct_experts": distinct, "bytes_gb": gbytes,
+               "small_ms": small, "general_tc_ms": general, "general_exact_ms": exact, "small_gb_s": gbs,
+               "of_copy_bw": gbs * 1e9 / copy_bps, "ok": True}
+        results.append(row)
+        print(f"time MoE T={T} ({distinct} experts, {gbytes * 1e3:.0f} MB): small {small * 1e3:.1f} us = {gbs:.0f} GB/s "
+              f"({100 * row['of_copy_bw']:.0f}% of copy bw); general tensor-core {general * 1e3:.1f} us"
+              + (f", general exact {exact * 1e3:.1f} us" if exact else ""), flush=True)
+
+
+def gemv_case(klc, M, N, K, batch=1, w_f32=False, modes=(False, True), seed=5):
+    """klc_linear with few rows, accumulating into y = 0.5: x_b = x[:, b*K:], y_b = y[:, b*N:] as MLA's
+    per-head products; float64 reference on the fp32 activations (the GEMV serves M <= 8 in every mode,
+    so a bf16-rounding tensor-core path fails the fp32-level tolerance). modes: tensor cores off/on."""
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    x = torch.randn(M, batch * K, device="cuda", generator=g)
+    w = torch.randn(batch, N, K, device="cuda", generator=g) * K ** -0.5
+    w = w if w_f32 else w.to(torch.bfloat16)
+    want = torch.cat([0.5 + x[:, b * K:(b + 1) * K].double() @ w[b].double().T for b in range(batch)], 1)
+    for tc in modes:
+        set_tensor_cores(klc, tc)
+        y = torch.full((M, batch * N), 0.5, device="cuda")
+        klc._check(klc.lib.klc_linear(klc.ctx, c_p(x.data_ptr()), batch * K, c_p(w.data_ptr()), c_p(y.data_ptr()), batch * N, M,
+                                      N, K, batch, c_ll(K), c_ll(N * K), c_ll(N), 1, int(w_f32)))
+        klc.sync()
+        err = ((y.double() - want).abs().max() / (want - 0.5).abs().max()).item()
+        check(f"few-row linear M={M} N={N} K={K} batch={batch} {'fp32' if w_f32 else 'bf16'} weights, "
+              f"{'tensor-core' if tc else 'exact'} mode", err, 1e-5)
+    set_tensor_cores(klc, True)
+
+
+def gemv_timing(klc, copy_bps):
+    """CUDA-event time of decode's linear layers (M=1) on the GEMV against the general paths: tensor-core
+    mode (bf16 staging + cuBLAS) and exact mode (the one-warp-per-column kernel); GB/s over the weights."""
+    for name, N, K in (("lm_head", 163840, 2304), ("dense gate/up", 18432, 2304), ("KDA q/k/v", 12288, 2304),
+                       ("KDA o_proj", 2304, 4096), ("shared expert gate/up", 2048, 2304), ("shared expert down", 2304, 1024),
+                       ("KDA f_b", 4096, 128)):
+        x = torch.randn(1, K, device="cuda")
+        w = (torch.randn(N, K, device="cuda") * K ** -0.5).to(torch.bfloat16)
+        y = torch.empty(1, N, device="cuda")
+        call = lambda: klc._check(klc.lib.klc_linear(klc.ctx, c_p(x.data_ptr()), K, c_p(w.data_ptr()), c_p(y.data_ptr()), N, 1, N,
+                                                     K, 1, c_ll(0), c_ll(0), c_ll(0), 0, 0))
+        set_tensor_cores(klc, True)
+        small = timed_ms(klc, call)
+        with general_paths():
+            tc = timed_ms(klc, call)
+            set_tensor_cores(klc, False)
+            exact = timed_ms(klc, call)
+            set_tensor_cores(klc, True)
+        gbs = N * K * 2 / (small / 1e3) / 1e9
+        results.append({"case": f"time GEMV {name}", "N": N, "K": K, "gemv_ms": small, "general_tc_ms": tc, "general_exact_ms": exact,
+                        "gemv_gb_s": gbs, "of_copy_bw": gbs * 1e9 / copy_bps, "ok": True})
+        print(f"time linear M=1 {name} {N}x{K}: GEMV {small * 1e3:.1f} us = {gbs:.0f} GB/s ({100 * gbs * 1e9 / copy_bps:.0f}% of copy bw); "
+              f"cuBLAS tensor-core path {tc * 1e3:.1f} us, exact tiled path {exact * 1e3:.1f} us", flush=True)
+
+
+def small_batch_cases(klc):
+    klc.lib.klc_moe_workspace_bytes.restype = c_z
+    copy_bps = copy_bandwidth()
+    print(f"device copy bandwidth (read + write): {copy_bps / 1e12:.3f} TB/s", flush=True)
+    results.append({"case": "copy bandwidth", "bytes_per_s": copy_bps, "ok": True})
+    for M, N, K, batch, f32 in ((1, 163840, 2304, 1, False), (3, 4096, 128, 1, False), (8, 32, 2304, 1, False),
+                                (5, 12288, 2304, 1, False), (1, 512, 128, 32, False), (2, 128, 512, 32, False),
+                                (1, 256, 2304, 1, True), (2, 64, 24, 1, True)):
+        gemv_case(klc, M, N, K, batch, f32)
+    gemv_case(klc, 2, 64, 20, modes=(False,))  # K not a multiple of 8: the exact mode's general kernel
+    w13, w2 = moe_weights(256, 2304, 1024, 11)
+    for T, pool, seed in ((1, 256, 21), (3, 12, 22), (8, 256, 23), (8, 16, 24), (16, 40, 25), (16, 256, 26)):
+        small_moe_case(klc, w13, w2, T, 8, pool, seed)
+    tiny13, tiny2 = moe_weights(8, 128, 64, 12)
+    small_moe_case(klc, tiny13, tiny2, 5, 2, 8, 27)
+    small_moe_timing(klc, w13, w2, copy_bps)
+    gemv_timing(klc, copy_bps)
+    del w13, w2
+    torch.cuda.empty_cache()
 
 
 def mla_heads_case(klc, T, H, start, sample=24, seed=7, tol=1e-2, compare=False):
@@ -211,6 +428,18 @@ def main():
     klc.lib.klc_mla_splits.restype = c_i
     for M, N, K in ((1, 4096, 2304), (3, 576, 2304), (200, 12288, 2304), (1000, 2304, 4096), (77, 163840 // 8, 2304)):
         linear_case(klc, M, N, K)
+    if "--small-batch" in sys.argv:
+        print(f"engine: {set_tensor_cores(klc, True)}", flush=True)
+        for M, N, K in ((1, 4096, 2304), (200, 12288, 2304), (77, 163840 // 8, 2304)):
+            tc_linear_case(klc, M, N, K)
+        tc_linear_case(klc, 300, 512, 128, batch=32)
+        tc_moe_case(klc, 1000)
+        tc_moe_case(klc, 64, E=32, k=4)
+        tc_moe_case(klc, 1)
+        small_batch_cases(klc)
+        klc.close()
+        json.dump(results, open(sys.argv[1], "w"), indent=1)
+        return 0 if all(r["ok"] for r in results) else 1
     mla_case(klc, 5, 4, 0, D=80, L=64)
     mla_case(klc, 200, 32, 0)
     mla_case(klc, 300, 32, 1000)
@@ -224,6 +453,7 @@ def main():
     tc_moe_case(klc, 1000)
     tc_moe_case(klc, 64, E=32, k=4)
     tc_moe_case(klc, 1)
+    small_batch_cases(klc)
     for T, H, start in ((200, 32, 0), (300, 32, 1000), (4096, 32, 0), (32768, 4, 0), (20, 4, 5)):
         mla_case(klc, T, H, start, tol=1e-2, label="tensor-core ")
     mla_heads_cases(klc)

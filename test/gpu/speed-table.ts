@@ -4,7 +4,9 @@
 // layers the way ../shared/research/hf-scale-anchor.md does: a pass with a synchronise around
 // every backend call gives per-kind times; outside + 20 KDA + 7 MLA + 1 dense + 26 MoE + 27 norm
 // sets over the same sum for this model's layers scales the plain timing. Decode is set beside
-// the bytes a step must move at the measured copy bandwidth.
+// the bytes a step must move at the measured copy bandwidth. Decode is also run with the
+// library's small-batch paths off (KLC_SMALL_BATCH=0: sorted MoE GEMMs with a host wait, cuBLAS
+// linears), on the same state, for a before/after in one run.
 // Usage: node speed-table.cjs MODEL_DIR CONTEXTS(4096,32768) OUT.json [COPY_TB_PER_S]
 import { writeFileSync } from 'node:fs';
 import { CudaBackend } from '../../src/engine/backends/cuda/backend';
@@ -106,6 +108,25 @@ function decodeBytes(c: KimiConfig, T: number): number {
   return weights + state;
 }
 
+/** Median ms of 16 decode steps, then per-kind times of 8 instrumented steps, continuing `state`. */
+async function decodeRun(m: Model, state: ReturnType<Model['newState']>, first: number, probe: ReturnType<typeof instrument>): Promise<{ tpot: number; steps: number[]; ratio: number; perLayer: Record<string, number>; tok: number }> {
+  const steps: number[] = [];
+  let tok = first;
+  for (let i = 0; i < 16; i++) {
+    const t = performance.now();
+    tok = argmax(await m.decode(state, tok));
+    steps.push(performance.now() - t);
+  }
+  probe.on = true;
+  for (const k of KINDS) probe.times[k] = 0;
+  const probeSteps = 8;
+  for (let i = 0; i < probeSteps; i++) tok = argmax(await m.decode(state, tok));
+  for (const k of KINDS) probe.times[k] /= probeSteps;
+  probe.on = false;
+  const dec = fullRatio(probe.times, m.config);
+  return { tpot: median(steps), steps, ratio: dec.ratio, perLayer: dec.perLayer, tok };
+}
+
 async function prefillMs(m: Model, ids: Int32Array): Promise<{ ms: number; state: ReturnType<Model['newState']>; logits: Float32Array }> {
   const state = m.newState();
   const t = performance.now();
@@ -126,7 +147,10 @@ async function main(): Promise<void> {
   const probe = instrument(b);
   const rows: Record<string, unknown>[] = [];
   const V = c.vocabSize;
-  await prefillMs(m, prompt(1024, 7, V)); // first-call costs: cuBLAS heuristics, workspace growth
+  const warm = await prefillMs(m, prompt(1024, 7, V)); // first-call costs: cuBLAS heuristics, workspace growth
+  // Decode's first steps run JIT-cold (seen on H200: 4.7 ms falling to 2.5 ms over 16 steps), so some go first.
+  let warmTok = argmax(warm.logits);
+  for (let i = 0; i < 24; i++) warmTok = argmax(await m.decode(warm.state, warmTok));
   for (const T of contexts) {
     const reps = T <= 8192 ? 3 : T <= 40000 ? 2 : 1;
     const times: number[] = [];
@@ -136,25 +160,17 @@ async function main(): Promise<void> {
       last = await prefillMs(m, prompt(T, T + i, V));
       times.push(last.ms);
     }
-    const steps: number[] = [];
-    let tok = argmax(last.logits);
-    for (let i = 0; i < 16; i++) {
-      const t = performance.now();
-      tok = argmax(await m.decode(last.state, tok));
-      steps.push(performance.now() - t);
-    }
+    const after = await decodeRun(m, last.state, argmax(last.logits), probe);
+    process.env.KLC_SMALL_BATCH = '0';
+    const general = await decodeRun(m, last.state, after.tok, probe);
+    delete process.env.KLC_SMALL_BATCH;
     probe.on = true;
     for (const k of KINDS) probe.times[k] = 0;
     await prefillMs(m, prompt(T, T + 99, V));
     const pre = fullRatio(probe.times, c);
-    for (const k of KINDS) probe.times[k] = 0;
-    const decodeProbeSteps = 8;
-    for (let i = 0; i < decodeProbeSteps; i++) tok = argmax(await m.decode(last.state, tok));
-    for (const k of KINDS) probe.times[k] /= decodeProbeSteps;
-    const dec = fullRatio(probe.times, c);
     probe.on = false;
     const prefill = median(times);
-    const tpot = median(steps);
+    const tpot = after.tpot;
     const floorMs = (decodeBytes(c, T) / copyBytesPerS) * 1000;
     const row = {
       context: T,
@@ -163,20 +179,25 @@ async function main(): Promise<void> {
       prefill_ms_27L: prefill * pre.ratio,
       prefill_tok_s_27L: (T / (prefill * pre.ratio)) * 1000,
       tpot_ms: tpot,
-      tpot_ms_27L: tpot * dec.ratio,
+      tpot_ms_27L: tpot * after.ratio,
       decode_floor_ms_27L: floorMs,
       prefill_ratio: pre.ratio,
-      decode_ratio: dec.ratio,
+      decode_ratio: after.ratio,
       prefill_per_layer_ms: pre.perLayer,
-      decode_per_layer_ms: dec.perLayer,
+      decode_per_layer_ms: after.perLayer,
       prefill_runs_ms: times,
-      decode_steps_ms: steps,
+      decode_steps_ms: after.steps,
+      general_paths_tpot_ms: general.tpot,
+      general_paths_tpot_ms_27L: general.tpot * general.ratio,
+      general_paths_decode_per_layer_ms: general.perLayer,
     };
     rows.push(row);
     say(`T=${T}: prefill ${prefill.toFixed(1)} ms (${(row.prefill_tok_s / 1000).toFixed(1)} k tok/s), 27 L ≈ ${row.prefill_ms_27L.toFixed(0)} ms (${(row.prefill_tok_s_27L / 1000).toFixed(1)} k tok/s); ` +
       `TPOT ${tpot.toFixed(2)} ms, 27 L ≈ ${row.tpot_ms_27L.toFixed(2)} ms, floor ${floorMs.toFixed(2)} ms`);
     say(`  per layer, prefill ms: ${JSON.stringify(pre.perLayer, (_, v: unknown) => (typeof v === 'number' ? Number(v.toFixed(2)) : v))}`);
-    say(`  per layer, decode ms:  ${JSON.stringify(dec.perLayer, (_, v: unknown) => (typeof v === 'number' ? Number(v.toFixed(3)) : v))}`);
+    say(`  per layer, decode ms:  ${JSON.stringify(after.perLayer, (_, v: unknown) => (typeof v === 'number' ? Number(v.toFixed(3)) : v))}`);
+    say(`  small-batch paths off (KLC_SMALL_BATCH=0): TPOT ${general.tpot.toFixed(2)} ms, 27 L ≈ ${(general.tpot * general.ratio).toFixed(2)} ms; ` +
+      `per layer, decode ms: ${JSON.stringify(general.perLayer, (_, v: unknown) => (typeof v === 'number' ? Number(v.toFixed(3)) : v))}`);
   }
   const first = contexts[0];
   const before: Record<string, number> = {};
