@@ -79,45 +79,49 @@ export async function generate(
 }
 
 /**
+ * Where generateBatch gets each sequence's state: all given up front, or made when the sequence
+ * starts, so that queued sequences hold no state yet.
+ */
+export type StateSource = readonly SequenceState[] | ((index: number) => SequenceState);
+
+/**
  * Answers several prompts together: each prompt is prefilled into its state (which it consumes),
- * one sequence after another, then every unfinished sequence decodes in one batch per step. Each
- * sequence has its own sampling settings, seed, stop ids, token limit, text stream and signal; a
- * finished or cancelled sequence leaves the batch and its state is not advanced further. A
- * sequence draws from its own seeded PRNG only for picks that sample, so it gets the same tokens
- * as it would alone.
+ * one sequence after another, then every unfinished sequence decodes in one batch per step. At
+ * most `maxBatch` sequences run at once; the rest wait in order and each joins as soon as a
+ * running one ends. Each sequence has its own sampling settings, seed, stop ids, token limit,
+ * text stream and signal; a finished or cancelled sequence leaves the batch and its state is not
+ * advanced further. A sequence draws from its own seeded PRNG only for picks that sample, so it
+ * gets the same tokens as it would alone.
  */
 export async function generateBatch(
   model: CausalLM,
   tokenizer: Tokenizer,
-  states: readonly SequenceState[],
+  states: StateSource,
   prompts: readonly ArrayLike<number>[],
   opts: readonly GenerateOptions[],
+  maxBatch = Infinity,
 ): Promise<Generated[]> {
-  if (states.length !== prompts.length || opts.length !== prompts.length) {
-    throw new Error(`generateBatch: ${states.length} states, ${prompts.length} prompts and ${opts.length} option sets`);
+  const stateOf = typeof states === 'function' ? states : (i: number) => states[i];
+  if (opts.length !== prompts.length || (typeof states !== 'function' && states.length !== prompts.length)) {
+    throw new Error(`generateBatch: ${typeof states === 'function' ? 'state factory' : `${states.length} states`}, ${prompts.length} prompts and ${opts.length} option sets`);
   }
+  if (!(maxBatch >= 1)) throw new Error(`generateBatch: maxBatch must be at least 1, got ${maxBatch}`);
   // Control tokens are part of the conversation's structure, not of the answer's text.
   const special = new Set(tokenizer.specialTokens.values());
   const started = performance.now();
-  const answers = opts.map((o, i) => new Answer(tokenizer, special, states[i], o, o.startedAt ?? started));
-  for (const [i, answer] of answers.entries()) {
-    let logits: Float32Array | null;
-    try {
-      logits = await prefillChunked(model, answer.state, prompts[i], { signal: answer.opts.signal });
-    } catch (e) {
-      if (!(e instanceof CancelledError)) throw e;
-      answer.finish('cancelled');
-      continue;
+  const answers = opts.map((o) => new Answer(tokenizer, special, o, o.startedAt ?? started));
+  let queued = 0;
+  let running: Answer[] = [];
+  while (queued < answers.length || running.length > 0) {
+    while (running.length < maxBatch && queued < answers.length) {
+      const i = queued++;
+      if (await answers[i].start(model, () => stateOf(i), prompts[i])) running.push(answers[i]);
     }
-    if (!logits) throw new Error('generate: empty prompt');
-    if (answer.wantsToken()) answer.accept(pickToken(logits, answer.nextPick()));
-  }
-  let running = answers.filter((a) => !a.done);
-  while (running.length > 0) {
+    if (running.length === 0) continue;
     await tick();
     for (const a of running) if (a.opts.signal?.aborted) a.finish('cancelled');
     running = running.filter((a) => !a.done);
-    if (running.length === 0) break;
+    if (running.length === 0) continue;
     const last = Int32Array.from(running, (a) => a.lastId);
     const picked = await model.decodeAndPick(running.map((a) => a.state), last, running.map((a) => a.nextPick()));
     running.forEach((a, j) => a.accept(picked[j]));
@@ -138,14 +142,43 @@ class Answer {
   private decodeStart = 0;
   private decodeEnd = 0;
 
+  private started: SequenceState | null = null;
+
   constructor(
     private readonly tokenizer: Tokenizer,
     private readonly special: Set<number>,
-    readonly state: SequenceState,
     readonly opts: GenerateOptions,
     private readonly startedAt: number,
   ) {
     this.random = seededRandom(opts.sampling.seed ?? 0x5eed);
+  }
+
+  get state(): SequenceState {
+    if (!this.started) throw new Error('generate: the answer has not started');
+    return this.started;
+  }
+
+  /**
+   * Prefills the prompt into the state `make` returns and picks the first token; returns whether
+   * the answer goes on to decode. A fired signal ends it as cancelled, before its state is made.
+   */
+  async start(model: CausalLM, make: () => SequenceState, prompt: ArrayLike<number>): Promise<boolean> {
+    if (this.opts.signal?.aborted) {
+      this.finish('cancelled');
+      return false;
+    }
+    this.started = make();
+    let logits: Float32Array | null;
+    try {
+      logits = await prefillChunked(model, this.started, prompt, { signal: this.opts.signal });
+    } catch (e) {
+      if (!(e instanceof CancelledError)) throw e;
+      this.finish('cancelled');
+      return false;
+    }
+    if (!logits) throw new Error('generate: empty prompt');
+    if (this.wantsToken()) this.accept(pickToken(logits, this.nextPick()));
+    return !this.done;
   }
 
   get lastId(): number {
@@ -185,6 +218,8 @@ class Answer {
   finish(reason: AskResult['stopReason']): void {
     if (this.done) return;
     this.done = true;
+    // Its state is not needed any more: let it (and a device copy keyed by it) go while others run.
+    this.started = null;
     this.stopReason = reason;
     this.decodeEnd = performance.now();
     this.emit(new Uint8Array(0), true);

@@ -35,7 +35,7 @@ export function questionReserve(maxContext: number): number {
   return Math.min(4096, Math.floor(maxContext / 4));
 }
 
-/** Most answers askBatch decodes together; the rest wait for the next batch. */
+/** Most answers askBatch decodes together; further requests wait for a place. */
 export const ASK_BATCH_LIMIT = 8;
 
 /** Default place for saved states: $XDG_CACHE_HOME/kimi-linear-code or ~/.cache/kimi-linear-code. */
@@ -286,8 +286,8 @@ export class EngineSession {
 
   /**
    * Answers several questions about the ingested repository together: each request gets its own
-   * fork of the repository state and is prompted exactly as ask() prompts it, and up to
-   * ASK_BATCH_LIMIT answers decode in one batch; later requests wait for the next batch.
+   * fork of the repository state and is prompted exactly as ask() prompts it. Up to
+   * ASK_BATCH_LIMIT answers decode in one batch; the next request joins as soon as one ends.
    * `onText` receives each answer's text with the request's index, `onAnswer` each answer as it ends.
    */
   async askBatch(
@@ -302,22 +302,17 @@ export class EngineSession {
     const repo = this.repo!;
     const prompts = requests.map((req) => this.askPrompt(req, repo));
     const stops = stopIds(this.tokenizer);
-    const results: AskResult[] = [];
-    for (let first = 0; first < prompts.length; first += ASK_BATCH_LIMIT) {
-      const group = prompts.slice(first, first + ASK_BATCH_LIMIT);
-      // Forked per batch, not all at once: each fork holds a copy of every KDA layer's state.
-      const states = group.map(() => this.model.forkState(repo.state));
-      const answers = await generateBatch(this.model, this.tokenizer, states, group.map((g) => g.prompt), group.map((g, j) => ({
-        sampling: g.sampling,
-        stopIds: stops,
-        onText: (delta: string) => onText(first + j, delta),
-        onDone: (result: Generated) => onAnswer(first + j, askResult(result)),
-        signal,
-        startedAt,
-      })));
-      results.push(...answers.map(askResult));
-    }
-    return results;
+    // Forked as each answer starts, not all at once: each fork holds a copy of every KDA layer's state.
+    const fork = () => this.model.forkState(repo.state);
+    const answers = await generateBatch(this.model, this.tokenizer, fork, prompts.map((p) => p.prompt), prompts.map((p, i) => ({
+      sampling: p.sampling,
+      stopIds: stops,
+      onText: (delta: string) => onText(i, delta),
+      onDone: (result: Generated) => onAnswer(i, askResult(result)),
+      signal,
+      startedAt,
+    })), ASK_BATCH_LIMIT);
+    return answers.map(askResult);
   }
 
   /** The prompt of a question after the repository, refused when it and its answer do not fit the context. */

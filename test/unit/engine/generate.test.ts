@@ -160,3 +160,27 @@ test('a fired signal cancels every sequence of a batch', async () => {
     assert.ok(r.tokens < 10, `stopped after ${r.tokens} tokens`);
   }
 });
+
+test('with maxBatch 2 the third prompt waits, starts when the shorter answer ends, and still gets its own tokens', async () => {
+  const prompts = [prompt, questionTokens(tok, 'Where is the tokenizer loaded?'), questionTokens(tok, 'List the CLI commands.')];
+  const limits = [3, 8, 5];
+  const sizes: number[] = [];
+  const events: string[] = [];
+  const counted: CausalLM = {
+    prefill: (...args: Parameters<Model['prefill']>) => model.prefill(...args),
+    decodeAndPick: (states, ids, picks) => {
+      sizes.push(states.length);
+      return model.decodeAndPick(states, ids, picks);
+    },
+  };
+  const batch = await generateBatch(counted, tok, (i) => {
+    events.push(`start ${i}`);
+    return model.newState();
+  }, prompts, limits.map((n, i) => ({ sampling: { ...greedy, maxNewTokens: n }, stopIds: new Set<number>(), onDone: () => events.push(`end ${i}`) })), 2);
+  assert.deepEqual(events.slice(0, 4), ['start 0', 'start 1', 'end 0', 'start 2']);
+  assert.ok(sizes.every((n) => n <= 2) && sizes.includes(2), sizes.join(','));
+  for (const [i, p] of prompts.entries()) {
+    const alone = await generate(model, tok, model.newState(), p, { sampling: { ...greedy, maxNewTokens: limits[i] }, stopIds: new Set() });
+    assert.deepEqual(batch[i].ids, alone.ids, `prompt ${i}`);
+  }
+});
