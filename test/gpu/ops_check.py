@@ -286,6 +286,36 @@ def small_moe_timing(klc, w13, w2, copy_bps, k=8):
               + (f", general exact {exact * 1e3:.1f} us" if exact else ""), flush=True)
 
 
+def router_case(klc, T, E=256, k=8, renorm=1, scaling=2.446, seed=11):
+    """klc_moe_route against the rule on fp32 scores: top-k of sigmoid(logit) + bias, ties to the lower
+    expert, reported in ascending expert order with weights sigmoid / (sum + 1e-20) * scaling. Logits and
+    bias lie on coarse grids so that equal scores are exactly equal (ties happen) and unequal ones differ
+    by far more than a rounding step; then the chosen experts must match exactly. Timed with CUDA events."""
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    logits = (torch.randint(-24, 25, (T, E), device="cuda", generator=g).float() / 8).contiguous()
+    bias = (torch.randint(-2, 3, (E,), device="cuda", generator=g).float() / 4).contiguous()
+    idx = torch.empty(T, k, dtype=torch.int32, device="cuda")
+    w = torch.empty(T, k, device="cuda")
+    call = lambda: klc._check(klc.lib.klc_moe_route(klc.ctx, c_p(logits.data_ptr()), c_p(bias.data_ptr()), c_p(idx.data_ptr()),
+                                                    c_p(w.data_ptr()), T, E, k, renorm, c_f(scaling)))
+    call()
+    klc.sync()
+    sig = torch.sigmoid(logits.double())
+    score = (sig + bias.double()).cpu()
+    rows = range(T) if T <= 64 else torch.randperm(T, generator=torch.Generator().manual_seed(seed))[:64].tolist()
+    wrong, werr = 0, 0.0
+    for t in rows:
+        want = sorted(sorted(range(E), key=lambda e: (-score[t, e].item(), e))[:k])
+        got = idx[t].tolist()
+        wrong += got != want
+        chosen = sig[t, want]
+        ww = chosen / ((chosen.sum() + 1e-20) if renorm else 1.0) * scaling
+        werr = max(werr, ((w[t].double() - ww).abs().max() / ww.abs().max()).item())
+    ms = timed_ms(klc, call)
+    check(f"MoE router T={T} E={E} top-{k}: {wrong} rows with other experts, {ms * 1e3:.1f} us per call", wrong + werr, 1e-6,
+          router_us=ms * 1e3)
+
+
 def gemv_case(klc, M, N, K, batch=1, w_f32=False, modes=(False, True), seed=5):
     """klc_linear with few rows, accumulating into y = 0.5: x_b = x[:, b*K:], y_b = y[:, b*N:] as MLA's
     per-head products; float64 reference on the fp32 activations (the GEMV serves M <= 8 in every mode,
@@ -437,6 +467,8 @@ def main():
         tc_moe_case(klc, 64, E=32, k=4)
         tc_moe_case(klc, 1)
         small_batch_cases(klc)
+        for T in (1, 3, 4096):
+            router_case(klc, T)
         klc.close()
         json.dump(results, open(sys.argv[1], "w"), indent=1)
         return 0 if all(r["ok"] for r in results) else 1
@@ -454,6 +486,9 @@ def main():
     tc_moe_case(klc, 64, E=32, k=4)
     tc_moe_case(klc, 1)
     small_batch_cases(klc)
+    for T in (1, 3, 4096):
+        router_case(klc, T)
+    router_case(klc, 50, E=32, k=4, renorm=0, scaling=1.0)
     for T, H, start in ((200, 32, 0), (300, 32, 1000), (4096, 32, 0), (32768, 4, 0), (20, 4, 5)):
         mla_case(klc, T, H, start, tol=1e-2, label="tensor-core ")
     mla_heads_cases(klc)
