@@ -3,6 +3,7 @@
 // [B, H, K, V]; q, k, v and o are bf16; every exponent taken is of a non-positive quantity.
 #include <cuda_bf16.h>
 
+#include <cstdint>
 #include <cstdlib>
 #include <string>
 
@@ -602,6 +603,379 @@ __global__ void __launch_bounds__(PREFILL_THREADS) kda_state_pass_tc(klc_kda_arg
   }
 }
 
+// The intra-chunk part on tensor cores: one CTA per (chunk, head, sequence), as kda_intra, writing
+// the same workspace. The chunk is cut into four 16-row blocks. Below the diagonal blocks, Aqk and
+// Akk of block pair (I > J) are mma products of (q, k) e^(G_i - G_r) and k e^(G_r - G_j) with the
+// reference row r = 16 I: both exponents are <= 0, so strong gates cannot overflow. Inside the
+// diagonal blocks rows share no such reference, so those 16x16 triangles stay on CUDA cores with
+// one exponent per term. The triangular inverse is the column-wise forward substitution of
+// kda_intra; W = Tm (k e^G) and U = Tm v are mma products. Operands are split into bf16 hi + lo
+// (v is bf16 already and needs no lo part), as in the state pass, since Akk, W and U feed the state.
+namespace itc {
+constexpr int LB = KD + 8;  // bf16 rows of q (later v) and k: 4-byte fragment reads of 8 rows hit distinct banks
+constexpr int LG = KD + 8;  // fp32 rows of G (later k e^G): 8-byte fragment reads of 8 rows hit distinct banks
+constexpr int LA = CH + 4;  // Akk below the diagonal; Aqk^T, then X^T, on and above it
+constexpr int OFF_K = CH * LB / 2;  // offsets in floats; two bf16 per float
+constexpr int OFF_G = OFF_K + CH * LB / 2;
+constexpr int OFF_AX = OFF_G + CH * LG;
+constexpr int OFF_BETA = OFF_AX + CH * LA;
+constexpr size_t SMEM = sizeof(float) * (OFF_BETA + 3 * CH);
+
+__device__ __forceinline__ float2 ld_bf2(const __nv_bfloat16 *p) {
+  return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(p));
+}
+__device__ __forceinline__ float4 bf4(uint2 u) {
+  const float2 lo = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&u.x));
+  const float2 hi = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&u.y));
+  return make_float4(lo.x, lo.y, hi.x, hi.y);
+}
+__device__ __forceinline__ float4 ld_bf4(const __nv_bfloat16 *p) { return bf4(*reinterpret_cast<const uint2 *>(p)); }
+__device__ __forceinline__ float2 ld_f2(const float *p) { return *reinterpret_cast<const float2 *>(p); }
+// 2^x for x <= 0 on the special-function unit alone (exp2f adds a range fix-up); results below
+// 2^-126 flush to zero, far under what any sum here can resolve.
+__device__ __forceinline__ float ex2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+__device__ __forceinline__ float exp2_neg(float x) { return ex2(fminf(x, 0.f)); }
+}  // namespace itc
+
+__global__ void __launch_bounds__(PREFILL_THREADS, 2) kda_intra_tc(klc_kda_args a, int t0, int seg_chunks, float *ws) {
+  using namespace tc;
+  using namespace itc;
+  const int ci = blockIdx.x, h = blockIdx.y, b = blockIdx.z, tid = threadIdx.x;
+  const int lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
+  const int H = a.H, T = a.T;
+  const int tstart = t0 + ci * CH;
+  const int n = min(CH, T - tstart);
+  const size_t row0 = (size_t)(b * T + tstart) * H + h;  // token row r of this chunk is row0 + r * H
+
+  extern __shared__ float smem[];
+  __nv_bfloat16 *sQ = reinterpret_cast<__nv_bfloat16 *>(smem);  // raw q; v once q is done
+  __nv_bfloat16 *sK = reinterpret_cast<__nv_bfloat16 *>(smem + OFF_K);
+  float *sG = smem + OFF_G;    // in-chunk cumsum of g in log2 units; k e^G once the A blocks are done
+  float *sAX = smem + OFF_AX;  // see LA
+  float *sBeta = smem + OFF_BETA, *sQf = sBeta + CH, *sKf = sQf + CH;  // beta, q and k row factors
+
+  const __nv_bfloat16 *q = static_cast<const __nv_bfloat16 *>(a.q);
+  const __nv_bfloat16 *k = static_cast<const __nv_bfloat16 *>(a.k);
+  const __nv_bfloat16 *v = static_cast<const __nv_bfloat16 *>(a.v);
+  const int c4 = 4 * lane;  // this thread's four channels in the row-wise passes
+
+  // Warp w loads rows 8w..8w+7, lane the channels c4..c4+3: the row norms are warp sums, and the
+  // cumsum of g over the chunk is a cumsum over the warp's rows in registers plus the totals of
+  // the warps before it, exchanged through sAX (free until the A blocks).
+  {
+    const int r0 = 8 * warp;
+    uint2 qv[8], kv[8];
+    float gv[8][4];
+#pragma unroll
+    for (int m = 0; m < 8; ++m) {
+      qv[m] = kv[m] = make_uint2(0u, 0u);
+      gv[m][0] = gv[m][1] = gv[m][2] = gv[m][3] = 0.f;
+      if (r0 + m < n) {
+        const size_t gi = (row0 + (size_t)(r0 + m) * H) * KD + c4;
+        qv[m] = *reinterpret_cast<const uint2 *>(q + gi);
+        kv[m] = *reinterpret_cast<const uint2 *>(k + gi);
+        const float4 g4 = *reinterpret_cast<const float4 *>(a.g + gi);
+        gv[m][0] = g4.x;
+        gv[m][1] = g4.y;
+        gv[m][2] = g4.z;
+        gv[m][3] = g4.w;
+      }
+    }
+    if (tid < CH) {
+      float bt = 0.f;
+      if (tid < n) {
+        bt = a.beta[row0 + (size_t)tid * H];
+        if (a.raw_gates) bt = sigmoid(bt);
+      }
+      sBeta[tid] = bt;
+    }
+    float sq[8], sk[8];
+#pragma unroll
+    for (int m = 0; m < 8; ++m) {
+      *reinterpret_cast<uint2 *>(sQ + (r0 + m) * LB + c4) = qv[m];
+      *reinterpret_cast<uint2 *>(sK + (r0 + m) * LB + c4) = kv[m];
+      const float4 x = bf4(qv[m]), y = bf4(kv[m]);
+      sq[m] = x.x * x.x + x.y * x.y + x.z * x.z + x.w * x.w;
+      sk[m] = y.x * y.x + y.y * y.y + y.z * y.z + y.w * y.w;
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1)
+#pragma unroll
+      for (int m = 0; m < 8; ++m) {
+        sq[m] += __shfl_xor_sync(0xffffffffu, sq[m], o);
+        sk[m] += __shfl_xor_sync(0xffffffffu, sk[m], o);
+      }
+    if (lane < 8) {
+      float xq = sq[0], xk = sk[0];
+#pragma unroll
+      for (int m = 1; m < 8; ++m)
+        if (lane == m) {
+          xq = sq[m];
+          xk = sk[m];
+        }
+      sQf[r0 + lane] = (a.l2norm_qk ? rsqrtf(xq + 1e-6f) : 1.f) * a.scale;
+      sKf[r0 + lane] = a.l2norm_qk ? rsqrtf(xk + 1e-6f) : 1.f;
+    }
+    const float neg_a = a.raw_gates ? -expf(a.A_log[h]) : 0.f;
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const float db = a.raw_gates ? a.dt_bias[h * KD + c4 + e] : 0.f;
+      float run = 0.f;
+#pragma unroll
+      for (int m = 0; m < 8; ++m) {
+        float x = gv[m][e];
+        if (a.raw_gates && r0 + m < n) x = neg_a * softplus(x + db);
+        run += x * LOG2E;
+        gv[m][e] = run;
+      }
+    }
+    float *sTot = sAX;  // [8 warps][128 channels]
+    *reinterpret_cast<float4 *>(sTot + warp * KD + c4) = make_float4(gv[7][0], gv[7][1], gv[7][2], gv[7][3]);
+    __syncthreads();
+    float4 pre = make_float4(0.f, 0.f, 0.f, 0.f);
+    for (int w = 0; w < warp; ++w) {
+      const float4 x = *reinterpret_cast<const float4 *>(sTot + w * KD + c4);
+      pre.x += x.x;
+      pre.y += x.y;
+      pre.z += x.z;
+      pre.w += x.w;
+    }
+#pragma unroll
+    for (int m = 0; m < 8; ++m)
+      *reinterpret_cast<float4 *>(sG + (r0 + m) * LG + c4) =
+          make_float4(pre.x + gv[m][0], pre.y + gv[m][1], pre.z + gv[m][2], pre.w + gv[m][3]);
+  }
+  __syncthreads();
+  // G of the last row, read before the row-wise pass below overwrites it.
+  const float4 gl = *reinterpret_cast<const float4 *>(sG + (CH - 1) * LG + c4);
+
+  // Aqk and Akk of the six block pairs below the diagonal blocks, two pairs per warp 5..7.
+  for (int pr = warp - 5; pr >= 0 && pr < 6; pr += 3) {
+    const int I = pr < 1 ? 1 : (pr < 3 ? 2 : 3);
+    const int J = pr - I * (I - 1) / 2;
+    const int ri = 16 * I;
+    const float qf[2] = {sQf[ri + g], sQf[ri + g + 8]}, kf[2] = {sKf[ri + g], sKf[ri + g + 8]};
+    const float kfj[2] = {sKf[16 * J + g], sKf[16 * J + 8 + g]};
+    float dq[2][4] = {}, dk[2][4] = {};
+#pragma unroll 2
+    for (int c0 = 0; c0 < KD; c0 += 16) {
+      const float2 gr[2] = {ld_f2(sG + ri * LG + c0 + 2 * t), ld_f2(sG + ri * LG + c0 + 2 * t + 8)};
+      FragA fq, fk;
+#pragma unroll
+      for (int r = 0; r < 4; ++r) {
+        const int row = ri + g + 8 * (r & 1), c = c0 + 2 * t + 8 * (r >> 1);
+        const float2 gi = ld_f2(sG + row * LG + c), qq = ld_bf2(sQ + row * LB + c), kk = ld_bf2(sK + row * LB + c);
+        const float ex = exp2_neg(gi.x - gr[r >> 1].x), ey = exp2_neg(gi.y - gr[r >> 1].y);
+        const float sq = qf[r & 1], sk = kf[r & 1];
+        split2(qq.x * sq * ex, qq.y * sq * ey, fq.hi[r], fq.lo[r]);
+        split2(kk.x * sk * ex, kk.y * sk * ey, fk.hi[r], fk.lo[r]);
+      }
+#pragma unroll
+      for (int nt = 0; nt < 2; ++nt) {
+        const int j = 16 * J + 8 * nt + g;
+        FragB fb;
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+          const int c = c0 + 2 * t + 8 * r;
+          const float2 gj = ld_f2(sG + j * LG + c), kk = ld_bf2(sK + j * LB + c);
+          split2(kk.x * kfj[nt] * exp2_neg(gr[r].x - gj.x), kk.y * kfj[nt] * exp2_neg(gr[r].y - gj.y), fb.hi[r], fb.lo[r]);
+        }
+        mma3(dq[nt], fq, fb);
+        mma3(dk[nt], fk, fb);
+      }
+    }
+#pragma unroll
+    for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        const int i = ri + g + 8 * half, j = 16 * J + 8 * nt + 2 * t;
+        sAX[j * LA + i] = dq[nt][2 * half];
+        sAX[(j + 1) * LA + i] = dq[nt][2 * half + 1];
+        const float bi = sBeta[i];
+        *reinterpret_cast<float2 *>(sAX + i * LA + j) = make_float2(bi * dk[nt][2 * half], bi * dk[nt][2 * half + 1]);
+      }
+  }
+
+  // The diagonal blocks in 4x4 tiles on or below their diagonal, ten a block: thread (tile, p) of
+  // warps 0..4 sums the channels c = p mod 4, the four partial sums are added across lanes. Each
+  // tile starts at its own channel (rot), so that the lanes of a warp, whose rows agree mod 4,
+  // read distinct banks.
+  if (tid < 160) {
+    const int p = tid & 3, tile = tid >> 2, D = tile / 10, tt = tile % 10;
+    const int ta = tt < 1 ? 0 : (tt < 3 ? 1 : (tt < 6 ? 2 : 3)), tb = tt - ta * (ta + 1) / 2;
+    const int i0 = 16 * D + 4 * ta, j0 = 16 * D + 4 * tb, rot = tile & 7;
+    float aq[4][4] = {}, ak[4][4] = {};
+    for (int m = 0; m < KD / 4; ++m) {
+      const int c = 4 * ((m + rot) & (KD / 4 - 1)) + p;
+      float qi[4], ki[4], gi[4], kj[4], gj[4];
+#pragma unroll
+      for (int r = 0; r < 4; ++r) {
+        qi[r] = __bfloat162float(sQ[(i0 + r) * LB + c]);
+        ki[r] = __bfloat162float(sK[(i0 + r) * LB + c]);
+        gi[r] = sG[(i0 + r) * LG + c];
+        kj[r] = __bfloat162float(sK[(j0 + r) * LB + c]);
+        gj[r] = sG[(j0 + r) * LG + c];
+      }
+#pragma unroll
+      for (int r = 0; r < 4; ++r)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          // No clamp: only tiles on the diagonal see gi - gj > 0, above it, where sums are dropped.
+          const float kd = kj[e] * ex2(gi[r] - gj[e]);
+          aq[r][e] = fmaf(qi[r], kd, aq[r][e]);
+          ak[r][e] = fmaf(ki[r], kd, ak[r][e]);
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < 4; ++r)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        aq[r][e] += __shfl_xor_sync(0xffffffffu, aq[r][e], 1);
+        aq[r][e] += __shfl_xor_sync(0xffffffffu, aq[r][e], 2);
+        ak[r][e] += __shfl_xor_sync(0xffffffffu, ak[r][e], 1);
+        ak[r][e] += __shfl_xor_sync(0xffffffffu, ak[r][e], 2);
+      }
+    // Lane p writes column p of the tile.
+    const int j = j0 + p;
+    const float kfj = sKf[j];
+#pragma unroll
+    for (int r = 0; r < 4; ++r) {
+      const int i = i0 + r;
+#pragma unroll
+      for (int e = 0; e < 4; ++e)
+        if (e == p && j <= i) {
+          sAX[j * LA + i] = aq[r][e] * sQf[i] * kfj;
+          if (j < i) sAX[i * LA + j] = sBeta[i] * ak[r][e] * sKf[i] * kfj;
+        }
+    }
+  }
+  __syncthreads();
+
+  // Row-wise: qg = scale q e^G and kg = k e^(G_last - G) for the state pass, k e^G in place of G
+  // for W, and Aqk from its transposed copy with zeros above the diagonal.
+  float *wsc = ws + ((size_t)(b * H + h) * seg_chunks + ci) * WS_PER_CHUNK;
+#pragma unroll 2
+  for (int m = 0; m < CH / 8; ++m) {
+    const int r = warp + 8 * m;
+    const float4 G = *reinterpret_cast<const float4 *>(sG + r * LG + c4);
+    const float4 qv = ld_bf4(sQ + r * LB + c4), kv = ld_bf4(sK + r * LB + c4);
+    const float qf = sQf[r], kf = sKf[r];
+    const float4 e = make_float4(ex2(G.x), ex2(G.y), ex2(G.z), ex2(G.w));
+    const float4 el = make_float4(exp2_neg(gl.x - G.x), exp2_neg(gl.y - G.y), exp2_neg(gl.z - G.z), exp2_neg(gl.w - G.w));
+    __stcg(reinterpret_cast<float4 *>(wsc + WS_QG + r * KD + c4),
+           make_float4(qv.x * qf * e.x, qv.y * qf * e.y, qv.z * qf * e.z, qv.w * qf * e.w));
+    __stcg(reinterpret_cast<float4 *>(wsc + WS_KG + r * KD + c4),
+           make_float4(kv.x * kf * el.x, kv.y * kf * el.y, kv.z * kf * el.z, kv.w * kf * el.w));
+    *reinterpret_cast<float4 *>(sG + r * LG + c4) = make_float4(kv.x * kf * e.x, kv.y * kf * e.y, kv.z * kf * e.z, kv.w * kf * e.w);
+  }
+  if (warp == 0)
+    __stcg(reinterpret_cast<float4 *>(wsc + WS_GL + c4), make_float4(ex2(gl.x), ex2(gl.y), ex2(gl.z), ex2(gl.w)));
+  for (int e = tid; e < CH * CH / 4; e += PREFILL_THREADS) {
+    const int i = e / (CH / 4), j = 4 * (e % (CH / 4));
+    float x[4];
+#pragma unroll
+    for (int s = 0; s < 4; ++s) x[s] = j + s <= i ? sAX[(j + s) * LA + i] : 0.f;
+    __stcg(reinterpret_cast<float4 *>(wsc + WS_AQK + i * CH + j), make_float4(x[0], x[1], x[2], x[3]));
+  }
+  __syncthreads();
+
+  // v replaces q, fetched while the inverse runs.
+  for (int e = tid; e < CH * (VD / 8); e += PREFILL_THREADS) {
+    const int r = e / (VD / 8), c = 8 * (e % (VD / 8));
+    __nv_bfloat16 *dst = sQ + r * LB + c;
+    if (r < n)
+      cp16(reinterpret_cast<float *>(dst), reinterpret_cast<const float *>(v + (row0 + (size_t)r * H) * VD + c));
+    else
+      *reinterpret_cast<uint4 *>(dst) = make_uint4(0u, 0u, 0u, 0u);
+  }
+  cp_commit();
+
+  // X = (I + A)^-1, unit lower triangular, kept transposed: X[i][j] (i > j) at sAX[j][i], the
+  // place of Aqk^T, already written out. First the four diagonal 16x16 blocks, by forward
+  // substitution down each column (four lanes per column); then the blocks below them one block
+  // diagonal at a time, X_IJ = -X_II Y with Y = sum over M = J..I-1 of A_IM X_MJ, all of whose X
+  // blocks are known by then. Y goes where k was (not read again).
+  {
+    const int j = warp * 8 + (lane >> 2), part = lane & 3, i0 = 16 * (warp >> 1);
+    for (int i = i0 + 1; i < i0 + 16; ++i) {
+      float s = 0.f;
+      if (i > j)
+        for (int m = j + part; m < i; m += 4) s = fmaf(sAX[i * LA + m], m == j ? 1.f : sAX[j * LA + m], s);
+      s += __shfl_xor_sync(0xffffffffu, s, 1);
+      s += __shfl_xor_sync(0xffffffffu, s, 2);
+      if (part == 0 && i > j) sAX[j * LA + i] = -s;
+      __syncwarp();
+    }
+  }
+  __syncthreads();
+  {
+    float *sY = smem + OFF_K;  // [pair][16][17]
+    for (int d = 1; d < 4; ++d) {
+      const int outs = (4 - d) * 256;
+      for (int e = tid; e < outs; e += PREFILL_THREADS) {
+        const int J = e >> 8, I = J + d, r = (e >> 4) & 15, c = e & 15;
+        const int i = 16 * I + r, j = 16 * J + c;
+        float y = sAX[i * LA + j];
+        for (int m = j + 1; m < 16 * I; ++m) y = fmaf(sAX[i * LA + m], sAX[j * LA + m], y);
+        sY[(J * 16 + r) * 17 + c] = y;
+      }
+      __syncthreads();
+      for (int e = tid; e < outs; e += PREFILL_THREADS) {
+        const int J = e >> 8, I = J + d, r = (e >> 4) & 15, c = e & 15;
+        const int i = 16 * I + r, j = 16 * J + c;
+        float x = sY[(J * 16 + r) * 17 + c];
+        for (int rp = 0; rp < r; ++rp) x = fmaf(sAX[(16 * I + rp) * LA + i], sY[(J * 16 + rp) * 17 + c], x);
+        sAX[j * LA + i] = -x;
+      }
+      __syncthreads();
+    }
+  }
+  cp_wait<0>();
+  __syncthreads();
+
+  // W = Tm (k e^G) and U = Tm v with Tm = X diag(beta), lower triangular: warp w takes 32 columns
+  // (w >> 1) of row tiles {0, 3} or {1, 2}, five k-steps either way.
+  {
+    const unsigned short *sV = reinterpret_cast<const unsigned short *>(sQ);
+    const int nq = warp >> 1;
+    auto tm = [&](int i, int j) { return j < i ? sAX[j * LA + i] * sBeta[j] : (j == i ? sBeta[i] : 0.f); };
+#pragma unroll 1
+    for (int s = 0; s < 2; ++s) {
+      const int mt = s ? 3 - (warp & 1) : (warp & 1), m0 = 16 * mt;
+      float dw[4][4] = {}, du[4][4] = {};
+      for (int k0 = 0; k0 <= m0; k0 += 16) {
+        FragA ft;
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+          const int i = m0 + g + 8 * (r & 1), j = k0 + 2 * t + 8 * (r >> 1);
+          split2(tm(i, j), tm(i, j + 1), ft.hi[r], ft.lo[r]);
+        }
+#pragma unroll
+        for (int nt = 0; nt < 4; ++nt) {
+          const int c = 32 * nq + 8 * nt + g, j = k0 + 2 * t;
+          mma3(dw[nt], ft, frag_b(sG, LG, k0, c, t));
+          const unsigned v0 = sV[j * LB + c] | ((unsigned)sV[(j + 1) * LB + c] << 16);
+          const unsigned v1 = sV[(j + 8) * LB + c] | ((unsigned)sV[(j + 9) * LB + c] << 16);
+          mma(du[nt], ft.lo, v0, v1);
+          mma(du[nt], ft.hi, v0, v1);
+        }
+      }
+#pragma unroll
+      for (int nt = 0; nt < 4; ++nt)
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+          const int i = m0 + g + 8 * half, c = 32 * nq + 8 * nt + 2 * t;
+          __stcg(reinterpret_cast<float2 *>(wsc + WS_W + i * KD + c), make_float2(dw[nt][2 * half], dw[nt][2 * half + 1]));
+          __stcg(reinterpret_cast<float2 *>(wsc + WS_U + i * VD + c), make_float2(du[nt][2 * half], du[nt][2 * half + 1]));
+        }
+    }
+  }
+}
+
 // One decode step. One CTA of 128 threads per (32 value columns, head, sequence): warp w owns
 // key rows 32w..32w+31 of those columns, lane = column, so the K reductions are in-thread plus
 // one exchange through shared memory.
@@ -662,14 +1036,31 @@ __global__ void __launch_bounds__(128) kda_decode_step(klc_kda_args a) {
   }
 }
 
-bool tc_state_pass_fits() {
+bool smem_fits(size_t bytes) {
   int dev = 0, optin = 0;
   if (cudaGetDevice(&dev) != cudaSuccess ||
       cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess) {
     cudaGetLastError();
     return false;
   }
-  return (size_t)optin >= tc::SMEM;
+  return (size_t)optin >= bytes;
+}
+bool tc_state_pass_fits() { return smem_fits(tc::SMEM); }
+
+// Which parts of the prefill run on tensor cores. KLC_KDA_TENSOR_CORES=0 keeps both on CUDA cores
+// and =state only the state pass, so the bench can set each against the default (both).
+struct KdaCores {
+  bool intra, state;
+};
+KdaCores kda_cores(const klc_kda_args *a) {
+  const char *env = std::getenv("KLC_KDA_TENSOR_CORES");
+  const std::string mode = env ? env : "";
+  const bool state = mode != "0" && tc_state_pass_fits();
+  // The tensor-core intra kernel reads q, k, v and g 16 bytes at a time.
+  const auto aligned = [](const void *p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; };
+  const bool intra = mode != "0" && mode != "state" && smem_fits(itc::SMEM) && aligned(a->q) && aligned(a->k) &&
+                     aligned(a->v) && aligned(a->g);
+  return {intra, state};
 }
 
 }  // namespace
@@ -686,6 +1077,14 @@ cudaError_t kda_probe_image() {
   if (e != cudaSuccess) return e;
   // The tensor-core pass needs more shared memory than sm_86/sm_89 give one block; there the
   // attribute is refused, the error cleared, and kda_prefill keeps the CUDA-core pass.
+  if (smem_fits(itc::SMEM)) {
+    e = cudaFuncSetAttribute(kda_intra_tc, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)itc::SMEM);
+    if (e != cudaSuccess) return e;
+    // Two CTAs a multiprocessor need the largest shared-memory carveout; a refusal only costs speed.
+    if (cudaFuncSetAttribute(kda_intra_tc, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared) !=
+        cudaSuccess)
+      cudaGetLastError();
+  }
   if (!tc_state_pass_fits()) return cudaSuccess;
   e = cudaFuncSetAttribute(kda_state_pass_tc, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)tc::SMEM);
   if (e != cudaSuccess) cudaGetLastError();
@@ -729,15 +1128,16 @@ int kda_prefill(klc_ctx *ctx, const klc_kda_args *a) {
       return fail_cuda(e, ("allocating the KDA prefill workspace (" + std::to_string(need * 4 >> 20) + " MiB)").c_str());
     ctx->kda_ws_floats = need;
   }
-  // KLC_KDA_TENSOR_CORES=0 selects the CUDA-core state pass, kept as the reference the tensor-core
-  // one is measured against.
-  const char *tc_env = std::getenv("KLC_KDA_TENSOR_CORES");
-  const bool tensor_cores = !(tc_env && std::string(tc_env) == "0") && tc_state_pass_fits();
+  const KdaCores cores = kda_cores(a);
   for (int t0 = 0; t0 < a->T; t0 += seg_chunks * CH) {
     const int chunks = min(seg_chunks, (a->T - t0 + CH - 1) / CH);
-    kda_intra<<<dim3(chunks, a->H, a->B), PREFILL_THREADS, PREFILL_SMEM, ctx->stream>>>(*a, t0, seg_chunks, ctx->kda_ws);
+    const dim3 chunk_grid(chunks, a->H, a->B);
+    if (cores.intra)
+      kda_intra_tc<<<chunk_grid, PREFILL_THREADS, itc::SMEM, ctx->stream>>>(*a, t0, seg_chunks, ctx->kda_ws);
+    else
+      kda_intra<<<chunk_grid, PREFILL_THREADS, PREFILL_SMEM, ctx->stream>>>(*a, t0, seg_chunks, ctx->kda_ws);
     const dim3 grid(VD / STATE_BV, a->H, a->B);
-    if (tensor_cores)
+    if (cores.state)
       kda_state_pass_tc<<<grid, PREFILL_THREADS, tc::SMEM, ctx->stream>>>(*a, t0, seg_chunks, ctx->kda_ws);
     else
       kda_state_pass<<<grid, PREFILL_THREADS, STATE_SMEM, ctx->stream>>>(*a, t0, seg_chunks, ctx->kda_ws);

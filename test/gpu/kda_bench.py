@@ -91,19 +91,23 @@ def bench_prefill(klc, chunk_kda, Ts, rows):
             ours_o, ours_s = o.clone(), state.clone()
             row["ours_ms"] = tt.do_bench(lambda: klc.prefill(a_pre), warmup=5, rep=100, return_mode="median")
             row["ours_gate_fused_ms"] = tt.do_bench(lambda: klc.prefill(a_raw), warmup=5, rep=100, return_mode="median")
-            # The same library with the CUDA-core state pass, for the tensor-core speedup and agreement.
-            os.environ["KLC_KDA_TENSOR_CORES"] = "0"
-            try:
-                state.zero_()
-                klc.prefill(a_pre)
-                torch.cuda.synchronize()
-                row["o_rel_l2_tc_vs_cuda_cores"] = float((ours_o.double() - o.double()).norm() / o.double().norm())
-                row["state_rel_l2_tc_vs_cuda_cores"] = float((ours_s.double() - state.double()).norm()
+            # The same library with the CUDA-core intra kernel (tensor-core state pass), then with
+            # both parts on CUDA cores, for the tensor-core speedups and their agreement.
+            for mode, key in (("state", "cc_intra"), ("0", "cuda_cores")):
+                os.environ["KLC_KDA_TENSOR_CORES"] = mode
+                try:
+                    state.zero_()
+                    klc.prefill(a_pre)
+                    torch.cuda.synchronize()
+                    row[f"o_rel_l2_tc_vs_{key}"] = float((ours_o.double() - o.double()).norm() / o.double().norm())
+                    row[f"state_rel_l2_tc_vs_{key}"] = float((ours_s.double() - state.double()).norm()
                                                              / state.double().norm())
-                row["ours_cuda_cores_ms"] = tt.do_bench(lambda: klc.prefill(a_pre), warmup=5, rep=100,
+                    row[f"ours_{key}_ms"] = tt.do_bench(lambda: klc.prefill(a_pre), warmup=5, rep=100,
                                                         return_mode="median")
-            finally:
-                del os.environ["KLC_KDA_TENSOR_CORES"]
+                    if T == Ts[-1] and mode == "state":
+                        row["ours_cc_intra_kernels_ms"] = kernel_breakdown(lambda: klc.prefill(a_pre))
+                finally:
+                    del os.environ["KLC_KDA_TENSOR_CORES"]
             if chunk_kda is not None:
                 fo, fs = chunk_kda(q, k, v, g, beta, output_final_state=True, use_qk_l2norm_in_kernel=True)
                 torch.cuda.synchronize()
@@ -114,7 +118,7 @@ def bench_prefill(klc, chunk_kda, Ts, rows):
                 row["state_rel_l2_vs_fla"] = float((ours_s.double() - fs.double()).norm() / fs.double().norm())
         if T == Ts[-1]:
             row["ours_kernels_ms"] = kernel_breakdown(lambda: klc.prefill(a_pre))
-        for key in ("ours_ms", "ours_gate_fused_ms", "ours_cuda_cores_ms", "fla_ms"):
+        for key in ("ours_ms", "ours_gate_fused_ms", "ours_cc_intra_ms", "ours_cuda_cores_ms", "fla_ms"):
             if key in row:
                 row[key.replace("_ms", "_Mtok_s")] = T / row[key] / 1e3
         row["ours_TFLOPs"] = flops(T) / row["ours_ms"] / 1e9
@@ -193,20 +197,23 @@ def main():
 
     print(f"\n{name}; copy bandwidth {res['copy_TBps']:.2f} TB/s (read+write)")
     print("KDA prefill, B=1 H=32 K=V=128 (Mtok/s; ms)")
-    print("ours: tensor-core state pass (default); CUDA-core state pass: KLC_KDA_TENSOR_CORES=0")
-    print(f"{'T':>7} | {'ours':>15} | {'ours, gate fused':>16} | {'CUDA-core pass':>15} | {'fla chunk_kda':>15} | "
-          "ours/fla | o vs fla | tc vs cc (o; state)")
+    print("ours: intra and state pass on tensor cores (default); CUDA-core intra: KLC_KDA_TENSOR_CORES=state;")
+    print("all CUDA cores: KLC_KDA_TENSOR_CORES=0; tc vs: rel. L2 of o and state against those two")
+    print(f"{'T':>7} | {'ours':>15} | {'ours, gate fused':>16} | {'CUDA-core intra':>15} | {'all CUDA cores':>15} | "
+          f"{'fla chunk_kda':>15} | ours/fla | o vs fla | tc vs cc intra | tc vs all cc")
     for r in res["prefill"]:
         fla = f"{r['fla_Mtok_s']:5.2f}; {r['fla_ms']:7.3f}" if "fla_ms" in r else "-"
         ratio = f"{r['fla_ms'] / r['ours_ms']:7.2f}x" if "fla_ms" in r else "-"
         diff = f"{r['o_rel_l2_vs_fla']:.1e}" if "fla_ms" in r else "-"
         print(f"{r['T']:>7} | {r['ours_Mtok_s']:5.2f}; {r['ours_ms']:7.3f} | {r['ours_gate_fused_Mtok_s']:5.2f}; "
-              f"{r['ours_gate_fused_ms']:8.3f} | {r['ours_cuda_cores_Mtok_s']:5.2f}; {r['ours_cuda_cores_ms']:7.3f} | "
-              f"{fla:>15} | {ratio:>8} | {diff:>8} | {r['o_rel_l2_tc_vs_cuda_cores']:.1e}; "
-              f"{r['state_rel_l2_tc_vs_cuda_cores']:.1e}")
+              f"{r['ours_gate_fused_ms']:8.3f} | {r['ours_cc_intra_Mtok_s']:5.2f}; {r['ours_cc_intra_ms']:7.3f} | "
+              f"{r['ours_cuda_cores_Mtok_s']:5.2f}; {r['ours_cuda_cores_ms']:7.3f} | {fla:>15} | {ratio:>8} | "
+              f"{diff:>8} | {r['o_rel_l2_tc_vs_cc_intra']:.0e}; {r['state_rel_l2_tc_vs_cc_intra']:.0e} | "
+              f"{r['o_rel_l2_tc_vs_cuda_cores']:.0e}; {r['state_rel_l2_tc_vs_cuda_cores']:.0e}")
     for r in res["prefill"]:
-        for name, ms in r.get("ours_kernels_ms", {}).items():
-            print(f"  T={r['T']}: {ms:8.3f} ms  {name}")
+        for label, key in (("default", "ours_kernels_ms"), ("CUDA-core intra", "ours_cc_intra_kernels_ms")):
+            for name, ms in r.get(key, {}).items():
+                print(f"  T={r['T']} {label}: {ms:8.3f} ms  {name}")
     if res["decode"]:
         print("KDA decode step, H=32 (graph: own buffers per call; floor: bytes at copy bandwidth)")
         print(f"{'B':>4} | {'graph us':>9} | {'same-buffer us':>14} | {'MB moved':>8} | {'floor us':>8} | {'TB/s':>5} | "

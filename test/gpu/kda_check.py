@@ -2,7 +2,9 @@
 
 Cases: the shared golden vectors (../shared/golden/kda, copied to $KLC_GOLDEN), and random
 layer-like inputs at lengths that are not multiples of the chunk, T >= 32k, batch > 1, H = 32,
-K = V = 128, strong gates, several prefill passes, prefill continuation and decode steps.
+K = V = 128, strong gates, several prefill passes, prefill continuation and decode steps; the
+default prefill (intra-chunk part and state pass on tensor cores) and, on two cases, the CUDA-core
+intra kernel and the all-CUDA-core prefill.
 Prints one line per check and exits non-zero when any check is out of tolerance.
 """
 import json
@@ -157,6 +159,8 @@ def random_cases(klc):
         ("B=2 T=5000 H=32, 1024-token passes", 2, 5000, 32, 0.0, 2048),
         ("T=32805 H=32 (>=32k, ragged)", 1, 32805, 32, 0.0, 16384),
     ]
+    if os.environ.get("KLC_CHECK_QUICK") == "1":  # a quick pass while iterating on a kernel: the short cases
+        shapes = shapes[:3]
     for label, B, T, H, boost, seg in shapes:
         klc.set_max_segment_tokens(seg)
         q, k, v, g, beta, A_log, dt_bias, h0 = layer_inputs(B, T, H, seed=T + H, gate_boost=boost)
@@ -179,12 +183,29 @@ def random_cases(klc):
     klc.set_max_segment_tokens(16384)
 
 
+def other_paths(klc):
+    """The CUDA-core intra kernel (KLC_KDA_TENSOR_CORES=state) and the all-CUDA-core prefill (=0)
+    against the same float64 reference, on a batch and on strong gates."""
+    shapes = [("B=3 T=777 H=32", 3, 777, 32, 0.0), ("strong gates B=2 T=333 H=8", 2, 333, 8, 6.0)]
+    for mode in ("state", "0"):
+        os.environ["KLC_KDA_TENSOR_CORES"] = mode
+        try:
+            for label, B, T, H, boost in shapes:
+                q, k, v, g, beta, A_log, dt_bias, h0 = layer_inputs(B, T, H, seed=T + H, gate_boost=boost)
+                o_ref, s_ref = reference_for(q, k, v, g, beta, A_log, dt_bias, h0)
+                o, s = run_prefill(klc, q, k, v, g, beta, h0, None, True, A_log, dt_bias)
+                check(f"prefill KLC_KDA_TENSOR_CORES={mode} {label}", o, o_ref, s, s_ref)
+        finally:
+            del os.environ["KLC_KDA_TENSOR_CORES"]
+
+
 def main():
     klc = Klc(0)
     print(f"device: {torch.cuda.get_device_name(0)}; library archs: {klc.lib.klc_build_archs().decode()}", flush=True)
     gdir = os.environ.get("KLC_GOLDEN", ".device/golden")
     golden(klc, os.path.join(gdir, "kda_golden.safetensors"), os.path.join(gdir, "kda_golden_manifest.json"))
     random_cases(klc)
+    other_paths(klc)
     klc.close()
     out = os.environ.get("OUT")
     if out:
