@@ -2,7 +2,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['dist/', 'out/', 'node_modules/', 'tools/*/node_modules/', 'test-results/', '.device/', '.ref/', 'native/build/'] },
+  { ignores: ['dist/', 'out/', 'node_modules/', 'tools/*/node_modules/', 'test-results/', '.device*/', '.ref/', 'native/build/'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {
