@@ -1,6 +1,7 @@
 // KDA (Kimi Delta Attention) kernels: chunked prefill (chunkwise WY/UT form, chunk 64) and the
 // fused decode step. Math and notation follow spec sections 2.1, 2.3 and 2.4. State is fp32
-// [B, H, K, V]; q, k, v and o are bf16; every exponent taken is of a non-positive quantity.
+// [B, H, K, V]; q, k, v and o are bf16; every exponent whose result is used is of a non-positive
+// quantity.
 #include <cuda_bf16.h>
 
 #include <cstdint>
@@ -608,9 +609,9 @@ __global__ void __launch_bounds__(PREFILL_THREADS) kda_state_pass_tc(klc_kda_arg
 // Akk of block pair (I > J) are mma products of (q, k) e^(G_i - G_r) and k e^(G_r - G_j) with the
 // reference row r = 16 I: both exponents are <= 0, so strong gates cannot overflow. Inside the
 // diagonal blocks rows share no such reference, so those 16x16 triangles stay on CUDA cores with
-// one exponent per term. The triangular inverse is the column-wise forward substitution of
-// kda_intra; W = Tm (k e^G) and U = Tm v are mma products. Operands are split into bf16 hi + lo
-// (v is bf16 already and needs no lo part), as in the state pass, since Akk, W and U feed the state.
+// one exponent per term. The triangular inverse goes by 16x16 blocks; W = Tm (k e^G) and U = Tm v
+// are mma products. Operands are split into bf16 hi + lo (v is bf16 already and needs no lo part),
+// as in the state pass, since Akk, W and U feed the state.
 namespace itc {
 constexpr int LB = KD + 8;  // bf16 rows of q (later v) and k: 4-byte fragment reads of 8 rows hit distinct banks
 constexpr int LG = KD + 8;  // fp32 rows of G (later k e^G): 8-byte fragment reads of 8 rows hit distinct banks
@@ -631,8 +632,8 @@ __device__ __forceinline__ float4 bf4(uint2 u) {
 }
 __device__ __forceinline__ float4 ld_bf4(const __nv_bfloat16 *p) { return bf4(*reinterpret_cast<const uint2 *>(p)); }
 __device__ __forceinline__ float2 ld_f2(const float *p) { return *reinterpret_cast<const float2 *>(p); }
-// 2^x for x <= 0 on the special-function unit alone (exp2f adds a range fix-up); results below
-// 2^-126 flush to zero, far under what any sum here can resolve.
+// 2^x on the special-function unit alone (exp2f adds a range fix-up); results below 2^-126
+// flush to zero, far under what any sum here can resolve.
 __device__ __forceinline__ float ex2(float x) {
   float y;
   asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
