@@ -134,7 +134,7 @@ __global__ void __launch_bounds__(KDA_THREADS) kda_decode_batch_kernel(const __g
 // high part and a TF32 remainder (3 MMAs: hi·hi + hi·lo + lo·hi), which keeps fp32 accuracy.
 // Key blocks are fetched with cp.async into STAGES buffers, so the next block streams in while
 // the current one is computed. Partial (acc[L], max, sum) per split are joined by the combine.
-constexpr int MD_HEADS = 32, MD_NK = 32, MD_WARPS = 8, MD_THREADS = MD_WARPS * 32, MD_LMAX = 512;
+constexpr int MD_HEADS = 32, MD_NK = 32, MD_WARPS = 16, MD_THREADS = MD_WARPS * 32, MD_LMAX = 512;
 constexpr int MD_COL_TILES = MD_LMAX / 8 / MD_WARPS;  // value n-tiles per warp
 
 struct MlaBatchParams {
@@ -146,12 +146,6 @@ struct MlaBatchParams {
   int len[KLC_MAX_DECODE_BATCH];
 };
 
-__device__ __forceinline__ uint32_t tf32(float x) {
-  uint32_t r;
-  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
-  return r;
-}
-
 __device__ __forceinline__ void mma_tf32(float c[4], const uint32_t a[4], const uint32_t b[2]) {
   asm volatile(
       "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
@@ -159,20 +153,23 @@ __device__ __forceinline__ void mma_tf32(float c[4], const uint32_t a[4], const 
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
 
-// c += a·b for fp32 fragments; SPLIT adds the remainder products so that the result is fp32-accurate.
+// c += a·b for fp32 fragments. The tensor cores read the top 19 bits of each fp32 value (TF32, the
+// rest truncated), so plain fp32 bits go in as they are. SPLIT also multiplies the remainders
+// x - trunc(x), exact in fp32, so that the result keeps fp32 accuracy (the lo·lo term is below it).
 template <bool SPLIT>
 __device__ __forceinline__ void mma_f32(float c[4], const float a[4], const float b[2]) {
+  constexpr uint32_t TF32_BITS = 0xffffe000u;
   uint32_t ah[4], bh[2];
 #pragma unroll
-  for (int i = 0; i < 4; ++i) ah[i] = tf32(a[i]);
+  for (int i = 0; i < 4; ++i) ah[i] = SPLIT ? __float_as_uint(a[i]) & TF32_BITS : __float_as_uint(a[i]);
 #pragma unroll
-  for (int i = 0; i < 2; ++i) bh[i] = tf32(b[i]);
+  for (int i = 0; i < 2; ++i) bh[i] = SPLIT ? __float_as_uint(b[i]) & TF32_BITS : __float_as_uint(b[i]);
   if (SPLIT) {
     uint32_t al[4], bl[2];
 #pragma unroll
-    for (int i = 0; i < 4; ++i) al[i] = tf32(a[i] - __uint_as_float(ah[i]));
+    for (int i = 0; i < 4; ++i) al[i] = __float_as_uint(a[i] - __uint_as_float(ah[i]));
 #pragma unroll
-    for (int i = 0; i < 2; ++i) bl[i] = tf32(b[i] - __uint_as_float(bh[i]));
+    for (int i = 0; i < 2; ++i) bl[i] = __float_as_uint(b[i] - __uint_as_float(bh[i]));
     mma_tf32(c, al, bh);
     mma_tf32(c, ah, bl);
   }
@@ -193,7 +190,7 @@ __host__ __device__ inline int md_stride(int D) { return D + 4; }
 
 size_t md_smem_bytes(int D, int stages) {
   const size_t sd = md_stride(D);
-  return sizeof(float) * (MD_HEADS * sd + (size_t)stages * MD_NK * sd + MD_HEADS * (MD_NK + 4) + 3 * MD_HEADS);
+  return sizeof(float) * (MD_HEADS * sd + (size_t)stages * MD_NK * sd + 2 * MD_HEADS * (MD_NK + 4) + 3 * MD_HEADS);
 }
 
 template <int STAGES, bool SPLIT>
@@ -207,8 +204,9 @@ __global__ void __launch_bounds__(MD_THREADS, 1) mla_decode_kernel(const __grid_
   const int k_begin = split * p.split_keys, k_end = min(len, k_begin + p.split_keys);
   float *Qs = sm;                              // [32][SD]
   float *Ks = Qs + MD_HEADS * SD;              // [STAGES][NK][SD]
-  float *Ps = Ks + STAGES * MD_NK * SD;        // [32][NK + 4] scores, then probabilities
-  float *row_m = Ps + MD_HEADS * (MD_NK + 4);  // running max, sum and this block's rescale per head
+  float *Ps = Ks + STAGES * MD_NK * SD;        // [32][NK + 4] scores over the first half of D, then probabilities
+  float *Ps2 = Ps + MD_HEADS * (MD_NK + 4);    // [32][NK + 4] scores over the second half of D
+  float *row_m = Ps2 + MD_HEADS * (MD_NK + 4);  // running max, sum and this block's rescale per head
   float *row_l = row_m + MD_HEADS, *row_a = row_l + MD_HEADS;
   const int PS = MD_NK + 4;
   const size_t part_stride = (size_t)(L + 2);
@@ -223,13 +221,20 @@ __global__ void __launch_bounds__(MD_THREADS, 1) mla_decode_kernel(const __grid_
   const float *cache = p.cache[b];
   const float *q = p.q + ((size_t)b * H + h0) * D;
   const int D4 = D / 4;
+  // This thread's first 16-byte piece of a block, and how far each further piece moves it.
+  const int r_first = tid / D4, c_first = tid % D4, r_step = MD_THREADS / D4, c_step = MD_THREADS % D4;
   auto load_block = [&](int buf, int kb) {
     float *dst = Ks + (size_t)buf * MD_NK * SD;
-    for (int e = tid; e < MD_NK * D4; e += MD_THREADS) {
-      const int r = e / D4, c = (e % D4) * 4;
+    for (int r = r_first, c = c_first; r < MD_NK;) {
       // Rows past the end repeat the last key: finite values whose probability is set to 0.
       const int key = min(kb + r, k_end - 1);
-      cp_async16(dst + r * SD + c, cache + (size_t)key * D + c);
+      cp_async16(dst + r * SD + c * 4, cache + (size_t)key * D + c * 4);
+      r += r_step;
+      c += c_step;
+      if (c >= D4) {
+        c -= D4;
+        ++r;
+      }
     }
     cp_async_commit();
   };
@@ -262,49 +267,57 @@ __global__ void __launch_bounds__(MD_THREADS, 1) mla_decode_kernel(const __grid_
     __syncthreads();
     const float *Kb = Ks + (size_t)buf * MD_NK * SD;
     {
-      // Scores: warp -> (16 heads, 8 keys).
-      const int mt = warp & 1, nt = warp >> 1;
-      float c[4] = {0.f, 0.f, 0.f, 0.f};
-      const float *qa = Qs + (mt * 16 + g) * SD + t;
+      // Scores: warp -> (16 heads, 8 keys, one half of D), in two independent accumulator chains
+      // (alternating k-steps) so that the MMA latency overlaps.
+      const int nt = warp & 3, mt = (warp >> 2) & 1, half = warp >> 3;
+      const int kmid = D / 16 * 8, kbeg = half ? kmid : 0, kend = half ? D : kmid;
+      float c[2][4] = {};
+      const float *qm = Qs + (mt * 16 + g) * SD + t;
       const float *kbp = Kb + (nt * 8 + g) * SD + t;
-#pragma unroll 4
-      for (int k0 = 0; k0 < D; k0 += 8) {
-        const float a[4] = {qa[k0], qa[8 * SD + k0], qa[k0 + 4], qa[8 * SD + k0 + 4]};
+      auto step = [&](int k0, int par) {
         const float bb[2] = {kbp[k0], kbp[k0 + 4]};
-        mma_f32<SPLIT>(c, a, bb);
+        const float a[4] = {qm[k0], qm[8 * SD + k0], qm[k0 + 4], qm[8 * SD + k0 + 4]};
+        mma_f32<SPLIT>(c[par], a, bb);
+      };
+#pragma unroll 2
+      for (int k0 = kbeg; k0 < kend; k0 += 16) {
+        step(k0, 0);
+        if (k0 + 8 < kend) step(k0 + 8, 1);
       }
+      float *dst = half ? Ps2 : Ps;
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int r = mt * 16 + g + (e >> 1) * 8, kl = nt * 8 + 2 * t + (e & 1);
-        Ps[r * PS + kl] = kb + kl < k_end ? c[e] * p.scale : -INFINITY;
+        dst[r * PS + kl] = c[0][e] + c[1][e];
       }
     }
     __syncthreads();
     {
-      // Online softmax: 8 threads per head, 4 keys each.
-      const int r = tid >> 3, q4 = (tid & 7) * 4;
-      float v[4], mx = -INFINITY;
+      // Online softmax: 16 threads per head, 2 keys each.
+      const int r = tid >> 4, k2 = (tid & 15) * 2;
+      float v[2], mx = -INFINITY;
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        v[e] = Ps[r * PS + q4 + e];
+      for (int e = 0; e < 2; ++e) {
+        const int kl = k2 + e;
+        v[e] = kb + kl < k_end ? (Ps[r * PS + kl] + Ps2[r * PS + kl]) * p.scale : -INFINITY;
         mx = fmaxf(mx, v[e]);
       }
 #pragma unroll
-      for (int o = 4; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+      for (int o = 8; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
       const float m_old = row_m[r];
       const float m_new = fmaxf(m_old, mx);
       float sum = 0.f;
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
+      for (int e = 0; e < 2; ++e) {
         const float pe = v[e] == -INFINITY ? 0.f : expf(v[e] - m_new);
-        Ps[r * PS + q4 + e] = pe;
+        Ps[r * PS + k2 + e] = pe;
         sum += pe;
       }
 #pragma unroll
-      for (int o = 4; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+      for (int o = 8; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
       const float alpha = m_old == -INFINITY ? 0.f : expf(m_old - m_new);
       __syncwarp();
-      if ((tid & 7) == 0) {
+      if ((tid & 15) == 0) {
         row_m[r] = m_new;
         row_l[r] = row_l[r] * alpha + sum;
         row_a[r] = alpha;
@@ -312,7 +325,7 @@ __global__ void __launch_bounds__(MD_THREADS, 1) mla_decode_kernel(const __grid_
     }
     __syncthreads();
     {
-      // Values: warp -> all 32 heads x its column tiles (cols (warp + 8 i) * 8 ..).
+      // Values: warp -> all 32 heads x its column tiles (cols (warp + 16 i) * 8 ..).
       float alpha[2][2];
 #pragma unroll
       for (int mt = 0; mt < 2; ++mt) {
@@ -375,26 +388,52 @@ __global__ void __launch_bounds__(MD_THREADS, 1) mla_decode_kernel(const __grid_
 }
 
 // out[r, :] = sum_s e^(m_s - M) acc_s / sum_s e^(m_s - M) l_s over the splits of row r = b*H + h.
-__global__ void mla_decode_combine_kernel(const float *ws, float *out, int L, int splits) {
+// The split weights are computed once per row into shared memory (splits <= MD_MAX_SPLITS).
+constexpr int MD_MAX_SPLITS = 1024, MD_COMBINE_THREADS = 256;
+
+__global__ void __launch_bounds__(MD_COMBINE_THREADS) mla_decode_combine_kernel(const float *ws, float *out, int L, int splits) {
+  __shared__ float wgt[MD_MAX_SPLITS];
+  __shared__ float red[MD_COMBINE_THREADS / 32];
+  __shared__ float total;
   const size_t r = blockIdx.x;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const float *base = ws + r * splits * (size_t)(L + 2);
-  float M = -FLT_MAX;
-  for (int s = 0; s < splits; ++s) {
+  float mx = -FLT_MAX;
+  for (int s = tid; s < splits; s += MD_COMBINE_THREADS) {
     const float *pp = base + (size_t)s * (L + 2);
-    if (pp[L + 1] > 0.f) M = fmaxf(M, pp[L]);
+    if (pp[L + 1] > 0.f) mx = fmaxf(mx, pp[L]);
   }
-  float denom = 0.f;
-  for (int s = 0; s < splits; ++s) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+  if (lane == 0) red[warp] = mx;
+  __syncthreads();
+  mx = red[0];
+#pragma unroll
+  for (int w = 1; w < MD_COMBINE_THREADS / 32; ++w) mx = fmaxf(mx, red[w]);
+  __syncthreads();
+  float den = 0.f;
+  for (int s = tid; s < splits; s += MD_COMBINE_THREADS) {
     const float *pp = base + (size_t)s * (L + 2);
-    if (pp[L + 1] > 0.f) denom += expf(pp[L] - M) * pp[L + 1];
+    const float w = pp[L + 1] > 0.f ? expf(pp[L] - mx) : 0.f;
+    wgt[s] = w;
+    den += w * pp[L + 1];
   }
-  for (int c = threadIdx.x; c < L; c += blockDim.x) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) den += __shfl_xor_sync(0xffffffffu, den, o);
+  if (lane == 0) red[warp] = den;
+  __syncthreads();
+  if (tid == 0) {
+    float t = 0.f;
+    for (int w = 0; w < MD_COMBINE_THREADS / 32; ++w) t += red[w];
+    total = t;
+  }
+  __syncthreads();
+  const float inv = 1.f / total;
+  for (int c = tid; c < L; c += MD_COMBINE_THREADS) {
     float num = 0.f;
-    for (int s = 0; s < splits; ++s) {
-      const float *pp = base + (size_t)s * (L + 2);
-      if (pp[L + 1] > 0.f) num += expf(pp[L] - M) * pp[c];
-    }
-    out[r * L + c] = num / denom;
+#pragma unroll 8
+    for (int s = 0; s < splits; ++s) num = fmaf(wgt[s], base[(size_t)s * (L + 2) + c], num);
+    out[r * L + c] = num * inv;
   }
 }
 
@@ -413,9 +452,10 @@ MdPlan md_plan(klc_ctx *ctx, int B, int H, int D, int max_len) {
   else if ((size_t)optin >= md_smem_bytes(D, 1)) plan.stages = 1;
   const int groups = (H + MD_HEADS - 1) / MD_HEADS;
   const int ctas = B * groups;
-  int splits = ((sms > 0 ? sms : 100) + ctas - 1) / ctas;
+  // One CTA per multiprocessor (the staged rows take most of its shared memory): a whole wave.
+  int splits = (sms > 0 ? sms : 100) / ctas;
   // The CUDA backend's workspace holds (2 B H + 8192) partial rows (memory-plan.ts).
-  const int cap = std::max(1, (8192 + 2 * B * H) / (B * H));
+  const int cap = std::min(MD_MAX_SPLITS, std::max(1, (8192 + 2 * B * H) / (B * H)));
   splits = std::min(splits, std::min(cap, (max_len + MD_NK - 1) / MD_NK));
   splits = std::max(1, splits);
   plan.split_keys = ((max_len + splits - 1) / splits + MD_NK - 1) / MD_NK * MD_NK;
@@ -521,7 +561,7 @@ int klc_mla_decode(klc_ctx *ctx, const float *q, const float *const *caches, con
   if (plan.stages == 2) rc = exact ? launch_mla_decode<2, true>(ctx, p, B, groups) : launch_mla_decode<2, false>(ctx, p, B, groups);
   else rc = exact ? launch_mla_decode<1, true>(ctx, p, B, groups) : launch_mla_decode<1, false>(ctx, p, B, groups);
   if (rc) return rc;
-  mla_decode_combine_kernel<<<B * H, 128, 0, ctx->stream>>>(p.ws, out, L, plan.splits);
+  mla_decode_combine_kernel<<<B * H, MD_COMBINE_THREADS, 0, ctx->stream>>>(p.ws, out, L, plan.splits);
   return launched("the MLA decode split combine");
 }
 
