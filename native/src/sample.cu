@@ -3,6 +3,8 @@
 // argmax. Sampling rows are ordered by one stable radix sort (cub) of (row, logit descending) keys,
 // so equal logits keep the lower index first; then one block per row computes the weights in
 // double, the nucleus cut and the draw by prefix sums. Only the chosen ids stay on the device.
+// The sums run in a parallel order, not pickToken's left-to-right one, so a pick can differ from
+// the host's only when the draw or the top-p cut lies within rounding (~1e-16 relative) of a boundary.
 #include <cub/device/device_radix_sort.cuh>
 
 #include <climits>
