@@ -18,7 +18,7 @@ import type {
   SamplingOptions,
 } from './api';
 import { questionTokens, repoClosing, repoPreamble, stopIds } from './chat-template';
-import { CancelledError, generate, generateBatch, type Generated, PREFILL_CHUNK } from './generate';
+import { CancelledError, generate, generateBatch, type Generated } from './generate';
 import { identifyModel } from './model-id';
 import { loadModel, type Model } from './model/model';
 import { loadTokenizer } from './model/tokenizer';
@@ -213,15 +213,17 @@ export class EngineSession {
     const prefillStart = performance.now();
     let filesDone = fileEnds.filter((p) => p <= resumedTokens).length;
     let position = resumedTokens;
+    const slice = this.model.prefillTokens;
     while (position < ids.length) {
       if (signal?.aborted) throw new CancelledError();
-      // Stop each slice at the next file boundary so a checkpoint can be taken there.
-      const nextBoundary = boundaries.find((b) => b > position) ?? ids.length;
-      const end = Math.min(position + PREFILL_CHUNK, nextBoundary);
-      await this.model.prefill(state, ids.subarray(position, end), { logits: 'none' });
+      // A slice ends early only at the file boundary where the next checkpoint is due: stopping at
+      // every file would run a GPU on a few hundred tokens at a time.
+      const nextCheckpoint = boundaries.find((b) => b > position && b - lastCheckpoint >= spacing) ?? ids.length;
+      const end = Math.min(position + slice, nextCheckpoint);
+      await this.model.prefill(state, ids.subarray(position, end), { logits: 'none', slice });
       position = end;
       while (filesDone < fileEnds.length && fileEnds[filesDone] <= position) filesDone++;
-      if (position === nextBoundary && position < ids.length && position - lastCheckpoint >= spacing) {
+      if (position === nextCheckpoint && position < ids.length) {
         this.model.syncState(state);
         await store.saveCheckpoint(state, ids);
         lastCheckpoint = position;

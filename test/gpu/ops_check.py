@@ -17,6 +17,9 @@ from klc_cuda import Klc
 
 c_p, c_i, c_f, c_z, c_ll = ctypes.c_void_p, ctypes.c_int, ctypes.c_float, ctypes.c_size_t, ctypes.c_longlong
 results = []
+# Short conv shapes: decode-sized calls shorter than the kernel's history, the bundled model's width,
+# and a Kimi-width slice (12288 channels = q, k, v of 32 heads x 128) longer than one chunk.
+CONV_CASES = ((1, 384, 4, 128), (2, 384, 4, 128), (65, 96, 4, 32), (4096, 12288, 4, 4096))
 
 
 def check(name, err, tol, **extra):
@@ -286,6 +289,30 @@ def small_moe_timing(klc, w13, w2, copy_bps, k=8):
               + (f", general exact {exact * 1e3:.1f} us" if exact else ""), flush=True)
 
 
+def conv_case(klc, T, C, W, split, seed=13):
+    """klc_short_conv (causal depthwise conv + SiLU, inputs before the call from tail) against float64 over
+    [old tail, x]: both outputs in the stream layout (channel c to stream c // split) and the advanced tail.
+    T < W - 1 keeps part of the old tail; long T checks the all-tokens-at-once form."""
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    keep = W - 1
+    x = torch.randn(T, C, device="cuda", generator=g)
+    w = torch.randn(C, W, device="cuda", generator=g) * 0.5
+    tail = torch.randn(C, keep, device="cuda", generator=g)
+    yf = torch.empty(T * C, device="cuda")
+    yb = torch.empty(T * C, dtype=torch.bfloat16, device="cuda")
+    full = torch.cat([tail.T.double(), x.double()], 0)
+    want = torch.nn.functional.silu(sum(w[:, j].double() * full[j:j + T] for j in range(W)))
+    want = want.reshape(T, C // split, split).transpose(0, 1).reshape(-1)
+    want_tail = full[full.shape[0] - keep:].T
+    klc._check(klc.lib.klc_short_conv(klc.ctx, c_p(x.data_ptr()), c_p(w.data_ptr()), c_p(tail.data_ptr()), c_p(yf.data_ptr()),
+                                      c_p(yb.data_ptr()), T, C, W, split))
+    klc.sync()
+    scale = want.abs().max()
+    err = max(((yf.double() - want).abs().max() / scale).item(), ((tail.double() - want_tail).abs().max()).item())
+    check(f"short conv T={T} C={C} W={W} split={split} (fp32 output, advanced tail)", err, 1e-5)
+    check(f"short conv T={T} C={C} W={W} split={split} (bf16 output)", ((yb.double() - want).abs().max() / scale).item(), 8e-3)
+
+
 def router_case(klc, T, E=256, k=8, renorm=1, scaling=2.446, seed=11):
     """klc_moe_route against the rule on fp32 scores: top-k of sigmoid(logit) + bias, ties to the lower
     expert, reported in ascending expert order with weights sigmoid / (sum + 1e-20) * scaling. Logits and
@@ -469,6 +496,8 @@ def main():
         small_batch_cases(klc)
         for T in (1, 3, 4096):
             router_case(klc, T)
+        for T, C, W, split in CONV_CASES:
+            conv_case(klc, T, C, W, split)
         klc.close()
         json.dump(results, open(sys.argv[1], "w"), indent=1)
         return 0 if all(r["ok"] for r in results) else 1
@@ -489,6 +518,8 @@ def main():
     for T in (1, 3, 4096):
         router_case(klc, T)
     router_case(klc, 50, E=32, k=4, renorm=0, scaling=1.0)
+    for T, C, W, split in CONV_CASES:
+        conv_case(klc, T, C, W, split)
     for T, H, start in ((200, 32, 0), (300, 32, 1000), (4096, 32, 0), (32768, 4, 0), (20, 4, 5)):
         mla_case(klc, T, H, start, tol=1e-2, label="tensor-core ")
     mla_heads_cases(klc)

@@ -12,11 +12,14 @@ import { writeFileSync } from 'node:fs';
 import { CudaBackend } from '../../src/engine/backends/cuda/backend';
 import { loadModel, type Model } from '../../src/engine/model/model';
 import type { KimiConfig } from '../../src/engine/model/config';
+import type { TokenPick } from '../../src/engine/sampler';
+import type { SequenceState } from '../../src/engine/state/types';
 
 type Kind = 'kda' | 'mla' | 'moe' | 'dense' | 'norms' | 'outside';
 const KINDS: Kind[] = ['kda', 'mla', 'moe', 'dense', 'norms', 'outside'];
 const FULL = { kda: 20, mla: 7, dense: 1, moe: 26, norms: 27 };
-const SLICE = 8192;
+/** Sequences in the batched decode row: the engine's answer batch (ASK_BATCH_LIMIT). */
+const BATCH = 8;
 
 const [dir, contextsArg = '4096,32768', outPath = 'speed.json', copyArg = '2.91'] = process.argv.slice(2);
 const contexts = contextsArg.split(',').map(Number);
@@ -56,7 +59,7 @@ function instrument(b: CudaBackend): { times: Record<Kind, number>; on: boolean 
     return name === 'addInPlace' ? 'norms' : 'outside';
   };
   const target = b as unknown as Record<string, (...a: unknown[]) => unknown>;
-  for (const name of ['embed', 'rmsnorm', 'addInPlace', 'kdaPrefill', 'kdaDecode', 'mlaPrefill', 'mlaDecode', 'moe', 'mlp', 'lmHead']) {
+  for (const name of ['embed', 'rmsnorm', 'addInPlace', 'kdaPrefill', 'kdaDecode', 'mlaPrefill', 'mlaDecode', 'moe', 'mlp', 'lmHead', 'sampleRows']) {
     const orig = target[name].bind(b);
     target[name] = (...args: unknown[]) => {
       if (!state.on) return orig(...args);
@@ -108,29 +111,36 @@ function decodeBytes(c: KimiConfig, T: number): number {
   return weights + state;
 }
 
-/** Median ms of 16 decode steps, then per-kind times of 8 instrumented steps, continuing `state`. */
-async function decodeRun(m: Model, state: ReturnType<Model['newState']>, first: number, probe: ReturnType<typeof instrument>): Promise<{ tpot: number; steps: number[]; ratio: number; perLayer: Record<string, number>; tok: number }> {
+const GREEDY: Omit<TokenPick, 'vocab'> = { temperature: 0, topP: 1, topK: 0, uniform: 0 };
+
+/**
+ * Median ms of 16 decode steps of `states` together (one token each, picked greedily on the device as
+ * generation does: only ids come back), then per-kind times of 8 instrumented steps; continues the states.
+ */
+async function decodeRun(m: Model, states: SequenceState[], first: Int32Array, probe: ReturnType<typeof instrument>): Promise<{ tpot: number; steps: number[]; ratio: number; perLayer: Record<string, number>; toks: Int32Array }> {
+  const picks = states.map(() => ({ ...GREEDY, vocab: m.config.vocabSize }));
   const steps: number[] = [];
-  let tok = first;
+  let toks = first;
   for (let i = 0; i < 16; i++) {
     const t = performance.now();
-    tok = argmax(await m.decode(state, tok));
+    toks = await m.decodeAndPick(states, toks, picks);
     steps.push(performance.now() - t);
   }
   probe.on = true;
   for (const k of KINDS) probe.times[k] = 0;
   const probeSteps = 8;
-  for (let i = 0; i < probeSteps; i++) tok = argmax(await m.decode(state, tok));
+  for (let i = 0; i < probeSteps; i++) toks = await m.decodeAndPick(states, toks, picks);
   for (const k of KINDS) probe.times[k] /= probeSteps;
   probe.on = false;
   const dec = fullRatio(probe.times, m.config);
-  return { tpot: median(steps), steps, ratio: dec.ratio, perLayer: dec.perLayer, tok };
+  return { tpot: median(steps), steps, ratio: dec.ratio, perLayer: dec.perLayer, toks };
 }
 
 async function prefillMs(m: Model, ids: Int32Array): Promise<{ ms: number; state: ReturnType<Model['newState']>; logits: Float32Array }> {
   const state = m.newState();
   const t = performance.now();
-  const logits = await m.prefill(state, ids, { slice: SLICE, logits: 'last' });
+  // The slice the product's ingest uses (the longest the memory plan fits), so the table is what users get.
+  const logits = await m.prefill(state, ids, { slice: m.prefillTokens, logits: 'last' });
   return { ms: performance.now() - t, state, logits };
 }
 
@@ -143,7 +153,7 @@ async function main(): Promise<void> {
   say(`model: ${c.layers.length} layers (${c.layers.map((l) => `${l.attention}+${l.ffn}`).join(', ')}), loaded in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
   say(`device: ${b.device}`);
   const engine = b.engine;
-  say(`engine: ${engine}`);
+  say(`engine: ${engine}; prefill slices of ${m.prefillTokens} tokens`);
   const probe = instrument(b);
   const rows: Record<string, unknown>[] = [];
   const V = c.vocabSize;
@@ -160,10 +170,13 @@ async function main(): Promise<void> {
       last = await prefillMs(m, prompt(T, T + i, V));
       times.push(last.ms);
     }
-    const after = await decodeRun(m, last.state, argmax(last.logits), probe);
+    const after = await decodeRun(m, [last.state], Int32Array.of(argmax(last.logits)), probe);
     process.env.KLC_SMALL_BATCH = '0';
-    const general = await decodeRun(m, last.state, after.tok, probe);
+    const general = await decodeRun(m, [last.state], after.toks, probe);
     delete process.env.KLC_SMALL_BATCH;
+    // Eight answers from one context at once (Annotate File, klc ask --question ...): forks of the state.
+    const batch = [last.state, ...Array.from({ length: BATCH - 1 }, () => m.forkState(last.state))];
+    const together = await decodeRun(m, batch, Int32Array.from(batch, () => general.toks[0]), probe);
     probe.on = true;
     for (const k of KINDS) probe.times[k] = 0;
     await prefillMs(m, prompt(T, T + 99, V));
@@ -190,6 +203,10 @@ async function main(): Promise<void> {
       general_paths_tpot_ms: general.tpot,
       general_paths_tpot_ms_27L: general.tpot * general.ratio,
       general_paths_decode_per_layer_ms: general.perLayer,
+      batch: BATCH,
+      batch_step_ms: together.tpot,
+      batch_step_ms_27L: together.tpot * together.ratio,
+      batch_decode_per_layer_ms: together.perLayer,
     };
     rows.push(row);
     say(`T=${T}: prefill ${prefill.toFixed(1)} ms (${(row.prefill_tok_s / 1000).toFixed(1)} k tok/s), 27 L ≈ ${row.prefill_ms_27L.toFixed(0)} ms (${(row.prefill_tok_s_27L / 1000).toFixed(1)} k tok/s); ` +
@@ -198,6 +215,9 @@ async function main(): Promise<void> {
     say(`  per layer, decode ms:  ${JSON.stringify(after.perLayer, (_, v: unknown) => (typeof v === 'number' ? Number(v.toFixed(3)) : v))}`);
     say(`  small-batch paths off (KLC_SMALL_BATCH=0): TPOT ${general.tpot.toFixed(2)} ms, 27 L ≈ ${(general.tpot * general.ratio).toFixed(2)} ms; ` +
       `per layer, decode ms: ${JSON.stringify(general.perLayer, (_, v: unknown) => (typeof v === 'number' ? Number(v.toFixed(3)) : v))}`);
+    say(`  ${BATCH} sequences decoding together: ${together.tpot.toFixed(2)} ms per step, 27 L ≈ ${(together.tpot * together.ratio).toFixed(2)} ms ` +
+      `(${((BATCH * 1000) / (together.tpot * together.ratio)).toFixed(0)} tok/s at 27 L); per layer, decode ms: ` +
+      `${JSON.stringify(together.perLayer, (_, v: unknown) => (typeof v === 'number' ? Number(v.toFixed(3)) : v))}`);
   }
   const first = contexts[0];
   const before: Record<string, number> = {};

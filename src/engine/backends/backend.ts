@@ -32,6 +32,11 @@ export interface Backend<A = unknown> {
   /** Where it computes, in words (shown to the user). */
   readonly device: string;
   readonly config: KimiConfig;
+  /**
+   * Tokens per prefill call while ingesting: enough to keep this backend's matrix units busy, few
+   * enough that progress and cancellation come often. Default 512 (the CPU backends).
+   */
+  readonly prefillTokens?: number;
 
   /** Embedding rows of `ids`: [T, d]. */
   embed(ids: Int32Array):MaybePromise<A>;

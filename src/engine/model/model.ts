@@ -43,6 +43,7 @@ export interface LoadOptions {
 
 export const KDA_CHUNK = 64;
 const DEFAULT_SLICE = 1024;
+const INGEST_SLICE = 512;
 
 export class Model {
   constructor(
@@ -108,6 +109,11 @@ export class Model {
       else if (logits) last = logits;
     }
     return all ?? last;
+  }
+
+  /** Tokens per prefill call while ingesting (see Backend.prefillTokens). */
+  get prefillTokens(): number {
+    return this.backend.prefillTokens ?? INGEST_SLICE;
   }
 
   /** One token with the recurrent KDA form and absorbed MLA; returns its logits [vocab]. */

@@ -150,3 +150,32 @@ test('checkpoints are as dense as the disk budget allows, never closer than 256 
   assert.ok(count * kimi48b <= CHECKPOINT_DISK_BUDGET + kimi48b, `${count} checkpoints of ${kimi48b} bytes fit the budget`);
   assert.ok(spacing < 25_000 && spacing > 15_000, `1M tokens of the 48B model: one checkpoint every ${spacing} tokens`);
 });
+
+test('ingest slices end at a file boundary only where a checkpoint is due, else run the backend\'s full slice', async () => {
+  const root = mkdtempSync(join(tmpdir(), 'klc-session-slices-'));
+  mkdirSync(join(root, 'src'));
+  for (let f = 0; f < 8; f++) {
+    const body = Array.from({ length: 12 }, (_, i) => `export const value${f}_${i} = ${f * 100 + i} * ${i + 3};`).join('\n');
+    writeFileSync(join(root, 'src', `part${f}.ts`), `${body}\n`);
+  }
+  const sliceLengths = async (checkpointEvery: number): Promise<{ lengths: number[]; tokens: number }> => {
+    const cache = mkdtempSync(join(tmpdir(), 'klc-session-cache-'));
+    const s = await EngineSession.open({ backend: 'reference', cacheDir: cache, workspace: { roots: [root] }, checkpointEvery, log: () => undefined });
+    const lengths: number[] = [];
+    const prefill = s.model.prefill.bind(s.model);
+    s.model.prefill = (state, ids, opts) => {
+      lengths.push(ids.length);
+      return prefill(state, ids, opts);
+    };
+    const result = await s.ingest(undefined);
+    await s.dispose();
+    return { lengths, tokens: result.tokens };
+  };
+  const rare = await sliceLengths(1e9);
+  assert.ok(rare.tokens > 2 * 512, `the workspace spans several slices (${rare.tokens} tokens)`);
+  assert.deepEqual(rare.lengths.slice(0, -1), rare.lengths.slice(0, -1).map(() => 512), `no stops at file boundaries: ${rare.lengths.join(', ')}`);
+  assert.equal(rare.lengths.reduce((a, b) => a + b, 0), rare.tokens);
+  const often = await sliceLengths(16);
+  assert.ok(often.lengths.length >= 8, `a checkpoint at every file boundary: ${often.lengths.join(', ')}`);
+  assert.equal(often.lengths.reduce((a, b) => a + b, 0), often.tokens);
+});

@@ -14,7 +14,7 @@ import type { TokenPick } from '../../sampler';
 import { Arena } from './arena';
 import { uploadWeights, type DeviceWeights, type LayerDeviceWeights, type Mat } from './device-weights';
 import type { DevicePtr, NativeContext, NativeDeviceInfo, NativeKlc } from './loader';
-import { gib, LM_HEAD_ROWS, layerWorkspaceBytes, planMemory } from './memory-plan';
+import { gib, LM_HEAD_ROWS, layerWorkspaceBytes, planMemory, type MemoryPlan } from './memory-plan';
 
 /** Activation rows on the device: fp32 [T, cols]. */
 export interface DeviceRows {
@@ -44,7 +44,10 @@ export interface CudaLoadOptions {
   device?: number;
   /** Context length the memory plan reserves MLA latents for. */
   contextTokens?: number;
-  /** Largest number of tokens per forward call the workspace is planned for (it grows if needed). */
+  /**
+   * Tokens per forward call the workspace is planned for (it grows if needed), and the ingest's
+   * prefill slice. Default: the longest of SLICE_CHOICES whose plan fits the free memory.
+   */
   sliceTokens?: number;
   /**
    * bf16 activations into cuBLAS tensor-core GEMMs. Default: on for bf16 checkpoints unless
@@ -56,7 +59,8 @@ export interface CudaLoadOptions {
 
 const F32 = 4;
 const DEFAULT_CONTEXT = 131072;
-const DEFAULT_SLICE = 1024;
+/** Prefill slices tried from the longest: 4096 tokens fill an H100's tensor cores at the real widths. */
+const SLICE_CHOICES = [4096, 2048, 1024, 512];
 /** The chunk length the native chunked KDA kernel is built for. */
 const NATIVE_KDA_CHUNK = 64;
 /** KLC_MAX_DECODE_BATCH of klc_native.h: sequences per batched decode launch. */
@@ -90,6 +94,7 @@ export class CudaBackend implements Backend<DeviceRows> {
     info: NativeDeviceInfo,
     deviceIndex: number,
     engine: string,
+    readonly prefillTokens: number,
   ) {
     this.device = `GPU ${deviceIndex}: ${info.name} (compute ${info.major}.${info.minor}, ${gib(info.totalBytes)})`;
     this.engineText = engine;
@@ -118,20 +123,26 @@ export class CudaBackend implements Backend<DeviceRows> {
     }
     try {
       const context = opts.contextTokens ?? Math.min(config.maxPositionEmbeddings ?? DEFAULT_CONTEXT, DEFAULT_CONTEXT);
-      const slice = opts.sliceTokens ?? DEFAULT_SLICE;
       const matrix = checkpoint.info(EMBED).dtype === 'F32' ? 4 : 2;
       const engine = chooseEngine(native, ctx, matrix === 2 && (opts.tensorCores ?? process.env.KLC_CUDA_EXACT !== '1'));
       const sampling = native.sampleWorkspaceBytes(ctx, PLANNED_SAMPLE_ROWS, config.vocabSize) + PLANNED_SAMPLE_ROWS * 4;
-      const plan = planMemory(config, context, slice, moeScratch(native, ctx, config, slice), mlaScratch(native, ctx, config, slice), matrix, engine.tensorCores, sampling);
       const free = native.deviceInfo(index).freeBytes;
-      if (plan.total > free * 0.95) {
+      // The longest slice that fits: long slices keep the tensor cores busy, short ones still run.
+      let slice = 0;
+      let plan: MemoryPlan | undefined;
+      for (const s of opts.sliceTokens ? [opts.sliceTokens] : SLICE_CHOICES) {
+        slice = s;
+        plan = planMemory(config, context, s, moeScratch(native, ctx, config, s), mlaScratch(native, ctx, config, s), matrix, engine.tensorCores, sampling);
+        if (plan.total <= free * 0.95) break;
+      }
+      if (!plan || plan.total > free * 0.95) {
         throw new UserError(
-          `the model does not fit on ${info.name}: it needs ${gib(plan.total)} (weights ${gib(plan.weights)}, state for ${context} tokens ${gib(plan.state)}, workspace for ${slice}-token slices ${gib(plan.workspace)}) but ${gib(free)} is free. Free GPU memory, use a larger GPU, or use --backend reference for small models.`,
+          `the model does not fit on ${info.name}: it needs ${gib(plan?.total ?? 0)} (weights ${gib(plan?.weights ?? 0)}, state for ${context} tokens ${gib(plan?.state ?? 0)}, workspace for ${slice}-token slices ${gib(plan?.workspace ?? 0)}) but ${gib(free)} is free. Free GPU memory (other programs on this GPU), use a GPU with more memory, or choose a smaller model in kimiLinear.modelPath.`,
           checkpoint.dir,
         );
       }
       const { weights, owned } = await uploadWeights(native, ctx, config, checkpoint);
-      return new CudaBackend(config, native, ctx, weights, owned, info, index, engine.text);
+      return new CudaBackend(config, native, ctx, weights, owned, info, index, engine.text, slice);
     } catch (e) {
       native.destroy(ctx);
       if (e instanceof UserError) throw e;
