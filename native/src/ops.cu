@@ -437,10 +437,12 @@ __global__ void mla_combine_kernel(const float *ws, float *ctx, int rows, int L,
 
 // ---------------------------------------------------------------------------------------------
 // MoE (spec 4): sigmoid router, choice on score + correction bias, weights from the unbiased
-// scores of the chosen experts, renormalised, times the scaling factor. One warp per token: each of
-// the k rounds takes the best expert not yet chosen, every lane scanning E / 32 of them and the
-// warp reducing (a thread per token spent half a millisecond per decode step on k * E serial steps).
+// scores of the chosen experts, renormalised, times the scaling factor. One warp per token: every
+// lane scores E / 32 experts once and keeps them in registers; each of the k rounds takes the best
+// expert not yet chosen with a warp argmax (ties to the lower index). A thread per token doing
+// k * E serial steps cost half a millisecond per decode step.
 constexpr int ROUTE_WARPS = 4;
+constexpr int ROUTE_PER_LANE = 32;  // E <= 1024
 
 __global__ void __launch_bounds__(32 * ROUTE_WARPS) moe_route_kernel(const float *logits, const float *bias, int *idx, float *wout,
                                                                      int T, int E, int k, int renorm, float scaling) {
@@ -448,18 +450,25 @@ __global__ void __launch_bounds__(32 * ROUTE_WARPS) moe_route_kernel(const float
   const int t = blockIdx.x * ROUTE_WARPS + (threadIdx.x >> 5);
   if (t >= T) return;
   const float *lg = logits + (size_t)t * E;
+  // Lane keeps experts e = lane + 32 * j; bit j of `taken` marks one already chosen (or past E).
+  float score[ROUTE_PER_LANE];
+  unsigned taken = 0;
+#pragma unroll
+  for (int j = 0; j < ROUTE_PER_LANE; ++j) {
+    const int e = lane + 32 * j;
+    score[j] = e < E ? sigmoidf_(lg[e]) + bias[e] : 0.f;
+    if (e >= E) taken |= 1u << j;
+  }
   int chosen[16];
   for (int s = 0; s < k; ++s) {
     int best = INT_MAX;
     float bv = -INFINITY;
-    for (int e = lane; e < E; e += 32) {
-      bool taken = false;
-      for (int p = 0; p < s; ++p) taken |= chosen[p] == e;
-      if (taken) continue;
-      const float v = sigmoidf_(lg[e]) + bias[e];
-      if (best == INT_MAX || v > bv) {  // strict: ties keep the lower index
-        bv = v;
-        best = e;
+#pragma unroll
+    for (int j = 0; j < ROUTE_PER_LANE; ++j) {
+      if (taken >> j & 1u) continue;
+      if (best == INT_MAX || score[j] > bv) {  // strict: ties keep the lower index (j ascends with e)
+        bv = score[j];
+        best = lane + 32 * j;
       }
     }
     for (int off = 16; off > 0; off >>= 1) {
@@ -471,6 +480,7 @@ __global__ void __launch_bounds__(32 * ROUTE_WARPS) moe_route_kernel(const float
       }
     }
     chosen[s] = best;
+    if ((best & 31) == lane) taken |= 1u << (best >> 5);
   }
   for (int a = 1; a < k; ++a)  // ascending expert order, as the reference reports them
     for (int b = a; b > 0 && chosen[b - 1] > chosen[b]; --b) {
@@ -690,8 +700,8 @@ int klc_moe_route(klc_ctx *ctx, const float *logits, const float *bias, int32_t 
                   float scaling) {
   int rc = use_device(ctx);
   if (rc) return rc;
-  if (!logits || !bias || !idx || !w || T < 1 || E < 1 || k < 1 || k > 16 || k > E)
-    return fail(KLC_E_ARG, "klc_moe_route: bad pointers or shape (top-k at most 16)");
+  if (!logits || !bias || !idx || !w || T < 1 || E < 1 || E > 32 * ROUTE_PER_LANE || k < 1 || k > 16 || k > E)
+    return fail(KLC_E_ARG, "klc_moe_route: bad pointers or shape (at most 1024 experts, top-k at most 16)");
   moe_route_kernel<<<(T + ROUTE_WARPS - 1) / ROUTE_WARPS, 32 * ROUTE_WARPS, 0, ctx->stream>>>(logits, bias, idx, w, T, E, k, renorm,
                                                                                               scaling);
   return launched("the MoE router");

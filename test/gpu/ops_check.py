@@ -496,6 +496,7 @@ def main():
         small_batch_cases(klc)
         for T in (1, 3, 4096):
             router_case(klc, T)
+        router_case(klc, 7, E=1000, k=16)
         for T, C, W, split in CONV_CASES:
             conv_case(klc, T, C, W, split)
         klc.close()
@@ -518,6 +519,7 @@ def main():
     for T in (1, 3, 4096):
         router_case(klc, T)
     router_case(klc, 50, E=32, k=4, renorm=0, scaling=1.0)
+    router_case(klc, 7, E=1000, k=16)
     for T, C, W, split in CONV_CASES:
         conv_case(klc, T, C, W, split)
     for T, H, start in ((200, 32, 0), (300, 32, 1000), (4096, 32, 0), (32768, 4, 0), (20, 4, 5)):

@@ -112,8 +112,8 @@ export class CudaBackend implements Backend<DeviceRows> {
     if (config.moe.numExpertGroup > 1) {
       throw new UserError(`${checkpoint.dir}: group-limited MoE routing (num_expert_group ${config.moe.numExpertGroup}) is not supported by the CUDA backend (the published Kimi Linear config does not use it); use --backend reference.`, checkpoint.dir);
     }
-    if (config.kda.headDim > 128 || config.mla.kvLoraRank > 512 || config.moe.topK > 16 || config.kda.convKernel > 8) {
-      throw new UserError(`${checkpoint.dir}: the CUDA kernels support KDA head_dim ≤ 128, kv_lora_rank ≤ 512, top-k ≤ 16 and conv kernels ≤ 8; this config is larger. Use --backend reference.`, checkpoint.dir);
+    if (config.kda.headDim > 128 || config.mla.kvLoraRank > 512 || config.moe.topK > 16 || config.moe.numExperts > 1024 || config.kda.convKernel > 8) {
+      throw new UserError(`${checkpoint.dir}: the CUDA kernels support KDA head_dim ≤ 128, kv_lora_rank ≤ 512, up to 1024 experts with top-k ≤ 16 and conv kernels ≤ 8; this config is larger. Use --backend reference.`, checkpoint.dir);
     }
     let ctx: NativeContext;
     try {
