@@ -474,6 +474,22 @@ def mla_heads_cases(klc):
     mla_heads_case(klc, 32768, 32, 0, compare=True)
 
 
+def moe_and_small_cases(klc):
+    """The cases both runs share: per-head batched tensor-core linear, grouped MoE, the small-batch (decode)
+    paths, the router and the short convolution."""
+    tc_linear_case(klc, 300, 512, 128, batch=32)
+    tc_moe_case(klc, 1000)
+    tc_moe_case(klc, 64, E=32, k=4)
+    tc_moe_case(klc, 1)
+    small_batch_cases(klc)
+    for T in (1, 3, 4096):
+        router_case(klc, T)
+    router_case(klc, 50, E=32, k=4, renorm=0, scaling=1.0)
+    router_case(klc, 7, E=1000, k=16)
+    for T, C, W, split in CONV_CASES:
+        conv_case(klc, T, C, W, split)
+
+
 def main():
     klc = Klc()
     klc.lib.klc_mla_splits.restype = c_i
@@ -482,23 +498,13 @@ def main():
         klc.close()
         json.dump(results, open(sys.argv[1], "w"), indent=1)
         return 0 if all(r["ok"] for r in results) else 1
-    klc.lib.klc_mla_splits.restype = c_i
     for M, N, K in ((1, 4096, 2304), (3, 576, 2304), (200, 12288, 2304), (1000, 2304, 4096), (77, 163840 // 8, 2304)):
         linear_case(klc, M, N, K)
     if "--small-batch" in sys.argv:
         print(f"engine: {set_tensor_cores(klc, True)}", flush=True)
         for M, N, K in ((1, 4096, 2304), (200, 12288, 2304), (77, 163840 // 8, 2304)):
             tc_linear_case(klc, M, N, K)
-        tc_linear_case(klc, 300, 512, 128, batch=32)
-        tc_moe_case(klc, 1000)
-        tc_moe_case(klc, 64, E=32, k=4)
-        tc_moe_case(klc, 1)
-        small_batch_cases(klc)
-        for T in (1, 3, 4096):
-            router_case(klc, T)
-        router_case(klc, 7, E=1000, k=16)
-        for T, C, W, split in CONV_CASES:
-            conv_case(klc, T, C, W, split)
+        moe_and_small_cases(klc)
         klc.close()
         json.dump(results, open(sys.argv[1], "w"), indent=1)
         return 0 if all(r["ok"] for r in results) else 1
@@ -511,17 +517,7 @@ def main():
     print(f"engine: {set_tensor_cores(klc, True)}", flush=True)
     for M, N, K in ((1, 4096, 2304), (200, 12288, 2304), (1000, 2304, 4096), (77, 163840 // 8, 2304)):
         tc_linear_case(klc, M, N, K)
-    tc_linear_case(klc, 300, 512, 128, batch=32)
-    tc_moe_case(klc, 1000)
-    tc_moe_case(klc, 64, E=32, k=4)
-    tc_moe_case(klc, 1)
-    small_batch_cases(klc)
-    for T in (1, 3, 4096):
-        router_case(klc, T)
-    router_case(klc, 50, E=32, k=4, renorm=0, scaling=1.0)
-    router_case(klc, 7, E=1000, k=16)
-    for T, C, W, split in CONV_CASES:
-        conv_case(klc, T, C, W, split)
+    moe_and_small_cases(klc)
     for T, H, start in ((200, 32, 0), (300, 32, 1000), (4096, 32, 0), (32768, 4, 0), (20, 4, 5)):
         mla_case(klc, T, H, start, tol=1e-2, label="tensor-core ")
     mla_heads_cases(klc)

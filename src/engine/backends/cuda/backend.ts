@@ -12,7 +12,7 @@ import type { KdaLayerState, MlaLayerState, SequenceState } from '../../state/ty
 import type { Backend, Capture, NormSite } from '../backend';
 import type { TokenPick } from '../../sampler';
 import { Arena } from './arena';
-import { uploadWeights, type DeviceWeights, type LayerDeviceWeights, type Mat } from './device-weights';
+import { uploadWeights, type DeviceWeights, type KdaDeviceWeights, type LayerDeviceWeights, type Mat } from './device-weights';
 import type { DevicePtr, NativeContext, NativeDeviceInfo, NativeKlc } from './loader';
 import { gib, LM_HEAD_ROWS, layerWorkspaceBytes, planMemory, type MemoryPlan } from './memory-plan';
 
@@ -234,26 +234,38 @@ export class CudaBackend implements Backend<DeviceRows> {
     if (!w) throw new Error(`layer ${layer} is not a KDA layer`);
     const devs = states.map((s) => this.kdaState(s));
     const { numHeads: H, headDim: K, convKernel: W } = this.config.kda;
-    const d = this.config.hiddenSize;
     const P = H * K;
     const B = x.T;
     const n = this.native;
     const c = this.ctx;
-    const proj = this.arena.alloc(B * 3 * P * F32);
-    n.linear(c, x.ptr, d, w.wqkv.ptr, proj, 3 * P, B, 3 * P, d, 1, 0, 0, 0, 0, w.wqkv.f32 ? 1 : 0);
-    const fa = this.linear(x, w.fA, K);
-    const f = this.linear(fa, w.fB, P);
-    const b = this.linear(x, w.bProj, H);
+    const { proj, f, b } = this.kdaProjections(w, x);
     const o = this.arena.alloc(B * P * F32);
     n.kdaDecodeBatch(c, {
       H, K, V: K, W, scale: 1 / Math.sqrt(K), proj, convW: w.conv, g: f.ptr, beta: b.ptr, aLog: w.aLog, dtBias: w.dtBias, o,
       states: BigUint64Array.from(devs, (s) => s.S), tails: BigUint64Array.from(devs, (s) => s.conv),
     });
-    const ga = this.linear(x, w.gA, K);
-    const g2 = this.linear(ga, w.gB, P);
-    const normed = this.rowsOf(B, P);
-    n.gatedRmsnorm(c, o, 0, g2.ptr, w.oNorm, normed.ptr, B * H, K, this.config.rmsNormEps);
-    return this.linear(normed, w.oProj, d);
+    return this.kdaOutput(w, x, o, false);
+  }
+
+  /** The KDA input projections of x's rows: q/k/v side by side [T, 3P], the forget gate f [T, P] and the b_proj logit [T, H]. */
+  private kdaProjections(w: KdaDeviceWeights, x: DeviceRows): { proj: DevicePtr; f: DeviceRows; b: DeviceRows } {
+    const { numHeads: H, headDim: K } = this.config.kda;
+    const d = this.config.hiddenSize;
+    const P = H * K;
+    const proj = this.arena.alloc(x.T * 3 * P * F32);
+    this.native.linear(this.ctx, x.ptr, d, w.wqkv.ptr, proj, 3 * P, x.T, 3 * P, d, 1, 0, 0, 0, 0, w.wqkv.f32 ? 1 : 0);
+    const f = this.linear(this.linear(x, w.fA, K), w.fB, P);
+    return { proj, f, b: this.linear(x, w.bProj, H) };
+  }
+
+  /** The KDA output of the recurrence's o (bf16 or fp32 [T, P]): gated RMSNorm with the g_a/g_b gate, then o_proj. */
+  private kdaOutput(w: KdaDeviceWeights, x: DeviceRows, o: DevicePtr, oBf16: boolean): DeviceRows {
+    const { numHeads: H, headDim: K } = this.config.kda;
+    const P = H * K;
+    const gate = this.linear(this.linear(x, w.gA, K), w.gB, P);
+    const normed = this.rowsOf(x.T, P);
+    this.native.gatedRmsnorm(this.ctx, o, oBf16 ? 1 : 0, gate.ptr, w.oNorm, normed.ptr, x.T * H, K, this.config.rmsNormEps);
+    return this.linear(normed, w.oProj, this.config.hiddenSize);
   }
 
   /** A decode batch has one row per sequence and at most MAX_DECODE_BATCH of them. */
@@ -273,19 +285,14 @@ export class CudaBackend implements Backend<DeviceRows> {
     if (!w) throw new Error(`layer ${layer} is not a KDA layer`);
     const dev = this.kdaState(state);
     const { numHeads: H, headDim: K, convKernel: W } = this.config.kda;
-    const d = this.config.hiddenSize;
     const P = H * K;
     const T = x.T;
     const n = this.native;
     const c = this.ctx;
-    const proj = this.arena.alloc(T * 3 * P * F32);
-    n.linear(c, x.ptr, d, w.wqkv.ptr, proj, 3 * P, T, 3 * P, d, 1, 0, 0, 0, 0, w.wqkv.f32 ? 1 : 0);
+    const { proj, f, b } = this.kdaProjections(w, x);
     const el = chunked ? 2 : F32;
     const qkv = this.arena.alloc(3 * T * P * el);
     n.shortConv(c, proj, w.conv, dev.conv, chunked ? null : qkv, chunked ? qkv : null, T, 3 * P, W, P);
-    const fa = this.linear(x, w.fA, K);
-    const f = this.linear(fa, w.fB, P);
-    const b = this.linear(x, w.bProj, H);
     const o = this.arena.alloc(T * P * el);
     const args = {
       B: 1, T, H, K, V: K, l2normQk: true, rawGates: true, scale: 1 / Math.sqrt(K),
@@ -294,11 +301,7 @@ export class CudaBackend implements Backend<DeviceRows> {
     };
     if (chunked) n.kdaPrefill(c, args);
     else n.kdaRecurrent(c, args);
-    const ga = this.linear(x, w.gA, K);
-    const g2 = this.linear(ga, w.gB, P);
-    const normed = this.rowsOf(T, P);
-    n.gatedRmsnorm(c, o, chunked ? 1 : 0, g2.ptr, w.oNorm, normed.ptr, T * H, K, this.config.rmsNormEps);
-    return this.linear(normed, w.oProj, d);
+    return this.kdaOutput(w, x, o, chunked);
   }
 
   // --- MLA ----------------------------------------------------------------------------------------
