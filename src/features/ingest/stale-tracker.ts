@@ -38,17 +38,23 @@ export class StaleTracker implements vscode.Disposable {
     const paths = uris.filter((u) => u.scheme === 'file' && vscode.workspace.getWorkspaceFolder(u)).map((u) => u.fsPath);
     if (paths.length === 0 || !vscode.workspace.isTrusted) return;
     this.client.markStale(paths).catch((e: unknown) => this.log.warn(`could not mark the state stale: ${userMessageOf(e)}`));
-    if (!vscode.workspace.getConfiguration('kimiLinear').get<boolean>('autoIngest')) return;
+    if (!autoIngestOn()) return;
     this.scheduleIngest();
   }
 
   private scheduleIngest(): void {
     clearTimeout(this.timer);
     this.timer = setTimeout(() => {
+      // The setting may have been turned off (or trust withdrawn) while the save waited here.
+      if (!autoIngestOn() || !vscode.workspace.isTrusted) return;
       // A running ingest may have packed the files before this save; ingest again after it.
       if (this.ingest.busy) return this.scheduleIngest();
       // Only a workspace that was ingested before is kept up to date; the first ingest is the user's call.
       if (this.ingest.saved || this.client.lastStatus.engine?.repo.state === 'stale') void this.ingest.run({ background: true });
     }, AUTO_INGEST_DELAY_MS);
   }
+}
+
+function autoIngestOn(): boolean {
+  return vscode.workspace.getConfiguration('kimiLinear').get<boolean>('autoIngest') === true;
 }

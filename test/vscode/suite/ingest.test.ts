@@ -92,11 +92,23 @@ describe('Ingest workspace', function () {
     await vscode.commands.executeCommand('kimiLinear.restartEngine');
     await writeSource(DIR, 'asked', 30);
     await vscode.commands.executeCommand('kimiLinear.newChat');
-    const asking = vscode.commands.executeCommand('kimiLinear.askRepo', 'What does asked1 return?');
-    await waitFor('the question\'s ingest to prefill', () => api.client.lastStatus.ingest?.phase === 'prefill', Boolean);
-    assert.match(api.statusBarText(), /^\$\(sync~spin\) Kimi: ingesting \d+%$/);
-    await vscode.commands.executeCommand('kimiLinear.cancelIngest');
-    await asking;
+    // Cancel at the first prefill progress, from the status event itself: a small ingest can end
+    // between two polls, and then there is nothing left to cancel.
+    let shown: string | undefined;
+    let cancelled: Thenable<unknown> | undefined;
+    const sub = api.client.onDidChangeStatus((s) => {
+      if (s.ingest?.phase !== 'prefill' || cancelled) return;
+      shown = api.statusBarText();
+      cancelled = vscode.commands.executeCommand('kimiLinear.cancelIngest');
+    });
+    try {
+      await vscode.commands.executeCommand('kimiLinear.askRepo', 'What does asked1 return?');
+    } finally {
+      sub.dispose();
+    }
+    assert.ok(cancelled, 'the question\'s ingest reached the prefill phase');
+    await cancelled;
+    assert.match(shown ?? '', /^\$\(sync~spin\) Kimi: ingesting \d+%$/);
     const { answer } = lastTurn(api);
     assert.equal(answer.state, 'error');
     assert.match(answer.error ?? '', /ingest was cancelled, so the question was not answered/);
