@@ -22,7 +22,7 @@ extern "C" {
 #define KLC_API __attribute__((visibility("default")))
 #endif
 
-#define KLC_ABI_VERSION 5
+#define KLC_ABI_VERSION 6
 
 enum {
   KLC_OK = 0,
@@ -120,6 +120,9 @@ KLC_API int klc_embed(klc_ctx *ctx, const void *table, const int32_t *ids, float
 KLC_API int klc_rmsnorm(klc_ctx *ctx, const float *x, int ldx, const float *w, float *y, int ldy, int rows, int D, float eps);
 /* h += x over n floats. */
 KLC_API int klc_add(klc_ctx *ctx, float *h, const float *x, size_t n);
+/* The residual add and the next norm in one pass over rows of D: h[r] += x[r], then y[r] = RMSNorm(h[r]) * w,
+ * equal to klc_add followed by klc_rmsnorm (same arithmetic in the same order). y must not overlap x. */
+KLC_API int klc_add_rmsnorm(klc_ctx *ctx, float *h, const float *x, const float *w, float *y, int rows, int D, float eps);
 KLC_API int klc_copy2d(klc_ctx *ctx, const float *src, int lds, float *dst, int ldd, int rows, int cols);
 KLC_API int klc_copy(klc_ctx *ctx, void *dst, const void *src, size_t bytes);
 /* h[r, i] = SiLU(gu[r, i]) * gu[r, I + i] for gu [rows, 2I] (gate and up side by side). */

@@ -463,6 +463,12 @@ static napi_value js_add(napi_env env, napi_callback_info info) {
   return done(env, klc_add(c, v[0].p, v[1].p, v[2].z));
 }
 
+static napi_value js_add_rmsnorm(napi_env env, napi_callback_info info) {
+  klc_ctx *c; arg_t v[MAX_OP_ARGS];
+  if (!read_sig(env, info, "ppppiif", &c, v)) return NULL;
+  return done(env, klc_add_rmsnorm(c, v[0].p, v[1].p, v[2].p, v[3].p, v[4].i, v[5].i, v[6].f));
+}
+
 static napi_value js_copy2d(napi_env env, napi_callback_info info) {
   klc_ctx *c; arg_t v[MAX_OP_ARGS];
   if (!read_sig(env, info, "pipiii", &c, v)) return NULL;
@@ -748,6 +754,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"embed", NULL, js_embed, NULL, NULL, NULL, napi_enumerable, NULL},
       {"rmsnorm", NULL, js_rmsnorm, NULL, NULL, NULL, napi_enumerable, NULL},
       {"add", NULL, js_add, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"addRmsnorm", NULL, js_add_rmsnorm, NULL, NULL, NULL, napi_enumerable, NULL},
       {"copy2d", NULL, js_copy2d, NULL, NULL, NULL, napi_enumerable, NULL},
       {"copyDevice", NULL, js_copy_device, NULL, NULL, NULL, napi_enumerable, NULL},
       {"siluMul", NULL, js_silu_mul, NULL, NULL, NULL, napi_enumerable, NULL},

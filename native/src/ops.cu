@@ -63,6 +63,22 @@ __global__ void rmsnorm_kernel(const float *x, int ldx, const float *w, float *y
   for (int c = threadIdx.x; c < D; c += blockDim.x) yr[c] = w[c] * (xr[c] * inv);
 }
 
+// add_kernel then rmsnorm_kernel, fused: each thread adds the columns it later normalises, so the
+// sums and products are the same operations in the same order as the two kernels.
+__global__ void add_rmsnorm_kernel(float *h, const float *x, const float *w, float *y, int D, float eps) {
+  float *hr = h + (size_t)blockIdx.x * D;
+  const float *xr = x + (size_t)blockIdx.x * D;
+  float *yr = y + (size_t)blockIdx.x * D;
+  float ss = 0.f;
+  for (int c = threadIdx.x; c < D; c += blockDim.x) {
+    const float v = hr[c] + xr[c];
+    hr[c] = v;
+    ss += v * v;
+  }
+  const float inv = rsqrtf(block_sum(ss) / D + eps);
+  for (int c = threadIdx.x; c < D; c += blockDim.x) yr[c] = w[c] * (hr[c] * inv);
+}
+
 __global__ void add_kernel(float *h, const float *x, size_t n) {
   for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) h[i] += x[i];
 }
@@ -567,6 +583,14 @@ int klc_rmsnorm(klc_ctx *ctx, const float *x, int ldx, const float *w, float *y,
   if (!x || !w || !y || rows < 1 || D < 1 || ldx < D || ldy < D) return fail(KLC_E_ARG, "klc_rmsnorm: bad pointers or shape");
   rmsnorm_kernel<<<rows, 256, 0, ctx->stream>>>(x, ldx, w, y, ldy, D, eps);
   return launched("RMSNorm");
+}
+
+int klc_add_rmsnorm(klc_ctx *ctx, float *h, const float *x, const float *w, float *y, int rows, int D, float eps) {
+  int rc = use_device(ctx);
+  if (rc) return rc;
+  if (!h || !x || !w || !y || rows < 1 || D < 1) return fail(KLC_E_ARG, "klc_add_rmsnorm: bad pointers or shape");
+  add_rmsnorm_kernel<<<rows, 256, 0, ctx->stream>>>(h, x, w, y, D, eps);
+  return launched("the residual add and RMSNorm");
 }
 
 int klc_add(klc_ctx *ctx, float *h, const float *x, size_t n) {

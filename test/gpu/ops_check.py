@@ -313,6 +313,26 @@ def conv_case(klc, T, C, W, split, seed=13):
     check(f"short conv T={T} C={C} W={W} split={split} (bf16 output)", ((yb.double() - want).abs().max() / scale).item(), 8e-3)
 
 
+def add_rmsnorm_case(klc, rows, D=2304, eps=1e-5, seed=17):
+    """klc_add_rmsnorm against klc_add then klc_rmsnorm (the fused kernel does the same operations in the
+    same order: bit-identical) and against float64."""
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    h = torch.randn(rows, D, device="cuda", generator=g)
+    x = torch.randn(rows, D, device="cuda", generator=g)
+    w = torch.rand(D, device="cuda", generator=g) + 0.5
+    h2, y, y2 = h.clone(), torch.empty_like(h), torch.empty_like(h)
+    klc._check(klc.lib.klc_add_rmsnorm(klc.ctx, c_p(h.data_ptr()), c_p(x.data_ptr()), c_p(w.data_ptr()), c_p(y.data_ptr()), rows, D,
+                                       c_f(eps)))
+    klc._check(klc.lib.klc_add(klc.ctx, c_p(h2.data_ptr()), c_p(x.data_ptr()), c_z(rows * D)))
+    klc._check(klc.lib.klc_rmsnorm(klc.ctx, c_p(h2.data_ptr()), D, c_p(w.data_ptr()), c_p(y2.data_ptr()), D, rows, D, c_f(eps)))
+    klc.sync()
+    hd = h2.double()
+    want = w.double() * hd / torch.sqrt((hd * hd).mean(1, keepdim=True) + eps)
+    apart = max((h - h2).abs().max().item(), (y - y2).abs().max().item())
+    err = ((y.double() - want).abs().max() / want.abs().max()).item()
+    check(f"add + RMSNorm fused, rows={rows} D={D}: {apart:.1e} from add then rmsnorm", apart + err, 1e-6)
+
+
 def router_case(klc, T, E=256, k=8, renorm=1, scaling=2.446, seed=11):
     """klc_moe_route against the rule on fp32 scores: top-k of sigmoid(logit) + bias, ties to the lower
     expert, reported in ascending expert order with weights sigmoid / (sum + 1e-20) * scaling. Logits and
@@ -476,7 +496,7 @@ def mla_heads_cases(klc):
 
 def moe_and_small_cases(klc):
     """The cases both runs share: per-head batched tensor-core linear, grouped MoE, the small-batch (decode)
-    paths, the router and the short convolution."""
+    paths, the router, the short convolution and the fused residual add + norm."""
     tc_linear_case(klc, 300, 512, 128, batch=32)
     tc_moe_case(klc, 1000)
     tc_moe_case(klc, 64, E=32, k=4)
@@ -488,6 +508,8 @@ def moe_and_small_cases(klc):
     router_case(klc, 7, E=1000, k=16)
     for T, C, W, split in CONV_CASES:
         conv_case(klc, T, C, W, split)
+    for rows in (1, 8, 4096):
+        add_rmsnorm_case(klc, rows)
 
 
 def main():

@@ -56,10 +56,11 @@ function instrument(b: CudaBackend): { times: Record<Kind, number>; on: boolean 
     if (name.startsWith('mla')) return 'mla';
     if (name === 'moe' || name === 'mlp') return name === 'moe' ? 'moe' : 'dense';
     if (name === 'rmsnorm') return (args[0] as { which: string }).which === 'final' ? 'outside' : 'norms';
+    if (name === 'addRmsnorm') return (args[2] as { which: string }).which === 'final' ? 'outside' : 'norms';
     return name === 'addInPlace' ? 'norms' : 'outside';
   };
   const target = b as unknown as Record<string, (...a: unknown[]) => unknown>;
-  for (const name of ['embed', 'rmsnorm', 'addInPlace', 'kdaPrefill', 'kdaDecode', 'mlaPrefill', 'mlaDecode', 'moe', 'mlp', 'lmHead', 'sampleRows']) {
+  for (const name of ['embed', 'rmsnorm', 'addRmsnorm', 'addInPlace', 'kdaPrefill', 'kdaDecode', 'mlaPrefill', 'mlaDecode', 'moe', 'mlp', 'lmHead', 'sampleRows']) {
     const orig = target[name].bind(b);
     target[name] = (...args: unknown[]) => {
       if (!state.on) return orig(...args);

@@ -47,6 +47,11 @@ export interface Backend<A = unknown> {
   /** The residual add h ← h + x. */
   addInPlace(h: A, x: A): MaybePromise<void>;
   rmsnorm(site: NormSite, x: A):MaybePromise<A>;
+  /**
+   * Optional: the residual add h ← h + x and the norm at `site` of the new h in one step (a device
+   * backend saves a launch and a pass); the model falls back to addInPlace then rmsnorm.
+   */
+  addRmsnorm?(h: A, x: A, site: NormSite): MaybePromise<A>;
 
   /** KDA block over x (already input-normalised): chunkwise-parallel form with chunk `chunk`. Advances `state`. */
   kdaPrefill(layer: number, x: A, state: KdaLayerState, chunk: number):MaybePromise<A>;

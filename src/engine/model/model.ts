@@ -6,7 +6,7 @@
  */
 import { UserError } from '../../common/errors';
 import type { BackendName } from '../api';
-import type { Backend, Capture } from '../backends/backend';
+import type { Backend, Capture, NormSite } from '../backends/backend';
 import { CudaBackend } from '../backends/cuda/backend';
 import { loadCudaBackend } from '../backends/cuda/loader';
 import { loadOnnxBackend } from '../backends/onnx/load';
@@ -155,8 +155,7 @@ export class Model {
     if (states.length === 0) throw new Error('decode: no sequences');
     if (ids.length !== states.length) throw new Error(`decode: ${states.length} sequences but ${ids.length} token ids`);
     if (new Set(states).size !== states.length) throw new Error('decode: the same sequence state appears twice in one batch');
-    const h = await this.layers(states, ids, 'decode', KDA_CHUNK);
-    return this.backend.rmsnorm({ which: 'final' }, h);
+    return this.layers(states, ids, 'decode', KDA_CHUNK);
   }
 
   private async forward(
@@ -168,16 +167,22 @@ export class Model {
     capture?: Capture,
   ): Promise<Float32Array | null> {
     const b = this.backend;
-    const h = await this.layers(states, ids, mode, chunk, capture);
-    if (rows === null && !capture) return null;
-    const normed = await b.rmsnorm({ which: 'final' }, h);
+    const normed = await this.layers(states, ids, mode, chunk, capture);
     capture?.('final_norm', b.toHost(normed));
     return rows === null ? null : b.lmHead(normed, rows);
   }
 
+  /** h ← h + x, then the norm at `site` of the new h: in one step where the backend has one. */
+  private async addNorm(h: unknown, x: unknown, site: NormSite): Promise<unknown> {
+    const b = this.backend;
+    if (b.addRmsnorm) return b.addRmsnorm(h, x, site);
+    await b.addInPlace(h, x);
+    return b.rmsnorm(site, h);
+  }
+
   /**
-   * Every layer over `ids`, returning the hidden rows before the final norm. Prefill: all ids
-   * belong to states[0]. Decode: ids[i] is one token of states[i].
+   * Every layer over `ids`, returning the final-normed hidden rows. Prefill: all ids belong to
+   * states[0]. Decode: ids[i] is one token of states[i].
    */
   private async layers(states: readonly SequenceState[], ids: Int32Array, mode: 'prefill' | 'decode', chunk: number, capture?: Capture): Promise<unknown> {
     const b = this.backend;
@@ -186,8 +191,9 @@ export class Model {
     }
     const h = await b.embed(ids);
     capture?.('embed', b.toHost(h));
+    const L = this.config.layers.length;
+    let x = await b.rmsnorm({ which: 'input', layer: 0 }, h);
     for (const [i, spec] of this.config.layers.entries()) {
-      const x = await b.rmsnorm({ which: 'input', layer: i }, h);
       let attn;
       if (spec.attention === 'kda') {
         const ls = states.map((s) => s.layers[i]).filter((l): l is KdaLayerState => l.kind === 'kda');
@@ -199,16 +205,15 @@ export class Model {
         attn = await (mode === 'decode' ? b.mlaDecode(i, x, ls) : b.mlaPrefill(i, x, ls[0]));
       }
       capture?.(`attn_out.${i}`, b.toHost(attn));
-      await b.addInPlace(h, attn);
-      const y = await b.rmsnorm({ which: 'post_attention', layer: i }, h);
+      const y = await this.addNorm(h, attn, { which: 'post_attention', layer: i });
       const ffn = await (spec.ffn === 'moe' ? b.moe(i, y, capture) : b.mlp(i, y));
       capture?.(`mlp_out.${i}`, b.toHost(ffn));
-      await b.addInPlace(h, ffn);
+      x = await this.addNorm(h, ffn, i + 1 < L ? { which: 'input', layer: i + 1 } : { which: 'final' });
       capture?.(`hidden.${i}`, b.toHost(h));
     }
     if (mode === 'decode') for (const s of states) s.length += 1;
     else states[0].length += ids.length;
-    return h;
+    return x;
   }
 }
 

@@ -74,6 +74,8 @@ export class CudaBackend implements Backend<DeviceRows> {
   private engineText: string;
   private readonly arena: Arena;
   private hidden: DevicePtr = 0n;
+  /** The normed rows a layer starts from, when addRmsnorm makes them (outside the arena: see there). */
+  private normed: DevicePtr = 0n;
   private hiddenBytes = 0;
   private ids: DevicePtr = 0n;
   private idsBytes = 0;
@@ -210,11 +212,31 @@ export class CudaBackend implements Backend<DeviceRows> {
     this.check(x);
     // A layer's input norm and the final norm begin a new set of activations: see Arena.
     if (site.which !== 'post_attention') this.arena.reset(this.workspaceFor(x.T));
-    const w = site.which === 'final' ? this.w.finalNorm : site.which === 'input' ? this.layer(site.layer).inputNorm : this.layer(site.layer).postNorm;
     const d = this.config.hiddenSize;
     const y = this.rowsOf(x.T, d);
-    this.native.rmsnorm(this.ctx, x.ptr, d, w, y.ptr, d, x.T, d, this.config.rmsNormEps);
+    this.native.rmsnorm(this.ctx, x.ptr, d, this.normWeight(site), y.ptr, d, x.T, d, this.config.rmsNormEps);
     return y;
+  }
+
+  /**
+   * h += x and the norm at `site` of the new h, in one kernel. Where a new set of activations begins
+   * (input and final norms), x still lives in the arena generation that ends: the output goes to the
+   * normed buffer instead, and the arena is reset once the kernel is queued.
+   */
+  addRmsnorm(h: DeviceRows, x: DeviceRows, site: NormSite): DeviceRows {
+    this.check(h);
+    this.check(x);
+    if (h.T !== x.T || h.cols !== x.cols) throw new Error(`addRmsnorm: ${h.T}×${h.cols} vs ${x.T}×${x.cols}`);
+    const d = this.config.hiddenSize;
+    const fresh = site.which !== 'post_attention';
+    const y = fresh ? { ptr: this.normed, T: h.T, cols: d, generation: -1 } : this.rowsOf(h.T, d);
+    this.native.addRmsnorm(this.ctx, h.ptr, x.ptr, this.normWeight(site), y.ptr, h.T, d, this.config.rmsNormEps);
+    if (fresh) this.arena.reset(this.workspaceFor(h.T));
+    return y;
+  }
+
+  private normWeight(site: NormSite): DevicePtr {
+    return site.which === 'final' ? this.w.finalNorm : site.which === 'input' ? this.layer(site.layer).inputNorm : this.layer(site.layer).postNorm;
   }
 
   // --- KDA ----------------------------------------------------------------------------------------
@@ -521,7 +543,10 @@ export class CudaBackend implements Backend<DeviceRows> {
     for (const p of [...this.weightBuffers, ...this.live]) this.native.free(this.ctx, p);
     this.live.clear();
     this.arena.free();
-    if (this.hiddenBytes) this.native.free(this.ctx, this.hidden);
+    if (this.hiddenBytes) {
+      this.native.free(this.ctx, this.hidden);
+      this.native.free(this.ctx, this.normed);
+    }
     if (this.idsBytes) this.native.free(this.ctx, this.ids);
     if (this.sampleBytes) this.native.free(this.ctx, this.sampleWs);
     this.disposed = true;
@@ -570,9 +595,13 @@ export class CudaBackend implements Backend<DeviceRows> {
 
   private ensureHidden(bytes: number, idBytes: number): void {
     if (bytes > this.hiddenBytes) {
-      if (this.hiddenBytes) this.native.free(this.ctx, this.hidden);
+      if (this.hiddenBytes) {
+        this.native.free(this.ctx, this.hidden);
+        this.native.free(this.ctx, this.normed);
+      }
       this.hiddenBytes = 0;
       this.hidden = this.native.alloc(this.ctx, bytes);
+      this.normed = this.native.alloc(this.ctx, bytes);
       this.hiddenBytes = bytes;
     }
     if (idBytes > this.idsBytes) {

@@ -8,7 +8,7 @@ import { join, resolve } from 'node:path';
 import { packageRoot } from '../../../common/package-root';
 
 /** The ABI of native/include/klc_native.h that this TypeScript side was written against. */
-export const NATIVE_ABI_VERSION = 5;
+export const NATIVE_ABI_VERSION = 6;
 
 /** A context created on one device; freed by destroy() or when garbage-collected. */
 export type NativeContext = object & { readonly __klcContext: unique symbol };
@@ -97,6 +97,8 @@ export interface NativeKlc {
   embed(ctx: NativeContext, table: DevicePtr, ids: DevicePtr, out: DevicePtr, T: number, d: number, tableF32: number): void;
   rmsnorm(ctx: NativeContext, x: DevicePtr, ldx: number, w: DevicePtr, y: DevicePtr, ldy: number, rows: number, D: number, eps: number): void;
   add(ctx: NativeContext, h: DevicePtr, x: DevicePtr, n: number): void;
+  /** h += x, then y = RMSNorm(h) * w, over rows of D (klc_add_rmsnorm). */
+  addRmsnorm(ctx: NativeContext, h: DevicePtr, x: DevicePtr, w: DevicePtr, y: DevicePtr, rows: number, D: number, eps: number): void;
   copy2d(ctx: NativeContext, src: DevicePtr, lds: number, dst: DevicePtr, ldd: number, rows: number, cols: number): void;
   copyDevice(ctx: NativeContext, dst: DevicePtr, src: DevicePtr, bytes: number): void;
   siluMul(ctx: NativeContext, gu: DevicePtr, h: DevicePtr, rows: number, I: number): void;

@@ -118,7 +118,7 @@ export function planMemory(c: KimiConfig, contextTokens: number, sliceTokens: nu
   const weights = weightBytes(c, matrix);
   const state = stateBytes(c, contextTokens);
   const staging = tensorCores ? tensorCoreScratchBytes(c, contextTokens, sliceTokens) : 0;
-  const workspace = layerWorkspaceBytes(c, sliceTokens, moeScratch, mlaScratch) + sliceTokens * c.hiddenSize * F32 + sliceTokens * 4 + staging + sampleScratch;
+  const workspace = layerWorkspaceBytes(c, sliceTokens, moeScratch, mlaScratch) + 2 * sliceTokens * c.hiddenSize * F32 + sliceTokens * 4 + staging + sampleScratch;
   return { weights, state, workspace, total: weights + state + workspace };
 }
 
