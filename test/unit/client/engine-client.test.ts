@@ -8,7 +8,7 @@ import { EngineClient, type EngineClientStatus } from '../../../src/client/engin
 import { EngineCrashedError, isCancelled } from '../../../src/client/engine-errors';
 import { isUserError } from '../../../src/common/errors';
 import type { AskResult, IngestProgress } from '../../../src/engine/api';
-import { buildEngineHost, makeWorkspace, SMALL_WORKSPACE, tempDir, tinyModelDir } from './engine-fixture';
+import { buildEngineHost, CANCELLABLE_WORKSPACE, makeWorkspace, SMALL_WORKSPACE, tempDir, tinyModelDir } from './engine-fixture';
 
 let enginePath: string;
 let modelDir: string | undefined;
@@ -136,7 +136,7 @@ describe('EngineClient with the engine process', () => {
   });
 
   test('cancelIngest stops an ingest request; the engine keeps serving', async () => {
-    const root = makeWorkspace(SMALL_WORKSPACE);
+    const root = makeWorkspace(CANCELLABLE_WORKSPACE);
     const { client: c } = client();
     assert.equal(c.cancelIngest(), false, 'nothing to cancel before a request');
     let cancelled: boolean | undefined;
@@ -148,11 +148,11 @@ describe('EngineClient with the engine process', () => {
     );
     assert.equal(cancelled, true);
     assert.equal(c.lastStatus.ingest, null);
-    assert.equal((await c.ingest({ roots: [root] }, () => undefined)).files, 3);
+    assert.equal((await c.ingest({ roots: [root] }, () => undefined)).files, Object.keys(CANCELLABLE_WORKSPACE).length);
   });
 
   test('cancelIngest stops an ask while it ingests the workspace: the question is not answered, and the next ask is', async () => {
-    const root = makeWorkspace(SMALL_WORKSPACE);
+    const root = makeWorkspace(CANCELLABLE_WORKSPACE);
     const { client: c } = client({ workspaceRoot: root });
     let cancelled: boolean | undefined;
     const sub = c.onDidChangeStatus((s) => {

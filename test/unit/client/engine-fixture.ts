@@ -52,9 +52,18 @@ export function makeWorkspace(files: Record<string, string>): string {
   return root;
 }
 
-/** A few small files: enough tokens for several prefill chunks, few enough to ingest in seconds on the reference backend. */
+/** A few small files, few enough tokens to ingest in about a second on the reference backend. */
 export const SMALL_WORKSPACE: Record<string, string> = {
   'src/math.ts': 'export function add(a: number, b: number): number {\n  return a + b;\n}\n\nexport function twice(x: number): number {\n  return add(x, x);\n}\n',
   'src/main.ts': "import { twice } from './math';\n\nconsole.log(twice(21));\n",
   'README.md': '# tiny\n\nA workspace for the engine client tests: `twice` doubles a number with `add`.\n',
+};
+
+/**
+ * SMALL_WORKSPACE and a longer file: an ingest of several prefill slices (512 tokens each on the
+ * reference backend), so that a cancel after the first slice still finds work to stop.
+ */
+export const CANCELLABLE_WORKSPACE: Record<string, string> = {
+  ...SMALL_WORKSPACE,
+  'src/table.ts': Array.from({ length: 90 }, (_, i) => `export const row${i} = add(${i}, twice(${(i * 37) % 101}));`).join('\n') + '\n',
 };
