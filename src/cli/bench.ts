@@ -1,8 +1,9 @@
 /**
  * `klc bench`: the figures that matter to a user of the engine, measured on a copy of a real
  * folder so that nothing of the user's is touched:
- *   ingest tokens/s · decode tokens/s · time to first token from the cached state vs prefilling
- *   the whole context again · re-ingest after editing one file vs a full ingest.
+ *   ingest tokens/s · decode tokens/s · answers decoded together vs one after another · time to
+ *   first token from the cached state vs prefilling the whole context again · re-ingest after
+ *   editing one file vs a full ingest.
  */
 import { promises as fs } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -13,13 +14,15 @@ import { questionTokens } from '../engine/chat-template';
 import { sampleToken, seededRandom } from '../engine/sampler';
 import { generate, prefillChunked } from '../engine/generate';
 import { loadModel } from '../engine/model/model';
-import { EngineSession } from '../engine/session';
+import type { AskResult } from '../engine/api';
+import { ASK_BATCH_LIMIT, EngineSession } from '../engine/session';
 import { backendOption, intOption, parseCommandArgs } from './args';
 
 const USAGE = `usage: klc bench [dir] [options]
 
 Copies dir (default: this project's src/) to a temporary folder and measures ingest, decode,
-time to first token (cached state vs re-prefill) and incremental re-ingest on that copy, the
+several answers decoded together against one after another, time to first token (cached state
+vs re-prefill) and incremental re-ingest on that copy, the
 peak resident memory against the weights, and (for a backend other than the reference) prefill
 speed against the reference backend on the same tokens.
 
@@ -51,6 +54,28 @@ async function compareWithReference(session: EngineSession, ids: Int32Array, out
   } finally {
     await reference.dispose();
   }
+}
+
+/**
+ * ASK_BATCH_LIMIT questions answered together (askBatch: one decode step for all) against the same
+ * questions one after another (ask), greedy, each up to `tokens` tokens; the answers must be equal.
+ */
+async function answersTogether(session: EngineSession, tokens: number, out: (label: string, value: string) => void): Promise<void> {
+  const requests = Array.from({ length: ASK_BATCH_LIMIT }, (_, i) => ({
+    question: `${QUESTION} (${i + 1} of ${ASK_BATCH_LIMIT})`,
+    sampling: { temperature: 0, maxNewTokens: tokens },
+  }));
+  const rate = (answers: AskResult[], ms: number) => answers.reduce((n, a) => n + a.tokens, 0) / (ms / 1000);
+  let t0 = performance.now();
+  const alone: AskResult[] = [];
+  for (const r of requests) alone.push(await session.ask(r));
+  const aloneRate = rate(alone, performance.now() - t0);
+  t0 = performance.now();
+  const together = await session.askBatch(requests);
+  const togetherRate = rate(together, performance.now() - t0);
+  const differs = together.findIndex((a, i) => a.text !== alone[i].text);
+  if (differs >= 0) throw new Error(`answer ${differs + 1} differs between askBatch and ask: batched decoding is wrong`);
+  out(`${ASK_BATCH_LIMIT} answers together`, `${togetherRate.toFixed(1)} vs ${aloneRate.toFixed(1)} tokens/s one after another = ${(togetherRate / aloneRate).toFixed(1)}x (same answers)`);
 }
 
 export async function run(argv: string[]): Promise<void> {
@@ -91,6 +116,8 @@ export async function run(argv: string[]): Promise<void> {
     const cached = await generate(session.model, session.tokenizer, forked.state, prompt, { sampling, stopIds: new Set() });
     out('decode', `${cached.tokens} tokens at ${cached.decodeTokensPerSecond.toFixed(1)} tokens/s`);
     out('time to first token, cached state', `${cached.ttftMs.toFixed(1)} ms (${prompt.length} question tokens)`);
+
+    await answersTogether(session, decodeTokens, out);
 
     const t0 = performance.now();
     const fresh = session.model.newState();
