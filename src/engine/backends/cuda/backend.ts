@@ -12,7 +12,7 @@ import type { KdaLayerState, MlaLayerState, SequenceState } from '../../state/ty
 import type { Backend, Capture, NormSite } from '../backend';
 import type { TokenPick } from '../../sampler';
 import { Arena } from './arena';
-import { uploadWeights, type DeviceWeights, type KdaDeviceWeights, type LayerDeviceWeights, type Mat } from './device-weights';
+import { uploadWeights, type DeviceWeights, type KdaDeviceWeights, type LayerDeviceWeights, type Mat, type MlaDeviceWeights } from './device-weights';
 import type { DevicePtr, NativeContext, NativeDeviceInfo, NativeKlc } from './loader';
 import { gib, LM_HEAD_ROWS, layerWorkspaceBytes, planMemory, type MemoryPlan } from './memory-plan';
 
@@ -340,7 +340,7 @@ export class CudaBackend implements Backend<DeviceRows> {
     this.checkBatch(x, states.length);
     const w = this.layer(layer).mla;
     if (!w) throw new Error(`layer ${layer} is not an MLA layer`);
-    const { numHeads: H, qkNopeHeadDim: nope, qkRopeHeadDim: r, vHeadDim: dv, kvLoraRank: L, kvNormEps } = this.config.mla;
+    const { numHeads: H, qkNopeHeadDim: nope, qkRopeHeadDim: r, kvLoraRank: L } = this.config.mla;
     const qw = nope + r;
     const D = L + r;
     const B = x.T;
@@ -349,24 +349,43 @@ export class CudaBackend implements Backend<DeviceRows> {
     const devs = states.map((s) => this.mlaState(s));
     const q = this.linear(x, w.qProj, H * qw);
     const ckv = this.linear(x, w.kvA, D);
-    devs.forEach((dev, i) => {
-      this.reserveCache(dev, dev.length + 1);
-      const rowAt = dev.cache + BigInt(dev.length * D * F32);
-      const src = ckv.ptr + BigInt(i * D * F32);
-      n.rmsnorm(c, src, D, w.kvNorm, rowAt, D, 1, L, kvNormEps);
-      n.copy2d(c, src + BigInt(L * F32), D, rowAt + BigInt(L * F32), D, 1, r);
-      dev.length += 1;
-    });
-    const qfull = this.arena.alloc(B * H * D * F32);
-    n.linear(c, q.ptr, H * qw, w.wUKt.ptr, qfull, H * D, B, L, nope, H, qw, L * nope, D, 0, w.wUKt.f32 ? 1 : 0);
-    n.copy2d(c, q.ptr + BigInt(nope * F32), qw, qfull + BigInt(L * F32), D, B * H, r);
+    devs.forEach((dev, i) => this.appendLatents(w, dev, ckv.ptr + BigInt(i * D * F32), 1));
+    const qfull = this.absorbedQuery(w, q, B);
     const lengths = Int32Array.from(devs, (dev) => dev.length);
     const wsBytes = n.mlaDecodeWorkspaceBytes(c, B, H, D, L, Math.max(...lengths));
     const ws = this.arena.alloc(wsBytes);
     const ctxLat = this.arena.alloc(B * H * L * F32);
     n.mlaDecode(c, qfull, BigUint64Array.from(devs, (dev) => dev.cache), lengths, ctxLat, ws, wsBytes, H, D, L, 1 / Math.sqrt(qw));
-    const ctxV = this.rowsOf(B, H * dv);
-    n.linear(c, ctxLat, H * L, w.wUV.ptr, ctxV.ptr, H * dv, B, dv, L, H, L, dv * L, dv, 0, w.wUV.f32 ? 1 : 0);
+    return this.latentOutput(w, ctxLat, B);
+  }
+
+  /** Appends `rows` latent rows of ckv (kv_a_proj output, L + rope wide) to the cache: the L part normed, the rope part as is. */
+  private appendLatents(w: MlaDeviceWeights, dev: MlaDeviceState, ckv: DevicePtr, rows: number): void {
+    const { qkRopeHeadDim: r, kvLoraRank: L, kvNormEps } = this.config.mla;
+    const D = L + r;
+    this.reserveCache(dev, dev.length + rows);
+    const at = dev.cache + BigInt(dev.length * D * F32);
+    this.native.rmsnorm(this.ctx, ckv, D, w.kvNorm, at, D, rows, L, kvNormEps);
+    this.native.copy2d(this.ctx, ckv + BigInt(L * F32), D, at + BigInt(L * F32), D, rows, r);
+    dev.length += rows;
+  }
+
+  /** The absorbed query rows [T * H, L + rope]: W_UK[h]ᵀ q_nope[h] next to q_pe, from the q projection [T, H * (nope + rope)]. */
+  private absorbedQuery(w: MlaDeviceWeights, q: DeviceRows, T: number): DevicePtr {
+    const { numHeads: H, qkNopeHeadDim: nope, qkRopeHeadDim: r, kvLoraRank: L } = this.config.mla;
+    const qw = nope + r;
+    const D = L + r;
+    const qfull = this.arena.alloc(T * H * D * F32);
+    this.native.linear(this.ctx, q.ptr, H * qw, w.wUKt.ptr, qfull, H * D, T, L, nope, H, qw, L * nope, D, 0, w.wUKt.f32 ? 1 : 0);
+    this.native.copy2d(this.ctx, q.ptr + BigInt(nope * F32), qw, qfull + BigInt(L * F32), D, T * H, r);
+    return qfull;
+  }
+
+  /** The MLA output from the latent contexts [T * H, L]: W_UV[h] per head, then o_proj. */
+  private latentOutput(w: MlaDeviceWeights, ctxLat: DevicePtr, T: number): DeviceRows {
+    const { numHeads: H, vHeadDim: dv, kvLoraRank: L } = this.config.mla;
+    const ctxV = this.rowsOf(T, H * dv);
+    this.native.linear(this.ctx, ctxLat, H * L, w.wUV.ptr, ctxV.ptr, H * dv, T, dv, L, H, L, dv * L, dv, 0, w.wUV.f32 ? 1 : 0);
     return this.linear(ctxV, w.oProj, this.config.hiddenSize);
   }
 
@@ -379,7 +398,7 @@ export class CudaBackend implements Backend<DeviceRows> {
     this.check(x);
     const w = this.layer(layer).mla;
     if (!w) throw new Error(`layer ${layer} is not an MLA layer`);
-    const { numHeads: H, qkNopeHeadDim: nope, qkRopeHeadDim: r, vHeadDim: dv, kvLoraRank: L, kvNormEps } = this.config.mla;
+    const { numHeads: H, qkNopeHeadDim: nope, qkRopeHeadDim: r, vHeadDim: dv, kvLoraRank: L } = this.config.mla;
     const qw = nope + r;
     const D = L + r;
     const T = x.T;
@@ -387,13 +406,9 @@ export class CudaBackend implements Backend<DeviceRows> {
     const c = this.ctx;
     const dev = this.mlaState(state);
     const start = dev.length;
-    this.reserveCache(dev, start + T);
     const q = this.linear(x, w.qProj, H * qw);
     const ckv = this.linear(x, w.kvA, D);
-    const rowsAt = dev.cache + BigInt(start * D * F32);
-    n.rmsnorm(c, ckv.ptr, D, w.kvNorm, rowsAt, D, T, L, kvNormEps);
-    n.copy2d(c, ckv.ptr + BigInt(L * F32), D, rowsAt + BigInt(L * F32), D, T, r);
-    dev.length = start + T;
+    this.appendLatents(w, dev, ckv.ptr, T);
 
     if (this.headsPrefill(T, start, w.wUKt.f32 || w.wUV.f32)) {
       // Long prefills: flash attention over up-projected per-head keys and values (3.4x fewer FLOPs).
@@ -401,18 +416,14 @@ export class CudaBackend implements Backend<DeviceRows> {
       n.mlaPrefillHeads(c, q.ptr, dev.cache, w.wUKt.ptr, w.wUV.ptr, ctxHeads.ptr, T, H, start, nope, r, dv, L, 1 / Math.sqrt(qw));
       return this.linear(ctxHeads, w.oProj, this.config.hiddenSize);
     }
-    const qfull = this.arena.alloc(T * H * D * F32);
-    n.linear(c, q.ptr, H * qw, w.wUKt.ptr, qfull, H * D, T, L, nope, H, qw, L * nope, D, 0, w.wUKt.f32 ? 1 : 0);
-    n.copy2d(c, q.ptr + BigInt(nope * F32), qw, qfull + BigInt(L * F32), D, T * H, r);
+    const qfull = this.absorbedQuery(w, q, T);
     const rows = T * H;
     const splits = n.mlaSplits(c, rows, start + T);
     const wsBytes = n.mlaWorkspaceBytes(c, rows, L, splits);
     const ws = this.arena.alloc(wsBytes);
     const ctxLat = this.arena.alloc(rows * L * F32);
     n.mlaAttention(c, qfull, dev.cache, ctxLat, ws, wsBytes, T, H, start, D, L, 1 / Math.sqrt(qw), splits);
-    const ctxV = this.rowsOf(T, H * dv);
-    n.linear(c, ctxLat, H * L, w.wUV.ptr, ctxV.ptr, H * dv, T, dv, L, H, L, dv * L, dv, 0, w.wUV.f32 ? 1 : 0);
-    return this.linear(ctxV, w.oProj, this.config.hiddenSize);
+    return this.latentOutput(w, ctxLat, T);
   }
 
   /**
