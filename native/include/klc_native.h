@@ -22,7 +22,7 @@ extern "C" {
 #define KLC_API __attribute__((visibility("default")))
 #endif
 
-#define KLC_ABI_VERSION 6
+#define KLC_ABI_VERSION 7
 
 enum {
   KLC_OK = 0,
@@ -217,6 +217,27 @@ typedef struct klc_token_pick {
 KLC_API size_t klc_sample_workspace_bytes(int rows, int ld);
 KLC_API int klc_sample(klc_ctx *ctx, const float *logits, int ld, int rows, const klc_token_pick *picks, int32_t *ids, void *ws,
                        size_t ws_bytes);
+
+/* ---- Dummy weights and MLA cache buffers (native/src/dummy.cu, native/src/vbuf.cu) -------------- */
+
+/* Fills out[0..n) (bf16, n <= 2^32) with the dummy-weight normal draw of src/engine/model/dummy-weights.ts
+ * for a tensor's two keys: element i is bf16(float(double(sum of eight 16-bit halves of
+ * mix32(mix32(i ^ key) ^ (key2 + j * 0x9e3779b9)), j < 4, minus 262140) * scale)). */
+KLC_API int klc_fill_normal_bf16(klc_ctx *ctx, void *out, size_t n, uint32_t key, uint32_t key2, double scale);
+
+/* A growable device buffer whose used bytes can be shared with a fork (copy-on-write at granule
+ * granularity on CUDA virtual memory management; plain copies where the driver lacks it). The
+ * buffer's base address may change when it grows; the bytes below `used` are kept. A fork maps
+ * the source's complete granules below `used` and copies the rest, so neither may write below the
+ * `used` of the fork point afterwards (MLA caches only append). */
+typedef struct klc_vbuf klc_vbuf;
+KLC_API int klc_vbuf_create(klc_ctx *ctx, klc_vbuf **out);
+/* Makes at least `bytes` usable from *base; `used` bytes (the rows written) are kept. */
+KLC_API int klc_vbuf_reserve(klc_ctx *ctx, klc_vbuf *buf, size_t bytes, size_t used, void **base);
+KLC_API int klc_vbuf_fork(klc_ctx *ctx, const klc_vbuf *src, size_t used, klc_vbuf **out, void **base);
+/* Bytes of device memory the buffer makes usable (shared ones included). */
+KLC_API size_t klc_vbuf_bytes(const klc_vbuf *buf);
+KLC_API int klc_vbuf_free(klc_ctx *ctx, klc_vbuf *buf);
 
 #ifdef __cplusplus
 }

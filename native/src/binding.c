@@ -128,6 +128,91 @@ static int get_bytes(napi_env env, napi_value v, void **data, size_t *len) {
   return 0;
 }
 
+static int get_u32(napi_env env, napi_value v, uint32_t *out) {
+  if (napi_get_value_uint32(env, v, out) != napi_ok) {
+    napi_throw_type_error(env, "ARG", "klc binding: expected an unsigned 32-bit integer");
+    return 0;
+  }
+  return 1;
+}
+
+static napi_value js_fill_normal_bf16(napi_env env, napi_callback_info info) {
+  napi_value argv[6];
+  klc_ctx *ctx;
+  void *p;
+  size_t n;
+  uint32_t key, key2;
+  double scale;
+  if (!get_args(env, info, 6, argv) || !get_ctx(env, argv[0], &ctx) || !get_ptr(env, argv[1], &p) || !get_size(env, argv[2], &n) ||
+      !get_u32(env, argv[3], &key) || !get_u32(env, argv[4], &key2))
+    return NULL;
+  if (napi_get_value_double(env, argv[5], &scale) != napi_ok) {
+    napi_throw_type_error(env, "ARG", "klc binding: expected a number for the scale");
+    return NULL;
+  }
+  int rc = klc_fill_normal_bf16(ctx, p, n, key, key2, scale);
+  return rc ? throw_rc(env, rc) : NULL;
+}
+
+/* MLA cache buffers cross into JS as BigInt host addresses of their klc_vbuf. */
+static napi_value js_vbuf_create(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  klc_ctx *ctx;
+  if (!get_args(env, info, 1, argv) || !get_ctx(env, argv[0], &ctx)) return NULL;
+  klc_vbuf *b = NULL;
+  int rc = klc_vbuf_create(ctx, &b);
+  return rc ? throw_rc(env, rc) : make_ptr(env, b);
+}
+
+static napi_value js_vbuf_reserve(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  klc_ctx *ctx;
+  void *b;
+  size_t bytes, used;
+  if (!get_args(env, info, 4, argv) || !get_ctx(env, argv[0], &ctx) || !get_ptr(env, argv[1], &b) || !get_size(env, argv[2], &bytes) ||
+      !get_size(env, argv[3], &used))
+    return NULL;
+  void *base = NULL;
+  int rc = klc_vbuf_reserve(ctx, (klc_vbuf *)b, bytes, used, &base);
+  return rc ? throw_rc(env, rc) : make_ptr(env, base);
+}
+
+static napi_value js_vbuf_fork(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  klc_ctx *ctx;
+  void *src;
+  size_t used;
+  if (!get_args(env, info, 3, argv) || !get_ctx(env, argv[0], &ctx) || !get_ptr(env, argv[1], &src) || !get_size(env, argv[2], &used))
+    return NULL;
+  klc_vbuf *b = NULL;
+  void *base = NULL;
+  int rc = klc_vbuf_fork(ctx, (const klc_vbuf *)src, used, &b, &base);
+  if (rc) return throw_rc(env, rc);
+  napi_value r;
+  napi_create_object(env, &r);
+  napi_set_named_property(env, r, "buf", make_ptr(env, b));
+  napi_set_named_property(env, r, "base", make_ptr(env, base));
+  return r;
+}
+
+static napi_value js_vbuf_bytes(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  void *b;
+  if (!get_args(env, info, 1, argv) || !get_ptr(env, argv[0], &b)) return NULL;
+  napi_value r;
+  napi_create_double(env, (double)klc_vbuf_bytes((const klc_vbuf *)b), &r);
+  return r;
+}
+
+static napi_value js_vbuf_free(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  klc_ctx *ctx;
+  void *b;
+  if (!get_args(env, info, 2, argv) || !get_ctx(env, argv[0], &ctx) || !get_ptr(env, argv[1], &b)) return NULL;
+  int rc = klc_vbuf_free(ctx, (klc_vbuf *)b);
+  return rc ? throw_rc(env, rc) : NULL;
+}
+
 static napi_value js_abi_version(napi_env env, napi_callback_info info) {
   (void)info;
   napi_value r;
@@ -776,6 +861,12 @@ static napi_value init(napi_env env, napi_value exports) {
       {"mlaDecode", NULL, js_mla_decode, NULL, NULL, NULL, napi_enumerable, NULL},
       {"sampleWorkspaceBytes", NULL, js_sample_workspace_bytes, NULL, NULL, NULL, napi_enumerable, NULL},
       {"sample", NULL, js_sample, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"fillNormalBf16", NULL, js_fill_normal_bf16, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"vbufCreate", NULL, js_vbuf_create, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"vbufReserve", NULL, js_vbuf_reserve, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"vbufFork", NULL, js_vbuf_fork, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"vbufBytes", NULL, js_vbuf_bytes, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"vbufFree", NULL, js_vbuf_free, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   CHECK_NAPI(env, napi_define_properties(env, exports, sizeof props / sizeof props[0], props));
   return exports;

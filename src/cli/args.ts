@@ -1,7 +1,9 @@
 /** Option parsing shared by the klc subcommands: node's parseArgs with errors a user can act on. */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { UserError } from '../common/errors';
+import { resolve } from 'node:path';
 import type { BackendName } from '../engine/api';
+import type { DummySpec } from '../engine/model/model';
 
 type Options = NonNullable<ParseArgsConfig['options']>;
 
@@ -52,3 +54,29 @@ export function backendOption(values: Parsed['values']): BackendName {
 }
 
 export const backendUsage = '  --backend B         auto | cuda | onnx | reference (default auto)\n';
+
+/** Where the weights come from: `--load-format dummy --model-config FILE [--seed N]` generates them. */
+export const weightOptions = {
+  'load-format': { type: 'string' },
+  'model-config': { type: 'string' },
+  seed: { type: 'string' },
+} as const;
+
+export const weightUsage = `  --load-format F     safetensors (default: the checkpoint in --model) | dummy (weights generated from
+                      --model-config's config and --seed, no checkpoint; for speed and memory runs)
+  --model-config FILE config.json for dummy weights, e.g. assets/configs/kimi-linear-48b-a3b-instruct.json
+  --seed N            seed of the dummy weights (default 0)
+`;
+
+/** The dummy-weight request of the command line, or undefined for a checkpoint. */
+export function dummyOption(values: Parsed['values']): DummySpec | undefined {
+  const format = (values['load-format'] as string | undefined) ?? 'safetensors';
+  if (format !== 'safetensors' && format !== 'dummy') throw new UserError(`--load-format must be safetensors or dummy, got '${format}'`);
+  if (format === 'safetensors') {
+    if (values['model-config'] !== undefined) throw new UserError('--model-config goes with --load-format dummy; a checkpoint brings its own config.json');
+    return undefined;
+  }
+  const configFile = values['model-config'] as string | undefined;
+  if (!configFile) throw new UserError('--load-format dummy needs --model-config FILE (a config.json, e.g. assets/configs/kimi-linear-48b-a3b-instruct.json)');
+  return { configFile: resolve(configFile), seed: intOption(values, 'seed', 0) ?? 0 };
+}

@@ -10,14 +10,14 @@ import { UserError } from '../common/errors';
 import { loadModel } from '../engine/model/model';
 import { writeSafetensors, type TensorToWrite } from '../engine/model/safetensors';
 import { openStateFile, writeStateFile } from '../engine/state/state-file';
-import { backendOption, backendUsage, intOption, parseCommandArgs } from './args';
+import { backendOption, backendUsage, dummyOption, intOption, parseCommandArgs, weightOptions, weightUsage } from './args';
 
-const USAGE = `usage: klc forward --model DIR --input-ids IDS.json --out OUT.safetensors [--split N] [--backend B]
+const USAGE = `usage: klc forward (--model DIR | --load-format dummy --model-config FILE) --input-ids IDS.json --out OUT.safetensors [--split N] [--backend B]
 
   IDS.json is an array of token-id arrays; OUT gets float32 logits.<i> of shape [T_i, vocab].
   --model DIR         checkpoint folder (config.json + *.safetensors; tokenizer files not needed)
   --split N           run N tokens, save and restore the state, run the rest from it
-${backendUsage}`;
+${backendUsage}${weightUsage}`;
 
 export async function readIdsFile(file: string, vocab: number): Promise<number[][]> {
   let json: unknown;
@@ -41,15 +41,16 @@ export async function readIdsFile(file: string, vocab: number): Promise<number[]
 export async function run(argv: string[]): Promise<void> {
   const { values } = parseCommandArgs(
     argv,
-    { model: { type: 'string' }, 'input-ids': { type: 'string' }, out: { type: 'string' }, split: { type: 'string' }, backend: { type: 'string' } },
+    { model: { type: 'string' }, 'input-ids': { type: 'string' }, out: { type: 'string' }, split: { type: 'string' }, backend: { type: 'string' }, ...weightOptions },
     USAGE,
     false,
   );
-  for (const required of ['model', 'input-ids', 'out']) {
+  const dummy = dummyOption(values);
+  for (const required of [...(dummy ? [] : ['model']), 'input-ids', 'out']) {
     if (!values[required]) throw new UserError(`--${required} is required. Run 'klc forward --help' for the options.`);
   }
   const split = intOption(values, 'split', 0);
-  const model = await loadModel(resolve(values.model as string), { backend: backendOption(values) });
+  const model = await loadModel(dummy ? dummy.configFile : resolve(values.model as string), { backend: backendOption(values), dummy });
   const sequences = await readIdsFile(resolve(values['input-ids'] as string), model.config.vocabSize);
   const vocab = model.config.vocabSize;
   const tensors: TensorToWrite[] = [];
@@ -65,10 +66,10 @@ export async function run(argv: string[]): Promise<void> {
         if (split !== undefined) {
           const file = join(scratch, `seq-${i}.klcs`);
           model.syncState(state);
-          await writeStateFile(file, state, { key: { modelId: 'forward', packerVersion: '', tokenizerId: '' }, ids });
+          await writeStateFile(file, state, { key: { modelId: 'forward', packerVersion: '', tokenizerId: '' }, ids, latent: model.latentReader(state) });
           const opened = await openStateFile(file);
           try {
-            state = await opened.readState();
+            state = await opened.readState(undefined, (ls, rows, count) => model.appendLatentRows(ls, rows, count));
             model.backend.importState(state);
           } finally {
             await opened.close();

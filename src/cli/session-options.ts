@@ -4,20 +4,21 @@ import { existsSync, statSync } from 'node:fs';
 import { UserError } from '../common/errors';
 import type { IngestProgress, PackSettings } from '../engine/api';
 import { defaultCacheDir, EngineSession } from '../engine/session';
-import { backendOption, intOption, type Parsed } from './args';
+import { backendOption, dummyOption, intOption, weightOptions, weightUsage, type Parsed } from './args';
 
 export const sessionOptions = {
   model: { type: 'string' },
   backend: { type: 'string' },
   'max-tokens': { type: 'string' },
   'cache-dir': { type: 'string' },
+  ...weightOptions,
 } as const;
 
 export const sessionUsage = `  --model DIR         checkpoint folder (default: the bundled tiny checkpoint, whose answers are not meaningful)
   --backend B         auto | cuda | onnx | reference (default auto)
   --max-tokens N      token budget for the packed workspace
   --cache-dir DIR     where ingested states are saved (default ${defaultCacheDir()})
-`;
+${weightUsage}`;
 
 export function workspaceSettings(dirs: string[], values: Parsed['values']): PackSettings {
   const roots = (dirs.length > 0 ? dirs : [process.cwd()]).map((d) => resolve(d));
@@ -31,6 +32,7 @@ export function workspaceSettings(dirs: string[], values: Parsed['values']): Pac
 export async function openSession(values: Parsed['values'], workspace: PackSettings): Promise<EngineSession> {
   return EngineSession.open({
     modelDir: values.model ? resolve(values.model as string) : undefined,
+    dummy: dummyOption(values),
     backend: backendOption(values),
     cacheDir: values['cache-dir'] ? resolve(values['cache-dir'] as string) : defaultCacheDir(),
     workspace,

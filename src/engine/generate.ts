@@ -14,6 +14,8 @@ export interface CausalLM {
   prefill(state: SequenceState, ids: Int32Array, opts?: { logits?: 'all' | 'last' | 'none' }): Float32Array | Promise<Float32Array>;
   /** One decode step of several sequences (ids[i] continues states[i]) and one token picked per row. */
   decodeAndPick(states: readonly SequenceState[], ids: Int32Array, picks: readonly TokenPick[]): Int32Array | Promise<Int32Array>;
+  /** Frees a state's device memory now; generateBatch calls it for states its factory made, once their answer ends. */
+  releaseState?(state: SequenceState): void;
 }
 
 export const PREFILL_CHUNK = 512;
@@ -115,7 +117,8 @@ export async function generateBatch(
   while (queued < answers.length || running.length > 0) {
     while (running.length < maxBatch && queued < answers.length) {
       const i = queued++;
-      if (await answers[i].start(model, () => stateOf(i), prompts[i])) running.push(answers[i]);
+      const release = typeof states === 'function' && model.releaseState ? (s: SequenceState) => model.releaseState!(s) : undefined;
+      if (await answers[i].start(model, () => stateOf(i), prompts[i], release)) running.push(answers[i]);
     }
     if (running.length === 0) continue;
     await tick();
@@ -143,6 +146,7 @@ class Answer {
   private decodeEnd = 0;
 
   private started: SequenceState | null = null;
+  private release: ((s: SequenceState) => void) | undefined;
 
   constructor(
     private readonly tokenizer: Tokenizer,
@@ -162,12 +166,13 @@ class Answer {
    * Prefills the prompt into the state `make` returns and picks the first token; returns whether
    * the answer goes on to decode. A fired signal ends it as cancelled, before its state is made.
    */
-  async start(model: CausalLM, make: () => SequenceState, prompt: ArrayLike<number>): Promise<boolean> {
+  async start(model: CausalLM, make: () => SequenceState, prompt: ArrayLike<number>, release?: (s: SequenceState) => void): Promise<boolean> {
     if (this.opts.signal?.aborted) {
       this.finish('cancelled');
       return false;
     }
     this.started = make();
+    this.release = release;
     let logits: Float32Array | null;
     try {
       logits = await prefillChunked(model, this.started, prompt, { signal: this.opts.signal });
@@ -218,7 +223,8 @@ class Answer {
   finish(reason: AskResult['stopReason']): void {
     if (this.done) return;
     this.done = true;
-    // Its state is not needed any more: let it (and a device copy keyed by it) go while others run.
+    // Its state is not needed any more: free it (its device copy, where it owns it) while others run.
+    if (this.started) this.release?.(this.started);
     this.started = null;
     this.stopReason = reason;
     this.decodeEnd = performance.now();

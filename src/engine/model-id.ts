@@ -7,6 +7,8 @@
 import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
+import { parseConfig } from './model/config';
+import { DummyWeights } from './model/dummy-weights';
 
 export interface ModelIdentity {
   id: string;
@@ -44,4 +46,14 @@ function countParameters(header: Buffer): number {
   } catch {
     return 0;
   }
+}
+
+/**
+ * The identity of dummy weights: the config's bytes and the seed determine every value
+ * (dummy-weights.ts), so they are the whole identity.
+ */
+export async function identifyDummy(spec: { configFile: string; seed: number }): Promise<ModelIdentity> {
+  const config = await fs.readFile(spec.configFile);
+  const id = createHash('sha256').update('dummy\0').update(config).update(`\0${spec.seed}`).digest('hex').slice(0, 32);
+  return { id, parameters: new DummyWeights(parseConfig(JSON.parse(config.toString('utf8')), spec.configFile), spec.seed, spec.configFile).parameters };
 }

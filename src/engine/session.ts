@@ -19,8 +19,9 @@ import type {
 } from './api';
 import { questionTokens, repoClosing, repoPreamble, stopIds } from './chat-template';
 import { CancelledError, generate, generateBatch, type Generated } from './generate';
-import { identifyModel } from './model-id';
-import { loadModel, type Model } from './model/model';
+import { identifyDummy, identifyModel } from './model-id';
+import { loadModel, type DummySpec, type Model } from './model/model';
+import type { CudaLoadOptions } from './backends/cuda/backend';
 import { loadTokenizer } from './model/tokenizer';
 import type { Tokenizer } from './model/tokenizer/types';
 import { DEFAULT_SAMPLING } from './sampler';
@@ -46,6 +47,10 @@ export function defaultCacheDir(): string {
 export interface SessionOptions {
   /** Checkpoint folder; undefined = the bundled tiny checkpoint. */
   modelDir?: string;
+  /** Dummy weights for a config instead of a checkpoint (modelDir then only supplies a tokenizer, if given). */
+  dummy?: DummySpec;
+  /** What the CUDA backend's memory plan reserves (context, forks, memory cap). */
+  cuda?: CudaLoadOptions;
   backend: BackendName;
   /** Where repository states are saved. */
   cacheDir: string;
@@ -97,11 +102,13 @@ export class EngineSession {
 
   static async open(opts: SessionOptions): Promise<EngineSession> {
     const log = opts.log ?? (() => {});
-    const modelDir = resolve(opts.modelDir ?? bundledModelDir());
+    const dummy = opts.dummy;
+    const modelDir = dummy ? dummy.configFile : resolve(opts.modelDir ?? bundledModelDir());
     const [tokenizer, model, identity] = await Promise.all([
-      loadTokenizer(modelDir),
-      loadModel(modelDir, { backend: opts.backend }),
-      identifyModel(modelDir).catch((e: Error) => {
+      // Dummy weights have no tokenizer of their own: the model folder's if one is given, else the bundled one.
+      dummy ? loadTokenizer(opts.modelDir ? resolve(opts.modelDir) : undefined) : loadTokenizer(modelDir),
+      loadModel(modelDir, { backend: opts.backend, dummy, cuda: opts.cuda }),
+      (dummy ? identifyDummy(dummy) : identifyModel(modelDir)).catch((e: Error) => {
         throw new UserError(`cannot read the model folder ${modelDir}: ${e.message}. Point kimiLinear.modelPath (or --model) at a Kimi Linear checkpoint folder.`, modelDir);
       }),
     ]);
@@ -194,10 +201,10 @@ export class EngineSession {
 
     onProgress({ phase: 'restore', filesDone: 0, filesTotal: files, tokensDone: 0, tokensTotal: ids.length, tokensPerSecond: 0 });
     const store = this.storeFor(ws);
-    const resumed = await store.resume(ids);
+    const resumed = await store.resume(ids, (ls, rows, n) => this.model.appendLatentRows(ls, rows, n));
     if (resumed) this.model.backend.importState(resumed.state);
     if (resumed && resumed.position === ids.length) {
-      this.repo = { settings: ws, ids, state: resumed.state, files: paths, stale: false };
+      this.replaceRepo({ settings: ws, ids, state: resumed.state, files: paths, stale: false });
       this.log(`ingest: saved state of ${ids.length} tokens is up to date`);
       const seconds = (performance.now() - started) / 1000;
       return { files, omitted, tokens: ids.length, resumedTokens: ids.length, upToDate: true, seconds, tokensPerSecond: 0, secretsRedacted };
@@ -244,8 +251,8 @@ export class EngineSession {
     const prefillSeconds = (performance.now() - prefillStart) / 1000;
     onProgress({ phase: 'save', filesDone: files, filesTotal: files, tokensDone: ids.length, tokensTotal: ids.length, tokensPerSecond: 0 });
     this.model.syncState(state);
-    await store.saveSnapshot(state, ids, { files, roots: ws.roots, createdAt: new Date().toISOString() });
-    this.repo = { settings: ws, ids, state, files: paths, stale: false };
+    await store.saveSnapshot(state, ids, { files, roots: ws.roots, createdAt: new Date().toISOString() }, this.model.latentReader(state));
+    this.replaceRepo({ settings: ws, ids, state, files: paths, stale: false });
     const computed = ids.length - resumedTokens;
     return {
       files,
@@ -257,6 +264,13 @@ export class EngineSession {
       tokensPerSecond: prefillSeconds > 0 ? computed / prefillSeconds : 0,
       secretsRedacted,
     };
+  }
+
+  /** Makes `repo` the ingested repository; the previous state's device memory is freed now, not at some garbage collection. */
+  private replaceRepo(repo: Repo): void {
+    const old = this.repo?.state;
+    this.repo = repo;
+    if (old && old !== repo.state) this.model.releaseState(old);
   }
 
   /** Absolute paths of the files in the ingested context, in context order (stable files first). */
@@ -276,14 +290,18 @@ export class EngineSession {
     const repo = this.repo!;
     const { sampling, prompt } = this.askPrompt(req, repo);
     const state = this.model.forkState(repo.state);
-    const result = await generate(this.model, this.tokenizer, state, prompt, {
-      sampling,
-      stopIds: stopIds(this.tokenizer),
-      onText,
-      signal,
-      startedAt,
-    });
-    return askResult(result);
+    try {
+      const result = await generate(this.model, this.tokenizer, state, prompt, {
+        sampling,
+        stopIds: stopIds(this.tokenizer),
+        onText,
+        signal,
+        startedAt,
+      });
+      return askResult(result);
+    } finally {
+      this.model.releaseState(state);
+    }
   }
 
   /**
@@ -330,6 +348,7 @@ export class EngineSession {
   }
 
   async dispose(): Promise<void> {
+    if (this.repo) this.model.releaseState(this.repo.state);
     this.repo = null;
     await this.model.dispose?.();
   }

@@ -83,7 +83,23 @@ export interface Backend<A = unknown> {
   sampleRows?(x: A, picks: readonly TokenPick[]): MaybePromise<Int32Array>;
 
   importState(state: SequenceState): void;
-  exportState(state: SequenceState): void;
+  /** 'recurrent': only the KDA parts (their MLA rows are read with latentRows where the backend has it). */
+  exportState(state: SequenceState, parts?: 'all' | 'recurrent'): void;
+  /**
+   * Optional, for backends with their own copy of states: makes `dst` (fresh neutral arrays of
+   * the same shapes, never imported) a continuation of `src` where the copies live, sharing src's
+   * MLA rows instead of copying them. Without it the model forks through the neutral arrays.
+   */
+  forkState?(src: SequenceState, dst: SequenceState): void;
+  /** Optional: frees the backend's copy of a state now rather than when it is garbage-collected. */
+  releaseState?(state: SequenceState): void;
+  /**
+   * Optional pair for states held on a device: rows [from, from + count) of an MLA layer's cache,
+   * and restored rows appended to it directly. They let a state be saved and restored in bounded
+   * blocks instead of through a host copy of the whole cache.
+   */
+  latentRows?(ls: MlaLayerState, from: number, count: number): Float32Array;
+  appendLatentRows?(ls: MlaLayerState, rows: Float32Array, count: number): void;
 
   /** Frees weights and device memory. */
   dispose(): Promise<void>;

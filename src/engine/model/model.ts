@@ -7,7 +7,7 @@
 import { UserError } from '../../common/errors';
 import type { BackendName } from '../api';
 import type { Backend, Capture, NormSite } from '../backends/backend';
-import { CudaBackend } from '../backends/cuda/backend';
+import { CudaBackend, type CudaLoadOptions } from '../backends/cuda/backend';
 import { loadCudaBackend } from '../backends/cuda/loader';
 import { loadOnnxBackend } from '../backends/onnx/load';
 import { ReferenceBackend } from '../reference/backend';
@@ -15,7 +15,9 @@ import { LatentCache } from '../state/latent-cache';
 import { pickToken, type TokenPick } from '../sampler';
 import type { KdaLayerState, LayerState, MlaLayerState, SequenceState } from '../state/types';
 import { Checkpoint } from './checkpoint';
-import { loadConfig, type KimiConfig } from './config';
+import { loadConfig, loadConfigFile, type KimiConfig } from './config';
+import { DummyWeights } from './dummy-weights';
+import type { WeightSource } from './weight-source';
 
 export interface PrefillOptions {
   /** Which logits to return: every position [T, vocab], the last [vocab], or none (empty). Default 'last'. */
@@ -35,8 +37,19 @@ export interface PrefillOptions {
   capture?: Capture;
 }
 
+/** Weights generated from a config and a seed instead of read from a checkpoint (dummy-weights.ts). */
+export interface DummySpec {
+  /** A config.json, e.g. assets/configs/kimi-linear-48b-a3b-instruct.json. */
+  configFile: string;
+  seed: number;
+}
+
 export interface LoadOptions {
   backend?: BackendName;
+  /** Load dummy weights for this config instead of the checkpoint in the model folder. */
+  dummy?: DummySpec;
+  /** Passed to the CUDA backend: the context, forks and memory its plan reserves. */
+  cuda?: CudaLoadOptions;
   /** Where the backend choice of 'auto' is reported. Default: stderr. */
   log?: (line: string) => void;
 }
@@ -55,6 +68,53 @@ export class Model {
 
   /** The state of an empty sequence. */
   newState(): SequenceState {
+    const state = this.blankState(0);
+    this.backend.importState(state);
+    return state;
+  }
+
+  /**
+   * An independent continuation of `s`. Where the backend keeps its own copies (cuda) it forks them
+   * in place, sharing the MLA rows; otherwise the KDA state is copied and the host MLA cache shares
+   * its full pages. Neither copies the repository's MLA cache.
+   */
+  forkState(s: SequenceState): SequenceState {
+    const b = this.backend;
+    if (b.forkState) {
+      const fork = this.blankState(s.length);
+      b.forkState(s, fork);
+      return fork;
+    }
+    b.exportState(s);
+    const fork: SequenceState = {
+      length: s.length,
+      layers: s.layers.map((l) => (l.kind === 'kda' ? { kind: 'kda', conv: l.conv.slice(), S: l.S.slice() } : { kind: 'mla', cache: l.cache.fork() })),
+    };
+    b.importState(fork);
+    return fork;
+  }
+
+  /** Frees a state's device copy now (where the backend has one); the state must not be used again. */
+  releaseState(s: SequenceState): void {
+    this.backend.releaseState?.(s);
+  }
+
+  /** Rows [from, from + count) of MLA layer `ls` of a state, wherever the backend keeps them. */
+  latentRows(s: SequenceState, ls: MlaLayerState, from: number, count: number): Float32Array {
+    const b = this.backend;
+    if (b.latentRows) return b.latentRows(ls, from, count);
+    b.exportState(s);
+    return ls.cache.rows(from, count);
+  }
+
+  /** Appends restored MLA rows to layer `ls` of a fresh state, on the device where the backend keeps one. */
+  appendLatentRows(ls: MlaLayerState, rows: Float32Array, count: number): void {
+    if (this.backend.appendLatentRows) this.backend.appendLatentRows(ls, rows, count);
+    else ls.cache.append(rows, count);
+  }
+
+  /** Neutral arrays of the right shapes for a state of `length` tokens, not known to the backend. */
+  private blankState(length: number): SequenceState {
     const { kda, mla } = this.config;
     const layers: LayerState[] = this.config.layers.map((l) =>
       l.attention === 'kda'
@@ -65,25 +125,24 @@ export class Model {
           }
         : { kind: 'mla', cache: new LatentCache(mla.kvLoraRank + mla.qkRopeHeadDim) },
     );
-    const state = { length: 0, layers };
-    this.backend.importState(state);
-    return state;
+    return { length, layers };
   }
 
-  /** An independent continuation of `s`: KDA state is copied, the MLA cache shares its full pages. */
-  forkState(s: SequenceState): SequenceState {
-    this.backend.exportState(s);
-    const fork: SequenceState = {
-      length: s.length,
-      layers: s.layers.map((l) => (l.kind === 'kda' ? { kind: 'kda', conv: l.conv.slice(), S: l.S.slice() } : { kind: 'mla', cache: l.cache.fork() })),
-    };
-    this.backend.importState(fork);
-    return fork;
-  }
-
-  /** Makes the neutral arrays of `s` current (before persisting it). */
+  /**
+   * Makes the KDA arrays of `s` current before persisting it; MLA rows are then read with
+   * latentRows (a device backend keeps them where they are).
+   */
   syncState(s: SequenceState): void {
-    this.backend.exportState(s);
+    this.backend.exportState(s, 'recurrent');
+  }
+
+  /** Reads MLA rows of `s` for writeStateFile, block by block. */
+  latentReader(s: SequenceState): (layer: number, from: number, count: number) => Float32Array {
+    return (layer, from, count) => {
+      const ls = s.layers[layer];
+      if (ls.kind !== 'mla') throw new Error(`layer ${layer} has no MLA cache`);
+      return this.latentRows(s, ls, from, count);
+    };
   }
 
   /** Runs `ids` after whatever `state` already holds; advances `state`. */
@@ -217,18 +276,23 @@ export class Model {
   }
 }
 
-/** Reads config.json and the checkpoint in `dir` and puts the weights on a backend. */
+/**
+ * Reads config.json and the checkpoint in `dir` (or generates dummy weights for opts.dummy's config;
+ * `dir` then only names the model) and puts the weights on a backend.
+ */
 export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Model> {
-  const config = await loadConfig(dir);
+  const dummy = opts.dummy;
+  const config = dummy ? await loadConfigFile(dummy.configFile) : await loadConfig(dir);
   const requested = opts.backend ?? 'auto';
   const log = opts.log ?? ((line: string) => void process.stderr.write(`${line}\n`));
-  const checkpoint = await Checkpoint.open(dir, config);
+  const open = async (): Promise<WeightSource> => (dummy ? new DummyWeights(config, dummy.seed, dummy.configFile) : Checkpoint.open(dir, config));
+  const checkpoint = await open();
   try {
     if (requested === 'auto' || requested === 'cuda') {
       const cuda = loadCudaBackend();
       if (cuda.ok) {
         try {
-          const backend = await CudaBackend.load(config, checkpoint, cuda.native, cuda.devices);
+          const backend = await CudaBackend.load(config, checkpoint, cuda.native, cuda.devices, opts.cuda);
           if (requested === 'auto') log(`backend auto: using cuda on ${backend.device}`);
           return new Model(config, backend, dir);
         } catch (e) {
@@ -243,7 +307,7 @@ export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Mo
     }
     if (requested === 'auto' || requested === 'onnx') {
       try {
-        const backend = await loadOnnxBackend(config, checkpoint, log);
+        const backend = await loadOnnxBackend(config, checkpoint, log, open);
         if (requested === 'auto') log(`backend auto: using onnx on ${backend.device}`);
         return new Model(config, backend, dir);
       } catch (e) {

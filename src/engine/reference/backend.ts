@@ -6,7 +6,7 @@ import { totalmem } from 'node:os';
 import { UserError } from '../../common/errors';
 import type { Backend, Capture, NormSite } from '../backends/backend';
 import type { KimiConfig } from '../model/config';
-import type { Checkpoint } from '../model/checkpoint';
+import type { WeightSource } from '../model/weight-source';
 import type { KdaLayerState, MlaLayerState } from '../state/types';
 import { kdaLayer } from './kda';
 import { linear } from './linalg';
@@ -30,7 +30,7 @@ export class ReferenceBackend implements Backend<Rows> {
     private readonly w: ModelWeights,
   ) {}
 
-  static async load(config: KimiConfig, checkpoint: Checkpoint): Promise<ReferenceBackend> {
+  static async load(config: KimiConfig, checkpoint: WeightSource): Promise<ReferenceBackend> {
     const need = checkpoint.parameters * 4;
     const have = totalmem();
     if (need > have * 0.8) {

@@ -5,7 +5,7 @@
  * a time and lets the arrays go once that layer's sessions are built.
  */
 import type { KimiConfig } from '../model/config';
-import type { Checkpoint } from '../model/checkpoint';
+import type { WeightSource } from '../model/weight-source';
 import { EMBED, FINAL_NORM, kdaNames, LM_HEAD, mlaNames, mlpNames, moeNames, normNames, type SwigluNames } from '../model/weight-names';
 import type { KdaWeights } from './kda';
 import type { MlaWeights } from './mla';
@@ -28,29 +28,29 @@ export interface ModelWeights {
 }
 
 /** Reads every tensor a record of names points to, keeping the keys. */
-async function readAll<K extends string>(ckpt: Checkpoint, names: Record<K, string>): Promise<Record<K, Float32Array>> {
+async function readAll<K extends string>(ckpt: WeightSource, names: Record<K, string>): Promise<Record<K, Float32Array>> {
   const out = {} as Record<K, Float32Array>;
   for (const key of Object.keys(names) as K[]) out[key] = await ckpt.tensor(names[key]);
   return out;
 }
 
-async function readSwiglu(ckpt: Checkpoint, n: SwigluNames): Promise<SwigluWeights> {
+async function readSwiglu(ckpt: WeightSource, n: SwigluNames): Promise<SwigluWeights> {
   return { gate: await ckpt.tensor(n.gate), up: await ckpt.tensor(n.up), down: await ckpt.tensor(n.down), inner: n.inner };
 }
 
-export function readKda(ckpt: Checkpoint, layer: number): Promise<KdaWeights> {
+export function readKda(ckpt: WeightSource, layer: number): Promise<KdaWeights> {
   return readAll(ckpt, kdaNames(layer));
 }
 
-export function readMla(ckpt: Checkpoint, layer: number): Promise<MlaWeights> {
+export function readMla(ckpt: WeightSource, layer: number): Promise<MlaWeights> {
   return readAll(ckpt, mlaNames(layer));
 }
 
-export function readMlp(cfg: KimiConfig, ckpt: Checkpoint, layer: number): Promise<SwigluWeights> {
+export function readMlp(cfg: KimiConfig, ckpt: WeightSource, layer: number): Promise<SwigluWeights> {
   return readSwiglu(ckpt, mlpNames(cfg, layer));
 }
 
-export async function readMoe(cfg: KimiConfig, ckpt: Checkpoint, layer: number): Promise<MoeWeights> {
+export async function readMoe(cfg: KimiConfig, ckpt: WeightSource, layer: number): Promise<MoeWeights> {
   const n = moeNames(cfg, layer);
   const experts: SwigluWeights[] = [];
   for (const e of n.experts) experts.push(await readSwiglu(ckpt, e));
@@ -62,7 +62,7 @@ export async function readMoe(cfg: KimiConfig, ckpt: Checkpoint, layer: number):
   };
 }
 
-export async function loadWeights(cfg: KimiConfig, ckpt: Checkpoint): Promise<ModelWeights> {
+export async function loadWeights(cfg: KimiConfig, ckpt: WeightSource): Promise<ModelWeights> {
   const layers: LayerWeights[] = [];
   for (let i = 0; i < cfg.numLayers; i++) {
     const spec = cfg.layers[i];

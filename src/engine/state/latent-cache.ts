@@ -43,6 +43,13 @@ export class LatentCache {
     return page.subarray(o, o + this.width);
   }
 
+  /** Rows [from, from + count) as one contiguous copy. */
+  rows(from: number, count: number): Float32Array {
+    const out = new Float32Array(count * this.width);
+    for (let t = 0; t < count; t++) out.set(this.row(from + t), t * this.width);
+    return out;
+  }
+
   /** A copy that shares every full page with this cache. */
   fork(): LatentCache {
     const f = new LatentCache(this.width);

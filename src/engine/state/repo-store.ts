@@ -12,7 +12,7 @@
  */
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
-import { hashIds, openStateFile, sameKey, StateFileError, writeStateFile, type StateKey } from './state-file';
+import { hashIds, openStateFile, sameKey, StateFileError, writeStateFile, type LatentReader, type LatentSink, type StateKey } from './state-file';
 import type { SequenceState } from './types';
 
 export interface Resumed {
@@ -39,9 +39,10 @@ export class RepoStateStore {
 
   /**
    * The longest saved prefix of `ids` that can be restored, or null. Unusable files (corrupt,
-   * truncated, other model or packer) are reported through the log and deleted.
+   * truncated, other model or packer) are reported through the log and deleted. With `sink`, MLA
+   * rows stream to it (a device) instead of into host caches.
    */
-  async resume(ids: ArrayLike<number>): Promise<Resumed | null> {
+  async resume(ids: ArrayLike<number>, sink?: LatentSink): Promise<Resumed | null> {
     const snap = await this.openValid(this.snapshotPath);
     if (!snap) {
       await this.removeCheckpoints(0);
@@ -53,7 +54,7 @@ export class RepoStateStore {
       const limit = Math.min(old.length, ids.length);
       while (common < limit && old[common] === ids[common]) common++;
       if (common === old.length) {
-        return { state: await snap.readState(), position: old.length, from: 'snapshot' };
+        return { state: await snap.readState(old.length, sink), position: old.length, from: 'snapshot' };
       }
       for (const position of (await this.checkpointPositions()).filter((p) => p <= common).sort((a, b) => b - a)) {
         const ckpt = await this.openValid(this.checkpointPath(position));
@@ -65,7 +66,7 @@ export class RepoStateStore {
             continue;
           }
           const kda = await ckpt.readState(0);
-          const mla = await snap.readState(position);
+          const mla = await snap.readState(position, sink);
           const layers = kda.layers.map((l, i) => (l.kind === 'kda' ? l : mla.layers[i]));
           return { state: { length: position, layers }, position, from: 'checkpoint' };
         } finally {
@@ -89,9 +90,10 @@ export class RepoStateStore {
     await writeStateFile(this.checkpointPath(state.length), state, { key: this.key, ids, storeIds: false, withLatent: false });
   }
 
-  async saveSnapshot(state: SequenceState, ids: ArrayLike<number>, meta?: Record<string, unknown>): Promise<void> {
+  /** `latent` reads the MLA rows where they are (see writeStateFile); default: the state's host caches. */
+  async saveSnapshot(state: SequenceState, ids: ArrayLike<number>, meta?: Record<string, unknown>, latent?: LatentReader): Promise<void> {
     await fs.mkdir(this.dir, { recursive: true });
-    await writeStateFile(this.snapshotPath, state, { key: this.key, ids, meta });
+    await writeStateFile(this.snapshotPath, state, { key: this.key, ids, meta, latent });
   }
 
   /** Removes checkpoints beyond `position`: they describe content that is about to change. */

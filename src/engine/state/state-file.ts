@@ -15,10 +15,11 @@
  */
 import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
-import { writeFileAtomic } from '../../common/atomic';
+import { dirname } from 'node:path';
+import { tempPathFor } from '../../common/atomic';
 import { UserError } from '../../common/errors';
 import { LatentCache } from './latent-cache';
-import type { LayerState, SequenceState } from './types';
+import type { LayerState, MlaLayerState, SequenceState } from './types';
 
 export const STATE_FORMAT_VERSION = 1;
 const MAGIC = Buffer.from('KLCSTATE', 'latin1');
@@ -78,14 +79,26 @@ function sha(a: Float32Array | Int32Array): string {
   return createHash('sha256').update(bytesOf(a)).digest('hex');
 }
 
-interface Pending {
+/** Reads rows [from, from + count) of MLA layer `layer` of the state being written. */
+export type LatentReader = (layer: number, from: number, count: number) => Float32Array;
+
+/** Receives restored MLA rows of a layer instead of its host cache (a device backend appends them where it computes). */
+export type LatentSink = (ls: MlaLayerState, rows: Float32Array, count: number) => void;
+
+interface Planned {
   info: SegmentInfo;
-  data: Float32Array | Int32Array;
+  /** Produces the segment's values when it is written. */
+  data: () => Float32Array | Int32Array;
 }
 
+const ZERO_SHA = '0'.repeat(64);
+
 /**
- * Writes `state` (and optionally the token ids it consumed) to `file` atomically.
- * MLA caches are written whole; KDA states as they are.
+ * Writes `state` (and optionally the token ids it consumed) to `file` atomically. Segments are
+ * produced and written one at a time, MLA rows in blocks of BLOCK_ROWS through `latent` (default:
+ * the state's host caches), so a 1M-token state never needs a host copy of its whole cache: the
+ * header is laid out first with placeholder checksums (a sha256 in hex is always 64 characters,
+ * so the header keeps its length) and rewritten once the data is on disk.
  */
 export async function writeStateFile(
   file: string,
@@ -98,37 +111,44 @@ export async function writeStateFile(
     withLatent?: boolean;
     /** false: record only the hash of the ids, not the ids themselves. */
     storeIds?: boolean;
+    latent?: LatentReader;
   },
 ): Promise<void> {
   const withLatent = opts.withLatent ?? true;
-  const pending: Pending[] = [];
+  const planned: Planned[] = [];
   let offset = 0;
-  const add = (name: string, data: Float32Array | Int32Array) => {
-    pending.push({ info: { name, dtype: data instanceof Int32Array ? 'i32' : 'f32', count: data.length, offset, sha256: sha(data) }, data });
-    offset += data.byteLength;
+  const add = (name: string, dtype: 'f32' | 'i32', count: number, data: () => Float32Array | Int32Array) => {
+    planned.push({ info: { name, dtype, count, offset, sha256: ZERO_SHA }, data });
+    offset += count * 4;
   };
   if (opts.ids && opts.ids.length < state.length) {
     throw new Error(`writeStateFile: ${opts.ids.length} ids for a state of ${state.length} tokens`);
   }
   if (opts.ids && (opts.storeIds ?? true)) {
-    add('ids', Int32Array.from({ length: state.length }, (_, i) => opts.ids![i]));
+    const ids = opts.ids;
+    add('ids', 'i32', state.length, () => Int32Array.from({ length: state.length }, (_, i) => ids[i]));
   }
   const layers: LayerInfo[] = state.layers.map((layer, i) => {
     if (layer.kind === 'kda') {
-      add(`layer.${i}.conv`, layer.conv);
-      add(`layer.${i}.S`, layer.S);
+      add(`layer.${i}.conv`, 'f32', layer.conv.length, () => layer.conv);
+      add(`layer.${i}.S`, 'f32', layer.S.length, () => layer.S);
       return { kind: 'kda', convLength: layer.conv.length, stateLength: layer.S.length };
     }
-    if (!withLatent) return { kind: 'mla', width: layer.cache.width, rows: 0 };
-    if (layer.cache.length !== state.length) {
+    const w = layer.cache.width;
+    if (!withLatent) return { kind: 'mla', width: w, rows: 0 };
+    const read: LatentReader = opts.latent ?? ((_, from, count) => layer.cache.rows(from, count));
+    if (!opts.latent && layer.cache.length !== state.length) {
       throw new Error(`writeStateFile: layer ${i} caches ${layer.cache.length} tokens but the state has ${state.length}`);
     }
-    const rows = layer.cache.toArray();
-    const w = layer.cache.width;
-    for (let r = 0, b = 0; r < layer.cache.length; r += BLOCK_ROWS, b++) {
-      add(`layer.${i}.latent.${b}`, rows.subarray(r * w, Math.min(layer.cache.length, r + BLOCK_ROWS) * w));
+    for (let r = 0, b = 0; r < state.length; r += BLOCK_ROWS, b++) {
+      const rows = Math.min(BLOCK_ROWS, state.length - r);
+      add(`layer.${i}.latent.${b}`, 'f32', rows * w, () => {
+        const got = read(i, r, rows);
+        if (got.length !== rows * w) throw new Error(`writeStateFile: layer ${i} gave ${got.length} values for ${rows} rows of ${w}`);
+        return got;
+      });
     }
-    return { kind: 'mla', width: w, rows: layer.cache.length };
+    return { kind: 'mla', width: w, rows: state.length };
   });
   const header: StateHeader = {
     format: 'kimi-linear-code/state',
@@ -136,17 +156,40 @@ export async function writeStateFile(
     length: state.length,
     prefixHash: opts.ids ? hashIds(opts.ids, state.length) : '',
     layers,
-    segments: pending.map((p) => p.info),
+    segments: planned.map((p) => p.info),
     ...(opts.meta ? { meta: opts.meta } : {}),
   };
-  const headerBytes = Buffer.from(JSON.stringify(header), 'utf8');
-  const preamble = Buffer.alloc(PREAMBLE);
-  MAGIC.copy(preamble, 0);
-  preamble.writeUInt32LE(STATE_FORMAT_VERSION, 8);
-  preamble.writeUInt32LE(headerBytes.length, 12);
-  createHash('sha256').update(headerBytes).digest().copy(preamble, 16);
+  const placeholder = Buffer.from(JSON.stringify(header), 'utf8');
+  const dataStart = PREAMBLE + placeholder.length;
 
-  await writeFileAtomic(file, [preamble, headerBytes, ...pending.map((p) => bytesOf(p.data))]);
+  await fs.mkdir(dirname(file), { recursive: true });
+  const tmp = tempPathFor(file);
+  try {
+    const handle = await fs.open(tmp, 'w');
+    try {
+      for (const p of planned) {
+        const data = p.data();
+        if (data.length !== p.info.count) throw new Error(`writeStateFile: segment ${p.info.name} has ${data.length} values, planned ${p.info.count}`);
+        p.info.sha256 = sha(data);
+        await handle.write(bytesOf(data), 0, data.byteLength, dataStart + p.info.offset);
+      }
+      const headerBytes = Buffer.from(JSON.stringify(header), 'utf8');
+      if (headerBytes.length !== placeholder.length) throw new Error('writeStateFile: the header changed length when its checksums were filled in');
+      const preamble = Buffer.alloc(PREAMBLE);
+      MAGIC.copy(preamble, 0);
+      preamble.writeUInt32LE(STATE_FORMAT_VERSION, 8);
+      preamble.writeUInt32LE(headerBytes.length, 12);
+      createHash('sha256').update(headerBytes).digest().copy(preamble, 16);
+      await handle.write(Buffer.concat([preamble, headerBytes]), 0, PREAMBLE + headerBytes.length, 0);
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    await fs.rename(tmp, file);
+  } catch (e) {
+    await fs.rm(tmp, { force: true });
+    throw e;
+  }
 }
 
 /** Why a state file cannot be used. The caller reports it and rebuilds; the file is never used. */
@@ -164,9 +207,10 @@ export interface OpenedStateFile {
   /**
    * Reads and verifies the state, with MLA caches truncated to `upTo` tokens (default: all).
    * KDA parts are always those at `length`; a caller that reads fewer MLA rows combines them with
-   * a checkpoint's KDA parts (see RepoStateStore). A checkpoint is read with upTo = 0.
+   * a checkpoint's KDA parts (see RepoStateStore). A checkpoint is read with upTo = 0. With `sink`,
+   * MLA rows go there block by block instead of into the returned state's host caches.
    */
-  readState(upTo?: number): Promise<SequenceState>;
+  readState(upTo?: number, sink?: LatentSink): Promise<SequenceState>;
   close(): Promise<void>;
 }
 
@@ -216,7 +260,7 @@ export async function openStateFile(file: string): Promise<OpenedStateFile> {
       async readIds() {
         return (await readSegment('ids')) as Int32Array;
       },
-      async readState(upTo = header.length) {
+      async readState(upTo = header.length, sink?: LatentSink) {
         if (upTo > header.length) throw new Error(`readState(${upTo}) beyond the ${header.length} saved tokens`);
         const layers: LayerState[] = [];
         for (let i = 0; i < header.layers.length; i++) {
@@ -229,12 +273,14 @@ export async function openStateFile(file: string): Promise<OpenedStateFile> {
           } else {
             const w = info.width!;
             if (upTo > (info.rows ?? 0) && upTo > 0) throw new StateFileError(file, `layer ${i} saves ${info.rows ?? 0} MLA rows, ${upTo} needed`);
-            const cache = new LatentCache(w);
+            const ls: MlaLayerState = { kind: 'mla', cache: new LatentCache(w) };
             for (let r = 0, b = 0; r < upTo; r += BLOCK_ROWS, b++) {
               const rows = Math.min(BLOCK_ROWS, upTo - r);
-              cache.append((await readSegment(`layer.${i}.latent.${b}`, rows * w)) as Float32Array, rows);
+              const block = (await readSegment(`layer.${i}.latent.${b}`, rows * w)) as Float32Array;
+              if (sink) sink(ls, block, rows);
+              else ls.cache.append(block, rows);
             }
-            layers.push({ kind: 'mla', cache });
+            layers.push(ls);
           }
         }
         return { length: upTo, layers };

@@ -6,14 +6,14 @@
  */
 import { UserError } from '../../../common/errors';
 import type { KimiConfig } from '../../model/config';
-import type { Checkpoint } from '../../model/checkpoint';
+import type { WeightSource } from '../../model/weight-source';
 import { EMBED } from '../../model/weight-names';
 import type { KdaLayerState, MlaLayerState, SequenceState } from '../../state/types';
 import type { Backend, Capture, NormSite } from '../backend';
 import type { TokenPick } from '../../sampler';
 import { Arena } from './arena';
 import { uploadWeights, type DeviceWeights, type KdaDeviceWeights, type LayerDeviceWeights, type Mat, type MlaDeviceWeights } from './device-weights';
-import type { DevicePtr, NativeContext, NativeDeviceInfo, NativeKlc } from './loader';
+import type { DevicePtr, NativeContext, NativeDeviceInfo, NativeKlc, VbufHandle } from './loader';
 import { gib, LM_HEAD_ROWS, layerWorkspaceBytes, planMemory, type MemoryPlan } from './memory-plan';
 
 /** Activation rows on the device: fp32 [T, cols]. */
@@ -31,9 +31,13 @@ interface KdaDeviceState {
   conv: DevicePtr;
 }
 
+/** An MLA cache on the device: rows of (kv_lora_rank + rope) fp32 in a klc_vbuf (forks share its rows). */
 interface MlaDeviceState {
   kind: 'mla';
+  buf: VbufHandle;
+  /** The buffer's base address now (it may move when the buffer grows). */
   cache: DevicePtr;
+  /** Rows the buffer holds room for. */
   capacity: number;
   length: number;
 }
@@ -83,8 +87,9 @@ export class CudaBackend implements Backend<DeviceRows> {
   private sampleBytes = 0;
   private readonly states = new WeakMap<object, DeviceLayerState>();
   private readonly live = new Set<DevicePtr>();
+  private readonly liveBufs = new Set<VbufHandle>();
   private readonly finalizer = new FinalizationRegistry<DevicePtr[]>((ptrs) => this.release(ptrs));
-  private readonly cacheFinalizer = new FinalizationRegistry<MlaDeviceState>((dev) => dev.capacity && this.freeOne(dev.cache));
+  private readonly cacheFinalizer = new FinalizationRegistry<MlaDeviceState>((dev) => this.freeBuf(dev.buf));
   private disposed = false;
 
   private constructor(
@@ -107,7 +112,7 @@ export class CudaBackend implements Backend<DeviceRows> {
    * Plans memory, creates a context on the device and uploads the weights. Throws a UserError
    * saying what does not fit, or why the device could not be used.
    */
-  static async load(config: KimiConfig, checkpoint: Checkpoint, native: NativeKlc, devices: NativeDeviceInfo[], opts: CudaLoadOptions = {}): Promise<CudaBackend> {
+  static async load(config: KimiConfig, checkpoint: WeightSource, native: NativeKlc, devices: NativeDeviceInfo[], opts: CudaLoadOptions = {}): Promise<CudaBackend> {
     const index = opts.device ?? 0;
     const info = devices[index];
     if (!info) throw new UserError(`CUDA device ${index} does not exist (${devices.length} found).`);
@@ -518,41 +523,114 @@ export class CudaBackend implements Backend<DeviceRows> {
   importState(state: SequenceState): void {
     for (const ls of state.layers) {
       if (ls.kind === 'kda') this.uploadKda(ls, this.kdaSlot(ls));
-      else {
-        const dev = this.mlaSlot(ls);
-        const rows = ls.cache.toArray();
-        const n = ls.cache.length;
-        this.reserveCache(dev, n);
-        if (n) this.native.upload(this.ctx, dev.cache, rows);
-        dev.length = n;
-      }
+      // Rows already on the device (streamed in by appendLatentRows) stay; a new cache comes from its host mirror.
+      else this.mlaState(ls);
     }
   }
 
-  exportState(state: SequenceState): void {
+  /**
+   * Writes the KDA parts back into the neutral arrays, and the MLA rows the host mirror lacks. A
+   * state the device holds whole (a fork, a streamed restore) is better read with latentRows.
+   */
+  exportState(state: SequenceState, parts: 'all' | 'recurrent' = 'all'): void {
     for (const ls of state.layers) {
       const dev = this.states.get(ls);
       if (!dev) continue;
       if (ls.kind === 'kda' && dev.kind === 'kda') {
         this.native.download(this.ctx, dev.S, ls.S);
         this.native.download(this.ctx, dev.conv, ls.conv);
-      } else if (ls.kind === 'mla' && dev.kind === 'mla') {
+      } else if (ls.kind === 'mla' && dev.kind === 'mla' && parts === 'all') {
         const have = ls.cache.length;
         if (dev.length < have) throw new Error(`MLA cache: the device holds ${dev.length} rows, the host ${have}; import the state before running it`);
-        if (dev.length > have) {
-          const D = ls.cache.width;
-          const rows = new Float32Array((dev.length - have) * D);
-          this.native.download(this.ctx, dev.cache + BigInt(have * D * F32), rows);
-          ls.cache.append(rows, dev.length - have);
-        }
+        if (dev.length > have) ls.cache.append(this.latentRows(ls, have, dev.length - have), dev.length - have);
       }
     }
+  }
+
+  /**
+   * A continuation of `src` in `dst` (fresh neutral arrays, not yet known here) on the device:
+   * KDA states copied there, MLA caches sharing src's rows (klc_vbuf_fork copies at most one
+   * granule per layer), so the fork's time and memory do not grow with the context.
+   */
+  forkState(src: SequenceState, dst: SequenceState): void {
+    src.layers.forEach((ls, i) => {
+      const to = dst.layers[i];
+      if (ls.kind === 'kda' && to.kind === 'kda') {
+        const from = this.kdaState(ls);
+        const dev = this.kdaSlot(to);
+        this.native.copyDevice(this.ctx, dev.S, from.S, ls.S.length * F32);
+        this.native.copyDevice(this.ctx, dev.conv, from.conv, ls.conv.length * F32);
+      } else if (ls.kind === 'mla' && to.kind === 'mla') {
+        const from = this.mlaState(ls);
+        const rowBytes = this.latentWidth * F32;
+        const { buf, base } = this.native.vbufFork(this.ctx, from.buf, from.length * rowBytes);
+        this.liveBufs.add(buf);
+        const dev: MlaDeviceState = { kind: 'mla', buf, cache: base, capacity: Math.floor(this.native.vbufBytes(buf) / rowBytes), length: from.length };
+        this.states.set(to, dev);
+        this.cacheFinalizer.register(to, dev, to);
+      } else {
+        throw new Error(`forkState: layer ${i} kinds differ`);
+      }
+    });
+  }
+
+  /** Frees the device copies of `state` now (a finished answer, a replaced repository state) instead of at garbage collection. */
+  releaseState(state: SequenceState): void {
+    for (const ls of state.layers) {
+      const dev = this.states.get(ls);
+      if (!dev) continue;
+      this.states.delete(ls);
+      if (dev.kind === 'kda') {
+        this.finalizer.unregister(ls);
+        this.freeOne(dev.S);
+        this.freeOne(dev.conv);
+      } else {
+        this.cacheFinalizer.unregister(ls);
+        this.freeBuf(dev.buf);
+      }
+    }
+  }
+
+  /** Rows [from, from + count) of an MLA layer's device cache, as a host copy. */
+  latentRows(ls: MlaLayerState, from: number, count: number): Float32Array {
+    const dev = this.mlaState(ls);
+    if (from < 0 || from + count > dev.length) throw new RangeError(`latentRows(${from}, ${count}) outside the ${dev.length} cached rows`);
+    const D = this.latentWidth;
+    const out = new Float32Array(count * D);
+    if (count) this.native.download(this.ctx, dev.cache + BigInt(from * D * F32), out);
+    return out;
+  }
+
+  /** Appends restored rows straight to an MLA layer's device cache (the host mirror stays as it is). */
+  appendLatentRows(ls: MlaLayerState, rows: Float32Array, count: number): void {
+    const dev = this.mlaSlot(ls);
+    if (!count) return;
+    this.reserveCache(dev, dev.length + count);
+    this.native.upload(this.ctx, dev.cache + BigInt(dev.length * this.latentWidth * F32), rows.subarray(0, count * this.latentWidth));
+    dev.length += count;
+  }
+
+  /** Device bytes the sequence's copies take now, shared MLA rows included (for reports). */
+  stateDeviceBytes(state: SequenceState): number {
+    let n = 0;
+    for (const ls of state.layers) {
+      const dev = this.states.get(ls);
+      if (dev?.kind === 'kda' && ls.kind === 'kda') n += (ls.S.length + ls.conv.length) * F32;
+      else if (dev?.kind === 'mla') n += this.native.vbufBytes(dev.buf);
+    }
+    return n;
+  }
+
+  private get latentWidth(): number {
+    return this.config.mla.kvLoraRank + this.config.mla.qkRopeHeadDim;
   }
 
   async dispose(): Promise<void> {
     if (this.disposed) return;
     for (const p of [...this.weightBuffers, ...this.live]) this.native.free(this.ctx, p);
+    for (const b of this.liveBufs) this.native.vbufFree(this.ctx, b);
     this.live.clear();
+    this.liveBufs.clear();
     this.arena.free();
     if (this.hiddenBytes) {
       this.native.free(this.ctx, this.hidden);
@@ -658,40 +736,34 @@ export class CudaBackend implements Backend<DeviceRows> {
   private mlaSlot(ls: MlaLayerState): MlaDeviceState {
     const have = this.states.get(ls);
     if (have?.kind === 'mla') return have;
-    const dev: MlaDeviceState = { kind: 'mla', cache: 0n, capacity: 0, length: 0 };
+    const buf = this.native.vbufCreate(this.ctx);
+    this.liveBufs.add(buf);
+    const dev: MlaDeviceState = { kind: 'mla', buf, cache: 0n, capacity: 0, length: 0 };
     this.states.set(ls, dev);
-    // The cache pointer changes as it grows, so the finalizer frees whatever it holds last.
-    this.cacheFinalizer.register(ls, dev);
+    this.cacheFinalizer.register(ls, dev, ls);
     return dev;
   }
 
+  /** The device copy of an MLA layer state, imported from its host mirror on first use. */
   private mlaState(ls: MlaLayerState): MlaDeviceState {
     const known = this.states.get(ls);
     if (known?.kind === 'mla') return known;
     const dev = this.mlaSlot(ls);
-    const n = ls.cache.length;
-    this.reserveCache(dev, n);
-    if (n) this.native.upload(this.ctx, dev.cache, ls.cache.toArray());
-    dev.length = n;
+    this.appendLatentRows(ls, ls.cache.toArray(), ls.cache.length);
     return dev;
   }
 
-  /** Grows an MLA cache to hold `rows` rows (capacity doubles, contents kept). */
+  /** Grows an MLA cache to hold `rows` rows; the rows it holds stay (klc_vbuf maps more memory behind them). */
   private reserveCache(dev: MlaDeviceState, rows: number): void {
     if (rows <= dev.capacity) return;
-    const D = this.config.mla.kvLoraRank + this.config.mla.qkRopeHeadDim;
-    const capacity = Math.max(rows, 2 * dev.capacity, 256);
-    const next = this.native.alloc(this.ctx, capacity * D * F32);
-    if (dev.length) this.native.copyDevice(this.ctx, next, dev.cache, dev.length * D * F32);
-    if (dev.capacity) this.freeOne(dev.cache);
-    this.live.add(next);
-    dev.cache = next;
-    dev.capacity = capacity;
+    const rowBytes = this.latentWidth * F32;
+    dev.cache = this.native.vbufReserve(this.ctx, dev.buf, rows * rowBytes, dev.length * rowBytes);
+    dev.capacity = Math.floor(this.native.vbufBytes(dev.buf) / rowBytes);
   }
 
   private track(owner: object, ptrs: DevicePtr[]): void {
     for (const p of ptrs) this.live.add(p);
-    this.finalizer.register(owner, ptrs);
+    this.finalizer.register(owner, ptrs, owner);
   }
 
   private freeOne(p: DevicePtr): void {
@@ -701,6 +773,11 @@ export class CudaBackend implements Backend<DeviceRows> {
 
   private release(ptrs: DevicePtr[]): void {
     for (const p of ptrs) this.freeOne(p);
+  }
+
+  private freeBuf(b: VbufHandle): void {
+    if (!this.liveBufs.delete(b) || this.disposed) return;
+    this.native.vbufFree(this.ctx, b);
   }
 }
 

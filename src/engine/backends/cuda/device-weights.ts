@@ -7,7 +7,7 @@
  * W_UV [H, v, L] for the absorbed attention.
  */
 import type { KimiConfig } from '../../model/config';
-import type { Checkpoint } from '../../model/checkpoint';
+import type { WeightSource } from '../../model/weight-source';
 import { EMBED, FINAL_NORM, kdaNames, LM_HEAD, mlaNames, mlpNames, moeNames, normNames, type SwigluNames } from '../../model/weight-names';
 import type { DevicePtr, NativeContext, NativeKlc } from './loader';
 
@@ -90,7 +90,7 @@ class Uploader {
   constructor(
     private readonly native: NativeKlc,
     private readonly ctx: NativeContext,
-    private readonly ckpt: Checkpoint,
+    private readonly ckpt: WeightSource,
   ) {}
 
   alloc(bytes: number): DevicePtr {
@@ -106,10 +106,16 @@ class Uploader {
     const p = this.alloc(counts.reduce((a, b) => a + b, 0) * el);
     let off = 0;
     for (const [i, name] of names.entries()) {
-      const t = await this.ckpt.tensor(name);
-      if (t.length !== counts[i]) throw new Error(`${name}: ${t.length} values, expected ${counts[i]}`);
-      this.native.upload(this.ctx, p + BigInt(off), kind === 'bf16' ? toBf16(t) : t);
-      off += t.length * el;
+      const fill = kind === 'bf16' ? this.ckpt.deviceFill?.(name) : null;
+      if (fill) {
+        // Dummy weights are made where they live: 98 GB would take minutes through the host.
+        this.native.fillNormalBf16(this.ctx, p + BigInt(off), counts[i], fill.key, fill.key2, fill.scale);
+      } else {
+        const t = await this.ckpt.tensor(name);
+        if (t.length !== counts[i]) throw new Error(`${name}: ${t.length} values, expected ${counts[i]}`);
+        this.native.upload(this.ctx, p + BigInt(off), kind === 'bf16' ? toBf16(t) : t);
+      }
+      off += counts[i] * el;
     }
     return p;
   }
@@ -137,7 +143,7 @@ class Uploader {
 }
 
 /** Uploads every weight; on failure frees what was uploaded and rethrows. Returns the weights and the buffers owned. */
-export async function uploadWeights(native: NativeKlc, ctx: NativeContext, cfg: KimiConfig, ckpt: Checkpoint): Promise<{ weights: DeviceWeights; owned: DevicePtr[] }> {
+export async function uploadWeights(native: NativeKlc, ctx: NativeContext, cfg: KimiConfig, ckpt: WeightSource): Promise<{ weights: DeviceWeights; owned: DevicePtr[] }> {
   const up = new Uploader(native, ctx, ckpt);
   try {
     const layers: LayerDeviceWeights[] = [];

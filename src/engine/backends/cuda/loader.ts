@@ -8,7 +8,7 @@ import { join, resolve } from 'node:path';
 import { packageRoot } from '../../../common/package-root';
 
 /** The ABI of native/include/klc_native.h that this TypeScript side was written against. */
-export const NATIVE_ABI_VERSION = 6;
+export const NATIVE_ABI_VERSION = 7;
 
 /** A context created on one device; freed by destroy() or when garbage-collected. */
 export type NativeContext = object & { readonly __klcContext: unique symbol };
@@ -145,7 +145,21 @@ export interface NativeKlc {
   sampleWorkspaceBytes(ctx: NativeContext, rows: number, ld: number): number;
   /** One token per row of logits [picks.length, ld] into ids (int32 on the device), by pickToken's rule. */
   sample(ctx: NativeContext, logits: DevicePtr, ld: number, picks: readonly NativeTokenPick[], ids: DevicePtr, ws: DevicePtr, wsBytes: number): void;
+  /** Fills n bf16 values with the dummy-weight normal draw of src/engine/model/dummy-weights.ts. */
+  fillNormalBf16(ctx: NativeContext, out: DevicePtr, n: number, key: number, key2: number, scale: number): void;
+  /** A growable, forkable device buffer (klc_vbuf, an MLA cache); its handle is a host address. */
+  vbufCreate(ctx: NativeContext): VbufHandle;
+  /** Makes `bytes` usable, keeping the first `used`; returns the base address, which may have moved. */
+  vbufReserve(ctx: NativeContext, buf: VbufHandle, bytes: number, used: number): DevicePtr;
+  /** A buffer sharing the source's complete granules below `used` and holding a copy of the rest. */
+  vbufFork(ctx: NativeContext, src: VbufHandle, used: number): { buf: VbufHandle; base: DevicePtr };
+  /** Device bytes the buffer makes usable, shared ones included. */
+  vbufBytes(buf: VbufHandle): number;
+  vbufFree(ctx: NativeContext, buf: VbufHandle): void;
 }
+
+/** A klc_vbuf's host address: never dereferenced in JS, only handed back to the library. */
+export type VbufHandle = bigint;
 
 export type CudaUnavailableCode = 'NOT_BUILT' | 'LOAD_FAILED' | 'ABI' | 'NO_DRIVER' | 'NO_DEVICE' | 'CUDA';
 

@@ -9,7 +9,7 @@ import { totalmem } from 'node:os';
 import * as ort from 'onnxruntime-node';
 import { UserError } from '../../../common/errors';
 import type { KimiConfig } from '../../model/config';
-import { Checkpoint } from '../../model/checkpoint';
+import type { WeightSource } from '../../model/weight-source';
 import type { LatentCache } from '../../state/latent-cache';
 import type { KdaLayerState, MlaLayerState } from '../../state/types';
 import type { Backend, Capture, NormSite } from '../backend';
@@ -47,7 +47,8 @@ export class OnnxBackend implements Backend<ort.Tensor> {
 
   private constructor(
     readonly config: KimiConfig,
-    private readonly dir: string,
+    /** Opens the weights again, for sessions built after loading (other KDA chunk lengths). */
+    private readonly reopen: () => Promise<WeightSource>,
     private readonly provider: Provider,
     private readonly embedSession: Session,
     private readonly finalNorm: Session,
@@ -57,7 +58,7 @@ export class OnnxBackend implements Backend<ort.Tensor> {
     this.device = `${provider === 'cuda' ? 'CUDA' : 'CPU'} via ONNX Runtime ${ort.env.versions.common} (${threads()} threads)`;
   }
 
-  static async load(config: KimiConfig, checkpoint: Checkpoint, log: (line: string) => void): Promise<OnnxBackend> {
+  static async load(config: KimiConfig, checkpoint: WeightSource, log: (line: string) => void, reopen: () => Promise<WeightSource>): Promise<OnnxBackend> {
     if (config.moe.numExpertGroup > 1) {
       throw new UserError(`the onnx backend does not implement group-limited MoE routing (num_expert_group = ${config.moe.numExpertGroup} in ${checkpoint.dir}/config.json); use --backend reference or cuda.`, checkpoint.dir);
     }
@@ -108,7 +109,7 @@ export class OnnxBackend implements Backend<ort.Tensor> {
       const finalNorm = await track(session(rmsnormGraph(d, await checkpoint.tensor('model.norm.weight'), eps)));
       const headName = config.tieWordEmbeddings ? EMBED : LM_HEAD;
       const head = await track(session(lmHeadGraph(await checkpoint.tensor(headName), V, d)));
-      return new OnnxBackend(config, checkpoint.dir, provider, embed, finalNorm, head, layers);
+      return new OnnxBackend(config, reopen, provider, embed, finalNorm, head, layers);
     } catch (e) {
       await Promise.all(sessions.map((s) => s.release()));
       throw e;
@@ -274,7 +275,7 @@ export class OnnxBackend implements Backend<ort.Tensor> {
     const sessions = this.layer(layer).prefill;
     const have = sessions.get(chunk);
     if (have) return have;
-    const checkpoint = await Checkpoint.open(this.dir, this.config);
+    const checkpoint = await this.reopen();
     try {
       const made = await createSession(kdaPrefillGraph(this.config, await readKda(checkpoint, layer), chunk), this.provider);
       sessions.set(chunk, made);

@@ -4,11 +4,11 @@
  * takes the onnx backend away (auto moves on, with the reason) instead of the whole engine.
  */
 import { UserError } from '../../../common/errors';
-import type { Checkpoint } from '../../model/checkpoint';
+import type { WeightSource } from '../../model/weight-source';
 import type { KimiConfig } from '../../model/config';
 import type { Backend } from '../backend';
 
-export async function loadOnnxBackend(config: KimiConfig, checkpoint: Checkpoint, log: (line: string) => void): Promise<Backend> {
+export async function loadOnnxBackend(config: KimiConfig, checkpoint: WeightSource, log: (line: string) => void, reopen: () => Promise<WeightSource>): Promise<Backend> {
   let mod: typeof import('./backend');
   try {
     mod = await import('./backend');
@@ -16,5 +16,5 @@ export async function loadOnnxBackend(config: KimiConfig, checkpoint: Checkpoint
     const why = (e instanceof Error ? e.message : String(e)).split('\n')[0];
     throw new UserError(`onnxruntime-node could not be loaded (${why}); reinstall the package's dependencies (npm install) or use --backend reference.`);
   }
-  return mod.OnnxBackend.load(config, checkpoint, log);
+  return mod.OnnxBackend.load(config, checkpoint, log, reopen);
 }

@@ -1,0 +1,32 @@
+/**
+ * Where a model's weights come from: a checkpoint folder (checkpoint.ts) or weights generated from
+ * a config and a seed (dummy-weights.ts). Backends read tensors through this and never care which.
+ */
+import type { TensorInfo } from './safetensors';
+
+/**
+ * How a device backend may generate a tensor where it lives instead of uploading it: the
+ * counter-based normal draw of dummy-weights.ts (same keys, same values on every backend).
+ */
+export interface DeviceFill {
+  key: number;
+  key2: number;
+  /** Multiplies the centred sum of eight 16-bit uniforms (see dummy-weights.ts). */
+  scale: number;
+}
+
+export interface WeightSource {
+  /** Folder (or config file) the weights belong to, for messages. */
+  readonly dir: string;
+  /** Published names of every tensor. */
+  readonly names: string[];
+  /** Total number of weights. */
+  readonly parameters: number;
+  has(name: string): boolean;
+  info(name: string): TensorInfo;
+  /** One tensor (published name) as fp32, flat, row-major. */
+  tensor(name: string): Promise<Float32Array>;
+  /** Set where the tensor can be generated on the device instead of read (dummy weights). */
+  deviceFill?(name: string): DeviceFill | null;
+  close(): Promise<void>;
+}
