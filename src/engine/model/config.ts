@@ -282,7 +282,11 @@ export function parseConfig(json: unknown, file = 'config.json'): KimiConfig {
 
 /** Reads and validates `<dir>/config.json`. */
 export async function loadConfig(dir: string): Promise<KimiConfig> {
-  const file = join(dir, 'config.json');
+  return loadConfigFile(join(dir, 'config.json'));
+}
+
+/** Reads and validates a config.json given by its own path (a config without weights, e.g. for `klc plan`). */
+export async function loadConfigFile(file: string): Promise<KimiConfig> {
   let text: string;
   try {
     text = await fs.readFile(file, 'utf8');
