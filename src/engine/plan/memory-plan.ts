@@ -41,6 +41,17 @@ export const USABLE_FRACTION = 0.95;
 
 const F32 = 4;
 
+/** What a user asks the plan for; every field has a default where the plan is used. */
+export interface MemoryBudget {
+  /** Context budget in tokens, up to MAX_CONTEXT_TOKENS. */
+  contextTokens?: number;
+  /** Questions answered at once, each on a fork of the repository state (0 to MAX_FORKS). */
+  forks?: number;
+  /** Bytes of GPU memory the plan may use. */
+  gpuMemory?: number;
+  quantization?: QuantizationChoice;
+}
+
 export interface PlanRequest {
   contextTokens: number;
   forks: number;
@@ -55,6 +66,8 @@ export interface PlanRequest {
   tensorCores?: boolean;
   /** The device sampling buffers' exact size when a GPU is at hand (see sampleScratchBytes). */
   sampleScratch?: number;
+  /** Whether routed experts may move to host memory. Default true. */
+  offload?: boolean;
 }
 
 export interface GpuBytes {
@@ -183,7 +196,7 @@ class Planner {
     const slices = this.req.sliceTokens ? [this.req.sliceTokens] : SLICE_CHOICES;
     const out: Candidate[] = [];
     for (const [i, quantization] of schemes.entries()) {
-      const maxOffload = i === schemes.length - 1 ? this.moeLayers.length : 0;
+      const maxOffload = i === schemes.length - 1 && this.req.offload !== false ? this.moeLayers.length : 0;
       for (let offload = 0; offload <= maxOffload; offload++) for (const slice of slices) out.push({ quantization, offload, slice });
     }
     return out;
