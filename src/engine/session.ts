@@ -22,6 +22,7 @@ import { CancelledError, generate, generateBatch, type Generated } from './gener
 import { identifyModel } from './model-id';
 import { loadModel, type Model } from './model/model';
 import { loadTokenizer } from './model/tokenizer';
+import type { MemoryBudget } from './plan/memory-plan';
 import type { Tokenizer } from './model/tokenizer/types';
 import { DEFAULT_SAMPLING } from './sampler';
 import { RepoStateStore } from './state/repo-store';
@@ -54,6 +55,8 @@ export interface SessionOptions {
   log?: (line: string) => void;
   /** Least distance in tokens between checkpoints (default: checkpointSpacing). */
   checkpointEvery?: number;
+  /** What the model's memory is planned for (the CUDA backend's context budget, forks, GPU memory cap). */
+  memory?: MemoryBudget;
 }
 
 interface Repo {
@@ -100,7 +103,7 @@ export class EngineSession {
     const modelDir = resolve(opts.modelDir ?? bundledModelDir());
     const [tokenizer, model, identity] = await Promise.all([
       loadTokenizer(modelDir),
-      loadModel(modelDir, { backend: opts.backend }),
+      loadModel(modelDir, { backend: opts.backend, memory: opts.memory }),
       identifyModel(modelDir).catch((e: Error) => {
         throw new UserError(`cannot read the model folder ${modelDir}: ${e.message}. Point kimiLinear.modelPath (or --model) at a Kimi Linear checkpoint folder.`, modelDir);
       }),

@@ -10,6 +10,7 @@ import type { Backend, Capture, NormSite } from '../backends/backend';
 import { CudaBackend } from '../backends/cuda/backend';
 import { loadCudaBackend } from '../backends/cuda/loader';
 import { loadOnnxBackend } from '../backends/onnx/load';
+import type { MemoryBudget } from '../plan/memory-plan';
 import { ReferenceBackend } from '../reference/backend';
 import { LatentCache } from '../state/latent-cache';
 import { pickToken, type TokenPick } from '../sampler';
@@ -39,6 +40,8 @@ export interface LoadOptions {
   backend?: BackendName;
   /** Where the backend choice of 'auto' is reported. Default: stderr. */
   log?: (line: string) => void;
+  /** Context budget, forks, GPU memory cap and quantization the CUDA backend plans memory for. */
+  memory?: MemoryBudget;
 }
 
 export const KDA_CHUNK = 64;
@@ -228,7 +231,7 @@ export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Mo
       const cuda = loadCudaBackend();
       if (cuda.ok) {
         try {
-          const backend = await CudaBackend.load(config, checkpoint, cuda.native, cuda.devices);
+          const backend = await CudaBackend.load(config, checkpoint, cuda.native, cuda.devices, { ...opts.memory, log });
           if (requested === 'auto') log(`backend auto: using cuda on ${backend.device}`);
           return new Model(config, backend, dir);
         } catch (e) {
