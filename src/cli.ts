@@ -12,6 +12,7 @@ const commands: Record<string, Command> = {
   ingest: { summary: 'pack and prefill a workspace, and save its state', load: () => import('./cli/ingest') },
   ask: { summary: 'answer a question from the saved workspace state', load: () => import('./cli/ask') },
   bench: { summary: 'measure ingest, decode, cached time to first token and incremental re-ingest', load: () => import('./cli/bench') },
+  plan: { summary: 'the GPU memory a model needs for a context and whether it fits, without a GPU', load: () => import('./cli/plan') },
   forward: { summary: 'logits for token ids (test contract; --split checks state save/restore)', load: () => import('./cli/forward') },
 };
 

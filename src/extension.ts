@@ -35,7 +35,7 @@ export interface KimiLinearApi {
 }
 
 /** Settings that need a new engine process when they change. */
-const ENGINE_SETTINGS = ['kimiLinear.modelPath', 'kimiLinear.backend'];
+const ENGINE_SETTINGS = ['kimiLinear.modelPath', 'kimiLinear.backend', 'kimiLinear.gpuMemoryLimit'];
 
 class Ctx implements vscode.Disposable {
   readonly log = vscode.window.createOutputChannel('Kimi Linear', { log: true });

@@ -3,6 +3,8 @@ import { resolve } from 'node:path';
 import { existsSync, statSync } from 'node:fs';
 import { UserError } from '../common/errors';
 import type { IngestProgress, PackSettings } from '../engine/api';
+import type { MemoryBudget } from '../engine/plan/memory-plan';
+import { parseBytes } from '../engine/plan/sizes';
 import { defaultCacheDir, EngineSession } from '../engine/session';
 import { backendOption, dummyOption, intOption, weightOptions, weightUsage, type Parsed } from './args';
 
@@ -12,12 +14,15 @@ export const sessionOptions = {
   'max-tokens': { type: 'string' },
   'cache-dir': { type: 'string' },
   ...weightOptions,
+  'gpu-memory': { type: 'string' },
 } as const;
 
 export const sessionUsage = `  --model DIR         checkpoint folder (default: the bundled tiny checkpoint, whose answers are not meaningful)
   --backend B         auto | cuda | onnx | reference (default auto)
   --max-tokens N      token budget for the packed workspace
   --cache-dir DIR     where ingested states are saved (default ${defaultCacheDir()})
+  --gpu-memory BYTES  GPU memory the CUDA backend may plan for (24GB, 24GiB or bytes; default the free memory);
+                      it plans the MLA cache for --max-tokens tokens (default the config's maximum that fits)
 ${weightUsage}`;
 
 export function workspaceSettings(dirs: string[], values: Parsed['values']): PackSettings {
@@ -36,8 +41,16 @@ export async function openSession(values: Parsed['values'], workspace: PackSetti
     backend: backendOption(values),
     cacheDir: values['cache-dir'] ? resolve(values['cache-dir'] as string) : defaultCacheDir(),
     workspace,
+    memory: memoryBudget(values, workspace),
     log: (line) => process.stderr.write(`${line}\n`),
   });
+}
+
+function memoryBudget(values: Parsed['values'], workspace: PackSettings): MemoryBudget {
+  const limit = values['gpu-memory'];
+  const gpuMemory = typeof limit === 'string' ? parseBytes(limit) : undefined;
+  if (typeof limit === 'string' && !gpuMemory) throw new UserError(`--gpu-memory must be a size such as 24GB, 24GiB or a number of bytes, got '${limit}'`);
+  return { ...(workspace.maxTokens !== undefined ? { contextTokens: workspace.maxTokens } : {}), ...(gpuMemory ? { gpuMemory } : {}) };
 }
 
 /** A one-line progress display on stderr when it is a terminal; nothing otherwise. */

@@ -5,6 +5,8 @@
 import type { BackendName, PackSettings, SamplingOptions } from '../engine/api';
 import type { OpenParams } from '../common/engine-protocol';
 import { UserError } from '../common/errors';
+import type { MemoryBudget } from '../engine/plan/memory-plan';
+import { parseBytes } from '../engine/plan/sizes';
 
 export interface SettingsReader {
   /** The value of `kimiLinear.<key>`, or undefined when unset and without a default. */
@@ -19,7 +21,18 @@ export function openParamsFrom(settings: SettingsReader, cacheDir: string): Open
   if (!BACKENDS.includes(backend as BackendName)) {
     throw new UserError(`Setting kimiLinear.backend is "${backend}"; use one of ${BACKENDS.join(', ')}.`);
   }
-  return { modelDir: modelPath === '' ? undefined : modelPath, backend: backend as BackendName, cacheDir };
+  const memory = memoryBudgetFrom(settings);
+  return { modelDir: modelPath === '' ? undefined : modelPath, backend: backend as BackendName, cacheDir, ...(Object.keys(memory).length > 0 ? { memory } : {}) };
+}
+
+/** The context budget and GPU memory limit the engine plans the model's memory for. */
+function memoryBudgetFrom(settings: SettingsReader): MemoryBudget {
+  const limit = (settings.get<string>('gpuMemoryLimit') ?? '').trim();
+  const gpuMemory = limit === '' ? undefined : parseBytes(limit);
+  if (gpuMemory === 0 || (limit !== '' && gpuMemory === undefined)) {
+    throw new UserError(`Setting kimiLinear.gpuMemoryLimit is "${limit}"; use a size such as 24GB, 24GiB or a number of bytes, or leave it empty to use the GPU's free memory.`);
+  }
+  return withoutUndefined({ contextTokens: settings.get<number>('maxContextTokens'), gpuMemory });
 }
 
 export function packSettingsFrom(settings: SettingsReader, roots: string[]): PackSettings {

@@ -8,6 +8,7 @@
  */
 import { ProgressType, RequestType, RequestType0 } from 'vscode-jsonrpc';
 import type { AskRequest, AskResult, BackendName, EngineStatus, IngestProgress, IngestResult, PackSettings } from '../engine/api';
+import type { MemoryBudget } from '../engine/plan/memory-plan';
 
 export interface OpenParams {
   /** Checkpoint folder; undefined selects the bundled tiny checkpoint. */
@@ -15,6 +16,8 @@ export interface OpenParams {
   backend: BackendName;
   /** Where the engine persists repository states between runs. */
   cacheDir: string;
+  /** What the model's memory is planned for (kimiLinear.maxContextTokens, kimiLinear.gpuMemoryLimit). */
+  memory?: MemoryBudget;
 }
 
 export interface IngestParams {

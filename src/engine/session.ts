@@ -21,8 +21,8 @@ import { questionTokens, repoClosing, repoPreamble, stopIds } from './chat-templ
 import { CancelledError, generate, generateBatch, type Generated } from './generate';
 import { identifyDummy, identifyModel } from './model-id';
 import { loadModel, type DummySpec, type Model } from './model/model';
-import type { CudaLoadOptions } from './backends/cuda/backend';
 import { loadTokenizer } from './model/tokenizer';
+import type { MemoryBudget } from './plan/memory-plan';
 import type { Tokenizer } from './model/tokenizer/types';
 import { DEFAULT_SAMPLING } from './sampler';
 import { RepoStateStore } from './state/repo-store';
@@ -49,8 +49,6 @@ export interface SessionOptions {
   modelDir?: string;
   /** Dummy weights for a config instead of a checkpoint (modelDir then only supplies a tokenizer, if given). */
   dummy?: DummySpec;
-  /** What the CUDA backend's memory plan reserves (context, forks, memory cap). */
-  cuda?: CudaLoadOptions;
   backend: BackendName;
   /** Where repository states are saved. */
   cacheDir: string;
@@ -59,6 +57,8 @@ export interface SessionOptions {
   log?: (line: string) => void;
   /** Least distance in tokens between checkpoints (default: checkpointSpacing). */
   checkpointEvery?: number;
+  /** What the model's memory is planned for (the CUDA backend's context budget, forks, GPU memory cap). */
+  memory?: MemoryBudget;
 }
 
 interface Repo {
@@ -107,7 +107,7 @@ export class EngineSession {
     const [tokenizer, model, identity] = await Promise.all([
       // Dummy weights have no tokenizer of their own: the model folder's if one is given, else the bundled one.
       dummy ? loadTokenizer(opts.modelDir ? resolve(opts.modelDir) : undefined) : loadTokenizer(modelDir),
-      loadModel(modelDir, { backend: opts.backend, dummy, cuda: opts.cuda }),
+      loadModel(modelDir, { backend: opts.backend, dummy, memory: opts.memory }),
       (dummy ? identifyDummy(dummy) : identifyModel(modelDir)).catch((e: Error) => {
         throw new UserError(`cannot read the model folder ${modelDir}: ${e.message}. Point kimiLinear.modelPath (or --model) at a Kimi Linear checkpoint folder.`, modelDir);
       }),

@@ -10,6 +10,8 @@ cp "$node_include"/node_api.h "$node_include"/node_api_types.h "$node_include"/j
 rm -rf .device/golden/tiny-kimi-public && cp -r ../shared/golden/tiny-kimi-public .device/golden/
 npx esbuild test/gpu/model.test.ts --bundle --platform=node --format=cjs --target=node20 --external:'*.node' --external:onnxruntime-node \
   --outfile=.device/model.test.cjs --log-level=warning
+npx esbuild test/gpu/plan-parity.test.ts --bundle --platform=node --format=cjs --target=node20 --external:'*.node' --external:onnxruntime-node \
+  --outfile=.device/plan-parity.test.cjs --log-level=warning
 npx esbuild src/cli.ts --bundle --platform=node --format=cjs --target=node20 --external:'*.node' --external:onnxruntime-node \
   --outfile=.device/klc.cjs --log-level=warning
 npx esbuild test/gpu/speed-table.ts --bundle --platform=node --format=cjs --target=node20 --external:'*.node' --external:onnxruntime-node \

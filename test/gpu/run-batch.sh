@@ -28,5 +28,6 @@ export KLC_LIB=$lib/libklc_native.so KLC_NATIVE_PATH=$lib/klc_native.node PYTHON
 mkdir -p .device/node_modules/onnxruntime-node && echo 'module.exports = {};' > .device/node_modules/onnxruntime-node/index.js
 KLC_CUDA_EXACT=1 KLC_GOLDEN_DIR=$PWD/.device/golden KLC_TINY_MODEL=$PWD/assets/tiny-model \
   node --test --test-reporter=spec "${KLC_MODEL_TEST:-.device/model.test.cjs}" > "$OUT/model.log" 2>&1 || rc=1
+[ -f .device/plan-parity.test.cjs ] && { KLC_TINY_MODEL=$PWD/assets/tiny-model node --test --test-reporter=spec .device/plan-parity.test.cjs >> "$OUT/model.log" 2>&1 || rc=1; }
 grep -E "figure:|✔|✖|skipped|Error|error" "$OUT/model.log" | head -40
 exit $rc

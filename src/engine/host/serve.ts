@@ -48,7 +48,7 @@ export function serveEngine(connection: MessageConnection, options: ServeOptions
   connection.onRequest(openRequest, (params, token) => handle(token, log, () => exclusive(async () => {
     await release();
     log(`opening model ${params.modelDir ?? '(bundled tiny checkpoint)'} with backend ${params.backend}`);
-    session = await EngineSession.open({ modelDir: params.modelDir, backend: params.backend, cacheDir: params.cacheDir, log });
+    session = await EngineSession.open({ modelDir: params.modelDir, backend: params.backend, cacheDir: params.cacheDir, memory: params.memory, log });
     return session.status();
   })));
 

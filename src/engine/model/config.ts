@@ -285,7 +285,7 @@ export async function loadConfig(dir: string): Promise<KimiConfig> {
   return loadConfigFile(join(dir, 'config.json'));
 }
 
-/** Reads a config.json wherever it is (a checkpoint folder's, or one given for dummy weights). */
+/** Reads and validates a config.json given by its own path (a config without weights: dummy weights, `klc plan`). */
 export async function loadConfigFile(file: string): Promise<KimiConfig> {
   let text: string;
   try {

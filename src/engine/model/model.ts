@@ -7,9 +7,10 @@
 import { UserError } from '../../common/errors';
 import type { BackendName } from '../api';
 import type { Backend, Capture, NormSite } from '../backends/backend';
-import { CudaBackend, type CudaLoadOptions } from '../backends/cuda/backend';
+import { CudaBackend } from '../backends/cuda/backend';
 import { loadCudaBackend } from '../backends/cuda/loader';
 import { loadOnnxBackend } from '../backends/onnx/load';
+import type { MemoryBudget } from '../plan/memory-plan';
 import { ReferenceBackend } from '../reference/backend';
 import { LatentCache } from '../state/latent-cache';
 import { pickToken, type TokenPick } from '../sampler';
@@ -48,10 +49,10 @@ export interface LoadOptions {
   backend?: BackendName;
   /** Load dummy weights for this config instead of the checkpoint in the model folder. */
   dummy?: DummySpec;
-  /** Passed to the CUDA backend: the context, forks and memory its plan reserves. */
-  cuda?: CudaLoadOptions;
   /** Where the backend choice of 'auto' is reported. Default: stderr. */
   log?: (line: string) => void;
+  /** Context budget, forks, GPU memory cap and quantization the CUDA backend plans memory for. */
+  memory?: MemoryBudget;
 }
 
 export const KDA_CHUNK = 64;
@@ -292,7 +293,7 @@ export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Mo
       const cuda = loadCudaBackend();
       if (cuda.ok) {
         try {
-          const backend = await CudaBackend.load(config, checkpoint, cuda.native, cuda.devices, opts.cuda);
+          const backend = await CudaBackend.load(config, checkpoint, cuda.native, cuda.devices, { ...opts.memory, log });
           if (requested === 'auto') log(`backend auto: using cuda on ${backend.device}`);
           return new Model(config, backend, dir);
         } catch (e) {

@@ -27,3 +27,10 @@ test('sampling settings map one to one', () => {
   assert.deepEqual(samplingFrom(reader({ temperature: 0, topP: 0.9, maxNewTokens: 64 })), { temperature: 0, topP: 0.9, maxNewTokens: 64 });
   assert.deepEqual(samplingFrom(reader({})), {});
 });
+
+test('the context budget and GPU memory limit go to the engine for its memory plan', () => {
+  assert.deepEqual(openParamsFrom(reader({ maxContextTokens: 131072, gpuMemoryLimit: ' 24GB ' }), '/c').memory, { contextTokens: 131072, gpuMemory: 24_000_000_000 });
+  assert.deepEqual(openParamsFrom(reader({ gpuMemoryLimit: '24GiB' }), '/c').memory, { gpuMemory: 25_769_803_776 });
+  assert.deepEqual(openParamsFrom(reader({ maxContextTokens: 4096, gpuMemoryLimit: '' }), '/c').memory, { contextTokens: 4096 });
+  assert.throws(() => openParamsFrom(reader({ gpuMemoryLimit: 'a lot' }), '/c'), (e) => isUserError(e) && /kimiLinear\.gpuMemoryLimit is "a lot"; use a size such as 24GB/.test(e.message));
+});

@@ -10,7 +10,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadConfigFile } from '../../../src/engine/model/config';
-import { DummyWeights, normalValue, tensorKeys } from '../../../src/engine/model/dummy-weights';
+import { DummyWeights, normalValue } from '../../../src/engine/model/dummy-weights';
 import { SafetensorsFile } from '../../../src/engine/model/safetensors';
 import { relError } from '../../golden/golden-data';
 

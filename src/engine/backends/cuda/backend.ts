@@ -14,7 +14,10 @@ import type { TokenPick } from '../../sampler';
 import { Arena } from './arena';
 import { uploadWeights, type DeviceWeights, type KdaDeviceWeights, type LayerDeviceWeights, type Mat, type MlaDeviceWeights } from './device-weights';
 import type { DevicePtr, NativeContext, NativeDeviceInfo, NativeKlc, VbufHandle } from './loader';
-import { gib, LM_HEAD_ROWS, layerWorkspaceBytes, planMemory, type MemoryPlan } from './memory-plan';
+import { gib, LM_HEAD_ROWS, layerWorkspaceBytes } from './memory-plan';
+import type { MemoryBudget } from '../../plan/memory-plan';
+import { SAMPLE_ROWS } from '../../plan/workspace';
+import { planLoad } from './load-plan';
 
 /** Activation rows on the device: fp32 [T, cols]. */
 export interface DeviceRows {
@@ -44,13 +47,17 @@ interface MlaDeviceState {
 
 type DeviceLayerState = KdaDeviceState | MlaDeviceState;
 
-export interface CudaLoadOptions {
+/**
+ * The memory budget (see MemoryBudget): the context the plan reserves MLA latents for (default the
+ * config's maximum, up to 1,048,576 tokens, capped by what fits), concurrent forks (default 8),
+ * the GPU memory the plan may use (never more than is free) and the quantization (only `none` runs
+ * on this backend so far; `auto` plans unquantized).
+ */
+export interface CudaLoadOptions extends MemoryBudget {
   device?: number;
-  /** Context length the memory plan reserves MLA latents for. */
-  contextTokens?: number;
   /**
    * Tokens per forward call the workspace is planned for (it grows if needed), and the ingest's
-   * prefill slice. Default: the longest of SLICE_CHOICES whose plan fits the free memory.
+   * prefill slice. Default: the longest of the plan's SLICE_CHOICES that fits.
    */
   sliceTokens?: number;
   /**
@@ -59,18 +66,15 @@ export interface CudaLoadOptions {
    * checkpoints always run exactly.
    */
   tensorCores?: boolean;
+  /** Where the planned context is reported. Default: stderr. */
+  log?: (line: string) => void;
 }
 
 const F32 = 4;
-const DEFAULT_CONTEXT = 131072;
-/** Prefill slices tried from the longest: 4096 tokens fill an H100's tensor cores at the real widths. */
-const SLICE_CHOICES = [4096, 2048, 1024, 512];
 /** The chunk length the native chunked KDA kernel is built for. */
 const NATIVE_KDA_CHUNK = 64;
 /** KLC_MAX_DECODE_BATCH of klc_native.h: sequences per batched decode launch. */
 const MAX_DECODE_BATCH = 64;
-/** Rows the memory plan reserves device sampling for (the engine decodes up to 8 answers at once). */
-const PLANNED_SAMPLE_ROWS = 8;
 
 export class CudaBackend implements Backend<DeviceRows> {
   readonly name = 'cuda';
@@ -129,27 +133,18 @@ export class CudaBackend implements Backend<DeviceRows> {
       throw new UserError(`CUDA backend: ${e instanceof Error ? e.message : String(e)}`);
     }
     try {
-      const context = opts.contextTokens ?? Math.min(config.maxPositionEmbeddings ?? DEFAULT_CONTEXT, DEFAULT_CONTEXT);
       const matrix = checkpoint.info(EMBED).dtype === 'F32' ? 4 : 2;
       const engine = chooseEngine(native, ctx, matrix === 2 && (opts.tensorCores ?? process.env.KLC_CUDA_EXACT !== '1'));
-      const sampling = native.sampleWorkspaceBytes(ctx, PLANNED_SAMPLE_ROWS, config.vocabSize) + PLANNED_SAMPLE_ROWS * 4;
-      const free = native.deviceInfo(index).freeBytes;
-      // The longest slice that fits: long slices keep the tensor cores busy, short ones still run.
-      let slice = 0;
-      let plan: MemoryPlan | undefined;
-      for (const s of opts.sliceTokens ? [opts.sliceTokens] : SLICE_CHOICES) {
-        slice = s;
-        plan = planMemory(config, context, s, moeScratch(native, ctx, config, s), mlaScratch(native, ctx, config, s), matrix, engine.tensorCores, sampling);
-        if (plan.total <= free * 0.95) break;
-      }
-      if (!plan || plan.total > free * 0.95) {
-        throw new UserError(
-          `the model does not fit on ${info.name}: it needs ${gib(plan?.total ?? 0)} (weights ${gib(plan?.weights ?? 0)}, state for ${context} tokens ${gib(plan?.state ?? 0)}, workspace for ${slice}-token slices ${gib(plan?.workspace ?? 0)}) but ${gib(free)} is free. Free GPU memory (other programs on this GPU), use a GPU with more memory, or choose a smaller model in kimiLinear.modelPath.`,
-          checkpoint.dir,
-        );
-      }
+      const plan = planLoad(config, opts, {
+        free: native.deviceInfo(index).freeBytes,
+        matrixBytes: matrix,
+        tensorCores: engine.tensorCores,
+        sampleScratch: native.sampleWorkspaceBytes(ctx, SAMPLE_ROWS, config.vocabSize) + SAMPLE_ROWS * 4,
+        gpuName: info.name,
+        dir: checkpoint.dir,
+      });
       const { weights, owned } = await uploadWeights(native, ctx, config, checkpoint);
-      return new CudaBackend(config, native, ctx, weights, owned, info, index, engine.text, slice);
+      return new CudaBackend(config, native, ctx, weights, owned, info, index, engine.text, plan.sliceTokens);
     } catch (e) {
       native.destroy(ctx);
       if (e instanceof UserError) throw e;

@@ -1,0 +1,67 @@
+/**
+ * `klc plan` as a user runs it: one JSON object with --json (the shape issue 11 asks for), a table
+ * otherwise, and a one-line error naming the option for bad input.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { join, resolve } from 'node:path';
+
+const repoRoot = resolve(__dirname, '..', '..', '..');
+const CONFIG = join(repoRoot, 'assets', 'configs', 'kimi-linear-48b-a3b-instruct.json');
+
+function klc(...args: string[]) {
+  return spawnSync(process.execPath, ['--import', 'tsx', join(repoRoot, 'src/cli.ts'), 'plan', ...args], { encoding: 'utf8', cwd: repoRoot });
+}
+
+test('--json prints the plan for the published config on an 80 GB card at 128k tokens', () => {
+  const r = klc('--model-config', CONFIG, '--context', '128k', '--gpu-memory', '80GB', '--json');
+  assert.equal(r.status, 0, r.stderr);
+  const plan = JSON.parse(r.stdout);
+  // fp8 weights 50,046,009,088; MLA cache at 131,072 tokens 3,053,453,312; KDA state 44,892,160;
+  // 8 forks × 132,972,544 = 1,063,780,352; workspace of a 4096 slice 5,935,571,232 → 60,143,706,144.
+  assert.deepEqual(plan, {
+    fits: true,
+    quantization: 'fp8',
+    contextTokens: 131_072,
+    forks: 8,
+    sliceTokens: 4096,
+    gpuMemory: 80e9,
+    usable: 76e9,
+    gpu: { weights: 50_046_009_088, mlaCache: 3_053_453_312, kdaState: 44_892_160, forks: 1_063_780_352, workspace: 5_935_571_232, total: 60_143_706_144 },
+    host: { experts: 0 },
+    offloadedLayers: [],
+    advice: plan.advice,
+  });
+  assert.match(plan.advice, /^fits at fp8: 60\.14 GB of 76\.00 GB usable \(15\.86 GB spare\)/);
+});
+
+test('the table names the scheme, every component and the verdict', () => {
+  const r = klc('--model-config', CONFIG, '--context', '1M', '--gpu-memory', '24GB', '--quantization', 'int4', '--forks', '0');
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /^quantization {3}int4$/m);
+  // 7 × (2,415,919,104 + 134,217,728) = 17,850,957,824.
+  assert.match(r.stdout, /MLA cache +17\.85 GB +17,850,957,824 B/);
+  assert.match(r.stdout, /^fits {11}no$/m);
+  assert.match(r.stdout, /^advice {9}does not fit: /m);
+});
+
+test('bad input is one line naming the option', () => {
+  const memory = klc('--model-config', CONFIG, '--context', '1M', '--gpu-memory', 'lots');
+  assert.equal(memory.status, 1);
+  assert.match(memory.stderr, /^klc plan: --gpu-memory must be a size such as 24GB/);
+  const context = klc('--model-config', CONFIG, '--context', '2M', '--gpu-memory', '80GB');
+  assert.match(context.stderr, /--context must be 1 to 1048576 tokens/);
+  const both = klc('--model', repoRoot, '--model-config', CONFIG, '--context', '1M', '--gpu-memory', '80GB');
+  assert.match(both.stderr, /either --model DIR or --model-config FILE/);
+  const scheme = klc('--model-config', CONFIG, '--context', '1M', '--gpu-memory', '80GB', '--quantization', 'q4');
+  assert.match(scheme.stderr, /--quantization must be one of auto, none, fp8, int8, int4/);
+});
+
+test('--model reads the checkpoint folder\'s config.json', () => {
+  const r = klc('--model', join(repoRoot, 'assets', 'tiny-model'), '--context', '4096', '--gpu-memory', '2GiB', '--json');
+  assert.equal(r.status, 0, r.stderr);
+  const plan = JSON.parse(r.stdout);
+  assert.equal(plan.fits, true);
+  assert.equal(plan.quantization, 'none');
+});
