@@ -16,7 +16,11 @@ import { generate, prefillChunked } from '../engine/generate';
 import { loadModel } from '../engine/model/model';
 import type { AskResult } from '../engine/api';
 import { ASK_BATCH_LIMIT, EngineSession } from '../engine/session';
-import { backendOption, intOption, parseCommandArgs } from './args';
+import { backendOption, dummyOption, intOption, parseCommandArgs, weightOptions, weightUsage } from './args';
+import { benchScale } from './bench-scale';
+import { memoryBudget } from './session-options';
+import { MAX_CONTEXT_TOKENS } from '../engine/plan/memory-plan';
+import { parseTokens } from '../engine/plan/sizes';
 
 const USAGE = `usage: klc bench [dir] [options]
 
@@ -30,6 +34,16 @@ speed against the reference backend on the same tokens.
   --backend B         auto | cuda | onnx | reference (default auto)
   --max-tokens N      token budget for the packed copy (default 16384)
   --decode-tokens N   tokens generated for the decode figure (default 64)
+  --gpu-memory BYTES  GPU memory the CUDA backend may plan for (24GB, 24GiB or bytes)
+${weightUsage}
+At scale: klc bench --contexts 4096,131072,1048576 [--json FILE] [--raw-prefill-up-to N] …
+  ingests a synthetic workspace of each size through the product path and prints, per context,
+  ingest (pack, prefill, save), restore, time to first token of a 100-token question, fork time
+  and memory, time per output token for one answer and 8 together, re-ingest after an edit near
+  the end and peak GPU memory, each against its floor on the measured card (cuda backend).
+  --contexts LIST        token counts (4k, 128k and 1M are accepted)
+  --json FILE            the figures as JSON, written as they are measured
+  --raw-prefill-up-to N  also time one raw prefill of the same tokens up to this context (default 131072)
 `;
 
 /** Tokens prefilled by both backends for the speed ratio: enough to time, short enough for the slow reference. */
@@ -81,9 +95,13 @@ async function answersTogether(session: EngineSession, tokens: number, out: (lab
 export async function run(argv: string[]): Promise<void> {
   const { values, positionals } = parseCommandArgs(
     argv,
-    { model: { type: 'string' }, backend: { type: 'string' }, 'max-tokens': { type: 'string' }, 'decode-tokens': { type: 'string' } },
+    {
+      model: { type: 'string' }, backend: { type: 'string' }, 'max-tokens': { type: 'string' }, 'decode-tokens': { type: 'string' },
+      'gpu-memory': { type: 'string' }, contexts: { type: 'string' }, json: { type: 'string' }, 'raw-prefill-up-to': { type: 'string' }, ...weightOptions,
+    },
     USAGE,
   );
+  if (values.contexts !== undefined) return runAtScale(values);
   const source = resolve(positionals[0] ?? join(packageRoot(), 'src'));
   const stat = await fs.stat(source).catch(() => null);
   if (!stat?.isDirectory()) throw new UserError(`${source} is not a folder to benchmark on`, source);
@@ -96,6 +114,7 @@ export async function run(argv: string[]): Promise<void> {
     await fs.cp(source, ws, { recursive: true, preserveTimestamps: true, filter: (p) => !/[/\\](node_modules|\.git)([/\\]|$)/.test(p) });
     const session = await EngineSession.open({
       modelDir: values.model ? resolve(values.model as string) : undefined,
+      dummy: dummyOption(values),
       backend: backendOption(values),
       cacheDir: join(scratch, 'cache'),
       log: () => {},
@@ -146,6 +165,38 @@ export async function run(argv: string[]): Promise<void> {
     const width = Math.max(...rows.map(([l]) => l.length));
     process.stdout.write(`klc bench — ${session.model.backend.name} on ${session.model.backend.device}, model ${session.modelDir}\n`);
     for (const [l, v] of rows) process.stdout.write(`${l.padEnd(width)}  ${v}\n`);
+  } finally {
+    await fs.rm(scratch, { recursive: true, force: true });
+  }
+}
+
+/** `--contexts`: the figures at the given sizes on synthetic workspaces (bench-scale.ts). */
+async function runAtScale(values: Record<string, string | boolean | undefined>): Promise<void> {
+  const contexts = String(values.contexts).split(',').map((t) => {
+    const n = parseTokens(t.trim());
+    if (!n || n < 1024 || n > MAX_CONTEXT_TOKENS) throw new UserError(`--contexts takes token counts from 1024 to ${MAX_CONTEXT_TOKENS} (4k, 128k, 1M accepted), got '${t}'`);
+    return n;
+  });
+  const decodeTokens = intOption(values, 'decode-tokens', 2) ?? 64;
+  const rawPrefillUpTo = intOption(values, 'raw-prefill-up-to', 0) ?? 131072;
+  const scratch = await fs.mkdtemp(join(tmpdir(), 'klc-bench-'));
+  try {
+    // One model serves every context: its memory is planned for the largest, with room for the question and answers.
+    const contextTokens = Math.min(MAX_CONTEXT_TOKENS, Math.max(...contexts) + 8192);
+    const session = await EngineSession.open({
+      modelDir: values.model ? resolve(values.model as string) : undefined,
+      dummy: dummyOption(values),
+      backend: backendOption(values),
+      cacheDir: join(scratch, 'cache'),
+      memory: { ...memoryBudget(values, {}), contextTokens, forks: ASK_BATCH_LIMIT },
+      log: (line) => process.stderr.write(`${line}\n`),
+    });
+    try {
+      process.stdout.write(`klc bench — ${session.model.backend.name} on ${session.model.backend.device}, model ${session.modelDir}\n`);
+      await benchScale(session, scratch, { contexts, rawPrefillUpTo, decodeTokens, json: values.json ? resolve(values.json as string) : undefined }, (line) => process.stdout.write(`${line}\n`));
+    } finally {
+      await session.dispose();
+    }
   } finally {
     await fs.rm(scratch, { recursive: true, force: true });
   }

@@ -46,7 +46,7 @@ export async function openSession(values: Parsed['values'], workspace: PackSetti
   });
 }
 
-function memoryBudget(values: Parsed['values'], workspace: PackSettings): MemoryBudget {
+export function memoryBudget(values: Parsed['values'], workspace: Pick<PackSettings, 'maxTokens'>): MemoryBudget {
   const limit = values['gpu-memory'];
   const gpuMemory = typeof limit === 'string' ? parseBytes(limit) : undefined;
   if (typeof limit === 'string' && !gpuMemory) throw new UserError(`--gpu-memory must be a size such as 24GB, 24GiB or a number of bytes, got '${limit}'`);

@@ -112,12 +112,30 @@ export async function generateBatch(
   const special = new Set(tokenizer.specialTokens.values());
   const started = performance.now();
   const answers = opts.map((o) => new Answer(tokenizer, special, o, o.startedAt ?? started));
+  try {
+    await runBatch(model, answers, stateOf, prompts, typeof states === 'function', maxBatch);
+  } catch (e) {
+    // A failed step (out of memory, say) ends every answer; the states the factory made go with them.
+    for (const a of answers) a.abandon();
+    throw e;
+  }
+  return answers.map((a) => a.result());
+}
+
+async function runBatch(
+  model: CausalLM,
+  answers: Answer[],
+  stateOf: (i: number) => SequenceState,
+  prompts: readonly ArrayLike<number>[],
+  madeHere: boolean,
+  maxBatch: number,
+): Promise<void> {
   let queued = 0;
   let running: Answer[] = [];
   while (queued < answers.length || running.length > 0) {
     while (running.length < maxBatch && queued < answers.length) {
       const i = queued++;
-      const release = typeof states === 'function' && model.releaseState ? (s: SequenceState) => model.releaseState!(s) : undefined;
+      const release = madeHere && model.releaseState ? (s: SequenceState) => model.releaseState!(s) : undefined;
       if (await answers[i].start(model, () => stateOf(i), prompts[i], release)) running.push(answers[i]);
     }
     if (running.length === 0) continue;
@@ -130,7 +148,6 @@ export async function generateBatch(
     running.forEach((a, j) => a.accept(picked[j]));
     running = running.filter((a) => !a.done);
   }
-  return answers.map((a) => a.result());
 }
 
 /** One sequence's answer while it is generated: its tokens, text, PRNG, timing and end. */
@@ -218,6 +235,12 @@ class Answer {
     this.ids.push(id);
     if (!this.special.has(id)) this.emit(this.tokenizer.decodeBytes([id]));
     this.wantsToken();
+  }
+
+  /** Lets go of the state without reporting an end (the batch failed). */
+  abandon(): void {
+    if (this.started) this.release?.(this.started);
+    this.started = null;
   }
 
   finish(reason: AskResult['stopReason']): void {

@@ -29,6 +29,7 @@ import { RepoStateStore } from './state/repo-store';
 import type { SequenceState } from './state/types';
 import { bundledModelDir } from '../common/package-root';
 import { UserError } from '../common/errors';
+import { withMemoryAdvice } from './out-of-memory';
 import { packWorkspace, PACKER_VERSION } from '../workspace';
 
 /** Tokens kept free after the repository for the question, the history and the answer. */
@@ -164,7 +165,7 @@ export class EngineSession {
     if (this.ingesting) throw new UserError('an ingest is already running; wait for it or cancel it');
     this.ingesting = true;
     try {
-      return await this.runIngest(ws, onProgress, signal);
+      return await withMemoryAdvice(`ingesting ${ws.roots.join(', ')}`, () => this.runIngest(ws, onProgress, signal));
     } finally {
       this.ingesting = false;
     }
@@ -210,8 +211,27 @@ export class EngineSession {
       return { files, omitted, tokens: ids.length, resumedTokens: ids.length, upToDate: true, seconds, tokensPerSecond: 0, secretsRedacted };
     }
     const state = resumed ? resumed.state : this.model.newState();
+    try {
+      return await this.prefillAndSave(ws, store, state, resumed ? resumed.from : null, { ids, fileEnds, paths, files, omitted, secretsRedacted, started }, onProgress, signal);
+    } catch (e) {
+      // A failed or cancelled ingest leaves the repository as it was; its half-built state goes now.
+      this.model.releaseState(state);
+      throw e;
+    }
+  }
+
+  private async prefillAndSave(
+    ws: PackSettings,
+    store: RepoStateStore,
+    state: SequenceState,
+    resumedFrom: string | null,
+    pack: { ids: Int32Array; fileEnds: number[]; paths: string[]; files: number; omitted: number; secretsRedacted: number; started: number },
+    onProgress: (p: IngestProgress) => void,
+    signal?: AbortSignal,
+  ): Promise<IngestResult> {
+    const { ids, fileEnds, paths, files, omitted, secretsRedacted, started } = pack;
     const resumedTokens = state.length;
-    if (resumed) this.log(`ingest: resuming at token ${resumedTokens} of ${ids.length} from the saved ${resumed.from}`);
+    if (resumedFrom) this.log(`ingest: resuming at token ${resumedTokens} of ${ids.length} from the saved ${resumedFrom}`);
     await store.removeCheckpoints(resumedTokens);
 
     const spacing = this.opts.checkpointEvery ?? checkpointSpacing(ids.length, kdaStateBytes(state));
@@ -273,6 +293,15 @@ export class EngineSession {
     if (old && old !== repo.state) this.model.releaseState(old);
   }
 
+  /**
+   * Lets go of the ingested state (its device memory now); the next ingest or question restores it
+   * from the saved state. For memory pressure and for timing a restore.
+   */
+  releaseRepo(): void {
+    if (this.repo) this.model.releaseState(this.repo.state);
+    this.repo = null;
+  }
+
   /** Absolute paths of the files in the ingested context, in context order (stable files first). */
   packedFiles(): string[] {
     return this.repo ? [...this.repo.files] : [];
@@ -289,15 +318,15 @@ export class EngineSession {
     if (!this.repo) await this.ingest(undefined, () => {}, signal);
     const repo = this.repo!;
     const { sampling, prompt } = this.askPrompt(req, repo);
-    const state = this.model.forkState(repo.state);
+    const state = await withMemoryAdvice('preparing the answer', async () => this.model.forkState(repo.state));
     try {
-      const result = await generate(this.model, this.tokenizer, state, prompt, {
+      const result = await withMemoryAdvice('answering', () => generate(this.model, this.tokenizer, state, prompt, {
         sampling,
         stopIds: stopIds(this.tokenizer),
         onText,
         signal,
         startedAt,
-      });
+      }));
       return askResult(result);
     } finally {
       this.model.releaseState(state);
@@ -324,14 +353,14 @@ export class EngineSession {
     const stops = stopIds(this.tokenizer);
     // Forked as each answer starts, not all at once: each fork holds a copy of every KDA layer's state.
     const fork = () => this.model.forkState(repo.state);
-    const answers = await generateBatch(this.model, this.tokenizer, fork, prompts.map((p) => p.prompt), prompts.map((p, i) => ({
+    const answers = await withMemoryAdvice(`answering ${requests.length} questions together`, () => generateBatch(this.model, this.tokenizer, fork, prompts.map((p) => p.prompt), prompts.map((p, i) => ({
       sampling: p.sampling,
       stopIds: stops,
       onText: (delta: string) => onText(i, delta),
       onDone: (result: Generated) => onAnswer(i, askResult(result)),
       signal,
       startedAt,
-    })), ASK_BATCH_LIMIT);
+    })), ASK_BATCH_LIMIT));
     return answers.map(askResult);
   }
 
@@ -348,8 +377,7 @@ export class EngineSession {
   }
 
   async dispose(): Promise<void> {
-    if (this.repo) this.model.releaseState(this.repo.state);
-    this.repo = null;
+    this.releaseRepo();
     await this.model.dispose?.();
   }
 }

@@ -9,10 +9,15 @@ import { join, resolve } from 'node:path';
 import { loadCudaBackend } from '../../src/engine/backends/cuda/loader';
 import { loadModel, type Model } from '../../src/engine/model/model';
 import { SafetensorsFile } from '../../src/engine/model/safetensors';
-import type { SequenceState } from '../../src/engine/state/types';
+import type { MlaLayerState, SequenceState } from '../../src/engine/state/types';
 import { LatentCache } from '../../src/engine/state/latent-cache';
 import { argmax, pickToken, seededRandom, type TokenPick } from '../../src/engine/sampler';
 import { relError } from '../golden/golden-data';
+import { promises as fs } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { loadConfigFile } from '../../src/engine/model/config';
+import { DummyWeights, normalValue } from '../../src/engine/model/dummy-weights';
+import { openStateFile, writeStateFile } from '../../src/engine/state/state-file';
 
 const GOLDEN = resolve(process.env.KLC_GOLDEN_DIR ?? join(__dirname, '..', '..', 'shared', 'golden'));
 const TINY_PUBLIC = join(GOLDEN, 'tiny-kimi-public');
@@ -117,7 +122,7 @@ test('bundled checkpoint: a split run through an exported state equals one pass,
   const whole = await gpu.prefill(gpu.newState(), ids, { logits: 'all' });
   const first = gpu.newState();
   await gpu.prefill(first, ids.subarray(0, 70), { logits: 'none' });
-  gpu.syncState(first);
+  gpu.backend.exportState(first);
   const refState = ref.newState();
   await ref.prefill(refState, ids.subarray(0, 70), { logits: 'none' });
   first.layers.forEach((l, i) => {
@@ -176,8 +181,8 @@ test('bundled checkpoint: decodeBatch of 3 sequences on the GPU equals 3 single 
   assert.ok(worst < 1e-5, `batch vs single: ${worst}`);
   assert.ok(worstRef < 1e-4, `batch vs reference: ${worstRef}`);
   batch.forEach((s, i) => {
-    gpu.syncState(s);
-    gpu.syncState(twins[i]);
+    gpu.backend.exportState(s);
+    gpu.backend.exportState(twins[i]);
     s.layers.forEach((l, j) => {
       const t = twins[i].layers[j];
       if (l.kind === 'kda' && t.kind === 'kda') assert.ok(relError(l.S, t.S) < 1e-5, `sequence ${i} layer ${j} S`);
@@ -210,4 +215,123 @@ test('bundled checkpoint: tokens picked on the GPU equal pickToken on the downlo
     ids = onDevice;
   }
   report(`device sampling: 24 steps x 3 sequences equal to host picks; sampled row ids ${picked.map((p) => p[1]).join(' ')}`);
+});
+
+// ---- issue 10: dummy weights, copy-on-write forks, streamed state files -----------------------
+
+const TINY_CONFIG = join(BUNDLED, 'config.json');
+const BIG_CONFIG = resolve(process.env.KLC_BIG_CONFIG ?? join(__dirname, '..', 'assets', 'configs', 'kimi-linear-48b-a3b-instruct.json'));
+
+test('dummy weights: the GPU fills the same bf16 values as the host generator (48B embedding, indices up to 3.8e8)', { skip }, async () => {
+  if (!cuda.ok) return;
+  const { native } = cuda;
+  const cfg = await loadConfigFile(BIG_CONFIG);
+  const w = new DummyWeights(cfg, 11, BIG_CONFIG);
+  const fill = w.deviceFill('model.embed_tokens.weight')!;
+  const n = cfg.vocabSize * cfg.hiddenSize;
+  const ctx = native.create(0);
+  try {
+    const p = native.alloc(ctx, n * 2);
+    native.fillNormalBf16(ctx, p, n, fill.key, fill.key2, fill.scale);
+    const got = new Uint16Array(n);
+    native.download(ctx, p, got);
+    native.free(ctx, p);
+    const f = new Float32Array(1);
+    const u = new Uint32Array(f.buffer);
+    let checked = 0;
+    for (let i = 0; i < n; i += 997) {
+      f[0] = normalValue(fill, i);
+      assert.equal(got[i], u[0] >>> 16, `element ${i}`);
+      checked++;
+    }
+    for (let i = n - 5000; i < n; i++) {
+      f[0] = normalValue(fill, i);
+      assert.equal(got[i], u[0] >>> 16, `element ${i}`);
+    }
+    report(`dummy fill: ${checked + 5000} of ${n} embedding values checked bit for bit against the host generator`);
+  } finally {
+    native.destroy(ctx);
+  }
+});
+
+test('dummy weights: the tiny config on the GPU (exact mode) equals the reference backend', { skip }, async () => {
+  const dummy = { configFile: TINY_CONFIG, seed: 5 };
+  const g = await loadModel(TINY_CONFIG, { backend: 'cuda', dummy });
+  const r = await loadModel(TINY_CONFIG, { backend: 'reference', dummy });
+  try {
+    const ids = Int32Array.from({ length: 150 }, (_, i) => (i * 7919 + 13) % 3800);
+    const e = relError(await g.prefill(g.newState(), ids, { logits: 'all' }), await r.prefill(r.newState(), ids, { logits: 'all' }));
+    report(`dummy tiny model, 150 tokens: cuda vs reference relative error ${e.toExponential(2)}`);
+    assert.ok(e < 1e-4, `${e}`);
+  } finally {
+    await g.dispose();
+    await r.dispose();
+  }
+});
+
+/**
+ * Forks of a long state (more rows than one 2 MiB granule of the tiny model's 320-byte latents)
+ * against twins rebuilt from the host arrays (independent buffers): equal logits while the forks
+ * and their source go on appending different tokens, with the virtual-memory path and without it.
+ */
+for (const vmm of ['1', '0']) {
+  test(`copy-on-write forks (KLC_VMM=${vmm}) continue exactly like independent copies while their source goes on`, { skip }, async () => {
+    process.env.KLC_VMM = vmm;
+    try {
+      const ids = Int32Array.from({ length: 14000 }, (_, i) => (i * 104729 + 7) % 3800);
+      const base = gpu.newState();
+      await gpu.prefill(base, ids, { logits: 'none', slice: 4096 });
+      const forks = [gpu.forkState(base), gpu.forkState(base)];
+      gpu.backend.exportState(base);
+      const twins = forks.map(() => {
+        const t = copyNeutral(base);
+        gpu.backend.importState(t);
+        return t;
+      });
+      let worst = 0;
+      for (let step = 0; step < 6; step++) {
+        await gpu.decode(base, 100 + step);
+        for (const [i, f] of forks.entries()) {
+          const id = 200 + 31 * i + step;
+          worst = Math.max(worst, relError(await gpu.decode(f, id), await gpu.decode(twins[i], id)));
+        }
+      }
+      const prompt = Int32Array.from({ length: 300 }, (_, i) => (i * 17 + 1) % 3800);
+      worst = Math.max(worst, relError(await gpu.prefill(forks[0], prompt), await gpu.prefill(twins[0], prompt)));
+      report(`forks of a 14000-token state (KLC_VMM=${vmm}): logits vs independent copies, relative error ${worst.toExponential(2)}`);
+      assert.ok(worst < 1e-6, `${worst}`);
+      for (const s of [...forks, ...twins, base]) gpu.releaseState(s);
+    } finally {
+      delete process.env.KLC_VMM;
+    }
+  });
+}
+
+test('state files stream MLA rows from and back to the GPU: a continuation after restore equals one pass', { skip }, async () => {
+  const ids = Int32Array.from({ length: 9000 }, (_, i) => (i * 613 + 29) % 3800);
+  const whole = await gpu.prefill(gpu.newState(), ids, { logits: 'last', slice: 4096 });
+  const first = gpu.newState();
+  await gpu.prefill(first, ids.subarray(0, 8500), { logits: 'none', slice: 4096 });
+  gpu.syncState(first);
+  const dir = await fs.mkdtemp(join(tmpdir(), 'klc-gpu-state-'));
+  try {
+    const file = join(dir, 'state.klcs');
+    await writeStateFile(file, first, { key: { modelId: 'gpu-test', packerVersion: '', tokenizerId: '' }, ids, latent: gpu.latentReader(first) });
+    const mla = first.layers.find((l): l is MlaLayerState => l.kind === 'mla')!;
+    assert.equal(mla.cache.length, 0, 'the rows went from the GPU to the file without a host copy of the cache');
+    const opened = await openStateFile(file);
+    let restored: SequenceState;
+    try {
+      restored = await opened.readState(undefined, (ls, rows, count) => gpu.appendLatentRows(ls, rows, count));
+    } finally {
+      await opened.close();
+    }
+    gpu.backend.importState(restored);
+    const rest = await gpu.prefill(restored, ids.subarray(8500), { logits: 'last' });
+    const e = relError(rest, whole);
+    report(`streamed save/restore at 8500 of 9000 tokens: last logits relative error vs one pass ${e.toExponential(2)}`);
+    assert.ok(e < 1e-5, `${e}`);
+  } finally {
+    await fs.rm(dir, { recursive: true, force: true });
+  }
 });

@@ -103,7 +103,7 @@ export class CudaBackend implements Backend<DeviceRows> {
     private readonly w: DeviceWeights,
     private readonly weightBuffers: DevicePtr[],
     info: NativeDeviceInfo,
-    deviceIndex: number,
+    private readonly deviceIndex: number,
     engine: string,
     readonly prefillTokens: number,
   ) {
@@ -151,6 +151,55 @@ export class CudaBackend implements Backend<DeviceRows> {
       const code = (e as { code?: string }).code;
       if (code === 'OOM') throw new UserError(`CUDA backend: out of GPU memory while loading ${checkpoint.dir} (${(e as Error).message}).`, checkpoint.dir);
       throw e;
+    }
+  }
+
+  /** Free and total memory of the backend's GPU now, in bytes. */
+  memoryInfo(): { free: number; total: number } {
+    const info = this.native.deviceInfo(this.deviceIndex);
+    return { free: info.freeBytes, total: info.totalBytes };
+  }
+
+  /**
+   * Measured device-to-device copy bandwidth (bytes read + written per second) over `mib` MiB: the
+   * yardstick of every memory-bound figure (a decode step's floor is the bytes it must read ÷ this).
+   */
+  measureCopyBandwidth(mib = 1024, reps = 10): number {
+    const bytes = mib * 2 ** 20;
+    const a = this.native.alloc(this.ctx, bytes);
+    const b = this.native.alloc(this.ctx, bytes);
+    try {
+      this.native.copyDevice(this.ctx, b, a, bytes);
+      this.synchronize();
+      const t0 = performance.now();
+      for (let i = 0; i < reps; i++) this.native.copyDevice(this.ctx, i % 2 ? a : b, i % 2 ? b : a, bytes);
+      this.synchronize();
+      return (2 * bytes * reps) / ((performance.now() - t0) / 1000);
+    } finally {
+      this.native.free(this.ctx, a);
+      this.native.free(this.ctx, b);
+    }
+  }
+
+  /**
+   * Measured dense GEMM rate (FLOP/s) of klc_linear with bf16 weights in the current mode, at
+   * M = N = K = n: the yardstick of compute-bound figures (a prefill's floor is its FLOPs ÷ this).
+   */
+  measureGemmRate(n = 8192, reps = 5): number {
+    const x = this.native.alloc(this.ctx, n * n * F32);
+    const w = this.native.alloc(this.ctx, n * n * 2);
+    const y = this.native.alloc(this.ctx, n * n * F32);
+    try {
+      this.native.zero(this.ctx, x, n * n * F32);
+      this.native.zero(this.ctx, w, n * n * 2);
+      this.native.linear(this.ctx, x, n, w, y, n, n, n, n, 1, 0, 0, 0, 0, 0);
+      this.synchronize();
+      const t0 = performance.now();
+      for (let i = 0; i < reps; i++) this.native.linear(this.ctx, x, n, w, y, n, n, n, n, 1, 0, 0, 0, 0, 0);
+      this.synchronize();
+      return (2 * n * n * n * reps) / ((performance.now() - t0) / 1000);
+    } finally {
+      for (const p of [x, w, y]) this.native.free(this.ctx, p);
     }
   }
 

@@ -1,0 +1,79 @@
+/**
+ * What a step of the model must at least move or compute, from the config alone: the floors the
+ * speed figures are measured against (bytes ÷ copy bandwidth for decode, FLOPs ÷ GEMM rate for
+ * prefill). Weights are counted as the CUDA backend keeps them: matrices bf16, the router fp32.
+ */
+import type { KimiConfig } from '../model/config';
+import { MLA_CACHE_ELEMENT_BYTES } from './memory-plan';
+
+const BF16 = 2;
+const F32 = 4;
+
+/** Weights every token uses (attention, dense MLP, shared experts, the router), and one routed expert's. */
+function activeWeights(c: KimiConfig): { bf16: number; f32: number; expert: number; moeLayers: number } {
+  const d = c.hiddenSize;
+  const { numHeads: H, headDim: K } = c.kda;
+  const P = H * K;
+  const m = c.mla;
+  const qw = m.qkNopeHeadDim + m.qkRopeHeadDim;
+  const D = m.kvLoraRank + m.qkRopeHeadDim;
+  const e = c.moe;
+  let bf16 = 0;
+  let f32 = 0;
+  let moeLayers = 0;
+  for (const l of c.layers) {
+    bf16 += l.attention === 'kda'
+      ? 3 * P * d + 2 * K * d + H * d + 2 * P * K + d * P
+      : m.numHeads * qw * d + D * d + m.numHeads * m.kvLoraRank * (m.qkNopeHeadDim + m.vHeadDim) + d * m.numHeads * m.vHeadDim;
+    if (l.ffn === 'dense') bf16 += 3 * c.intermediateSize * d;
+    else {
+      moeLayers++;
+      bf16 += 3 * e.intermediateSize * e.numSharedExperts * d;
+      f32 += e.numExperts * d;
+    }
+  }
+  return { bf16, f32, expert: 3 * e.intermediateSize * d, moeLayers };
+}
+
+/** Distinct experts a layer reads for `answers` tokens routed independently (expected value). */
+export function expectedExperts(c: KimiConfig, answers: number): number {
+  const { numExperts: E, topK: k } = c.moe;
+  return E * (1 - (1 - k / E) ** answers);
+}
+
+/**
+ * Bytes one decode step of `answers` sequences, each `context` tokens long, must read: the weights
+ * it uses once (lm_head included), each sequence's KDA state read and written, its MLA cache read.
+ */
+export function decodeStepBytes(c: KimiConfig, context: number, answers = 1): number {
+  const w = activeWeights(c);
+  const weights = (w.bf16 + w.moeLayers * expectedExperts(c, answers) * w.expert + c.vocabSize * c.hiddenSize) * BF16 + w.f32 * F32;
+  const { numHeads: H, headDim: K } = c.kda;
+  const D = c.mla.kvLoraRank + c.mla.qkRopeHeadDim;
+  let perSequence = 0;
+  for (const l of c.layers) perSequence += l.attention === 'kda' ? 2 * H * K * K * F32 : context * D * MLA_CACHE_ELEMENT_BYTES;
+  return weights + answers * perSequence;
+}
+
+/**
+ * FLOPs of prefilling tokens [from, to) of one sequence: two per active weight per token (lm_head
+ * not included: ingest wants no logits), causal MLA attention in the up-projected form (scores and
+ * values over every earlier key), and the KDA chunk form's state products (chunk 64).
+ */
+export function prefillFlops(c: KimiConfig, from: number, to: number): number {
+  const w = activeWeights(c);
+  const T = to - from;
+  const perToken = 2 * (w.bf16 + w.f32 + w.moeLayers * c.moe.topK * w.expert);
+  const m = c.mla;
+  const { numHeads: H, headDim: K } = c.kda;
+  const C = 64;
+  // Keys attended, summed over the new tokens: (from + 1) + … + to.
+  const keys = (T * (from + 1 + to)) / 2;
+  let attention = 0;
+  for (const l of c.layers) {
+    attention += l.attention === 'kda'
+      ? T * H * (4 * K * K + 4 * C * K)
+      : 2 * m.numHeads * (m.qkNopeHeadDim + m.qkRopeHeadDim + m.vHeadDim) * keys;
+  }
+  return perToken * T + attention;
+}
