@@ -87,6 +87,34 @@ function kdaStateBytes(state: SequenceState): number {
   return state.layers.reduce((n, l) => n + (l.kind === 'kda' ? (l.conv.length + l.S.length) * 4 : 0), 0);
 }
 
+/**
+ * Writes checkpoints while the prefill goes on: each is a copy of the KDA parts (tens of MB at the
+ * real widths), written while the next slices compute; at most one write is in flight, and a
+ * failed write fails the ingest at the next checkpoint or at the end.
+ */
+class CheckpointWriter {
+  private pending: Promise<void> = Promise.resolve();
+  private failure: unknown = null;
+
+  constructor(
+    private readonly store: RepoStateStore,
+    private readonly ids: Int32Array,
+  ) {}
+
+  async save(state: SequenceState): Promise<void> {
+    await this.done();
+    const copy: SequenceState = { length: state.length, layers: state.layers.map((l) => (l.kind === 'kda' ? { kind: 'kda', conv: l.conv.slice(), S: l.S.slice() } : l)) };
+    this.pending = this.store.saveCheckpoint(copy, this.ids).catch((e: unknown) => {
+      this.failure = e;
+    });
+  }
+
+  async done(): Promise<void> {
+    await this.pending;
+    if (this.failure) throw this.failure;
+  }
+}
+
 export class EngineSession {
   private repo: Repo | null = null;
   private ingesting = false;
@@ -234,7 +262,10 @@ export class EngineSession {
     if (resumedFrom) this.log(`ingest: resuming at token ${resumedTokens} of ${ids.length} from the saved ${resumedFrom}`);
     await store.removeCheckpoints(resumedTokens);
 
-    const spacing = this.opts.checkpointEvery ?? checkpointSpacing(ids.length, kdaStateBytes(state));
+    // A checkpoint at most once per prefill slice of the backend's own length: closer ones cut slices
+    // short, and a GPU does as much in one 4,096-token slice as in a few hundred tokens.
+    const spacing = this.opts.checkpointEvery ?? Math.max(checkpointSpacing(ids.length, kdaStateBytes(state)), this.model.backend.prefillTokens ?? 1);
+    const writer = new CheckpointWriter(store, ids);
     const boundaries = fileEnds.filter((p) => p > resumedTokens && p < ids.length);
     let lastCheckpoint = resumedTokens;
     const prefillStart = performance.now();
@@ -252,7 +283,7 @@ export class EngineSession {
       while (filesDone < fileEnds.length && fileEnds[filesDone] <= position) filesDone++;
       if (position === nextCheckpoint && position < ids.length) {
         this.model.syncState(state);
-        await store.saveCheckpoint(state, ids);
+        await writer.save(state);
         lastCheckpoint = position;
       }
       const elapsed = (performance.now() - prefillStart) / 1000;
@@ -268,6 +299,7 @@ export class EngineSession {
       });
       await new Promise<void>((r) => setImmediate(r));
     }
+    await writer.done();
     const prefillSeconds = (performance.now() - prefillStart) / 1000;
     onProgress({ phase: 'save', filesDone: files, filesTotal: files, tokensDone: ids.length, tokensTotal: ids.length, tokensPerSecond: 0 });
     this.model.syncState(state);

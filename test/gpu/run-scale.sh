@@ -5,7 +5,7 @@
 # `klc bench --contexts` on the full 27-layer Kimi-Linear-48B-A3B with dummy weights in bf16.
 # Carry: .device (node.xz, node-include/, model.test.cjs, plan-parity.test.cjs, klc.cjs: test/gpu/prepare-model.sh) and
 # native/build/klc_native.node (built here for sm_90; the goldens are the tracked test/fixtures/golden).
-# CONTEXTS picks the contexts (default 4096,131072); KLC_SCALE_ONLY=1 skips the tests.
+# CONTEXTS picks the contexts (default 4096,131072; none: the tests only); KLC_SCALE_ONLY=1 skips the tests.
 # Logs and the JSON figures go to $OUT.
 set -uo pipefail
 OUT=${OUT:-/tmp/klc-out}
@@ -21,6 +21,7 @@ if [ "${KLC_SCALE_ONLY:-0}" != 1 ]; then
   KLC_TINY_MODEL=$PWD/assets/tiny-model timeout 60 node --test --test-reporter=spec .device/plan-parity.test.cjs >> "$OUT/model.log" 2>&1 || rc=1
   grep -E "figure:|✔|✖|skipped|Error|error" "$OUT/model.log" | head -60
 fi
+[ "${CONTEXTS-4096,131072}" = none ] && exit $rc
 node .device/klc.cjs bench --backend cuda --load-format dummy --model-config assets/configs/kimi-linear-48b-a3b-instruct.json \
   --contexts "${CONTEXTS:-4096,131072}" --decode-tokens "${DECODE_TOKENS:-64}" --json "$OUT/scale.json" ${SCALE_ARGS:-} 2>&1 | tee "$OUT/scale.log" || rc=1
 nvidia-smi --query-gpu=memory.used,memory.total --format=csv,noheader >> "$OUT/gpu.txt"
