@@ -25,7 +25,7 @@ import { loadTokenizer } from './model/tokenizer';
 import type { MemoryBudget } from './plan/memory-plan';
 import type { Tokenizer } from './model/tokenizer/types';
 import { DEFAULT_SAMPLING } from './sampler';
-import { RepoStateStore } from './state/repo-store';
+import { RepoStateStore, type HeldState } from './state/repo-store';
 import type { SequenceState } from './state/types';
 import { bundledModelDir } from '../common/package-root';
 import { UserError } from '../common/errors';
@@ -230,8 +230,8 @@ export class EngineSession {
 
     onProgress({ phase: 'restore', filesDone: 0, filesTotal: files, tokensDone: 0, tokensTotal: ids.length, tokensPerSecond: 0 });
     const store = this.storeFor(ws);
-    const resumed = await store.resume(ids, (ls, rows, n) => this.model.appendLatentRows(ls, rows, n));
-    if (resumed) this.model.backend.importState(resumed.state);
+    const resumed = await store.resume(ids, (ls, rows, n) => this.model.appendLatentRows(ls, rows, n), this.heldState(ws));
+    if (resumed && !resumed.latentFromMemory) this.model.backend.importState(resumed.state);
     if (resumed && resumed.position === ids.length) {
       this.replaceRepo({ settings: ws, ids, state: resumed.state, files: paths, stale: false });
       this.log(`ingest: saved state of ${ids.length} tokens is up to date`);
@@ -240,7 +240,8 @@ export class EngineSession {
     }
     const state = resumed ? resumed.state : this.model.newState();
     try {
-      return await this.prefillAndSave(ws, store, state, resumed ? resumed.from : null, { ids, fileEnds, paths, files, omitted, secretsRedacted, started }, onProgress, signal);
+      const from = resumed && (resumed.from === 'memory' ? 'the state in memory' : `the saved ${resumed.from}${resumed.latentFromMemory ? ' (MLA rows shared with the state in memory, not read from disk)' : ''}`);
+      return await this.prefillAndSave(ws, store, state, from || null, { ids, fileEnds, paths, files, omitted, secretsRedacted, started }, onProgress, signal);
     } catch (e) {
       // A failed or cancelled ingest leaves the repository as it was; its half-built state goes now.
       this.model.releaseState(state);
@@ -259,7 +260,7 @@ export class EngineSession {
   ): Promise<IngestResult> {
     const { ids, fileEnds, paths, files, omitted, secretsRedacted, started } = pack;
     const resumedTokens = state.length;
-    if (resumedFrom) this.log(`ingest: resuming at token ${resumedTokens} of ${ids.length} from the saved ${resumedFrom}`);
+    if (resumedFrom) this.log(`ingest: resuming at token ${resumedTokens} of ${ids.length} from ${resumedFrom}`);
     await store.removeCheckpoints(resumedTokens);
 
     // A checkpoint at most once per prefill slice of the backend's own length: closer ones cut slices
@@ -315,6 +316,17 @@ export class EngineSession {
       seconds: (performance.now() - started) / 1000,
       tokensPerSecond: prefillSeconds > 0 ? computed / prefillSeconds : 0,
       secretsRedacted,
+    };
+  }
+
+  /** The ingested state of these same folders, offered to a resume so that it need not read the cache back from disk. */
+  private heldState(ws: PackSettings): HeldState | undefined {
+    const repo = this.repo;
+    const key = (roots: string[]) => roots.map((r) => resolve(r)).sort().join('\0');
+    if (!repo || key(repo.settings.roots) !== key(ws.roots)) return undefined;
+    return {
+      ids: repo.ids,
+      at: (position, kda) => (kda ? this.model.forkPrefix(repo.state, position, kda) : this.model.forkState(repo.state)),
     };
   }
 

@@ -335,3 +335,19 @@ test('state files stream MLA rows from and back to the GPU: a continuation after
     await fs.rm(dir, { recursive: true, force: true });
   }
 });
+
+test('forkPrefix: the first rows of a long device state with a checkpoint\'s KDA parts continue like a state computed to that point', { skip }, async () => {
+  const ids = Int32Array.from({ length: 14000 }, (_, i) => (i * 7001 + 3) % 3800);
+  const long = gpu.newState();
+  await gpu.prefill(long, ids, { logits: 'none', slice: 4096 });
+  const upTo = gpu.newState();
+  await gpu.prefill(upTo, ids.subarray(0, 9001), { logits: 'none', slice: 4096 });
+  gpu.syncState(upTo);
+  const checkpoint = copyNeutral(upTo);
+  const resumed = gpu.forkPrefix(long, 9001, checkpoint);
+  const rest = Int32Array.from({ length: 500 }, (_, i) => (i * 13 + 5) % 3800);
+  const e = relError(await gpu.prefill(resumed, rest), await gpu.prefill(upTo, rest));
+  report(`forkPrefix at 9001 of a 14000-token state: continuation relative error ${e.toExponential(2)}`);
+  assert.ok(e < 1e-6, `${e}`);
+  for (const s of [long, upTo, resumed]) gpu.releaseState(s);
+});

@@ -89,8 +89,10 @@ export interface Backend<A = unknown> {
    * Optional, for backends with their own copy of states: makes `dst` (fresh neutral arrays of
    * the same shapes, never imported) a continuation of `src` where the copies live, sharing src's
    * MLA rows instead of copying them. Without it the model forks through the neutral arrays.
+   * dst.length ≤ src.length: the MLA caches get src's first dst.length rows. 'latent': only the
+   * MLA caches (dst's KDA parts come from elsewhere, e.g. a checkpoint, and are imported after).
    */
-  forkState?(src: SequenceState, dst: SequenceState): void;
+  forkState?(src: SequenceState, dst: SequenceState, parts?: 'all' | 'latent'): void;
   /** Optional: frees the backend's copy of a state now rather than when it is garbage-collected. */
   releaseState?(state: SequenceState): void;
   /**

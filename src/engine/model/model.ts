@@ -95,6 +95,32 @@ export class Model {
     return fork;
   }
 
+  /**
+   * A state of `length` tokens made of `kda`'s KDA parts (a checkpoint's, read from disk) and the
+   * first `length` MLA rows of `s`, shared rather than copied: how an ingest resumes after an edit
+   * from the repository state it still holds, without reading the cache back from disk.
+   */
+  forkPrefix(s: SequenceState, length: number, kda: SequenceState): SequenceState {
+    if (length > s.length) throw new Error(`forkPrefix: ${length} tokens wanted from a state of ${s.length}`);
+    const b = this.backend;
+    const out = this.blankState(length);
+    out.layers = out.layers.map((l, i) => {
+      const k = kda.layers[i];
+      if (l.kind !== k.kind) throw new Error(`forkPrefix: layer ${i} kinds differ`);
+      return l.kind === 'kda' ? k : l;
+    });
+    if (b.forkState) b.forkState(s, out, 'latent');
+    else {
+      b.exportState(s);
+      out.layers = out.layers.map((l, i) => {
+        const from = s.layers[i];
+        return l.kind === 'mla' && from.kind === 'mla' ? { kind: 'mla', cache: from.cache.prefix(length) } : l;
+      });
+    }
+    b.importState(out);
+    return out;
+  }
+
   /** Frees a state's device copy now (where the backend has one); the state must not be used again. */
   releaseState(s: SequenceState): void {
     this.backend.releaseState?.(s);

@@ -52,11 +52,18 @@ export class LatentCache {
 
   /** A copy that shares every full page with this cache. */
   fork(): LatentCache {
+    return this.prefix(this.len);
+  }
+
+  /** A cache of the first `n` rows that shares their full pages with this one (the partial last page is copied). */
+  prefix(n: number): LatentCache {
+    if (!Number.isInteger(n) || n < 0 || n > this.len) throw new RangeError(`LatentCache.prefix(${n}) outside [0, ${this.len}]`);
+    const P = LatentCache.PAGE_TOKENS;
     const f = new LatentCache(this.width);
-    f.len = this.len;
-    f.pages = this.pages.slice();
-    const within = this.len % LatentCache.PAGE_TOKENS;
-    if (within !== 0) f.pages[f.pages.length - 1] = this.pages[this.pages.length - 1].slice();
+    f.len = n;
+    f.pages = this.pages.slice(0, Math.ceil(n / P));
+    const within = n % P;
+    if (within !== 0) f.pages[f.pages.length - 1] = this.pages[f.pages.length - 1].slice();
     return f;
   }
 

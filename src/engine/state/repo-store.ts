@@ -19,8 +19,32 @@ export interface Resumed {
   state: SequenceState;
   /** Tokens covered by the restored state. */
   position: number;
-  /** 'snapshot' when the whole saved context was reused, else the checkpoint used. */
-  from: 'snapshot' | 'checkpoint';
+  /**
+   * 'snapshot' when the whole saved context was reused, 'checkpoint' when a checkpoint's KDA parts
+   * were; 'memory' when the caller's held state was continued as it is.
+   */
+  from: 'snapshot' | 'checkpoint' | 'memory';
+  /** Whether the MLA rows came from the held state instead of the snapshot file. */
+  latentFromMemory: boolean;
+}
+
+/**
+ * The state the caller still holds from the previous ingest. Its MLA rows are the snapshot's (the
+ * snapshot was saved from it), so a resume takes them from it, shared, instead of reading
+ * gigabytes back from disk and holding two copies on the GPU.
+ */
+export interface HeldState {
+  /** Token ids the held state consumed. */
+  ids: ArrayLike<number>;
+  /** The held state's first `position` tokens with `kda`'s KDA parts; null: all of it, as it is. */
+  at(position: number, kda: SequenceState | null): SequenceState;
+}
+
+function commonPrefix(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  const limit = Math.min(a.length, b.length);
+  let n = 0;
+  while (n < limit && a[n] === b[n]) n++;
+  return n;
 }
 
 const SNAPSHOT = 'snapshot.klcs';
@@ -42,7 +66,7 @@ export class RepoStateStore {
    * truncated, other model or packer) are reported through the log and deleted. With `sink`, MLA
    * rows stream to it (a device) instead of into host caches.
    */
-  async resume(ids: ArrayLike<number>, sink?: LatentSink): Promise<Resumed | null> {
+  async resume(ids: ArrayLike<number>, sink?: LatentSink, held?: HeldState): Promise<Resumed | null> {
     const snap = await this.openValid(this.snapshotPath);
     if (!snap) {
       await this.removeCheckpoints(0);
@@ -50,11 +74,12 @@ export class RepoStateStore {
     }
     try {
       const old = await snap.readIds();
-      let common = 0;
-      const limit = Math.min(old.length, ids.length);
-      while (common < limit && old[common] === ids[common]) common++;
+      const common = commonPrefix(old, ids);
+      // The held state counts only where it is the snapshot's state and agrees with the new ids.
+      const heldCovers = held && held.ids.length === old.length && commonPrefix(held.ids, old) === old.length ? common : -1;
       if (common === old.length) {
-        return { state: await snap.readState(old.length, sink), position: old.length, from: 'snapshot' };
+        if (held && heldCovers === old.length) return { state: held.at(old.length, null), position: old.length, from: 'memory', latentFromMemory: true };
+        return { state: await snap.readState(old.length, sink), position: old.length, from: 'snapshot', latentFromMemory: false };
       }
       for (const position of (await this.checkpointPositions()).filter((p) => p <= common).sort((a, b) => b - a)) {
         const ckpt = await this.openValid(this.checkpointPath(position));
@@ -66,9 +91,10 @@ export class RepoStateStore {
             continue;
           }
           const kda = await ckpt.readState(0);
+          if (held && heldCovers >= position) return { state: held.at(position, kda), position, from: 'checkpoint', latentFromMemory: true };
           const mla = await snap.readState(position, sink);
           const layers = kda.layers.map((l, i) => (l.kind === 'kda' ? l : mla.layers[i]));
-          return { state: { length: position, layers }, position, from: 'checkpoint' };
+          return { state: { length: position, layers }, position, from: 'checkpoint', latentFromMemory: false };
         } finally {
           await ckpt.close();
         }

@@ -99,6 +99,32 @@ test('after an edit, ingest resumes from a checkpoint and equals a full ingest',
   await s.dispose();
 });
 
+test('after an edit, a session that holds the state resumes from it (no cache read from disk) and equals one that reads the saved state', async () => {
+  const root = fixture();
+  const cache = mkdtempSync(join(tmpdir(), 'klc-session-cache-'));
+  const heldLines: string[] = [];
+  const held = await open(cache, root, heldLines);
+  await held.ingest(undefined);
+  appendFileSync(join(root, 'src/greet.ts'), '// greet is used by main.ts\n');
+  const freshLines: string[] = [];
+  const fresh = await open(cache, root, freshLines);
+  const fromDisk = await fresh.ingest(undefined);
+  assert.ok(fromDisk.resumedTokens > 0);
+  await fresh.dispose();
+  // The fresh session saved its result: put the snapshot of the held state's ingest back by ingesting the original again.
+  writeFileSync(join(root, 'src/greet.ts'), readFileSync(join(root, 'src/greet.ts'), 'utf8').replace('// greet is used by main.ts\n', ''));
+  await held.ingest(undefined);
+  appendFileSync(join(root, 'src/greet.ts'), '// greet is used by main.ts\n');
+  heldLines.length = 0;
+  const fromMemory = await held.ingest(undefined);
+  assert.match(heldLines.join('\n'), /resuming at token \d+ of \d+ from the saved checkpoint \(MLA rows shared with the state in memory/);
+  assert.match(freshLines.join('\n'), /resuming at token \d+ of \d+ from the saved checkpoint$/m);
+  assert.ok(fromMemory.resumedTokens > 0 && fromMemory.resumedTokens < fromMemory.tokens);
+  const question = 'Who uses greet?';
+  assert.ok(maxAbsDiff(await cachedLogits(held, question), await scratchLogits(held, question)) < 1e-4);
+  await held.dispose();
+});
+
 test('a corrupt saved state is reported and rebuilt, never used', async () => {
   const root = fixture();
   const cache = mkdtempSync(join(tmpdir(), 'klc-session-cache-'));

@@ -596,10 +596,12 @@ export class CudaBackend implements Backend<DeviceRows> {
    * KDA states copied there, MLA caches sharing src's rows (klc_vbuf_fork copies at most one
    * granule per layer), so the fork's time and memory do not grow with the context.
    */
-  forkState(src: SequenceState, dst: SequenceState): void {
+  forkState(src: SequenceState, dst: SequenceState, parts: 'all' | 'latent' = 'all'): void {
+    if (dst.length > src.length) throw new Error(`forkState: ${dst.length} rows wanted from a state of ${src.length}`);
     src.layers.forEach((ls, i) => {
       const to = dst.layers[i];
       if (ls.kind === 'kda' && to.kind === 'kda') {
+        if (parts === 'latent') return;
         const from = this.kdaState(ls);
         const dev = this.kdaSlot(to);
         this.native.copyDevice(this.ctx, dev.S, from.S, ls.S.length * F32);
@@ -607,9 +609,9 @@ export class CudaBackend implements Backend<DeviceRows> {
       } else if (ls.kind === 'mla' && to.kind === 'mla') {
         const from = this.mlaState(ls);
         const rowBytes = this.latentWidth * F32;
-        const { buf, base } = this.native.vbufFork(this.ctx, from.buf, from.length * rowBytes);
+        const { buf, base } = this.native.vbufFork(this.ctx, from.buf, dst.length * rowBytes);
         this.liveBufs.add(buf);
-        const dev: MlaDeviceState = { kind: 'mla', buf, cache: base, capacity: Math.floor(this.native.vbufBytes(buf) / rowBytes), length: from.length };
+        const dev: MlaDeviceState = { kind: 'mla', buf, cache: base, capacity: Math.floor(this.native.vbufBytes(buf) / rowBytes), length: dst.length };
         this.states.set(to, dev);
         this.cacheFinalizer.register(to, dev, to);
       } else {
