@@ -13,6 +13,7 @@ const commands: Record<string, Command> = {
   ask: { summary: 'answer a question from the saved workspace state', load: () => import('./cli/ask') },
   bench: { summary: 'measure ingest, decode, cached time to first token and incremental re-ingest', load: () => import('./cli/bench') },
   plan: { summary: 'the GPU memory a model needs for a context and whether it fits, without a GPU', load: () => import('./cli/plan') },
+  serve: { summary: 'serve the model and workspaces over an OpenAI-compatible HTTP API', load: () => import('./cli/serve') },
   forward: { summary: 'logits for token ids (test contract; --split checks state save/restore)', load: () => import('./cli/forward') },
 };
 

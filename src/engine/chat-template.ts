@@ -27,6 +27,14 @@ export function repoPreamble(tok: Tokenizer, system = SYSTEM_PROMPT): number[] {
   return [...turnStart(tok, 'system'), ...tok.encodeOrdinary(`${system}\n\n`)];
 }
 
+/**
+ * The system turn's text when the repository travels as a chat message (to a remote
+ * OpenAI-compatible server): exactly what repoPreamble, the packed text and repoClosing encode.
+ */
+export function repoSystemContent(packedText: string, system = SYSTEM_PROMPT): string {
+  return `${system}\n\n${packedText}`;
+}
+
 /** Tokens after the packed repository: the end of the system turn. */
 export function repoClosing(tok: Tokenizer): number[] {
   return [tok.specialId('<|im_end|>')];

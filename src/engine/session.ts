@@ -127,6 +127,8 @@ export class EngineSession {
     readonly modelId: string,
     readonly parameters: number,
     private readonly log: (line: string) => void,
+    /** False for a session made by forWorkspace: the model belongs to the session it came from. */
+    private readonly ownsModel = true,
   ) {}
 
   static async open(opts: SessionOptions): Promise<EngineSession> {
@@ -151,8 +153,17 @@ export class EngineSession {
     return new EngineSession(opts, modelDir, model, tokenizer, identity.id, identity.parameters, log);
   }
 
+  /**
+   * A session for another workspace on this session's loaded model (klc serve holds one per
+   * workspace; loading the model again would double its memory). Its model work must not overlap
+   * this session's, and disposing it leaves the model loaded.
+   */
+  forWorkspace(workspace: PackSettings): EngineSession {
+    return new EngineSession({ ...this.opts, workspace }, this.modelDir, this.model, this.tokenizer, this.modelId, this.parameters, this.log, false);
+  }
+
   /** NoPE attention has no trained length limit in its weights; the config's is the promise we keep. */
-  private get maxContext(): number {
+  get maxContext(): number {
     return this.model.config.maxPositionEmbeddings ?? 1_048_576;
   }
 
@@ -351,6 +362,11 @@ export class EngineSession {
     return this.repo ? [...this.repo.files] : [];
   }
 
+  /** The ingested context's token ids (system turn with the packed repository), or null before an ingest. */
+  repoIds(): Int32Array | null {
+    return this.repo?.ids ?? null;
+  }
+
   /** A private copy of the ingested state to continue from (MLA pages shared, copy-on-write). */
   forkRepoState(): { state: SequenceState; ids: Int32Array } | null {
     return this.repo ? { state: this.model.forkState(this.repo.state), ids: this.repo.ids } : null;
@@ -422,7 +438,7 @@ export class EngineSession {
 
   async dispose(): Promise<void> {
     this.releaseRepo();
-    await this.model.dispose?.();
+    if (this.ownsModel) await this.model.dispose?.();
   }
 }
 
