@@ -176,6 +176,8 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
 
   const server = createServer((req, res) => {
     route(req, res).catch((e: unknown) => {
+      // A client that went away while sending its body has nobody left to answer.
+      if (res.destroyed) return;
       const err = toApiError(e, log);
       if (res.headersSent) {
         // A stream already under way can only report the error in the stream.
