@@ -2,7 +2,8 @@
 import { UserError } from '../common/errors';
 import type { AskResult, SamplingOptions } from '../engine/api';
 import { intOption, numberOption, parseCommandArgs } from './args';
-import { openSession, progressPrinter, sessionOptions, sessionUsage, workspaceSettings } from './session-options';
+import { openRepoSession, remoteOptions, remoteUsage } from './remote-options';
+import { progressPrinter, sessionOptions, sessionUsage, workspaceSettings } from './session-options';
 
 const USAGE = `usage: klc ask "question" [--workspace DIR]… [options]
        klc ask --question Q1 --question Q2 … [options]
@@ -17,13 +18,14 @@ Streams the answer to stdout; time to first token and decode speed go to stderr.
   --top-p P           nucleus sampling threshold (default 1)
   --top-k K           sample among the K most likely tokens (default 0 = all)
   --seed S            sampler seed
-${sessionUsage}`;
+${sessionUsage}${remoteUsage}`;
 
 export async function run(argv: string[]): Promise<void> {
   const { values, positionals } = parseCommandArgs(
     argv,
     {
       ...sessionOptions,
+      ...remoteOptions,
       question: { type: 'string', multiple: true },
       workspace: { type: 'string', multiple: true },
       'max-new-tokens': { type: 'string' },
@@ -48,7 +50,7 @@ export async function run(argv: string[]): Promise<void> {
   const seed = intOption(values, 'seed', 0);
   if (seed !== undefined) sampling.seed = seed;
 
-  const session = await openSession(values, workspace);
+  const session = await openRepoSession(values, workspace);
   const controller = new AbortController();
   const onSigint = () => controller.abort();
   process.once('SIGINT', onSigint);
@@ -60,7 +62,7 @@ export async function run(argv: string[]): Promise<void> {
         : `ingested ${ingest.tokens} tokens (${ingest.files} files) at ${ingest.tokensPerSecond.toFixed(1)} tokens/s${ingest.resumedTokens > 0 ? `, resumed at ${ingest.resumedTokens}` : ''}\n`,
     );
     const figures = (r: AskResult) =>
-      `time to first token ${r.ttftMs.toFixed(0)} ms, ${r.tokens} tokens at ${r.decodeTokensPerSecond.toFixed(1)} tokens/s (${r.stopReason}, ${session.model.backend.name})\n`;
+      `time to first token ${r.ttftMs.toFixed(0)} ms, ${r.tokens} tokens at ${r.decodeTokensPerSecond.toFixed(1)} tokens/s (${r.stopReason}, ${session.status().backend})\n`;
     if (questions.length === 1) {
       const r = await session.ask({ question: questions[0], sampling }, (delta) => process.stdout.write(delta), controller.signal);
       process.stdout.write('\n');

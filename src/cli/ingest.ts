@@ -1,6 +1,7 @@
 /** `klc ingest`: pack the workspace, prefill it (resuming from saved checkpoints) and save the state. */
 import { parseCommandArgs } from './args';
-import { openSession, progressPrinter, sessionOptions, sessionUsage, workspaceSettings } from './session-options';
+import { openRepoSession, remoteOptions, remoteUsage } from './remote-options';
+import { progressPrinter, sessionOptions, sessionUsage, workspaceSettings } from './session-options';
 
 const USAGE = `usage: klc ingest [dir…] [options]
 
@@ -8,12 +9,12 @@ Packs the folders (default: the current one), runs the model over them and saves
 'klc ask' answers from it at once. After files change, ingest resumes from the last checkpoint before
 the first changed file.
 
-${sessionUsage}`;
+${sessionUsage}${remoteUsage}`;
 
 export async function run(argv: string[]): Promise<void> {
-  const { values, positionals } = parseCommandArgs(argv, sessionOptions, USAGE);
+  const { values, positionals } = parseCommandArgs(argv, { ...sessionOptions, ...remoteOptions }, USAGE);
   const workspace = workspaceSettings(positionals, values);
-  const session = await openSession(values, workspace);
+  const session = await openRepoSession(values, workspace);
   try {
     const r = await session.ingest(workspace, progressPrinter());
     const how = r.upToDate
@@ -26,7 +27,7 @@ export async function run(argv: string[]): Promise<void> {
         `files      ${r.files} packed, ${r.omitted} left out`,
         `tokens     ${r.tokens}`,
         `state      ${how}`,
-        `speed      ${r.upToDate ? '-' : `${r.tokensPerSecond.toFixed(1)} tokens/s`} (${session.model.backend.name})`,
+        `speed      ${r.upToDate ? '-' : `${r.tokensPerSecond.toFixed(1)} tokens/s`} (${session.status().backend})`,
         `secrets    ${r.secretsRedacted} redacted`,
         `time       ${r.seconds.toFixed(2)} s`,
       ].join('\n') + '\n',

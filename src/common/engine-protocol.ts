@@ -9,15 +9,19 @@
 import { ProgressType, RequestType, RequestType0 } from 'vscode-jsonrpc';
 import type { AskRequest, AskResult, BackendName, EngineStatus, IngestProgress, IngestResult, PackSettings } from '../engine/api';
 import type { MemoryBudget } from '../engine/plan/memory-plan';
+import type { RemoteEndpoint } from '../remote/openai-endpoint';
 
 export interface OpenParams {
   /** Checkpoint folder; undefined selects the bundled tiny checkpoint. */
   modelDir?: string;
-  backend: BackendName;
+  /** 'remote': no local model; questions go to the OpenAI-compatible server in `remote`. */
+  backend: BackendName | 'remote';
   /** Where the engine persists repository states between runs. */
   cacheDir: string;
   /** What the model's memory is planned for (kimiLinear.maxContextTokens, kimiLinear.gpuMemoryLimit). */
   memory?: MemoryBudget;
+  /** The server the remote backend asks (its API key travels only over the engine's pipe). */
+  remote?: RemoteEndpoint;
 }
 
 export interface IngestParams {

@@ -10,7 +10,8 @@ import {
 } from '../../common/engine-protocol';
 import { isUserError } from '../../common/errors';
 import type { AskResult, IngestProgress } from '../api';
-import { EngineSession } from '../session';
+import type { RepoSession } from '../repo-session';
+import { openRepoSession } from './open-session';
 
 /** Ingest progress is sent at most this often; the session may report every chunk. */
 const PROGRESS_INTERVAL_MS = 100;
@@ -23,7 +24,7 @@ export interface ServeOptions {
 
 export function serveEngine(connection: MessageConnection, options: ServeOptions): void {
   const { log } = options;
-  let session: EngineSession | undefined;
+  let session: RepoSession | undefined;
   let queue: Promise<unknown> = Promise.resolve();
 
   function exclusive<T>(work: () => Promise<T>): Promise<T> {
@@ -32,7 +33,7 @@ export function serveEngine(connection: MessageConnection, options: ServeOptions
     return run;
   }
 
-  function opened(): EngineSession {
+  function opened(): RepoSession {
     if (!session) {
       throw new ResponseError<EngineErrorData>(EngineErrorCode.NotOpened, 'No model is open in the engine process yet.', { kind: 'internal' });
     }
@@ -47,8 +48,8 @@ export function serveEngine(connection: MessageConnection, options: ServeOptions
 
   connection.onRequest(openRequest, (params, token) => handle(token, log, () => exclusive(async () => {
     await release();
-    log(`opening model ${params.modelDir ?? '(bundled tiny checkpoint)'} with backend ${params.backend}`);
-    session = await EngineSession.open({ modelDir: params.modelDir, backend: params.backend, cacheDir: params.cacheDir, memory: params.memory, log });
+    log(`opening ${params.backend === 'remote' ? `remote model ${params.remote?.model}` : `model ${params.modelDir ?? '(bundled tiny checkpoint)'}`} with backend ${params.backend}`);
+    session = await openRepoSession(params, log);
     return session.status();
   })));
 
@@ -63,7 +64,7 @@ export function serveEngine(connection: MessageConnection, options: ServeOptions
    * The ingest an ask runs first when the engine holds no repository state and the client sent
    * its workspace; its progress and end go to the tokens the ask carries.
    */
-  async function ingestForAsk(s: EngineSession, params: Omit<AskParams, 'request'>, signal: AbortSignal): Promise<void> {
+  async function ingestForAsk(s: RepoSession, params: Omit<AskParams, 'request'>, signal: AbortSignal): Promise<void> {
     if (!params.workspace || s.status().repo.state !== 'none') return;
     const progressToken = params.progressToken;
     const progress = throttledProgress((p) => {
