@@ -3,6 +3,7 @@
 // requests and the server's resident memory after each round (flat when nothing leaks).
 // Usage: npm run bench:serve [-- --clients 8 --rounds 3 --requests 32 --max-tokens 32 --backend auto --workspace DIR --model DIR]
 // It never fails on time; it exits 1 when a request failed.
+/* global fetch */
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
