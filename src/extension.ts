@@ -17,6 +17,7 @@ import { Annotator, type ShownAnnotation } from './features/annotations/annotato
 import { SymbolCodeLensProvider } from './features/annotations/code-lens';
 import { registerExplainCommands } from './features/explain/explain-commands';
 import { IngestController } from './features/ingest/ingest-controller';
+import { REMOTE_API_KEY_SECRET, setRemoteApiKey } from './features/remote/api-key';
 import { StaleTracker } from './features/ingest/stale-tracker';
 import { selectModelFolder } from './features/status/model-folder';
 import { StatusBar } from './features/status/status-bar';
@@ -35,7 +36,7 @@ export interface KimiLinearApi {
 }
 
 /** Settings that need a new engine process when they change. */
-const ENGINE_SETTINGS = ['kimiLinear.modelPath', 'kimiLinear.backend', 'kimiLinear.gpuMemoryLimit'];
+const ENGINE_SETTINGS = ['kimiLinear.modelPath', 'kimiLinear.backend', 'kimiLinear.gpuMemoryLimit', 'kimiLinear.remote'];
 
 class Ctx implements vscode.Disposable {
   readonly log = vscode.window.createOutputChannel('Kimi Linear', { log: true });
@@ -48,7 +49,7 @@ class Ctx implements vscode.Disposable {
     const roots = () => (vscode.workspace.workspaceFolders ?? []).filter((f) => f.uri.scheme === 'file').map((f) => f.uri.fsPath);
     this.client = new EngineClient({
       enginePath: context.asAbsolutePath(join('dist', 'engine-host.js')),
-      openParams: () => openParamsFrom(config(), join(context.globalStorageUri.fsPath, 'repo-states')),
+      openParams: async () => openParamsFrom(config(), join(context.globalStorageUri.fsPath, 'repo-states'), await context.secrets.get(REMOTE_API_KEY_SECRET)),
       workspace: () => {
         if (!vscode.workspace.isTrusted) {
           throw new UserError('Kimi Linear does not read this workspace in restricted mode. Trust the workspace (Manage Workspace Trust) to ask questions about it.');
@@ -96,6 +97,12 @@ class Ctx implements vscode.Disposable {
       vscode.commands.registerCommand('kimiLinear.toggleAnnotations', () => annotator.toggle()),
       vscode.commands.registerCommand('kimiLinear.selectModelFolder', () => selectModelFolder()),
       vscode.commands.registerCommand('kimiLinear.showLogs', () => this.log.show()),
+      vscode.commands.registerCommand('kimiLinear.setRemoteApiKey', () => setRemoteApiKey(context.secrets)),
+      context.secrets.onDidChange((e) => {
+        if (e.key !== REMOTE_API_KEY_SECRET) return;
+        this.log.info('remote API key changed: restarting the engine on the next request');
+        this.client.restart().catch((err: unknown) => this.log.error(`engine restart failed: ${userMessageOf(err)}`));
+      }),
       vscode.commands.registerCommand('kimiLinear.restartEngine', async () => {
         await this.client.restart();
         void vscode.window.showInformationMessage('Kimi Linear: the engine was stopped; it starts again with the current settings on your next request.');

@@ -22,7 +22,7 @@ export interface EngineClientOptions {
   /** Node (or Electron run as Node) that runs the bundle; defaults to this process's own. */
   execPath?: string;
   /** Read at every start, so that changed settings apply after a restart. */
-  openParams: () => OpenParams;
+  openParams: () => OpenParams | Promise<OpenParams>;
   /**
    * The workspace an ask ingests first when the engine has no repository state yet. It may throw
    * (a UserError) to refuse the ask, e.g. in an untrusted workspace.
@@ -241,7 +241,7 @@ export class EngineClient {
       this.options.log(`engine crashed ${this.backoff.crashesInARow} times in a row; waiting ${delay} ms before starting it again`, 'warn');
       await new Promise((resolve) => setTimeout(resolve, delay));
     }
-    const params = this.options.openParams();
+    const params = await this.options.openParams();
     this.update({ process: 'starting', error: null });
     const proc = new EngineProcess({
       enginePath: this.options.enginePath,

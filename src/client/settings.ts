@@ -2,7 +2,7 @@
  * Turns the `kimiLinear.*` settings into what the engine takes. Pure: the caller passes a reader
  * (VS Code's WorkspaceConfiguration in the extension), so the mapping is tested without an editor.
  */
-import type { BackendName, PackSettings, SamplingOptions } from '../engine/api';
+import type { PackSettings, SamplingOptions } from '../engine/api';
 import type { OpenParams } from '../common/engine-protocol';
 import { UserError } from '../common/errors';
 import type { MemoryBudget } from '../engine/plan/memory-plan';
@@ -13,16 +13,31 @@ export interface SettingsReader {
   get<T>(key: string): T | undefined;
 }
 
-const BACKENDS: readonly BackendName[] = ['auto', 'cuda', 'onnx', 'reference'];
+const BACKENDS: readonly OpenParams['backend'][] = ['auto', 'cuda', 'onnx', 'reference', 'remote'];
 
-export function openParamsFrom(settings: SettingsReader, cacheDir: string): OpenParams {
+/**
+ * `apiKey` comes from VS Code's SecretStorage, never from settings, and is only used by the
+ * remote backend.
+ */
+export function openParamsFrom(settings: SettingsReader, cacheDir: string, apiKey?: string): OpenParams {
   const modelPath = (settings.get<string>('modelPath') ?? '').trim();
   const backend = settings.get<string>('backend') ?? 'auto';
-  if (!BACKENDS.includes(backend as BackendName)) {
+  if (!BACKENDS.includes(backend as OpenParams['backend'])) {
     throw new UserError(`Setting kimiLinear.backend is "${backend}"; use one of ${BACKENDS.join(', ')}.`);
   }
   const memory = memoryBudgetFrom(settings);
-  return { modelDir: modelPath === '' ? undefined : modelPath, backend: backend as BackendName, cacheDir, ...(Object.keys(memory).length > 0 ? { memory } : {}) };
+  const params: OpenParams = {
+    modelDir: modelPath === '' ? undefined : modelPath,
+    backend: backend as OpenParams['backend'],
+    cacheDir,
+    ...(Object.keys(memory).length > 0 ? { memory } : {}),
+  };
+  if (backend !== 'remote') return params;
+  const url = (settings.get<string>('remote.endpoint') ?? '').trim();
+  const model = (settings.get<string>('remote.model') ?? '').trim();
+  if (!url) throw new UserError('Setting kimiLinear.backend is "remote" but kimiLinear.remote.endpoint is empty; set it to the server\'s URL, e.g. http://gpu-box:8000/v1.');
+  if (!model) throw new UserError('Setting kimiLinear.backend is "remote" but kimiLinear.remote.model is empty; set it to a model id the server lists at <endpoint>/models.');
+  return { ...params, remote: { url, model, ...(apiKey ? { apiKey } : {}) } };
 }
 
 /** The context budget and GPU memory limit the engine plans the model's memory for. */

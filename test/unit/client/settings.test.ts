@@ -14,7 +14,18 @@ test('an empty model path selects the bundled checkpoint', () => {
 });
 
 test('an unknown backend names the setting and the choices', () => {
-  assert.throws(() => openParamsFrom(reader({ backend: 'tpu' }), '/c'), (e) => isUserError(e) && /kimiLinear\.backend is "tpu"; use one of auto, cuda, onnx, reference/.test(e.message));
+  assert.throws(() => openParamsFrom(reader({ backend: 'tpu' }), '/c'), (e) => isUserError(e) && /kimiLinear\.backend is "tpu"; use one of auto, cuda, onnx, reference, remote/.test(e.message));
+});
+
+test('the remote backend takes its endpoint and model from settings and its key from the caller', () => {
+  const remote = reader({ backend: 'remote', 'remote.endpoint': ' http://gpu:8000/v1 ', 'remote.model': 'kimi-linear' });
+  assert.deepEqual(openParamsFrom(remote, '/c', 'sk-1'), {
+    modelDir: undefined, backend: 'remote', cacheDir: '/c', remote: { url: 'http://gpu:8000/v1', model: 'kimi-linear', apiKey: 'sk-1' },
+  });
+  assert.deepEqual(openParamsFrom(remote, '/c').remote, { url: 'http://gpu:8000/v1', model: 'kimi-linear' });
+  assert.equal(openParamsFrom(reader({ backend: 'onnx', 'remote.endpoint': 'http://x' }), '/c', 'sk-1').remote, undefined);
+  assert.throws(() => openParamsFrom(reader({ backend: 'remote', 'remote.model': 'm' }), '/c'), (e) => isUserError(e) && /kimiLinear\.remote\.endpoint is empty/.test(e.message));
+  assert.throws(() => openParamsFrom(reader({ backend: 'remote', 'remote.endpoint': 'http://x' }), '/c'), (e) => isUserError(e) && /kimiLinear\.remote\.model is empty/.test(e.message));
 });
 
 test('pack settings leave out unset and empty values so the engine defaults apply', () => {
