@@ -17,6 +17,8 @@ import { Annotator, type ShownAnnotation } from './features/annotations/annotato
 import { SymbolCodeLensProvider } from './features/annotations/code-lens';
 import { registerExplainCommands } from './features/explain/explain-commands';
 import { IngestController } from './features/ingest/ingest-controller';
+import { registerKimiChatModels } from './features/lm/kimi-chat-models';
+import { registerKimiParticipant } from './features/lm/kimi-participant';
 import { REMOTE_API_KEY_SECRET, setRemoteApiKey } from './features/remote/api-key';
 import { StaleTracker } from './features/ingest/stale-tracker';
 import { selectModelFolder } from './features/status/model-folder';
@@ -73,6 +75,10 @@ class Ctx implements vscode.Disposable {
       lastIngestResult: () => ingest.lastResult,
     };
 
+    // VS Code's own chat and model picker, where the host has those APIs.
+    for (const registered of [registerKimiChatModels(this.client, config), registerKimiParticipant(this.client, context.extensionUri, config)]) {
+      if (registered) this.disposables.push(registered);
+    }
     this.disposables.push(
       this.log, ingest, statusBar, chat, annotator, lenses,
       new StaleTracker(this.client, ingest, this.log),

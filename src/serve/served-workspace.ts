@@ -4,7 +4,8 @@
  * repository (session.ask) or a raw continuation of a prompt after it (/v1/completions).
  */
 import { basename } from 'node:path';
-import type { AskRequest, AskResult, ChatTurn, SamplingOptions } from '../engine/api';
+import type { AskRequest, AskResult, SamplingOptions } from '../engine/api';
+import { askFromChat } from '../common/chat-to-ask';
 import { questionTokens, repoClosing, repoPreamble, repoSystemContent, stopIds } from '../engine/chat-template';
 import { generate } from '../engine/generate';
 import type { EngineSession } from '../engine/session';
@@ -53,20 +54,10 @@ export class ServedWorkspace {
     return this.systemContent.text;
   }
 
-  /**
-   * The ask request of a chat: a first system message equal to the packed repository is the cached
-   * state itself and is dropped; the last message is the question, the others its history. Other
-   * system text goes in front of the first user turn, since the system turn is the repository.
-   */
+  /** The ask request of a chat; a first system message equal to the packed repository is the cached state itself. */
   askRequestOf(messages: readonly ChatMessage[], sampling: SamplingOptions): AskRequest {
-    let rest = [...messages];
-    if (rest[0]?.role === 'system' && rest[0].content === this.repoSystemText()) rest = rest.slice(1);
-    const system = rest.filter((m) => m.role === 'system').map((m) => m.content);
-    const turns: ChatTurn[] = rest.filter((m): m is ChatMessage & ChatTurn => m.role !== 'system').map((m) => ({ role: m.role, content: m.content }));
-    const firstUser = turns.findIndex((t) => t.role === 'user');
-    if (system.length > 0) turns[firstUser] = { role: 'user', content: `${system.join('\n\n')}\n\n${turns[firstUser].content}` };
-    const question = turns.pop()!;
-    return { question: question.content, history: turns, sampling };
+    const carriesRepo = messages[0]?.role === 'system' && messages[0].content === this.repoSystemText();
+    return { ...askFromChat(carriesRepo ? messages.slice(1) : messages), sampling };
   }
 
   async chat(request: AskRequest, onText: (delta: string) => void, signal: AbortSignal): Promise<Generation> {
