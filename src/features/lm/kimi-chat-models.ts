@@ -47,6 +47,7 @@ export function registerKimiChatModels(client: EngineClient, config: () => vscod
     tooltip: 'Answers from the ingested workspace state of the local Kimi Linear model',
     maxInputTokens: QUESTION_TOKENS,
     maxOutputTokens: config().get<number>('maxNewTokens') ?? 1024,
+    isUserSelectable: true,
     capabilities: {},
   });
   return lm.registerLanguageModelChatProvider(KIMI_VENDOR, {

@@ -15,6 +15,8 @@ export interface LanguageModelChatInformation {
   readonly detail?: string;
   readonly maxInputTokens: number;
   readonly maxOutputTokens: number;
+  /** Shown in the chat's model picker. */
+  readonly isUserSelectable?: boolean;
   readonly capabilities: { readonly imageInput?: boolean; readonly toolCalling?: boolean | number };
 }
 
