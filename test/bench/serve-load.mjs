@@ -44,6 +44,7 @@ const url = await new Promise((ok, fail) => {
   server.once('exit', (code) => fail(new Error(`klc serve exited with ${code}:\n${serverLog}`)));
 });
 const model = `kimi-linear@${basename(workspace)}`;
+const loaded = /^model .* on .*$/m.exec(serverLog)?.[0] ?? '';
 
 /** Resident memory of the server process in MiB (Linux /proc). */
 function serverRssMiB() {
@@ -81,6 +82,7 @@ async function one(i) {
 
 const percentile = (sorted, p) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
 
+console.log(loaded);
 console.log(`klc serve at ${url}, ${model}, ${clients} clients, ${rounds} rounds of ${perRound} streamed requests, max_tokens ${maxTokens}`);
 console.log(`server memory before: ${serverRssMiB().toFixed(1)} MiB`);
 let failures = 0;
