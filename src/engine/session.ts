@@ -398,16 +398,19 @@ export class EngineSession {
    * fork of the repository state and is prompted exactly as ask() prompts it. Up to
    * ASK_BATCH_LIMIT answers decode in one batch; the next request joins as soon as one ends.
    * `onText` receives each answer's text with the request's index, `onAnswer` each answer as it ends.
+   * `signal` cancels every answer, or, one per request, that request's answer alone.
    */
   async askBatch(
     requests: readonly AskRequest[],
     onText: (index: number, delta: string) => void = () => {},
-    signal?: AbortSignal,
+    signal?: AbortSignal | readonly AbortSignal[],
     onAnswer: (index: number, result: AskResult) => void = () => {},
   ): Promise<AskResult[]> {
     const startedAt = performance.now();
     if (requests.length === 0) return [];
-    if (!this.repo) await this.ingest(undefined, () => {}, signal);
+    const shared = signal === undefined || signal instanceof AbortSignal ? signal : undefined;
+    const signals = requests.map((_, i) => (shared ?? (signal as readonly AbortSignal[] | undefined)?.[i]));
+    if (!this.repo) await this.ingest(undefined, () => {}, shared);
     const repo = this.repo!;
     const prompts = requests.map((req) => this.askPrompt(req, repo));
     const stops = stopIds(this.tokenizer);
@@ -418,7 +421,7 @@ export class EngineSession {
       stopIds: stops,
       onText: (delta: string) => onText(i, delta),
       onDone: (result: Generated) => onAnswer(i, askResult(result)),
-      signal,
+      signal: signals[i],
       startedAt,
     })), ASK_BATCH_LIMIT));
     return answers.map(askResult);

@@ -3,12 +3,13 @@
  * /v1/chat/completions and /v1/completions (JSON or SSE streams ending in `data: [DONE]`) and
  * /health. Every request with a body is bounded (size, max_tokens, requests at once), every
  * failure is a JSON error with its status, and a client that goes away cancels its generation.
- * One loaded model serves every workspace, so generations run one at a time in arrival order.
+ * One loaded model serves every workspace; GenerationQueue decides which requests use it when.
  */
 import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { isUserError } from '../common/errors';
 import { ApiError } from './api-error';
+import { GenerationQueue } from './generation-queue';
 import { parseChatRequest, parseCompletionRequest, type ParsedRequest } from './openai-request';
 import { readJsonBody } from './request-body';
 import type { Generation, ServedWorkspace } from './served-workspace';
@@ -51,15 +52,8 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
   const created = Math.floor(Date.now() / 1000);
   const running = new Set<AbortController>();
   let accepted = 0;
-  let queue: Promise<unknown> = Promise.resolve();
+  const queue = new GenerationQueue(log);
   const keyDigest = options.apiKey !== undefined ? digest(options.apiKey) : undefined;
-
-  /** Model work one request at a time: the workspaces share one model and its buffers. */
-  function exclusive<T>(work: () => Promise<T>): Promise<T> {
-    const run = queue.then(work, work);
-    queue = run.catch(() => undefined);
-    return run;
-  }
 
   function authorize(req: IncomingMessage): void {
     if (keyDigest === undefined) {
@@ -119,12 +113,9 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
         if (text) out.text(text);
         if (stops.stopped) controller.abort();
       };
-      const g = await exclusive(() => {
-        if (controller.signal.aborted) return Promise.resolve(null);
-        return askRequest
-          ? workspace.chat(askRequest, onText, controller.signal)
-          : workspace.complete((parsed as { prompt: string }).prompt, parsed.sampling, onText, controller.signal);
-      });
+      const g = askRequest
+        ? await queue.chat(workspace, askRequest, onText, controller.signal)
+        : await queue.alone(() => workspace.complete((parsed as { prompt: string }).prompt, parsed.sampling, onText, controller.signal), controller.signal);
       if (!g || (g.result.stopReason === 'cancelled' && !stops.stopped)) {
         log(`${kind} for ${parsed.model}: cancelled (the client went away)`);
         return;

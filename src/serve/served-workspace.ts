@@ -66,6 +66,24 @@ export class ServedWorkspace {
     return { result, promptTokens, cachedTokens: this.repoTokens };
   }
 
+  /**
+   * Several chat turns answered in one decode batch; `onAnswer` gets each as it ends. Each job's
+   * signal cancels that answer alone.
+   */
+  async chatBatch(
+    jobs: readonly { request: AskRequest; onText: (delta: string) => void; signal: AbortSignal }[],
+    onAnswer: (index: number, g: Generation) => void,
+  ): Promise<void> {
+    const repoTokens = this.repoTokens;
+    const promptTokens = jobs.map((j) => repoTokens + questionTokens(this.session.tokenizer, j.request.question, j.request.history).length);
+    await this.session.askBatch(
+      jobs.map((j) => j.request),
+      (i, delta) => jobs[i].onText(delta),
+      jobs.map((j) => j.signal),
+      (i, result) => onAnswer(i, { result, promptTokens: promptTokens[i], cachedTokens: repoTokens }),
+    );
+  }
+
   /** Continues `prompt` as raw text after the repository's system turn (no chat turn around it). */
   async complete(prompt: string, sampling: SamplingOptions, onText: (delta: string) => void, signal: AbortSignal): Promise<Generation> {
     const { session } = this;

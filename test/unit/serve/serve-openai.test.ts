@@ -87,6 +87,24 @@ test('a streamed chat completion sends the same text in chunks, then the usage, 
   assert.equal(usage?.prompt_tokens_details?.cached_tokens, want.repoTokens);
 });
 
+test('chat requests that wait together are answered in one batch, each as it is alone', async () => {
+  // A long answer holds the model while the others arrive, so that they wait together.
+  const holder = await client.chat.completions.create({ model: alphaId, messages: [{ role: 'user', content: 'Tell a long story.' }], max_tokens: 300, stream: true });
+  const reader = holder[Symbol.asyncIterator]();
+  await reader.next();
+  const questions = ['What is add?', 'What is twice?', 'What does the README say?'];
+  const answers = Promise.all(questions.map((q) => client.chat.completions.create({ model: alphaId, messages: [{ role: 'user', content: q }], max_tokens: 6 })));
+  while ((await reader.next()).done !== true);
+  const got = await answers;
+  for (const [i, q] of questions.entries()) {
+    const want = await expected(q, 6);
+    assert.equal(got[i].choices[0].message.content, want.text, q);
+    assert.equal(got[i].usage?.prompt_tokens, want.promptTokens, q);
+    assert.equal(got[i].usage?.prompt_tokens_details?.cached_tokens, want.repoTokens, q);
+  }
+  assert.match(server.log(), new RegExp(`answered 3 chat requests for ${alphaId.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} in one batch`));
+});
+
 test('a request that carries the packed repository as its system message continues from the cached state', async () => {
   const ids = reference.repoIds()!;
   const tok = reference.tokenizer;
