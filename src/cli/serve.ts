@@ -101,7 +101,7 @@ export async function run(argv: string[]): Promise<void> {
     for (const [i, session] of sessions.entries()) {
       const r = await session.ingest(settings[i], progressPrinter(), stop.signal);
       process.stderr.write(`${ids[i]}: ${r.tokens} tokens (${r.files} files${r.upToDate ? ', saved state' : `, ingested at ${r.tokensPerSecond.toFixed(1)} tokens/s`})\n`);
-      workspaces.push(new ServedWorkspace(ids[i], settings[i].roots[0], session));
+      workspaces.push(new ServedWorkspace(ids[i], session));
     }
     const api = createApiServer({ workspaces, maxContext: first.maxContext, apiKey, limits, log: (line) => process.stderr.write(`${line}\n`) });
     await new Promise<void>((resolveListen, reject) => {

@@ -77,7 +77,7 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
   }
 
   function modelCard(w: ServedWorkspace) {
-    return { id: w.id, object: 'model', created, owned_by: 'kimi-linear-code', root: w.root, max_model_len: options.maxContext, repository_tokens: w.repoTokens };
+    return { id: w.id, object: 'model', created, owned_by: 'kimi-linear-code', max_model_len: options.maxContext, repository_tokens: w.repoTokens };
   }
 
   function workspaceFor(id: string): ServedWorkspace {

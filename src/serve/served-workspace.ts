@@ -31,7 +31,6 @@ export class ServedWorkspace {
 
   constructor(
     readonly id: string,
-    readonly root: string,
     readonly session: EngineSession,
   ) {}
 

@@ -46,6 +46,20 @@ test('GET /v1/models lists one kimi-linear@<folder> id per served workspace with
   assert.equal(card.repository_tokens, reference.status().repo.tokens);
 });
 
+test('each workspace answers from its own repository, on the one loaded model', async () => {
+  const other = await EngineSession.open({ backend: 'reference', cacheDir: tempDir('serve-ref-beta'), workspace: { roots: [beta] }, log: () => {} });
+  try {
+    await other.ingest(undefined);
+    const want = await other.ask({ question: 'What does double do?', sampling: { maxNewTokens: 8 } });
+    const r = await client.chat.completions.create({ model: `kimi-linear@${basename(beta)}`, messages: [{ role: 'user', content: 'What does double do?' }], max_tokens: 8 });
+    assert.equal(r.choices[0].message.content, want.text);
+    assert.equal(r.usage?.prompt_tokens_details?.cached_tokens, other.status().repo.tokens);
+    assert.notEqual(other.status().repo.tokens, reference.status().repo.tokens);
+  } finally {
+    await other.dispose();
+  }
+});
+
 test('a chat completion answers from the cached repository, and a second question reports its tokens as cached', async () => {
   for (const question of ['What does twice do?', 'Which file prints the result?']) {
     const want = await expected(question, 12);
