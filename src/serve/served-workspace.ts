@@ -95,7 +95,11 @@ export class ServedWorkspace {
     }
     const fork = session.forkRepoState();
     if (!fork) throw new UserError(`${this.id} has no ingested repository yet`);
-    const result = await generate(session.model, session.tokenizer, fork.state, ids, { sampling, stopIds: stopIds(session.tokenizer), onText, signal });
-    return { result, promptTokens: repoTokens + ids.length, cachedTokens: repoTokens };
+    try {
+      const result = await generate(session.model, session.tokenizer, fork.state, ids, { sampling, stopIds: stopIds(session.tokenizer), onText, signal });
+      return { result, promptTokens: repoTokens + ids.length, cachedTokens: repoTokens };
+    } finally {
+      session.model.releaseState(fork.state);
+    }
   }
 }
