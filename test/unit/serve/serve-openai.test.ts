@@ -170,7 +170,7 @@ test('/v1/completions continues a raw prompt after the repository, streamed or n
   const want = await generate(reference.model, reference.tokenizer, fork.state, reference.tokenizer.encodeOrdinary(prompt), {
     sampling: { ...DEFAULT_SAMPLING, maxNewTokens: 6 },
     stopIds: stopIds(reference.tokenizer),
-  });
+  }).finally(() => reference.model.releaseState(fork.state));
   const r = await client.completions.create({ model: alphaId, prompt, max_tokens: 6 });
   assert.equal(r.choices[0].text, want.text);
   assert.equal(r.usage?.prompt_tokens, fork.ids.length + reference.tokenizer.encodeOrdinary(prompt).length);
