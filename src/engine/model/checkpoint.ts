@@ -2,13 +2,21 @@
  * A Kimi Linear checkpoint folder in the published Hugging Face layout: `model.safetensors`, or
  * shards listed by `model.safetensors.index.json`. Opening checks every header and that the
  * tensor names and shapes are exactly those the config implies; tensors are then read one at a
- * time, converted to fp32, so the whole checkpoint is never in memory at once.
+ * time, converted to fp32, so the whole checkpoint is never in memory at once. A compressed-tensors
+ * checkpoint (config.json `quantization_config`) has its quantized modules dequantized on read;
+ * a full-precision one can be quantized at load (quantize, then dequantize) with a preset scheme.
  */
 import { promises as fs } from 'node:fs';
 import { join, basename } from 'node:path';
 import { UserError } from '../../common/errors';
 import type { KimiConfig } from './config';
-import { SafetensorsFile, numel, type TensorInfo } from './safetensors';
+import { CompressedLayout } from './quant/compressed';
+import { linearModules, keptInFullPrecision } from './quant/linear-modules';
+import { presetScheme, SCHEME_OF, type LoadQuantization } from './quant/presets';
+import { roundTripSource } from './quant/at-load';
+import { loadQuantizationConfig } from './quant/scheme';
+import { SafetensorsFile, numel, type Dtype } from './safetensors';
+import { storedSource, type TensorSource } from './tensor-source';
 import { EMBED, FINAL_NORM, kdaNames, LM_HEAD, mlaNames, mlpNames, moeNames, normNames, type SwigluNames } from './weight-names';
 
 /** Accepted shapes of one tensor; the first is canonical. */
@@ -69,11 +77,24 @@ export function expectedTensors(c: KimiConfig): Map<string, ShapeOptions> {
 
 /**
  * transformers 5.17's save_pretrained writes a dense layer's MLP under `block_sparse_moe.`
- * (a reverse-rename quirk) and loads either spelling; accept it under the published name.
+ * (a reverse-rename quirk) and loads either spelling; accept it (and its quantization parameters)
+ * under the published name.
  */
 function canonicalName(name: string): string {
-  const m = /^(model\.layers\.\d+\.)block_sparse_moe\.((?:gate|up|down)_proj\.weight)$/.exec(name);
+  const m = /^(model\.layers\.\d+\.)block_sparse_moe\.((?:gate|up|down)_proj\.(?:weight\w*|input_scale))$/.exec(name);
   return m ? `${m[1]}mlp.${m[2]}` : name;
+}
+
+export interface CheckpointOptions {
+  /** Quantize full-precision Linear weights at load with this scheme (then dequantize). Default 'none'. */
+  quantization?: LoadQuantization;
+}
+
+/** What a plain reader would see of one weight. */
+export interface WeightInfo {
+  name: string;
+  dtype: Dtype;
+  shape: number[];
 }
 
 const sameShape = (a: readonly number[], b: readonly number[]) => a.length === b.length && a.every((x, i) => x === b[i]);
@@ -82,12 +103,12 @@ export class Checkpoint {
   private constructor(
     readonly dir: string,
     private readonly files: SafetensorsFile[],
-    /** canonical name → the file holding it and the name inside that file */
-    private readonly where: Map<string, { file: SafetensorsFile; stored: string }>,
+    /** canonical name → how to read it */
+    private readonly where: Map<string, TensorSource>,
   ) {}
 
   /** Opens and validates `dir` against `config`. */
-  static async open(dir: string, config: KimiConfig): Promise<Checkpoint> {
+  static async open(dir: string, config: KimiConfig, opts: CheckpointOptions = {}): Promise<Checkpoint> {
     const indexPath = join(dir, 'model.safetensors.index.json');
     const single = join(dir, 'model.safetensors');
     let shardNames: string[];
@@ -104,27 +125,49 @@ export class Checkpoint {
     const files: SafetensorsFile[] = [];
     try {
       for (const s of shardNames) files.push(await SafetensorsFile.open(join(dir, s)));
-      const where = new Map<string, { file: SafetensorsFile; stored: string }>();
+      const where = new Map<string, TensorSource>();
       const expected = expectedTensors(config);
+      const linear = linearModules(config, expected);
+      const quantized = await loadQuantizationConfig(dir);
+      const atLoad = opts.quantization ?? 'none';
+      if (quantized && atLoad !== 'none') {
+        throw new UserError(`${dir} is already quantized (${quantized.file} has a quantization_config); quantization at load (${atLoad}) needs a bf16 or fp32 checkpoint. Drop --quantization.`, dir);
+      }
+      const layout = quantized ? new CompressedLayout(quantized, linear) : null;
+      const seen = new Map<string, SafetensorsFile>();
       for (const f of files) {
         for (const t of f.header.tensors.values()) {
           const name = canonicalName(t.name);
+          const prior = seen.get(name);
+          if (prior) throw new UserError(`${f.path}: tensor "${t.name}" is also stored in ${prior.path}; a checkpoint must hold each tensor once.`, f.path);
+          seen.set(name, f);
+          if (weightMap && weightMap[t.name] !== basename(f.path)) {
+            throw new UserError(`${f.path}: holds "${t.name}", but model.safetensors.index.json maps it to ${weightMap[t.name] ?? 'no file'}.`, f.path);
+          }
+          if (layout?.claims(name)) {
+            layout.add(name, f, t.name);
+            continue;
+          }
           const shapes = expected.get(name);
           if (!shapes) throw new UserError(`${f.path}: tensor "${t.name}" is not part of this model per config.json (wrong config, or a checkpoint of another model).`, f.path);
           if (!shapes.some((s) => sameShape(s, t.shape))) {
             throw new UserError(`${f.path}: tensor "${t.name}" has shape ${JSON.stringify(t.shape)}, expected ${JSON.stringify(shapes[0])} from config.json.`, f.path);
           }
-          const prior = where.get(name);
-          if (prior) throw new UserError(`${f.path}: tensor "${t.name}" is also stored in ${prior.file.path}; a checkpoint must hold each tensor once.`, f.path);
-          if (weightMap && weightMap[t.name] !== basename(f.path)) {
-            throw new UserError(`${f.path}: holds "${t.name}", but model.safetensors.index.json maps it to ${weightMap[t.name] ?? 'no file'}.`, f.path);
-          }
-          where.set(name, { file: f, stored: t.name });
+          where.set(name, storedSource(f, t.name));
         }
       }
       if (weightMap) {
         for (const [name, shard] of Object.entries(weightMap)) {
-          if (!where.has(canonicalName(name))) throw new UserError(`${indexPath}: maps "${name}" to ${shard}, but that file has no such tensor.`, indexPath);
+          if (!seen.has(canonicalName(name))) throw new UserError(`${indexPath}: maps "${name}" to ${shard}, but that file has no such tensor.`, indexPath);
+        }
+      }
+      if (layout) for (const [name, source] of await layout.sources()) where.set(name, source);
+      if (atLoad !== 'none') {
+        const scheme = presetScheme(SCHEME_OF[atLoad]);
+        const kept = new Set(keptInFullPrecision(config));
+        for (const m of linear.keys()) {
+          const source = where.get(`${m}.weight`);
+          if (source && !kept.has(m)) where.set(`${m}.weight`, roundTripSource(source, scheme));
         }
       }
       const missing = [...expected.keys()].filter((n) => !where.has(n));
@@ -155,15 +198,22 @@ export class Checkpoint {
     return n;
   }
 
-  info(name: string): TensorInfo {
-    return this.locate(name).file.info(this.locate(name).stored);
+  /** Shape and dtype of one tensor as a plain reader would get it (a quantized weight: its dequantized shape, the scales' dtype). */
+  info(name: string): WeightInfo {
+    const s = this.locate(name);
+    return { name, dtype: s.dtype, shape: s.shape };
+  }
+
+  /** How one tensor is read: stored, dequantized from a compressed-tensors module, or quantized at load. */
+  source(name: string): TensorSource {
+    return this.locate(name);
   }
 
   /** Reads one tensor (published name) as fp32, flat, in its stored row-major order. */
   async tensor(name: string): Promise<Float32Array> {
-    const { file, stored } = this.locate(name);
-    const t = await file.readF32(stored);
-    if (t.length !== numel(file.info(stored).shape)) throw new Error(`tensor ${name}: size mismatch after conversion`);
+    const s = this.locate(name);
+    const t = await s.read();
+    if (t.length !== numel(s.shape)) throw new Error(`tensor ${name}: size mismatch after conversion`);
     return t;
   }
 
@@ -171,7 +221,7 @@ export class Checkpoint {
     await Promise.all(this.files.map((f) => f.close()));
   }
 
-  private locate(name: string): { file: SafetensorsFile; stored: string } {
+  private locate(name: string): TensorSource {
     const w = this.where.get(name);
     if (!w) throw new UserError(`${this.dir}: checkpoint has no tensor "${name}".`, this.dir);
     return w;

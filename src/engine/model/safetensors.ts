@@ -9,9 +9,9 @@ import { endianness } from 'node:os';
 import { UserError } from '../../common/errors';
 import { writeFileAtomic } from '../../common/atomic';
 
-export type Dtype = 'F64' | 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL';
+export type Dtype = 'F64' | 'F32' | 'F16' | 'BF16' | 'F8_E4M3' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL';
 
-export const DTYPE_BYTES: Record<Dtype, number> = { F64: 8, F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4, I16: 2, I8: 1, U8: 1, BOOL: 1 };
+export const DTYPE_BYTES: Record<Dtype, number> = { F64: 8, F32: 4, F16: 2, BF16: 2, F8_E4M3: 1, I64: 8, I32: 4, I16: 2, I8: 1, U8: 1, BOOL: 1 };
 
 /** A header larger than this is not a model header but a corrupt length field. */
 const MAX_HEADER_BYTES = 256 * 1024 * 1024;
@@ -235,15 +235,27 @@ async function readExactly(handle: fs.FileHandle, buf: Buffer, position: number,
   }
 }
 
-export interface TensorToWrite {
-  name: string;
-  dtype: 'F32' | 'BF16' | 'I32';
-  shape: number[];
-  data: Float32Array | Int32Array;
-}
+export type TensorToWrite =
+  | {
+      name: string;
+      dtype: 'F32' | 'BF16' | 'I32';
+      shape: number[];
+      data: Float32Array | Int32Array;
+    }
+  | {
+      /** Bytes already in the stored little-endian layout of `dtype`. */
+      name: string;
+      dtype: Dtype;
+      shape: number[];
+      data: Uint8Array;
+    };
 
 function encode(t: TensorToWrite): Buffer {
   const n = numel(t.shape);
+  if (t.data instanceof Uint8Array) {
+    if (t.data.length !== n * DTYPE_BYTES[t.dtype]) throw new Error(`writeSafetensors: "${t.name}" has ${t.data.length} bytes for ${t.dtype} ${JSON.stringify(t.shape)}`);
+    return Buffer.from(t.data.buffer, t.data.byteOffset, t.data.length);
+  }
   if (t.data.length !== n) throw new Error(`writeSafetensors: "${t.name}" has ${t.data.length} values for shape ${JSON.stringify(t.shape)}`);
   if (t.dtype === 'BF16') {
     const out = Buffer.alloc(n * 2);
