@@ -15,7 +15,8 @@ import { linearModules, keptInFullPrecision } from './quant/linear-modules';
 import { presetScheme, SCHEME_OF, type LoadQuantization } from './quant/presets';
 import { roundTripSource } from './quant/at-load';
 import { loadQuantizationConfig } from './quant/scheme';
-import { SafetensorsFile, numel, type Dtype } from './safetensors';
+import { SafetensorsFile, numel } from './safetensors';
+import type { WeightInfo } from './weight-source';
 import { storedSource, type TensorSource } from './tensor-source';
 import { EMBED, FINAL_NORM, kdaNames, LM_HEAD, mlaNames, mlpNames, moeNames, normNames, type SwigluNames } from './weight-names';
 
@@ -90,13 +91,6 @@ export interface CheckpointOptions {
   quantization?: LoadQuantization;
 }
 
-/** What a plain reader would see of one weight. */
-export interface WeightInfo {
-  name: string;
-  dtype: Dtype;
-  shape: number[];
-}
-
 const sameShape = (a: readonly number[], b: readonly number[]) => a.length === b.length && a.every((x, i) => x === b[i]);
 
 export class Checkpoint {
@@ -105,6 +99,8 @@ export class Checkpoint {
     private readonly files: SafetensorsFile[],
     /** canonical name → how to read it */
     private readonly where: Map<string, TensorSource>,
+    /** The options it was opened with, to open it again the same way. */
+    readonly options: CheckpointOptions,
   ) {}
 
   /** Opens and validates `dir` against `config`. */
@@ -175,7 +171,7 @@ export class Checkpoint {
         const shown = missing.slice(0, 5).join(', ') + (missing.length > 5 ? ` and ${missing.length - 5} more` : '');
         throw new UserError(`${dir}: checkpoint lacks ${missing.length} tensor(s) that config.json requires: ${shown}. The download may be incomplete.`, dir);
       }
-      return new Checkpoint(dir, files, where);
+      return new Checkpoint(dir, files, where, opts);
     } catch (e) {
       await Promise.all(files.map((f) => f.close()));
       throw e;

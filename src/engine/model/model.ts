@@ -19,6 +19,7 @@ import { Checkpoint } from './checkpoint';
 import { loadConfig, loadConfigFile, type KimiConfig } from './config';
 import { DummyWeights } from './dummy-weights';
 import type { WeightSource } from './weight-source';
+import type { LoadQuantization } from './quant/presets';
 
 export interface PrefillOptions {
   /** Which logits to return: every position [T, vocab], the last [vocab], or none (empty). Default 'last'. */
@@ -53,6 +54,8 @@ export interface LoadOptions {
   log?: (line: string) => void;
   /** Context budget, forks, GPU memory cap and quantization the CUDA backend plans memory for. */
   memory?: MemoryBudget;
+  /** Quantize a full-precision checkpoint's Linear weights at load (quantize, then dequantize). Default 'none'. */
+  quantization?: LoadQuantization;
 }
 
 export const KDA_CHUNK = 64;
@@ -286,7 +289,7 @@ export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Mo
   const config = dummy ? await loadConfigFile(dummy.configFile) : await loadConfig(dir);
   const requested = opts.backend ?? 'auto';
   const log = opts.log ?? ((line: string) => void process.stderr.write(`${line}\n`));
-  const open = async (): Promise<WeightSource> => (dummy ? new DummyWeights(config, dummy.seed, dummy.configFile) : Checkpoint.open(dir, config));
+  const open = async (): Promise<WeightSource> => (dummy ? new DummyWeights(config, dummy.seed, dummy.configFile) : Checkpoint.open(dir, config, { quantization: opts.quantization }));
   const checkpoint = await open();
   try {
     if (requested === 'auto' || requested === 'cuda') {

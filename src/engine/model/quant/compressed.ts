@@ -87,11 +87,11 @@ export class CompressedLayout {
     const valuesParam: Param = packed ? 'weight_packed' : 'weight';
     const asymPacked = packed && !w.symmetric && (w.strategy === 'group' || w.strategy === 'channel');
     const required: Param[] = [valuesParam, 'weight_scale', ...(packed ? (['weight_shape'] as Param[]) : []), ...(!w.symmetric ? (['weight_zero_point'] as Param[]) : [])];
-    for (const p of required) if (!parts[p]) fail(p, `is missing: the module is quantized as ${scheme.format}, which stores ${required.map((r) => `${m}.${r}`).join(', ')}`);
     for (const p of Object.keys(parts) as Param[]) {
       if (p === 'input_scale') fail(p, 'is a static activation scale, which this engine does not apply');
       if (!required.includes(p) && p !== 'weight_g_idx') fail(p, `does not belong to a ${scheme.format} module${p === 'weight' ? '; it is stored unquantized although a config group targets it' : ''}`);
     }
+    for (const p of required) if (!parts[p]) fail(p, `is missing: the module is quantized as ${scheme.format}, which stores ${required.map((r) => `${m}.${r}`).join(', ')}`);
 
     const values = info(valuesParam);
     if (packed) {

@@ -72,7 +72,7 @@ class Reader {
   constructor(readonly file: string) {}
 
   fail(where: string, what: string): never {
-    throw new UserError(`${this.file}: quantization_config${where} ${what}`, this.file);
+    throw new UserError(`${this.file}: quantization_config${where}${/^[.:]/.test(what) ? '' : ' '}${what}`, this.file);
   }
 }
 
