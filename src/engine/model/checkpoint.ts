@@ -81,7 +81,7 @@ export function expectedTensors(c: KimiConfig): Map<string, ShapeOptions> {
  * (a reverse-rename quirk) and loads either spelling; accept it (and its quantization parameters)
  * under the published name.
  */
-function canonicalName(name: string): string {
+export function canonicalName(name: string): string {
   const m = /^(model\.layers\.\d+\.)block_sparse_moe\.((?:gate|up|down)_proj\.(?:weight\w*|input_scale))$/.exec(name);
   return m ? `${m[1]}mlp.${m[2]}` : name;
 }

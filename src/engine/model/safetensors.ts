@@ -276,20 +276,25 @@ function encode(t: TensorToWrite): Buffer {
   return out;
 }
 
-/** Header and data of a safetensors file, as the parts to write in order. */
-export function encodeSafetensors(tensors: TensorToWrite[], metadata: Record<string, string> = {}): Buffer[] {
+/** A tensor's entry in a header to be written: its bytes follow the previous entry's. */
+export interface HeaderEntry {
+  name: string;
+  dtype: Dtype;
+  shape: number[];
+}
+
+/** The 8-byte length and the JSON header of a file whose tensors are stored in `entries` order. */
+export function encodeHeader(entries: HeaderEntry[], metadata: Record<string, string> = {}): Buffer[] {
   const header: Record<string, unknown> = {};
   if (Object.keys(metadata).length > 0) header.__metadata__ = metadata;
-  const parts: Buffer[] = [];
   let offset = 0;
   const seen = new Set<string>();
-  for (const t of tensors) {
+  for (const t of entries) {
     if (seen.has(t.name) || t.name === '__metadata__') throw new Error(`writeSafetensors: duplicate or reserved tensor name "${t.name}"`);
     seen.add(t.name);
-    const data = encode(t);
-    header[t.name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + data.length] };
-    offset += data.length;
-    parts.push(data);
+    const bytes = numel(t.shape) * DTYPE_BYTES[t.dtype];
+    header[t.name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + bytes] };
+    offset += bytes;
   }
   let json = JSON.stringify(header);
   // Pad with spaces so the data section starts 8-byte aligned, as the reference writer does.
@@ -297,7 +302,12 @@ export function encodeSafetensors(tensors: TensorToWrite[], metadata: Record<str
   const headerBytes = Buffer.from(json, 'utf8');
   const len = Buffer.alloc(8);
   len.writeBigUInt64LE(BigInt(headerBytes.length));
-  return [len, headerBytes, ...parts];
+  return [len, headerBytes];
+}
+
+/** Header and data of a safetensors file, as the parts to write in order. */
+export function encodeSafetensors(tensors: TensorToWrite[], metadata: Record<string, string> = {}): Buffer[] {
+  return [...encodeHeader(tensors, metadata), ...tensors.map(encode)];
 }
 
 /** Writes a safetensors file atomically (temp file, then rename). */

@@ -5,7 +5,7 @@
  * in full precision by vLLM) are not.
  */
 import type { KimiConfig } from '../config';
-import { EMBED, moeNames } from '../weight-names';
+import { EMBED, kdaNames, moeNames } from '../weight-names';
 
 /** Module name (the weight's name without ".weight") → [rows, cols] of its weight. */
 export function linearModules(cfg: KimiConfig, expected: Map<string, number[][]>): Map<string, [number, number]> {
@@ -19,8 +19,14 @@ export function linearModules(cfg: KimiConfig, expected: Map<string, number[][]>
   return out;
 }
 
-/** The router gates and lm_head: left unquantized by `klc quantize` and quantization at load, as vLLM expects. */
+/**
+ * Modules `klc quantize` and quantization at load leave in full precision: lm_head and the router
+ * gates (vLLM builds them unquantized), and the KDA beta projection b_proj, which has as many rows
+ * as heads (32), fewer than vLLM's Marlin INT4/INT8 kernels accept (64), and is a negligible share
+ * of the weights.
+ */
 export function keptInFullPrecision(cfg: KimiConfig): string[] {
   const routers = cfg.layers.flatMap((l, i) => (l.ffn === 'moe' ? [moeNames(cfg, i).router.slice(0, -'.weight'.length)] : []));
-  return [...(cfg.tieWordEmbeddings ? [] : ['lm_head']), ...routers];
+  const bProj = cfg.layers.flatMap((l, i) => (l.attention === 'kda' ? [kdaNames(i).bProj.slice(0, -'.weight'.length)] : []));
+  return [...(cfg.tieWordEmbeddings ? [] : ['lm_head']), ...routers, ...bProj];
 }

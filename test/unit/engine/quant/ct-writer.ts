@@ -232,3 +232,59 @@ export function quantizationConfig(groups: Record<string, unknown>, format: stri
     version: '0.12.2',
   };
 }
+
+/** The `count` signed codes of one int32, read from its hex digits, lowest first. */
+export function unpackWord(word: number, bits: 4 | 8, count: number): number[] {
+  const hex = (word >>> 0).toString(16).padStart(8, '0');
+  const digits = bits / 4;
+  return Array.from({ length: count }, (_, k) => Number.parseInt(hex.slice(8 - (k + 1) * digits, 8 - k * digits), 16) - 2 ** (bits - 1));
+}
+
+/**
+ * Rewrites a symmetric pack-quantized (4 or 8 bit) or per-channel FP8 checkpoint written by anyone
+ * as plain fp32, decoding it here; returns the new folder.
+ */
+export async function decodeIndependently(dir: string, shards: string[]): Promise<string> {
+  const out = mkdtempSync(join(tmpdir(), 'klc-ct-plain-'));
+  const config = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8'));
+  const weights = config.quantization_config.config_groups.group_0.weights;
+  delete config.quantization_config;
+  writeFileSync(join(out, 'config.json'), JSON.stringify(config));
+  const tensors: TensorToWrite[] = [];
+  for (const shard of shards) {
+    const f = await SafetensorsFile.open(join(dir, shard));
+    try {
+      const names = f.names;
+      for (const name of names) {
+        if (name.endsWith('.weight_scale') || name.endsWith('.weight_shape')) continue;
+        const m = name.replace(/\.weight(_packed)?$/, '');
+        if (name.endsWith('.weight_packed')) {
+          const [rows, cols] = Array.from(await f.readInts(`${m}.weight_shape`));
+          const packed = await f.readInts(name);
+          const scale = await f.readF32(`${m}.weight_scale`);
+          const bits = weights.num_bits as 4 | 8;
+          const per = weights.strategy === 'channel' ? cols : (weights.group_size as number);
+          const perWord = 32 / bits;
+          const wordsPerRow = Math.ceil(cols / perWord);
+          const data = new Float32Array(rows * cols);
+          for (let r = 0; r < rows; r++) {
+            const codes = Array.from(packed.subarray(r * wordsPerRow, (r + 1) * wordsPerRow)).flatMap((word) => unpackWord(word, bits, perWord));
+            for (let c = 0; c < cols; c++) data[r * cols + c] = codes[c] * scale[r * Math.ceil(cols / per) + Math.floor(c / per)];
+          }
+          tensors.push({ name: `${m}.weight`, dtype: 'F32', shape: [rows, cols], data });
+        } else if (f.info(name).dtype === 'F8_E4M3') {
+          const [rows, cols] = f.info(name).shape;
+          const bytes = await f.readRaw(name);
+          const scale = await f.readF32(`${m}.weight_scale`);
+          tensors.push({ name, dtype: 'F32', shape: [rows, cols], data: Float32Array.from(bytes, (b, i) => e4m3(b) * scale[Math.floor(i / cols)]) });
+        } else {
+          tensors.push({ name, dtype: 'F32', shape: f.info(name).shape, data: await f.readF32(name) });
+        }
+      }
+    } finally {
+      await f.close();
+    }
+  }
+  await writeSafetensors(join(out, 'model.safetensors'), tensors);
+  return out;
+}
