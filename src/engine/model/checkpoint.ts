@@ -10,7 +10,7 @@ import { promises as fs } from 'node:fs';
 import { join, basename } from 'node:path';
 import { UserError } from '../../common/errors';
 import type { KimiConfig } from './config';
-import { CompressedLayout } from './quant/compressed';
+import { CompressedLayout, isQuantizedSource, type QuantizedSource } from './quant/compressed';
 import { linearModules, keptInFullPrecision } from './quant/linear-modules';
 import { presetScheme, SCHEME_OF, type LoadQuantization } from './quant/presets';
 import { roundTripSource } from './quant/at-load';
@@ -203,6 +203,11 @@ export class Checkpoint {
   /** How one tensor is read: stored, dequantized from a compressed-tensors module, or quantized at load. */
   source(name: string): TensorSource {
     return this.locate(name);
+  }
+
+  quantized(name: string): QuantizedSource | null {
+    const s = this.locate(name);
+    return isQuantizedSource(s) ? s : null;
   }
 
   /** Reads one tensor (published name) as fp32, flat, in its stored row-major order. */

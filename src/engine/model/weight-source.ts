@@ -2,6 +2,7 @@
  * Where a model's weights come from: a checkpoint folder (checkpoint.ts) or weights generated from
  * a config and a seed (dummy-weights.ts). Backends read tensors through this and never care which.
  */
+import type { QuantizedSource } from './quant/compressed';
 import type { Dtype } from './safetensors';
 
 /**
@@ -33,6 +34,8 @@ export interface WeightSource {
   info(name: string): WeightInfo;
   /** One tensor (published name) as fp32, flat, row-major. */
   tensor(name: string): Promise<Float32Array>;
+  /** Set where a weight is stored quantized (compressed-tensors): its codes and scales as stored, else null. */
+  quantized?(name: string): QuantizedSource | null;
   /** Set where the tensor can be generated on the device instead of read (dummy weights). */
   deviceFill?(name: string): DeviceFill | null;
   close(): Promise<void>;
