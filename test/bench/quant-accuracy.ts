@@ -59,6 +59,10 @@ interface Row {
   model: string;
   scheme: string;
   positions: number;
+  /** Mean entropy of the unquantized distributions (nats): near ln V, they are nearly flat. */
+  entropy: number;
+  /** Median gap between the unquantized top-1 and top-2 log-probabilities. */
+  medianGap: number;
   meanKl: number;
   p99Kl: number;
   top1: number;
@@ -66,6 +70,8 @@ interface Row {
 
 function compare(model: string, scheme: string, ref: Float32Array[], got: Float32Array[], V: number): Row {
   const kls: number[] = [];
+  const gaps: number[] = [];
+  let entropy = 0;
   let agree = 0;
   for (const [s, p] of ref.entries()) {
     const q = got[s];
@@ -75,14 +81,24 @@ function compare(model: string, scheme: string, ref: Float32Array[], got: Float3
       let kl = 0;
       for (let i = 0; i < V; i++) kl += Math.exp(pr[i]) * (pr[i] - qr[i]);
       kls.push(Math.max(0, kl));
-      if (argmax(pr) === argmax(qr)) agree++;
+      const top = argmax(pr);
+      if (top === argmax(qr)) agree++;
+      let second = -Infinity;
+      for (let i = 0; i < V; i++) {
+        entropy -= Math.exp(pr[i]) * pr[i];
+        if (i !== top) second = Math.max(second, pr[i]);
+      }
+      gaps.push(pr[top] - second);
     }
   }
   kls.sort((a, b) => a - b);
+  gaps.sort((a, b) => a - b);
   return {
     model,
     scheme,
     positions: kls.length,
+    entropy: entropy / kls.length,
+    medianGap: gaps[Math.floor(gaps.length / 2)],
     meanKl: kls.reduce((a, b) => a + b, 0) / kls.length,
     p99Kl: kls[Math.min(kls.length - 1, Math.floor(0.99 * kls.length))],
     top1: agree / kls.length,
@@ -108,8 +124,17 @@ async function main(): Promise<void> {
     }
     process.stderr.write(`${name}: ${((performance.now() - t0) / 1000).toFixed(0)} s\n`);
   }
-  const header = ['model', 'scheme', 'positions', 'mean KL (nats)', 'p99 KL', 'top-1 agreement'];
-  const body = rows.map((r) => [r.model, r.scheme, String(r.positions), r.meanKl.toExponential(2), r.p99Kl.toExponential(2), `${(100 * r.top1).toFixed(2)}%`]);
+  const header = ['model', 'scheme', 'positions', 'mean KL (nats)', 'p99 KL', 'top-1 agreement', 'unquantized entropy', 'median top-1/2 gap'];
+  const body = rows.map((r) => [
+    r.model,
+    r.scheme,
+    String(r.positions),
+    r.meanKl.toExponential(2),
+    r.p99Kl.toExponential(2),
+    `${(100 * r.top1).toFixed(2)}%`,
+    r.entropy.toFixed(2),
+    r.medianGap.toExponential(2),
+  ]);
   const line = (cells: string[]) => `| ${cells.join(' | ')} |`;
   console.log(`backend ${backend}, ${sequences} sequences × ${length} tokens, each scheme applied at load against the unquantized checkpoint\n`);
   console.log([line(header), line(header.map(() => '---')), ...body.map(line)].join('\n'));
