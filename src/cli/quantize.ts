@@ -25,6 +25,6 @@ export async function run(argv: string[]): Promise<void> {
   const [input, output] = positionals.map((p) => resolve(p));
   const started = Date.now();
   const s = await quantizeCheckpoint(input, output, scheme as SchemeName, (line) => process.stderr.write(`${line}\n`));
-  const gb = (b: number) => (b / 1e9).toFixed(2);
-  process.stderr.write(`wrote ${output}: ${s.modules} modules quantized with ${scheme}, ${gb(s.bytesIn)} GB → ${gb(s.bytesOut)} GB in ${((Date.now() - started) / 1000).toFixed(1)} s\n`);
+  const size = (b: number) => (b >= 1e9 ? `${(b / 1e9).toFixed(2)} GB` : `${(b / 1e6).toFixed(1)} MB`);
+  process.stderr.write(`wrote ${output}: ${s.modules} modules quantized with ${scheme}, ${size(s.bytesIn)} → ${size(s.bytesOut)} of tensors in ${((Date.now() - started) / 1000).toFixed(1)} s\n`);
 }

@@ -12,7 +12,7 @@ import { UserError } from '../../../common/errors';
 import { tempPathFor } from '../../../common/atomic';
 import { canonicalName, Checkpoint, expectedTensors } from '../checkpoint';
 import { loadConfig } from '../config';
-import { DTYPE_BYTES, encodeHeader, numel, SafetensorsFile, type Dtype, type HeaderEntry } from '../safetensors';
+import { DTYPE_BYTES, encodeHeader, numel, SafetensorsFile, toFloat32, type Dtype, type HeaderEntry } from '../safetensors';
 import { keptInFullPrecision, linearModules } from './linear-modules';
 import { quantize, scaleShape, type QuantizedMatrix } from './matrix';
 import { pack, packedShape } from './pack';
@@ -120,7 +120,7 @@ export async function quantizeCheckpoint(inDir: string, outDir: string, schemeNa
               bytes = new Map([[p.source, raw]]);
             } else {
               const info = src.info(p.source);
-              const q = quantize(await src.readF32(p.source), info.shape[0], info.shape[1], scheme.weights, rounderFor(scaleDtypeFor(info.dtype)));
+              const q = quantize(toFloat32(raw, info.dtype, p.source, src.path), info.shape[0], info.shape[1], scheme.weights, rounderFor(scaleDtypeFor(info.dtype)));
               bytes = encodedModule(p.module, q, scheme, scaleDtypeFor(info.dtype));
               summary.modules += 1;
             }
