@@ -32,6 +32,8 @@ type Parts = Partial<Record<Param, SafetensorsFile>>;
 export class CompressedLayout {
   private readonly schemes = new Map<string, QuantScheme>();
   private readonly parts = new Map<string, Parts>();
+  /** `module.param` (published spelling) → the name it is stored under. */
+  private readonly storedNames = new Map<string, string>();
 
   /** `linear`: module → weight [rows, cols] of every Linear module of the model. */
   constructor(
@@ -62,8 +64,6 @@ export class CompressedLayout {
     this.parts.set(module, parts);
     this.storedNames.set(`${module}.${param}`, stored);
   }
-
-  private readonly storedNames = new Map<string, string>();
 
   /** A source per quantized module's weight (`m.weight`), after checking every part. */
   async sources(): Promise<Map<string, QuantizedSource>> {
@@ -173,7 +173,7 @@ function bytes(raw: Buffer, unsigned: boolean): Int8Array | Uint8Array {
 
 const sameShape = (a: readonly number[], b: readonly number[]) => a.length === b.length && a.every((x, i) => x === b[i]);
 
-export function describe(s: QuantScheme): string {
+function describe(s: QuantScheme): string {
   const w = s.weights;
   const grain = w.strategy === 'group' ? `group ${w.groupSize}` : w.strategy === 'block' ? `block ${w.blockStructure?.join('×')}` : `per ${w.strategy}`;
   return `${w.type === 'float' ? 'FP8 E4M3' : `INT${w.numBits}`} ${w.symmetric ? 'symmetric' : 'asymmetric'}, ${grain}, ${s.format}`;

@@ -109,6 +109,25 @@ test('FP8 per tensor (float-quantized)', async () => {
   );
 });
 
+test('FP8 in 32×32 blocks (the FP8_BLOCK layout)', async () => {
+  await checkScheme(
+    notHead({ kind: 'fp8', perTensor: false, block: [32, 32] }),
+    quantizationConfig(
+      { group_0: configGroup(['Linear'], { num_bits: 8, type: 'float', symmetric: true, strategy: 'block', block_structure: [32, 32], group_size: null }, 'float-quantized') },
+      'float-quantized',
+      ['lm_head'],
+    ),
+  );
+});
+
+test('W8A8 INT8 stored unpacked (int-quantized), asymmetric per channel with I8 zero points', async () => {
+  const dynamicTokens = { num_bits: 8, type: 'int', symmetric: true, strategy: 'token', dynamic: true, group_size: null, observer: null };
+  await checkScheme(
+    notHead({ kind: 'int', bits: 8, symmetric: false, group: -1, unpacked: true }),
+    quantizationConfig({ group_0: configGroup(['Linear'], int(8, false, 'channel', null), 'int-quantized', dynamicTokens) }, 'int-quantized', ['lm_head']),
+  );
+});
+
 async function loadFails(dir: string, message: RegExp): Promise<void> {
   await assert.rejects(loadModel(dir, { backend: 'reference' }), (e: Error) => {
     assert.equal(e.name, 'UserError');

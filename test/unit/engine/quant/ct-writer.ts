@@ -20,11 +20,15 @@ export interface IntSpec {
   group: number;
   /** Store a weight_g_idx that deals columns to groups round-robin. */
   actorder?: boolean;
+  /** 8-bit codes stored unpacked as an I8 `weight` (int-quantized), zero points as I8. */
+  unpacked?: boolean;
 }
 
 export interface Fp8Spec {
   kind: 'fp8';
   perTensor: boolean;
+  /** One scale per [rows, cols] block (the FP8_BLOCK layout) instead of per row. */
+  block?: [number, number];
 }
 
 export type Spec = IntSpec | Fp8Spec;
@@ -87,12 +91,18 @@ function i64Bytes(values: number[]): Uint8Array {
 export function quantizeModule(module: string, w: Float32Array, rows: number, cols: number, spec: Spec): { tensors: TensorToWrite[]; dequantized: Float32Array } {
   const dequantized = new Float32Array(rows * cols);
   if (spec.kind === 'fp8') {
-    const amax = (r0: number, r1: number) => Math.max(...Array.from(w.subarray(r0 * cols, r1 * cols), Math.abs));
-    const scales = spec.perTensor ? [bf16(amax(0, rows) / 448)] : Array.from({ length: rows }, (_, r) => bf16(amax(r, r + 1) / 448));
+    // Scale index of weight (r, c) and the scale tensor's shape.
+    const [bh, bw] = spec.block ?? (spec.perTensor ? [rows, cols] : [1, cols]);
+    const blockCols = Math.ceil(cols / bw);
+    const shape = spec.block ? [Math.ceil(rows / bh), blockCols] : spec.perTensor ? [1] : [rows, 1];
+    const at = (r: number, c: number) => Math.floor(r / bh) * blockCols + Math.floor(c / bw);
+    const amax = new Array(Math.ceil(rows / bh) * blockCols).fill(0);
+    for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) amax[at(r, c)] = Math.max(amax[at(r, c)], Math.abs(w[r * cols + c]));
+    const scales = amax.map((a) => bf16(a / 448));
     const bytes = new Uint8Array(rows * cols);
     for (let r = 0; r < rows; r++) {
-      const s = scales[spec.perTensor ? 0 : r];
       for (let c = 0; c < cols; c++) {
+        const s = scales[at(r, c)];
         const b = nearestE4M3(w[r * cols + c] / s);
         bytes[r * cols + c] = b;
         dequantized[r * cols + c] = e4m3(b) * s;
@@ -101,7 +111,7 @@ export function quantizeModule(module: string, w: Float32Array, rows: number, co
     return {
       tensors: [
         { name: `${module}.weight`, dtype: 'F8_E4M3', shape: [rows, cols], data: bytes },
-        { name: `${module}.weight_scale`, dtype: 'BF16', shape: spec.perTensor ? [1] : [rows, 1], data: bf16Bytes(scales) },
+        { name: `${module}.weight_scale`, dtype: 'BF16', shape, data: bf16Bytes(scales) },
       ],
       dequantized,
     };
@@ -136,6 +146,14 @@ export function quantizeModule(module: string, w: Float32Array, rows: number, co
       codes[r * cols + c] = q;
       dequantized[r * cols + c] = (q - zero[j]) * scale[j];
     }
+  }
+  if (spec.unpacked) {
+    const tensors: TensorToWrite[] = [
+      { name: `${module}.weight`, dtype: 'I8', shape: [rows, cols], data: new Uint8Array(Int8Array.from(codes).buffer) },
+      { name: `${module}.weight_scale`, dtype: 'BF16', shape: [rows, groups], data: bf16Bytes(scale) },
+    ];
+    if (!symmetric) tensors.push({ name: `${module}.weight_zero_point`, dtype: 'I8', shape: [rows, groups], data: new Uint8Array(Int8Array.from(zero).buffer) });
+    return { tensors, dequantized };
   }
   const f = 32 / bits;
   const packedCols = Math.ceil(cols / f);
