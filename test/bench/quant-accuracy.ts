@@ -4,13 +4,17 @@
  * .cache/ on first use), the next-token distributions of every position of a few sequences are
  * computed unquantized and with each scheme applied at load (the same quantize/dequantize code as
  * `klc quantize`), and compared: mean and 99th-percentile KL(P_unquantized ‖ P_scheme) in nats,
- * and how often the most likely token agrees. Random-weight models, so the figures measure the
- * quantization noise at these shapes, not a language model's quality. Prints a table.
+ * and how often the most likely token agrees, beside the relative RMS error the scheme makes in the
+ * quantized weights. Random-weight models have nearly flat next-token distributions (entropy close
+ * to ln V, small top-1 margins) and amplify weight noise through MoE routing flips, so the figures
+ * measure the quantization noise at these shapes, not a language model's quality. Prints a table.
  *
  *   npm run bench:quant [-- --backend onnx|reference --sequences N --length T]
  */
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
+import { Checkpoint } from '../../src/engine/model/checkpoint';
+import { loadConfig } from '../../src/engine/model/config';
 import { loadModel } from '../../src/engine/model/model';
 import type { LoadQuantization } from '../../src/engine/model/quant/presets';
 import { SCHEME_OF } from '../../src/engine/model/quant/presets';
@@ -55,10 +59,34 @@ async function logProbs(dir: string, backend: 'onnx' | 'reference', quantization
   }
 }
 
+/** ‖W − dequant(quant(W))‖ / ‖W‖ over the weights the scheme quantizes. */
+async function weightError(dir: string, quantization: LoadQuantization): Promise<number> {
+  const cfg = await loadConfig(dir);
+  const plain = await Checkpoint.open(dir, cfg);
+  const quantized = await Checkpoint.open(dir, cfg, { quantization });
+  let num = 0;
+  let den = 0;
+  try {
+    for (const name of plain.names) {
+      const [a, b] = [await plain.tensor(name), await quantized.tensor(name)];
+      // Tensors the scheme leaves alone read back identical; a quantized matrix never does.
+      if (a.every((x, i) => x === b[i])) continue;
+      for (let i = 0; i < a.length; i++) {
+        num += (a[i] - b[i]) ** 2;
+        den += a[i] ** 2;
+      }
+    }
+  } finally {
+    await Promise.all([plain.close(), quantized.close()]);
+  }
+  return Math.sqrt(num / den);
+}
+
 interface Row {
   model: string;
   scheme: string;
   positions: number;
+  weightError: number;
   /** Mean entropy of the unquantized distributions (nats): near ln V, they are nearly flat. */
   entropy: number;
   /** Median gap between the unquantized top-1 and top-2 log-probabilities. */
@@ -68,7 +96,7 @@ interface Row {
   top1: number;
 }
 
-function compare(model: string, scheme: string, ref: Float32Array[], got: Float32Array[], V: number): Row {
+function compare(model: string, scheme: string, weightErr: number, ref: Float32Array[], got: Float32Array[], V: number): Row {
   const kls: number[] = [];
   const gaps: number[] = [];
   let entropy = 0;
@@ -97,6 +125,7 @@ function compare(model: string, scheme: string, ref: Float32Array[], got: Float3
     model,
     scheme,
     positions: kls.length,
+    weightError: weightErr,
     entropy: entropy / kls.length,
     medianGap: gaps[Math.floor(gaps.length / 2)],
     meanKl: kls.reduce((a, b) => a + b, 0) / kls.length,
@@ -120,14 +149,15 @@ async function main(): Promise<void> {
     const t0 = performance.now();
     const ref = await logProbs(dir, backend, 'none', sequences, length);
     for (const q of ['int8', 'fp8', 'int4'] as const) {
-      rows.push(compare(name, `${q} (${SCHEME_OF[q]})`, ref, await logProbs(dir, backend, q, sequences, length), V));
+      rows.push(compare(name, `${q} (${SCHEME_OF[q]})`, await weightError(dir, q), ref, await logProbs(dir, backend, q, sequences, length), V));
     }
     process.stderr.write(`${name}: ${((performance.now() - t0) / 1000).toFixed(0)} s\n`);
   }
-  const header = ['model', 'scheme', 'positions', 'mean KL (nats)', 'p99 KL', 'top-1 agreement', 'unquantized entropy', 'median top-1/2 gap'];
+  const header = ['model', 'scheme', 'weight error', 'positions', 'mean KL (nats)', 'p99 KL', 'top-1 agreement', 'unquantized entropy', 'median top-1/2 gap'];
   const body = rows.map((r) => [
     r.model,
     r.scheme,
+    `${(100 * r.weightError).toFixed(2)}%`,
     String(r.positions),
     r.meanKl.toExponential(2),
     r.p99Kl.toExponential(2),
