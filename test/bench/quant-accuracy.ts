@@ -16,6 +16,7 @@ import { parseArgs } from 'node:util';
 import { Checkpoint } from '../../src/engine/model/checkpoint';
 import { loadConfig } from '../../src/engine/model/config';
 import { loadModel } from '../../src/engine/model/model';
+import { quantizeAtLoad } from '../../src/engine/model/quant/at-load';
 import type { LoadQuantization } from '../../src/engine/model/quant/presets';
 import { SCHEME_OF } from '../../src/engine/model/quant/presets';
 import { makeSyntheticCheckpoint, SYNTHETIC_DIR } from '../../tools/make-synthetic-checkpoint';
@@ -63,7 +64,7 @@ async function logProbs(dir: string, backend: 'onnx' | 'reference', quantization
 async function weightError(dir: string, quantization: LoadQuantization): Promise<number> {
   const cfg = await loadConfig(dir);
   const plain = await Checkpoint.open(dir, cfg);
-  const quantized = await Checkpoint.open(dir, cfg, { quantization });
+  const quantized = await quantizeAtLoad(await Checkpoint.open(dir, cfg), cfg, quantization);
   let num = 0;
   let den = 0;
   try {

@@ -3,17 +3,14 @@
  * shards listed by `model.safetensors.index.json`. Opening checks every header and that the
  * tensor names and shapes are exactly those the config implies; tensors are then read one at a
  * time, converted to fp32, so the whole checkpoint is never in memory at once. A compressed-tensors
- * checkpoint (config.json `quantization_config`) has its quantized modules dequantized on read;
- * a full-precision one can be quantized at load (quantize, then dequantize) with a preset scheme.
+ * checkpoint (config.json `quantization_config`) has its quantized modules dequantized on read.
  */
 import { promises as fs } from 'node:fs';
 import { join, basename } from 'node:path';
 import { UserError } from '../../common/errors';
 import type { KimiConfig } from './config';
 import { CompressedLayout, isQuantizedSource, type QuantizedSource } from './quant/compressed';
-import { linearModules, keptInFullPrecision } from './quant/linear-modules';
-import { presetScheme, SCHEME_OF, type LoadQuantization } from './quant/presets';
-import { roundTripSource } from './quant/at-load';
+import { linearModules } from './quant/linear-modules';
 import { loadQuantizationConfig } from './quant/scheme';
 import { SafetensorsFile, numel } from './safetensors';
 import type { WeightInfo } from './weight-source';
@@ -86,11 +83,6 @@ export function canonicalName(name: string): string {
   return m ? `${m[1]}mlp.${m[2]}` : name;
 }
 
-export interface CheckpointOptions {
-  /** Quantize full-precision Linear weights at load with this scheme (then dequantize). Default 'none'. */
-  quantization?: LoadQuantization;
-}
-
 const sameShape = (a: readonly number[], b: readonly number[]) => a.length === b.length && a.every((x, i) => x === b[i]);
 
 export class Checkpoint {
@@ -99,12 +91,10 @@ export class Checkpoint {
     private readonly files: SafetensorsFile[],
     /** canonical name → how to read it */
     private readonly where: Map<string, TensorSource>,
-    /** The options it was opened with, to open it again the same way. */
-    readonly options: CheckpointOptions,
   ) {}
 
   /** Opens and validates `dir` against `config`. */
-  static async open(dir: string, config: KimiConfig, opts: CheckpointOptions = {}): Promise<Checkpoint> {
+  static async open(dir: string, config: KimiConfig): Promise<Checkpoint> {
     const indexPath = join(dir, 'model.safetensors.index.json');
     const single = join(dir, 'model.safetensors');
     let shardNames: string[];
@@ -125,10 +115,6 @@ export class Checkpoint {
       const expected = expectedTensors(config);
       const linear = linearModules(config, expected);
       const quantized = await loadQuantizationConfig(dir);
-      const atLoad = opts.quantization ?? 'none';
-      if (quantized && atLoad !== 'none') {
-        throw new UserError(`${dir} is already quantized (${quantized.file} has a quantization_config); quantization at load (${atLoad}) needs a bf16 or fp32 checkpoint. Drop --quantization.`, dir);
-      }
       const layout = quantized ? new CompressedLayout(quantized, linear) : null;
       const seen = new Map<string, SafetensorsFile>();
       for (const f of files) {
@@ -158,20 +144,12 @@ export class Checkpoint {
         }
       }
       if (layout) for (const [name, source] of await layout.sources()) where.set(name, source);
-      if (atLoad !== 'none') {
-        const scheme = presetScheme(SCHEME_OF[atLoad]);
-        const kept = new Set(keptInFullPrecision(config));
-        for (const m of linear.keys()) {
-          const source = where.get(`${m}.weight`);
-          if (source && !kept.has(m)) where.set(`${m}.weight`, roundTripSource(source, scheme));
-        }
-      }
       const missing = [...expected.keys()].filter((n) => !where.has(n));
       if (missing.length > 0) {
         const shown = missing.slice(0, 5).join(', ') + (missing.length > 5 ? ` and ${missing.length - 5} more` : '');
         throw new UserError(`${dir}: checkpoint lacks ${missing.length} tensor(s) that config.json requires: ${shown}. The download may be incomplete.`, dir);
       }
-      return new Checkpoint(dir, files, where, opts);
+      return new Checkpoint(dir, files, where);
     } catch (e) {
       await Promise.all(files.map((f) => f.close()));
       throw e;
@@ -198,11 +176,6 @@ export class Checkpoint {
   info(name: string): WeightInfo {
     const s = this.locate(name);
     return { name, dtype: s.dtype, shape: s.shape };
-  }
-
-  /** How one tensor is read: stored, dequantized from a compressed-tensors module, or quantized at load. */
-  source(name: string): TensorSource {
-    return this.locate(name);
   }
 
   quantized(name: string): QuantizedSource | null {

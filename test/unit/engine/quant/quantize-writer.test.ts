@@ -7,13 +7,15 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadModel } from '../../../../src/engine/model/model';
 import type { LoadQuantization } from '../../../../src/engine/model/quant/presets';
 import { quantizeCheckpoint } from '../../../../src/engine/model/quant/write-checkpoint';
-import { SafetensorsFile } from '../../../../src/engine/model/safetensors';
+import { loadConfig } from '../../../../src/engine/model/config';
+import { DummyWeights } from '../../../../src/engine/model/dummy-weights';
+import { SafetensorsFile, writeSafetensors, type TensorToWrite } from '../../../../src/engine/model/safetensors';
 import { writeKimiCheckpoint, type KimiShape } from '../../../../tools/kimi-checkpoint';
 import { decodeIndependently, GOLDEN } from './ct-writer';
 
@@ -183,4 +185,23 @@ test('a failure leaves neither OUT nor a temp folder; an existing OUT or a quant
   await assert.rejects(quantizeCheckpoint(GOLDEN, done, 'w8a16', quiet), /already exists; name a new folder/);
   await assert.rejects(quantizeCheckpoint(done, outDir(), 'w8a16', quiet), /is already quantized/);
   await assert.rejects(loadModel(done, { backend: 'reference', quantization: 'int4' }), /already quantized .* Drop --quantization/);
+});
+
+test('dummy weights quantized at load equal the same weights written out in bf16, quantized by klc quantize', async () => {
+  const configFile = join(GOLDEN, 'config.json');
+  const dummy = new DummyWeights(await loadConfig(GOLDEN), 3, configFile);
+  const dir = join(mkdtempSync(join(tmpdir(), 'klc-dummy-')), 'm');
+  mkdirSync(dir);
+  copyFileSync(configFile, join(dir, 'config.json'));
+  const tensors: TensorToWrite[] = [];
+  for (const name of dummy.names) tensors.push({ name, dtype: 'BF16', shape: dummy.info(name).shape, data: await dummy.tensor(name) });
+  await writeSafetensors(join(dir, 'model.safetensors'), tensors);
+  const out = outDir();
+  await quantizeCheckpoint(dir, out, 'w4a16-g128', quiet);
+  const model = await loadModel('', { backend: 'reference', dummy: { configFile, seed: 3 }, quantization: 'int4' });
+  try {
+    assert.deepEqual(await model.prefill(model.newState(), IDS, { logits: 'all' }), await logits(out));
+  } finally {
+    await model.dispose();
+  }
 });
