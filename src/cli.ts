@@ -14,6 +14,7 @@ const commands: Record<string, Command> = {
   bench: { summary: 'measure ingest, decode, cached time to first token and incremental re-ingest', load: () => import('./cli/bench') },
   plan: { summary: 'the GPU memory a model needs for a context and whether it fits, without a GPU', load: () => import('./cli/plan') },
   serve: { summary: 'serve the model and workspaces over an OpenAI-compatible HTTP API', load: () => import('./cli/serve') },
+  quantize: { summary: 'write a quantized (compressed-tensors) copy of a checkpoint', load: () => import('./cli/quantize') },
   forward: { summary: 'logits for token ids (test contract; --split checks state save/restore)', load: () => import('./cli/forward') },
 };
 

@@ -239,6 +239,27 @@ KLC_API int klc_vbuf_fork(klc_ctx *ctx, const klc_vbuf *src, size_t used, klc_vb
 KLC_API size_t klc_vbuf_bytes(const klc_vbuf *buf);
 KLC_API int klc_vbuf_free(klc_ctx *ctx, klc_vbuf *buf);
 
+/* INT4 weight-only linear layer for few rows: y[M, N] (+)= x[M, K] Wᵀ, M <= 8, with W in
+ * compressed-tensors pack-quantized layout, read as stored: w_packed int32 [N, K / 8] (eight 4-bit
+ * codes per word, lowest K index in the lowest nibble, stored as code + 8); scales bf16 [N, K / group];
+ * zero_points NULL (symmetric: W = q * s for the signed code q) or int32 [ceil(N / 8), K / group] (eight
+ * rows per word, lowest row in the lowest nibble, stored as z + 8): W = (q − z) * s. K and group
+ * multiples of 32, group dividing K (group = K: one scale per row); x fp32 16-byte aligned; fp32
+ * accumulation. Not used by the backend yet. */
+typedef struct klc_w4a16_args {
+  const float *x;
+  int ldx;
+  const int32_t *w_packed;
+  const void *scales;
+  const int32_t *zero_points;
+  float *y;
+  int ldy;
+  int M, N, K, group, accumulate;
+} klc_w4a16_args;
+KLC_API int klc_w4a16_gemv(klc_ctx *ctx, const klc_w4a16_args *args);
+/* Milliseconds per call of klc_w4a16_gemv over `iters` back-to-back calls after one warm-up (CUDA events). */
+KLC_API int klc_w4a16_time(klc_ctx *ctx, const klc_w4a16_args *args, int iters, float *ms_per_call);
+
 #ifdef __cplusplus
 }
 #endif

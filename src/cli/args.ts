@@ -4,6 +4,7 @@ import { UserError } from '../common/errors';
 import { resolve } from 'node:path';
 import type { BackendName } from '../engine/api';
 import type { DummySpec } from '../engine/model/model';
+import { LOAD_QUANTIZATIONS, type LoadQuantization } from '../engine/model/quant/presets';
 
 type Options = NonNullable<ParseArgsConfig['options']>;
 
@@ -80,3 +81,11 @@ export function dummyOption(values: Parsed['values']): DummySpec | undefined {
   if (!configFile) throw new UserError('--load-format dummy needs --model-config FILE (a config.json, e.g. assets/configs/kimi-linear-48b-a3b-instruct.json)');
   return { configFile: resolve(configFile), seed: intOption(values, 'seed', 0) ?? 0 };
 }
+
+export function quantizationOption(values: Parsed['values']): LoadQuantization {
+  const v = (values.quantization as string | undefined) ?? 'none';
+  if (!(LOAD_QUANTIZATIONS as readonly string[]).includes(v)) throw new UserError(`--quantization must be one of ${LOAD_QUANTIZATIONS.join(', ')}, got '${v}'`);
+  return v as LoadQuantization;
+}
+
+export const quantizationUsage = '  --quantization Q    none | int4 | int8 | fp8: quantize a bf16 checkpoint\'s weights at load (default none)\n';

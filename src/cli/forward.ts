@@ -10,14 +10,14 @@ import { UserError } from '../common/errors';
 import { loadModel } from '../engine/model/model';
 import { writeSafetensors, type TensorToWrite } from '../engine/model/safetensors';
 import { openStateFile, writeStateFile } from '../engine/state/state-file';
-import { backendOption, backendUsage, dummyOption, intOption, parseCommandArgs, weightOptions, weightUsage } from './args';
+import { backendOption, backendUsage, dummyOption, intOption, parseCommandArgs, quantizationOption, quantizationUsage, weightOptions, weightUsage } from './args';
 
-const USAGE = `usage: klc forward (--model DIR | --load-format dummy --model-config FILE) --input-ids IDS.json --out OUT.safetensors [--split N] [--backend B]
+const USAGE = `usage: klc forward (--model DIR | --load-format dummy --model-config FILE) --input-ids IDS.json --out OUT.safetensors [--split N] [--backend B] [--quantization Q]
 
   IDS.json is an array of token-id arrays; OUT gets float32 logits.<i> of shape [T_i, vocab].
   --model DIR         checkpoint folder (config.json + *.safetensors; tokenizer files not needed)
   --split N           run N tokens, save and restore the state, run the rest from it
-${backendUsage}${weightUsage}`;
+${backendUsage}${weightUsage}${quantizationUsage}`;
 
 export async function readIdsFile(file: string, vocab: number): Promise<number[][]> {
   let json: unknown;
@@ -41,7 +41,7 @@ export async function readIdsFile(file: string, vocab: number): Promise<number[]
 export async function run(argv: string[]): Promise<void> {
   const { values } = parseCommandArgs(
     argv,
-    { model: { type: 'string' }, 'input-ids': { type: 'string' }, out: { type: 'string' }, split: { type: 'string' }, backend: { type: 'string' }, ...weightOptions },
+    { model: { type: 'string' }, 'input-ids': { type: 'string' }, out: { type: 'string' }, split: { type: 'string' }, backend: { type: 'string' }, ...weightOptions, quantization: { type: 'string' } },
     USAGE,
     false,
   );
@@ -50,7 +50,7 @@ export async function run(argv: string[]): Promise<void> {
     if (!values[required]) throw new UserError(`--${required} is required. Run 'klc forward --help' for the options.`);
   }
   const split = intOption(values, 'split', 0);
-  const model = await loadModel(dummy ? dummy.configFile : resolve(values.model as string), { backend: backendOption(values), dummy });
+  const model = await loadModel(dummy ? dummy.configFile : resolve(values.model as string), { backend: backendOption(values), dummy, quantization: quantizationOption(values) });
   const sequences = await readIdsFile(resolve(values['input-ids'] as string), model.config.vocabSize);
   const vocab = model.config.vocabSize;
   const tensors: TensorToWrite[] = [];

@@ -2,13 +2,19 @@
  * A Kimi Linear checkpoint folder in the published Hugging Face layout: `model.safetensors`, or
  * shards listed by `model.safetensors.index.json`. Opening checks every header and that the
  * tensor names and shapes are exactly those the config implies; tensors are then read one at a
- * time, converted to fp32, so the whole checkpoint is never in memory at once.
+ * time, converted to fp32, so the whole checkpoint is never in memory at once. A compressed-tensors
+ * checkpoint (config.json `quantization_config`) has its quantized modules dequantized on read.
  */
 import { promises as fs } from 'node:fs';
 import { join, basename } from 'node:path';
 import { UserError } from '../../common/errors';
 import type { KimiConfig } from './config';
-import { SafetensorsFile, numel, type TensorInfo } from './safetensors';
+import { CompressedLayout, isQuantizedSource, type QuantizedSource } from './quant/compressed';
+import { linearModules } from './quant/linear-modules';
+import { loadQuantizationConfig } from './quant/scheme';
+import { SafetensorsFile, numel } from './safetensors';
+import type { WeightInfo } from './weight-source';
+import { storedSource, type TensorSource } from './tensor-source';
 import { EMBED, FINAL_NORM, kdaNames, LM_HEAD, mlaNames, mlpNames, moeNames, normNames, type SwigluNames } from './weight-names';
 
 /** Accepted shapes of one tensor; the first is canonical. */
@@ -69,10 +75,11 @@ export function expectedTensors(c: KimiConfig): Map<string, ShapeOptions> {
 
 /**
  * transformers 5.17's save_pretrained writes a dense layer's MLP under `block_sparse_moe.`
- * (a reverse-rename quirk) and loads either spelling; accept it under the published name.
+ * (a reverse-rename quirk) and loads either spelling; accept it (and its quantization parameters)
+ * under the published name.
  */
-function canonicalName(name: string): string {
-  const m = /^(model\.layers\.\d+\.)block_sparse_moe\.((?:gate|up|down)_proj\.weight)$/.exec(name);
+export function canonicalName(name: string): string {
+  const m = /^(model\.layers\.\d+\.)block_sparse_moe\.((?:gate|up|down)_proj\.(?:weight\w*|input_scale))$/.exec(name);
   return m ? `${m[1]}mlp.${m[2]}` : name;
 }
 
@@ -82,8 +89,8 @@ export class Checkpoint {
   private constructor(
     readonly dir: string,
     private readonly files: SafetensorsFile[],
-    /** canonical name → the file holding it and the name inside that file */
-    private readonly where: Map<string, { file: SafetensorsFile; stored: string }>,
+    /** canonical name → how to read it */
+    private readonly where: Map<string, TensorSource>,
   ) {}
 
   /** Opens and validates `dir` against `config`. */
@@ -104,29 +111,39 @@ export class Checkpoint {
     const files: SafetensorsFile[] = [];
     try {
       for (const s of shardNames) files.push(await SafetensorsFile.open(join(dir, s)));
-      const where = new Map<string, { file: SafetensorsFile; stored: string }>();
+      const where = new Map<string, TensorSource>();
       const expected = expectedTensors(config);
+      const linear = linearModules(config, expected);
+      const quantized = await loadQuantizationConfig(dir);
+      const layout = quantized ? new CompressedLayout(quantized, linear) : null;
+      const seen = new Map<string, SafetensorsFile>();
       for (const f of files) {
         for (const t of f.header.tensors.values()) {
           const name = canonicalName(t.name);
+          const prior = seen.get(name);
+          if (prior) throw new UserError(`${f.path}: tensor "${t.name}" is also stored in ${prior.path}; a checkpoint must hold each tensor once.`, f.path);
+          seen.set(name, f);
+          if (weightMap && weightMap[t.name] !== basename(f.path)) {
+            throw new UserError(`${f.path}: holds "${t.name}", but model.safetensors.index.json maps it to ${weightMap[t.name] ?? 'no file'}.`, f.path);
+          }
+          if (layout?.claims(name)) {
+            layout.add(name, f, t.name);
+            continue;
+          }
           const shapes = expected.get(name);
           if (!shapes) throw new UserError(`${f.path}: tensor "${t.name}" is not part of this model per config.json (wrong config, or a checkpoint of another model).`, f.path);
           if (!shapes.some((s) => sameShape(s, t.shape))) {
             throw new UserError(`${f.path}: tensor "${t.name}" has shape ${JSON.stringify(t.shape)}, expected ${JSON.stringify(shapes[0])} from config.json.`, f.path);
           }
-          const prior = where.get(name);
-          if (prior) throw new UserError(`${f.path}: tensor "${t.name}" is also stored in ${prior.file.path}; a checkpoint must hold each tensor once.`, f.path);
-          if (weightMap && weightMap[t.name] !== basename(f.path)) {
-            throw new UserError(`${f.path}: holds "${t.name}", but model.safetensors.index.json maps it to ${weightMap[t.name] ?? 'no file'}.`, f.path);
-          }
-          where.set(name, { file: f, stored: t.name });
+          where.set(name, storedSource(f, t.name));
         }
       }
       if (weightMap) {
         for (const [name, shard] of Object.entries(weightMap)) {
-          if (!where.has(canonicalName(name))) throw new UserError(`${indexPath}: maps "${name}" to ${shard}, but that file has no such tensor.`, indexPath);
+          if (!seen.has(canonicalName(name))) throw new UserError(`${indexPath}: maps "${name}" to ${shard}, but that file has no such tensor.`, indexPath);
         }
       }
+      if (layout) for (const [name, source] of await layout.sources()) where.set(name, source);
       const missing = [...expected.keys()].filter((n) => !where.has(n));
       if (missing.length > 0) {
         const shown = missing.slice(0, 5).join(', ') + (missing.length > 5 ? ` and ${missing.length - 5} more` : '');
@@ -155,15 +172,22 @@ export class Checkpoint {
     return n;
   }
 
-  info(name: string): TensorInfo {
-    return this.locate(name).file.info(this.locate(name).stored);
+  /** Shape and dtype of one tensor as a plain reader would get it (a quantized weight: its dequantized shape, the scales' dtype). */
+  info(name: string): WeightInfo {
+    const s = this.locate(name);
+    return { name, dtype: s.dtype, shape: s.shape };
+  }
+
+  quantized(name: string): QuantizedSource | null {
+    const s = this.locate(name);
+    return isQuantizedSource(s) ? s : null;
   }
 
   /** Reads one tensor (published name) as fp32, flat, in its stored row-major order. */
   async tensor(name: string): Promise<Float32Array> {
-    const { file, stored } = this.locate(name);
-    const t = await file.readF32(stored);
-    if (t.length !== numel(file.info(stored).shape)) throw new Error(`tensor ${name}: size mismatch after conversion`);
+    const s = this.locate(name);
+    const t = await s.read();
+    if (t.length !== numel(s.shape)) throw new Error(`tensor ${name}: size mismatch after conversion`);
     return t;
   }
 
@@ -171,7 +195,7 @@ export class Checkpoint {
     await Promise.all(this.files.map((f) => f.close()));
   }
 
-  private locate(name: string): { file: SafetensorsFile; stored: string } {
+  private locate(name: string): TensorSource {
     const w = this.where.get(name);
     if (!w) throw new UserError(`${this.dir}: checkpoint has no tensor "${name}".`, this.dir);
     return w;

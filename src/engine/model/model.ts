@@ -19,6 +19,8 @@ import { Checkpoint } from './checkpoint';
 import { loadConfig, loadConfigFile, type KimiConfig } from './config';
 import { DummyWeights } from './dummy-weights';
 import type { WeightSource } from './weight-source';
+import { quantizeAtLoad } from './quant/at-load';
+import type { LoadQuantization } from './quant/presets';
 
 export interface PrefillOptions {
   /** Which logits to return: every position [T, vocab], the last [vocab], or none (empty). Default 'last'. */
@@ -53,6 +55,8 @@ export interface LoadOptions {
   log?: (line: string) => void;
   /** Context budget, forks, GPU memory cap and quantization the CUDA backend plans memory for. */
   memory?: MemoryBudget;
+  /** Quantize full-precision Linear weights at load (quantize, then dequantize; reference and onnx). Default 'none'. */
+  quantization?: LoadQuantization;
 }
 
 export const KDA_CHUNK = 64;
@@ -312,7 +316,8 @@ export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Mo
   const config = dummy ? await loadConfigFile(dummy.configFile) : await loadConfig(dir);
   const requested = opts.backend ?? 'auto';
   const log = opts.log ?? ((line: string) => void process.stderr.write(`${line}\n`));
-  const open = async (): Promise<WeightSource> => (dummy ? new DummyWeights(config, dummy.seed, dummy.configFile) : Checkpoint.open(dir, config));
+  const open = async (): Promise<WeightSource> =>
+    await quantizeAtLoad(dummy ? new DummyWeights(config, dummy.seed, dummy.configFile) : await Checkpoint.open(dir, config), config, opts.quantization ?? 'none');
   const checkpoint = await open();
   try {
     if (requested === 'auto' || requested === 'cuda') {

@@ -9,9 +9,9 @@ import { endianness } from 'node:os';
 import { UserError } from '../../common/errors';
 import { writeFileAtomic } from '../../common/atomic';
 
-export type Dtype = 'F64' | 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL';
+export type Dtype = 'F64' | 'F32' | 'F16' | 'BF16' | 'F8_E4M3' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL';
 
-export const DTYPE_BYTES: Record<Dtype, number> = { F64: 8, F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4, I16: 2, I8: 1, U8: 1, BOOL: 1 };
+export const DTYPE_BYTES: Record<Dtype, number> = { F64: 8, F32: 4, F16: 2, BF16: 2, F8_E4M3: 1, I64: 8, I32: 4, I16: 2, I8: 1, U8: 1, BOOL: 1 };
 
 /** A header larger than this is not a model header but a corrupt length field. */
 const MAX_HEADER_BYTES = 256 * 1024 * 1024;
@@ -235,15 +235,27 @@ async function readExactly(handle: fs.FileHandle, buf: Buffer, position: number,
   }
 }
 
-export interface TensorToWrite {
-  name: string;
-  dtype: 'F32' | 'BF16' | 'I32';
-  shape: number[];
-  data: Float32Array | Int32Array;
-}
+export type TensorToWrite =
+  | {
+      name: string;
+      dtype: 'F32' | 'BF16' | 'I32';
+      shape: number[];
+      data: Float32Array | Int32Array;
+    }
+  | {
+      /** Bytes already in the stored little-endian layout of `dtype`. */
+      name: string;
+      dtype: Dtype;
+      shape: number[];
+      data: Uint8Array;
+    };
 
 function encode(t: TensorToWrite): Buffer {
   const n = numel(t.shape);
+  if (t.data instanceof Uint8Array) {
+    if (t.data.length !== n * DTYPE_BYTES[t.dtype]) throw new Error(`writeSafetensors: "${t.name}" has ${t.data.length} bytes for ${t.dtype} ${JSON.stringify(t.shape)}`);
+    return Buffer.from(t.data.buffer, t.data.byteOffset, t.data.length);
+  }
   if (t.data.length !== n) throw new Error(`writeSafetensors: "${t.name}" has ${t.data.length} values for shape ${JSON.stringify(t.shape)}`);
   if (t.dtype === 'BF16') {
     const out = Buffer.alloc(n * 2);
@@ -264,20 +276,25 @@ function encode(t: TensorToWrite): Buffer {
   return out;
 }
 
-/** Header and data of a safetensors file, as the parts to write in order. */
-export function encodeSafetensors(tensors: TensorToWrite[], metadata: Record<string, string> = {}): Buffer[] {
+/** A tensor's entry in a header to be written: its bytes follow the previous entry's. */
+export interface HeaderEntry {
+  name: string;
+  dtype: Dtype;
+  shape: number[];
+}
+
+/** The 8-byte length and the JSON header of a file whose tensors are stored in `entries` order. */
+export function encodeHeader(entries: HeaderEntry[], metadata: Record<string, string> = {}): Buffer[] {
   const header: Record<string, unknown> = {};
   if (Object.keys(metadata).length > 0) header.__metadata__ = metadata;
-  const parts: Buffer[] = [];
   let offset = 0;
   const seen = new Set<string>();
-  for (const t of tensors) {
+  for (const t of entries) {
     if (seen.has(t.name) || t.name === '__metadata__') throw new Error(`writeSafetensors: duplicate or reserved tensor name "${t.name}"`);
     seen.add(t.name);
-    const data = encode(t);
-    header[t.name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + data.length] };
-    offset += data.length;
-    parts.push(data);
+    const bytes = numel(t.shape) * DTYPE_BYTES[t.dtype];
+    header[t.name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + bytes] };
+    offset += bytes;
   }
   let json = JSON.stringify(header);
   // Pad with spaces so the data section starts 8-byte aligned, as the reference writer does.
@@ -285,7 +302,12 @@ export function encodeSafetensors(tensors: TensorToWrite[], metadata: Record<str
   const headerBytes = Buffer.from(json, 'utf8');
   const len = Buffer.alloc(8);
   len.writeBigUInt64LE(BigInt(headerBytes.length));
-  return [len, headerBytes, ...parts];
+  return [len, headerBytes];
+}
+
+/** Header and data of a safetensors file, as the parts to write in order. */
+export function encodeSafetensors(tensors: TensorToWrite[], metadata: Record<string, string> = {}): Buffer[] {
+  return [...encodeHeader(tensors, metadata), ...tensors.map(encode)];
 }
 
 /** Writes a safetensors file atomically (temp file, then rename). */

@@ -2,7 +2,8 @@
  * Where a model's weights come from: a checkpoint folder (checkpoint.ts) or weights generated from
  * a config and a seed (dummy-weights.ts). Backends read tensors through this and never care which.
  */
-import type { TensorInfo } from './safetensors';
+import type { QuantizedSource } from './quant/compressed';
+import type { Dtype } from './safetensors';
 
 /**
  * How a device backend may generate a tensor where it lives instead of uploading it: the
@@ -15,6 +16,13 @@ export interface DeviceFill {
   scale: number;
 }
 
+/** What a plain reader sees of one weight: a quantized one has its dequantized shape and its scales' dtype. */
+export interface WeightInfo {
+  name: string;
+  dtype: Dtype;
+  shape: number[];
+}
+
 export interface WeightSource {
   /** Folder (or config file) the weights belong to, for messages. */
   readonly dir: string;
@@ -23,9 +31,11 @@ export interface WeightSource {
   /** Total number of weights. */
   readonly parameters: number;
   has(name: string): boolean;
-  info(name: string): TensorInfo;
+  info(name: string): WeightInfo;
   /** One tensor (published name) as fp32, flat, row-major. */
   tensor(name: string): Promise<Float32Array>;
+  /** Set where a weight is stored quantized (compressed-tensors): its codes and scales as stored, else null. */
+  quantized?(name: string): QuantizedSource | null;
   /** Set where the tensor can be generated on the device instead of read (dummy weights). */
   deviceFill?(name: string): DeviceFill | null;
   close(): Promise<void>;

@@ -15,7 +15,8 @@ import type { KdaLayerState, MlaLayerState } from '../../state/types';
 import type { Backend, Capture, NormSite } from '../backend';
 import { embedGraph, lmHeadGraph, mlpGraph, moeGraph, rmsnormGraph } from './ffn-graph';
 import { kdaDecodeGraph, kdaPrefillGraph } from './kda-graph';
-import { EMBED, LM_HEAD } from '../../model/weight-names';
+import { EMBED, kdaNames, LM_HEAD, mlaNames, mlpNames, moeNames } from '../../model/weight-names';
+import { attachNBits } from './nbits';
 import { readKda, readMla, readMlp, readMoe } from '../../reference/weights';
 import { mlaDecodeGraph, mlaPrefillGraph } from './mla-graph';
 import { chooseProvider, createSession, threads, type Provider } from './runtime';
@@ -81,6 +82,7 @@ export class OnnxBackend implements Backend<ort.Tensor> {
       sessions.push(made);
       return made;
     };
+    let nbits = 0;
     try {
       const layers: LayerSessions[] = [];
       for (const [i, spec] of config.layers.entries()) {
@@ -91,24 +93,35 @@ export class OnnxBackend implements Backend<ort.Tensor> {
         let decode: Session;
         if (spec.attention === 'kda') {
           const w = await readKda(checkpoint, i);
+          nbits += await attachNBits(checkpoint, kdaNames(i), w);
           prefill.set(DEFAULT_CHUNK, await track(session(kdaPrefillGraph(config, w, DEFAULT_CHUNK))));
           decode = await track(session(kdaDecodeGraph(config, w)));
         } else {
           const w = await readMla(checkpoint, i);
+          nbits += await attachNBits(checkpoint, mlaNames(i), w);
           prefill.set(0, await track(session(mlaPrefillGraph(config, w))));
           decode = await track(session(mlaDecodeGraph(config, w)));
         }
-        const ffn =
-          spec.ffn === 'moe'
-            ? await track(session(moeGraph(config, await readMoe(config, checkpoint, i))))
-            : await track(session(mlpGraph(config, await readMlp(config, checkpoint, i))));
+        let ffn: Session;
+        if (spec.ffn === 'moe') {
+          const w = await readMoe(config, checkpoint, i);
+          nbits += await attachNBits(checkpoint, moeNames(config, i), w);
+          ffn = await track(session(moeGraph(config, w)));
+        } else {
+          const w = await readMlp(config, checkpoint, i);
+          nbits += await attachNBits(checkpoint, mlpNames(config, i), w);
+          ffn = await track(session(mlpGraph(config, w)));
+        }
         layers.push({ inputNorm, postNorm, prefill, decode, ffn });
       }
       const V = config.vocabSize;
       const embed = await track(session(embedGraph(await checkpoint.tensor(EMBED), V, d)));
       const finalNorm = await track(session(rmsnormGraph(d, await checkpoint.tensor('model.norm.weight'), eps)));
       const headName = config.tieWordEmbeddings ? EMBED : LM_HEAD;
-      const head = await track(session(lmHeadGraph(await checkpoint.tensor(headName), V, d)));
+      const headWeight = await checkpoint.tensor(headName);
+      nbits += await attachNBits(checkpoint, headName, headWeight);
+      const head = await track(session(lmHeadGraph(headWeight, V, d)));
+      if (nbits > 0) log(`backend onnx: ${nbits} INT4 weights run through MatMulNBits`);
       return new OnnxBackend(config, reopen, provider, embed, finalNorm, head, layers);
     } catch (e) {
       await Promise.all(sessions.map((s) => s.release()));
@@ -277,7 +290,9 @@ export class OnnxBackend implements Backend<ort.Tensor> {
     if (have) return have;
     const checkpoint = await this.reopen();
     try {
-      const made = await createSession(kdaPrefillGraph(this.config, await readKda(checkpoint, layer), chunk), this.provider);
+      const w = await readKda(checkpoint, layer);
+      await attachNBits(checkpoint, kdaNames(layer), w);
+      const made = await createSession(kdaPrefillGraph(this.config, w, chunk), this.provider);
       sessions.set(chunk, made);
       return made;
     } finally {

@@ -7,7 +7,7 @@
  */
 import { onnx } from 'onnx-proto';
 
-export type ElemType = 'float' | 'int64' | 'bool';
+export type ElemType = 'float' | 'int64' | 'bool' | 'uint8';
 export type Dim = number | string;
 
 /** Attribute values: a plain number is an INT, {f} a FLOAT, arrays of numbers INTS, a Graph a GRAPH. */
@@ -20,7 +20,11 @@ const ELEM: Record<ElemType, onnx.TensorProto.DataType> = {
   float: onnx.TensorProto.DataType.FLOAT,
   int64: onnx.TensorProto.DataType.INT64,
   bool: onnx.TensorProto.DataType.BOOL,
+  uint8: onnx.TensorProto.DataType.UINT8,
 };
+
+/** ONNX Runtime's contrib operator domain (MatMulNBits). */
+export const CONTRIB_DOMAIN = 'com.microsoft';
 
 function valueInfo(name: string, type: ElemType, dims?: Dim[]): onnx.IValueInfoProto {
   return {
@@ -48,6 +52,8 @@ function attribute(name: string, v: Attr): onnx.IAttributeProto {
 
 class Counter {
   n = 0;
+  /** Whether any graph sharing this counter uses a com.microsoft operator. */
+  contrib = false;
 }
 
 export class Graph {
@@ -91,6 +97,15 @@ export class Graph {
     return name;
   }
 
+  /** A uint8 initializer (packed quantized weights). */
+  bytes(data: Uint8Array, dims: number[], hint = 'u8'): string {
+    const n = dims.reduce((a, b) => a * b, 1);
+    if (data.length !== n) throw new Error(`initializer ${hint}: ${data.length} bytes for shape ${JSON.stringify(dims)}`);
+    const name = this.fresh(hint);
+    this.initializers.push({ name, dims, dataType: ELEM.uint8, rawData: data });
+    return name;
+  }
+
   /** A small fp32 constant. */
   f32(values: number[] | Float32Array, dims: number[] = [values.length]): string {
     return this.weight(Float32Array.from(values), dims, 'c');
@@ -114,10 +129,17 @@ export class Graph {
     return this.opN(type, inputs, 1, attrs)[0];
   }
 
+  /** One node of ONNX Runtime's com.microsoft domain with one output. */
+  contribOp(type: string, inputs: string[], attrs: Record<string, Attr> = {}): string {
+    this.counter.contrib = true;
+    return this.opN(type, inputs, 1, attrs, CONTRIB_DOMAIN)[0];
+  }
+
   /** One node with `n` outputs. An empty input name marks an omitted optional input. */
-  opN(type: string, inputs: string[], n: number, attrs: Record<string, Attr> = {}): string[] {
+  opN(type: string, inputs: string[], n: number, attrs: Record<string, Attr> = {}, domain?: string): string[] {
     const outputs = Array.from({ length: n }, () => this.fresh(type.toLowerCase()));
     this.nodes.push({
+      ...(domain ? { domain } : {}),
       opType: type,
       input: inputs,
       output: outputs,
@@ -136,7 +158,7 @@ export class Graph {
     const model: onnx.IModelProto = {
       irVersion: onnx.Version.IR_VERSION,
       producerName: 'kimi-linear-code',
-      opsetImport: [{ domain: '', version: OPSET }],
+      opsetImport: [{ domain: '', version: OPSET }, ...(this.counter.contrib ? [{ domain: CONTRIB_DOMAIN, version: 1 }] : [])],
       graph: this.toGraphProto(name),
     };
     return onnx.ModelProto.encode(model).finish();

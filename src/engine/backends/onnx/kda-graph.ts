@@ -11,6 +11,7 @@
 import type { KimiConfig } from '../../model/config';
 import type { KdaWeights } from '../../reference/kda';
 import { Graph } from './graph';
+import { attachStacked } from './nbits';
 import { END, l2norm, linear, reshape, rmsScale, silu, slice, softplus, transpose, unsqueeze } from './ops';
 
 /** Rows of the intra-chunk sub-blocks whose last token is the exponent reference (as fla's b_gn). */
@@ -33,6 +34,7 @@ function concat(parts: Float32Array[]): Float32Array {
     out.set(p, o);
     o += p.length;
   }
+  attachStacked(parts, out);
   return out;
 }
 

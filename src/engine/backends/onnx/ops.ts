@@ -1,11 +1,22 @@
 /** Building blocks shared by the layer graphs; each adds the nodes of one formula of the spec. */
 import type { Graph } from './graph';
+import { nbitsOf } from './nbits';
 
 /** Marks "to the end of the axis" in Slice. */
 export const END = 2 ** 53 - 1;
 
-/** y = x · Wᵀ for x [rows, inDim] and a PyTorch Linear weight W [outDim, inDim]. */
+/**
+ * y = x · Wᵀ for x [rows, inDim] and a PyTorch Linear weight W [outDim, inDim]; through
+ * MatMulNBits when W carries a 4-bit packed form (nbits.ts).
+ */
 export function linear(g: Graph, x: string, W: Float32Array, outDim: number, inDim: number, hint = 'w'): string {
+  const nb = nbitsOf(W);
+  if (nb && nb.N === outDim && nb.K === inDim) {
+    const blocks = Math.ceil(inDim / nb.blockSize);
+    const inputs = [x, g.bytes(nb.packed, [outDim, blocks, nb.blockSize / 2], `${hint}_q4`), g.weight(nb.scales, [outDim, blocks], `${hint}_scales`)];
+    if (nb.zeroPoints) inputs.push(g.bytes(nb.zeroPoints, [outDim, Math.ceil(blocks / 2)], `${hint}_zp`));
+    return g.contribOp('MatMulNBits', inputs, { K: inDim, N: outDim, bits: 4, block_size: nb.blockSize });
+  }
   return g.op('Gemm', [x, g.weight(W, [outDim, inDim], hint)], { transB: 1 });
 }
 

@@ -1,0 +1,32 @@
+/**
+ * The modules of Kimi Linear that are `Linear` layers in the transformers model, hence what a
+ * compressed-tensors target "Linear" selects: every projection matrix, the experts and lm_head.
+ * The embedding, the short convolutions and the MoE router gate (a plain parameter there, and kept
+ * in full precision by vLLM) are not.
+ */
+import type { KimiConfig } from '../config';
+import { EMBED, kdaNames, moeNames } from '../weight-names';
+
+/** Module name (the weight's name without ".weight") → [rows, cols] of its weight. */
+export function linearModules(cfg: KimiConfig, expected: Map<string, number[][]>): Map<string, [number, number]> {
+  const routers = new Set(cfg.layers.flatMap((l, i) => (l.ffn === 'moe' ? [moeNames(cfg, i).router] : [])));
+  const out = new Map<string, [number, number]>();
+  for (const [name, shapes] of expected) {
+    const shape = shapes[0];
+    if (shape.length !== 2 || name === EMBED || routers.has(name) || !name.endsWith('.weight')) continue;
+    out.set(name.slice(0, -'.weight'.length), [shape[0], shape[1]]);
+  }
+  return out;
+}
+
+/**
+ * Modules `klc quantize` and quantization at load leave in full precision: lm_head and the router
+ * gates (vLLM builds them unquantized), and the KDA beta projection b_proj, which has as many rows
+ * as heads (32), fewer than vLLM's Marlin INT4/INT8 kernels accept (64), and is a negligible share
+ * of the weights.
+ */
+export function keptInFullPrecision(cfg: KimiConfig): string[] {
+  const routers = cfg.layers.flatMap((l, i) => (l.ffn === 'moe' ? [moeNames(cfg, i).router.slice(0, -'.weight'.length)] : []));
+  const bProj = cfg.layers.flatMap((l, i) => (l.attention === 'kda' ? [kdaNames(i).bProj.slice(0, -'.weight'.length)] : []));
+  return [...(cfg.tieWordEmbeddings ? [] : ['lm_head']), ...routers, ...bProj];
+}
