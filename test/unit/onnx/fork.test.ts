@@ -160,3 +160,23 @@ test('releaseState drops a state but not the rows its forks share', async () => 
   onnx.releaseState(base);
   assertSame(await continueWith(onnx, fork, 12), await continueWith(onnx, copy, 12), 'fork after its source was released', 1e-6);
 });
+
+test('forkPrefix takes the first rows of a held state (and of a fork of it) with a checkpoint KDA state', async () => {
+  const base = await longState(onnx, 300);
+  const at300 = copyOf(base);
+  await onnx.prefill(base, tokens(200, 3), { logits: 'none' });
+  const fork = onnx.forkState(base);
+  await onnx.prefill(fork, tokens(20, 4), { logits: 'none' });
+  const at520 = copyOf(fork);
+  await onnx.prefill(fork, tokens(20, 5), { logits: 'none' });
+
+  const cases: [string, SequenceState, number, SequenceState][] = [
+    ['300 rows of the source', base, 300, at300],
+    ['300 rows of a fork (inside its shared prefix)', fork, 300, at300],
+    ['520 rows of a fork (its shared prefix and some of its own rows)', fork, 520, at520],
+  ];
+  for (const [what, from, n, kda] of cases) {
+    const got = await continueWith(onnx, onnx.forkPrefix(from, n, copyOf(kda)), 14);
+    assertSame(got, await continueWith(onnx, copyOf(kda), 14), what, 1e-6);
+  }
+});

@@ -209,27 +209,25 @@ export class OnnxBackend implements Backend<ort.Tensor> {
   exportState(): void {}
 
   /**
-   * `dst` (fresh neutral arrays) continues `src`: KDA states copied, each MLA layer's host cache
-   * forked (full pages shared) and its session rows shared read-only. A fork of a state that is
-   * itself a fork shares the same prefix and copies only the rows its source appended after its
-   * own fork. Time and memory do not grow with the shared context.
+   * `dst` (fresh neutral arrays) continues the first dst.length tokens of `src`: KDA states copied
+   * (unless only the 'latent' parts are asked for), each MLA layer's host cache forked (full pages
+   * shared) and its session rows shared read-only. A fork of a state that is itself a fork shares
+   * the same prefix and copies only the rows its source appended after its own fork. Time and
+   * memory do not grow with the shared context.
    */
-  forkState(src: SequenceState, dst: SequenceState): void {
+  forkState(src: SequenceState, dst: SequenceState, parts: 'all' | 'latent' = 'all'): void {
+    const n = dst.length;
+    if (n > src.length) throw new Error(`forkState: ${n} rows wanted from a state of ${src.length}`);
     src.layers.forEach((ls, i) => {
       const to = dst.layers[i];
       if (ls.kind === 'kda' && to.kind === 'kda') {
+        if (parts === 'latent') return;
         to.conv.set(ls.conv);
         to.S.set(ls.S);
       } else if (ls.kind === 'mla' && to.kind === 'mla') {
         const from = this.mlaRows(ls.cache);
-        to.cache = ls.cache.fork();
-        const w = ls.cache.width;
-        const fork: MlaRows =
-          from.shared.length === 0
-            ? { shared: from.own.subarray(0, from.ownLength * w), own: new Float32Array(FORK_ROOM * w), ownLength: 0 }
-            : { shared: from.shared, own: new Float32Array(Math.max(from.ownLength, FORK_ROOM) * w), ownLength: from.ownLength };
-        fork.own.set(from.own.subarray(0, fork.ownLength * w));
-        this.latents.set(to.cache, fork);
+        to.cache = ls.cache.prefix(n);
+        this.latents.set(to.cache, forkRows(from, n, ls.cache.width));
       } else {
         throw new Error(`forkState: layer ${i} kinds differ`);
       }
@@ -360,4 +358,17 @@ function appendOwn(c: MlaRows, rows: Float32Array, n: number, w: number): void {
   }
   c.own.set(rows.subarray(0, n * w), c.ownLength * w);
   c.ownLength += n;
+}
+
+/** Session rows for a fork of the first n rows of `from`: the longest prefix that lies in one array is shared, the rest copied. */
+function forkRows(from: MlaRows, n: number, w: number): MlaRows {
+  const sharedRows = from.shared.length / w;
+  if (sharedRows === 0 || n <= sharedRows) {
+    const source = sharedRows === 0 ? from.own : from.shared;
+    return { shared: source.subarray(0, n * w), own: new Float32Array(FORK_ROOM * w), ownLength: 0 };
+  }
+  const ownLength = n - sharedRows;
+  const own = new Float32Array(Math.max(ownLength, FORK_ROOM) * w);
+  own.set(from.own.subarray(0, ownLength * w));
+  return { shared: from.shared, own, ownLength };
 }
