@@ -56,7 +56,7 @@ test('group-limited routing is refused with the config file named', async () => 
   await assert.rejects(loadModel(dir, { backend: 'onnx', log: () => {} }), (e: Error) => isUserError(e) && /num_expert_group = 2/.test(e.message) && e.message.includes(dir));
 });
 
-test('forked states decode independently: the contiguous MLA cache copy follows each fork', async () => {
+test("forked states decode independently: each fork's MLA rows follow it", async () => {
   const onnx = await loadModel(TINY_DIR, { backend: 'onnx', log: () => {} });
   const ref = await loadModel(TINY_DIR, { backend: 'reference' });
   try {

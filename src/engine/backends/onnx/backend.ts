@@ -3,7 +3,9 @@
  * graphs in this folder. Sessions are created once at load, layer by layer (only one layer's
  * weights are in the JS heap at a time; the session holds them as initializers from then on), and
  * reused for every call. Activations are CPU ort.Tensors; the KDA state and the MLA latent cache
- * stay the neutral host arrays, fed to each run and updated from its outputs.
+ * stay the neutral host arrays, fed to each run and updated from its outputs. The MLA sessions
+ * read the latent rows from contiguous arrays kept beside the host cache (MlaRows), which forks
+ * share instead of copying.
  */
 import { totalmem } from 'node:os';
 import * as ort from 'onnxruntime-node';
@@ -11,7 +13,7 @@ import { UserError } from '../../../common/errors';
 import type { KimiConfig } from '../../model/config';
 import type { WeightSource } from '../../model/weight-source';
 import type { LatentCache } from '../../state/latent-cache';
-import type { KdaLayerState, MlaLayerState } from '../../state/types';
+import type { KdaLayerState, MlaLayerState, SequenceState } from '../../state/types';
 import type { Backend, Capture, NormSite } from '../backend';
 import { embedGraph, lmHeadGraph, mlpGraph, moeGraph, rmsnormGraph } from './ffn-graph';
 import { kdaDecodeGraph, kdaPrefillGraph } from './kda-graph';
@@ -23,10 +25,20 @@ import { chooseProvider, createSession, threads, type Provider } from './runtime
 
 type Session = ort.InferenceSession;
 
-interface ContiguousRows {
-  rows: Float32Array;
-  length: number;
+/**
+ * The latent rows of one MLA cache as the sessions read them: `shared`, a read-only view of rows
+ * of the state this one was forked from (never copied, never written: that state only appends
+ * past the fork point or into a new buffer), then `own`, the rows this state appended itself, in
+ * a buffer with room to grow. A state that is not a fork has no shared rows.
+ */
+interface MlaRows {
+  shared: Float32Array;
+  own: Float32Array;
+  ownLength: number;
 }
+
+/** Rows of room a fork's own buffer starts with (a question's prompt and answer; it doubles past that). */
+const FORK_ROOM = 256;
 
 interface LayerSessions {
   inputNorm: Session;
@@ -43,8 +55,8 @@ const DEFAULT_CHUNK = 64;
 export class OnnxBackend implements Backend<ort.Tensor> {
   readonly name = 'onnx';
   readonly device: string;
-  /** Contiguous copies of MLA latent caches; a forked or restored state brings a new cache object. */
-  private readonly latents = new WeakMap<LatentCache, ContiguousRows>();
+  /** The sessions' rows of each MLA latent cache; a forked or restored state brings a new cache object. */
+  private readonly latents = new WeakMap<LatentCache, MlaRows>();
 
   private constructor(
     readonly config: KimiConfig,
@@ -204,9 +216,60 @@ export class OnnxBackend implements Backend<ort.Tensor> {
     return (await this.head.run({ x: input })).y.data as Float32Array;
   }
 
-  // Runs compute on the neutral state arrays directly: there is no separate copy to sync.
+  // KDA runs on the neutral arrays directly and every MLA row is appended to the host cache as it
+  // is made: there is nothing to sync. A restored cache's rows are copied for the sessions on first use.
   importState(): void {}
   exportState(): void {}
+
+  /**
+   * `dst` (fresh neutral arrays) continues the first dst.length tokens of `src`: KDA states copied
+   * (unless only the 'latent' parts are asked for), each MLA layer's host cache forked (full pages
+   * shared) and its session rows shared read-only. A fork of a state that is itself a fork shares
+   * the same prefix and copies only the rows its source appended after its own fork. Time and
+   * memory do not grow with the shared context.
+   */
+  forkState(src: SequenceState, dst: SequenceState, parts: 'all' | 'latent' = 'all'): void {
+    const n = dst.length;
+    if (n > src.length) throw new Error(`forkState: ${n} rows wanted from a state of ${src.length}`);
+    src.layers.forEach((ls, i) => {
+      const to = dst.layers[i];
+      if (ls.kind === 'kda' && to.kind === 'kda') {
+        if (parts === 'latent') return;
+        to.conv.set(ls.conv);
+        to.S.set(ls.S);
+      } else if (ls.kind === 'mla' && to.kind === 'mla') {
+        const from = this.mlaRows(ls.cache);
+        to.cache = ls.cache.prefix(n);
+        this.latents.set(to.cache, forkRows(from, n, ls.cache.width));
+      } else {
+        throw new Error(`forkState: layer ${i} kinds differ`);
+      }
+    });
+  }
+
+  /** Drops the session rows of `state` now; rows a fork of it shares stay while that fork lives. */
+  releaseState(state: SequenceState): void {
+    for (const ls of state.layers) if (ls.kind === 'mla') this.latents.delete(ls.cache);
+  }
+
+  /**
+   * Bytes of the arrays this backend computes on for `state`: `shared` are read from the state it
+   * was forked from, `private` belong to this state alone (own rows with their room, KDA states).
+   */
+  stateBytes(state: SequenceState): { shared: number; private: number } {
+    let shared = 0;
+    let own = 0;
+    for (const ls of state.layers) {
+      if (ls.kind === 'kda') {
+        own += ls.conv.byteLength + ls.S.byteLength;
+      } else {
+        const rows = this.mlaRows(ls.cache);
+        shared += rows.shared.byteLength;
+        own += rows.own.byteLength;
+      }
+    }
+    return { shared, private: own };
+  }
 
   async dispose(): Promise<void> {
     const all = [this.embedSession, this.finalNorm, this.head, ...this.layers.flatMap((l) => [l.inputNorm, l.postNorm, l.decode, l.ffn, ...l.prefill.values()])];
@@ -232,11 +295,16 @@ export class OnnxBackend implements Backend<ort.Tensor> {
   }
 
   private async mla(session: Session, x: ort.Tensor, state: MlaLayerState): Promise<ort.Tensor> {
-    const past = this.contiguous(state.cache);
-    const out = await session.run({ x, past: new ort.Tensor('float32', past.rows.subarray(0, past.length * state.cache.width), [past.length, state.cache.width]) });
+    const w = state.cache.width;
+    const c = this.mlaRows(state.cache);
+    const out = await session.run({
+      x,
+      shared: new ort.Tensor('float32', c.shared, [c.shared.length / w, w]),
+      own: new ort.Tensor('float32', c.own.subarray(0, c.ownLength * w), [c.ownLength, w]),
+    });
     const rows = out.rows.data as Float32Array;
     state.cache.append(rows, x.dims[0]);
-    this.contiguous(state.cache);
+    appendOwn(c, rows, x.dims[0], w);
     return out.y;
   }
 
@@ -259,25 +327,19 @@ export class OnnxBackend implements Backend<ort.Tensor> {
   }
 
   /**
-   * The rows of a latent cache as one array, for the session's `past` input. Kept per cache and
-   * extended by the rows appended since, so that a decode step copies one row, not the context.
+   * The session rows of a latent cache, brought up to the host cache's length: a cache the
+   * backend has not seen (a new or restored state) or that no longer matches gets its own copy,
+   * and rows appended to the host cache since are copied once, so a decode step copies one row.
    */
-  private contiguous(cache: LatentCache): ContiguousRows {
+  private mlaRows(cache: LatentCache): MlaRows {
+    const w = cache.width;
     let c = this.latents.get(cache);
-    if (!c || c.length > cache.length) {
-      c = { rows: new Float32Array(Math.max(cache.length, 256) * cache.width), length: 0 };
+    if (!c || c.shared.length / w + c.ownLength > cache.length) {
+      c = { shared: new Float32Array(0), own: new Float32Array(Math.max(cache.length, 256) * w), ownLength: 0 };
       this.latents.set(cache, c);
     }
-    if (c.length < cache.length) {
-      const need = cache.length * cache.width;
-      if (c.rows.length < need) {
-        const grown = new Float32Array(Math.max(need, c.rows.length * 2));
-        grown.set(c.rows.subarray(0, c.length * cache.width));
-        c.rows = grown;
-      }
-      for (let t = c.length; t < cache.length; t++) c.rows.set(cache.row(t), t * cache.width);
-      c.length = cache.length;
-    }
+    const have = c.shared.length / w + c.ownLength;
+    if (have < cache.length) appendOwn(c, cache.rows(have, cache.length - have), cache.length - have, w);
     return c;
   }
 
@@ -299,4 +361,29 @@ export class OnnxBackend implements Backend<ort.Tensor> {
       await checkpoint.close();
     }
   }
+}
+
+/** Appends n rows of width w to a state's own rows, doubling their buffer when it is full. */
+function appendOwn(c: MlaRows, rows: Float32Array, n: number, w: number): void {
+  const need = (c.ownLength + n) * w;
+  if (c.own.length < need) {
+    const grown = new Float32Array(Math.max(need, c.own.length * 2));
+    grown.set(c.own.subarray(0, c.ownLength * w));
+    c.own = grown;
+  }
+  c.own.set(rows.subarray(0, n * w), c.ownLength * w);
+  c.ownLength += n;
+}
+
+/** Session rows for a fork of the first n rows of `from`: the longest prefix that lies in one array is shared, the rest copied. */
+function forkRows(from: MlaRows, n: number, w: number): MlaRows {
+  const sharedRows = from.shared.length / w;
+  if (sharedRows === 0 || n <= sharedRows) {
+    const source = sharedRows === 0 ? from.own : from.shared;
+    return { shared: source.subarray(0, n * w), own: new Float32Array(FORK_ROOM * w), ownLength: 0 };
+  }
+  const ownLength = n - sharedRows;
+  const own = new Float32Array(Math.max(ownLength, FORK_ROOM) * w);
+  own.set(from.own.subarray(0, ownLength * w));
+  return { shared: from.shared, own, ownLength };
 }
