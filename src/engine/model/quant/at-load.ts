@@ -12,11 +12,8 @@ import type { WeightInfo, WeightSource } from '../weight-source';
 import { keptInFullPrecision, linearModules } from './linear-modules';
 import { dequantize, quantize } from './matrix';
 import { presetScheme, SCHEME_OF, type LoadQuantization } from './presets';
-import { rounderFor } from './round';
+import { rounderFor, scaleDtypeFor } from './round';
 import type { QuantScheme } from './scheme';
-
-/** Scales are stored in the weight's own dtype (bf16 unless it is F16 or F32), as llm-compressor does. */
-export const scaleRounder = (dtype: WeightInfo['dtype']) => rounderFor(dtype === 'F16' || dtype === 'F32' ? dtype : 'BF16');
 
 class QuantizedAtLoad implements WeightSource {
   constructor(
@@ -50,7 +47,7 @@ class QuantizedAtLoad implements WeightSource {
     const w = await this.inner.tensor(name);
     if (!this.targets.has(name)) return w;
     const { shape, dtype } = this.inner.info(name);
-    return dequantize(quantize(w, shape[0], shape[1], this.scheme.weights, scaleRounder(dtype)));
+    return dequantize(quantize(w, shape[0], shape[1], this.scheme.weights, rounderFor(scaleDtypeFor(dtype))));
   }
 
   /** Only untouched tensors may be generated on the device: the others must go through tensor(). */

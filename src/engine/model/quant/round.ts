@@ -24,6 +24,9 @@ function toF16(x: number): number {
   return Math.sign(x) * even * step;
 }
 
+/** Scales are stored in bf16 for a bf16 weight (as llm-compressor does), else in fp32. */
+export const scaleDtypeFor = (weight: Dtype): Dtype => (weight === 'BF16' ? 'BF16' : 'F32');
+
 /** The function that rounds fp32 values to `dtype` (F32, BF16 or F16). */
 export function rounderFor(dtype: Dtype): (x: number) => number {
   if (dtype === 'BF16') return toBf16;

@@ -17,7 +17,7 @@ import { keptInFullPrecision, linearModules } from './linear-modules';
 import { quantize, scaleShape, type QuantizedMatrix } from './matrix';
 import { pack, packedShape } from './pack';
 import { presetScheme, quantizationConfigJson, type SchemeName } from './presets';
-import { rounderFor } from './round';
+import { rounderFor, scaleDtypeFor } from './round';
 import { loadQuantizationConfig, type QuantScheme } from './scheme';
 
 export interface QuantizeSummary {
@@ -25,9 +25,6 @@ export interface QuantizeSummary {
   bytesIn: number;
   bytesOut: number;
 }
-
-/** Scales are stored in bf16 for a bf16 checkpoint, else in fp32. */
-const scaleDtypeFor = (weight: Dtype): Dtype => (weight === 'BF16' ? 'BF16' : 'F32');
 
 /** The tensors that replace module `m`'s weight, in the order they are written. */
 function plannedEntries(m: string, rows: number, cols: number, scheme: QuantScheme, scaleDtype: Dtype): HeaderEntry[] {
