@@ -11,8 +11,8 @@ import type { ChatTurn, Selection } from './api';
 import type { Tokenizer } from './model/tokenizer/types';
 
 export const SYSTEM_PROMPT =
-  'You are Kimi, a coding assistant running locally. The user\'s whole repository follows: a file tree, then every file ' +
-  'under a header with its path. Answer questions about it precisely; name files as path:line so they can be opened; ' +
+  'You are Kimi, a coding assistant running locally. The user\'s whole repository follows: every file under a header ' +
+  'with its path, then a tree of all of them. Answer questions about it precisely; name files as path:line so they can be opened; ' +
   'say so when the answer is not in the repository.';
 
 export const STOP_TOKENS = ['<|im_end|>', '[EOS]', '[EOT]'];

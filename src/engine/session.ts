@@ -74,13 +74,18 @@ interface Repo {
 /** Disk allowed for the checkpoints of one workspace (they hold the KDA state, fixed-size per checkpoint). */
 export const CHECKPOINT_DISK_BUDGET = 2 * 1024 ** 3;
 
+/** Most checkpoints of one workspace, however small the model's state. */
+export const MAX_CHECKPOINTS = 1024;
+
 /**
  * Least distance in tokens between checkpoints at file boundaries: as dense as the disk budget
- * allows (so an edit re-prefills little), but never closer than 256 tokens.
+ * allows, so that an edit re-prefills at most one spacing more than the changed tail. No floor:
+ * a small workspace gets a checkpoint at every file boundary, or a change to it would re-prefill
+ * it all.
  */
 export function checkpointSpacing(totalTokens: number, checkpointBytes: number): number {
-  const count = Math.min(1024, Math.max(8, Math.floor(CHECKPOINT_DISK_BUDGET / Math.max(1, checkpointBytes))));
-  return Math.max(256, Math.ceil(totalTokens / count));
+  const count = Math.min(MAX_CHECKPOINTS, Math.max(8, Math.floor(CHECKPOINT_DISK_BUDGET / Math.max(1, checkpointBytes))));
+  return Math.max(1, Math.ceil(totalTokens / count));
 }
 
 function kdaStateBytes(state: SequenceState): number {
@@ -279,6 +284,8 @@ export class EngineSession {
     const spacing = this.opts.checkpointEvery ?? Math.max(checkpointSpacing(ids.length, kdaStateBytes(state)), this.model.backend.prefillTokens ?? 1);
     const writer = new CheckpointWriter(store, ids);
     const boundaries = fileEnds.filter((p) => p > resumedTokens && p < ids.length);
+    // The end of the last file always gets one: new files are appended there (before the index).
+    const filesEnd = fileEnds.length > 0 ? fileEnds[fileEnds.length - 1] : -1;
     let lastCheckpoint = resumedTokens;
     const prefillStart = performance.now();
     let filesDone = fileEnds.filter((p) => p <= resumedTokens).length;
@@ -288,7 +295,7 @@ export class EngineSession {
       if (signal?.aborted) throw new CancelledError();
       // A slice ends early only at the file boundary where the next checkpoint is due: stopping at
       // every file would run a GPU on a few hundred tokens at a time.
-      const nextCheckpoint = boundaries.find((b) => b > position && b - lastCheckpoint >= spacing) ?? ids.length;
+      const nextCheckpoint = boundaries.find((b) => b > position && (b - lastCheckpoint >= spacing || b === filesEnd)) ?? ids.length;
       const end = Math.min(position + slice, nextCheckpoint);
       await this.model.prefill(state, ids.subarray(position, end), { logits: 'none', slice });
       position = end;

@@ -5,7 +5,7 @@
  * rest, so the stable prefix of the context survives. Because the ranking is by bytes, files are
  * tokenized smallest first and tokenizing stops where the budget is certainly exceeded, so a
  * workspace far over budget costs little more than the budget itself. Token counts are exact:
- * every kept file and the header are measured with the real tokenizer.
+ * every kept file and the index are measured with the real tokenizer.
  */
 import { UserError } from '../common/errors';
 
@@ -14,28 +14,28 @@ export interface BudgetInput {
   bytes: readonly number[];
   /** Tokens of block i; called at most once per block, smallest blocks first. */
   measure: (i: number) => Promise<number>;
-  /** Tokens of the header listing the kept files. */
-  headerTokens: (kept: readonly boolean[]) => number;
+  /** Tokens of the index listing the kept files. */
+  indexTokens: (kept: readonly boolean[]) => number;
   maxTokens: number;
 }
 
 /** Returns the keep-mask (packing order) and the token count of every measured block. */
-export async function fitBudget({ bytes, measure, headerTokens, maxTokens }: BudgetInput): Promise<{ kept: boolean[]; tokens: (number | undefined)[] }> {
+export async function fitBudget({ bytes, measure, indexTokens, maxTokens }: BudgetInput): Promise<{ kept: boolean[]; tokens: (number | undefined)[] }> {
   const n = bytes.length;
   const tokens = new Array<number | undefined>(n).fill(undefined);
   const kept = new Array<boolean>(n).fill(false);
-  const headerNone = headerTokens(kept);
-  if (headerNone > maxTokens) {
-    throw new UserError(`the token budget of ${maxTokens} is smaller than the pack header alone (${headerNone} tokens); raise --max-tokens / kimiLinear.maxContextTokens`);
+  const indexNone = indexTokens(kept);
+  if (indexNone > maxTokens) {
+    throw new UserError(`the token budget of ${maxTokens} is smaller than the file index alone (${indexNone} tokens); raise --max-tokens / kimiLinear.maxContextTokens`);
   }
   const smallestFirst = bytes.map((_, i) => i).sort((a, b) => bytes[a] - bytes[b] || a - b);
-  // Measure the smallest files while they can still fit next to the smallest possible header.
+  // Measure the smallest files while they can still fit next to the smallest possible index.
   const measured: number[] = [];
   let sum = 0;
   for (const i of smallestFirst) {
     const t = await measure(i);
     tokens[i] = t;
-    if (sum + t + headerNone > maxTokens) break;
+    if (sum + t + indexNone > maxTokens) break;
     sum += t;
     measured.push(i);
     kept[i] = true;
@@ -48,16 +48,16 @@ export async function fitBudget({ bytes, measure, headerTokens, maxTokens }: Bud
     for (let j = 0; j < k; j++) mask[measured[measured.length - 1 - j]] = false;
     return mask;
   };
-  // The header only shrinks as files leave, so its sizes with all measured files and with none
+  // The index only shrinks as files leave, so its sizes with all measured files and with none
   // bound the fewest drops that fit; binary search between them.
-  const headerAll = headerTokens(kept);
-  if (headerAll + sum <= maxTokens) return { kept, tokens };
-  let lo = filesLeft.findIndex((f) => f + headerNone <= maxTokens);
-  let hi = filesLeft.findIndex((f) => f + headerAll <= maxTokens);
+  const indexAll = indexTokens(kept);
+  if (indexAll + sum <= maxTokens) return { kept, tokens };
+  let lo = filesLeft.findIndex((f) => f + indexNone <= maxTokens);
+  let hi = filesLeft.findIndex((f) => f + indexAll <= maxTokens);
   if (hi < 0) hi = measured.length;
   while (lo < hi) {
     const mid = (lo + hi) >> 1;
-    if (headerTokens(keptAfter(mid)) + filesLeft[mid] <= maxTokens) hi = mid;
+    if (indexTokens(keptAfter(mid)) + filesLeft[mid] <= maxTokens) hi = mid;
     else lo = mid + 1;
   }
   return { kept: keptAfter(hi), tokens };

@@ -5,7 +5,7 @@
  *
  * Pipeline: discover (discover.ts) → per file: secret and lock names, size, read, content
  * classification (classify.ts), secret redaction (secrets.ts) → order (order.ts) → render and
- * tokenize each block on its own (render.ts) → fit the budget (budget.ts) → header → manifest.
+ * tokenize each block on its own (render.ts) → fit the budget (budget.ts) → index → manifest.
  * The packed ids are the concatenation of each block's own ids, so spans are exact by
  * construction and a changed file can be re-tokenized alone.
  */
@@ -19,16 +19,19 @@ import { DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_TOKENS } from './defaults';
 import { discoverRoot, errorCode, type Candidate } from './discover';
 import { compareOrder, gitTimes, orderKey } from './order';
 import { mapPool } from './pool';
-import { displayPath, renderFileBlock, renderHeader } from './render';
+import { displayPath, renderFileBlock, renderIndex } from './render';
 import { rootNames } from './root-names';
 import { redactSecrets, secretFileByContent, secretFileByName } from './secrets';
 import type { OmitReason, OmittedFileEntry, OrderKey, PackBlock, PackedFileEntry, PackManifest, PackOptions, PackResult } from './types';
 
 export * from './types';
-export { renderFileBlock, renderHeader } from './render';
+export { renderFileBlock, renderIndex } from './render';
 
-/** Bumped whenever the packed text for the same files could change; part of every state cache key. */
-export const PACKER_VERSION = '1.0.0';
+/**
+ * Bumped whenever the packed text for the same files could change; part of every state cache key,
+ * so states saved by another version are rebuilt once. 2: the file index moved after the files.
+ */
+export const PACKER_VERSION = '2.0.0';
 
 const READ_CONCURRENCY = 32;
 /** Synchronous tokenizing yields to the event loop this often so that cancellation is noticed. */
@@ -122,23 +125,23 @@ export async function packWorkspace(options: PackOptions): Promise<PackResult> {
     }
     return blockIds[i].length;
   };
-  const headerFor = (kept: readonly boolean[]) => renderHeader(ordered.filter((_, i) => kept[i]).map((p) => p.path));
+  const indexFor = (kept: readonly boolean[]) => renderIndex(ordered.filter((_, i) => kept[i]).map((p) => p.path));
   onProgress?.({ phase: 'tokenize', done: 0, total: ordered.length });
   const { kept } = await fitBudget({
     bytes: blockBytes,
     measure,
-    headerTokens: (mask) => tokenizer.encodeOrdinary(headerFor(mask)).length,
+    indexTokens: (mask) => tokenizer.encodeOrdinary(indexFor(mask)).length,
     maxTokens,
   });
   onProgress?.({ phase: 'tokenize', done: ordered.length, total: ordered.length });
   onProgress?.({ phase: 'budget', done: 0, total: 1 });
-  const headerText = headerFor(kept);
-  const headerIds = tokenizer.encodeOrdinary(headerText);
+  const indexText = indexFor(kept);
+  const indexIds = tokenizer.encodeOrdinary(indexText);
   onProgress?.({ phase: 'budget', done: 1, total: 1 });
 
-  const blocks: PackBlock[] = [{ kind: 'header', text: headerText, start: 0, end: headerIds.length }];
+  const blocks: PackBlock[] = [];
   const files: PackedFileEntry[] = [];
-  let total = headerIds.length;
+  let total = 0;
   let bytes = 0;
   let secretsRedacted = 0;
   for (let i = 0; i < ordered.length; i++) {
@@ -157,30 +160,33 @@ export async function packWorkspace(options: PackOptions): Promise<PackResult> {
     bytes += p.bytes;
     secretsRedacted += p.redactions;
   }
+  const index = { start: total, end: total + indexIds.length };
+  blocks.push({ kind: 'index', text: indexText, ...index });
+  total = index.end;
 
   const ids = new Uint32Array(total);
-  ids.set(headerIds, 0);
-  let offset = headerIds.length;
+  let offset = 0;
   for (let i = 0; i < ordered.length; i++) {
     const block = blockIds[i];
     if (!kept[i] || !block) continue;
     ids.set(block, offset);
     offset += block.length;
   }
+  ids.set(indexIds, offset);
 
   omitted.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : a.reason < b.reason ? -1 : a.reason > b.reason ? 1 : 0));
   const omittedByReason: Partial<Record<OmitReason, number>> = {};
   for (const o of omitted) omittedByReason[o.reason] = (omittedByReason[o.reason] ?? 0) + 1;
 
   const manifest: PackManifest = {
-    version: 1,
+    version: 2,
     packerVersion: PACKER_VERSION,
     tokenizer: tokenizer.id,
     maxTokens,
     lineNumbers,
     totalTokens: total,
     roots: roots.map((path, i) => ({ name: names[i], path })),
-    header: { start: 0, end: headerIds.length },
+    index,
     files,
     omitted,
   };

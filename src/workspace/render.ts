@@ -3,8 +3,12 @@
  * can re-render one file's block after an edit and get exactly the text the packer produced.
  *
  * ```
+ * <file path="README.md">
+ * …content, always ending with a newline…
+ * </file>
+ *
  * <workspace files="3">
- * Every packed file of the workspace: this tree, then each file as <file path="…">…</file>.
+ * Every packed file above, as a tree:
  * src/
  *   main.ts
  *   util/
@@ -12,13 +16,10 @@
  * README.md
  * </workspace>
  *
- * <file path="README.md">
- * …content, always ending with a newline…
- * </file>
- *
  * ```
- * Blocks are the header then one per file, each ending with a blank line; the packed text is
- * their concatenation. With line numbers, each content line is prefixed by its right-aligned
+ * Blocks are one per file then the index, each ending with a blank line; the packed text is
+ * their concatenation. The index lists every file, so it comes last: a new, deleted or renamed
+ * file then changes the context only from that file's place on, and ingest can resume there. With line numbers, each content line is prefixed by its right-aligned
  * 1-based number and `| `. In multi-root packs every path starts with its root's name.
  */
 
@@ -32,8 +33,8 @@ function attribute(value: string): string {
   return value.replace(/&/g, '&amp;').replace(/"/g, '&quot;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
 }
 
-export function renderHeader(paths: readonly string[]): string {
-  return `<workspace files="${paths.length}">\nEvery packed file of the workspace: this tree, then each file as <file path="…">…</file>.\n${renderTree(paths)}</workspace>\n\n`;
+export function renderIndex(paths: readonly string[]): string {
+  return `<workspace files="${paths.length}">\nEvery packed file above, as a tree:\n${renderTree(paths)}</workspace>\n\n`;
 }
 
 interface Dir {

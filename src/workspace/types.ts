@@ -25,7 +25,7 @@ export interface PackOptions {
   /** Absolute folders; more than one is a multi-root workspace. */
   roots: string[];
   tokenizer: Tokenizer;
-  /** Token budget for the whole packed context, header included. Default 1,000,000. */
+  /** Token budget for the whole packed context, file index included. Default 1,000,000. */
   maxTokens?: number;
   /** Globs (fast-glob syntax, relative to each root) of files to consider; empty means every file. */
   include?: string[];
@@ -72,20 +72,21 @@ export interface OmittedFileEntry {
 }
 
 export interface PackManifest {
-  version: 1;
+  version: 2;
   packerVersion: string;
   tokenizer: string;
   maxTokens: number;
   lineNumbers: boolean;
   totalTokens: number;
   roots: { name: string; path: string }[];
-  header: { start: number; end: number };
+  /** Token span of the index (the tree of every packed file), which follows the files. */
+  index: { start: number; end: number };
   files: PackedFileEntry[];
   omitted: OmittedFileEntry[];
 }
 
 export interface PackBlock {
-  kind: 'header' | 'file';
+  kind: 'file' | 'index';
   /** Rendered path for file blocks. */
   path?: string;
   text: string;

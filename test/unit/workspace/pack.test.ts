@@ -1,12 +1,12 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { chmodSync, mkdirSync, readFileSync, symlinkSync, truncateSync, utimesSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, readFileSync, renameSync, rmSync, symlinkSync, truncateSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadTokenizer, type Tokenizer } from '../../../src/engine/model/tokenizer';
 import { isUserError } from '../../../src/common/errors';
 import { classifyContent } from '../../../src/workspace/classify';
-import { packWorkspace, PACKER_VERSION, renderFileBlock, renderHeader, type PackResult } from '../../../src/workspace';
+import { packWorkspace, PACKER_VERSION, renderFileBlock, renderIndex, type PackResult } from '../../../src/workspace';
 import { redactSecrets } from '../../../src/workspace/secrets';
 import { fake, git, makeTree, removeTree } from './fixture';
 
@@ -174,16 +174,13 @@ test('manifest spans equal re-tokenizing each file rendered from disk; ids are t
   });
   for (const lineNumbers of [false, true]) {
     const r = await packWorkspace({ roots: [root], tokenizer, lineNumbers });
-    assert.equal(r.manifest.version, 1);
+    assert.equal(r.manifest.version, 2);
     assert.equal(r.manifest.packerVersion, PACKER_VERSION);
     assert.equal(r.manifest.tokenizer, tokenizer.id);
     assert.equal(r.manifest.lineNumbers, lineNumbers);
     assert.equal(r.ids.length, r.manifest.totalTokens);
     assert.equal(r.stats.tokens, r.manifest.totalTokens);
-    const header = tokenizer.encodeOrdinary(renderHeader(r.manifest.files.map((f) => f.path)));
-    assert.deepEqual([...r.ids.slice(r.manifest.header.start, r.manifest.header.end)], header);
-    assert.equal(r.manifest.header.start, 0);
-    let expectedStart = r.manifest.header.end;
+    let expectedStart = 0;
     for (const f of r.manifest.files) {
       assert.equal(f.start, expectedStart, `${f.path} starts where the previous block ended`);
       const verdict = classifyContent(f.file, readFileSync(join(root, f.file)));
@@ -192,7 +189,10 @@ test('manifest spans equal re-tokenizing each file rendered from disk; ids are t
       assert.deepEqual([...r.ids.slice(f.start, f.end)], tokenizer.encodeOrdinary(rendered), f.path);
       expectedStart = f.end;
     }
-    assert.equal(expectedStart, r.manifest.totalTokens);
+    const index = tokenizer.encodeOrdinary(renderIndex(r.manifest.files.map((f) => f.path)));
+    assert.equal(r.manifest.index.start, expectedStart, 'the index follows the last file');
+    assert.deepEqual([...r.ids.slice(r.manifest.index.start, r.manifest.index.end)], index);
+    assert.equal(r.manifest.index.end, r.manifest.totalTokens);
     assert.equal(tokenizer.decode(r.ids), text(r));
   }
   const numbered = await packWorkspace({ roots: [root], tokenizer, lineNumbers: true });
@@ -272,8 +272,44 @@ test('an edit changes only the tail of the ids', async () => {
   assert.deepEqual(afterEdit.manifest.files.map((f) => [f.path, f.order.source]), [['b.ts', 'git'], ['c.ts', 'git'], ['a.ts', 'git-dirty']]);
   const stableEnd = afterEdit.manifest.files[1].end;
   assert.equal(before.manifest.files[1].end, stableEnd);
-  assert.deepEqual(afterEdit.ids.slice(0, stableEnd), before.ids.slice(0, stableEnd), 'header and unchanged files are a common prefix');
+  assert.deepEqual(afterEdit.ids.slice(0, stableEnd), before.ids.slice(0, stableEnd), 'unchanged files are a common prefix');
   assert.notDeepEqual(afterEdit.ids.slice(stableEnd), before.ids.slice(stableEnd));
+});
+
+/** Length of the common prefix of two id arrays. */
+function commonPrefix(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let n = 0;
+  while (n < a.length && n < b.length && a[n] === b[n]) n++;
+  return n;
+}
+
+test('a new, deleted or renamed file leaves every id before its place unchanged', async () => {
+  const root = tree({ 'a.ts': 'alpha\n', 'b.ts': 'beta\n', 'c.ts': 'gamma\n', 'd.ts': 'delta\n' });
+  git(root, ['init', '-q']);
+  git(root, ['add', 'a.ts', 'b.ts']);
+  git(root, ['commit', '-q', '-m', 'first'], 1_600_000_000);
+  git(root, ['add', 'c.ts', 'd.ts']);
+  git(root, ['commit', '-q', '-m', 'second'], 1_700_000_000);
+  const pack = () => packWorkspace({ roots: [root], tokenizer });
+  const start = (r: PackResult, path: string) => r.manifest.files.find((f) => f.path === path)!.start;
+  const before = await pack();
+  assert.deepEqual(before.manifest.files.map((f) => f.path), ['a.ts', 'b.ts', 'c.ts', 'd.ts']);
+
+  writeFileSync(join(root, 'e.ts'), 'epsilon\n');
+  const added = await pack();
+  assert.ok(commonPrefix(before.ids, added.ids) >= before.manifest.index.start, 'a new file changes nothing before the end of the old files');
+  assert.equal(start(added, 'e.ts'), before.manifest.index.start);
+
+  rmSync(join(root, 'e.ts'));
+  rmSync(join(root, 'b.ts'));
+  const deleted = await pack();
+  assert.ok(commonPrefix(before.ids, deleted.ids) >= start(before, 'b.ts'), 'a deleted file changes nothing before its place');
+
+  git(root, ['checkout', '-q', '--', 'b.ts']);
+  renameSync(join(root, 'c.ts'), join(root, 'renamed.ts'));
+  const renamed = await pack();
+  assert.ok(commonPrefix(before.ids, renamed.ids) >= start(before, 'c.ts'), 'a renamed file changes nothing before its old place');
+  assert.deepEqual(renamed.manifest.files.map((f) => f.path), ['a.ts', 'b.ts', 'd.ts', 'renamed.ts']);
 });
 
 test('multi-root: paths carry the root name, alike names are numbered, ignores apply per root', async () => {
@@ -285,7 +321,7 @@ test('multi-root: paths carry the root name, alike names are numbered, ignores a
   const f = r.manifest.files.find((x) => x.path === 'app-2/main.ts')!;
   assert.equal(f.root, join(two, 'app'));
   assert.equal(f.file, 'main.ts');
-  assert.match(r.blocks[0].text, /\napp\/\n {2}\.gitignore\n {2}main\.ts\napp-2\/\n/);
+  assert.match(r.blocks[r.blocks.length - 1].text, /\napp\/\n {2}\.gitignore\n {2}main\.ts\napp-2\/\n/);
   const nested = await packWorkspace({ roots: [join(two, 'app'), two], tokenizer });
   assert.deepEqual(packedPaths(nested), ['app/main.ts', 'app/secret-notes.md'], 'a root inside another root is packed once');
 });
@@ -303,7 +339,7 @@ test('budget: the largest files are left out as over-budget and the total fits',
   assert.deepEqual(r.manifest.omitted, [
     { path: 'huge.ts', root, reason: 'over-budget', detail: `${huge.end - huge.start} tokens; the largest files are left out to fit the budget of ${maxTokens} tokens` },
   ]);
-  assert.equal(r.blocks[0].text.includes('huge.ts'), false, 'the header lists packed files only');
+  assert.equal(r.blocks[r.blocks.length - 1].text.includes('huge.ts'), false, 'the index lists packed files only');
   const tight = await packWorkspace({ roots: [root], tokenizer, maxTokens: 120 });
   assert.ok(tight.manifest.totalTokens <= 120);
   assert.ok(tight.manifest.files.length >= 1);

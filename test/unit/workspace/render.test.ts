@@ -1,16 +1,16 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { displayPath, renderFileBlock, renderHeader, renderTree } from '../../../src/workspace/render';
+import { displayPath, renderFileBlock, renderIndex, renderTree } from '../../../src/workspace/render';
 
 test('the tree lists folders before files, each level sorted', () => {
   const tree = renderTree(['src/z.ts', 'README.md', 'src/util/a.ts', 'src/a.ts', 'docs/x.md']);
   assert.equal(tree, 'docs/\n  x.md\nsrc/\n  util/\n    a.ts\n  a.ts\n  z.ts\nREADME.md\n');
 });
 
-test('the header names the file count and wraps the tree', () => {
+test('the index names the file count and wraps the tree', () => {
   assert.equal(
-    renderHeader(['b.ts', 'a.ts']),
-    '<workspace files="2">\nEvery packed file of the workspace: this tree, then each file as <file path="…">…</file>.\na.ts\nb.ts\n</workspace>\n\n',
+    renderIndex(['b.ts', 'a.ts']),
+    '<workspace files="2">\nEvery packed file above, as a tree:\na.ts\nb.ts\n</workspace>\n\n',
   );
 });
 
