@@ -3,6 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { loadCudaBackend } from '../../src/engine/backends/cuda/loader';
+import { deviceSkip } from './device';
 
 const bf16Bits = (x: number): number => {
   const f = new Float32Array([x]);
@@ -24,10 +25,12 @@ function rng(seed: number): () => number {
 
 test('KDA prefill and decode through the Node binding match a float64 recurrence', (t) => {
   const cuda = loadCudaBackend();
-  if (!cuda.ok) {
-    t.skip(`no GPU: ${cuda.reason}`);
+  const skip = deviceSkip(cuda);
+  if (skip) {
+    t.skip(skip);
     return;
   }
+  if (!cuda.ok) assert.fail(`a GPU is present but ${cuda.reason}`);
   const { native } = cuda;
   const B = 2, T = 150, H = 2, K = 128, V = 128, nDec = 5;
   const TT = T + nDec;

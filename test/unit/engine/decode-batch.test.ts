@@ -6,10 +6,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { loadModel, type Model } from '../../../src/engine/model/model';
-import { pickToken, type TokenPick } from '../../../src/engine/sampler';
+import type { TokenPick } from '../../../src/engine/sampler';
 import type { SequenceState } from '../../../src/engine/state/types';
 import { bundledModelDir } from '../../../src/common/package-root';
 import { relError } from '../../golden/golden-data';
+import { inverseCdf, pickDistribution } from './sampling-reference';
 
 const PREFIX = Int32Array.from({ length: 37 }, (_, i) => (i * 53 + 11) % 1000);
 /** Tokens each sequence is continued with after the prefix: three different lengths. */
@@ -70,7 +71,7 @@ for (const [backend, tol] of [['reference', 1e-6], ['onnx', 1e-5]] as const) {
   });
 }
 
-test('decodeAndPick picks each row as pickToken does over its logits, within the vocabulary limit', async () => {
+test('decodeAndPick picks each row by the sampling definition over its logits, within the vocabulary limit', async () => {
   const model = await loadModel(bundledModelDir(), { backend: 'reference' });
   try {
     const { batch, single } = await sequences(model);
@@ -82,7 +83,13 @@ test('decodeAndPick picks each row as pickToken does over its logits, within the
     ];
     const got = await model.decodeAndPick(batch, STEPS[0], picks);
     const logits = await model.decodeBatch(single, STEPS[0]);
-    const want = picks.map((p, i) => pickToken(logits.subarray(i * V, (i + 1) * V), p));
+    // Independent of src/engine/sampler: a plain argmax for greedy rows, the inverse CDF of the
+    // top-k/top-p softmax (test/unit/engine/sampling-reference.ts) for the sampled one.
+    const want = picks.map((p, i) => {
+      const row = logits.subarray(i * V, i * V + Math.min(p.vocab, V));
+      if (p.temperature === 0) return row.reduce((best, x, j) => (x > row[best] ? j : best), 0);
+      return inverseCdf(pickDistribution(row, p), p.uniform);
+    });
     assert.deepEqual([...got], want);
     assert.ok(got[2] < 100);
     batch.forEach((s, i) => assertStatesEqual(model, s, single[i], 0, `sequence ${i}`));

@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { argmax, pickToken, picksAtRandom, sampleToken, seededRandom, tokenPick } from '../../../src/engine/sampler';
+import { chiSquare, inverseCdf, pickDistribution } from './sampling-reference';
 
 const logits = Float32Array.from([0.1, 2.0, 1.9, -1, 2.0]);
 
@@ -28,24 +29,48 @@ test('top-p keeps the smallest set of tokens reaching the probability mass', () 
   assert.equal(seen.size, 4);
 });
 
-test('pickToken is sampleToken with the draw passed in, and draws nothing when greedy', () => {
-  const rows = [Float32Array.from([0.5, 1.5, 1.5, -2, 0.25, 1.4]), Float32Array.from({ length: 50 }, (_, i) => Math.sin(i * 1.7) * 3)];
-  const settings = [
-    { temperature: 0.7, topP: 1, topK: 0 },
-    { temperature: 1.3, topP: 0.8, topK: 0 },
-    { temperature: 0.9, topP: 0.95, topK: 3 },
-    { temperature: 2, topP: 0.5, topK: 100 },
-  ];
+const rows = [Float32Array.from([0.5, 1.5, 1.5, -2, 0.25, 1.4]), Float32Array.from({ length: 50 }, (_, i) => Math.sin(i * 1.7) * 3)];
+const settings = [
+  { temperature: 0.7, topP: 1, topK: 0 },
+  { temperature: 1.3, topP: 0.8, topK: 0 },
+  { temperature: 0.9, topP: 0.95, topK: 3 },
+  { temperature: 2, topP: 0.5, topK: 100 },
+];
+
+test('sampled tokens follow softmax(logits / T) cut to top-k and top-p: chi-square over 20,000 seeded draws', () => {
+  const draws = 20_000;
+  for (const [r, logits] of rows.entries()) {
+    for (const [k, s] of settings.entries()) {
+      const dist = pickDistribution(logits, { ...s, vocab: logits.length });
+      const random = seededRandom(1000 + 10 * r + k);
+      const counts = new Map<number, number>();
+      for (let n = 0; n < draws; n++) {
+        const id = sampleToken(logits, { ...s, maxNewTokens: 1 }, random);
+        counts.set(id, (counts.get(id) ?? 0) + 1);
+      }
+      const support = new Set(dist.map(([id]) => id));
+      const outside = [...counts.keys()].filter((id) => !support.has(id));
+      assert.deepEqual(outside, [], `row ${r}, ${JSON.stringify(s)}: ids outside top-k/top-p were drawn`);
+      const { statistic, critical } = chiSquare(counts, dist, draws);
+      assert.ok(statistic < critical, `row ${r}, ${JSON.stringify(s)}: chi-square ${statistic.toFixed(1)} ≥ ${critical.toFixed(1)} over ${dist.length} ids`);
+    }
+  }
+});
+
+test('a pick with draw u returns the id whose cumulative probability interval holds u', () => {
+  const u = seededRandom(5);
   for (const logits of rows) {
     for (const s of settings) {
-      const random = seededRandom(11);
-      const draws = seededRandom(11);
-      for (let n = 0; n < 30; n++) {
-        const want = sampleToken(logits, { ...s, maxNewTokens: 1 }, random);
-        assert.equal(pickToken(logits, { ...s, vocab: logits.length, uniform: draws() }), want);
+      const dist = pickDistribution(logits, { ...s, vocab: logits.length });
+      for (let n = 0; n < 200; n++) {
+        const uniform = u();
+        assert.equal(pickToken(logits, { ...s, vocab: logits.length, uniform }), inverseCdf(dist, uniform), `u = ${uniform}, ${JSON.stringify(s)}`);
       }
     }
   }
+});
+
+test('greedy settings draw nothing', () => {
   assert.equal(picksAtRandom({ temperature: 0, topK: 0 }), false);
   assert.equal(picksAtRandom({ temperature: 1, topK: 1 }), false);
   assert.equal(picksAtRandom({ temperature: 0.1, topK: 0 }), true);
