@@ -20,6 +20,7 @@ import { IngestController } from './features/ingest/ingest-controller';
 import { registerKimiChatModels } from './features/lm/kimi-chat-models';
 import { registerKimiParticipant } from './features/lm/kimi-participant';
 import { REMOTE_API_KEY_SECRET, setRemoteApiKey } from './features/remote/api-key';
+import { OutsideChangeWatcher } from './features/ingest/outside-changes';
 import { StaleTracker } from './features/ingest/stale-tracker';
 import { selectModelFolder } from './features/status/model-folder';
 import { StatusBar } from './features/status/status-bar';
@@ -66,6 +67,7 @@ class Ctx implements vscode.Disposable {
     const chat = new ChatViewProvider({ extensionUri: context.extensionUri, client: this.client, state: context.workspaceState, log: this.log });
     const annotator = new Annotator(this.client, context.workspaceState, this.log);
     const lenses = new SymbolCodeLensProvider();
+    const outsideChanges = new OutsideChangeWatcher(this.log);
     this.api = {
       client: this.client,
       statusBarText: () => statusBar.text,
@@ -80,8 +82,8 @@ class Ctx implements vscode.Disposable {
       if (registered) this.disposables.push(registered);
     }
     this.disposables.push(
-      this.log, ingest, statusBar, chat, annotator, lenses,
-      new StaleTracker(this.client, ingest, this.log),
+      this.log, ingest, statusBar, chat, annotator, lenses, outsideChanges,
+      new StaleTracker(this.client, ingest, this.log, outsideChanges.onDidChange),
       vscode.window.registerWebviewViewProvider(ChatViewProvider.viewId, chat, { webviewOptions: { retainContextWhenHidden: true } }),
       vscode.languages.registerCodeLensProvider({ scheme: 'file' }, lenses),
       registerExplainCommands(chat),

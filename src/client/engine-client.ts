@@ -5,9 +5,9 @@
  * engine process.
  */
 import { Emitter, type Event } from 'vscode-jsonrpc';
-import type { AskRequest, AskResult, EngineStatus, IngestProgress, IngestResult, PackSettings } from '../engine/api';
+import type { AskRequest, AskResult, EngineStatus, IngestProgress, IngestResult, PackedFile, PackSettings } from '../engine/api';
 import {
-  askBatchRequest, askBatchText, askIngested, askRequest, askText, ingestProgress, ingestRequest, markStaleRequest, openRequest, type OpenParams, statusRequest,
+  askBatchRequest, askBatchText, askIngested, askRequest, askText, ingestProgress, ingestRequest, manifestRequest, markStaleRequest, openRequest, type OpenParams, statusRequest,
 } from '../common/engine-protocol';
 import { UserError } from '../common/errors';
 import { type BackoffPolicy, defaultBackoff, RestartBackoff } from './backoff';
@@ -198,6 +198,13 @@ export class EngineClient {
     const proc = this.proc;
     if (!proc?.running || paths.length === 0) return;
     this.noteEngine(await proc.request(markStaleRequest, { paths }));
+  }
+
+  /** The files of the context the engine ingested, with their content hashes; empty when no engine runs. */
+  async manifest(): Promise<PackedFile[]> {
+    const proc = this.proc;
+    if (!proc?.running) return [];
+    return proc.request(manifestRequest);
   }
 
   /** Stops the engine; the next request starts a fresh one with the current settings. */

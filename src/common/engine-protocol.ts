@@ -7,7 +7,7 @@
  * in the request, so that each stream is tied to exactly one request.
  */
 import { ProgressType, RequestType, RequestType0 } from 'vscode-jsonrpc';
-import type { AskRequest, AskResult, BackendName, EngineStatus, IngestProgress, IngestResult, PackSettings } from '../engine/api';
+import type { AskRequest, AskResult, BackendName, EngineStatus, IngestProgress, IngestResult, PackedFile, PackSettings } from '../engine/api';
 import type { MemoryBudget } from '../engine/plan/memory-plan';
 import type { RemoteEndpoint } from '../remote/openai-endpoint';
 
@@ -81,6 +81,8 @@ export const ingestRequest = new RequestType<IngestParams, IngestResult, EngineE
 export const askRequest = new RequestType<AskParams, AskResult, EngineErrorData>('engine/ask');
 export const askBatchRequest = new RequestType<AskBatchParams, AskResult[], EngineErrorData>('engine/askBatch');
 export const markStaleRequest = new RequestType<MarkStaleParams, EngineStatus, EngineErrorData>('engine/markStale');
+/** The files of the ingested context (empty before the first ingest). */
+export const manifestRequest = new RequestType0<PackedFile[], EngineErrorData>('engine/manifest');
 /** Releases the session; the process exits once the response is written. */
 export const shutdownRequest = new RequestType0<void, EngineErrorData>('engine/shutdown');
 

@@ -80,6 +80,17 @@ export interface AskResult {
   stopReason: 'eos' | 'max_tokens' | 'cancelled';
 }
 
+/** One file of the ingested context: what was packed from it and where it sits. */
+export interface PackedFile {
+  /** Absolute path. */
+  path: string;
+  /** Of the file's bytes as they were read for the pack. */
+  sha256: string;
+  /** Token span [start, end) of the file's block in the ingested context. */
+  start: number;
+  end: number;
+}
+
 export interface EngineStatus {
   model: { path: string; name: string; bundled: boolean; parameters: number } | null;
   backend: string;

@@ -3,7 +3,7 @@
  * workspace. EngineSession runs a local model; RemoteSession (src/remote) asks an
  * OpenAI-compatible server, sending the packed repository as a fixed prefix.
  */
-import type { AskRequest, AskResult, EngineStatus, IngestProgress, IngestResult, PackSettings } from './api';
+import type { AskRequest, AskResult, EngineStatus, IngestProgress, IngestResult, PackedFile, PackSettings } from './api';
 
 export interface RepoSession {
   status(): EngineStatus;
@@ -15,6 +15,8 @@ export interface RepoSession {
     signal?: AbortSignal,
     onAnswer?: (index: number, result: AskResult) => void,
   ): Promise<AskResult[]>;
-  markStale(changedPaths: string[]): void;
+  markStale(changedPaths: string[]): void | Promise<void>;
+  /** The files of the ingested context with their content hashes and token spans (empty before an ingest). */
+  manifest(): PackedFile[];
   dispose(): Promise<void>;
 }

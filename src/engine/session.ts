@@ -14,6 +14,7 @@ import type {
   EngineStatus,
   IngestProgress,
   IngestResult,
+  PackedFile,
   PackSettings,
   SamplingOptions,
 } from './api';
@@ -66,8 +67,8 @@ interface Repo {
   settings: PackSettings;
   ids: Int32Array;
   state: SequenceState;
-  /** Absolute paths of the packed files, in context order. */
-  files: string[];
+  /** The packed files, in context order. */
+  files: PackedFile[];
   stale: boolean;
 }
 
@@ -123,6 +124,8 @@ class CheckpointWriter {
 export class EngineSession {
   private repo: Repo | null = null;
   private ingesting = false;
+  /** Files changed while an ingest ran: it may have read them before the change. */
+  private changedWhileIngesting = false;
 
   private constructor(
     private readonly opts: SessionOptions,
@@ -193,7 +196,9 @@ export class EngineSession {
 
   /** Marks the ingested state as not reflecting these files any more; the next ingest is incremental. */
   markStale(changedPaths: string[]): void {
-    if (this.repo && changedPaths.length > 0) this.repo.stale = true;
+    if (changedPaths.length === 0) return;
+    if (this.ingesting) this.changedWhileIngesting = true;
+    if (this.repo) this.repo.stale = true;
   }
 
   private storeFor(settings: PackSettings): RepoStateStore {
@@ -208,8 +213,11 @@ export class EngineSession {
     if (!ws || ws.roots.length === 0) throw new UserError('no workspace folder to ingest: open a folder, or pass one to klc');
     if (this.ingesting) throw new UserError('an ingest is already running; wait for it or cancel it');
     this.ingesting = true;
+    this.changedWhileIngesting = false;
     try {
-      return await withMemoryAdvice(`ingesting ${ws.roots.join(', ')}`, () => this.runIngest(ws, onProgress, signal));
+      const result = await withMemoryAdvice(`ingesting ${ws.roots.join(', ')}`, () => this.runIngest(ws, onProgress, signal));
+      if (this.changedWhileIngesting && this.repo) this.repo.stale = true;
+      return result;
     } finally {
       this.ingesting = false;
     }
@@ -239,8 +247,8 @@ export class EngineSession {
     ids.set(pack.ids, preamble.length);
     ids.set(closing, preamble.length + pack.ids.length);
     const fileEnds = pack.manifest.files.map((f) => preamble.length + f.end);
-    const paths = pack.manifest.files.map((f) => join(f.root, f.file));
-    const files = paths.length;
+    const packed: PackedFile[] = pack.manifest.files.map((f) => ({ path: join(f.root, f.file), sha256: f.sha256, start: preamble.length + f.start, end: preamble.length + f.end }));
+    const files = packed.length;
     const omitted = pack.manifest.omitted.length;
     const secretsRedacted = pack.stats.secretsRedacted;
 
@@ -249,7 +257,7 @@ export class EngineSession {
     const resumed = await store.resume(ids, (ls, rows, n) => this.model.appendLatentRows(ls, rows, n), this.heldState(ws));
     if (resumed && !resumed.latentFromMemory) this.model.backend.importState(resumed.state);
     if (resumed && resumed.position === ids.length) {
-      this.replaceRepo({ settings: ws, ids, state: resumed.state, files: paths, stale: false });
+      this.replaceRepo({ settings: ws, ids, state: resumed.state, files: packed, stale: false });
       this.log(`ingest: saved state of ${ids.length} tokens is up to date`);
       const seconds = (performance.now() - started) / 1000;
       return { files, omitted, tokens: ids.length, resumedTokens: ids.length, upToDate: true, seconds, tokensPerSecond: 0, secretsRedacted };
@@ -257,7 +265,7 @@ export class EngineSession {
     const state = resumed ? resumed.state : this.model.newState();
     try {
       const from = resumed && (resumed.from === 'memory' ? 'the state in memory' : `the saved ${resumed.from}${resumed.latentFromMemory ? ' (MLA rows shared with the state in memory, not read from disk)' : ''}`);
-      return await this.prefillAndSave(ws, store, state, from || null, { ids, fileEnds, paths, files, omitted, secretsRedacted, started }, onProgress, signal);
+      return await this.prefillAndSave(ws, store, state, from || null, { ids, fileEnds, packed, files, omitted, secretsRedacted, started }, onProgress, signal);
     } catch (e) {
       // A failed or cancelled ingest leaves the repository as it was; its half-built state goes now.
       this.model.releaseState(state);
@@ -270,11 +278,11 @@ export class EngineSession {
     store: RepoStateStore,
     state: SequenceState,
     resumedFrom: string | null,
-    pack: { ids: Int32Array; fileEnds: number[]; paths: string[]; files: number; omitted: number; secretsRedacted: number; started: number },
+    pack: { ids: Int32Array; fileEnds: number[]; packed: PackedFile[]; files: number; omitted: number; secretsRedacted: number; started: number },
     onProgress: (p: IngestProgress) => void,
     signal?: AbortSignal,
   ): Promise<IngestResult> {
-    const { ids, fileEnds, paths, files, omitted, secretsRedacted, started } = pack;
+    const { ids, fileEnds, packed, files, omitted, secretsRedacted, started } = pack;
     const resumedTokens = state.length;
     if (resumedFrom) this.log(`ingest: resuming at token ${resumedTokens} of ${ids.length} from ${resumedFrom}`);
     await store.removeCheckpoints(resumedTokens);
@@ -323,7 +331,7 @@ export class EngineSession {
     onProgress({ phase: 'save', filesDone: files, filesTotal: files, tokensDone: ids.length, tokensTotal: ids.length, tokensPerSecond: 0 });
     this.model.syncState(state);
     await store.saveSnapshot(state, ids, { files, roots: ws.roots, createdAt: new Date().toISOString() }, this.model.latentReader(state));
-    this.replaceRepo({ settings: ws, ids, state, files: paths, stale: false });
+    this.replaceRepo({ settings: ws, ids, state, files: packed, stale: false });
     const computed = ids.length - resumedTokens;
     return {
       files,
@@ -366,7 +374,12 @@ export class EngineSession {
 
   /** Absolute paths of the files in the ingested context, in context order (stable files first). */
   packedFiles(): string[] {
-    return this.repo ? [...this.repo.files] : [];
+    return this.repo ? this.repo.files.map((f) => f.path) : [];
+  }
+
+  /** The files of the ingested context with their content hashes and token spans, in context order. */
+  manifest(): PackedFile[] {
+    return this.repo ? this.repo.files.map((f) => ({ ...f })) : [];
   }
 
   /** The ingested context's token ids (system turn with the packed repository), or null before an ingest. */

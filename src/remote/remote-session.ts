@@ -8,8 +8,8 @@
  * first question.
  */
 import { createHash } from 'node:crypto';
-import { resolve } from 'node:path';
-import type { AskRequest, AskResult, EngineStatus, IngestProgress, IngestResult, PackSettings } from '../engine/api';
+import { join, resolve } from 'node:path';
+import type { AskRequest, AskResult, EngineStatus, IngestProgress, IngestResult, PackedFile, PackSettings } from '../engine/api';
 import { questionText, repoClosing, repoPreamble, repoSystemContent } from '../engine/chat-template';
 import { CancelledError } from '../engine/generate';
 import type { RepoSession } from '../engine/repo-session';
@@ -42,6 +42,7 @@ interface Packed {
   system: string;
   tokens: number;
   files: number;
+  packed: PackedFile[];
   salt: string;
   stale: boolean;
 }
@@ -79,6 +80,10 @@ export class RemoteSession implements RepoSession {
         state: this.ingesting ? 'ingesting' : !this.repo ? 'none' : this.repo.stale ? 'stale' : 'ready',
       },
     };
+  }
+
+  manifest(): PackedFile[] {
+    return this.repo ? this.repo.packed.map((f) => ({ ...f })) : [];
   }
 
   markStale(changedPaths: string[]): void {
@@ -127,7 +132,9 @@ export class RemoteSession implements RepoSession {
     const warm = await streamChat(this.opts.endpoint, [{ role: 'system', content: system }, { role: 'user', content: 'Reply with OK.' }], { max_tokens: 1, temperature: 0, cache_salt: salt }, () => {}, signal);
     if (warm.cancelled) throw new CancelledError();
     const prefillSeconds = (performance.now() - prefillStart) / 1000;
-    this.repo = { settings: ws, system, tokens, files, salt, stale: false };
+    const preamble = repoPreamble(this.tokenizer).length;
+    const packed = pack.manifest.files.map((f) => ({ path: join(f.root, f.file), sha256: f.sha256, start: preamble + f.start, end: preamble + f.end }));
+    this.repo = { settings: ws, system, tokens, files, packed, salt, stale: false };
     onProgress({ phase: 'save', filesDone: files, filesTotal: files, tokensDone: tokens, tokensTotal: tokens, tokensPerSecond: 0 });
     this.log(`remote: sent the ${tokens}-token repository (${files} files) in ${prefillSeconds.toFixed(2)} s; the server counted ${warm.promptTokens ?? '?'} prompt tokens`);
     return { ...common, resumedTokens: 0, upToDate: false, seconds: (performance.now() - started) / 1000, tokensPerSecond: prefillSeconds > 0 ? tokens / prefillSeconds : 0 };

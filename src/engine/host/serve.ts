@@ -5,8 +5,8 @@
  */
 import { CancellationToken, ErrorCodes, MessageConnection, ResponseError } from 'vscode-jsonrpc';
 import {
-  askBatchRequest, askBatchText, askIngested, type AskParams, askRequest, askText, EngineErrorCode, EngineErrorData, ingestProgress, ingestRequest, markStaleRequest,
-  openRequest, shutdownRequest, statusRequest,
+  askBatchRequest, askBatchText, askIngested, type AskParams, askRequest, askText, EngineErrorCode, EngineErrorData, ingestProgress, ingestRequest, manifestRequest,
+  markStaleRequest, openRequest, shutdownRequest, statusRequest,
 } from '../../common/engine-protocol';
 import { isUserError } from '../../common/errors';
 import type { AskResult, IngestProgress } from '../api';
@@ -99,6 +99,8 @@ export function serveEngine(connection: MessageConnection, options: ServeOptions
     s.markStale(params.paths);
     return s.status();
   }));
+
+  connection.onRequest(manifestRequest, (token) => handle(token, log, async () => opened().manifest()));
 
   connection.onRequest(shutdownRequest, async () => {
     await exclusive(release);

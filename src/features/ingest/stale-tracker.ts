@@ -1,8 +1,9 @@
 /**
- * Keeps the engine's repository state honest after edits: saved, created, deleted and renamed
- * files inside the workspace mark it stale, and with kimiLinear.autoIngest the changes are
- * ingested again (incrementally: the engine resumes from its last checkpoint before the change)
- * once saves have paused for a moment.
+ * Keeps the engine's repository state honest after changes: saved, created, deleted and renamed
+ * files inside the workspace, and changes made outside the editor (OutsideChangeWatcher: another
+ * program, a git checkout, commit or pull) mark it stale, and with kimiLinear.autoIngest the
+ * changes are ingested again (incrementally: the engine resumes from its last checkpoint before
+ * the change) once changes have paused for a moment.
  */
 import * as vscode from 'vscode';
 import type { EngineClient } from '../../client/engine-client';
@@ -20,8 +21,11 @@ export class StaleTracker implements vscode.Disposable {
     private readonly client: EngineClient,
     private readonly ingest: IngestController,
     private readonly log: vscode.LogOutputChannel,
+    outsideChanges: vscode.Event<string[]>,
   ) {
     this.subscriptions.push(
+      // Already filtered by the pack's ignore rules; git's ref files lie outside the folders.
+      outsideChanges((paths) => this.stale(paths)),
       vscode.workspace.onDidSaveTextDocument((doc) => this.changed([doc.uri])),
       vscode.workspace.onDidCreateFiles((e) => this.changed(e.files)),
       vscode.workspace.onDidDeleteFiles((e) => this.changed(e.files)),
@@ -35,7 +39,10 @@ export class StaleTracker implements vscode.Disposable {
   }
 
   private changed(uris: readonly vscode.Uri[]): void {
-    const paths = uris.filter((u) => u.scheme === 'file' && vscode.workspace.getWorkspaceFolder(u)).map((u) => u.fsPath);
+    this.stale(uris.filter((u) => u.scheme === 'file' && vscode.workspace.getWorkspaceFolder(u)).map((u) => u.fsPath));
+  }
+
+  private stale(paths: string[]): void {
     if (paths.length === 0 || !vscode.workspace.isTrusted) return;
     this.client.markStale(paths).catch((e: unknown) => this.log.warn(`could not mark the state stale: ${userMessageOf(e)}`));
     if (!autoIngestOn()) return;

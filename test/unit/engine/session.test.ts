@@ -6,6 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, mkdirSync, writeFileSync, appendFileSync, readFileSync, readdirSync, utimesSync } from 'node:fs';
+import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { EngineSession } from '../../../src/engine/session';
@@ -213,4 +214,45 @@ test('ingest slices end at a file boundary only where a checkpoint is due, else 
   const often = await sliceLengths(16);
   assert.ok(often.lengths.length >= 8, `a checkpoint at every file boundary: ${often.lengths.join(', ')}`);
   assert.equal(often.lengths.reduce((a, b) => a + b, 0), often.tokens);
+});
+
+test('the manifest names every packed file with the hash of its bytes and its span in the context', async () => {
+  const root = fixture();
+  const cache = mkdtempSync(join(tmpdir(), 'klc-session-cache-'));
+  const s = await open(cache, root);
+  try {
+    assert.deepEqual(s.manifest(), []);
+    const r = await s.ingest(undefined);
+    const manifest = s.manifest();
+    assert.deepEqual(manifest.map((f) => f.path).sort(), ['README.md', 'src/greet.ts', 'src/main.ts', 'src/math.ts'].map((p) => join(root, p)).sort());
+    for (const f of manifest) assert.equal(f.sha256, createHash('sha256').update(readFileSync(f.path)).digest('hex'), f.path);
+    const { ids } = s.forkRepoState()!;
+    for (let i = 1; i < manifest.length; i++) assert.equal(manifest[i].start, manifest[i - 1].end);
+    assert.ok(manifest[0].start > 0 && manifest[manifest.length - 1].end < r.tokens, 'the files lie between the preamble and the index');
+    const text = s.tokenizer.decode(Array.from(ids.subarray(manifest[1].start, manifest[1].end)));
+    assert.ok(text.startsWith(`<file path="${manifest[1].path.slice(root.length + 1)}">\n`), text);
+  } finally {
+    await s.dispose();
+  }
+});
+
+test('a change reported while an ingest runs leaves the state stale after it', async () => {
+  const root = fixture();
+  const cache = mkdtempSync(join(tmpdir(), 'klc-session-cache-'));
+  const s = await open(cache, root);
+  try {
+    let marked = false;
+    await s.ingest(undefined, (p) => {
+      if (p.phase === 'prefill' && !marked) {
+        marked = true;
+        s.markStale([join(root, 'src/math.ts')]);
+      }
+    });
+    assert.ok(marked);
+    assert.equal(s.status().repo.state, 'stale');
+    await s.ingest(undefined);
+    assert.equal(s.status().repo.state, 'ready');
+  } finally {
+    await s.dispose();
+  }
 });

@@ -3,12 +3,20 @@
  * automatic incremental re-ingest, and Cancel Ingest (of an ingest and of the one a question started).
  */
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import * as vscode from 'vscode';
+import type { PackedFile } from '../../../src/engine/api';
 import type { KimiLinearApi } from '../../../src/extension';
 import { waitFor } from './index';
-import { ingest, kimi, lastTurn, removeDir, writeSource } from './kimi-e2e';
+import { ingest, kimi, lastTurn, removeDir, workspaceRoot, writeSource } from './kimi-e2e';
 
 const DIR = 'klc-e2e-ingest';
+const GIT_DIR = 'klc-e2e-git';
+
+const sha256 = (text: string) => createHash('sha256').update(text).digest('hex');
 
 describe('Ingest workspace', function () {
   this.timeout(300_000);
@@ -20,6 +28,7 @@ describe('Ingest workspace', function () {
 
   after(async () => {
     await removeDir(DIR);
+    await removeDir(GIT_DIR).then(undefined, () => undefined);
   });
 
   it('ingests the workspace, shows the cached tokens in the status bar, and reuses the saved state', async () => {
@@ -67,6 +76,70 @@ describe('Ingest workspace', function () {
       sub.dispose();
       await config.update('autoIngest', undefined, vscode.ConfigurationTarget.Workspace);
       await vscode.commands.executeCommand('workbench.action.closeActiveEditor');
+    }
+  });
+
+  it('a file written outside the editor marks the state stale; with autoIngest the engine packs its new content', async () => {
+    const uri = await writeSource(DIR, 'outside', 3);
+    const first = await ingest();
+    assert.ok(first);
+    const config = vscode.workspace.getConfiguration('kimiLinear');
+    await config.update('autoIngest', true, vscode.ConfigurationTarget.Workspace);
+    const shown: string[] = [];
+    const sub = api.client.onDidChangeStatus(() => shown.push(api.statusBarText()));
+    try {
+      const content = 'export const writtenOutside = "by another program";\n';
+      writeFileSync(uri.fsPath, content);
+      const entry = await waitFor('the engine to pack the new content', () => packedEntry(api, uri.fsPath), (f) => f?.sha256 === sha256(content));
+      assert.ok(entry);
+      assert.ok(shown.includes('$(history) Kimi: stale'), `stale first: ${shown.join(' | ')}`);
+      const result = api.lastIngestResult();
+      assert.ok(result && result !== first && result.resumedTokens > 0, 'the re-ingest resumed from a checkpoint');
+    } finally {
+      sub.dispose();
+      await config.update('autoIngest', undefined, vscode.ConfigurationTarget.Workspace);
+    }
+  });
+
+  it('a git checkout of another branch is noticed and the engine packs that branch\'s files', async () => {
+    const repo = join(workspaceRoot().fsPath, GIT_DIR);
+    mkdirSync(repo, { recursive: true });
+    const git = (...args: string[]) => execFileSync('git', args, {
+      cwd: repo,
+      encoding: 'utf8',
+      env: { ...process.env, GIT_AUTHOR_NAME: 't', GIT_AUTHOR_EMAIL: 't@example.com', GIT_COMMITTER_NAME: 't', GIT_COMMITTER_EMAIL: 't@example.com' },
+    }).trim();
+    const onMain = 'export const branch = "main";\n';
+    const onOther = 'export const branch = "other";\n';
+    const onlyOther = 'export const addedOnOther = true;\n';
+    git('init', '-q');
+    writeFileSync(join(repo, 'branch.ts'), onMain);
+    git('add', '.');
+    git('commit', '-q', '-m', 'main');
+    const main = git('rev-parse', '--abbrev-ref', 'HEAD');
+    git('checkout', '-q', '-b', 'other');
+    writeFileSync(join(repo, 'branch.ts'), onOther);
+    writeFileSync(join(repo, 'only-other.ts'), onlyOther);
+    git('add', '.');
+    git('commit', '-q', '-m', 'other');
+    git('checkout', '-q', main);
+
+    const first = await ingest();
+    assert.ok(first);
+    assert.equal((await packedEntry(api, join(repo, 'branch.ts')))?.sha256, sha256(onMain));
+    assert.equal(await packedEntry(api, join(repo, 'only-other.ts')), undefined);
+    const config = vscode.workspace.getConfiguration('kimiLinear');
+    await config.update('autoIngest', true, vscode.ConfigurationTarget.Workspace);
+    try {
+      git('checkout', '-q', 'other');
+      await waitFor('the engine to pack the other branch', async () => {
+        const [branch, added] = await Promise.all([packedEntry(api, join(repo, 'branch.ts')), packedEntry(api, join(repo, 'only-other.ts'))]);
+        return branch?.sha256 === sha256(onOther) && added?.sha256 === sha256(onlyOther);
+      }, Boolean);
+      const files = (await api.client.manifest()).map((f) => f.path);
+      assert.ok(!files.some((f) => f.includes(`${GIT_DIR}/.git/`)), 'git internals are never packed');
+    } finally {
+      await config.update('autoIngest', undefined, vscode.ConfigurationTarget.Workspace);
     }
   });
 
@@ -118,6 +191,10 @@ describe('Ingest workspace', function () {
     assert.doesNotMatch(api.statusBarText(), /ingesting/);
   });
 });
+
+async function packedEntry(api: KimiLinearApi, path: string): Promise<PackedFile | undefined> {
+  return (await api.client.manifest()).find((f) => f.path === path);
+}
 
 async function editAndSave(uri: vscode.Uri, line: string): Promise<void> {
   const editor = await vscode.window.showTextDocument(uri);

@@ -1,0 +1,98 @@
+/**
+ * Notices changes the editor did not make: a `git checkout`, `git pull`, a generator, another
+ * editor. One file-system watcher per workspace folder, plus watchers on git's HEAD and branch
+ * refs (also where the repository's .git lies above the folder). Changes are collected for a
+ * moment, since a checkout or a build writes many files at once; then paths that the pack's
+ * ignore rules leave out (dist/, node_modules/, *.log, .gitignore'd files…) are dropped, and what
+ * remains is reported once.
+ */
+import * as vscode from 'vscode';
+import { findGitDirs, isGitRefChange } from '../../workspace/git-dir';
+import { IgnoreRules } from '../../workspace/ignore-rules';
+
+/** How long changes are collected before they are filtered and reported. */
+export const OUTSIDE_CHANGE_DEBOUNCE_MS = 400;
+
+export class OutsideChangeWatcher implements vscode.Disposable {
+  private readonly emitter = new vscode.EventEmitter<string[]>();
+  /** Paths of files that changed and could be packed, once per burst of changes. */
+  readonly onDidChange = this.emitter.event;
+  private readonly subscriptions: vscode.Disposable[] = [];
+  private watchers: vscode.Disposable[] = [];
+  private readonly pending = new Set<string>();
+  private timer: NodeJS.Timeout | undefined;
+  private generation = 0;
+  private disposed = false;
+
+  constructor(private readonly log: vscode.LogOutputChannel) {
+    this.subscriptions.push(vscode.workspace.onDidChangeWorkspaceFolders(() => void this.watchFolders()));
+    void this.watchFolders();
+  }
+
+  dispose(): void {
+    this.disposed = true;
+    clearTimeout(this.timer);
+    for (const w of this.watchers) w.dispose();
+    for (const s of this.subscriptions) s.dispose();
+    this.emitter.dispose();
+  }
+
+  private async watchFolders(): Promise<void> {
+    const generation = ++this.generation;
+    for (const w of this.watchers) w.dispose();
+    this.watchers = [];
+    const folders = (vscode.workspace.workspaceFolders ?? []).filter((f) => f.uri.scheme === 'file');
+    const watchers: vscode.Disposable[] = folders.map((f) => this.watch(new vscode.RelativePattern(f, '**/*')));
+    for (const folder of folders) {
+      const git = await findGitDirs(folder.uri.fsPath).catch(() => undefined);
+      if (!git) continue;
+      watchers.push(this.watch(new vscode.RelativePattern(vscode.Uri.file(git.head), 'HEAD')));
+      watchers.push(this.watch(new vscode.RelativePattern(vscode.Uri.file(git.common), 'refs/heads/**')));
+    }
+    // The folders changed again while git folders were looked up: that newer call watches them.
+    if (generation !== this.generation || this.disposed) {
+      for (const w of watchers) w.dispose();
+      return;
+    }
+    this.watchers = watchers;
+  }
+
+  private watch(pattern: vscode.RelativePattern): vscode.Disposable {
+    const watcher = vscode.workspace.createFileSystemWatcher(pattern);
+    const queue = (uri: vscode.Uri) => this.queue(uri);
+    return vscode.Disposable.from(watcher, watcher.onDidCreate(queue), watcher.onDidChange(queue), watcher.onDidDelete(queue));
+  }
+
+  private queue(uri: vscode.Uri): void {
+    if (uri.scheme !== 'file') return;
+    this.pending.add(uri.fsPath);
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => {
+      this.flush().catch((e: unknown) => this.log.warn(`could not check changed files: ${e instanceof Error ? e.message : String(e)}`));
+    }, OUTSIDE_CHANGE_DEBOUNCE_MS);
+  }
+
+  private async flush(): Promise<void> {
+    const paths = [...this.pending];
+    this.pending.clear();
+    const exclude = vscode.workspace.getConfiguration('kimiLinear').get<string[]>('exclude') ?? [];
+    // Fresh rules per burst: the burst may have changed an ignore file.
+    const rules = new Map<string, IgnoreRules>();
+    const relevant: string[] = [];
+    for (const path of paths) {
+      if (isGitRefChange(path)) {
+        relevant.push(path);
+        continue;
+      }
+      const folder = vscode.workspace.getWorkspaceFolder(vscode.Uri.file(path));
+      if (!folder) continue;
+      const root = folder.uri.fsPath;
+      let r = rules.get(root);
+      if (!r) rules.set(root, (r = new IgnoreRules(root, exclude)));
+      if (await r.packable(path)) relevant.push(path);
+    }
+    if (relevant.length === 0 || this.disposed) return;
+    this.log.info(`changed outside the editor: ${relevant.length <= 3 ? relevant.join(', ') : `${relevant.length} files`}`);
+    this.emitter.fire(relevant);
+  }
+}
