@@ -20,7 +20,7 @@ import type {
 } from './api';
 import { questionTokens, repoClosing, repoPreamble, stopIds } from './chat-template';
 import { CancelledError, generate, generateBatch, type Generated } from './generate';
-import { identifyDummy, identifyModel } from './model-id';
+import { identifyModel } from './model-id';
 import { loadModel, type DummySpec, type Model } from './model/model';
 import { loadTokenizer } from './model/tokenizer';
 import type { MemoryBudget } from './plan/memory-plan';
@@ -147,7 +147,7 @@ export class EngineSession {
       // Dummy weights have no tokenizer of their own: the model folder's if one is given, else the bundled one.
       dummy ? loadTokenizer(opts.modelDir ? resolve(opts.modelDir) : undefined) : loadTokenizer(modelDir),
       loadModel(modelDir, { backend: opts.backend, dummy, memory: opts.memory }),
-      (dummy ? identifyDummy(dummy) : identifyModel(modelDir)).catch((e: Error) => {
+      identifyModel(dummy ? { kind: 'dummy', ...dummy } : { kind: 'checkpoint', dir: modelDir }, { digestCache: join(opts.cacheDir, 'weight-digests.json') }).catch((e: Error) => {
         throw new UserError(`cannot read the model folder ${modelDir}: ${e.message}. Point kimiLinear.modelPath (or --model) at a Kimi Linear checkpoint folder.`, modelDir);
       }),
     ]);

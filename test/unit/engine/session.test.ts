@@ -133,7 +133,7 @@ test('a corrupt saved state is reported and rebuilt, never used', async () => {
   const first = await s.ingest(undefined);
   const reference = await cachedLogits(s, 'What is add?');
   await s.dispose();
-  const dir = join(cache, readdirSync(cache)[0]);
+  const dir = join(cache, readdirSync(cache, { withFileTypes: true }).find((d) => d.isDirectory())!.name);
   const snap = join(dir, 'snapshot.klcs');
   const bytes = readFileSync(snap);
   bytes[bytes.length - 5] ^= 0x10;
@@ -161,7 +161,7 @@ test('a cancelled ingest stops between slices and saves nothing', async () => {
     }, controller.signal),
     (e: unknown) => e instanceof CancelledError,
   );
-  const dirs = readdirSync(cache);
+  const dirs = readdirSync(cache, { withFileTypes: true }).filter((d) => d.isDirectory()).map((d) => d.name);
   const saved = dirs.flatMap((d) => readdirSync(join(cache, d))).filter((f) => f === 'snapshot.klcs');
   assert.deepEqual(saved, []);
   assert.equal(s.status().repo.state, 'none');
