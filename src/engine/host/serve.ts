@@ -12,6 +12,7 @@ import { isUserError } from '../../common/errors';
 import type { AskResult, IngestProgress } from '../api';
 import type { RepoSession } from '../repo-session';
 import { openRepoSession } from './open-session';
+import { withCheckedParams } from './request-params';
 
 /** Ingest progress is sent at most this often; the session may report every chunk. */
 const PROGRESS_INTERVAL_MS = 100;
@@ -22,7 +23,8 @@ export interface ServeOptions {
   exit: () => void;
 }
 
-export function serveEngine(connection: MessageConnection, options: ServeOptions): void {
+export function serveEngine(rawConnection: MessageConnection, options: ServeOptions): void {
+  const connection = withCheckedParams(rawConnection);
   const { log } = options;
   let session: RepoSession | undefined;
   let queue: Promise<unknown> = Promise.resolve();
