@@ -4,7 +4,7 @@
  * rest with checkpoints at file boundaries, and saves the result; ask forks that state, so every
  * question starts from the ingested repository instead of re-reading it.
  */
-import { createHash } from 'node:crypto';
+import { createHash, randomInt } from 'node:crypto';
 import { homedir } from 'node:os';
 import { basename, join, resolve } from 'node:path';
 import type {
@@ -449,7 +449,8 @@ export class EngineSession {
 
   /** The prompt of a question after the repository, refused when it and its answer do not fit the context. */
   private askPrompt(req: AskRequest, repo: Repo): { sampling: SamplingOptions; prompt: number[] } {
-    const sampling: SamplingOptions = { ...DEFAULT_SAMPLING, ...req.sampling };
+    // Each question samples afresh unless the user fixed a seed to repeat a run.
+    const sampling: SamplingOptions = { ...DEFAULT_SAMPLING, ...req.sampling, seed: req.sampling?.seed ?? randomInt(2 ** 32) };
     const prompt = questionTokens(this.tokenizer, req.question, req.history, req.selection);
     if (repo.ids.length + prompt.length + sampling.maxNewTokens > this.maxContext) {
       throw new UserError(

@@ -256,3 +256,21 @@ test('a change reported while an ingest runs leaves the state stale after it', a
     await s.dispose();
   }
 });
+
+test('each sampled question draws a fresh seed unless one is given', async () => {
+  const root = fixture();
+  const cache = mkdtempSync(join(tmpdir(), 'klc-session-cache-'));
+  const s = await open(cache, root);
+  try {
+    await s.ingest(undefined);
+    const hot = { temperature: 2, topP: 1, topK: 0, maxNewTokens: 24 };
+    const a = await s.ask({ question: 'Say anything.', sampling: hot });
+    const b = await s.ask({ question: 'Say anything.', sampling: hot });
+    assert.notEqual(a.text, b.text, 'two unseeded answers at temperature 2 differ');
+    const c = await s.ask({ question: 'Say anything.', sampling: { ...hot, seed: 77 } });
+    const d = await s.ask({ question: 'Say anything.', sampling: { ...hot, seed: 77 } });
+    assert.equal(c.text, d.text, 'the same seed repeats the answer');
+  } finally {
+    await s.dispose();
+  }
+});
