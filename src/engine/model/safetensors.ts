@@ -42,7 +42,10 @@ export function numel(shape: readonly number[]): number {
 
 /**
  * Validates a header against the file size: JSON object, known dtypes, integer shapes,
- * dtype × shape = byte length, offsets inside the data section and no two tensors overlapping.
+ * dtype × shape = byte length, offsets inside the data section, no two tensors overlapping, and
+ * the tensors covering the data section exactly, without holes or trailing bytes, as the format
+ * requires. The last check is what catches a header length a byte or two short: the JSON still
+ * parses (headers are space-padded), but every tensor would be read shifted by those bytes.
  */
 export function parseHeader(headerBytes: Uint8Array, fileSize: number, file: string): SafetensorsHeader {
   const dataStart = 8 + headerBytes.length;
@@ -82,6 +85,14 @@ export function parseHeader(headerBytes: Uint8Array, fileSize: number, file: str
   const sorted = [...tensors.values()].filter((t) => t.end > t.begin).sort((x, y) => x.begin - y.begin);
   for (let i = 1; i < sorted.length; i++) {
     if (sorted[i].begin < sorted[i - 1].end) bad(file, `tensors "${sorted[i - 1].name}" and "${sorted[i].name}" overlap`);
+  }
+  let covered = dataStart;
+  for (const t of sorted) {
+    if (t.begin !== covered) bad(file, `${t.begin - covered} bytes before tensor "${t.name}" (at byte ${covered}) belong to no tensor`);
+    covered = t.end;
+  }
+  if (covered !== fileSize) {
+    bad(file, `${fileSize - covered} bytes after the last tensor belong to no tensor (data ends at byte ${covered}, the file has ${fileSize}); the header length or the file size is wrong`);
   }
   return { tensors, metadata, dataStart };
 }

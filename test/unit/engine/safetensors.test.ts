@@ -122,3 +122,21 @@ test('reading an integer tensor as floats names the tensor', async () => {
     await f.close();
   }
 });
+
+test('a header length one or two bytes short is refused, though the padded JSON still parses', async () => {
+  const header = Buffer.from(`${JSON.stringify({ w: { dtype: 'F32', shape: [4], data_offsets: [0, 16] } })}    `);
+  for (const short of [1, 2]) {
+    const len = Buffer.alloc(8);
+    len.writeBigUInt64LE(BigInt(header.length - short));
+    const p = join(dir, `short-${short}.safetensors`);
+    writeFileSync(p, Buffer.concat([len, header, Buffer.from(Float32Array.of(1, 2, 3, 4).buffer)]));
+    await rejects(p, new RegExp(`${short} bytes after the last tensor belong to no tensor`));
+  }
+});
+
+test('trailing bytes after the last tensor and holes between tensors are refused', async () => {
+  await rejects(rawFile('trailing.safetensors', { w: { dtype: 'F32', shape: [2], data_offsets: [0, 8] } }, 11), /3 bytes after the last tensor belong to no tensor/);
+  const h = { a: { dtype: 'F32', shape: [1], data_offsets: [0, 4] }, b: { dtype: 'F32', shape: [1], data_offsets: [8, 12] } };
+  await rejects(rawFile('hole.safetensors', h, 12), /4 bytes before tensor "b" \(at byte \d+\) belong to no tensor/);
+  await rejects(rawFile('gap-first.safetensors', { w: { dtype: 'F32', shape: [1], data_offsets: [4, 8] } }, 8), /4 bytes before tensor "w"/);
+});
