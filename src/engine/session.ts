@@ -26,7 +26,8 @@ import { loadTokenizer } from './model/tokenizer';
 import type { MemoryBudget } from './plan/memory-plan';
 import type { Tokenizer } from './model/tokenizer/types';
 import { DEFAULT_SAMPLING } from './sampler';
-import { RepoStateStore, type HeldState } from './state/repo-store';
+import { RepoStateStore, type HeldState, type Resumed } from './state/repo-store';
+import { stateMismatch } from './state/state-shape';
 import type { SequenceState } from './state/types';
 import { bundledModelDir } from '../common/package-root';
 import { UserError } from '../common/errors';
@@ -254,7 +255,7 @@ export class EngineSession {
 
     onProgress({ phase: 'restore', filesDone: 0, filesTotal: files, tokensDone: 0, tokensTotal: ids.length, tokensPerSecond: 0 });
     const store = this.storeFor(ws);
-    const resumed = await store.resume(ids, (ls, rows, n) => this.model.appendLatentRows(ls, rows, n), this.heldState(ws));
+    const resumed = await this.restore(store, ids, ws);
     if (resumed && !resumed.latentFromMemory) this.model.backend.importState(resumed.state);
     if (resumed && resumed.position === ids.length) {
       this.replaceRepo({ settings: ws, ids, state: resumed.state, files: packed, stale: false });
@@ -385,6 +386,28 @@ export class EngineSession {
   /** The ingested context's token ids (system turn with the packed repository), or null before an ingest. */
   repoIds(): Int32Array | null {
     return this.repo?.ids ?? null;
+  }
+
+  /**
+   * The longest usable saved prefix of `ids`, or null. Saved states that cannot be read or do not
+   * fit this model are reported and removed, so the ingest rebuilds them instead of failing.
+   */
+  private async restore(store: RepoStateStore, ids: Int32Array, ws: PackSettings): Promise<Resumed | null> {
+    let resumed: Resumed | null;
+    try {
+      resumed = await store.resume(ids, (ls, rows, n) => this.model.appendLatentRows(ls, rows, n), this.heldState(ws));
+    } catch (e) {
+      this.log(`saved states in ${store.dir} are unusable (${e instanceof Error ? e.message : String(e)}); rebuilding them`);
+      await store.clear();
+      return null;
+    }
+    const problem = resumed && stateMismatch(resumed.state, this.model.newState(), resumed.position);
+    if (problem) {
+      this.log(`saved ${resumed!.from} in ${store.dir} does not fit this model (${problem}); rebuilding it`);
+      await store.clear();
+      return null;
+    }
+    return resumed;
   }
 
   /** A private copy of the ingested state to continue from (MLA pages shared, copy-on-write). */

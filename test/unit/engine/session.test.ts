@@ -13,6 +13,8 @@ import { EngineSession } from '../../../src/engine/session';
 import { questionTokens } from '../../../src/engine/chat-template';
 import { prefillChunked } from '../../../src/engine/generate';
 import { CancelledError } from '../../../src/engine/generate';
+import { openStateFile, writeStateFile } from '../../../src/engine/state/state-file';
+import type { KdaLayerState } from '../../../src/engine/state/types';
 
 function fixture(): string {
   const root = mkdtempSync(join(tmpdir(), 'klc-session-ws-'));
@@ -272,5 +274,36 @@ test('each sampled question draws a fresh seed unless one is given', async () =>
     assert.equal(c.text, d.text, 'the same seed repeats the answer');
   } finally {
     await s.dispose();
+  }
+});
+
+test('a saved state that passes its checksums but does not fit the model is rebuilt, not used', async () => {
+  const root = fixture();
+  const cache = mkdtempSync(join(tmpdir(), 'klc-session-cache-'));
+  const s = await open(cache, root);
+  const first = await s.ingest(undefined);
+  const reference = await cachedLogits(s, 'What is add?');
+  await s.dispose();
+  const dir = join(cache, readdirSync(cache, { withFileTypes: true }).find((d) => d.isDirectory())!.name);
+  const snap = join(dir, 'snapshot.klcs');
+  const saved = await openStateFile(snap);
+  const [key, ids, state] = [saved.header.key, await saved.readIds(), await saved.readState()];
+  await saved.close();
+  const kda = state.layers.findIndex((l) => l.kind === 'kda');
+  const layer = state.layers[kda] as KdaLayerState;
+  state.layers[kda] = { kind: 'kda', conv: layer.conv, S: layer.S.subarray(0, layer.S.length - 8) };
+  await writeStateFile(snap, state, { key, ids });
+
+  const lines: string[] = [];
+  const t = await open(cache, root, lines);
+  try {
+    const second = await t.ingest(undefined);
+    assert.match(lines.join('\n'), new RegExp(`does not fit this model \\(layer ${kda} has ${layer.S.length - 8} recurrent-state values, the model ${layer.S.length}\\)`));
+    assert.equal(second.upToDate, false);
+    assert.equal(second.resumedTokens, 0);
+    assert.equal(second.tokens, first.tokens);
+    assert.ok(maxAbsDiff(await cachedLogits(t, 'What is add?'), reference) < 1e-5);
+  } finally {
+    await t.dispose();
   }
 });
