@@ -12,7 +12,8 @@ import { samplingFrom } from '../../client/settings';
 import type { ChatAction, ChatHistory, HostMessage, WebviewMessage } from '../../common/chat-protocol';
 import { headerOf } from './header';
 import { reduceHistory, restoreHistory, turnsForEngine } from './history';
-import { candidateFiles, packedRoots } from './file-targets';
+import { candidateFiles, firstFileInside, packedRoots } from './file-targets';
+import { parseWebviewMessage } from './webview-message';
 import { userEntryText } from './user-entry';
 
 const STOP_WORDS: Record<AskResult['stopReason'], string> = { eos: 'ended by the model', max_tokens: 'reached the token limit', cancelled: 'stopped' };
@@ -61,7 +62,12 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
     view.webview.options = { enableScripts: true, localResourceRoots: [dist, vscode.Uri.joinPath(this.deps.extensionUri, 'media')] };
     view.webview.html = this.html(view.webview, dist);
     const listeners = [
-      view.webview.onDidReceiveMessage((m: WebviewMessage) => {
+      view.webview.onDidReceiveMessage((raw: unknown) => {
+        const m = parseWebviewMessage(raw);
+        if (typeof m === 'string') {
+          this.deps.log.warn(`chat: ignored a message from the webview: ${m}`);
+          return;
+        }
         this.onMessage(m).catch((e) => this.deps.log.error(`chat: handling ${m.type} failed: ${e instanceof Error ? e.stack ?? e.message : String(e)}`));
       }),
       view.onDidDispose(() => {
@@ -241,15 +247,8 @@ export class ChatViewProvider implements vscode.WebviewViewProvider, vscode.Disp
   /** The workspace file a path in an answer names, or undefined when there is none. */
   private async resolveFile(written: string): Promise<vscode.Uri | undefined> {
     const roots = packedRoots((vscode.workspace.workspaceFolders ?? []).filter((f) => f.uri.scheme === 'file').map((f) => f.uri.fsPath));
-    for (const candidate of candidateFiles(written, roots)) {
-      const uri = vscode.Uri.file(candidate);
-      try {
-        if ((await vscode.workspace.fs.stat(uri)).type & vscode.FileType.File) return uri;
-      } catch {
-        // Not there: try the next reading of the path.
-      }
-    }
-    return undefined;
+    const file = await firstFileInside(candidateFiles(written, roots), roots);
+    return file === undefined ? undefined : vscode.Uri.file(file);
   }
 
   private async openFile(path: string, line?: number, endLine?: number, column?: number): Promise<void> {

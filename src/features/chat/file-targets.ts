@@ -4,6 +4,7 @@
  * folder name in a multi-root workspace), but models also write "./x", absolute paths or drop
  * the prefix, so each plausible reading is a candidate; the caller keeps the first that exists.
  */
+import { promises as fs } from 'node:fs';
 import { isAbsolute, join, normalize, relative, sep } from 'node:path';
 import { rootNames } from '../../workspace/root-names';
 
@@ -46,4 +47,20 @@ export function candidateFiles(written: string, roots: readonly Root[]): string[
   }
   for (const r of roots) add(r.fsPath, join(r.fsPath, ...rel.split('/')));
   return out.map((p) => p.split('/').join(sep));
+}
+
+/**
+ * The first candidate that is a regular file whose real path (symbolic links resolved, the folder's
+ * own included) lies inside a workspace folder's real path; undefined when none is. A link in the
+ * workspace that points at ~/.ssh/id_rsa is refused like the path itself would be.
+ */
+export async function firstFileInside(candidates: readonly string[], roots: readonly Root[]): Promise<string | undefined> {
+  const realRoots = (await Promise.all(roots.map((r) => fs.realpath(r.fsPath).catch(() => undefined)))).filter((r): r is string => r !== undefined);
+  for (const candidate of candidates) {
+    const real = await fs.realpath(candidate).catch(() => undefined);
+    if (!real || !realRoots.some((root) => inside(root, real))) continue;
+    const stat = await fs.stat(real).catch(() => undefined);
+    if (stat?.isFile()) return real;
+  }
+  return undefined;
 }
