@@ -2,9 +2,15 @@
  * `klc`: the headless face of the engine. Each subcommand lives in src/cli/<name>.ts and exports
  * `run(argv)`; this file only dispatches and turns errors into one line and an exit code.
  */
+import { removeUnfinishedWrites } from './common/atomic';
 import { isUserError } from './common/errors';
 
-type Command = { summary: string; load: () => Promise<{ run(argv: string[]): Promise<void> }> };
+type Command = {
+  summary: string;
+  load: () => Promise<{ run(argv: string[]): Promise<void> }>;
+  /** The command stops itself on Ctrl-C (a server shutting down in order) instead of being stopped. */
+  ownInterrupt?: true;
+};
 
 const commands: Record<string, Command> = {
   pack: { summary: 'pack workspace folders into one context and print what was packed', load: () => import('./cli/pack') },
@@ -13,7 +19,7 @@ const commands: Record<string, Command> = {
   ask: { summary: 'answer a question from the saved workspace state', load: () => import('./cli/ask') },
   bench: { summary: 'measure ingest, decode, cached time to first token and incremental re-ingest', load: () => import('./cli/bench') },
   plan: { summary: 'the GPU memory a model needs for a context and whether it fits, without a GPU', load: () => import('./cli/plan') },
-  serve: { summary: 'serve the model and workspaces over an OpenAI-compatible HTTP API', load: () => import('./cli/serve') },
+  serve: { summary: 'serve the model and workspaces over an OpenAI-compatible HTTP API', load: () => import('./cli/serve'), ownInterrupt: true },
   quantize: { summary: 'write a quantized (compressed-tensors) copy of a checkpoint', load: () => import('./cli/quantize') },
   forward: { summary: 'logits for token ids (test contract; --split checks state save/restore)', load: () => import('./cli/forward') },
 };
@@ -34,6 +40,15 @@ async function main(argv: string[]): Promise<number> {
   if (!command) {
     process.stderr.write(`klc: unknown command '${name}'. Run 'klc --help' for the list.\n`);
     return 2;
+  }
+  // Ctrl-C stops any command at once: writes under way are dropped (the files they were to
+  // replace stay whole) and the exit code says it was an interrupt.
+  if (!command.ownInterrupt) {
+    process.once('SIGINT', () => {
+      removeUnfinishedWrites();
+      process.stderr.write(`${process.stderr.isTTY ? '\r\x1b[K' : ''}klc ${name}: interrupted\n`);
+      process.exit(130);
+    });
   }
   try {
     await (await command.load()).run(rest);

@@ -51,11 +51,8 @@ export async function run(argv: string[]): Promise<void> {
   if (seed !== undefined) sampling.seed = seed;
 
   const session = await openRepoSession(values, workspace);
-  const controller = new AbortController();
-  const onSigint = () => controller.abort();
-  process.once('SIGINT', onSigint);
   try {
-    const ingest = await session.ingest(workspace, progressPrinter(), controller.signal);
+    const ingest = await session.ingest(workspace, progressPrinter());
     process.stderr.write(
       ingest.upToDate
         ? `using the saved state of ${ingest.tokens} tokens (${ingest.files} files)\n`
@@ -64,7 +61,7 @@ export async function run(argv: string[]): Promise<void> {
     const figures = (r: AskResult) =>
       `time to first token ${r.ttftMs.toFixed(0)} ms, ${r.tokens} tokens at ${r.decodeTokensPerSecond.toFixed(1)} tokens/s (${r.stopReason}, ${session.status().backend})\n`;
     if (questions.length === 1) {
-      const r = await session.ask({ question: questions[0], sampling }, (delta) => process.stdout.write(delta), controller.signal);
+      const r = await session.ask({ question: questions[0], sampling }, (delta) => process.stdout.write(delta));
       process.stdout.write('\n');
       process.stderr.write(figures(r));
     } else {
@@ -72,10 +69,9 @@ export async function run(argv: string[]): Promise<void> {
         process.stdout.write(`${i > 0 ? '\n' : ''}## ${questions[i]}\n\n${r.text}\n`);
         process.stderr.write(`[${i + 1}] ${figures(r)}`);
       });
-      await session.askBatch(questions.map((question) => ({ question, sampling })), () => undefined, controller.signal, print);
+      await session.askBatch(questions.map((question) => ({ question, sampling })), () => undefined, undefined, print);
     }
   } finally {
-    process.off('SIGINT', onSigint);
     await session.dispose();
   }
 }
