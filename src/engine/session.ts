@@ -20,6 +20,7 @@ import type {
 } from './api';
 import { questionTokens, repoClosing, repoPreamble, stopIds } from './chat-template';
 import { CancelledError, generate, generateBatch, type Generated } from './generate';
+import { anyChanged } from './changed-files';
 import { identifyModel } from './model-id';
 import { loadModel, type DummySpec, type Model } from './model/model';
 import { loadTokenizer } from './model/tokenizer';
@@ -125,8 +126,8 @@ class CheckpointWriter {
 export class EngineSession {
   private repo: Repo | null = null;
   private ingesting = false;
-  /** Files changed while an ingest ran: it may have read them before the change. */
-  private changedWhileIngesting = false;
+  /** Files reported changed while an ingest ran: checked against what it packed once it ends. */
+  private changedWhileIngesting: string[] = [];
 
   private constructor(
     private readonly opts: SessionOptions,
@@ -195,11 +196,18 @@ export class EngineSession {
     };
   }
 
-  /** Marks the ingested state as not reflecting these files any more; the next ingest is incremental. */
-  markStale(changedPaths: string[]): void {
+  /**
+   * Marks the ingested state stale when these files no longer match what was packed (the next
+   * ingest is incremental). Reports that arrive during an ingest are checked against its result.
+   */
+  async markStale(changedPaths: string[]): Promise<void> {
     if (changedPaths.length === 0) return;
-    if (this.ingesting) this.changedWhileIngesting = true;
-    if (this.repo) this.repo.stale = true;
+    if (this.ingesting) {
+      this.changedWhileIngesting.push(...changedPaths);
+      return;
+    }
+    const repo = this.repo;
+    if (repo && !repo.stale && (await anyChanged(changedPaths, repo.files))) repo.stale = true;
   }
 
   private storeFor(settings: PackSettings): RepoStateStore {
@@ -214,13 +222,15 @@ export class EngineSession {
     if (!ws || ws.roots.length === 0) throw new UserError('no workspace folder to ingest: open a folder, or pass one to klc');
     if (this.ingesting) throw new UserError('an ingest is already running; wait for it or cancel it');
     this.ingesting = true;
-    this.changedWhileIngesting = false;
+    this.changedWhileIngesting = [];
     try {
       const result = await withMemoryAdvice(`ingesting ${ws.roots.join(', ')}`, () => this.runIngest(ws, onProgress, signal));
-      if (this.changedWhileIngesting && this.repo) this.repo.stale = true;
+      const repo = this.repo;
+      if (repo && this.changedWhileIngesting.length > 0 && (await anyChanged(this.changedWhileIngesting, repo.files))) repo.stale = true;
       return result;
     } finally {
       this.ingesting = false;
+      this.changedWhileIngesting = [];
     }
   }
 

@@ -98,7 +98,7 @@ export function serveEngine(rawConnection: MessageConnection, options: ServeOpti
 
   connection.onRequest(markStaleRequest, (params, token) => handle(token, log, async () => {
     const s = opened();
-    s.markStale(params.paths);
+    await s.markStale(params.paths);
     return s.status();
   }));
 

@@ -2,6 +2,8 @@
  * EngineClient against the real engine process on the tiny checkpoint: streaming, cancellation,
  * a crash in the middle of an ingest, and a model folder that cannot be opened.
  */
+import { appendFileSync } from 'node:fs';
+import { join } from 'node:path';
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { EngineClient, type EngineClientStatus } from '../../../src/client/engine-client';
@@ -72,6 +74,9 @@ describe('EngineClient with the engine process', () => {
     assert.equal(again.upToDate, true);
     assert.equal(again.tokens, result.tokens);
 
+    await c.markStale([`${root}/src/math.ts`]);
+    assert.equal(c.lastStatus.engine?.repo.state, 'ready', 'a report of a file that still holds what was packed');
+    appendFileSync(join(root, 'src/math.ts'), '// changed\n');
     await c.markStale([`${root}/src/math.ts`]);
     assert.equal(c.lastStatus.engine?.repo.state, 'stale');
   });

@@ -5,7 +5,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, mkdirSync, writeFileSync, appendFileSync, readFileSync, readdirSync, utimesSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, writeFileSync, appendFileSync, readFileSync, readdirSync, rmSync, utimesSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -238,22 +238,50 @@ test('the manifest names every packed file with the hash of its bytes and its sp
   }
 });
 
-test('a change reported while an ingest runs leaves the state stale after it', async () => {
+test('change reports: stale only when a file differs from what was packed, also when reported during an ingest', async () => {
   const root = fixture();
   const cache = mkdtempSync(join(tmpdir(), 'klc-session-cache-'));
   const s = await open(cache, root);
   try {
-    let marked = false;
+    const math = join(root, 'src/math.ts');
+    // Reported during the ingest, changed before it read the file: the ingest packed the change.
+    let reported = false;
     await s.ingest(undefined, (p) => {
-      if (p.phase === 'prefill' && !marked) {
-        marked = true;
-        s.markStale([join(root, 'src/math.ts')]);
+      if (p.phase === 'prefill' && !reported) {
+        reported = true;
+        void s.markStale([math]);
       }
     });
-    assert.ok(marked);
+    assert.ok(reported);
+    assert.equal(s.status().repo.state, 'ready', 'a late report of content the ingest already packed');
+    await s.markStale([math, join(root, 'src/not-there.ts'), join(root, 'src/math.ts.swp')]);
+    assert.equal(s.status().repo.state, 'ready', 'unchanged, or gone and never packed');
+
+    // Changed while the ingest runs, after it read the files.
+    let changed = false;
+    appendFileSync(join(root, 'README.md'), 'more\n');
+    await s.ingest(undefined, (p) => {
+      if (p.phase === 'prefill' && !changed) {
+        changed = true;
+        appendFileSync(math, '// changed during the ingest\n');
+        void s.markStale([math]);
+      }
+    });
+    assert.ok(changed);
     assert.equal(s.status().repo.state, 'stale');
     await s.ingest(undefined);
     assert.equal(s.status().repo.state, 'ready');
+
+    writeFileSync(join(root, 'src/new.ts'), 'export const fresh = 1;\n');
+    await s.markStale([join(root, 'src/new.ts')]);
+    assert.equal(s.status().repo.state, 'stale', 'a new file');
+    await s.ingest(undefined);
+    rmSync(join(root, 'src'), { recursive: true });
+    await s.markStale([join(root, 'src')]);
+    assert.equal(s.status().repo.state, 'stale', 'a deleted folder that held packed files');
+    await s.ingest(undefined);
+    await s.markStale([join(root, '.git', 'HEAD')]);
+    assert.equal(s.status().repo.state, 'stale', 'a moved git HEAD');
   } finally {
     await s.dispose();
   }
