@@ -10,8 +10,10 @@ import * as vscode from 'vscode';
 import { findGitDirs, isGitRefChange } from '../../workspace/git-dir';
 import { IgnoreRules } from '../../workspace/ignore-rules';
 
-/** How long changes are collected before they are filtered and reported. */
+/** How long changes are collected after the last one before they are filtered and reported. */
 export const OUTSIDE_CHANGE_DEBOUNCE_MS = 400;
+/** Longest wait after the first change, so that a tool writing without pause still gets reported. */
+const OUTSIDE_CHANGE_MAX_WAIT_MS = 3000;
 
 export class OutsideChangeWatcher implements vscode.Disposable {
   private readonly emitter = new vscode.EventEmitter<string[]>();
@@ -21,6 +23,7 @@ export class OutsideChangeWatcher implements vscode.Disposable {
   private watchers: vscode.Disposable[] = [];
   private readonly pending = new Set<string>();
   private timer: NodeJS.Timeout | undefined;
+  private firstPendingAt = 0;
   private generation = 0;
   private disposed = false;
 
@@ -65,11 +68,13 @@ export class OutsideChangeWatcher implements vscode.Disposable {
 
   private queue(uri: vscode.Uri): void {
     if (uri.scheme !== 'file') return;
+    if (this.pending.size === 0) this.firstPendingAt = Date.now();
     this.pending.add(uri.fsPath);
     clearTimeout(this.timer);
+    const wait = Math.min(OUTSIDE_CHANGE_DEBOUNCE_MS, Math.max(0, this.firstPendingAt + OUTSIDE_CHANGE_MAX_WAIT_MS - Date.now()));
     this.timer = setTimeout(() => {
       this.flush().catch((e: unknown) => this.log.warn(`could not check changed files: ${e instanceof Error ? e.message : String(e)}`));
-    }, OUTSIDE_CHANGE_DEBOUNCE_MS);
+    }, wait);
   }
 
   private async flush(): Promise<void> {

@@ -11,7 +11,7 @@ export const SOURCE_FILES = [
   'node_modules/flatted/golang/pkg/flatted/flatted.go',
   'node_modules/uglify-js/tools/domprops.html',
   'node_modules/jschardet/scripts/run-workflow.sh',
-  'node_modules/@vscode/codicons/.github/workflows/codeql-analysis.yml',
+  'node_modules/reusify/.github/workflows/ci.yml',
   'node_modules/highlight.js/styles/github-dark.css',
   'node_modules/typescript/package.json',
   'node_modules/highlight.js/lib/languages/rust.js',
