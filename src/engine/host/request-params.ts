@@ -4,6 +4,8 @@
  * must be a string") instead of a crash deep in the session, and a bad engine/open never unloads
  * the model that is open.
  */
+import { promises as fs } from 'node:fs';
+import { join } from 'node:path';
 import { type MessageConnection, ResponseError } from 'vscode-jsonrpc';
 import { EngineErrorCode, type EngineErrorData } from '../../common/engine-protocol';
 import { QUANTIZATIONS } from '../plan/weights';
@@ -110,6 +112,17 @@ export function requestParamsError(method: string, params: unknown): string | un
 }
 
 /**
+ * For engine/open: a model folder that is not there, checked before the open model is released
+ * (the session reports anything deeper once it loads).
+ */
+async function openTargetError(method: string, params: unknown): Promise<string | undefined> {
+  const modelDir = method === 'engine/open' ? (params as { modelDir?: string }).modelDir : undefined;
+  if (modelDir === undefined) return undefined;
+  const found = await fs.stat(join(modelDir, 'config.json')).then((s) => s.isFile(), () => false);
+  return found ? undefined : `engine/open: ${modelDir} is not a model folder (it has no config.json); the open model stays loaded. Point kimiLinear.modelPath (or --model) at a Kimi Linear checkpoint folder.`;
+}
+
+/**
  * The connection with every request handler behind the check: a request with bad params is
  * answered with a user error and its handler never runs.
  */
@@ -122,9 +135,9 @@ export function withCheckedParams(connection: MessageConnection): MessageConnect
         if (typeof type === 'string' || !(method in PARAMS)) return target.onRequest(type as never, handler as never);
         // vscode-jsonrpc calls a handler with (token) when the request has no params, with
         // (...params, token) for positional params and with (params, token) otherwise.
-        return target.onRequest(type as never, ((...args: unknown[]) => {
+        return target.onRequest(type as never, (async (...args: unknown[]) => {
           const params = args.length === 2 ? args[0] : args.length > 2 ? args.slice(0, -1) : undefined;
-          const e = requestParamsError(method, params);
+          const e = requestParamsError(method, params) ?? (await openTargetError(method, params));
           if (e) throw new ResponseError<EngineErrorData>(EngineErrorCode.User, e, { kind: 'user' });
           return handler(...args);
         }) as never);

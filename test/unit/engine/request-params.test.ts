@@ -59,6 +59,8 @@ test('through the engine host: bad params are user errors and a bad open keeps t
     await refused('engine/open', { backend: 'gpu', cacheDir }, /params\.backend must be one of/);
     const status = (await client.sendRequest('engine/status')) as { model: { path: string } | null };
     assert.equal(status.model?.path, opened.model.path, 'the open model is still loaded');
+    await refused('engine/open', { backend: 'reference', cacheDir, modelDir: join(cacheDir, 'no-model-here') }, /no-model-here is not a model folder \(it has no config\.json\); the open model stays loaded/);
+    assert.equal(((await client.sendRequest('engine/status')) as { model: { path: string } | null }).model?.path, opened.model.path);
     await refused('engine/ingest', { settings: { roots: 'nope' }, progressToken: 'p' }, /params\.settings\.roots must be a list/);
     await refused('engine/ask', { request: {}, textToken: 't' }, /params\.request\.question must be a string, got nothing/);
     await refused('engine/markStale', undefined, /engine\/markStale: params must be an object/);
