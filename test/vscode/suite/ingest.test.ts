@@ -93,8 +93,9 @@ describe('Ingest workspace', function () {
       const entry = await waitFor('the engine to pack the new content', () => packedEntry(api, uri.fsPath), (f) => f?.sha256 === sha256(content));
       assert.ok(entry);
       assert.ok(shown.includes('$(history) Kimi: stale'), `stale first: ${shown.join(' | ')}`);
-      const result = api.lastIngestResult();
-      assert.ok(result && result !== first && result.resumedTokens > 0, 'the re-ingest resumed from a checkpoint');
+      // The engine's manifest changes before the client has the ingest's result; wait for that too.
+      const result = await waitFor('the automatic ingest to end', () => api.lastIngestResult(), (r) => r !== undefined && r !== first);
+      assert.ok(result && result.resumedTokens > 0, `the re-ingest resumed from a checkpoint: ${JSON.stringify(result)}`);
     } finally {
       sub.dispose();
       await config.update('autoIngest', undefined, vscode.ConfigurationTarget.Workspace);
