@@ -411,7 +411,7 @@ export class EngineSession {
       await store.clear();
       return null;
     }
-    const problem = resumed && stateMismatch(resumed.state, this.model.newState(), resumed.position);
+    const problem = resumed && stateMismatch(resumed.state, this.model.config, resumed.position);
     if (problem) {
       this.log(`saved ${resumed!.from} in ${store.dir} does not fit this model (${problem}); rebuilding it`);
       await store.clear();
