@@ -59,7 +59,7 @@ describe('Ingest workspace', function () {
     const first = await ingest();
     assert.ok(first);
     const config = vscode.workspace.getConfiguration('kimiLinear');
-    await config.update('autoIngest', true, vscode.ConfigurationTarget.Workspace);
+    await config.update('autoIngest', true, vscode.ConfigurationTarget.Global);
     const shown: string[] = [];
     const sub = api.client.onDidChangeStatus(() => shown.push(api.statusBarText()));
     try {
@@ -74,7 +74,7 @@ describe('Ingest workspace', function () {
       assert.ok(shown.some((t) => /Kimi: ingesting/.test(t)), `then ingesting: ${shown.join(' | ')}`);
     } finally {
       sub.dispose();
-      await config.update('autoIngest', undefined, vscode.ConfigurationTarget.Workspace);
+      await config.update('autoIngest', undefined, vscode.ConfigurationTarget.Global);
       await vscode.commands.executeCommand('workbench.action.closeActiveEditor');
     }
   });
@@ -83,22 +83,22 @@ describe('Ingest workspace', function () {
     const uri = await writeSource(DIR, 'outside', 3);
     const first = await ingest();
     assert.ok(first);
+    writeFileSync(uri.fsPath, 'export const writtenOutside = "by another program";\n');
+    await waitFor('the stale state', () => api.client.lastStatus.engine?.repo.state === 'stale', Boolean);
+    assert.equal(api.statusBarText(), '$(history) Kimi: stale');
+
     const config = vscode.workspace.getConfiguration('kimiLinear');
-    await config.update('autoIngest', true, vscode.ConfigurationTarget.Workspace);
-    const shown: string[] = [];
-    const sub = api.client.onDidChangeStatus(() => shown.push(api.statusBarText()));
+    await config.update('autoIngest', true, vscode.ConfigurationTarget.Global);
     try {
-      const content = 'export const writtenOutside = "by another program";\n';
+      const content = 'export const writtenOutside = "by another program, twice";\n';
       writeFileSync(uri.fsPath, content);
       const entry = await waitFor('the engine to pack the new content', () => packedEntry(api, uri.fsPath), (f) => f?.sha256 === sha256(content));
       assert.ok(entry);
-      assert.ok(shown.includes('$(history) Kimi: stale'), `stale first: ${shown.join(' | ')}`);
       // The engine's manifest changes before the client has the ingest's result; wait for that too.
       const result = await waitFor('the automatic ingest to end', () => api.lastIngestResult(), (r) => r !== undefined && r !== first);
       assert.ok(result && result.resumedTokens > 0, `the re-ingest resumed from a checkpoint: ${JSON.stringify(result)}`);
     } finally {
-      sub.dispose();
-      await config.update('autoIngest', undefined, vscode.ConfigurationTarget.Workspace);
+      await config.update('autoIngest', undefined, vscode.ConfigurationTarget.Global);
     }
   });
 
@@ -130,7 +130,7 @@ describe('Ingest workspace', function () {
     assert.equal((await packedEntry(api, join(repo, 'branch.ts')))?.sha256, sha256(onMain));
     assert.equal(await packedEntry(api, join(repo, 'only-other.ts')), undefined);
     const config = vscode.workspace.getConfiguration('kimiLinear');
-    await config.update('autoIngest', true, vscode.ConfigurationTarget.Workspace);
+    await config.update('autoIngest', true, vscode.ConfigurationTarget.Global);
     try {
       git('checkout', '-q', 'other');
       await waitFor('the engine to pack the other branch', async () => {
@@ -140,7 +140,7 @@ describe('Ingest workspace', function () {
       const files = (await api.client.manifest()).map((f) => f.path);
       assert.ok(!files.some((f) => f.includes(`${GIT_DIR}/.git/`)), 'git internals are never packed');
     } finally {
-      await config.update('autoIngest', undefined, vscode.ConfigurationTarget.Workspace);
+      await config.update('autoIngest', undefined, vscode.ConfigurationTarget.Global);
     }
   });
 
