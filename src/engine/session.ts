@@ -34,6 +34,7 @@ import { bundledModelDir } from '../common/package-root';
 import { UserError } from '../common/errors';
 import { withMemoryAdvice } from './out-of-memory';
 import { packWorkspace, PACKER_VERSION } from '../workspace';
+import { PackCandidates } from '../workspace/ignore-rules';
 
 /** Tokens kept free after the repository for the question, the history and the answer. */
 export function questionReserve(maxContext: number): number {
@@ -207,7 +208,13 @@ export class EngineSession {
       return;
     }
     const repo = this.repo;
-    if (repo && !repo.stale && (await anyChanged(changedPaths, repo.files))) repo.stale = true;
+    if (repo && !repo.stale && (await this.changedSince(repo, changedPaths))) repo.stale = true;
+  }
+
+  /** Whether any of these reported paths differs from what `repo` packed, by the pack's own rules. */
+  private changedSince(repo: Repo, paths: readonly string[]): Promise<boolean> {
+    const candidates = new PackCandidates(repo.settings.roots, repo.settings.exclude);
+    return anyChanged(paths, repo.files, (path) => candidates.couldPack(path));
   }
 
   private storeFor(settings: PackSettings): RepoStateStore {
@@ -226,7 +233,7 @@ export class EngineSession {
     try {
       const result = await withMemoryAdvice(`ingesting ${ws.roots.join(', ')}`, () => this.runIngest(ws, onProgress, signal));
       const repo = this.repo;
-      if (repo && this.changedWhileIngesting.length > 0 && (await anyChanged(this.changedWhileIngesting, repo.files))) repo.stale = true;
+      if (repo && this.changedWhileIngesting.length > 0 && (await this.changedSince(repo, this.changedWhileIngesting))) repo.stale = true;
       return result;
     } finally {
       this.ingesting = false;

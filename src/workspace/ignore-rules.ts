@@ -11,7 +11,9 @@
 import { promises as fs } from 'node:fs';
 import { dirname, isAbsolute, join, relative, sep } from 'node:path';
 import ignore, { type Ignore } from 'ignore';
+import { isLockFile } from './classify';
 import { DEFAULT_EXCLUDES, IGNORE_FILES } from './defaults';
+import { secretFileByName } from './secrets';
 
 interface Level {
   /** Folder the patterns are relative to. */
@@ -96,4 +98,28 @@ async function exists(path: string): Promise<boolean> {
     () => true,
     () => false,
   );
+}
+
+/**
+ * Whether a path could end up in the pack of these roots: not left out by the ignore rules, and
+ * not by a name that is never packed (lock files, secret files such as .env). A change to any
+ * other path can change the pack.
+ */
+export class PackCandidates {
+  private readonly rules: IgnoreRules[];
+
+  constructor(roots: readonly string[], exclude: readonly string[] = []) {
+    this.rules = roots.map((root) => new IgnoreRules(root, exclude));
+  }
+
+  async couldPack(abs: string): Promise<boolean> {
+    for (const rules of this.rules) {
+      const rel = relative(rules.root, abs);
+      if (rel === '' || rel.startsWith('..') || isAbsolute(rel)) continue;
+      const posix = rel.split(sep).join('/');
+      if (isLockFile(posix) || secretFileByName(posix)) return false;
+      return rules.packable(abs);
+    }
+    return false;
+  }
 }

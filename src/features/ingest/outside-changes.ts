@@ -8,7 +8,7 @@
  */
 import * as vscode from 'vscode';
 import { findGitDirs, isGitRefChange } from '../../workspace/git-dir';
-import { IgnoreRules } from '../../workspace/ignore-rules';
+import { PackCandidates } from '../../workspace/ignore-rules';
 
 /** How long changes are collected after the last one before they are filtered and reported. */
 export const OUTSIDE_CHANGE_DEBOUNCE_MS = 400;
@@ -82,19 +82,11 @@ export class OutsideChangeWatcher implements vscode.Disposable {
     this.pending.clear();
     const exclude = vscode.workspace.getConfiguration('kimiLinear').get<string[]>('exclude') ?? [];
     // Fresh rules per burst: the burst may have changed an ignore file.
-    const rules = new Map<string, IgnoreRules>();
+    const folders = (vscode.workspace.workspaceFolders ?? []).filter((f) => f.uri.scheme === 'file').map((f) => f.uri.fsPath);
+    const candidates = new PackCandidates(folders, exclude);
     const relevant: string[] = [];
     for (const path of paths) {
-      if (isGitRefChange(path)) {
-        relevant.push(path);
-        continue;
-      }
-      const folder = vscode.workspace.getWorkspaceFolder(vscode.Uri.file(path));
-      if (!folder) continue;
-      const root = folder.uri.fsPath;
-      let r = rules.get(root);
-      if (!r) rules.set(root, (r = new IgnoreRules(root, exclude)));
-      if (await r.packable(path)) relevant.push(path);
+      if (isGitRefChange(path) || (await candidates.couldPack(path))) relevant.push(path);
     }
     if (relevant.length === 0 || this.disposed) return;
     this.log.info(`changed outside the editor: ${relevant.length <= 3 ? relevant.join(', ') : `${relevant.length} files`}`);

@@ -256,6 +256,12 @@ test('change reports: stale only when a file differs from what was packed, also 
     assert.equal(s.status().repo.state, 'ready', 'a late report of content the ingest already packed');
     await s.markStale([math, join(root, 'src/not-there.ts'), join(root, 'src/math.ts.swp')]);
     assert.equal(s.status().repo.state, 'ready', 'unchanged, or gone and never packed');
+    mkdirSync(join(root, 'node_modules/dep'), { recursive: true });
+    writeFileSync(join(root, 'node_modules/dep/index.js'), 'module.exports = 1;\n');
+    writeFileSync(join(root, 'package-lock.json'), '{}\n');
+    writeFileSync(join(root, '.env'), 'TOKEN=x\n');
+    await s.markStale([join(root, 'node_modules'), join(root, 'node_modules/dep/index.js'), join(root, 'package-lock.json'), join(root, '.env'), join(root, 'src')]);
+    assert.equal(s.status().repo.state, 'ready', 'files the pack leaves out by rule, and a folder whose files are all packed');
 
     // Changed while the ingest runs, after it read the files.
     let changed = false;
@@ -275,6 +281,11 @@ test('change reports: stale only when a file differs from what was packed, also 
     writeFileSync(join(root, 'src/new.ts'), 'export const fresh = 1;\n');
     await s.markStale([join(root, 'src/new.ts')]);
     assert.equal(s.status().repo.state, 'stale', 'a new file');
+    await s.ingest(undefined);
+    mkdirSync(join(root, 'moved-in/deep'), { recursive: true });
+    writeFileSync(join(root, 'moved-in/deep/x.ts'), 'export const x = 1;\n');
+    await s.markStale([join(root, 'moved-in')]);
+    assert.equal(s.status().repo.state, 'stale', 'a folder reported alone, with a new file inside');
     await s.ingest(undefined);
     rmSync(join(root, 'src'), { recursive: true });
     await s.markStale([join(root, 'src')]);

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { readdirSync } from 'node:fs';
 import { join, relative, sep } from 'node:path';
 import { discoverRoot } from '../../../src/workspace/discover';
-import { IgnoreRules } from '../../../src/workspace/ignore-rules';
+import { IgnoreRules, PackCandidates } from '../../../src/workspace/ignore-rules';
 import { git, makeTree, removeTree } from './fixture';
 
 const trees: string[] = [];
@@ -54,4 +54,15 @@ test('packable() agrees with discovery on every file of the tree', async () => {
   }
   assert.equal(await rules.packable(join(repo, 'outside.ts')), false, 'a path outside the root');
   assert.equal(await rules.packable(join(root, '.git', 'HEAD')), false, 'git internals');
+});
+
+test('pack candidates: never-packed names (lock files, secrets) and paths outside every root are ruled out', async () => {
+  const a = makeTree({ 'x.ts': 'x\n', 'package-lock.json': '{}\n', '.env': 'A=1\n', '.env.example': 'A=\n', 'dist/b.js': 'b\n' });
+  const b = makeTree({ 'y.ts': 'y\n' });
+  trees.push(a, b);
+  const candidates = new PackCandidates([a, b]);
+  const verdicts = await Promise.all(
+    [join(a, 'x.ts'), join(b, 'y.ts'), join(a, 'package-lock.json'), join(a, '.env'), join(a, '.env.example'), join(a, 'dist/b.js'), join(a, '..', 'elsewhere.ts')].map((p) => candidates.couldPack(p)),
+  );
+  assert.deepEqual(verdicts, [true, true, false, false, true, false, false]);
 });

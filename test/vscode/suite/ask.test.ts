@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import * as vscode from 'vscode';
 import type { KimiLinearApi } from '../../../src/extension';
-import { kimi, lastTurn, useShortAnswers } from './kimi-e2e';
+import { ingest, kimi, lastTurn, useShortAnswers } from './kimi-e2e';
 
 describe('Repository Q&A', function () {
   this.timeout(300_000);
@@ -14,6 +14,8 @@ describe('Repository Q&A', function () {
     restoreSettings = await useShortAnswers();
     // Earlier suites' conversations would be sent along as history and slow every question down.
     await vscode.commands.executeCommand('kimiLinear.newChat');
+    // Earlier suites changed files after their last ingest; the watcher has marked that state stale.
+    await ingest();
   });
 
   after(async () => {

@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import * as vscode from 'vscode';
 import type { KimiLinearApi } from '../../../src/extension';
-import { kimi, lastTurn, removeDir, useShortAnswers, writeFile } from './kimi-e2e';
+import { ingest, kimi, lastTurn, removeDir, useShortAnswers, writeFile } from './kimi-e2e';
 
 const DIR = 'klc-e2e-explain';
 const SOURCE = [
@@ -28,6 +28,8 @@ describe('Explain selection', function () {
     // Earlier suites' conversations would be sent along as history and slow every question down.
     await vscode.commands.executeCommand('kimiLinear.newChat');
     uri = await writeFile(DIR, 'math.ts', SOURCE);
+    // The answer is to come from a repository that holds the file (the watcher marks a state without it stale).
+    await ingest();
   });
 
   after(async () => {

@@ -145,7 +145,8 @@ describe('Ingest workspace', function () {
   });
 
   it('cancels a running ingest from the command; the next ingest completes', async () => {
-    await writeSource(DIR, 'big', 30);
+    // Long enough that the prefill outlasts a few polls, though the ingest resumes before the new file.
+    await writeSource(DIR, 'big', 120);
     const pending = ingest();
     await waitFor('prefill progress', () => api.client.lastStatus.ingest?.phase === 'prefill', Boolean);
     assert.match(api.statusBarText(), /^\$\(sync~spin\) Kimi: ingesting \d+%$/);
