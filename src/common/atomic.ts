@@ -41,6 +41,20 @@ function writeError(file: string, e: unknown): unknown {
  * that cannot be written is a UserError naming the file.
  */
 export async function writeFileAtomic(file: string, data: string | Uint8Array | Iterable<Uint8Array>): Promise<void> {
+  await writeFileAtomicWith(file, async (handle) => {
+    if (typeof data === 'string' || data instanceof Uint8Array) {
+      await handle.writeFile(data);
+    } else {
+      for (const part of data) await handle.write(part);
+    }
+  });
+}
+
+/**
+ * The same guarantee for a file written piece by piece (at any offsets) through `write`: a temp
+ * file beside `file`, synced and renamed over it, removed on failure or Ctrl-C.
+ */
+export async function writeFileAtomicWith(file: string, write: (handle: fs.FileHandle) => Promise<void>): Promise<void> {
   try {
     await fs.mkdir(dirname(file), { recursive: true });
   } catch (e) {
@@ -52,11 +66,7 @@ export async function writeFileAtomic(file: string, data: string | Uint8Array | 
   try {
     const handle = await fs.open(tmp, 'w');
     try {
-      if (typeof data === 'string' || data instanceof Uint8Array) {
-        await handle.writeFile(data);
-      } else {
-        for (const part of data) await handle.write(part);
-      }
+      await write(handle);
       await handle.sync();
     } finally {
       await handle.close();

@@ -15,8 +15,7 @@
  */
 import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
-import { dirname } from 'node:path';
-import { tempPathFor } from '../../common/atomic';
+import { writeFileAtomicWith } from '../../common/atomic';
 import { UserError } from '../../common/errors';
 import { LatentCache } from './latent-cache';
 import type { LayerState, MlaLayerState, SequenceState } from './types';
@@ -162,34 +161,22 @@ export async function writeStateFile(
   const placeholder = Buffer.from(JSON.stringify(header), 'utf8');
   const dataStart = PREAMBLE + placeholder.length;
 
-  await fs.mkdir(dirname(file), { recursive: true });
-  const tmp = tempPathFor(file);
-  try {
-    const handle = await fs.open(tmp, 'w');
-    try {
-      for (const p of planned) {
-        const data = p.data();
-        if (data.length !== p.info.count) throw new Error(`writeStateFile: segment ${p.info.name} has ${data.length} values, planned ${p.info.count}`);
-        p.info.sha256 = sha(data);
-        await handle.write(bytesOf(data), 0, data.byteLength, dataStart + p.info.offset);
-      }
-      const headerBytes = Buffer.from(JSON.stringify(header), 'utf8');
-      if (headerBytes.length !== placeholder.length) throw new Error('writeStateFile: the header changed length when its checksums were filled in');
-      const preamble = Buffer.alloc(PREAMBLE);
-      MAGIC.copy(preamble, 0);
-      preamble.writeUInt32LE(STATE_FORMAT_VERSION, 8);
-      preamble.writeUInt32LE(headerBytes.length, 12);
-      createHash('sha256').update(headerBytes).digest().copy(preamble, 16);
-      await handle.write(Buffer.concat([preamble, headerBytes]), 0, PREAMBLE + headerBytes.length, 0);
-      await handle.sync();
-    } finally {
-      await handle.close();
+  await writeFileAtomicWith(file, async (handle) => {
+    for (const p of planned) {
+      const data = p.data();
+      if (data.length !== p.info.count) throw new Error(`writeStateFile: segment ${p.info.name} has ${data.length} values, planned ${p.info.count}`);
+      p.info.sha256 = sha(data);
+      await handle.write(bytesOf(data), 0, data.byteLength, dataStart + p.info.offset);
     }
-    await fs.rename(tmp, file);
-  } catch (e) {
-    await fs.rm(tmp, { force: true });
-    throw e;
-  }
+    const headerBytes = Buffer.from(JSON.stringify(header), 'utf8');
+    if (headerBytes.length !== placeholder.length) throw new Error('writeStateFile: the header changed length when its checksums were filled in');
+    const preamble = Buffer.alloc(PREAMBLE);
+    MAGIC.copy(preamble, 0);
+    preamble.writeUInt32LE(STATE_FORMAT_VERSION, 8);
+    preamble.writeUInt32LE(headerBytes.length, 12);
+    createHash('sha256').update(headerBytes).digest().copy(preamble, 16);
+    await handle.write(Buffer.concat([preamble, headerBytes]), 0, PREAMBLE + headerBytes.length, 0);
+  });
 }
 
 /** Why a state file cannot be used. The caller reports it and rebuilds; the file is never used. */
