@@ -4,6 +4,7 @@
  * prefill). Weights are counted as the CUDA backend keeps them: matrices bf16, the router fp32.
  */
 import type { KimiConfig } from '../model/config';
+import { attentionMatrices, elements, swigluMatrices } from './inventory';
 import { MLA_CACHE_ELEMENT_BYTES } from './memory-plan';
 
 const BF16 = 2;
@@ -11,28 +12,20 @@ const F32 = 4;
 
 /** Weights every token uses (attention, dense MLP, shared experts, the router), and one routed expert's. */
 function activeWeights(c: KimiConfig): { bf16: number; f32: number; expert: number; moeLayers: number } {
-  const d = c.hiddenSize;
-  const { numHeads: H, headDim: K } = c.kda;
-  const P = H * K;
-  const m = c.mla;
-  const qw = m.qkNopeHeadDim + m.qkRopeHeadDim;
-  const D = m.kvLoraRank + m.qkRopeHeadDim;
   const e = c.moe;
   let bf16 = 0;
   let f32 = 0;
   let moeLayers = 0;
   for (const l of c.layers) {
-    bf16 += l.attention === 'kda'
-      ? 3 * P * d + 2 * K * d + H * d + 2 * P * K + d * P
-      : m.numHeads * qw * d + D * d + m.numHeads * m.kvLoraRank * (m.qkNopeHeadDim + m.vHeadDim) + d * m.numHeads * m.vHeadDim;
-    if (l.ffn === 'dense') bf16 += 3 * c.intermediateSize * d;
+    bf16 += elements(attentionMatrices(c, l.attention));
+    if (l.ffn === 'dense') bf16 += elements(swigluMatrices(c, c.intermediateSize));
     else {
       moeLayers++;
-      bf16 += 3 * e.intermediateSize * e.numSharedExperts * d;
-      f32 += e.numExperts * d;
+      bf16 += elements(swigluMatrices(c, e.intermediateSize * e.numSharedExperts));
+      f32 += e.numExperts * c.hiddenSize;
     }
   }
-  return { bf16, f32, expert: 3 * e.intermediateSize * d, moeLayers };
+  return { bf16, f32, expert: elements(swigluMatrices(c, e.intermediateSize)), moeLayers };
 }
 
 /** Distinct experts a layer reads for `answers` tokens routed independently (expected value). */

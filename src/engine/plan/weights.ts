@@ -6,6 +6,7 @@
  * router, as llm-compressor's usual ignore list does; norms and the other small tensors stay fp32.
  */
 import type { KimiConfig } from '../model/config';
+import { attentionMatrices, swigluMatrices, type Shape } from './inventory';
 
 export type Quantization = 'none' | 'fp8' | 'int8' | 'int4';
 
@@ -39,35 +40,27 @@ export interface WeightBytes {
 
 /** Weight bytes under `q`; `matrix` is 2 for bf16 checkpoints and 4 for fp32 ones. */
 export function weightBytes(c: KimiConfig, q: Quantization, matrix = BF16): WeightBytes {
-  const lin = (rows: number, cols: number) => matrixBytes(rows, cols, q, matrix);
+  const lin = (shapes: readonly Shape[]) => shapes.reduce((n, [r, k]) => n + matrixBytes(r, k, q, matrix), 0);
   // embed_tokens and lm_head are never quantized.
   const table = (rows: number, cols: number) => rows * cols * matrix;
   const d = c.hiddenSize;
   const { numHeads: H, headDim: K, convKernel: W } = c.kda;
   const P = H * K;
-  const m = c.mla;
   const e = c.moe;
-  const swiglu = (inner: number) => 2 * lin(inner, d) + lin(d, inner);
   let resident = table(c.vocabSize, d) * (c.tieWordEmbeddings ? 1 : 2) + d * F32;
   const experts: number[] = [];
   for (const l of c.layers) {
-    resident += 2 * d * F32;
-    if (l.attention === 'kda') {
-      resident += 3 * lin(P, d) + lin(K, d) + lin(P, K) + lin(H, d) + lin(K, d) + lin(P, K) + lin(d, P);
-      resident += (3 * P * W + H + P + K) * F32;
-    } else {
-      resident += lin(m.numHeads * (m.qkNopeHeadDim + m.qkRopeHeadDim), d) + lin(m.kvLoraRank + m.qkRopeHeadDim, d);
-      resident += lin(m.numHeads * (m.qkNopeHeadDim + m.vHeadDim), m.kvLoraRank) + lin(d, m.numHeads * m.vHeadDim);
-      resident += m.kvLoraRank * F32;
-    }
+    resident += 2 * d * F32 + lin(attentionMatrices(c, l.attention));
+    // conv taps, A_log, dt_bias and the output norm (KDA); the latent norm (MLA).
+    resident += (l.attention === 'kda' ? 3 * P * W + H + P + K : c.mla.kvLoraRank) * F32;
     if (l.ffn === 'dense') {
-      resident += swiglu(c.intermediateSize);
+      resident += lin(swigluMatrices(c, c.intermediateSize));
       experts.push(0);
     } else {
       // The router chooses experts from close scores: it stays fp32 under every scheme.
       resident += (e.numExperts * d + e.numExperts) * F32;
-      if (e.numSharedExperts > 0) resident += swiglu(e.intermediateSize * e.numSharedExperts);
-      experts.push(e.numExperts * swiglu(e.intermediateSize));
+      if (e.numSharedExperts > 0) resident += lin(swigluMatrices(c, e.intermediateSize * e.numSharedExperts));
+      experts.push(e.numExperts * lin(swigluMatrices(c, e.intermediateSize)));
     }
   }
   return { resident, experts };
