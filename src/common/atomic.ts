@@ -31,7 +31,7 @@ const NOT_WRITABLE: Record<string, string> = {
   EDQUOT: 'the disk quota is exhausted',
 };
 
-function writeError(file: string, e: unknown): unknown {
+export function writeError(file: string, e: unknown): unknown {
   const reason = NOT_WRITABLE[(e as NodeJS.ErrnoException)?.code ?? ''];
   return reason ? new UserError(`cannot write ${file}: ${reason}. Choose a writable path or free the space.`, file) : e;
 }
@@ -55,6 +55,31 @@ export async function writeFileAtomic(file: string, data: string | Uint8Array | 
  * file beside `file`, synced and renamed over it, removed on failure or Ctrl-C.
  */
 export async function writeFileAtomicWith(file: string, write: (handle: fs.FileHandle) => Promise<void>): Promise<void> {
+  const pending = await openAtomic(file);
+  try {
+    await write(pending.handle);
+  } catch (e) {
+    await pending.abort();
+    throw writeError(file, e);
+  }
+  await pending.commit();
+}
+
+/** A file being written in place of `file`: nothing replaces `file` until commit(). */
+export interface PendingFile {
+  readonly handle: fs.FileHandle;
+  /** Syncs the temp file and renames it over the target. */
+  commit(): Promise<void>;
+  /** Removes the temp file; the target stays as it was. Safe to call more than once. */
+  abort(): Promise<void>;
+}
+
+/**
+ * Opens a temp file beside `file` for a write that spans other work (a state file streamed while
+ * the model computes). It is removed on abort() or Ctrl-C; a place that cannot be written is a
+ * UserError naming the file.
+ */
+export async function openAtomic(file: string): Promise<PendingFile> {
   try {
     await fs.mkdir(dirname(file), { recursive: true });
   } catch (e) {
@@ -63,21 +88,40 @@ export async function writeFileAtomicWith(file: string, write: (handle: fs.FileH
   }
   const tmp = tempPathFor(file);
   unfinished.add(tmp);
+  let handle: fs.FileHandle;
   try {
-    const handle = await fs.open(tmp, 'w');
-    try {
-      await write(handle);
-      await handle.sync();
-    } finally {
+    handle = await fs.open(tmp, 'w');
+  } catch (e) {
+    unfinished.delete(tmp);
+    throw writeError(file, e);
+  }
+  let open = true;
+  const close = async () => {
+    if (open) {
+      open = false;
       await handle.close();
     }
-    await fs.rename(tmp, file);
-  } catch (e) {
+  };
+  const abort = async () => {
+    await close().catch(() => {});
     await fs.rm(tmp, { force: true });
-    throw writeError(file, e);
-  } finally {
     unfinished.delete(tmp);
-  }
+  };
+  return {
+    handle,
+    abort,
+    async commit() {
+      try {
+        await handle.sync();
+        await close();
+        await fs.rename(tmp, file);
+        unfinished.delete(tmp);
+      } catch (e) {
+        await abort();
+        throw writeError(file, e);
+      }
+    },
+  };
 }
 
 export function writeFileAtomicSync(file: string, data: string | Uint8Array): void {

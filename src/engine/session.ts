@@ -29,6 +29,7 @@ import type { Tokenizer } from './model/tokenizer/types';
 import { DEFAULT_SAMPLING } from './sampler';
 import { RepoStateStore, type HeldState, type Resumed } from './state/repo-store';
 import { stateMismatch } from './state/state-shape';
+import { shapeOf } from './state/state-file';
 import type { SequenceState } from './state/types';
 import { bundledModelDir } from '../common/package-root';
 import { UserError } from '../common/errors';
@@ -309,46 +310,57 @@ export class EngineSession {
     // short, and a GPU does as much in one 4,096-token slice as in a few hundred tokens.
     const spacing = this.opts.checkpointEvery ?? Math.max(checkpointSpacing(ids.length, kdaStateBytes(state)), this.model.backend.prefillTokens ?? 1);
     const writer = new CheckpointWriter(store, ids);
-    const boundaries = fileEnds.filter((p) => p > resumedTokens && p < ids.length);
-    // The end of the last file always gets one: new files are appended there (before the index).
-    const filesEnd = fileEnds.length > 0 ? fileEnds[fileEnds.length - 1] : -1;
-    let lastCheckpoint = resumedTokens;
-    const prefillStart = performance.now();
-    let filesDone = fileEnds.filter((p) => p <= resumedTokens).length;
-    let position = resumedTokens;
-    const slice = this.model.prefillTokens;
-    while (position < ids.length) {
-      if (signal?.aborted) throw new CancelledError();
-      // A slice ends early only at the file boundary where the next checkpoint is due: stopping at
-      // every file would run a GPU on a few hundred tokens at a time.
-      const nextCheckpoint = boundaries.find((b) => b > position && (b - lastCheckpoint >= spacing || b === filesEnd)) ?? ids.length;
-      const end = Math.min(position + slice, nextCheckpoint);
-      await this.model.prefill(state, ids.subarray(position, end), { logits: 'none', slice });
-      position = end;
-      while (filesDone < fileEnds.length && fileEnds[filesDone] <= position) filesDone++;
-      if (position === nextCheckpoint && position < ids.length) {
-        this.model.syncState(state);
-        await writer.save(state);
-        lastCheckpoint = position;
+    // The snapshot is written as the rows are computed, so that it is on disk when the prefill ends.
+    const snapshot = await store.openSnapshot({ ...shapeOf(state), length: ids.length }, ids, { files, roots: ws.roots, createdAt: new Date().toISOString() });
+    const latent = this.model.latentReader(state);
+    let prefillSeconds: number;
+    try {
+      await snapshot.putLatent(resumedTokens, latent);
+      const boundaries = fileEnds.filter((p) => p > resumedTokens && p < ids.length);
+      // The end of the last file always gets one: new files are appended there (before the index).
+      const filesEnd = fileEnds.length > 0 ? fileEnds[fileEnds.length - 1] : -1;
+      let lastCheckpoint = resumedTokens;
+      const prefillStart = performance.now();
+      let filesDone = fileEnds.filter((p) => p <= resumedTokens).length;
+      let position = resumedTokens;
+      const slice = this.model.prefillTokens;
+      while (position < ids.length) {
+        if (signal?.aborted) throw new CancelledError();
+        // A slice ends early only at the file boundary where the next checkpoint is due: stopping at
+        // every file would run a GPU on a few hundred tokens at a time.
+        const nextCheckpoint = boundaries.find((b) => b > position && (b - lastCheckpoint >= spacing || b === filesEnd)) ?? ids.length;
+        const end = Math.min(position + slice, nextCheckpoint);
+        await this.model.prefill(state, ids.subarray(position, end), { logits: 'none', slice });
+        position = end;
+        await snapshot.putLatent(position, latent);
+        while (filesDone < fileEnds.length && fileEnds[filesDone] <= position) filesDone++;
+        if (position === nextCheckpoint && position < ids.length) {
+          this.model.syncState(state);
+          await writer.save(state);
+          lastCheckpoint = position;
+        }
+        const elapsed = (performance.now() - prefillStart) / 1000;
+        const tps = elapsed > 0 ? (position - resumedTokens) / elapsed : 0;
+        onProgress({
+          phase: 'prefill',
+          filesDone,
+          filesTotal: files,
+          tokensDone: position,
+          tokensTotal: ids.length,
+          tokensPerSecond: tps,
+          ...(tps > 0 ? { etaSeconds: (ids.length - position) / tps } : {}),
+        });
+        await new Promise<void>((r) => setImmediate(r));
       }
-      const elapsed = (performance.now() - prefillStart) / 1000;
-      const tps = elapsed > 0 ? (position - resumedTokens) / elapsed : 0;
-      onProgress({
-        phase: 'prefill',
-        filesDone,
-        filesTotal: files,
-        tokensDone: position,
-        tokensTotal: ids.length,
-        tokensPerSecond: tps,
-        ...(tps > 0 ? { etaSeconds: (ids.length - position) / tps } : {}),
-      });
-      await new Promise<void>((r) => setImmediate(r));
+      await writer.done();
+      prefillSeconds = (performance.now() - prefillStart) / 1000;
+      onProgress({ phase: 'save', filesDone: files, filesTotal: files, tokensDone: ids.length, tokensTotal: ids.length, tokensPerSecond: 0 });
+      this.model.syncState(state);
+      await snapshot.commit(state, latent);
+    } catch (e) {
+      await snapshot.abort();
+      throw e;
     }
-    await writer.done();
-    const prefillSeconds = (performance.now() - prefillStart) / 1000;
-    onProgress({ phase: 'save', filesDone: files, filesTotal: files, tokensDone: ids.length, tokensTotal: ids.length, tokensPerSecond: 0 });
-    this.model.syncState(state);
-    await store.saveSnapshot(state, ids, { files, roots: ws.roots, createdAt: new Date().toISOString() }, this.model.latentReader(state));
     this.replaceRepo({ settings: ws, ids, state, files: packed, stale: false });
     const computed = ids.length - resumedTokens;
     return {

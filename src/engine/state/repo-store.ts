@@ -12,7 +12,7 @@
  */
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
-import { hashIds, openStateFile, sameKey, StateFileError, writeStateFile, type LatentReader, type LatentSink, type StateKey } from './state-file';
+import { hashIds, openStateFile, sameKey, StateFileError, StateFileWriter, writeStateFile, type LatentSink, type StateKey, type StateShape } from './state-file';
 import type { SequenceState } from './types';
 
 export interface Resumed {
@@ -116,10 +116,17 @@ export class RepoStateStore {
     await writeStateFile(this.checkpointPath(state.length), state, { key: this.key, ids, storeIds: false, withLatent: false });
   }
 
-  /** `latent` reads the MLA rows where they are (see writeStateFile); default: the state's host caches. */
-  async saveSnapshot(state: SequenceState, ids: ArrayLike<number>, meta?: Record<string, unknown>, latent?: LatentReader): Promise<void> {
+  async saveSnapshot(state: SequenceState, ids: ArrayLike<number>, meta?: Record<string, unknown>): Promise<void> {
     await fs.mkdir(this.dir, { recursive: true });
-    await writeStateFile(this.snapshotPath, state, { key: this.key, ids, meta, latent });
+    await writeStateFile(this.snapshotPath, state, { key: this.key, ids, meta });
+  }
+
+  /**
+   * A snapshot of a state of `shape` written while it is computed (see StateFileWriter): the
+   * previous snapshot stays until commit(), so a failed or cancelled ingest leaves it as it was.
+   */
+  async openSnapshot(shape: StateShape, ids: ArrayLike<number>, meta?: Record<string, unknown>): Promise<StateFileWriter> {
+    return StateFileWriter.open(this.snapshotPath, shape, { key: this.key, ids, meta });
   }
 
   /** Removes checkpoints beyond `position`: they describe content that is about to change. */

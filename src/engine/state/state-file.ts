@@ -13,9 +13,9 @@
  * therefore split into blocks of BLOCK_ROWS rows. Files are written to a temp file and renamed, so
  * a reader sees an old complete file or a new complete file, never a torn one.
  */
-import { createHash } from 'node:crypto';
+import { createHash, webcrypto } from 'node:crypto';
 import { promises as fs } from 'node:fs';
-import { writeFileAtomicWith } from '../../common/atomic';
+import { openAtomic, writeError, type PendingFile } from '../../common/atomic';
 import { UserError } from '../../common/errors';
 import { LatentCache } from './latent-cache';
 import type { LayerState, MlaLayerState, SequenceState } from './types';
@@ -70,113 +70,222 @@ export function hashIds(ids: ArrayLike<number>, length = ids.length): string {
   return createHash('sha256').update(buf).digest('hex');
 }
 
-function bytesOf(a: Float32Array | Int32Array): Buffer {
-  return Buffer.from(a.buffer, a.byteOffset, a.byteLength);
-}
-
-function sha(a: Float32Array | Int32Array): string {
-  return createHash('sha256').update(bytesOf(a)).digest('hex');
-}
-
 /** Reads rows [from, from + count) of MLA layer `layer` of the state being written. */
 export type LatentReader = (layer: number, from: number, count: number) => Float32Array;
 
 /** Receives restored MLA rows of a layer instead of its host cache (a device backend appends them where it computes). */
 export type LatentSink = (ls: MlaLayerState, rows: Float32Array, count: number) => void;
 
-interface Planned {
-  info: SegmentInfo;
-  /** Produces the segment's values when it is written. */
-  data: () => Float32Array | Int32Array;
-}
-
 const ZERO_SHA = '0'.repeat(64);
 
-/**
- * Writes `state` (and optionally the token ids it consumed) to `file` atomically. Segments are
- * produced and written one at a time, MLA rows in blocks of BLOCK_ROWS through `latent` (default:
- * the state's host caches), so a 1M-token state never needs a host copy of its whole cache: the
- * header is laid out first with placeholder checksums (a sha256 in hex is always 64 characters,
- * so the header keeps its length) and rewritten once the data is on disk.
- */
-export async function writeStateFile(
-  file: string,
-  state: SequenceState,
-  opts: {
-    key: StateKey;
-    ids?: ArrayLike<number>;
-    meta?: Record<string, unknown>;
-    /** false: a checkpoint, which saves KDA parts only and takes MLA rows from the snapshot. */
-    withLatent?: boolean;
-    /** false: record only the hash of the ids, not the ids themselves. */
-    storeIds?: boolean;
-    latent?: LatentReader;
-  },
-): Promise<void> {
-  const withLatent = opts.withLatent ?? true;
-  const planned: Planned[] = [];
-  let offset = 0;
-  const add = (name: string, dtype: 'f32' | 'i32', count: number, data: () => Float32Array | Int32Array) => {
-    planned.push({ info: { name, dtype, count, offset, sha256: ZERO_SHA }, data });
-    offset += count * 4;
-  };
-  if (opts.ids && opts.ids.length < state.length) {
-    throw new Error(`writeStateFile: ${opts.ids.length} ids for a state of ${state.length} tokens`);
-  }
-  if (opts.ids && (opts.storeIds ?? true)) {
-    const ids = opts.ids;
-    add('ids', 'i32', state.length, () => Int32Array.from({ length: state.length }, (_, i) => ids[i]));
-  }
-  const layers: LayerInfo[] = state.layers.map((layer, i) => {
-    if (layer.kind === 'kda') {
-      add(`layer.${i}.conv`, 'f32', layer.conv.length, () => layer.conv);
-      add(`layer.${i}.S`, 'f32', layer.S.length, () => layer.S);
-      return { kind: 'kda', convLength: layer.conv.length, stateLength: layer.S.length };
-    }
-    const w = layer.cache.width;
-    if (!withLatent) return { kind: 'mla', width: w, rows: 0 };
-    const read: LatentReader = opts.latent ?? ((_, from, count) => layer.cache.rows(from, count));
-    if (!opts.latent && layer.cache.length !== state.length) {
-      throw new Error(`writeStateFile: layer ${i} caches ${layer.cache.length} tokens but the state has ${state.length}`);
-    }
-    for (let r = 0, b = 0; r < state.length; r += BLOCK_ROWS, b++) {
-      const rows = Math.min(BLOCK_ROWS, state.length - r);
-      add(`layer.${i}.latent.${b}`, 'f32', rows * w, () => {
-        const got = read(i, r, rows);
-        if (got.length !== rows * w) throw new Error(`writeStateFile: layer ${i} gave ${got.length} values for ${rows} rows of ${w}`);
-        return got;
-      });
-    }
-    return { kind: 'mla', width: w, rows: state.length };
-  });
-  const header: StateHeader = {
-    format: 'kimi-linear-code/state',
-    key: opts.key,
-    length: state.length,
-    prefixHash: opts.ids ? hashIds(opts.ids, state.length) : '',
-    layers,
-    segments: planned.map((p) => p.info),
-    ...(opts.meta ? { meta: opts.meta } : {}),
-  };
-  const placeholder = Buffer.from(JSON.stringify(header), 'utf8');
-  const dataStart = PREAMBLE + placeholder.length;
+/** Bytes of checksummed segments still being hashed and written before a caller waits: bounds host memory. */
+const IN_FLIGHT_BYTES = 256 * 2 ** 20;
 
-  await writeFileAtomicWith(file, async (handle) => {
-    for (const p of planned) {
-      const data = p.data();
-      if (data.length !== p.info.count) throw new Error(`writeStateFile: segment ${p.info.name} has ${data.length} values, planned ${p.info.count}`);
-      p.info.sha256 = sha(data);
-      await handle.write(bytesOf(data), 0, data.byteLength, dataStart + p.info.offset);
+/** sha256 in hex, computed on the thread pool (WebCrypto) so that hashing gigabytes leaves the main thread free. */
+async function digest(bytes: Buffer): Promise<string> {
+  return Buffer.from(await webcrypto.subtle.digest('SHA-256', bytes)).toString('hex');
+}
+
+/** The shape of the state a file will hold: what its header and segment layout follow from. */
+export interface StateShape {
+  /** Tokens the state will have consumed. */
+  length: number;
+  layers: ({ kind: 'kda'; convLength: number; stateLength: number } | { kind: 'mla'; width: number })[];
+}
+
+export function shapeOf(state: SequenceState): StateShape {
+  return {
+    length: state.length,
+    layers: state.layers.map((l) => (l.kind === 'kda' ? { kind: 'kda', convLength: l.conv.length, stateLength: l.S.length } : { kind: 'mla', width: l.cache.width })),
+  };
+}
+
+export interface StateFileOptions {
+  key: StateKey;
+  /** The ids the state consumed (at least `length` of them). */
+  ids?: ArrayLike<number>;
+  meta?: Record<string, unknown>;
+  /** false: a checkpoint, which saves KDA parts only and takes MLA rows from the snapshot. */
+  withLatent?: boolean;
+  /** false: record only the hash of the ids, not the ids themselves. */
+  storeIds?: boolean;
+}
+
+/**
+ * A state file written segment by segment, in any order, while other work goes on: the layout is
+ * fixed from the state's shape when it opens (a header with placeholder checksums: a sha256 in hex
+ * is always 64 characters, so the header keeps its length), each segment is hashed on the thread
+ * pool and written at its offset, and commit() fills in the checksums and renames the temp file
+ * over the target. Ingest streams a snapshot's MLA rows through it block by block as the prefill
+ * produces them, so the state is on disk when the prefill ends instead of being written after it.
+ */
+export class StateFileWriter {
+  private readonly segments = new Map<string, SegmentInfo>();
+  private readonly written = new Set<string>();
+  private readonly inFlight: { bytes: number; done: Promise<void> }[] = [];
+  private inFlightBytes = 0;
+  private failure: unknown = null;
+  /** Per MLA layer, how many of its rows are written (whole blocks only, but the last). */
+  private readonly latentDone: number[];
+
+  private constructor(
+    private readonly file: string,
+    private readonly pending: PendingFile,
+    private readonly header: StateHeader,
+    private readonly dataStart: number,
+    private readonly shape: StateShape,
+  ) {
+    for (const s of header.segments) this.segments.set(s.name, s);
+    this.latentDone = shape.layers.map(() => 0);
+  }
+
+  static async open(file: string, shape: StateShape, opts: StateFileOptions): Promise<StateFileWriter> {
+    const withLatent = opts.withLatent ?? true;
+    if (opts.ids && opts.ids.length < shape.length) throw new Error(`writeStateFile: ${opts.ids.length} ids for a state of ${shape.length} tokens`);
+    const segments: SegmentInfo[] = [];
+    let offset = 0;
+    const add = (name: string, dtype: 'f32' | 'i32', count: number) => {
+      segments.push({ name, dtype, count, offset, sha256: ZERO_SHA });
+      offset += count * 4;
+    };
+    if (opts.ids && (opts.storeIds ?? true)) add('ids', 'i32', shape.length);
+    const layers: LayerInfo[] = shape.layers.map((l, i) => {
+      if (l.kind === 'kda') {
+        add(`layer.${i}.conv`, 'f32', l.convLength);
+        add(`layer.${i}.S`, 'f32', l.stateLength);
+        return { kind: 'kda', convLength: l.convLength, stateLength: l.stateLength };
+      }
+      if (!withLatent) return { kind: 'mla', width: l.width, rows: 0 };
+      for (let r = 0, b = 0; r < shape.length; r += BLOCK_ROWS, b++) add(`layer.${i}.latent.${b}`, 'f32', Math.min(BLOCK_ROWS, shape.length - r) * l.width);
+      return { kind: 'mla', width: l.width, rows: shape.length };
+    });
+    const header: StateHeader = {
+      format: 'kimi-linear-code/state',
+      key: opts.key,
+      length: shape.length,
+      prefixHash: opts.ids ? hashIds(opts.ids, shape.length) : '',
+      layers,
+      segments,
+      ...(opts.meta ? { meta: opts.meta } : {}),
+    };
+    const dataStart = PREAMBLE + Buffer.byteLength(JSON.stringify(header), 'utf8');
+    const pending = await openAtomic(file);
+    const writer = new StateFileWriter(file, pending, header, dataStart, shape);
+    const ids = opts.ids;
+    if (ids && writer.segments.has('ids')) writer.put('ids', Int32Array.from({ length: shape.length }, (_, i) => ids[i]));
+    if (!withLatent) shape.layers.forEach((_, i) => (writer.latentDone[i] = shape.length));
+    return writer;
+  }
+
+  /**
+   * Queues one segment's values, which must not change until commit(); resolves once the queue is
+   * small enough to take more.
+   */
+  async put(name: string, data: Float32Array | Int32Array): Promise<void> {
+    const info = this.segments.get(name);
+    if (!info) throw new Error(`writeStateFile: no segment ${name} in ${this.file}`);
+    if (this.written.has(name)) throw new Error(`writeStateFile: segment ${name} written twice`);
+    if (data.length !== info.count) throw new Error(`writeStateFile: segment ${name} has ${data.length} values, planned ${info.count}`);
+    this.throwIfFailed();
+    this.written.add(name);
+    const bytes = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+    const done = Promise.all([digest(bytes), this.pending.handle.write(bytes, 0, bytes.length, this.dataStart + info.offset)]).then(
+      ([sha]) => {
+        info.sha256 = sha;
+      },
+      (e: unknown) => {
+        this.failure ??= e;
+      },
+    );
+    this.inFlight.push({ bytes: bytes.length, done });
+    this.inFlightBytes += bytes.length;
+    while (this.inFlightBytes > IN_FLIGHT_BYTES && this.inFlight.length > 0) await this.settleOldest();
+    this.throwIfFailed();
+  }
+
+  /**
+   * Writes every MLA block whose rows all lie below `upTo` (and a last, shorter block once `upTo`
+   * is the whole length), read through `read`: called after each prefill slice.
+   */
+  async putLatent(upTo: number, read: LatentReader): Promise<void> {
+    for (let i = 0; i < this.shape.layers.length; i++) {
+      const layer = this.shape.layers[i];
+      if (layer.kind !== 'mla') continue;
+      while (this.latentDone[i] < this.shape.length) {
+        const from = this.latentDone[i];
+        const rows = Math.min(BLOCK_ROWS, this.shape.length - from);
+        if (from + rows > upTo) break;
+        const got = read(i, from, rows);
+        if (got.length !== rows * layer.width) throw new Error(`writeStateFile: layer ${i} gave ${got.length} values for ${rows} rows of ${layer.width}`);
+        await this.put(`layer.${i}.latent.${from / BLOCK_ROWS}`, got);
+        this.latentDone[i] = from + rows;
+      }
     }
-    const headerBytes = Buffer.from(JSON.stringify(header), 'utf8');
-    if (headerBytes.length !== placeholder.length) throw new Error('writeStateFile: the header changed length when its checksums were filled in');
+  }
+
+  /** Writes the KDA parts of `state` (which must have the planned shape), the MLA rows not yet written, and the header; then renames. */
+  async commit(state: SequenceState, read: LatentReader): Promise<void> {
+    if (state.length !== this.shape.length) throw new Error(`writeStateFile: the state has ${state.length} tokens, ${this.shape.length} planned`);
+    for (let i = 0; i < state.layers.length; i++) {
+      const l = state.layers[i];
+      if (l.kind === 'kda') {
+        await this.put(`layer.${i}.conv`, l.conv);
+        await this.put(`layer.${i}.S`, l.S);
+      }
+    }
+    await this.putLatent(this.shape.length, read);
+    while (this.inFlight.length > 0) await this.settleOldest();
+    this.throwIfFailed();
+    const missing = [...this.segments.keys()].filter((n) => !this.written.has(n));
+    if (missing.length > 0) throw new Error(`writeStateFile: segments never written: ${missing.slice(0, 3).join(', ')}`);
+    const headerBytes = Buffer.from(JSON.stringify(this.header), 'utf8');
+    if (PREAMBLE + headerBytes.length !== this.dataStart) throw new Error('writeStateFile: the header changed length when its checksums were filled in');
     const preamble = Buffer.alloc(PREAMBLE);
     MAGIC.copy(preamble, 0);
     preamble.writeUInt32LE(STATE_FORMAT_VERSION, 8);
     preamble.writeUInt32LE(headerBytes.length, 12);
     createHash('sha256').update(headerBytes).digest().copy(preamble, 16);
-    await handle.write(Buffer.concat([preamble, headerBytes]), 0, PREAMBLE + headerBytes.length, 0);
+    await this.pending.handle.write(Buffer.concat([preamble, headerBytes]), 0, this.dataStart, 0);
+    await this.pending.commit();
+  }
+
+  /** Drops the temp file; the file it was to replace stays as it was. */
+  async abort(): Promise<void> {
+    await Promise.allSettled(this.inFlight.map((f) => f.done));
+    this.inFlight.length = 0;
+    await this.pending.abort();
+  }
+
+  private async settleOldest(): Promise<void> {
+    const f = this.inFlight.shift()!;
+    await f.done;
+    this.inFlightBytes -= f.bytes;
+  }
+
+  private throwIfFailed(): void {
+    if (this.failure) throw this.failure;
+  }
+}
+
+/**
+ * Writes `state` (and optionally the token ids it consumed) to `file` atomically, segment by
+ * segment, MLA rows in blocks of BLOCK_ROWS through `latent` (default: the state's host caches),
+ * so a 1M-token state never needs a host copy of its whole cache.
+ */
+export async function writeStateFile(file: string, state: SequenceState, opts: StateFileOptions & { latent?: LatentReader }): Promise<void> {
+  state.layers.forEach((layer, i) => {
+    if (!opts.latent && (opts.withLatent ?? true) && layer.kind === 'mla' && layer.cache.length !== state.length) {
+      throw new Error(`writeStateFile: layer ${i} caches ${layer.cache.length} tokens but the state has ${state.length}`);
+    }
   });
+  const read: LatentReader = opts.latent ?? ((i, from, count) => (state.layers[i] as MlaLayerState).cache.rows(from, count));
+  const writer = await StateFileWriter.open(file, shapeOf(state), opts);
+  try {
+    await writer.commit(state, read);
+  } catch (e) {
+    await writer.abort();
+    throw writeError(file, e);
+  }
 }
 
 /** Why a state file cannot be used. The caller reports it and rebuilds; the file is never used. */

@@ -4,7 +4,7 @@ import { mkdtempSync, readFileSync, writeFileSync, truncateSync, statSync, exist
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { LatentCache } from '../../../../src/engine/state/latent-cache';
-import { openStateFile, writeStateFile, StateFileError, hashIds, type StateKey } from '../../../../src/engine/state/state-file';
+import { openStateFile, writeStateFile, StateFileError, StateFileWriter, shapeOf, hashIds, type StateKey } from '../../../../src/engine/state/state-file';
 import { RepoStateStore } from '../../../../src/engine/state/repo-store';
 import type { SequenceState } from '../../../../src/engine/state/types';
 import { seededRandom } from '../../../../src/engine/sampler';
@@ -171,4 +171,62 @@ test('a forked latent cache shares full pages and copies only the partial one', 
   assert.deepEqual(Array.from(f.row(P + 10)), [-1, -2]);
   assert.deepEqual(Array.from(c.row(P + 10)), [7, 8]);
   assert.deepEqual(Array.from(c.row(P + 9)), [(P + 9) * 2, (P + 9) * 2 + 1]);
+});
+
+test('a state streamed while it grows reads back as the finished state, and no row is read before it exists', async () => {
+  const dir = tmp();
+  const file = join(dir, 's.klcs');
+  const final = randomState(10_000, 3);
+  const finalRows = (final.layers[1] as { cache: LatentCache }).cache.toArray();
+  const ids = idsOf(10_000);
+  // The growing state: its MLA cache receives the final rows slice by slice, as a prefill appends them.
+  const growing = new LatentCache(W);
+  const state: SequenceState = { length: 0, layers: [{ kind: 'kda', conv: new Float32Array(72), S: new Float32Array(32) }, { kind: 'mla', cache: growing }] };
+  const writer = await StateFileWriter.open(file, { ...shapeOf(state), length: 10_000 }, { key, ids });
+  const reads: [number, number][] = [];
+  const read = (layer: number, from: number, count: number) => {
+    assert.equal(layer, 1);
+    assert.ok(from + count <= growing.length, `rows ${from}..${from + count} read while only ${growing.length} exist`);
+    reads.push([from, count]);
+    return growing.rows(from, count);
+  };
+  for (const end of [3000, 4096, 9000, 10_000]) {
+    growing.append(finalRows.subarray(state.length * W, end * W), end - state.length);
+    state.length = end;
+    await writer.putLatent(end, read);
+  }
+  // Blocks of 4096 rows, each read once, the last one shorter, written only when whole or final.
+  assert.deepEqual(reads, [[0, 4096], [4096, 4096], [8192, 1808]]);
+  assert.equal(existsSync(file), false, 'nothing replaces the target before commit');
+  state.layers[0] = final.layers[0];
+  await writer.commit(state, read);
+  const f = await openStateFile(file);
+  const back = await f.readState();
+  assert.deepEqual(await f.readIds(), ids);
+  await f.close();
+  const [k, m] = back.layers;
+  assert.ok(k.kind === 'kda' && m.kind === 'mla');
+  assert.deepEqual(k.S, (final.layers[0] as { S: Float32Array }).S);
+  assert.deepEqual(m.cache.toArray(), finalRows);
+  assert.deepEqual(readdirSync(dir), ['s.klcs']);
+});
+
+test('an aborted stream leaves the previous file as it was and no temp file; an unfinished one cannot commit', async () => {
+  const dir = tmp();
+  const file = join(dir, 's.klcs');
+  await writeStateFile(file, randomState(100), { key, ids: idsOf(100) });
+  const before = readFileSync(file);
+  const next = randomState(5000, 9);
+  const read = (_: number, from: number, count: number) => (next.layers[1] as { cache: LatentCache }).cache.rows(from, count);
+  const aborted = await StateFileWriter.open(file, shapeOf(next), { key, ids: idsOf(5000) });
+  await aborted.putLatent(4096, read);
+  await aborted.abort();
+  assert.deepEqual(readFileSync(file), before);
+  assert.deepEqual(readdirSync(dir), ['s.klcs']);
+
+  const short = await StateFileWriter.open(file, shapeOf(next), { key, ids: idsOf(5000) });
+  await assert.rejects(short.commit({ ...next, length: 4000 }, read), /4000 tokens, 5000 planned/);
+  await short.abort();
+  assert.deepEqual(readFileSync(file), before);
+  assert.deepEqual(readdirSync(dir), ['s.klcs']);
 });
