@@ -63,10 +63,17 @@ __device__ __forceinline__ void fence_async_smem() { asm volatile("fence.proxy.a
 __device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wg_wait_all() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
-// Ties the accumulators to the wait above: later reads of d cannot move before it.
-__device__ __forceinline__ void hold(float (&d)[64]) {
+// Pins registers at this point of the instruction stream: after a wait, later reads of them cannot
+// move before it; before a wgmma.fence, earlier writes cannot sink past it.
+template <int N>
+__device__ __forceinline__ void hold(float (&d)[N]) {
 #pragma unroll
-  for (int i = 0; i < 64; ++i) asm volatile("" : "+f"(d[i])::"memory");
+  for (int i = 0; i < N; ++i) asm volatile("" : "+f"(d[i])::"memory");
+}
+template <int N>
+__device__ __forceinline__ void hold(unsigned (&d)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) asm volatile("" : "+r"(d[i])::"memory");
 }
 
 // d[64 x 128] += A[64 x 16] B[16 x 128], A and B K-major in shared memory.
@@ -203,6 +210,7 @@ __global__ void __launch_bounds__(THREADS, 1) mla_wgmma_kernel(const klc::MlaBlo
     float s[64];
 #pragma unroll
     for (int i = 0; i < 64; ++i) s[i] = 0.f;
+    hold(s);
     wg_fence();
 #pragma unroll
     for (int ks = 0; ks < QK / 16; ++ks)
@@ -256,7 +264,9 @@ __global__ void __launch_bounds__(THREADS, 1) mla_wgmma_kernel(const klc::MlaBlo
       p[kk][1] = pack_bf16(s[8 * kk + 2], s[8 * kk + 3]);
       p[kk][2] = pack_bf16(s[8 * kk + 4], s[8 * kk + 5]);
       p[kk][3] = pack_bf16(s[8 * kk + 6], s[8 * kk + 7]);
+      hold(p[kk]);
     }
+    hold(o);
     wg_fence();
 #pragma unroll
     for (int kk = 0; kk < BN / 16; ++kk) wgmma_rs(o, p[kk], desc(vb + (kk >> 2) * PANEL_V + (kk & 3) * 32));
