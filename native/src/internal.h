@@ -96,12 +96,12 @@ struct MlaBlock {
   int T, H, start, k0, nk, mode;
   float scale_log2;  // softmax scale times log2(e)
 };
-// The Hopper kernel (mla_wgmma.cu, wgmma on sm_90a): true when this build holds it and the
-// context's device runs it.
+// The Hopper kernels (mla_wgmma.cu, wgmma on sm_90a): true when this build holds them and the
+// context's device runs them. warp_specialized picks the producer/consumer form.
 bool mla_wgmma_ready(klc_ctx *ctx);
 // Queries per CTA of the Hopper kernel: the host launches tiles from the first one that sees the block.
 constexpr int MLA_WGMMA_QUERIES = 128;
-int mla_wgmma_block(klc_ctx *ctx, const MlaBlock &b);
+int mla_wgmma_block(klc_ctx *ctx, const MlaBlock &b, bool warp_specialized);
 
 // ---- small-batch paths, memory-bound, fp32 activations and accumulation in every mode ----
 // Off when KLC_SMALL_BATCH=0 (kept for comparisons against the general paths).

@@ -4,8 +4,8 @@
 // peak; wgmma reads B once for the warpgroup's 64 rows, straight from shared memory.
 //
 // A CTA is two warpgroups, 128 queries of one head (64 per warpgroup). Q (scaled, bf16) stays in
-// shared memory; tiles of 128 keys and their values are double-buffered with cp.async, one barrier
-// per tile. Per tile and warpgroup: S = Q Kᵀ (m64n128, K = 192, both operands from shared memory),
+// shared memory; tiles of 128 keys and their values are double-buffered with cp.async (the next
+// tile's copies issued while the score product runs), one barrier per tile. Per tile and warpgroup: S = Q Kᵀ (m64n128, K = 192, both operands from shared memory),
 // masking and the online softmax in registers, then O += P V with P taken from the accumulator
 // registers as the A operand (the accumulator's layout is the A fragment's, so no shuffles) and V
 // from shared memory. Values come transposed ([dv, keys], keys fastest), so both products read
@@ -124,180 +124,297 @@ __device__ __forceinline__ unsigned pack_bf16(float lo, float hi) {
   return *reinterpret_cast<unsigned *>(&v);
 }
 
-// Grid (query tiles that see this key block, H). Query token t sees absolute keys j <= start + t.
-// Accumulator layout (per warp of a warpgroup, 16 rows): element 4n + e of a 64-register
-// accumulator is row g + 8 (e >> 1), column 8n + 2c + (e & 1), with g = lane / 4, c = lane % 4.
-__global__ void __launch_bounds__(THREADS, 1) mla_wgmma_kernel(const klc::MlaBlock a) {
-  extern __shared__ unsigned char smem_raw[];
+// Where one CTA works: its head, first query token, key tiles, and the shared-memory panels.
+struct Cta {
+  int h, q0, tiles;
+  unsigned sq, sk;          // shared addresses of the Q panels and of stage 0
+  unsigned char *qs;        // generic pointer to the Q panels
+  const bf16 *kg, *vg;      // this head's keys [nk, 192] and transposed values [128, ldv]
+};
+
+// The last query tiles see the most keys: they start first.
+__device__ __forceinline__ Cta locate(const klc::MlaBlock &a, unsigned char *smem_raw) {
+  Cta t;
   const unsigned raw = smem_addr(smem_raw);
   const unsigned base = (raw + 1023) & ~1023u;
-  unsigned char *qs = smem_raw + (base - raw);  // generic pointer to the aligned Q panels
-  const unsigned sq = base, sk = base + Q_BYTES;
-  const bf16 *kglob = static_cast<const bf16 *>(a.k), *vglob = static_cast<const bf16 *>(a.vt);
-  const int h = blockIdx.y;
-  // The last query tiles see the most keys: they start first.
-  const int q0 = ((a.T + BM - 1) / BM - 1 - (int)blockIdx.x) * BM;
-  const int tid = threadIdx.x, wg = tid >> 7, warp = (tid >> 5) & 3, lane = tid & 31, g = lane >> 2, c = lane & 3;
+  t.qs = smem_raw + (base - raw);
+  t.sq = base;
+  t.sk = base + Q_BYTES;
+  t.h = blockIdx.y;
+  t.q0 = ((a.T + BM - 1) / BM - 1 - (int)blockIdx.x) * BM;
+  // Local keys any row of this tile may see, in whole tiles.
+  const int last_t = min(t.q0 + BM, a.T) - 1;
+  const int kend = min(a.nk, a.start + last_t + 1 - a.k0);
+  t.tiles = kend > 0 ? (kend + BN - 1) / BN : 0;
+  t.kg = static_cast<const bf16 *>(a.k) + (size_t)t.h * a.nk * QK;
+  t.vg = static_cast<const bf16 *>(a.vt) + (size_t)t.h * DV * a.ldv;
+  return t;
+}
 
-  // Q rows q0 .. q0 + BM, scaled into log2 units, rounded to bf16; rows past T are zeros.
-  for (int e = tid; e < BM * (QK / 8); e += THREADS) {
-    const int r = e / (QK / 8), ch = e % (QK / 8), t = q0 + r;
+// Q rows r0 .. r0 + rows of the CTA's tile, scaled into log2 units, rounded to bf16 (rows past T
+// are zeros), stored by `n` threads, this one being `i`.
+__device__ __forceinline__ void load_q(const klc::MlaBlock &a, const Cta &t, int r0, int rows, int i, int n) {
+  for (int e = i; e < rows * (QK / 8); e += n) {
+    const int r = r0 + e / (QK / 8), ch = e % (QK / 8), tok = t.q0 + r;
     float4 x0 = make_float4(0.f, 0.f, 0.f, 0.f), x1 = x0;
-    if (t < a.T) {
-      const float4 *src = reinterpret_cast<const float4 *>(a.q + ((size_t)t * a.H + h) * QK + ch * 8);
+    if (tok < a.T) {
+      const float4 *src = reinterpret_cast<const float4 *>(a.q + ((size_t)tok * a.H + t.h) * QK + ch * 8);
       x0 = src[0];
       x1 = src[1];
     }
     const float s = a.scale_log2;
     const uint4 v = make_uint4(pack_bf16(x0.x * s, x0.y * s), pack_bf16(x0.z * s, x0.w * s), pack_bf16(x1.x * s, x1.y * s),
                                pack_bf16(x1.z * s, x1.w * s));
-    *reinterpret_cast<uint4 *>(qs + (ch >> 3) * PANEL_Q + swz(r, ch & 7)) = v;
+    *reinterpret_cast<uint4 *>(t.qs + (ch >> 3) * PANEL_Q + swz(r, ch & 7)) = v;
   }
+}
 
-  // Local keys any row of this tile may see, in whole tiles.
-  const int last_t = min(q0 + BM, a.T) - 1;
-  const int kend = min(a.nk, a.start + last_t + 1 - a.k0);
-  const int tiles = kend > 0 ? (kend + BN - 1) / BN : 0;
-  const bf16 *kg = kglob + (size_t)h * a.nk * QK;
-  const bf16 *vg = vglob + (size_t)h * DV * a.ldv;
-  // Keys past the block are zero-filled (cp.async reads `bytes` and fills the rest with zeros), so
-  // masked probabilities (exact zeros) never meet stale values.
-  auto load_tile = [&](int j, int stage) {
-    const unsigned kd = sk + stage * STAGE_BYTES, vd = kd + K_BYTES;
-    for (int e = tid; e < BN * (QK / 8); e += THREADS) {
-      const int r = e / (QK / 8), ch = e % (QK / 8), key = j * BN + r;
-      const bool ok = key < a.nk;
-      cp16(kd + (ch >> 3) * PANEL_K + swz(r, ch & 7), kg + (size_t)(ok ? key : 0) * QK + ch * 8, ok ? 16 : 0);
-    }
-    for (int e = tid; e < DV * (BN / 8); e += THREADS) {
-      const int d = e / (BN / 8), ch = e % (BN / 8), key = j * BN + ch * 8;
-      const int bytes = max(0, min(16, (a.nk - key) * 2));
-      cp16(vd + (ch >> 3) * PANEL_V + swz(d, ch & 7), vg + (size_t)d * a.ldv + (bytes ? key : 0), bytes);
-    }
-  };
+// Key tile j and its values into `stage`, by `n` threads, this one being `i`. Keys past the block
+// are zero-filled (cp.async reads `bytes` and fills the rest with zeros), so masked probabilities
+// (exact zeros) never meet stale values.
+__device__ __forceinline__ void load_tile(const klc::MlaBlock &a, const Cta &t, int j, int stage, int i, int n) {
+  const unsigned kd = t.sk + stage * STAGE_BYTES, vd = kd + K_BYTES;
+  for (int e = i; e < BN * (QK / 8); e += n) {
+    const int r = e / (QK / 8), ch = e % (QK / 8), key = j * BN + r;
+    const bool ok = key < a.nk;
+    cp16(kd + (ch >> 3) * PANEL_K + swz(r, ch & 7), t.kg + (size_t)(ok ? key : 0) * QK + ch * 8, ok ? 16 : 0);
+  }
+  for (int e = i; e < DV * (BN / 8); e += n) {
+    const int d = e / (BN / 8), ch = e % (BN / 8), key = j * BN + ch * 8;
+    const int bytes = max(0, min(16, (a.nk - key) * 2));
+    cp16(vd + (ch >> 3) * PANEL_V + swz(d, ch & 7), t.vg + (size_t)d * a.ldv + (bytes ? key : 0), bytes);
+  }
+}
 
-  // This thread's two rows: g and g + 8 of its warp's 16.
-  const int row0 = q0 + wg * 64 + warp * 16 + g;
+// The running softmax of one thread's two rows (row0 and row0 + 8) over the keys seen so far.
+// Accumulator layout (per warp of a warpgroup, 16 rows): element 4n + e of a 64-register
+// accumulator is row g + 8 (e >> 1), column 8n + 2c + (e & 1), with g = lane / 4, c = lane % 4.
+struct Rows {
   float o[64], m[2], l[2];
+  int row0, c;
+};
+
+__device__ __forceinline__ void start_rows(const klc::MlaBlock &a, const Cta &t, int wg, Rows &st) {
+  const int lane = threadIdx.x & 31, warp = (threadIdx.x >> 5) & 3;
+  st.c = lane & 3;
+  st.row0 = t.q0 + wg * 64 + warp * 16 + (lane >> 2);
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
-    const int t = row0 + 8 * i;
-    const size_t r = (size_t)t * a.H + h;
-    const bool have = (a.mode & klc::MLA_READ_CARRY) && t < a.T;
+    const int tok = st.row0 + 8 * i;
+    const size_t r = (size_t)tok * a.H + t.h;
+    const bool have = (a.mode & klc::MLA_READ_CARRY) && tok < a.T;
 #pragma unroll
     for (int n = 0; n < DV / 8; ++n) {
-      const float2 x = have ? *reinterpret_cast<const float2 *>(a.carry + r * DV + n * 8 + 2 * c) : make_float2(0.f, 0.f);
-      o[4 * n + 2 * i] = x.x;
-      o[4 * n + 2 * i + 1] = x.y;
+      const float2 x = have ? *reinterpret_cast<const float2 *>(a.carry + r * DV + n * 8 + 2 * st.c) : make_float2(0.f, 0.f);
+      st.o[4 * n + 2 * i] = x.x;
+      st.o[4 * n + 2 * i + 1] = x.y;
     }
-    m[i] = have ? a.ml[2 * r] : -INFINITY;
+    st.m[i] = have ? a.ml[2 * r] : -INFINITY;
     // The carried sum counts once: the four threads of a row add their parts at the end.
-    l[i] = have && c == 0 ? a.ml[2 * r + 1] : 0.f;
+    st.l[i] = have && st.c == 0 ? a.ml[2 * r + 1] : 0.f;
   }
+}
 
-  if (tiles > 0) load_tile(0, 0);
-  cp_commit();
-  for (int j = 0; j < tiles; ++j) {
-    // Tile j has landed for every thread, and every warpgroup is done with tile j - 1, whose stage
-    // the load of tile j + 1 now overwrites while this one is computed.
-    cp_wait_all();
-    fence_async_smem();
-    __syncthreads();
-    if (j + 1 < tiles) load_tile(j + 1, (j + 1) & 1);
-    cp_commit();
-    const unsigned kb = sk + (j & 1) * STAGE_BYTES, vb = kb + K_BYTES;
+// Key tile j (its stage at kb, vb) for warpgroup wg's 64 rows. `during` runs while the tensor
+// cores compute the scores. Returns once the stage's last read has completed.
+template <typename During>
+__device__ __forceinline__ void attend_tile(const klc::MlaBlock &a, const Cta &t, int wg, int j, unsigned kb, unsigned vb, Rows &st,
+                                            During during) {
+  float s[64];
+#pragma unroll
+  for (int i = 0; i < 64; ++i) s[i] = 0.f;
+  hold(s);
+  wg_fence();
+#pragma unroll
+  for (int ks = 0; ks < QK / 16; ++ks)
+    wgmma_ss(s, desc(t.sq + (ks >> 2) * PANEL_Q + wg * 64 * 128 + (ks & 3) * 32), desc(kb + (ks >> 2) * PANEL_K + (ks & 3) * 32));
+  wg_commit();
+  during();
+  wg_wait_all();
+  hold(s);
 
-    float s[64];
+  // Hide keys past the block or past the row's position; whole tiles below every row's
+  // diagonal inside the block skip the test.
+  const bool full = (j + 1) * BN <= a.nk && a.k0 + (j + 1) * BN - 1 <= a.start + t.q0;
+  float mx[2] = {st.m[0], st.m[1]};
 #pragma unroll
-    for (int i = 0; i < 64; ++i) s[i] = 0.f;
-    hold(s);
-    wg_fence();
+  for (int n = 0; n < BN / 8; ++n) {
 #pragma unroll
-    for (int ks = 0; ks < QK / 16; ++ks)
-      wgmma_ss(s, desc(sq + (ks >> 2) * PANEL_Q + wg * 64 * 128 + (ks & 3) * 32), desc(kb + (ks >> 2) * PANEL_K + (ks & 3) * 32));
-    wg_commit();
-    wg_wait_all();
-    hold(s);
-
-    // Hide keys past the block or past the row's position; whole tiles below every row's
-    // diagonal inside the block skip the test.
-    const bool full = (j + 1) * BN <= a.nk && a.k0 + (j + 1) * BN - 1 <= a.start + q0;
-    float mx[2] = {m[0], m[1]};
-#pragma unroll
-    for (int n = 0; n < BN / 8; ++n) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        if (!full) {
-          const int key = j * BN + n * 8 + 2 * c + (e & 1);
-          if (key >= a.nk || a.k0 + key > a.start + row0 + 8 * (e >> 1)) s[4 * n + e] = -INFINITY;
-        }
-        mx[e >> 1] = fmaxf(mx[e >> 1], s[4 * n + e]);
+    for (int e = 0; e < 4; ++e) {
+      if (!full) {
+        const int key = j * BN + n * 8 + 2 * st.c + (e & 1);
+        if (key >= a.nk || a.k0 + key > a.start + st.row0 + 8 * (e >> 1)) s[4 * n + e] = -INFINITY;
       }
+      mx[e >> 1] = fmaxf(mx[e >> 1], s[4 * n + e]);
     }
-    float base_[2];
-#pragma unroll
-    for (int i = 0; i < 2; ++i) {
-      mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
-      mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
-      // A row that has seen no key yet keeps everything at zero.
-      base_[i] = mx[i] == -INFINITY ? 0.f : mx[i];
-      const float alpha = exp2f(m[i] - base_[i]);
-      m[i] = mx[i];
-      l[i] *= alpha;
-#pragma unroll
-      for (int n = 0; n < DV / 8; ++n) {
-        o[4 * n + 2 * i] *= alpha;
-        o[4 * n + 2 * i + 1] *= alpha;
-      }
-    }
-#pragma unroll
-    for (int i = 0; i < 64; ++i) {
-      s[i] = exp2f(s[i] - base_[(i >> 1) & 1]);
-      l[(i >> 1) & 1] += s[i];
-    }
-
-    // Columns 16kk .. 16kk + 15 of P are accumulator chunks 2kk and 2kk + 1: the A fragment of k-step kk.
-    unsigned p[BN / 16][4];
-#pragma unroll
-    for (int kk = 0; kk < BN / 16; ++kk) {
-      p[kk][0] = pack_bf16(s[8 * kk + 0], s[8 * kk + 1]);
-      p[kk][1] = pack_bf16(s[8 * kk + 2], s[8 * kk + 3]);
-      p[kk][2] = pack_bf16(s[8 * kk + 4], s[8 * kk + 5]);
-      p[kk][3] = pack_bf16(s[8 * kk + 6], s[8 * kk + 7]);
-      hold(p[kk]);
-    }
-    hold(o);
-    wg_fence();
-#pragma unroll
-    for (int kk = 0; kk < BN / 16; ++kk) wgmma_rs(o, p[kk], desc(vb + (kk >> 2) * PANEL_V + (kk & 3) * 32));
-    wg_commit();
-    // The stage must be read before the next barrier hands it to the loads.
-    wg_wait_all();
-    hold(o);
   }
-  cp_wait_all();
-
+  float base[2];
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
-    l[i] += __shfl_xor_sync(0xffffffffu, l[i], 1);
-    l[i] += __shfl_xor_sync(0xffffffffu, l[i], 2);
-    const int t = row0 + 8 * i;
-    if (t >= a.T) continue;
-    const size_t r = (size_t)t * a.H + h;
+    mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
+    mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
+    // A row that has seen no key yet keeps everything at zero.
+    base[i] = mx[i] == -INFINITY ? 0.f : mx[i];
+    const float alpha = exp2f(st.m[i] - base[i]);
+    st.m[i] = mx[i];
+    st.l[i] *= alpha;
+#pragma unroll
+    for (int n = 0; n < DV / 8; ++n) {
+      st.o[4 * n + 2 * i] *= alpha;
+      st.o[4 * n + 2 * i + 1] *= alpha;
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < 64; ++i) {
+    s[i] = exp2f(s[i] - base[(i >> 1) & 1]);
+    st.l[(i >> 1) & 1] += s[i];
+  }
+
+  // Columns 16kk .. 16kk + 15 of P are accumulator chunks 2kk and 2kk + 1: the A fragment of k-step kk.
+  unsigned p[BN / 16][4];
+#pragma unroll
+  for (int kk = 0; kk < BN / 16; ++kk) {
+    p[kk][0] = pack_bf16(s[8 * kk + 0], s[8 * kk + 1]);
+    p[kk][1] = pack_bf16(s[8 * kk + 2], s[8 * kk + 3]);
+    p[kk][2] = pack_bf16(s[8 * kk + 4], s[8 * kk + 5]);
+    p[kk][3] = pack_bf16(s[8 * kk + 6], s[8 * kk + 7]);
+    hold(p[kk]);
+  }
+  hold(st.o);
+  wg_fence();
+#pragma unroll
+  for (int kk = 0; kk < BN / 16; ++kk) wgmma_rs(st.o, p[kk], desc(vb + (kk >> 2) * PANEL_V + (kk & 3) * 32));
+  wg_commit();
+  wg_wait_all();
+  hold(st.o);
+}
+
+__device__ __forceinline__ void finish_rows(const klc::MlaBlock &a, const Cta &t, Rows &st) {
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    st.l[i] += __shfl_xor_sync(0xffffffffu, st.l[i], 1);
+    st.l[i] += __shfl_xor_sync(0xffffffffu, st.l[i], 2);
+    const int tok = st.row0 + 8 * i;
+    if (tok >= a.T) continue;
+    const size_t r = (size_t)tok * a.H + t.h;
     if (a.mode & klc::MLA_WRITE_CARRY) {
 #pragma unroll
       for (int n = 0; n < DV / 8; ++n)
-        *reinterpret_cast<float2 *>(a.carry + r * DV + n * 8 + 2 * c) = make_float2(o[4 * n + 2 * i], o[4 * n + 2 * i + 1]);
-      if (c == 0) {
-        a.ml[2 * r] = m[i];
-        a.ml[2 * r + 1] = l[i];
+        *reinterpret_cast<float2 *>(a.carry + r * DV + n * 8 + 2 * st.c) = make_float2(st.o[4 * n + 2 * i], st.o[4 * n + 2 * i + 1]);
+      if (st.c == 0) {
+        a.ml[2 * r] = st.m[i];
+        a.ml[2 * r + 1] = st.l[i];
       }
     } else {
-      const float inv = 1.f / l[i];
+      const float inv = 1.f / st.l[i];
 #pragma unroll
       for (int n = 0; n < DV / 8; ++n)
-        *reinterpret_cast<float2 *>(a.out + r * DV + n * 8 + 2 * c) = make_float2(o[4 * n + 2 * i] * inv, o[4 * n + 2 * i + 1] * inv);
+        *reinterpret_cast<float2 *>(a.out + r * DV + n * 8 + 2 * st.c) =
+            make_float2(st.o[4 * n + 2 * i] * inv, st.o[4 * n + 2 * i + 1] * inv);
     }
+  }
+}
+
+// Grid (query tiles that see this key block, H). Query token t sees absolute keys j <= start + t.
+// Both warpgroups load: tile j + 1's copies are issued while tile j's scores are computed, and one
+// barrier per tile hands the stages over.
+__global__ void __launch_bounds__(THREADS, 1) mla_wgmma_kernel(const klc::MlaBlock a) {
+  extern __shared__ unsigned char smem_raw[];
+  const Cta t = locate(a, smem_raw);
+  const int tid = threadIdx.x, wg = tid >> 7;
+  load_q(a, t, 0, BM, tid, THREADS);
+  Rows st;
+  start_rows(a, t, wg, st);
+  if (t.tiles > 0) load_tile(a, t, 0, 0, tid, THREADS);
+  cp_commit();
+  for (int j = 0; j < t.tiles; ++j) {
+    // Tile j has landed for every thread, and every warpgroup is done with tile j - 1, whose stage
+    // the load of tile j + 1 overwrites while this one is computed.
+    cp_wait_all();
+    fence_async_smem();
+    __syncthreads();
+    const unsigned kb = t.sk + (j & 1) * STAGE_BYTES;
+    attend_tile(a, t, wg, j, kb, kb + K_BYTES, st, [&] {
+      if (j + 1 < t.tiles) load_tile(a, t, j + 1, (j + 1) & 1, tid, THREADS);
+      cp_commit();
+    });
+  }
+  cp_wait_all();
+  finish_rows(a, t, st);
+}
+
+// ---- warp-specialized form: a producer warpgroup loads, two consumer warpgroups compute ----
+
+constexpr int WS_THREADS = 384;
+
+__device__ __forceinline__ void mbar_init(unsigned bar, unsigned count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(unsigned bar) {
+  asm volatile("{\n.reg .b64 state;\nmbarrier.arrive.shared::cta.b64 state, [%0];\n}\n" ::"r"(bar) : "memory");
+}
+// Waits for the phase of `parity` to complete. A wait past 10 s means a broken handshake: the
+// kernel traps (the call fails with a CUDA error) instead of hanging the GPU.
+__device__ __forceinline__ void mbar_wait(unsigned bar, unsigned parity) {
+  unsigned done = 0;
+  unsigned long long t0 = 0;
+  for (;;) {
+    asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+                 : "=r"(done)
+                 : "r"(bar), "r"(parity)
+                 : "memory");
+    if (done) return;
+    unsigned long long now;
+    asm volatile("mov.u64 %0, %%globaltimer;\n" : "=l"(now));
+    if (!t0) t0 = now;
+    else if (now - t0 > 10000000000ull) __trap();
+  }
+}
+
+// Warpgroup 0 produces: for each tile it waits until both consumers released the stage, copies
+// the tile, waits for its own copies, makes them visible to the tensor cores and signals the stage
+// full. Warpgroups 1 and 2 each take 64 query rows and never wait for each other. Registers move
+// from the producer (few needed) to the consumers (setmaxnreg).
+__global__ void __launch_bounds__(WS_THREADS, 1) mla_wgmma_ws_kernel(const klc::MlaBlock a) {
+  extern __shared__ unsigned char smem_raw[];
+  const Cta t = locate(a, smem_raw);
+  const unsigned bars = t.sk + 2 * STAGE_BYTES;  // full[0], full[1], empty[0], empty[1]
+  const int tid = threadIdx.x, wg = tid >> 7, wtid = tid & 127;
+  if (tid == 0) {
+    mbar_init(bars, 128);
+    mbar_init(bars + 8, 128);
+    mbar_init(bars + 16, 256);
+    mbar_init(bars + 24, 256);
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  __syncthreads();
+  if (wg == 0) {
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n");
+    for (int j = 0; j < t.tiles; ++j) {
+      const int s = j & 1, use = j >> 1;
+      if (use > 0) mbar_wait(bars + 16 + 8 * s, (use - 1) & 1);
+      load_tile(a, t, j, s, wtid, 128);
+      cp_commit();
+      cp_wait_all();
+      fence_async_smem();
+      mbar_arrive(bars + 8 * s);
+    }
+  } else {
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n");
+    const int cw = wg - 1;  // this consumer's 64 rows
+    load_q(a, t, cw * 64, 64, wtid, 128);
+    fence_async_smem();
+    asm volatile("bar.sync %0, 128;\n" ::"r"(1 + cw) : "memory");
+    Rows st;
+    start_rows(a, t, cw, st);
+    for (int j = 0; j < t.tiles; ++j) {
+      const int s = j & 1;
+      mbar_wait(bars + 8 * s, (j >> 1) & 1);
+      const unsigned kb = t.sk + s * STAGE_BYTES;
+      attend_tile(a, t, cw, j, kb, kb + K_BYTES, st, [] {});
+      mbar_arrive(bars + 16 + 8 * s);
+    }
+    finish_rows(a, t, st);
   }
 }
 
@@ -320,13 +437,19 @@ bool mla_wgmma_ready(klc_ctx *ctx) {
   return ok;
 }
 
-int mla_wgmma_block(klc_ctx *ctx, const MlaBlock &b) {
-  const cudaError_t e = cudaFuncSetAttribute(mla_wgmma_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, SMEM);
+int mla_wgmma_block(klc_ctx *ctx, const MlaBlock &b, bool warp_specialized) {
+  const void *kernel = warp_specialized ? (const void *)mla_wgmma_ws_kernel : (const void *)mla_wgmma_kernel;
+  const int threads = warp_specialized ? WS_THREADS : THREADS;
+  const int smem = SMEM + (warp_specialized ? 32 : 0);  // + the four mbarriers after the stages
+  const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   if (e != cudaSuccess) return fail_cuda(e, "configuring the Hopper MLA prefill kernel");
   const int qtiles = (b.T + BM - 1) / BM;
   // Query tokens t with start + t >= k0 see this block.
   const int first_tile = (b.k0 > b.start ? b.k0 - b.start : 0) / BM;
-  mla_wgmma_kernel<<<dim3(qtiles - first_tile, b.H), THREADS, SMEM, ctx->stream>>>(b);
+  if (warp_specialized)
+    mla_wgmma_ws_kernel<<<dim3(qtiles - first_tile, b.H), threads, smem, ctx->stream>>>(b);
+  else
+    mla_wgmma_kernel<<<dim3(qtiles - first_tile, b.H), threads, smem, ctx->stream>>>(b);
   const cudaError_t l = cudaGetLastError();
   return l == cudaSuccess ? KLC_OK : fail_cuda(l, "the Hopper MLA prefill kernel");
 }
@@ -339,7 +462,7 @@ namespace klc {
 
 bool mla_wgmma_ready(klc_ctx *) { return false; }
 
-int mla_wgmma_block(klc_ctx *, const MlaBlock &) {
+int mla_wgmma_block(klc_ctx *, const MlaBlock &, bool) {
   return fail(KLC_E_ARG, "the Hopper MLA prefill kernel is not in this build (built without sm_90 in --archs)");
 }
 

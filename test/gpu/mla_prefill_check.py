@@ -1,5 +1,6 @@
 """Device check and timing of MLA prefill attention (klc_mla_prefill_heads) for every kernel variant
-this GPU runs (KLC_MLA_KERNEL=fa2 everywhere, wgmma on compute capability 9.0):
+this GPU runs (KLC_MLA_KERNEL=fa2 everywhere; wgmma and its warp-specialized form wgmma_ws on compute
+capability 9.0):
 
 1. correctness: each variant against float64 attention with keys (W_UK[h] c_j, pe_j) and values
    W_UV[h] c_j on sampled rows, at shapes with ragged lengths (not multiples of 64 or 128), cached
@@ -14,7 +15,10 @@ Our time covers the whole call (up-projection of the keys and values included), 
 attention over ready bf16 q, k, v. FLOPs count 2 * (query, key) pairs * heads * (192 + 128) with the
 pairs each computes: ours the causal ones; SDPA's the causal triangle when T == S, else all T * S
 (cuDNN gets no bottom-right causal mask here; at these prefixes that is a 1-2% difference).
-Writes the results as JSON to argv[1] and exits non-zero when a case is wrong."""
+Usage: mla_prefill_check.py OUT.json [--variants fa2,wgmma] [--time wgmma] [--no-speed]: --variants
+(default: all this GPU runs) are checked, --time (default: the same) are timed. run-mla.sh runs
+one process per new variant, so that a kernel that faults cannot take the other results with it.
+Writes the results as JSON to OUT.json and exits non-zero when a case is wrong."""
 import ctypes
 import json
 import os
@@ -40,13 +44,19 @@ def report(name, ok, **extra):
     print(f"{'ok  ' if ok else 'FAIL'} {name}: {shown}", flush=True)
 
 
+def arg(name, default):
+    return sys.argv[sys.argv.index(name) + 1].split(",") if name in sys.argv else default
+
+
 def variants(klc):
+    """The variants to check: fa2 first (the reference of the every-row comparison), each selectable."""
     klc.lib.klc_mla_prefill_kernel.restype = ctypes.c_char_p
-    names = ["fa2"]
+    available = ["fa2"]
     if torch.cuda.get_device_capability() == (9, 0):
-        names.append("wgmma")
+        available += ["wgmma", "wgmma_ws"]
     else:
         print(f"compute capability {torch.cuda.get_device_capability()}: the wgmma kernel is Hopper-only, checking fa2", flush=True)
+    names = ["fa2"] + [v for v in arg("--variants", available) if v != "fa2"]
     for v in names:
         os.environ["KLC_MLA_KERNEL"] = v
         got = klc.lib.klc_mla_prefill_kernel(klc.ctx)
@@ -54,7 +64,8 @@ def variants(klc):
         report(f"KLC_MLA_KERNEL={v} selects {v}", chosen == v, selected=chosen)
     os.environ["KLC_MLA_KERNEL"] = "auto"
     got = klc.lib.klc_mla_prefill_kernel(klc.ctx)
-    report(f"KLC_MLA_KERNEL=auto selects {names[-1]}", got is not None and got.decode() == names[-1],
+    auto = "wgmma" if "wgmma" in available else "fa2"
+    report(f"KLC_MLA_KERNEL=auto selects {auto}", got is not None and got.decode() == auto,
            selected=got.decode() if got else klc.lib.klc_last_error().decode())
     return names
 
@@ -178,7 +189,7 @@ SPEED = (("32k causal", 32768, 32, 0, 3), ("128k causal", 131072, 32, 0, 2), ("4
          ("4k slice over a 1M prefix", 4096, 32, 1044480, 2))
 
 
-def speed(klc, names):
+def speed(klc, names, timed_names):
     peak = matmul_tflops()
     print(f"bf16 matmul 8192^3 measured: {peak:.0f} TFLOP/s (datasheet dense {DATASHEET_TFLOPS:.0f})", flush=True)
     results.append({"case": "bf16 matmul peak", "tflops": peak, "ok": True})
@@ -189,6 +200,8 @@ def speed(klc, names):
         outs, row = {}, {"case": f"speed {label}", "T": T, "H": H, "start": start, "ok": True}
         for v in names:
             outs[v] = inp.run(klc, v)
+            if v not in timed_names:
+                continue
             ms = timed(lambda: inp.call(klc, outs[v]), iters)
             tf = flops / ms / 1e9
             row[v] = {"ms": ms, "tflops": tf, "of_datasheet": tf / DATASHEET_TFLOPS, "of_matmul": tf / peak}
@@ -200,7 +213,7 @@ def speed(klc, names):
             row["sdpa_cudnn"] = {"ms": ms, "tflops": tf, "of_datasheet": tf / DATASHEET_TFLOPS}
         results.append(row)
         print(f"time {label} (T={T} H={H} start={start}):", flush=True)
-        for v in names:
+        for v in timed_names:
             r = row[v]
             print(f"  {v:6s} {r['ms']:9.2f} ms  {r['tflops']:6.0f} TFLOP/s  {100 * r['of_datasheet']:5.1f}% of peak "
                   f"({100 * r['of_matmul']:.0f}% of the measured matmul)", flush=True)
@@ -209,7 +222,7 @@ def speed(klc, names):
         else:
             r = row["sdpa_cudnn"]
             print(f"  cuDNN  {r['ms']:9.2f} ms  {r['tflops']:6.0f} TFLOP/s  {100 * r['of_datasheet']:5.1f}% of peak; "
-                  f"{names[-1]} / cuDNN time {row[names[-1]]['ms'] / ms:.2f}x", flush=True)
+                  + ", ".join(f"{v} / cuDNN time {row[v]['ms'] / ms:.2f}x" for v in timed_names), flush=True)
         check_outputs(inp, outs, inp.sample(6, 1, seed=50 + i), f"T={T} H={H} start={start}")
         del inp, outs
         torch.cuda.empty_cache()
@@ -224,7 +237,7 @@ def main():
     names = variants(klc)
     correctness(klc, names)
     if "--no-speed" not in sys.argv:
-        speed(klc, names)
+        speed(klc, names, [v for v in arg("--time", names) if v in names])
     klc.close()
     json.dump(results, open(out_json, "w"), indent=1)
     bad = [r["case"] for r in results if not r["ok"]]
