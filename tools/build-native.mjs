@@ -62,7 +62,12 @@ const nodeInclude = findNodeInclude();
 const gencode = archs.flatMap((a) => ['-gencode', `arch=compute_${a},code=sm_${a}`]);
 const newest = archs[archs.length - 1];
 gencode.push('-gencode', `arch=compute_${newest},code=compute_${newest}`);
-const archList = [...archs.map((a) => `sm_${a}`), `compute_${newest}`].join(' ');
+// The Hopper MLA kernel (mla_wgmma.cu) uses wgmma, which exists only in the arch-specific sm_90a
+// target: with 90 in the list that unit is built for sm_90a alone (no PTX, so no other GPU loads it
+// and klc_mla_prefill_heads keeps the portable kernel there); without 90 it builds its fallback.
+const hopper = archs.includes('90');
+const archList = [...archs.map((a) => `sm_${a}`), `compute_${newest}`, ...(hopper ? ['sm_90a (MLA prefill)'] : [])].join(' ');
+const unitArch = (u) => (u === 'mla_wgmma.cu' && hopper ? ['-gencode', 'arch=compute_90a,code=sm_90a', '-DKLC_MLA_WGMMA=1'] : gencode);
 const common = ['-O3', '-std=c++17', '-Xcompiler', '-fPIC,-fvisibility=hidden', `-I${join(root, 'native', 'include')}`,
   `-DKLC_BUILD_ARCHS="${archList}"`];
 
@@ -71,9 +76,9 @@ const tmp = join(out, `.tmp-${process.pid}`);
 mkdirSync(tmp, { recursive: true });
 const started = Date.now();
 try {
-  const units = ['context.cu', 'kda.cu', 'ops.cu', 'cublas.cu', 'tc_ops.cu', 'mla_flash.cu', 'batch_decode.cu', 'sample.cu', 'moe_small.cu', 'gemv.cu', 'dummy.cu', 'vbuf.cu', 'w4a16_gemv.cu'];
+  const units = ['context.cu', 'kda.cu', 'ops.cu', 'cublas.cu', 'tc_ops.cu', 'mla_flash.cu', 'mla_wgmma.cu', 'batch_decode.cu', 'sample.cu', 'moe_small.cu', 'gemv.cu', 'dummy.cu', 'vbuf.cu', 'w4a16_gemv.cu'];
   const threadsPerUnit = Math.max(1, Math.floor(jobs / units.length));
-  await Promise.all(units.map((u) => run(nvcc, [...common, ...gencode, '--threads', String(threadsPerUnit), '-c',
+  await Promise.all(units.map((u) => run(nvcc, [...common, ...unitArch(u), '--threads', String(threadsPerUnit), '-c',
     join(src, u), '-o', join(tmp, u.replace('.cu', '.o'))])));
   await run(nvcc, ['-O2', '-Xcompiler', '-fPIC,-fvisibility=hidden', '-x', 'c', `-I${nodeInclude}`,
     `-I${join(root, 'native', 'include')}`, '-DNODE_GYP_MODULE_NAME=klc_native', '-c', join(src, 'binding.c'),

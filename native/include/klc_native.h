@@ -159,6 +159,11 @@ KLC_API int klc_mla_attention(klc_ctx *ctx, const float *q, const float *cache, 
  * nope + rope = 192 and dv = 128 (Kimi Linear's widths). */
 KLC_API int klc_mla_prefill_heads(klc_ctx *ctx, const float *q, const float *cache, const void *w_uk_t, const void *w_uv,
                                   float *out, int T, int H, int start, int nope, int rope, int dv, int L, float scale);
+/* The kernel klc_mla_prefill_heads runs on ctx's device as the environment stands: "wgmma" (Hopper,
+ * sm_90a builds), "wgmma_ws" (its warp-specialized form, only when asked for) or "fa2" (mma.sync,
+ * sm_80 and newer). KLC_MLA_KERNEL=auto (default), fa2, wgmma or wgmma_ws chooses; NULL when the
+ * choice is invalid here (klc_last_error says why). */
+KLC_API const char *klc_mla_prefill_kernel(klc_ctx *ctx);
 /* 1 when klc_mla_prefill_heads serves this prefill (tensor-core mode, supported widths) and takes
  * fewer FLOPs than the absorbed form: a few hundred new tokens or more. */
 KLC_API int klc_mla_heads_wanted(klc_ctx *ctx, int T, int start, int nope, int rope, int dv, int L);

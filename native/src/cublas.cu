@@ -1,7 +1,8 @@
 // cuBLAS, loaded at run time from the user's CUDA install (libcublas.so.13, then .12), so that
 // the library builds without cuBLAS headers and still loads where cuBLAS is missing. Only the few
 // entry points and enum values used are declared here, with the values of cublas_api.h. Tensor
-// core GEMMs take bf16 operands and accumulate and write fp32.
+// core GEMMs take bf16 operands, accumulate in fp32 and write fp32 (or bf16 where the result feeds another
+// tensor-core kernel).
 #include <cuda_bf16.h>
 #include <library_types.h>
 
@@ -139,6 +140,15 @@ int gemm_bf16_nt(klc_ctx *ctx, const void *x, int ldx, long long sx, const void 
                                          CUDA_R_16BF, ldx, sx, &beta, y, CUDA_R_32F, ldy, sy, batch, CUBLAS_COMPUTE_32F,
                                          CUBLAS_GEMM_DEFAULT);
   return s ? blas_fail(s, "a tensor-core GEMM (cublasGemmEx)") : KLC_OK;
+}
+
+int gemm_bf16_nt_to_bf16(klc_ctx *ctx, const void *x, int ldx, long long sx, const void *w, int ldw, long long sw, void *y, int ldy,
+                         long long sy, int M, int N, int K, int batch) {
+  const float alpha = 1.f, beta = 0.f;
+  const cublasStatus_t s = cublas().gemm_strided(handle(ctx), CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &alpha, w, CUDA_R_16BF, ldw, sw, x,
+                                                 CUDA_R_16BF, ldx, sx, &beta, y, CUDA_R_16BF, ldy, sy, batch, CUBLAS_COMPUTE_32F,
+                                                 CUBLAS_GEMM_DEFAULT);
+  return s ? blas_fail(s, "a tensor-core GEMM with bf16 output (cublasGemmStridedBatchedEx)") : KLC_OK;
 }
 
 int gemm_bf16_nt_ptrs(klc_ctx *ctx, const void *const *x, int ldx, const void *const *w, int ldw, float *const *y, int ldy, int M,

@@ -46,6 +46,9 @@ cudaError_t kda_probe_image();
 // Row-major Y_b[M, N] = X_b[M, K] W_bᵀ + beta Y_b for b < batch; X and W bf16 [rows, ld], Y fp32.
 int gemm_bf16_nt(klc_ctx *ctx, const void *x, int ldx, long long sx, const void *w, int ldw, long long sw, float *y, int ldy,
                  long long sy, int M, int N, int K, int batch, float beta);
+// The same with Y_b rounded to bf16 (fp32 accumulation), beta 0.
+int gemm_bf16_nt_to_bf16(klc_ctx *ctx, const void *x, int ldx, long long sx, const void *w, int ldw, long long sw, void *y, int ldy,
+                         long long sy, int M, int N, int K, int batch);
 // The same for `count` independent products whose operands are listed in device arrays of pointers.
 int gemm_bf16_nt_ptrs(klc_ctx *ctx, const void *const *x, int ldx, const void *const *w, int ldw, float *const *y, int ldy, int M,
                       int N, int K, int count);
@@ -78,6 +81,27 @@ struct MoeTc {
 int tc_moe(klc_ctx *ctx, const MoeTc &m);
 bool tc_mla_wanted(klc_ctx *ctx, int T);
 int tc_mla(klc_ctx *ctx, const float *q, const float *cache, float *out, int T, int H, int start, int D, int L, float scale);
+
+// ---- MLA prefill attention over up-projected per-head keys, one key block at a time ----
+// Carry protocol of a key block's launch: READ_CARRY starts each row from the running softmax of the
+// blocks before (carry: unnormalised sums [T * H, dv], ml: max in log2 units and sum [T * H, 2]),
+// WRITE_CARRY leaves it there for the next block instead of writing the normalised output.
+constexpr int MLA_READ_CARRY = 1, MLA_WRITE_CARRY = 2;
+struct MlaBlock {
+  const float *q;   // [T, H, 192] fp32
+  const void *k;    // bf16 [H, nk, 192]: keys k0 .. k0 + nk of this block
+  const void *vt;   // bf16 [H, 128, ldv]: the block's values transposed, key index fastest
+  int ldv;          // a multiple of 8 (16-byte rows), >= nk
+  float *out, *carry, *ml;
+  int T, H, start, k0, nk, mode;
+  float scale_log2;  // softmax scale times log2(e)
+};
+// The Hopper kernels (mla_wgmma.cu, wgmma on sm_90a): true when this build holds them and the
+// context's device runs them. warp_specialized picks the producer/consumer form.
+bool mla_wgmma_ready(klc_ctx *ctx);
+// Queries per CTA of the Hopper kernel: the host launches tiles from the first one that sees the block.
+constexpr int MLA_WGMMA_QUERIES = 128;
+int mla_wgmma_block(klc_ctx *ctx, const MlaBlock &b, bool warp_specialized);
 
 // ---- small-batch paths, memory-bound, fp32 activations and accumulation in every mode ----
 // Off when KLC_SMALL_BATCH=0 (kept for comparisons against the general paths).

@@ -11,10 +11,17 @@
 // of 4 warps takes 64 query tokens of one head, each warp 16 rows; key and value tiles of 64 keys
 // are double-buffered in shared memory with cp.async; scores stay in registers, the softmax is
 // online, and probabilities are rounded to bf16 as the A operand of the value product.
+//
+// On Hopper the key-block step runs the wgmma kernel of mla_wgmma.cu instead, over bf16 keys and
+// transposed values that cuBLAS writes directly. KLC_MLA_KERNEL picks the kernel: auto (the default:
+// wgmma where the build and the GPU have it, else fa2), fa2, wgmma or wgmma_ws (its warp-specialized
+// form; both are errors where unavailable).
 #include <cuda_bf16.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <string>
 
 #include "internal.h"
 
@@ -75,7 +82,7 @@ struct FlashArgs {
   int T, H, start, k0, nk, mode;
   float scale_log2;  // softmax scale times log2(e): exp2 of scaled scores
 };
-constexpr int READ_CARRY = 1, WRITE_CARRY = 2;
+constexpr int READ_CARRY = klc::MLA_READ_CARRY, WRITE_CARRY = klc::MLA_WRITE_CARRY;
 
 // Grid (query tiles that see this key block, H). Query token t sees absolute keys j <= start + t.
 __global__ void __launch_bounds__(THREADS, 2) mla_flash_kernel(const FlashArgs a) {
@@ -288,6 +295,17 @@ __global__ void values_kernel(const float *y, bf16 *vb, int nk, int H) {
   }
 }
 
+// kb[h, j, nope:] = bf16(cache[k0 + j, L:L+rope]) for every head: the rope part of the keys that the
+// bf16 up-projection GEMM leaves to be filled.
+__global__ void rope_keys_kernel(const float *cache, bf16 *kb, int k0, int nk, int H, int nope, int rope, int D, int L) {
+  const size_t n = (size_t)H * nk * rope;
+  for (size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x; e < n; e += (size_t)gridDim.x * blockDim.x) {
+    const int d = (int)(e % rope);
+    const size_t hj = e / rope, j = hj % nk;
+    kb[hj * QK + nope + d] = __float2bfloat16(cache[(k0 + j) * (size_t)D + L + d]);
+  }
+}
+
 int grid_for(size_t n) { return (int)std::max<size_t>(1, std::min<size_t>((n + 255) / 256, 65535 * 16)); }
 
 int launched(const char *what) {
@@ -296,6 +314,72 @@ int launched(const char *what) {
 }
 
 size_t align256(size_t b) { return (b + 255) & ~(size_t)255; }
+
+enum class Kernel { fa2, wgmma, wgmma_ws };
+
+// The kernel KLC_MLA_KERNEL asks for on this context's device.
+int choose_kernel(klc_ctx *ctx, Kernel *k) {
+  const char *env = std::getenv("KLC_MLA_KERNEL");
+  const std::string want = env && *env ? env : "auto";
+  if (want == "fa2") {
+    *k = Kernel::fa2;
+    return KLC_OK;
+  }
+  if (want != "auto" && want != "wgmma" && want != "wgmma_ws")
+    return klc::fail(KLC_E_ARG, "KLC_MLA_KERNEL=" + want + " names no MLA prefill kernel; use auto, fa2, wgmma or wgmma_ws");
+  const bool hopper = klc::mla_wgmma_ready(ctx);
+  if (want != "auto" && !hopper)
+    return klc::fail(KLC_E_ARG, "KLC_MLA_KERNEL=" + want + " needs an H100/H200 (compute capability 9.0) and a native build "
+                                "with 90 in --archs; unset KLC_MLA_KERNEL or set it to auto or fa2");
+  *k = !hopper ? Kernel::fa2 : want == "wgmma_ws" ? Kernel::wgmma_ws : Kernel::wgmma;
+  return KLC_OK;
+}
+
+// The Hopper path: per key block, bf16 latents, then per-head keys (cuBLAS writes the nope part as
+// bf16 into rows of 192, a small kernel the shared rope part) and the values transposed, then the
+// wgmma kernel, carrying the softmax across blocks.
+int prefill_wgmma(klc_ctx *ctx, bool warp_specialized, const float *q, const float *cache, const void *w_uk_t, const void *w_uv,
+                  float *out, int T, int H, int start, int nope, int rope, int L, float scale) {
+  using namespace klc;
+  const int D = L + rope, total = start + T;
+  const int blocks = (total + KEY_BLOCK - 1) / KEY_BLOCK;
+  const int kb_max = std::min(total, KEY_BLOCK), ldv_max = (kb_max + 7) & ~7;
+  const size_t rows = (size_t)T * H;
+  void *f32_area = nullptr, *bf16_area = nullptr;
+  int rc;
+  if (blocks > 1 && (rc = scratch(ctx, 1, align256(sizeof(float) * rows * DV) + sizeof(float) * rows * 2, &f32_area))) return rc;
+  const size_t cb_bytes = align256(sizeof(bf16) * (size_t)kb_max * L), wuk_bytes = align256(sizeof(bf16) * (size_t)H * nope * L);
+  const size_t k_bytes = align256(sizeof(bf16) * (size_t)H * kb_max * QK);
+  if ((rc = scratch(ctx, 2, cb_bytes + wuk_bytes + k_bytes + sizeof(bf16) * (size_t)H * DV * ldv_max, &bf16_area))) return rc;
+  float *carry = static_cast<float *>(f32_area);
+  float *ml = carry ? carry + align256(sizeof(float) * rows * DV) / sizeof(float) : nullptr;
+  char *b = static_cast<char *>(bf16_area);
+  bf16 *cb = reinterpret_cast<bf16 *>(b), *wuk = reinterpret_cast<bf16 *>(b + cb_bytes);
+  bf16 *kb = reinterpret_cast<bf16 *>(b + cb_bytes + wuk_bytes), *vt = reinterpret_cast<bf16 *>(b + cb_bytes + wuk_bytes + k_bytes);
+
+  transpose_uk_kernel<<<grid_for((size_t)H * nope * L), 256, 0, ctx->stream>>>(static_cast<const bf16 *>(w_uk_t), wuk, H, nope, L);
+  if ((rc = launched("transposing the MLA key up-projection"))) return rc;
+  for (int blk = 0; blk < blocks; ++blk) {
+    const int k0 = blk * KEY_BLOCK, nk = std::min(KEY_BLOCK, total - k0), ldv = (nk + 7) & ~7;
+    latents_bf16_kernel<<<grid_for((size_t)nk * L), 256, 0, ctx->stream>>>(cache, cb, k0, nk, D, L);
+    if ((rc = launched("rounding the MLA latents to bf16"))) return rc;
+    // Head h's keys: kb[h, j, :nope] = c_j W_UK[h]ᵀ, one strided batch over the heads.
+    if ((rc = gemm_bf16_nt_to_bf16(ctx, cb, L, 0, wuk, L, (long long)nope * L, kb, QK, (long long)nk * QK, nk, nope, L, H)))
+      return rc;
+    rope_keys_kernel<<<grid_for((size_t)H * nk * rope), 256, 0, ctx->stream>>>(cache, kb, k0, nk, H, nope, rope, D, L);
+    if ((rc = launched("copying the MLA rope keys"))) return rc;
+    // All heads' values transposed: vt[h * dv + d, j] = (W_UV c_j)[h * dv + d].
+    if ((rc = gemm_bf16_nt_to_bf16(ctx, w_uv, L, 0, cb, L, 0, vt, ldv, 0, H * DV, nk, L, 1))) return rc;
+    const MlaBlock a{q, kb, vt, ldv, out, carry, ml, T, H, start, k0, nk,
+                     blocks == 1 ? 0 : (blk ? MLA_READ_CARRY : 0) | MLA_WRITE_CARRY, scale * 1.4426950408889634f};
+    if ((rc = mla_wgmma_block(ctx, a, warp_specialized))) return rc;
+  }
+  if (blocks > 1) {
+    finish_kernel<<<grid_for(rows * DV), 256, 0, ctx->stream>>>(carry, ml, out, rows);
+    rc = launched("normalising the MLA prefill output");
+  }
+  return rc;
+}
 
 }  // namespace
 
@@ -320,6 +404,10 @@ extern "C" int klc_mla_prefill_heads(klc_ctx *ctx, const float *q, const float *
     return fail(KLC_E_ARG, "klc_mla_prefill_heads: tensor-core mode is off; call klc_set_tensor_cores(ctx, 1) first");
   int rc = use_device(ctx);
   if (rc) return rc;
+  Kernel kernel;
+  if ((rc = choose_kernel(ctx, &kernel))) return rc;
+  if (kernel != Kernel::fa2)
+    return prefill_wgmma(ctx, kernel == Kernel::wgmma_ws, q, cache, w_uk_t, w_uv, out, T, H, start, nope, rope, L, scale);
   const int D = L + rope, total = start + T;
   const int blocks = (total + KEY_BLOCK - 1) / KEY_BLOCK;
   const int kb_max = std::min(total, KEY_BLOCK);
@@ -368,4 +456,15 @@ extern "C" int klc_mla_prefill_heads(klc_ctx *ctx, const float *q, const float *
     rc = launched("normalising the MLA prefill output");
   }
   return rc;
+}
+
+extern "C" const char *klc_mla_prefill_kernel(klc_ctx *ctx) {
+  if (!ctx) {
+    klc::fail(KLC_E_ARG, "klc_mla_prefill_kernel: no context");
+    return nullptr;
+  }
+  if (klc::use_device(ctx)) return nullptr;
+  Kernel k;
+  if (choose_kernel(ctx, &k)) return nullptr;
+  return k == Kernel::wgmma ? "wgmma" : k == Kernel::wgmma_ws ? "wgmma_ws" : "fa2";
 }
