@@ -19,10 +19,10 @@ export interface Closeness {
 /**
  * Slack of the comparison, and why.
  * relErrorFactor: the relative error is a maximum over every logit of a case, an extreme value
- * whose size between two runs of the same precision varies by some percent with which inputs
- * happen to round badly; 10% keeps that from failing the check while a backend that is really
- * coarser than transformers' bf16 (which the measured margin, ours at most 0.73× transformers',
- * leaves no room for) still fails.
+ * that differs by some percent between two runs of the same precision, with which values happen
+ * to round badly; 10% keeps that luck from failing the check, while a computation coarser than
+ * transformers' bf16 (one mantissa bit less doubles the error) still fails. Measured before this
+ * check existed: ours at most 0.73× transformers' error (shared/research/h200-side-by-side.md).
  * top1: a flip happens only where fp32's two best logits nearly tie, so which positions flip is
  * rounding luck; a case may have one more flip than transformers, or 1% more of its positions.
  * With few positions (a 1-token prefill) one flip is therefore allowed: one position cannot rank
