@@ -19,7 +19,8 @@ F32 [rows, T, vocab] or [steps, vocab]) and hf_bf16.json (the manifest test/gpu/
 Usage (GPU machine: torch, transformers >= 5.17 with kimi_linear, safetensors):
   python3 test/gpu/hf_bf16_reference.py OUT_DIR
   python3 test/gpu/hf_bf16_reference.py OUT_DIR --device cpu --checkpoints tiny-kimi-public,tiny-model
-  python3 test/gpu/hf_bf16_reference.py --plan    (the cases and the wide config as JSON; needs no torch)
+  python3 test/gpu/hf_bf16_reference.py --plan    (cases, wide config and tensor layout as JSON; needs no torch;
+                                                   test/unit/gpu/hf-bf16-plan.test.ts checks it against our loader)
 Run by test/gpu/run-hf-bf16.sh."""
 import argparse
 import json
@@ -108,65 +109,67 @@ def bf16_copy(torch, load_file, save_file, src, dst):
     write_checkpoint(torch, save_file, dst, config, tensors, f"hf_bf16_reference.py: {os.path.relpath(src, REPO)} rounded to bf16")
 
 
-def wide_tensors(torch, config, device):
-    """Seeded random weights in the published names: matrices N(0, 0.02), embeddings N(0, 1), norms 1,
-    conv taps N(0, 0.3), fla's A_log / dt_bias ranges, a small router bias (it only chooses experts)."""
-    g = torch.Generator(device=device).manual_seed(WIDE_SEED)
+def wide_layout(config):
+    """Every tensor of a checkpoint for `config` in the published names: (name, shape, how it is drawn):
+    matrices N(0, 0.02), embeddings N(0, 1), norms 1, conv taps N(0, 0.3), fla's A_log and dt_bias
+    ranges, a small router bias (it only chooses experts)."""
     d, V = config["hidden_size"], config["vocab_size"]
     la = config["linear_attn_config"]
     H, K, conv = la["num_heads"], la["head_dim"], la["short_conv_kernel_size"]
     Hq, nope, rope, vd, L = (config["num_attention_heads"], config["qk_nope_head_dim"], config["qk_rope_head_dim"],
                              config["v_head_dim"], config["kv_lora_rank"])
-    E, Im, I = config["num_experts"], config["moe_intermediate_size"], config["intermediate_size"]
-    t = {}
+    E, Im, I, S = config["num_experts"], config["moe_intermediate_size"], config["intermediate_size"], config["num_shared_experts"]
+    mat, ones = ("normal", 0.02), ("ones",)
+    out = [("model.embed_tokens.weight", [V, d], ("normal", 1.0)), ("lm_head.weight", [V, d], mat),
+           ("model.norm.weight", [d], ones)]
+    for i in range(config["num_hidden_layers"]):
+        p, a = f"model.layers.{i}.", f"model.layers.{i}.self_attn."
+        out += [(p + "input_layernorm.weight", [d], ones), (p + "post_attention_layernorm.weight", [d], ones)]
+        if i + 1 in la["full_attn_layers"]:
+            out += [(a + "q_proj.weight", [Hq * (nope + rope), d], mat), (a + "kv_a_proj_with_mqa.weight", [L + rope, d], mat),
+                    (a + "kv_a_layernorm.weight", [L], ones), (a + "kv_b_proj.weight", [Hq * (nope + vd), L], mat),
+                    (a + "o_proj.weight", [d, Hq * vd], mat)]
+        else:
+            for n in ("q", "k", "v"):
+                out += [(a + f"{n}_proj.weight", [H * K, d], mat), (a + f"{n}_conv1d.weight", [H * K, 1, conv], ("normal", 0.3))]
+            out += [(a + "A_log", [1, 1, H, 1], ("a_log",)), (a + "dt_bias", [H * K], ("dt_bias",)),
+                    (a + "b_proj.weight", [H, d], mat), (a + "f_a_proj.weight", [K, d], mat),
+                    (a + "f_b_proj.weight", [H * K, K], mat), (a + "g_a_proj.weight", [K, d], mat),
+                    (a + "g_b_proj.weight", [H * K, K], mat), (a + "o_norm.weight", [K], ones),
+                    (a + "o_proj.weight", [d, H * K], mat)]
+        if i < config["first_k_dense_replace"]:
+            out += [(p + "mlp.gate_proj.weight", [I, d], mat), (p + "mlp.up_proj.weight", [I, d], mat),
+                    (p + "mlp.down_proj.weight", [d, I], mat)]
+        else:
+            b = p + "block_sparse_moe."
+            out += [(b + "gate.weight", [E, d], mat), (b + "gate.e_score_correction_bias", [E], ("normal", 0.01))]
+            for e in range(E):
+                out += [(b + f"experts.{e}.w1.weight", [Im, d], mat), (b + f"experts.{e}.w3.weight", [Im, d], mat),
+                        (b + f"experts.{e}.w2.weight", [d, Im], mat)]
+            out += [(b + "shared_experts.gate_proj.weight", [Im * S, d], mat),
+                    (b + "shared_experts.up_proj.weight", [Im * S, d], mat),
+                    (b + "shared_experts.down_proj.weight", [d, Im * S], mat)]
+    return out
 
-    def normal(shape, std):
-        return torch.randn(*shape, device=device, generator=g) * std
+
+def wide_tensors(torch, config, device):
+    """wide_layout's tensors drawn on `device` from one seeded generator, in layout order."""
+    g = torch.Generator(device=device).manual_seed(WIDE_SEED)
 
     def uniform(shape, lo, hi):
         return torch.rand(*shape, device=device, generator=g) * (hi - lo) + lo
 
-    t["model.embed_tokens.weight"] = normal((V, d), 1.0)
-    t["lm_head.weight"] = normal((V, d), 0.02)
-    t["model.norm.weight"] = torch.ones(d, device=device)
-    for i in range(config["num_hidden_layers"]):
-        p, a = f"model.layers.{i}.", f"model.layers.{i}.self_attn."
-        t[p + "input_layernorm.weight"] = torch.ones(d, device=device)
-        t[p + "post_attention_layernorm.weight"] = torch.ones(d, device=device)
-        if i + 1 in la["full_attn_layers"]:
-            t[a + "q_proj.weight"] = normal((Hq * (nope + rope), d), 0.02)
-            t[a + "kv_a_proj_with_mqa.weight"] = normal((L + rope, d), 0.02)
-            t[a + "kv_a_layernorm.weight"] = torch.ones(L, device=device)
-            t[a + "kv_b_proj.weight"] = normal((Hq * (nope + vd), L), 0.02)
-            t[a + "o_proj.weight"] = normal((d, Hq * vd), 0.02)
-        else:
-            for n in ("q", "k", "v"):
-                t[a + f"{n}_proj.weight"] = normal((H * K, d), 0.02)
-                t[a + f"{n}_conv1d.weight"] = normal((H * K, 1, conv), 0.3)
-            t[a + "A_log"] = uniform((1, 1, H, 1), 1.0, 16.0).log()
-            dt = uniform((H * K,), math.log(1e-3), math.log(1e-1)).exp()
-            t[a + "dt_bias"] = dt + torch.log(-torch.expm1(-dt))
-            t[a + "b_proj.weight"] = normal((H, d), 0.02)
-            t[a + "f_a_proj.weight"] = normal((K, d), 0.02)
-            t[a + "f_b_proj.weight"] = normal((H * K, K), 0.02)
-            t[a + "g_a_proj.weight"] = normal((K, d), 0.02)
-            t[a + "g_b_proj.weight"] = normal((H * K, K), 0.02)
-            t[a + "o_norm.weight"] = torch.ones(K, device=device)
-            t[a + "o_proj.weight"] = normal((d, H * K), 0.02)
-        if i < config["first_k_dense_replace"]:
-            for n, shape in (("gate_proj", (I, d)), ("up_proj", (I, d)), ("down_proj", (d, I))):
-                t[p + f"mlp.{n}.weight"] = normal(shape, 0.02)
-        else:
-            b = p + "block_sparse_moe."
-            t[b + "gate.weight"] = normal((E, d), 0.02)
-            t[b + "gate.e_score_correction_bias"] = normal((E,), 0.01)
-            for e in range(E):
-                t[b + f"experts.{e}.w1.weight"] = normal((Im, d), 0.02)
-                t[b + f"experts.{e}.w3.weight"] = normal((Im, d), 0.02)
-                t[b + f"experts.{e}.w2.weight"] = normal((d, Im), 0.02)
-            S = config["num_shared_experts"]
-            for n, shape in (("gate_proj", (Im * S, d)), ("up_proj", (Im * S, d)), ("down_proj", (d, Im * S))):
-                t[b + f"shared_experts.{n}.weight"] = normal(shape, 0.02)
+    t = {}
+    for name, shape, (how, *arg) in wide_layout(config):
+        if how == "normal":
+            t[name] = torch.randn(*shape, device=device, generator=g) * arg[0]
+        elif how == "ones":
+            t[name] = torch.ones(*shape, device=device)
+        elif how == "a_log":  # A in [1, 16]
+            t[name] = uniform(shape, 1.0, 16.0).log()
+        else:  # dt_bias: softplus⁻¹ of dt, log-uniform in [1e-3, 0.1]
+            dt = uniform(shape, math.log(1e-3), math.log(1e-1)).exp()
+            t[name] = dt + torch.log(-torch.expm1(-dt))
     return t
 
 
@@ -252,11 +255,12 @@ def main():
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--checkpoints", default=",".join([*SOURCES, WIDE]))
     ap.add_argument("--attn", default="sdpa", help="transformers' attn_implementation for both runs (its default: sdpa)")
-    ap.add_argument("--plan", action="store_true", help="print the cases and the wide config as JSON and stop")
+    ap.add_argument("--plan", action="store_true", help="print the cases, the wide config and its tensor layout as JSON and stop")
     args = ap.parse_args()
     if args.plan:
         print(json.dumps({"cases": case_plan(), "sources": {k: os.path.relpath(v, REPO) for k, v in SOURCES.items()},
-                          "wide_config": wide_config(), "wide_seed": WIDE_SEED}, indent=1))
+                          "wide_config": wide_config(), "wide_seed": WIDE_SEED,
+                          "wide_layout": [[name, shape] for name, shape, _ in wide_layout(wide_config())]}))
         return
     if not args.out:
         ap.error("OUT_DIR is required (or --plan)")
@@ -273,7 +277,9 @@ def main():
     from safetensors.torch import load_file, save_file
 
     device = torch.device(args.device)
-    # The fp32 run is the reference: full fp32 matrix products, no TF32.
+    # The fp32 run is the reference: full fp32 matrix products and convolutions (KDA's short conv
+    # runs through cuDNN, whose TF32 is on by default), no TF32.
+    torch.set_float32_matmul_precision("highest")
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     out = os.path.abspath(args.out)
