@@ -182,12 +182,8 @@ def load_hf(torch, folder, dtype, device, attn):
     Experts run transformers' eager per-expert loop (as for the goldens: it computes in any dtype)."""
     from safetensors import safe_open
     from transformers import KimiLinearForCausalLM
-    kw = dict(dtype=dtype, attn_implementation=attn, output_loading_info=True)
-    try:
-        model, info = KimiLinearForCausalLM.from_pretrained(folder, experts_implementation="eager", **kw)
-    except TypeError as exc:  # a transformers without selectable experts runs its one (eager) loop
-        log(f"experts_implementation not accepted ({exc}); loading with transformers' default")
-        model, info = KimiLinearForCausalLM.from_pretrained(folder, **kw)
+    model, info = KimiLinearForCausalLM.from_pretrained(folder, dtype=dtype, attn_implementation=attn,
+                                                        experts_implementation="eager", output_loading_info=True)
     bad = {k: info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys") if info.get(k)}
     if bad:
         raise SystemExit(f"{folder}: transformers did not load the checkpoint cleanly: {bad}")
