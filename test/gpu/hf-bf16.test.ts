@@ -2,7 +2,8 @@
 // against transformers' own runs of the same bf16 weights, made in the same device call by
 // test/gpu/hf_bf16_reference.py (KLC_HF_BF16_DIR, default /tmp/klc-hf-bf16): for every checkpoint and
 // case, ours is no farther from transformers' fp32 logits than transformers' bf16 run is, in relative
-// error and in top-1 agreement (bf16-yardstick.ts says how both are measured and what slack is allowed).
+// error and in top-1 agreement (bf16-yardstick.ts says how both are measured and what slack is allowed);
+// and in exact mode it equals transformers' fp32 run, so both compute the same model.
 // Bundled and run by test/gpu/run-hf-bf16.sh; skipped (with the reason) only where there is no GPU.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -14,6 +15,7 @@ import { loadModel, type Model } from '../../src/engine/model/model';
 import { SafetensorsFile } from '../../src/engine/model/safetensors';
 import { closeness, describe, farther, pooled, type Closeness } from './bf16-yardstick';
 import { deviceSkip } from './device';
+import { relError } from '../golden/golden-data';
 
 interface CaseSpec {
   name: string;
@@ -76,10 +78,23 @@ async function greedyRows(m: Model, prompt: Int32Array, tokens: Int32Array): Pro
   return out;
 }
 
-test('reference data from transformers in this device call', { skip }, () => {
+test('transformers reference data is there', { skip }, () => {
   assert.ok(manifest && manifest.checkpoints.length > 0, `${DIR}/hf_bf16.json lists no checkpoint`);
   report(`transformers ${manifest.transformers}, torch ${manifest.torch}, ${manifest.gpu ?? 'no GPU'}, ${manifest.attn_implementation} attention`);
 });
+
+/** Our logits for a case, laid out as the reference file's. */
+async function ours(m: Model, ref: SafetensorsFile, c: CaseSpec): Promise<Float32Array> {
+  if (c.kind === 'prefill') return prefillRows(m, await ref.readInts(`ids.${c.name}`), c);
+  return greedyRows(m, await ref.readInts(`prompt.${c.name}`), await ref.readInts(`tokens.${c.name}`));
+}
+
+/**
+ * Exact mode (fp32 activations) against transformers' fp32 run of the same weights: they compute the
+ * same model unless this fails, and then the bf16 comparison says nothing about precision. Other
+ * fp32 paths agree to a few 1e-6 (test/fixtures/golden/README.md); 1e-4 as the model tests use.
+ */
+const EXACT_TOLERANCE = 1e-4;
 
 for (const ck of manifest?.checkpoints ?? []) {
   test(`${ck.name}: the CUDA default mode is no farther from transformers fp32 than transformers bf16`, { skip }, async () => {
@@ -92,25 +107,29 @@ for (const ck of manifest?.checkpoints ?? []) {
       report(`${ck.name}: ${engine}`);
       assert.match(engine, /tensor cores/, `${ck.name} runs on "${engine}", not the default tensor-core mode (is cuBLAS found? see KLC_CUBLAS)`);
       const failures: string[] = [];
-      const ours: Closeness[] = [];
+      const mine: Closeness[] = [];
       const theirs: Closeness[] = [];
       for (const c of ck.cases) {
-        const got =
-          c.kind === 'prefill'
-            ? await prefillRows(m, await ref.readInts(`ids.${c.name}`), c)
-            : await greedyRows(m, await ref.readInts(`prompt.${c.name}`), await ref.readInts(`tokens.${c.name}`));
         const fp32 = await ref.readF32(`fp32.${c.name}`);
-        const o = closeness(got, fp32, ck.vocab);
+        const o = closeness(await ours(m, ref, c), fp32, ck.vocab);
         const t = closeness(await ref.readF32(`bf16.${c.name}`), fp32, ck.vocab);
         report(`${ck.name} ${c.name}: ours ${describe(o)} | transformers bf16 ${describe(t)}`);
+        if (!(t.relError > 0)) failures.push(`${ck.name} ${c.name}: transformers' bf16 logits equal its fp32 ones, so its bf16 run did not run in bf16`);
         failures.push(...farther(`${ck.name} ${c.name}`, o, t));
-        ours.push(o);
+        mine.push(o);
         theirs.push(t);
       }
-      const all = { ours: pooled(ours), theirs: pooled(theirs) };
+      const all = { ours: pooled(mine), theirs: pooled(theirs) };
       report(`${ck.name} all cases: ours ${describe(all.ours)} | transformers bf16 ${describe(all.theirs)}`);
       failures.push(...farther(`${ck.name} all cases`, all.ours, all.theirs));
-      assert.equal(failures.length, 0, `farther from fp32 than transformers' bf16:\n${failures.join('\n')}`);
+
+      report(`${ck.name}: ${m.backend.setTensorCores(false)}`);
+      for (const c of ck.cases) {
+        const e = relError(await ours(m, ref, c), await ref.readF32(`fp32.${c.name}`));
+        report(`${ck.name} ${c.name}: exact mode relative error vs transformers fp32 ${e.toExponential(2)}`);
+        if (!(e < EXACT_TOLERANCE)) failures.push(`${ck.name} ${c.name}: exact mode ${e.toExponential(2)} from transformers fp32 (≥ ${EXACT_TOLERANCE}): the two do not compute the same model`);
+      }
+      assert.equal(failures.length, 0, `against transformers:\n${failures.join('\n')}`);
     } finally {
       await ref.close();
       await m.dispose();
