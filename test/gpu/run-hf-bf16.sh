@@ -38,5 +38,5 @@ cat "$OUT/hf_bf16_reference.log"
 cp "$KLC_HF_BF16_DIR/hf_bf16.json" "$OUT/"
 rc=0
 node --test --test-reporter=spec $DEV/hf-bf16.test.cjs > "$OUT/hf-bf16.log" 2>&1 || rc=1
-grep -E "figure:|✔|✖|Error|error" "$OUT/hf-bf16.log" | head -60
+grep -E "figure:|✔|✖|Error|error" "$OUT/hf-bf16.log" | head -80
 exit $rc
