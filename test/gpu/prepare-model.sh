@@ -3,11 +3,11 @@
 # run-all.sh, run-hf-bf16.sh) need and builds the library for sm_90 (the lent H100/H200) to carry.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-mkdir -p .device/golden .device/node-include
+mkdir -p .device/node-include
 node_include=$(node -e "const p=require('path'),f=require('fs');for(const d of [process.env.KLC_NODE_INCLUDE,p.join(p.dirname(process.execPath),'..','include','node'),'/usr/include/node'])if(d&&f.existsSync(p.join(d,'node_api.h'))){console.log(d);break}")
 cp "$node_include"/node_api.h "$node_include"/node_api_types.h "$node_include"/js_native_api.h "$node_include"/js_native_api_types.h .device/node-include/
 [ -f .device/node.xz ] || xz -T2 -6 -c "$(command -v node)" > .device/node.xz
-rm -rf .device/golden/tiny-kimi-public && cp -r ../shared/golden/tiny-kimi-public .device/golden/
+
 npx esbuild test/gpu/model.test.ts --bundle --platform=node --format=cjs --target=node20 --external:'*.node' --external:onnxruntime-node \
   --outfile=.device/model.test.cjs --log-level=warning
 npx esbuild test/gpu/plan-parity.test.ts --bundle --platform=node --format=cjs --target=node20 --external:'*.node' --external:onnxruntime-node \

@@ -4,7 +4,7 @@
 # on the CUDA backend against the goldens and the reference backend (logits, 64 greedy tokens,
 # continuation through an exported state), `klc forward --backend cuda [--split]` against
 # `--backend reference`, and a rebuild of the library for every architecture there.
-# Carry: .device (node.xz, node-include/, golden/tiny-kimi-public, model.test.cjs, klc.cjs), native/build.
+# Carry: .device (node.xz, node-include/, model.test.cjs, klc.cjs; the goldens are the tracked test/fixtures/golden), native/build.
 # Prepare here with test/gpu/prepare-model.sh. Logs go to $OUT.
 set -uo pipefail
 OUT=${OUT:-/tmp/klc-out}
@@ -20,7 +20,7 @@ build=$!
 # stands in, so the onnx backend is simply absent there (these checks use cuda and reference).
 mkdir -p .device/node_modules/onnxruntime-node && echo 'module.exports = {};' > .device/node_modules/onnxruntime-node/index.js
 # The reference-equality checks need exact fp32 activations; run-speed.sh checks tensor-core mode.
-export KLC_CUDA_EXACT=1 PYTHONUNBUFFERED=1 KLC_GOLDEN_DIR=$PWD/.device/golden KLC_TINY_MODEL=$PWD/assets/tiny-model
+export KLC_CUDA_EXACT=1 PYTHONUNBUFFERED=1 KLC_GOLDEN_DIR=$PWD/test/fixtures/golden KLC_TINY_MODEL=$PWD/assets/tiny-model
 ( cd test/gpu && python3 ops_check.py "$OUT/ops.json" ) 2>&1 | tee "$OUT/ops.log" || rc=1
 node --test --test-reporter=spec .device/model.test.cjs > "$OUT/model.log" 2>&1 || rc=1
 grep -E "figure:|✔|✖|skipped|Error|error" "$OUT/model.log" | head -40
