@@ -117,7 +117,7 @@ class Inputs:
         return torch.stack([want[r] for r in rows])
 
 
-def check_outputs(inp, outs, rows, label):
+def check_outputs(inp, outs, rows, label, tol=TOL):
     want = inp.reference(rows)
     scale = want.abs().max().item()
     fa2 = outs["fa2"]
@@ -125,10 +125,10 @@ def check_outputs(inp, outs, rows, label):
         finite = bool(torch.isfinite(out).all().item())
         got = torch.stack([out[t, h * DV:(h + 1) * DV].double() for t, h in rows])
         err = ((got - want).abs().max() / scale).item()
-        report(f"{v} {label} vs float64", finite and err < TOL, error=err, tol=TOL, rows=len(rows), all_finite=finite)
+        report(f"{v} {label} vs float64", finite and err < tol, error=err, tol=tol, rows=len(rows), all_finite=finite)
         if v != "fa2":
             diff = ((out - fa2).abs().max() / fa2.abs().max()).item()
-            report(f"{v} {label} vs fa2, every row", diff < TOL, error=diff, tol=TOL)
+            report(f"{v} {label} vs fa2, every row", diff < tol, error=diff, tol=tol)
 
 
 # (T, H, start, q_scale): ragged and tiny, a prefix off every tile edge, the diagonal crossing the
@@ -142,7 +142,11 @@ def correctness(klc, names):
     for i, (T, H, start, q_scale) in enumerate(CASES):
         inp = Inputs(T, H, start, seed=100 + i, q_scale=q_scale)
         outs = {v: inp.run(klc, v) for v in names}
-        check_outputs(inp, outs, inp.sample(20, 3, seed=i), f"T={T} H={H} start={start} q_scale={q_scale}")
+        # A peaky softmax (queries 4x larger: scores with 16x the variance) magnifies the bf16 rounding
+        # of queries and keys in every score: the fa2 kernel, unchanged since it first ran, measured
+        # 1.66e-2 on an H100 (2026-12-05), so this case is held to the bf16 input error, not TOL.
+        tol = TOL if q_scale <= 1.5 else 3e-2
+        check_outputs(inp, outs, inp.sample(20, 3, seed=i), f"T={T} H={H} start={start} q_scale={q_scale}", tol)
         del inp, outs
         torch.cuda.empty_cache()
 
