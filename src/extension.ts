@@ -18,7 +18,7 @@ import { SymbolCodeLensProvider } from './features/annotations/code-lens';
 import { registerExplainCommands } from './features/explain/explain-commands';
 import { IngestController } from './features/ingest/ingest-controller';
 import { StaleTracker } from './features/ingest/stale-tracker';
-import { selectModelFolder } from './features/status/model-folder';
+import { checkGpu, selectModelFolder } from './features/status/model-folder';
 import { StatusBar } from './features/status/status-bar';
 
 /** What activate() returns: the extension-host tests read what the user would see through it. */
@@ -46,8 +46,9 @@ class Ctx implements vscode.Disposable {
   constructor(context: vscode.ExtensionContext) {
     const config = () => vscode.workspace.getConfiguration('kimiLinear');
     const roots = () => (vscode.workspace.workspaceFolders ?? []).filter((f) => f.uri.scheme === 'file').map((f) => f.uri.fsPath);
+    const enginePath = context.asAbsolutePath(join('dist', 'engine-host.js'));
     this.client = new EngineClient({
-      enginePath: context.asAbsolutePath(join('dist', 'engine-host.js')),
+      enginePath,
       openParams: () => openParamsFrom(config(), join(context.globalStorageUri.fsPath, 'repo-states')),
       workspace: () => {
         if (!vscode.workspace.isTrusted) {
@@ -94,7 +95,8 @@ class Ctx implements vscode.Disposable {
         await annotator.annotate(document);
       }),
       vscode.commands.registerCommand('kimiLinear.toggleAnnotations', () => annotator.toggle()),
-      vscode.commands.registerCommand('kimiLinear.selectModelFolder', () => selectModelFolder()),
+      vscode.commands.registerCommand('kimiLinear.selectModelFolder', (folder?: vscode.Uri) => selectModelFolder(enginePath, folder)),
+      vscode.commands.registerCommand('kimiLinear.checkGpu', () => checkGpu(enginePath, config().get<string>('modelPath')?.trim() || context.asAbsolutePath(join('assets', 'tiny-model')))),
       vscode.commands.registerCommand('kimiLinear.showLogs', () => this.log.show()),
       vscode.commands.registerCommand('kimiLinear.restartEngine', async () => {
         await this.client.restart();
