@@ -14,7 +14,7 @@ export interface FolderVerdict {
   backend?: 'onnx';
 }
 
-const gb = (bytes: number) => `${(bytes / 1e9).toFixed(1)} GB`;
+const gb = (bytes: number) => (bytes >= 1e9 ? `${(bytes / 1e9).toFixed(1)} GB` : `${(bytes / 1e6).toFixed(1)} MB`);
 
 export function folderVerdict(inspection: ModelInspection, backendSetting: string): FolderVerdict {
   const { check, gpu, fit } = inspection;
