@@ -10,6 +10,8 @@ export interface VsixTarget {
   name: string;
   /** The folder onnxruntime-node loads its binding from: bin/napi-v6/<process.platform>/<process.arch>. */
   ortBinaries: string;
+  /** The files of that folder that ship (default: all). */
+  ortFiles?: string[];
   /** Whether the prebuilt CUDA library (native/build/klc_native.node) ships. */
   cuda: boolean;
 }
@@ -20,7 +22,9 @@ export const NATIVE_LIBRARY = 'native/build/klc_native.node';
 export const TARGETS: readonly VsixTarget[] = [
   { name: 'linux-x64', ortBinaries: `${ORT_BIN}/linux/x64`, cuda: true },
   { name: 'linux-arm64', ortBinaries: `${ORT_BIN}/linux/arm64`, cuda: false },
-  { name: 'darwin-arm64', ortBinaries: `${ORT_BIN}/darwin/arm64`, cuda: false },
+  // npm's copy of libonnxruntime.1.30.0.dylib duplicates libonnxruntime.1.dylib (a symlink in
+  // ONNX Runtime's build); the binding and the library's own install name use only the latter.
+  { name: 'darwin-arm64', ortBinaries: `${ORT_BIN}/darwin/arm64`, ortFiles: ['onnxruntime_binding.node', 'libonnxruntime.1.dylib'], cuda: false },
   { name: 'win32-x64', ortBinaries: `${ORT_BIN}/win32/x64`, cuda: false },
 ];
 
@@ -32,7 +36,10 @@ export function targetNamed(name: string): VsixTarget {
 
 /** The ignore file for one target: the project's .vscodeignore plus the target's own files. */
 export function ignoreFileFor(vscodeignore: string, target: VsixTarget): string {
-  const lines = [`# ${target.name}: its onnxruntime-node binary${target.cuda ? ' and the CUDA library' : ''}`, `!${target.ortBinaries}/*`];
+  const lines = [
+    `# ${target.name}: its onnxruntime-node binary${target.cuda ? ' and the CUDA library' : ''}`,
+    ...(target.ortFiles ?? ['*']).map((f) => `!${target.ortBinaries}/${f}`),
+  ];
   if (target.cuda) lines.push(`!${NATIVE_LIBRARY}`);
   return `${vscodeignore.trimEnd()}\n${lines.join('\n')}\n`;
 }

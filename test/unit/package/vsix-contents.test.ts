@@ -71,7 +71,9 @@ for (const { target, platform, arch } of platforms) {
       return;
     }
     const ort = `node_modules/onnxruntime-node/bin/napi-v6/${platform}/${arch}`;
-    const expected = [...common(), ...filesUnder(ort), ...(cuda ? ['native/build/klc_native.node'] : [])].sort();
+    // On macOS the binding links @rpath/libonnxruntime.1.dylib; npm's extra copy under the full version name is left out.
+    const ortFiles = filesUnder(ort, (f) => !/\/libonnxruntime\.\d+\.\d+\.\d+\.dylib$/.test(f));
+    const expected = [...common(), ...ortFiles, ...(cuda ? ['native/build/klc_native.node'] : [])].sort();
     const files = await listed(target);
     assert.deepEqual(files, expected);
     // onnxruntime-node's binding.js requires bin/napi-v6/${process.platform}/${process.arch}/onnxruntime_binding.node.
