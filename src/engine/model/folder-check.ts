@@ -52,8 +52,9 @@ export function weightFormat(config: Json): WeightFormat {
   const method = String(q.quant_method ?? 'unnamed');
   if (method !== 'compressed-tensors') return { label: method, known: false };
   const groups = isObject(q.config_groups) ? Object.values(q.config_groups).filter(isObject) : [];
-  const formats = new Set(groups.map((g) => String(g.format ?? q.format ?? '')).concat(groups.length ? [] : [String(q.format ?? '')]));
-  const unknown = [...formats].filter((f) => !KNOWN_COMPRESSED_FORMATS.includes(f));
+  // A group may name its own format (newer compressed-tensors); else the top-level one applies.
+  const formats = groups.length > 0 ? groups.map((g) => g.format ?? q.format) : [q.format];
+  const unknown = [...new Set(formats.map((f) => String(f ?? '')))].filter((f) => !KNOWN_COMPRESSED_FORMATS.includes(f));
   if (unknown.length > 0) return { label: `compressed-tensors ${unknown.map((f) => f || '(no format)').join(', ')}`, known: false };
   const labels = new Set(groups.map((g) => {
     const w = isObject(g.weights) ? g.weights : {};

@@ -46,7 +46,7 @@ describe('the installed linux-x64 package', function () {
     }
   });
 
-  it('opens the walkthrough at its first step', async () => {
+  it('opens the walkthrough at its first step, whose button says which backend can run here', async () => {
     await vscode.commands.executeCommand('workbench.action.closeAuxiliaryBar');
     await vscode.commands.executeCommand('workbench.action.openWalkthrough', `${EXTENSION_ID}#kimiLinear.gettingStarted`, false);
     const titles = await waitFor('the walkthrough steps', () => drive<WebviewElement[]>({ action: 'workbenchQuery', selector: '.getting-started-step .step-title' }),
@@ -54,6 +54,9 @@ describe('the installed linux-x64 package', function () {
     assert.deepEqual(titles.map((t) => t.text.trim()).slice(0, 4), ['Check your GPU', 'Choose a model', 'Ingest your workspace', 'Ask your first question']);
     await new Promise((r) => setTimeout(r, 1000));
     await drive({ action: 'screenshot', name: 'first-run-walkthrough' });
+    const gpu = await vscode.commands.executeCommand<string>('kimiLinear.checkGpu');
+    assert.match(gpu, /no NVIDIA GPU can run the CUDA backend here \(.+\)\. The onnx backend runs on the CPU|the CUDA backend runs on .+ free of/);
+    await vscode.commands.executeCommand('notifications.clearAll');
     await vscode.commands.executeCommand('workbench.action.closeActiveEditor');
   });
 
