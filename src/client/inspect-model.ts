@@ -5,14 +5,16 @@
  */
 import { execFile } from 'node:child_process';
 import type { ModelInspection } from '../engine/host/inspect-model';
+import type { MemoryBudget } from '../engine/plan/memory-plan';
 import { UserError } from '../common/errors';
 
 /** Loading the native library and asking the driver for devices takes a few seconds at most. */
 const INSPECT_TIMEOUT_MS = 60_000;
 
-export function inspectModelFolder(enginePath: string, dir: string, execPath: string = process.execPath): Promise<ModelInspection> {
+/** `budget`: the context budget and GPU memory limit the engine would load the model with. */
+export function inspectModelFolder(enginePath: string, dir: string, budget: MemoryBudget = {}, execPath: string = process.execPath): Promise<ModelInspection> {
   return new Promise((resolve, reject) => {
-    execFile(execPath, [enginePath, '--inspect-model', dir], {
+    execFile(execPath, [enginePath, '--inspect-model', dir, '--budget', JSON.stringify(budget)], {
       env: { ...process.env, ELECTRON_RUN_AS_NODE: '1' },
       timeout: INSPECT_TIMEOUT_MS,
       maxBuffer: 16 * 1024 * 1024,

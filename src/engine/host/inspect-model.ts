@@ -1,11 +1,14 @@
 /**
  * What "Select Model Folder…" shows before anything loads: the folder check, the GPUs the CUDA
- * library sees (or why it sees none), and whether the model fits the first one. Run by the engine
+ * library sees (or why it sees none), and the memory plan on the first one. Run by the engine
  * bundle in a process of its own (`engine-host.js --inspect-model DIR`), because loading the
  * native library has no place in the extension host.
  */
 import { loadCudaBackend } from '../backends/cuda/loader';
 import { checkModelFolder, type FolderCheck } from '../model/folder-check';
+import { MAX_CONTEXT_TOKENS, MAX_FORKS, planMemory, type MemoryBudget } from '../plan/memory-plan';
+import { gb } from '../plan/sizes';
+import type { Quantization } from '../plan/weights';
 
 export interface GpuDevice {
   name: string;
@@ -24,7 +27,7 @@ export interface GpuReport {
 export interface FitReport {
   /** undefined where nothing can be said (no GPU, or the folder has problems). */
   fits?: boolean;
-  /** The figures behind the verdict, one line each. */
+  /** The plan's figures, one line each. */
   lines: string[];
   /** What to change when it does not fit. */
   advice?: string;
@@ -44,29 +47,50 @@ export function detectGpus(): GpuReport {
   };
 }
 
-const gb = (bytes: number) => `${(bytes / 1e9).toFixed(1)} GB`;
-
-/**
- * Whether the weights fit the first GPU's free memory, from their size on disk: the CUDA backend
- * keeps every weight on the device, and the state and workspace of the context come on top.
- */
-export function fitOnGpu(check: FolderCheck, gpu: GpuReport): FitReport {
-  const device = gpu.devices[0];
-  if (!device || check.problems.length > 0 || check.weightBytes === 0) return { lines: [] };
-  const lines = [
-    `weights: ${gb(check.weightBytes)} (${check.format?.label ?? 'unknown format'}, ${check.shards} file${check.shards === 1 ? '' : 's'})`,
-    `${device.name}: ${gb(device.freeBytes)} free of ${gb(device.totalBytes)}`,
-  ];
-  if (check.weightBytes < device.freeBytes) return { fits: true, lines };
-  return {
-    fits: false,
-    lines,
-    advice: `The weights alone need ${gb(check.weightBytes - device.freeBytes)} more than this GPU has free. Use a smaller checkpoint of the same model (FP8 ≈ 49 GB fits an 80 GB card, INT4 ≈ 24–27 GB a 32–48 GB card), free the GPU, or pick a larger one.`,
-  };
+/** The plan's scheme for the weights the folder holds (bf16/fp32 checkpoints are planned as stored). */
+function quantizationOf(label: string | undefined): Quantization {
+  return ({ FP8: 'fp8', INT8: 'int8', INT4: 'int4' } as Record<string, Quantization>)[label ?? ''] ?? 'none';
 }
 
-export async function inspectModel(dir: string): Promise<ModelInspection> {
+/**
+ * The memory plan (src/engine/plan) for this folder on the first GPU, with the budget the engine
+ * will load it with (kimiLinear.maxContextTokens, kimiLinear.gpuMemoryLimit) and the most forks,
+ * as the CUDA backend plans at load.
+ */
+export function fitOnGpu(check: FolderCheck, gpu: GpuReport, budget: MemoryBudget = {}): FitReport {
+  const device = gpu.devices[0];
+  const config = check.config;
+  if (!device || !config || check.problems.length > 0) return { lines: [] };
+  const gpuMemory = Math.min(budget.gpuMemory ?? device.freeBytes, device.freeBytes);
+  const configMax = Math.min(config.maxPositionEmbeddings ?? MAX_CONTEXT_TOKENS, MAX_CONTEXT_TOKENS);
+  const contextTokens = Math.min(budget.contextTokens ?? configMax, configMax);
+  const plan = planMemory(config, {
+    contextTokens,
+    forks: budget.forks ?? MAX_FORKS,
+    quantization: quantizationOf(check.format?.label),
+    gpuMemory,
+    matrixBytes: check.format?.label === 'fp32' ? 4 : 2,
+    // As the CUDA backend plans at load: every expert on the GPU until it can offload (issue 11).
+    offload: false,
+  });
+  const g = plan.gpu;
+  const lines = [
+    `${device.name}: ${gb(device.freeBytes)} free of ${gb(device.totalBytes)}${gpuMemory < device.freeBytes ? `, limited to ${gb(gpuMemory)}` : ''}`,
+    `for ${contextTokens.toLocaleString('en-US')} tokens and ${plan.forks} forks at ${plan.quantization === 'none' ? check.format?.label ?? 'bf16' : plan.quantization}: ` +
+      `weights ${gb(g.weights)} + MLA cache ${gb(g.mlaCache)} + KDA state ${gb(g.kdaState)} + forks ${gb(g.forks)} + workspace ${gb(g.workspace)} = ${gb(g.total)}`,
+    ...(plan.offloadedLayers.length > 0 ? [`routed experts of ${plan.offloadedLayers.length} layers in host memory: ${gb(plan.host.experts)}`] : []),
+  ];
+  if (plan.fits) return { fits: true, lines };
+  // The plan speaks in klc's flags; say what each is in the editor.
+  const inEditor = [
+    ...(plan.advice.includes('--context') ? ['--context is the kimiLinear.maxContextTokens setting'] : []),
+    ...(plan.advice.includes('--quantization') ? ['a quantized model is the FP8 or INT4 checkpoint of the model (Get the Model)'] : []),
+  ];
+  return { fits: false, lines, advice: `${plan.advice}${inEditor.length > 0 ? ` In VS Code, ${inEditor.join('; ')}.` : ''}` };
+}
+
+export async function inspectModel(dir: string, budget: MemoryBudget = {}): Promise<ModelInspection> {
   const check = await checkModelFolder(dir);
   const gpu = detectGpus();
-  return { check, gpu, fit: fitOnGpu(check, gpu) };
+  return { check, gpu, fit: fitOnGpu(check, gpu, budget) };
 }

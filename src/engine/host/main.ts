@@ -4,12 +4,14 @@
  * stdin/stdout; everything else, logs included, goes to stderr, because one stray byte on stdout
  * would corrupt the protocol stream.
  *
- * `engine-host.js --inspect-model DIR` instead prints one JSON ModelInspection (the folder check,
- * the GPUs, the fit) and exits: "Select Model Folder…" runs it before anything loads.
+ * `engine-host.js --inspect-model DIR [--budget JSON]` instead prints one JSON ModelInspection (the
+ * folder check, the GPUs, the memory plan for that MemoryBudget) and exits: "Select Model Folder…"
+ * runs it before anything loads.
  */
 import { Writable } from 'node:stream';
 import { format } from 'node:util';
 import { createMessageConnection, StreamMessageReader, StreamMessageWriter } from 'vscode-jsonrpc/node';
+import type { MemoryBudget } from '../plan/memory-plan';
 import { inspectModel } from './inspect-model';
 import { serveEngine } from './serve';
 
@@ -28,7 +30,8 @@ console.debug = toStderr;
 
 const inspect = process.argv.indexOf('--inspect-model');
 if (inspect >= 0) {
-  void inspectModel(process.argv[inspect + 1] ?? '').then(
+  const budget = process.argv.indexOf('--budget');
+  void inspectModel(process.argv[inspect + 1] ?? '', budget >= 0 ? (JSON.parse(process.argv[budget + 1] ?? '{}') as MemoryBudget) : {}).then(
     (report) => writeStdout(`${JSON.stringify(report)}\n`, () => process.exit(0)),
     (e: unknown) => {
       process.stderr.write(`${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);

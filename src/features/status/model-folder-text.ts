@@ -34,7 +34,7 @@ export function folderVerdict(inspection: ModelInspection, backendSetting: strin
     };
   }
   const figures = fit.lines.join('; ');
-  if (fit.fits === false) return { use: true, severity: 'warning', message: `${head} It does not fit: ${figures}. ${fit.advice ?? ''}`.trim() };
+  if (fit.fits === false) return { use: true, severity: 'warning', message: `${head} ${figures}. It ${fit.advice ?? 'does not fit.'}` };
   return { use: true, severity: 'info', message: `${head} ${figures}: it fits.` };
 }
 

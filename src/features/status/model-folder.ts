@@ -1,11 +1,12 @@
 /**
  * "Select Model Folder…": picks a checkpoint folder, checks it before anything loads (files,
- * format, the GPU and whether the model fits it) and stores it in kimiLinear.modelPath only when
- * it can be used. Returns the verdict, which the extension-host tests read.
+ * format, the GPU and the memory plan for the context budget and GPU limit in the settings) and
+ * stores it in kimiLinear.modelPath only when it can be used. Returns the verdict, which the extension-host tests read.
  */
 import * as vscode from 'vscode';
 import { inspectModelFolder } from '../../client/inspect-model';
 import { userMessageOf } from '../../client/engine-errors';
+import { memoryBudgetFrom } from '../../client/settings';
 import { folderVerdict, type FolderVerdict, setupSummary } from './model-folder-text';
 
 const WALKTHROUGH = 'kimi-linear-code.kimi-linear-code#kimiLinear.gettingStarted';
@@ -30,9 +31,10 @@ export async function selectModelFolder(enginePath: string, given?: vscode.Uri):
 
   let verdict: FolderVerdict;
   try {
+    const budget = memoryBudgetFrom(config);
     const inspection = await vscode.window.withProgress(
       { location: vscode.ProgressLocation.Notification, title: `Kimi Linear: checking ${folder.fsPath} and the GPU…` },
-      () => inspectModelFolder(enginePath, folder.fsPath),
+      () => inspectModelFolder(enginePath, folder.fsPath, budget),
     );
     verdict = folderVerdict(inspection, config.get<string>('backend') ?? 'auto');
   } catch (e) {
@@ -47,7 +49,11 @@ export async function selectModelFolder(enginePath: string, given?: vscode.Uri):
   await config.update('modelPath', folder.fsPath, vscode.ConfigurationTarget.Global);
   if (verdict.backend) await config.update('backend', verdict.backend, vscode.ConfigurationTarget.Global);
   const show = { error: vscode.window.showErrorMessage, warning: vscode.window.showWarningMessage, info: vscode.window.showInformationMessage }[verdict.severity];
-  void show(verdict.message, 'Ingest Workspace').then((pick) => (pick ? vscode.commands.executeCommand('kimiLinear.ingestWorkspace') : undefined));
+  const actions = verdict.severity === 'info' ? ['Ingest Workspace'] : ['Ingest Workspace', 'Get the Model'];
+  void show(verdict.message, ...actions).then((pick) => {
+    if (pick === 'Get the Model') return showGetTheModel();
+    return pick ? vscode.commands.executeCommand('kimiLinear.ingestWorkspace') : undefined;
+  });
   return verdict;
 }
 

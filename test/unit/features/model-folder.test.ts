@@ -9,7 +9,8 @@ import { after, test } from 'node:test';
 import { cpSync, mkdtempSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { checkModelFolder, weightFormat } from '../../../src/engine/model/folder-check';
+import { checkModelFolder, type FolderCheck, weightFormat } from '../../../src/engine/model/folder-check';
+import { parseConfig } from '../../../src/engine/model/config';
 import { fitOnGpu, type GpuReport, type ModelInspection } from '../../../src/engine/host/inspect-model';
 import { folderVerdict, setupSummary } from '../../../src/features/status/model-folder-text';
 import { inspectModelFolder } from '../../../src/client/inspect-model';
@@ -91,38 +92,58 @@ test('weight formats: compressed-tensors INT4 and FP8 are known; GPTQ and other 
   assert.match((await checkModelFolder(dir)).problems.join('\n'), /declares weights as "awq", which Kimi Linear does not read/);
 });
 
-test('the fit compares the weights with the first GPU\'s free memory and says what to change', async () => {
-  const check = { dir: '/m', problems: [], shards: 20, weightBytes: 98e9, format: { label: 'bf16', known: true } };
-  const tooBig = fitOnGpu(check, H100);
-  assert.equal(tooBig.fits, false);
-  assert.deepEqual(tooBig.lines, ['weights: 98.0 GB (bf16, 20 files)', 'NVIDIA H100 80GB HBM3: 84.0 GB free of 85.0 GB']);
-  assert.match(tooBig.advice ?? '', /14\.0 GB more .*FP8 ≈ 49 GB fits an 80 GB card/);
-  assert.equal(fitOnGpu({ ...check, weightBytes: 49e9, format: { label: 'FP8', known: true } }, H100).fits, true);
-  assert.deepEqual(fitOnGpu(check, NO_GPU), { lines: [] });
+const kimi48b = JSON.parse(readFileSync(join(root, 'assets', 'configs', 'kimi-linear-48b-a3b-instruct.json'), 'utf8')) as Record<string, unknown>;
+const fp8 = { quant_method: 'compressed-tensors', format: 'float-quantized', config_groups: { group_0: { targets: ['Linear'], weights: { num_bits: 8, type: 'float', strategy: 'channel' } } } };
+
+/** A folder check of the published 48B config, as the bf16 or FP8 download. */
+function check48b(format: 'bf16' | 'FP8'): FolderCheck {
+  const json = format === 'FP8' ? { ...kimi48b, quantization_config: fp8 } : kimi48b;
+  return { dir: '/models/kimi-48b', problems: [], shards: 20, weightBytes: format === 'FP8' ? 49.5e9 : 98.3e9, config: parseConfig(json), format: weightFormat(json) };
+}
+
+test('the memory plan for the folder on the first GPU: the 48B model in bf16 does not fit an 80 GB card, in FP8 it does, and the limit setting caps it', () => {
+  const bf16 = fitOnGpu(check48b('bf16'), H100, { contextTokens: 131072 });
+  assert.equal(bf16.fits, false);
+  assert.equal(bf16.lines[0], 'NVIDIA H100 80GB HBM3: 84.00 GB free of 85.00 GB');
+  // The published bf16 checkpoint is about 98 GB.
+  assert.match(bf16.lines[1], /^for 131,072 tokens and 8 forks at bf16: weights (9[6-9]|10[0-1])\.\d\d GB \+ MLA cache .* = \d+\.\d\d GB$/);
+  assert.match(bf16.advice ?? '', /^does not fit: .*a bigger GPU: at least/);
+
+  const fp8Fit = fitOnGpu(check48b('FP8'), H100, { contextTokens: 131072 });
+  assert.equal(fp8Fit.fits, true, fp8Fit.lines.join('\n'));
+  // The published FP8 checkpoint is about 49–50 GB.
+  assert.match(fp8Fit.lines[1], /at fp8: weights (4[89]|5[01])\.\d\d GB/);
+
+  const capped = fitOnGpu(check48b('FP8'), H100, { contextTokens: 131072, gpuMemory: 24e9 });
+  assert.equal(capped.fits, false);
+  assert.equal(capped.lines[0], 'NVIDIA H100 80GB HBM3: 84.00 GB free of 85.00 GB, limited to 24.00 GB');
+  // Past the config's 1M tokens the plan stays at the config's maximum.
+  assert.match(fitOnGpu(check48b('FP8'), H100, { contextTokens: 4_000_000 }).lines[1], /^for 1,048,576 tokens/);
+  assert.deepEqual(fitOnGpu(check48b('bf16'), NO_GPU), { lines: [] });
 });
 
 test('what the user is told: problems refuse the folder; no GPU names the onnx backend and moves a cuda setting to it', () => {
-  const good = { dir: '/models/kimi', problems: [], shards: 20, weightBytes: 49e9, format: { label: 'FP8', known: true } };
-  const inspection = (check: ModelInspection['check'], gpu: GpuReport): ModelInspection => ({ check, gpu, fit: fitOnGpu(check, gpu) });
+  const inspection = (check: FolderCheck, gpu: GpuReport): ModelInspection => ({ check, gpu, fit: fitOnGpu(check, gpu, { contextTokens: 131072 }) });
 
-  const refused = folderVerdict(inspection({ ...good, problems: ['a', 'b'] }, H100), 'auto');
-  assert.deepEqual(refused, { use: false, severity: 'error', message: 'Kimi Linear cannot use /models/kimi: a; b.' });
+  const refused = folderVerdict(inspection({ ...check48b('FP8'), problems: ['a', 'b'] }, H100), 'auto');
+  assert.deepEqual(refused, { use: false, severity: 'error', message: 'Kimi Linear cannot use /models/kimi-48b: a; b.' });
 
-  const cpu = folderVerdict(inspection(good, NO_GPU), 'cuda');
+  const cpu = folderVerdict(inspection(check48b('FP8'), NO_GPU), 'cuda');
   assert.equal(cpu.use, true);
   assert.equal(cpu.severity, 'warning');
   assert.equal(cpu.backend, 'onnx');
-  assert.match(cpu.message, /\(FP8, 49\.0 GB\).*No NVIDIA GPU can run it here \(looking for CUDA devices failed: the NVIDIA driver is missing\).*onnx backend.*now "onnx"/);
-  assert.equal(folderVerdict(inspection(good, NO_GPU), 'auto').backend, undefined);
+  assert.match(cpu.message, /\(FP8, 49\.5 GB\).*No NVIDIA GPU can run it here \(looking for CUDA devices failed: the NVIDIA driver is missing\).*onnx backend.*now "onnx"/);
+  assert.equal(folderVerdict(inspection(check48b('FP8'), NO_GPU), 'auto').backend, undefined);
 
-  const fits = folderVerdict(inspection(good, H100), 'auto');
+  const fits = folderVerdict(inspection(check48b('FP8'), H100), 'auto');
   assert.deepEqual([fits.use, fits.severity], [true, 'info']);
-  assert.match(fits.message, /weights: 49\.0 GB \(FP8, 20 files\); NVIDIA H100 80GB HBM3: 84\.0 GB free of 85\.0 GB: it fits\.$/);
-  const tooBig = folderVerdict(inspection({ ...good, weightBytes: 98e9, format: { label: 'bf16', known: true } }, H100), 'auto');
-  assert.match(tooBig.message, /It does not fit: .*14\.0 GB more/);
+  assert.match(fits.message, /NVIDIA H100 80GB HBM3: 84\.00 GB free of 85\.00 GB; for 131,072 tokens and 8 forks at fp8: .*: it fits\.$/);
+  const tooBig = folderVerdict(inspection(check48b('bf16'), H100), 'auto');
+  assert.equal(tooBig.severity, 'warning');
+  assert.match(tooBig.message, /at bf16: weights .*\. It does not fit: needs /);
 
-  assert.match(setupSummary(inspection(good, NO_GPU)).message, /no NVIDIA GPU can run the CUDA backend here .* onnx backend runs on the CPU/);
-  assert.match(setupSummary(inspection(good, H100)).message, /CUDA backend runs on NVIDIA H100 80GB HBM3 \(84\.0 GB free of 85\.0 GB, compute 9\.0\)/);
+  assert.match(setupSummary(inspection(check48b('FP8'), NO_GPU)).message, /no NVIDIA GPU can run the CUDA backend here .* onnx backend runs on the CPU/);
+  assert.match(setupSummary(inspection(check48b('FP8'), H100)).message, /CUDA backend runs on NVIDIA H100 80GB HBM3 \(84\.0 GB free of 85\.0 GB, compute 9\.0\)/);
 });
 
 test('the engine bundle\'s --inspect-model reports the folder check and the GPU (or why there is none) in its own process', async () => {
