@@ -6,9 +6,9 @@
  */
 import { loadCudaBackend } from '../backends/cuda/loader';
 import { checkModelFolder, type FolderCheck } from '../model/folder-check';
-import { MAX_CONTEXT_TOKENS, MAX_FORKS, planMemory, type MemoryBudget } from '../plan/memory-plan';
+import { cudaAdvice, cudaPlan, planFigures } from '../backends/cuda/load-plan';
+import type { MemoryBudget } from '../plan/memory-plan';
 import { gb } from '../plan/sizes';
-import type { Quantization } from '../plan/weights';
 
 export interface GpuDevice {
   name: string;
@@ -47,46 +47,35 @@ export function detectGpus(): GpuReport {
   };
 }
 
-/** The plan's scheme for the weights the folder holds (bf16/fp32 checkpoints are planned as stored). */
-function quantizationOf(label: string | undefined): Quantization {
-  return ({ FP8: 'fp8', INT8: 'int8', INT4: 'int4' } as Record<string, Quantization>)[label ?? ''] ?? 'none';
-}
-
 /**
- * The memory plan (src/engine/plan) for this folder on the first GPU, with the budget the engine
- * will load it with (kimiLinear.maxContextTokens, kimiLinear.gpuMemoryLimit) and the most forks,
- * as the CUDA backend plans at load.
+ * The memory plan for this folder on the first GPU, made as the CUDA backend makes it at load
+ * (cudaPlan: same budget checks, context choice and GPU limit), with the budget the engine will
+ * load it with (kimiLinear.maxContextTokens, kimiLinear.gpuMemoryLimit).
  */
 export function fitOnGpu(check: FolderCheck, gpu: GpuReport, budget: MemoryBudget = {}): FitReport {
   const device = gpu.devices[0];
   const config = check.config;
   if (!device || !config || check.problems.length > 0) return { lines: [] };
-  const gpuMemory = Math.min(budget.gpuMemory ?? device.freeBytes, device.freeBytes);
-  const configMax = Math.min(config.maxPositionEmbeddings ?? MAX_CONTEXT_TOKENS, MAX_CONTEXT_TOKENS);
-  const contextTokens = Math.min(budget.contextTokens ?? configMax, configMax);
-  const plan = planMemory(config, {
-    contextTokens,
-    forks: budget.forks ?? MAX_FORKS,
-    quantization: quantizationOf(check.format?.label),
-    gpuMemory,
-    matrixBytes: check.format?.label === 'fp32' ? 4 : 2,
-    // As the CUDA backend plans at load: every expert on the GPU until it can offload (issue 11).
-    offload: false,
+  // As the backend decides from the checkpoint's embedding: fp32 runs exactly, anything else in bf16 on tensor cores.
+  const matrixBytes = check.format?.label === 'fp32' ? 4 : 2;
+  const { plan, capped } = cudaPlan(config, budget, {
+    free: device.freeBytes,
+    matrixBytes,
+    tensorCores: matrixBytes === 2 && process.env.KLC_CUDA_EXACT !== '1',
+    dir: check.dir,
   });
-  const g = plan.gpu;
   const lines = [
-    `${device.name}: ${gb(device.freeBytes)} free of ${gb(device.totalBytes)}${gpuMemory < device.freeBytes ? `, limited to ${gb(gpuMemory)}` : ''}`,
-    `for ${contextTokens.toLocaleString('en-US')} tokens and ${plan.forks} forks at ${plan.quantization === 'none' ? check.format?.label ?? 'bf16' : plan.quantization}: ` +
-      `weights ${gb(g.weights)} + MLA cache ${gb(g.mlaCache)} + KDA state ${gb(g.kdaState)} + forks ${gb(g.forks)} + workspace ${gb(g.workspace)} = ${gb(g.total)}`,
-    ...(plan.offloadedLayers.length > 0 ? [`routed experts of ${plan.offloadedLayers.length} layers in host memory: ${gb(plan.host.experts)}`] : []),
+    `${device.name}: ${gb(device.freeBytes)} free of ${gb(device.totalBytes)}${capped ? `, limited to ${gb(plan.gpuMemory)}` : ''}`,
+    ...(check.format?.quantized ? [`the CUDA backend loads these ${check.format.label} weights dequantized to bf16 until it runs quantized weights (issue 11)`] : []),
+    planFigures(plan),
   ];
   if (plan.fits) return { fits: true, lines };
   // The plan speaks in klc's flags; say what each is in the editor.
   const inEditor = [
     ...(plan.advice.includes('--context') ? ['--context is the kimiLinear.maxContextTokens setting'] : []),
-    ...(plan.advice.includes('--quantization') ? ['a quantized model is the FP8 or INT4 checkpoint of the model (Get the Model)'] : []),
+    ...(plan.advice.includes('--quantization') ? ['a quantized model is the FP8 or INT4 checkpoint (Get the Model), once the CUDA backend runs it'] : []),
   ];
-  return { fits: false, lines, advice: `${plan.advice}${inEditor.length > 0 ? ` In VS Code, ${inEditor.join('; ')}.` : ''}` };
+  return { fits: false, lines, advice: `${cudaAdvice(plan)}${inEditor.length > 0 ? ` In VS Code, ${inEditor.join('; ')}.` : ''}` };
 }
 
 export async function inspectModel(dir: string, budget: MemoryBudget = {}): Promise<ModelInspection> {

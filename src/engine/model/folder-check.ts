@@ -2,19 +2,21 @@
  * Checks a model folder before anything loads it, so that "Select Model Folder…" can say at once
  * what is wrong with a download: config.json readable and a Kimi Linear config, every shard the
  * index names present, the tokenizer files there, and a weight format the engine reads (a
- * quantization scheme it does not know is named). Reads only config.json, the index and file
- * sizes, never the weights.
+ * quantization scheme the loader would refuse is named, in the loader's words). Reads only
+ * config.json, the index and file sizes, never the weights.
  */
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { isUserError } from '../../common/errors';
 import { type KimiConfig, parseConfig } from './config';
+import { parseQuantizationConfig } from './quant/scheme';
 
 /** How the weights are stored, as the folder's config.json says. */
 export interface WeightFormat {
-  /** Short name users know: bf16, fp32, FP8, INT4, INT8, or the unknown scheme's own name. */
+  /** Short name users know: bf16, fp16, fp32, or the quantized schemes' (FP8, INT4, INT4+FP8, …). */
   label: string;
-  known: boolean;
+  /** A compressed-tensors checkpoint, whose weights each backend reads its own way. */
+  quantized: boolean;
 }
 
 export interface FolderCheck {
@@ -32,35 +34,21 @@ type Json = Record<string, unknown>;
 
 const isObject = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v);
 
+const DTYPES: Record<string, string> = { bfloat16: 'bf16', float16: 'fp16', float32: 'fp32' };
+
 /**
- * compressed-tensors formats the engine reads (llm-compressor's writer): packed integer weights
- * and FP8 weights. Other quant_method values (gptq, awq, bitsandbytes, …) are named as unknown.
+ * The weight format config.json declares. A quantization_config is read by the loader's own parser
+ * (model/quant/scheme.ts), so a scheme it would refuse at load throws the same UserError here.
+ * Unquantized weights are named by torch_dtype only: the loader goes by each tensor's own dtype.
  */
-const KNOWN_COMPRESSED_FORMATS = ['pack-quantized', 'float-quantized'];
-
-export const KNOWN_FORMATS_TEXT = 'bf16 or fp32 safetensors, or compressed-tensors pack-quantized (INT4/INT8) and float-quantized (FP8)';
-
-/** The weight format config.json declares. */
-export function weightFormat(config: Json): WeightFormat {
-  const q = config.quantization_config;
-  if (q === undefined || q === null) {
-    const dtype = String(config.torch_dtype ?? config.dtype ?? 'bfloat16');
-    const label = { bfloat16: 'bf16', float32: 'fp32' }[dtype];
-    return label ? { label, known: true } : { label: dtype, known: false };
+export function weightFormat(config: Json, file: string): WeightFormat {
+  const qc = parseQuantizationConfig(config, file);
+  if (qc) {
+    const labels = new Set(qc.schemes.map((s) => `${s.weights.type === 'float' ? 'FP' : 'INT'}${s.weights.numBits}`));
+    return { label: [...labels].join('+'), quantized: true };
   }
-  if (!isObject(q)) return { label: 'quantization_config (not an object)', known: false };
-  const method = String(q.quant_method ?? 'unnamed');
-  if (method !== 'compressed-tensors') return { label: method, known: false };
-  const groups = isObject(q.config_groups) ? Object.values(q.config_groups).filter(isObject) : [];
-  // A group may name its own format (newer compressed-tensors); else the top-level one applies.
-  const formats = groups.length > 0 ? groups.map((g) => g.format ?? q.format) : [q.format];
-  const unknown = [...new Set(formats.map((f) => String(f ?? '')))].filter((f) => !KNOWN_COMPRESSED_FORMATS.includes(f));
-  if (unknown.length > 0) return { label: `compressed-tensors ${unknown.map((f) => f || '(no format)').join(', ')}`, known: false };
-  const labels = new Set(groups.map((g) => {
-    const w = isObject(g.weights) ? g.weights : {};
-    return `${w.type === 'float' ? 'FP' : 'INT'}${Number(w.num_bits ?? 8)}`;
-  }));
-  return { label: [...labels].join('+') || 'compressed-tensors', known: true };
+  const dtype = String(config.torch_dtype ?? config.dtype ?? 'bfloat16');
+  return { label: DTYPES[dtype] ?? dtype, quantized: false };
 }
 
 async function fileSize(path: string): Promise<number | undefined> {
@@ -113,8 +101,12 @@ export async function checkModelFolder(dir: string): Promise<FolderCheck> {
         problem(e.message);
       }
       if (isObject(json)) {
-        result.format = weightFormat(json);
-        if (!result.format.known) problem(`${configFile} declares weights as "${result.format.label}", which Kimi Linear does not read; it reads ${KNOWN_FORMATS_TEXT}`);
+        try {
+          result.format = weightFormat(json, configFile);
+        } catch (e) {
+          if (!isUserError(e)) throw e;
+          problem(e.message.replace(/\.$/, ''));
+        }
       }
     }
   }
