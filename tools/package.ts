@@ -2,7 +2,8 @@
  * `npm run package`: one .vsix per platform with `vsce package --target`. Every package holds the
  * production bundles, the webview, the bundled tokenizer and tiny checkpoint, media, LICENSE and
  * onnxruntime-node with only that platform's binary; linux-x64 also holds the prebuilt CUDA
- * library (sm_80/86/89/90 + PTX), which is built first when missing or older than native/.
+ * library (sm_80/86/89/90 + PTX, and the Hopper MLA prefill kernel for sm_90a), which is built first
+ * when missing or older than native/.
  * Usage: npm run package [-- --target linux-x64,win32-x64] [--out DIR]
  */
 import { spawnSync } from 'node:child_process';
@@ -11,8 +12,11 @@ import { join, relative, resolve } from 'node:path';
 import { ignoreFileFor, NATIVE_LIBRARY, targetNamed, TARGETS, type VsixTarget, vsixName } from './vsix/targets';
 import { zipEntries } from './vsix/zip-entries';
 
-/** The GPUs the CUDA library must run on: Ampere, Ada, Hopper, and PTX for newer ones. */
-const CUDA_ARCHS = 'sm_80 sm_86 sm_89 sm_90 compute_90';
+/**
+ * The GPUs the CUDA library must run on: Ampere, Ada, Hopper, and PTX for newer ones; with 90 in the
+ * list, build-native.mjs also builds the wgmma MLA prefill unit for sm_90a (H100/H200).
+ */
+const CUDA_ARCHS = 'sm_80 sm_86 sm_89 sm_90 compute_90 sm_90a (MLA prefill)';
 
 const root = resolve(__dirname, '..');
 const argv = process.argv.slice(2);

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Here (no GPU): builds the linux-x64 package (the CUDA library for sm_80/86/89/90 + PTX, built
+# Here (no GPU): builds the linux-x64 package (the CUDA library for sm_80/86/89/90 + PTX and sm_90a, built
 # with this machine's nvcc) and fills the git-ignored .device/ folder that test/gpu/run-package.sh
 # needs: the .vsix, Node, and the CLI bundle. Carry: .device.
 set -euo pipefail
