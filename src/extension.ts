@@ -22,7 +22,7 @@ import { registerKimiParticipant } from './features/lm/kimi-participant';
 import { REMOTE_API_KEY_SECRET, setRemoteApiKey } from './features/remote/api-key';
 import { OutsideChangeWatcher } from './features/ingest/outside-changes';
 import { StaleTracker } from './features/ingest/stale-tracker';
-import { selectModelFolder } from './features/status/model-folder';
+import { checkGpu, selectModelFolder } from './features/status/model-folder';
 import { StatusBar } from './features/status/status-bar';
 
 /** What activate() returns: the extension-host tests read what the user would see through it. */
@@ -50,8 +50,9 @@ class Ctx implements vscode.Disposable {
   constructor(context: vscode.ExtensionContext) {
     const config = () => vscode.workspace.getConfiguration('kimiLinear');
     const roots = () => (vscode.workspace.workspaceFolders ?? []).filter((f) => f.uri.scheme === 'file').map((f) => f.uri.fsPath);
+    const enginePath = context.asAbsolutePath(join('dist', 'engine-host.js'));
     this.client = new EngineClient({
-      enginePath: context.asAbsolutePath(join('dist', 'engine-host.js')),
+      enginePath,
       openParams: async () => openParamsFrom(config(), join(context.globalStorageUri.fsPath, 'repo-states'), await context.secrets.get(REMOTE_API_KEY_SECRET)),
       workspace: () => {
         if (!vscode.workspace.isTrusted) {
@@ -103,7 +104,8 @@ class Ctx implements vscode.Disposable {
         await annotator.annotate(document);
       }),
       vscode.commands.registerCommand('kimiLinear.toggleAnnotations', () => annotator.toggle()),
-      vscode.commands.registerCommand('kimiLinear.selectModelFolder', () => selectModelFolder()),
+      vscode.commands.registerCommand('kimiLinear.selectModelFolder', (folder?: vscode.Uri) => selectModelFolder(enginePath, folder)),
+      vscode.commands.registerCommand('kimiLinear.checkGpu', () => checkGpu(enginePath, config().get<string>('modelPath')?.trim() || context.asAbsolutePath(join('assets', 'tiny-model')))),
       vscode.commands.registerCommand('kimiLinear.showLogs', () => this.log.show()),
       vscode.commands.registerCommand('kimiLinear.setRemoteApiKey', () => setRemoteApiKey(context.secrets)),
       context.secrets.onDidChange((e) => {

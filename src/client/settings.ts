@@ -41,7 +41,7 @@ export function openParamsFrom(settings: SettingsReader, cacheDir: string, apiKe
 }
 
 /** The context budget and GPU memory limit the engine plans the model's memory for. */
-function memoryBudgetFrom(settings: SettingsReader): MemoryBudget {
+export function memoryBudgetFrom(settings: SettingsReader): MemoryBudget {
   const limit = (settings.get<string>('gpuMemoryLimit') ?? '').trim();
   const gpuMemory = limit === '' ? undefined : parseBytes(limit);
   if (gpuMemory === 0 || (limit !== '' && gpuMemory === undefined)) {

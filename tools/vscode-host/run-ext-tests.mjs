@@ -10,10 +10,12 @@
 // Usage: node run-ext-tests.mjs <extensionDevelopmentPath> <extensionTestsPath> <workspaceFolder | file.code-workspace>
 // Env: VSCODE_HOST_NODE (Node 24 binary), CHROMIUM_PATH, E2E_ARTIFACTS (screenshots), EXT_TEST_TIMEOUT_MS,
 //      EXT_TEST_VERBOSE=1 (all workbench chatter), EXT_TEST_WORKSPACE_TRUST=1 (keep workspace trust on,
-//      so that the workspace opens in restricted mode).
+//      so that the workspace opens in restricted mode), KLC_E2E_INSTALL_VSIX (a .vsix installed into the
+//      server's extensions folder first, with --install-extension, as a user would; the suite then runs
+//      against that installed extension, so extensionDevelopmentPath names a harness without it).
 // Exit: 0 passed, 1 tests failed, 2 runner error, 3 timeout, 4 server died.
 import { chromium } from 'playwright-core';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, mkdirSync, rmSync, writeFileSync, createWriteStream, renameSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -34,6 +36,7 @@ const artifacts = resolve(process.env.E2E_ARTIFACTS ?? 'test-results');
 const timeoutMs = Number(process.env.EXT_TEST_TIMEOUT_MS ?? 10 * 60 * 1000);
 const verbose = Boolean(process.env.EXT_TEST_VERBOSE);
 const workspaceTrust = process.env.EXT_TEST_WORKSPACE_TRUST === '1';
+const installVsix = process.env.KLC_E2E_INSTALL_VSIX ? resolve(process.env.KLC_E2E_INSTALL_VSIX) : undefined;
 const t0 = Date.now();
 const ts = () => `${((Date.now() - t0) / 1000).toFixed(1)}s`;
 const DRIVER = '[klc-e2e-driver] ';
@@ -196,15 +199,27 @@ async function drive(line) {
   renameSync(`${file}.tmp`, file);
 }
 
+/** Installs the .vsix with the server's own CLI into the extensions folder the server then uses. */
+function installExtension(vsix, dirs) {
+  const r = spawnSync(serverNode, [serverMain, '--install-extension', vsix, ...dirs, '--accept-server-license-terms'], { encoding: 'utf8' });
+  const out = `${r.stdout ?? ''}${r.stderr ?? ''}`.trim();
+  if (r.status !== 0 || !/successfully installed/.test(out)) throw new Error(`installing ${vsix} failed (${r.status ?? r.signal}):\n${out}`);
+  console.log(`[runner] ${ts()} installed ${vsix}`);
+}
+
 try {
   const port = await freePort();
+  const dirs = ['--user-data-dir', join(tmp, 'user-data'), '--server-data-dir', join(tmp, 'server-data'), '--extensions-dir', join(tmp, 'extensions')];
+  if (installVsix) installExtension(installVsix, dirs);
   server = spawn(serverNode, [
     serverMain, '--host', '127.0.0.1', '--port', String(port), '--without-connection-token',
     '--accept-server-license-terms', '--enable-smoke-test-driver', '--disable-telemetry', '--telemetry-level', 'off',
-    '--user-data-dir', join(tmp, 'user-data'), '--server-data-dir', join(tmp, 'server-data'),
-    '--extensions-dir', join(tmp, 'extensions'), ...(workspaceTrust ? [] : ['--disable-workspace-trust']),
+    ...dirs, ...(workspaceTrust ? [] : ['--disable-workspace-trust']),
   ], {
-    env: { ...process.env, EXTENSIONS_GALLERY: JSON.stringify({ serviceUrl: '' }), KLC_E2E_BRIDGE: bridge, KLC_E2E_ARTIFACTS: artifacts },
+    env: {
+      ...process.env, EXTENSIONS_GALLERY: JSON.stringify({ serviceUrl: '' }), KLC_E2E_BRIDGE: bridge, KLC_E2E_ARTIFACTS: artifacts,
+      KLC_E2E_EXTENSIONS_DIR: join(tmp, 'extensions'),
+    },
     stdio: ['ignore', 'pipe', 'pipe'],
     detached: true,
   });

@@ -1,39 +1,74 @@
-/** "Select Model Folder…": picks a checkpoint folder and stores it in kimiLinear.modelPath. */
+/**
+ * "Select Model Folder…": picks a checkpoint folder, checks it before anything loads (files,
+ * format, the GPU and the memory plan for the context budget and GPU limit in the settings) and
+ * stores it in kimiLinear.modelPath only when it can be used. Returns the verdict, which the extension-host tests read.
+ */
 import * as vscode from 'vscode';
+import { inspectModelFolder } from '../../client/inspect-model';
+import { userMessageOf } from '../../client/engine-errors';
+import { memoryBudgetFrom } from '../../client/settings';
+import { folderVerdict, type FolderVerdict, setupSummary } from './model-folder-text';
 
-export async function selectModelFolder(): Promise<void> {
+const WALKTHROUGH = 'kimi-linear-code.kimi-linear-code#kimiLinear.gettingStarted';
+
+/** The walkthrough step that lists the published checkpoints and which card each fits. */
+export function showGetTheModel(): Thenable<unknown> {
+  return vscode.commands.executeCommand('workbench.action.openWalkthrough', { category: WALKTHROUGH, step: `${WALKTHROUGH}#model` }, false);
+}
+
+export async function selectModelFolder(enginePath: string, given?: vscode.Uri): Promise<FolderVerdict | undefined> {
   const config = vscode.workspace.getConfiguration('kimiLinear');
   const current = config.get<string>('modelPath')?.trim();
-  const picked = await vscode.window.showOpenDialog({
+  const folder = given instanceof vscode.Uri ? given : (await vscode.window.showOpenDialog({
     title: 'Select a Kimi Linear checkpoint folder (config.json, *.safetensors, tokenizer files)',
     canSelectFiles: false,
     canSelectFolders: true,
     canSelectMany: false,
     openLabel: 'Use This Model',
     defaultUri: current ? vscode.Uri.file(current) : undefined,
-  });
-  const folder = picked?.[0];
-  if (!folder) return;
-  if (!(await exists(vscode.Uri.joinPath(folder, 'config.json')))) {
-    void vscode.window.showErrorMessage(
-      `Kimi Linear: ${folder.fsPath} has no config.json. Pick the folder of a Kimi Linear checkpoint in Hugging Face layout (config.json, *.safetensors, tiktoken.model).`,
+  }))?.[0];
+  if (!folder) return undefined;
+
+  let verdict: FolderVerdict;
+  try {
+    const budget = memoryBudgetFrom(config);
+    const inspection = await vscode.window.withProgress(
+      { location: vscode.ProgressLocation.Notification, title: `Kimi Linear: checking ${folder.fsPath} and the GPU…` },
+      () => inspectModelFolder(enginePath, folder.fsPath, budget),
     );
-    return;
+    verdict = folderVerdict(inspection, config.get<string>('backend') ?? 'auto');
+  } catch (e) {
+    void vscode.window.showErrorMessage(`Kimi Linear: ${userMessageOf(e)}`);
+    return undefined;
   }
-  // The machine-wide setting: checkpoints live on this machine, not in one workspace.
+  if (!verdict.use) {
+    void vscode.window.showErrorMessage(verdict.message, 'Get the Model').then((pick) => (pick ? showGetTheModel() : undefined));
+    return verdict;
+  }
+  // Machine-wide settings: checkpoints and GPUs belong to this machine, not to one workspace.
   await config.update('modelPath', folder.fsPath, vscode.ConfigurationTarget.Global);
-  const pick = await vscode.window.showInformationMessage(
-    `Kimi Linear will use the model in ${folder.fsPath} from the next request. Ingest the workspace with it now?`,
-    'Ingest Workspace',
-  );
-  if (pick) await vscode.commands.executeCommand('kimiLinear.ingestWorkspace');
+  if (verdict.backend) await config.update('backend', verdict.backend, vscode.ConfigurationTarget.Global);
+  const show = { error: vscode.window.showErrorMessage, warning: vscode.window.showWarningMessage, info: vscode.window.showInformationMessage }[verdict.severity];
+  const actions = verdict.severity === 'info' ? ['Ingest Workspace'] : ['Ingest Workspace', 'Get the Model'];
+  void show(verdict.message, ...actions).then((pick) => {
+    if (pick === 'Get the Model') return showGetTheModel();
+    return pick ? vscode.commands.executeCommand('kimiLinear.ingestWorkspace') : undefined;
+  });
+  return verdict;
 }
 
-async function exists(uri: vscode.Uri): Promise<boolean> {
+/** "Check GPU and Backend" (the walkthrough's first step): what the installed package can run on here. */
+export async function checkGpu(enginePath: string, modelDir: string): Promise<string | undefined> {
   try {
-    await vscode.workspace.fs.stat(uri);
-    return true;
-  } catch {
-    return false;
+    const inspection = await vscode.window.withProgress(
+      { location: vscode.ProgressLocation.Notification, title: 'Kimi Linear: looking for an NVIDIA GPU…' },
+      () => inspectModelFolder(enginePath, modelDir),
+    );
+    const summary = setupSummary(inspection);
+    void (summary.severity === 'info' ? vscode.window.showInformationMessage : vscode.window.showWarningMessage)(summary.message);
+    return summary.message;
+  } catch (e) {
+    void vscode.window.showErrorMessage(`Kimi Linear: ${userMessageOf(e)}`);
+    return undefined;
   }
 }

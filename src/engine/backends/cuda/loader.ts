@@ -184,6 +184,18 @@ export function nativeLibraryPath(): string {
   }
 }
 
+/**
+ * Whether this runs from a checkout (native/src beside the bundles), where building the library is
+ * the advice, rather than from an installed package, which ships it prebuilt or not at all.
+ */
+function fromSources(): boolean {
+  try {
+    return existsSync(join(packageRoot(), 'native', 'src'));
+  } catch {
+    return true;
+  }
+}
+
 function firstLine(e: unknown): string {
   const text = e instanceof Error ? e.message : String(e);
   return text.split('\n')[0];
@@ -196,7 +208,9 @@ export function loadCudaBackend(path: string = nativeLibraryPath()): CudaAvailab
       ok: false,
       code: 'NOT_BUILT',
       path,
-      reason: `CUDA backend not available: the native library ${path} does not exist. Build it with "npm run build:native" (needs the CUDA toolkit's nvcc), or use the onnx backend.`,
+      reason: fromSources()
+        ? `CUDA backend not available: the native library ${path} does not exist. Build it with "npm run build:native" (needs the CUDA toolkit's nvcc), or use the onnx backend.`
+        : `CUDA backend not available: this installed package (${process.platform}-${process.arch}) has no CUDA library; the CUDA backend ships in the linux-x64 package only. The onnx backend runs here.`,
     };
   }
   let native: NativeKlc;
@@ -209,7 +223,7 @@ export function loadCudaBackend(path: string = nativeLibraryPath()): CudaAvailab
       ok: false,
       code: 'LOAD_FAILED',
       path,
-      reason: `CUDA backend not available: ${path} could not be loaded (${firstLine(e)}). Rebuild it with "npm run build:native" on this machine, or use the onnx backend.`,
+      reason: `CUDA backend not available: ${path} could not be loaded (${firstLine(e)}). ${fromSources() ? 'Rebuild it with "npm run build:native" on this machine' : 'Reinstall the extension\'s linux-x64 package'}, or use the onnx backend.`,
     };
   }
   const abi = typeof native.abiVersion === 'function' ? native.abiVersion() : -1;
@@ -218,7 +232,7 @@ export function loadCudaBackend(path: string = nativeLibraryPath()): CudaAvailab
       ok: false,
       code: 'ABI',
       path,
-      reason: `CUDA backend not available: ${path} has ABI version ${abi}, this build expects ${NATIVE_ABI_VERSION}. Rebuild it with "npm run build:native".`,
+      reason: `CUDA backend not available: ${path} has ABI version ${abi}, this build expects ${NATIVE_ABI_VERSION}. ${fromSources() ? 'Rebuild it with "npm run build:native".' : 'Reinstall the extension: its files are from different versions.'}`,
     };
   }
   const found = native.deviceCount();
