@@ -172,8 +172,15 @@ export class StateFileWriter {
     const pending = await openAtomic(file);
     const writer = new StateFileWriter(file, pending, header, dataStart, shape);
     const ids = opts.ids;
-    if (ids && writer.segments.has('ids')) writer.put('ids', Int32Array.from({ length: shape.length }, (_, i) => ids[i]));
     if (!withLatent) shape.layers.forEach((_, i) => (writer.latentDone[i] = shape.length));
+    if (ids && writer.segments.has('ids')) {
+      try {
+        await writer.put('ids', Int32Array.from({ length: shape.length }, (_, i) => ids[i]));
+      } catch (e) {
+        await writer.abort();
+        throw e;
+      }
+    }
     return writer;
   }
 
