@@ -18,6 +18,7 @@ import { gib, LM_HEAD_ROWS, layerWorkspaceBytes } from './memory-plan';
 import type { MemoryBudget } from '../../plan/memory-plan';
 import { SAMPLE_ROWS } from '../../plan/workspace';
 import { planLoad } from './load-plan';
+import { weightQuantization } from '../../model/quant/at-load';
 
 /** Activation rows on the device: fp32 [T, cols]. */
 export interface DeviceRows {
@@ -106,6 +107,8 @@ export class CudaBackend implements Backend<DeviceRows> {
     private readonly deviceIndex: number,
     engine: string,
     readonly prefillTokens: number,
+    /** How the uploaded weights are quantized (weightQuantization): part of every state key. */
+    readonly weights: string,
   ) {
     this.device = `GPU ${deviceIndex}: ${info.name} (compute ${info.major}.${info.minor}, ${gib(info.totalBytes)})`;
     this.engineText = engine;
@@ -144,7 +147,7 @@ export class CudaBackend implements Backend<DeviceRows> {
         dir: checkpoint.dir,
       });
       const { weights, owned } = await uploadWeights(native, ctx, config, checkpoint);
-      return new CudaBackend(config, native, ctx, weights, owned, info, index, engine.text, plan.sliceTokens);
+      return new CudaBackend(config, native, ctx, weights, owned, info, index, engine.text, plan.sliceTokens, weightQuantization(checkpoint));
     } catch (e) {
       native.destroy(ctx);
       if (e instanceof UserError) throw e;
