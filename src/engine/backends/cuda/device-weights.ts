@@ -125,7 +125,10 @@ export interface AtLoad {
  * then dequantized at upload), fp32 when any is stored wider than bf16.
  */
 export function matLayout(src: WeightSource, names: string[], atLoad: AtLoad | null, forceDense = false): MatLayout {
-  const dense: MatLayout = { kind: 'dense', f32: names.some((n) => src.info(n).dtype === 'F32') };
+  // A stored quantized weight reports its scales' dtype; dequantized it takes the precision of the
+  // model's dense matrices (embed_tokens is never quantized).
+  const wide = (n: string) => (src.quantized?.(n) ? src.info(EMBED).dtype : src.info(n).dtype) === 'F32';
+  const dense: MatLayout = { kind: 'dense', f32: names.some(wide) };
   if (forceDense) return dense;
   const K = src.info(names[0]).shape[1];
   const parts = names.map((n) => {
