@@ -39,7 +39,7 @@ export interface KimiLinearApi {
 }
 
 /** Settings that need a new engine process when they change. */
-const ENGINE_SETTINGS = ['kimiLinear.modelPath', 'kimiLinear.backend', 'kimiLinear.gpuMemoryLimit', 'kimiLinear.remote'];
+const ENGINE_SETTINGS = ['kimiLinear.modelPath', 'kimiLinear.backend', 'kimiLinear.gpuMemoryLimit', 'kimiLinear.quantization', 'kimiLinear.remote'];
 
 class Ctx implements vscode.Disposable {
   readonly log = vscode.window.createOutputChannel('Kimi Linear', { log: true });

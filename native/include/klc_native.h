@@ -22,7 +22,7 @@ extern "C" {
 #define KLC_API __attribute__((visibility("default")))
 #endif
 
-#define KLC_ABI_VERSION 7
+#define KLC_ABI_VERSION 8
 
 enum {
   KLC_OK = 0,
@@ -244,26 +244,40 @@ KLC_API int klc_vbuf_fork(klc_ctx *ctx, const klc_vbuf *src, size_t used, klc_vb
 KLC_API size_t klc_vbuf_bytes(const klc_vbuf *buf);
 KLC_API int klc_vbuf_free(klc_ctx *ctx, klc_vbuf *buf);
 
-/* INT4 weight-only linear layer for few rows: y[M, N] (+)= x[M, K] Wᵀ, M <= 8, with W in
- * compressed-tensors pack-quantized layout, read as stored: w_packed int32 [N, K / 8] (eight 4-bit
- * codes per word, lowest K index in the lowest nibble, stored as code + 8); scales bf16 [N, K / group];
- * zero_points NULL (symmetric: W = q * s for the signed code q) or int32 [ceil(N / 8), K / group] (eight
- * rows per word, lowest row in the lowest nibble, stored as z + 8): W = (q − z) * s. K and group
- * multiples of 32, group dividing K (group = K: one scale per row); x fp32 16-byte aligned; fp32
- * accumulation. Not used by the backend yet. */
-typedef struct klc_w4a16_args {
-  const float *x;
-  int ldx;
+/* ---- Weight-only quantized matrices (W4A16, W8A16: native/src/wq_*.cu, native/src/moe_small_wq.cu) ----
+ * W [N, K] in compressed-tensors' pack-quantized layout, as a checkpoint stores it: w_packed int32
+ * [N, K * bits / 32] (32 / bits codes per word, lowest K index in the lowest bits, each stored as
+ * code + 2^(bits-1)); scales [N, ceil(K / group)] bf16 or fp32 (scales_f32); zero_points NULL
+ * (symmetric: W = q * s for the signed code q) or int32 [ceil(N / (32 / bits)), ceil(K / group)]
+ * (32 / bits rows per word, lowest row in the lowest bits, stored as z + 2^(bits-1)): W = (q − z) * s.
+ * group = K: one scale per row. Several matrices of the same K stacked by rows are one matrix. */
+typedef struct klc_wq {
   const int32_t *w_packed;
   const void *scales;
   const int32_t *zero_points;
-  float *y;
-  int ldy;
-  int M, N, K, group, accumulate;
-} klc_w4a16_args;
-KLC_API int klc_w4a16_gemv(klc_ctx *ctx, const klc_w4a16_args *args);
-/* Milliseconds per call of klc_w4a16_gemv over `iters` back-to-back calls after one warm-up (CUDA events). */
-KLC_API int klc_w4a16_time(klc_ctx *ctx, const klc_w4a16_args *args, int iters, float *ms_per_call);
+  int bits; /* 4 or 8 */
+  int N, K, group;
+  int scales_f32;
+} klc_wq;
+/* y[M, N] (+)= x[M, K] Wᵀ for few rows (M <= 8): decode and batched decode. Reads every code once;
+ * (q − z) is exact in fp32, each group's sum is scaled once, fp32 accumulation. Needs K and group
+ * multiples of 32 (4 bits) or 16 (8 bits), group dividing K, x 16-byte aligned, ldx a multiple of 4. */
+KLC_API int klc_wq_gemv(klc_ctx *ctx, const float *x, int ldx, const klc_wq *w, float *y, int ldy, int M, int accumulate);
+/* Milliseconds per klc_wq_gemv call over `iters` back-to-back calls after one warm-up (CUDA events). */
+KLC_API int klc_wq_gemv_time(klc_ctx *ctx, const float *x, int ldx, const klc_wq *w, float *y, int ldy, int M, int iters,
+                             float *ms_per_call);
+/* Rows [row0, row0 + rows) of W dequantized into out [rows, K], bf16 (out_f32 = 0, rounded to
+ * nearest even) or fp32 (exact: (q − z) * s in fp32), for the GEMMs of klc_linear and klc_moe_experts. */
+KLC_API int klc_wq_dequant(klc_ctx *ctx, const klc_wq *w, int row0, int rows, void *out, int out_f32);
+/* klc_moe_experts with quantized experts: w13 is [E * 2I, d] (per expert W1 rows then W3 rows), w2
+ * [E * d, I]. Few (token, expert) pairs (as klc_moe_experts' small-batch path: T * k <= 128, T <= 32)
+ * read the chosen experts' codes straight from idx on the GPU; otherwise every expert is dequantized
+ * into `dense` (klc_moe_dense_bytes(), bf16 or fp32 per dense_f32) and klc_moe_experts runs on it.
+ * ws holds klc_moe_workspace_bytes(). */
+KLC_API size_t klc_moe_dense_bytes(int d, int I, int E, int dense_f32);
+KLC_API int klc_moe_experts_wq(klc_ctx *ctx, const float *x, const int32_t *idx, const float *w, const klc_wq *w13,
+                               const klc_wq *w2, float *out, void *ws, size_t ws_bytes, void *dense, int dense_f32, int T, int d,
+                               int I, int E, int k);
 
 #ifdef __cplusplus
 }

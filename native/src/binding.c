@@ -658,6 +658,76 @@ static napi_value js_moe_experts(napi_env env, napi_callback_info info) {
                                    v[10].i, v[11].i, v[12].i, v[13].i));
 }
 
+/* ---- Weight-only quantized matrices ---- */
+
+/* A klc_wq from { packed, scales, zeros, bits, N, K, group, scalesF32 }. */
+static int read_wq(napi_env env, napi_value obj, klc_wq *w) {
+  void *packed = NULL, *scales = NULL, *zeros = NULL;
+  int32_t f32 = 0;
+  if (!prop_ptr(env, obj, "packed", &packed) || !prop_ptr(env, obj, "scales", &scales) || !prop_ptr(env, obj, "zeros", &zeros) ||
+      !prop_i32(env, obj, "bits", &w->bits, 0) || !prop_i32(env, obj, "N", &w->N, 0) || !prop_i32(env, obj, "K", &w->K, 0) ||
+      !prop_i32(env, obj, "group", &w->group, 0) || !prop_i32(env, obj, "scalesF32", &f32, 0))
+    return 0;
+  w->w_packed = (const int32_t *)packed;
+  w->scales = scales;
+  w->zero_points = (const int32_t *)zeros;
+  w->scales_f32 = f32;
+  return 1;
+}
+
+/* (ctx, x, ldx, w, y, ldy, M, accumulate) */
+static napi_value js_wq_gemv(napi_env env, napi_callback_info info) {
+  napi_value argv[8];
+  klc_ctx *ctx;
+  klc_wq w;
+  void *x, *y;
+  int32_t ldx, ldy, M, acc;
+  if (!get_args(env, info, 8, argv) || !get_ctx(env, argv[0], &ctx) || !get_ptr(env, argv[1], &x) || !get_i32(env, argv[2], &ldx) ||
+      !read_wq(env, argv[3], &w) || !get_ptr(env, argv[4], &y) || !get_i32(env, argv[5], &ldy) || !get_i32(env, argv[6], &M) ||
+      !get_i32(env, argv[7], &acc))
+    return NULL;
+  return done(env, klc_wq_gemv(ctx, (const float *)x, ldx, &w, (float *)y, ldy, M, acc));
+}
+
+/* (ctx, w, row0, rows, out, outF32) */
+static napi_value js_wq_dequant(napi_env env, napi_callback_info info) {
+  napi_value argv[6];
+  klc_ctx *ctx;
+  klc_wq w;
+  void *out;
+  int32_t row0, rows, f32;
+  if (!get_args(env, info, 6, argv) || !get_ctx(env, argv[0], &ctx) || !read_wq(env, argv[1], &w) || !get_i32(env, argv[2], &row0) ||
+      !get_i32(env, argv[3], &rows) || !get_ptr(env, argv[4], &out) || !get_i32(env, argv[5], &f32))
+    return NULL;
+  return done(env, klc_wq_dequant(ctx, &w, row0, rows, out, f32));
+}
+
+static napi_value js_moe_dense_bytes(napi_env env, napi_callback_info info) {
+  klc_ctx *c; arg_t v[MAX_OP_ARGS];
+  if (!read_sig(env, info, "iiii", &c, v)) return NULL;
+  napi_value r;
+  napi_create_double(env, (double)klc_moe_dense_bytes(v[0].i, v[1].i, v[2].i, v[3].i), &r);
+  return r;
+}
+
+/* (ctx, x, idx, w, w13, w2, out, ws, wsBytes, dense, denseF32, T, d, I, E, k) */
+static napi_value js_moe_experts_wq(napi_env env, napi_callback_info info) {
+  napi_value argv[16];
+  klc_ctx *ctx;
+  klc_wq w13, w2;
+  void *x, *idx, *wt, *out, *ws, *dense;
+  size_t ws_bytes;
+  int32_t dense_f32, T, d, I, E, k;
+  if (!get_args(env, info, 16, argv) || !get_ctx(env, argv[0], &ctx) || !get_ptr(env, argv[1], &x) || !get_ptr(env, argv[2], &idx) ||
+      !get_ptr(env, argv[3], &wt) || !read_wq(env, argv[4], &w13) || !read_wq(env, argv[5], &w2) || !get_ptr(env, argv[6], &out) ||
+      !get_ptr(env, argv[7], &ws) || !get_size(env, argv[8], &ws_bytes) || !get_ptr(env, argv[9], &dense) ||
+      !get_i32(env, argv[10], &dense_f32) || !get_i32(env, argv[11], &T) || !get_i32(env, argv[12], &d) ||
+      !get_i32(env, argv[13], &I) || !get_i32(env, argv[14], &E) || !get_i32(env, argv[15], &k))
+    return NULL;
+  return done(env, klc_moe_experts_wq(ctx, (const float *)x, (const int32_t *)idx, (const float *)wt, &w13, &w2, (float *)out, ws,
+                                      ws_bytes, dense, dense_f32, T, d, I, E, k));
+}
+
 /* Returns the engine in words; throws with the reason when tensor cores were asked for and cuBLAS failed. */
 static napi_value js_set_tensor_cores(napi_env env, napi_callback_info info) {
   klc_ctx *c; arg_t v[MAX_OP_ARGS];
@@ -855,6 +925,10 @@ static napi_value init(napi_env env, napi_value exports) {
       {"moeRoute", NULL, js_moe_route, NULL, NULL, NULL, napi_enumerable, NULL},
       {"moeWorkspaceBytes", NULL, js_moe_workspace_bytes, NULL, NULL, NULL, napi_enumerable, NULL},
       {"moeExperts", NULL, js_moe_experts, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"wqGemv", NULL, js_wq_gemv, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"wqDequant", NULL, js_wq_dequant, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"moeDenseBytes", NULL, js_moe_dense_bytes, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"moeExpertsWq", NULL, js_moe_experts_wq, NULL, NULL, NULL, napi_enumerable, NULL},
       {"setTensorCores", NULL, js_set_tensor_cores, NULL, NULL, NULL, napi_enumerable, NULL},
       {"kdaDecodeBatch", NULL, js_kda_decode_batch, NULL, NULL, NULL, napi_enumerable, NULL},
       {"mlaDecodeWorkspaceBytes", NULL, js_mla_decode_workspace_bytes, NULL, NULL, NULL, napi_enumerable, NULL},

@@ -111,6 +111,11 @@ bool small_batch_enabled();
 bool moe_small_wanted(int T, int k, int d, int I, const void *x, const void *w13, const void *w2, const void *h);
 int moe_small(klc_ctx *ctx, const float *x, const int *idx, const float *w, const void *w13, const void *w2, float *out, float *h,
               int T, int d, int I, int k);
+// ---- weight-only quantized matrices (wq_gemv.cu, wq_dequant.cu) ----
+// Whether klc_wq_gemv takes this weight (bits, K and group fit its 16-byte loads).
+bool wq_gemv_supported(const klc_wq &w);
+// klc_wq_dequant on the current device, arguments checked.
+int wq_dequant(klc_ctx *ctx, const klc_wq &w, int row0, int rows, void *out, int out_f32);
 // klc_linear for M <= 8 rows as a GEMV over 16-byte weight vectors (gemv.cu).
 bool gemv_wanted(const float *x, int ldx, long long sx, const void *w, long long sw, int M, int K, int w_f32);
 int gemv(klc_ctx *ctx, const float *x, int ldx, long long sx, const void *w, long long sw, float *y, int ldy, long long sy, int M,

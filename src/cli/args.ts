@@ -4,7 +4,8 @@ import { UserError } from '../common/errors';
 import { resolve } from 'node:path';
 import type { BackendName } from '../engine/api';
 import type { DummySpec } from '../engine/model/model';
-import { LOAD_QUANTIZATIONS, type LoadQuantization } from '../engine/model/quant/presets';
+import { LOAD_QUANTIZATIONS } from '../engine/model/quant/presets';
+import type { QuantizationChoice } from '../engine/plan/memory-plan';
 
 type Options = NonNullable<ParseArgsConfig['options']>;
 
@@ -82,10 +83,16 @@ export function dummyOption(values: Parsed['values']): DummySpec | undefined {
   return { configFile: resolve(configFile), seed: intOption(values, 'seed', 0) ?? 0 };
 }
 
-export function quantizationOption(values: Parsed['values']): LoadQuantization {
-  const v = (values.quantization as string | undefined) ?? 'none';
-  if (!(LOAD_QUANTIZATIONS as readonly string[]).includes(v)) throw new UserError(`--quantization must be one of ${LOAD_QUANTIZATIONS.join(', ')}, got '${v}'`);
-  return v as LoadQuantization;
+const QUANTIZATION_CHOICES: readonly QuantizationChoice[] = ['auto', ...LOAD_QUANTIZATIONS];
+
+/** --quantization, or undefined when not given. */
+export function quantizationOption(values: Parsed['values']): QuantizationChoice | undefined {
+  const v = values.quantization as string | undefined;
+  if (v === undefined) return undefined;
+  if (!(QUANTIZATION_CHOICES as readonly string[]).includes(v)) throw new UserError(`--quantization must be one of ${QUANTIZATION_CHOICES.join(', ')}, got '${v}'`);
+  return v as QuantizationChoice;
 }
 
-export const quantizationUsage = '  --quantization Q    none | int4 | int8 | fp8: quantize a bf16 checkpoint\'s weights at load (default none)\n';
+export const quantizationUsage = `  --quantization Q    none | int4 | int8 | fp8: quantize a bf16 checkpoint's weights at load; auto: the CUDA
+                      backend quantizes only when its memory plan needs it (none elsewhere). Default none
+`;

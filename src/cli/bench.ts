@@ -16,7 +16,7 @@ import { generate, prefillChunked } from '../engine/generate';
 import { loadModel } from '../engine/model/model';
 import type { AskResult } from '../engine/api';
 import { ASK_BATCH_LIMIT, EngineSession } from '../engine/session';
-import { backendOption, dummyOption, intOption, parseCommandArgs, weightOptions, weightUsage } from './args';
+import { backendOption, dummyOption, intOption, parseCommandArgs, quantizationUsage, weightOptions, weightUsage } from './args';
 import { benchScale } from './bench-scale';
 import { memoryBudget } from './session-options';
 import { MAX_CONTEXT_TOKENS } from '../engine/plan/memory-plan';
@@ -35,7 +35,7 @@ speed against the reference backend on the same tokens.
   --max-tokens N      token budget for the packed copy (default 16384)
   --decode-tokens N   tokens generated for the decode figure (default 64)
   --gpu-memory BYTES  GPU memory the CUDA backend may plan for (24GB, 24GiB or bytes)
-${weightUsage}
+${quantizationUsage}${weightUsage}
 At scale: klc bench --contexts 4096,131072,1048576 [--json FILE] [--raw-prefill-up-to N] …
   ingests a synthetic workspace of each size through the product path and prints, per context,
   ingest (pack, prefill, save), restore, time to first token of a 100-token question, fork time
@@ -97,7 +97,8 @@ export async function run(argv: string[]): Promise<void> {
     argv,
     {
       model: { type: 'string' }, backend: { type: 'string' }, 'max-tokens': { type: 'string' }, 'decode-tokens': { type: 'string' },
-      'gpu-memory': { type: 'string' }, contexts: { type: 'string' }, json: { type: 'string' }, 'raw-prefill-up-to': { type: 'string' }, ...weightOptions,
+      'gpu-memory': { type: 'string' }, contexts: { type: 'string' }, json: { type: 'string' }, 'raw-prefill-up-to': { type: 'string' }, quantization: { type: 'string' },
+      ...weightOptions,
     },
     USAGE,
   );

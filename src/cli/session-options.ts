@@ -6,7 +6,7 @@ import type { IngestProgress, PackSettings } from '../engine/api';
 import type { MemoryBudget } from '../engine/plan/memory-plan';
 import { parseBytes } from '../engine/plan/sizes';
 import { defaultCacheDir, EngineSession } from '../engine/session';
-import { backendOption, dummyOption, intOption, weightOptions, weightUsage, type Parsed } from './args';
+import { backendOption, dummyOption, intOption, quantizationOption, quantizationUsage, weightOptions, weightUsage, type Parsed } from './args';
 
 export const sessionOptions = {
   model: { type: 'string' },
@@ -15,6 +15,7 @@ export const sessionOptions = {
   'cache-dir': { type: 'string' },
   ...weightOptions,
   'gpu-memory': { type: 'string' },
+  quantization: { type: 'string' },
 } as const;
 
 export const sessionUsage = `  --model DIR         checkpoint folder (default: the bundled tiny checkpoint, whose answers are not meaningful)
@@ -23,7 +24,7 @@ export const sessionUsage = `  --model DIR         checkpoint folder (default: t
   --cache-dir DIR     where ingested states are saved (default ${defaultCacheDir()})
   --gpu-memory BYTES  GPU memory the CUDA backend may plan for (24GB, 24GiB or bytes; default the free memory);
                       it plans the MLA cache for --max-tokens tokens (default the config's maximum that fits)
-${weightUsage}`;
+${quantizationUsage}${weightUsage}`;
 
 export function workspaceSettings(dirs: string[], values: Parsed['values']): PackSettings {
   const roots = (dirs.length > 0 ? dirs : [process.cwd()]).map((d) => resolve(d));
@@ -50,7 +51,12 @@ export function memoryBudget(values: Parsed['values'], workspace: Pick<PackSetti
   const limit = values['gpu-memory'];
   const gpuMemory = typeof limit === 'string' ? parseBytes(limit) : undefined;
   if (typeof limit === 'string' && !gpuMemory) throw new UserError(`--gpu-memory must be a size such as 24GB, 24GiB or a number of bytes, got '${limit}'`);
-  return { ...(workspace.maxTokens !== undefined ? { contextTokens: workspace.maxTokens } : {}), ...(gpuMemory ? { gpuMemory } : {}) };
+  const quantization = quantizationOption(values);
+  return {
+    ...(workspace.maxTokens !== undefined ? { contextTokens: workspace.maxTokens } : {}),
+    ...(gpuMemory ? { gpuMemory } : {}),
+    ...(quantization ? { quantization } : {}),
+  };
 }
 
 /** A one-line progress display on stderr when it is a terminal; nothing otherwise. */

@@ -5,7 +5,8 @@
 import type { PackSettings, SamplingOptions } from '../engine/api';
 import type { OpenParams } from '../common/engine-protocol';
 import { UserError } from '../common/errors';
-import type { MemoryBudget } from '../engine/plan/memory-plan';
+import type { MemoryBudget, QuantizationChoice } from '../engine/plan/memory-plan';
+import { QUANTIZATIONS } from '../engine/plan/weights';
 import { parseBytes } from '../engine/plan/sizes';
 
 export interface SettingsReader {
@@ -40,14 +41,20 @@ export function openParamsFrom(settings: SettingsReader, cacheDir: string, apiKe
   return { ...params, remote: { url, model, ...(apiKey ? { apiKey } : {}) } };
 }
 
-/** The context budget and GPU memory limit the engine plans the model's memory for. */
+const QUANTIZATION_CHOICES: readonly QuantizationChoice[] = ['auto', ...QUANTIZATIONS];
+
+/** The context budget, GPU memory limit and weight quantization the engine plans the model's memory for. */
 export function memoryBudgetFrom(settings: SettingsReader): MemoryBudget {
+  const quantization = settings.get<string>('quantization');
+  if (quantization !== undefined && !(QUANTIZATION_CHOICES as readonly string[]).includes(quantization)) {
+    throw new UserError(`Setting kimiLinear.quantization is "${quantization}"; use one of ${QUANTIZATION_CHOICES.join(', ')}.`);
+  }
   const limit = (settings.get<string>('gpuMemoryLimit') ?? '').trim();
   const gpuMemory = limit === '' ? undefined : parseBytes(limit);
   if (gpuMemory === 0 || (limit !== '' && gpuMemory === undefined)) {
     throw new UserError(`Setting kimiLinear.gpuMemoryLimit is "${limit}"; use a size such as 24GB, 24GiB or a number of bytes, or leave it empty to use the GPU's free memory.`);
   }
-  return withoutUndefined({ contextTokens: settings.get<number>('maxContextTokens'), gpuMemory });
+  return withoutUndefined({ contextTokens: settings.get<number>('maxContextTokens'), gpuMemory, quantization: quantization as QuantizationChoice | undefined });
 }
 
 export function packSettingsFrom(settings: SettingsReader, roots: string[]): PackSettings {

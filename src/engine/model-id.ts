@@ -142,6 +142,17 @@ function countParameters(header: Buffer): number {
   }
 }
 
+/**
+ * The model id states are keyed by: the identity of the files and the quantization of the weights
+ * as loaded (`weights`: 'none', or the scheme applied at load or stored in the checkpoint), so a
+ * state ingested with int4 weights is never resumed on the bf16 ones of the same folder. Unquantized
+ * weights keep the plain identity, so states saved before quantization existed stay valid.
+ */
+export function stateModelId(identity: string, weights: string): string {
+  if (weights === 'none') return identity;
+  return createHash('sha256').update(`${identity}\0weights\0${weights}`).digest('hex').slice(0, 32);
+}
+
 function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }

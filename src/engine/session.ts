@@ -21,7 +21,7 @@ import type {
 import { questionTokens, repoClosing, repoPreamble, stopIds } from './chat-template';
 import { CancelledError, generate, generateBatch, type Generated } from './generate';
 import { anyChanged } from './changed-files';
-import { identifyModel } from './model-id';
+import { identifyModel, stateModelId } from './model-id';
 import { loadModel, type DummySpec, type Model } from './model/model';
 import { loadTokenizer } from './model/tokenizer';
 import type { MemoryBudget } from './plan/memory-plan';
@@ -150,7 +150,7 @@ export class EngineSession {
     const [tokenizer, model, identity] = await Promise.all([
       // Dummy weights have no tokenizer of their own: the model folder's if one is given, else the bundled one.
       dummy ? loadTokenizer(opts.modelDir ? resolve(opts.modelDir) : undefined) : loadTokenizer(modelDir),
-      loadModel(modelDir, { backend: opts.backend, dummy, memory: opts.memory }),
+      loadModel(modelDir, { backend: opts.backend, dummy, memory: opts.memory, quantization: opts.memory?.quantization }),
       identifyModel(dummy ? { kind: 'dummy', ...dummy } : { kind: 'checkpoint', dir: modelDir }, { digestCache: join(opts.cacheDir, 'weight-digests.json') }).catch((e: Error) => {
         throw new UserError(`cannot read the model folder ${modelDir}: ${e.message}. Point kimiLinear.modelPath (or --model) at a Kimi Linear checkpoint folder.`, modelDir);
       }),
@@ -161,8 +161,9 @@ export class EngineSession {
         modelDir,
       );
     }
-    log(`model ${modelDir} (${identity.parameters.toLocaleString('en-US')} parameters) on ${model.backend.name}, ${model.backend.device}`);
-    return new EngineSession(opts, modelDir, model, tokenizer, identity.id, identity.parameters, log);
+    const quantized = model.weights === 'none' ? '' : `, weights quantized ${model.weights}`;
+    log(`model ${modelDir} (${identity.parameters.toLocaleString('en-US')} parameters) on ${model.backend.name}, ${model.backend.device}${quantized}`);
+    return new EngineSession(opts, modelDir, model, tokenizer, stateModelId(identity.id, model.weights), identity.parameters, log);
   }
 
   /**

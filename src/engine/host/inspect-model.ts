@@ -6,8 +6,9 @@
  */
 import { loadCudaBackend } from '../backends/cuda/loader';
 import { checkModelFolder, type FolderCheck } from '../model/folder-check';
-import { cudaAdvice, cudaPlan, planFigures } from '../backends/cuda/load-plan';
+import { CUDA_SCHEMES, cudaPlan, planFigures } from '../backends/cuda/load-plan';
 import type { MemoryBudget } from '../plan/memory-plan';
+import type { Quantization } from '../plan/weights';
 import { gb } from '../plan/sizes';
 
 export interface GpuDevice {
@@ -58,24 +59,39 @@ export function fitOnGpu(check: FolderCheck, gpu: GpuReport, budget: MemoryBudge
   if (!device || !config || check.problems.length > 0) return { lines: [] };
   // As the backend decides from the checkpoint's embedding: fp32 runs exactly, anything else in bf16 on tensor cores.
   const matrixBytes = check.format?.label === 'fp32' ? 4 : 2;
-  const { plan, capped } = cudaPlan(config, budget, {
+  const stored = check.format?.quantized ? storedScheme(check.format.label) : undefined;
+  const quantization = stored !== undefined && (budget.quantization === undefined || budget.quantization === 'none' || budget.quantization === 'auto') ? stored : budget.quantization;
+  const { plan, capped } = cudaPlan(config, { ...budget, ...(quantization ? { quantization } : {}) }, {
     free: device.freeBytes,
     matrixBytes,
     tensorCores: matrixBytes === 2 && process.env.KLC_CUDA_EXACT !== '1',
     dir: check.dir,
+    // A stored quantized checkpoint runs as stored; quantizing at load needs bf16 or fp32 weights.
+    schemes: stored !== undefined ? [stored] : CUDA_SCHEMES,
   });
   const lines = [
     `${device.name}: ${gb(device.freeBytes)} free of ${gb(device.totalBytes)}${capped ? `, limited to ${gb(plan.gpuMemory)}` : ''}`,
-    ...(check.format?.quantized ? [`the CUDA backend loads these ${check.format.label} weights dequantized to bf16 until it runs quantized weights (issue 11)`] : []),
+    ...(stored === 'none' ? [`the CUDA backend loads these ${check.format?.label} weights dequantized to bf16 (it runs INT4 and INT8 weights as stored)`] : []),
     planFigures(plan),
   ];
   if (plan.fits) return { fits: true, lines };
   // The plan speaks in klc's flags; say what each is in the editor.
   const inEditor = [
     ...(plan.advice.includes('--context') ? ['--context is the kimiLinear.maxContextTokens setting'] : []),
-    ...(plan.advice.includes('--quantization') ? ['a quantized model is the FP8 or INT4 checkpoint (Get the Model), once the CUDA backend runs it'] : []),
+    ...(plan.advice.includes('--quantization') ? ['--quantization is the kimiLinear.quantization setting (int8, int4), or download an INT4 checkpoint (Get the Model)'] : []),
   ];
-  return { fits: false, lines, advice: `${cudaAdvice(plan)}${inEditor.length > 0 ? ` In VS Code, ${inEditor.join('; ')}.` : ''}` };
+  return { fits: false, lines, advice: `${plan.advice}${inEditor.length > 0 ? ` In VS Code, ${inEditor.join('; ')}.` : ''}` };
+}
+
+/**
+ * The scheme the CUDA backend runs a stored checkpoint in: INT4 or INT8 as stored, anything else
+ * (FP8, mixed schemes) dequantized to bf16. The plan's sizes for it are an estimate at group 128;
+ * the load itself counts the checkpoint's exact bytes.
+ */
+function storedScheme(label: string): Quantization {
+  if (label === 'INT4') return 'int4';
+  if (label === 'INT8') return 'int8';
+  return 'none';
 }
 
 export async function inspectModel(dir: string, budget: MemoryBudget = {}): Promise<ModelInspection> {

@@ -10,7 +10,7 @@ import type { Backend, Capture, NormSite } from '../backends/backend';
 import { CudaBackend } from '../backends/cuda/backend';
 import { loadCudaBackend } from '../backends/cuda/loader';
 import { loadOnnxBackend } from '../backends/onnx/load';
-import type { MemoryBudget } from '../plan/memory-plan';
+import type { MemoryBudget, QuantizationChoice } from '../plan/memory-plan';
 import { ReferenceBackend } from '../reference/backend';
 import { LatentCache } from '../state/latent-cache';
 import { pickToken, type TokenPick } from '../sampler';
@@ -19,8 +19,7 @@ import { Checkpoint } from './checkpoint';
 import { loadConfig, loadConfigFile, type KimiConfig } from './config';
 import { DummyWeights } from './dummy-weights';
 import type { WeightSource } from './weight-source';
-import { quantizeAtLoad } from './quant/at-load';
-import type { LoadQuantization } from './quant/presets';
+import { quantizeAtLoad, weightQuantization } from './quant/at-load';
 
 export interface PrefillOptions {
   /** Which logits to return: every position [T, vocab], the last [vocab], or none (empty). Default 'last'. */
@@ -55,8 +54,12 @@ export interface LoadOptions {
   log?: (line: string) => void;
   /** Context budget, forks, GPU memory cap and quantization the CUDA backend plans memory for. */
   memory?: MemoryBudget;
-  /** Quantize full-precision Linear weights at load (quantize, then dequantize; reference and onnx). Default 'none'. */
-  quantization?: LoadQuantization;
+  /**
+   * Quantize full-precision Linear weights at load. The CUDA backend keeps them packed and resolves
+   * 'auto' by its memory plan; the reference and onnx backends quantize, then dequantize, and take
+   * 'auto' as 'none' (their memory is not planned). Default 'none'.
+   */
+  quantization?: QuantizationChoice;
 }
 
 export const KDA_CHUNK = 64;
@@ -69,6 +72,8 @@ export class Model {
     readonly backend: Backend,
     /** Folder the model was loaded from. */
     readonly dir: string,
+    /** How the loaded weights are quantized (weightQuantization): part of every state key. */
+    readonly weights = 'none',
   ) {}
 
   /** The state of an empty sequence. */
@@ -316,38 +321,44 @@ export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Mo
   const config = dummy ? await loadConfigFile(dummy.configFile) : await loadConfig(dir);
   const requested = opts.backend ?? 'auto';
   const log = opts.log ?? ((line: string) => void process.stderr.write(`${line}\n`));
-  const open = async (): Promise<WeightSource> =>
-    await quantizeAtLoad(dummy ? new DummyWeights(config, dummy.seed, dummy.configFile) : await Checkpoint.open(dir, config), config, opts.quantization ?? 'none');
-  const checkpoint = await open();
-  try {
-    if (requested === 'auto' || requested === 'cuda') {
-      const cuda = loadCudaBackend();
-      if (cuda.ok) {
-        try {
-          const backend = await CudaBackend.load(config, checkpoint, cuda.native, cuda.devices, { ...opts.memory, log });
-          if (requested === 'auto') log(`backend auto: using cuda on ${backend.device}`);
-          return new Model(config, backend, dir);
-        } catch (e) {
-          if (requested === 'cuda') throw e;
-          log(`backend auto: the cuda backend failed to load (${e instanceof Error ? e.message : String(e)}); trying onnx`);
-        }
-      } else if (requested === 'cuda') {
-        throw new UserError(cuda.reason);
-      } else {
-        log(`backend auto: ${cuda.reason}; trying onnx`);
+  const quantization = opts.quantization ?? 'none';
+  const raw = async (): Promise<WeightSource> => (dummy ? new DummyWeights(config, dummy.seed, dummy.configFile) : await Checkpoint.open(dir, config));
+  if (requested === 'auto' || requested === 'cuda') {
+    const cuda = loadCudaBackend();
+    if (cuda.ok) {
+      const source = await raw();
+      try {
+        const backend = await CudaBackend.load(config, source, cuda.native, cuda.devices, { ...opts.memory, quantization, log });
+        if (requested === 'auto') log(`backend auto: using cuda on ${backend.device}`);
+        return new Model(config, backend, dir, backend.weights);
+      } catch (e) {
+        if (requested === 'cuda') throw e;
+        log(`backend auto: the cuda backend failed to load (${e instanceof Error ? e.message : String(e)}); trying onnx`);
+      } finally {
+        await source.close();
       }
+    } else if (requested === 'cuda') {
+      throw new UserError(cuda.reason);
+    } else {
+      log(`backend auto: ${cuda.reason}; trying onnx`);
     }
+  }
+  const atLoad = quantization === 'auto' ? 'none' : quantization;
+  const open = async (): Promise<WeightSource> => await quantizeAtLoad(await raw(), config, atLoad);
+  const checkpoint = await open();
+  const weights = weightQuantization(checkpoint);
+  try {
     if (requested === 'auto' || requested === 'onnx') {
       try {
         const backend = await loadOnnxBackend(config, checkpoint, log, open);
         if (requested === 'auto') log(`backend auto: using onnx on ${backend.device}`);
-        return new Model(config, backend, dir);
+        return new Model(config, backend, dir, weights);
       } catch (e) {
         if (requested === 'onnx') throw e;
         log(`backend auto: the onnx backend failed to load (${e instanceof Error ? e.message : String(e)}); using the reference backend`);
       }
     }
-    return new Model(config, await ReferenceBackend.load(config, checkpoint), dir);
+    return new Model(config, await ReferenceBackend.load(config, checkpoint), dir, weights);
   } finally {
     await checkpoint.close();
   }

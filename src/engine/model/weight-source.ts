@@ -3,6 +3,7 @@
  * a config and a seed (dummy-weights.ts). Backends read tensors through this and never care which.
  */
 import type { QuantizedSource } from './quant/compressed';
+import type { LoadQuantization } from './quant/presets';
 import type { Dtype } from './safetensors';
 
 /**
@@ -36,6 +37,8 @@ export interface WeightSource {
   tensor(name: string): Promise<Float32Array>;
   /** Set where a weight is stored quantized (compressed-tensors): its codes and scales as stored, else null. */
   quantized?(name: string): QuantizedSource | null;
+  /** Set where Linear weights are quantized at load (quantize, then dequantize): the scheme applied. */
+  readonly loadQuantization?: Exclude<LoadQuantization, 'none'>;
   /** Set where the tensor can be generated on the device instead of read (dummy weights). */
   deviceFill?(name: string): DeviceFill | null;
   close(): Promise<void>;

@@ -68,6 +68,20 @@ export interface PlanRequest {
   sampleScratch?: number;
   /** Whether routed experts may move to host memory. Default true. */
   offload?: boolean;
+  /** The schemes `auto` tries, in order. Default QUANTIZATIONS (a backend may run fewer). */
+  schemes?: readonly Quantization[];
+  /**
+   * The weights' device bytes under each scheme where a backend knows them exactly (the CUDA
+   * backend counts what it uploads), and the buffer quantized weights are dequantized into for
+   * prefill (counted in the workspace). Default weightBytes(), no buffer.
+   */
+  weights?: (q: Quantization) => PlannedWeights;
+}
+
+export interface PlannedWeights {
+  bytes: WeightBytes;
+  /** Bytes of the prefill dequantization buffer. */
+  dense: number;
 }
 
 export interface GpuBytes {
@@ -132,7 +146,7 @@ interface Candidate {
 
 /** The plan's arithmetic for one request, with the weights of each scheme computed once. */
 class Planner {
-  private readonly weights = new Map<Quantization, WeightBytes>();
+  private readonly weights = new Map<Quantization, PlannedWeights>();
   private readonly moeLayers: number[];
 
   constructor(
@@ -142,10 +156,10 @@ class Planner {
     this.moeLayers = c.layers.flatMap((l, i) => (l.ffn === 'moe' ? [i] : []));
   }
 
-  private weightsOf(q: Quantization): WeightBytes {
+  private weightsOf(q: Quantization): PlannedWeights {
     let w = this.weights.get(q);
     if (!w) {
-      w = weightBytes(this.c, q, this.req.matrixBytes ?? 2);
+      w = this.req.weights?.(q) ?? { bytes: weightBytes(this.c, q, this.req.matrixBytes ?? 2), dense: 0 };
       this.weights.set(q, w);
     }
     return w;
@@ -162,7 +176,7 @@ class Planner {
 
   layout(k: Candidate, contextTokens = this.req.contextTokens, forks = this.req.forks): Omit<MemoryPlan, 'advice'> {
     const { c, req } = this;
-    const w = this.weightsOf(k.quantization);
+    const { bytes: w, dense } = this.weightsOf(k.quantization);
     const offloadedLayers = this.offloaded(k.offload);
     const host = offloadedLayers.reduce((s, i) => s + w.experts[i], 0);
     const weights = w.resident + w.experts.reduce((s, b) => s + b, 0) - host;
@@ -170,7 +184,7 @@ class Planner {
     const kdaState = kdaStateBytes(c);
     const forkTotal = forks * forkBytes(c);
     const longest = contextTokens + (forks > 0 ? FORK_RESERVE_TOKENS : 0);
-    const workspace = prefillWorkspaceBytes(c, longest, k.slice, req.tensorCores ?? true, req.sampleScratch);
+    const workspace = prefillWorkspaceBytes(c, longest, k.slice, req.tensorCores ?? true, req.sampleScratch) + dense;
     const total = weights + mlaCache + kdaState + forkTotal + workspace;
     const usable = this.usable();
     return {
@@ -192,7 +206,7 @@ class Planner {
    * fp8 → int8 → int4, offloading only at int4), no offload before offload, long slices first.
    */
   candidates(choice: QuantizationChoice): Candidate[] {
-    const schemes = choice === 'auto' ? QUANTIZATIONS : [choice];
+    const schemes = choice === 'auto' ? (this.req.schemes ?? QUANTIZATIONS) : [choice];
     const slices = this.req.sliceTokens ? [this.req.sliceTokens] : SLICE_CHOICES;
     const out: Candidate[] = [];
     for (const [i, quantization] of schemes.entries()) {
@@ -245,7 +259,8 @@ class Planner {
     const tokens = this.largestContext(plan.quantization);
     if (tokens > 0) options.push(`fewer tokens: at most ${tokens} fit at ${plan.quantization} (--context ${tokens})`);
     if (req.quantization !== 'auto') {
-      for (const q of QUANTIZATIONS.slice(QUANTIZATIONS.indexOf(req.quantization) + 1)) {
+      const schemes = req.schemes ?? QUANTIZATIONS;
+      for (const q of schemes.slice(schemes.indexOf(req.quantization) + 1)) {
         const p = this.best(q);
         if (p.fits) {
           options.push(`a quantized model: --quantization ${q} needs ${gb(p.gpu.total)}${p.offloadedLayers.length > 0 ? ` with the experts of ${p.offloadedLayers.length} layers in host memory` : ''}`);

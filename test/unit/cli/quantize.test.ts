@@ -40,6 +40,6 @@ test('bad arguments are named, and nothing is written', () => {
   assert.match(missing.stderr, /expected the folders IN and OUT, got 1 argument/);
   const load = klc('forward', '--model', golden, '--input-ids', 'x.json', '--out', 'y', '--quantization', 'nf4');
   assert.equal(load.status, 1);
-  assert.match(load.stderr, /--quantization must be one of none, int4, int8, fp8, got 'nf4'/);
+  assert.match(load.stderr, /--quantization must be one of auto, none, int4, int8, fp8, got 'nf4'/);
   assert.equal(existsSync(join(dir, 'o')), false);
 });

@@ -99,25 +99,33 @@ test('weight formats: compressed-tensors schemes the loader reads are named; one
 });
 
 const kimi48b = JSON.parse(readFileSync(join(root, 'assets', 'configs', 'kimi-linear-48b-a3b-instruct.json'), 'utf8')) as Record<string, unknown>;
+const int4 = { quant_method: 'compressed-tensors', format: 'pack-quantized', config_groups: { group_0: { targets: ['Linear'], weights: { num_bits: 4, type: 'int', strategy: 'group', group_size: 32, symmetric: true } } } };
 const fp8 = { quant_method: 'compressed-tensors', format: 'float-quantized', config_groups: { group_0: { targets: ['Linear'], weights: { num_bits: 8, type: 'float', strategy: 'channel' } } } };
 
-/** A folder check of the published 48B config, as the bf16 or FP8 download. */
-function check48b(format: 'bf16' | 'FP8'): FolderCheck {
-  const json = format === 'FP8' ? { ...kimi48b, quantization_config: fp8 } : kimi48b;
-  return { dir: '/models/kimi-48b', problems: [], shards: 20, weightBytes: format === 'FP8' ? 49.5e9 : 98.3e9, config: parseConfig(json), format: weightFormat(json, 'config.json') };
+/** A folder check of the published 48B config, as the bf16, FP8 or INT4 download. */
+function check48b(format: 'bf16' | 'FP8' | 'INT4'): FolderCheck {
+  const quantization_config = { FP8: fp8, INT4: int4, bf16: undefined }[format];
+  const json = quantization_config ? { ...kimi48b, quantization_config } : kimi48b;
+  return { dir: '/models/kimi-48b', problems: [], shards: 20, weightBytes: { FP8: 49.5e9, INT4: 27e9, bf16: 98.3e9 }[format], config: parseConfig(json), format: weightFormat(json, 'config.json') };
 }
 
-test('the memory plan is the one the CUDA backend loads with: the 48B model\'s bf16 weights (98.28 GB) do not fit an 80 GB card, from the bf16 or the FP8 checkpoint (uploaded dequantized, issue 11); a 141 GB card holds it; the limit setting caps it', () => {
+test('the memory plan is the one the CUDA backend loads with: the 48B model\'s bf16 weights (98.28 GB) do not fit an 80 GB card, from the bf16 or the FP8 checkpoint (uploaded dequantized to bf16); INT8 at load and the stored INT4 checkpoint fit; a 141 GB card holds it; the limit setting caps it', () => {
   // 98,278,444,544 bytes of bf16 weights: worked out by hand in test/unit/plan/memory-plan.test.ts.
   const bf16 = fitOnGpu(check48b('bf16'), H100, { contextTokens: 131072 });
   assert.equal(bf16.fits, false);
   assert.equal(bf16.lines[0], 'NVIDIA H100 80GB HBM3: 84.00 GB free of 85.00 GB');
   assert.match(bf16.lines[1], /^for 131072 tokens and 8 forks it needs weights 98\.28 GB \+ MLA cache .* = \d+\.\d\d GB$/);
-  assert.match(bf16.advice ?? '', /^does not fit: .*a bigger GPU: at least .* The CUDA backend runs unquantized weights only so far \(issue 11\)\. In VS Code, a quantized model is the FP8 or INT4 checkpoint/);
+  assert.match(bf16.advice ?? '', /^does not fit: .*--quantization int8 needs .*a bigger GPU: at least .* In VS Code, --quantization is the kimiLinear\.quantization setting/);
+  const int8 = fitOnGpu(check48b('bf16'), H100, { contextTokens: 131072, quantization: 'int8' });
+  assert.equal(int8.fits, true, int8.lines.join('\n'));
+  const int4Stored = fitOnGpu(check48b('INT4'), H100, { contextTokens: 131072 });
+  assert.equal(int4Stored.fits, true, int4Stored.lines.join('\n'));
+  assert.equal(int4Stored.lines.length, 2);
+  assert.throws(() => fitOnGpu(check48b('INT4'), H100, { contextTokens: 131072, quantization: 'int8' }), (e) => isUserError(e) && /already quantized/.test(e.message));
 
   const fp8OnH100 = fitOnGpu(check48b('FP8'), H100, { contextTokens: 131072 });
   assert.equal(fp8OnH100.fits, false);
-  assert.equal(fp8OnH100.lines[1], 'the CUDA backend loads these FP8 weights dequantized to bf16 until it runs quantized weights (issue 11)');
+  assert.equal(fp8OnH100.lines[1], 'the CUDA backend loads these FP8 weights dequantized to bf16 (it runs INT4 and INT8 weights as stored)');
   assert.match(fp8OnH100.lines[2], /it needs weights 98\.28 GB \+/);
 
   const fp8OnH200 = fitOnGpu(check48b('FP8'), H200, { contextTokens: 131072 });

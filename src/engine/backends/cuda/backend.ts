@@ -12,12 +12,15 @@ import type { KdaLayerState, MlaLayerState, SequenceState } from '../../state/ty
 import type { Backend, Capture, NormSite } from '../backend';
 import type { TokenPick } from '../../sampler';
 import { Arena } from './arena';
-import { uploadWeights, type DeviceWeights, type KdaDeviceWeights, type LayerDeviceWeights, type Mat, type MlaDeviceWeights } from './device-weights';
+import { deviceWeightBytes, isQuant, uploadWeights, type AtLoad, type DeviceWeightBytes, type DeviceWeights, type KdaDeviceWeights, type LayerDeviceWeights, type Mat, type MlaDeviceWeights } from './device-weights';
 import type { DevicePtr, NativeContext, NativeDeviceInfo, NativeKlc, VbufHandle } from './loader';
 import { gib, LM_HEAD_ROWS, layerWorkspaceBytes } from './memory-plan';
 import type { MemoryBudget } from '../../plan/memory-plan';
 import { SAMPLE_ROWS } from '../../plan/workspace';
 import { planLoad } from './load-plan';
+import { atLoadDescription, atLoadTargets, storedQuantized, weightQuantization } from '../../model/quant/at-load';
+import { presetScheme, SCHEME_OF } from '../../model/quant/presets';
+import type { Quantization } from '../../plan/weights';
 
 /** Activation rows on the device: fp32 [T, cols]. */
 export interface DeviceRows {
@@ -50,8 +53,9 @@ type DeviceLayerState = KdaDeviceState | MlaDeviceState;
 /**
  * The memory budget (see MemoryBudget): the context the plan reserves MLA latents for (default the
  * config's maximum, up to 1,048,576 tokens, capped by what fits), concurrent forks (default 8),
- * the GPU memory the plan may use (never more than is free) and the quantization (only `none` runs
- * on this backend so far; `auto` plans unquantized).
+ * the GPU memory the plan may use (never more than is free) and the quantization: none, int8 or
+ * int4 at load (fp8 is refused), auto the least of them that fits; a checkpoint stored quantized
+ * runs as stored.
  */
 export interface CudaLoadOptions extends MemoryBudget {
   device?: number;
@@ -73,6 +77,8 @@ export interface CudaLoadOptions extends MemoryBudget {
 const F32 = 4;
 /** The chunk length the native chunked KDA kernel is built for. */
 const NATIVE_KDA_CHUNK = 64;
+/** Rows klc_wq_gemv takes: more go through dequantization and a GEMM. */
+const WQ_GEMV_ROWS = 8;
 /** KLC_MAX_DECODE_BATCH of klc_native.h: sequences per batched decode launch. */
 const MAX_DECODE_BATCH = 64;
 
@@ -106,6 +112,11 @@ export class CudaBackend implements Backend<DeviceRows> {
     private readonly deviceIndex: number,
     engine: string,
     readonly prefillTokens: number,
+    /** How the uploaded weights are quantized (weightQuantization): part of every state key. */
+    readonly weights: string,
+    /** Where quantized weights are dequantized for prefill GEMMs (deviceWeightBytes' dense bytes); 0n without any. */
+    private readonly dense: DevicePtr,
+    private readonly denseF32: boolean,
   ) {
     this.device = `GPU ${deviceIndex}: ${info.name} (compute ${info.major}.${info.minor}, ${gib(info.totalBytes)})`;
     this.engineText = engine;
@@ -132,9 +143,16 @@ export class CudaBackend implements Backend<DeviceRows> {
     } catch (e) {
       throw new UserError(`CUDA backend: ${e instanceof Error ? e.message : String(e)}`);
     }
+    let owned: DevicePtr[] = [];
     try {
       const matrix = checkpoint.info(EMBED).dtype === 'F32' ? 4 : 2;
       const engine = chooseEngine(native, ctx, matrix === 2 && (opts.tensorCores ?? process.env.KLC_CUDA_EXACT !== '1'));
+      // Quantized weights are dequantized for prefill GEMMs into bf16 for tensor cores, else into fp32 (exact).
+      const denseF32 = !engine.tensorCores;
+      const stored = storedQuantized(checkpoint);
+      const schemes: Quantization[] = stored ? ['none'] : ['none', 'int8', 'int4'];
+      const planned = new Map<Quantization, DeviceWeightBytes>();
+      for (const q of schemes) planned.set(q, await deviceWeightBytes(config, checkpoint, atLoadOf(config, q), denseF32));
       const plan = planLoad(config, opts, {
         free: native.deviceInfo(index).freeBytes,
         matrixBytes: matrix,
@@ -142,10 +160,24 @@ export class CudaBackend implements Backend<DeviceRows> {
         sampleScratch: native.sampleWorkspaceBytes(ctx, SAMPLE_ROWS, config.vocabSize) + SAMPLE_ROWS * 4,
         gpuName: info.name,
         dir: checkpoint.dir,
+        schemes,
+        weights: (q) => {
+          const w = planned.get(q);
+          if (!w) throw new Error(`no weight bytes for ${q} (planning bug)`);
+          return { bytes: w.weights, dense: w.dense };
+        },
       });
-      const { weights, owned } = await uploadWeights(native, ctx, config, checkpoint);
-      return new CudaBackend(config, native, ctx, weights, owned, info, index, engine.text, plan.sliceTokens);
+      const atLoad = atLoadOf(config, plan.quantization);
+      if (atLoad) (opts.log ?? ((line: string) => void process.stderr.write(`${line}\n`)))(`cuda: quantizing the weights to ${plan.quantization} at load (${atLoadDescription(plan.quantization)})`);
+      const uploaded = await uploadWeights(native, ctx, config, checkpoint, atLoad);
+      owned = uploaded.owned;
+      const denseBytes = (planned.get(plan.quantization) as DeviceWeightBytes).dense;
+      const dense = denseBytes > 0 ? native.alloc(ctx, denseBytes) : 0n;
+      if (denseBytes > 0) owned.push(dense);
+      const weights = atLoad ? atLoadDescription(plan.quantization) : weightQuantization(checkpoint);
+      return new CudaBackend(config, native, ctx, uploaded.weights, owned, info, index, engine.text, plan.sliceTokens, weights, dense, denseF32);
     } catch (e) {
+      for (const p of owned) native.free(ctx, p);
       native.destroy(ctx);
       if (e instanceof UserError) throw e;
       const code = (e as { code?: string }).code;
@@ -321,10 +353,9 @@ export class CudaBackend implements Backend<DeviceRows> {
   /** The KDA input projections of x's rows: q/k/v side by side [T, 3P], the forget gate f [T, P] and the b_proj logit [T, H]. */
   private kdaProjections(w: KdaDeviceWeights, x: DeviceRows): { proj: DevicePtr; f: DeviceRows; b: DeviceRows } {
     const { numHeads: H, headDim: K } = this.config.kda;
-    const d = this.config.hiddenSize;
     const P = H * K;
     const proj = this.arena.alloc(x.T * 3 * P * F32);
-    this.native.linear(this.ctx, x.ptr, d, w.wqkv.ptr, proj, 3 * P, x.T, 3 * P, d, 1, 0, 0, 0, 0, w.wqkv.f32 ? 1 : 0);
+    this.linearInto(x, w.wqkv, proj, 3 * P, 3 * P);
     const f = this.linear(this.linear(x, w.fA, K), w.fB, P);
     return { proj, f, b: this.linear(x, w.bProj, H) };
   }
@@ -512,7 +543,13 @@ export class CudaBackend implements Backend<DeviceRows> {
     const out = w.shared ? this.swiglu(x, w.shared.w13, w.shared.down, w.shared.inner) : this.zeroRows(T, d);
     const wsBytes = n.moeWorkspaceBytes(c, T, d, I, E, k);
     const ws = this.arena.alloc(wsBytes);
-    n.moeExperts(c, x.ptr, idx, weight, w.w13.ptr, w.w2.ptr, out.ptr, ws, wsBytes, T, d, I, E, k, w.w13.f32 ? 1 : 0);
+    if (isQuant(w.w13) && isQuant(w.w2)) {
+      n.moeExpertsWq(c, x.ptr, idx, weight, w.w13.quant, w.w2.quant, out.ptr, ws, wsBytes, this.dense, this.denseF32 ? 1 : 0, T, d, I, E, k);
+    } else if (!isQuant(w.w13) && !isQuant(w.w2)) {
+      n.moeExperts(c, x.ptr, idx, weight, w.w13.ptr, w.w2.ptr, out.ptr, ws, wsBytes, T, d, I, E, k, w.w13.f32 ? 1 : 0);
+    } else {
+      throw new Error(`layer ${layer}: routed experts half quantized (placement bug)`);
+    }
     return out;
   }
 
@@ -713,8 +750,27 @@ export class CudaBackend implements Backend<DeviceRows> {
 
   private linear(x: DeviceRows, w: Mat, out: number): DeviceRows {
     const y = this.rowsOf(x.T, out);
-    this.native.linear(this.ctx, x.ptr, x.cols, w.ptr, y.ptr, out, x.T, out, x.cols, 1, 0, 0, 0, 0, w.f32 ? 1 : 0);
+    this.linearInto(x, w, y.ptr, out, out);
     return y;
+  }
+
+  /**
+   * y [x.T, out] (row stride ldy) = x Wᵀ. A quantized W is read code by code for a few rows
+   * (decode); for more rows it is dequantized into the dense buffer and multiplied by the GEMM a
+   * dense weight gets (cuBLAS on tensor cores in tensor-core mode), since a prefill slice reuses
+   * each weight for hundreds of rows and one extra pass over the matrix is small beside the GEMM.
+   */
+  private linearInto(x: DeviceRows, w: Mat, y: DevicePtr, ldy: number, out: number): void {
+    if (!isQuant(w)) {
+      this.native.linear(this.ctx, x.ptr, x.cols, w.ptr, y, ldy, x.T, out, x.cols, 1, 0, 0, 0, 0, w.f32 ? 1 : 0);
+      return;
+    }
+    if (x.T <= WQ_GEMV_ROWS && x.cols % 4 === 0) {
+      this.native.wqGemv(this.ctx, x.ptr, x.cols, w.quant, y, ldy, x.T, 0);
+      return;
+    }
+    this.native.wqDequant(this.ctx, w.quant, 0, w.quant.N, this.dense, this.denseF32 ? 1 : 0);
+    this.native.linear(this.ctx, x.ptr, x.cols, this.dense, y, ldy, x.T, out, x.cols, 1, 0, 0, 0, 0, this.denseF32 ? 1 : 0);
   }
 
   private swiglu(x: DeviceRows, w13: Mat, down: Mat, inner: number): DeviceRows {
@@ -850,4 +906,11 @@ function moeScratch(native: NativeKlc, ctx: NativeContext, c: KimiConfig, T: num
 function mlaScratch(native: NativeKlc, ctx: NativeContext, c: KimiConfig, T: number): number {
   const rows = T * c.mla.numHeads;
   return native.mlaWorkspaceBytes(ctx, 2 * rows + 32 * 256, c.mla.kvLoraRank, 1);
+}
+
+/** Quantization at load to `q` as the uploader applies it; null for none. */
+function atLoadOf(config: KimiConfig, q: Quantization): AtLoad | null {
+  if (q === 'none') return null;
+  if (q === 'fp8') throw new Error('fp8 is not a CUDA scheme (planning bug)');
+  return { scheme: presetScheme(SCHEME_OF[q]), targets: atLoadTargets(config) };
 }

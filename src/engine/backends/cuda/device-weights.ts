@@ -5,17 +5,40 @@
  * as one GEMM are placed side by side: q/k/v projections, gate/up projections, every expert of a
  * layer ([E, 2I, d] and [E, d, I]). MLA's kv_b_proj is split per head into W_UKᵀ [H, L, n] and
  * W_UV [H, v, L] for the absorbed attention.
+ *
+ * INT4 and INT8 weights (a compressed-tensors pack-quantized checkpoint, or quantization at load)
+ * stay packed as compressed-tensors stores them, with their scales and zero points; kv_b_proj,
+ * which is split and transposed above, and any weight whose scheme the kernels do not take (FP8,
+ * tensor or block scales, groups that do not fit their 16-byte loads) are uploaded dequantized.
  */
+import { UserError } from '../../../common/errors';
 import type { KimiConfig } from '../../model/config';
+import { quantizeWeight } from '../../model/quant/at-load';
+import type { QuantizedSource } from '../../model/quant/compressed';
+import { dequantize, type QuantizedMatrix } from '../../model/quant/matrix';
+import { pack } from '../../model/quant/pack';
+import { scaleDtypeFor } from '../../model/quant/round';
+import type { QuantScheme } from '../../model/quant/scheme';
 import type { WeightSource } from '../../model/weight-source';
+import type { WeightBytes } from '../../plan/weights';
 import { EMBED, FINAL_NORM, kdaNames, LM_HEAD, mlaNames, mlpNames, moeNames, normNames, type SwigluNames } from '../../model/weight-names';
-import type { DevicePtr, NativeContext, NativeKlc } from './loader';
+import type { DevicePtr, NativeContext, NativeKlc, NativeWq } from './loader';
 
-/** A weight matrix on the device, bf16 or fp32. */
-export interface Mat {
+/** A dense weight matrix on the device, bf16 or fp32. */
+export interface DenseMat {
   ptr: DevicePtr;
   f32: boolean;
 }
+
+/** A weight-only quantized matrix on the device (W4A16, W8A16): codes as compressed-tensors packs them. */
+export interface QuantMat {
+  quant: NativeWq;
+}
+
+/** A projection's weight: dense, or quantized where the checkpoint or the load quantized it. */
+export type Mat = DenseMat | QuantMat;
+
+export const isQuant = (m: Mat): m is QuantMat => 'quant' in m;
 
 export interface KdaDeviceWeights {
   wqkv: Mat;
@@ -35,8 +58,9 @@ export interface MlaDeviceWeights {
   qProj: Mat;
   kvA: Mat;
   kvNorm: DevicePtr;
-  wUKt: Mat;
-  wUV: Mat;
+  /** kv_b_proj split per head (and transposed for W_UK): dense even when kv_b_proj is quantized. */
+  wUKt: DenseMat;
+  wUV: DenseMat;
   oProj: Mat;
 }
 
@@ -49,7 +73,7 @@ export interface SwigluDeviceWeights {
 }
 
 export interface MoeDeviceWeights {
-  router: Mat;
+  router: DenseMat;
   bias: DevicePtr;
   /** [E, 2I, d] */
   w13: Mat;
@@ -68,9 +92,9 @@ export interface LayerDeviceWeights {
 }
 
 export interface DeviceWeights {
-  embed: Mat;
+  embed: DenseMat;
   finalNorm: DevicePtr;
-  lmHead: Mat;
+  lmHead: DenseMat;
   layers: LayerDeviceWeights[];
 }
 
@@ -85,12 +109,75 @@ export function toBf16(x: Float32Array): Uint16Array {
   return out;
 }
 
-class Uploader {
+/** How matrices placed side by side (one GEMM) are stored: dense in the checkpoint's precision, or quantized. */
+export type MatLayout = { kind: 'dense'; f32: boolean } | { kind: 'quant'; bits: 4 | 8; group: number; symmetric: boolean; scalesF32: boolean };
+
+/** Quantization at load as this backend applies it: the preset scheme and the weights it quantizes (atLoadTargets). */
+export interface AtLoad {
+  scheme: QuantScheme;
+  targets: Set<string>;
+}
+
+/**
+ * The layout of the matrices `names` (same columns) side by side: quantized when every one is
+ * quantized (at load, or stored so) with the same INT4 or INT8 group or channel scheme whose
+ * columns and group fit the kernels' 16-byte loads; dense otherwise (a stored quantized weight is
+ * then dequantized at upload), fp32 when any is stored wider than bf16.
+ */
+export function matLayout(src: WeightSource, names: string[], atLoad: AtLoad | null, forceDense = false): MatLayout {
+  // A stored quantized weight reports its scales' dtype; dequantized it takes the precision of the
+  // model's dense matrices (embed_tokens is never quantized).
+  const wide = (n: string) => (src.quantized?.(n) ? src.info(EMBED).dtype : src.info(n).dtype) === 'F32';
+  const dense: MatLayout = { kind: 'dense', f32: names.some(wide) };
+  if (forceDense) return dense;
+  const K = src.info(names[0]).shape[1];
+  const parts = names.map((n) => {
+    if (atLoad?.targets.has(n)) return { w: atLoad.scheme.weights, scaleDtype: scaleDtypeFor(src.info(n).dtype) };
+    const stored = src.quantized?.(n);
+    return stored ? { w: stored.scheme.weights, scaleDtype: src.info(n).dtype } : null;
+  });
+  const known = parts.filter((p) => p !== null);
+  if (known.length !== parts.length) return dense;
+  const w = known[0].w;
+  if (w.type !== 'int' || (w.numBits !== 4 && w.numBits !== 8) || (w.strategy !== 'group' && w.strategy !== 'channel')) return dense;
+  const same = known.every((p) => p.w.numBits === w.numBits && p.w.type === w.type && p.w.strategy === w.strategy && p.w.groupSize === w.groupSize && p.w.symmetric === w.symmetric);
+  if (!same) return dense;
+  // A group of at least a row's width is one scale per row.
+  const group = w.strategy === 'channel' ? K : Math.min(w.groupSize as number, K);
+  const perLoad = 128 / w.numBits;
+  if (K % perLoad !== 0 || group % perLoad !== 0 || K % group !== 0) return dense;
+  return { kind: 'quant', bits: w.numBits, group, symmetric: w.symmetric, scalesF32: !known.every((p) => p.scaleDtype === 'BF16') };
+}
+
+/** Device bytes of an [N, K] matrix in `layout`. */
+export function layoutBytes(layout: MatLayout, N: number, K: number): number {
+  if (layout.kind === 'dense') return N * K * (layout.f32 ? 4 : 2);
+  const groups = K / layout.group;
+  const zeros = layout.symmetric ? 0 : Math.ceil(N / (32 / layout.bits)) * groups * 4;
+  return (N * K * layout.bits) / 8 + N * groups * (layout.scalesF32 ? 4 : 2) + zeros;
+}
+
+/** Where weights go: uploaded to the device (Uploader), or only counted (Sizer). */
+interface Placer {
+  /** fp32 tensors one after another (norms, conv taps, gate parameters, the router). */
+  vectors(names: string[]): Promise<DevicePtr>;
+  /** How `names` side by side would be stored (matLayout); `dense`: the dense layout in any case. */
+  layout(names: string[], dense?: boolean): MatLayout;
+  /** Matrices of the same columns side by side; `expertsOf`: the MoE layer whose routed experts they are. */
+  mat(names: string[], expertsOf?: number, layout?: MatLayout): Promise<Mat>;
+  /** A matrix that is never quantized (embed_tokens, lm_head). */
+  dense(name: string): Promise<DenseMat>;
+  /** kv_b_proj as W_UKᵀ [H, L, n] and W_UV [H, v, L], dense. */
+  splitKvB(name: string, cfg: KimiConfig): Promise<{ wUKt: DenseMat; wUV: DenseMat }>;
+}
+
+class Uploader implements Placer {
   readonly owned: DevicePtr[] = [];
   constructor(
     private readonly native: NativeKlc,
     private readonly ctx: NativeContext,
     private readonly ckpt: WeightSource,
+    private readonly atLoad: AtLoad | null,
   ) {}
 
   alloc(bytes: number): DevicePtr {
@@ -106,12 +193,12 @@ class Uploader {
     const p = this.alloc(counts.reduce((a, b) => a + b, 0) * el);
     let off = 0;
     for (const [i, name] of names.entries()) {
-      const fill = kind === 'bf16' ? this.ckpt.deviceFill?.(name) : null;
+      const fill = kind === 'bf16' && !this.atLoad?.targets.has(name) ? this.ckpt.deviceFill?.(name) : null;
       if (fill) {
         // Dummy weights are made where they live: 98 GB would take minutes through the host.
         this.native.fillNormalBf16(this.ctx, p + BigInt(off), counts[i], fill.key, fill.key2, fill.scale);
       } else {
-        const t = await this.ckpt.tensor(name);
+        const t = await this.values(name);
         if (t.length !== counts[i]) throw new Error(`${name}: ${t.length} values, expected ${counts[i]}`);
         this.native.upload(this.ctx, p + BigInt(off), kind === 'bf16' ? toBf16(t) : t);
       }
@@ -120,114 +207,240 @@ class Uploader {
     return p;
   }
 
-  one(name: string, kind: 'bf16' | 'f32'): Promise<DevicePtr> {
-    return this.concat([name], kind);
+  vectors(names: string[]): Promise<DevicePtr> {
+    return this.concat(names, 'f32');
   }
 
-  /** Whether matrices of these tensors stay fp32: any of them is stored wider than bf16. */
-  wide(names: string[]): boolean {
-    return names.some((n) => this.ckpt.info(n).dtype === 'F32');
+  async dense(name: string): Promise<DenseMat> {
+    const f32 = this.ckpt.info(name).dtype === 'F32';
+    return { ptr: await this.concat([name], f32 ? 'f32' : 'bf16'), f32 };
   }
 
-  /** Matrices side by side, in the checkpoint's precision. */
-  async mat(...names: string[]): Promise<Mat> {
-    const f32 = this.wide(names);
-    return { ptr: await this.concat(names, f32 ? 'f32' : 'bf16'), f32 };
+  layout(names: string[], dense = false): MatLayout {
+    return matLayout(this.ckpt, names, dense ? null : this.atLoad, dense);
   }
 
-  raw(data: Float32Array, f32: boolean): Mat {
+  async mat(names: string[], _expertsOf?: number, layout = this.layout(names)): Promise<Mat> {
+    if (layout.kind === 'dense') return { ptr: await this.concat(names, layout.f32 ? 'f32' : 'bf16'), f32: layout.f32 };
+    return { quant: await this.quantized(names, layout) };
+  }
+
+  /**
+   * Codes, scales and zero points of the matrices stacked by rows, in the checkpoint's packed
+   * layout: codes and scales uploaded part by part, zero points (packed down the columns, across
+   * part boundaries) packed once all parts are read.
+   */
+  private async quantized(names: string[], layout: Extract<MatLayout, { kind: 'quant' }>): Promise<NativeWq> {
+    const { bits, group, symmetric, scalesF32 } = layout;
+    const rows = names.map((n) => this.ckpt.info(n).shape[0]);
+    const K = this.ckpt.info(names[0]).shape[1];
+    const N = rows.reduce((a, b) => a + b, 0);
+    const groups = K / group;
+    const wordsPerRow = (K * bits) / 32;
+    const packed = this.alloc(N * wordsPerRow * 4);
+    const scales = this.alloc(N * groups * (scalesF32 ? 4 : 2));
+    const zeroCodes = symmetric ? null : new Int8Array(N * groups);
+    let row = 0;
+    for (const [i, name] of names.entries()) {
+      const m = await this.read(name);
+      if (m.gIdx) {
+        throw new UserError(`${this.ckpt.dir}: "${name}" is stored with activation reordering (weight_g_idx), which the CUDA backend does not run; use --backend reference.`, this.ckpt.dir);
+      }
+      this.native.upload(this.ctx, packed + BigInt(row * wordsPerRow * 4), pack(m.codes as Int8Array, rows[i], K, bits, 1));
+      this.native.upload(this.ctx, scales + BigInt(row * groups * (scalesF32 ? 4 : 2)), scalesF32 ? m.scale : toBf16(m.scale));
+      if (zeroCodes) zeroCodes.set(m.zeroPoint as Int8Array, row * groups);
+      row += rows[i];
+    }
+    let zeros: DevicePtr | null = null;
+    if (zeroCodes) {
+      const words = pack(zeroCodes, N, groups, bits, 0);
+      zeros = this.alloc(words.byteLength);
+      this.native.upload(this.ctx, zeros, words);
+    }
+    return { packed, scales, zeros, bits, N, K, group, scalesF32 };
+  }
+
+  /** One weight as fp32 values: a weight quantized at load but stored dense here has its dequantized values, as on every backend. */
+  private async values(name: string): Promise<Float32Array> {
+    const t = await this.ckpt.tensor(name);
+    return this.atLoad?.targets.has(name) ? dequantize(quantizeWeight(t, this.ckpt.info(name), this.atLoad.scheme)) : t;
+  }
+
+  /** One weight's codes: quantized here (at load), or as the checkpoint stores them. */
+  private async read(name: string): Promise<QuantizedMatrix> {
+    if (this.atLoad?.targets.has(name)) return quantizeWeight(await this.ckpt.tensor(name), this.ckpt.info(name), this.atLoad.scheme);
+    return (this.ckpt.quantized?.(name) as QuantizedSource).readQuantized();
+  }
+
+  async splitKvB(name: string, cfg: KimiConfig): Promise<{ wUKt: DenseMat; wUV: DenseMat }> {
+    const { numHeads: H, qkNopeHeadDim: nope, vHeadDim: dv, kvLoraRank: L } = cfg.mla;
+    const kvB = await this.values(name);
+    const wUKt = new Float32Array(H * L * nope);
+    const wUV = new Float32Array(H * dv * L);
+    for (let h = 0; h < H; h++) {
+      for (let r = 0; r < nope; r++) for (let c = 0; c < L; c++) wUKt[(h * L + c) * nope + r] = kvB[(h * (nope + dv) + r) * L + c];
+      wUV.set(kvB.subarray((h * (nope + dv) + nope) * L, (h + 1) * (nope + dv) * L), h * dv * L);
+    }
+    const f32 = this.ckpt.info(name).dtype === 'F32';
+    return { wUKt: this.raw(wUKt, f32), wUV: this.raw(wUV, f32) };
+  }
+
+  private raw(data: Float32Array, f32: boolean): DenseMat {
     const p = this.alloc(data.length * (f32 ? 4 : 2));
     this.native.upload(this.ctx, p, f32 ? data : toBf16(data));
     return { ptr: p, f32 };
   }
 }
 
-/** Uploads every weight; on failure frees what was uploaded and rethrows. Returns the weights and the buffers owned. */
-export async function uploadWeights(native: NativeKlc, ctx: NativeContext, cfg: KimiConfig, ckpt: WeightSource): Promise<{ weights: DeviceWeights; owned: DevicePtr[] }> {
-  const up = new Uploader(native, ctx, ckpt);
-  try {
-    const layers: LayerDeviceWeights[] = [];
-    for (let i = 0; i < cfg.numLayers; i++) {
-      const spec = cfg.layers[i];
-      const norms = normNames(i);
-      const layer: LayerDeviceWeights = {
-        inputNorm: await up.one(norms.input, 'f32'),
-        postNorm: await up.one(norms.post, 'f32'),
-        kda: null,
-        mla: null,
-        mlp: null,
-        moe: null,
+/** Counts what the Uploader would allocate, reading no weight. */
+class Sizer implements Placer {
+  resident = 0;
+  readonly experts: number[];
+  /** The most weights of one quantized matrix outside the routed experts. */
+  largestQuant = 0;
+  /** Whether any layer's routed experts are quantized. */
+  quantExperts = false;
+  constructor(
+    private readonly ckpt: WeightSource,
+    private readonly atLoad: AtLoad | null,
+    layers: number,
+  ) {
+    this.experts = new Array<number>(layers).fill(0);
+  }
+
+  private count(names: string[]): number {
+    return names.reduce((n, name) => n + this.ckpt.info(name).shape.reduce((a, b) => a * b, 1), 0);
+  }
+
+  vectors(names: string[]): Promise<DevicePtr> {
+    this.resident += this.count(names) * 4;
+    return Promise.resolve(0n);
+  }
+
+  layout(names: string[], dense = false): MatLayout {
+    return matLayout(this.ckpt, names, dense ? null : this.atLoad, dense);
+  }
+
+  mat(names: string[], expertsOf?: number, layout = this.layout(names)): Promise<Mat> {
+    const N = names.reduce((n, name) => n + this.ckpt.info(name).shape[0], 0);
+    const K = this.ckpt.info(names[0]).shape[1];
+    const bytes = layoutBytes(layout, N, K);
+    if (expertsOf === undefined) this.resident += bytes;
+    else this.experts[expertsOf] += bytes;
+    if (layout.kind === 'quant' && expertsOf === undefined) this.largestQuant = Math.max(this.largestQuant, N * K);
+    if (layout.kind === 'quant' && expertsOf !== undefined) this.quantExperts = true;
+    return Promise.resolve({ ptr: 0n, f32: false });
+  }
+
+  dense(name: string): Promise<DenseMat> {
+    this.resident += this.count([name]) * (this.ckpt.info(name).dtype === 'F32' ? 4 : 2);
+    return Promise.resolve({ ptr: 0n, f32: false });
+  }
+
+  splitKvB(name: string): Promise<{ wUKt: DenseMat; wUV: DenseMat }> {
+    this.resident += this.count([name]) * (this.ckpt.info(name).dtype === 'F32' ? 4 : 2);
+    return Promise.resolve({ wUKt: { ptr: 0n, f32: false }, wUV: { ptr: 0n, f32: false } });
+  }
+}
+
+/** Every weight through `p`, in upload order. */
+async function place(p: Placer, cfg: KimiConfig): Promise<DeviceWeights> {
+  const layers: LayerDeviceWeights[] = [];
+  for (let i = 0; i < cfg.numLayers; i++) {
+    const spec = cfg.layers[i];
+    const norms = normNames(i);
+    const layer: LayerDeviceWeights = { inputNorm: await p.vectors([norms.input]), postNorm: await p.vectors([norms.post]), kda: null, mla: null, mlp: null, moe: null };
+    if (spec.attention === 'kda') {
+      const n = kdaNames(i);
+      layer.kda = {
+        wqkv: await p.mat([n.qProj, n.kProj, n.vProj]),
+        conv: await p.vectors([n.qConv, n.kConv, n.vConv]),
+        aLog: await p.vectors([n.aLog]),
+        dtBias: await p.vectors([n.dtBias]),
+        fA: await p.mat([n.fA]),
+        fB: await p.mat([n.fB]),
+        bProj: await p.mat([n.bProj]),
+        gA: await p.mat([n.gA]),
+        gB: await p.mat([n.gB]),
+        oNorm: await p.vectors([n.oNorm]),
+        oProj: await p.mat([n.oProj]),
       };
-      if (spec.attention === 'kda') {
-        const n = kdaNames(i);
-        layer.kda = {
-          wqkv: await up.mat(n.qProj, n.kProj, n.vProj),
-          conv: await up.concat([n.qConv, n.kConv, n.vConv], 'f32'),
-          aLog: await up.one(n.aLog, 'f32'),
-          dtBias: await up.one(n.dtBias, 'f32'),
-          fA: await up.mat(n.fA),
-          fB: await up.mat(n.fB),
-          bProj: await up.mat(n.bProj),
-          gA: await up.mat(n.gA),
-          gB: await up.mat(n.gB),
-          oNorm: await up.one(n.oNorm, 'f32'),
-          oProj: await up.mat(n.oProj),
-        };
-      } else {
-        const n = mlaNames(i);
-        const { numHeads: H, qkNopeHeadDim: nope, vHeadDim: dv, kvLoraRank: L } = cfg.mla;
-        const kvB = await ckpt.tensor(n.kvB);
-        const wUKt = new Float32Array(H * L * nope);
-        const wUV = new Float32Array(H * dv * L);
-        for (let h = 0; h < H; h++) {
-          for (let r = 0; r < nope; r++) for (let c = 0; c < L; c++) wUKt[(h * L + c) * nope + r] = kvB[(h * (nope + dv) + r) * L + c];
-          wUV.set(kvB.subarray((h * (nope + dv) + nope) * L, (h + 1) * (nope + dv) * L), h * dv * L);
-        }
-        layer.mla = {
-          qProj: await up.mat(n.qProj),
-          kvA: await up.mat(n.kvA),
-          kvNorm: await up.one(n.kvNorm, 'f32'),
-          wUKt: up.raw(wUKt, up.wide([n.kvB])),
-          wUV: up.raw(wUV, up.wide([n.kvB])),
-          oProj: await up.mat(n.oProj),
-        };
-      }
-      if (spec.ffn === 'dense') {
-        layer.mlp = await swiglu(up, mlpNames(cfg, i));
-      } else {
-        const n = moeNames(cfg, i);
-        layer.moe = {
-          router: { ptr: await up.one(n.router, 'f32'), f32: true },
-          bias: await up.one(n.bias, 'f32'),
-          ...(await expertMats(up, n.experts)),
-          shared: n.shared ? await swiglu(up, n.shared) : null,
-        };
-      }
-      layers.push(layer);
+    } else {
+      const n = mlaNames(i);
+      layer.mla = {
+        qProj: await p.mat([n.qProj]),
+        kvA: await p.mat([n.kvA]),
+        kvNorm: await p.vectors([n.kvNorm]),
+        ...(await p.splitKvB(n.kvB, cfg)),
+        oProj: await p.mat([n.oProj]),
+      };
     }
-    const embed = await up.mat(EMBED);
-    const weights: DeviceWeights = {
-      embed,
-      finalNorm: await up.one(FINAL_NORM, 'f32'),
-      lmHead: cfg.tieWordEmbeddings ? embed : await up.mat(LM_HEAD),
-      layers,
-    };
-    return { weights, owned: up.owned };
+    if (spec.ffn === 'dense') {
+      layer.mlp = await swiglu(p, mlpNames(cfg, i));
+    } else {
+      const n = moeNames(cfg, i);
+      // Every expert of a layer in one buffer ([E, 2I, d] and [E, d, I]): the grouped kernels take
+      // one, and both halves quantized alike or both dense.
+      const gateUp = n.experts.flatMap((e) => [e.gate, e.up]);
+      const down = n.experts.map((e) => e.down);
+      let [l13, l2] = [p.layout(gateUp), p.layout(down)];
+      if (l13.kind !== l2.kind || (l13.kind === 'quant' && l2.kind === 'quant' && l13.bits !== l2.bits)) {
+        [l13, l2] = [p.layout(gateUp, true), p.layout(down, true)];
+      }
+      layer.moe = {
+        router: { ptr: await p.vectors([n.router]), f32: true },
+        bias: await p.vectors([n.bias]),
+        w13: await p.mat(gateUp, i, l13),
+        w2: await p.mat(down, i, l2),
+        shared: n.shared ? await swiglu(p, n.shared) : null,
+      };
+    }
+    layers.push(layer);
+  }
+  const embed = await p.dense(EMBED);
+  return { embed, finalNorm: await p.vectors([FINAL_NORM]), lmHead: cfg.tieWordEmbeddings ? embed : await p.dense(LM_HEAD), layers };
+}
+
+async function swiglu(p: Placer, n: SwigluNames): Promise<SwigluDeviceWeights> {
+  return { w13: await p.mat([n.gate, n.up]), down: await p.mat([n.down]), inner: n.inner };
+}
+
+/** Uploads every weight; on failure frees what was uploaded and rethrows. Returns the weights and the buffers owned. */
+export async function uploadWeights(
+  native: NativeKlc,
+  ctx: NativeContext,
+  cfg: KimiConfig,
+  ckpt: WeightSource,
+  atLoad: AtLoad | null = null,
+): Promise<{ weights: DeviceWeights; owned: DevicePtr[] }> {
+  const up = new Uploader(native, ctx, ckpt, atLoad);
+  try {
+    return { weights: await place(up, cfg), owned: up.owned };
   } catch (e) {
     for (const p of up.owned) native.free(ctx, p);
     throw e;
   }
 }
 
-async function swiglu(up: Uploader, n: SwigluNames): Promise<SwigluDeviceWeights> {
-  return { w13: await up.mat(n.gate, n.up), down: await up.mat(n.down), inner: n.inner };
+export interface DeviceWeightBytes {
+  /** What uploadWeights allocates, split as the memory plan counts it. */
+  weights: WeightBytes;
+  /**
+   * The dense buffer quantized weights are dequantized into for prefill (CudaBackend.dense): the
+   * largest quantized matrix, or every routed expert of one layer (klc_moe_dense_bytes) when they
+   * are quantized; bf16, or fp32 when `denseF32`. 0 without quantized weights.
+   */
+  dense: number;
 }
 
-/** All experts of a layer, gate/up and down in one precision (the grouped kernels take one). */
-async function expertMats(up: Uploader, experts: SwigluNames[]): Promise<{ w13: Mat; w2: Mat }> {
-  const gateUp = experts.flatMap((e) => [e.gate, e.up]);
-  const down = experts.map((e) => e.down);
-  const f32 = up.wide([...gateUp, ...down]);
-  const kind = f32 ? 'f32' : 'bf16';
-  return { w13: { ptr: await up.concat(gateUp, kind), f32 }, w2: { ptr: await up.concat(down, kind), f32 } };
+/** The device bytes of these weights as uploadWeights would place them, without reading any. */
+export async function deviceWeightBytes(cfg: KimiConfig, ckpt: WeightSource, atLoad: AtLoad | null, denseF32: boolean): Promise<DeviceWeightBytes> {
+  const sizer = new Sizer(ckpt, atLoad, cfg.numLayers);
+  await place(sizer, cfg);
+  const el = denseF32 ? 4 : 2;
+  const { hiddenSize: d } = cfg;
+  const { numExperts: E, intermediateSize: I } = cfg.moe;
+  // As klc_moe_dense_bytes: [E, 2I, d] from a 256-byte boundary, then [E, d, I].
+  const experts = sizer.quantExperts ? Math.ceil((E * 2 * I * d * el) / 256) * 256 + E * d * I * el : 0;
+  return { weights: { resident: sizer.resident, experts: sizer.experts }, dense: Math.max(sizer.largestQuant * el, experts) };
 }

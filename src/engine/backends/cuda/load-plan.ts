@@ -1,12 +1,14 @@
 /**
  * The CUDA backend's memory plan at load time: the GPU-free plan (src/engine/plan) with what the
- * device says (free memory, tensor-core mode, the sampling buffers' exact size), refusing before
- * any upload with the plan's numbers and advice. This backend neither quantizes nor offloads
- * experts yet (issue 11), so it plans bf16 (or fp32) weights all on the GPU.
+ * device says (free memory, tensor-core mode, the sampling buffers' exact size) and the weights'
+ * exact device bytes under each scheme it may run (none, int8, int4: what it uploads, quantized
+ * weights packed), refusing before any upload with the plan's numbers and advice. It does not
+ * offload experts yet (issue 11), so every weight is planned on the GPU.
  */
 import { UserError } from '../../../common/errors';
 import type { KimiConfig } from '../../model/config';
-import { largestContext, MAX_CONTEXT_TOKENS, MAX_FORKS, planMemory, type MemoryBudget, type MemoryPlan } from '../../plan/memory-plan';
+import { largestContext, MAX_CONTEXT_TOKENS, MAX_FORKS, planMemory, type MemoryBudget, type MemoryPlan, type PlannedWeights, type PlanRequest } from '../../plan/memory-plan';
+import type { Quantization } from '../../plan/weights';
 import { gb } from '../../plan/sizes';
 
 export interface LoadBudget extends MemoryBudget {
@@ -22,7 +24,14 @@ export interface DeviceFacts {
   sampleScratch: number;
   gpuName: string;
   dir: string;
+  /** The schemes this load may run: none, and int8 and int4 unless the checkpoint is stored quantized. Default CUDA_SCHEMES. */
+  schemes?: readonly Quantization[];
+  /** The device bytes of the weights under each of `schemes`; without it, the plan's own estimate. */
+  weights?: (q: Quantization) => PlannedWeights;
 }
+
+/** What the CUDA backend runs: unquantized weights, INT8 and INT4 weight-only. */
+export const CUDA_SCHEMES: readonly Quantization[] = ['none', 'int8', 'int4'];
 
 /** The plan a load would make, fitting or not, and how it came to be. */
 export interface CudaPlan {
@@ -34,16 +43,20 @@ export interface CudaPlan {
 }
 
 /**
- * The plan the CUDA backend loads with: the budget checked, quantization none (this backend
- * uploads every checkpoint's weights unquantized so far), the GPU memory limit bounded by the free
+ * The plan the CUDA backend loads with: the budget checked, the quantization asked for (auto: the
+ * least of `d.schemes` that fits), the GPU memory limit bounded by the free
  * memory, and without a context budget the config's maximum context, or the longest that fits when
  * that does not. "Select Model Folder…" shows it before anything loads; planLoad refuses with it.
  * `d.sampleScratch` may be left out where no device context exists yet (the plan estimates it).
  */
 export function cudaPlan(config: KimiConfig, opts: MemoryBudget & { sliceTokens?: number }, d: Omit<DeviceFacts, 'sampleScratch' | 'gpuName'> & { sampleScratch?: number }): CudaPlan {
   const quantization = opts.quantization ?? 'none';
-  if (quantization !== 'none' && quantization !== 'auto') {
-    throw new UserError(`the CUDA backend does not run ${quantization} weights yet (issue 11); load the bf16 checkpoint with quantization none, or use --backend reference.`, d.dir);
+  const schemes = d.schemes ?? CUDA_SCHEMES;
+  if (quantization === 'fp8') {
+    throw new UserError('the CUDA backend does not quantize to fp8 at load (it runs INT4 and INT8 weights); use --quantization int8 or int4 (kimiLinear.quantization), or the reference or onnx backend for fp8.', d.dir);
+  }
+  if (quantization !== 'auto' && !schemes.includes(quantization)) {
+    throw new UserError(`${d.dir} is already quantized (its config.json has a quantization_config); quantization at load (${quantization}) needs a bf16 or fp32 checkpoint. Use quantization none or auto.`, d.dir);
   }
   if (opts.contextTokens !== undefined && !(Number.isSafeInteger(opts.contextTokens) && opts.contextTokens >= 1 && opts.contextTokens <= MAX_CONTEXT_TOKENS)) {
     throw new UserError(`the context budget must be 1 to ${MAX_CONTEXT_TOKENS} tokens, got ${opts.contextTokens}.`);
@@ -53,9 +66,11 @@ export function cudaPlan(config: KimiConfig, opts: MemoryBudget & { sliceTokens?
   }
   if (opts.gpuMemory !== undefined && !(opts.gpuMemory > 0)) throw new UserError(`the GPU memory limit must be a positive number of bytes, got ${opts.gpuMemory}.`);
   const gpuMemory = Math.min(opts.gpuMemory ?? d.free, d.free);
-  const request = {
+  const request: Omit<PlanRequest, 'contextTokens'> = {
     forks: opts.forks ?? MAX_FORKS,
-    quantization: 'none' as const,
+    quantization,
+    schemes,
+    ...(d.weights ? { weights: d.weights } : {}),
     gpuMemory,
     sliceTokens: opts.sliceTokens,
     matrixBytes: d.matrixBytes,
@@ -67,6 +82,10 @@ export function cudaPlan(config: KimiConfig, opts: MemoryBudget & { sliceTokens?
   let contextTokens = opts.contextTokens;
   let contextChoice: string | undefined;
   if (contextTokens === undefined) {
+    // Under auto, the least quantization the model fits at, with the longest context there: a
+    // longer context is no reason to quantize.
+    const scheme = quantization === 'auto' ? schemes.find((q) => largestContext(config, { ...request, quantization: q }) > 0) : quantization;
+    if (scheme !== undefined) request.quantization = scheme;
     const fitting = largestContext(config, request);
     contextTokens = fitting > 0 ? Math.min(configMax, fitting) : configMax;
     if (fitting > 0) {
@@ -83,11 +102,6 @@ export function planFigures(plan: MemoryPlan): string {
   return `for ${plan.contextTokens} tokens and ${plan.forks} forks it needs weights ${gb(g.weights)} + MLA cache ${gb(g.mlaCache)} + KDA state ${gb(g.kdaState)} + forks ${gb(g.forks)} + workspace for ${plan.sliceTokens}-token slices ${gb(g.workspace)} = ${gb(g.total)}`;
 }
 
-/** The plan's advice, with what this backend cannot do yet where the plan suggests it. */
-export function cudaAdvice(plan: MemoryPlan): string {
-  return `${plan.advice}${plan.advice.includes('--quantization') ? ' The CUDA backend runs unquantized weights only so far (issue 11).' : ''}`;
-}
-
 /**
  * The memory plan for this load, or a UserError with its numbers and advice before anything is
  * uploaded. The context chosen without a budget is logged.
@@ -97,7 +111,7 @@ export function planLoad(config: KimiConfig, opts: LoadBudget, d: DeviceFacts): 
   if (contextChoice) (opts.log ?? ((line: string) => void process.stderr.write(`${line}\n`)))(contextChoice);
   if (!plan.fits) {
     const limit = capped ? `the limit of ${gb(plan.gpuMemory)} (kimiLinear.gpuMemoryLimit / --gpu-memory)` : `${gb(d.free)} free on ${d.gpuName}`;
-    throw new UserError(`the model does not fit in ${limit}: ${planFigures(plan)}. ${cudaAdvice(plan)}${capped ? '' : ' Other programs on this GPU may hold memory too.'}`, d.dir);
+    throw new UserError(`the model does not fit in ${limit}: ${planFigures(plan)}. ${plan.advice}${capped ? '' : ' Other programs on this GPU may hold memory too.'}`, d.dir);
   }
   return plan;
 }

@@ -8,7 +8,7 @@ import { join, resolve } from 'node:path';
 import { packageRoot } from '../../../common/package-root';
 
 /** The ABI of native/include/klc_native.h that this TypeScript side was written against. */
-export const NATIVE_ABI_VERSION = 7;
+export const NATIVE_ABI_VERSION = 8;
 
 /** A context created on one device; freed by destroy() or when garbage-collected. */
 export type NativeContext = object & { readonly __klcContext: unique symbol };
@@ -147,6 +147,17 @@ export interface NativeKlc {
   sample(ctx: NativeContext, logits: DevicePtr, ld: number, picks: readonly NativeTokenPick[], ids: DevicePtr, ws: DevicePtr, wsBytes: number): void;
   /** Fills n bf16 values with the dummy-weight normal draw of src/engine/model/dummy-weights.ts. */
   fillNormalBf16(ctx: NativeContext, out: DevicePtr, n: number, key: number, key2: number, scale: number): void;
+  /** y[M, N] (+)= x[M, K] Wᵀ for M <= 8 rows, reading W's codes (klc_wq_gemv). */
+  wqGemv(ctx: NativeContext, x: DevicePtr, ldx: number, w: NativeWq, y: DevicePtr, ldy: number, M: number, accumulate: number): void;
+  /** Rows [row0, row0 + rows) of W dequantized into out, bf16 or fp32 (klc_wq_dequant). */
+  wqDequant(ctx: NativeContext, w: NativeWq, row0: number, rows: number, out: DevicePtr, outF32: number): void;
+  /** Bytes of the dense expert buffer klc_moe_experts_wq needs for many pairs. */
+  moeDenseBytes(ctx: NativeContext, d: number, I: number, E: number, denseF32: number): number;
+  /** moeExperts on quantized experts, w13 [E * 2I, d] and w2 [E * d, I] (klc_moe_experts_wq). */
+  moeExpertsWq(
+    ctx: NativeContext, x: DevicePtr, idx: DevicePtr, w: DevicePtr, w13: NativeWq, w2: NativeWq, out: DevicePtr, ws: DevicePtr,
+    wsBytes: number, dense: DevicePtr | null, denseF32: number, T: number, d: number, I: number, E: number, k: number,
+  ): void;
   /** A growable, forkable device buffer (klc_vbuf, an MLA cache); its handle is a host address. */
   vbufCreate(ctx: NativeContext): VbufHandle;
   /** Makes `bytes` usable, keeping the first `used`; returns the base address, which may have moved. */
@@ -156,6 +167,22 @@ export interface NativeKlc {
   /** Device bytes the buffer makes usable, shared ones included. */
   vbufBytes(buf: VbufHandle): number;
   vbufFree(ctx: NativeContext, buf: VbufHandle): void;
+}
+
+/**
+ * A weight-only quantized matrix on the device (klc_wq of klc_native.h): W [N, K] in
+ * compressed-tensors' pack-quantized layout, bits 4 or 8, scales [N, K / group] bf16 or fp32,
+ * zero points packed down the columns or null (symmetric).
+ */
+export interface NativeWq {
+  packed: DevicePtr;
+  scales: DevicePtr;
+  zeros: DevicePtr | null;
+  bits: 4 | 8;
+  N: number;
+  K: number;
+  group: number;
+  scalesF32: boolean;
 }
 
 /** A klc_vbuf's host address: never dereferenced in JS, only handed back to the library. */

@@ -80,7 +80,7 @@ export class CompressedLayout {
     const w = scheme.weights;
     const where = (p: Param) => parts[p]?.path ?? this.qc.file;
     const fail = (p: Param, what: string): never => {
-      throw new UserError(`${where(p)}: "${m}.${p}" ${what} (config_groups.${scheme.name}: ${describe(scheme)}).`, where(p));
+      throw new UserError(`${where(p)}: "${m}.${p}" ${what} (config_groups.${scheme.name}: ${describeScheme(scheme)}).`, where(p));
     };
     const info = (p: Param) => (parts[p] as SafetensorsFile).info(this.stored(m, p));
     const packed = scheme.format === 'pack-quantized';
@@ -173,7 +173,8 @@ function bytes(raw: Buffer, unsigned: boolean): Int8Array | Uint8Array {
 
 const sameShape = (a: readonly number[], b: readonly number[]) => a.length === b.length && a.every((x, i) => x === b[i]);
 
-function describe(s: QuantScheme): string {
+/** A scheme in words: "INT4 symmetric, group 128, pack-quantized". */
+export function describeScheme(s: QuantScheme): string {
   const w = s.weights;
   const grain = w.strategy === 'group' ? `group ${w.groupSize}` : w.strategy === 'block' ? `block ${w.blockStructure?.join('×')}` : `per ${w.strategy}`;
   return `${w.type === 'float' ? 'FP8 E4M3' : `INT${w.numBits}`} ${w.symmetric ? 'symmetric' : 'asymmetric'}, ${grain}, ${s.format}`;

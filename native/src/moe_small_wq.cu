@@ -1,0 +1,232 @@
+// The MoE experts with weight-only quantized experts (klc_wq: W4A16, W8A16). Few (token, expert)
+// pairs (decode, batched decode of a few sequences) run as moe_small.cu does for bf16 experts, two
+// GEMV-style kernels straight from the routing indices on the GPU, reading each chosen expert's
+// codes once:
+//   up:   one CTA per distinct chosen expert and block of 8 intermediate rows; a warp streams the
+//         W1 and W3 codes of its row once for every token that chose the expert;
+//   down: one warp per output column streams that column's W2 codes of every chosen expert once,
+//         in ascending expert order, and adds w[t, s] * (W2_e h) into out[t] in registers, so the
+//         combine needs no atomics and sums each token's experts in the reference's slot order.
+// Each run of 8 codes becomes fp32((q − z) · s), the reference's dequantized weights; activations
+// and accumulation are fp32. More pairs: every expert is dequantized into a dense buffer and
+// klc_moe_experts runs its grouped GEMMs on it (prefill reuses each expert for many tokens).
+#include <cuda_bf16.h>
+
+#include "internal.h"
+#include "small_vec.cuh"
+#include "wq.cuh"
+
+namespace {
+
+using namespace klc_small;
+using namespace klc_wq_dev;
+
+constexpr int WARPS = 8, THREADS = 32 * WARPS;
+constexpr int MAX_PAIRS = 256;
+constexpr int MAX_TOKENS = 32;   // the down kernel keeps token t's sum in lane t
+constexpr int UP_TOKENS = 4;     // tokens of one expert per pass over its W1/W3 rows
+constexpr int MAX_DOWN_UNITS = 8; // runs of 8 codes of one W2 row per lane: I <= 2048
+// The bf16 small-batch path's limit (moe_small.cu): the same crossover is assumed, since the
+// quantized kernels read fewer bytes for the same work.
+constexpr int SMALL_MAX_PAIRS = 128;
+
+// h[p, i] = SiLU(W1_e[i] . x[t]) * (W3_e[i] . x[t]) for every pair p = t * k + s with idx[p] = e.
+template <int BITS>
+__global__ void __launch_bounds__(THREADS) moe_wq_up_kernel(const float *__restrict__ x, const int *__restrict__ idx, klc_wq w13,
+                                                            float *__restrict__ h, int n, int k, int d, int I) {
+  __shared__ int pairs[MAX_PAIRS];
+  __shared__ int count, repeated;
+  const int me = blockIdx.y, e = idx[me];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  if (warp == 0) {
+    int c = 0;
+    bool earlier = false;
+    for (int base = 0; base < n; base += 32) {
+      const int j = base + lane;
+      const bool same = j < n && idx[j] == e;
+      earlier |= same && j < me;
+      const unsigned later = __ballot_sync(0xffffffffu, same && j >= me);
+      if (same && j >= me) pairs[c + __popc(later & ((1u << lane) - 1u))] = j;
+      c += __popc(later);
+    }
+    earlier = __any_sync(0xffffffffu, earlier);
+    if (lane == 0) {
+      count = c;
+      repeated = earlier;
+    }
+  }
+  __syncthreads();
+  if (repeated) return;
+  const int row = blockIdx.x * WARPS + warp;
+  if (row >= I) return;
+  constexpr int PER_WORD = 32 / BITS;
+  const int words = d / PER_WORD, groups = d / w13.group;
+  const int gate_row = e * 2 * I + row, up_row = gate_row + I;
+  const int32_t *wg = w13.w_packed + (size_t)gate_row * words;
+  const int32_t *wu = w13.w_packed + (size_t)up_row * words;
+  const int units = d / 8;
+  for (int p0 = 0; p0 < count; p0 += UP_TOKENS) {
+    const int np = min(UP_TOKENS, count - p0);
+    const float *xr[UP_TOKENS];
+#pragma unroll
+    for (int j = 0; j < UP_TOKENS; ++j) xr[j] = x + (size_t)(pairs[p0 + min(j, np - 1)] / k) * d;
+    float ag[UP_TOKENS] = {}, au[UP_TOKENS] = {};
+#pragma unroll 2
+    for (int u = lane; u < units; u += 32) {
+      const int g = u * 8 / w13.group;
+      float fg[8], fu[8];
+      decode8<BITS>(load8<BITS>(wg, u), stored_zero<BITS>(w13, gate_row, g, groups), scale_at(w13, (size_t)gate_row * groups + g), fg);
+      decode8<BITS>(load8<BITS>(wu, u), stored_zero<BITS>(w13, up_row, g, groups), scale_at(w13, (size_t)up_row * groups + g), fu);
+#pragma unroll
+      for (int j = 0; j < UP_TOKENS; ++j) {
+        if (j < np) {
+          ag[j] = dot8(fg, xr[j] + u * 8, ag[j]);
+          au[j] = dot8(fu, xr[j] + u * 8, au[j]);
+        }
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < UP_TOKENS; ++j) {
+      if (j >= np) break;
+      const float g = group_sum<32>(ag[j]), u = group_sum<32>(au[j]);
+      if (lane == 0) h[(size_t)pairs[p0 + j] * I + row] = g / (1.f + expf(-g)) * u;
+    }
+  }
+}
+
+// out[t, c] += sum_s w[t, s] * (W2_{idx[t, s]}[c] . h[t * k + s]) for the warp's column c.
+template <int BITS, int UNITS>
+__global__ void __launch_bounds__(THREADS) moe_wq_down_kernel(const float *__restrict__ h, const int *__restrict__ idx,
+                                                              const float *__restrict__ wt, klc_wq w2, float *__restrict__ out, int n,
+                                                              int k, int T, int d, int I) {
+  __shared__ int s_idx[MAX_PAIRS], order[MAX_PAIRS];
+  for (int j = threadIdx.x; j < n; j += THREADS) s_idx[j] = idx[j];
+  __syncthreads();
+  for (int j = threadIdx.x; j < n; j += THREADS) {
+    const int e = s_idx[j];
+    int pos = 0;
+    for (int q = 0; q < n; ++q) {
+      const int f = s_idx[q];
+      pos += f < e || (f == e && q < j);
+    }
+    order[pos] = j;
+  }
+  __syncthreads();
+  const int lane = threadIdx.x & 31, col = blockIdx.x * WARPS + (threadIdx.x >> 5);
+  if (col >= d) return;
+  constexpr int PER_WORD = 32 / BITS;
+  const int words = I / PER_WORD, groups = I / w2.group, nu = I / 8;
+  auto load = [&](int e, Raw8<BITS> *dst) {
+    const int32_t *row = w2.w_packed + ((size_t)e * d + col) * words;
+#pragma unroll
+    for (int i = 0; i < UNITS; ++i) {
+      const int u = lane + 32 * i;
+      if (u < nu) dst[i] = load8<BITS>(row, u);
+    }
+  };
+  float acc = 0.f;
+  Raw8<BITS> cur[UNITS] = {}, next[UNITS] = {};
+  load(s_idx[order[0]], cur);
+  for (int p = 0; p < n;) {
+    const int e = s_idx[order[p]];
+    int q = p + 1;
+    while (q < n && s_idx[order[q]] == e) ++q;
+    if (q < n) load(s_idx[order[q]], next);  // in flight while this expert's dots run
+    const int row = e * d + col;
+    float f[UNITS][8];
+#pragma unroll
+    for (int i = 0; i < UNITS; ++i) {
+      const int u = lane + 32 * i;
+      if (u < nu) {
+        const int g = u * 8 / w2.group;
+        decode8<BITS>(cur[i], stored_zero<BITS>(w2, row, g, groups), scale_at(w2, (size_t)row * groups + g), f[i]);
+      }
+    }
+    for (int s = p; s < q; ++s) {
+      const int pair = order[s];
+      const float *hr = h + (size_t)pair * I;
+      float part = 0.f;
+#pragma unroll
+      for (int i = 0; i < UNITS; ++i) {
+        const int u = lane + 32 * i;
+        if (u < nu) part = dot8(f[i], hr + u * 8, part);
+      }
+      const float y = group_sum<32>(part);
+      if (lane == pair / k) acc = fmaf(wt[pair], y, acc);
+    }
+#pragma unroll
+    for (int i = 0; i < UNITS; ++i) cur[i] = next[i];
+    p = q;
+  }
+  if (lane < T) out[(size_t)lane * d + col] += acc;
+}
+
+int launched(const char *what) {
+  cudaError_t e = cudaGetLastError();
+  return e == cudaSuccess ? KLC_OK : klc::fail_cuda(e, what);
+}
+
+bool shapes_ok(const klc_wq &w13, const klc_wq &w2, int d, int I, int E) {
+  return (w13.bits == 4 || w13.bits == 8) && w2.bits == w13.bits && w13.N == E * 2 * I && w13.K == d && w2.N == E * d && w2.K == I &&
+         w13.group > 0 && w2.group > 0;
+}
+
+// Runs of 8 codes never straddle a word pair or a group, and each run is one aligned load.
+bool small_wq_wanted(int T, int k, int d, int I, const klc_wq &w13, const klc_wq &w2, const float *x, const float *h) {
+  return klc::small_batch_enabled() && T * k <= SMALL_MAX_PAIRS && T <= MAX_TOKENS && d % 8 == 0 && I % 8 == 0 &&
+         w13.group % 8 == 0 && d % w13.group == 0 && w2.group % 8 == 0 && I % w2.group == 0 && I <= 32 * 8 * MAX_DOWN_UNITS &&
+         klc_small::aligned16(x) && klc_small::aligned16(h) && klc_small::aligned16(w13.w_packed) && klc_small::aligned16(w2.w_packed);
+}
+
+template <int BITS>
+int moe_wq_small(klc_ctx *ctx, const float *x, const int *idx, const float *w, const klc_wq &w13, const klc_wq &w2, float *out,
+                 float *h, int T, int d, int I, int k) {
+  const int n = T * k;
+  moe_wq_up_kernel<BITS><<<dim3((I + WARPS - 1) / WARPS, n), THREADS, 0, ctx->stream>>>(x, idx, w13, h, n, k, d, I);
+  int rc = launched("the quantized MoE gate/up projections (small batch)");
+  if (rc) return rc;
+  const dim3 grid((d + WARPS - 1) / WARPS);
+  if (I <= 32 * 8 * 4) moe_wq_down_kernel<BITS, 4><<<grid, THREADS, 0, ctx->stream>>>(h, idx, w, w2, out, n, k, T, d, I);
+  else moe_wq_down_kernel<BITS, MAX_DOWN_UNITS><<<grid, THREADS, 0, ctx->stream>>>(h, idx, w, w2, out, n, k, T, d, I);
+  return launched("the quantized MoE down projections (small batch)");
+}
+
+size_t align256(size_t b) { return (b + 255) & ~(size_t)255; }
+
+}  // namespace
+
+extern "C" {
+
+KLC_API size_t klc_moe_dense_bytes(int d, int I, int E, int dense_f32) {
+  return align256((size_t)E * 2 * I * d * (dense_f32 ? 4 : 2)) + (size_t)E * d * I * (dense_f32 ? 4 : 2);
+}
+
+KLC_API int klc_moe_experts_wq(klc_ctx *ctx, const float *x, const int32_t *idx, const float *w, const klc_wq *w13,
+                               const klc_wq *w2, float *out, void *ws, size_t ws_bytes, void *dense, int dense_f32, int T, int d,
+                               int I, int E, int k) {
+  int rc = klc::use_device(ctx);
+  if (rc) return rc;
+  if (!x || !idx || !w || !w13 || !w2 || !out || !ws || T < 1 || d < 1 || I < 1 || E < 1 || k < 1 || !shapes_ok(*w13, *w2, d, I, E))
+    return klc::fail(KLC_E_ARG, "klc_moe_experts_wq: bad pointers or shape (w13 [E * 2I, d], w2 [E * d, I], both 4 or 8 bits)");
+  if (ws_bytes < klc_moe_workspace_bytes(T, d, I, E, k))
+    return klc::fail(KLC_E_ARG, "klc_moe_experts_wq: workspace smaller than klc_moe_workspace_bytes()");
+  // klc_moe_experts' workspace starts with its index arrays and pointer room; the gate/up rows
+  // after them are where moe_small keeps h, and so does this path.
+  const int n = T * k;
+  char *p = static_cast<char *>(ws);
+  p += align256(sizeof(int) * (3 * (size_t)(E + 1) + 2 * (size_t)n));
+  p += align256(sizeof(void *) * 6 * (size_t)E);
+  float *h = reinterpret_cast<float *>(p);
+  if (small_wq_wanted(T, k, d, I, *w13, *w2, x, h)) {
+    return w13->bits == 4 ? moe_wq_small<4>(ctx, x, idx, w, *w13, *w2, out, h, T, d, I, k)
+                          : moe_wq_small<8>(ctx, x, idx, w, *w13, *w2, out, h, T, d, I, k);
+  }
+  if (!dense) return klc::fail(KLC_E_ARG, "klc_moe_experts_wq: this many pairs needs the dense buffer (klc_moe_dense_bytes())");
+  void *d13 = dense;
+  void *d2 = static_cast<char *>(dense) + align256((size_t)E * 2 * I * d * (dense_f32 ? 4 : 2));
+  if ((rc = klc::wq_dequant(ctx, *w13, 0, w13->N, d13, dense_f32))) return rc;
+  if ((rc = klc::wq_dequant(ctx, *w2, 0, w2->N, d2, dense_f32))) return rc;
+  return klc_moe_experts(ctx, x, idx, w, d13, d2, out, ws, ws_bytes, T, d, I, E, k, dense_f32);
+}
+
+}  // extern "C"

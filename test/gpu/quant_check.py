@@ -1,0 +1,233 @@
+"""Device check of the weight-only quantized kernels (native/src/wq_gemv.cu, wq_dequant.cu,
+moe_small_wq.cu) against float64 torch. Weights are packed here with torch in compressed-tensors'
+pack-quantized layout (independently of the engine's packer): 4-bit (group 32/128) and 8-bit (per
+channel, group 128), symmetric and with zero points, bf16 and fp32 scales, at Kimi-Linear-48B-A3B's
+projection shapes:
+  klc_wq_gemv, M = 1..8 rows (accumulate too), tolerance 2e-5 relative;
+  klc_wq_dequant into fp32 (exact: equal to fp32((q - z) * s)) and bf16 (round to nearest even);
+  klc_moe_experts_wq, few pairs (codes read by the small-batch kernels, 2e-5) and many (experts
+  dequantized, then klc_moe_experts; exact mode 2e-5, tensor-core mode 2e-2 for bf16 activations).
+Then batch-1 GEMV speed as effective bandwidth against the copy bandwidth, and one prefill GEMM
+(4096 rows) on dequantized INT4 weights against the bf16 GEMM (klc_linear, tensor cores).
+Prints one line per case; exits non-zero when a case fails.
+
+  node tools/build-native.mjs --archs 90 && (cd test/gpu && python3 quant_check.py)
+"""
+import ctypes
+import sys
+
+import torch
+
+from klc_cuda import Klc
+
+c_p, c_z = ctypes.c_void_p, ctypes.c_size_t
+results = []
+
+
+class Wq(ctypes.Structure):
+    _fields_ = [("w_packed", ctypes.c_void_p), ("scales", ctypes.c_void_p), ("zero_points", ctypes.c_void_p), ("bits", ctypes.c_int),
+                ("N", ctypes.c_int), ("K", ctypes.c_int), ("group", ctypes.c_int), ("scales_f32", ctypes.c_int)]
+
+
+def pack_rows(u, bits):
+    """uint codes [R, C] -> int32 [R, C * bits / 32], code j of a word in bits j*bits.. (C a multiple of 32 / bits)."""
+    per = 32 // bits
+    R, C = u.shape
+    u = u.to(torch.int64).reshape(R, C // per, per)
+    shifts = torch.arange(per, device=u.device, dtype=torch.int64) * bits
+    words = (u << shifts).sum(-1)
+    return torch.where(words >= 2 ** 31, words - 2 ** 32, words).to(torch.int32)
+
+
+class QMat:
+    """A random quantized [N, K] matrix: its klc_wq, the tensors it points to and its float64 weights."""
+
+    def __init__(self, N, K, bits, group, symmetric, scales_f32, gen):
+        half = 2 ** (bits - 1)
+        per = 32 // bits
+        groups = K // group
+        q = torch.randint(-half, half, (N, K), generator=gen, device="cuda")
+        s = torch.rand(N, groups, generator=gen, device="cuda") * 0.02 + 0.001
+        self.scales = (s if scales_f32 else s.to(torch.bfloat16)).contiguous()
+        if symmetric:
+            z = torch.zeros(N, groups, dtype=torch.int64, device="cuda")
+            self.zp = None
+        else:
+            z = torch.randint(-half, half, (N, groups), generator=gen, device="cuda")
+            rows = (N + per - 1) // per * per
+            zpad = torch.zeros(rows, groups, dtype=torch.int64, device="cuda")
+            zpad[:N] = z + half
+            # Zero points are packed down the columns: 32 / bits consecutive rows per int32.
+            self.zp = pack_rows(zpad.reshape(rows // per, per, groups).transpose(1, 2).reshape(-1, per), bits).reshape(rows // per, groups).contiguous()
+        self.packed = pack_rows(q + half, bits).contiguous()
+        self.w = (q.double() - z.double().repeat_interleave(group, 1)) * self.scales.double().repeat_interleave(group, 1)
+        self.wq = Wq(self.packed.data_ptr(), self.scales.data_ptr(), self.zp.data_ptr() if self.zp is not None else None, bits, N, K, group,
+                     int(scales_f32))
+
+
+def check(name, err, tol, **extra):
+    ok = err <= tol
+    results.append(ok)
+    print(f"{'ok  ' if ok else 'FAIL'} {name}: error {err:.2e} (tol {tol:.0e}) {extra if extra else ''}", flush=True)
+
+
+def rel(got, want):
+    return ((got.double() - want).abs().max() / want.abs().max()).item()
+
+
+def set_tensor_cores(klc, on):
+    klc._check(klc.lib.klc_set_tensor_cores(klc.ctx, int(on)))
+
+
+def gemv_cases(klc, gen):
+    lib, ctx = klc.lib, klc.ctx
+    # (N, K): KDA q/k/v (4096 x 2304), o_proj (2304 x 4096), f_b (4096 x 128), an expert's w1/w3 and w2, an odd N.
+    shapes = [(4096, 2304), (2304, 4096), (4096, 128), (1024, 2304), (2304, 1024), (1000, 256)]
+    for bits, groups in ((4, (32, 128)), (8, (128, None))):
+        for N, K in shapes:
+            for group in groups:
+                group = group or K
+                if K % group:
+                    continue
+                for symmetric, f32 in ((True, False), (False, False), (True, True)):
+                    m = QMat(N, K, bits, group, symmetric, f32, gen)
+                    for M in (1, 2, 3, 4, 8):
+                        x = torch.randn(M, K, generator=gen, device="cuda")
+                        y = torch.full((M, N), 0.5, device="cuda")
+                        acc = int(M == 3)
+                        klc._check(lib.klc_wq_gemv(ctx, c_p(x.data_ptr()), K, ctypes.byref(m.wq), c_p(y.data_ptr()), N, M, acc))
+                        klc.sync()
+                        want = x.double() @ m.w.T + (0.5 if acc else 0.0)
+                        name = f"gemv INT{bits} N={N} K={K} group={group} {'sym' if symmetric else 'asym'} {'fp32' if f32 else 'bf16'} scales M={M}"
+                        check(name + (" accumulate" if acc else ""), rel(y, want), 2e-5)
+    m = QMat(64, 96, 4, 32, True, False, gen)
+    x = torch.randn(9, 96, device="cuda")
+    y = torch.zeros(9, 64, device="cuda")
+    rc = lib.klc_wq_gemv(ctx, c_p(x.data_ptr()), 96, ctypes.byref(m.wq), c_p(y.data_ptr()), 64, 9, 0)
+    check("gemv M = 9 is refused", 0.0 if rc != 0 else 1.0, 0.5, message=lib.klc_last_error().decode())
+
+
+def dequant_cases(klc, gen):
+    for bits, group, symmetric, f32 in ((4, 32, False, False), (4, 128, True, True), (8, 2304, False, True), (8, 128, True, False)):
+        m = QMat(1000, 2304, bits, group, symmetric, f32, gen)
+        out32 = torch.empty(200, 2304, device="cuda")
+        out16 = torch.empty(200, 2304, dtype=torch.bfloat16, device="cuda")
+        klc._check(klc.lib.klc_wq_dequant(klc.ctx, ctypes.byref(m.wq), 300, 200, c_p(out32.data_ptr()), 1))
+        klc._check(klc.lib.klc_wq_dequant(klc.ctx, ctypes.byref(m.wq), 300, 200, c_p(out16.data_ptr()), 0))
+        klc.sync()
+        want = m.w[300:500]
+        name = f"dequant INT{bits} group={group} {'sym' if symmetric else 'asym'} rows 300..499"
+        check(name + " fp32 (exact)", (out32.double() - want.float().double()).abs().max().item(), 0.0)
+        check(name + " bf16 (rounded)", (out16.double() - want.float().to(torch.bfloat16).double()).abs().max().item(), 0.0)
+
+
+def moe_case(klc, gen, T, bits, group, symmetric, tensor_cores, d=2304, I=1024, E=64, k=8):
+    m13 = QMat(E * 2 * I, d, bits, group or d, symmetric, False, gen)
+    m2 = QMat(E * d, I, bits, group or I, symmetric, False, gen)
+    x = torch.randn(T, d, device="cuda", generator=gen)
+    idx = torch.rand(T, E, device="cuda", generator=gen).topk(k, 1).indices.sort(1).values.to(torch.int32).contiguous()
+    wt = torch.rand(T, k, device="cuda", generator=gen)
+    lib = klc.lib
+    lib.klc_moe_workspace_bytes.restype = c_z
+    lib.klc_moe_dense_bytes.restype = c_z
+    ws_bytes = lib.klc_moe_workspace_bytes(T, d, I, E, k)
+    ws = torch.empty(ws_bytes, dtype=torch.uint8, device="cuda")
+    dense_f32 = 0 if tensor_cores else 1
+    dense = torch.empty(lib.klc_moe_dense_bytes(d, I, E, dense_f32), dtype=torch.uint8, device="cuda")
+    set_tensor_cores(klc, tensor_cores)
+    out = torch.full((T, d), 0.25, device="cuda")
+    klc._check(lib.klc_moe_experts_wq(klc.ctx, c_p(x.data_ptr()), c_p(idx.data_ptr()), c_p(wt.data_ptr()), ctypes.byref(m13.wq),
+                                      ctypes.byref(m2.wq), c_p(out.data_ptr()), c_p(ws.data_ptr()), c_z(ws_bytes), c_p(dense.data_ptr()),
+                                      dense_f32, T, d, I, E, k))
+    klc.sync()
+    set_tensor_cores(klc, True)
+    rows = list(range(min(T, 16)))
+    w13 = m13.w.reshape(E, 2 * I, d)
+    w2 = m2.w.reshape(E, d, I)
+    want = torch.full((len(rows), d), 0.25, dtype=torch.float64, device="cuda")
+    for n, t in enumerate(rows):
+        xt = x[t].double()
+        for s in range(k):
+            e = int(idx[t, s])
+            gu = w13[e] @ xt
+            h = torch.nn.functional.silu(gu[:I]) * gu[I:]
+            want[n] += wt[t, s].double() * (w2[e] @ h)
+    path = "small batch" if T * k <= 128 else ("dense, tensor cores" if tensor_cores else "dense, exact")
+    check(f"MoE INT{bits} group={group or 'channel'} {'sym' if symmetric else 'asym'} T={T} ({path})", rel(out[rows], want),
+          2e-2 if tensor_cores and T * k > 128 else 2e-5)
+
+
+def speed(klc, gen):
+    lib, ctx = klc.lib, klc.ctx
+    big = torch.empty(1 << 28, dtype=torch.float32, device="cuda")
+    torch.cuda.synchronize()
+    start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    big.clone()
+    start.record()
+    for _ in range(10):
+        big.clone()
+    stop.record()
+    torch.cuda.synchronize()
+    copy_bw = 2 * big.numel() * 4 * 10 / (start.elapsed_time(stop) / 1e3)
+    del big
+    print(f"copy bandwidth (torch clone, 1 GiB): {copy_bw / 1e12:.2f} TB/s", flush=True)
+    for bits, N, K, group in ((4, 8192, 8192, 128), (4, 8192, 8192, 32), (4, 4096, 2304, 32), (4, 2304, 4096, 128), (8, 8192, 8192, 8192),
+                              (8, 4096, 2304, 2304)):
+        m = QMat(N, K, bits, group, True, False, gen)
+        x = torch.randn(1, K, device="cuda")
+        y = torch.empty(1, N, device="cuda")
+        ms = ctypes.c_float()
+        klc._check(lib.klc_wq_gemv_time(ctx, c_p(x.data_ptr()), K, ctypes.byref(m.wq), c_p(y.data_ptr()), N, 1, 200, ctypes.byref(ms)))
+        moved = m.packed.numel() * 4 + m.scales.numel() * 2
+        bw = moved / (ms.value / 1e3)
+        print(f"figure: gemv INT{bits} N={N} K={K} group={group} M=1: {ms.value * 1e3:.1f} us, {bw / 1e12:.2f} TB/s = {100 * bw / copy_bw:.0f}% of copy",
+              flush=True)
+    # Prefill: one 4096-row GEMM on INT4 weights = dequantize + bf16 GEMM, against the bf16 GEMM alone.
+    set_tensor_cores(klc, True)
+    M, N, K = 4096, 4096, 2304
+    m = QMat(N, K, 4, 128, True, False, gen)
+    x = torch.randn(M, K, device="cuda")
+    y = torch.empty(M, N, device="cuda")
+    wb = torch.empty(N, K, dtype=torch.bfloat16, device="cuda")
+    ll = ctypes.c_longlong
+
+    def gemm():
+        klc._check(lib.klc_linear(ctx, c_p(x.data_ptr()), K, c_p(wb.data_ptr()), c_p(y.data_ptr()), N, M, N, K, 1, ll(0), ll(0), ll(0), 0, 0))
+
+    def quant():
+        klc._check(lib.klc_wq_dequant(ctx, ctypes.byref(m.wq), 0, N, c_p(wb.data_ptr()), 0))
+        gemm()
+
+    times = {}
+    for name, fn in (("bf16", gemm), ("int4", quant)):
+        fn()
+        klc.sync()
+        start.record()
+        for _ in range(20):
+            fn()
+        stop.record()
+        torch.cuda.synchronize()
+        times[name] = start.elapsed_time(stop) / 20
+    print(f"figure: prefill GEMM M={M} N={N} K={K}: bf16 {times['bf16'] * 1e3:.0f} us, int4 (dequantize + bf16) {times['int4'] * 1e3:.0f} us "
+          f"= {100 * times['bf16'] / times['int4']:.0f}% of bf16 speed", flush=True)
+
+
+def main():
+    klc = Klc()
+    gen = torch.Generator(device="cuda").manual_seed(11)
+    gemv_cases(klc, gen)
+    dequant_cases(klc, gen)
+    for bits, group in ((4, 32), (4, 128), (8, None)):
+        for symmetric in (True, False):
+            moe_case(klc, gen, 1, bits, group, symmetric, True)
+            moe_case(klc, gen, 16, bits, group, symmetric, False)
+    for tc in (False, True):
+        moe_case(klc, gen, 200, 4, 128, True, tc)
+        moe_case(klc, gen, 200, 8, None, False, tc)
+    speed(klc, gen)
+    print(f"{sum(results)}/{len(results)} cases ok")
+    return 0 if all(results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Device run of the quantized CUDA paths (issue 11), about 3 minutes: the klc_wq kernels against
+# float64 torch (test/gpu/quant_check.py: GEMV at 4 and 8 bits, dequantization, MoE on quantized
+# experts, GEMV bandwidth and the prefill GEMM on dequantized INT4 against bf16), then the tiny
+# golden model with INT4/INT8 weights (at load and stored) on the CUDA backend against the
+# reference backend (test/gpu/quant-model.test.ts).
+# Carry: .device (node.xz, quant-model.test.cjs; the goldens are the tracked test/fixtures/golden), native/build.
+# Prepare here with test/gpu/prepare-model.sh. Logs go to $OUT.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-/tmp/klc-out}
+mkdir -p "$OUT"
+xz -dc .device/node.xz > /tmp/node && chmod +x /tmp/node && export PATH=/tmp:$PATH
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
+rc=0
+# The bundle keeps onnxruntime-node external and the device has no node_modules: an empty module
+# stands in, so the onnx backend is absent there (these checks use cuda and reference).
+mkdir -p .device/node_modules/onnxruntime-node && echo 'module.exports = {};' > .device/node_modules/onnxruntime-node/index.js
+# The reference-equality checks need exact fp32 activations.
+export KLC_CUDA_EXACT=1 PYTHONUNBUFFERED=1 KLC_GOLDEN_DIR=$PWD/test/fixtures/golden
+( cd test/gpu && python3 quant_check.py ) > "$OUT/quant_check.log" 2>&1 || rc=1
+grep -E "FAIL|figure:|cases ok|Error" "$OUT/quant_check.log" | head -60
+node --test --test-reporter=spec .device/quant-model.test.cjs > "$OUT/quant-model.log" 2>&1 || rc=1
+grep -E "figure:|✔|✖|skipped|Error|error" "$OUT/quant-model.log" | head -40
+exit $rc
