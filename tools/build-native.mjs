@@ -76,7 +76,7 @@ const tmp = join(out, `.tmp-${process.pid}`);
 mkdirSync(tmp, { recursive: true });
 const started = Date.now();
 try {
-  const units = ['context.cu', 'kda.cu', 'ops.cu', 'cublas.cu', 'tc_ops.cu', 'mla_flash.cu', 'mla_wgmma.cu', 'batch_decode.cu', 'sample.cu', 'moe_small.cu', 'gemv.cu', 'dummy.cu', 'vbuf.cu', 'wq_gemv.cu', 'wq_dequant.cu', 'moe_small_wq.cu'];
+  const units = ['context.cu', 'kda.cu', 'ops.cu', 'cublas.cu', 'tc_ops.cu', 'mla_flash.cu', 'mla_wgmma.cu', 'batch_decode.cu', 'sample.cu', 'moe_small.cu', 'gemv.cu', 'dummy.cu', 'vbuf.cu', 'wq_gemv.cu', 'wq_dequant.cu', 'wq_quantize.cu', 'moe_small_wq.cu'];
   const threadsPerUnit = Math.max(1, Math.floor(jobs / units.length));
   await Promise.all(units.map((u) => run(nvcc, [...common, ...unitArch(u), '--threads', String(threadsPerUnit), '-c',
     join(src, u), '-o', join(tmp, u.replace('.cu', '.o'))])));

@@ -22,7 +22,7 @@ extern "C" {
 #define KLC_API __attribute__((visibility("default")))
 #endif
 
-#define KLC_ABI_VERSION 8
+#define KLC_ABI_VERSION 9
 
 enum {
   KLC_OK = 0,
@@ -269,6 +269,12 @@ KLC_API int klc_wq_gemv_time(klc_ctx *ctx, const float *x, int ldx, const klc_wq
 /* Rows [row0, row0 + rows) of W dequantized into out [rows, K], bf16 (out_f32 = 0, rounded to
  * nearest even) or fp32 (exact: (q − z) * s in fp32), for the GEMMs of klc_linear and klc_moe_experts. */
 KLC_API int klc_wq_dequant(klc_ctx *ctx, const klc_wq *w, int row0, int rows, void *out, int out_f32);
+/* A bf16 matrix w [N, K] on the device quantized into the packed codes and scales above, symmetric,
+ * with the host quantizer's arithmetic (src/engine/model/quant/matrix.ts), so the codes equal the
+ * host's bit for bit: for weights made on the device (dummy weights). group divides K into whole
+ * words; group = K: one scale per row. */
+KLC_API int klc_wq_quantize_bf16(klc_ctx *ctx, const void *w, int N, int K, int bits, int group, int32_t *packed, void *scales,
+                                 int scales_f32);
 /* klc_moe_experts with quantized experts: w13 is [E * 2I, d] (per expert W1 rows then W3 rows), w2
  * [E * d, I]. Few (token, expert) pairs (as klc_moe_experts' small-batch path: T * k <= 128, T <= 32)
  * read the chosen experts' codes straight from idx on the GPU; otherwise every expert is dequantized

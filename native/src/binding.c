@@ -702,6 +702,19 @@ static napi_value js_wq_dequant(napi_env env, napi_callback_info info) {
   return done(env, klc_wq_dequant(ctx, &w, row0, rows, out, f32));
 }
 
+/* (ctx, w, N, K, bits, group, packed, scales, scalesF32) */
+static napi_value js_wq_quantize_bf16(napi_env env, napi_callback_info info) {
+  napi_value argv[9];
+  klc_ctx *ctx;
+  void *w, *packed, *scales;
+  int32_t N, K, bits, group, f32;
+  if (!get_args(env, info, 9, argv) || !get_ctx(env, argv[0], &ctx) || !get_ptr(env, argv[1], &w) || !get_i32(env, argv[2], &N) ||
+      !get_i32(env, argv[3], &K) || !get_i32(env, argv[4], &bits) || !get_i32(env, argv[5], &group) || !get_ptr(env, argv[6], &packed) ||
+      !get_ptr(env, argv[7], &scales) || !get_i32(env, argv[8], &f32))
+    return NULL;
+  return done(env, klc_wq_quantize_bf16(ctx, w, N, K, bits, group, (int32_t *)packed, scales, f32));
+}
+
 static napi_value js_moe_dense_bytes(napi_env env, napi_callback_info info) {
   klc_ctx *c; arg_t v[MAX_OP_ARGS];
   if (!read_sig(env, info, "iiii", &c, v)) return NULL;
@@ -927,6 +940,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"moeExperts", NULL, js_moe_experts, NULL, NULL, NULL, napi_enumerable, NULL},
       {"wqGemv", NULL, js_wq_gemv, NULL, NULL, NULL, napi_enumerable, NULL},
       {"wqDequant", NULL, js_wq_dequant, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"wqQuantizeBf16", NULL, js_wq_quantize_bf16, NULL, NULL, NULL, napi_enumerable, NULL},
       {"moeDenseBytes", NULL, js_moe_dense_bytes, NULL, NULL, NULL, napi_enumerable, NULL},
       {"moeExpertsWq", NULL, js_moe_experts_wq, NULL, NULL, NULL, napi_enumerable, NULL},
       {"setTensorCores", NULL, js_set_tensor_cores, NULL, NULL, NULL, napi_enumerable, NULL},

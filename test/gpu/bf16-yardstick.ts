@@ -1,55 +1,85 @@
 /**
- * How far a bf16 computation lands from transformers' fp32 run, and whether ours is no farther than
- * transformers' own bf16 run (test/gpu/hf-bf16.test.ts). Both runs are measured with the same two
- * figures against the same fp32 logits:
- *  - relative error: max |logit − fp32 logit| over every position and vocabulary entry of a case,
- *    divided by max |fp32 logit| over the same (the golden tests' relError);
- *  - top-1 agreement: the share of positions whose argmax equals the fp32 run's.
+ * How far a bf16 computation lands from the float64 reference run, and whether ours is no farther
+ * than transformers' own bf16 run (test/gpu/hf-bf16.test.ts). Both runs are measured with the same
+ * figures against the same reference logits:
+ *  - per position, the relative error ‖logits − reference‖₂ / ‖reference‖₂ over the vocabulary;
+ *    a run is judged by the median over its positions (the max is reported too);
+ *  - top-1 agreement: the share of positions whose argmax equals the reference's.
+ *
+ * Why the median and not the maximum: a random-weight MoE routes each token to the experts whose
+ * router scores are highest, and where two scores tie to within bf16 rounding a run picks the other
+ * expert. That position's logits then move by tens of percent, in transformers' bf16 run as in
+ * ours, at positions that differ between the runs (measured on the tiny checkpoints: both reach a
+ * maximum of 0.4–0.7 on 300 tokens). The maximum over a case measures which run met such a tie,
+ * not precision; the median measures the rounding every position sees, and it doubles with each
+ * mantissa bit lost.
  */
 import { argmax } from '../../src/engine/sampler';
-import { relError } from '../golden/golden-data';
 
 export interface Closeness {
-  relError: number;
-  /** Positions whose top token equals the fp32 run's. */
+  /** Per position: ‖Δ‖₂ / ‖reference‖₂ over the vocabulary. */
+  errors: Float64Array;
+  /** Positions whose top token equals the reference's. */
   top1Equal: number;
   positions: number;
 }
 
 /**
  * Slack of the comparison, and why.
- * relErrorFactor: the relative error is a maximum over every logit of a case, an extreme value
- * that differs by some percent between two runs of the same precision, with which values happen
- * to round badly; 10% keeps that luck from failing the check, while a computation coarser than
- * transformers' bf16 (one mantissa bit less doubles the error) still fails. Measured before this
- * check existed: ours at most 0.73× transformers' error (shared/research/h200-side-by-side.md).
- * top1: a flip happens only where fp32's two best logits nearly tie, so which positions flip is
- * rounding luck; a case may have one more flip than transformers, or 1% more of its positions.
- * With few positions (a 1-token prefill) one flip is therefore allowed: one position cannot rank
- * two runs; the check pooled over all of a checkpoint's positions still can.
+ * medianFactor: two runs of the same precision differ in their median by a few percent with which
+ * values happen to round badly; 10% keeps that luck from failing the check, while a computation
+ * coarser than transformers' bf16 (one mantissa bit less doubles the error) still fails.
+ * top1: a flip happens only where the reference's two best logits nearly tie, so which positions
+ * flip is rounding luck; a run may have one more flip than transformers, or 1% more of its
+ * positions. With few positions (a 1-token prefill) one flip is therefore allowed: one position
+ * cannot rank two runs; the check pooled over all of a checkpoint's positions still can.
  */
-export const SLACK = { relErrorFactor: 1.1, top1Share: 0.01, top1Min: 1 } as const;
+export const SLACK = { medianFactor: 1.1, top1Share: 0.01, top1Min: 1 } as const;
 
-/** relative error and top-1 agreement of `got` against `fp32`, both [positions, vocab] row-major. */
-export function closeness(got: Float32Array, fp32: Float32Array, vocab: number): Closeness {
-  if (got.length !== fp32.length) throw new Error(`${got.length} logits vs ${fp32.length} in the fp32 run`);
-  if (vocab < 1 || fp32.length % vocab !== 0) throw new Error(`${fp32.length} logits are not rows of ${vocab}`);
-  const positions = fp32.length / vocab;
+/** Per-position errors and top-1 agreement of `got` against `reference`, both [positions, vocab] row-major. */
+export function closeness(got: Float32Array, reference: Float32Array, vocab: number): Closeness {
+  if (got.length !== reference.length) throw new Error(`${got.length} logits vs ${reference.length} in the reference run`);
+  if (vocab < 1 || reference.length % vocab !== 0) throw new Error(`${reference.length} logits are not rows of ${vocab}`);
+  const positions = reference.length / vocab;
+  const errors = new Float64Array(positions);
   let top1Equal = 0;
   for (let p = 0; p < positions; p++) {
-    const row = (a: Float32Array): Float32Array => a.subarray(p * vocab, (p + 1) * vocab);
-    if (argmax(row(got)) === argmax(row(fp32))) top1Equal++;
+    const a = got.subarray(p * vocab, (p + 1) * vocab);
+    const b = reference.subarray(p * vocab, (p + 1) * vocab);
+    let diff = 0;
+    let norm = 0;
+    for (let i = 0; i < vocab; i++) {
+      diff += (a[i] - b[i]) ** 2;
+      norm += b[i] ** 2;
+    }
+    errors[p] = Math.sqrt(diff) / Math.sqrt(norm);
+    if (argmax(a) === argmax(b)) top1Equal++;
   }
-  return { relError: relError(got, fp32), top1Equal, positions };
+  return { errors, top1Equal, positions };
 }
 
-/** The sum of several cases' closeness: positions and agreements add up, the error is the worst. */
+/** The median of the per-position errors; NaN or Infinity when any is not finite. */
+export function median(c: Closeness): number {
+  if (c.errors.some((e) => !Number.isFinite(e))) return Infinity;
+  const s = Float64Array.from(c.errors).sort();
+  const n = s.length;
+  return n % 2 === 1 ? s[(n - 1) / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
+}
+
+/** The largest per-position error (reported, not judged: see the module comment). */
+export function worst(c: Closeness): number {
+  return c.errors.reduce((m, e) => (Number.isFinite(e) ? Math.max(m, e) : Infinity), 0);
+}
+
+/** Several cases as one: their positions together. */
 export function pooled(cases: readonly Closeness[]): Closeness {
-  return {
-    relError: cases.reduce((m, c) => Math.max(m, c.relError), 0),
-    top1Equal: cases.reduce((s, c) => s + c.top1Equal, 0),
-    positions: cases.reduce((s, c) => s + c.positions, 0),
-  };
+  const errors = new Float64Array(cases.reduce((s, c) => s + c.positions, 0));
+  let at = 0;
+  for (const c of cases) {
+    errors.set(c.errors, at);
+    at += c.positions;
+  }
+  return { errors, top1Equal: cases.reduce((s, c) => s + c.top1Equal, 0), positions: errors.length };
 }
 
 /** Flips allowed beyond transformers' over `positions` positions (see SLACK). */
@@ -58,22 +88,23 @@ export function top1Slack(positions: number): number {
 }
 
 /**
- * Why `ours` is farther from fp32 than transformers' bf16 run (`theirs`) beyond the slack; empty
- * when it is not. A non-finite error is always a failure.
+ * Why `ours` is farther from the reference than transformers' bf16 run (`theirs`) beyond the slack;
+ * empty when it is not. A non-finite error is always a failure.
  */
 export function farther(what: string, ours: Closeness, theirs: Closeness): string[] {
   if (ours.positions !== theirs.positions) throw new Error(`${what}: ${ours.positions} positions vs ${theirs.positions}`);
   const why: string[] = [];
-  if (!(ours.relError <= SLACK.relErrorFactor * theirs.relError)) {
-    why.push(`${what}: relative error ${ours.relError.toExponential(2)} > ${SLACK.relErrorFactor} × transformers bf16's ${theirs.relError.toExponential(2)}`);
+  const [mine, hf] = [median(ours), median(theirs)];
+  if (!(mine <= SLACK.medianFactor * hf)) {
+    why.push(`${what}: median relative error ${mine.toExponential(2)} > ${SLACK.medianFactor} × transformers bf16's ${hf.toExponential(2)}`);
   }
   const slack = top1Slack(ours.positions);
   if (ours.top1Equal < theirs.top1Equal - slack) {
-    why.push(`${what}: top-1 equal to fp32 at ${ours.top1Equal} of ${ours.positions} positions, transformers bf16 at ${theirs.top1Equal} (${slack} fewer allowed)`);
+    why.push(`${what}: top-1 equal to the reference at ${ours.top1Equal} of ${ours.positions} positions, transformers bf16 at ${theirs.top1Equal} (${slack} fewer allowed)`);
   }
   return why;
 }
 
 export function describe(c: Closeness): string {
-  return `relative error ${c.relError.toExponential(2)}, top-1 ${(c.top1Equal / c.positions).toFixed(3)} (${c.top1Equal}/${c.positions})`;
+  return `relative error median ${median(c).toExponential(2)} max ${worst(c).toExponential(2)}, top-1 ${(c.top1Equal / c.positions).toFixed(3)} (${c.top1Equal}/${c.positions})`;
 }

@@ -1,9 +1,11 @@
 // Device-only: the CUDA backend in its default mode (bf16 activations into tensor-core GEMMs)
 // against transformers' own runs of the same bf16 weights, made in the same device call by
-// test/gpu/hf_bf16_reference.py (KLC_HF_BF16_DIR, default /tmp/klc-hf-bf16): for every checkpoint and
-// case, ours is no farther from transformers' fp32 logits than transformers' bf16 run is, in relative
-// error and in top-1 agreement (bf16-yardstick.ts says how both are measured and what slack is allowed);
-// and in exact mode it equals transformers' fp32 run, so both compute the same model.
+// test/gpu/hf_bf16_reference.py (KLC_HF_BF16_DIR, default /tmp/klc-hf-bf16): for every checkpoint,
+// ours is no farther from transformers' float64 logits (on the CPU) than transformers' bf16 run on
+// the GPU is, in median relative error and in top-1 agreement (bf16-yardstick.ts says how both are
+// measured and what slack is allowed); and in exact mode it equals the float64 run, so both compute
+// the same model. transformers' own fp32 run on the GPU is printed beside them: its KDA runs through
+// fla's Triton kernels, whose TF32 products put it ~1e-2 from float64 at head dim 128.
 // Bundled and run by test/gpu/run-hf-bf16.sh; skipped (with the reason) only where there is no GPU.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -13,7 +15,7 @@ import { CudaBackend } from '../../src/engine/backends/cuda/backend';
 import { loadCudaBackend } from '../../src/engine/backends/cuda/loader';
 import { loadModel, type Model } from '../../src/engine/model/model';
 import { SafetensorsFile } from '../../src/engine/model/safetensors';
-import { closeness, describe, farther, pooled, type Closeness } from './bf16-yardstick';
+import { closeness, describe, farther, median, pooled, type Closeness } from './bf16-yardstick';
 import { deviceSkip } from './device';
 import { relError } from '../golden/golden-data';
 
@@ -90,7 +92,7 @@ async function ours(m: Model, ref: SafetensorsFile, c: CaseSpec): Promise<Float3
 }
 
 /**
- * Exact mode (fp32 activations) against transformers' fp32 run of the same weights: they compute the
+ * Exact mode (fp32 activations) against transformers' float64 run of the same weights: they compute the
  * same model unless this fails, and then the bf16 comparison says nothing about precision. Other
  * fp32 paths agree to a few 1e-6 (test/fixtures/golden/README.md); 1e-4 as the model tests use.
  * Asserted on the cases of at most EXACT_ASSERTED_TOKENS tokens, which run every path (conv, chunked
@@ -107,7 +109,7 @@ function caseTokens(c: CaseSpec): number {
 }
 
 for (const ck of manifest?.checkpoints ?? []) {
-  test(`${ck.name}: the CUDA default mode is no farther from transformers fp32 than transformers bf16`, { skip }, async () => {
+  test(`${ck.name}: the CUDA default mode is no farther from transformers float64 than transformers bf16`, { skip }, async () => {
     assert.notEqual(process.env.KLC_CUDA_EXACT, '1', 'KLC_CUDA_EXACT=1 selects the exact fp32 mode; this check is about the default mode');
     const m = await loadModel(ck.model, { backend: 'cuda' });
     const ref = await SafetensorsFile.open(ck.reference);
@@ -119,26 +121,30 @@ for (const ck of manifest?.checkpoints ?? []) {
       const failures: string[] = [];
       const mine: Closeness[] = [];
       const theirs: Closeness[] = [];
+      const hfFp32: Closeness[] = [];
       for (const c of ck.cases) {
-        const fp32 = await ref.readF32(`fp32.${c.name}`);
-        const o = closeness(await ours(m, ref, c), fp32, ck.vocab);
-        const t = closeness(await ref.readF32(`bf16.${c.name}`), fp32, ck.vocab);
-        report(`${ck.name} ${c.name}: ours ${describe(o)} | transformers bf16 ${describe(t)}`);
-        if (!(t.relError > 0)) failures.push(`${ck.name} ${c.name}: transformers' bf16 logits equal its fp32 ones, so its bf16 run did not run in bf16`);
-        failures.push(...farther(`${ck.name} ${c.name}`, o, t));
+        const reference = await ref.readF32(`ref.${c.name}`);
+        const o = closeness(await ours(m, ref, c), reference, ck.vocab);
+        const t = closeness(await ref.readF32(`bf16.${c.name}`), reference, ck.vocab);
+        const f = closeness(await ref.readF32(`fp32.${c.name}`), reference, ck.vocab);
+        report(`${ck.name} ${c.name}: ours ${describe(o)} | transformers bf16 ${describe(t)} | transformers fp32 on the GPU ${describe(f)}`);
+        if (!(median(t) > 0)) failures.push(`${ck.name} ${c.name}: transformers' bf16 logits equal the float64 ones, so its bf16 run did not run in bf16`);
         mine.push(o);
         theirs.push(t);
+        hfFp32.push(f);
       }
-      const all = { ours: pooled(mine), theirs: pooled(theirs) };
-      report(`${ck.name} all cases: ours ${describe(all.ours)} | transformers bf16 ${describe(all.theirs)}`);
+      // Judged over all of a checkpoint's positions: one case's median over 1 or 17 positions is
+      // as much luck as its maximum (bf16-yardstick.ts).
+      const all = { ours: pooled(mine), theirs: pooled(theirs), fp32: pooled(hfFp32) };
+      report(`${ck.name} all cases: ours ${describe(all.ours)} | transformers bf16 ${describe(all.theirs)} | transformers fp32 on the GPU ${describe(all.fp32)}`);
       failures.push(...farther(`${ck.name} all cases`, all.ours, all.theirs));
 
       report(`${ck.name}: ${m.backend.setTensorCores(false)}`);
       for (const c of ck.cases) {
-        const e = relError(await ours(m, ref, c), await ref.readF32(`fp32.${c.name}`));
+        const e = relError(await ours(m, ref, c), await ref.readF32(`ref.${c.name}`));
         const asserted = caseTokens(c) <= EXACT_ASSERTED_TOKENS;
-        report(`${ck.name} ${c.name}: exact mode relative error vs transformers fp32 ${e.toExponential(2)}${asserted ? '' : ' (not asserted: see EXACT_ASSERTED_TOKENS)'}`);
-        if (asserted && !(e < EXACT_TOLERANCE)) failures.push(`${ck.name} ${c.name}: exact mode ${e.toExponential(2)} from transformers fp32 (≥ ${EXACT_TOLERANCE}): the two do not compute the same model`);
+        report(`${ck.name} ${c.name}: exact mode relative error vs transformers float64 ${e.toExponential(2)}${asserted ? '' : ' (not asserted: see EXACT_ASSERTED_TOKENS)'}`);
+        if (asserted && !(e < EXACT_TOLERANCE)) failures.push(`${ck.name} ${c.name}: exact mode ${e.toExponential(2)} from transformers float64 (≥ ${EXACT_TOLERANCE}): the two do not compute the same model`);
       }
       assert.equal(failures.length, 0, `against transformers:\n${failures.join('\n')}`);
     } finally {

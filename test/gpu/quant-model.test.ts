@@ -4,6 +4,8 @@
 // compressed-tensors checkpoint (klc quantize w4a16-g128 / w8a16). Covers both paths of every
 // quantized linear and of the routed experts: a 200-token prefill (dequantize + GEMM, experts
 // dequantized for klc_moe_experts) and decode steps (klc_wq_gemv, the small-batch MoE on codes).
+// Dummy weights quantized at load are quantized on the GPU; the reference quantizes the same values
+// on the host, so the two agree only if the codes and scales are the same.
 // Tolerance: 1e-4 of the logits' scale (the GPU sums in another order; the weights are the same numbers).
 // Bundled and run by test/gpu/run-quant.sh; skipped (with the reason) where no GPU is usable.
 import { test } from 'node:test';
@@ -69,6 +71,12 @@ async function decode(label: string, gpu: Model, ref: Model): Promise<void> {
 test('INT4 and INT8 quantized at load: CUDA logits equal the reference\'s on the dequantized weights', { skip }, async () => {
   await compare('int4 at load', TINY_PUBLIC, { quantization: 'int4' });
   await compare('int8 at load', TINY_PUBLIC, { quantization: 'int8' });
+});
+
+test('dummy weights quantized at load are quantized on the GPU (klc_wq_quantize_bf16) into the codes the host quantizer gives the reference', { skip }, async () => {
+  const dummy = { configFile: join(TINY_PUBLIC, 'config.json'), seed: 11 };
+  await compare('dummy int4 at load', TINY_PUBLIC, { quantization: 'int4', dummy });
+  await compare('dummy int8 at load', TINY_PUBLIC, { quantization: 'int8', dummy });
 });
 
 test('stored compressed-tensors checkpoints (w4a16-g128, w8a16) run packed on CUDA and equal the reference', { skip }, async () => {

@@ -241,15 +241,30 @@ class Uploader implements Placer {
     const scales = this.alloc(N * groups * (scalesF32 ? 4 : 2));
     const zeroCodes = symmetric ? null : new Int8Array(N * groups);
     let row = 0;
-    for (const [i, name] of names.entries()) {
-      const m = await this.read(name);
+    // Weights made on the device and quantized at load are quantized there too: through the host a
+    // 48B dummy model would take minutes. The codes are the host quantizer's (klc_wq_quantize_bf16).
+    const madeHere = names.map((n) => (this.atLoad?.targets.has(n) && symmetric ? (this.ckpt.deviceFill?.(n) ?? null) : null));
+    const staging = madeHere.some((f) => f !== null) ? this.native.alloc(this.ctx, Math.max(...rows) * K * 2) : null;
+    try {
+      for (const [i, name] of names.entries()) {
+        const fill = madeHere[i];
+        if (fill && staging !== null) {
+          this.native.fillNormalBf16(this.ctx, staging, rows[i] * K, fill.key, fill.key2, fill.scale);
+          this.native.wqQuantizeBf16(this.ctx, staging, rows[i], K, bits, group, packed + BigInt(row * wordsPerRow * 4), scales + BigInt(row * groups * (scalesF32 ? 4 : 2)), scalesF32 ? 1 : 0);
+          row += rows[i];
+          continue;
+        }
+        const m = await this.read(name);
       if (m.gIdx) {
         throw new UserError(`${this.ckpt.dir}: "${name}" is stored with activation reordering (weight_g_idx), which the CUDA backend does not run; use --backend reference.`, this.ckpt.dir);
       }
-      this.native.upload(this.ctx, packed + BigInt(row * wordsPerRow * 4), pack(m.codes as Int8Array, rows[i], K, bits, 1));
-      this.native.upload(this.ctx, scales + BigInt(row * groups * (scalesF32 ? 4 : 2)), scalesF32 ? m.scale : toBf16(m.scale));
-      if (zeroCodes) zeroCodes.set(m.zeroPoint as Int8Array, row * groups);
-      row += rows[i];
+        this.native.upload(this.ctx, packed + BigInt(row * wordsPerRow * 4), pack(m.codes as Int8Array, rows[i], K, bits, 1));
+        this.native.upload(this.ctx, scales + BigInt(row * groups * (scalesF32 ? 4 : 2)), scalesF32 ? m.scale : toBf16(m.scale));
+        if (zeroCodes) zeroCodes.set(m.zeroPoint as Int8Array, row * groups);
+        row += rows[i];
+      }
+    } finally {
+      if (staging !== null) this.native.free(this.ctx, staging);
     }
     let zeros: DevicePtr | null = null;
     if (zeroCodes) {

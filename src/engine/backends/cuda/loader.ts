@@ -8,7 +8,7 @@ import { join, resolve } from 'node:path';
 import { packageRoot } from '../../../common/package-root';
 
 /** The ABI of native/include/klc_native.h that this TypeScript side was written against. */
-export const NATIVE_ABI_VERSION = 8;
+export const NATIVE_ABI_VERSION = 9;
 
 /** A context created on one device; freed by destroy() or when garbage-collected. */
 export type NativeContext = object & { readonly __klcContext: unique symbol };
@@ -151,6 +151,8 @@ export interface NativeKlc {
   wqGemv(ctx: NativeContext, x: DevicePtr, ldx: number, w: NativeWq, y: DevicePtr, ldy: number, M: number, accumulate: number): void;
   /** Rows [row0, row0 + rows) of W dequantized into out, bf16 or fp32 (klc_wq_dequant). */
   wqDequant(ctx: NativeContext, w: NativeWq, row0: number, rows: number, out: DevicePtr, outF32: number): void;
+  /** A bf16 matrix [N, K] on the device quantized into packed codes and scales, symmetric, as the host quantizer (klc_wq_quantize_bf16). */
+  wqQuantizeBf16(ctx: NativeContext, w: DevicePtr, N: number, K: number, bits: number, group: number, packed: DevicePtr, scales: DevicePtr, scalesF32: number): void;
   /** Bytes of the dense expert buffer klc_moe_experts_wq needs for many pairs. */
   moeDenseBytes(ctx: NativeContext, d: number, I: number, E: number, denseF32: number): number;
   /** moeExperts on quantized experts, w13 [E * 2I, d] and w2 [E * d, I] (klc_moe_experts_wq). */
