@@ -109,10 +109,10 @@ export class EngineClient {
   }
 
   ask(request: AskRequest, onText: (delta: string) => void, signal?: AbortSignal): Promise<AskResult> {
-    return this.askThrough(signal, (proc, tokens, ask) => {
-      const text = proc.onProgress(askText, tokens.textToken, onText);
+    return this.askThrough(signal, (proc, tokens, ask, ingestCancelled) => {
+      const text = proc.onProgress(askText, tokens.textToken, (d) => { if (!ingestCancelled.aborted) onText(d); });
       return proc.request(askRequest, { request, ...tokens }, ask).finally(() => text.dispose());
-    }, (r) => [r]);
+    });
   }
 
   /**
@@ -126,13 +126,14 @@ export class EngineClient {
     signal?: AbortSignal,
     onAnswer: (index: number, result: AskResult) => void = () => {},
   ): Promise<AskResult[]> {
-    return this.askThrough(signal, (proc, tokens, ask) => {
+    return this.askThrough(signal, (proc, tokens, ask, ingestCancelled) => {
       const text = proc.onProgress(askBatchText, tokens.textToken, (d) => {
+        if (ingestCancelled.aborted) return;
         if (d.delta) onText(d.index, d.delta);
         if (d.result) onAnswer(d.index, d.result);
       });
       return proc.request(askBatchRequest, { requests, ...tokens }, ask).finally(() => text.dispose());
-    }, (r) => r);
+    });
   }
 
   /**
@@ -141,8 +142,7 @@ export class EngineClient {
    */
   private async askThrough<R>(
     signal: AbortSignal | undefined,
-    send: (proc: EngineProcess, tokens: AskTokens, ask: AbortSignal) => Promise<R>,
-    answers: (r: R) => AskResult[],
+    send: (proc: EngineProcess, tokens: AskTokens, ask: AbortSignal, ingestCancelled: AbortSignal) => Promise<R>,
   ): Promise<R> {
     const workspace = this.options.workspace?.();
     const proc = await this.process();
@@ -165,10 +165,10 @@ export class EngineClient {
     ];
     const ingestCancelled = () => new UserError('The ingest was cancelled, so the question was not answered. Ask again to read the workspace first, or run Ingest Workspace.');
     try {
-      const result = await send(proc, tokens, either(signal, ingestAbort.signal));
-      // Cancel Ingest can reach the engine just after its ingest ended, while the answer begins: the
-      // answer then stops at once, and the user, who cancelled the ingest, gets no half answer.
-      if (answers(result).some((r) => r.stopReason === 'cancelled') && ingestAbort.signal.aborted && !signal?.aborted) throw ingestCancelled();
+      const result = await send(proc, tokens, either(signal, ingestAbort.signal), ingestAbort.signal);
+      // Cancel Ingest can reach the engine after its ingest ended, while the answer runs or even
+      // after it ended: the user, who cancelled the ingest, gets neither text nor answer.
+      if (ingestAbort.signal.aborted && !signal?.aborted) throw ingestCancelled();
       return result;
     } catch (e) {
       if (isCancelled(e) && ingestAbort.signal.aborted && !signal?.aborted) throw ingestCancelled();
