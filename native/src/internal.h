@@ -24,6 +24,12 @@ struct klc_ctx {
   void *blas = nullptr;
   void *scratch[KLC_SCRATCH_SLOTS] = {};
   size_t scratch_bytes[KLC_SCRATCH_SLOTS] = {};
+  // Split-K room of klc_wq_gemv, grown on demand: partial sums, and per-row-tile arrival counters
+  // that are zero between launches (the last CTA of a tile resets its own).
+  float *wq_partial = nullptr;
+  size_t wq_partial_floats = 0;
+  int *wq_arrivals = nullptr;
+  size_t wq_arrivals_count = 0;
 };
 
 namespace klc {
