@@ -57,6 +57,7 @@ struct Args {
   int span;        // chunks (16-byte vectors of a row) per K split
   int splits;
   int stride4;     // float4s per row of X in shared memory (a multiple of 8)
+  int group_shift; // log2(chunks per group) when that is a power of two, else -1
   float *partial;  // [splits, M, N] when splits > 1
   int *arrivals;   // [row tiles] when splits > 1; zero between launches
 };
@@ -107,7 +108,7 @@ __global__ void __launch_bounds__(THREADS, ROWS <= 2 ? 2 : 1) wq_gemv_kernel(Arg
     Batch<R> b;
 #pragma unroll
     for (int r = 0; r < R; ++r) b.v[r] = load_stream(wp[r] + c);
-    const int g = c / chunks_per_group;
+    const int g = a.group_shift >= 0 ? c >> a.group_shift : c / chunks_per_group;
 #pragma unroll
     for (int r = 0; r < R; ++r) {
       b.s[r] = w.scales_f32 ? __float_as_uint(__ldg(static_cast<const float *>(w.scales) + srow[r] + g))
@@ -320,7 +321,11 @@ int launch_rows(klc_ctx *ctx, const Call &c, int sms) {
   if (p.splits > 1) {
     if (int rc = split_room(ctx, p, c)) return rc;
   }
-  const Args a{c.x, c.ldx, c.w, c.y, c.ldy, c.M, c.accumulate, p.span, p.splits, p.stride4,
+  // Groups of 32, 64 or 128 codes are 1, 2 or 4 chunks at 4 bits: a shift finds a chunk's group.
+  const int per_group = c.w.group / (128 / BITS);
+  int shift = 0;
+  while ((1 << shift) < per_group) ++shift;
+  const Args a{c.x, c.ldx, c.w, c.y, c.ldy, c.M, c.accumulate, p.span, p.splits, p.stride4, (1 << shift) == per_group ? shift : -1,
                p.splits > 1 ? ctx->wq_partial : nullptr, p.splits > 1 ? ctx->wq_arrivals : nullptr};
   wq_gemv_kernel<BITS, ROWS><<<dim3(p.tiles, p.splits), THREADS, p.smem, ctx->stream>>>(a);
   const cudaError_t e = cudaGetLastError();
