@@ -341,9 +341,11 @@ int launch_bits(klc_ctx *ctx, const Call &c, int sms) {
 }
 
 int launch(klc_ctx *ctx, const Call &c) {
-  int sms = 0;
-  cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, ctx->device);
-  if (sms < 1) sms = 1;
+  if (ctx->multiprocessors < 1) {
+    cudaDeviceGetAttribute(&ctx->multiprocessors, cudaDevAttrMultiProcessorCount, ctx->device);
+    if (ctx->multiprocessors < 1) ctx->multiprocessors = 1;
+  }
+  const int sms = ctx->multiprocessors;
   return c.w.bits == 4 ? launch_bits<4>(ctx, c, sms) : launch_bits<8>(ctx, c, sms);
 }
 
