@@ -123,10 +123,22 @@ __global__ void __launch_bounds__(THREADS, ROWS <= 2 ? 2 : 1) wq_gemv_kernel(Arg
   Batch<R> cur;
   if (active && c < c1) cur = load(c);
 
-  const int f4 = (c1 - c0) * F4;
-  for (int i = threadIdx.x; i < M * f4; i += THREADS) {
-    const int m = i / f4, f = i - m * f4;
-    xs[m * a.stride4 + swizzle(f)] = *reinterpret_cast<const float4 *>(a.x + (size_t)m * a.ldx + (size_t)c0 * PER_VEC + 4 * f);
+  // STAGE loads per thread are issued before any is stored, so staging waits on about one L2
+  // round trip (8 KiB of X per STAGE x THREADS float4s) rather than one per float4.
+  constexpr int STAGE = 8;
+  const int f4 = (c1 - c0) * F4, total = M * f4;
+  for (int i0 = threadIdx.x; i0 < total; i0 += STAGE * THREADS) {
+    float4 v[STAGE];
+#pragma unroll
+    for (int u = 0; u < STAGE; ++u) {
+      const int i = i0 + u * THREADS, m = i / f4, f = i - m * f4;
+      if (i < total) v[u] = *reinterpret_cast<const float4 *>(a.x + (size_t)m * a.ldx + (size_t)c0 * PER_VEC + 4 * f);
+    }
+#pragma unroll
+    for (int u = 0; u < STAGE; ++u) {
+      const int i = i0 + u * THREADS, m = i / f4, f = i - m * f4;
+      if (i < total) xs[m * a.stride4 + swizzle(f)] = v[u];
+    }
   }
   __syncthreads();
 
