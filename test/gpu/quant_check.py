@@ -210,9 +210,9 @@ def copy_bandwidth():
 
 
 def gemv_speed(klc, gen, copy_bw):
-    """Batch-1 (and, for information, 2..8-row) GEMV time per shape and scheme, as bytes of codes,
-    scales and zero points read per second against the copy bandwidth; every timed result is
-    checked against float64 torch."""
+    """Batch-1 (and, for information, 2..8-row) GEMV time per shape and scheme, as bytes of codes and
+    scales (symmetric weights: no zero points) read per second against the copy bandwidth; every
+    timed result is checked against float64 torch."""
     lib, ctx = klc.lib, klc.ctx
     for bits, group in SPEED_SCHEMES:
         for name, N, K in SPEED_SHAPES:
