@@ -21,6 +21,7 @@
 #include <cuda_bf16.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <string>
 
@@ -332,6 +333,16 @@ int launch_rows(klc_ctx *ctx, const Call &c, int sms) {
   const Plan p = plan_for<BITS, ROWS>(c, sms);
   if (p.splits > 1) {
     if (int rc = split_room(ctx, p, c)) return rc;
+  }
+  // Resident CTAs are what keep loads in flight: ask for the shared-memory side of the L1 split
+  // (this kernel streams its weights past L1), once per device. Only a hint, so a refusal is dropped.
+  static std::atomic<uint32_t> carveout_set{0};
+  const uint32_t bit = 1u << (ctx->device & 31);
+  if (!(carveout_set.load() & bit)) {
+    if (cudaFuncSetAttribute(wq_gemv_kernel<BITS, ROWS>, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared) !=
+        cudaSuccess)
+      cudaGetLastError();
+    carveout_set.fetch_or(bit);
   }
   // Groups of 32, 64 or 128 codes are 1, 2 or 4 chunks at 4 bits: a shift finds a chunk's group.
   const int per_group = c.w.group / (128 / BITS);
