@@ -110,11 +110,19 @@ __global__ void __launch_bounds__(THREADS, ROWS <= 2 ? 2 : 1) wq_gemv_kernel(Arg
 #pragma unroll
     for (int r = 0; r < R; ++r) b.v[r] = load_stream(wp[r] + c);
     const int g = a.group_shift >= 0 ? c >> a.group_shift : c / chunks_per_group;
+    // One uniform branch per kind, not one per row.
+    if (w.scales_f32) {
 #pragma unroll
-    for (int r = 0; r < R; ++r) {
-      b.s[r] = w.scales_f32 ? __float_as_uint(__ldg(static_cast<const float *>(w.scales) + srow[r] + g))
-                            : static_cast<uint32_t>(__ldg(static_cast<const uint16_t *>(w.scales) + srow[r] + g));
-      b.z[r] = zp[r] ? static_cast<uint32_t>(__ldg(zp[r] + g)) : 0u;
+      for (int r = 0; r < R; ++r) b.s[r] = __float_as_uint(__ldg(static_cast<const float *>(w.scales) + srow[r] + g));
+    } else {
+#pragma unroll
+      for (int r = 0; r < R; ++r) b.s[r] = __ldg(static_cast<const uint16_t *>(w.scales) + srow[r] + g);
+    }
+#pragma unroll
+    for (int r = 0; r < R; ++r) b.z[r] = 0u;
+    if (w.zero_points) {
+#pragma unroll
+      for (int r = 0; r < R; ++r) b.z[r] = static_cast<uint32_t>(__ldg(zp[r] + g));
     }
     return b;
   };
@@ -154,7 +162,7 @@ __global__ void __launch_bounds__(THREADS, ROWS <= 2 ? 2 : 1) wq_gemv_kernel(Arg
 #pragma unroll
       for (int r = 0; r < R; ++r) {
         scale[r] = __uint_as_float(w.scales_f32 ? cur.s[r] : cur.s[r] << 16);
-        const int z = zp[r] ? static_cast<int>((cur.z[r] >> zshift[r]) & MASK) : OFFSET;
+        const int z = w.zero_points ? static_cast<int>((cur.z[r] >> zshift[r]) & MASK) : OFFSET;
         bias[r] = 8388608.0f + static_cast<float>(z);
       }
       float part[R][ROWS] = {};
@@ -164,7 +172,7 @@ __global__ void __launch_bounds__(THREADS, ROWS <= 2 ? 2 : 1) wq_gemv_kernel(Arg
         float xv[ROWS][PER_WORD];
 #pragma unroll
         for (int m = 0; m < ROWS; ++m) {
-          if (m >= M) break;
+          if (m > 0 && m >= M) break;  // M >= 1: row 0 of X always exists
           const float4 *xrow = xs + m * a.stride4;
           if constexpr (BITS == 4) {
             const float4 p = xrow[swizzle(l * F4 + 2 * j)], q = xrow[swizzle(l * F4 + 2 * j + 1)];
@@ -195,7 +203,7 @@ __global__ void __launch_bounds__(THREADS, ROWS <= 2 ? 2 : 1) wq_gemv_kernel(Arg
           }
 #pragma unroll
           for (int m = 0; m < ROWS; ++m) {
-            if (m >= M) break;
+            if (m > 0 && m >= M) break;
 #pragma unroll
             for (int i = 0; i < PER_WORD; ++i) part[r][m] = fmaf(q[i], xv[m][i], part[r][m]);
           }
