@@ -6,8 +6,9 @@
 //
 // Batch 1 reads 4 or 8 bits of weight per multiply-add, so the kernel is built to keep HBM busy:
 //   - a warp owns R weight rows and its lanes take consecutive 16-byte chunks of each row, so every
-//     load instruction of the warp reads 512 contiguous bytes of a row, and the next chunk of every
-//     row is in flight while the current one is multiplied (R x 2 loads of 16 bytes per lane);
+//     load instruction of the warp reads 512 contiguous bytes of a row; the next chunk of every row
+//     is in flight while the current one is multiplied (R x 2 loads of 16 bytes per lane), and the
+//     one after is prefetched into L2;
 //   - X is staged once per CTA in shared memory, swizzled (float4 f of a row lives at f ^ (f / 8 % 8)),
 //     so the quarter-warp reading one float4 per lane hits 8 distinct bank groups: the lanes' chunks
 //     are 128 (4-bit) or 64 (8-bit) bytes of X apart, which read from global memory touches one
@@ -48,6 +49,10 @@ struct Tile {
 };
 
 __device__ __forceinline__ int swizzle(int f) { return f ^ ((f >> 3) & 7); }
+
+// Brings the line holding p into L2 without a register or a wait: a warp's loads of a chunk issued
+// a step later then hit L2, which doubles the HBM reads in flight at no register cost.
+__device__ __forceinline__ void prefetch_l2(const void *p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
 
 struct Args {
   const float *x;
@@ -105,11 +110,12 @@ __global__ void __launch_bounds__(THREADS, ROWS <= 2 ? 2 : 1) wq_gemv_kernel(Arg
     zp[r] = w.zero_points ? w.zero_points + (size_t)(row / PER_WORD) * groups : nullptr;
     zshift[r] = BITS * (row % PER_WORD);
   }
+  auto group_of = [&](int c) { return a.group_shift >= 0 ? c >> a.group_shift : c / chunks_per_group; };
   auto load = [&](int c) {
     Batch<R> b;
 #pragma unroll
     for (int r = 0; r < R; ++r) b.v[r] = load_stream(wp[r] + c);
-    const int g = a.group_shift >= 0 ? c >> a.group_shift : c / chunks_per_group;
+    const int g = group_of(c);
     // One uniform branch per kind, not one per row.
     if (w.scales_f32) {
 #pragma unroll
@@ -126,11 +132,22 @@ __global__ void __launch_bounds__(THREADS, ROWS <= 2 ? 2 : 1) wq_gemv_kernel(Arg
     }
     return b;
   };
+  auto prefetch = [&](int c) {
+    const int g = group_of(c);
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      prefetch_l2(wp[r] + c);
+      prefetch_l2(static_cast<const char *>(w.scales) + (srow[r] + g) * (w.scales_f32 ? 4 : 2));
+      if (w.zero_points) prefetch_l2(zp[r] + g);
+    }
+  };
 
-  // The first chunks are requested before X is staged, so HBM is busy from the start.
+  // The first chunks are requested (and the next ones prefetched) before X is staged, so HBM is
+  // busy from the start.
   int c = c0 + lane;
   Batch<R> cur;
   if (active && c < c1) cur = load(c);
+  if (active && c + 32 < c1) prefetch(c + 32);
 
   // STAGE loads per thread are issued before any is stored, so staging waits on about one L2
   // round trip (8 KiB of X per STAGE x THREADS float4s) rather than one per float4.
@@ -157,6 +174,7 @@ __global__ void __launch_bounds__(THREADS, ROWS <= 2 ? 2 : 1) wq_gemv_kernel(Arg
       const int cn = c + 32;
       Batch<R> nxt = cur;
       if (cn < c1) nxt = load(cn);
+      if (cn + 32 < c1) prefetch(cn + 32);
       const int l = c - c0;
       float scale[R], bias[R];
 #pragma unroll
