@@ -261,10 +261,14 @@ typedef struct klc_wq {
 } klc_wq;
 /* y[M, N] (+)= x[M, K] Wᵀ for few rows (M <= 8): decode and batched decode. Reads every code once;
  * (q − z) is exact in fp32, each group's sum is scaled once, fp32 accumulation. Needs K and group
- * multiples of 32 (4 bits) or 16 (8 bits), group dividing K, x 16-byte aligned, ldx a multiple of 4. */
+ * multiples of 32 (4 bits) or 16 (8 bits), group dividing K, x 16-byte aligned, ldx a multiple of 4.
+ * Small N splits K across CTAs (deterministic: partial sums added in split order), using room the
+ * context allocates on first need (a synchronising cudaMalloc, once per size). */
 KLC_API int klc_wq_gemv(klc_ctx *ctx, const float *x, int ldx, const klc_wq *w, float *y, int ldy, int M, int accumulate);
-/* Milliseconds per klc_wq_gemv call over `iters` back-to-back calls after one warm-up (CUDA events). */
-KLC_API int klc_wq_gemv_time(klc_ctx *ctx, const float *x, int ldx, const klc_wq *w, float *y, int ldy, int M, int iters,
+/* Milliseconds per klc_wq_gemv call over `iters` back-to-back calls after one warm-up (CUDA events).
+ * The calls cycle through the `nw` weights w[0 .. nw) (same shape): copies larger together than the
+ * L2 cache make each call read its codes from HBM, as decode does. */
+KLC_API int klc_wq_gemv_time(klc_ctx *ctx, const float *x, int ldx, const klc_wq *w, int nw, float *y, int ldy, int M, int iters,
                              float *ms_per_call);
 /* Rows [row0, row0 + rows) of W dequantized into out [rows, K], bf16 (out_f32 = 0, rounded to
  * nearest even) or fp32 (exact: (q − z) * s in fp32), for the GEMMs of klc_linear and klc_moe_experts. */

@@ -128,6 +128,8 @@ void klc_destroy(klc_ctx *ctx) {
   cudaSetDevice(ctx->device);
   cudaStreamSynchronize(ctx->stream);
   if (ctx->kda_ws) cudaFree(ctx->kda_ws);
+  if (ctx->wq_partial) cudaFree(ctx->wq_partial);
+  if (ctx->wq_arrivals) cudaFree(ctx->wq_arrivals);
   release_tensor_cores(ctx);
   cudaStreamSynchronize(ctx->own_stream);
   cudaStreamDestroy(ctx->own_stream);

@@ -24,6 +24,14 @@ struct klc_ctx {
   void *blas = nullptr;
   void *scratch[KLC_SCRATCH_SLOTS] = {};
   size_t scratch_bytes[KLC_SCRATCH_SLOTS] = {};
+  // The device's multiprocessors (klc_wq_gemv sizes its grid by them), read on first need.
+  int multiprocessors = 0;
+  // Split-K room of klc_wq_gemv, grown on demand: partial sums, and per-row-tile arrival counters
+  // that are zero between launches (the last CTA of a tile resets its own).
+  float *wq_partial = nullptr;
+  size_t wq_partial_floats = 0;
+  int *wq_arrivals = nullptr;
+  size_t wq_arrivals_count = 0;
 };
 
 namespace klc {

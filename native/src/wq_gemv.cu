@@ -2,13 +2,29 @@
 // with M <= 8 and W in compressed-tensors' pack-quantized layout as stored in the checkpoint (no
 // repacking at load), 4-bit (W4A16) or 8-bit (W8A16) codes: 32 / BITS codes per int32, lowest K index
 // in the lowest bits; one bf16 or fp32 scale per `group` columns of a row; zero points (asymmetric)
-// packed 32 / BITS rows to an int32 down the columns of [N, K / group]. A 16-byte load brings 128 / BITS
-// consecutive weights of one group; each is turned into (q − z) exactly in fp32 (the stored code is
-// OR-ed into the mantissa of 2^23, and 2^23 + stored z subtracted), multiplied into every row of X,
-// and the group's sum is scaled once. A group of lanes owns one output column, as in gemv.cu.
+// packed 32 / BITS rows to an int32 down the columns of [N, K / group].
+//
+// Batch 1 reads 4 or 8 bits of weight per multiply-add, so the kernel is built to keep HBM busy:
+//   - a warp owns R weight rows and its lanes take consecutive 16-byte chunks of each row, so every
+//     load instruction of the warp reads 512 contiguous bytes of a row; the next chunk of every row
+//     is in flight while the current one is multiplied (R x 2 loads of 16 bytes per lane), and the
+//     one after is prefetched into L2;
+//   - X is staged once per CTA in shared memory, swizzled (float4 f of a row lives at f ^ (f / 8 % 8)),
+//     so the quarter-warp reading one float4 per lane hits 8 distinct bank groups: the lanes' chunks
+//     are 128 (4-bit) or 64 (8-bit) bytes of X apart, which read from global memory touches one
+//     cache line per lane; each X value read serves the R rows of the warp;
+//   - a code becomes (q − z) exactly in fp32 with one byte permute (the code byte under the exponent
+//     of 2^23) and one subtraction of 2^23 + stored z; a chunk lies in one group, so its sum is
+//     scaled once;
+//   - when the rows give too few CTAs for the GPU (or X's slice would not fit in shared memory),
+//     K is split across CTAs: each writes its partial sums, and the last CTA of a row tile to arrive
+//     adds them in split order, so results do not depend on scheduling.
 #include <cuda_bf16.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cstdint>
+#include <string>
 
 #include "internal.h"
 #include "small_vec.cuh"
@@ -19,65 +35,253 @@ using namespace klc_small;
 
 constexpr int WARPS = 8, THREADS = 32 * WARPS;
 constexpr int MAX_ROWS = 8;
+// The slice of X a CTA stages: within the 48 KiB a launch may use without opting in, less room
+// for the kernel's static shared memory.
+constexpr int X_SMEM_MAX = 48 * 1024 - 128;
+// A K split is at least one chunk per lane.
+constexpr int MIN_SPLIT_CHUNKS = 32;
 
-__device__ __forceinline__ float scale_at(const void *scales, int f32, size_t i) {
-  return f32 ? __ldg(static_cast<const float *>(scales) + i)
-             : __uint_as_float(static_cast<uint32_t>(__ldg(static_cast<const uint16_t *>(scales) + i)) << 16);
-}
+// Weight rows per warp: 4 for one or two rows of X, 2 for more (each row of X adds R accumulators).
+template <int ROWS>
+struct Tile {
+  static constexpr int R = ROWS <= 2 ? 4 : 2;
+  static constexpr int BLOCK_ROWS = WARPS * R;
+};
 
-// LANES lanes per output column, M <= ROWS.
-template <int BITS, int LANES, int ROWS>
-__global__ void __launch_bounds__(THREADS)
-    wq_gemv_kernel(const float *__restrict__ x, int ldx, klc_wq w, float *__restrict__ y, int ldy, int M, int accumulate) {
-  constexpr int PER_VEC = 128 / BITS;  // weights per 16-byte load
+__device__ __forceinline__ int swizzle(int f) { return f ^ ((f >> 3) & 7); }
+
+// Brings the line holding p into L2 without a register or a wait: a warp's loads of a chunk issued
+// a step later then hit L2, which doubles the HBM reads in flight at no register cost.
+__device__ __forceinline__ void prefetch_l2(const void *p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
+
+struct Args {
+  const float *x;
+  int ldx;
+  klc_wq w;
+  float *y;
+  int ldy, M, accumulate;
+  int span;        // chunks (16-byte vectors of a row) per K split
+  int splits;
+  int stride4;     // float4s per row of X in shared memory (a multiple of 8)
+  int group_shift; // log2(chunks per group) when that is a power of two, else -1
+  float *partial;  // [splits, M, N] when splits > 1
+  int *arrivals;   // [row tiles] when splits > 1; zero between launches
+};
+
+// One chunk of each of the warp's R rows, with the raw bits of its scale (fp32, or bf16 in the low
+// half) and of its zero-point word: decoded where they are used, so nothing waits on these loads
+// before the chunk before is multiplied.
+template <int R>
+struct Batch {
+  uint4 v[R];
+  uint32_t s[R], z[R];
+};
+
+template <int BITS, int ROWS>
+__global__ void __launch_bounds__(THREADS, ROWS <= 2 ? 2 : 1) wq_gemv_kernel(Args a) {
+  constexpr int R = Tile<ROWS>::R, BLOCK_ROWS = Tile<ROWS>::BLOCK_ROWS;
+  constexpr int PER_VEC = 128 / BITS;  // codes per 16-byte chunk
+  constexpr int F4 = PER_VEC / 4;      // float4s of X per chunk
   constexpr int PER_WORD = 32 / BITS;
   constexpr uint32_t MASK = (1u << BITS) - 1u;
   constexpr int OFFSET = 1 << (BITS - 1);
-  constexpr int PER_WARP = 32 / LANES;
-  const int lane = threadIdx.x & 31;
-  const int first = (blockIdx.x * WARPS + (threadIdx.x >> 5)) * PER_WARP;
-  if (first >= w.N) return;
-  const int col = first + lane / LANES, sub = lane % LANES;
-  const bool live = col < w.N;
-  const int row = live ? col : first;
-  const int nv = w.K / PER_VEC, groups = w.K / w.group, vecs_per_group = w.group / PER_VEC;
-  const uint4 *wp = reinterpret_cast<const uint4 *>(w.w_packed) + (size_t)row * nv;
-  const size_t srow = (size_t)row * groups;
-  const int32_t *zp = w.zero_points ? w.zero_points + (size_t)(row / PER_WORD) * groups : nullptr;
-  const int zshift = BITS * (row % PER_WORD);
-  float acc[ROWS] = {};
-#pragma unroll(ROWS == 1 ? 4 : 2)
-  for (int v = sub; v < nv; v += LANES) {
-    const uint4 wv = load_stream(wp + v);
-    const int g = v / vecs_per_group;
-    const float s = scale_at(w.scales, w.scales_f32, srow + g);
-    const int z = zp ? static_cast<int>((static_cast<uint32_t>(__ldg(zp + g)) >> zshift) & MASK) : OFFSET;
-    const float bias = 8388608.0f + static_cast<float>(z);
-    const uint32_t words[4] = {wv.x, wv.y, wv.z, wv.w};
-    float q[PER_VEC];
+  extern __shared__ float4 xs[];
+  __shared__ int last;
+
+  const klc_wq &w = a.w;
+  const int M = a.M, N = w.N;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int tile = blockIdx.x, split = blockIdx.y;
+  const int chunks = w.K / PER_VEC;
+  const int c0 = split * a.span, c1 = min(chunks, c0 + a.span);
+  const int row0 = tile * BLOCK_ROWS + warp * R;
+  const bool active = row0 < N;  // warps past N only join the barriers
+  const int groups = w.K / w.group, chunks_per_group = w.group / PER_VEC;
+
+  const uint4 *wp[R];
+  const int32_t *zp[R];
+  size_t srow[R];
+  int zshift[R];
 #pragma unroll
-    for (int j = 0; j < 4; ++j)
+  for (int r = 0; r < R; ++r) {
+    const int row = min(row0 + r, N - 1);  // rows past N are computed and not written
+    wp[r] = reinterpret_cast<const uint4 *>(w.w_packed) + (size_t)row * chunks;
+    srow[r] = (size_t)row * groups;
+    zp[r] = w.zero_points ? w.zero_points + (size_t)(row / PER_WORD) * groups : nullptr;
+    zshift[r] = BITS * (row % PER_WORD);
+  }
+  auto group_of = [&](int c) { return a.group_shift >= 0 ? c >> a.group_shift : c / chunks_per_group; };
+  auto load = [&](int c) {
+    Batch<R> b;
 #pragma unroll
-      for (int i = 0; i < PER_WORD; ++i) q[PER_WORD * j + i] = __uint_as_float(0x4B000000u | ((words[j] >> (BITS * i)) & MASK)) - bias;
+    for (int r = 0; r < R; ++r) b.v[r] = load_stream(wp[r] + c);
+    const int g = group_of(c);
+    // One uniform branch per kind, not one per row.
+    if (w.scales_f32) {
 #pragma unroll
-    for (int r = 0; r < ROWS; ++r) {
-      if (r >= M) break;
-      const float *xr = x + (size_t)r * ldx + (size_t)v * PER_VEC;
-      float part = 0.f;
+      for (int r = 0; r < R; ++r) b.s[r] = __float_as_uint(__ldg(static_cast<const float *>(w.scales) + srow[r] + g));
+    } else {
 #pragma unroll
-      for (int j = 0; j < PER_VEC / 8; ++j) part = dot8(q + 8 * j, xr + 8 * j, part);
-      acc[r] = fmaf(s, part, acc[r]);
+      for (int r = 0; r < R; ++r) b.s[r] = __ldg(static_cast<const uint16_t *>(w.scales) + srow[r] + g);
+    }
+#pragma unroll
+    for (int r = 0; r < R; ++r) b.z[r] = 0u;
+    if (w.zero_points) {
+#pragma unroll
+      for (int r = 0; r < R; ++r) b.z[r] = static_cast<uint32_t>(__ldg(zp[r] + g));
+    }
+    return b;
+  };
+  auto prefetch = [&](int c) {
+    const int g = group_of(c);
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      prefetch_l2(wp[r] + c);
+      prefetch_l2(static_cast<const char *>(w.scales) + (srow[r] + g) * (w.scales_f32 ? 4 : 2));
+      if (w.zero_points) prefetch_l2(zp[r] + g);
+    }
+  };
+
+  // The first chunks are requested (and the next ones prefetched) before X is staged, so HBM is
+  // busy from the start.
+  int c = c0 + lane;
+  Batch<R> cur;
+  if (active && c < c1) cur = load(c);
+  if (active && c + 32 < c1) prefetch(c + 32);
+
+  // STAGE loads per thread are issued before any is stored, so staging waits on about one L2
+  // round trip (8 KiB of X per STAGE x THREADS float4s) rather than one per float4.
+  constexpr int STAGE = 8;
+  const int f4 = (c1 - c0) * F4, total = M * f4;
+  for (int i0 = threadIdx.x; i0 < total; i0 += STAGE * THREADS) {
+    float4 v[STAGE];
+#pragma unroll
+    for (int u = 0; u < STAGE; ++u) {
+      const int i = i0 + u * THREADS, m = i / f4, f = i - m * f4;
+      if (i < total) v[u] = *reinterpret_cast<const float4 *>(a.x + (size_t)m * a.ldx + (size_t)c0 * PER_VEC + 4 * f);
+    }
+#pragma unroll
+    for (int u = 0; u < STAGE; ++u) {
+      const int i = i0 + u * THREADS, m = i / f4, f = i - m * f4;
+      if (i < total) xs[m * a.stride4 + swizzle(f)] = v[u];
+    }
+  }
+  __syncthreads();
+
+  float acc[R][ROWS] = {};
+  if (active) {
+    while (c < c1) {
+      const int cn = c + 32;
+      Batch<R> nxt = cur;
+      if (cn < c1) nxt = load(cn);
+      if (cn + 32 < c1) prefetch(cn + 32);
+      const int l = c - c0;
+      float scale[R], bias[R];
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        scale[r] = __uint_as_float(w.scales_f32 ? cur.s[r] : cur.s[r] << 16);
+        const int z = w.zero_points ? static_cast<int>((cur.z[r] >> zshift[r]) & MASK) : OFFSET;
+        bias[r] = 8388608.0f + static_cast<float>(z);
+      }
+      float part[R][ROWS] = {};
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        // X at the word's PER_WORD consecutive k, for every row of X.
+        float xv[ROWS][PER_WORD];
+#pragma unroll
+        for (int m = 0; m < ROWS; ++m) {
+          if (m > 0 && m >= M) break;  // M >= 1: row 0 of X always exists
+          const float4 *xrow = xs + m * a.stride4;
+          if constexpr (BITS == 4) {
+            const float4 p = xrow[swizzle(l * F4 + 2 * j)], q = xrow[swizzle(l * F4 + 2 * j + 1)];
+            const float v[8] = {p.x, p.y, p.z, p.w, q.x, q.y, q.z, q.w};
+#pragma unroll
+            for (int i = 0; i < 8; ++i) xv[m][i] = v[i];
+          } else {
+            const float4 p = xrow[swizzle(l * F4 + j)];
+            xv[m][0] = p.x, xv[m][1] = p.y, xv[m][2] = p.z, xv[m][3] = p.w;
+          }
+        }
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+          const uint4 &v = cur.v[r];
+          const uint32_t word = j == 0 ? v.x : j == 1 ? v.y : j == 2 ? v.z : v.w;
+          // Code i of the word as the low byte of 2^23's bit pattern is the float 2^23 + code, exactly.
+          float q[PER_WORD];
+          if constexpr (BITS == 4) {
+            const uint32_t even = word & 0x0F0F0F0Fu, odd = (word >> 4) & 0x0F0F0F0Fu;
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+              q[2 * i] = __uint_as_float(__byte_perm(even, 0x4B000000u, 0x7440u + i)) - bias[r];
+              q[2 * i + 1] = __uint_as_float(__byte_perm(odd, 0x4B000000u, 0x7440u + i)) - bias[r];
+            }
+          } else {
+#pragma unroll
+            for (int i = 0; i < 4; ++i) q[i] = __uint_as_float(__byte_perm(word, 0x4B000000u, 0x7440u + i)) - bias[r];
+          }
+#pragma unroll
+          for (int m = 0; m < ROWS; ++m) {
+            if (m > 0 && m >= M) break;
+#pragma unroll
+            for (int i = 0; i < PER_WORD; ++i) part[r][m] = fmaf(q[i], xv[m][i], part[r][m]);
+          }
+        }
+      }
+#pragma unroll
+      for (int r = 0; r < R; ++r)
+#pragma unroll
+        for (int m = 0; m < ROWS; ++m) acc[r][m] = fmaf(scale[r], part[r][m], acc[r][m]);
+      cur = nxt;
+      c = cn;
     }
   }
 #pragma unroll
-  for (int r = 0; r < ROWS; ++r) {
-    if (r >= M) break;
-    const float sum = group_sum<LANES>(acc[r]);
-    if (live && sub == 0) {
-      float *dst = y + (size_t)r * ldy + col;
-      *dst = accumulate ? *dst + sum : sum;
+  for (int r = 0; r < R; ++r)
+#pragma unroll
+    for (int m = 0; m < ROWS; ++m) acc[r][m] = group_sum<32>(acc[r][m]);
+
+  if (a.splits == 1) {
+    if (!active || lane != 0) return;
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      if (row0 + r >= N) break;
+#pragma unroll
+      for (int m = 0; m < ROWS; ++m) {
+        if (m >= M) break;
+        float *dst = a.y + (size_t)m * a.ldy + row0 + r;
+        *dst = a.accumulate ? *dst + acc[r][m] : acc[r][m];
+      }
+    }
+    return;
+  }
+
+  // Split K: partial sums out, then the last CTA of the tile to arrive adds them in split order.
+  if (active && lane == 0) {
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      if (row0 + r >= N) break;
+#pragma unroll
+      for (int m = 0; m < ROWS; ++m) {
+        if (m >= M) break;
+        a.partial[((size_t)split * M + m) * N + row0 + r] = acc[r][m];
+      }
     }
   }
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) last = atomicAdd(a.arrivals + tile, 1) == a.splits - 1;
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  const int first = tile * BLOCK_ROWS, rows = min(BLOCK_ROWS, N - first);
+  for (int i = threadIdx.x; i < M * rows; i += THREADS) {
+    const int m = i / rows, row = first + i % rows;
+    float sum = 0.f;
+    for (int s = 0; s < a.splits; ++s) sum += __ldcg(a.partial + ((size_t)s * M + m) * N + row);
+    float *dst = a.y + (size_t)m * a.ldy + row;
+    *dst = a.accumulate ? *dst + sum : sum;
+  }
+  if (threadIdx.x == 0) a.arrivals[tile] = 0;
 }
 
 struct Call {
@@ -88,35 +292,110 @@ struct Call {
   int ldy, M, accumulate;
 };
 
-template <int BITS, int LANES, int ROWS>
-void launch_rows(const Call &c, cudaStream_t stream) {
-  constexpr int cols_per_block = WARPS * 32 / LANES;
-  wq_gemv_kernel<BITS, LANES, ROWS>
-      <<<(c.w.N + cols_per_block - 1) / cols_per_block, THREADS, 0, stream>>>(c.x, c.ldx, c.w, c.y, c.ldy, c.M, c.accumulate);
+// The split of K and the shared memory of one call.
+struct Plan {
+  int tiles, splits, span, stride4;
+  size_t smem;
+};
+
+template <int BITS, int ROWS>
+Plan plan_for(const Call &c, int sms) {
+  constexpr int PER_VEC = 128 / BITS, F4 = PER_VEC / 4;
+  // An 8-bit chunk is 4 float4s and a shared row is padded to 8: spans are then even.
+  constexpr int SPAN_STEP = F4 == 8 ? 1 : 2;
+  Plan p{};
+  p.tiles = (c.w.N + Tile<ROWS>::BLOCK_ROWS - 1) / Tile<ROWS>::BLOCK_ROWS;
+  const int chunks = c.w.K / PER_VEC;
+  const int cap = X_SMEM_MAX / (16 * F4 * c.M) / SPAN_STEP * SPAN_STEP;
+  int splits = (chunks + cap - 1) / cap;
+  if (p.tiles < sms) {
+    const int wanted = (2 * sms + p.tiles - 1) / p.tiles, most = chunks / MIN_SPLIT_CHUNKS;
+    splits = std::max(splits, std::min(wanted, most));
+  }
+  p.span = ((chunks + splits - 1) / splits + SPAN_STEP - 1) / SPAN_STEP * SPAN_STEP;
+  p.splits = (chunks + p.span - 1) / p.span;
+  p.stride4 = (p.span * F4 + 7) / 8 * 8;
+  p.smem = (size_t)c.M * p.stride4 * 16;
+  return p;
 }
 
-template <int BITS, int LANES>
-void launch_lanes(const Call &c, cudaStream_t stream) {
-  if (c.M == 1) launch_rows<BITS, LANES, 1>(c, stream);
-  else if (c.M <= 2) launch_rows<BITS, LANES, 2>(c, stream);
-  else if (c.M <= 4) launch_rows<BITS, LANES, 4>(c, stream);
-  else launch_rows<BITS, LANES, MAX_ROWS>(c, stream);
+// Grows the context's split-K room (partial sums, zeroed arrival counters) to this plan's needs.
+int split_room(klc_ctx *ctx, const Plan &p, const Call &c) {
+  const size_t floats = (size_t)p.splits * c.M * c.w.N;
+  if (ctx->wq_partial_floats < floats || ctx->wq_arrivals_count < (size_t)p.tiles) {
+    // Earlier launches may still read the old room.
+    cudaError_t e = cudaStreamSynchronize(ctx->stream);
+    if (e != cudaSuccess) return klc::fail_cuda(e, "the quantized linear layer (waiting to grow its split-K room)");
+    if (ctx->wq_partial_floats < floats) {
+      if (ctx->wq_partial) cudaFree(ctx->wq_partial);
+      ctx->wq_partial = nullptr;
+      ctx->wq_partial_floats = 0;
+      const size_t grown = floats + floats / 4;
+      if ((e = cudaMalloc(&ctx->wq_partial, grown * sizeof(float))) != cudaSuccess) {
+        ctx->wq_partial = nullptr;
+        return klc::fail_cuda(e, ("allocating " + std::to_string((grown * 4) >> 10) + " KiB of split-K room for the quantized linear layer").c_str());
+      }
+      ctx->wq_partial_floats = grown;
+    }
+    if (ctx->wq_arrivals_count < (size_t)p.tiles) {
+      if (ctx->wq_arrivals) cudaFree(ctx->wq_arrivals);
+      ctx->wq_arrivals = nullptr;
+      ctx->wq_arrivals_count = 0;
+      const size_t grown = (size_t)p.tiles + p.tiles / 4;
+      if ((e = cudaMalloc(&ctx->wq_arrivals, grown * sizeof(int))) != cudaSuccess ||
+          (e = cudaMemsetAsync(ctx->wq_arrivals, 0, grown * sizeof(int), ctx->stream)) != cudaSuccess) {
+        if (ctx->wq_arrivals) cudaFree(ctx->wq_arrivals);
+        ctx->wq_arrivals = nullptr;
+        return klc::fail_cuda(e, "allocating the split-K counters of the quantized linear layer");
+      }
+      ctx->wq_arrivals_count = grown;
+    }
+  }
+  return KLC_OK;
 }
 
-// As many lanes per column as there are 16-byte vectors in a row, up to a warp: short rows
-// (K = 1024 at 4 bits is 32 vectors) still keep every lane busy.
+template <int BITS, int ROWS>
+int launch_rows(klc_ctx *ctx, const Call &c, int sms) {
+  const Plan p = plan_for<BITS, ROWS>(c, sms);
+  if (p.splits > 1) {
+    if (int rc = split_room(ctx, p, c)) return rc;
+  }
+  // Resident CTAs are what keep loads in flight: ask for the shared-memory side of the L1 split
+  // (this kernel streams its weights past L1), once per device. Only a hint, so a refusal is dropped.
+  static std::atomic<uint32_t> carveout_set{0};
+  const uint32_t bit = 1u << (ctx->device & 31);
+  if (!(carveout_set.load() & bit)) {
+    if (cudaFuncSetAttribute(wq_gemv_kernel<BITS, ROWS>, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared) !=
+        cudaSuccess)
+      cudaGetLastError();
+    carveout_set.fetch_or(bit);
+  }
+  // Groups of 32, 64 or 128 codes are 1, 2 or 4 chunks at 4 bits: a shift finds a chunk's group.
+  const int per_group = c.w.group / (128 / BITS);
+  int shift = 0;
+  while ((1 << shift) < per_group) ++shift;
+  const Args a{c.x, c.ldx, c.w, c.y, c.ldy, c.M, c.accumulate, p.span, p.splits, p.stride4, (1 << shift) == per_group ? shift : -1,
+               p.splits > 1 ? ctx->wq_partial : nullptr, p.splits > 1 ? ctx->wq_arrivals : nullptr};
+  wq_gemv_kernel<BITS, ROWS><<<dim3(p.tiles, p.splits), THREADS, p.smem, ctx->stream>>>(a);
+  const cudaError_t e = cudaGetLastError();
+  return e == cudaSuccess ? KLC_OK : klc::fail_cuda(e, "the quantized linear layer (few rows)");
+}
+
 template <int BITS>
-void launch_bits(const Call &c, cudaStream_t stream) {
-  const int nv = c.w.K / (128 / BITS);
-  if (nv >= 32) launch_lanes<BITS, 32>(c, stream);
-  else if (nv >= 16) launch_lanes<BITS, 16>(c, stream);
-  else if (nv >= 8) launch_lanes<BITS, 8>(c, stream);
-  else launch_lanes<BITS, 4>(c, stream);
+int launch_bits(klc_ctx *ctx, const Call &c, int sms) {
+  if (c.M == 1) return launch_rows<BITS, 1>(ctx, c, sms);
+  if (c.M <= 2) return launch_rows<BITS, 2>(ctx, c, sms);
+  if (c.M <= 4) return launch_rows<BITS, 4>(ctx, c, sms);
+  return launch_rows<BITS, MAX_ROWS>(ctx, c, sms);
 }
 
-void launch(const Call &c, cudaStream_t stream) {
-  if (c.w.bits == 4) launch_bits<4>(c, stream);
-  else launch_bits<8>(c, stream);
+int launch(klc_ctx *ctx, const Call &c) {
+  if (ctx->multiprocessors < 1) {
+    cudaDeviceGetAttribute(&ctx->multiprocessors, cudaDevAttrMultiProcessorCount, ctx->device);
+    if (ctx->multiprocessors < 1) ctx->multiprocessors = 1;
+  }
+  const int sms = ctx->multiprocessors;
+  return c.w.bits == 4 ? launch_bits<4>(ctx, c, sms) : launch_bits<8>(ctx, c, sms);
 }
 
 int check(const Call &c) {
@@ -156,30 +435,32 @@ KLC_API int klc_wq_gemv(klc_ctx *ctx, const float *x, int ldx, const klc_wq *w, 
   const Call c{x, ldx, *w, y, ldy, M, accumulate};
   if (int rc = check(c)) return rc;
   if (int rc = klc::use_device(ctx)) return rc;
-  launch(c, ctx->stream);
-  const cudaError_t e = cudaGetLastError();
-  return e == cudaSuccess ? KLC_OK : klc::fail_cuda(e, "the quantized linear layer (few rows)");
+  return launch(ctx, c);
 }
 
-KLC_API int klc_wq_gemv_time(klc_ctx *ctx, const float *x, int ldx, const klc_wq *w, float *y, int ldy, int M, int iters,
+KLC_API int klc_wq_gemv_time(klc_ctx *ctx, const float *x, int ldx, const klc_wq *w, int nw, float *y, int ldy, int M, int iters,
                              float *ms_per_call) {
-  if (!w) return klc::fail(KLC_E_ARG, "quantized gemv time: the weight is required");
-  const Call c{x, ldx, *w, y, ldy, M, 0};
-  if (int rc = check(c)) return rc;
+  if (!w || nw < 1) return klc::fail(KLC_E_ARG, "quantized gemv time: at least one weight is required");
   if (iters < 1 || !ms_per_call) return klc::fail(KLC_E_ARG, "quantized gemv time: iters must be >= 1 and ms_per_call set");
+  for (int i = 0; i < nw; ++i) {
+    if (int rc = check(Call{x, ldx, w[i], y, ldy, M, 0})) return rc;
+  }
   if (int rc = klc::use_device(ctx)) return rc;
+  // One call first: it grows the split-K room outside the timed span.
+  if (int rc = launch(ctx, Call{x, ldx, w[0], y, ldy, M, 0})) return rc;
   cudaEvent_t start, stop;
   cudaEventCreate(&start);
   cudaEventCreate(&stop);
-  launch(c, ctx->stream);
   cudaEventRecord(start, ctx->stream);
-  for (int i = 0; i < iters; ++i) launch(c, ctx->stream);
+  int rc = KLC_OK;
+  for (int i = 0; i < iters && rc == KLC_OK; ++i) rc = launch(ctx, Call{x, ldx, w[i % nw], y, ldy, M, 0});
   cudaEventRecord(stop, ctx->stream);
   cudaError_t e = cudaEventSynchronize(stop);
   float ms = 0.f;
   if (e == cudaSuccess) e = cudaEventElapsedTime(&ms, start, stop);
   cudaEventDestroy(start);
   cudaEventDestroy(stop);
+  if (rc) return rc;
   if (e != cudaSuccess) return klc::fail_cuda(e, "timing the quantized linear layer");
   *ms_per_call = ms / iters;
   return KLC_OK;

@@ -3,12 +3,17 @@ moe_small_wq.cu) against float64 torch. Weights are packed here with torch in co
 pack-quantized layout (independently of the engine's packer): 4-bit (group 32/128) and 8-bit (per
 channel, group 128), symmetric and with zero points, bf16 and fp32 scales, at Kimi-Linear-48B-A3B's
 projection shapes:
-  klc_wq_gemv, M = 1..8 rows (accumulate too), tolerance 2e-5 relative;
+  klc_wq_gemv, M = 1..8 rows (accumulate too), tolerance 2e-5 relative, and K split across CTAs
+  (few row tiles, or 8 rows of X too wide for shared memory) repeating bitwise;
   klc_wq_dequant into fp32 (exact: equal to fp32((q - z) * s)) and bf16 (round to nearest even);
   klc_moe_experts_wq, few pairs (codes read by the small-batch kernels, 2e-5) and many (experts
   dequantized, then klc_moe_experts; exact mode 2e-5, tensor-core mode 2e-2 for bf16 activations).
-Then batch-1 GEMV speed as effective bandwidth against the copy bandwidth, and one prefill GEMM
-(4096 rows) on dequantized INT4 weights against the bf16 GEMM (klc_linear, tensor cores).
+Then GEMV speed at the 48B model's decode shapes and 8192^2 (INT4 group 32 and 128, INT8 per
+channel; M = 1, and 2..8 for information): "figure: gemv ... M=1: T us, B GB/s = P% of copy (batch 1)",
+bytes of codes and scales read per second against the copy bandwidth measured first in the same
+process, each call reading from HBM (the calls cycle through copies larger than L2) and each timed
+result checked against float64; and one prefill GEMM (4096 rows) on dequantized INT4 weights
+against the bf16 GEMM (klc_linear, tensor cores).
 Prints one line per case; exits non-zero when a case fails.
 
   node tools/build-native.mjs --archs 90 && (cd test/gpu && python3 quant_check.py)
@@ -107,6 +112,26 @@ def gemv_cases(klc, gen):
     check("gemv M = 9 is refused", 0.0 if rc != 0 else 1.0, 0.5, message=lib.klc_last_error().decode())
 
 
+def gemv_split_cases(klc, gen):
+    """K split across CTAs (few row tiles: MLA kv_a; eight rows of X whose K slice exceeds shared memory:
+    the dense MLP's down projection), with zero points and accumulation, and bitwise repeatable."""
+    lib, ctx = klc.lib, klc.ctx
+    for bits, N, K, group, M, acc in ((4, 576, 2304, 32, 1, 0), (8, 576, 2304, 128, 2, 1), (4, 2304, 9216, 128, 8, 1),
+                                      (8, 2304, 9216, 9216, 8, 0), (4, 8192, 8192, 128, 5, 0)):
+        m = QMat(N, K, bits, group, False, False, gen)
+        x = torch.randn(M, K, generator=gen, device="cuda")
+        ys = []
+        for _ in range(2):
+            y = torch.full((M, N), 0.5, device="cuda")
+            klc._check(lib.klc_wq_gemv(ctx, c_p(x.data_ptr()), K, ctypes.byref(m.wq), c_p(y.data_ptr()), N, M, acc))
+            klc.sync()
+            ys.append(y)
+        want = x.double() @ m.w.T + (0.5 if acc else 0.0)
+        name = f"gemv INT{bits} N={N} K={K} group={group} asym M={M}{' accumulate' if acc else ''} (split K)"
+        check(name, rel(ys[0], want), 2e-5)
+        check(name + " repeats bitwise", float((ys[0] != ys[1]).sum().item()), 0.0)
+
+
 def dequant_cases(klc, gen):
     for bits, group, symmetric, f32 in ((4, 32, False, False), (4, 128, True, True), (8, 2304, False, True), (8, 128, True, False)):
         m = QMat(1000, 2304, bits, group, symmetric, f32, gen)
@@ -157,8 +182,21 @@ def moe_case(klc, gen, T, bits, group, symmetric, tensor_cores, d=2304, I=1024, 
           2e-2 if tensor_cores and T * k > 128 else 2e-5)
 
 
-def speed(klc, gen):
-    lib, ctx = klc.lib, klc.ctx
+# Kimi-Linear-48B-A3B's projections read by klc_wq_gemv at decode (hidden 2304; KDA 32 heads x 128;
+# MLA q 32 x 192, kv_a 512 + 64, o 32 x 128; dense layer 0 with intermediate 9216; the shared expert
+# with 1024), the lm_head's size (the backend keeps lm_head dense) and the 8192^2 benchmark shape.
+SPEED_SHAPES = (("8192^2 benchmark", 8192, 8192), ("KDA q/k/v stacked", 12288, 2304), ("KDA/MLA o_proj", 2304, 4096),
+                ("MLA q_proj", 6144, 2304), ("MLA kv_a_proj", 576, 2304), ("dense MLP gate/up", 18432, 2304),
+                ("dense MLP down", 2304, 9216), ("shared expert gate/up", 2048, 2304), ("shared expert down", 2304, 1024),
+                ("lm_head size", 163840, 2304))
+# Schemes timed: AWQ INT4 as published for this model (group 32), INT4 group 128, INT8 per channel.
+SPEED_SCHEMES = ((4, 32), (4, 128), (8, None))
+# The copies a timing cycles through add up to at least this: more than the L2 cache, so every call
+# reads its codes from HBM as decode does.
+ROTATE_BYTES = 512 << 20
+
+
+def copy_bandwidth():
     big = torch.empty(1 << 28, dtype=torch.float32, device="cuda")
     torch.cuda.synchronize()
     start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -168,20 +206,44 @@ def speed(klc, gen):
         big.clone()
     stop.record()
     torch.cuda.synchronize()
-    copy_bw = 2 * big.numel() * 4 * 10 / (start.elapsed_time(stop) / 1e3)
-    del big
-    print(f"copy bandwidth (torch clone, 1 GiB): {copy_bw / 1e12:.2f} TB/s", flush=True)
-    for bits, N, K, group in ((4, 8192, 8192, 128), (4, 8192, 8192, 32), (4, 4096, 2304, 32), (4, 2304, 4096, 128), (8, 8192, 8192, 8192),
-                              (8, 4096, 2304, 2304)):
-        m = QMat(N, K, bits, group, True, False, gen)
-        x = torch.randn(1, K, device="cuda")
-        y = torch.empty(1, N, device="cuda")
-        ms = ctypes.c_float()
-        klc._check(lib.klc_wq_gemv_time(ctx, c_p(x.data_ptr()), K, ctypes.byref(m.wq), c_p(y.data_ptr()), N, 1, 200, ctypes.byref(ms)))
-        moved = m.packed.numel() * 4 + m.scales.numel() * 2
-        bw = moved / (ms.value / 1e3)
-        print(f"figure: gemv INT{bits} N={N} K={K} group={group} M=1: {ms.value * 1e3:.1f} us, {bw / 1e12:.2f} TB/s = {100 * bw / copy_bw:.0f}% of copy",
-              flush=True)
+    return 2 * big.numel() * 4 * 10 / (start.elapsed_time(stop) / 1e3)
+
+
+def gemv_speed(klc, gen, copy_bw):
+    """Batch-1 (and, for information, 2..8-row) GEMV time per shape and scheme, as bytes of codes and
+    scales (symmetric weights: no zero points) read per second against the copy bandwidth; every
+    timed result is checked against float64 torch."""
+    lib, ctx = klc.lib, klc.ctx
+    for bits, group in SPEED_SCHEMES:
+        for name, N, K in SPEED_SHAPES:
+            g = group or K
+            m = QMat(N, K, bits, g, True, False, gen)
+            moved = m.packed.numel() * 4 + m.scales.numel() * m.scales.element_size()
+            copies = [(m.packed, m.scales)] + [(m.packed.clone(), m.scales.clone()) for _ in range(max(1, -(-ROTATE_BYTES // moved)) - 1)]
+            arr = (Wq * len(copies))(*[Wq(p.data_ptr(), s.data_ptr(), None, bits, N, K, g, 0) for p, s in copies])
+            rows = (1, 2, 4, 8) if name in ("8192^2 benchmark", "KDA q/k/v stacked") else (1,)
+            for M in rows:
+                x = torch.randn(M, K, generator=gen, device="cuda")
+                y = torch.empty(M, N, device="cuda")
+                ms = ctypes.c_float()
+                iters = max(20, min(500, int(2e9 / moved)))
+                klc._check(lib.klc_wq_gemv_time(ctx, c_p(x.data_ptr()), K, arr, len(copies), c_p(y.data_ptr()), N, M, iters, ctypes.byref(ms)))
+                klc.sync()
+                label = f"gemv INT{bits} group={group or 'channel'} {name} N={N} K={K} M={M}"
+                check(label + " (timed result)", rel(y, x.double() @ m.w.T), 2e-5)
+                bw = moved / (ms.value / 1e3)
+                print(f"figure: {label}: {ms.value * 1e3:.1f} us, {bw / 1e9:.0f} GB/s = {100 * bw / copy_bw:.0f}% of copy"
+                      f"{' (batch 1)' if M == 1 else ' (info)'}", flush=True)
+            del copies, arr, m
+            torch.cuda.empty_cache()
+
+
+def speed(klc, gen):
+    lib, ctx = klc.lib, klc.ctx
+    copy_bw = copy_bandwidth()
+    print(f"figure: copy bandwidth (torch clone, 1 GiB, read + write): {copy_bw / 1e9:.0f} GB/s", flush=True)
+    gemv_speed(klc, gen, copy_bw)
+    start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     # Prefill: one 4096-row GEMM on INT4 weights = dequantize + bf16 GEMM, against the bf16 GEMM alone.
     set_tensor_cores(klc, True)
     M, N, K = 4096, 4096, 2304
@@ -216,6 +278,7 @@ def main():
     klc = Klc()
     gen = torch.Generator(device="cuda").manual_seed(11)
     gemv_cases(klc, gen)
+    gemv_split_cases(klc, gen)
     dequant_cases(klc, gen)
     for bits, group in ((4, 32), (4, 128), (8, None)):
         for symmetric in (True, False):

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Device run of the quantized CUDA paths (issue 11), about 3 minutes: the klc_wq kernels against
 # float64 torch (test/gpu/quant_check.py: GEMV at 4 and 8 bits, dequantization, MoE on quantized
-# experts, GEMV bandwidth and the prefill GEMM on dequantized INT4 against bf16), then the tiny
-# golden model with INT4/INT8 weights (at load and stored) on the CUDA backend against the
-# reference backend (test/gpu/quant-model.test.ts).
+# experts, GEMV bandwidth per decode shape against the copy bandwidth, and the prefill GEMM on
+# dequantized INT4 against bf16), then the tiny golden model with INT4/INT8 weights (at load and
+# stored) on the CUDA backend against the reference backend (test/gpu/quant-model.test.ts).
 # Carry: .device (node.xz, quant-model.test.cjs; the goldens are the tracked test/fixtures/golden), native/build.
 # Prepare here with test/gpu/prepare-model.sh. Logs go to $OUT.
 set -uo pipefail
@@ -19,7 +19,7 @@ mkdir -p .device/node_modules/onnxruntime-node && echo 'module.exports = {};' > 
 # The reference-equality checks need exact fp32 activations.
 export KLC_CUDA_EXACT=1 PYTHONUNBUFFERED=1 KLC_GOLDEN_DIR=$PWD/test/fixtures/golden
 ( cd test/gpu && python3 quant_check.py ) > "$OUT/quant_check.log" 2>&1 || rc=1
-grep -E "FAIL|figure:|cases ok|Error" "$OUT/quant_check.log" | head -60
+grep -E "FAIL|figure:|cases ok|Error" "$OUT/quant_check.log" | head -100
 node --test --test-reporter=spec .device/quant-model.test.cjs > "$OUT/quant-model.log" 2>&1 || rc=1
 grep -E "figure:|✔|✖|skipped|Error|error" "$OUT/quant-model.log" | head -40
 exit $rc
