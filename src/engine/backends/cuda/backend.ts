@@ -267,6 +267,11 @@ export class CudaBackend implements Backend<DeviceRows> {
     return this.engineText;
   }
 
+  /** Whether the MLA caches made now are bf16 (tensor-core mode) rather than fp32. */
+  get bf16Caches(): boolean {
+    return this.cacheBf16;
+  }
+
   /** What runs the matrix products, in words. */
   get engine(): string {
     return this.engineText;
