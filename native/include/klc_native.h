@@ -22,7 +22,7 @@ extern "C" {
 #define KLC_API __attribute__((visibility("default")))
 #endif
 
-#define KLC_ABI_VERSION 9
+#define KLC_ABI_VERSION 10
 
 enum {
   KLC_OK = 0,
