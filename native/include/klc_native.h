@@ -22,7 +22,7 @@ extern "C" {
 #define KLC_API __attribute__((visibility("default")))
 #endif
 
-#define KLC_ABI_VERSION 9
+#define KLC_ABI_VERSION 10
 
 enum {
   KLC_OK = 0,
@@ -143,22 +143,32 @@ KLC_API int klc_kda_recurrent_f32(klc_ctx *ctx, const klc_kda_args *args);
 /* KDA output norm: y[r, :] = RMSNorm(o[r, :]) * w * sigmoid(gate[r, :]) for rows vectors of D; o is bf16 if o_bf16. */
 KLC_API int klc_gated_rmsnorm(klc_ctx *ctx, const void *o, int o_bf16, const float *gate, const float *w, float *y, int rows,
                               int D, float eps);
+/* The element type of an MLA latent cache (rows of D = L + rope values): fp32, or bf16 (half the
+ * memory and read bandwidth; the CUDA backend's choice in tensor-core mode). Every entry point that
+ * reads or writes a cache takes its type; sums are fp32 in both. */
+enum { KLC_CACHE_F32 = 0, KLC_CACHE_BF16 = 1 };
+/* Writes `rows` latent rows at cache (the first row to write) from ckv [rows, D], the kv_a_proj
+ * output: row r = [RMSNorm(ckv[r, :L]) * w ; ckv[r, L:D]] (w [L] fp32), rounded to the cache's type
+ * (bf16 to nearest even). The fp32 form equals klc_rmsnorm then klc_copy2d of the rope part. */
+KLC_API int klc_mla_append_latents(klc_ctx *ctx, const float *ckv, const float *w, void *cache, int cache_type, int rows, int D,
+                                   int L, float eps);
 /* MLA attention in the absorbed form over the latent cache [start + T, D] (D = L + rope): query row
  * r = t*H + h of q [T*H, D] attends to cache rows j < start + t + 1 with softmax(scale * q.row_j) and
  * writes sum_j p_j * row_j[:L] to out [T*H, L]. The key range is split in `splits` parts (see
  * klc_mla_splits) whose partial softmax sums are joined; ws holds klc_mla_workspace_bytes(). */
 KLC_API size_t klc_mla_workspace_bytes(int rows, int L, int splits);
 KLC_API int klc_mla_splits(klc_ctx *ctx, int rows, int total_keys);
-KLC_API int klc_mla_attention(klc_ctx *ctx, const float *q, const float *cache, float *out, float *ws, size_t ws_bytes, int T,
-                              int H, int start, int D, int L, float scale, int splits);
+KLC_API int klc_mla_attention(klc_ctx *ctx, const float *q, const void *cache, int cache_type, float *out, float *ws,
+                              size_t ws_bytes, int T, int H, int start, int D, int L, float scale, int splits);
 /* MLA causal prefill in the up-projected form, flash-style on tensor cores (tensor-core mode, bf16
  * kv_b_proj): q [T, H, nope + rope] is the q projection, cache [start + T, L + rope] the latent rows
  * (the new tokens' rows already appended), w_uk_t bf16 [H, L, nope] and w_uv bf16 [H, dv, L] the
  * halves of kv_b_proj. Writes out [T, H * dv]: token t, head h attends to cache rows j < start + t + 1
  * with keys (W_UK[h] c_j, pe_j), values W_UV[h] c_j and softmax(scale * q . key). Needs
  * nope + rope = 192 and dv = 128 (Kimi Linear's widths). */
-KLC_API int klc_mla_prefill_heads(klc_ctx *ctx, const float *q, const float *cache, const void *w_uk_t, const void *w_uv,
-                                  float *out, int T, int H, int start, int nope, int rope, int dv, int L, float scale);
+KLC_API int klc_mla_prefill_heads(klc_ctx *ctx, const float *q, const void *cache, int cache_type, const void *w_uk_t,
+                                  const void *w_uv, float *out, int T, int H, int start, int nope, int rope, int dv, int L,
+                                  float scale);
 /* The kernel klc_mla_prefill_heads runs on ctx's device as the environment stands: "wgmma" (Hopper,
  * sm_90a builds), "wgmma_ws" (its warp-specialized form, only when asked for) or "fa2" (mma.sync,
  * sm_80 and newer). KLC_MLA_KERNEL=auto (default), fa2, wgmma or wgmma_ws chooses; NULL when the
@@ -199,13 +209,13 @@ typedef struct klc_kda_decode_batch_args {
 KLC_API int klc_kda_decode_batch(klc_ctx *ctx, const klc_kda_decode_batch_args *args);
 
 /* MLA absorbed decode for B sequences: query rows b*H + h of q [B*H, D] attend to all lengths[b]
- * rows of caches[b] ([lengths[b], D] fp32, the new token's row already appended) with
+ * rows of caches[b] ([lengths[b], D] of cache_type, the new token's row already appended) with
  * softmax(scale * q.row) and write the latent context to out [B*H, L]. Split over the key range
  * with partial softmax sums joined at the end; tensor cores (TF32; in exact mode split into high and
  * low parts for fp32 accuracy). ws holds klc_mla_decode_workspace_bytes() for the longest cache. */
 KLC_API size_t klc_mla_decode_workspace_bytes(klc_ctx *ctx, int B, int H, int D, int L, int max_len);
-KLC_API int klc_mla_decode(klc_ctx *ctx, const float *q, const float *const *caches, const int32_t *lengths, float *out,
-                           void *ws, size_t ws_bytes, int B, int H, int D, int L, float scale);
+KLC_API int klc_mla_decode(klc_ctx *ctx, const float *q, const void *const *caches, int cache_type, const int32_t *lengths,
+                           float *out, void *ws, size_t ws_bytes, int B, int H, int D, int L, float scale);
 
 /* How one row's token is picked (the rule of pickToken in src/engine/sampler.ts): ids >= vocab are
  * never drawn; temperature <= 0 or top_k == 1: the first index of the largest logit; else logits

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "internal.h"
+#include "mla_cache.cuh"
 
 namespace {
 
@@ -134,6 +135,8 @@ __global__ void __launch_bounds__(KDA_THREADS) kda_decode_batch_kernel(const __g
 // high part and a TF32 remainder (3 MMAs: hi·hi + hi·lo + lo·hi), which keeps fp32 accuracy.
 // Key blocks are fetched with cp.async into STAGES buffers, so the next block streams in while
 // the current one is computed. Partial (acc[L], max, sum) per split are joined by the combine.
+// The staged rows keep the cache's element type (CT, fp32 or bf16) and are widened to fp32 as the
+// fragments are read: a bf16 cache streams half the bytes, and bf16 values are exact in TF32.
 constexpr int MD_HEADS = 32, MD_NK = 32, MD_WARPS = 16, MD_THREADS = MD_WARPS * 32, MD_LMAX = 512;
 constexpr int MD_COL_TILES = MD_LMAX / 8 / MD_WARPS;  // value n-tiles per warp
 
@@ -142,7 +145,7 @@ struct MlaBatchParams {
   float scale;
   const float *q;
   float *ws;
-  const float *cache[KLC_MAX_DECODE_BATCH];
+  const void *cache[KLC_MAX_DECODE_BATCH];
   int len[KLC_MAX_DECODE_BATCH];
 };
 
@@ -184,27 +187,32 @@ __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commi
 template <int N>
 __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
 
-// Row stride of the staged rows: a multiple of 4 floats (16-byte copies) that is 4 mod 8, so the
-// fragment loads of 8 rows x 4 columns hit 32 different banks.
-__host__ __device__ inline int md_stride(int D) { return D + 4; }
-
-size_t md_smem_bytes(int D, int stages) {
-  const size_t sd = md_stride(D);
-  return sizeof(float) * (MD_HEADS * sd + (size_t)stages * MD_NK * sd + 2 * MD_HEADS * (MD_NK + 4) + 3 * MD_HEADS);
+// Row stride of the staged rows in elements: whole 16-byte copies, and (fp32 rows, or bf16 rows with
+// D a multiple of 16 as Kimi's 576) 4 mod 8 in 32-bit words, so the fragment loads of 8 rows x 4
+// columns hit different banks (bf16 neighbours share a word).
+template <typename CT>
+__host__ __device__ inline int md_stride(int D) {
+  return D + 16 / (int)sizeof(CT);
 }
 
-template <int STAGES, bool SPLIT>
+template <typename CT>
+size_t md_smem_bytes(int D, int stages) {
+  const size_t sd = md_stride<float>(D), sk = md_stride<CT>(D);
+  return sizeof(float) * (MD_HEADS * sd + 2 * MD_HEADS * (MD_NK + 4) + 3 * MD_HEADS) + sizeof(CT) * (size_t)stages * MD_NK * sk;
+}
+
+template <typename CT, int STAGES, bool SPLIT>
 __global__ void __launch_bounds__(MD_THREADS, 1) mla_decode_kernel(const __grid_constant__ MlaBatchParams p) {
   extern __shared__ float sm[];
-  const int D = p.D, L = p.L, H = p.H, SD = md_stride(D);
+  const int D = p.D, L = p.L, H = p.H, SD = md_stride<float>(D), SK = md_stride<CT>(D);
   const int split = blockIdx.x, b = blockIdx.y, h0 = blockIdx.z * MD_HEADS;
   const int hn = min(MD_HEADS, H - h0);
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
   const int len = p.len[b];
   const int k_begin = split * p.split_keys, k_end = min(len, k_begin + p.split_keys);
-  float *Qs = sm;                              // [32][SD]
-  float *Ks = Qs + MD_HEADS * SD;              // [STAGES][NK][SD]
-  float *Ps = Ks + STAGES * MD_NK * SD;        // [32][NK + 4] scores over the first half of D, then probabilities
+  float *Qs = sm;                                                  // [32][SD]
+  CT *Ks = reinterpret_cast<CT *>(Qs + MD_HEADS * SD);             // [STAGES][NK][SK]
+  float *Ps = reinterpret_cast<float *>(Ks + STAGES * MD_NK * SK);  // [32][NK + 4] scores over the first half of D, then probabilities
   float *Ps2 = Ps + MD_HEADS * (MD_NK + 4);    // [32][NK + 4] scores over the second half of D
   float *row_m = Ps2 + MD_HEADS * (MD_NK + 4);  // running max, sum and this block's rescale per head
   float *row_l = row_m + MD_HEADS, *row_a = row_l + MD_HEADS;
@@ -218,21 +226,22 @@ __global__ void __launch_bounds__(MD_THREADS, 1) mla_decode_kernel(const __grid_
     }
     return;
   }
-  const float *cache = p.cache[b];
+  const CT *cache = static_cast<const CT *>(p.cache[b]);
   const float *q = p.q + ((size_t)b * H + h0) * D;
-  const int D4 = D / 4;
+  constexpr int PIECE = 16 / (int)sizeof(CT);  // elements per 16-byte copy
+  const int DP = D / PIECE;
   // This thread's first 16-byte piece of a block, and how far each further piece moves it.
-  const int r_first = tid / D4, c_first = tid % D4, r_step = MD_THREADS / D4, c_step = MD_THREADS % D4;
+  const int r_first = tid / DP, c_first = tid % DP, r_step = MD_THREADS / DP, c_step = MD_THREADS % DP;
   auto load_block = [&](int buf, int kb) {
-    float *dst = Ks + (size_t)buf * MD_NK * SD;
+    CT *dst = Ks + (size_t)buf * MD_NK * SK;
     for (int r = r_first, c = c_first; r < MD_NK;) {
       // Rows past the end repeat the last key: finite values whose probability is set to 0.
       const int key = min(kb + r, k_end - 1);
-      cp_async16(dst + r * SD + c * 4, cache + (size_t)key * D + c * 4);
+      cp_async16(dst + r * SK + c * PIECE, cache + (size_t)key * D + c * PIECE);
       r += r_step;
       c += c_step;
-      if (c >= D4) {
-        c -= D4;
+      if (c >= DP) {
+        c -= DP;
         ++r;
       }
     }
@@ -265,7 +274,7 @@ __global__ void __launch_bounds__(MD_THREADS, 1) mla_decode_kernel(const __grid_
       cp_async_wait<0>();
     }
     __syncthreads();
-    const float *Kb = Ks + (size_t)buf * MD_NK * SD;
+    const CT *Kb = Ks + (size_t)buf * MD_NK * SK;
     {
       // Scores: warp -> (16 heads, 8 keys, one half of D), in two independent accumulator chains
       // (alternating k-steps) so that the MMA latency overlaps.
@@ -273,9 +282,9 @@ __global__ void __launch_bounds__(MD_THREADS, 1) mla_decode_kernel(const __grid_
       const int kmid = D / 16 * 8, kbeg = half ? kmid : 0, kend = half ? D : kmid;
       float c[2][4] = {};
       const float *qm = Qs + (mt * 16 + g) * SD + t;
-      const float *kbp = Kb + (nt * 8 + g) * SD + t;
+      const CT *kbp = Kb + (nt * 8 + g) * SK + t;
       auto step = [&](int k0, int par) {
-        const float bb[2] = {kbp[k0], kbp[k0 + 4]};
+        const float bb[2] = {klc::cache_f32(kbp[k0]), klc::cache_f32(kbp[k0 + 4])};
         const float a[4] = {qm[k0], qm[8 * SD + k0], qm[k0 + 4], qm[8 * SD + k0 + 4]};
         mma_f32<SPLIT>(c[par], a, bb);
       };
@@ -349,12 +358,12 @@ __global__ void __launch_bounds__(MD_THREADS, 1) mla_decode_kernel(const __grid_
           a[mt][2] = pa[4];
           a[mt][3] = pa[8 * PS + 4];
         }
-        const float *vb = Kb + (ks + t) * SD + g;
+        const CT *vb = Kb + (ks + t) * SK + g;
 #pragma unroll
         for (int i = 0; i < MD_COL_TILES; ++i) {
           const int col = (warp + MD_WARPS * i) * 8;
           if (col < L) {
-            const float bb[2] = {vb[col], vb[4 * SD + col]};
+            const float bb[2] = {klc::cache_f32(vb[col]), klc::cache_f32(vb[4 * SK + col])};
             mma_f32<SPLIT>(acc[0][i], a[0], bb);
             mma_f32<SPLIT>(acc[1][i], a[1], bb);
           }
@@ -443,13 +452,14 @@ struct MdPlan {
   int stages, splits, split_keys;
 };
 
+template <typename CT>
 MdPlan md_plan(klc_ctx *ctx, int B, int H, int D, int max_len) {
   int dev = ctx ? ctx->device : 0, optin = 0, sms = 0;
   cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
   cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
   MdPlan plan{0, 1, max_len};
-  if ((size_t)optin >= md_smem_bytes(D, 2)) plan.stages = 2;
-  else if ((size_t)optin >= md_smem_bytes(D, 1)) plan.stages = 1;
+  if ((size_t)optin >= md_smem_bytes<CT>(D, 2)) plan.stages = 2;
+  else if ((size_t)optin >= md_smem_bytes<CT>(D, 1)) plan.stages = 1;
   const int groups = (H + MD_HEADS - 1) / MD_HEADS;
   const int ctas = B * groups;
   // One CTA per multiprocessor (the staged rows take most of its shared memory): a whole wave.
@@ -463,13 +473,20 @@ MdPlan md_plan(klc_ctx *ctx, int B, int H, int D, int max_len) {
   return plan;
 }
 
-template <int STAGES, bool SPLIT>
+template <typename CT, int STAGES, bool SPLIT>
 int launch_mla_decode(klc_ctx *ctx, const MlaBatchParams &p, int B, int groups) {
-  const size_t smem = md_smem_bytes(p.D, STAGES);
-  cudaError_t e = cudaFuncSetAttribute(mla_decode_kernel<STAGES, SPLIT>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+  const size_t smem = md_smem_bytes<CT>(p.D, STAGES);
+  cudaError_t e = cudaFuncSetAttribute(mla_decode_kernel<CT, STAGES, SPLIT>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
   if (e != cudaSuccess) return klc::fail_cuda(e, "configuring the MLA decode kernel");
-  mla_decode_kernel<STAGES, SPLIT><<<dim3(p.splits, B, groups), MD_THREADS, smem, ctx->stream>>>(p);
+  mla_decode_kernel<CT, STAGES, SPLIT><<<dim3(p.splits, B, groups), MD_THREADS, smem, ctx->stream>>>(p);
   return launched("the MLA decode attention");
+}
+
+// The launch for the cache type, the stages that fit and exact (split TF32) or plain TF32 products.
+template <typename CT>
+int launch_mla_decode_for(klc_ctx *ctx, const MlaBatchParams &p, int B, int groups, int stages, bool exact) {
+  if (stages == 2) return exact ? launch_mla_decode<CT, 2, true>(ctx, p, B, groups) : launch_mla_decode<CT, 2, false>(ctx, p, B, groups);
+  return exact ? launch_mla_decode<CT, 1, true>(ctx, p, B, groups) : launch_mla_decode<CT, 1, false>(ctx, p, B, groups);
 }
 
 }  // namespace
@@ -510,17 +527,21 @@ int klc_kda_decode_batch(klc_ctx *ctx, const klc_kda_decode_batch_args *a) {
   return launched("the batched KDA decode");
 }
 
+// The workspace serves either cache type: the fp32 rows need more shared memory, so where they fit the
+// bf16 rows fit too and both take the split workspace; where only bf16 rows fit, the larger of the two.
 size_t klc_mla_decode_workspace_bytes(klc_ctx *ctx, int B, int H, int D, int L, int max_len) {
   if (B < 1 || H < 1 || D < 1 || L < 1 || max_len < 1) return 0;
-  const MdPlan plan = md_plan(ctx, B, H, D, max_len);
-  if (plan.stages == 0) return klc_mla_workspace_bytes(H, L, klc_mla_splits(ctx, H, max_len));
-  return (size_t)B * H * plan.splits * (L + 2) * sizeof(float);
+  const MdPlan plan = md_plan<float>(ctx, B, H, D, max_len);
+  const size_t split = (size_t)B * H * plan.splits * (L + 2) * sizeof(float);
+  if (plan.stages == 0) return std::max(split, klc_mla_workspace_bytes(H, L, klc_mla_splits(ctx, H, max_len)));
+  return split;
 }
 
-int klc_mla_decode(klc_ctx *ctx, const float *q, const float *const *caches, const int32_t *lengths, float *out, void *ws,
-                   size_t ws_bytes, int B, int H, int D, int L, float scale) {
+int klc_mla_decode(klc_ctx *ctx, const float *q, const void *const *caches, int cache_type, const int32_t *lengths, float *out,
+                   void *ws, size_t ws_bytes, int B, int H, int D, int L, float scale) {
   int rc = use_device(ctx);
   if (rc) return rc;
+  if ((rc = check_cache_type(cache_type, "klc_mla_decode"))) return rc;
   if (!q || !caches || !lengths || !out || !ws || B < 1 || B > KLC_MAX_DECODE_BATCH || H < 1 || L < 8 || L > MD_LMAX ||
       L % 8 || D < L || D % 8)
     return fail(KLC_E_ARG, "klc_mla_decode: bad pointers or shape (1 <= B <= " + std::to_string(KLC_MAX_DECODE_BATCH) +
@@ -533,11 +554,12 @@ int klc_mla_decode(klc_ctx *ctx, const float *q, const float *const *caches, con
   }
   if (ws_bytes < klc_mla_decode_workspace_bytes(ctx, B, H, D, L, max_len))
     return fail(KLC_E_ARG, "klc_mla_decode: workspace smaller than klc_mla_decode_workspace_bytes()");
-  const MdPlan plan = md_plan(ctx, B, H, D, max_len);
+  const bool bf16 = cache_type == KLC_CACHE_BF16;
+  const MdPlan plan = bf16 ? md_plan<__nv_bfloat16>(ctx, B, H, D, max_len) : md_plan<float>(ctx, B, H, D, max_len);
   if (plan.stages == 0) {
     for (int b = 0; b < B; ++b) {
       const int splits = klc_mla_splits(ctx, H, lengths[b]);
-      rc = klc_mla_attention(ctx, q + (size_t)b * H * D, caches[b], out + (size_t)b * H * L, static_cast<float *>(ws),
+      rc = klc_mla_attention(ctx, q + (size_t)b * H * D, caches[b], cache_type, out + (size_t)b * H * L, static_cast<float *>(ws),
                              ws_bytes, 1, H, lengths[b] - 1, D, L, scale, splits);
       if (rc) return rc;
     }
@@ -558,8 +580,8 @@ int klc_mla_decode(klc_ctx *ctx, const float *q, const float *const *caches, con
   }
   const int groups = (H + MD_HEADS - 1) / MD_HEADS;
   const bool exact = !ctx->tensor_cores;
-  if (plan.stages == 2) rc = exact ? launch_mla_decode<2, true>(ctx, p, B, groups) : launch_mla_decode<2, false>(ctx, p, B, groups);
-  else rc = exact ? launch_mla_decode<1, true>(ctx, p, B, groups) : launch_mla_decode<1, false>(ctx, p, B, groups);
+  rc = bf16 ? launch_mla_decode_for<__nv_bfloat16>(ctx, p, B, groups, plan.stages, exact)
+            : launch_mla_decode_for<float>(ctx, p, B, groups, plan.stages, exact);
   if (rc) return rc;
   mla_decode_combine_kernel<<<B * H, MD_COMBINE_THREADS, 0, ctx->stream>>>(p.ws, out, L, plan.splits);
   return launched("the MLA decode split combine");

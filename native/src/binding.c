@@ -615,11 +615,17 @@ static napi_value js_mla_splits(napi_env env, napi_callback_info info) {
   return r;
 }
 
+static napi_value js_mla_append_latents(napi_env env, napi_callback_info info) {
+  klc_ctx *c; arg_t v[MAX_OP_ARGS];
+  if (!read_sig(env, info, "pppiiiif", &c, v)) return NULL;
+  return done(env, klc_mla_append_latents(c, v[0].p, v[1].p, v[2].p, v[3].i, v[4].i, v[5].i, v[6].i, v[7].f));
+}
+
 static napi_value js_mla_attention(napi_env env, napi_callback_info info) {
   klc_ctx *c; arg_t v[MAX_OP_ARGS];
-  if (!read_sig(env, info, "ppppziiiiifi", &c, v)) return NULL;
-  return done(env, klc_mla_attention(c, v[0].p, v[1].p, v[2].p, v[3].p, v[4].z, v[5].i, v[6].i, v[7].i, v[8].i, v[9].i,
-                                     v[10].f, v[11].i));
+  if (!read_sig(env, info, "ppippziiiiifi", &c, v)) return NULL;
+  return done(env, klc_mla_attention(c, v[0].p, v[1].p, v[2].i, v[3].p, v[4].p, v[5].z, v[6].i, v[7].i, v[8].i, v[9].i, v[10].i,
+                                     v[11].f, v[12].i));
 }
 
 static napi_value js_mla_heads_wanted(napi_env env, napi_callback_info info) {
@@ -632,9 +638,9 @@ static napi_value js_mla_heads_wanted(napi_env env, napi_callback_info info) {
 
 static napi_value js_mla_prefill_heads(napi_env env, napi_callback_info info) {
   klc_ctx *c; arg_t v[MAX_OP_ARGS];
-  if (!read_sig(env, info, "pppppiiiiiiif", &c, v)) return NULL;
-  return done(env, klc_mla_prefill_heads(c, v[0].p, v[1].p, v[2].p, v[3].p, v[4].p, v[5].i, v[6].i, v[7].i, v[8].i, v[9].i,
-                                         v[10].i, v[11].i, v[12].f));
+  if (!read_sig(env, info, "ppipppiiiiiiif", &c, v)) return NULL;
+  return done(env, klc_mla_prefill_heads(c, v[0].p, v[1].p, v[2].i, v[3].p, v[4].p, v[5].p, v[6].i, v[7].i, v[8].i, v[9].i,
+                                         v[10].i, v[11].i, v[12].i, v[13].f));
 }
 
 static napi_value js_moe_route(napi_env env, napi_callback_info info) {
@@ -838,28 +844,28 @@ static napi_value js_mla_decode_workspace_bytes(napi_env env, napi_callback_info
   return r;
 }
 
-/* (ctx, q, caches: BigUint64Array, lengths: Int32Array, out, ws, wsBytes, H, D, L, scale) */
+/* (ctx, q, caches: BigUint64Array, cacheType, lengths: Int32Array, out, ws, wsBytes, H, D, L, scale) */
 static napi_value js_mla_decode(napi_env env, napi_callback_info info) {
-  napi_value argv[11];
+  napi_value argv[12];
   klc_ctx *ctx;
-  if (!get_args(env, info, 11, argv) || !get_ctx(env, argv[0], &ctx)) return NULL;
+  if (!get_args(env, info, 12, argv) || !get_ctx(env, argv[0], &ctx)) return NULL;
   float *caches[KLC_MAX_DECODE_BATCH];
   size_t n = 0, len_bytes = 0;
   void *q, *out, *ws, *lengths;
   size_t ws_bytes;
-  int32_t H, D, L;
+  int32_t cache_type, H, D, L;
   double scale;
-  if (!get_ptr(env, argv[1], &q) || !get_ptr_array(env, argv[2], "caches", caches, &n) ||
-      !get_bytes(env, argv[3], &lengths, &len_bytes) || !get_ptr(env, argv[4], &out) || !get_ptr(env, argv[5], &ws) ||
-      !get_size(env, argv[6], &ws_bytes) || !get_i32(env, argv[7], &H) || !get_i32(env, argv[8], &D) ||
-      !get_i32(env, argv[9], &L) || napi_get_value_double(env, argv[10], &scale) != napi_ok)
+  if (!get_ptr(env, argv[1], &q) || !get_ptr_array(env, argv[2], "caches", caches, &n) || !get_i32(env, argv[3], &cache_type) ||
+      !get_bytes(env, argv[4], &lengths, &len_bytes) || !get_ptr(env, argv[5], &out) || !get_ptr(env, argv[6], &ws) ||
+      !get_size(env, argv[7], &ws_bytes) || !get_i32(env, argv[8], &H) || !get_i32(env, argv[9], &D) ||
+      !get_i32(env, argv[10], &L) || napi_get_value_double(env, argv[11], &scale) != napi_ok)
     return NULL;
   if (len_bytes != n * sizeof(int32_t)) {
     napi_throw_type_error(env, "ARG", "klc binding: 'lengths' must be an Int32Array with one length per cache");
     return NULL;
   }
-  return done(env, klc_mla_decode(ctx, q, (const float *const *)caches, (const int32_t *)lengths, out, ws, ws_bytes, (int)n, H,
-                                   D, L, (float)scale));
+  return done(env, klc_mla_decode(ctx, q, (const void *const *)caches, cache_type, (const int32_t *)lengths, out, ws, ws_bytes,
+                                   (int)n, H, D, L, (float)scale));
 }
 
 static napi_value js_sample_workspace_bytes(napi_env env, napi_callback_info info) {
@@ -932,6 +938,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"gatedRmsnorm", NULL, js_gated_rmsnorm, NULL, NULL, NULL, napi_enumerable, NULL},
       {"mlaWorkspaceBytes", NULL, js_mla_workspace_bytes, NULL, NULL, NULL, napi_enumerable, NULL},
       {"mlaSplits", NULL, js_mla_splits, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"mlaAppendLatents", NULL, js_mla_append_latents, NULL, NULL, NULL, napi_enumerable, NULL},
       {"mlaAttention", NULL, js_mla_attention, NULL, NULL, NULL, napi_enumerable, NULL},
       {"mlaHeadsWanted", NULL, js_mla_heads_wanted, NULL, NULL, NULL, napi_enumerable, NULL},
       {"mlaPrefillHeads", NULL, js_mla_prefill_heads, NULL, NULL, NULL, napi_enumerable, NULL},

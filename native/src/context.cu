@@ -49,6 +49,12 @@ int fail_cuda(cudaError_t err, const char *what) {
   }
 }
 
+int check_cache_type(int cache_type, const char *who) {
+  if (cache_type == KLC_CACHE_F32 || cache_type == KLC_CACHE_BF16) return KLC_OK;
+  return fail(KLC_E_ARG, std::string(who) + ": cache_type " + std::to_string(cache_type) +
+                             " is neither KLC_CACHE_F32 (0) nor KLC_CACHE_BF16 (1)");
+}
+
 int use_device(klc_ctx *ctx) {
   if (!ctx) return fail(KLC_E_ARG, "klc: the context is null (was it destroyed?)");
   cudaError_t e = cudaSetDevice(ctx->device);

@@ -24,6 +24,7 @@
 #include <string>
 
 #include "internal.h"
+#include "mla_cache.cuh"
 
 namespace {
 
@@ -267,21 +268,23 @@ __global__ void transpose_uk_kernel(const bf16 *w_uk_t, bf16 *wuk, int H, int no
   }
 }
 
-// cb[j, :] = bf16(cache[k0 + j, :L]).
-__global__ void latents_bf16_kernel(const float *cache, bf16 *cb, int k0, int nk, int D, int L) {
+// cb[j, :] = bf16(cache[k0 + j, :L]) (a copy when the cache is bf16).
+template <typename CT>
+__global__ void latents_bf16_kernel(const CT *cache, bf16 *cb, int k0, int nk, int D, int L) {
   const size_t n = (size_t)nk * L;
   for (size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x; e < n; e += (size_t)gridDim.x * blockDim.x)
-    cb[e] = __float2bfloat16(cache[(k0 + e / L) * (size_t)D + e % L]);
+    cb[e] = __float2bfloat16(klc::cache_f32(cache[(k0 + e / L) * (size_t)D + e % L]));
 }
 
 // kb[h, j, :] = bf16(y[j, h, :nope] ++ cache[k0 + j, L:L+rope]): per-head keys from the up-projection
 // (y [nk, H, nope]) and the rope part every head shares.
-__global__ void keys_kernel(const float *y, const float *cache, bf16 *kb, int k0, int nk, int H, int nope, int D, int L) {
+template <typename CT>
+__global__ void keys_kernel(const float *y, const CT *cache, bf16 *kb, int k0, int nk, int H, int nope, int D, int L) {
   const size_t n = (size_t)H * nk * QK;
   for (size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x; e < n; e += (size_t)gridDim.x * blockDim.x) {
     const int d = (int)(e % QK);
     const size_t hj = e / QK, h = hj / nk, j = hj % nk;
-    const float x = d < nope ? y[(j * H + h) * nope + d] : cache[(k0 + j) * (size_t)D + L + d - nope];
+    const float x = d < nope ? y[(j * H + h) * nope + d] : klc::cache_f32(cache[(k0 + j) * (size_t)D + L + d - nope]);
     kb[e] = __float2bfloat16(x);
   }
 }
@@ -297,12 +300,13 @@ __global__ void values_kernel(const float *y, bf16 *vb, int nk, int H) {
 
 // kb[h, j, nope:] = bf16(cache[k0 + j, L:L+rope]) for every head: the rope part of the keys that the
 // bf16 up-projection GEMM leaves to be filled.
-__global__ void rope_keys_kernel(const float *cache, bf16 *kb, int k0, int nk, int H, int nope, int rope, int D, int L) {
+template <typename CT>
+__global__ void rope_keys_kernel(const CT *cache, bf16 *kb, int k0, int nk, int H, int nope, int rope, int D, int L) {
   const size_t n = (size_t)H * nk * rope;
   for (size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x; e < n; e += (size_t)gridDim.x * blockDim.x) {
     const int d = (int)(e % rope);
     const size_t hj = e / rope, j = hj % nk;
-    kb[hj * QK + nope + d] = __float2bfloat16(cache[(k0 + j) * (size_t)D + L + d]);
+    kb[hj * QK + nope + d] = __float2bfloat16(klc::cache_f32(cache[(k0 + j) * (size_t)D + L + d]));
   }
 }
 
@@ -338,7 +342,8 @@ int choose_kernel(klc_ctx *ctx, Kernel *k) {
 // The Hopper path: per key block, bf16 latents, then per-head keys (cuBLAS writes the nope part as
 // bf16 into rows of 192, a small kernel the shared rope part) and the values transposed, then the
 // wgmma kernel, carrying the softmax across blocks.
-int prefill_wgmma(klc_ctx *ctx, bool warp_specialized, const float *q, const float *cache, const void *w_uk_t, const void *w_uv,
+template <typename CT>
+int prefill_wgmma(klc_ctx *ctx, bool warp_specialized, const float *q, const CT *cache, const void *w_uk_t, const void *w_uv,
                   float *out, int T, int H, int start, int nope, int rope, int L, float scale) {
   using namespace klc;
   const int D = L + rope, total = start + T;
@@ -381,33 +386,13 @@ int prefill_wgmma(klc_ctx *ctx, bool warp_specialized, const float *q, const flo
   return rc;
 }
 
-}  // namespace
-
-extern "C" int klc_mla_heads_wanted(klc_ctx *ctx, int T, int start, int nope, int rope, int dv, int L) {
-  if (!ctx || !ctx->tensor_cores || nope + rope != QK || dv != DV || nope % 8 || L % 8 || T < 1 || start < 0) return 0;
-  // FLOPs per head: the up-projection of every visible key against the attention pairs, where the
-  // absorbed form spends (L + rope) + L per pair and this form (nope + rope) + dv.
-  const double pairs = (double)T * start + (double)T * (T + 1) / 2;
-  const double up = (double)(start + T) * (nope + dv) * L;
-  return up < pairs * ((L + rope) + L - (nope + rope) - dv) ? 1 : 0;
-}
-
-extern "C" int klc_mla_prefill_heads(klc_ctx *ctx, const float *q, const float *cache, const void *w_uk_t, const void *w_uv,
-                                     float *out, int T, int H, int start, int nope, int rope, int dv, int L, float scale) {
+// The portable path (sm_80 and newer): per key block, bf16 latents, the fp32 up-projections of keys
+// and values into per-head bf16 rows, then the mma.sync flash kernel, carrying the softmax.
+template <typename CT>
+int prefill_fa2(klc_ctx *ctx, const float *q, const CT *cache, const void *w_uk_t, const void *w_uv, float *out, int T, int H,
+                int start, int nope, int rope, int L, float scale) {
   using namespace klc;
-  if (!ctx) return fail(KLC_E_ARG, "klc_mla_prefill_heads: no context");
-  if (!q || !cache || !w_uk_t || !w_uv || !out || T < 1 || H < 1 || start < 0 || L < 8 || L % 8 || nope % 8 ||
-      nope + rope != QK || dv != DV)
-    return fail(KLC_E_ARG, "klc_mla_prefill_heads: bad pointers or shape (needs qk_nope + qk_rope = 192, v_head_dim = 128, "
-                           "kv_lora_rank a multiple of 8); use klc_mla_attention for other shapes");
-  if (!ctx->tensor_cores)
-    return fail(KLC_E_ARG, "klc_mla_prefill_heads: tensor-core mode is off; call klc_set_tensor_cores(ctx, 1) first");
-  int rc = use_device(ctx);
-  if (rc) return rc;
-  Kernel kernel;
-  if ((rc = choose_kernel(ctx, &kernel))) return rc;
-  if (kernel != Kernel::fa2)
-    return prefill_wgmma(ctx, kernel == Kernel::wgmma_ws, q, cache, w_uk_t, w_uv, out, T, H, start, nope, rope, L, scale);
+  int rc;
   const int D = L + rope, total = start + T;
   const int blocks = (total + KEY_BLOCK - 1) / KEY_BLOCK;
   const int kb_max = std::min(total, KEY_BLOCK);
@@ -456,6 +441,43 @@ extern "C" int klc_mla_prefill_heads(klc_ctx *ctx, const float *q, const float *
     rc = launched("normalising the MLA prefill output");
   }
   return rc;
+}
+
+}  // namespace
+
+extern "C" int klc_mla_heads_wanted(klc_ctx *ctx, int T, int start, int nope, int rope, int dv, int L) {
+  if (!ctx || !ctx->tensor_cores || nope + rope != QK || dv != DV || nope % 8 || L % 8 || T < 1 || start < 0) return 0;
+  // FLOPs per head: the up-projection of every visible key against the attention pairs, where the
+  // absorbed form spends (L + rope) + L per pair and this form (nope + rope) + dv.
+  const double pairs = (double)T * start + (double)T * (T + 1) / 2;
+  const double up = (double)(start + T) * (nope + dv) * L;
+  return up < pairs * ((L + rope) + L - (nope + rope) - dv) ? 1 : 0;
+}
+
+extern "C" int klc_mla_prefill_heads(klc_ctx *ctx, const float *q, const void *cache, int cache_type, const void *w_uk_t,
+                                     const void *w_uv, float *out, int T, int H, int start, int nope, int rope, int dv, int L,
+                                     float scale) {
+  using namespace klc;
+  if (!ctx) return fail(KLC_E_ARG, "klc_mla_prefill_heads: no context");
+  int rc = check_cache_type(cache_type, "klc_mla_prefill_heads");
+  if (rc) return rc;
+  if (!q || !cache || !w_uk_t || !w_uv || !out || T < 1 || H < 1 || start < 0 || L < 8 || L % 8 || nope % 8 ||
+      nope + rope != QK || dv != DV)
+    return fail(KLC_E_ARG, "klc_mla_prefill_heads: bad pointers or shape (needs qk_nope + qk_rope = 192, v_head_dim = 128, "
+                           "kv_lora_rank a multiple of 8); use klc_mla_attention for other shapes");
+  if (!ctx->tensor_cores)
+    return fail(KLC_E_ARG, "klc_mla_prefill_heads: tensor-core mode is off; call klc_set_tensor_cores(ctx, 1) first");
+  if ((rc = use_device(ctx))) return rc;
+  Kernel kernel;
+  if ((rc = choose_kernel(ctx, &kernel))) return rc;
+  const bool bf16_cache = cache_type == KLC_CACHE_BF16;
+  if (kernel != Kernel::fa2) {
+    const bool ws = kernel == Kernel::wgmma_ws;
+    return bf16_cache ? prefill_wgmma(ctx, ws, q, static_cast<const bf16 *>(cache), w_uk_t, w_uv, out, T, H, start, nope, rope, L, scale)
+                      : prefill_wgmma(ctx, ws, q, static_cast<const float *>(cache), w_uk_t, w_uv, out, T, H, start, nope, rope, L, scale);
+  }
+  return bf16_cache ? prefill_fa2(ctx, q, static_cast<const bf16 *>(cache), w_uk_t, w_uv, out, T, H, start, nope, rope, L, scale)
+                    : prefill_fa2(ctx, q, static_cast<const float *>(cache), w_uk_t, w_uv, out, T, H, start, nope, rope, L, scale);
 }
 
 extern "C" const char *klc_mla_prefill_kernel(klc_ctx *ctx) {

@@ -11,6 +11,7 @@
 #include <string>
 
 #include "internal.h"
+#include "mla_cache.cuh"
 
 namespace {
 
@@ -77,6 +78,19 @@ __global__ void add_rmsnorm_kernel(float *h, const float *x, const float *w, flo
   }
   const float inv = rsqrtf(block_sum(ss) / D + eps);
   for (int c = threadIdx.x; c < D; c += blockDim.x) yr[c] = w[c] * (hr[c] * inv);
+}
+
+// Appends MLA latent rows (spec 3): cache row r = [RMSNorm(ckv[r, :L]) * w ; ckv[r, L:D]], rounded
+// to the cache's type. The norm's sums and products are rmsnorm_kernel's, in the same order, so
+// the fp32 form stores exactly what klc_rmsnorm and klc_copy2d would.
+template <typename CT>
+__global__ void mla_append_kernel(const float *ckv, const float *w, CT *cache, int D, int L, float eps) {
+  const float *xr = ckv + (size_t)blockIdx.x * D;
+  CT *yr = cache + (size_t)blockIdx.x * D;
+  float ss = 0.f;
+  for (int c = threadIdx.x; c < L; c += blockDim.x) ss += xr[c] * xr[c];
+  const float inv = rsqrtf(block_sum(ss) / L + eps);
+  for (int c = threadIdx.x; c < D; c += blockDim.x) klc::cache_store(yr + c, c < L ? w[c] * (xr[c] * inv) : xr[c]);
 }
 
 __global__ void add_kernel(float *h, const float *x, size_t n) {
@@ -353,7 +367,8 @@ __global__ void gated_rmsnorm_kernel(const void *o, int o_bf16, const float *gat
 // The T x T score matrix never exists: only a 16 x 16 block at a time.
 constexpr int MR = 16, MK = 16, MLA_THREADS = 256, MLA_LMAX = 512;
 
-__global__ void __launch_bounds__(MLA_THREADS) mla_attn_kernel(const float *q, const float *cache, float *ws, int rows, int H,
+template <typename CT>
+__global__ void __launch_bounds__(MLA_THREADS) mla_attn_kernel(const float *q, const CT *cache, float *ws, int rows, int H,
                                                                int start, int D, int L, float scale, int split_keys) {
   extern __shared__ float sm[];
   float *Qs = sm;                 // [MR][D]
@@ -380,7 +395,7 @@ __global__ void __launch_bounds__(MLA_THREADS) mla_attn_kernel(const float *q, c
     __syncthreads();
     for (int e = tid; e < MK * D; e += MLA_THREADS) {
       const int kj = e / D, c = e % D;
-      Ks[kj * KD1 + c] = (k0 + kj < k_end) ? cache[(size_t)(k0 + kj) * D + c] : 0.f;
+      Ks[kj * KD1 + c] = (k0 + kj < k_end) ? klc::cache_f32(cache[(size_t)(k0 + kj) * D + c]) : 0.f;
     }
     __syncthreads();
     const int key = k0 + jj;
@@ -697,24 +712,47 @@ int klc_mla_splits(klc_ctx *ctx, int rows, int total_keys) {
   return s < 1 ? 1 : s;
 }
 
-int klc_mla_attention(klc_ctx *ctx, const float *q, const float *cache, float *out, float *ws, size_t ws_bytes, int T, int H,
-                      int start, int D, int L, float scale, int splits) {
+int klc_mla_append_latents(klc_ctx *ctx, const float *ckv, const float *w, void *cache, int cache_type, int rows, int D, int L,
+                           float eps) {
   int rc = use_device(ctx);
   if (rc) return rc;
+  if ((rc = check_cache_type(cache_type, "klc_mla_append_latents"))) return rc;
+  if (!ckv || !w || !cache || rows < 0 || L < 1 || D < L) return fail(KLC_E_ARG, "klc_mla_append_latents: bad pointers or shape");
+  if (rows == 0) return KLC_OK;
+  if (cache_type == KLC_CACHE_BF16) mla_append_kernel<<<rows, 256, 0, ctx->stream>>>(ckv, w, static_cast<bf16 *>(cache), D, L, eps);
+  else mla_append_kernel<<<rows, 256, 0, ctx->stream>>>(ckv, w, static_cast<float *>(cache), D, L, eps);
+  return launched("appending MLA latent rows");
+}
+
+int klc_mla_attention(klc_ctx *ctx, const float *q, const void *cache, int cache_type, float *out, float *ws, size_t ws_bytes,
+                      int T, int H, int start, int D, int L, float scale, int splits) {
+  int rc = use_device(ctx);
+  if (rc) return rc;
+  if ((rc = check_cache_type(cache_type, "klc_mla_attention"))) return rc;
   const int rows = T * H;
   if (!q || !cache || !out || !ws || T < 1 || H < 1 || start < 0 || L < 1 || L > MLA_LMAX || D < L || splits < 1 ||
       splits > 65535)
     return fail(KLC_E_ARG, "klc_mla_attention: bad pointers or shape (latent width at most 512)");
   if (ws_bytes < klc_mla_workspace_bytes(rows, L, splits))
     return fail(KLC_E_ARG, "klc_mla_attention: workspace smaller than klc_mla_workspace_bytes()");
-  if (tc_mla_wanted(ctx, T)) return tc_mla(ctx, q, cache, out, T, H, start, D, L, scale);
+  if (tc_mla_wanted(ctx, T)) return tc_mla(ctx, q, cache, cache_type, out, T, H, start, D, L, scale);
   const int total = start + T;
   const int split_keys = ((total + splits - 1) / splits + MK - 1) / MK * MK;
   const size_t smem = sizeof(float) * (MR * D + MK * (D + 1));
-  cudaError_t e = cudaFuncSetAttribute(mla_attn_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+  const dim3 grid((rows + MR - 1) / MR, splits);
+  cudaError_t e;
+  if (cache_type == KLC_CACHE_BF16) {
+    e = cudaFuncSetAttribute(mla_attn_kernel<bf16>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    if (e == cudaSuccess)
+      mla_attn_kernel<<<grid, MLA_THREADS, smem, ctx->stream>>>(q, static_cast<const bf16 *>(cache), ws, rows, H, start, D, L, scale,
+                                                               split_keys);
+  } else {
+    e = cudaFuncSetAttribute(mla_attn_kernel<float>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    if (e == cudaSuccess)
+      mla_attn_kernel<<<grid, MLA_THREADS, smem, ctx->stream>>>(q, static_cast<const float *>(cache), ws, rows, H, start, D, L, scale,
+                                                               split_keys);
+  }
   if (e != cudaSuccess) return fail_cuda(e, "configuring the MLA attention kernel");
-  mla_attn_kernel<<<dim3((rows + MR - 1) / MR, splits), MLA_THREADS, smem, ctx->stream>>>(q, cache, ws, rows, H, start, D, L,
-                                                                                          scale, split_keys);
   if ((rc = launched("the MLA attention"))) return rc;
   mla_combine_kernel<<<rows, 128, 0, ctx->stream>>>(ws, out, rows, L, splits);
   return launched("the MLA split combine");

@@ -214,23 +214,28 @@ int tc_moe(klc_ctx *ctx, const MoeTc &m) {
 
 bool tc_mla_wanted(klc_ctx *ctx, int T) { return ctx->tensor_cores && T >= 16; }
 
-int tc_mla(klc_ctx *ctx, const float *q, const float *cache, float *out, int T, int H, int start, int D, int L, float scale) {
+int tc_mla(klc_ctx *ctx, const float *q, const void *cache, int cache_type, float *out, int T, int H, int start, int D, int L,
+           float scale) {
   const int total = start + T;
   const int ld = (total + 7) / 8 * 8;
   const size_t per_token = (size_t)H * ld * (sizeof(float) + sizeof(bf16));
   const int block = (int)std::max<size_t>(1, std::min<size_t>(T, MLA_BLOCK_BYTES / per_token));
   const size_t rows_max = (size_t)block * H;
+  const bool copy = cache_type != KLC_CACHE_BF16;
   void *scores = nullptr, *staging = nullptr;
   int rc = scratch(ctx, 1, sizeof(float) * rows_max * ld, &scores);
-  const size_t cache_bytes = align256(sizeof(bf16) * (size_t)total * D), q_bytes = align256(sizeof(bf16) * rows_max * D);
+  const size_t cache_bytes = copy ? align256(sizeof(bf16) * (size_t)total * D) : 0, q_bytes = align256(sizeof(bf16) * rows_max * D);
   if (!rc) rc = scratch(ctx, 2, cache_bytes + q_bytes + sizeof(bf16) * rows_max * ld, &staging);
   if (rc) return rc;
-  bf16 *cache_b = static_cast<bf16 *>(staging);
+  const bf16 *cache_b = copy ? static_cast<const bf16 *>(staging) : static_cast<const bf16 *>(cache);
   bf16 *q_b = reinterpret_cast<bf16 *>(static_cast<char *>(staging) + cache_bytes);
   bf16 *probs = reinterpret_cast<bf16 *>(static_cast<char *>(staging) + cache_bytes + q_bytes);
   float *S = static_cast<float *>(scores);
-  to_bf16_kernel<<<blocks_for((size_t)total * D), 256, 0, ctx->stream>>>(cache, D, 0, cache_b, total, D, 1);
-  if ((rc = launched("rounding the MLA latents to bf16"))) return rc;
+  if (copy) {
+    to_bf16_kernel<<<blocks_for((size_t)total * D), 256, 0, ctx->stream>>>(static_cast<const float *>(cache), D, 0,
+                                                                           static_cast<bf16 *>(staging), total, D, 1);
+    if ((rc = launched("rounding the MLA latents to bf16"))) return rc;
+  }
   for (int t0 = 0; t0 < T && !rc; t0 += block) {
     const int tb = std::min(block, T - t0), rows = tb * H, keys = start + t0 + tb;
     to_bf16_kernel<<<blocks_for((size_t)rows * D), 256, 0, ctx->stream>>>(q + (size_t)t0 * H * D, D, 0, q_b, rows, D, 1);

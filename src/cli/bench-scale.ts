@@ -183,8 +183,9 @@ export async function benchScale(session: EngineSession, scratch: string, opts: 
     await put('batchTokensPerSecond', (ASK_BATCH_LIMIT * 1000) / stepMs);
     let floors = '';
     if (report.copyBandwidth) {
-      const f1 = (decodeStepBytes(cfg, tokens) / report.copyBandwidth) * 1000;
-      const f8 = (decodeStepBytes(cfg, tokens, ASK_BATCH_LIMIT) / report.copyBandwidth) * 1000;
+      const bf16 = cuda?.bf16Caches ?? true;
+      const f1 = (decodeStepBytes(cfg, tokens, 1, bf16) / report.copyBandwidth) * 1000;
+      const f8 = (decodeStepBytes(cfg, tokens, ASK_BATCH_LIMIT, bf16) / report.copyBandwidth) * 1000;
       await put('tpotFloorMs', f1);
       await put('batchStepFloorMs', f8);
       floors = ` (floor ${f1.toFixed(2)} ms: ${(tpot / f1).toFixed(2)}x; ${ASK_BATCH_LIMIT} together floor ${f8.toFixed(2)} ms: ${(stepMs / f8).toFixed(2)}x)`;

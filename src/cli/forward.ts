@@ -66,7 +66,7 @@ export async function run(argv: string[]): Promise<void> {
         if (split !== undefined) {
           const file = join(scratch, `seq-${i}.klcs`);
           model.syncState(state);
-          await writeStateFile(file, state, { key: { modelId: 'forward', packerVersion: '', tokenizerId: '' }, ids, latent: model.latentReader(state) });
+          await writeStateFile(file, state, { key: { modelId: 'forward', packerVersion: '', tokenizerId: '' }, ids, latent: model.latentReader(state), latentDtype: model.latentDtype(state) });
           const opened = await openStateFile(file);
           try {
             state = await opened.readState(undefined, (ls, rows, count) => model.appendLatentRows(ls, rows, count));

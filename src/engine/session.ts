@@ -312,7 +312,7 @@ export class EngineSession {
     const spacing = this.opts.checkpointEvery ?? Math.max(checkpointSpacing(ids.length, kdaStateBytes(state)), this.model.backend.prefillTokens ?? 1);
     const writer = new CheckpointWriter(store, ids);
     // The snapshot is written as the rows are computed, so that it is on disk when the prefill ends.
-    const snapshot = await store.openSnapshot({ ...shapeOf(state), length: ids.length }, ids, { files, roots: ws.roots, createdAt: new Date().toISOString() });
+    const snapshot = await store.openSnapshot({ ...shapeOf(state), length: ids.length }, ids, { files, roots: ws.roots, createdAt: new Date().toISOString() }, this.model.latentDtype(state));
     const latent = this.model.latentReader(state);
     let prefillSeconds: number;
     try {

@@ -13,6 +13,7 @@ from klc_cuda import Klc
 
 c_p, c_i, c_f, c_z, c_d = ctypes.c_void_p, ctypes.c_int, ctypes.c_float, ctypes.c_size_t, ctypes.c_double
 MAX_BATCH = 64
+KLC_CACHE_F32, KLC_CACHE_BF16 = 0, 1
 results = []
 
 
@@ -99,22 +100,28 @@ def kda_case(klc, B, H, K, V, W=4, seed=11):
 # ---- MLA -------------------------------------------------------------------------------------------
 
 def mla_call(klc, q, caches, lengths, out, B, H, D, L, scale):
+    """klc_mla_decode over the caches (all fp32 or all bf16 tensors)."""
     klc.lib.klc_mla_decode_workspace_bytes.restype = c_z
     ws_bytes = klc.lib.klc_mla_decode_workspace_bytes(klc.ctx, B, H, D, L, max(lengths))
     ws = torch.empty(ws_bytes // 4 + 1, device="cuda")
     lens = (ctypes.c_int32 * B)(*lengths)
     cps = ptrs(caches)
-    run = lambda: klc._check(klc.lib.klc_mla_decode(klc.ctx, c_p(q.data_ptr()), cps, lens, c_p(out.data_ptr()), c_p(ws.data_ptr()),
+    ctype = KLC_CACHE_BF16 if caches[0].dtype == torch.bfloat16 else KLC_CACHE_F32
+    run = lambda: klc._check(klc.lib.klc_mla_decode(klc.ctx, c_p(q.data_ptr()), cps, ctype, lens, c_p(out.data_ptr()), c_p(ws.data_ptr()),
                                                     c_z(ws_bytes), B, H, D, L, c_f(scale)))
     run()
     return run, ws
 
 
-def mla_case(klc, lengths, H=32, D=576, L=512, seed=5, exact=True, tol=None):
+def mla_case(klc, lengths, H=32, D=576, L=512, seed=5, exact=True, tol=None, cache_bf16=False):
+    """Against float64 attention over the caches' own values (bf16 ones widened), so a bf16 cache is held to
+    the kernel's tolerance: its rounding is the cache's, not the kernel's."""
     g = torch.Generator(device="cuda").manual_seed(seed)
     B = len(lengths)
     scale = (D - L + 128) ** -0.5 if D == 576 else (D - L + 32) ** -0.5
     caches = [torch.randn(n, D, device="cuda", generator=g) for n in lengths]
+    if cache_bf16:
+        caches = [c.to(torch.bfloat16) for c in caches]
     q = torch.randn(B * H, D, device="cuda", generator=g) * 0.6
     out = torch.full((B * H, L), float("nan"), device="cuda")
     set_tensor_cores(klc, not exact)
@@ -125,7 +132,7 @@ def mla_case(klc, lengths, H=32, D=576, L=512, seed=5, exact=True, tol=None):
         c = cache.double()
         p = torch.softmax((q[b * H:(b + 1) * H].double() @ c.T) * scale, 1)
         err = max(err, rel(out[b * H:(b + 1) * H], p @ c[:, :L]))
-    mode = "exact (3xTF32)" if exact else "tensor-core TF32"
+    mode = ("exact (3xTF32)" if exact else "tensor-core TF32") + (", bf16 cache" if cache_bf16 else "")
     check(f"mla decode {mode} B={B} H={H} D={D} L={L} lengths={lengths}", err, tol or (1e-4 if exact else 1e-2))
     set_tensor_cores(klc, False)
 
@@ -278,27 +285,29 @@ def timing(klc, card):
     for n in (4096, 32768, 131072):
         for B in (1, 8):
             caches = [torch.randn(n, D, device="cuda") for _ in range(B)]
+            caches_bf16 = [c.to(torch.bfloat16) for c in caches]
             q = torch.randn(B * H, D, device="cuda") * 0.6
             out = torch.empty(B * H, L, device="cuda")
             row = {"what": "mla decode", "keys": n, "B": B, "cache_MB": round(B * n * D * 4 / 1e6, 1)}
-            for label, tc in (("exact", False), ("tf32", True)):
+            # tf32_bf16: the default mode as the backend runs it, over a bf16 cache (half the bytes).
+            for label, tc, cs, el in (("exact", False, caches, 4), ("tf32", True, caches, 4), ("tf32_bf16", True, caches_bf16, 2)):
                 set_tensor_cores(klc, tc)
-                run, _ws = mla_call(klc, q, caches, [n] * B, out, B, H, D, L, scale)
+                run, _ws = mla_call(klc, q, cs, [n] * B, out, B, H, D, L, scale)
                 ms = timed(run)
                 row[f"{label}_ms"] = round(ms, 4)
-                row[f"{label}_GBps"] = round(B * n * D * 4 / ms / 1e6, 0)
-                row[f"{label}_of_copy"] = round(B * n * D * 4 / ms / 1e6 / bw, 3)
+                row[f"{label}_GBps"] = round(B * n * D * el / ms / 1e6, 0)
+                row[f"{label}_of_copy"] = round(B * n * D * el / ms / 1e6 / bw, 3)
             set_tensor_cores(klc, False)
             if B == 1:
                 splits = klc.lib.klc_mla_splits(klc.ctx, H, n)
                 wsb = klc.lib.klc_mla_workspace_bytes(H, L, splits)
                 ws = torch.empty(wsb // 4 + 1, device="cuda")
-                old = lambda: klc._check(klc.lib.klc_mla_attention(klc.ctx, c_p(q.data_ptr()), c_p(caches[0].data_ptr()), c_p(out.data_ptr()),
+                old = lambda: klc._check(klc.lib.klc_mla_attention(klc.ctx, c_p(q.data_ptr()), c_p(caches[0].data_ptr()), KLC_CACHE_F32, c_p(out.data_ptr()),
                                                                    c_p(ws.data_ptr()), c_z(wsb), 1, H, n - 1, D, L, c_f(scale), splits))
                 row["single_sequence_kernel_ms"] = round(timed(old), 4)
             table.append(row)
             print(row, flush=True)
-            del caches
+            del caches, caches_bf16
     for B in (1, 8):
         H, K, W = 32, 128, 4
         x = kda_inputs(B, H, K, K, W, 1)
@@ -333,6 +342,9 @@ def main():
         mla_case(klc, [1, 63, 300], H=4, D=80, L=64, exact=exact)
         mla_case(klc, [131072], exact=exact)
         mla_case(klc, [1, 63, 4096, 40000, 131072], exact=exact)
+    for exact in (False, True):
+        mla_case(klc, [1, 63, 300], H=4, D=80, L=64, exact=exact, cache_bf16=True)
+        mla_case(klc, [1, 63, 4096, 40000, 131072], exact=exact, cache_bf16=True)
     mla_case(klc, [40000], exact=True)
     mla_case(klc, [5000, 17], H=40, exact=True)
     sample_cases(klc, 4096)

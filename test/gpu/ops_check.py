@@ -5,7 +5,10 @@ at the model's shapes; then the tensor-core forms (cuBLAS, bf16 activations) of 
 the grouped MoE experts and MLA prefill attention (absorbed, and flash-style over up-projected heads; with
 --mla-heads only the latter); the small-batch paths (sync-free MoE for few token-expert pairs, the GEMV for
 M <= 8) in both modes, timed against the general paths (KLC_SMALL_BATCH=0) with CUDA events (with --small-batch
-only these and the linear/MoE cases). Prints one line per case and exits non-zero when a case fails."""
+only these and the linear/MoE cases). The MLA cases run over fp32 and bf16 caches (KLC_CACHE_F32/BF16: the
+reference then uses the bf16 values, so the tolerance is the kernel's own), and klc_mla_append_latents is checked
+against a float64 norm, its bf16 rows against torch's round-to-nearest-even of it. Prints one line per case and
+exits non-zero when a case fails."""
 import os
 import ctypes
 import json
@@ -16,6 +19,7 @@ import torch
 from klc_cuda import Klc
 
 c_p, c_i, c_f, c_z, c_ll = ctypes.c_void_p, ctypes.c_int, ctypes.c_float, ctypes.c_size_t, ctypes.c_longlong
+KLC_CACHE_F32, KLC_CACHE_BF16 = 0, 1
 results = []
 # Short conv shapes: decode-sized calls shorter than the kernel's history, the bundled model's width,
 # and a Kimi-width slice (12288 channels = q, k, v of 32 heads x 128) longer than one chunk.
@@ -40,10 +44,15 @@ def mla_reference(q, cache, rows_idx, H, start, L, scale):
     return torch.stack(out)
 
 
-def mla_case(klc, T, H, start, D=576, L=512, sample=48, seed=0, tol=1e-4, label=""):
+def cache_of(cache, cache_bf16):
+    """The cache as the kernels take it, and its type code."""
+    return (cache.to(torch.bfloat16), KLC_CACHE_BF16) if cache_bf16 else (cache, KLC_CACHE_F32)
+
+
+def mla_case(klc, T, H, start, D=576, L=512, sample=48, seed=0, tol=1e-4, label="", cache_bf16=False):
     g = torch.Generator(device="cuda").manual_seed(seed)
     total = start + T
-    cache = torch.randn(total, D, device="cuda", generator=g)
+    cache, ctype = cache_of(torch.randn(total, D, device="cuda", generator=g), cache_bf16)
     q = torch.randn(T * H, D, device="cuda", generator=g) * 0.6
     out = torch.empty(T * H, L, device="cuda")
     rows = T * H
@@ -55,7 +64,7 @@ def mla_case(klc, T, H, start, D=576, L=512, sample=48, seed=0, tol=1e-4, label=
     torch.cuda.synchronize()
     start_ev, stop_ev = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     start_ev.record()
-    klc._check(klc.lib.klc_mla_attention(klc.ctx, c_p(q.data_ptr()), c_p(cache.data_ptr()), c_p(out.data_ptr()),
+    klc._check(klc.lib.klc_mla_attention(klc.ctx, c_p(q.data_ptr()), c_p(cache.data_ptr()), ctype, c_p(out.data_ptr()),
                                          c_p(ws.data_ptr()), c_z(ws_bytes), T, H, start, D, L, c_f(scale), splits))
     stop_ev.record()
     klc.sync()
@@ -64,7 +73,37 @@ def mla_case(klc, T, H, start, D=576, L=512, sample=48, seed=0, tol=1e-4, label=
     want = mla_reference(q, cache, idx, H, start, L, scale)
     got = out[idx].double()
     err = ((got - want).abs().max() / want.abs().max()).item()
-    check(f"{label}mla T={T} H={H} start={start} D={D} L={L} splits={splits}", err, tol, ms=round(ms, 2), rows_checked=len(idx))
+    kind = "bf16 cache " if cache_bf16 else ""
+    check(f"{label}{kind}mla T={T} H={H} start={start} D={D} L={L} splits={splits}", err, tol, ms=round(ms, 2), rows_checked=len(idx))
+
+
+def append_case(klc, rows, D=576, L=512, eps=1e-6, seed=19):
+    """klc_mla_append_latents at an offset into a cache, both types: row r = [RMSNorm(ckv[r, :L]) * w ; ckv[r, L:]].
+    fp32 rows against float64 (1e-6); bf16 rows against torch's round-to-nearest-even of the float64 rows, where
+    at most a value whose fp32 result lies within an ulp of a rounding tie may differ by one bf16 step (2^-8)."""
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    ckv = torch.randn(rows, D, device="cuda", generator=g) * 3
+    w = torch.rand(L, device="cuda", generator=g) + 0.5
+    x = ckv.double()
+    want = torch.cat([x[:, :L] * torch.rsqrt((x[:, :L] ** 2).mean(1, keepdim=True) + eps) * w.double(), x[:, L:]], 1)
+    for cache_bf16 in (False, True):
+        dtype = torch.bfloat16 if cache_bf16 else torch.float32
+        cache = torch.full((rows + 3, D), float("nan"), device="cuda", dtype=dtype)
+        klc._check(klc.lib.klc_mla_append_latents(klc.ctx, c_p(ckv.data_ptr()), c_p(w.data_ptr()), c_p(cache[3:].data_ptr()),
+                                                  KLC_CACHE_BF16 if cache_bf16 else KLC_CACHE_F32, rows, D, L, c_f(eps)))
+        klc.sync()
+        untouched = bool(torch.isnan(cache[:3]).all().item())
+        got = cache[3:].double()
+        if cache_bf16:
+            rounded = want.to(torch.bfloat16).double()
+            mismatch = (got != rounded).double().mean().item()
+            err = ((got - rounded).abs() / rounded.abs().clamp_min(1e-30)).max().item()
+            check(f"append latents rows={rows} bf16 cache vs rounded float64", err, 2 ** -6, mismatched=mismatch, untouched=untouched)
+            check(f"append latents rows={rows} bf16 cache: rows off by one step, share", mismatch, 1e-3)
+        else:
+            err = ((got - want).abs().max() / want.abs().max()).item()
+            check(f"append latents rows={rows} fp32 cache vs float64", err, 1e-6, untouched=untouched)
+        check(f"append latents rows={rows} {'bf16' if cache_bf16 else 'fp32'}: rows before the offset untouched", 0.0 if untouched else 1.0, 0.5)
 
 
 def linear_case(klc, M, N, K, seed=1):
@@ -430,14 +469,14 @@ def small_batch_cases(klc):
     torch.cuda.empty_cache()
 
 
-def mla_heads_case(klc, T, H, start, sample=24, seed=7, tol=1e-2, compare=False):
+def mla_heads_case(klc, T, H, start, sample=24, seed=7, tol=1e-2, compare=False, cache_bf16=False):
     """klc_mla_prefill_heads (flash-style, up-projected keys/values, tensor cores) against float64
     attention with keys (W_UK[h] c_j, pe_j) and values W_UV[h] c_j; with compare, also against the
     absorbed tensor-core path (klc_mla_attention, then W_UV) on every row, both timed."""
     g = torch.Generator(device="cuda").manual_seed(seed)
     nope, rope, dv, L = 128, 64, 128, 512
     D, total, scale = L + rope, start + T, (nope + rope) ** -0.5
-    cache = torch.randn(total, D, device="cuda", generator=g)
+    cache, ctype = cache_of(torch.randn(total, D, device="cuda", generator=g), cache_bf16)
     q = torch.randn(T, H, nope + rope, device="cuda", generator=g) * 1.5
     wukt = (torch.randn(H, L, nope, device="cuda", generator=g) * L ** -0.5).to(torch.bfloat16)
     wuv = (torch.randn(H, dv, L, device="cuda", generator=g) * L ** -0.5).to(torch.bfloat16)
@@ -445,7 +484,7 @@ def mla_heads_case(klc, T, H, start, sample=24, seed=7, tol=1e-2, compare=False)
     ev = [torch.cuda.Event(enable_timing=True) for _ in range(4)]
     torch.cuda.synchronize()
     ev[0].record()
-    klc._check(klc.lib.klc_mla_prefill_heads(klc.ctx, c_p(q.data_ptr()), c_p(cache.data_ptr()), c_p(wukt.data_ptr()),
+    klc._check(klc.lib.klc_mla_prefill_heads(klc.ctx, c_p(q.data_ptr()), c_p(cache.data_ptr()), ctype, c_p(wukt.data_ptr()),
                                              c_p(wuv.data_ptr()), c_p(out.data_ptr()), T, H, start, nope, rope, dv, L, c_f(scale)))
     ev[1].record()
     klc.sync()
@@ -471,7 +510,7 @@ def mla_heads_case(klc, T, H, start, sample=24, seed=7, tol=1e-2, compare=False)
         ws = torch.empty(ws_bytes // 4 + 1, device="cuda")
         torch.cuda.synchronize()
         ev[2].record()
-        klc._check(klc.lib.klc_mla_attention(klc.ctx, c_p(qfull.data_ptr()), c_p(cache.data_ptr()), c_p(lat.data_ptr()),
+        klc._check(klc.lib.klc_mla_attention(klc.ctx, c_p(qfull.data_ptr()), c_p(cache.data_ptr()), ctype, c_p(lat.data_ptr()),
                                              c_p(ws.data_ptr()), c_z(ws_bytes), T, H, start, D, L, c_f(scale), splits))
         ev[3].record()
         klc.sync()
@@ -480,8 +519,8 @@ def mla_heads_case(klc, T, H, start, sample=24, seed=7, tol=1e-2, compare=False)
         del qfull, lat, ws
         extra["vs_absorbed"] = float(((out - old).abs().max() / old.abs().max()).item())
         extra["absorbed_vs_f64"] = float(((old.view(rows, dv)[idx].double() - want).abs().max() / want.abs().max()).item())
-        check(f"flash MLA prefill T={T} H={H} start={start} vs the absorbed tensor-core path", extra["vs_absorbed"], tol)
-    check(f"flash MLA prefill T={T} H={H} start={start} vs float64", err, tol, **extra)
+        check(f"flash MLA prefill T={T} H={H} start={start}{' bf16 cache' if cache_bf16 else ''} vs the absorbed tensor-core path", extra["vs_absorbed"], tol)
+    check(f"flash MLA prefill T={T} H={H} start={start}{' bf16 cache' if cache_bf16 else ''} vs float64", err, tol, **extra)
 
 
 def mla_heads_cases(klc):
@@ -492,6 +531,8 @@ def mla_heads_cases(klc):
     mla_heads_case(klc, 1000, 8, 7692)
     mla_heads_case(klc, 4096, 32, 20000, compare=True)
     mla_heads_case(klc, 32768, 32, 0, compare=True)
+    mla_heads_case(klc, 300, 32, 1000, compare=True, cache_bf16=True)
+    mla_heads_case(klc, 4096, 32, 20000, compare=True, cache_bf16=True)
 
 
 def moe_and_small_cases(klc):
@@ -536,12 +577,17 @@ def main():
     mla_case(klc, 1, 32, 32767)
     mla_case(klc, 1, 32, 100000)
     mla_case(klc, 32768, 4, 0)
+    for T, H, start in ((5, 4, 0), (300, 32, 1000), (1, 32, 100000)):
+        mla_case(klc, T, H, start, D=80 if H == 4 else 576, L=64 if H == 4 else 512, cache_bf16=True)
+    for rows in (1, 7, 4096):
+        append_case(klc, rows)
     print(f"engine: {set_tensor_cores(klc, True)}", flush=True)
     for M, N, K in ((1, 4096, 2304), (200, 12288, 2304), (1000, 2304, 4096), (77, 163840 // 8, 2304)):
         tc_linear_case(klc, M, N, K)
     moe_and_small_cases(klc)
     for T, H, start in ((200, 32, 0), (300, 32, 1000), (4096, 32, 0), (32768, 4, 0), (20, 4, 5)):
         mla_case(klc, T, H, start, tol=1e-2, label="tensor-core ")
+        mla_case(klc, T, H, start, tol=1e-2, label="tensor-core ", cache_bf16=True)
     mla_heads_cases(klc)
     klc.close()
     json.dump(results, open(sys.argv[1] if len(sys.argv) > 1 else "/dev/null", "w"), indent=1)

@@ -10,6 +10,8 @@ cp "$node_include"/node_api.h "$node_include"/node_api_types.h "$node_include"/j
 
 npx esbuild test/gpu/model.test.ts --bundle --platform=node --format=cjs --target=node20 --external:'*.node' --external:onnxruntime-node \
   --outfile=.device/model.test.cjs --log-level=warning
+npx esbuild test/gpu/bf16-cache.test.ts --bundle --platform=node --format=cjs --target=node20 --external:'*.node' --external:onnxruntime-node \
+  --outfile=.device/bf16-cache.test.cjs --log-level=warning
 npx esbuild test/gpu/quant-model.test.ts --bundle --platform=node --format=cjs --target=node20 --external:'*.node' --external:onnxruntime-node \
   --outfile=.device/quant-model.test.cjs --log-level=warning
 npx esbuild test/gpu/plan-parity.test.ts --bundle --platform=node --format=cjs --target=node20 --external:'*.node' --external:onnxruntime-node \

@@ -102,6 +102,8 @@ export interface Backend<A = unknown> {
    */
   latentRows?(ls: MlaLayerState, from: number, count: number): Float32Array;
   appendLatentRows?(ls: MlaLayerState, rows: Float32Array, count: number): void;
+  /** Optional: the type a layer's rows are kept in where it is not fp32 (they are then saved so). */
+  latentDtype?(ls: MlaLayerState): 'f32' | 'bf16';
 
   /** Frees weights and device memory. */
   dispose(): Promise<void>;

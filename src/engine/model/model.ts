@@ -15,6 +15,7 @@ import { ReferenceBackend } from '../reference/backend';
 import { LatentCache } from '../state/latent-cache';
 import { pickToken, type TokenPick } from '../sampler';
 import type { KdaLayerState, LayerState, MlaLayerState, SequenceState } from '../state/types';
+import type { LatentDtype } from '../state/state-file';
 import { Checkpoint } from './checkpoint';
 import { loadConfig, loadConfigFile, type KimiConfig } from './config';
 import { DummyWeights } from './dummy-weights';
@@ -170,6 +171,16 @@ export class Model {
    */
   syncState(s: SequenceState): void {
     this.backend.exportState(s, 'recurrent');
+  }
+
+  /**
+   * How `s`'s MLA rows are best saved: bf16 where the backend keeps them so (the CUDA backend in
+   * tensor-core mode), so the file holds exactly those values in half the bytes; else fp32.
+   */
+  latentDtype(s: SequenceState): LatentDtype {
+    const b = this.backend;
+    const mla = s.layers.find((l): l is MlaLayerState => l.kind === 'mla');
+    return mla && b.latentDtype ? b.latentDtype(mla) : 'f32';
   }
 
   /** Reads MLA rows of `s` for writeStateFile, block by block. */

@@ -5,7 +5,7 @@
  */
 import type { KimiConfig } from '../model/config';
 import { attentionMatrices, elements, swigluMatrices } from './inventory';
-import { MLA_CACHE_ELEMENT_BYTES } from './memory-plan';
+import { mlaCacheElementBytes } from './memory-plan';
 
 const BF16 = 2;
 const F32 = 4;
@@ -38,13 +38,13 @@ export function expectedExperts(c: KimiConfig, answers: number): number {
  * Bytes one decode step of `answers` sequences, each `context` tokens long, must read: the weights
  * it uses once (lm_head included), each sequence's KDA state read and written, its MLA cache read.
  */
-export function decodeStepBytes(c: KimiConfig, context: number, answers = 1): number {
+export function decodeStepBytes(c: KimiConfig, context: number, answers = 1, tensorCores = true): number {
   const w = activeWeights(c);
   const weights = (w.bf16 + w.moeLayers * expectedExperts(c, answers) * w.expert + c.vocabSize * c.hiddenSize) * BF16 + w.f32 * F32;
   const { numHeads: H, headDim: K } = c.kda;
   const D = c.mla.kvLoraRank + c.mla.qkRopeHeadDim;
   let perSequence = 0;
-  for (const l of c.layers) perSequence += l.attention === 'kda' ? 2 * H * K * K * F32 : context * D * MLA_CACHE_ELEMENT_BYTES;
+  for (const l of c.layers) perSequence += l.attention === 'kda' ? 2 * H * K * K * F32 : context * D * mlaCacheElementBytes(tensorCores);
   return weights + answers * perSequence;
 }
 

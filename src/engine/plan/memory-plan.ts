@@ -6,8 +6,9 @@
  *
  * On the GPU:
  * - weights (./weights.ts);
- * - the repository's MLA latent cache: mapped in 2 MiB granules, grown in extents of at most
- *   128 MiB, so each MLA layer holds at most roundUp(rows, 2 MiB) + 128 MiB;
+ * - the repository's MLA latent cache, bf16 in tensor-core mode and fp32 in exact mode (as the CUDA
+ *   backend keeps it): mapped in 2 MiB granules, grown in extents of at most 128 MiB, so each MLA
+ *   layer holds at most roundUp(rows, 2 MiB) + 128 MiB;
  * - the repository's KDA state (S = H·K·K and conv tails 3·H·K·(W−1) per KDA layer, fp32);
  * - per fork: a copy of the KDA state, the copied boundary granule of each MLA layer, and its private
  *   rows for the question and answer (FORK_RESERVE_TOKENS, in whole granules);
@@ -23,8 +24,10 @@ export type QuantizationChoice = Quantization | 'auto';
 
 export const MAX_CONTEXT_TOKENS = 1_048_576;
 export const MAX_FORKS = 8;
-/** Bytes of one MLA latent element on the GPU: fp32 today. */
-export const MLA_CACHE_ELEMENT_BYTES = 4;
+/** Bytes of one MLA latent element on the GPU: bf16 in tensor-core mode, fp32 in exact mode. */
+export function mlaCacheElementBytes(tensorCores: boolean): number {
+  return tensorCores ? 2 : 4;
+}
 /** The MLA cache is mapped in granules of this size (the CUDA virtual memory granularity). */
 export const CACHE_GRANULE = 2 ** 21;
 /** The largest extent the MLA cache grows by at once. */
@@ -120,22 +123,22 @@ export function kdaStateBytes(c: KimiConfig): number {
   return kdaLayers * (H * K * K + 3 * H * K * (W - 1)) * F32;
 }
 
-function mlaRowBytes(c: KimiConfig): number {
-  return (c.mla.kvLoraRank + c.mla.qkRopeHeadDim) * MLA_CACHE_ELEMENT_BYTES;
+function mlaRowBytes(c: KimiConfig, elementBytes: number): number {
+  return (c.mla.kvLoraRank + c.mla.qkRopeHeadDim) * elementBytes;
 }
 
 function mlaLayers(c: KimiConfig): number {
   return c.layers.filter((l) => l.attention === 'mla').length;
 }
 
-/** The most the repository's MLA cache holds for `tokens` tokens. */
-export function mlaCacheBytes(c: KimiConfig, tokens: number): number {
-  return mlaLayers(c) * (roundUp(tokens * mlaRowBytes(c), CACHE_GRANULE) + CACHE_GROWTH_EXTENT);
+/** The most the repository's MLA cache holds for `tokens` tokens of `elementBytes` per latent value. */
+export function mlaCacheBytes(c: KimiConfig, tokens: number, elementBytes: number): number {
+  return mlaLayers(c) * (roundUp(tokens * mlaRowBytes(c, elementBytes), CACHE_GRANULE) + CACHE_GROWTH_EXTENT);
 }
 
 /** What one fork adds: its KDA state, the copied boundary granule and its private rows per MLA layer. */
-export function forkBytes(c: KimiConfig): number {
-  return kdaStateBytes(c) + mlaLayers(c) * (CACHE_GRANULE + roundUp(FORK_RESERVE_TOKENS * mlaRowBytes(c), CACHE_GRANULE));
+export function forkBytes(c: KimiConfig, elementBytes: number): number {
+  return kdaStateBytes(c) + mlaLayers(c) * (CACHE_GRANULE + roundUp(FORK_RESERVE_TOKENS * mlaRowBytes(c, elementBytes), CACHE_GRANULE));
 }
 
 interface Candidate {
@@ -180,11 +183,12 @@ class Planner {
     const offloadedLayers = this.offloaded(k.offload);
     const host = offloadedLayers.reduce((s, i) => s + w.experts[i], 0);
     const weights = w.resident + w.experts.reduce((s, b) => s + b, 0) - host;
-    const mlaCache = mlaCacheBytes(c, contextTokens);
+    const tensorCores = req.tensorCores ?? true;
+    const element = mlaCacheElementBytes(tensorCores);
+    const mlaCache = mlaCacheBytes(c, contextTokens, element);
     const kdaState = kdaStateBytes(c);
-    const forkTotal = forks * forkBytes(c);
-    const longest = contextTokens + (forks > 0 ? FORK_RESERVE_TOKENS : 0);
-    const workspace = prefillWorkspaceBytes(c, longest, k.slice, req.tensorCores ?? true, req.sampleScratch) + dense;
+    const forkTotal = forks * forkBytes(c, element);
+    const workspace = prefillWorkspaceBytes(c, k.slice, tensorCores, req.sampleScratch) + dense;
     const total = weights + mlaCache + kdaState + forkTotal + workspace;
     const usable = this.usable();
     return {

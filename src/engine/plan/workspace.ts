@@ -89,17 +89,16 @@ export function mlaHeadsScratchBytes(c: KimiConfig, sliceTokens: number): number
 }
 
 /**
- * Staging memory of tensor-core mode (native/src/tc_ops.cu): the MLA score block, bf16 copies of
- * the latent cache of the longest sequence and of a query block, the bf16 copy of the widest
- * linear-layer input, and the up-projected MLA prefill's buffers (they share the same staging
- * slots, so this bounds both).
+ * Staging memory of tensor-core mode (native/src/tc_ops.cu): the MLA score block, the bf16 copy of
+ * a query block, the bf16 copy of the widest linear-layer input, and the up-projected MLA prefill's
+ * buffers (they share the same staging slots, so this bounds both). The latent cache itself is
+ * bf16 in this mode and feeds the GEMMs as it is: no copy of it is staged.
  */
-export function tensorCoreScratchBytes(c: KimiConfig, sequenceTokens: number, sliceTokens: number): number {
+export function tensorCoreScratchBytes(c: KimiConfig, sliceTokens: number): number {
   const m = c.mla;
   const D = m.kvLoraRank + m.qkRopeHeadDim;
   const widest = Math.max(c.hiddenSize, c.kda.numHeads * c.kda.headDim, m.numHeads * m.kvLoraRank, c.intermediateSize, m.numHeads * (m.qkNopeHeadDim + m.qkRopeHeadDim));
-  return MLA_BLOCK_BYTES + sequenceTokens * D * BF16 + sliceTokens * m.numHeads * D * BF16 + sliceTokens * widest * BF16 + 3 * 256
-    + mlaHeadsScratchBytes(c, sliceTokens);
+  return MLA_BLOCK_BYTES + sliceTokens * m.numHeads * D * BF16 + sliceTokens * widest * BF16 + 3 * 256 + mlaHeadsScratchBytes(c, sliceTokens);
 }
 
 /** Rows the engine samples on the device at once (it decodes up to 8 answers together). */
@@ -116,13 +115,13 @@ export function sampleScratchBytes(c: KimiConfig, rows = SAMPLE_ROWS): number {
 }
 
 /**
- * Device memory of one forward call of `sliceTokens` tokens on a sequence of up to
- * `sequenceTokens`: the layer workspace, the hidden and normed rows and the token ids beside it,
- * tensor-core staging when that mode is on, and the sampling buffers (`sampleScratch`: the native
- * library's exact figure when a GPU is at hand).
+ * Device memory of one forward call of `sliceTokens` tokens, on a sequence of any length: the layer
+ * workspace, the hidden and normed rows and the token ids beside it, tensor-core staging when that
+ * mode is on, and the sampling buffers (`sampleScratch`: the native library's exact figure when a
+ * GPU is at hand).
  */
-export function prefillWorkspaceBytes(c: KimiConfig, sequenceTokens: number, sliceTokens: number, tensorCores: boolean, sampleScratch = sampleScratchBytes(c)): number {
+export function prefillWorkspaceBytes(c: KimiConfig, sliceTokens: number, tensorCores: boolean, sampleScratch = sampleScratchBytes(c)): number {
   const T = sliceTokens;
-  const staging = tensorCores ? tensorCoreScratchBytes(c, sequenceTokens, T) : 0;
+  const staging = tensorCores ? tensorCoreScratchBytes(c, T) : 0;
   return layerWorkspaceBytes(c, T, moeScratchBytes(c, T), mlaScratchBytes(c, T)) + 2 * T * c.hiddenSize * F32 + T * 4 + staging + sampleScratch;
 }

@@ -12,7 +12,7 @@
  */
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
-import { hashIds, openStateFile, sameKey, StateFileError, StateFileWriter, writeStateFile, type LatentSink, type StateKey, type StateShape } from './state-file';
+import { hashIds, openStateFile, sameKey, StateFileError, StateFileWriter, writeStateFile, type LatentDtype, type LatentSink, type StateKey, type StateShape } from './state-file';
 import type { SequenceState } from './types';
 
 export interface Resumed {
@@ -125,8 +125,8 @@ export class RepoStateStore {
    * A snapshot of a state of `shape` written while it is computed (see StateFileWriter): the
    * previous snapshot stays until commit(), so a failed or cancelled ingest leaves it as it was.
    */
-  async openSnapshot(shape: StateShape, ids: ArrayLike<number>, meta?: Record<string, unknown>): Promise<StateFileWriter> {
-    return StateFileWriter.open(this.snapshotPath, shape, { key: this.key, ids, meta });
+  async openSnapshot(shape: StateShape, ids: ArrayLike<number>, meta?: Record<string, unknown>, latentDtype?: LatentDtype): Promise<StateFileWriter> {
+    return StateFileWriter.open(this.snapshotPath, shape, { key: this.key, ids, meta, latentDtype });
   }
 
   /** Removes checkpoints beyond `position`: they describe content that is about to change. */

@@ -8,6 +8,11 @@
  *         48   header: UTF-8 JSON (StateHeader)
  *     48 + H   segments, back to back, in header order; each has its own sha256
  *
+ * Segments hold i32 (token ids), f32 (KDA states; MLA rows) or bf16 (MLA rows of a state whose
+ * cache is bf16, as the CUDA backend keeps it in tensor-core mode: half the bytes, no rounding,
+ * since the values are already bf16). Readers widen bf16 rows to fp32, so any backend restores
+ * either kind. Version 2 added bf16; version 1 files (f32 and i32 only) read unchanged.
+ *
  * Per-segment checksums let a reader verify only what it uses: resuming from a checkpoint at
  * token p reads the first p rows of each MLA cache, not the whole multi-gigabyte file. MLA rows are
  * therefore split into blocks of BLOCK_ROWS rows. Files are written to a temp file and renamed, so
@@ -17,10 +22,13 @@ import { createHash, webcrypto } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import { openAtomic, writeError, type PendingFile } from '../../common/atomic';
 import { UserError } from '../../common/errors';
+import { fromBf16, toBf16 } from '../model/bf16';
 import { LatentCache } from './latent-cache';
 import type { LayerState, MlaLayerState, SequenceState } from './types';
 
-export const STATE_FORMAT_VERSION = 1;
+export const STATE_FORMAT_VERSION = 2;
+/** Versions this reader takes: 1 differs from 2 only in lacking bf16 segments. */
+const READABLE_VERSIONS = [1, 2];
 const MAGIC = Buffer.from('KLCSTATE', 'latin1');
 const PREAMBLE = 48;
 const BLOCK_ROWS = 4096;
@@ -32,9 +40,14 @@ export interface StateKey {
   tokenizerId: string;
 }
 
+export type SegmentDtype = 'f32' | 'i32' | 'bf16';
+/** How MLA rows are stored. */
+export type LatentDtype = 'f32' | 'bf16';
+const DTYPE_BYTES: Record<SegmentDtype, number> = { f32: 4, i32: 4, bf16: 2 };
+
 export interface SegmentInfo {
   name: string;
-  dtype: 'f32' | 'i32';
+  dtype: SegmentDtype;
   /** Element count. */
   count: number;
   /** Byte offset from the start of the segment area. */
@@ -109,6 +122,11 @@ export interface StateFileOptions {
   withLatent?: boolean;
   /** false: record only the hash of the ids, not the ids themselves. */
   storeIds?: boolean;
+  /**
+   * How MLA rows are stored (default f32): bf16 for a state whose cache is bf16 (see
+   * Model.latentDtype); fp32 rows given to a bf16 file are rounded to nearest even.
+   */
+  latentDtype?: LatentDtype;
 }
 
 /**
@@ -144,10 +162,11 @@ export class StateFileWriter {
     if (opts.ids && opts.ids.length < shape.length) throw new Error(`writeStateFile: ${opts.ids.length} ids for a state of ${shape.length} tokens`);
     const segments: SegmentInfo[] = [];
     let offset = 0;
-    const add = (name: string, dtype: 'f32' | 'i32', count: number) => {
+    const add = (name: string, dtype: SegmentDtype, count: number) => {
       segments.push({ name, dtype, count, offset, sha256: ZERO_SHA });
-      offset += count * 4;
+      offset += count * DTYPE_BYTES[dtype];
     };
+    const latentDtype = opts.latentDtype ?? 'f32';
     if (opts.ids && (opts.storeIds ?? true)) add('ids', 'i32', shape.length);
     const layers: LayerInfo[] = shape.layers.map((l, i) => {
       if (l.kind === 'kda') {
@@ -156,7 +175,7 @@ export class StateFileWriter {
         return { kind: 'kda', convLength: l.convLength, stateLength: l.stateLength };
       }
       if (!withLatent) return { kind: 'mla', width: l.width, rows: 0 };
-      for (let r = 0, b = 0; r < shape.length; r += BLOCK_ROWS, b++) add(`layer.${i}.latent.${b}`, 'f32', Math.min(BLOCK_ROWS, shape.length - r) * l.width);
+      for (let r = 0, b = 0; r < shape.length; r += BLOCK_ROWS, b++) add(`layer.${i}.latent.${b}`, latentDtype, Math.min(BLOCK_ROWS, shape.length - r) * l.width);
       return { kind: 'mla', width: l.width, rows: shape.length };
     });
     const header: StateHeader = {
@@ -193,9 +212,11 @@ export class StateFileWriter {
     if (!info) throw new Error(`writeStateFile: no segment ${name} in ${this.file}`);
     if (this.written.has(name)) throw new Error(`writeStateFile: segment ${name} written twice`);
     if (data.length !== info.count) throw new Error(`writeStateFile: segment ${name} has ${data.length} values, planned ${info.count}`);
+    if ((info.dtype === 'i32') !== data instanceof Int32Array) throw new Error(`writeStateFile: segment ${name} holds ${info.dtype}, given a ${data.constructor.name}`);
     this.throwIfFailed();
     this.written.add(name);
-    const bytes = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+    const raw = info.dtype === 'bf16' ? toBf16(data as Float32Array) : data;
+    const bytes = Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength);
     const done = Promise.all([digest(bytes), this.pending.handle.write(bytes, 0, bytes.length, this.dataStart + info.offset)]).then(
       ([sha]) => {
         info.sha256 = sha;
@@ -332,7 +353,7 @@ export async function openStateFile(file: string): Promise<OpenedStateFile> {
     await handle.read(pre, 0, PREAMBLE, 0);
     if (!pre.subarray(0, 8).equals(MAGIC)) throw new StateFileError(file, 'not a kimi-linear-code state file');
     const version = pre.readUInt32LE(8);
-    if (version !== STATE_FORMAT_VERSION) throw new StateFileError(file, `format version ${version}, expected ${STATE_FORMAT_VERSION}`);
+    if (!READABLE_VERSIONS.includes(version)) throw new StateFileError(file, `format version ${version}, this version reads ${READABLE_VERSIONS.join(' and ')}`);
     const hlen = pre.readUInt32LE(12);
     if (PREAMBLE + hlen > size) throw new StateFileError(file, 'truncated header');
     const hb = Buffer.alloc(hlen);
@@ -340,7 +361,10 @@ export async function openStateFile(file: string): Promise<OpenedStateFile> {
     if (!createHash('sha256').update(hb).digest().equals(pre.subarray(16, 48))) throw new StateFileError(file, 'header checksum mismatch');
     const header = JSON.parse(hb.toString('utf8')) as StateHeader;
     const dataStart = PREAMBLE + hlen;
-    const dataBytes = header.segments.reduce((n, s) => n + s.count * 4, 0);
+    for (const s of header.segments) {
+      if (!Object.hasOwn(DTYPE_BYTES, s.dtype) || (version < 2 && s.dtype === 'bf16')) throw new StateFileError(file, `segment ${s.name} has dtype ${String(s.dtype)}, which format version ${version} does not hold`);
+    }
+    const dataBytes = header.segments.reduce((n, s) => n + s.count * DTYPE_BYTES[s.dtype], 0);
     if (dataStart + dataBytes !== size) {
       throw new StateFileError(file, `size ${size} bytes, expected ${dataStart + dataBytes} (truncated or padded)`);
     }
@@ -349,11 +373,11 @@ export async function openStateFile(file: string): Promise<OpenedStateFile> {
     const readSegment = async (name: string, elements?: number): Promise<Float32Array | Int32Array> => {
       const s = bySegment.get(name);
       if (!s) throw new StateFileError(file, `segment ${name} missing`);
-      const buf = Buffer.alloc(s.count * 4);
+      const buf = Buffer.alloc(s.count * DTYPE_BYTES[s.dtype]);
       await handle.read(buf, 0, buf.length, dataStart + s.offset);
       if (createHash('sha256').update(buf).digest('hex') !== s.sha256) throw new StateFileError(file, `checksum mismatch in ${name}`);
       const ab = buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.length);
-      const arr = s.dtype === 'i32' ? new Int32Array(ab) : new Float32Array(ab);
+      const arr = s.dtype === 'i32' ? new Int32Array(ab) : s.dtype === 'bf16' ? fromBf16(new Uint16Array(ab)) : new Float32Array(ab);
       return elements === undefined ? arr : arr.subarray(0, elements);
     };
 

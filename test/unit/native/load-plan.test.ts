@@ -2,8 +2,8 @@
  * The CUDA backend's load-time plan without a GPU: the device's free memory and the user's budget
  * in, the planned context (logged when chosen) or a refusal with numbers out. Expected values are
  * worked out by hand for the published 48B config (see test/unit/plan/memory-plan.test.ts for the
- * components: bf16 weights 98,278,444,544, KDA state 44,892,160, a fork 132,972,544, the 512-token
- * workspace 2,343,790,880 + 1152 B per token of the longest sequence).
+ * components: bf16 weights 98,278,444,544, KDA state 44,892,160, a fork 103,612,416 (bf16 MLA rows in
+ * tensor-core mode), the 512-token workspace 2,343,790,880 and the 1024-token one 2,834,657,568).
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -31,19 +31,20 @@ const facts = (free: number, c?: KimiConfig, extra: Partial<DeviceFacts> = {}): 
 test('without a budget the longest context that fits is planned and logged', async () => {
   const c = await loadConfigFile(CONFIG);
   const lines: string[] = [];
-  // 120 GB free → 114e9 usable. Fixed: 98,278,444,544 + 44,892,160 + 8 × 132,972,544 = 99,387,117,056.
-  // 655,360 tokens: 655,360 × 2304 = 1,509,949,440 (360 granules) + 134,217,728 = 1,644,167,168 × 7 = 11,509,170,176;
-  //   512-token workspace 2,343,790,880 + 659,456 × 1152 = 3,103,484,192 → 113,999,771,424 ≤ 114e9.
-  // 656,384 tokens: 722 granules → 11,538,530,304 + workspace 3,104,663,840 → 114,030,311,200 > 114e9.
-  const plan = planLoad(c, { log: (l) => lines.push(l) }, facts(120e9, c));
-  assert.equal(plan.contextTokens, 655_360);
+  // 110 GB free → 104.5e9 usable. Fixed at 512-token slices: 98,278,444,544 + 44,892,160 + 8 × 103,612,416
+  //   + 7 × 134,217,728 (growth extents) + 2,343,790,880 = 102,435,551,008, leaving 2,064,448,992 / 7 = 294,921,284 per
+  //   MLA layer: 140 granules (293,601,280). 254,862 × 1152 = 293,601,024 fits, 254,863 tokens do not; in 1024-token
+  //   steps 253,952 (292,552,704 B, still 140 granules) → 102,435,551,008 + 7 × 293,601,280 = 104,490,759,968.
+  //   1024-token slices would add 2,834,657,568 − 2,343,790,880 = 490,866,688: too much.
+  const plan = planLoad(c, { log: (l) => lines.push(l) }, facts(110e9, c));
+  assert.equal(plan.contextTokens, 253_952);
   assert.equal(plan.sliceTokens, 512);
-  assert.equal(plan.gpu.total, 113_999_771_424);
-  assert.deepEqual(lines, ['cuda: planned for a context of 655360 tokens and 8 forks (the config allows 1048576, more does not fit)']);
-  // 141 GB free holds the config's whole 1,048,576 tokens (124,230,610,720 at 4096-token slices, see the plan tests).
+  assert.equal(plan.gpu.total, 104_490_759_968);
+  assert.deepEqual(lines, ['cuda: planned for a context of 253952 tokens and 8 forks (the config allows 1048576, more does not fit)']);
+  // 141 GB free holds the config's whole 1,048,576 tokens (114,327,334,688 at 4096-token slices, see the plan tests).
   const full = planLoad(c, { log: (l) => lines.push(l) }, facts(141e9, c));
   assert.equal(full.contextTokens, 1_048_576);
-  assert.equal(full.gpu.total, 124_230_610_720);
+  assert.equal(full.gpu.total, 114_327_334_688);
   assert.equal(lines[1], 'cuda: planned for a context of 1048576 tokens and 8 forks (the config\'s maximum)');
 });
 
@@ -79,11 +80,11 @@ test('auto plans unquantized weights where they fit and the least quantization t
   assert.equal(planLoad(c, { quantization: 'auto', contextTokens: 131_072 }, facts(80e9, c)).quantization, 'int8');
   // 40 GB: only int4 (about 27 GB) fits.
   assert.equal(planLoad(c, { quantization: 'auto', contextTokens: 131_072 }, facts(40e9, c)).quantization, 'int4');
-  // Without a context budget, auto does not quantize for a longer context: bf16 fits at 120 GB.
+  // Without a context budget, auto does not quantize for a longer context: bf16 fits at 110 GB.
   const lines: string[] = [];
-  const unbudgeted = planLoad(c, { quantization: 'auto', log: (l) => lines.push(l) }, facts(120e9, c));
+  const unbudgeted = planLoad(c, { quantization: 'auto', log: (l) => lines.push(l) }, facts(110e9, c));
   assert.equal(unbudgeted.quantization, 'none');
-  assert.equal(unbudgeted.contextTokens, 655_360);
+  assert.equal(unbudgeted.contextTokens, 253_952);
 });
 
 test('bad budgets are user errors', async () => {

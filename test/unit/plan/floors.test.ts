@@ -24,8 +24,10 @@ test('one answer at no context reads the ~3.1 B active weights once and each KDA
   // (1,240,743,936 + 1,472,200,704 + 377,487,360)·2 + 15,335,424·4 = 6,242,205,696 weight bytes;
   // KDA states read and written: 20·2·32·128·128·4 = 83,886,080.
   assert.equal(decodeStepBytes(c, 0), 6_326_091_776);
-  // Each MLA layer reads 4096 rows of 576 fp32 latents: + 7·4096·576·4 = 66,060,288.
-  assert.equal(decodeStepBytes(c, 4096), 6_392_152_064);
+  // Each MLA layer reads 4096 rows of 576 bf16 latents (tensor-core mode): + 7·4096·576·2 = 33,030,144.
+  assert.equal(decodeStepBytes(c, 4096), 6_359_121_920);
+  // In exact mode the latents are fp32: + 7·4096·576·4 = 66,060,288.
+  assert.equal(decodeStepBytes(c, 4096, 1, false), 6_392_152_064);
 });
 
 test('eight answers read the experts any of them chose once, and their own states each', async () => {
@@ -35,7 +37,7 @@ test('eight answers read the experts any of them chose once, and their own state
   assert.ok(Math.abs(expectedExperts(c, 8) - distinct) < 1e-9);
   assert.equal(expectedExperts(c, 1), 8);
   const weights = (1_240_743_936 + 26 * distinct * 7_077_888 + 377_487_360) * 2 + 15_335_424 * 4;
-  const perAnswer = 83_886_080 + 7 * 131_072 * 576 * 4;
+  const perAnswer = 83_886_080 + 7 * 131_072 * 576 * 2;
   assert.ok(Math.abs(decodeStepBytes(c, 131_072, 8) - (weights + 8 * perAnswer)) < 1);
 });
 

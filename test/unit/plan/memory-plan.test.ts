@@ -80,23 +80,31 @@ test('the bundled tiny checkpoint: none-scheme weight bytes equal its tensors at
   }
 });
 
-test('MLA cache: 7 layers × tokens × 576 × 4 B in 2 MiB granules, plus one 128 MiB growth extent per layer', async () => {
+test('MLA cache: 7 layers × tokens × 576 × 2 B (bf16, tensor-core mode) or 4 B (fp32, exact mode) in 2 MiB granules, plus one 128 MiB growth extent per layer', async () => {
   const c = await published();
-  // 1,048,576 × 576 × 4 = 2,415,919,104 (1152 whole granules) + 134,217,728 = 2,550,136,832; × 7 = 17,850,957,824.
-  assert.equal(mlaCacheBytes(c, 1_048_576), 17_850_957_824);
+  // bf16: 1,048,576 × 576 × 2 = 1,207,959,552 (576 whole granules) + 134,217,728 = 1,342,177,280; × 7 = 9,395,240,960.
+  assert.equal(mlaCacheBytes(c, 1_048_576, 2), 9_395_240_960);
+  // 131,072 × 1152 = 150,994,944 (72 granules) + 134,217,728 = 285,212,672; × 7 = 1,996,488,704.
+  assert.equal(mlaCacheBytes(c, 131_072, 2), 1_996_488_704);
+  // 1000 tokens: 1,152,000 B rounds up to 1 granule = 2,097,152 + 134,217,728 = 136,314,880; × 7 = 954,204,160.
+  assert.equal(mlaCacheBytes(c, 1000, 2), 954_204_160);
+  // fp32: 1,048,576 × 576 × 4 = 2,415,919,104 (1152 whole granules) + 134,217,728 = 2,550,136,832; × 7 = 17,850,957,824.
+  assert.equal(mlaCacheBytes(c, 1_048_576, 4), 17_850_957_824);
   // 131,072 × 2304 = 301,989,888 (144 granules) + 134,217,728 = 436,207,616; × 7 = 3,053,453,312.
-  assert.equal(mlaCacheBytes(c, 131_072), 3_053_453_312);
+  assert.equal(mlaCacheBytes(c, 131_072, 4), 3_053_453_312);
   // 1000 tokens: 2,304,000 B rounds up to 2 granules = 4,194,304 + 134,217,728 = 138,412,032; × 7 = 968,884,224.
-  assert.equal(mlaCacheBytes(c, 1000), 968_884_224);
+  assert.equal(mlaCacheBytes(c, 1000, 4), 968_884_224);
 });
 
 test('KDA state and forks', async () => {
   const c = await published();
   // 20 × (32·128·128 = 524,288 + 3·4096·3 = 36,864) × 4 B = 20 × 2,244,608 = 44,892,160.
   assert.equal(kdaStateBytes(c), 44_892_160);
-  // A fork: KDA state 44,892,160 + 7 × (boundary granule 2,097,152 + 4096 rows × 2304 B = 9,437,184
-  //   → 5 granules 10,485,760) = 44,892,160 + 88,080,384 = 132,972,544.
-  assert.equal(forkBytes(c), 132_972_544);
+  // A fork, bf16 rows: KDA state 44,892,160 + 7 × (boundary granule 2,097,152 + 4096 rows × 1152 B = 4,718,592
+  //   → 3 granules 6,291,456) = 44,892,160 + 58,720,256 = 103,612,416.
+  assert.equal(forkBytes(c, 2), 103_612_416);
+  // fp32 rows: 44,892,160 + 7 × (2,097,152 + 4096 × 2304 B = 9,437,184 → 5 granules 10,485,760) = 44,892,160 + 88,080,384 = 132,972,544.
+  assert.equal(forkBytes(c, 4), 132_972_544);
 });
 
 test('the ported MoE and MLA scratch formulas (native/src/ops.cu) at a 4096-token slice', async () => {
@@ -109,35 +117,42 @@ test('the ported MoE and MLA scratch formulas (native/src/ops.cu) at a 4096-toke
   assert.equal(mlaScratchBytes(c, 4096), 555_810_816);
 });
 
-test('the prefill workspace of a 4096-token slice on a 135,168-token sequence (128k + a fork\'s 4096)', async () => {
+test('the prefill workspace of a 4096-token slice (the same at any sequence length: the bf16 cache is never staged)', async () => {
   const c = await published();
   // Layer buffers per token (floats): 4d 9216; KDA 12·4096 + 2·128 + 32 = 49,440;
   //   MLA 6144 + 576 + 18,432 + 16,384 + 4096 = 45,632; MoE 256 + 16 + 2048 + 1024 = 3344; dense 27,648; final 2304
   //   → 137,584 × 4096 + lm_head 64 × 163,840 = 574,029,824 floats × 4 = 2,296,119,296, + 27 × 256 = 6,912.
   // + MoE 1,057,242,368 + MLA 555,810,816 = 3,909,179,392; + hidden/normed 2 × 4096 × 2304 × 4 = 75,497,472 + ids 16,384.
-  // Tensor cores: 2^30 + 135,168 × 576 × 2 = 155,713,536 + 4096 × 32 × 576 × 2 = 150,994,944 + 4096 × 16,384 × 2
-  //   = 134,217,728 + 768 + flash MLA (8192 × (16,384 + 1024 + 20,480) = 310,378,496 + 4,194,304
-  //   + 4096 × 32 × 130 × 4 = 68,157,440 + 1536) = 1,897,400,576.
+  // Tensor cores: 2^30 + 4096 × 32 × 576 × 2 = 150,994,944 + 4096 × 16,384 × 2 = 134,217,728 + 768
+  //   + flash MLA (8192 × (16,384 + 1024 + 20,480) = 310,378,496 + 4,194,304 + 4096 × 32 × 130 × 4 = 68,157,440 + 1536)
+  //   = 1,741,687,040.
   // Sampling, 8 × 163,840 = 1,310,720 items: 2 × 10,485,760 + 2 × 5,242,880 + 16 × 1,310,720 + 2^20 + 32 = 53,477,408.
-  // 3,909,179,392 + 75,497,472 + 16,384 + 1,897,400,576 + 53,477,408 = 5,935,571,232.
-  assert.equal(prefillWorkspaceBytes(c, 135_168, 4096, true), 5_935_571_232);
-  // Without tensor cores the staging goes: 5,935,571,232 − 1,897,400,576 = 4,038,170,656.
-  assert.equal(prefillWorkspaceBytes(c, 135_168, 4096, false), 4_038_170_656);
+  // 3,909,179,392 + 75,497,472 + 16,384 + 1,741,687,040 + 53,477,408 = 5,779,857,696.
+  assert.equal(prefillWorkspaceBytes(c, 4096, true), 5_779_857_696);
+  // Without tensor cores the staging goes: 5,779,857,696 − 1,741,687,040 = 4,038,170,656.
+  assert.equal(prefillWorkspaceBytes(c, 4096, false), 4_038_170_656);
 });
 
 const request = (contextTokens: number, gb: number, extra: Partial<PlanRequest> = {}): PlanRequest => ({ contextTokens, forks: 8, quantization: 'auto', gpuMemory: gb * GB, ...extra });
 
 test('141 GB at 1M tokens, bf16, 8 forks: every component and the total', async () => {
   const p = planMemory(await published(), request(1_048_576, 141));
-  // Workspace at 1,052,672 tokens: 5,935,571,232 + (1,052,672 − 135,168) × 1152 = 5,935,571,232 + 1,056,964,608 = 6,992,535,840.
-  // 98,278,444,544 + 17,850,957,824 + 44,892,160 + 8 × 132,972,544 = 1,063,780,352 + 6,992,535,840 = 124,230,610,720
-  //   ≤ 0.95 × 141 GB = 133.95 GB.
+  // 98,278,444,544 + bf16 cache 9,395,240,960 + 44,892,160 + 8 × 103,612,416 = 828,899,328 + workspace 5,779,857,696
+  //   = 114,327,334,688 ≤ 0.95 × 141 GB = 133.95 GB.
   assert.deepEqual(
     { fits: p.fits, quantization: p.quantization, slice: p.sliceTokens, offloaded: p.offloadedLayers, host: p.host.experts },
     { fits: true, quantization: 'none', slice: 4096, offloaded: [], host: 0 },
   );
-  assert.deepEqual(p.gpu, { weights: 98_278_444_544, mlaCache: 17_850_957_824, kdaState: 44_892_160, forks: 1_063_780_352, workspace: 6_992_535_840, total: 124_230_610_720 });
+  assert.deepEqual(p.gpu, { weights: 98_278_444_544, mlaCache: 9_395_240_960, kdaState: 44_892_160, forks: 828_899_328, workspace: 5_779_857_696, total: 114_327_334_688 });
   assert.equal(p.usable, 133.95e9);
+});
+
+test('exact mode (no tensor cores) plans fp32 MLA rows and no staging', async () => {
+  const p = planMemory(await published(), request(1_048_576, 141, { tensorCores: false }));
+  // 98,278,444,544 + fp32 cache 17,850,957,824 + 44,892,160 + 8 × 132,972,544 = 1,063,780,352 + workspace 4,038,170,656
+  //   = 121,276,245,536.
+  assert.deepEqual(p.gpu, { weights: 98_278_444_544, mlaCache: 17_850_957_824, kdaState: 44_892_160, forks: 1_063_780_352, workspace: 4_038_170_656, total: 121_276_245_536 });
+  assert.equal(p.fits, true);
 });
 
 test('what auto picks on 24/32/48/80/141 GB at 128k and 1M tokens with 8 forks', async () => {
@@ -146,79 +161,85 @@ test('what auto picks on 24/32/48/80/141 GB at 128k and 1M tokens with 8 forks',
     const p = planMemory(c, request(tokens, gb));
     return `${p.fits ? 'fits' : 'no'} ${p.quantization} ${p.offloadedLayers.length}`;
   };
-  // 128k, everything but the weights at a 4096 slice: 3,053,453,312 + 44,892,160 + 1,063,780,352 + 5,935,571,232 = 10,097,697,056.
-  //   141 GB: bf16 98.28 + 10.10 = 108.38 GB ≤ 133.95.  80 GB: bf16 no; fp8 50.05 + 10.10 = 60.14 ≤ 76.
-  //   48 GB: fp8 60.14 > 45.6; int4 26.51 + 10.10 = 36.60 ≤ 45.6.
-  //   32 GB (30.4 usable): int4 36.60 no; slice 512 (workspace 2,343,790,880 + 135,168 × 1152 = 2,499,504,416)
-  //     → 26.51 + 6.66 = 33.17 no; each offloaded layer − 0.934: 3 layers → 30.37 ≤ 30.4, 2 → 31.30 no.
-  //   24 GB (22.8 usable): at 512 slices 33.17 − 11 × 0.934 = 22.89 > 22.8, so 12 layers; with 12 the 1024-token
-  //     slice fits too: 15,295,807,232 + 3,053,453,312 + 44,892,160 + 1,063,780,352 + 2,990,371,104 = 22,448,304,160.
+  // 128k, everything but the weights at a 4096 slice: 1,996,488,704 + 44,892,160 + 828,899,328 + 5,779,857,696 = 8,650,137,888.
+  //   141 GB: bf16 98.28 + 8.65 = 106.93 GB ≤ 133.95.  80 GB: bf16 no; fp8 50.05 + 8.65 = 58.70 ≤ 76.
+  //   48 GB: fp8 58.70 > 45.6; int4 26.51 + 8.65 = 35.16 ≤ 45.6.
+  //   32 GB (30.4 usable): int4 35.16 no; at 512-token slices (workspace 2,343,790,880) everything but the weights is
+  //     5,214,071,072; each offloaded layer − 934,281,216: 1 layer → 30,786,971,680 no, 2 → 29,852,690,464 ≤ 30.4e9.
+  //   24 GB (22.8 usable): 9 layers → 18,098,650,880 + 5,214,071,072 = 23,312,721,952 no; 10 → 22,378,440,736 fits, at 512
+  //     only: the 1024-token workspace (below) gives 17,164,369,664 + 1,996,488,704 + 44,892,160 + 828,899,328
+  //     + 2,834,657,568 = 22,869,307,424 > 22.8e9.
   assert.equal(pick(131_072, 141), 'fits none 0');
   assert.equal(pick(131_072, 80), 'fits fp8 0');
   assert.equal(pick(131_072, 48), 'fits int4 0');
-  assert.equal(pick(131_072, 32), 'fits int4 3');
-  assert.equal(pick(131_072, 24), 'fits int4 12');
+  assert.equal(pick(131_072, 32), 'fits int4 2');
+  assert.equal(pick(131_072, 24), 'fits int4 10');
+  assert.equal(planMemory(c, request(131_072, 24)).gpu.workspace, 2_343_790_880);
   // The 1024-token workspace: layer 137,584 × 1024 + 10,485,760 floats × 4 + 6,912 = 605,494,016; MoE (24,576 rows)
   //   68,864 + 12,288 + 201,326,592 + 100,663,296 + 226,492,416 = 528,563,456; MLA 73,728 × 2056 = 151,584,768;
-  //   hidden 18,874,368 + ids 4096; staging 2^30 + 155,713,536 + 37,748,736 + 33,554,432 + 768 + 331,613,696
-  //   = 1,632,372,992; sampling 53,477,408 → 2,990,371,104.
-  assert.equal(planMemory(c, request(131_072, 24)).gpu.workspace, 2_990_371_104);
-  // 1M, everything but the weights at 4096: 17,850,957,824 + 44,892,160 + 1,063,780,352 + 6,992,535,840 = 25,952,166,176.
-  //   141: bf16 124.23 ≤ 133.95.  80: fp8 50,046,009,088 + 25,952,166,176 = 75,998,175,264 ≤ 76e9.
-  //   48 (45.6): int4 at 512 slices (workspace 2,343,790,880 + 1,052,672 × 1152 = 3,556,469,024): others 22,516,099,360;
-  //     26,507,181,824 − 4 × 934,281,216 = 22,770,056,960 + 22,516,099,360 = 45,286,156,320 ≤ 45.6e9 (3 layers: 46.22 GB).
-  //   32 (30.4): 20 layers offloaded: 26,507,181,824 − 18,685,624,320 = 7,821,557,504 → 30,337,656,864 ≤ 30.4e9.
-  //   24 (22.8): even every expert offloaded (2,215,870,208 of weights) needs 24,731,969,568.
+  //   hidden 18,874,368 + ids 4096; staging 2^30 + 37,748,736 + 33,554,432 + 768 + 331,613,696 = 1,476,659,456;
+  //   sampling 53,477,408 → 2,834,657,568.
+  assert.equal(prefillWorkspaceBytes(c, 1024, true), 2_834_657_568);
+  // 1M, everything but the weights at 4096: 9,395,240,960 + 44,892,160 + 828,899,328 + 5,779,857,696 = 16,048,890,144.
+  //   141: bf16 114.33 ≤ 133.95.  80: fp8 50,046,009,088 + 16,048,890,144 = 66,094,899,232 ≤ 76e9.
+  //   48 (45.6): int4 26,507,181,824 + 16,048,890,144 = 42,556,071,968 ≤ 45.6e9.
+  //   32 (30.4): at 512 slices the rest is 12,612,823,328; 9 layers: 18,098,650,880 → 30,711,474,208 no;
+  //     10 layers: 17,164,369,664 → 29,777,192,992 ≤ 30.4e9.
+  //   24 (22.8): 17 layers: 10,624,401,152 → 23,237,224,480 no; 18 layers: 9,690,119,936 → 22,302,943,264 ≤ 22.8e9.
   assert.equal(pick(1_048_576, 141), 'fits none 0');
   assert.equal(pick(1_048_576, 80), 'fits fp8 0');
-  assert.equal(pick(1_048_576, 48), 'fits int4 4');
-  assert.equal(pick(1_048_576, 32), 'fits int4 20');
-  assert.equal(pick(1_048_576, 24), 'no int4 26');
+  assert.equal(pick(1_048_576, 48), 'fits int4 0');
+  assert.equal(pick(1_048_576, 32), 'fits int4 10');
+  assert.equal(pick(1_048_576, 24), 'fits int4 18');
 });
 
 test('offloading moves the last MoE layers\' experts to the host', async () => {
-  const p = planMemory(await published(), request(1_048_576, 48));
-  assert.deepEqual(p.offloadedLayers, [23, 24, 25, 26]);
-  // 4 × 934,281,216 = 3,737,124,864.
-  assert.equal(p.host.experts, 3_737_124_864);
-  assert.equal(p.gpu.weights, 22_770_056_960);
-  assert.equal(p.sliceTokens, 512);
+  const p = planMemory(await published(), request(1_048_576, 24));
+  assert.deepEqual(p.offloadedLayers, [9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26]);
+  // 18 × 934,281,216 = 16,817,061,888; 26,507,181,824 − 16,817,061,888 = 9,690,119,936 on the GPU.
+  assert.equal(p.host.experts, 16_817_061_888);
+  assert.equal(p.gpu.weights, 9_690_119_936);
+  // 1024-token slices fit: 9,690,119,936 + 9,395,240,960 + 44,892,160 + 828,899,328 + 2,834,657,568 = 22,793,809,952 ≤ 22.8e9
+  //   (2048 needs more: its hidden rows alone add 18,874,368).
+  assert.equal(p.sliceTokens, 1024);
+  assert.equal(p.gpu.total, 22_793_809_952);
 });
 
 test('a plan that does not fit says what to change, with numbers', async () => {
   const c = await published();
-  const p = planMemory(c, request(1_048_576, 24));
+  const p = planMemory(c, request(1_048_576, 14));
   assert.equal(p.fits, false);
-  // Largest context at int4 with every expert offloaded and 512-token slices, in 1024-token steps:
-  //   935,936 tokens: 935,936 × 2304 = 2,156,396,544 → 1029 granules 2,157,969,408 + 134,217,728 = 2,292,187,136 × 7
-  //     = 16,045,309,952; workspace 2,343,790,880 + 940,032 × 1152 = 3,426,707,744;
-  //     2,215,870,208 + 16,045,309,952 + 44,892,160 + 1,063,780,352 + 3,426,707,744 = 22,796,560,416 ≤ 22.8e9.
-  //   936,960 tokens: 1030 granules → 16,059,990,016, workspace 3,427,887,392 → 22,812,420,128 > 22.8e9.
-  // A bigger GPU: 24,731,969,568 / 0.95 = 26,033,652,177 → rounded up to 10 MB: 26.04 GB.
+  // int4, every expert offloaded (2,215,870,208 of weights), 512-token slices: 2,215,870,208 + 9,395,240,960 + 44,892,160
+  //   + 828,899,328 + 2,343,790,880 = 14,828,693,536 > 13.3e9 usable.
+  // Largest context: all but the cache granules is 2,215,870,208 + 7 × 134,217,728 + 44,892,160 + 828,899,328
+  //   + 2,343,790,880 = 6,372,976,672, leaving 6,927,023,328 / 7 = 989,574,761 per layer: 471 granules (987,758,592).
+  //   857,429 × 1152 = 987,758,208 fits them, 857,430 × 1152 = 987,759,360 does not; in 1024-token steps: 857,088.
+  // Fewer forks do not help: 0 forks still need 14,828,693,536 − 828,899,328 = 13,999,794,208.
+  // A bigger GPU: 14,828,693,536 / 0.95 = 15,609,150,038 → rounded up to 10 MB: 15.61 GB.
   assert.equal(
     p.advice,
-    'does not fit: needs 24.73 GB at int4, but 22.80 GB of 24.00 GB is usable. Change one of: fewer tokens: at most 935936 fit at int4 (--context 935936); a bigger GPU: at least 26.04 GB.',
+    'does not fit: needs 14.83 GB at int4, but 13.30 GB of 14.00 GB is usable. Change one of: fewer tokens: at most 857088 fit at int4 (--context 857088); a bigger GPU: at least 15.61 GB.',
   );
-  assert.equal(largestContext(c, { forks: 8, quantization: 'auto', gpuMemory: 24 * GB }), 935_936);
+  assert.equal(largestContext(c, { forks: 8, quantization: 'auto', gpuMemory: 14 * GB }), 857_088);
 });
 
 test('an explicit scheme that does not fit points at a lighter scheme and fewer forks', async () => {
   const c = await published();
-  // 10 GB (9.5e9 usable), 128k, bf16, 8 forks, the smallest arrangement (every expert offloaded, 512-token slices):
-  //   resident bf16 98,278,444,544 − 26 × 3,623,878,656 = 4,057,599,488; + 3,053,453,312 + 44,892,160 + 1,063,780,352
-  //   + workspace 2,499,504,416 = 10,719,229,728 > 9.5e9. Without forks 9,655,449,376 > 9.5e9: no forks advice.
-  //   fp8, every expert offloaded: 50,046,009,088 − 26 × 1,816,395,776 = 2,819,718,912 + 6,661,630,240 = 9,481,349,152 ≤ 9.5e9
-  //   (25 layers would add 1.82 GB).
-  const p = planMemory(c, request(131_072, 10, { quantization: 'none' }));
+  // 8 GB (7.6e9 usable), 128k, bf16, 8 forks, the smallest arrangement (every expert offloaded, 512-token slices):
+  //   resident bf16 98,278,444,544 − 26 × 3,623,878,656 = 4,057,599,488; + 1,996,488,704 + 44,892,160 + 828,899,328
+  //   + workspace 2,343,790,880 = 9,271,670,560 > 7.6e9. Without forks 8,442,771,232 > 7.6e9: no forks advice.
+  //   fp8 (and int8), every expert offloaded: 50,046,009,088 − 26 × 1,816,395,776 = 2,819,718,912 + 5,214,071,072
+  //   = 8,033,789,984 > 7.6e9. int4: 2,215,870,208 + 5,214,071,072 = 7,429,941,280 ≤ 7.6e9 (25 layers would add 0.93 GB).
+  const p = planMemory(c, request(131_072, 8, { quantization: 'none' }));
   assert.equal(p.fits, false);
   assert.equal(p.quantization, 'none');
-  assert.match(p.advice, /a quantized model: --quantization fp8 needs 9\.48 GB with the experts of 26 layers in host memory/);
+  assert.match(p.advice, /a quantized model: --quantization int4 needs 7\.43 GB with the experts of 26 layers in host memory/);
   assert.doesNotMatch(p.advice, /fewer forks/);
-  // 25 GB (23.75e9 usable), 1M, int4, every expert offloaded: 8 forks 24,731,969,568 no; 1 fork
-  //   24,731,969,568 − 7 × 132,972,544 = 23,801,161,760 no; 0 forks 23,668,189,216 ≤ 23.75e9 → "--forks 0".
-  const f = planMemory(c, request(1_048_576, 25, { quantization: 'int4' }));
+  // 15 GB (14.25e9 usable), 1M, int4, every expert offloaded: 8 forks 14,828,693,536 no; k forks
+  //   13,999,794,208 + k × 103,612,416: 3 → 14,310,631,456 no, 2 → 14,207,019,040 ≤ 14.25e9 → "--forks 2".
+  const f = planMemory(c, request(1_048_576, 15, { quantization: 'int4' }));
   assert.equal(f.fits, false);
-  assert.match(f.advice, /fewer forks: --forks 0/);
+  assert.match(f.advice, /fewer forks: --forks 2/);
 });
 
 test('auto on a card where bf16 fits stays unquantized; a fixed slice is respected', async () => {

@@ -8,6 +8,7 @@ import { UserError } from '../../../common/errors';
 import type { KimiConfig } from '../../model/config';
 import type { WeightSource } from '../../model/weight-source';
 import { EMBED } from '../../model/weight-names';
+import { fromBf16, toBf16 } from '../../model/bf16';
 import type { KdaLayerState, MlaLayerState, SequenceState } from '../../state/types';
 import type { Backend, Capture, NormSite } from '../backend';
 import type { TokenPick } from '../../sampler';
@@ -37,10 +38,14 @@ interface KdaDeviceState {
   conv: DevicePtr;
 }
 
-/** An MLA cache on the device: rows of (kv_lora_rank + rope) fp32 in a klc_vbuf (forks share its rows). */
+/**
+ * An MLA cache on the device: rows of (kv_lora_rank + rope) in a klc_vbuf (forks share its rows),
+ * bf16 when it was made in tensor-core mode, fp32 in exact mode (see CudaBackend.cacheBf16).
+ */
 interface MlaDeviceState {
   kind: 'mla';
   buf: VbufHandle;
+  bf16: boolean;
   /** The buffer's base address now (it may move when the buffer grows). */
   cache: DevicePtr;
   /** Rows the buffer holds room for. */
@@ -75,6 +80,9 @@ export interface CudaLoadOptions extends MemoryBudget {
 }
 
 const F32 = 4;
+/** KLC_CACHE_F32 and KLC_CACHE_BF16 of klc_native.h. */
+const CACHE_F32 = 0;
+const CACHE_BF16 = 1;
 /** The chunk length the native chunked KDA kernel is built for. */
 const NATIVE_KDA_CHUNK = 64;
 /** Rows klc_wq_gemv takes: more go through dequantization and a GEMM. */
@@ -101,6 +109,12 @@ export class CudaBackend implements Backend<DeviceRows> {
   private readonly finalizer = new FinalizationRegistry<DevicePtr[]>((ptrs) => this.release(ptrs));
   private readonly cacheFinalizer = new FinalizationRegistry<MlaDeviceState>((dev) => this.freeBuf(dev.buf));
   private disposed = false;
+  /**
+   * The type of MLA caches made from now on: bf16 in tensor-core mode (half the memory and decode
+   * reads; the attention rounds latents to bf16 there anyway), fp32 in exact mode so that it still
+   * equals the reference backend. A cache keeps its type for life (forks inherit it).
+   */
+  private cacheBf16: boolean;
 
   private constructor(
     readonly config: KimiConfig,
@@ -117,7 +131,9 @@ export class CudaBackend implements Backend<DeviceRows> {
     /** Where quantized weights are dequantized for prefill GEMMs (deviceWeightBytes' dense bytes); 0n without any. */
     private readonly dense: DevicePtr,
     private readonly denseF32: boolean,
+    tensorCores: boolean,
   ) {
+    this.cacheBf16 = tensorCores;
     this.device = `GPU ${deviceIndex}: ${info.name} (compute ${info.major}.${info.minor}, ${gib(info.totalBytes)})`;
     this.engineText = engine;
     this.arena = new Arena(native, ctx);
@@ -175,7 +191,7 @@ export class CudaBackend implements Backend<DeviceRows> {
       const dense = denseBytes > 0 ? native.alloc(ctx, denseBytes) : 0n;
       if (denseBytes > 0) owned.push(dense);
       const weights = atLoad ? atLoadDescription(plan.quantization) : weightQuantization(checkpoint);
-      return new CudaBackend(config, native, ctx, uploaded.weights, owned, info, index, engine.text, plan.sliceTokens, weights, dense, denseF32);
+      return new CudaBackend(config, native, ctx, uploaded.weights, owned, info, index, engine.text, plan.sliceTokens, weights, dense, denseF32, engine.tensorCores);
     } catch (e) {
       for (const p of owned) native.free(ctx, p);
       native.destroy(ctx);
@@ -242,11 +258,18 @@ export class CudaBackend implements Backend<DeviceRows> {
 
   /**
    * Switches tensor-core mode (see CudaLoadOptions.tensorCores) and returns the engine in words.
-   * Its staging memory was planned at load time only if the backend loaded with tensor cores on.
+   * Its staging memory was planned at load time only if the backend loaded with tensor cores on;
+   * MLA caches made after the switch take the new mode's type (fp32 ones twice the planned bytes).
    */
   setTensorCores(on: boolean): string {
     this.engineText = this.native.setTensorCores(this.ctx, on ? 1 : 0);
+    this.cacheBf16 = on;
     return this.engineText;
+  }
+
+  /** Whether the MLA caches made now are bf16 (tensor-core mode) rather than fp32. */
+  get bf16Caches(): boolean {
+    return this.cacheBf16;
   }
 
   /** What runs the matrix products, in words. */
@@ -432,10 +455,12 @@ export class CudaBackend implements Backend<DeviceRows> {
     devs.forEach((dev, i) => this.appendLatents(w, dev, ckv.ptr + BigInt(i * D * F32), 1));
     const qfull = this.absorbedQuery(w, q, B);
     const lengths = Int32Array.from(devs, (dev) => dev.length);
+    const bf16 = devs[0].bf16;
+    if (devs.some((dev) => dev.bf16 !== bf16)) throw new Error('mlaDecode: the batch mixes bf16 and fp32 MLA caches (states made before and after setTensorCores); decode them separately');
     const wsBytes = n.mlaDecodeWorkspaceBytes(c, B, H, D, L, Math.max(...lengths));
     const ws = this.arena.alloc(wsBytes);
     const ctxLat = this.arena.alloc(B * H * L * F32);
-    n.mlaDecode(c, qfull, BigUint64Array.from(devs, (dev) => dev.cache), lengths, ctxLat, ws, wsBytes, H, D, L, 1 / Math.sqrt(qw));
+    n.mlaDecode(c, qfull, BigUint64Array.from(devs, (dev) => dev.cache), bf16 ? CACHE_BF16 : CACHE_F32, lengths, ctxLat, ws, wsBytes, H, D, L, 1 / Math.sqrt(qw));
     return this.latentOutput(w, ctxLat, B);
   }
 
@@ -444,9 +469,8 @@ export class CudaBackend implements Backend<DeviceRows> {
     const { qkRopeHeadDim: r, kvLoraRank: L, kvNormEps } = this.config.mla;
     const D = L + r;
     this.reserveCache(dev, dev.length + rows);
-    const at = dev.cache + BigInt(dev.length * D * F32);
-    this.native.rmsnorm(this.ctx, ckv, D, w.kvNorm, at, D, rows, L, kvNormEps);
-    this.native.copy2d(this.ctx, ckv + BigInt(L * F32), D, at + BigInt(L * F32), D, rows, r);
+    const at = dev.cache + BigInt(dev.length * this.rowBytes(dev));
+    this.native.mlaAppendLatents(this.ctx, ckv, w.kvNorm, at, cacheTypeOf(dev), rows, D, L, kvNormEps);
     dev.length += rows;
   }
 
@@ -493,7 +517,7 @@ export class CudaBackend implements Backend<DeviceRows> {
     if (this.headsPrefill(T, start, w.wUKt.f32 || w.wUV.f32)) {
       // Long prefills: flash attention over up-projected per-head keys and values (3.4x fewer FLOPs).
       const ctxHeads = this.rowsOf(T, H * dv);
-      n.mlaPrefillHeads(c, q.ptr, dev.cache, w.wUKt.ptr, w.wUV.ptr, ctxHeads.ptr, T, H, start, nope, r, dv, L, 1 / Math.sqrt(qw));
+      n.mlaPrefillHeads(c, q.ptr, dev.cache, cacheTypeOf(dev), w.wUKt.ptr, w.wUV.ptr, ctxHeads.ptr, T, H, start, nope, r, dv, L, 1 / Math.sqrt(qw));
       return this.linear(ctxHeads, w.oProj, this.config.hiddenSize);
     }
     const qfull = this.absorbedQuery(w, q, T);
@@ -502,7 +526,7 @@ export class CudaBackend implements Backend<DeviceRows> {
     const wsBytes = n.mlaWorkspaceBytes(c, rows, L, splits);
     const ws = this.arena.alloc(wsBytes);
     const ctxLat = this.arena.alloc(rows * L * F32);
-    n.mlaAttention(c, qfull, dev.cache, ctxLat, ws, wsBytes, T, H, start, D, L, 1 / Math.sqrt(qw), splits);
+    n.mlaAttention(c, qfull, dev.cache, cacheTypeOf(dev), ctxLat, ws, wsBytes, T, H, start, D, L, 1 / Math.sqrt(qw), splits);
     return this.latentOutput(w, ctxLat, T);
   }
 
@@ -645,10 +669,10 @@ export class CudaBackend implements Backend<DeviceRows> {
         this.native.copyDevice(this.ctx, dev.conv, from.conv, ls.conv.length * F32);
       } else if (ls.kind === 'mla' && to.kind === 'mla') {
         const from = this.mlaState(ls);
-        const rowBytes = this.latentWidth * F32;
+        const rowBytes = this.rowBytes(from);
         const { buf, base } = this.native.vbufFork(this.ctx, from.buf, dst.length * rowBytes);
         this.liveBufs.add(buf);
-        const dev: MlaDeviceState = { kind: 'mla', buf, cache: base, capacity: Math.floor(this.native.vbufBytes(buf) / rowBytes), length: dst.length };
+        const dev: MlaDeviceState = { kind: 'mla', buf, bf16: from.bf16, cache: base, capacity: Math.floor(this.native.vbufBytes(buf) / rowBytes), length: dst.length };
         this.states.set(to, dev);
         this.cacheFinalizer.register(to, dev, to);
       } else {
@@ -674,22 +698,37 @@ export class CudaBackend implements Backend<DeviceRows> {
     }
   }
 
-  /** Rows [from, from + count) of an MLA layer's device cache, as a host copy. */
+  /** Rows [from, from + count) of an MLA layer's device cache, as a host copy in fp32 (bf16 rows widened exactly). */
   latentRows(ls: MlaLayerState, from: number, count: number): Float32Array {
     const dev = this.mlaState(ls);
     if (from < 0 || from + count > dev.length) throw new RangeError(`latentRows(${from}, ${count}) outside the ${dev.length} cached rows`);
-    const D = this.latentWidth;
-    const out = new Float32Array(count * D);
-    if (count) this.native.download(this.ctx, dev.cache + BigInt(from * D * F32), out);
-    return out;
+    const n = count * this.latentWidth;
+    const at = dev.cache + BigInt(from * this.rowBytes(dev));
+    if (!dev.bf16) {
+      const out = new Float32Array(n);
+      if (count) this.native.download(this.ctx, at, out);
+      return out;
+    }
+    const bits = new Uint16Array(n);
+    if (count) this.native.download(this.ctx, at, bits);
+    return fromBf16(bits);
   }
 
-  /** Appends restored rows straight to an MLA layer's device cache (the host mirror stays as it is). */
+  /** The element type of an MLA layer's device cache: how its rows are best saved. */
+  latentDtype(ls: MlaLayerState): 'f32' | 'bf16' {
+    return this.mlaState(ls).bf16 ? 'bf16' : 'f32';
+  }
+
+  /**
+   * Appends restored rows straight to an MLA layer's device cache (the host mirror stays as it is),
+   * rounded to nearest even where the cache is bf16.
+   */
   appendLatentRows(ls: MlaLayerState, rows: Float32Array, count: number): void {
     const dev = this.mlaSlot(ls);
     if (!count) return;
     this.reserveCache(dev, dev.length + count);
-    this.native.upload(this.ctx, dev.cache + BigInt(dev.length * this.latentWidth * F32), rows.subarray(0, count * this.latentWidth));
+    const part = rows.subarray(0, count * this.latentWidth);
+    this.native.upload(this.ctx, dev.cache + BigInt(dev.length * this.rowBytes(dev)), dev.bf16 ? toBf16(part) : part);
     dev.length += count;
   }
 
@@ -706,6 +745,10 @@ export class CudaBackend implements Backend<DeviceRows> {
 
   private get latentWidth(): number {
     return this.config.mla.kvLoraRank + this.config.mla.qkRopeHeadDim;
+  }
+
+  private rowBytes(dev: MlaDeviceState): number {
+    return this.latentWidth * (dev.bf16 ? 2 : F32);
   }
 
   async dispose(): Promise<void> {
@@ -840,7 +883,7 @@ export class CudaBackend implements Backend<DeviceRows> {
     if (have?.kind === 'mla') return have;
     const buf = this.native.vbufCreate(this.ctx);
     this.liveBufs.add(buf);
-    const dev: MlaDeviceState = { kind: 'mla', buf, cache: 0n, capacity: 0, length: 0 };
+    const dev: MlaDeviceState = { kind: 'mla', buf, bf16: this.cacheBf16, cache: 0n, capacity: 0, length: 0 };
     this.states.set(ls, dev);
     this.cacheFinalizer.register(ls, dev, ls);
     return dev;
@@ -858,7 +901,7 @@ export class CudaBackend implements Backend<DeviceRows> {
   /** Grows an MLA cache to hold `rows` rows; the rows it holds stay (klc_vbuf maps more memory behind them). */
   private reserveCache(dev: MlaDeviceState, rows: number): void {
     if (rows <= dev.capacity) return;
-    const rowBytes = this.latentWidth * F32;
+    const rowBytes = this.rowBytes(dev);
     dev.cache = this.native.vbufReserve(this.ctx, dev.buf, rows * rowBytes, dev.length * rowBytes);
     dev.capacity = Math.floor(this.native.vbufBytes(dev.buf) / rowBytes);
   }
@@ -900,6 +943,10 @@ function chooseEngine(native: NativeKlc, ctx: NativeContext, want: boolean): { t
 
 function moeScratch(native: NativeKlc, ctx: NativeContext, c: KimiConfig, T: number): number {
   return native.moeWorkspaceBytes(ctx, T, c.hiddenSize, c.moe.intermediateSize, c.moe.numExperts, c.moe.topK);
+}
+
+function cacheTypeOf(dev: MlaDeviceState): number {
+  return dev.bf16 ? CACHE_BF16 : CACHE_F32;
 }
 
 /** MLA partial sums: splits · rows ≤ 2 · rows + 32 · (a generous 256 multiprocessors) rows. */

@@ -13,6 +13,7 @@
  */
 import { UserError } from '../../../common/errors';
 import type { KimiConfig } from '../../model/config';
+import { toBf16 } from '../../model/bf16';
 import { quantizeWeight } from '../../model/quant/at-load';
 import type { QuantizedSource } from '../../model/quant/compressed';
 import { dequantize, type QuantizedMatrix } from '../../model/quant/matrix';
@@ -98,16 +99,6 @@ export interface DeviceWeights {
   layers: LayerDeviceWeights[];
 }
 
-/** bf16 bits of fp32 values, rounded to nearest even (exact for weights stored as bf16). */
-export function toBf16(x: Float32Array): Uint16Array {
-  const u = new Uint32Array(x.buffer, x.byteOffset, x.length);
-  const out = new Uint16Array(x.length);
-  for (let i = 0; i < u.length; i++) {
-    const v = u[i];
-    out[i] = (v & 0x7f800000) === 0x7f800000 ? v >>> 16 : ((v + 0x7fff + ((v >>> 16) & 1)) >>> 16) & 0xffff;
-  }
-  return out;
-}
 
 /** How matrices placed side by side (one GEMM) are stored: dense in the checkpoint's precision, or quantized. */
 export type MatLayout = { kind: 'dense'; f32: boolean } | { kind: 'quant'; bits: 4 | 8; group: number; symmetric: boolean; scalesF32: boolean };

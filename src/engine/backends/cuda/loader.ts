@@ -8,7 +8,7 @@ import { join, resolve } from 'node:path';
 import { packageRoot } from '../../../common/package-root';
 
 /** The ABI of native/include/klc_native.h that this TypeScript side was written against. */
-export const NATIVE_ABI_VERSION = 9;
+export const NATIVE_ABI_VERSION = 10;
 
 /** A context created on one device; freed by destroy() or when garbage-collected. */
 export type NativeContext = object & { readonly __klcContext: unique symbol };
@@ -112,15 +112,17 @@ export interface NativeKlc {
   gatedRmsnorm(ctx: NativeContext, o: DevicePtr, oBf16: number, gate: DevicePtr, w: DevicePtr, y: DevicePtr, rows: number, D: number, eps: number): void;
   mlaWorkspaceBytes(ctx: NativeContext, rows: number, L: number, splits: number): number;
   mlaSplits(ctx: NativeContext, rows: number, totalKeys: number): number;
+  /** Latent rows [RMSNorm(ckv[:, :L]) * w ; ckv[:, L:D]] written at cache in its type (cacheType: 0 fp32, 1 bf16). */
+  mlaAppendLatents(ctx: NativeContext, ckv: DevicePtr, w: DevicePtr, cache: DevicePtr, cacheType: number, rows: number, D: number, L: number, eps: number): void;
   mlaAttention(
-    ctx: NativeContext, q: DevicePtr, cache: DevicePtr, out: DevicePtr, ws: DevicePtr, wsBytes: number, T: number, H: number,
+    ctx: NativeContext, q: DevicePtr, cache: DevicePtr, cacheType: number, out: DevicePtr, ws: DevicePtr, wsBytes: number, T: number, H: number,
     start: number, D: number, L: number, scale: number, splits: number,
   ): void;
   /** Whether mlaPrefillHeads serves this prefill: tensor-core mode, Kimi's widths, and fewer FLOPs than the absorbed form. */
   mlaHeadsWanted(ctx: NativeContext, T: number, start: number, nope: number, rope: number, dv: number, L: number): boolean;
   /** MLA causal prefill over up-projected per-head keys/values, flash-style on tensor cores; out is [T, H * dv]. */
   mlaPrefillHeads(
-    ctx: NativeContext, q: DevicePtr, cache: DevicePtr, wUKt: DevicePtr, wUV: DevicePtr, out: DevicePtr, T: number, H: number,
+    ctx: NativeContext, q: DevicePtr, cache: DevicePtr, cacheType: number, wUKt: DevicePtr, wUV: DevicePtr, out: DevicePtr, T: number, H: number,
     start: number, nope: number, rope: number, dv: number, L: number, scale: number,
   ): void;
   moeRoute(ctx: NativeContext, logits: DevicePtr, bias: DevicePtr, idx: DevicePtr, w: DevicePtr, T: number, E: number, k: number, renorm: number, scaling: number): void;
@@ -139,7 +141,7 @@ export interface NativeKlc {
   mlaDecodeWorkspaceBytes(ctx: NativeContext, B: number, H: number, D: number, L: number, maxLen: number): number;
   /** Absorbed MLA decode: rows b*H + h of q [B*H, D] over caches[b] (lengths[b] rows, new row included); out [B*H, L]. */
   mlaDecode(
-    ctx: NativeContext, q: DevicePtr, caches: BigUint64Array, lengths: Int32Array, out: DevicePtr, ws: DevicePtr, wsBytes: number,
+    ctx: NativeContext, q: DevicePtr, caches: BigUint64Array, cacheType: number, lengths: Int32Array, out: DevicePtr, ws: DevicePtr, wsBytes: number,
     H: number, D: number, L: number, scale: number,
   ): void;
   sampleWorkspaceBytes(ctx: NativeContext, rows: number, ld: number): number;

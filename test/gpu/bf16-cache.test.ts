@@ -1,0 +1,209 @@
+// Device-only: the MLA latent cache in bf16, as the CUDA backend keeps it in tensor-core mode (the
+// default for bf16 checkpoints; model.test.ts covers exact mode with fp32 caches). Runs without
+// KLC_CUDA_EXACT. The bundled checkpoint against the reference backend within the 2e-2 that the
+// bf16 checks hold the GPU to (as model.test.ts's golden test), beside the same mode over fp32
+// caches, so the cache's own share shows; forks, state files in bf16 and fp32, and a restore on the
+// reference backend, each against an unsaved continuation.
+// Bundled by test/gpu/prepare-model.sh and run by test/gpu/run-scale.sh; skipped (with the reason) where no GPU is usable.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { promises as fs } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { CudaBackend } from '../../src/engine/backends/cuda/backend';
+import { loadCudaBackend } from '../../src/engine/backends/cuda/loader';
+import { loadModel, type Model } from '../../src/engine/model/model';
+import { LatentCache } from '../../src/engine/state/latent-cache';
+import { openStateFile, writeStateFile, type LatentDtype } from '../../src/engine/state/state-file';
+import type { MlaLayerState, SequenceState } from '../../src/engine/state/types';
+import { relError } from '../golden/golden-data';
+import { deviceSkip } from './device';
+
+const BUNDLED = resolve(process.env.KLC_TINY_MODEL ?? join(__dirname, '..', 'assets', 'tiny-model'));
+const cuda = loadCudaBackend();
+const skip = deviceSkip(cuda) || (process.env.KLC_CUDA_EXACT === '1' ? 'KLC_CUDA_EXACT=1: these checks are of tensor-core mode' : false);
+/** The relative logit error the GPU's bf16 paths are held to against fp32 references. */
+const BF16_TOLERANCE = 2e-2;
+
+function report(line: string): void {
+  process.stdout.write(`figure: ${line}\n`);
+}
+
+let gpu: Model;
+let ref: Model;
+let backend: CudaBackend;
+
+before(async () => {
+  if (skip) return;
+  gpu = await loadModel(BUNDLED, { backend: 'cuda' });
+  ref = await loadModel(BUNDLED, { backend: 'reference' });
+  assert.ok(gpu.backend instanceof CudaBackend);
+  backend = gpu.backend;
+});
+
+after(async () => {
+  await gpu?.dispose();
+  await ref?.dispose();
+});
+
+const idsOf = (n: number, a: number, b: number) => Int32Array.from({ length: n }, (_, i) => (i * a + b) % 3800);
+const mlaOf = (s: SequenceState) => s.layers.find((l): l is MlaLayerState => l.kind === 'mla')!;
+
+/** A fresh state whose MLA caches were made in exact mode (fp32), to run in tensor-core mode after. */
+function fp32CacheState(): SequenceState {
+  backend.setTensorCores(false);
+  const s = gpu.newState();
+  backend.importState(s);
+  backend.setTensorCores(true);
+  return s;
+}
+
+test('tensor-core mode makes bf16 MLA caches, exact mode fp32 ones, and a bf16 cache takes half the device bytes', { skip }, async () => {
+  assert.equal(backend.bf16Caches, true, `the bundled bf16 checkpoint runs in tensor-core mode by default (${backend.engine})`);
+  const ids = idsOf(30000, 7919, 13);
+  const bf16 = gpu.newState();
+  await gpu.prefill(bf16, ids, { logits: 'none', slice: 4096 });
+  const f32 = fp32CacheState();
+  await gpu.prefill(f32, ids, { logits: 'none', slice: 4096 });
+  assert.equal(backend.latentDtype(mlaOf(bf16)), 'bf16');
+  assert.equal(backend.latentDtype(mlaOf(f32)), 'f32');
+  assert.equal(gpu.latentDtype(bf16), 'bf16');
+  // Both hold 30000 rows; their buffers are mapped in whole granules and growth extents, so the byte
+  // counts are compared after those: the fp32 cache maps more than 1.5x the bf16 one.
+  const kda = bf16.layers.reduce((n, l) => n + (l.kind === 'kda' ? (l.S.length + l.conv.length) * 4 : 0), 0);
+  const [b, f] = [backend.stateDeviceBytes(bf16) - kda, backend.stateDeviceBytes(f32) - kda];
+  report(`30000-token state: MLA caches map ${(b / 2 ** 20).toFixed(1)} MiB in bf16, ${(f / 2 ** 20).toFixed(1)} MiB in fp32`);
+  assert.ok(f > 1.5 * b, `fp32 ${f} B vs bf16 ${b} B`);
+  const w = gpu.config.mla.kvLoraRank + gpu.config.mla.qkRopeHeadDim;
+  const rows = backend.latentRows(mlaOf(bf16), 100, 50);
+  const bits = new Uint32Array(rows.buffer);
+  assert.equal(rows.length, 50 * w);
+  assert.ok(bits.every((u) => (u & 0xffff) === 0), 'rows read from a bf16 cache are bf16 values widened');
+  for (const s of [bf16, f32]) gpu.releaseState(s);
+});
+
+test('tensor-core mode over bf16 caches: prefill logits and 32 decode steps against the reference backend, beside fp32 caches', { skip }, async () => {
+  for (const T of [7, 300, 1200]) {
+    const ids = idsOf(T, 104729, 7);
+    const want = await ref.prefill(ref.newState(), ids, { logits: 'all' });
+    const eb = relError(await gpu.prefill(gpu.newState(), ids, { logits: 'all' }), want);
+    const ef = relError(await gpu.prefill(fp32CacheState(), ids, { logits: 'all' }), want);
+    report(`prefill T=${T} vs reference: bf16 cache ${eb.toExponential(2)}, fp32 cache ${ef.toExponential(2)} (same mode)`);
+    assert.ok(eb < BF16_TOLERANCE, `T=${T}: ${eb}`);
+  }
+  // Decode fed the reference's greedy tokens, so one differing pick cannot change the rest.
+  const prompt = idsOf(500, 31337, 5);
+  const r = ref.newState();
+  const [b, f] = [gpu.newState(), fp32CacheState()];
+  let want = await ref.prefill(r, prompt);
+  await gpu.prefill(b, prompt);
+  await gpu.prefill(f, prompt);
+  let worstB = 0;
+  let worstF = 0;
+  for (let step = 0; step < 32; step++) {
+    let top = 0;
+    for (let i = 1; i < want.length; i++) if (want[i] > want[top]) top = i;
+    const got = [await gpu.decode(b, top), await gpu.decode(f, top)];
+    want = await ref.decode(r, top);
+    worstB = Math.max(worstB, relError(got[0], want));
+    worstF = Math.max(worstF, relError(got[1], want));
+  }
+  report(`32 decode steps after 500 tokens, worst vs reference: bf16 cache ${worstB.toExponential(2)}, fp32 cache ${worstF.toExponential(2)}`);
+  assert.ok(worstB < BF16_TOLERANCE, `${worstB}`);
+});
+
+/** A state rebuilt from the neutral arrays only (independent device buffers). */
+function copyNeutral(s: SequenceState): SequenceState {
+  return {
+    length: s.length,
+    layers: s.layers.map((l) => (l.kind === 'kda' ? { kind: 'kda', conv: l.conv.slice(), S: l.S.slice() } : { kind: 'mla', cache: LatentCache.fromArray(l.cache.width, l.cache.toArray()) })),
+  };
+}
+
+for (const vmm of ['1', '0']) {
+  test(`copy-on-write forks of bf16 caches (KLC_VMM=${vmm}) continue exactly like independent copies`, { skip }, async () => {
+    process.env.KLC_VMM = vmm;
+    try {
+      // 27000 rows of bf16 latents span more than two 2 MiB granules of the tiny model's 160-byte rows.
+      const base = gpu.newState();
+      await gpu.prefill(base, idsOf(27000, 104729, 7), { logits: 'none', slice: 4096 });
+      const forks = [gpu.forkState(base), gpu.forkState(base)];
+      gpu.backend.exportState(base);
+      const twins = forks.map(() => {
+        const t = copyNeutral(base);
+        gpu.backend.importState(t);
+        return t;
+      });
+      let worst = 0;
+      for (let step = 0; step < 6; step++) {
+        await gpu.decode(base, 100 + step);
+        for (const [i, f] of forks.entries()) {
+          const id = 200 + 31 * i + step;
+          worst = Math.max(worst, relError(await gpu.decode(f, id), await gpu.decode(twins[i], id)));
+        }
+      }
+      const prompt = idsOf(300, 17, 1);
+      worst = Math.max(worst, relError(await gpu.prefill(forks[0], prompt), await gpu.prefill(twins[0], prompt)));
+      assert.equal(gpu.latentDtype(forks[0]), 'bf16');
+      report(`bf16 forks of a 27000-token state (KLC_VMM=${vmm}): logits vs independent copies, relative error ${worst.toExponential(2)}`);
+      assert.ok(worst < 1e-6, `${worst}`);
+      for (const s of [...forks, ...twins, base]) gpu.releaseState(s);
+    } finally {
+      delete process.env.KLC_VMM;
+    }
+  });
+}
+
+test('bf16 and fp32 state files of a bf16 cache restore on the GPU exactly, and on the reference backend within the bf16 tolerance', { skip }, async () => {
+  const ids = idsOf(9000, 613, 29);
+  const rest = ids.subarray(8500);
+  const first = gpu.newState();
+  await gpu.prefill(first, ids.subarray(0, 8500), { logits: 'none', slice: 4096 });
+  gpu.syncState(first);
+  const dir = await fs.mkdtemp(join(tmpdir(), 'klc-gpu-bf16-state-'));
+  try {
+    const save = async (dtype: LatentDtype) => {
+      const file = join(dir, `${dtype}.klcs`);
+      await writeStateFile(file, first, { key: { modelId: 'gpu-test', packerVersion: '', tokenizerId: '' }, ids, latent: gpu.latentReader(first), latentDtype: dtype });
+      return file;
+    };
+    const files = { bf16: await save(gpu.latentDtype(first)), f32: await save('f32') };
+    const sizes = { bf16: (await fs.stat(files.bf16)).size, f32: (await fs.stat(files.f32)).size };
+    assert.equal(mlaOf(first).cache.length, 0, 'the rows went from the GPU to the files without a host copy of the cache');
+    const restore = async (m: Model, file: string, dtype: LatentDtype): Promise<SequenceState> => {
+      const opened = await openStateFile(file);
+      try {
+        assert.ok(opened.header.segments.filter((s) => s.name.includes('latent')).every((s) => s.dtype === dtype));
+        const s = await opened.readState(undefined, (ls, rows, count) => m.appendLatentRows(ls, rows, count));
+        m.backend.importState(s);
+        return s;
+      } finally {
+        await opened.close();
+      }
+    };
+    const want = await gpu.prefill(gpu.forkState(first), rest, { logits: 'last' });
+    const eb = relError(await gpu.prefill(await restore(gpu, files.bf16, 'bf16'), rest, { logits: 'last' }), want);
+    const ef = relError(await gpu.prefill(await restore(gpu, files.f32, 'f32'), rest, { logits: 'last' }), want);
+    // The latent segments shrink from 4 to 2 bytes a value; the headers differ by a few bytes of offsets and names.
+    const mlaLayers = gpu.config.layers.filter((l) => l.attention === 'mla').length;
+    const w = gpu.config.mla.kvLoraRank + gpu.config.mla.qkRopeHeadDim;
+    const saved = sizes.f32 - sizes.bf16;
+    report(`state at 8500 of 9000 tokens: files of ${sizes.bf16} B (bf16 rows) and ${sizes.f32} B (fp32 rows); continuation after restore vs unsaved: ${eb.toExponential(2)} (bf16 file), ${ef.toExponential(2)} (fp32 file)`);
+    assert.ok(Math.abs(saved - 8500 * w * 2 * mlaLayers) < 4096, `${saved} bytes saved, ${8500 * w * 2 * mlaLayers} expected`);
+    assert.ok(eb < 1e-6, `${eb}`);
+    assert.ok(ef < 1e-6, `${ef}`);
+    // The reference backend (host, fp32) restores a bf16 file too: a shorter state, as it computes on the CPU.
+    const short = gpu.newState();
+    await gpu.prefill(short, ids.subarray(0, 900), { logits: 'none' });
+    gpu.syncState(short);
+    const shortFile = join(dir, 'short.klcs');
+    await writeStateFile(shortFile, short, { key: { modelId: 'gpu-test', packerVersion: '', tokenizerId: '' }, ids, latent: gpu.latentReader(short), latentDtype: 'bf16' });
+    const onRef = await restore(ref, shortFile, 'bf16');
+    const tail = ids.subarray(900, 1000);
+    const er = relError(await ref.prefill(onRef, tail, { logits: 'all' }), await ref.prefill(ref.newState(), ids.subarray(0, 1000), { logits: 'all' }).then((l) => l.subarray(900 * gpu.config.vocabSize)));
+    report(`a bf16 file of a 900-token GPU state restored on the reference backend: 100 more tokens vs a reference run, relative error ${er.toExponential(2)}`);
+    assert.ok(er < BF16_TOLERANCE, `${er}`);
+  } finally {
+    await fs.rm(dir, { recursive: true, force: true });
+  }
+});
