@@ -150,38 +150,41 @@ test('what auto picks on 24/32/48/80/141 GB at 128k and 1M tokens with 8 forks',
   //   141 GB: bf16 98.28 + 10.10 = 108.38 GB ≤ 133.95.  80 GB: bf16 no; fp8 50.05 + 10.10 = 60.14 ≤ 76.
   //   48 GB: fp8 60.14 > 45.6; int4 26.51 + 10.10 = 36.60 ≤ 45.6.
   //   32 GB (30.4 usable): int4 36.60 no; slice 512 (workspace 2,343,790,880 + 135,168 × 1152 = 2,499,504,416)
-  //     → 26.51 + 6.66 = 33.17 no; each offloaded layer − 0.934: 3 layers → 30.37 ≤ 30.4, 2 → 31.30 no.
-  //   24 GB (22.8 usable): at 512 slices 33.17 − 11 × 0.934 = 22.89 > 22.8, so 12 layers; with 12 the 1024-token
-  //     slice fits too: 15,295,807,232 + 3,053,453,312 + 44,892,160 + 1,063,780,352 + 2,990,371,104 = 22,448,304,160.
+  //     → 26.51 + 6.66 = 33.17 no; offloading adds the staging buffer of one layer's experts (0.934) once and
+  //     takes 0.934 per layer: 4 layers → 33,168,812,064 + 934,281,216 − 3,737,124,864 = 30,365,968,416 ≤ 30.4, 3 → 31.30 no.
+  //   24 GB (22.8 usable): at 512 slices 33.17 + 0.934 − 12 × 0.934 = 22.89 > 22.8, so 13 layers; with 13 the
+  //     1024-token slice fits too: 14,361,526,016 + 3,053,453,312 + 44,892,160 + 1,063,780,352 + 2,990,371,104
+  //     + 934,281,216 = 22,448,304,160.
   assert.equal(pick(131_072, 141), 'fits none 0');
   assert.equal(pick(131_072, 80), 'fits fp8 0');
   assert.equal(pick(131_072, 48), 'fits int4 0');
-  assert.equal(pick(131_072, 32), 'fits int4 3');
-  assert.equal(pick(131_072, 24), 'fits int4 12');
+  assert.equal(pick(131_072, 32), 'fits int4 4');
+  assert.equal(pick(131_072, 24), 'fits int4 13');
   // The 1024-token workspace: layer 137,584 × 1024 + 10,485,760 floats × 4 + 6,912 = 605,494,016; MoE (24,576 rows)
   //   68,864 + 12,288 + 201,326,592 + 100,663,296 + 226,492,416 = 528,563,456; MLA 73,728 × 2056 = 151,584,768;
   //   hidden 18,874,368 + ids 4096; staging 2^30 + 155,713,536 + 37,748,736 + 33,554,432 + 768 + 331,613,696
-  //   = 1,632,372,992; sampling 53,477,408 → 2,990,371,104.
-  assert.equal(planMemory(c, request(131_072, 24)).gpu.workspace, 2_990_371_104);
+  //   = 1,632,372,992; sampling 53,477,408 → 2,990,371,104; + the offload staging buffer 934,281,216 = 3,924,652,320.
+  assert.equal(planMemory(c, request(131_072, 24)).gpu.workspace, 3_924_652_320);
   // 1M, everything but the weights at 4096: 17,850,957,824 + 44,892,160 + 1,063,780,352 + 6,992,535,840 = 25,952,166,176.
   //   141: bf16 124.23 ≤ 133.95.  80: fp8 50,046,009,088 + 25,952,166,176 = 75,998,175,264 ≤ 76e9.
   //   48 (45.6): int4 at 512 slices (workspace 2,343,790,880 + 1,052,672 × 1152 = 3,556,469,024): others 22,516,099,360;
-  //     26,507,181,824 − 4 × 934,281,216 = 22,770,056,960 + 22,516,099,360 = 45,286,156,320 ≤ 45.6e9 (3 layers: 46.22 GB).
-  //   32 (30.4): 20 layers offloaded: 26,507,181,824 − 18,685,624,320 = 7,821,557,504 → 30,337,656,864 ≤ 30.4e9.
-  //   24 (22.8): even every expert offloaded (2,215,870,208 of weights) needs 24,731,969,568.
+  //     with the staging buffer 934,281,216: 26,507,181,824 − 5 × 934,281,216 = 21,835,775,744 + 934,281,216
+  //     + 22,516,099,360 = 45,286,156,320 ≤ 45.6e9 (4 layers: 46.22 GB).
+  //   32 (30.4): 21 layers offloaded: 26,507,181,824 − 19,619,905,536 = 6,887,276,288 + 934,281,216 → 30,337,656,864 ≤ 30.4e9.
+  //   24 (22.8): even every expert offloaded (2,215,870,208 of weights) needs 24,731,969,568 + 934,281,216 = 25,666,250,784.
   assert.equal(pick(1_048_576, 141), 'fits none 0');
   assert.equal(pick(1_048_576, 80), 'fits fp8 0');
-  assert.equal(pick(1_048_576, 48), 'fits int4 4');
-  assert.equal(pick(1_048_576, 32), 'fits int4 20');
+  assert.equal(pick(1_048_576, 48), 'fits int4 5');
+  assert.equal(pick(1_048_576, 32), 'fits int4 21');
   assert.equal(pick(1_048_576, 24), 'no int4 26');
 });
 
 test('offloading moves the last MoE layers\' experts to the host', async () => {
   const p = planMemory(await published(), request(1_048_576, 48));
-  assert.deepEqual(p.offloadedLayers, [23, 24, 25, 26]);
-  // 4 × 934,281,216 = 3,737,124,864.
-  assert.equal(p.host.experts, 3_737_124_864);
-  assert.equal(p.gpu.weights, 22_770_056_960);
+  assert.deepEqual(p.offloadedLayers, [22, 23, 24, 25, 26]);
+  // 5 × 934,281,216 = 4,671,406,080; 26,507,181,824 − 4,671,406,080 = 21,835,775,744.
+  assert.equal(p.host.experts, 4_671_406_080);
+  assert.equal(p.gpu.weights, 21_835_775_744);
   assert.equal(p.sliceTokens, 512);
 });
 
@@ -189,34 +192,36 @@ test('a plan that does not fit says what to change, with numbers', async () => {
   const c = await published();
   const p = planMemory(c, request(1_048_576, 24));
   assert.equal(p.fits, false);
-  // Largest context at int4 with every expert offloaded and 512-token slices, in 1024-token steps:
-  //   935,936 tokens: 935,936 × 2304 = 2,156,396,544 → 1029 granules 2,157,969,408 + 134,217,728 = 2,292,187,136 × 7
-  //     = 16,045,309,952; workspace 2,343,790,880 + 940,032 × 1152 = 3,426,707,744;
-  //     2,215,870,208 + 16,045,309,952 + 44,892,160 + 1,063,780,352 + 3,426,707,744 = 22,796,560,416 ≤ 22.8e9.
-  //   936,960 tokens: 1030 granules → 16,059,990,016, workspace 3,427,887,392 → 22,812,420,128 > 22.8e9.
-  // A bigger GPU: 24,731,969,568 / 0.95 = 26,033,652,177 → rounded up to 10 MB: 26.04 GB.
+  // Largest context at int4 with every expert offloaded (plus the 934,281,216-byte staging buffer) and
+  // 512-token slices, in 1024-token steps:
+  //   881,664 tokens: 881,664 × 2304 = 2,031,353,856 → 969 granules 2,032,140,288 + 134,217,728 = 2,166,358,016 × 7
+  //     = 15,164,506,112; workspace 2,343,790,880 + 885,760 × 1152 + 934,281,216 = 4,298,467,616;
+  //     2,215,870,208 + 15,164,506,112 + 44,892,160 + 1,063,780,352 + 4,298,467,616 = 22,787,516,448 ≤ 22.8e9.
+  //   882,688 tokens: 970 granules → 15,179,186,176, workspace 4,299,647,264 → 22,803,376,160 > 22.8e9.
+  // A bigger GPU: 25,666,250,784 / 0.95 = 27,017,106,088 → rounded up to 10 MB: 27.02 GB.
   assert.equal(
     p.advice,
-    'does not fit: needs 24.73 GB at int4, but 22.80 GB of 24.00 GB is usable. Change one of: fewer tokens: at most 935936 fit at int4 (--context 935936); a bigger GPU: at least 26.04 GB.',
+    'does not fit: needs 25.67 GB at int4, but 22.80 GB of 24.00 GB is usable. Change one of: fewer tokens: at most 881664 fit at int4 (--context 881664); a bigger GPU: at least 27.02 GB.',
   );
-  assert.equal(largestContext(c, { forks: 8, quantization: 'auto', gpuMemory: 24 * GB }), 935_936);
+  assert.equal(largestContext(c, { forks: 8, quantization: 'auto', gpuMemory: 24 * GB }), 881_664);
 });
 
 test('an explicit scheme that does not fit points at a lighter scheme and fewer forks', async () => {
   const c = await published();
-  // 10 GB (9.5e9 usable), 128k, bf16, 8 forks, the smallest arrangement (every expert offloaded, 512-token slices):
-  //   resident bf16 98,278,444,544 − 26 × 3,623,878,656 = 4,057,599,488; + 3,053,453,312 + 44,892,160 + 1,063,780,352
-  //   + workspace 2,499,504,416 = 10,719,229,728 > 9.5e9. Without forks 9,655,449,376 > 9.5e9: no forks advice.
-  //   fp8, every expert offloaded: 50,046,009,088 − 26 × 1,816,395,776 = 2,819,718,912 + 6,661,630,240 = 9,481,349,152 ≤ 9.5e9
-  //   (25 layers would add 1.82 GB).
-  const p = planMemory(c, request(131_072, 10, { quantization: 'none' }));
+  // 12 GB (11.4e9 usable), 128k, bf16, 8 forks, the smallest arrangement (every expert offloaded, 512-token slices,
+  // the staging buffer of one layer's experts 3,623,878,656): resident bf16 98,278,444,544 − 26 × 3,623,878,656
+  //   = 4,057,599,488; + 3,053,453,312 + 44,892,160 + 1,063,780,352 + workspace 2,499,504,416 + 3,623,878,656
+  //   = 14,343,108,384 > 11.4e9. Without forks 13,279,328,032 > 11.4e9: no forks advice.
+  //   fp8, every expert offloaded: 50,046,009,088 − 26 × 1,816,395,776 = 2,819,718,912 + 6,661,630,240
+  //   + staging 1,816,395,776 = 11,297,744,928 ≤ 11.4e9 (25 layers would add 1.82 GB).
+  const p = planMemory(c, request(131_072, 12, { quantization: 'none' }));
   assert.equal(p.fits, false);
   assert.equal(p.quantization, 'none');
-  assert.match(p.advice, /a quantized model: --quantization fp8 needs 9\.48 GB with the experts of 26 layers in host memory/);
+  assert.match(p.advice, /a quantized model: --quantization fp8 needs 11\.30 GB with the experts of 26 layers in host memory/);
   assert.doesNotMatch(p.advice, /fewer forks/);
-  // 25 GB (23.75e9 usable), 1M, int4, every expert offloaded: 8 forks 24,731,969,568 no; 1 fork
-  //   24,731,969,568 − 7 × 132,972,544 = 23,801,161,760 no; 0 forks 23,668,189,216 ≤ 23.75e9 → "--forks 0".
-  const f = planMemory(c, request(1_048_576, 25, { quantization: 'int4' }));
+  // 26 GB (24.7e9 usable), 1M, int4, every expert offloaded: 8 forks 25,666,250,784 no; 1 fork
+  //   25,666,250,784 − 7 × 132,972,544 = 24,735,442,976 no; 0 forks 24,602,470,432 ≤ 24.7e9 → "--forks 0".
+  const f = planMemory(c, request(1_048_576, 26, { quantization: 'int4' }));
   assert.equal(f.fits, false);
   assert.match(f.advice, /fewer forks: --forks 0/);
 });
