@@ -20,6 +20,9 @@ const dir = mkdtempSync(join(tmpdir(), 'klc-cpu-experts-'));
 const driver = buildCpuDriver(dir);
 process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
 
+/** The bytes of typed arrays one after another. */
+const bytesOf = (...arrays: ArrayBufferView[]): Buffer[] => arrays.map((a) => Buffer.from(a.buffer, a.byteOffset, a.byteLength));
+
 /** Deterministic uniform numbers in [0, 1). */
 function rng(seed: number): () => number {
   let s = seed >>> 0;
@@ -121,7 +124,7 @@ function runCase(c: Case, seed: number, isa: 'avx2' | 'scalar'): void {
   const header = Int32Array.from([T, d, I, E, k, c.bits, c.group13, c.group2, c.scalesF32 ? 1 : 0, c.symmetric ? 0 : 1, c.accumulate ? 1 : 0, c.threads]);
   const input = join(dir, `in-${seed}-${isa}.bin`);
   const output = join(dir, `out-${seed}-${isa}.bin`);
-  writeFileSync(input, Buffer.concat([header, x, idx, w].map((a) => Buffer.from(a.buffer)).concat(q13.bytes, q2.bytes, [Buffer.from(before.buffer)])));
+  writeFileSync(input, Buffer.concat([...bytesOf(header, x, idx, w), ...q13.bytes, ...q2.bytes, ...bytesOf(before)]));
   const env = { ...process.env, KLC_CPU_ISA: isa === 'scalar' ? 'scalar' : '' };
   const p = spawnSync(driver, ['run', input, output], { encoding: 'utf8', env });
   assert.equal(p.status, 0, `driver failed: ${p.stdout}${p.stderr}`);
@@ -163,7 +166,7 @@ test('cpu experts: an expert index outside the layer is a clear error, not a rea
   const q2 = quantMatrix(r, 2 * 16, 8, 4, 8, true, true);
   const header = Int32Array.from([c.T, c.d, c.I, c.E, c.k, 4, 16, 8, 1, 0, 0, 1]);
   const input = join(dir, 'bad.bin');
-  writeFileSync(input, Buffer.concat([header, new Float32Array(16), Int32Array.from([2]), Float32Array.from([1])].map((a) => Buffer.from(a.buffer)).concat(q13.bytes, q2.bytes, [Buffer.from(new Float32Array(16).buffer)])));
+  writeFileSync(input, Buffer.concat([...bytesOf(header, new Float32Array(16), Int32Array.from([2]), Float32Array.from([1])), ...q13.bytes, ...q2.bytes, ...bytesOf(new Float32Array(16))]));
   const p = spawnSync(driver, ['run', input, join(dir, 'bad.out')], { encoding: 'utf8' });
   assert.equal(p.status, 1);
   assert.match(p.stdout, /expert index 2 of pair 0 is outside 0\.\.1/);
