@@ -17,7 +17,7 @@ import { HostExperts } from './host-experts';
 import type { DevicePtr, HostPtr, NativeContext, NativeDeviceInfo, NativeKlc, VbufHandle } from './loader';
 import { gib, LM_HEAD_ROWS, layerWorkspaceBytes } from './memory-plan';
 import { gb } from '../../plan/sizes';
-import { offloadStagingBytes, type MemoryBudget } from '../../plan/memory-plan';
+import { offloadStagingBytes, type MemoryBudget, type MemoryPlan } from '../../plan/memory-plan';
 import { SAMPLE_ROWS } from '../../plan/workspace';
 import { planLoad } from './load-plan';
 import { atLoadDescription, atLoadTargets, storedQuantized, weightQuantization } from '../../model/quant/at-load';
@@ -122,6 +122,8 @@ export class CudaBackend implements Backend<DeviceRows> {
     /** The offloaded experts' pinned host buffers and their runner; none without offload. */
     private readonly hostBuffers: HostPtr[],
     private readonly host: HostExperts | null,
+    /** The memory plan this load made: what it placed where. */
+    readonly plan: MemoryPlan,
   ) {
     this.device = `GPU ${deviceIndex}: ${info.name} (compute ${info.major}.${info.minor}, ${gib(info.totalBytes)})`;
     this.engineText = engine;
@@ -190,7 +192,7 @@ export class CudaBackend implements Backend<DeviceRows> {
         );
       }
       const weights = atLoad ? atLoadDescription(plan.quantization) : weightQuantization(checkpoint);
-      return new CudaBackend(config, native, ctx, uploaded.weights, owned, info, index, engine.text, plan.sliceTokens, weights, dense, denseF32, ownedHost, host);
+      return new CudaBackend(config, native, ctx, uploaded.weights, owned, info, index, engine.text, plan.sliceTokens, weights, dense, denseF32, ownedHost, host, plan);
     } catch (e) {
       host?.dispose();
       for (const p of owned) native.free(ctx, p);
