@@ -15,7 +15,7 @@ extern "C" {
 
 typedef struct klc_cpu_pool klc_cpu_pool;
 
-/* A persistent pool of `threads` workers (the caller counts as one; <= 0: one per hardware thread). */
+/* A persistent pool of `threads` workers (the caller counts as one; <= 0: one per CPU this process may run on). */
 KLC_API int klc_cpu_pool_create(int threads, klc_cpu_pool **out);
 KLC_API void klc_cpu_pool_free(klc_cpu_pool *pool);
 KLC_API int klc_cpu_pool_threads(const klc_cpu_pool *pool);

@@ -299,7 +299,7 @@ KLC_API int klc_host_free(klc_ctx *ctx, void *ptr);
 KLC_API int klc_host_write(void *dst, const void *src, size_t bytes);
 /* Queued on ctx's stream, not waited for; src must be pinned host memory. */
 KLC_API int klc_copy_to_device_async(klc_ctx *ctx, void *dst, const void *src, size_t bytes);
-/* threads <= 0: one per hardware thread. */
+/* threads <= 0: one per CPU this process may run on. */
 KLC_API int klc_host_moe_create(klc_ctx *ctx, int threads, int max_tokens, int d, int k, klc_host_moe **out);
 KLC_API void klc_host_moe_free(klc_host_moe *m);
 KLC_API int klc_host_moe_threads(const klc_host_moe *m);

@@ -26,6 +26,10 @@
 #include <thread>
 #include <vector>
 
+#ifdef __linux__
+#include <sched.h>
+#endif
+
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
 #define KLC_CPU_X86 1
@@ -125,22 +129,34 @@ struct Mat {
       : packed(w.w_packed), scales(w.scales), zeros(w.zero_points), bits(w.bits), K(w.K), group(w.group), groups(w.K / w.group),
         words(w.K * w.bits / 32), scales_f32(w.scales_f32) {}
 
-  float scale(size_t row, int g) const {
-    const size_t i = row * groups + g;
-    if (scales_f32) return static_cast<const float *>(scales)[i];
-    const uint32_t bits32 = static_cast<uint32_t>(static_cast<const uint16_t *>(scales)[i]) << 16;
+  const int32_t *row(size_t r) const { return packed + r * words; }
+};
+
+// One row's scales and zero points, located once per row (the group loop reads them in order).
+struct RowMeta {
+  const float *sf;
+  const uint16_t *sb;
+  const int32_t *zw;  // the row's zero-point words, one per group; null when symmetric
+  int shift, mask, dflt;
+
+  RowMeta(const Mat &m, size_t row) {
+    const size_t at = row * m.groups;
+    sf = m.scales_f32 ? static_cast<const float *>(m.scales) + at : nullptr;
+    sb = m.scales_f32 ? nullptr : static_cast<const uint16_t *>(m.scales) + at;
+    const int per_word = 32 / m.bits;
+    zw = m.zeros ? m.zeros + (row / per_word) * m.groups : nullptr;
+    shift = m.bits * static_cast<int>(row % per_word);
+    mask = (1 << m.bits) - 1;
+    dflt = 1 << (m.bits - 1);
+  }
+  float scale(int g) const {
+    if (sf) return sf[g];
+    const uint32_t bits32 = static_cast<uint32_t>(sb[g]) << 16;
     float f;
     std::memcpy(&f, &bits32, sizeof f);
     return f;
   }
-  // The stored zero point (z + 2^(bits-1)); 2^(bits-1) when symmetric, so stored code − zero = q − z.
-  int zero(size_t row, int g) const {
-    if (!zeros) return 1 << (bits - 1);
-    const int per_word = 32 / bits;
-    const uint32_t word = static_cast<uint32_t>(zeros[(row / per_word) * groups + g]);
-    return static_cast<int>((word >> (bits * (row % per_word))) & ((1u << bits) - 1u));
-  }
-  const int32_t *row(size_t r) const { return packed + r * words; }
+  int zero(int g) const { return zw ? static_cast<int>((static_cast<uint32_t>(zw[g]) >> shift) & static_cast<uint32_t>(mask)) : dflt; }
 };
 
 // y[j] = W[row] . xs[j] for j < NX: per group sum((q − z) x), times the group's scale.
@@ -149,15 +165,16 @@ void dot_scalar(const Mat &m, size_t row, const float *const *xs, float *y) {
   const uint32_t *r = reinterpret_cast<const uint32_t *>(m.row(row));
   constexpr int PER_WORD = 32 / BITS;
   constexpr uint32_t MASK = (1u << BITS) - 1u;
+  const RowMeta meta(m, row);
   float tot[NX] = {};
   for (int g = 0; g < m.groups; ++g) {
-    const int z = m.zero(row, g);
+    const int z = meta.zero(g);
     float acc[NX] = {};
     for (int c = g * m.group; c < (g + 1) * m.group; ++c) {
       const float f = static_cast<float>(static_cast<int>((r[c / PER_WORD] >> (BITS * (c % PER_WORD))) & MASK) - z);
       for (int j = 0; j < NX; ++j) acc[j] = std::fma(f, xs[j][c], acc[j]);
     }
-    const float s = m.scale(row, g);
+    const float s = meta.scale(g);
     for (int j = 0; j < NX; ++j) tot[j] = std::fma(acc[j], s, tot[j]);
   }
   for (int j = 0; j < NX; ++j) y[j] = tot[j];
@@ -189,10 +206,11 @@ __attribute__((target("avx2,fma"))) void dot_avx2(const Mat &m, size_t row, cons
   const __m256i shifts = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
   const __m256i mask = _mm256_set1_epi32(15);
   const int units = m.group / 8;
+  const RowMeta meta(m, row);
   __m256 tot[NX];
   for (int j = 0; j < NX; ++j) tot[j] = _mm256_setzero_ps();
   for (int g = 0; g < m.groups; ++g) {
-    const __m256i z = _mm256_set1_epi32(m.zero(row, g));
+    const __m256i z = _mm256_set1_epi32(meta.zero(g));
     __m256 acc[NX];
     for (int j = 0; j < NX; ++j) acc[j] = _mm256_setzero_ps();
     const int u0 = g * units;
@@ -200,7 +218,7 @@ __attribute__((target("avx2,fma"))) void dot_avx2(const Mat &m, size_t row, cons
       const __m256 f = _mm256_cvtepi32_ps(_mm256_sub_epi32(codes8<BITS>(r, u, shifts, mask), z));
       for (int j = 0; j < NX; ++j) acc[j] = _mm256_fmadd_ps(f, _mm256_loadu_ps(xs[j] + 8 * u), acc[j]);
     }
-    const __m256 s = _mm256_set1_ps(m.scale(row, g));
+    const __m256 s = _mm256_set1_ps(meta.scale(g));
     for (int j = 0; j < NX; ++j) tot[j] = _mm256_fmadd_ps(acc[j], s, tot[j]);
   }
   for (int j = 0; j < NX; ++j) y[j] = hsum(tot[j]);
@@ -250,6 +268,15 @@ constexpr int UP_ROWS = 16;     // intermediate rows per up task
 constexpr int DOWN_COLS = 32;   // output columns per down task
 constexpr int COMBINE_TOKENS = 16;
 
+// The CPUs this process may run on (its affinity mask, which containers narrow), else the hardware threads.
+int usable_cpus() {
+#ifdef __linux__
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
+#endif
+  return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+}
+
 bool layout_ok(const klc_wq &w, int N, int K) {
   return w.w_packed && w.scales && (w.bits == 4 || w.bits == 8) && w.N == N && w.K == K && w.group > 0 && w.group % 8 == 0 &&
          K % w.group == 0;
@@ -271,7 +298,7 @@ KLC_API const char *klc_cpu_isa(void) { return kernels().isa; }
 KLC_API int klc_cpu_pool_create(int threads, klc_cpu_pool **out) {
   if (!out) return fail(KLC_E_ARG, "klc_cpu_pool_create: out is null");
   *out = nullptr;
-  const int n = threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const int n = threads > 0 ? threads : usable_cpus();
   try {
     *out = new klc_cpu_pool(n);
   } catch (const std::exception &e) {

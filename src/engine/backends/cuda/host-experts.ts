@@ -7,7 +7,7 @@
  * llama.cpp's op offload does.
  *
  * KLC_OFFLOAD_CPU_TOKENS sets the largest row count computed on the CPU (default 32);
- * KLC_OFFLOAD_THREADS the CPU threads (default one per hardware thread).
+ * KLC_OFFLOAD_THREADS the CPU threads (default one per CPU the process may run on).
  */
 import { UserError } from '../../../common/errors';
 import type { DevicePtr, HostMoeHandle, NativeContext, NativeKlc, NativeWq } from './loader';

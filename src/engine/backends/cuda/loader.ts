@@ -167,7 +167,7 @@ export interface NativeKlc {
   hostWrite(dst: HostPtr, src: ArrayBufferView): void;
   /** Queues a copy from pinned host memory to the device on the context's stream (not waited for). */
   copyToDeviceAsync(ctx: NativeContext, dst: DevicePtr, src: HostPtr, bytes: number): void;
-  /** The CPU experts' job (klc_host_moe): a thread pool (threads <= 0: one per hardware thread) and pinned buffers for maxTokens rows. */
+  /** The CPU experts' job (klc_host_moe): a thread pool (threads <= 0: one per CPU this process may run on) and pinned buffers for maxTokens rows. */
   hostMoeCreate(ctx: NativeContext, threads: number, maxTokens: number, d: number, k: number): HostMoeHandle;
   hostMoeFree(job: HostMoeHandle): void;
   hostMoeThreads(job: HostMoeHandle): number;
