@@ -1,26 +1,22 @@
-// Device-only figures of expert offload at the real 48B widths, on a synthetic checkpoint with few
-// layers (test/gpu/make_synthetic.py: layer 0 dense, the rest MoE with 256 experts of 1024, d 2304),
-// INT4 at load: a 4096-token prefill and decode TPOT with every expert on the GPU, then under a
-// --gpu-memory cap that offloads every MoE layer, and the difference per offloaded layer. The 48B
-// model's plan on a 24 GB card (how many layers it offloads, src/engine/plan) turns that into an
-// estimate of what offload adds to the full model's TPOT and prefill there.
-// Usage: node offload-speed.cjs MODEL_DIR
+// Device-only figures of expert offload on the 48B model's real shapes: dummy weights for
+// assets/configs/kimi-linear-48b-a3b-instruct.json quantized to INT4 at load (on the GPU), a
+// 128k-token context budget with 8 forks, loaded once with the GPU's memory and once under
+// --gpu-memory 24GB, where the plan moves the routed experts of the last MoE layers to pinned host
+// memory. For each: the plan, a 4096-token prefill (tokens/s; offloaded layers' experts staged to
+// the GPU per slice) and decode TPOT (offloaded layers' experts on the CPU), and the logits'
+// difference between the two loads (the same weights: only rounding order differs).
+// Usage: node offload-speed.cjs [GPU_MEMORY_GB]   (run from the repository root)
+import { join } from 'node:path';
 import type { CudaBackend } from '../../src/engine/backends/cuda/backend';
-import { deviceWeightBytes } from '../../src/engine/backends/cuda/device-weights';
-import { Checkpoint } from '../../src/engine/model/checkpoint';
-import { loadConfig, loadConfigFile } from '../../src/engine/model/config';
-import { atLoadTargets } from '../../src/engine/model/quant/at-load';
-import { presetScheme } from '../../src/engine/model/quant/presets';
 import { loadModel, type Model } from '../../src/engine/model/model';
-import { planMemory, USABLE_FRACTION, type MemoryBudget } from '../../src/engine/plan/memory-plan';
+import type { MemoryBudget } from '../../src/engine/plan/memory-plan';
+import { gb } from '../../src/engine/plan/sizes';
 import { argmax } from '../../src/engine/sampler';
 import { relError } from '../golden/golden-data';
-import { join } from 'node:path';
 
-const dir = process.argv[2];
-if (!dir) throw new Error('usage: node offload-speed.cjs MODEL_DIR');
-const SLICE = 4096;
-const BUDGET = { contextTokens: 8192, forks: 0, sliceTokens: SLICE } as MemoryBudget;
+const CONFIG = join(process.cwd(), 'assets', 'configs', 'kimi-linear-48b-a3b-instruct.json');
+const CAP_GB = Number(process.argv[2] ?? '24');
+const PROMPT = 4096;
 const say = (line: string) => void process.stdout.write(`${line}\n`);
 
 function prompt(T: number, vocab: number): Int32Array {
@@ -31,66 +27,50 @@ function prompt(T: number, vocab: number): Int32Array {
   });
 }
 
-async function measure(m: Model, ids: Int32Array): Promise<{ prefillMs: number; tpot: number; logits: Float32Array }> {
-  // Warm-up: the first call grows the workspace and loads kernels.
-  await m.prefill(m.newState(), ids.subarray(0, 64));
-  const s = m.newState();
-  const t0 = performance.now();
-  let logits = await m.prefill(s, ids);
-  const prefillMs = performance.now() - t0;
-  const first = logits;
-  const times: number[] = [];
-  for (let i = 0; i < 32; i++) {
-    const t = performance.now();
-    logits = await m.prefill(s, Int32Array.of(argmax(logits)));
-    times.push(performance.now() - t);
+interface Run {
+  label: string;
+  prefillMs: number;
+  tpot: number;
+  logits: Float32Array;
+}
+
+async function run(label: string, memory: MemoryBudget): Promise<Run> {
+  const t = performance.now();
+  const m: Model = await loadModel(CONFIG, { backend: 'cuda', dummy: { configFile: CONFIG, seed: 11 }, quantization: 'int4', memory, log: (l) => say(`  ${l}`) });
+  try {
+    const p = (m.backend as CudaBackend).plan;
+    say(`${label}: loaded in ${((performance.now() - t) / 1000).toFixed(0)} s; plan ${p.quantization}, ${p.sliceTokens}-token slices, GPU ${gb(p.gpu.total)} of ${gb(p.usable)} usable, ` +
+      `${p.offloadedLayers.length} layers' experts in host memory (${gb(p.host.experts)})`);
+    const ids = prompt(PROMPT, m.config.vocabSize);
+    await m.prefill(m.newState(), ids.subarray(0, 64));
+    const s = m.newState();
+    const t0 = performance.now();
+    let logits = await m.prefill(s, ids);
+    const prefillMs = performance.now() - t0;
+    const first = logits;
+    const steps: number[] = [];
+    for (let i = 0; i < 32; i++) {
+      const t1 = performance.now();
+      logits = await m.prefill(s, Int32Array.of(argmax(logits)));
+      steps.push(performance.now() - t1);
+    }
+    steps.sort((a, b) => a - b);
+    const r = { label, prefillMs, tpot: steps[steps.length >> 1], logits: first };
+    say(`figure: 48B int4 ${label}: ${p.offloadedLayers.length} of 26 MoE layers offloaded, prefill ${PROMPT} tokens ${prefillMs.toFixed(0)} ms ` +
+      `(${((PROMPT / prefillMs) * 1000).toFixed(0)} tok/s), decode TPOT ${r.tpot.toFixed(2)} ms (median of 32)`);
+    return r;
+  } finally {
+    await m.dispose();
   }
-  times.sort((a, b) => a - b);
-  return { prefillMs, tpot: times[times.length >> 1], logits: first };
 }
 
 async function main(): Promise<void> {
-  const cfg = await loadConfig(dir);
-  const moeLayers = cfg.layers.filter((l) => l.ffn === 'moe').length;
-  const ckpt = await Checkpoint.open(dir, cfg);
-  const L = (await deviceWeightBytes(cfg, ckpt, { scheme: presetScheme('w4a16-g128'), targets: atLoadTargets(cfg) }, false)).weights.experts[1];
-  await ckpt.close();
-  const ids = prompt(SLICE, cfg.vocabSize);
-  const lines: string[] = [];
-  const log = (l: string) => {
-    lines.push(l);
-    say(l);
-  };
-
-  let t = performance.now();
-  const resident = await loadModel(dir, { backend: 'cuda', quantization: 'int4', memory: BUDGET, log });
-  say(`loaded resident in ${((performance.now() - t) / 1000).toFixed(0)} s`);
-  const total = (resident.backend as CudaBackend).plan.gpu.total;
-  const res = await measure(resident, ids);
-  await resident.dispose();
-
-  // n ≥ 1 offloaded layers need total − (n − 1) × L: half a layer below the last fits only every MoE layer.
-  const gpuMemory = (total - (moeLayers - 1.5) * L) / USABLE_FRACTION;
-  t = performance.now();
-  const offloaded = await loadModel(dir, { backend: 'cuda', quantization: 'int4', memory: { ...BUDGET, gpuMemory }, log });
-  say(`loaded offloaded in ${((performance.now() - t) / 1000).toFixed(0)} s`);
-  const layers = (offloaded.backend as CudaBackend).plan.offloadedLayers;
-  if (layers.length !== moeLayers) throw new Error(`expected every MoE layer offloaded under ${gpuMemory} bytes, got ${layers.join(', ')}`);
-  const off = await measure(offloaded, ids);
-  await offloaded.dispose();
-
-  const perDecode = (off.tpot - res.tpot) / moeLayers;
-  const perSlice = (off.prefillMs - res.prefillMs) / moeLayers;
-  say(`figure: ${cfg.numLayers}-layer synthetic at 48B widths, int4: resident prefill ${SLICE} tokens ${res.prefillMs.toFixed(0)} ms (${((SLICE / res.prefillMs) * 1000).toFixed(0)} tok/s), TPOT ${res.tpot.toFixed(2)} ms`);
-  say(`figure: the same with ${moeLayers} of ${moeLayers} MoE layers' experts in host memory: prefill ${off.prefillMs.toFixed(0)} ms (${((SLICE / off.prefillMs) * 1000).toFixed(0)} tok/s), TPOT ${off.tpot.toFixed(2)} ms`);
-  say(`figure: per offloaded layer: decode +${perDecode.toFixed(2)} ms (CPU experts), ${SLICE}-token prefill slice +${perSlice.toFixed(1)} ms (experts staged to the GPU, ${(L / 1e9).toFixed(3)} GB)`);
-  say(`figure: prefill logits resident vs offloaded: relative error ${relError(off.logits, res.logits).toExponential(2)}`);
-  const published = await loadConfigFile(join(process.cwd(), 'assets', 'configs', 'kimi-linear-48b-a3b-instruct.json'));
-  for (const [tokens, gb] of [[131_072, 24], [131_072, 32], [1_048_576, 32], [1_048_576, 48]] as const) {
-    const p = planMemory(published, { contextTokens: tokens, forks: 8, quantization: 'auto', gpuMemory: gb * 1e9 });
-    const n = p.offloadedLayers.length;
-    say(`figure: 48B at ${tokens} tokens on ${gb} GB: ${p.fits ? 'fits' : 'does not fit'} at ${p.quantization}, ${n} layers offloaded → offload adds about ${(n * perDecode).toFixed(1)} ms per token and ${((n * perSlice) / 1000).toFixed(2)} s per ${SLICE}-token prefill slice`);
-  }
+  const budget: MemoryBudget = { contextTokens: 131_072, forks: 8 };
+  const resident = await run('resident', budget);
+  const capped = await run(`under --gpu-memory ${CAP_GB}GB`, { ...budget, gpuMemory: CAP_GB * 1e9 });
+  say(`figure: 48B int4 last-position logits, offloaded vs resident: relative error ${relError(capped.logits, resident.logits).toExponential(2)}`);
+  say(`figure: 48B int4 on ${CAP_GB} GB: TPOT ${capped.tpot.toFixed(2)} ms vs ${resident.tpot.toFixed(2)} ms resident (×${(capped.tpot / resident.tpot).toFixed(2)}), ` +
+    `prefill ${((PROMPT / capped.prefillMs) * 1000).toFixed(0)} vs ${((PROMPT / resident.prefillMs) * 1000).toFixed(0)} tok/s`);
 }
 
 main().catch((e) => {

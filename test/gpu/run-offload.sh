@@ -4,8 +4,8 @@
 # same model with every expert on the GPU and against the reference backend
 # (test/gpu/offload-model.test.ts), the CPU experts' speed at the 48B model's shapes on this
 # machine's CPU (cpu-experts-driver bench: ms per offloaded layer and GB/s of expert weights read),
-# then (SPEED=0 skips it) prefill and TPOT with and without offload on a 3-layer synthetic checkpoint
-# at the 48B widths, INT4 at load (test/gpu/offload-speed.ts).
+# then (SPEED=0 skips it) prefill and TPOT of the 48B model (dummy weights, INT4 at load, 128k
+# context, 8 forks) with every expert on the GPU and under --gpu-memory 24GB (test/gpu/offload-speed.ts).
 # Carry: .device (node.xz, offload-model.test.cjs, offload-speed.cjs, cpu-experts-driver; the goldens
 # are the tracked test/fixtures/golden), native/build. Prepare here with test/gpu/prepare-model.sh. Logs go to $OUT.
 set -uo pipefail
@@ -30,8 +30,7 @@ if [ "${SPEED:-1}" != 0 ]; then
   # Tensor-core mode as users run it: cuBLAS from torch's CUDA wheels (as run-speed.sh).
   KLC_CUBLAS=$(python3 -c "import glob,os,torch; c=sorted(glob.glob(os.path.join(os.path.dirname(os.path.dirname(torch.__file__)),'nvidia','**','libcublas.so.1*'),recursive=True)); print(c[0] if c else '')")
   export KLC_CUBLAS LD_LIBRARY_PATH=$(dirname "${KLC_CUBLAS:-/x}"):${LD_LIBRARY_PATH:-}
-  python3 test/gpu/make_synthetic.py /tmp/synth-offload 3 > "$OUT/offload-speed.log" 2>&1 || rc=1
-  env -u KLC_CUDA_EXACT timeout 420 node .device/offload-speed.cjs /tmp/synth-offload >> "$OUT/offload-speed.log" 2>&1 || rc=1
+  env -u KLC_CUDA_EXACT timeout 420 node .device/offload-speed.cjs 24 > "$OUT/offload-speed.log" 2>&1 || rc=1
   grep -E "figure:|loaded|Error|error" "$OUT/offload-speed.log" | head -20
 fi
 exit $rc
