@@ -110,10 +110,14 @@ export function cudaPlan(config: KimiConfig, opts: MemoryBudget & { sliceTokens?
   return { plan: planMemory(config, { ...request, contextTokens }), capped: gpuMemory < d.free, ...(contextChoice ? { contextChoice } : {}) };
 }
 
-/** What the plan holds on the GPU, as one clause: "for N tokens and K forks it needs weights … = total". */
+/**
+ * What the plan holds on the GPU, as one clause: "for N tokens and K forks it needs weights … =
+ * total", and the offloaded experts' host memory when there are any.
+ */
 export function planFigures(plan: MemoryPlan): string {
   const g = plan.gpu;
-  return `for ${plan.contextTokens} tokens and ${plan.forks} forks it needs weights ${gb(g.weights)} + MLA cache ${gb(g.mlaCache)} + KDA state ${gb(g.kdaState)} + forks ${gb(g.forks)} + workspace for ${plan.sliceTokens}-token slices ${gb(g.workspace)} = ${gb(g.total)}`;
+  const host = plan.offloadedLayers.length > 0 ? `, with the routed experts of ${plan.offloadedLayers.length} layers (${gb(plan.host.experts)}) in host memory` : '';
+  return `for ${plan.contextTokens} tokens and ${plan.forks} forks it needs weights ${gb(g.weights)} + MLA cache ${gb(g.mlaCache)} + KDA state ${gb(g.kdaState)} + forks ${gb(g.forks)} + workspace for ${plan.sliceTokens}-token slices ${gb(g.workspace)} = ${gb(g.total)}${host}`;
 }
 
 /**
