@@ -17,7 +17,7 @@ npx esbuild test/gpu/offload-model.test.ts --bundle --platform=node --format=cjs
 npx esbuild test/gpu/offload-speed.ts --bundle --platform=node --format=cjs --target=node20 --external:'*.node' --external:onnxruntime-node \
   --outfile=.device/offload-speed.cjs --log-level=warning
 # The offloaded experts' CPU kernels as a plain executable (test/gpu/run-offload.sh times them on the device's CPU).
-g++ -O3 -std=c++17 -pthread -Inative/include native/src/cpu_experts.cpp test/unit/native/cpu-experts-driver.cpp -o .device/cpu-experts-driver
+g++ -O3 -std=c++17 -pthread -static-libstdc++ -static-libgcc -Inative/include native/src/cpu_experts.cpp test/unit/native/cpu-experts-driver.cpp -o .device/cpu-experts-driver
 npx esbuild test/gpu/plan-parity.test.ts --bundle --platform=node --format=cjs --target=node20 --external:'*.node' --external:onnxruntime-node \
   --outfile=.device/plan-parity.test.cjs --log-level=warning
 npx esbuild test/gpu/hf-bf16.test.ts --bundle --platform=node --format=cjs --target=node20 --external:'*.node' --external:onnxruntime-node \
