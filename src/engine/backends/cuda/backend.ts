@@ -561,8 +561,9 @@ export class CudaBackend implements Backend<DeviceRows> {
     }
     let w13 = w.w13;
     let w2 = w.w2;
-    if (w.onHost && isQuant(w13) && isQuant(w2)) {
-      const host = this.host as HostExperts;
+    if (w.onHost) {
+      if (!isQuant(w13) || !isQuant(w2) || !this.host) throw new Error(`layer ${layer}: offloaded experts not quantized, or no host runner (placement bug)`);
+      const host = this.host;
       if (host.onCpu(T)) {
         // The rows go to the host first, so the CPU works while the GPU runs the shared expert.
         host.begin(x.ptr, idx, weight, T);
