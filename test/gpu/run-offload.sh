@@ -22,10 +22,13 @@ export KLC_CUDA_EXACT=1 KLC_GOLDEN_DIR=$PWD/test/fixtures/golden
 node --test --test-reporter=spec .device/offload-model.test.cjs > "$OUT/offload-model.log" 2>&1 || rc=1
 grep -E "figure:|✔|✖|skipped|Error|error" "$OUT/offload-model.log" | head -40
 # 48B shapes: d 2304, I 1024, 256 experts, top-8; decode (1 token) and 4/16/32 tokens, INT4 g32 and g128, INT8 g128.
+chmod +x .device/cpu-experts-driver
+: > "$OUT/cpu-experts-bench.jsonl"
 for shape in "1 4 32" "1 4 128" "1 8 128" "4 4 32" "16 4 32" "32 4 32"; do
   set -- $shape
-  .device/cpu-experts-driver bench "$1" 2304 1024 256 8 "$2" "$3" 0 50 || rc=1
-done | tee "$OUT/cpu-experts-bench.jsonl"
+  .device/cpu-experts-driver bench "$1" 2304 1024 256 8 "$2" "$3" 0 50 >> "$OUT/cpu-experts-bench.jsonl" || rc=1
+done
+cat "$OUT/cpu-experts-bench.jsonl"
 if [ "${SPEED:-1}" != 0 ]; then
   # Tensor-core mode as users run it: cuBLAS from torch's CUDA wheels (as run-speed.sh).
   KLC_CUBLAS=$(python3 -c "import glob,os,torch; c=sorted(glob.glob(os.path.join(os.path.dirname(os.path.dirname(torch.__file__)),'nvidia','**','libcublas.so.1*'),recursive=True)); print(c[0] if c else '')")
