@@ -76,16 +76,18 @@ const tmp = join(out, `.tmp-${process.pid}`);
 mkdirSync(tmp, { recursive: true });
 const started = Date.now();
 try {
-  const units = ['context.cu', 'kda.cu', 'ops.cu', 'cublas.cu', 'tc_ops.cu', 'mla_flash.cu', 'mla_wgmma.cu', 'batch_decode.cu', 'sample.cu', 'moe_small.cu', 'gemv.cu', 'dummy.cu', 'vbuf.cu', 'wq_gemv.cu', 'wq_dequant.cu', 'wq_quantize.cu', 'moe_small_wq.cu'];
+  const units = ['context.cu', 'kda.cu', 'ops.cu', 'cublas.cu', 'tc_ops.cu', 'mla_flash.cu', 'mla_wgmma.cu', 'batch_decode.cu', 'sample.cu', 'moe_small.cu', 'gemv.cu', 'dummy.cu', 'vbuf.cu', 'wq_gemv.cu', 'wq_dequant.cu', 'wq_quantize.cu', 'moe_small_wq.cu', 'host_moe.cu', 'cpu_experts.cpp'];
+  // cpu_experts.cpp is host C++ (the offloaded experts' CPU kernels), compiled by nvcc's host compiler.
+  const object = (u) => join(tmp, u.replace(/\.(cu|cpp)$/, '.o'));
   const threadsPerUnit = Math.max(1, Math.floor(jobs / units.length));
   await Promise.all(units.map((u) => run(nvcc, [...common, ...unitArch(u), '--threads', String(threadsPerUnit), '-c',
-    join(src, u), '-o', join(tmp, u.replace('.cu', '.o'))])));
+    join(src, u), '-o', object(u)])));
   await run(nvcc, ['-O2', '-Xcompiler', '-fPIC,-fvisibility=hidden', '-x', 'c', `-I${nodeInclude}`,
     `-I${join(root, 'native', 'include')}`, '-DNODE_GYP_MODULE_NAME=klc_native', '-c', join(src, 'binding.c'),
     '-o', join(tmp, 'binding.o')]);
-  const objs = units.map((u) => join(tmp, u.replace('.cu', '.o')));
+  const objs = units.map(object);
   // cuBLAS is opened with dlopen at run time (native/src/cublas.cu), never linked.
-  const link = (outFile, extra) => run(nvcc, ['-shared', ...gencode, '-cudart', 'static', '-o', outFile, ...objs, ...extra, '-ldl']);
+  const link = (outFile, extra) => run(nvcc, ['-shared', ...gencode, '-cudart', 'static', '-o', outFile, ...objs, ...extra, '-ldl', '-lpthread']);
   await link(join(tmp, 'libklc_native.so'), []);
   await link(join(tmp, 'klc_native.node'), [join(tmp, 'binding.o')]);
   // Replace the outputs only once both linked, so a failed build leaves the last good one.

@@ -22,7 +22,7 @@ extern "C" {
 #define KLC_API __attribute__((visibility("default")))
 #endif
 
-#define KLC_ABI_VERSION 10
+#define KLC_ABI_VERSION 11
 
 enum {
   KLC_OK = 0,
@@ -298,6 +298,28 @@ KLC_API size_t klc_moe_dense_bytes(int d, int I, int E, int dense_f32);
 KLC_API int klc_moe_experts_wq(klc_ctx *ctx, const float *x, const int32_t *idx, const float *w, const klc_wq *w13,
                                const klc_wq *w2, float *out, void *ws, size_t ws_bytes, void *dense, int dense_f32, int T, int d,
                                int I, int E, int k);
+
+/* ---- Expert offload (native/src/host_moe.cu; the CPU kernels are klc_cpu.h) ----------------------
+ * Routed experts of the layers the memory plan offloads live in pinned host memory (klc_host_alloc,
+ * filled with klc_host_write) as klc_wq matrices of host pointers. Few tokens run on the CPU:
+ * klc_host_moe_begin queues the copy of x [T, d], idx and w [T, k] to pinned buffers; the caller
+ * queues the shared expert; klc_host_moe_finish waits for the copy only, computes
+ * out += sum_s w * expert(x) on the CPU (klc_cpu_moe_experts) and queues the result's upload through
+ * y_dev [T, d] and the add. Many tokens copy the experts to a device staging buffer
+ * (klc_copy_to_device_async) and run klc_moe_experts_wq there. */
+typedef struct klc_host_moe klc_host_moe;
+KLC_API int klc_host_alloc(klc_ctx *ctx, size_t bytes, void **out);
+KLC_API int klc_host_free(klc_ctx *ctx, void *ptr);
+KLC_API int klc_host_write(void *dst, const void *src, size_t bytes);
+/* Queued on ctx's stream, not waited for; src must be pinned host memory. */
+KLC_API int klc_copy_to_device_async(klc_ctx *ctx, void *dst, const void *src, size_t bytes);
+/* threads <= 0: one per CPU this process may run on. */
+KLC_API int klc_host_moe_create(klc_ctx *ctx, int threads, int max_tokens, int d, int k, klc_host_moe **out);
+KLC_API void klc_host_moe_free(klc_host_moe *m);
+KLC_API int klc_host_moe_threads(const klc_host_moe *m);
+KLC_API int klc_host_moe_begin(klc_ctx *ctx, klc_host_moe *m, const float *x, const int32_t *idx, const float *w, int T);
+KLC_API int klc_host_moe_finish(klc_ctx *ctx, klc_host_moe *m, const klc_wq *w13, const klc_wq *w2, float *out, float *y_dev, int T,
+                                int d, int I, int E, int k);
 
 #ifdef __cplusplus
 }

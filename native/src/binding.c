@@ -747,6 +747,99 @@ static napi_value js_moe_experts_wq(napi_env env, napi_callback_info info) {
                                       ws_bytes, dense, dense_f32, T, d, I, E, k));
 }
 
+/* ---- Expert offload: pinned host memory and the CPU experts ---- */
+
+static napi_value js_host_alloc(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  klc_ctx *ctx;
+  size_t bytes;
+  if (!get_args(env, info, 2, argv) || !get_ctx(env, argv[0], &ctx) || !get_size(env, argv[1], &bytes)) return NULL;
+  void *p = NULL;
+  int rc = klc_host_alloc(ctx, bytes, &p);
+  return rc ? throw_rc(env, rc) : make_ptr(env, p);
+}
+
+static napi_value js_host_free(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  klc_ctx *ctx;
+  void *p;
+  if (!get_args(env, info, 2, argv) || !get_ctx(env, argv[0], &ctx) || !get_ptr(env, argv[1], &p)) return NULL;
+  return done(env, klc_host_free(ctx, p));
+}
+
+/* (dst host pointer, TypedArray) */
+static napi_value js_host_write(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  void *dst, *src;
+  size_t len;
+  if (!get_args(env, info, 2, argv) || !get_ptr(env, argv[0], &dst) || !get_bytes(env, argv[1], &src, &len)) return NULL;
+  return done(env, klc_host_write(dst, src, len));
+}
+
+/* (ctx, dst device pointer, src pinned host pointer, bytes) */
+static napi_value js_copy_to_device_async(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  klc_ctx *ctx;
+  void *dst, *src;
+  size_t bytes;
+  if (!get_args(env, info, 4, argv) || !get_ctx(env, argv[0], &ctx) || !get_ptr(env, argv[1], &dst) || !get_ptr(env, argv[2], &src) ||
+      !get_size(env, argv[3], &bytes))
+    return NULL;
+  return done(env, klc_copy_to_device_async(ctx, dst, src, bytes));
+}
+
+/* (ctx, threads, maxTokens, d, k) -> the job's host address */
+static napi_value js_host_moe_create(napi_env env, napi_callback_info info) {
+  klc_ctx *c; arg_t v[MAX_OP_ARGS];
+  if (!read_sig(env, info, "iiii", &c, v)) return NULL;
+  klc_host_moe *m = NULL;
+  int rc = klc_host_moe_create(c, v[0].i, v[1].i, v[2].i, v[3].i, &m);
+  return rc ? throw_rc(env, rc) : make_ptr(env, m);
+}
+
+static napi_value js_host_moe_free(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  void *m;
+  if (!get_args(env, info, 1, argv) || !get_ptr(env, argv[0], &m)) return NULL;
+  klc_host_moe_free((klc_host_moe *)m);
+  return NULL;
+}
+
+static napi_value js_host_moe_threads(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  void *m;
+  if (!get_args(env, info, 1, argv) || !get_ptr(env, argv[0], &m)) return NULL;
+  napi_value r;
+  napi_create_int32(env, klc_host_moe_threads((const klc_host_moe *)m), &r);
+  return r;
+}
+
+/* (ctx, job, x, idx, w, T) */
+static napi_value js_host_moe_begin(napi_env env, napi_callback_info info) {
+  napi_value argv[6];
+  klc_ctx *ctx;
+  void *m, *x, *idx, *w;
+  int32_t T;
+  if (!get_args(env, info, 6, argv) || !get_ctx(env, argv[0], &ctx) || !get_ptr(env, argv[1], &m) || !get_ptr(env, argv[2], &x) ||
+      !get_ptr(env, argv[3], &idx) || !get_ptr(env, argv[4], &w) || !get_i32(env, argv[5], &T))
+    return NULL;
+  return done(env, klc_host_moe_begin(ctx, (klc_host_moe *)m, (const float *)x, (const int32_t *)idx, (const float *)w, T));
+}
+
+/* (ctx, job, w13, w2, out, yDev, T, d, I, E, k) */
+static napi_value js_host_moe_finish(napi_env env, napi_callback_info info) {
+  napi_value argv[11];
+  klc_ctx *ctx;
+  klc_wq w13, w2;
+  void *m, *out, *y;
+  int32_t T, d, I, E, k;
+  if (!get_args(env, info, 11, argv) || !get_ctx(env, argv[0], &ctx) || !get_ptr(env, argv[1], &m) || !read_wq(env, argv[2], &w13) ||
+      !read_wq(env, argv[3], &w2) || !get_ptr(env, argv[4], &out) || !get_ptr(env, argv[5], &y) || !get_i32(env, argv[6], &T) ||
+      !get_i32(env, argv[7], &d) || !get_i32(env, argv[8], &I) || !get_i32(env, argv[9], &E) || !get_i32(env, argv[10], &k))
+    return NULL;
+  return done(env, klc_host_moe_finish(ctx, (klc_host_moe *)m, &w13, &w2, (float *)out, (float *)y, T, d, I, E, k));
+}
+
 /* Returns the engine in words; throws with the reason when tensor cores were asked for and cuBLAS failed. */
 static napi_value js_set_tensor_cores(napi_env env, napi_callback_info info) {
   klc_ctx *c; arg_t v[MAX_OP_ARGS];
@@ -950,6 +1043,15 @@ static napi_value init(napi_env env, napi_value exports) {
       {"wqQuantizeBf16", NULL, js_wq_quantize_bf16, NULL, NULL, NULL, napi_enumerable, NULL},
       {"moeDenseBytes", NULL, js_moe_dense_bytes, NULL, NULL, NULL, napi_enumerable, NULL},
       {"moeExpertsWq", NULL, js_moe_experts_wq, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"hostAlloc", NULL, js_host_alloc, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"hostFree", NULL, js_host_free, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"hostWrite", NULL, js_host_write, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"copyToDeviceAsync", NULL, js_copy_to_device_async, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"hostMoeCreate", NULL, js_host_moe_create, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"hostMoeFree", NULL, js_host_moe_free, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"hostMoeThreads", NULL, js_host_moe_threads, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"hostMoeBegin", NULL, js_host_moe_begin, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"hostMoeFinish", NULL, js_host_moe_finish, NULL, NULL, NULL, napi_enumerable, NULL},
       {"setTensorCores", NULL, js_set_tensor_cores, NULL, NULL, NULL, napi_enumerable, NULL},
       {"kdaDecodeBatch", NULL, js_kda_decode_batch, NULL, NULL, NULL, napi_enumerable, NULL},
       {"mlaDecodeWorkspaceBytes", NULL, js_mla_decode_workspace_bytes, NULL, NULL, NULL, napi_enumerable, NULL},

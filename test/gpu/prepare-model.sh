@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Here (no GPU): fills the git-ignored .device/ folder that test/gpu/run-model.sh (and run-speed.sh,
-# run-all.sh, run-hf-bf16.sh, run-quant.sh) need and builds the library for sm_90 (the lent H100/H200) to carry.
+# run-all.sh, run-hf-bf16.sh, run-quant.sh, run-offload.sh) need and builds the library for sm_90 (the lent H100/H200) to carry.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 mkdir -p .device/node-include
@@ -14,6 +14,12 @@ npx esbuild test/gpu/bf16-cache.test.ts --bundle --platform=node --format=cjs --
   --outfile=.device/bf16-cache.test.cjs --log-level=warning
 npx esbuild test/gpu/quant-model.test.ts --bundle --platform=node --format=cjs --target=node20 --external:'*.node' --external:onnxruntime-node \
   --outfile=.device/quant-model.test.cjs --log-level=warning
+npx esbuild test/gpu/offload-model.test.ts --bundle --platform=node --format=cjs --target=node20 --external:'*.node' --external:onnxruntime-node \
+  --outfile=.device/offload-model.test.cjs --log-level=warning
+npx esbuild test/gpu/offload-speed.ts --bundle --platform=node --format=cjs --target=node20 --external:'*.node' --external:onnxruntime-node \
+  --outfile=.device/offload-speed.cjs --log-level=warning
+# The offloaded experts' CPU kernels as a plain executable (test/gpu/run-offload.sh times them on the device's CPU).
+g++ -O3 -std=c++17 -pthread -static-libstdc++ -static-libgcc -Inative/include native/src/cpu_experts.cpp test/unit/native/cpu-experts-driver.cpp -o .device/cpu-experts-driver
 npx esbuild test/gpu/plan-parity.test.ts --bundle --platform=node --format=cjs --target=node20 --external:'*.node' --external:onnxruntime-node \
   --outfile=.device/plan-parity.test.cjs --log-level=warning
 npx esbuild test/gpu/hf-bf16.test.ts --bundle --platform=node --format=cjs --target=node20 --external:'*.node' --external:onnxruntime-node \

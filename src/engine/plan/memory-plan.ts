@@ -13,7 +13,8 @@
  * - per fork: a copy of the KDA state, the copied boundary granule of each MLA layer, and its private
  *   rows for the question and answer (FORK_RESERVE_TOKENS, in whole granules);
  * - the workspace of one prefill slice (./workspace.ts), the slice the longest of SLICE_CHOICES
- *   that fits.
+ *   that fits; with experts offloaded, also the staging buffer that long prefill slices copy one
+ *   offloaded layer's experts into (offloadStagingBytes).
  */
 import type { KimiConfig } from '../model/config';
 import { gb } from './sizes';
@@ -112,6 +113,14 @@ export interface MemoryPlan {
   advice: string;
 }
 
+/**
+ * The device buffer a prefill slice copies an offloaded layer's routed experts into, to run them on
+ * the GPU (few tokens run them on the CPU instead): the largest offloaded layer's experts.
+ */
+export function offloadStagingBytes(w: WeightBytes, offloadedLayers: readonly number[]): number {
+  return offloadedLayers.reduce((m, i) => Math.max(m, w.experts[i]), 0);
+}
+
 function roundUp(bytes: number, to: number): number {
   return Math.ceil(bytes / to) * to;
 }
@@ -188,7 +197,7 @@ class Planner {
     const mlaCache = mlaCacheBytes(c, contextTokens, element);
     const kdaState = kdaStateBytes(c);
     const forkTotal = forks * forkBytes(c, element);
-    const workspace = prefillWorkspaceBytes(c, k.slice, tensorCores, req.sampleScratch) + dense;
+    const workspace = prefillWorkspaceBytes(c, k.slice, tensorCores, req.sampleScratch) + dense + offloadStagingBytes(w, offloadedLayers);
     const total = weights + mlaCache + kdaState + forkTotal + workspace;
     const usable = this.usable();
     return {

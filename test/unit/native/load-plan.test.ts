@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { isUserError } from '../../../src/common/errors';
 import { loadConfigFile } from '../../../src/engine/model/config';
-import { planLoad, type DeviceFacts } from '../../../src/engine/backends/cuda/load-plan';
+import { planFigures, planLoad, type DeviceFacts } from '../../../src/engine/backends/cuda/load-plan';
 import type { KimiConfig } from '../../../src/engine/model/config';
 import { weightBytes, type Quantization } from '../../../src/engine/plan/weights';
 
@@ -91,4 +91,21 @@ test('bad budgets are user errors', async () => {
   const c = await loadConfigFile(CONFIG);
   assert.throws(() => planLoad(c, { contextTokens: 2_000_000 }, facts(141e9, c)), (e) => isUserError(e) && /1 to 1048576 tokens/.test(e.message));
   assert.throws(() => planLoad(c, { forks: 9 }, facts(141e9, c)), (e) => isUserError(e) && /0 to 8, got 9/.test(e.message));
+});
+
+test('INT4 on a card too small for every expert: the last MoE layers\' experts are planned in host memory and the figures say so', async () => {
+  const c = await loadConfigFile(CONFIG);
+  // 128k tokens, 8 forks, a 24 GB cap (22.8e9 usable): the plan test's 11 offloaded layers at 512-token slices
+  // (22,378,440,736, including the 934,281,216-byte staging buffer), layers 16–26; 11 × 934,281,216 = 10,277,093,376
+  // in host memory.
+  const plan = planLoad(c, { quantization: 'int4', contextTokens: 131_072, gpuMemory: 24e9, log: () => {} }, facts(80e9, c));
+  assert.deepEqual(plan.offloadedLayers, [16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26]);
+  assert.equal(plan.gpu.total, 22_378_440_736);
+  assert.equal(plan.host.experts, 10_277_093_376);
+  assert.match(planFigures(plan), /= 22\.38 GB, with the routed experts of 11 layers \(10\.28 GB\) in host memory$/);
+  // Unquantized experts are never offloaded (the CPU runs INT4/INT8): bf16 on the same cap is refused.
+  assert.throws(() => planLoad(c, { quantization: 'none', contextTokens: 131_072, gpuMemory: 24e9, log: () => {} }, facts(80e9, c)), (e) => isUserError(e) && /does not fit/.test(e.message));
+  // A stored INT4 checkpoint plans as 'none' with quantized experts: it offloads too.
+  const stored = planLoad(c, { contextTokens: 131_072, gpuMemory: 24e9, log: () => {} }, facts(80e9, c, { schemes: ['none'], weights: () => ({ bytes: weightBytes(c, 'int4', 2), dense: 0 }), quantizedExperts: () => true }));
+  assert.equal(stored.offloadedLayers.length, 11);
 });

@@ -10,6 +10,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { rmSync } from 'node:fs';
 import { deviceWeightBytes, isQuant, uploadWeights, type AtLoad, type Mat } from '../../../src/engine/backends/cuda/device-weights';
+import { stagingLayout } from '../../../src/engine/backends/cuda/host-experts';
+import { cudaPlan } from '../../../src/engine/backends/cuda/load-plan';
+import { isUserError } from '../../../src/common/errors';
+import { USABLE_FRACTION } from '../../../src/engine/plan/memory-plan';
 import type { DevicePtr, NativeContext, NativeKlc, NativeWq } from '../../../src/engine/backends/cuda/loader';
 import { Checkpoint } from '../../../src/engine/model/checkpoint';
 import { loadConfig, type KimiConfig } from '../../../src/engine/model/config';
@@ -19,28 +23,51 @@ import { kdaNames, mlaNames, moeNames, mlpNames } from '../../../src/engine/mode
 import type { WeightSource } from '../../../src/engine/model/weight-source';
 import { configGroup, GOLDEN, quantizationConfig, writeQuantizedGolden } from '../engine/quant/ct-writer';
 
-/** Host memory addressed like device memory: what alloc and upload did, nothing else. */
+/**
+ * Host memory addressed like device memory: what alloc and upload did, nothing else; and apart
+ * from it what hostAlloc and hostWrite did (pinned host memory for offloaded experts).
+ */
 class HostMemory {
   private readonly blocks = new Map<bigint, Buffer>();
+  private readonly pinned = new Set<bigint>();
   private next = 1n << 32n;
   allocated = 0;
+  hostAllocated = 0;
+
+  private place(bytes: number): bigint {
+    const p = this.next;
+    this.blocks.set(p, Buffer.alloc(bytes));
+    this.next += BigInt(Math.ceil(bytes / 256) * 256 + 256);
+    return p;
+  }
+
+  private write(dst: bigint, src: ArrayBufferView, host: boolean): void {
+    const [base, buf] = this.block(dst);
+    assert.equal(this.pinned.has(base), host, host ? 'hostWrite into device memory' : 'upload into host memory');
+    const off = Number(dst - base);
+    assert.ok(off + src.byteLength <= buf.length, 'write past the end of its allocation');
+    Buffer.from(src.buffer, src.byteOffset, src.byteLength).copy(buf, off);
+  }
 
   readonly native = {
     alloc: (_ctx: NativeContext, bytes: number): DevicePtr => {
-      const p = this.next;
-      this.blocks.set(p, Buffer.alloc(bytes));
-      this.next += BigInt(Math.ceil(bytes / 256) * 256 + 256);
       this.allocated += bytes;
-      return p;
+      return this.place(bytes);
     },
     free: (_ctx: NativeContext, p: DevicePtr) => void this.blocks.delete(p),
-    upload: (_ctx: NativeContext, dst: DevicePtr, src: ArrayBufferView) => {
-      const [base, buf] = this.block(dst);
-      const off = Number(dst - base);
-      assert.ok(off + src.byteLength <= buf.length, 'upload past the end of its allocation');
-      Buffer.from(src.buffer, src.byteOffset, src.byteLength).copy(buf, off);
+    upload: (_ctx: NativeContext, dst: DevicePtr, src: ArrayBufferView) => this.write(dst, src, false),
+    hostAlloc: (_ctx: NativeContext, bytes: number): bigint => {
+      this.hostAllocated += bytes;
+      const p = this.place(bytes);
+      this.pinned.add(p);
+      return p;
     },
+    hostWrite: (dst: bigint, src: ArrayBufferView) => this.write(dst, src, true),
   } as unknown as NativeKlc;
+
+  isHost(p: bigint): boolean {
+    return this.pinned.has(this.block(p)[0]);
+  }
 
   private block(p: DevicePtr): [bigint, Buffer] {
     for (const [base, buf] of this.blocks) if (p >= base && p < base + BigInt(buf.length)) return [base, buf];
@@ -214,5 +241,58 @@ test('weights the kernels do not take are uploaded dense with their dequantized 
     await reference.close();
     rmSync(written.quantized, { recursive: true, force: true });
     rmSync(written.dequantized, { recursive: true, force: true });
+  }
+});
+
+test('offloaded experts: the plan\'s host layers are the ones placed in pinned host memory, and the plan\'s bytes are the bytes placed', async () => {
+  const cfg = await loadConfig(GOLDEN);
+  const ckpt = await Checkpoint.open(GOLDEN, cfg);
+  const reference = await quantizeAtLoad(await Checkpoint.open(GOLDEN, cfg), cfg, 'int4');
+  try {
+    const atLoad: AtLoad = { scheme: presetScheme('w4a16-g128'), targets: atLoadTargets(cfg) };
+    const planned = await deviceWeightBytes(cfg, ckpt, atLoad, true);
+    // One MoE layer's experts at int4 with fp32 scales (fp32 checkpoint), one group per row:
+    //   gate|up [8 × 2 × 64, 128]: 1024 × 128 / 2 = 65,536 + 1024 × 4 = 4,096 → 69,632;
+    //   down [8 × 128, 64]: 1024 × 64 / 2 = 32,768 + 4,096 → 36,864; together 106,496.
+    assert.deepEqual(planned.weights.experts, [0, 106_496, 106_496, 106_496]);
+    assert.equal(planned.quantExperts, true);
+    const facts = { free: 1e12, matrixBytes: 4, tensorCores: false, sampleScratch: 0, dir: GOLDEN, schemes: ['none', 'int8', 'int4'] as const, weights: () => ({ bytes: planned.weights, dense: planned.dense }) };
+    const budget = { quantization: 'int4' as const, contextTokens: 4096, forks: 0, sliceTokens: 512 };
+    const resident = cudaPlan(cfg, budget, facts).plan;
+    assert.deepEqual(resident.offloadedLayers, []);
+    // A cap half a layer's experts below the resident plan: one layer offloaded saves nothing (the
+    // staging buffer holds one layer's experts), two save one layer's bytes.
+    const capped = cudaPlan(cfg, { ...budget, gpuMemory: (resident.gpu.total - 106_496 / 2) / USABLE_FRACTION }, facts).plan;
+    assert.equal(capped.fits, true);
+    assert.deepEqual(capped.offloadedLayers, [2, 3]);
+    assert.equal(capped.host.experts, 212_992);
+    assert.equal(capped.gpu.weights, resident.gpu.weights - 212_992);
+    assert.equal(capped.gpu.workspace, resident.gpu.workspace + 106_496);
+
+    const mem = new HostMemory();
+    const { weights, ownedHost } = await uploadWeights(mem.native, {} as NativeContext, cfg, ckpt, atLoad, capped.offloadedLayers);
+    assert.equal(mem.hostAllocated, capped.host.experts);
+    assert.equal(mem.allocated, capped.gpu.weights);
+    assert.equal(ownedHost.length, 2 * 2 * 2, 'codes and scales of gate|up and down, two layers (symmetric: no zero points)');
+    for (const layer of [1, 2, 3]) {
+      const moe = weights.layers[layer].moe!;
+      const host = layer >= 2;
+      assert.equal(moe.onHost, host, `layer ${layer}`);
+      for (const w of [quant(moe.w13), quant(moe.w2)]) assert.equal(mem.isHost(w.packed) && mem.isHost(w.scales), host, `layer ${layer} experts placement`);
+      assert.equal(mem.isHost(quant(moe.shared!.w13).packed), false, 'the shared expert stays on the GPU');
+      const m = moeNames(cfg, layer);
+      assertSame(decode(mem, quant(moe.w13)), await stacked(reference, m.experts.flatMap((e) => [e.gate, e.up])), `layer ${layer} gate|up`);
+      assertSame(decode(mem, quant(moe.w2)), await stacked(reference, m.experts.map((e) => e.down)), `layer ${layer} down`);
+      // The staging buffer takes both matrices without gaps, codes 16-byte aligned.
+      const { offsets, bytes } = stagingLayout([quant(moe.w13), quant(moe.w2)]);
+      assert.equal(bytes, 106_496);
+      // Codes 65,536 + 32,768 = 98,304; no zero points (symmetric), so the fp32 scales start there.
+      assert.deepEqual(offsets, [{ packed: 0, zeros: 98_304, scales: 98_304 }, { packed: 65_536, zeros: 98_304, scales: 102_400 }]);
+    }
+    // bf16 experts cannot be offloaded: the CPU runs INT4/INT8 only.
+    await assert.rejects(uploadWeights(new HostMemory().native, {} as NativeContext, cfg, ckpt, null, [3]), (e) => isUserError(e) && /only INT4\/INT8 experts/.test(e.message));
+  } finally {
+    await ckpt.close();
+    await reference.close();
   }
 });

@@ -165,16 +165,17 @@ test('what auto picks on 24/32/48/80/141 GB at 128k and 1M tokens with 8 forks',
   //   141 GB: bf16 98.28 + 8.65 = 106.93 GB ≤ 133.95.  80 GB: bf16 no; fp8 50.05 + 8.65 = 58.70 ≤ 76.
   //   48 GB: fp8 58.70 > 45.6; int4 26.51 + 8.65 = 35.16 ≤ 45.6.
   //   32 GB (30.4 usable): int4 35.16 no; at 512-token slices (workspace 2,343,790,880) everything but the weights is
-  //     5,214,071,072; each offloaded layer − 934,281,216: 1 layer → 30,786,971,680 no, 2 → 29,852,690,464 ≤ 30.4e9.
-  //   24 GB (22.8 usable): 9 layers → 18,098,650,880 + 5,214,071,072 = 23,312,721,952 no; 10 → 22,378,440,736 fits, at 512
-  //     only: the 1024-token workspace (below) gives 17,164,369,664 + 1,996,488,704 + 44,892,160 + 828,899,328
-  //     + 2,834,657,568 = 22,869,307,424 > 22.8e9.
+  //     5,214,071,072. Offloading adds the staging buffer of one layer's experts (934,281,216) once and takes
+  //     934,281,216 per layer: 26,507,181,824 + 934,281,216 + 5,214,071,072 = 32,655,534,112 − k × 934,281,216:
+  //     2 layers → 30,786,971,680 no, 3 → 29,852,690,464 ≤ 30.4e9.
+  //   24 GB (22.8 usable): 10 layers → 23,312,721,952 no; 11 → 22,378,440,736 fits, at 512 only: the 1024-token
+  //     workspace (below) adds 490,866,688 → 22,869,307,424 > 22.8e9.
   assert.equal(pick(131_072, 141), 'fits none 0');
   assert.equal(pick(131_072, 80), 'fits fp8 0');
   assert.equal(pick(131_072, 48), 'fits int4 0');
-  assert.equal(pick(131_072, 32), 'fits int4 2');
-  assert.equal(pick(131_072, 24), 'fits int4 10');
-  assert.equal(planMemory(c, request(131_072, 24)).gpu.workspace, 2_343_790_880);
+  assert.equal(pick(131_072, 32), 'fits int4 3');
+  assert.equal(pick(131_072, 24), 'fits int4 11');
+  assert.equal(planMemory(c, request(131_072, 24)).gpu.workspace, 2_343_790_880 + 934_281_216);
   // The 1024-token workspace: layer 137,584 × 1024 + 10,485,760 floats × 4 + 6,912 = 605,494,016; MoE (24,576 rows)
   //   68,864 + 12,288 + 201,326,592 + 100,663,296 + 226,492,416 = 528,563,456; MLA 73,728 × 2056 = 151,584,768;
   //   hidden 18,874,368 + ids 4096; staging 2^30 + 37,748,736 + 33,554,432 + 768 + 331,613,696 = 1,476,659,456;
@@ -183,24 +184,25 @@ test('what auto picks on 24/32/48/80/141 GB at 128k and 1M tokens with 8 forks',
   // 1M, everything but the weights at 4096: 9,395,240,960 + 44,892,160 + 828,899,328 + 5,779,857,696 = 16,048,890,144.
   //   141: bf16 114.33 ≤ 133.95.  80: fp8 50,046,009,088 + 16,048,890,144 = 66,094,899,232 ≤ 76e9.
   //   48 (45.6): int4 26,507,181,824 + 16,048,890,144 = 42,556,071,968 ≤ 45.6e9.
-  //   32 (30.4): at 512 slices the rest is 12,612,823,328; 9 layers: 18,098,650,880 → 30,711,474,208 no;
-  //     10 layers: 17,164,369,664 → 29,777,192,992 ≤ 30.4e9.
-  //   24 (22.8): 17 layers: 10,624,401,152 → 23,237,224,480 no; 18 layers: 9,690,119,936 → 22,302,943,264 ≤ 22.8e9.
+  //   At 512 slices the rest is 12,612,823,328; with the staging buffer 26,507,181,824 + 934,281,216 + 12,612,823,328
+  //     = 40,054,286,368 − k × 934,281,216.
+  //   32 (30.4): 10 layers → 30,711,474,208 no; 11 → 29,777,192,992 ≤ 30.4e9.
+  //   24 (22.8): 18 layers → 23,237,224,480 no; 19 → 22,302,943,264 ≤ 22.8e9.
   assert.equal(pick(1_048_576, 141), 'fits none 0');
   assert.equal(pick(1_048_576, 80), 'fits fp8 0');
   assert.equal(pick(1_048_576, 48), 'fits int4 0');
-  assert.equal(pick(1_048_576, 32), 'fits int4 10');
-  assert.equal(pick(1_048_576, 24), 'fits int4 18');
+  assert.equal(pick(1_048_576, 32), 'fits int4 11');
+  assert.equal(pick(1_048_576, 24), 'fits int4 19');
 });
 
 test('offloading moves the last MoE layers\' experts to the host', async () => {
   const p = planMemory(await published(), request(1_048_576, 24));
-  assert.deepEqual(p.offloadedLayers, [9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26]);
-  // 18 × 934,281,216 = 16,817,061,888; 26,507,181,824 − 16,817,061,888 = 9,690,119,936 on the GPU.
-  assert.equal(p.host.experts, 16_817_061_888);
-  assert.equal(p.gpu.weights, 9_690_119_936);
-  // 1024-token slices fit: 9,690,119,936 + 9,395,240,960 + 44,892,160 + 828,899,328 + 2,834,657,568 = 22,793,809,952 ≤ 22.8e9
-  //   (2048 needs more: its hidden rows alone add 18,874,368).
+  assert.deepEqual(p.offloadedLayers, [8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26]);
+  // 19 × 934,281,216 = 17,751,343,104; 26,507,181,824 − 17,751,343,104 = 8,755,838,720 on the GPU.
+  assert.equal(p.host.experts, 17_751_343_104);
+  assert.equal(p.gpu.weights, 8_755_838_720);
+  // 1024-token slices fit: 8,755,838,720 + 9,395,240,960 + 44,892,160 + 828,899,328 + 2,834,657,568 + staging 934,281,216
+  //   = 22,793,809,952 ≤ 22.8e9 (2048 needs more: its hidden rows alone add 18,874,368).
   assert.equal(p.sliceTokens, 1024);
   assert.equal(p.gpu.total, 22_793_809_952);
 });
@@ -209,35 +211,38 @@ test('a plan that does not fit says what to change, with numbers', async () => {
   const c = await published();
   const p = planMemory(c, request(1_048_576, 14));
   assert.equal(p.fits, false);
-  // int4, every expert offloaded (2,215,870,208 of weights), 512-token slices: 2,215,870,208 + 9,395,240,960 + 44,892,160
-  //   + 828,899,328 + 2,343,790,880 = 14,828,693,536 > 13.3e9 usable.
+  // int4, every expert offloaded (2,215,870,208 of weights), 512-token slices, the staging buffer 934,281,216:
+  //   2,215,870,208 + 9,395,240,960 + 44,892,160 + 828,899,328 + 2,343,790,880 + 934,281,216 = 15,762,974,752 > 13.3e9 usable.
   // Largest context: all but the cache granules is 2,215,870,208 + 7 × 134,217,728 + 44,892,160 + 828,899,328
-  //   + 2,343,790,880 = 6,372,976,672, leaving 6,927,023,328 / 7 = 989,574,761 per layer: 471 granules (987,758,592).
-  //   857,429 × 1152 = 987,758,208 fits them, 857,430 × 1152 = 987,759,360 does not; in 1024-token steps: 857,088.
-  // Fewer forks do not help: 0 forks still need 14,828,693,536 − 828,899,328 = 13,999,794,208.
-  // A bigger GPU: 14,828,693,536 / 0.95 = 15,609,150,038 → rounded up to 10 MB: 15.61 GB.
+  //   + 2,343,790,880 + 934,281,216 = 7,307,257,888, leaving 5,992,742,112 / 7 = 856,106,016 per layer: 408 granules
+  //   (855,638,016). 742,741 × 1152 = 855,637,632 fits them, 742,742 × 1152 = 855,638,784 does not; in 1024-token
+  //   steps: 742,400.
+  // Fewer forks do not help: 0 forks still need 15,762,974,752 − 828,899,328 = 14,934,075,424.
+  // A bigger GPU: 15,762,974,752 / 0.95 = 16,592,605,002 → rounded up to 10 MB: 16.60 GB.
   assert.equal(
     p.advice,
-    'does not fit: needs 14.83 GB at int4, but 13.30 GB of 14.00 GB is usable. Change one of: fewer tokens: at most 857088 fit at int4 (--context 857088); a bigger GPU: at least 15.61 GB.',
+    'does not fit: needs 15.76 GB at int4, but 13.30 GB of 14.00 GB is usable. Change one of: fewer tokens: at most 742400 fit at int4 (--context 742400); a bigger GPU: at least 16.60 GB.',
   );
-  assert.equal(largestContext(c, { forks: 8, quantization: 'auto', gpuMemory: 14 * GB }), 857_088);
+  assert.equal(largestContext(c, { forks: 8, quantization: 'auto', gpuMemory: 14 * GB }), 742_400);
 });
 
 test('an explicit scheme that does not fit points at a lighter scheme and fewer forks', async () => {
   const c = await published();
-  // 8 GB (7.6e9 usable), 128k, bf16, 8 forks, the smallest arrangement (every expert offloaded, 512-token slices):
-  //   resident bf16 98,278,444,544 − 26 × 3,623,878,656 = 4,057,599,488; + 1,996,488,704 + 44,892,160 + 828,899,328
-  //   + workspace 2,343,790,880 = 9,271,670,560 > 7.6e9. Without forks 8,442,771,232 > 7.6e9: no forks advice.
+  // 9 GB (8.55e9 usable), 128k, bf16, 8 forks, the smallest arrangement (every expert offloaded, 512-token slices,
+  // the staging buffer of one layer's experts 3,623,878,656): resident bf16 98,278,444,544 − 26 × 3,623,878,656
+  //   = 4,057,599,488; + 1,996,488,704 + 44,892,160 + 828,899,328 + workspace 2,343,790,880 + 3,623,878,656
+  //   = 12,895,549,216 > 8.55e9. Without forks 12,066,649,888 > 8.55e9: no forks advice.
   //   fp8 (and int8), every expert offloaded: 50,046,009,088 − 26 × 1,816,395,776 = 2,819,718,912 + 5,214,071,072
-  //   = 8,033,789,984 > 7.6e9. int4: 2,215,870,208 + 5,214,071,072 = 7,429,941,280 ≤ 7.6e9 (25 layers would add 0.93 GB).
-  const p = planMemory(c, request(131_072, 8, { quantization: 'none' }));
+  //   + staging 1,816,395,776 = 9,850,185,760 > 8.55e9. int4: 2,215,870,208 + 5,214,071,072 + 934,281,216
+  //   = 8,364,222,496 ≤ 8.55e9 (25 layers would add 0.93 GB).
+  const p = planMemory(c, request(131_072, 9, { quantization: 'none' }));
   assert.equal(p.fits, false);
   assert.equal(p.quantization, 'none');
-  assert.match(p.advice, /a quantized model: --quantization int4 needs 7\.43 GB with the experts of 26 layers in host memory/);
+  assert.match(p.advice, /a quantized model: --quantization int4 needs 8\.36 GB with the experts of 26 layers in host memory/);
   assert.doesNotMatch(p.advice, /fewer forks/);
-  // 15 GB (14.25e9 usable), 1M, int4, every expert offloaded: 8 forks 14,828,693,536 no; k forks
-  //   13,999,794,208 + k × 103,612,416: 3 → 14,310,631,456 no, 2 → 14,207,019,040 ≤ 14.25e9 → "--forks 2".
-  const f = planMemory(c, request(1_048_576, 15, { quantization: 'int4' }));
+  // 16 GB (15.2e9 usable), 1M, int4, every expert offloaded: 8 forks 15,762,974,752 no; k forks
+  //   14,934,075,424 + k × 103,612,416: 3 → 15,244,912,672 no, 2 → 15,141,300,256 ≤ 15.2e9 → "--forks 2".
+  const f = planMemory(c, request(1_048_576, 16, { quantization: 'int4' }));
   assert.equal(f.fits, false);
   assert.match(f.advice, /fewer forks: --forks 2/);
 });

@@ -14,9 +14,11 @@ import type { Backend, Capture, NormSite } from '../backend';
 import type { TokenPick } from '../../sampler';
 import { Arena } from './arena';
 import { deviceWeightBytes, isQuant, uploadWeights, type AtLoad, type DeviceWeightBytes, type DeviceWeights, type KdaDeviceWeights, type LayerDeviceWeights, type Mat, type MlaDeviceWeights } from './device-weights';
-import type { DevicePtr, NativeContext, NativeDeviceInfo, NativeKlc, VbufHandle } from './loader';
+import { HostExperts } from './host-experts';
+import type { DevicePtr, HostPtr, NativeContext, NativeDeviceInfo, NativeKlc, VbufHandle } from './loader';
 import { gib, LM_HEAD_ROWS, layerWorkspaceBytes } from './memory-plan';
-import type { MemoryBudget } from '../../plan/memory-plan';
+import { gb } from '../../plan/sizes';
+import { offloadStagingBytes, type MemoryBudget, type MemoryPlan } from '../../plan/memory-plan';
 import { SAMPLE_ROWS } from '../../plan/workspace';
 import { planLoad } from './load-plan';
 import { atLoadDescription, atLoadTargets, storedQuantized, weightQuantization } from '../../model/quant/at-load';
@@ -132,6 +134,11 @@ export class CudaBackend implements Backend<DeviceRows> {
     private readonly dense: DevicePtr,
     private readonly denseF32: boolean,
     tensorCores: boolean,
+    /** The offloaded experts' pinned host buffers and their runner; none without offload. */
+    private readonly hostBuffers: HostPtr[],
+    private readonly host: HostExperts | null,
+    /** The memory plan this load made: what it placed where. */
+    readonly plan: MemoryPlan,
   ) {
     this.cacheBf16 = tensorCores;
     this.device = `GPU ${deviceIndex}: ${info.name} (compute ${info.major}.${info.minor}, ${gib(info.totalBytes)})`;
@@ -160,6 +167,8 @@ export class CudaBackend implements Backend<DeviceRows> {
       throw new UserError(`CUDA backend: ${e instanceof Error ? e.message : String(e)}`);
     }
     let owned: DevicePtr[] = [];
+    let ownedHost: HostPtr[] = [];
+    let host: HostExperts | null = null;
     try {
       const matrix = checkpoint.info(EMBED).dtype === 'F32' ? 4 : 2;
       const engine = chooseEngine(native, ctx, matrix === 2 && (opts.tensorCores ?? process.env.KLC_CUDA_EXACT !== '1'));
@@ -182,18 +191,28 @@ export class CudaBackend implements Backend<DeviceRows> {
           if (!w) throw new Error(`no weight bytes for ${q} (planning bug)`);
           return { bytes: w.weights, dense: w.dense };
         },
+        quantizedExperts: (q) => planned.get(q)?.quantExperts ?? false,
       });
       const atLoad = atLoadOf(config, plan.quantization);
       if (atLoad) (opts.log ?? ((line: string) => void process.stderr.write(`${line}\n`)))(`cuda: quantizing the weights to ${plan.quantization} at load (${atLoadDescription(plan.quantization)})`);
-      const uploaded = await uploadWeights(native, ctx, config, checkpoint, atLoad);
+      const uploaded = await uploadWeights(native, ctx, config, checkpoint, atLoad, plan.offloadedLayers);
       owned = uploaded.owned;
-      const denseBytes = (planned.get(plan.quantization) as DeviceWeightBytes).dense;
-      const dense = denseBytes > 0 ? native.alloc(ctx, denseBytes) : 0n;
-      if (denseBytes > 0) owned.push(dense);
+      ownedHost = uploaded.ownedHost;
+      const bytes = planned.get(plan.quantization) as DeviceWeightBytes;
+      const dense = bytes.dense > 0 ? native.alloc(ctx, bytes.dense) : 0n;
+      if (bytes.dense > 0) owned.push(dense);
+      if (plan.offloadedLayers.length > 0) {
+        host = HostExperts.create(native, ctx, config.hiddenSize, config.moe.topK, offloadStagingBytes(bytes.weights, plan.offloadedLayers));
+        (opts.log ?? ((line: string) => void process.stderr.write(`${line}\n`)))(
+          `cuda: the routed experts of layers ${plan.offloadedLayers.join(', ')} (${gb(plan.host.experts)}) are in pinned host memory: up to ${host.cpuTokens} tokens run on the CPU (${host.threads} threads), longer slices copy each layer's experts to the GPU`,
+        );
+      }
       const weights = atLoad ? atLoadDescription(plan.quantization) : weightQuantization(checkpoint);
-      return new CudaBackend(config, native, ctx, uploaded.weights, owned, info, index, engine.text, plan.sliceTokens, weights, dense, denseF32, engine.tensorCores);
+      return new CudaBackend(config, native, ctx, uploaded.weights, owned, info, index, engine.text, plan.sliceTokens, weights, dense, denseF32, engine.tensorCores, ownedHost, host, plan);
     } catch (e) {
+      host?.dispose();
       for (const p of owned) native.free(ctx, p);
+      for (const p of ownedHost) native.hostFree(ctx, p);
       native.destroy(ctx);
       if (e instanceof UserError) throw e;
       const code = (e as { code?: string }).code;
@@ -564,13 +583,28 @@ export class CudaBackend implements Backend<DeviceRows> {
       n.download(c, weight, ws);
       capture(`router_w.${layer}`, ws);
     }
+    let w13 = w.w13;
+    let w2 = w.w2;
+    if (w.onHost) {
+      if (!isQuant(w13) || !isQuant(w2) || !this.host) throw new Error(`layer ${layer}: offloaded experts not quantized, or no host runner (placement bug)`);
+      const host = this.host;
+      if (host.onCpu(T)) {
+        // The rows go to the host first, so the CPU works while the GPU runs the shared expert.
+        host.begin(x.ptr, idx, weight, T);
+        const shared = w.shared ? this.swiglu(x, w.shared.w13, w.shared.down, w.shared.inner) : this.zeroRows(T, d);
+        host.finish(w13.quant, w2.quant, shared.ptr, this.arena.alloc(T * d * F32), T, d, I, E, k);
+        return shared;
+      }
+      const [s13, s2] = host.stage(w13.quant, w2.quant);
+      [w13, w2] = [{ quant: s13 }, { quant: s2 }];
+    }
     const out = w.shared ? this.swiglu(x, w.shared.w13, w.shared.down, w.shared.inner) : this.zeroRows(T, d);
     const wsBytes = n.moeWorkspaceBytes(c, T, d, I, E, k);
     const ws = this.arena.alloc(wsBytes);
-    if (isQuant(w.w13) && isQuant(w.w2)) {
-      n.moeExpertsWq(c, x.ptr, idx, weight, w.w13.quant, w.w2.quant, out.ptr, ws, wsBytes, this.dense, this.denseF32 ? 1 : 0, T, d, I, E, k);
-    } else if (!isQuant(w.w13) && !isQuant(w.w2)) {
-      n.moeExperts(c, x.ptr, idx, weight, w.w13.ptr, w.w2.ptr, out.ptr, ws, wsBytes, T, d, I, E, k, w.w13.f32 ? 1 : 0);
+    if (isQuant(w13) && isQuant(w2)) {
+      n.moeExpertsWq(c, x.ptr, idx, weight, w13.quant, w2.quant, out.ptr, ws, wsBytes, this.dense, this.denseF32 ? 1 : 0, T, d, I, E, k);
+    } else if (!isQuant(w13) && !isQuant(w2)) {
+      n.moeExperts(c, x.ptr, idx, weight, w13.ptr, w2.ptr, out.ptr, ws, wsBytes, T, d, I, E, k, w13.f32 ? 1 : 0);
     } else {
       throw new Error(`layer ${layer}: routed experts half quantized (placement bug)`);
     }
@@ -755,6 +789,8 @@ export class CudaBackend implements Backend<DeviceRows> {
     if (this.disposed) return;
     for (const p of [...this.weightBuffers, ...this.live]) this.native.free(this.ctx, p);
     for (const b of this.liveBufs) this.native.vbufFree(this.ctx, b);
+    this.host?.dispose();
+    for (const p of this.hostBuffers) this.native.hostFree(this.ctx, p);
     this.live.clear();
     this.liveBufs.clear();
     this.arena.free();

@@ -10,6 +10,10 @@
  * stay packed as compressed-tensors stores them, with their scales and zero points; kv_b_proj,
  * which is split and transposed above, and any weight whose scheme the kernels do not take (FP8,
  * tensor or block scales, groups that do not fit their 16-byte loads) are uploaded dequantized.
+ *
+ * The routed experts of the layers the memory plan offloads go to pinned host memory instead, in
+ * the same packed layout (the CPU computes them, or they are staged to the GPU: host-experts.ts);
+ * only INT4/INT8 experts can be offloaded.
  */
 import { UserError } from '../../../common/errors';
 import type { KimiConfig } from '../../model/config';
@@ -23,7 +27,7 @@ import type { QuantScheme } from '../../model/quant/scheme';
 import type { WeightSource } from '../../model/weight-source';
 import type { WeightBytes } from '../../plan/weights';
 import { EMBED, FINAL_NORM, kdaNames, LM_HEAD, mlaNames, mlpNames, moeNames, normNames, type SwigluNames } from '../../model/weight-names';
-import type { DevicePtr, NativeContext, NativeKlc, NativeWq } from './loader';
+import type { DevicePtr, HostPtr, NativeContext, NativeKlc, NativeWq } from './loader';
 
 /** A dense weight matrix on the device, bf16 or fp32. */
 export interface DenseMat {
@@ -80,6 +84,8 @@ export interface MoeDeviceWeights {
   w13: Mat;
   /** [E, d, I] */
   w2: Mat;
+  /** Whether w13 and w2 are quantized matrices in pinned host memory (an offloaded layer). */
+  onHost: boolean;
   shared: SwigluDeviceWeights | null;
 }
 
@@ -156,6 +162,8 @@ interface Placer {
   layout(names: string[], dense?: boolean): MatLayout;
   /** Matrices of the same columns side by side; `expertsOf`: the MoE layer whose routed experts they are. */
   mat(names: string[], expertsOf?: number, layout?: MatLayout): Promise<Mat>;
+  /** Whether layer `i`'s routed experts go to host memory. */
+  onHost(i: number): boolean;
   /** A matrix that is never quantized (embed_tokens, lm_head). */
   dense(name: string): Promise<DenseMat>;
   /** kv_b_proj as W_UKᵀ [H, L, n] and W_UV [H, v, L], dense. */
@@ -164,17 +172,36 @@ interface Placer {
 
 class Uploader implements Placer {
   readonly owned: DevicePtr[] = [];
+  readonly ownedHost: HostPtr[] = [];
   constructor(
     private readonly native: NativeKlc,
     private readonly ctx: NativeContext,
     private readonly ckpt: WeightSource,
     private readonly atLoad: AtLoad | null,
+    private readonly offloaded: ReadonlySet<number>,
   ) {}
 
   alloc(bytes: number): DevicePtr {
     const p = this.native.alloc(this.ctx, bytes);
     this.owned.push(p);
     return p;
+  }
+
+  /** Allocation and copy in device memory, or in pinned host memory. */
+  private space(host: boolean): { alloc: (bytes: number) => bigint; write: (dst: bigint, src: ArrayBufferView) => void } {
+    if (!host) return { alloc: (b) => this.alloc(b), write: (dst, src) => this.native.upload(this.ctx, dst, src) };
+    return {
+      alloc: (b) => {
+        const p = this.native.hostAlloc(this.ctx, b);
+        this.ownedHost.push(p);
+        return p;
+      },
+      write: (dst, src) => this.native.hostWrite(dst, src),
+    };
+  }
+
+  onHost(i: number): boolean {
+    return this.offloaded.has(i);
   }
 
   /** Uploads the listed tensors one after another into one buffer, as bf16 or fp32. */
@@ -211,9 +238,13 @@ class Uploader implements Placer {
     return matLayout(this.ckpt, names, dense ? null : this.atLoad, dense);
   }
 
-  async mat(names: string[], _expertsOf?: number, layout = this.layout(names)): Promise<Mat> {
+  async mat(names: string[], expertsOf?: number, layout = this.layout(names)): Promise<Mat> {
+    const host = expertsOf !== undefined && this.offloaded.has(expertsOf);
+    if (host && layout.kind === 'dense') {
+      throw new UserError(`${this.ckpt.dir}: the memory plan puts the routed experts of layer ${expertsOf} in host memory, but the CPU computes only INT4/INT8 experts and these are ${layout.f32 ? 'fp32' : 'bf16'}. Use --quantization int4 (kimiLinear.quantization), or a GPU (or --gpu-memory limit) that holds every expert.`, this.ckpt.dir);
+    }
     if (layout.kind === 'dense') return { ptr: await this.concat(names, layout.f32 ? 'f32' : 'bf16'), f32: layout.f32 };
-    return { quant: await this.quantized(names, layout) };
+    return { quant: await this.quantized(names, layout, host) };
   }
 
   /**
@@ -221,19 +252,22 @@ class Uploader implements Placer {
    * layout: codes and scales uploaded part by part, zero points (packed down the columns, across
    * part boundaries) packed once all parts are read.
    */
-  private async quantized(names: string[], layout: Extract<MatLayout, { kind: 'quant' }>): Promise<NativeWq> {
+  private async quantized(names: string[], layout: Extract<MatLayout, { kind: 'quant' }>, host: boolean): Promise<NativeWq> {
     const { bits, group, symmetric, scalesF32 } = layout;
+    const mem = this.space(host);
     const rows = names.map((n) => this.ckpt.info(n).shape[0]);
     const K = this.ckpt.info(names[0]).shape[1];
     const N = rows.reduce((a, b) => a + b, 0);
     const groups = K / group;
     const wordsPerRow = (K * bits) / 32;
-    const packed = this.alloc(N * wordsPerRow * 4);
-    const scales = this.alloc(N * groups * (scalesF32 ? 4 : 2));
+    const packed = mem.alloc(N * wordsPerRow * 4);
+    const scales = mem.alloc(N * groups * (scalesF32 ? 4 : 2));
     const zeroCodes = symmetric ? null : new Int8Array(N * groups);
     let row = 0;
     // Weights made on the device and quantized at load are quantized there too: through the host a
     // 48B dummy model would take minutes. The codes are the host quantizer's (klc_wq_quantize_bf16).
+    // Offloaded experts' pinned host memory is mapped at the same address on the device (unified
+    // addressing), so the kernel writes their codes there directly.
     const madeHere = names.map((n) => (this.atLoad?.targets.has(n) && symmetric ? (this.ckpt.deviceFill?.(n) ?? null) : null));
     const staging = madeHere.some((f) => f !== null) ? this.native.alloc(this.ctx, Math.max(...rows) * K * 2) : null;
     try {
@@ -249,8 +283,8 @@ class Uploader implements Placer {
       if (m.gIdx) {
         throw new UserError(`${this.ckpt.dir}: "${name}" is stored with activation reordering (weight_g_idx), which the CUDA backend does not run; use --backend reference.`, this.ckpt.dir);
       }
-        this.native.upload(this.ctx, packed + BigInt(row * wordsPerRow * 4), pack(m.codes as Int8Array, rows[i], K, bits, 1));
-        this.native.upload(this.ctx, scales + BigInt(row * groups * (scalesF32 ? 4 : 2)), scalesF32 ? m.scale : toBf16(m.scale));
+        mem.write(packed + BigInt(row * wordsPerRow * 4), pack(m.codes as Int8Array, rows[i], K, bits, 1));
+        mem.write(scales + BigInt(row * groups * (scalesF32 ? 4 : 2)), scalesF32 ? m.scale : toBf16(m.scale));
         if (zeroCodes) zeroCodes.set(m.zeroPoint as Int8Array, row * groups);
         row += rows[i];
       }
@@ -260,8 +294,8 @@ class Uploader implements Placer {
     let zeros: DevicePtr | null = null;
     if (zeroCodes) {
       const words = pack(zeroCodes, N, groups, bits, 0);
-      zeros = this.alloc(words.byteLength);
-      this.native.upload(this.ctx, zeros, words);
+      zeros = mem.alloc(words.byteLength);
+      mem.write(zeros, words);
     }
     return { packed, scales, zeros, bits, N, K, group, scalesF32 };
   }
@@ -321,6 +355,10 @@ class Sizer implements Placer {
   vectors(names: string[]): Promise<DevicePtr> {
     this.resident += this.count(names) * 4;
     return Promise.resolve(0n);
+  }
+
+  onHost(): boolean {
+    return false;
   }
 
   layout(names: string[], dense = false): MatLayout {
@@ -398,6 +436,7 @@ async function place(p: Placer, cfg: KimiConfig): Promise<DeviceWeights> {
         bias: await p.vectors([n.bias]),
         w13: await p.mat(gateUp, i, l13),
         w2: await p.mat(down, i, l2),
+        onHost: p.onHost(i),
         shared: n.shared ? await swiglu(p, n.shared) : null,
       };
     }
@@ -411,19 +450,24 @@ async function swiglu(p: Placer, n: SwigluNames): Promise<SwigluDeviceWeights> {
   return { w13: await p.mat([n.gate, n.up]), down: await p.mat([n.down]), inner: n.inner };
 }
 
-/** Uploads every weight; on failure frees what was uploaded and rethrows. Returns the weights and the buffers owned. */
+/**
+ * Uploads every weight, the routed experts of the `offloaded` layers to pinned host memory; on
+ * failure frees what was placed and rethrows. Returns the weights and the buffers owned.
+ */
 export async function uploadWeights(
   native: NativeKlc,
   ctx: NativeContext,
   cfg: KimiConfig,
   ckpt: WeightSource,
   atLoad: AtLoad | null = null,
-): Promise<{ weights: DeviceWeights; owned: DevicePtr[] }> {
-  const up = new Uploader(native, ctx, ckpt, atLoad);
+  offloaded: readonly number[] = [],
+): Promise<{ weights: DeviceWeights; owned: DevicePtr[]; ownedHost: HostPtr[] }> {
+  const up = new Uploader(native, ctx, ckpt, atLoad, new Set(offloaded));
   try {
-    return { weights: await place(up, cfg), owned: up.owned };
+    return { weights: await place(up, cfg), owned: up.owned, ownedHost: up.ownedHost };
   } catch (e) {
     for (const p of up.owned) native.free(ctx, p);
+    for (const p of up.ownedHost) native.hostFree(ctx, p);
     throw e;
   }
 }
@@ -437,6 +481,8 @@ export interface DeviceWeightBytes {
    * are quantized; bf16, or fp32 when `denseF32`. 0 without quantized weights.
    */
   dense: number;
+  /** Whether the routed experts are quantized (INT4/INT8), so that they may be offloaded. */
+  quantExperts: boolean;
 }
 
 /** The device bytes of these weights as uploadWeights would place them, without reading any. */
@@ -448,5 +494,5 @@ export async function deviceWeightBytes(cfg: KimiConfig, ckpt: WeightSource, atL
   const { numExperts: E, intermediateSize: I } = cfg.moe;
   // As klc_moe_dense_bytes: [E, 2I, d] from a 256-byte boundary, then [E, d, I].
   const experts = sizer.quantExperts ? Math.ceil((E * 2 * I * d * el) / 256) * 256 + E * d * I * el : 0;
-  return { weights: { resident: sizer.resident, experts: sizer.experts }, dense: Math.max(sizer.largestQuant * el, experts) };
+  return { weights: { resident: sizer.resident, experts: sizer.experts }, dense: Math.max(sizer.largestQuant * el, experts), quantExperts: sizer.quantExperts };
 }

@@ -2,8 +2,9 @@
  * The CUDA backend's memory plan at load time: the GPU-free plan (src/engine/plan) with what the
  * device says (free memory, tensor-core mode, the sampling buffers' exact size) and the weights'
  * exact device bytes under each scheme it may run (none, int8, int4: what it uploads, quantized
- * weights packed), refusing before any upload with the plan's numbers and advice. It does not
- * offload experts yet (issue 11), so every weight is planned on the GPU.
+ * weights packed), refusing before any upload with the plan's numbers and advice. When the rest
+ * does not fit, the routed experts of the last MoE layers are planned in host memory (computed on
+ * the CPU, staged to the GPU for long prefill slices: host-experts.ts).
  */
 import { UserError } from '../../../common/errors';
 import type { KimiConfig } from '../../model/config';
@@ -28,6 +29,11 @@ export interface DeviceFacts {
   schemes?: readonly Quantization[];
   /** The device bytes of the weights under each of `schemes`; without it, the plan's own estimate. */
   weights?: (q: Quantization) => PlannedWeights;
+  /**
+   * Whether the routed experts are INT4/INT8 under scheme q: only those may be offloaded (the CPU
+   * kernels run quantized experts). Default: q is int8 or int4.
+   */
+  quantizedExperts?: (q: Quantization) => boolean;
 }
 
 /** What the CUDA backend runs: unquantized weights, INT8 and INT4 weight-only. */
@@ -66,6 +72,11 @@ export function cudaPlan(config: KimiConfig, opts: MemoryBudget & { sliceTokens?
   }
   if (opts.gpuMemory !== undefined && !(opts.gpuMemory > 0)) throw new UserError(`the GPU memory limit must be a positive number of bytes, got ${opts.gpuMemory}.`);
   const gpuMemory = Math.min(opts.gpuMemory ?? d.free, d.free);
+  // Whether a plan under `q` may offload: the plan offloads only under the last scheme it tries.
+  const offloadFor = (q: Quantization | 'auto'): boolean => {
+    const last = q === 'auto' ? schemes[schemes.length - 1] : q;
+    return d.quantizedExperts ? d.quantizedExperts(last) : last === 'int8' || last === 'int4';
+  };
   const request: Omit<PlanRequest, 'contextTokens'> = {
     forks: opts.forks ?? MAX_FORKS,
     quantization,
@@ -76,7 +87,7 @@ export function cudaPlan(config: KimiConfig, opts: MemoryBudget & { sliceTokens?
     matrixBytes: d.matrixBytes,
     tensorCores: d.tensorCores,
     sampleScratch: d.sampleScratch,
-    offload: false,
+    offload: offloadFor(quantization),
   };
   const configMax = Math.min(config.maxPositionEmbeddings ?? MAX_CONTEXT_TOKENS, MAX_CONTEXT_TOKENS);
   let contextTokens = opts.contextTokens;
@@ -84,8 +95,11 @@ export function cudaPlan(config: KimiConfig, opts: MemoryBudget & { sliceTokens?
   if (contextTokens === undefined) {
     // Under auto, the least quantization the model fits at, with the longest context there: a
     // longer context is no reason to quantize.
-    const scheme = quantization === 'auto' ? schemes.find((q) => largestContext(config, { ...request, quantization: q }) > 0) : quantization;
-    if (scheme !== undefined) request.quantization = scheme;
+    const scheme = quantization === 'auto' ? schemes.find((q) => largestContext(config, { ...request, quantization: q, offload: offloadFor(q) }) > 0) : quantization;
+    if (scheme !== undefined) {
+      request.quantization = scheme;
+      request.offload = offloadFor(scheme);
+    }
     const fitting = largestContext(config, request);
     contextTokens = fitting > 0 ? Math.min(configMax, fitting) : configMax;
     if (fitting > 0) {
@@ -96,10 +110,14 @@ export function cudaPlan(config: KimiConfig, opts: MemoryBudget & { sliceTokens?
   return { plan: planMemory(config, { ...request, contextTokens }), capped: gpuMemory < d.free, ...(contextChoice ? { contextChoice } : {}) };
 }
 
-/** What the plan holds on the GPU, as one clause: "for N tokens and K forks it needs weights … = total". */
+/**
+ * What the plan holds on the GPU, as one clause: "for N tokens and K forks it needs weights … =
+ * total", and the offloaded experts' host memory when there are any.
+ */
 export function planFigures(plan: MemoryPlan): string {
   const g = plan.gpu;
-  return `for ${plan.contextTokens} tokens and ${plan.forks} forks it needs weights ${gb(g.weights)} + MLA cache ${gb(g.mlaCache)} + KDA state ${gb(g.kdaState)} + forks ${gb(g.forks)} + workspace for ${plan.sliceTokens}-token slices ${gb(g.workspace)} = ${gb(g.total)}`;
+  const host = plan.offloadedLayers.length > 0 ? `, with the routed experts of ${plan.offloadedLayers.length} layers (${gb(plan.host.experts)}) in host memory` : '';
+  return `for ${plan.contextTokens} tokens and ${plan.forks} forks it needs weights ${gb(g.weights)} + MLA cache ${gb(g.mlaCache)} + KDA state ${gb(g.kdaState)} + forks ${gb(g.forks)} + workspace for ${plan.sliceTokens}-token slices ${gb(g.workspace)} = ${gb(g.total)}${host}`;
 }
 
 /**

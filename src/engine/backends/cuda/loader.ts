@@ -8,7 +8,7 @@ import { join, resolve } from 'node:path';
 import { packageRoot } from '../../../common/package-root';
 
 /** The ABI of native/include/klc_native.h that this TypeScript side was written against. */
-export const NATIVE_ABI_VERSION = 10;
+export const NATIVE_ABI_VERSION = 11;
 
 /** A context created on one device; freed by destroy() or when garbage-collected. */
 export type NativeContext = object & { readonly __klcContext: unique symbol };
@@ -162,6 +162,21 @@ export interface NativeKlc {
     ctx: NativeContext, x: DevicePtr, idx: DevicePtr, w: DevicePtr, w13: NativeWq, w2: NativeWq, out: DevicePtr, ws: DevicePtr,
     wsBytes: number, dense: DevicePtr | null, denseF32: number, T: number, d: number, I: number, E: number, k: number,
   ): void;
+  /** Pinned host memory (cudaHostAlloc) for offloaded experts; its address is a HostPtr. */
+  hostAlloc(ctx: NativeContext, bytes: number): HostPtr;
+  hostFree(ctx: NativeContext, ptr: HostPtr): void;
+  /** Copies the array's bytes to host memory at `dst`. */
+  hostWrite(dst: HostPtr, src: ArrayBufferView): void;
+  /** Queues a copy from pinned host memory to the device on the context's stream (not waited for). */
+  copyToDeviceAsync(ctx: NativeContext, dst: DevicePtr, src: HostPtr, bytes: number): void;
+  /** The CPU experts' job (klc_host_moe): a thread pool (threads <= 0: one per CPU this process may run on) and pinned buffers for maxTokens rows. */
+  hostMoeCreate(ctx: NativeContext, threads: number, maxTokens: number, d: number, k: number): HostMoeHandle;
+  hostMoeFree(job: HostMoeHandle): void;
+  hostMoeThreads(job: HostMoeHandle): number;
+  /** Queues the copy of x [T, d], idx and w [T, k] to the job's pinned buffers. */
+  hostMoeBegin(ctx: NativeContext, job: HostMoeHandle, x: DevicePtr, idx: DevicePtr, w: DevicePtr, T: number): void;
+  /** Waits for begin's copies, runs the experts (host klc_wq matrices) on the CPU, queues out += their sum through yDev [T, d]. */
+  hostMoeFinish(ctx: NativeContext, job: HostMoeHandle, w13: NativeWq, w2: NativeWq, out: DevicePtr, yDev: DevicePtr, T: number, d: number, I: number, E: number, k: number): void;
   /** A growable, forkable device buffer (klc_vbuf, an MLA cache); its handle is a host address. */
   vbufCreate(ctx: NativeContext): VbufHandle;
   /** Makes `bytes` usable, keeping the first `used`; returns the base address, which may have moved. */
@@ -178,6 +193,7 @@ export interface NativeKlc {
  * compressed-tensors' pack-quantized layout, bits 4 or 8, scales [N, K / group] bf16 or fp32,
  * zero points packed down the columns or null (symmetric).
  */
+/** A klc_wq: device pointers, or host pointers for offloaded experts. */
 export interface NativeWq {
   packed: DevicePtr;
   scales: DevicePtr;
@@ -191,6 +207,10 @@ export interface NativeWq {
 
 /** A klc_vbuf's host address: never dereferenced in JS, only handed back to the library. */
 export type VbufHandle = bigint;
+/** An address in pinned host memory from hostAlloc(). */
+export type HostPtr = bigint;
+/** A klc_host_moe's host address. */
+export type HostMoeHandle = bigint;
 
 export type CudaUnavailableCode = 'NOT_BUILT' | 'LOAD_FAILED' | 'ABI' | 'NO_DRIVER' | 'NO_DEVICE' | 'CUDA';
 

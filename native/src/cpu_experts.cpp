@@ -1,0 +1,400 @@
+// The routed experts of an offloaded MoE layer on the CPU (klc_cpu.h): the weights stay in host
+// memory as compressed-tensors packs them, and only the few experts the tokens chose are read, so a
+// decode step reads k experts per layer at memory speed instead of copying them to the GPU.
+//
+// Three phases over a persistent thread pool, each a list of tasks taken from an atomic counter:
+//   up:      (chosen expert, block of intermediate rows): h[p] = SiLU(W1_e x) * (W3_e x) for every
+//            pair p = t * k + s that chose e, each row's codes decoded once per 4 tokens;
+//   down:    (chosen expert, block of output columns): y[p] = W2_e h[p];
+//   combine: out[t] (+)= sum_s w[t, s] * y[t * k + s], in slot order.
+// Codes become (q − z) exactly as integers, each group's dot is scaled once, and activations and
+// sums are fp32: the dequantized weights fp32((q − z) · s) that the GPU kernels and the reference
+// backend compute with, up to the order of fp32 rounding. AVX2+FMA where the CPU has it (checked at
+// run time, so one build runs everywhere), else a portable loop of the same arithmetic.
+#include "klc_cpu.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <condition_variable>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <mutex>
+#include <new>
+#include <string>
+#include <thread>
+#include <vector>
+
+#ifdef __linux__
+#include <sched.h>
+#endif
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#define KLC_CPU_X86 1
+#endif
+
+namespace {
+
+thread_local std::string g_error;
+
+int fail(int code, const std::string &message) {
+  g_error = message;
+  return code;
+}
+
+// ---- thread pool -----------------------------------------------------------------------------
+
+class Pool {
+ public:
+  explicit Pool(int threads) {
+    for (int i = 1; i < threads; ++i) workers_.emplace_back([this] { loop(); });
+  }
+  ~Pool() {
+    {
+      std::lock_guard<std::mutex> lk(m_);
+      stop_ = true;
+    }
+    start_.notify_all();
+    for (auto &t : workers_) t.join();
+  }
+  int threads() const { return static_cast<int>(workers_.size()) + 1; }
+
+  // Runs fn(0) .. fn(n − 1) on the workers and the calling thread; returns when all are done.
+  void run(int n, const std::function<void(int)> &fn) {
+    if (n <= 0) return;
+    if (workers_.empty() || n == 1) {
+      for (int i = 0; i < n; ++i) fn(i);
+      return;
+    }
+    {
+      std::lock_guard<std::mutex> lk(m_);
+      job_ = &fn;
+      tasks_ = n;
+      next_.store(0);
+      busy_ = static_cast<int>(workers_.size());
+      ++generation_;
+    }
+    start_.notify_all();
+    drain(fn, n);
+    std::unique_lock<std::mutex> lk(m_);
+    done_.wait(lk, [this] { return busy_ == 0; });
+    job_ = nullptr;
+  }
+
+  // Scratch kept across calls (one call at a time per pool).
+  std::vector<float> h, y;
+  std::vector<int> order, first, experts;
+
+ private:
+  void drain(const std::function<void(int)> &fn, int n) {
+    for (int i; (i = next_.fetch_add(1)) < n;) fn(i);
+  }
+  void loop() {
+    unsigned seen = 0;
+    for (;;) {
+      std::unique_lock<std::mutex> lk(m_);
+      start_.wait(lk, [&] { return stop_ || generation_ != seen; });
+      if (stop_) return;
+      seen = generation_;
+      const std::function<void(int)> *fn = job_;
+      const int n = tasks_;
+      lk.unlock();
+      drain(*fn, n);
+      lk.lock();
+      if (--busy_ == 0) done_.notify_one();
+    }
+  }
+
+  std::vector<std::thread> workers_;
+  std::mutex m_;
+  std::condition_variable start_, done_;
+  const std::function<void(int)> *job_ = nullptr;
+  int tasks_ = 0, busy_ = 0;
+  unsigned generation_ = 0;
+  bool stop_ = false;
+  std::atomic<int> next_{0};
+};
+
+// ---- one quantized matrix ----------------------------------------------------------------------
+
+struct Mat {
+  const int32_t *packed;
+  const void *scales;
+  const int32_t *zeros;
+  int bits, K, group, groups, words, scales_f32;
+
+  explicit Mat(const klc_wq &w)
+      : packed(w.w_packed), scales(w.scales), zeros(w.zero_points), bits(w.bits), K(w.K), group(w.group), groups(w.K / w.group),
+        words(w.K * w.bits / 32), scales_f32(w.scales_f32) {}
+
+  const int32_t *row(size_t r) const { return packed + r * words; }
+};
+
+// One row's scales and zero points, located once per row (the group loop reads them in order).
+struct RowMeta {
+  const float *sf;
+  const uint16_t *sb;
+  const int32_t *zw;  // the row's zero-point words, one per group; null when symmetric
+  int shift, mask, dflt;
+
+  RowMeta(const Mat &m, size_t row) {
+    const size_t at = row * m.groups;
+    sf = m.scales_f32 ? static_cast<const float *>(m.scales) + at : nullptr;
+    sb = m.scales_f32 ? nullptr : static_cast<const uint16_t *>(m.scales) + at;
+    const int per_word = 32 / m.bits;
+    zw = m.zeros ? m.zeros + (row / per_word) * m.groups : nullptr;
+    shift = m.bits * static_cast<int>(row % per_word);
+    mask = (1 << m.bits) - 1;
+    dflt = 1 << (m.bits - 1);
+  }
+  float scale(int g) const {
+    if (sf) return sf[g];
+    const uint32_t bits32 = static_cast<uint32_t>(sb[g]) << 16;
+    float f;
+    std::memcpy(&f, &bits32, sizeof f);
+    return f;
+  }
+  int zero(int g) const { return zw ? static_cast<int>((static_cast<uint32_t>(zw[g]) >> shift) & static_cast<uint32_t>(mask)) : dflt; }
+};
+
+// y[j] = W[row] . xs[j] for j < NX: per group sum((q − z) x), times the group's scale.
+template <int BITS, int NX>
+void dot_scalar(const Mat &m, size_t row, const float *const *xs, float *y) {
+  const uint32_t *r = reinterpret_cast<const uint32_t *>(m.row(row));
+  constexpr int PER_WORD = 32 / BITS;
+  constexpr uint32_t MASK = (1u << BITS) - 1u;
+  const RowMeta meta(m, row);
+  float tot[NX] = {};
+  for (int g = 0; g < m.groups; ++g) {
+    const int z = meta.zero(g);
+    float acc[NX] = {};
+    for (int c = g * m.group; c < (g + 1) * m.group; ++c) {
+      const float f = static_cast<float>(static_cast<int>((r[c / PER_WORD] >> (BITS * (c % PER_WORD))) & MASK) - z);
+      for (int j = 0; j < NX; ++j) acc[j] = std::fma(f, xs[j][c], acc[j]);
+    }
+    const float s = meta.scale(g);
+    for (int j = 0; j < NX; ++j) tot[j] = std::fma(acc[j], s, tot[j]);
+  }
+  for (int j = 0; j < NX; ++j) y[j] = tot[j];
+}
+
+#ifdef KLC_CPU_X86
+__attribute__((target("avx2,fma"))) inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// Eight consecutive codes (run u of the row) as 8 int32 lanes.
+template <int BITS>
+__attribute__((target("avx2,fma"))) inline __m256i codes8(const int32_t *r, int u, __m256i shifts, __m256i mask);
+template <>
+__attribute__((target("avx2,fma"))) inline __m256i codes8<4>(const int32_t *r, int u, __m256i shifts, __m256i mask) {
+  return _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(r[u]), shifts), mask);
+}
+template <>
+__attribute__((target("avx2,fma"))) inline __m256i codes8<8>(const int32_t *r, int u, __m256i, __m256i) {
+  return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i *>(r + 2 * u)));
+}
+
+template <int BITS, int NX>
+__attribute__((target("avx2,fma"))) void dot_avx2(const Mat &m, size_t row, const float *const *xs, float *y) {
+  const int32_t *r = m.row(row);
+  const __m256i shifts = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
+  const __m256i mask = _mm256_set1_epi32(15);
+  const int units = m.group / 8;
+  const RowMeta meta(m, row);
+  __m256 tot[NX];
+  for (int j = 0; j < NX; ++j) tot[j] = _mm256_setzero_ps();
+  for (int g = 0; g < m.groups; ++g) {
+    const __m256i z = _mm256_set1_epi32(meta.zero(g));
+    __m256 acc[NX];
+    for (int j = 0; j < NX; ++j) acc[j] = _mm256_setzero_ps();
+    const int u0 = g * units;
+    for (int u = u0; u < u0 + units; ++u) {
+      const __m256 f = _mm256_cvtepi32_ps(_mm256_sub_epi32(codes8<BITS>(r, u, shifts, mask), z));
+      for (int j = 0; j < NX; ++j) acc[j] = _mm256_fmadd_ps(f, _mm256_loadu_ps(xs[j] + 8 * u), acc[j]);
+    }
+    const __m256 s = _mm256_set1_ps(meta.scale(g));
+    for (int j = 0; j < NX; ++j) tot[j] = _mm256_fmadd_ps(acc[j], s, tot[j]);
+  }
+  for (int j = 0; j < NX; ++j) y[j] = hsum(tot[j]);
+}
+
+bool has_avx2() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+#endif
+
+using DotFn = void (*)(const Mat &, size_t, const float *const *, float *);
+constexpr int MAX_NX = 4;
+
+struct Kernels {
+  DotFn dot[2][MAX_NX];  // [bits == 8][nx − 1]
+  const char *isa;
+};
+
+Kernels pick_kernels() {
+  const char *forced = std::getenv("KLC_CPU_ISA");
+  const bool scalar = forced && std::strcmp(forced, "scalar") == 0;
+#ifdef KLC_CPU_X86
+  if (!scalar && has_avx2()) {
+    return {{{dot_avx2<4, 1>, dot_avx2<4, 2>, dot_avx2<4, 3>, dot_avx2<4, 4>}, {dot_avx2<8, 1>, dot_avx2<8, 2>, dot_avx2<8, 3>, dot_avx2<8, 4>}},
+            "avx2"};
+  }
+#endif
+  (void)scalar;
+  return {{{dot_scalar<4, 1>, dot_scalar<4, 2>, dot_scalar<4, 3>, dot_scalar<4, 4>},
+           {dot_scalar<8, 1>, dot_scalar<8, 2>, dot_scalar<8, 3>, dot_scalar<8, 4>}},
+          "scalar"};
+}
+
+const Kernels &kernels() {
+  static const Kernels k = pick_kernels();
+  return k;
+}
+
+// y[j] = W[row] . xs[j] for any number of vectors, MAX_NX per pass over the row.
+void dot_rows(const Mat &m, size_t row, const float *const *xs, int n, float *y) {
+  const DotFn *dot = kernels().dot[m.bits == 8];
+  for (int j = 0; j < n; j += MAX_NX) dot[std::min(MAX_NX, n - j) - 1](m, row, xs + j, y + j);
+}
+
+constexpr int UP_ROWS = 16;     // intermediate rows per up task
+constexpr int DOWN_COLS = 32;   // output columns per down task
+constexpr int COMBINE_TOKENS = 16;
+
+// The CPUs this process may run on (its affinity mask, which containers narrow), else the hardware threads.
+int usable_cpus() {
+#ifdef __linux__
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
+#endif
+  return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+}
+
+bool layout_ok(const klc_wq &w, int N, int K) {
+  return w.w_packed && w.scales && (w.bits == 4 || w.bits == 8) && w.N == N && w.K == K && w.group > 0 && w.group % 8 == 0 &&
+         K % w.group == 0;
+}
+
+}  // namespace
+
+struct klc_cpu_pool {
+  Pool pool;
+  explicit klc_cpu_pool(int threads) : pool(threads) {}
+};
+
+extern "C" {
+
+KLC_API const char *klc_cpu_last_error(void) { return g_error.c_str(); }
+
+KLC_API const char *klc_cpu_isa(void) { return kernels().isa; }
+
+KLC_API int klc_cpu_pool_create(int threads, klc_cpu_pool **out) {
+  if (!out) return fail(KLC_E_ARG, "klc_cpu_pool_create: out is null");
+  *out = nullptr;
+  const int n = threads > 0 ? threads : usable_cpus();
+  try {
+    *out = new klc_cpu_pool(n);
+  } catch (const std::exception &e) {
+    return fail(KLC_E_ARG, std::string("could not start ") + std::to_string(n) + " CPU threads for the offloaded experts: " + e.what());
+  }
+  return KLC_OK;
+}
+
+KLC_API void klc_cpu_pool_free(klc_cpu_pool *pool) { delete pool; }
+
+KLC_API int klc_cpu_pool_threads(const klc_cpu_pool *pool) { return pool ? pool->pool.threads() : 0; }
+
+KLC_API int klc_cpu_moe_experts(klc_cpu_pool *pool, const float *x, const int32_t *idx, const float *w, const klc_wq *w13,
+                                const klc_wq *w2, float *out, int accumulate, int T, int d, int I, int E, int k) {
+  if (!pool || !x || !idx || !w || !w13 || !w2 || !out || T < 1 || d < 1 || I < 1 || E < 1 || k < 1)
+    return fail(KLC_E_ARG, "klc_cpu_moe_experts: null pointer or empty shape");
+  if (!layout_ok(*w13, E * 2 * I, d) || !layout_ok(*w2, E * d, I) || w2->bits != w13->bits)
+    return fail(KLC_E_ARG, "klc_cpu_moe_experts: w13 must be [E * 2I, d] and w2 [E * d, I], both 4 or 8 bits, groups multiples of 8 dividing the row");
+  const int n = T * k;
+  for (int p = 0; p < n; ++p) {
+    if (idx[p] < 0 || idx[p] >= E)
+      return fail(KLC_E_ARG, "klc_cpu_moe_experts: expert index " + std::to_string(idx[p]) + " of pair " + std::to_string(p) +
+                                 " is outside 0.." + std::to_string(E - 1));
+  }
+  Pool &P = pool->pool;
+  try {
+    P.h.resize(static_cast<size_t>(n) * I);
+    P.y.resize(static_cast<size_t>(n) * d);
+    P.order.resize(n);
+    P.first.assign(E + 1, 0);
+    P.experts.clear();
+  } catch (const std::bad_alloc &) {
+    return fail(KLC_E_OOM, "klc_cpu_moe_experts: out of host memory for " + std::to_string(n) + " token-expert pairs");
+  }
+  // Pairs grouped by expert (counting sort, ascending pair index within an expert).
+  for (int p = 0; p < n; ++p) ++P.first[idx[p] + 1];
+  for (int e = 0; e < E; ++e) {
+    if (P.first[e + 1] > 0) P.experts.push_back(e);
+    P.first[e + 1] += P.first[e];
+  }
+  {
+    std::vector<int> fill(P.first.begin(), P.first.end() - 1);
+    for (int p = 0; p < n; ++p) P.order[fill[idx[p]]++] = p;
+  }
+  const Mat m13(*w13), m2(*w2);
+  const int chosen = static_cast<int>(P.experts.size());
+  float *h = P.h.data(), *y = P.y.data();
+  const int *order = P.order.data(), *first = P.first.data(), *experts = P.experts.data();
+
+  const int up_blocks = (I + UP_ROWS - 1) / UP_ROWS;
+  P.run(chosen * up_blocks, [&](int task) {
+    const int e = experts[task / up_blocks];
+    const int r0 = (task % up_blocks) * UP_ROWS, r1 = std::min(I, r0 + UP_ROWS);
+    const float *xs[MAX_NX];
+    float g[MAX_NX], u[MAX_NX];
+    for (int i = r0; i < r1; ++i) {
+      const size_t gate = static_cast<size_t>(e) * 2 * I + i, up = gate + I;
+      for (int q0 = first[e]; q0 < first[e + 1]; q0 += MAX_NX) {
+        const int nq = std::min(MAX_NX, first[e + 1] - q0);
+        for (int j = 0; j < nq; ++j) xs[j] = x + static_cast<size_t>(order[q0 + j] / k) * d;
+        dot_rows(m13, gate, xs, nq, g);
+        dot_rows(m13, up, xs, nq, u);
+        for (int j = 0; j < nq; ++j) h[static_cast<size_t>(order[q0 + j]) * I + i] = g[j] / (1.f + std::exp(-g[j])) * u[j];
+      }
+    }
+  });
+
+  const int down_blocks = (d + DOWN_COLS - 1) / DOWN_COLS;
+  P.run(chosen * down_blocks, [&](int task) {
+    const int e = experts[task / down_blocks];
+    const int c0 = (task % down_blocks) * DOWN_COLS, c1 = std::min(d, c0 + DOWN_COLS);
+    const float *hs[MAX_NX];
+    float v[MAX_NX];
+    for (int c = c0; c < c1; ++c) {
+      const size_t row = static_cast<size_t>(e) * d + c;
+      for (int q0 = first[e]; q0 < first[e + 1]; q0 += MAX_NX) {
+        const int nq = std::min(MAX_NX, first[e + 1] - q0);
+        for (int j = 0; j < nq; ++j) hs[j] = h + static_cast<size_t>(order[q0 + j]) * I;
+        dot_rows(m2, row, hs, nq, v);
+        for (int j = 0; j < nq; ++j) y[static_cast<size_t>(order[q0 + j]) * d + c] = v[j];
+      }
+    }
+  });
+
+  P.run((T + COMBINE_TOKENS - 1) / COMBINE_TOKENS, [&](int task) {
+    const int t1 = std::min(T, (task + 1) * COMBINE_TOKENS);
+    for (int t = task * COMBINE_TOKENS; t < t1; ++t) {
+      float *o = out + static_cast<size_t>(t) * d;
+      for (int c = 0; c < d; ++c) {
+        float acc = 0.f;
+        for (int s = 0; s < k; ++s) acc = std::fma(w[t * k + s], y[static_cast<size_t>(t * k + s) * d + c], acc);
+        o[c] = accumulate ? o[c] + acc : acc;
+      }
+    }
+  });
+  return KLC_OK;
+}
+
+}  // extern "C"

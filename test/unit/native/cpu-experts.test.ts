@@ -1,0 +1,173 @@
+/**
+ * The offloaded experts' CPU kernels (native/src/cpu_experts.cpp) against a float64 computation
+ * from the weights the reference backend dequantizes to (quant/matrix.ts): random INT4/INT8 codes,
+ * scales (bf16 or fp32), symmetric and asymmetric, several group sizes and shapes, routed tokens,
+ * packed as compressed-tensors stores them (klc_wq). Both the AVX2 path and the portable one
+ * (KLC_CPU_ISA=scalar) run, with one and several threads.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { toBf16 } from '../../../src/engine/model/bf16';
+import { dequantize, type QuantizedMatrix } from '../../../src/engine/model/quant/matrix';
+import { pack } from '../../../src/engine/model/quant/pack';
+import { buildCpuDriver } from './cpu-driver';
+
+const dir = mkdtempSync(join(tmpdir(), 'klc-cpu-experts-'));
+const driver = buildCpuDriver(dir);
+process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
+
+/** The bytes of typed arrays one after another. */
+const bytesOf = (...arrays: ArrayBufferView[]): Buffer[] => arrays.map((a) => Buffer.from(a.buffer, a.byteOffset, a.byteLength));
+
+/** Deterministic uniform numbers in [0, 1). */
+function rng(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    return s / 2 ** 32;
+  };
+}
+
+interface Case {
+  T: number;
+  d: number;
+  I: number;
+  E: number;
+  k: number;
+  bits: 4 | 8;
+  group13: number;
+  group2: number;
+  scalesF32: boolean;
+  symmetric: boolean;
+  accumulate: boolean;
+  threads: number;
+}
+
+interface Quant {
+  m: QuantizedMatrix;
+  /** The file bytes: packed codes, scales, packed zero points. */
+  bytes: Buffer[];
+}
+
+function quantMatrix(r: () => number, N: number, K: number, bits: 4 | 8, group: number, scalesF32: boolean, symmetric: boolean): Quant {
+  const lo = -(2 ** (bits - 1));
+  const span = 2 ** bits;
+  const codes = Int8Array.from({ length: N * K }, () => lo + Math.floor(r() * span));
+  const groups = K / group;
+  let scale = Float32Array.from({ length: N * groups }, () => (0.2 + r()) / (bits === 4 ? 8 : 128));
+  const scaleBytes = scalesF32 ? Buffer.from(scale.buffer) : Buffer.from(toBf16(scale).buffer);
+  // A bf16 scale is the fp32 of its top 16 bits: what the kernels and the reference both read.
+  if (!scalesF32) scale = new Float32Array(new Uint32Array(Array.from(toBf16(scale), (b) => b << 16)).buffer);
+  const zeroPoint = symmetric ? null : Int8Array.from({ length: N * groups }, () => lo + Math.floor(r() * span));
+  const m: QuantizedMatrix = {
+    rows: N,
+    cols: K,
+    args: { numBits: bits, type: 'int', symmetric, strategy: 'group', groupSize: group, blockStructure: null },
+    codes,
+    scale,
+    zeroPoint,
+    gIdx: null,
+  };
+  const bytes = [Buffer.from(pack(codes, N, K, bits, 1).buffer), scaleBytes];
+  if (zeroPoint) bytes.push(Buffer.from(pack(zeroPoint, N, groups, bits, 0).buffer));
+  return { m, bytes };
+}
+
+/** out[t] (+)= sum_s w * W2_e (SiLU(W1_e x) * (W3_e x)) in float64 from the dequantized fp32 weights. */
+function expected(c: Case, x: Float32Array, idx: Int32Array, w: Float32Array, w13: Float32Array, w2: Float32Array, before: Float32Array): Float64Array {
+  const { T, d, I, k } = c;
+  const out = Float64Array.from(c.accumulate ? before : new Float32Array(T * d));
+  const h = new Float64Array(I);
+  for (let t = 0; t < T; t++) {
+    for (let s = 0; s < k; s++) {
+      const e = idx[t * k + s];
+      for (let i = 0; i < I; i++) {
+        let g = 0;
+        let u = 0;
+        const gate = (e * 2 * I + i) * d;
+        const up = (e * 2 * I + I + i) * d;
+        for (let j = 0; j < d; j++) {
+          g += w13[gate + j] * x[t * d + j];
+          u += w13[up + j] * x[t * d + j];
+        }
+        h[i] = (g / (1 + Math.exp(-g))) * u;
+      }
+      for (let col = 0; col < d; col++) {
+        let y = 0;
+        const row = (e * d + col) * I;
+        for (let i = 0; i < I; i++) y += w2[row + i] * h[i];
+        out[t * d + col] += w[t * k + s] * y;
+      }
+    }
+  }
+  return out;
+}
+
+function runCase(c: Case, seed: number, isa: 'avx2' | 'scalar'): void {
+  const r = rng(seed);
+  const { T, d, I, E, k } = c;
+  const x = Float32Array.from({ length: T * d }, () => r() * 2 - 1);
+  const idx = new Int32Array(T * k);
+  for (let t = 0; t < T; t++) {
+    const pool = Array.from({ length: E }, (_, e) => e);
+    for (let s = 0; s < k; s++) idx[t * k + s] = pool.splice(Math.floor(r() * pool.length), 1)[0];
+    idx.subarray(t * k, (t + 1) * k).sort();
+  }
+  const w = Float32Array.from({ length: T * k }, () => 0.05 + r() * 0.3);
+  const q13 = quantMatrix(r, E * 2 * I, d, c.bits, c.group13, c.scalesF32, c.symmetric);
+  const q2 = quantMatrix(r, E * d, I, c.bits, c.group2, c.scalesF32, c.symmetric);
+  const before = Float32Array.from({ length: T * d }, () => r() - 0.5);
+  const header = Int32Array.from([T, d, I, E, k, c.bits, c.group13, c.group2, c.scalesF32 ? 1 : 0, c.symmetric ? 0 : 1, c.accumulate ? 1 : 0, c.threads]);
+  const input = join(dir, `in-${seed}-${isa}.bin`);
+  const output = join(dir, `out-${seed}-${isa}.bin`);
+  writeFileSync(input, Buffer.concat([...bytesOf(header, x, idx, w), ...q13.bytes, ...q2.bytes, ...bytesOf(before)]));
+  const env = { ...process.env, KLC_CPU_ISA: isa === 'scalar' ? 'scalar' : '' };
+  const p = spawnSync(driver, ['run', input, output], { encoding: 'utf8', env });
+  assert.equal(p.status, 0, `driver failed: ${p.stdout}${p.stderr}`);
+  // This machine's CPU decides whether AVX2 runs; the forced portable loop must report itself.
+  if (isa === 'scalar') assert.equal(p.stdout.trim(), 'scalar');
+  const buf = readFileSync(output);
+  const got = new Float32Array(buf.buffer, buf.byteOffset, T * d);
+  const want = expected(c, x, idx, w, dequantize(q13.m), dequantize(q2.m), before);
+  let scale = 0;
+  for (const v of want) scale = Math.max(scale, Math.abs(v));
+  assert.ok(scale > 1e-3, 'the reference output is not trivially zero');
+  let worst = 0;
+  for (let i = 0; i < want.length; i++) worst = Math.max(worst, Math.abs(got[i] - want[i]));
+  // fp32 accumulation over d and I terms: a few ulps of the output's scale.
+  assert.ok(worst <= 2e-5 * scale, `${JSON.stringify(c)} ${isa}: max |cpu − float64| = ${worst} (output scale ${scale})`);
+}
+
+const cases: Case[] = [
+  { T: 1, d: 64, I: 32, E: 8, k: 2, bits: 4, group13: 32, group2: 32, scalesF32: false, symmetric: true, accumulate: true, threads: 2 },
+  { T: 3, d: 128, I: 64, E: 6, k: 3, bits: 4, group13: 64, group2: 16, scalesF32: true, symmetric: false, accumulate: false, threads: 3 },
+  { T: 7, d: 96, I: 48, E: 5, k: 4, bits: 8, group13: 96, group2: 48, scalesF32: false, symmetric: false, accumulate: true, threads: 1 },
+  { T: 2, d: 256, I: 40, E: 16, k: 8, bits: 8, group13: 128, group2: 8, scalesF32: true, symmetric: true, accumulate: false, threads: 4 },
+  // Six tokens choosing among three experts: more pairs per expert than one pass over a row serves.
+  { T: 6, d: 64, I: 24, E: 3, k: 2, bits: 4, group13: 16, group2: 24, scalesF32: false, symmetric: false, accumulate: true, threads: 2 },
+];
+
+for (const [i, c] of cases.entries()) {
+  for (const isa of ['avx2', 'scalar'] as const) {
+    test(`cpu experts ${isa}: T ${c.T}, d ${c.d}, I ${c.I}, E ${c.E}, top-${c.k}, int${c.bits} g${c.group13}/${c.group2}, ${c.symmetric ? 'sym' : 'asym'}, ${c.scalesF32 ? 'fp32' : 'bf16'} scales, ${c.threads} threads`, () => {
+      runCase(c, 1000 + i, isa);
+    });
+  }
+}
+
+test('cpu experts: an expert index outside the layer is a clear error, not a read past the weights', () => {
+  const c: Case = { T: 1, d: 16, I: 8, E: 2, k: 1, bits: 4, group13: 16, group2: 8, scalesF32: true, symmetric: true, accumulate: false, threads: 1 };
+  const r = rng(5);
+  const q13 = quantMatrix(r, 2 * 2 * 8, 16, 4, 16, true, true);
+  const q2 = quantMatrix(r, 2 * 16, 8, 4, 8, true, true);
+  const header = Int32Array.from([c.T, c.d, c.I, c.E, c.k, 4, 16, 8, 1, 0, 0, 1]);
+  const input = join(dir, 'bad.bin');
+  writeFileSync(input, Buffer.concat([...bytesOf(header, new Float32Array(16), Int32Array.from([2]), Float32Array.from([1])), ...q13.bytes, ...q2.bytes, ...bytesOf(new Float32Array(16))]));
+  const p = spawnSync(driver, ['run', input, join(dir, 'bad.out')], { encoding: 'utf8' });
+  assert.equal(p.status, 1);
+  assert.match(p.stdout, /expert index 2 of pair 0 is outside 0\.\.1/);
+});
