@@ -13,11 +13,11 @@ import { join, resolve } from 'node:path';
 import { CudaBackend } from '../../src/engine/backends/cuda/backend';
 import { loadCudaBackend } from '../../src/engine/backends/cuda/loader';
 import { loadModel, type Model } from '../../src/engine/model/model';
-import { LatentCache } from '../../src/engine/state/latent-cache';
 import { openStateFile, writeStateFile, type LatentDtype } from '../../src/engine/state/state-file';
 import type { MlaLayerState, SequenceState } from '../../src/engine/state/types';
 import { relError } from '../golden/golden-data';
 import { deviceSkip } from './device';
+import { forksAgainstCopies } from './fork-check';
 
 const BUNDLED = resolve(process.env.KLC_TINY_MODEL ?? join(__dirname, '..', 'assets', 'tiny-model'));
 const cuda = loadCudaBackend();
@@ -112,42 +112,16 @@ test('tensor-core mode over bf16 caches: prefill logits and 32 decode steps agai
   assert.ok(worstB < BF16_TOLERANCE, `${worstB}`);
 });
 
-/** A state rebuilt from the neutral arrays only (independent device buffers). */
-function copyNeutral(s: SequenceState): SequenceState {
-  return {
-    length: s.length,
-    layers: s.layers.map((l) => (l.kind === 'kda' ? { kind: 'kda', conv: l.conv.slice(), S: l.S.slice() } : { kind: 'mla', cache: LatentCache.fromArray(l.cache.width, l.cache.toArray()) })),
-  };
-}
-
 for (const vmm of ['1', '0']) {
   test(`copy-on-write forks of bf16 caches (KLC_VMM=${vmm}) continue exactly like independent copies`, { skip }, async () => {
     process.env.KLC_VMM = vmm;
     try {
       // 27000 rows of bf16 latents span more than two 2 MiB granules of the tiny model's 160-byte rows.
-      const base = gpu.newState();
-      await gpu.prefill(base, idsOf(27000, 104729, 7), { logits: 'none', slice: 4096 });
-      const forks = [gpu.forkState(base), gpu.forkState(base)];
-      gpu.backend.exportState(base);
-      const twins = forks.map(() => {
-        const t = copyNeutral(base);
-        gpu.backend.importState(t);
-        return t;
-      });
-      let worst = 0;
-      for (let step = 0; step < 6; step++) {
-        await gpu.decode(base, 100 + step);
-        for (const [i, f] of forks.entries()) {
-          const id = 200 + 31 * i + step;
-          worst = Math.max(worst, relError(await gpu.decode(f, id), await gpu.decode(twins[i], id)));
-        }
-      }
-      const prompt = idsOf(300, 17, 1);
-      worst = Math.max(worst, relError(await gpu.prefill(forks[0], prompt), await gpu.prefill(twins[0], prompt)));
-      assert.equal(gpu.latentDtype(forks[0]), 'bf16');
+      let dtype = '';
+      const worst = await forksAgainstCopies(gpu, idsOf(27000, 104729, 7), idsOf(300, 17, 1), (fork) => { dtype = gpu.latentDtype(fork); });
+      assert.equal(dtype, 'bf16');
       report(`bf16 forks of a 27000-token state (KLC_VMM=${vmm}): logits vs independent copies, relative error ${worst.toExponential(2)}`);
       assert.ok(worst < 1e-6, `${worst}`);
-      for (const s of [...forks, ...twins, base]) gpu.releaseState(s);
     } finally {
       delete process.env.KLC_VMM;
     }

@@ -10,7 +10,6 @@ import { loadCudaBackend } from '../../src/engine/backends/cuda/loader';
 import { loadModel, type Model } from '../../src/engine/model/model';
 import { SafetensorsFile } from '../../src/engine/model/safetensors';
 import type { MlaLayerState, SequenceState } from '../../src/engine/state/types';
-import { LatentCache } from '../../src/engine/state/latent-cache';
 import { argmax, pickToken, seededRandom, type TokenPick } from '../../src/engine/sampler';
 import { relError } from '../golden/golden-data';
 import { promises as fs } from 'node:fs';
@@ -19,6 +18,7 @@ import { loadConfigFile } from '../../src/engine/model/config';
 import { DummyWeights, normalValue } from '../../src/engine/model/dummy-weights';
 import { openStateFile, writeStateFile } from '../../src/engine/state/state-file';
 import { deviceSkip } from './device';
+import { copyNeutral, forksAgainstCopies } from './fork-check';
 
 const GOLDEN = resolve(process.env.KLC_GOLDEN_DIR ?? join(__dirname, '..', '..', 'shared', 'golden'));
 const TINY_PUBLIC = join(GOLDEN, 'tiny-kimi-public');
@@ -127,14 +127,6 @@ test('bundled checkpoint: 64 greedy tokens identical to the reference backend', 
   report(`logits after 64 decode steps relative error ${e.toExponential(2)}`);
   assert.ok(e < 1e-4);
 });
-
-/** A state rebuilt from the neutral arrays only, as a restored state file is. */
-function copyNeutral(s: SequenceState): SequenceState {
-  return {
-    length: s.length,
-    layers: s.layers.map((l) => (l.kind === 'kda' ? { kind: 'kda', conv: l.conv.slice(), S: l.S.slice() } : { kind: 'mla', cache: LatentCache.fromArray(l.cache.width, l.cache.toArray()) })),
-  };
-}
 
 test('bundled checkpoint: a split run through an exported state equals one pass, and the state matches the reference', { skip }, async () => {
   const ids = Int32Array.from({ length: 180 }, (_, i) => (i * 31337 + 5) % 3800);
@@ -298,28 +290,10 @@ for (const vmm of ['1', '0']) {
     process.env.KLC_VMM = vmm;
     try {
       const ids = Int32Array.from({ length: 14000 }, (_, i) => (i * 104729 + 7) % 3800);
-      const base = gpu.newState();
-      await gpu.prefill(base, ids, { logits: 'none', slice: 4096 });
-      const forks = [gpu.forkState(base), gpu.forkState(base)];
-      gpu.backend.exportState(base);
-      const twins = forks.map(() => {
-        const t = copyNeutral(base);
-        gpu.backend.importState(t);
-        return t;
-      });
-      let worst = 0;
-      for (let step = 0; step < 6; step++) {
-        await gpu.decode(base, 100 + step);
-        for (const [i, f] of forks.entries()) {
-          const id = 200 + 31 * i + step;
-          worst = Math.max(worst, relError(await gpu.decode(f, id), await gpu.decode(twins[i], id)));
-        }
-      }
       const prompt = Int32Array.from({ length: 300 }, (_, i) => (i * 17 + 1) % 3800);
-      worst = Math.max(worst, relError(await gpu.prefill(forks[0], prompt), await gpu.prefill(twins[0], prompt)));
+      const worst = await forksAgainstCopies(gpu, ids, prompt);
       report(`forks of a 14000-token state (KLC_VMM=${vmm}): logits vs independent copies, relative error ${worst.toExponential(2)}`);
       assert.ok(worst < 1e-6, `${worst}`);
-      for (const s of [...forks, ...twins, base]) gpu.releaseState(s);
     } finally {
       delete process.env.KLC_VMM;
     }
