@@ -311,8 +311,10 @@ export class EngineSession {
     // short, and a GPU does as much in one 4,096-token slice as in a few hundred tokens.
     const spacing = this.opts.checkpointEvery ?? Math.max(checkpointSpacing(ids.length, kdaStateBytes(state)), this.model.backend.prefillTokens ?? 1);
     const writer = new CheckpointWriter(store, ids);
-    // The snapshot is written as the rows are computed, so that it is on disk when the prefill ends.
-    const snapshot = await store.openSnapshot({ ...shapeOf(state), length: ids.length }, ids, { files, roots: ws.roots, createdAt: new Date().toISOString() }, this.model.latentDtype(state));
+    // The snapshot is written as the rows are computed, so that it is on disk when the prefill ends;
+    // the resumed rows are the saved snapshot's, so its blocks of them are kept, not written again.
+    const meta = { files, roots: ws.roots, createdAt: new Date().toISOString() };
+    const snapshot = await store.openSnapshot({ ...shapeOf(state), length: ids.length }, ids, meta, this.model.latentDtype(state), resumedTokens);
     const latent = this.model.latentReader(state);
     let prefillSeconds: number;
     try {

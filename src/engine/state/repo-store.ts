@@ -2,17 +2,39 @@
  * The saved states of one workspace for one model: a snapshot of the whole ingested context
  * plus checkpoints taken at file boundaries while it was ingested.
  *
- *   <dir>/snapshot.klcs          the full state after the last ingest, with its token ids
+ *   <dir>/snapshot.klcs          the full state after the last ingest, with its token ids; its MLA
+ *                                rows are blocks in blocks/, which it lists by sha256
+ *   <dir>/blocks/<sha256>.blk    MLA row blocks (see BlockStore)
  *   <dir>/ckpt-<position>.klcs   KDA parts at a file boundary; MLA rows come from the snapshot
  *
  * MLA caches only grow, so the first p rows of the snapshot are exactly the MLA state at p
  * whenever the token ids before p are unchanged. The KDA recurrent state cannot be rewound, which
  * is why checkpoints exist: after an edit, ingest resumes from the last checkpoint before the
- * first changed token instead of from zero.
+ * first changed token instead of from zero. The blocks of the unchanged prefix are the same too,
+ * so the next snapshot refers to them and writes only the tail's.
+ *
+ * Blocks are collected after every commit and abort: those the snapshot on disk does not list go,
+ * but for the ones an open reader or an unfinished writer of this process holds (BlockStore pins).
+ * Checkpoints list no blocks, so they keep none.
  */
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
-import { hashIds, openStateFile, sameKey, StateFileError, StateFileWriter, writeStateFile, type LatentDtype, type LatentSink, type StateKey, type StateShape } from './state-file';
+import {
+  blockStoreFor,
+  hashIds,
+  openStateFile,
+  sameKey,
+  StateFileError,
+  StateFileWriter,
+  writeStateFile,
+  type CommitSummary,
+  type LatentDtype,
+  type LatentReader,
+  type LatentSink,
+  type StateHeader,
+  type StateKey,
+  type StateShape,
+} from './state-file';
 import type { SequenceState } from './types';
 
 export interface Resumed {
@@ -40,6 +62,13 @@ export interface HeldState {
   at(position: number, kda: SequenceState | null): SequenceState;
 }
 
+/** A snapshot being written while its state is computed: the StateFileWriter calls the ingest makes. */
+export interface SnapshotWriter {
+  putLatent(upTo: number, read: LatentReader): Promise<void>;
+  commit(state: SequenceState, read: LatentReader): Promise<void>;
+  abort(): Promise<void>;
+}
+
 function commonPrefix(a: ArrayLike<number>, b: ArrayLike<number>): number {
   const limit = Math.min(a.length, b.length);
   let n = 0;
@@ -48,6 +77,23 @@ function commonPrefix(a: ArrayLike<number>, b: ArrayLike<number>): number {
 }
 
 const SNAPSHOT = 'snapshot.klcs';
+
+async function exists(file: string): Promise<boolean> {
+  try {
+    await fs.access(file);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function blocks(n: number): string {
+  return `${n} block${n === 1 ? '' : 's'}`;
+}
+
+function megabytes(bytes: number): string {
+  return `${(bytes / 1e6).toFixed(bytes < 1e7 ? 1 : 0)} MB`;
+}
 const CKPT = /^ckpt-(\d+)\.klcs$/;
 
 export class RepoStateStore {
@@ -118,15 +164,70 @@ export class RepoStateStore {
 
   async saveSnapshot(state: SequenceState, ids: ArrayLike<number>, meta?: Record<string, unknown>): Promise<void> {
     await fs.mkdir(this.dir, { recursive: true });
-    await writeStateFile(this.snapshotPath, state, { key: this.key, ids, meta });
+    await this.committed(await writeStateFile(this.snapshotPath, state, { key: this.key, ids, meta, sharedBlocks: true }));
   }
 
   /**
    * A snapshot of a state of `shape` written while it is computed (see StateFileWriter): the
    * previous snapshot stays until commit(), so a failed or cancelled ingest leaves it as it was.
+   * `resumedRows`: how many leading MLA rows of the state came from the current snapshot (read
+   * from it, or held in memory since it was saved); its full blocks among them, where its ids agree
+   * with `ids`, are referred to instead of being read from the LatentReader and written again.
    */
-  async openSnapshot(shape: StateShape, ids: ArrayLike<number>, meta?: Record<string, unknown>, latentDtype?: LatentDtype): Promise<StateFileWriter> {
-    return StateFileWriter.open(this.snapshotPath, shape, { key: this.key, ids, meta, latentDtype });
+  async openSnapshot(shape: StateShape, ids: ArrayLike<number>, meta?: Record<string, unknown>, latentDtype?: LatentDtype, resumedRows = 0): Promise<SnapshotWriter> {
+    const reuse = resumedRows > 0 ? await this.reusable(ids, resumedRows) : undefined;
+    const writer = await StateFileWriter.open(this.snapshotPath, shape, { key: this.key, ids, meta, latentDtype, sharedBlocks: true, reuse });
+    return {
+      putLatent: (upTo, read) => writer.putLatent(upTo, read),
+      commit: async (state, read) => this.committed(await writer.commit(state, read)),
+      abort: async () => {
+        await writer.abort();
+        await this.collectAfterAbort();
+      },
+    };
+  }
+
+  /** The current snapshot's header and how many of its leading rows belong to `ids` too (at most `rows`); undefined when it cannot serve. */
+  private async reusable(ids: ArrayLike<number>, rows: number): Promise<{ header: StateHeader; rows: number } | undefined> {
+    let snap;
+    try {
+      snap = await openStateFile(this.snapshotPath);
+    } catch {
+      return undefined;
+    }
+    try {
+      if (!sameKey(snap.header.key, this.key)) return undefined;
+      return { header: snap.header, rows: Math.min(rows, commonPrefix(await snap.readIds(), ids)) };
+    } catch (e) {
+      if (e instanceof StateFileError) return undefined;
+      throw e;
+    } finally {
+      await snap.close();
+    }
+  }
+
+  private async committed(summary: CommitSummary): Promise<void> {
+    const removed = await blockStoreFor(this.snapshotPath).collect(summary.blocks);
+    this.log(
+      `state: snapshot written: ${blocks(summary.blocksWritten)} (${megabytes(summary.blockBytesWritten)}) new, ${summary.blocksReused} reused, ` +
+        `${megabytes(summary.fileBytes)} of ids and KDA state in ${SNAPSHOT}${removed > 0 ? `; ${blocks(removed)} no longer used removed` : ''}`,
+    );
+  }
+
+  /** Removes the blocks of an abandoned snapshot: all that the snapshot on disk does not list; none while it cannot be read. */
+  private async collectAfterAbort(): Promise<void> {
+    let keep = new Set<string>();
+    if (await exists(this.snapshotPath)) {
+      try {
+        const snap = await openStateFile(this.snapshotPath);
+        keep = snap.blocks();
+        await snap.close();
+      } catch (e) {
+        if (e instanceof StateFileError) return;
+        throw e;
+      }
+    }
+    await blockStoreFor(this.snapshotPath).collect(keep);
   }
 
   /** Removes checkpoints beyond `position`: they describe content that is about to change. */
@@ -158,11 +259,7 @@ export class RepoStateStore {
   }
 
   private async openValid(file: string) {
-    try {
-      await fs.access(file);
-    } catch {
-      return null;
-    }
+    if (!(await exists(file))) return null;
     try {
       const f = await openStateFile(file);
       if (!sameKey(f.header.key, this.key)) {

@@ -1,37 +1,54 @@
 /**
- * On-disk format of a saved sequence state (a RepoState snapshot or a checkpoint).
+ * On-disk format of a saved sequence state (a RepoState snapshot, a checkpoint or a standalone file).
  *
  *   offset 0   "KLCSTATE"                     8 bytes magic
  *          8   u32 LE format version
  *         12   u32 LE header length H
  *         16   sha256 of the header bytes      32 bytes
  *         48   header: UTF-8 JSON (StateHeader)
- *     48 + H   segments, back to back, in header order; each has its own sha256
+ *     48 + H   in-file segments, back to back, in header order; each has its own sha256
  *
  * Segments hold i32 (token ids), f32 (KDA states; MLA rows) or bf16 (MLA rows of a state whose
  * cache is bf16, as the CUDA backend keeps it in tensor-core mode: half the bytes, no rounding,
  * since the values are already bf16). Readers widen bf16 rows to fp32, so any backend restores
- * either kind. Version 2 added bf16; version 1 files (f32 and i32 only) read unchanged.
+ * either kind.
  *
  * Per-segment checksums let a reader verify only what it uses: resuming from a checkpoint at
- * token p reads the first p rows of each MLA cache, not the whole multi-gigabyte file. MLA rows are
- * therefore split into blocks of BLOCK_ROWS rows. Files are written to a temp file and renamed, so
- * a reader sees an old complete file or a new complete file, never a torn one.
+ * token p reads the first p rows of each MLA cache, not the whole multi-gigabyte state. MLA rows are
+ * therefore split into blocks of BLOCK_ROWS rows (`layer.<i>.latent.<b>`). In the repository store
+ * a block is not in the file but in the blocks/ folder beside it, named by its sha256 (see
+ * BlockStore; such a segment has no offset): a snapshot written after an edit near the end refers
+ * to the unchanged prefix's blocks already there and writes only the tail's. A standalone file
+ * keeps every segment in the file. Files and blocks are written to a temp file and renamed, blocks
+ * before the file that refers to them, so a reader sees an old complete state or a new complete
+ * one, never a torn one.
+ *
+ * Versions: 3 added blocks outside the file; 2 added bf16; versions 1 and 2 (every segment in the
+ * file) read unchanged, so a cache saved before blocks existed still resumes, and the next
+ * snapshot is written as version 3.
  */
 import { createHash, webcrypto } from 'node:crypto';
 import { promises as fs } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { openAtomic, writeError, type PendingFile } from '../../common/atomic';
 import { UserError } from '../../common/errors';
 import { fromBf16, toBf16 } from '../model/bf16';
+import { BlockStore } from './block-store';
 import { LatentCache } from './latent-cache';
 import type { LayerState, MlaLayerState, SequenceState } from './types';
 
-export const STATE_FORMAT_VERSION = 2;
-/** Versions this reader takes: 1 differs from 2 only in lacking bf16 segments. */
-const READABLE_VERSIONS = [1, 2];
+export const STATE_FORMAT_VERSION = 3;
+/** Versions this reader takes: 1 and 2 differ from 3 only in lacking bf16 segments (1) and blocks outside the file (1, 2). */
+const READABLE_VERSIONS = [1, 2, 3];
 const MAGIC = Buffer.from('KLCSTATE', 'latin1');
 const PREAMBLE = 48;
-const BLOCK_ROWS = 4096;
+export const BLOCK_ROWS = 4096;
+const SHA256_HEX = /^[0-9a-f]{64}$/;
+
+/** The block folder of a state file whose MLA blocks are kept outside it. */
+export function blockStoreFor(file: string): BlockStore {
+  return new BlockStore(join(dirname(file), 'blocks'));
+}
 
 /** Identifies what a state was computed from; a state is used only when its key matches. */
 export interface StateKey {
@@ -50,8 +67,8 @@ export interface SegmentInfo {
   dtype: SegmentDtype;
   /** Element count. */
   count: number;
-  /** Byte offset from the start of the segment area. */
-  offset: number;
+  /** Byte offset from the start of the segment area; absent for a block kept in the block folder (version 3). */
+  offset?: number;
   sha256: string;
 }
 
@@ -127,15 +144,36 @@ export interface StateFileOptions {
    * Model.latentDtype); fp32 rows given to a bf16 file are rounded to nearest even.
    */
   latentDtype?: LatentDtype;
+  /** MLA blocks go to the block folder beside the file (blockStoreFor) instead of into it: the repository store. */
+  sharedBlocks?: boolean;
+  /**
+   * With sharedBlocks: a state file in the same folder whose first `rows` MLA rows are those of the
+   * state being written. Its full blocks below `rows` that are present are referred to, not read
+   * from the LatentReader nor written again.
+   */
+  reuse?: { header: StateHeader; rows: number };
+}
+
+/** What a commit wrote. */
+export interface CommitSummary {
+  /** Bytes of the state file itself (header, ids, KDA parts and any in-file MLA rows). */
+  fileBytes: number;
+  blocksWritten: number;
+  blockBytesWritten: number;
+  /** Blocks referred to without being written: those of `reuse`, and any found present with the same bytes. */
+  blocksReused: number;
+  /** sha256 of every block the file refers to. */
+  blocks: Set<string>;
 }
 
 /**
  * A state file written segment by segment, in any order, while other work goes on: the layout is
  * fixed from the state's shape when it opens (a header with placeholder checksums: a sha256 in hex
  * is always 64 characters, so the header keeps its length), each segment is hashed on the thread
- * pool and written at its offset, and commit() fills in the checksums and renames the temp file
- * over the target. Ingest streams a snapshot's MLA rows through it block by block as the prefill
- * produces them, so the state is on disk when the prefill ends instead of being written after it.
+ * pool and written at its offset (or, with sharedBlocks, an MLA block as its own file), and
+ * commit() fills in the checksums and renames the temp file over the target. Ingest streams a
+ * snapshot's MLA rows through it block by block as the prefill produces them, so the state is on
+ * disk when the prefill ends instead of being written after it.
  */
 export class StateFileWriter {
   private readonly segments = new Map<string, SegmentInfo>();
@@ -145,6 +183,10 @@ export class StateFileWriter {
   private failure: unknown = null;
   /** Per MLA layer, how many of its rows are written (whole blocks only, but the last). */
   private readonly latentDone: number[];
+  private readonly unpins: (() => void)[] = [];
+  private blocksWritten = 0;
+  private blockBytesWritten = 0;
+  private blocksReused = 0;
 
   private constructor(
     private readonly file: string,
@@ -152,6 +194,7 @@ export class StateFileWriter {
     private readonly header: StateHeader,
     private readonly dataStart: number,
     private readonly shape: StateShape,
+    private readonly blocks: BlockStore | null,
   ) {
     for (const s of header.segments) this.segments.set(s.name, s);
     this.latentDone = shape.layers.map(() => 0);
@@ -162,11 +205,16 @@ export class StateFileWriter {
     if (opts.ids && opts.ids.length < shape.length) throw new Error(`writeStateFile: ${opts.ids.length} ids for a state of ${shape.length} tokens`);
     const segments: SegmentInfo[] = [];
     let offset = 0;
-    const add = (name: string, dtype: SegmentDtype, count: number) => {
+    const add = (name: string, dtype: SegmentDtype, count: number, inFile = true) => {
+      if (!inFile) {
+        segments.push({ name, dtype, count, sha256: ZERO_SHA });
+        return;
+      }
       segments.push({ name, dtype, count, offset, sha256: ZERO_SHA });
       offset += count * DTYPE_BYTES[dtype];
     };
     const latentDtype = opts.latentDtype ?? 'f32';
+    const shared = opts.sharedBlocks ?? false;
     if (opts.ids && (opts.storeIds ?? true)) add('ids', 'i32', shape.length);
     const layers: LayerInfo[] = shape.layers.map((l, i) => {
       if (l.kind === 'kda') {
@@ -175,7 +223,7 @@ export class StateFileWriter {
         return { kind: 'kda', convLength: l.convLength, stateLength: l.stateLength };
       }
       if (!withLatent) return { kind: 'mla', width: l.width, rows: 0 };
-      for (let r = 0, b = 0; r < shape.length; r += BLOCK_ROWS, b++) add(`layer.${i}.latent.${b}`, latentDtype, Math.min(BLOCK_ROWS, shape.length - r) * l.width);
+      for (let r = 0, b = 0; r < shape.length; r += BLOCK_ROWS, b++) add(`layer.${i}.latent.${b}`, latentDtype, Math.min(BLOCK_ROWS, shape.length - r) * l.width, !shared);
       return { kind: 'mla', width: l.width, rows: shape.length };
     });
     const header: StateHeader = {
@@ -189,18 +237,42 @@ export class StateFileWriter {
     };
     const dataStart = PREAMBLE + Buffer.byteLength(JSON.stringify(header), 'utf8');
     const pending = await openAtomic(file);
-    const writer = new StateFileWriter(file, pending, header, dataStart, shape);
+    const writer = new StateFileWriter(file, pending, header, dataStart, shape, shared ? blockStoreFor(file) : null);
     const ids = opts.ids;
     if (!withLatent) shape.layers.forEach((_, i) => (writer.latentDone[i] = shape.length));
-    if (ids && writer.segments.has('ids')) {
-      try {
-        await writer.put('ids', Int32Array.from({ length: shape.length }, (_, i) => ids[i]));
-      } catch (e) {
-        await writer.abort();
-        throw e;
-      }
+    try {
+      if (opts.reuse && shared && withLatent) await writer.reuseBlocks(opts.reuse.header, opts.reuse.rows, latentDtype);
+      if (ids && writer.segments.has('ids')) await writer.put('ids', Int32Array.from({ length: shape.length }, (_, i) => ids[i]));
+    } catch (e) {
+      await writer.abort();
+      throw e;
     }
     return writer;
+  }
+
+  /**
+   * Takes over, per MLA layer, the leading full blocks of `old` that lie wholly below `rows` and
+   * are present in the block folder, as if they had been written: putLatent starts after them.
+   */
+  private async reuseBlocks(old: StateHeader, rows: number, dtype: LatentDtype): Promise<void> {
+    const oldSegments = new Map(old.segments.map((s) => [s.name, s]));
+    for (let i = 0; i < this.shape.layers.length; i++) {
+      const layer = this.shape.layers[i];
+      const oldLayer = old.layers[i];
+      if (layer.kind !== 'mla' || oldLayer?.kind !== 'mla' || oldLayer.width !== layer.width) continue;
+      const count = BLOCK_ROWS * layer.width;
+      for (let b = 0; (b + 1) * BLOCK_ROWS <= Math.min(rows, this.shape.length, oldLayer.rows ?? 0); b++) {
+        const name = `layer.${i}.latent.${b}`;
+        const was = oldSegments.get(name);
+        if (!was || was.offset !== undefined || was.dtype !== dtype || was.count !== count || !SHA256_HEX.test(was.sha256)) break;
+        this.unpins.push(this.blocks!.pin([was.sha256]));
+        if (!(await this.blocks!.has(was.sha256, count * DTYPE_BYTES[dtype]))) break;
+        this.segments.get(name)!.sha256 = was.sha256;
+        this.written.add(name);
+        this.latentDone[i] = (b + 1) * BLOCK_ROWS;
+        this.blocksReused++;
+      }
+    }
   }
 
   /**
@@ -217,23 +289,35 @@ export class StateFileWriter {
     this.written.add(name);
     const raw = info.dtype === 'bf16' ? toBf16(data as Float32Array) : data;
     const bytes = Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength);
-    const done = Promise.all([digest(bytes), this.pending.handle.write(bytes, 0, bytes.length, this.dataStart + info.offset)]).then(
-      ([sha]) => {
-        info.sha256 = sha;
-      },
-      (e: unknown) => {
-        this.failure ??= e;
-      },
-    );
+    const stored = info.offset === undefined ? this.putBlock(info, bytes) : Promise.all([digest(bytes), this.pending.handle.write(bytes, 0, bytes.length, this.dataStart + info.offset)]).then(([sha]) => {
+      info.sha256 = sha;
+    });
+    const done = stored.catch((e: unknown) => {
+      this.failure ??= e;
+    });
     this.inFlight.push({ bytes: bytes.length, done });
     this.inFlightBytes += bytes.length;
     while (this.inFlightBytes > IN_FLIGHT_BYTES && this.inFlight.length > 0) await this.settleOldest();
     this.throwIfFailed();
   }
 
+  /** A block is named by its hash, so it is hashed before it is stored (unless already present). */
+  private async putBlock(info: SegmentInfo, bytes: Buffer): Promise<void> {
+    const sha = await digest(bytes);
+    this.unpins.push(this.blocks!.pin([sha]));
+    if (await this.blocks!.put(sha, bytes)) {
+      this.blocksWritten++;
+      this.blockBytesWritten += bytes.length;
+    } else {
+      this.blocksReused++;
+    }
+    info.sha256 = sha;
+  }
+
   /**
    * Writes every MLA block whose rows all lie below `upTo` (and a last, shorter block once `upTo`
-   * is the whole length), read through `read`: called after each prefill slice.
+   * is the whole length), read through `read`: called after each prefill slice. Reused blocks are
+   * not read.
    */
   async putLatent(upTo: number, read: LatentReader): Promise<void> {
     for (let i = 0; i < this.shape.layers.length; i++) {
@@ -251,8 +335,11 @@ export class StateFileWriter {
     }
   }
 
-  /** Writes the KDA parts of `state` (which must have the planned shape), the MLA rows not yet written, and the header; then renames. */
-  async commit(state: SequenceState, read: LatentReader): Promise<void> {
+  /**
+   * Writes the KDA parts of `state` (which must have the planned shape), the MLA rows not yet
+   * written, and the header; then renames: blocks are all in place before the file that refers to them.
+   */
+  async commit(state: SequenceState, read: LatentReader): Promise<CommitSummary> {
     if (state.length !== this.shape.length) throw new Error(`writeStateFile: the state has ${state.length} tokens, ${this.shape.length} planned`);
     for (let i = 0; i < state.layers.length; i++) {
       const l = state.layers[i];
@@ -275,13 +362,27 @@ export class StateFileWriter {
     createHash('sha256').update(headerBytes).digest().copy(preamble, 16);
     await this.pending.handle.write(Buffer.concat([preamble, headerBytes]), 0, this.dataStart, 0);
     await this.pending.commit();
+    this.releasePins();
+    const inFile = this.header.segments.filter((s) => s.offset !== undefined);
+    return {
+      fileBytes: this.dataStart + inFile.reduce((n, s) => n + s.count * DTYPE_BYTES[s.dtype], 0),
+      blocksWritten: this.blocksWritten,
+      blockBytesWritten: this.blockBytesWritten,
+      blocksReused: this.blocksReused,
+      blocks: new Set(this.header.segments.filter((s) => s.offset === undefined).map((s) => s.sha256)),
+    };
   }
 
-  /** Drops the temp file; the file it was to replace stays as it was. */
+  /** Drops the temp file; the file it was to replace stays as it was (blocks already stored stay until collected). */
   async abort(): Promise<void> {
     await Promise.allSettled(this.inFlight.map((f) => f.done));
     this.inFlight.length = 0;
+    this.releasePins();
     await this.pending.abort();
+  }
+
+  private releasePins(): void {
+    for (const unpin of this.unpins.splice(0)) unpin();
   }
 
   private async settleOldest(): Promise<void> {
@@ -300,7 +401,7 @@ export class StateFileWriter {
  * segment, MLA rows in blocks of BLOCK_ROWS through `latent` (default: the state's host caches),
  * so a 1M-token state never needs a host copy of its whole cache.
  */
-export async function writeStateFile(file: string, state: SequenceState, opts: StateFileOptions & { latent?: LatentReader }): Promise<void> {
+export async function writeStateFile(file: string, state: SequenceState, opts: StateFileOptions & { latent?: LatentReader }): Promise<CommitSummary> {
   state.layers.forEach((layer, i) => {
     if (!opts.latent && (opts.withLatent ?? true) && layer.kind === 'mla' && layer.cache.length !== state.length) {
       throw new Error(`writeStateFile: layer ${i} caches ${layer.cache.length} tokens but the state has ${state.length}`);
@@ -309,7 +410,7 @@ export async function writeStateFile(file: string, state: SequenceState, opts: S
   const read: LatentReader = opts.latent ?? ((i, from, count) => (state.layers[i] as MlaLayerState).cache.rows(from, count));
   const writer = await StateFileWriter.open(file, shapeOf(state), opts);
   try {
-    await writer.commit(state, read);
+    return await writer.commit(state, read);
   } catch (e) {
     await writer.abort();
     throw writeError(file, e);
@@ -335,6 +436,8 @@ export interface OpenedStateFile {
    * MLA rows go there block by block instead of into the returned state's host caches.
    */
   readState(upTo?: number, sink?: LatentSink): Promise<SequenceState>;
+  /** sha256 of every block in the block folder that the file refers to (none for a standalone file). */
+  blocks(): Set<string>;
   close(): Promise<void>;
 }
 
@@ -353,7 +456,7 @@ export async function openStateFile(file: string): Promise<OpenedStateFile> {
     await handle.read(pre, 0, PREAMBLE, 0);
     if (!pre.subarray(0, 8).equals(MAGIC)) throw new StateFileError(file, 'not a kimi-linear-code state file');
     const version = pre.readUInt32LE(8);
-    if (!READABLE_VERSIONS.includes(version)) throw new StateFileError(file, `format version ${version}, this version reads ${READABLE_VERSIONS.join(' and ')}`);
+    if (!READABLE_VERSIONS.includes(version)) throw new StateFileError(file, `format version ${version}, this version reads ${READABLE_VERSIONS.slice(0, -1).join(', ')} and ${READABLE_VERSIONS[READABLE_VERSIONS.length - 1]}`);
     const hlen = pre.readUInt32LE(12);
     if (PREAMBLE + hlen > size) throw new StateFileError(file, 'truncated header');
     const hb = Buffer.alloc(hlen);
@@ -363,19 +466,41 @@ export async function openStateFile(file: string): Promise<OpenedStateFile> {
     const dataStart = PREAMBLE + hlen;
     for (const s of header.segments) {
       if (!Object.hasOwn(DTYPE_BYTES, s.dtype) || (version < 2 && s.dtype === 'bf16')) throw new StateFileError(file, `segment ${s.name} has dtype ${String(s.dtype)}, which format version ${version} does not hold`);
+      // A block's hash is a file name: nothing else may reach outside the block folder.
+      if (s.offset === undefined && (version < 3 || !SHA256_HEX.test(s.sha256))) throw new StateFileError(file, `segment ${s.name} has no offset and no valid block name, which format version ${version} does not hold`);
     }
-    const dataBytes = header.segments.reduce((n, s) => n + s.count * DTYPE_BYTES[s.dtype], 0);
+    const inBlocks = header.segments.filter((s) => s.offset === undefined);
+    const dataBytes = header.segments.reduce((n, s) => n + (s.offset === undefined ? 0 : s.count * DTYPE_BYTES[s.dtype]), 0);
     if (dataStart + dataBytes !== size) {
       throw new StateFileError(file, `size ${size} bytes, expected ${dataStart + dataBytes} (truncated or padded)`);
     }
     const bySegment = new Map(header.segments.map((s) => [s.name, s]));
+    const blocks = blockStoreFor(file);
+    // Blocks stay while the file is open, even if a newer snapshot no longer refers to them.
+    const unpin = blocks.pin(inBlocks.map((s) => s.sha256));
+
+    const readBytes = async (s: SegmentInfo): Promise<Buffer> => {
+      const bytes = s.count * DTYPE_BYTES[s.dtype];
+      if (s.offset !== undefined) {
+        const buf = Buffer.alloc(bytes);
+        await handle.read(buf, 0, buf.length, dataStart + s.offset);
+        return buf;
+      }
+      let buf: Buffer | null;
+      try {
+        buf = await blocks.read(s.sha256, bytes);
+      } catch (e) {
+        throw new StateFileError(file, `block of ${s.name}: ${(e as Error).message}`);
+      }
+      if (!buf) throw new StateFileError(file, `block ${blocks.path(s.sha256)} of ${s.name} is missing`);
+      return buf;
+    };
 
     const readSegment = async (name: string, elements?: number): Promise<Float32Array | Int32Array> => {
       const s = bySegment.get(name);
       if (!s) throw new StateFileError(file, `segment ${name} missing`);
-      const buf = Buffer.alloc(s.count * DTYPE_BYTES[s.dtype]);
-      await handle.read(buf, 0, buf.length, dataStart + s.offset);
-      if (createHash('sha256').update(buf).digest('hex') !== s.sha256) throw new StateFileError(file, `checksum mismatch in ${name}`);
+      const buf = await readBytes(s);
+      if (createHash('sha256').update(buf).digest('hex') !== s.sha256) throw new StateFileError(file, `checksum mismatch in ${name}${s.offset === undefined ? ` (block ${blocks.path(s.sha256)})` : ''}`);
       const ab = buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.length);
       const arr = s.dtype === 'i32' ? new Int32Array(ab) : s.dtype === 'bf16' ? fromBf16(new Uint16Array(ab)) : new Float32Array(ab);
       return elements === undefined ? arr : arr.subarray(0, elements);
@@ -412,7 +537,11 @@ export async function openStateFile(file: string): Promise<OpenedStateFile> {
         }
         return { length: upTo, layers };
       },
-      close: () => handle.close(),
+      blocks: () => new Set(inBlocks.map((s) => s.sha256)),
+      async close() {
+        unpin();
+        await handle.close();
+      },
     };
   } catch (e) {
     await handle.close();

@@ -128,6 +128,49 @@ test('after an edit, a session that holds the state resumes from it (no cache re
   await held.dispose();
 });
 
+test('after an edit in the last file, the new snapshot keeps the blocks of the unchanged rows and writes only the tail', async () => {
+  // Six files of about 830 tokens: the context spans two blocks of 4096 rows per MLA layer, the last file in the second.
+  const root = mkdtempSync(join(tmpdir(), 'klc-session-ws-'));
+  mkdirSync(join(root, 'src'));
+  for (let f = 0; f < 6; f++) writeFileSync(join(root, 'src', `m${f}.ts`), Array.from({ length: 60 }, (_, i) => `export const v${f}_${i} = ${i * 37 + f};\n`).join(''));
+  const cache = mkdtempSync(join(tmpdir(), 'klc-session-cache-'));
+  const lines: string[] = [];
+  const s = await EngineSession.open({ backend: 'reference', cacheDir: cache, workspace: { roots: [root] }, checkpointEvery: 256, log: (l) => lines.push(l) });
+  try {
+    const first = await s.ingest(undefined);
+    assert.equal(first.omitted, 0);
+    appendFileSync(join(root, 'src', 'm5.ts'), '// edited\n');
+    lines.length = 0;
+    const reads: [number, number, number][] = [];
+    const latentReader = s.model.latentReader.bind(s.model);
+    s.model.latentReader = (state) => {
+      const read = latentReader(state);
+      return (layer, from, count) => {
+        reads.push([layer, from, count]);
+        return read(layer, from, count);
+      };
+    };
+    const second = await s.ingest(undefined);
+    const mlaLayers = s.forkRepoState()!.state.layers.flatMap((l, i) => (l.kind === 'mla' ? [i] : []));
+    const mla = mlaLayers.length;
+    assert.ok(second.resumedTokens >= 4096 && second.tokens > 4096 && second.tokens <= 8192, `${second.resumedTokens} of ${second.tokens}`);
+    // Block 0 (rows below 4096) is resumed whole and kept, never read; block 1 is the tail, read once and written anew.
+    assert.deepEqual(reads, mlaLayers.map((i) => [i, 4096, second.tokens - 4096]));
+    assert.match(lines.join('\n'), new RegExp(`state: snapshot written: ${mla} blocks? \\([\\d.]+ MB\\) new, ${mla} reused, .*; ${mla} blocks? no longer used removed`));
+    assert.ok(maxAbsDiff(await cachedLogits(s, 'What is v5_3?'), await scratchLogits(s, 'What is v5_3?')) < 1e-4);
+  } finally {
+    await s.dispose();
+  }
+  const t = await open(cache, root);
+  try {
+    const third = await t.ingest(undefined);
+    assert.equal(third.upToDate, true, 'the snapshot with kept and new blocks restores');
+    assert.ok(maxAbsDiff(await cachedLogits(t, 'What is v5_3?'), await scratchLogits(t, 'What is v5_3?')) < 1e-4);
+  } finally {
+    await t.dispose();
+  }
+});
+
 test('a corrupt saved state is reported and rebuilt, never used', async () => {
   const root = fixture();
   const cache = mkdtempSync(join(tmpdir(), 'klc-session-cache-'));
@@ -150,6 +193,34 @@ test('a corrupt saved state is reported and rebuilt, never used', async () => {
   assert.equal(second.tokens, first.tokens);
   assert.ok(maxAbsDiff(await cachedLogits(t, 'What is add?'), reference) < 1e-5);
   await t.dispose();
+});
+
+test('a missing block of the saved state is reported and rebuilt, never used', async () => {
+  const root = fixture();
+  const cache = mkdtempSync(join(tmpdir(), 'klc-session-cache-'));
+  const s = await open(cache, root);
+  const first = await s.ingest(undefined);
+  const reference = await cachedLogits(s, 'What is add?');
+  await s.dispose();
+  const blocks = join(cache, readdirSync(cache, { withFileTypes: true }).find((d) => d.isDirectory())!.name, 'blocks');
+  const names = readdirSync(blocks);
+  assert.ok(names.length > 0 && names.every((n) => /^[0-9a-f]{64}\.blk$/.test(n)), names.join(', '));
+  rmSync(join(blocks, names[0]));
+
+  const lines: string[] = [];
+  const t = await open(cache, root, lines);
+  try {
+    const second = await t.ingest(undefined);
+    const missing = `unusable (block ${join(blocks, names[0])} of layer.`;
+    assert.ok(lines.some((l) => l.includes(missing) && /latent\.0 is missing\)/.test(l)), lines.join('\n'));
+    assert.equal(second.upToDate, false);
+    assert.equal(second.resumedTokens, 0);
+    assert.equal(second.tokens, first.tokens);
+    assert.ok(maxAbsDiff(await cachedLogits(t, 'What is add?'), reference) < 1e-5);
+    assert.ok(readdirSync(blocks).includes(names[0]), 'the rebuilt snapshot stored the block again');
+  } finally {
+    await t.dispose();
+  }
 });
 
 test('a cancelled ingest stops between slices and saves nothing', async () => {

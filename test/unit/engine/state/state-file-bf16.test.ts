@@ -1,5 +1,5 @@
 /**
- * State files with bf16 MLA rows (format version 2): what the CUDA backend writes in tensor-core
+ * State files with bf16 MLA rows (added in format version 2): what the CUDA backend writes in tensor-core
  * mode. Rounding is checked against a round-to-nearest-even worked out here in float64 arithmetic
  * (not the bit trick the writer uses), with hand-picked ties; fp32 and bf16 files of the same
  * state restore alike on the host; damage and version mismatches are refused with a clear error.
@@ -152,25 +152,33 @@ function withVersion(bytes: Buffer, version: number): Buffer {
   return out;
 }
 
-test('format versions: version 1 files (fp32 rows) still read; a version 1 file cannot hold bf16; later versions are refused', async () => {
+test('format versions: version 1 and 2 files (every segment in the file) still read; a version 1 file cannot hold bf16; later versions are refused', async () => {
   const dir = tmp();
   const f32 = join(dir, 'f32.klcs');
   const bf16 = join(dir, 'bf16.klcs');
   const rows = randomRows(200);
   await writeStateFile(f32, stateWith(rows, 200), { key, ids: idsOf(200) });
   await writeStateFile(bf16, stateWith(rows, 200), { key, ids: idsOf(200), latentDtype: 'bf16' });
-  assert.equal(readFileSync(f32).readUInt32LE(8), 2);
+  assert.equal(readFileSync(f32).readUInt32LE(8), 3);
 
-  writeFileSync(f32, withVersion(readFileSync(f32), 1));
-  const old = await openStateFile(f32);
-  assert.deepEqual(mlaRows(await old.readState()), rows);
-  await old.close();
+  for (const version of [1, 2]) {
+    writeFileSync(f32, withVersion(readFileSync(f32), version));
+    const old = await openStateFile(f32);
+    assert.deepEqual(mlaRows(await old.readState()), rows, `version ${version}`);
+    await old.close();
+  }
 
-  writeFileSync(bf16, withVersion(readFileSync(bf16), 1));
+  const bf16Bytes = readFileSync(bf16);
+  writeFileSync(bf16, withVersion(bf16Bytes, 2));
+  const v2 = await openStateFile(bf16);
+  assert.deepEqual(mlaRows(await v2.readState()), Float32Array.from(rows, bf16Nearest));
+  await v2.close();
+
+  writeFileSync(bf16, withVersion(bf16Bytes, 1));
   await assert.rejects(openStateFile(bf16), (e: unknown) => e instanceof StateFileError && /segment layer\.1\.latent\.0 has dtype bf16, which format version 1 does not hold/.test((e as Error).message));
 
-  writeFileSync(bf16, withVersion(readFileSync(bf16), 3));
-  await assert.rejects(openStateFile(bf16), /format version 3, this version reads 1 and 2/);
+  writeFileSync(bf16, withVersion(bf16Bytes, 4));
+  await assert.rejects(openStateFile(bf16), /format version 4, this version reads 1, 2 and 3/);
 });
 
 test('a header naming an unknown segment type is refused before any segment is read', async () => {
@@ -185,5 +193,5 @@ test('a header naming an unknown segment type is refused before any segment is r
   header.copy(out, 48);
   createHash('sha256').update(header).digest().copy(out, 16);
   writeFileSync(file, out);
-  await assert.rejects(openStateFile(file), /segment layer\.1\.latent\.0 has dtype fp16, which format version 2 does not hold/);
+  await assert.rejects(openStateFile(file), /segment layer\.1\.latent\.0 has dtype fp16, which format version 3 does not hold/);
 });
