@@ -77,6 +77,7 @@ function commonPrefix(a: ArrayLike<number>, b: ArrayLike<number>): number {
 }
 
 const SNAPSHOT = 'snapshot.klcs';
+const CKPT = /^ckpt-(\d+)\.klcs$/;
 
 async function exists(file: string): Promise<boolean> {
   try {
@@ -94,7 +95,6 @@ function blocks(n: number): string {
 function megabytes(bytes: number): string {
   return `${(bytes / 1e6).toFixed(bytes < 1e7 ? 1 : 0)} MB`;
 }
-const CKPT = /^ckpt-(\d+)\.klcs$/;
 
 export class RepoStateStore {
   constructor(
@@ -192,8 +192,9 @@ export class RepoStateStore {
     let snap;
     try {
       snap = await openStateFile(this.snapshotPath);
-    } catch {
-      return undefined;
+    } catch (e) {
+      if (e instanceof StateFileError) return undefined;
+      throw e;
     }
     try {
       if (!sameKey(snap.header.key, this.key)) return undefined;
@@ -207,7 +208,7 @@ export class RepoStateStore {
   }
 
   private async committed(summary: CommitSummary): Promise<void> {
-    const removed = await blockStoreFor(this.snapshotPath).collect(summary.blocks);
+    const removed = await this.collect(summary.blocks);
     this.log(
       `state: snapshot written: ${blocks(summary.blocksWritten)} (${megabytes(summary.blockBytesWritten)}) new, ${summary.blocksReused} reused, ` +
         `${megabytes(summary.fileBytes)} of ids and KDA state in ${SNAPSHOT}${removed > 0 ? `; ${blocks(removed)} no longer used removed` : ''}`,
@@ -227,7 +228,17 @@ export class RepoStateStore {
         throw e;
       }
     }
-    await blockStoreFor(this.snapshotPath).collect(keep);
+    await this.collect(keep);
+  }
+
+  /** Removes blocks not in `keep`; a failure only leaves them for the next collection, so it is logged, not thrown. */
+  private async collect(keep: ReadonlySet<string>): Promise<number> {
+    try {
+      return await blockStoreFor(this.snapshotPath).collect(keep);
+    } catch (e) {
+      this.log(`state: could not remove unused blocks in ${join(this.dir, 'blocks')} (${(e as Error).message}); they are removed after the next ingest`);
+      return 0;
+    }
   }
 
   /** Removes checkpoints beyond `position`: they describe content that is about to change. */

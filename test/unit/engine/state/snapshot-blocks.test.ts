@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { LatentCache } from '../../../../src/engine/state/latent-cache';
 import { RepoStateStore } from '../../../../src/engine/state/repo-store';
-import { openStateFile, shapeOf, type LatentReader, type StateKey } from '../../../../src/engine/state/state-file';
+import { openStateFile, shapeOf, writeStateFile, type LatentReader, type StateKey } from '../../../../src/engine/state/state-file';
 import type { MlaLayerState, SequenceState } from '../../../../src/engine/state/types';
 import { seededRandom } from '../../../../src/engine/sampler';
 
@@ -248,4 +248,26 @@ test('collection removes only blocks no snapshot refers to, and none that an ope
   assert.deepEqual(names, [...newBlocks, 'notes.txt'].sort(), 'once closed, the old blocks go at the next commit');
   assert.match(lines.join('\n'), /state: snapshot written: 0 blocks \(0\.0 MB\) new, 6 reused, .*; 10 blocks no longer used removed/);
   assertSameState((await store.resume(other))!.state, scratch(other, 9000));
+});
+
+test('a snapshot saved before blocks existed (version 2, every row in the file) still resumes, and the next one writes every block', async () => {
+  const store = new RepoStateStore(tmp(), key);
+  const ids = idsOf(10_000);
+  await store.saveCheckpoint(scratch(ids, 9000), ids);
+  await writeStateFile(store.snapshotPath, scratch(ids, 10_000), { key, ids });
+  const bytes = readFileSync(store.snapshotPath);
+  bytes.writeUInt32LE(2, 8);
+  writeFileSync(store.snapshotPath, bytes);
+
+  const next = edited(ids, 9500, 10_100);
+  const r = await store.resume(next);
+  assert.ok(r);
+  assert.equal(r.position, 9000);
+  const calls: [number, number, number][] = [];
+  await ingestRest(store, r.state, next, calls);
+  // Nothing to refer to: blocks 0 and 1 of each layer are read as the resumed rows are put, block 2 (1908 rows) at the commit.
+  assert.deepEqual(calls, [...MLA.flatMap((i) => [[i, 0, 4096], [i, 4096, 4096]]), ...MLA.map((i) => [i, 8192, 1908])]);
+  assert.equal(listBlocks(store).size, 6);
+  assert.equal(readFileSync(store.snapshotPath).readUInt32LE(8), 3);
+  assertSameState((await new RepoStateStore(store.dir, key).resume(next))!.state, scratch(next, 10_100));
 });
