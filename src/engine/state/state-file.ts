@@ -42,7 +42,7 @@ export const STATE_FORMAT_VERSION = 3;
 const READABLE_VERSIONS = [1, 2, 3];
 const MAGIC = Buffer.from('KLCSTATE', 'latin1');
 const PREAMBLE = 48;
-export const BLOCK_ROWS = 4096;
+const BLOCK_ROWS = 4096;
 const SHA256_HEX = /^[0-9a-f]{64}$/;
 
 /** The block folder of a state file whose MLA blocks are kept outside it. */
