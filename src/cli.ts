@@ -21,6 +21,7 @@ const commands: Record<string, Command> = {
   plan: { summary: 'the GPU memory a model needs for a context and whether it fits, without a GPU', load: () => import('./cli/plan') },
   serve: { summary: 'serve the model and workspaces over an OpenAI-compatible HTTP API', load: () => import('./cli/serve'), ownInterrupt: true },
   quantize: { summary: 'write a quantized (compressed-tensors) copy of a checkpoint', load: () => import('./cli/quantize') },
+  accuracy: { summary: 'KL divergence and top-1 agreement of each quantization at load against the unquantized model', load: () => import('./cli/accuracy') },
   forward: { summary: 'logits for token ids (test contract; --split checks state save/restore)', load: () => import('./cli/forward') },
 };
 
