@@ -19,6 +19,8 @@ import { loadModel } from '../../src/engine/model/model';
 import { quantizeAtLoad } from '../../src/engine/model/quant/at-load';
 import type { LoadQuantization } from '../../src/engine/model/quant/presets';
 import { SCHEME_OF } from '../../src/engine/model/quant/presets';
+import { comparePositions, summarizeDivergence } from '../../src/engine/logit-divergence';
+import { argmax } from '../../src/engine/sampler';
 import { makeSyntheticCheckpoint, SYNTHETIC_DIR } from '../../tools/make-synthetic-checkpoint';
 
 const root = resolve(__dirname, '..', '..');
@@ -40,12 +42,6 @@ function logSoftmax(logits: Float32Array, V: number): Float32Array {
     for (let i = 0; i < V; i++) row[i] -= lse;
   }
   return logits;
-}
-
-function argmax(row: Float32Array): number {
-  let best = 0;
-  for (let i = 1; i < row.length; i++) if (row[i] > row[best]) best = i;
-  return best;
 }
 
 async function logProbs(dir: string, backend: 'onnx' | 'reference', quantization: LoadQuantization, sequences: number, length: number): Promise<Float32Array[]> {
@@ -98,20 +94,16 @@ interface Row {
 }
 
 function compare(model: string, scheme: string, weightErr: number, ref: Float32Array[], got: Float32Array[], V: number): Row {
-  const kls: number[] = [];
+  const parts = ref.map((p, s) => comparePositions(p, got[s], V));
+  const summary = summarizeDivergence(parts);
+  const kls = Float64Array.from(parts.flatMap((d) => Array.from(d.kl))).sort();
+  // The unquantized distributions' entropy and top-1 margin say how flat they are (see above).
   const gaps: number[] = [];
   let entropy = 0;
-  let agree = 0;
-  for (const [s, p] of ref.entries()) {
-    const q = got[s];
+  for (const p of ref) {
     for (let t = 0; t < p.length / V; t++) {
       const pr = p.subarray(t * V, (t + 1) * V);
-      const qr = q.subarray(t * V, (t + 1) * V);
-      let kl = 0;
-      for (let i = 0; i < V; i++) kl += Math.exp(pr[i]) * (pr[i] - qr[i]);
-      kls.push(Math.max(0, kl));
       const top = argmax(pr);
-      if (top === argmax(qr)) agree++;
       let second = -Infinity;
       for (let i = 0; i < V; i++) {
         entropy -= Math.exp(pr[i]) * pr[i];
@@ -120,18 +112,17 @@ function compare(model: string, scheme: string, weightErr: number, ref: Float32A
       gaps.push(pr[top] - second);
     }
   }
-  kls.sort((a, b) => a - b);
   gaps.sort((a, b) => a - b);
   return {
     model,
     scheme,
-    positions: kls.length,
+    positions: summary.positions,
     weightError: weightErr,
-    entropy: entropy / kls.length,
+    entropy: entropy / summary.positions,
     medianGap: gaps[Math.floor(gaps.length / 2)],
-    meanKl: kls.reduce((a, b) => a + b, 0) / kls.length,
+    meanKl: summary.meanKl,
     p99Kl: kls[Math.min(kls.length - 1, Math.floor(0.99 * kls.length))],
-    top1: agree / kls.length,
+    top1: summary.top1Agreement,
   };
 }
 
