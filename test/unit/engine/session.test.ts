@@ -5,7 +5,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, mkdirSync, writeFileSync, appendFileSync, readFileSync, readdirSync, rmSync, utimesSync } from 'node:fs';
+import { existsSync, mkdtempSync, mkdirSync, writeFileSync, appendFileSync, readFileSync, readdirSync, rmSync, utimesSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -171,7 +171,12 @@ test('after an edit in the last file, the new snapshot keeps the blocks of the u
   }
 });
 
-test('a corrupt saved state is reported and rebuilt, never used', async () => {
+/**
+ * Ingests a fixture, damages the saved state in its store folder, then ingests again in a new
+ * session: the damage must be reported (`reported` matches a log line) and the state rebuilt from the
+ * start with the same answers.
+ */
+async function damagedStateIsRebuilt(damage: (storeDir: string) => void, reported: (line: string) => boolean): Promise<void> {
   const root = fixture();
   const cache = mkdtempSync(join(tmpdir(), 'klc-session-cache-'));
   const s = await open(cache, root);
@@ -179,48 +184,46 @@ test('a corrupt saved state is reported and rebuilt, never used', async () => {
   const reference = await cachedLogits(s, 'What is add?');
   await s.dispose();
   const dir = join(cache, readdirSync(cache, { withFileTypes: true }).find((d) => d.isDirectory())!.name);
-  const snap = join(dir, 'snapshot.klcs');
-  const bytes = readFileSync(snap);
-  bytes[bytes.length - 5] ^= 0x10;
-  writeFileSync(snap, bytes);
-
-  const lines: string[] = [];
-  const t = await open(cache, root, lines);
-  const second = await t.ingest(undefined);
-  assert.match(lines.join('\n'), /unusable \(checksum mismatch/);
-  assert.equal(second.upToDate, false);
-  assert.equal(second.resumedTokens, 0);
-  assert.equal(second.tokens, first.tokens);
-  assert.ok(maxAbsDiff(await cachedLogits(t, 'What is add?'), reference) < 1e-5);
-  await t.dispose();
-});
-
-test('a missing block of the saved state is reported and rebuilt, never used', async () => {
-  const root = fixture();
-  const cache = mkdtempSync(join(tmpdir(), 'klc-session-cache-'));
-  const s = await open(cache, root);
-  const first = await s.ingest(undefined);
-  const reference = await cachedLogits(s, 'What is add?');
-  await s.dispose();
-  const blocks = join(cache, readdirSync(cache, { withFileTypes: true }).find((d) => d.isDirectory())!.name, 'blocks');
-  const names = readdirSync(blocks);
-  assert.ok(names.length > 0 && names.every((n) => /^[0-9a-f]{64}\.blk$/.test(n)), names.join(', '));
-  rmSync(join(blocks, names[0]));
+  damage(dir);
 
   const lines: string[] = [];
   const t = await open(cache, root, lines);
   try {
     const second = await t.ingest(undefined);
-    const missing = `unusable (block ${join(blocks, names[0])} of layer.`;
-    assert.ok(lines.some((l) => l.includes(missing) && /latent\.0 is missing\)/.test(l)), lines.join('\n'));
+    assert.ok(lines.some(reported), lines.join('\n'));
     assert.equal(second.upToDate, false);
     assert.equal(second.resumedTokens, 0);
     assert.equal(second.tokens, first.tokens);
     assert.ok(maxAbsDiff(await cachedLogits(t, 'What is add?'), reference) < 1e-5);
-    assert.ok(readdirSync(blocks).includes(names[0]), 'the rebuilt snapshot stored the block again');
   } finally {
     await t.dispose();
   }
+}
+
+test('a corrupt saved state is reported and rebuilt, never used', async () => {
+  await damagedStateIsRebuilt(
+    (dir) => {
+      const snap = join(dir, 'snapshot.klcs');
+      const bytes = readFileSync(snap);
+      bytes[bytes.length - 5] ^= 0x10;
+      writeFileSync(snap, bytes);
+    },
+    (l) => /unusable \(checksum mismatch/.test(l),
+  );
+});
+
+test('a missing block of the saved state is reported and rebuilt, never used', async () => {
+  let removed = '';
+  await damagedStateIsRebuilt(
+    (d) => {
+      const names = readdirSync(join(d, 'blocks'));
+      assert.ok(names.length > 0 && names.every((n) => /^[0-9a-f]{64}\.blk$/.test(n)), names.join(', '));
+      removed = join(d, 'blocks', names[0]);
+      rmSync(removed);
+    },
+    (l) => l.includes(`unusable (block ${removed} of layer.`) && /latent\.0 is missing\)/.test(l),
+  );
+  assert.ok(existsSync(removed), 'the rebuilt snapshot stored the block again');
 });
 
 test('a cancelled ingest stops between slices and saves nothing', async () => {
