@@ -176,7 +176,7 @@ test('after an edit in the last file, the new snapshot keeps the blocks of the u
  * session: the damage must be reported (`reported` matches a log line) and the state rebuilt from the
  * start with the same answers.
  */
-async function damagedStateIsRebuilt(damage: (storeDir: string) => void, reported: (line: string) => boolean): Promise<void> {
+async function damagedStateIsRebuilt(damage: (storeDir: string) => void | Promise<void>, reported: (line: string) => boolean): Promise<void> {
   const root = fixture();
   const cache = mkdtempSync(join(tmpdir(), 'klc-session-cache-'));
   const s = await open(cache, root);
@@ -184,7 +184,7 @@ async function damagedStateIsRebuilt(damage: (storeDir: string) => void, reporte
   const reference = await cachedLogits(s, 'What is add?');
   await s.dispose();
   const dir = join(cache, readdirSync(cache, { withFileTypes: true }).find((d) => d.isDirectory())!.name);
-  damage(dir);
+  await damage(dir);
 
   const lines: string[] = [];
   const t = await open(cache, root, lines);
@@ -391,32 +391,19 @@ test('each sampled question draws a fresh seed unless one is given', async () =>
 });
 
 test('a saved state that passes its checksums but does not fit the model is rebuilt, not used', async () => {
-  const root = fixture();
-  const cache = mkdtempSync(join(tmpdir(), 'klc-session-cache-'));
-  const s = await open(cache, root);
-  const first = await s.ingest(undefined);
-  const reference = await cachedLogits(s, 'What is add?');
-  await s.dispose();
-  const dir = join(cache, readdirSync(cache, { withFileTypes: true }).find((d) => d.isDirectory())!.name);
-  const snap = join(dir, 'snapshot.klcs');
-  const saved = await openStateFile(snap);
-  const [key, ids, state] = [saved.header.key, await saved.readIds(), await saved.readState()];
-  await saved.close();
-  const kda = state.layers.findIndex((l) => l.kind === 'kda');
-  const layer = state.layers[kda] as KdaLayerState;
-  state.layers[kda] = { kind: 'kda', conv: layer.conv, S: layer.S.subarray(0, layer.S.length - 8) };
-  await writeStateFile(snap, state, { key, ids });
-
-  const lines: string[] = [];
-  const t = await open(cache, root, lines);
-  try {
-    const second = await t.ingest(undefined);
-    assert.match(lines.join('\n'), new RegExp(`does not fit this model \\(layer ${kda} has ${layer.S.length - 8} recurrent-state values, the model ${layer.S.length}\\)`));
-    assert.equal(second.upToDate, false);
-    assert.equal(second.resumedTokens, 0);
-    assert.equal(second.tokens, first.tokens);
-    assert.ok(maxAbsDiff(await cachedLogits(t, 'What is add?'), reference) < 1e-5);
-  } finally {
-    await t.dispose();
-  }
+  let message = '';
+  await damagedStateIsRebuilt(
+    async (dir) => {
+      const snap = join(dir, 'snapshot.klcs');
+      const saved = await openStateFile(snap);
+      const [key, ids, state] = [saved.header.key, await saved.readIds(), await saved.readState()];
+      await saved.close();
+      const kda = state.layers.findIndex((l) => l.kind === 'kda');
+      const layer = state.layers[kda] as KdaLayerState;
+      state.layers[kda] = { kind: 'kda', conv: layer.conv, S: layer.S.subarray(0, layer.S.length - 8) };
+      await writeStateFile(snap, state, { key, ids });
+      message = `does not fit this model (layer ${kda} has ${layer.S.length - 8} recurrent-state values, the model ${layer.S.length})`;
+    },
+    (l) => l.includes(message),
+  );
 });
