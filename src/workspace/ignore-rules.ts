@@ -14,6 +14,7 @@ import ignore, { type Ignore } from 'ignore';
 import { isLockFile } from './classify';
 import { DEFAULT_EXCLUDES, IGNORE_FILES } from './defaults';
 import { secretFileByName } from './secrets';
+import { pathExists } from '../common/path-exists';
 
 interface Level {
   /** Folder the patterns are relative to. */
@@ -56,7 +57,7 @@ export class IgnoreRules {
     this.outer ??= (async () => {
       const out: Level[] = [];
       let dir = this.root;
-      while (!(await exists(join(dir, '.git')))) {
+      while (!(await pathExists(join(dir, '.git')))) {
         const parent = dirname(dir);
         if (parent === dir) return [];
         dir = parent;
@@ -93,12 +94,6 @@ async function readLevel(dir: string, names: readonly string[]): Promise<Level |
   return present.length > 0 ? { dir, rules: present.reduce((rules, text) => rules.add(text), ignore()) } : undefined;
 }
 
-async function exists(path: string): Promise<boolean> {
-  return fs.access(path).then(
-    () => true,
-    () => false,
-  );
-}
 
 /**
  * Whether a path could end up in the pack of these roots: not left out by the ignore rules, and

@@ -16,6 +16,7 @@ import { SafetensorsFile, numel } from './safetensors';
 import type { WeightInfo } from './weight-source';
 import { storedSource, type TensorSource } from './tensor-source';
 import { EMBED, FINAL_NORM, kdaNames, LM_HEAD, mlaNames, mlpNames, moeNames, normNames, type SwigluNames } from './weight-names';
+import { pathExists } from '../../common/path-exists';
 
 /** Accepted shapes of one tensor; the first is canonical. */
 export type ShapeOptions = number[][];
@@ -99,10 +100,10 @@ export class Checkpoint {
     const single = join(dir, 'model.safetensors');
     let shardNames: string[];
     let weightMap: Record<string, string> | null = null;
-    if (await exists(indexPath)) {
+    if (await pathExists(indexPath)) {
       weightMap = await readIndex(indexPath);
       shardNames = [...new Set(Object.values(weightMap))].sort();
-    } else if (await exists(single)) {
+    } else if (await pathExists(single)) {
       shardNames = ['model.safetensors'];
     } else {
       throw new UserError(`${dir} has neither model.safetensors nor model.safetensors.index.json. Point the model folder at a Kimi Linear checkpoint.`, dir);
@@ -202,14 +203,6 @@ export class Checkpoint {
   }
 }
 
-async function exists(p: string): Promise<boolean> {
-  try {
-    await fs.access(p);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 async function readIndex(path: string): Promise<Record<string, string>> {
   let json: unknown;

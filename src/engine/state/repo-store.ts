@@ -36,6 +36,7 @@ import {
   type StateShape,
 } from './state-file';
 import type { SequenceState } from './types';
+import { pathExists } from '../../common/path-exists';
 
 export interface Resumed {
   state: SequenceState;
@@ -79,14 +80,6 @@ function commonPrefix(a: ArrayLike<number>, b: ArrayLike<number>): number {
 const SNAPSHOT = 'snapshot.klcs';
 const CKPT = /^ckpt-(\d+)\.klcs$/;
 
-async function exists(file: string): Promise<boolean> {
-  try {
-    await fs.access(file);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 function blocks(n: number): string {
   return `${n} block${n === 1 ? '' : 's'}`;
@@ -218,7 +211,7 @@ export class RepoStateStore {
   /** Removes the blocks of an abandoned snapshot: all that the snapshot on disk does not list; none while it cannot be read. */
   private async collectAfterAbort(): Promise<void> {
     let keep = new Set<string>();
-    if (await exists(this.snapshotPath)) {
+    if (await pathExists(this.snapshotPath)) {
       try {
         const snap = await openStateFile(this.snapshotPath);
         keep = snap.blocks();
@@ -270,7 +263,7 @@ export class RepoStateStore {
   }
 
   private async openValid(file: string) {
-    if (!(await exists(file))) return null;
+    if (!(await pathExists(file))) return null;
     try {
       const f = await openStateFile(file);
       if (!sameKey(f.header.key, this.key)) {
