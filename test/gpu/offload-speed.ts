@@ -51,7 +51,7 @@ async function run(label: string, memory: MemoryBudget): Promise<Run> {
     const steps: number[] = [];
     for (let i = 0; i < 32; i++) {
       const t1 = performance.now();
-      logits = await m.prefill(s, Int32Array.of(argmax(logits)));
+      logits = await m.decode(s, argmax(logits));
       steps.push(performance.now() - t1);
     }
     steps.sort((a, b) => a - b);

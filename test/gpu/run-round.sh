@@ -3,7 +3,8 @@
 # the MLA prefill kernels (run-mla.sh: fa2 and wgmma against float64, timed beside cuDNN), the
 # quantized paths (run-quant.sh: the klc_wq kernels alone, then INT4/INT8 models against the reference), the model tests (run-scale.sh with CONTEXTS=none), the default mode
 # against transformers' bf16 (run-hf-bf16.sh), every op against float64 (ops_check.py: step ops), expert
-# offload (run-offload.sh: step offload, OFFLOAD_SPEED=0 skips its 48B timing), then `klc bench` on the 48B model at $CONTEXTS with the
+# offload (run-offload.sh: step offload, OFFLOAD_SPEED=0 skips its 48B timing), the 48B model under
+# --gpu-memory caps (run-caps.sh: step caps, CAPS_CONTEXTS picks the contexts), then `klc bench` on the 48B model at $CONTEXTS with the
 # MLA kernel that passed its check (wgmma when it did, else fa2). Each step gets the time that is
 # left, so a slow or hanging one cannot take the later ones' results with it.
 # Carry: .device and native/build (test/gpu/prepare-model.sh). STEPS picks steps (default all of
@@ -14,7 +15,8 @@ OUT=${OUT:-/tmp/klc-out}
 DEADLINE=$(( $(date +%s) + ${BUDGET_S:-570} ))
 left() { echo $(( DEADLINE - $(date +%s) )); }
 rc=0
-mla_kernel=fa2
+# KLC_MLA_KERNEL=auto uses wgmma without step mla (when an earlier call already checked it).
+mla_kernel=${KLC_MLA_KERNEL:-fa2}
 for step in ${STEPS:-mla bench model hf quant}; do
   t=$(left)
   [ "$t" -lt 20 ] && { echo "== $step: skipped, ${t} s left"; rc=1; continue; }
@@ -30,6 +32,7 @@ for step in ${STEPS:-mla bench model hf quant}; do
     ops) ( cd test/gpu && timeout "$(( t < 200 ? t : 200 ))" python3 ops_check.py "$OUT/ops/ops.json" ) > "$OUT/ops/run.log" 2>&1 || rc=1
          grep -E "FAIL|fail|bf16|append" "$OUT/ops/run.log" | tail -30 ;;
     offload) OUT=$OUT/offload SPEED=${OFFLOAD_SPEED:-1} timeout "$(( t < 420 ? t : 420 ))" bash test/gpu/run-offload.sh || rc=1 ;;
+    caps) OUT=$OUT/caps CONTEXTS=${CAPS_CONTEXTS:-131072,1048576} timeout "$t" bash test/gpu/run-caps.sh || rc=1 ;;
     bench) echo "MLA kernel: $mla_kernel"; OUT=$OUT/bench KLC_SCALE_ONLY=1 CONTEXTS=${CONTEXTS:-4096,131072} KLC_MLA_KERNEL=$mla_kernel timeout "${BENCH_S:-$t}" bash test/gpu/run-scale.sh || rc=1 ;;
   esac
 done
