@@ -28,7 +28,7 @@ for step in ${STEPS:-mla bench model hf quant}; do
          [ $r = 0 ] && mla_kernel=auto || rc=1 ;;
     quant) OUT=$OUT/quant timeout "$(( t < 240 ? t : 240 ))" bash test/gpu/run-quant.sh || rc=1 ;;
     model) OUT=$OUT/model CONTEXTS=none KLC_MLA_KERNEL=$mla_kernel timeout "$(( t < 240 ? t : 240 ))" bash test/gpu/run-scale.sh || rc=1 ;;
-    hf) OUT=$OUT/hf KLC_MLA_KERNEL=$mla_kernel timeout "$(( t < 180 ? t : 180 ))" bash test/gpu/run-hf-bf16.sh > "$OUT/hf/run.log" 2>&1 || rc=1; tail -40 "$OUT/hf/run.log" ;;
+    hf) OUT=$OUT/hf KLC_MLA_KERNEL=$mla_kernel timeout "$(( t < 240 ? t : 240 ))" bash test/gpu/run-hf-bf16.sh > "$OUT/hf/run.log" 2>&1 || rc=1; tail -40 "$OUT/hf/run.log" ;;
     ops) ( cd test/gpu && timeout "$(( t < 200 ? t : 200 ))" python3 ops_check.py "$OUT/ops/ops.json" ) > "$OUT/ops/run.log" 2>&1 || rc=1
          grep -E "FAIL|fail|bf16|append" "$OUT/ops/run.log" | tail -30 ;;
     offload) OUT=$OUT/offload SPEED=${OFFLOAD_SPEED:-1} timeout "$(( t < 420 ? t : 420 ))" bash test/gpu/run-offload.sh || rc=1 ;;
