@@ -25,10 +25,10 @@ KLC_API const char *klc_cpu_isa(void);
 KLC_API const char *klc_cpu_last_error(void);
 
 /* out[t] (+ out[t] when accumulate) = sum_s w[t, s] * W2_e (SiLU(W1_e x[t]) * (W3_e x[t])), e = idx[t, s],
- * on the CPU: klc_moe_experts_wq's arithmetic (weights fp32((q − z) · s), fp32 activations and
+ * on the CPU: klc_moe_experts_wq's arithmetic (weights fp32((q − z) · s) or fp32(e4m3(code)) · s, fp32 activations and
  * accumulation, each token's experts summed in slot order). x [T, d], idx and w [T, k], out [T, d]
- * are host memory; w13 is [E * 2I, d] (per expert W1 rows then W3 rows), w2 [E * d, I], both 4 or 8
- * bits, groups multiples of 8 dividing the row. One call at a time per pool. */
+ * are host memory; w13 is [E * 2I, d] (per expert W1 rows then W3 rows), w2 [E * d, I], both INT4,
+ * both INT8 or both E4M3, groups multiples of 8 dividing the row. One call at a time per pool. */
 KLC_API int klc_cpu_moe_experts(klc_cpu_pool *pool, const float *x, const int32_t *idx, const float *w, const klc_wq *w13,
                                 const klc_wq *w2, float *out, int accumulate, int T, int d, int I, int E, int k);
 

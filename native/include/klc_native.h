@@ -22,7 +22,7 @@ extern "C" {
 #define KLC_API __attribute__((visibility("default")))
 #endif
 
-#define KLC_ABI_VERSION 11
+#define KLC_ABI_VERSION 12
 
 enum {
   KLC_OK = 0,
@@ -254,13 +254,18 @@ KLC_API int klc_vbuf_fork(klc_ctx *ctx, const klc_vbuf *src, size_t used, klc_vb
 KLC_API size_t klc_vbuf_bytes(const klc_vbuf *buf);
 KLC_API int klc_vbuf_free(klc_ctx *ctx, klc_vbuf *buf);
 
-/* ---- Weight-only quantized matrices (W4A16, W8A16: native/src/wq_*.cu, native/src/moe_small_wq.cu) ----
+/* ---- Weight-only quantized matrices (W4A16, W8A16, FP8 W8A16: native/src/wq_*.cu, native/src/moe_small_wq.cu) ----
  * W [N, K] in compressed-tensors' pack-quantized layout, as a checkpoint stores it: w_packed int32
  * [N, K * bits / 32] (32 / bits codes per word, lowest K index in the lowest bits, each stored as
  * code + 2^(bits-1)); scales [N, ceil(K / group)] bf16 or fp32 (scales_f32); zero_points NULL
  * (symmetric: W = q * s for the signed code q) or int32 [ceil(N / (32 / bits)), ceil(K / group)]
  * (32 / bits rows per word, lowest row in the lowest bits, stored as z + 2^(bits-1)): W = (q − z) * s.
- * group = K: one scale per row. Several matrices of the same K stacked by rows are one matrix. */
+ * group = K: one scale per row. Several matrices of the same K stacked by rows are one matrix.
+ * codes = KLC_WQ_E4M3: the codes are FP8 E4M3 bytes (float8_e4m3fn, as a float-quantized
+ * checkpoint stores its [N, K] weight, read as the int32 words of [N, K / 4], lowest K index in the
+ * lowest byte), bits 8, no zero points: W = fp32(e4m3(code)) * s. The NaN bytes 0x7f and 0xff are
+ * not a weight any quantizer writes; they read as ±480 here. */
+enum { KLC_WQ_INT = 0, KLC_WQ_E4M3 = 1 };
 typedef struct klc_wq {
   const int32_t *w_packed;
   const void *scales;
@@ -268,10 +273,11 @@ typedef struct klc_wq {
   int bits; /* 4 or 8 */
   int N, K, group;
   int scales_f32;
+  int codes; /* KLC_WQ_INT or KLC_WQ_E4M3 */
 } klc_wq;
 /* y[M, N] (+)= x[M, K] Wᵀ for few rows (M <= 8): decode and batched decode. Reads every code once;
- * (q − z) is exact in fp32, each group's sum is scaled once, fp32 accumulation. Needs K and group
- * multiples of 32 (4 bits) or 16 (8 bits), group dividing K, x 16-byte aligned, ldx a multiple of 4.
+ * (q − z) and an E4M3 code's value (times 2^-8) are exact in fp32, each group's sum is scaled once,
+ * fp32 accumulation. Needs K and group multiples of 32 (4 bits) or 16 (8 bits, E4M3), group dividing K, x 16-byte aligned, ldx a multiple of 4.
  * Small N splits K across CTAs (deterministic: partial sums added in split order), using room the
  * context allocates on first need (a synchronising cudaMalloc, once per size). */
 KLC_API int klc_wq_gemv(klc_ctx *ctx, const float *x, int ldx, const klc_wq *w, float *y, int ldy, int M, int accumulate);
@@ -281,13 +287,14 @@ KLC_API int klc_wq_gemv(klc_ctx *ctx, const float *x, int ldx, const klc_wq *w, 
 KLC_API int klc_wq_gemv_time(klc_ctx *ctx, const float *x, int ldx, const klc_wq *w, int nw, float *y, int ldy, int M, int iters,
                              float *ms_per_call);
 /* Rows [row0, row0 + rows) of W dequantized into out [rows, K], bf16 (out_f32 = 0, rounded to
- * nearest even) or fp32 (exact: (q − z) * s in fp32), for the GEMMs of klc_linear and klc_moe_experts. */
+ * nearest even) or fp32 (exact: (q − z) * s or fp32(e4m3(code)) * s in fp32), for the GEMMs of klc_linear and klc_moe_experts. */
 KLC_API int klc_wq_dequant(klc_ctx *ctx, const klc_wq *w, int row0, int rows, void *out, int out_f32);
-/* A bf16 matrix w [N, K] on the device quantized into the packed codes and scales above, symmetric,
- * with the host quantizer's arithmetic (src/engine/model/quant/matrix.ts), so the codes equal the
- * host's bit for bit: for weights made on the device (dummy weights). group divides K into whole
- * words; group = K: one scale per row. */
-KLC_API int klc_wq_quantize_bf16(klc_ctx *ctx, const void *w, int N, int K, int bits, int group, int32_t *packed, void *scales,
+/* A bf16 matrix w [N, K] on the device quantized into the codes and scales above, symmetric, with
+ * the host quantizer's arithmetic (src/engine/model/quant/matrix.ts), so the codes equal the host's
+ * bit for bit: for weights made on the device (dummy weights). codes = KLC_WQ_INT: bits-bit integer
+ * codes, group dividing K into whole words; codes = KLC_WQ_E4M3: E4M3 bytes (bits 8), one scale per
+ * row (group = K, K a multiple of 4). group = K: one scale per row. */
+KLC_API int klc_wq_quantize_bf16(klc_ctx *ctx, const void *w, int N, int K, int bits, int group, int codes, int32_t *packed, void *scales,
                                  int scales_f32);
 /* klc_moe_experts with quantized experts: w13 is [E * 2I, d] (per expert W1 rows then W3 rows), w2
  * [E * d, I]. Few (token, expert) pairs (as klc_moe_experts' small-batch path: T * k <= 128, T <= 32)

@@ -666,18 +666,19 @@ static napi_value js_moe_experts(napi_env env, napi_callback_info info) {
 
 /* ---- Weight-only quantized matrices ---- */
 
-/* A klc_wq from { packed, scales, zeros, bits, N, K, group, scalesF32 }. */
+/* A klc_wq from { packed, scales, zeros, bits, N, K, group, scalesF32, fp8 } (fp8: E4M3 codes). */
 static int read_wq(napi_env env, napi_value obj, klc_wq *w) {
   void *packed = NULL, *scales = NULL, *zeros = NULL;
-  int32_t f32 = 0;
+  int32_t f32 = 0, fp8 = 0;
   if (!prop_ptr(env, obj, "packed", &packed) || !prop_ptr(env, obj, "scales", &scales) || !prop_ptr(env, obj, "zeros", &zeros) ||
       !prop_i32(env, obj, "bits", &w->bits, 0) || !prop_i32(env, obj, "N", &w->N, 0) || !prop_i32(env, obj, "K", &w->K, 0) ||
-      !prop_i32(env, obj, "group", &w->group, 0) || !prop_i32(env, obj, "scalesF32", &f32, 0))
+      !prop_i32(env, obj, "group", &w->group, 0) || !prop_i32(env, obj, "scalesF32", &f32, 0) || !prop_i32(env, obj, "fp8", &fp8, 0))
     return 0;
   w->w_packed = (const int32_t *)packed;
   w->scales = scales;
   w->zero_points = (const int32_t *)zeros;
   w->scales_f32 = f32;
+  w->codes = fp8 ? KLC_WQ_E4M3 : KLC_WQ_INT;
   return 1;
 }
 
@@ -708,17 +709,17 @@ static napi_value js_wq_dequant(napi_env env, napi_callback_info info) {
   return done(env, klc_wq_dequant(ctx, &w, row0, rows, out, f32));
 }
 
-/* (ctx, w, N, K, bits, group, packed, scales, scalesF32) */
+/* (ctx, w, N, K, bits, group, fp8, packed, scales, scalesF32); fp8: E4M3 codes */
 static napi_value js_wq_quantize_bf16(napi_env env, napi_callback_info info) {
-  napi_value argv[9];
+  napi_value argv[10];
   klc_ctx *ctx;
   void *w, *packed, *scales;
-  int32_t N, K, bits, group, f32;
-  if (!get_args(env, info, 9, argv) || !get_ctx(env, argv[0], &ctx) || !get_ptr(env, argv[1], &w) || !get_i32(env, argv[2], &N) ||
-      !get_i32(env, argv[3], &K) || !get_i32(env, argv[4], &bits) || !get_i32(env, argv[5], &group) || !get_ptr(env, argv[6], &packed) ||
-      !get_ptr(env, argv[7], &scales) || !get_i32(env, argv[8], &f32))
+  int32_t N, K, bits, group, fp8, f32;
+  if (!get_args(env, info, 10, argv) || !get_ctx(env, argv[0], &ctx) || !get_ptr(env, argv[1], &w) || !get_i32(env, argv[2], &N) ||
+      !get_i32(env, argv[3], &K) || !get_i32(env, argv[4], &bits) || !get_i32(env, argv[5], &group) || !get_i32(env, argv[6], &fp8) ||
+      !get_ptr(env, argv[7], &packed) || !get_ptr(env, argv[8], &scales) || !get_i32(env, argv[9], &f32))
     return NULL;
-  return done(env, klc_wq_quantize_bf16(ctx, w, N, K, bits, group, (int32_t *)packed, scales, f32));
+  return done(env, klc_wq_quantize_bf16(ctx, w, N, K, bits, group, fp8 ? KLC_WQ_E4M3 : KLC_WQ_INT, (int32_t *)packed, scales, f32));
 }
 
 static napi_value js_moe_dense_bytes(napi_env env, napi_callback_info info) {

@@ -7,13 +7,15 @@
 //            pair p = t * k + s that chose e, each row's codes decoded once per 4 tokens;
 //   down:    (chosen expert, block of output columns): y[p] = W2_e h[p];
 //   combine: out[t] (+)= sum_s w[t, s] * y[t * k + s], in slot order.
-// Codes become (q − z) exactly as integers, each group's dot is scaled once, and activations and
-// sums are fp32: the dequantized weights fp32((q − z) · s) that the GPU kernels and the reference
-// backend compute with, up to the order of fp32 rounding. AVX2+FMA where the CPU has it (checked at
-// run time, so one build runs everywhere), else a portable loop of the same arithmetic.
+// Codes become (q − z) exactly as integers, or an E4M3 byte its exact value, each group's dot is
+// scaled once, and activations and sums are fp32: the dequantized weights fp32((q − z) · s) or
+// fp32(e4m3) · s that the GPU kernels and the reference backend compute with, up to the order of
+// fp32 rounding. AVX2+FMA+F16C where the CPU has it (checked at run time, so one build runs
+// everywhere), else a portable loop of the same arithmetic.
 #include "klc_cpu.h"
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cmath>
 #include <condition_variable>
@@ -119,15 +121,35 @@ class Pool {
 
 // ---- one quantized matrix ----------------------------------------------------------------------
 
+// What a matrix's codes are; the kernels are instantiated per kind (the index of Kernels::dot).
+enum Codes { INT4 = 0, INT8 = 1, E4M3 = 2 };
+constexpr int bits_of(Codes c) { return c == INT4 ? 4 : 8; }
+
+// The value of every E4M3 byte (float8_e4m3fn): sign, 4 exponent bits of bias 7, 3 mantissa bits,
+// exponent 0 subnormal. The NaN bytes 0x7f and 0xff read as ±480, as in the GPU kernels.
+const float *e4m3_values() {
+  static const std::array<float, 256> table = [] {
+    std::array<float, 256> t{};
+    for (int b = 0; b < 256; ++b) {
+      const int e = (b >> 3) & 15, m = b & 7;
+      const float mag = e ? std::ldexp(static_cast<float>(8 + m), e - 10) : std::ldexp(static_cast<float>(m), -9);
+      t[b] = b & 0x80 ? -mag : mag;
+    }
+    return t;
+  }();
+  return table.data();
+}
+
 struct Mat {
   const int32_t *packed;
   const void *scales;
   const int32_t *zeros;
+  Codes codes;
   int bits, K, group, groups, words, scales_f32;
 
   explicit Mat(const klc_wq &w)
-      : packed(w.w_packed), scales(w.scales), zeros(w.zero_points), bits(w.bits), K(w.K), group(w.group), groups(w.K / w.group),
-        words(w.K * w.bits / 32), scales_f32(w.scales_f32) {}
+      : packed(w.w_packed), scales(w.scales), zeros(w.zero_points), codes(w.codes == KLC_WQ_E4M3 ? E4M3 : w.bits == 4 ? INT4 : INT8),
+        bits(w.bits), K(w.K), group(w.group), groups(w.K / w.group), words(w.K * w.bits / 32), scales_f32(w.scales_f32) {}
 
   const int32_t *row(size_t r) const { return packed + r * words; }
 };
@@ -159,19 +181,22 @@ struct RowMeta {
   int zero(int g) const { return zw ? static_cast<int>((static_cast<uint32_t>(zw[g]) >> shift) & static_cast<uint32_t>(mask)) : dflt; }
 };
 
-// y[j] = W[row] . xs[j] for j < NX: per group sum((q − z) x), times the group's scale.
-template <int BITS, int NX>
+// y[j] = W[row] . xs[j] for j < NX: per group sum((q − z) x) or sum(e4m3 · x), times the group's scale.
+template <Codes C, int NX>
 void dot_scalar(const Mat &m, size_t row, const float *const *xs, float *y) {
   const uint32_t *r = reinterpret_cast<const uint32_t *>(m.row(row));
+  constexpr int BITS = bits_of(C);
   constexpr int PER_WORD = 32 / BITS;
   constexpr uint32_t MASK = (1u << BITS) - 1u;
+  const float *e4m3 = e4m3_values();
   const RowMeta meta(m, row);
   float tot[NX] = {};
   for (int g = 0; g < m.groups; ++g) {
     const int z = meta.zero(g);
     float acc[NX] = {};
     for (int c = g * m.group; c < (g + 1) * m.group; ++c) {
-      const float f = static_cast<float>(static_cast<int>((r[c / PER_WORD] >> (BITS * (c % PER_WORD))) & MASK) - z);
+      const uint32_t code = (r[c / PER_WORD] >> (BITS * (c % PER_WORD))) & MASK;
+      const float f = C == E4M3 ? e4m3[code] : static_cast<float>(static_cast<int>(code) - z);
       for (int j = 0; j < NX; ++j) acc[j] = std::fma(f, xs[j][c], acc[j]);
     }
     const float s = meta.scale(g);
@@ -181,7 +206,9 @@ void dot_scalar(const Mat &m, size_t row, const float *const *xs, float *y) {
 }
 
 #ifdef KLC_CPU_X86
-__attribute__((target("avx2,fma"))) inline float hsum(__m256 v) {
+#define KLC_AVX2 __attribute__((target("avx2,fma,f16c")))
+
+KLC_AVX2 inline float hsum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
   s = _mm_add_ss(s, _mm_movehdup_ps(s));
@@ -190,18 +217,29 @@ __attribute__((target("avx2,fma"))) inline float hsum(__m256 v) {
 
 // Eight consecutive codes (run u of the row) as 8 int32 lanes.
 template <int BITS>
-__attribute__((target("avx2,fma"))) inline __m256i codes8(const int32_t *r, int u, __m256i shifts, __m256i mask);
+KLC_AVX2 inline __m256i codes8(const int32_t *r, int u, __m256i shifts, __m256i mask);
 template <>
-__attribute__((target("avx2,fma"))) inline __m256i codes8<4>(const int32_t *r, int u, __m256i shifts, __m256i mask) {
+KLC_AVX2 inline __m256i codes8<4>(const int32_t *r, int u, __m256i shifts, __m256i mask) {
   return _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(r[u]), shifts), mask);
 }
 template <>
-__attribute__((target("avx2,fma"))) inline __m256i codes8<8>(const int32_t *r, int u, __m256i, __m256i) {
+KLC_AVX2 inline __m256i codes8<8>(const int32_t *r, int u, __m256i, __m256i) {
   return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i *>(r + 2 * u)));
 }
 
-template <int BITS, int NX>
-__attribute__((target("avx2,fma"))) void dot_avx2(const Mat &m, size_t row, const float *const *xs, float *y) {
+// Eight consecutive E4M3 codes (run u of the row) as their values times 2^-8, exactly: each byte's
+// sign and 7 low bits placed as an f16 (exponent bias 15 against 7: the 2^-8; subnormals onto
+// subnormals), then converted.
+KLC_AVX2 inline __m256 e4m3x8_over_256(const int32_t *r, int u) {
+  const __m128i b = _mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i *>(r + 2 * u)));
+  const __m128i sign = _mm_slli_epi16(_mm_and_si128(b, _mm_set1_epi16(0x80)), 8);
+  const __m128i rest = _mm_slli_epi16(_mm_and_si128(b, _mm_set1_epi16(0x7f)), 7);
+  return _mm256_cvtph_ps(_mm_or_si128(sign, rest));
+}
+
+template <Codes C, int NX>
+KLC_AVX2 void dot_avx2(const Mat &m, size_t row, const float *const *xs, float *y) {
+  constexpr int BITS = bits_of(C);
   const int32_t *r = m.row(row);
   const __m256i shifts = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
   const __m256i mask = _mm256_set1_epi32(15);
@@ -215,10 +253,13 @@ __attribute__((target("avx2,fma"))) void dot_avx2(const Mat &m, size_t row, cons
     for (int j = 0; j < NX; ++j) acc[j] = _mm256_setzero_ps();
     const int u0 = g * units;
     for (int u = u0; u < u0 + units; ++u) {
-      const __m256 f = _mm256_cvtepi32_ps(_mm256_sub_epi32(codes8<BITS>(r, u, shifts, mask), z));
+      __m256 f;
+      if constexpr (C == E4M3) f = e4m3x8_over_256(r, u);
+      else f = _mm256_cvtepi32_ps(_mm256_sub_epi32(codes8<BITS>(r, u, shifts, mask), z));
       for (int j = 0; j < NX; ++j) acc[j] = _mm256_fmadd_ps(f, _mm256_loadu_ps(xs[j] + 8 * u), acc[j]);
     }
-    const __m256 s = _mm256_set1_ps(meta.scale(g));
+    // E4M3 values were read times 2^-8: the scale takes the 2^8 back, exactly.
+    const __m256 s = _mm256_set1_ps(C == E4M3 ? meta.scale(g) * 256.f : meta.scale(g));
     for (int j = 0; j < NX; ++j) tot[j] = _mm256_fmadd_ps(acc[j], s, tot[j]);
   }
   for (int j = 0; j < NX; ++j) y[j] = hsum(tot[j]);
@@ -226,7 +267,7 @@ __attribute__((target("avx2,fma"))) void dot_avx2(const Mat &m, size_t row, cons
 
 bool has_avx2() {
   __builtin_cpu_init();
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
 }
 #endif
 
@@ -234,7 +275,7 @@ using DotFn = void (*)(const Mat &, size_t, const float *const *, float *);
 constexpr int MAX_NX = 4;
 
 struct Kernels {
-  DotFn dot[2][MAX_NX];  // [bits == 8][nx − 1]
+  DotFn dot[3][MAX_NX];  // [Codes][nx − 1]
   const char *isa;
 };
 
@@ -243,13 +284,16 @@ Kernels pick_kernels() {
   const bool scalar = forced && std::strcmp(forced, "scalar") == 0;
 #ifdef KLC_CPU_X86
   if (!scalar && has_avx2()) {
-    return {{{dot_avx2<4, 1>, dot_avx2<4, 2>, dot_avx2<4, 3>, dot_avx2<4, 4>}, {dot_avx2<8, 1>, dot_avx2<8, 2>, dot_avx2<8, 3>, dot_avx2<8, 4>}},
+    return {{{dot_avx2<INT4, 1>, dot_avx2<INT4, 2>, dot_avx2<INT4, 3>, dot_avx2<INT4, 4>},
+             {dot_avx2<INT8, 1>, dot_avx2<INT8, 2>, dot_avx2<INT8, 3>, dot_avx2<INT8, 4>},
+             {dot_avx2<E4M3, 1>, dot_avx2<E4M3, 2>, dot_avx2<E4M3, 3>, dot_avx2<E4M3, 4>}},
             "avx2"};
   }
 #endif
   (void)scalar;
-  return {{{dot_scalar<4, 1>, dot_scalar<4, 2>, dot_scalar<4, 3>, dot_scalar<4, 4>},
-           {dot_scalar<8, 1>, dot_scalar<8, 2>, dot_scalar<8, 3>, dot_scalar<8, 4>}},
+  return {{{dot_scalar<INT4, 1>, dot_scalar<INT4, 2>, dot_scalar<INT4, 3>, dot_scalar<INT4, 4>},
+           {dot_scalar<INT8, 1>, dot_scalar<INT8, 2>, dot_scalar<INT8, 3>, dot_scalar<INT8, 4>},
+           {dot_scalar<E4M3, 1>, dot_scalar<E4M3, 2>, dot_scalar<E4M3, 3>, dot_scalar<E4M3, 4>}},
           "scalar"};
 }
 
@@ -260,7 +304,7 @@ const Kernels &kernels() {
 
 // y[j] = W[row] . xs[j] for any number of vectors, MAX_NX per pass over the row.
 void dot_rows(const Mat &m, size_t row, const float *const *xs, int n, float *y) {
-  const DotFn *dot = kernels().dot[m.bits == 8];
+  const DotFn *dot = kernels().dot[m.codes];
   for (int j = 0; j < n; j += MAX_NX) dot[std::min(MAX_NX, n - j) - 1](m, row, xs + j, y + j);
 }
 
@@ -277,9 +321,12 @@ int usable_cpus() {
   return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
 }
 
+bool codes_ok(const klc_wq &w) {
+  return (w.codes == KLC_WQ_INT && (w.bits == 4 || w.bits == 8)) || (w.codes == KLC_WQ_E4M3 && w.bits == 8 && !w.zero_points);
+}
+
 bool layout_ok(const klc_wq &w, int N, int K) {
-  return w.w_packed && w.scales && (w.bits == 4 || w.bits == 8) && w.N == N && w.K == K && w.group > 0 && w.group % 8 == 0 &&
-         K % w.group == 0;
+  return w.w_packed && w.scales && codes_ok(w) && w.N == N && w.K == K && w.group > 0 && w.group % 8 == 0 && K % w.group == 0;
 }
 
 }  // namespace
@@ -315,8 +362,8 @@ KLC_API int klc_cpu_moe_experts(klc_cpu_pool *pool, const float *x, const int32_
                                 const klc_wq *w2, float *out, int accumulate, int T, int d, int I, int E, int k) {
   if (!pool || !x || !idx || !w || !w13 || !w2 || !out || T < 1 || d < 1 || I < 1 || E < 1 || k < 1)
     return fail(KLC_E_ARG, "klc_cpu_moe_experts: null pointer or empty shape");
-  if (!layout_ok(*w13, E * 2 * I, d) || !layout_ok(*w2, E * d, I) || w2->bits != w13->bits)
-    return fail(KLC_E_ARG, "klc_cpu_moe_experts: w13 must be [E * 2I, d] and w2 [E * d, I], both 4 or 8 bits, groups multiples of 8 dividing the row");
+  if (!layout_ok(*w13, E * 2 * I, d) || !layout_ok(*w2, E * d, I) || w2->bits != w13->bits || w2->codes != w13->codes)
+    return fail(KLC_E_ARG, "klc_cpu_moe_experts: w13 must be [E * 2I, d] and w2 [E * d, I], both INT4, both INT8 or both E4M3 (no zero points), groups multiples of 8 dividing the row");
   const int n = T * k;
   for (int p = 0; p < n; ++p) {
     if (idx[p] < 0 || idx[p] >= E)

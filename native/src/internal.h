@@ -122,6 +122,11 @@ bool moe_small_wanted(int T, int k, int d, int I, const void *x, const void *w13
 int moe_small(klc_ctx *ctx, const float *x, const int *idx, const float *w, const void *w13, const void *w2, float *out, float *h,
               int T, int d, int I, int k);
 // ---- weight-only quantized matrices (wq_gemv.cu, wq_dequant.cu) ----
+// Whether w's codes are a kind the kernels read: INT4 or INT8 (codes KLC_WQ_INT), or E4M3 bytes
+// (bits 8, no zero points).
+bool wq_codes_ok(const klc_wq &w);
+// KLC_OK, or KLC_E_ARG with a message that starts with `what` and says which kinds are read.
+int wq_check_codes(const klc_wq &w, const char *what);
 // Whether klc_wq_gemv takes this weight (bits, K and group fit its 16-byte loads).
 bool wq_gemv_supported(const klc_wq &w);
 // klc_wq_dequant on the current device, arguments checked.

@@ -1,4 +1,4 @@
-// The MoE experts with weight-only quantized experts (klc_wq: W4A16, W8A16). Few (token, expert)
+// The MoE experts with weight-only quantized experts (klc_wq: W4A16, W8A16, FP8 E4M3). Few (token, expert)
 // pairs (decode, batched decode of a few sequences) run as moe_small.cu does for bf16 experts, two
 // GEMV-style kernels straight from the routing indices on the GPU, reading each chosen expert's
 // codes once:
@@ -7,7 +7,7 @@
 //   down: one warp per output column streams that column's W2 codes of every chosen expert once,
 //         in ascending expert order, and adds w[t, s] * (W2_e h) into out[t] in registers, so the
 //         combine needs no atomics and sums each token's experts in the reference's slot order.
-// Each run of 8 codes becomes fp32((q − z) · s), the reference's dequantized weights; activations
+// Each run of 8 codes becomes fp32((q − z) · s) or fp32(e4m3) · s, the reference's dequantized weights; activations
 // and accumulation are fp32. More pairs: every expert is dequantized into a dense buffer and
 // klc_moe_experts runs its grouped GEMMs on it (prefill reuses each expert for many tokens).
 #include <cuda_bf16.h>
@@ -31,7 +31,7 @@ constexpr int MAX_DOWN_UNITS = 8; // runs of 8 codes of one W2 row per lane: I <
 constexpr int SMALL_MAX_PAIRS = 128;
 
 // h[p, i] = SiLU(W1_e[i] . x[t]) * (W3_e[i] . x[t]) for every pair p = t * k + s with idx[p] = e.
-template <int BITS>
+template <Codes C>
 __global__ void __launch_bounds__(THREADS) moe_wq_up_kernel(const float *__restrict__ x, const int *__restrict__ idx, klc_wq w13,
                                                             float *__restrict__ h, int n, int k, int d, int I) {
   __shared__ int pairs[MAX_PAIRS];
@@ -59,6 +59,7 @@ __global__ void __launch_bounds__(THREADS) moe_wq_up_kernel(const float *__restr
   if (repeated) return;
   const int row = blockIdx.x * WARPS + warp;
   if (row >= I) return;
+  constexpr int BITS = bits_of<C>;
   constexpr int PER_WORD = 32 / BITS;
   const int words = d / PER_WORD, groups = d / w13.group;
   const int gate_row = e * 2 * I + row, up_row = gate_row + I;
@@ -75,8 +76,8 @@ __global__ void __launch_bounds__(THREADS) moe_wq_up_kernel(const float *__restr
     for (int u = lane; u < units; u += 32) {
       const int g = u * 8 / w13.group;
       float fg[8], fu[8];
-      decode8<BITS>(load8<BITS>(wg, u), stored_zero<BITS>(w13, gate_row, g, groups), scale_at(w13, (size_t)gate_row * groups + g), fg);
-      decode8<BITS>(load8<BITS>(wu, u), stored_zero<BITS>(w13, up_row, g, groups), scale_at(w13, (size_t)up_row * groups + g), fu);
+      decode8<C>(load8<BITS>(wg, u), stored_zero<BITS>(w13, gate_row, g, groups), scale_at(w13, (size_t)gate_row * groups + g), fg);
+      decode8<C>(load8<BITS>(wu, u), stored_zero<BITS>(w13, up_row, g, groups), scale_at(w13, (size_t)up_row * groups + g), fu);
 #pragma unroll
       for (int j = 0; j < UP_TOKENS; ++j) {
         if (j < np) {
@@ -95,7 +96,7 @@ __global__ void __launch_bounds__(THREADS) moe_wq_up_kernel(const float *__restr
 }
 
 // out[t, c] += sum_s w[t, s] * (W2_{idx[t, s]}[c] . h[t * k + s]) for the warp's column c.
-template <int BITS, int UNITS>
+template <Codes C, int UNITS>
 __global__ void __launch_bounds__(THREADS) moe_wq_down_kernel(const float *__restrict__ h, const int *__restrict__ idx,
                                                               const float *__restrict__ wt, klc_wq w2, float *__restrict__ out, int n,
                                                               int k, int T, int d, int I) {
@@ -114,6 +115,7 @@ __global__ void __launch_bounds__(THREADS) moe_wq_down_kernel(const float *__res
   __syncthreads();
   const int lane = threadIdx.x & 31, col = blockIdx.x * WARPS + (threadIdx.x >> 5);
   if (col >= d) return;
+  constexpr int BITS = bits_of<C>;
   constexpr int PER_WORD = 32 / BITS;
   const int words = I / PER_WORD, groups = I / w2.group, nu = I / 8;
   auto load = [&](int e, Raw8<BITS> *dst) {
@@ -139,7 +141,7 @@ __global__ void __launch_bounds__(THREADS) moe_wq_down_kernel(const float *__res
       const int u = lane + 32 * i;
       if (u < nu) {
         const int g = u * 8 / w2.group;
-        decode8<BITS>(cur[i], stored_zero<BITS>(w2, row, g, groups), scale_at(w2, (size_t)row * groups + g), f[i]);
+        decode8<C>(cur[i], stored_zero<BITS>(w2, row, g, groups), scale_at(w2, (size_t)row * groups + g), f[i]);
       }
     }
     for (int s = p; s < q; ++s) {
@@ -167,7 +169,7 @@ int launched(const char *what) {
 }
 
 bool shapes_ok(const klc_wq &w13, const klc_wq &w2, int d, int I, int E) {
-  return (w13.bits == 4 || w13.bits == 8) && w2.bits == w13.bits && w13.N == E * 2 * I && w13.K == d && w2.N == E * d && w2.K == I &&
+  return klc::wq_codes_ok(w13) && w2.bits == w13.bits && w2.codes == w13.codes && klc::wq_codes_ok(w2) && w13.N == E * 2 * I && w13.K == d && w2.N == E * d && w2.K == I &&
          w13.group > 0 && w2.group > 0;
 }
 
@@ -178,16 +180,16 @@ bool small_wq_wanted(int T, int k, int d, int I, const klc_wq &w13, const klc_wq
          klc_small::aligned16(x) && klc_small::aligned16(h) && klc_small::aligned16(w13.w_packed) && klc_small::aligned16(w2.w_packed);
 }
 
-template <int BITS>
+template <Codes C>
 int moe_wq_small(klc_ctx *ctx, const float *x, const int *idx, const float *w, const klc_wq &w13, const klc_wq &w2, float *out,
                  float *h, int T, int d, int I, int k) {
   const int n = T * k;
-  moe_wq_up_kernel<BITS><<<dim3((I + WARPS - 1) / WARPS, n), THREADS, 0, ctx->stream>>>(x, idx, w13, h, n, k, d, I);
+  moe_wq_up_kernel<C><<<dim3((I + WARPS - 1) / WARPS, n), THREADS, 0, ctx->stream>>>(x, idx, w13, h, n, k, d, I);
   int rc = launched("the quantized MoE gate/up projections (small batch)");
   if (rc) return rc;
   const dim3 grid((d + WARPS - 1) / WARPS);
-  if (I <= 32 * 8 * 4) moe_wq_down_kernel<BITS, 4><<<grid, THREADS, 0, ctx->stream>>>(h, idx, w, w2, out, n, k, T, d, I);
-  else moe_wq_down_kernel<BITS, MAX_DOWN_UNITS><<<grid, THREADS, 0, ctx->stream>>>(h, idx, w, w2, out, n, k, T, d, I);
+  if (I <= 32 * 8 * 4) moe_wq_down_kernel<C, 4><<<grid, THREADS, 0, ctx->stream>>>(h, idx, w, w2, out, n, k, T, d, I);
+  else moe_wq_down_kernel<C, MAX_DOWN_UNITS><<<grid, THREADS, 0, ctx->stream>>>(h, idx, w, w2, out, n, k, T, d, I);
   return launched("the quantized MoE down projections (small batch)");
 }
 
@@ -207,7 +209,7 @@ KLC_API int klc_moe_experts_wq(klc_ctx *ctx, const float *x, const int32_t *idx,
   int rc = klc::use_device(ctx);
   if (rc) return rc;
   if (!x || !idx || !w || !w13 || !w2 || !out || !ws || T < 1 || d < 1 || I < 1 || E < 1 || k < 1 || !shapes_ok(*w13, *w2, d, I, E))
-    return klc::fail(KLC_E_ARG, "klc_moe_experts_wq: bad pointers or shape (w13 [E * 2I, d], w2 [E * d, I], both 4 or 8 bits)");
+    return klc::fail(KLC_E_ARG, "klc_moe_experts_wq: bad pointers or shape (w13 [E * 2I, d], w2 [E * d, I], both INT4, both INT8 or both E4M3)");
   if (ws_bytes < klc_moe_workspace_bytes(T, d, I, E, k))
     return klc::fail(KLC_E_ARG, "klc_moe_experts_wq: workspace smaller than klc_moe_workspace_bytes()");
   // klc_moe_experts' workspace starts with its index arrays and pointer room; the gate/up rows
@@ -218,8 +220,10 @@ KLC_API int klc_moe_experts_wq(klc_ctx *ctx, const float *x, const int32_t *idx,
   p += align256(sizeof(void *) * 6 * (size_t)E);
   float *h = reinterpret_cast<float *>(p);
   if (small_wq_wanted(T, k, d, I, *w13, *w2, x, h)) {
-    return w13->bits == 4 ? moe_wq_small<4>(ctx, x, idx, w, *w13, *w2, out, h, T, d, I, k)
-                          : moe_wq_small<8>(ctx, x, idx, w, *w13, *w2, out, h, T, d, I, k);
+    const Codes codes = codes_of(*w13);
+    if (codes == Codes::Int4) return moe_wq_small<Codes::Int4>(ctx, x, idx, w, *w13, *w2, out, h, T, d, I, k);
+    if (codes == Codes::Int8) return moe_wq_small<Codes::Int8>(ctx, x, idx, w, *w13, *w2, out, h, T, d, I, k);
+    return moe_wq_small<Codes::E4M3>(ctx, x, idx, w, *w13, *w2, out, h, T, d, I, k);
   }
   if (!dense) return klc::fail(KLC_E_ARG, "klc_moe_experts_wq: this many pairs needs the dense buffer (klc_moe_dense_bytes())");
   void *d13 = dense;

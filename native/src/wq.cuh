@@ -1,14 +1,39 @@
-// Device helpers for weight-only quantized matrices (klc_wq, compressed-tensors pack-quantized):
-// scales, zero points and runs of 8 consecutive codes of a row turned into fp32 weights
-// fp32((q − z) · s), the same numbers the reference backend dequantizes to.
+// Device helpers for weight-only quantized matrices (klc_wq, compressed-tensors pack-quantized, or
+// FP8 E4M3 bytes): scales, zero points and runs of 8 consecutive codes of a row turned into fp32
+// weights fp32((q − z) · s) or fp32(e4m3) · s, the same numbers the reference backend dequantizes to.
 #pragma once
 
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cstdint>
 
 #include "klc_native.h"
 
 namespace klc_wq_dev {
+
+// What a klc_wq's codes are; kernels are instantiated per kind.
+enum class Codes { Int4, Int8, E4M3 };
+template <Codes C>
+constexpr int bits_of = C == Codes::Int4 ? 4 : 8;
+
+// The kind of w's codes (bits and codes checked by the caller).
+inline Codes codes_of(const klc_wq &w) { return w.codes == KLC_WQ_E4M3 ? Codes::E4M3 : w.bits == 4 ? Codes::Int4 : Codes::Int8; }
+
+// Two E4M3 bytes held as the high bytes of a word's 16-bit halves (byte << 8) as fp32 values
+// times 2^-8, exactly and without a table: the sign stays and the 4 exponent and 3 mantissa bits
+// move down one bit into f16's fields, whose exponent bias (15 against 7) is the 2^-8; E4M3
+// subnormals land on f16 subnormals with the same factor. Lane .x is the low half.
+__device__ __forceinline__ float2 e4m3x2_over_256(uint32_t high_bytes) {
+  const uint32_t h = (high_bytes & 0x80008000u) | ((high_bytes >> 1) & 0x3f803f80u);
+  return __half22float2(__halves2half2(__ushort_as_half(static_cast<unsigned short>(h & 0xffffu)),
+                                       __ushort_as_half(static_cast<unsigned short>(h >> 16))));
+}
+
+// The four E4M3 codes of a word (lowest byte first) as fp32 values times 2^-8.
+__device__ __forceinline__ void e4m3x4_over_256(uint32_t word, float f[4]) {
+  const float2 lo = e4m3x2_over_256(__byte_perm(word, 0u, 0x1404u)), hi = e4m3x2_over_256(__byte_perm(word, 0u, 0x3424u));
+  f[0] = lo.x, f[1] = lo.y, f[2] = hi.x, f[3] = hi.y;
+}
 
 __device__ __forceinline__ float scale_at(const klc_wq &w, size_t i) {
   return w.scales_f32 ? __ldg(static_cast<const float *>(w.scales) + i)
@@ -49,21 +74,29 @@ __device__ __forceinline__ Raw8<8> load8<8>(const int32_t *row, int u) {
   return {static_cast<uint32_t>(v.x), static_cast<uint32_t>(v.y)};
 }
 
-// f[i] = fp32((code_i − z) · s), with z the stored zero point (both offset by 2^(bits-1)).
-template <int BITS>
-__device__ __forceinline__ void decode8(const Raw8<BITS> &r, int z, float s, float f[8]);
+// f[i] = fp32((code_i − z) · s), with z the stored zero point (both offset by 2^(bits-1)); for E4M3
+// f[i] = fp32(e4m3(code_i)) · s (z unused): times 256 is exact, so the product is the reference's.
+template <Codes C>
+__device__ __forceinline__ void decode8(const Raw8<bits_of<C>> &r, int z, float s, float f[8]);
 template <>
-__device__ __forceinline__ void decode8<4>(const Raw8<4> &r, int z, float s, float f[8]) {
+__device__ __forceinline__ void decode8<Codes::Int4>(const Raw8<4> &r, int z, float s, float f[8]) {
 #pragma unroll
   for (int i = 0; i < 8; ++i) f[i] = static_cast<float>(static_cast<int>((r.a >> (4 * i)) & 15u) - z) * s;
 }
 template <>
-__device__ __forceinline__ void decode8<8>(const Raw8<8> &r, int z, float s, float f[8]) {
+__device__ __forceinline__ void decode8<Codes::Int8>(const Raw8<8> &r, int z, float s, float f[8]) {
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
     f[i] = static_cast<float>(static_cast<int>((r.a >> (8 * i)) & 255u) - z) * s;
     f[4 + i] = static_cast<float>(static_cast<int>((r.b >> (8 * i)) & 255u) - z) * s;
   }
+}
+template <>
+__device__ __forceinline__ void decode8<Codes::E4M3>(const Raw8<8> &r, int, float s, float f[8]) {
+  e4m3x4_over_256(r.a, f);
+  e4m3x4_over_256(r.b, f + 4);
+#pragma unroll
+  for (int i = 0; i < 8; ++i) f[i] = f[i] * 256.f * s;
 }
 
 }  // namespace klc_wq_dev

@@ -2,7 +2,8 @@
 // with M <= 8 and W in compressed-tensors' pack-quantized layout as stored in the checkpoint (no
 // repacking at load), 4-bit (W4A16) or 8-bit (W8A16) codes: 32 / BITS codes per int32, lowest K index
 // in the lowest bits; one bf16 or fp32 scale per `group` columns of a row; zero points (asymmetric)
-// packed 32 / BITS rows to an int32 down the columns of [N, K / group].
+// packed 32 / BITS rows to an int32 down the columns of [N, K / group]. FP8 E4M3 bytes (a
+// float-quantized checkpoint's weight as stored) take the 8-bit path with their own decode.
 //
 // Batch 1 reads 4 or 8 bits of weight per multiply-add, so the kernel is built to keep HBM busy:
 //   - a warp owns R weight rows and its lanes take consecutive 16-byte chunks of each row, so every
@@ -14,8 +15,9 @@
 //     are 128 (4-bit) or 64 (8-bit) bytes of X apart, which read from global memory touches one
 //     cache line per lane; each X value read serves the R rows of the warp;
 //   - a code becomes (q − z) exactly in fp32 with one byte permute (the code byte under the exponent
-//     of 2^23) and one subtraction of 2^23 + stored z; a chunk lies in one group, so its sum is
-//     scaled once;
+//     of 2^23) and one subtraction of 2^23 + stored z; an E4M3 byte becomes its value times 2^-8
+//     with bit operations and an f16 conversion (wq.cuh), the 2^8 going into the scale; a chunk lies
+//     in one group, so its sum is scaled once;
 //   - when the rows give too few CTAs for the GPU (or X's slice would not fit in shared memory),
 //     K is split across CTAs: each writes its partial sums, and the last CTA of a row tile to arrive
 //     adds them in split order, so results do not depend on scheduling.
@@ -28,10 +30,13 @@
 
 #include "internal.h"
 #include "small_vec.cuh"
+#include "wq.cuh"
 
 namespace {
 
 using namespace klc_small;
+using klc_wq_dev::Codes;
+using klc_wq_dev::bits_of;
 
 constexpr int WARPS = 8, THREADS = 32 * WARPS;
 constexpr int MAX_ROWS = 8;
@@ -77,8 +82,15 @@ struct Batch {
   uint32_t s[R], z[R];
 };
 
-template <int BITS, int ROWS>
+// y[m, row] gets v, or v added when accumulating.
+__device__ __forceinline__ void store(const Args &a, int m, int row, float v) {
+  float *dst = a.y + (size_t)m * a.ldy + row;
+  *dst = a.accumulate ? *dst + v : v;
+}
+
+template <Codes C, int ROWS>
 __global__ void __launch_bounds__(THREADS, ROWS <= 2 ? 2 : 1) wq_gemv_kernel(Args a) {
+  constexpr int BITS = bits_of<C>;
   constexpr int R = Tile<ROWS>::R, BLOCK_ROWS = Tile<ROWS>::BLOCK_ROWS;
   constexpr int PER_VEC = 128 / BITS;  // codes per 16-byte chunk
   constexpr int F4 = PER_VEC / 4;      // float4s of X per chunk
@@ -180,8 +192,12 @@ __global__ void __launch_bounds__(THREADS, ROWS <= 2 ? 2 : 1) wq_gemv_kernel(Arg
 #pragma unroll
       for (int r = 0; r < R; ++r) {
         scale[r] = __uint_as_float(w.scales_f32 ? cur.s[r] : cur.s[r] << 16);
-        const int z = w.zero_points ? static_cast<int>((cur.z[r] >> zshift[r]) & MASK) : OFFSET;
-        bias[r] = 8388608.0f + static_cast<float>(z);
+        if constexpr (C == Codes::E4M3) {
+          scale[r] *= 256.f;
+        } else {
+          const int z = w.zero_points ? static_cast<int>((cur.z[r] >> zshift[r]) & MASK) : OFFSET;
+          bias[r] = 8388608.0f + static_cast<float>(z);
+        }
       }
       float part[R][ROWS] = {};
 #pragma unroll
@@ -208,7 +224,9 @@ __global__ void __launch_bounds__(THREADS, ROWS <= 2 ? 2 : 1) wq_gemv_kernel(Arg
           const uint32_t word = j == 0 ? v.x : j == 1 ? v.y : j == 2 ? v.z : v.w;
           // Code i of the word as the low byte of 2^23's bit pattern is the float 2^23 + code, exactly.
           float q[PER_WORD];
-          if constexpr (BITS == 4) {
+          if constexpr (C == Codes::E4M3) {
+            klc_wq_dev::e4m3x4_over_256(word, q);
+          } else if constexpr (BITS == 4) {
             const uint32_t even = word & 0x0F0F0F0Fu, odd = (word >> 4) & 0x0F0F0F0Fu;
 #pragma unroll
             for (int i = 0; i < 4; ++i) {
@@ -240,22 +258,7 @@ __global__ void __launch_bounds__(THREADS, ROWS <= 2 ? 2 : 1) wq_gemv_kernel(Arg
 #pragma unroll
     for (int m = 0; m < ROWS; ++m) acc[r][m] = group_sum<32>(acc[r][m]);
 
-  if (a.splits == 1) {
-    if (!active || lane != 0) return;
-#pragma unroll
-    for (int r = 0; r < R; ++r) {
-      if (row0 + r >= N) break;
-#pragma unroll
-      for (int m = 0; m < ROWS; ++m) {
-        if (m >= M) break;
-        float *dst = a.y + (size_t)m * a.ldy + row0 + r;
-        *dst = a.accumulate ? *dst + acc[r][m] : acc[r][m];
-      }
-    }
-    return;
-  }
-
-  // Split K: partial sums out, then the last CTA of the tile to arrive adds them in split order.
+  // Lane 0 of each warp writes its rows' sums: into y, or with K split into this split's partial sums.
   if (active && lane == 0) {
 #pragma unroll
     for (int r = 0; r < R; ++r) {
@@ -263,10 +266,14 @@ __global__ void __launch_bounds__(THREADS, ROWS <= 2 ? 2 : 1) wq_gemv_kernel(Arg
 #pragma unroll
       for (int m = 0; m < ROWS; ++m) {
         if (m >= M) break;
-        a.partial[((size_t)split * M + m) * N + row0 + r] = acc[r][m];
+        if (a.splits == 1) store(a, m, row0 + r, acc[r][m]);
+        else a.partial[((size_t)split * M + m) * N + row0 + r] = acc[r][m];
       }
     }
   }
+  if (a.splits == 1) return;
+
+  // Split K: the last CTA of the tile to arrive adds the partial sums in split order.
   __threadfence();
   __syncthreads();
   if (threadIdx.x == 0) last = atomicAdd(a.arrivals + tile, 1) == a.splits - 1;
@@ -278,8 +285,7 @@ __global__ void __launch_bounds__(THREADS, ROWS <= 2 ? 2 : 1) wq_gemv_kernel(Arg
     const int m = i / rows, row = first + i % rows;
     float sum = 0.f;
     for (int s = 0; s < a.splits; ++s) sum += __ldcg(a.partial + ((size_t)s * M + m) * N + row);
-    float *dst = a.y + (size_t)m * a.ldy + row;
-    *dst = a.accumulate ? *dst + sum : sum;
+    store(a, m, row, sum);
   }
   if (threadIdx.x == 0) a.arrivals[tile] = 0;
 }
@@ -354,8 +360,9 @@ int split_room(klc_ctx *ctx, const Plan &p, const Call &c) {
   return KLC_OK;
 }
 
-template <int BITS, int ROWS>
+template <Codes C, int ROWS>
 int launch_rows(klc_ctx *ctx, const Call &c, int sms) {
+  constexpr int BITS = bits_of<C>;
   const Plan p = plan_for<BITS, ROWS>(c, sms);
   if (p.splits > 1) {
     if (int rc = split_room(ctx, p, c)) return rc;
@@ -365,7 +372,7 @@ int launch_rows(klc_ctx *ctx, const Call &c, int sms) {
   static std::atomic<uint32_t> carveout_set{0};
   const uint32_t bit = 1u << (ctx->device & 31);
   if (!(carveout_set.load() & bit)) {
-    if (cudaFuncSetAttribute(wq_gemv_kernel<BITS, ROWS>, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared) !=
+    if (cudaFuncSetAttribute(wq_gemv_kernel<C, ROWS>, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared) !=
         cudaSuccess)
       cudaGetLastError();
     carveout_set.fetch_or(bit);
@@ -376,17 +383,17 @@ int launch_rows(klc_ctx *ctx, const Call &c, int sms) {
   while ((1 << shift) < per_group) ++shift;
   const Args a{c.x, c.ldx, c.w, c.y, c.ldy, c.M, c.accumulate, p.span, p.splits, p.stride4, (1 << shift) == per_group ? shift : -1,
                p.splits > 1 ? ctx->wq_partial : nullptr, p.splits > 1 ? ctx->wq_arrivals : nullptr};
-  wq_gemv_kernel<BITS, ROWS><<<dim3(p.tiles, p.splits), THREADS, p.smem, ctx->stream>>>(a);
+  wq_gemv_kernel<C, ROWS><<<dim3(p.tiles, p.splits), THREADS, p.smem, ctx->stream>>>(a);
   const cudaError_t e = cudaGetLastError();
   return e == cudaSuccess ? KLC_OK : klc::fail_cuda(e, "the quantized linear layer (few rows)");
 }
 
-template <int BITS>
-int launch_bits(klc_ctx *ctx, const Call &c, int sms) {
-  if (c.M == 1) return launch_rows<BITS, 1>(ctx, c, sms);
-  if (c.M <= 2) return launch_rows<BITS, 2>(ctx, c, sms);
-  if (c.M <= 4) return launch_rows<BITS, 4>(ctx, c, sms);
-  return launch_rows<BITS, MAX_ROWS>(ctx, c, sms);
+template <Codes C>
+int launch_codes(klc_ctx *ctx, const Call &c, int sms) {
+  if (c.M == 1) return launch_rows<C, 1>(ctx, c, sms);
+  if (c.M <= 2) return launch_rows<C, 2>(ctx, c, sms);
+  if (c.M <= 4) return launch_rows<C, 4>(ctx, c, sms);
+  return launch_rows<C, MAX_ROWS>(ctx, c, sms);
 }
 
 int launch(klc_ctx *ctx, const Call &c) {
@@ -395,13 +402,16 @@ int launch(klc_ctx *ctx, const Call &c) {
     if (ctx->multiprocessors < 1) ctx->multiprocessors = 1;
   }
   const int sms = ctx->multiprocessors;
-  return c.w.bits == 4 ? launch_bits<4>(ctx, c, sms) : launch_bits<8>(ctx, c, sms);
+  const Codes codes = klc_wq_dev::codes_of(c.w);
+  if (codes == Codes::Int4) return launch_codes<Codes::Int4>(ctx, c, sms);
+  if (codes == Codes::Int8) return launch_codes<Codes::Int8>(ctx, c, sms);
+  return launch_codes<Codes::E4M3>(ctx, c, sms);
 }
 
 int check(const Call &c) {
   const klc_wq &w = c.w;
   if (!c.x || !w.w_packed || !w.scales || !c.y) return klc::fail(KLC_E_ARG, "quantized gemv: x, w_packed, scales and y are required");
-  if (w.bits != 4 && w.bits != 8) return klc::fail(KLC_E_ARG, "quantized gemv: bits must be 4 or 8");
+  if (int rc = klc::wq_check_codes(w, "quantized gemv")) return rc;
   if (c.M < 1 || c.M > MAX_ROWS) return klc::fail(KLC_E_ARG, "quantized gemv: M must be 1..8 (use a GEMM for more rows)");
   const int per_vec = 128 / w.bits;
   if (w.N < 1 || w.K < per_vec || w.K % per_vec != 0) {
@@ -421,7 +431,7 @@ int check(const Call &c) {
 namespace klc {
 
 bool wq_gemv_supported(const klc_wq &w) {
-  if (w.bits != 4 && w.bits != 8) return false;
+  if (!klc::wq_codes_ok(w)) return false;
   const int per_vec = 128 / w.bits;
   return w.K % per_vec == 0 && w.group % per_vec == 0 && w.K % w.group == 0 && aligned16(w.w_packed);
 }

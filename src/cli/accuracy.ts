@@ -11,7 +11,6 @@ import { comparePositions, summarizeDivergence, type DivergenceSummary, type Pos
 import { loadConfig, loadConfigFile } from '../engine/model/config';
 import { loadModel, type DummySpec, type Model } from '../engine/model/model';
 import { LOAD_QUANTIZATIONS, type LoadQuantization } from '../engine/model/quant/presets';
-import { CUDA_SCHEMES } from '../engine/backends/cuda/load-plan';
 import { accuracyTokenizer, accuracyTokens, SEQUENCE_TOKENS, TEXT_SOURCE } from './accuracy-text';
 import { backendOption, backendUsage, dummyOption, intOption, parseCommandArgs, weightOptions, weightUsage, type Parsed } from './args';
 
@@ -30,8 +29,7 @@ folder has none, and for dummy weights); ids beyond the model's vocabulary are t
 
   --model DIR         an unquantized (bf16 or fp32) checkpoint folder; with --load-format dummy, only
                       its tokenizer is used
-  --schemes LIST      comma-separated, from ${LOAD_QUANTIZATIONS.join(', ')} (default ${DEFAULT_SCHEMES.join(',')}; on the cuda
-                      backend, which does not quantize to fp8 at load, ${DEFAULT_SCHEMES.filter((s) => CUDA_SCHEMES.includes(s)).join(',')}); none compares
+  --schemes LIST      comma-separated, from ${LOAD_QUANTIZATIONS.join(', ')} (default ${DEFAULT_SCHEMES.join(',')}); none compares
                       the unquantized model with itself, a check of the backend's determinism
   --positions N       next-token distributions compared per scheme (default ${DEFAULT_POSITIONS})
   --json FILE         also write the figures as JSON
@@ -65,17 +63,6 @@ export interface AccuracyReport {
   schemes: SchemeAccuracy[];
 }
 
-/** The schemes to measure on `backend`: the CUDA backend quantizes at load only to CUDA_SCHEMES. */
-function schemesFor(backend: string, asked: readonly LoadQuantization[] | undefined): readonly LoadQuantization[] {
-  if (backend !== 'cuda') return asked ?? DEFAULT_SCHEMES;
-  if (asked === undefined) return DEFAULT_SCHEMES.filter((s) => CUDA_SCHEMES.includes(s));
-  const refused = asked.filter((s) => !CUDA_SCHEMES.includes(s));
-  if (refused.length > 0) {
-    throw new UserError(`--schemes ${refused.join(',')}: the CUDA backend does not quantize to ${refused.join(' or ')} at load (it takes ${CUDA_SCHEMES.join(', ')}); leave it out, or measure it with --backend onnx or reference`);
-  }
-  return asked;
-}
-
 /** Logits [T × vocab] for every position of each sequence, each from a fresh state. */
 async function* sequenceLogits(model: Model, sequences: readonly Int32Array[]): AsyncGenerator<Float32Array> {
   for (const ids of sequences) {
@@ -94,8 +81,6 @@ async function* sequenceLogits(model: Model, sequences: readonly Int32Array[]): 
  */
 export async function measureAccuracy(opts: AccuracyOptions): Promise<AccuracyReport> {
   const { modelDir, dummy, log } = opts;
-  // Refused before anything loads where --backend names the backend; once 'auto' has chosen, below.
-  schemesFor(opts.backend, opts.schemes);
   const config = dummy ? await loadConfigFile(dummy.configFile) : await loadConfig(modelDir);
   const { tokenizer, dir: tokenizerDir } = await accuracyTokenizer(dummy ? opts.tokenizerDir : modelDir);
   const { sequences, files, digest } = await accuracyTokens(tokenizer, config.vocabSize, opts.positions);
@@ -109,9 +94,8 @@ export async function measureAccuracy(opts: AccuracyOptions): Promise<AccuracyRe
   // Every scheme runs on the backend 'auto' chose for the baseline, whose names are BackendNames.
   const sameBackend = backend as BackendName;
   const base: Float32Array[] = [];
-  let wanted: readonly LoadQuantization[];
+  const wanted = opts.schemes ?? DEFAULT_SCHEMES;
   try {
-    wanted = schemesFor(backend, opts.schemes);
     for await (const logits of sequenceLogits(baseline, sequences)) base.push(logits);
   } finally {
     await baseline.dispose();

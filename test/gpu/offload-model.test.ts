@@ -1,5 +1,5 @@
 // Device-only: expert offload on the CUDA backend (issue 11 item 4). The golden tiny checkpoint
-// (fp32, exact mode: run with KLC_CUDA_EXACT=1), INT4 and INT8 at load, loaded twice: every expert
+// (fp32, exact mode: run with KLC_CUDA_EXACT=1), INT4, INT8 and FP8 at load, loaded twice: every expert
 // on the GPU, and under a --gpu-memory cap between "every MoE layer offloaded" and "all but one"
 // (so the plan offloads layers 1–3). Logits are compared with the resident load and with the
 // reference backend on the same dequantized weights:
@@ -40,7 +40,7 @@ function report(line: string): void {
 const prompt = Int32Array.from({ length: 200 }, (_, i) => (i * 7919 + 11) % 1000);
 
 /** One MoE layer's routed experts in bytes under `q` at load, as the CUDA backend places them (exact mode: fp32 dense buffer). */
-async function expertBytes(q: 'int4' | 'int8'): Promise<number> {
+async function expertBytes(q: 'int4' | 'int8' | 'fp8'): Promise<number> {
   const cfg = await loadConfig(TINY_PUBLIC);
   const ckpt = await Checkpoint.open(TINY_PUBLIC, cfg);
   try {
@@ -84,7 +84,7 @@ async function decodeError(a: Model, b: Model): Promise<number> {
   return worst;
 }
 
-for (const q of ['int4', 'int8'] as const) {
+for (const q of ['int4', 'int8', 'fp8'] as const) {
   test(`${q} at load with routed experts offloaded: CUDA logits equal the resident load's and the reference's`, { skip }, async () => {
     const lines: string[] = [];
     const log = (l: string) => lines.push(l);

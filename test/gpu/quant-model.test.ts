@@ -1,7 +1,8 @@
-// Device-only: INT4 and INT8 weights on the CUDA backend against the reference backend running the
-// same weights dequantized (the executable spec), on the golden tiny checkpoint (fp32, exact mode:
-// run with KLC_CUDA_EXACT=1): quantized at load (--quantization int4|int8) and stored as a
-// compressed-tensors checkpoint (klc quantize w4a16-g128 / w8a16). Covers both paths of every
+// Device-only: INT4, INT8 and FP8 E4M3 weights on the CUDA backend against the reference backend
+// running the same weights dequantized (the executable spec), on the golden tiny checkpoint (fp32,
+// exact mode: run with KLC_CUDA_EXACT=1): quantized at load (--quantization int4|int8|fp8) and
+// stored as a compressed-tensors checkpoint (klc quantize w4a16-g128 / w8a16 / fp8-dynamic, the
+// last float-quantized: E4M3 bytes uploaded as they are, 1 byte per weight). Covers both paths of every
 // quantized linear and of the routed experts: a 200-token prefill (dequantize + GEMM, experts
 // dequantized for klc_moe_experts) and decode steps (klc_wq_gemv, the small-batch MoE on codes).
 // Dummy weights quantized at load are quantized on the GPU; the reference quantizes the same values
@@ -68,19 +69,21 @@ async function decode(label: string, gpu: Model, ref: Model): Promise<void> {
   assert.ok(worst < TOLERANCE, `${label} decode: ${worst} ≥ ${TOLERANCE}`);
 }
 
-test('INT4 and INT8 quantized at load: CUDA logits equal the reference\'s on the dequantized weights', { skip }, async () => {
+test('INT4, INT8 and FP8 quantized at load: CUDA logits equal the reference\'s on the dequantized weights', { skip }, async () => {
   await compare('int4 at load', TINY_PUBLIC, { quantization: 'int4' });
   await compare('int8 at load', TINY_PUBLIC, { quantization: 'int8' });
+  await compare('fp8 at load', TINY_PUBLIC, { quantization: 'fp8' });
 });
 
 test('dummy weights quantized at load are quantized on the GPU (klc_wq_quantize_bf16) into the codes the host quantizer gives the reference', { skip }, async () => {
   const dummy = { configFile: join(TINY_PUBLIC, 'config.json'), seed: 11 };
   await compare('dummy int4 at load', TINY_PUBLIC, { quantization: 'int4', dummy });
   await compare('dummy int8 at load', TINY_PUBLIC, { quantization: 'int8', dummy });
+  await compare('dummy fp8 at load', TINY_PUBLIC, { quantization: 'fp8', dummy });
 });
 
-test('stored compressed-tensors checkpoints (w4a16-g128, w8a16) run packed on CUDA and equal the reference', { skip }, async () => {
-  for (const scheme of ['w4a16-g128', 'w8a16'] as const) {
+test('stored compressed-tensors checkpoints (w4a16-g128, w8a16, fp8-dynamic) run quantized on CUDA and equal the reference', { skip }, async () => {
+  for (const scheme of ['w4a16-g128', 'w8a16', 'fp8-dynamic'] as const) {
     const out = mkdtempSync(join(tmpdir(), `klc-quant-${scheme}-`));
     try {
       await quantizeCheckpoint(TINY_PUBLIC, join(out, 'model'), scheme, () => {});
@@ -89,8 +92,4 @@ test('stored compressed-tensors checkpoints (w4a16-g128, w8a16) run packed on CU
       rmSync(out, { recursive: true, force: true });
     }
   }
-});
-
-test('fp8 at load is refused on CUDA with the way out', { skip }, async () => {
-  await assert.rejects(loadModel(TINY_PUBLIC, { backend: 'cuda', quantization: 'fp8' }), /does not quantize to fp8 at load/);
 });

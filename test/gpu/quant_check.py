@@ -1,14 +1,18 @@
 """Device check of the weight-only quantized kernels (native/src/wq_gemv.cu, wq_dequant.cu,
-moe_small_wq.cu) against float64 torch. Weights are packed here with torch in compressed-tensors'
-pack-quantized layout (independently of the engine's packer): 4-bit (group 32/128) and 8-bit (per
-channel, group 128), symmetric and with zero points, bf16 and fp32 scales, at Kimi-Linear-48B-A3B's
-projection shapes:
+moe_small_wq.cu, wq_quantize.cu) against float64 torch. Weights are packed here with torch in
+compressed-tensors' pack-quantized layout (independently of the engine's packer): 4-bit (group
+32/128) and 8-bit (per channel, group 128), symmetric and with zero points, bf16 and fp32 scales;
+and FP8 E4M3 bytes as a float-quantized checkpoint stores them (every finite byte, per channel and
+group 128, decoded here by torch's float8_e4m3fn), at Kimi-Linear-48B-A3B's projection shapes:
   klc_wq_gemv, M = 1..8 rows (accumulate too), tolerance 2e-5 relative, and K split across CTAs
   (few row tiles, or 8 rows of X too wide for shared memory) repeating bitwise;
   klc_wq_dequant into fp32 (exact: equal to fp32((q - z) * s)) and bf16 (round to nearest even);
   klc_moe_experts_wq, few pairs (codes read by the small-batch kernels, 2e-5) and many (experts
-  dequantized, then klc_moe_experts; exact mode 2e-5, tensor-core mode 2e-2 for bf16 activations).
-Then GEMV speed at the 48B model's decode shapes and 8192^2 (INT4 group 32 and 128, INT8 per
+  dequantized, then klc_moe_experts; exact mode 2e-5, tensor-core mode 2e-2 for bf16 activations);
+  klc_wq_quantize_bf16 to E4M3 (per row, bf16 and fp32 scales) bit for bit against a torch
+  reimplementation of the host quantizer (src/engine/model/quant/matrix.ts: scale = max|x| / 448,
+  the nearest of the 127 finite magnitudes, ties to the even code), with a row of exact ties.
+Then GEMV speed at the 48B model's decode shapes and 8192^2 (INT4 group 32 and 128, INT8 and FP8 per
 channel; M = 1, and 2..8 for information): "figure: gemv ... M=1: T us, B GB/s = P% of copy (batch 1)",
 bytes of codes and scales read per second against the copy bandwidth measured first in the same
 process, each call reading from HBM (the calls cycle through copies larger than L2) and each timed
@@ -29,9 +33,21 @@ c_p, c_z = ctypes.c_void_p, ctypes.c_size_t
 results = []
 
 
+KLC_WQ_INT, KLC_WQ_E4M3 = 0, 1
+
+
 class Wq(ctypes.Structure):
     _fields_ = [("w_packed", ctypes.c_void_p), ("scales", ctypes.c_void_p), ("zero_points", ctypes.c_void_p), ("bits", ctypes.c_int),
-                ("N", ctypes.c_int), ("K", ctypes.c_int), ("group", ctypes.c_int), ("scales_f32", ctypes.c_int)]
+                ("N", ctypes.c_int), ("K", ctypes.c_int), ("group", ctypes.c_int), ("scales_f32", ctypes.c_int), ("codes", ctypes.c_int)]
+
+
+# Every E4M3 byte but the NaN ones (0x7f, 0xff), which no quantizer writes.
+E4M3_FINITE = torch.tensor([b for b in range(256) if b & 0x7F != 0x7F], dtype=torch.uint8)
+
+
+def e4m3_values(codes):
+    """float64 values of E4M3 bytes (uint8), by torch's float8_e4m3fn."""
+    return codes.view(torch.float8_e4m3fn).double()
 
 
 def pack_rows(u, bits):
@@ -45,9 +61,13 @@ def pack_rows(u, bits):
 
 
 class QMat:
-    """A random quantized [N, K] matrix: its klc_wq, the tensors it points to and its float64 weights."""
+    """A random quantized [N, K] matrix: its klc_wq, the tensors it points to and its float64 weights.
+    fp8: E4M3 bytes (bits 8, symmetric), stored row by row and read as int32 words."""
 
-    def __init__(self, N, K, bits, group, symmetric, scales_f32, gen):
+    def __init__(self, N, K, bits, group, symmetric, scales_f32, gen, fp8=False):
+        if fp8:
+            self.init_fp8(N, K, group, scales_f32, gen)
+            return
         half = 2 ** (bits - 1)
         per = 32 // bits
         groups = K // group
@@ -67,7 +87,20 @@ class QMat:
         self.packed = pack_rows(q + half, bits).contiguous()
         self.w = (q.double() - z.double().repeat_interleave(group, 1)) * self.scales.double().repeat_interleave(group, 1)
         self.wq = Wq(self.packed.data_ptr(), self.scales.data_ptr(), self.zp.data_ptr() if self.zp is not None else None, bits, N, K, group,
-                     int(scales_f32))
+                     int(scales_f32), KLC_WQ_INT)
+
+    def init_fp8(self, N, K, group, scales_f32, gen):
+        groups = K // group
+        pick = torch.randint(0, len(E4M3_FINITE), (N, K), generator=gen, device="cuda")
+        codes = E4M3_FINITE.cuda()[pick].contiguous()
+        # Codes reach +-448: scales bring the weights near the INT8 cases' size.
+        s = (torch.rand(N, groups, generator=gen, device="cuda") * 0.02 + 0.001) / 4
+        self.scales = (s if scales_f32 else s.to(torch.bfloat16)).contiguous()
+        self.codes = codes
+        self.packed = codes.view(torch.int32)
+        self.zp = None
+        self.w = e4m3_values(codes) * self.scales.double().repeat_interleave(group, 1)
+        self.wq = Wq(self.packed.data_ptr(), self.scales.data_ptr(), None, 8, N, K, group, int(scales_f32), KLC_WQ_E4M3)
 
 
 def check(name, err, tol, **extra):
@@ -105,6 +138,28 @@ def gemv_cases(klc, gen):
                         want = x.double() @ m.w.T + (0.5 if acc else 0.0)
                         name = f"gemv INT{bits} N={N} K={K} group={group} {'sym' if symmetric else 'asym'} {'fp32' if f32 else 'bf16'} scales M={M}"
                         check(name + (" accumulate" if acc else ""), rel(y, want), 2e-5)
+    # FP8: every M of 1..8, per channel and group 128, bf16 and fp32 scales.
+    for N, K in shapes:
+        for group in (K, 128):
+            if K % group:
+                continue
+            for f32 in (False, True):
+                m = QMat(N, K, 8, group, True, f32, gen, fp8=True)
+                for M in range(1, 9):
+                    x = torch.randn(M, K, generator=gen, device="cuda")
+                    y = torch.full((M, N), 0.5, device="cuda")
+                    acc = int(M == 5)
+                    klc._check(lib.klc_wq_gemv(ctx, c_p(x.data_ptr()), K, ctypes.byref(m.wq), c_p(y.data_ptr()), N, M, acc))
+                    klc.sync()
+                    want = x.double() @ m.w.T + (0.5 if acc else 0.0)
+                    name = f"gemv FP8 N={N} K={K} group={group} {'fp32' if f32 else 'bf16'} scales M={M}"
+                    check(name + (" accumulate" if acc else ""), rel(y, want), 2e-5)
+    m = QMat(64, 96, 8, 96, True, False, gen, fp8=True)
+    m.wq.zero_points = m.wq.scales
+    x = torch.randn(1, 96, device="cuda")
+    y = torch.zeros(1, 64, device="cuda")
+    rc = lib.klc_wq_gemv(ctx, c_p(x.data_ptr()), 96, ctypes.byref(m.wq), c_p(y.data_ptr()), 64, 1, 0)
+    check("gemv FP8 with zero points is refused", 0.0 if rc != 0 else 1.0, 0.5, message=lib.klc_last_error().decode())
     m = QMat(64, 96, 4, 32, True, False, gen)
     x = torch.randn(9, 96, device="cuda")
     y = torch.zeros(9, 64, device="cuda")
@@ -116,9 +171,10 @@ def gemv_split_cases(klc, gen):
     """K split across CTAs (few row tiles: MLA kv_a; eight rows of X whose K slice exceeds shared memory:
     the dense MLP's down projection), with zero points and accumulation, and bitwise repeatable."""
     lib, ctx = klc.lib, klc.ctx
-    for bits, N, K, group, M, acc in ((4, 576, 2304, 32, 1, 0), (8, 576, 2304, 128, 2, 1), (4, 2304, 9216, 128, 8, 1),
-                                      (8, 2304, 9216, 9216, 8, 0), (4, 8192, 8192, 128, 5, 0)):
-        m = QMat(N, K, bits, group, False, False, gen)
+    for bits, N, K, group, M, acc, fp8 in ((4, 576, 2304, 32, 1, 0, False), (8, 576, 2304, 128, 2, 1, False), (4, 2304, 9216, 128, 8, 1, False),
+                                           (8, 2304, 9216, 9216, 8, 0, False), (4, 8192, 8192, 128, 5, 0, False), (8, 576, 2304, 2304, 1, 1, True),
+                                           (8, 2304, 9216, 9216, 8, 0, True), (8, 2304, 9216, 128, 3, 1, True)):
+        m = QMat(N, K, bits, group, False, False, gen, fp8=fp8)
         x = torch.randn(M, K, generator=gen, device="cuda")
         ys = []
         for _ in range(2):
@@ -127,28 +183,32 @@ def gemv_split_cases(klc, gen):
             klc.sync()
             ys.append(y)
         want = x.double() @ m.w.T + (0.5 if acc else 0.0)
-        name = f"gemv INT{bits} N={N} K={K} group={group} asym M={M}{' accumulate' if acc else ''} (split K)"
+        kind = "FP8" if fp8 else f"INT{bits} asym"
+        name = f"gemv {kind} N={N} K={K} group={group} M={M}{' accumulate' if acc else ''} (split K)"
         check(name, rel(ys[0], want), 2e-5)
         check(name + " repeats bitwise", float((ys[0] != ys[1]).sum().item()), 0.0)
 
 
 def dequant_cases(klc, gen):
-    for bits, group, symmetric, f32 in ((4, 32, False, False), (4, 128, True, True), (8, 2304, False, True), (8, 128, True, False)):
-        m = QMat(1000, 2304, bits, group, symmetric, f32, gen)
+    for bits, group, symmetric, f32, fp8 in ((4, 32, False, False, False), (4, 128, True, True, False), (8, 2304, False, True, False),
+                                             (8, 128, True, False, False), (8, 2304, True, False, True), (8, 2304, True, True, True),
+                                             (8, 128, True, False, True)):
+        m = QMat(1000, 2304, bits, group, symmetric, f32, gen, fp8=fp8)
         out32 = torch.empty(200, 2304, device="cuda")
         out16 = torch.empty(200, 2304, dtype=torch.bfloat16, device="cuda")
         klc._check(klc.lib.klc_wq_dequant(klc.ctx, ctypes.byref(m.wq), 300, 200, c_p(out32.data_ptr()), 1))
         klc._check(klc.lib.klc_wq_dequant(klc.ctx, ctypes.byref(m.wq), 300, 200, c_p(out16.data_ptr()), 0))
         klc.sync()
         want = m.w[300:500]
-        name = f"dequant INT{bits} group={group} {'sym' if symmetric else 'asym'} rows 300..499"
+        kind = f"FP8 {'fp32' if f32 else 'bf16'} scales" if fp8 else f"INT{bits} {'sym' if symmetric else 'asym'}"
+        name = f"dequant {kind} group={group} rows 300..499"
         check(name + " fp32 (exact)", (out32.double() - want.float().double()).abs().max().item(), 0.0)
         check(name + " bf16 (rounded)", (out16.double() - want.float().to(torch.bfloat16).double()).abs().max().item(), 0.0)
 
 
-def moe_case(klc, gen, T, bits, group, symmetric, tensor_cores, d=2304, I=1024, E=64, k=8):
-    m13 = QMat(E * 2 * I, d, bits, group or d, symmetric, False, gen)
-    m2 = QMat(E * d, I, bits, group or I, symmetric, False, gen)
+def moe_case(klc, gen, T, bits, group, symmetric, tensor_cores, d=2304, I=1024, E=64, k=8, fp8=False):
+    m13 = QMat(E * 2 * I, d, bits, group or d, symmetric, False, gen, fp8=fp8)
+    m2 = QMat(E * d, I, bits, group or I, symmetric, False, gen, fp8=fp8)
     x = torch.randn(T, d, device="cuda", generator=gen)
     idx = torch.rand(T, E, device="cuda", generator=gen).topk(k, 1).indices.sort(1).values.to(torch.int32).contiguous()
     wt = torch.rand(T, k, device="cuda", generator=gen)
@@ -178,8 +238,54 @@ def moe_case(klc, gen, T, bits, group, symmetric, tensor_cores, d=2304, I=1024, 
             h = torch.nn.functional.silu(gu[:I]) * gu[I:]
             want[n] += wt[t, s].double() * (w2[e] @ h)
     path = "small batch" if T * k <= 128 else ("dense, tensor cores" if tensor_cores else "dense, exact")
-    check(f"MoE INT{bits} group={group or 'channel'} {'sym' if symmetric else 'asym'} T={T} ({path})", rel(out[rows], want),
+    kind = "FP8" if fp8 else f"INT{bits} {'sym' if symmetric else 'asym'}"
+    check(f"MoE {kind} group={group or 'channel'} T={T} ({path})", rel(out[rows], want),
           2e-2 if tensor_cores and T * k > 128 else 2e-5)
+
+
+def e4m3_nearest(v):
+    """The host quantizer's E4M3 bytes (encodeFp8E4M3 of src/engine/model/quant/fp8.ts) of float64 v, |v| <= 448:
+    the nearest of the finite magnitudes, ties to the even code; the sign is v < 0 (so -0 gets code 0)."""
+    mags = e4m3_values(torch.arange(0x7F, dtype=torch.uint8, device=v.device))  # 0x00..0x7e, ascending
+    a = v.abs()
+    lo = (torch.searchsorted(mags, a, right=True) - 1).clamp(0, 0x7D)
+    hi = lo + 1
+    d_lo, d_hi = a - mags[lo], mags[hi] - a
+    code = torch.where(d_lo < d_hi, lo, torch.where(d_hi < d_lo, hi, torch.where(lo % 2 == 0, lo, hi)))
+    return (code + torch.where(v < 0, 0x80, 0)).to(torch.uint8)
+
+
+def quantize_fp8_cases(klc, gen):
+    """klc_wq_quantize_bf16 to E4M3, one scale per row, against the host quantizer's arithmetic reimplemented in
+    float64 torch; row 0 holds 448 (so its scale is exactly 1) and ties between E4M3 neighbours (normal and
+    subnormal) and -0."""
+    lib = klc.lib
+    for N, K in ((1000, 2304), (576, 4096)):
+        w = (torch.randn(N, K, generator=gen, device="cuda") * torch.rand(N, 1, generator=gen, device="cuda") * 0.1).to(torch.bfloat16)
+        ties = torch.tensor([448.0, 1.0625, -1.1875, 2 ** -10, 3 * 2 ** -10, -(5 * 2 ** -10), 2 ** -6 + 2 ** -10, 17.0, -0.0, 0.0],
+                            dtype=torch.float64, device="cuda")
+        w[0] = 0
+        w[0, : len(ties)] = ties.to(torch.bfloat16)
+        assert w[0, : len(ties)].double().equal(ties), "the tie values are exact in bf16"
+        for f32 in (False, True):
+            packed = torch.zeros(N, K // 4, dtype=torch.int32, device="cuda")
+            scales = torch.zeros(N, dtype=torch.float32 if f32 else torch.bfloat16, device="cuda")
+            klc._check(lib.klc_wq_quantize_bf16(klc.ctx, c_p(w.data_ptr()), N, K, 8, K, KLC_WQ_E4M3, c_p(packed.data_ptr()),
+                                                 c_p(scales.data_ptr()), int(f32)))
+            klc.sync()
+            amax = w.double().abs().amax(1)
+            want_s = torch.clamp(amax / 448.0, min=2.0 ** -23).float()
+            if not f32:
+                want_s = want_s.to(torch.bfloat16)
+            v = torch.clamp(w.double() / want_s.double()[:, None], -448.0, 448.0)
+            want_codes = e4m3_nearest(v)
+            got_codes = packed.view(torch.uint8).reshape(N, K)
+            name = f"quantize to FP8 N={N} K={K} {'fp32' if f32 else 'bf16'} scales"
+            check(name + ": scales equal", float((scales != want_s).sum().item()), 0.0)
+            check(name + ": codes equal (row 0: ties, -0)", float((got_codes != want_codes).sum().item()), 0.0,
+                  row0=got_codes[0, : len(ties)].tolist())
+    rc = lib.klc_wq_quantize_bf16(klc.ctx, c_p(w.data_ptr()), N, K, 8, 128, KLC_WQ_E4M3, c_p(packed.data_ptr()), c_p(scales.data_ptr()), 0)
+    check("quantize to FP8 with groups is refused", 0.0 if rc != 0 else 1.0, 0.5, message=lib.klc_last_error().decode())
 
 
 # Kimi-Linear-48B-A3B's projections read by klc_wq_gemv at decode (hidden 2304; KDA 32 heads x 128;
@@ -189,8 +295,8 @@ SPEED_SHAPES = (("8192^2 benchmark", 8192, 8192), ("KDA q/k/v stacked", 12288, 2
                 ("MLA q_proj", 6144, 2304), ("MLA kv_a_proj", 576, 2304), ("dense MLP gate/up", 18432, 2304),
                 ("dense MLP down", 2304, 9216), ("shared expert gate/up", 2048, 2304), ("shared expert down", 2304, 1024),
                 ("lm_head size", 163840, 2304))
-# Schemes timed: AWQ INT4 as published for this model (group 32), INT4 group 128, INT8 per channel.
-SPEED_SCHEMES = ((4, 32), (4, 128), (8, None))
+# Schemes timed: AWQ INT4 as published for this model (group 32), INT4 group 128, INT8 and FP8 per channel.
+SPEED_SCHEMES = ((4, 32, False), (4, 128, False), (8, None, False), (8, None, True))
 # The copies a timing cycles through add up to at least this: more than the L2 cache, so every call
 # reads its codes from HBM as decode does.
 ROTATE_BYTES = 512 << 20
@@ -214,13 +320,13 @@ def gemv_speed(klc, gen, copy_bw):
     scales (symmetric weights: no zero points) read per second against the copy bandwidth; every
     timed result is checked against float64 torch."""
     lib, ctx = klc.lib, klc.ctx
-    for bits, group in SPEED_SCHEMES:
+    for bits, group, fp8 in SPEED_SCHEMES:
         for name, N, K in SPEED_SHAPES:
             g = group or K
-            m = QMat(N, K, bits, g, True, False, gen)
+            m = QMat(N, K, bits, g, True, False, gen, fp8=fp8)
             moved = m.packed.numel() * 4 + m.scales.numel() * m.scales.element_size()
             copies = [(m.packed, m.scales)] + [(m.packed.clone(), m.scales.clone()) for _ in range(max(1, -(-ROTATE_BYTES // moved)) - 1)]
-            arr = (Wq * len(copies))(*[Wq(p.data_ptr(), s.data_ptr(), None, bits, N, K, g, 0) for p, s in copies])
+            arr = (Wq * len(copies))(*[Wq(p.data_ptr(), s.data_ptr(), None, bits, N, K, g, 0, m.wq.codes) for p, s in copies])
             rows = (1, 2, 4, 8) if name in ("8192^2 benchmark", "KDA q/k/v stacked") else (1,)
             for M in rows:
                 x = torch.randn(M, K, generator=gen, device="cuda")
@@ -229,7 +335,7 @@ def gemv_speed(klc, gen, copy_bw):
                 iters = max(20, min(500, int(2e9 / moved)))
                 klc._check(lib.klc_wq_gemv_time(ctx, c_p(x.data_ptr()), K, arr, len(copies), c_p(y.data_ptr()), N, M, iters, ctypes.byref(ms)))
                 klc.sync()
-                label = f"gemv INT{bits} group={group or 'channel'} {name} N={N} K={K} M={M}"
+                label = f"gemv {'FP8' if fp8 else f'INT{bits}'} group={group or 'channel'} {name} N={N} K={K} M={M}"
                 check(label + " (timed result)", rel(y, x.double() @ m.w.T), 2e-5)
                 bw = moved / (ms.value / 1e3)
                 print(f"figure: {label}: {ms.value * 1e3:.1f} us, {bw / 1e9:.0f} GB/s = {100 * bw / copy_bw:.0f}% of copy"
@@ -284,9 +390,13 @@ def main():
         for symmetric in (True, False):
             moe_case(klc, gen, 1, bits, group, symmetric, True)
             moe_case(klc, gen, 16, bits, group, symmetric, False)
+    moe_case(klc, gen, 1, 8, None, True, True, fp8=True)
+    moe_case(klc, gen, 16, 8, None, True, False, fp8=True)
     for tc in (False, True):
         moe_case(klc, gen, 200, 4, 128, True, tc)
         moe_case(klc, gen, 200, 8, None, False, tc)
+        moe_case(klc, gen, 200, 8, None, True, tc, fp8=True)
+    quantize_fp8_cases(klc, gen)
     speed(klc, gen)
     print(f"{sum(results)}/{len(results)} cases ok")
     return 0 if all(results) else 1

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Device run of expert offload (issue 11 item 4), about 5 minutes: the golden tiny model at INT4 and
-# INT8 with every MoE layer's routed experts in pinned host memory (a --gpu-memory cap) against the
+# Device run of expert offload (issue 11 item 4), about 5 minutes: the golden tiny model at INT4,
+# INT8 and FP8 with every MoE layer's routed experts in pinned host memory (a --gpu-memory cap) against the
 # same model with every expert on the GPU and against the reference backend
 # (test/gpu/offload-model.test.ts), the CPU experts' speed at the 48B model's shapes on this
 # machine's CPU (cpu-experts-driver bench: ms per offloaded layer and GB/s of expert weights read),

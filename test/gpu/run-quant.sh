@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Device run of the quantized CUDA paths (issue 11), about 3 minutes: the klc_wq kernels against
-# float64 torch (test/gpu/quant_check.py: GEMV at 4 and 8 bits, dequantization, MoE on quantized
-# experts, GEMV bandwidth per decode shape against the copy bandwidth, and the prefill GEMM on
-# dequantized INT4 against bf16), then the tiny golden model with INT4/INT8 weights (at load and
-# stored) on the CUDA backend against the reference backend (test/gpu/quant-model.test.ts).
+# Device run of the quantized CUDA paths (issue 11), about 4 minutes: the klc_wq kernels against
+# float64 torch (test/gpu/quant_check.py: GEMV at 4 and 8 bits and on FP8 E4M3 codes,
+# dequantization, MoE on quantized experts, the device quantizer to FP8 bit for bit, GEMV bandwidth
+# per decode shape against the copy bandwidth, and the prefill GEMM on dequantized INT4 against
+# bf16), then the tiny golden model with INT4/INT8/FP8 weights (at load and stored) on the CUDA
+# backend against the reference backend (test/gpu/quant-model.test.ts).
 # Carry: .device (node.xz, quant-model.test.cjs; the goldens are the tracked test/fixtures/golden), native/build.
 # Prepare here with test/gpu/prepare-model.sh. Logs go to $OUT.
 set -uo pipefail

@@ -71,26 +71,28 @@ export function fitOnGpu(check: FolderCheck, gpu: GpuReport, budget: MemoryBudge
   });
   const lines = [
     `${device.name}: ${gb(device.freeBytes)} free of ${gb(device.totalBytes)}${capped ? `, limited to ${gb(plan.gpuMemory)}` : ''}`,
-    ...(stored === 'none' ? [`the CUDA backend loads these ${check.format?.label} weights dequantized to bf16 (it runs INT4 and INT8 weights as stored)`] : []),
+    ...(stored === 'none' ? [`the CUDA backend loads these ${check.format?.label} weights dequantized to bf16 (it runs INT4, INT8 and FP8 weights as stored)`] : []),
     planFigures(plan),
   ];
   if (plan.fits) return { fits: true, lines };
   // The plan speaks in klc's flags; say what each is in the editor.
   const inEditor = [
     ...(plan.advice.includes('--context') ? ['--context is the kimiLinear.maxContextTokens setting'] : []),
-    ...(plan.advice.includes('--quantization') ? ['--quantization is the kimiLinear.quantization setting (int8, int4), or download an INT4 checkpoint (Get the Model)'] : []),
+    ...(plan.advice.includes('--quantization') ? ['--quantization is the kimiLinear.quantization setting (fp8, int8, int4), or download an INT4 checkpoint (Get the Model)'] : []),
   ];
   return { fits: false, lines, advice: `${plan.advice}${inEditor.length > 0 ? ` In VS Code, ${inEditor.join('; ')}.` : ''}` };
 }
 
 /**
- * The scheme the CUDA backend runs a stored checkpoint in: INT4 or INT8 as stored, anything else
- * (FP8, mixed schemes) dequantized to bf16. The plan's sizes for it are an estimate at group 128;
- * the load itself counts the checkpoint's exact bytes.
+ * The scheme the CUDA backend runs a stored checkpoint in: INT4, INT8 or FP8 as stored, anything
+ * else (mixed schemes) dequantized to bf16. The plan's sizes for it are an estimate (INT4 at group
+ * 128; FP8 per row, though block-scaled FP8 is dequantized); the load itself counts the
+ * checkpoint's exact bytes.
  */
 function storedScheme(label: string): Quantization {
   if (label === 'INT4') return 'int4';
   if (label === 'INT8') return 'int8';
+  if (label === 'FP8') return 'fp8';
   return 'none';
 }
 

@@ -71,9 +71,9 @@ export interface PlanRequest {
   /** The device sampling buffers' exact size when a GPU is at hand (see sampleScratchBytes). */
   sampleScratch?: number;
   /**
-   * Whether routed experts may move to host memory. Default: when they are INT8/INT4 (int8, int4),
-   * the formats the CPU kernels run; a backend that knows better (a checkpoint stored with
-   * quantized experts) says true.
+   * Whether routed experts may move to host memory. Default: when they are FP8/INT8/INT4 (fp8,
+   * int8, int4), the formats the CPU kernels run; a backend that knows better (a checkpoint stored
+   * with quantized experts) says true.
    */
   offload?: boolean;
   /** The schemes `auto` tries, in order. Default QUANTIZATIONS (a backend may run fewer). */
@@ -227,7 +227,7 @@ class Planner {
     const slices = this.req.sliceTokens ? [this.req.sliceTokens] : SLICE_CHOICES;
     const out: Candidate[] = [];
     for (const [i, quantization] of schemes.entries()) {
-      const offload = this.req.offload ?? (quantization === 'int8' || quantization === 'int4');
+      const offload = this.req.offload ?? quantization !== 'none';
       const maxOffload = i === schemes.length - 1 && offload ? this.moeLayers.length : 0;
       for (let offload = 0; offload <= maxOffload; offload++) for (const slice of slices) out.push({ quantization, offload, slice });
     }

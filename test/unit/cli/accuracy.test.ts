@@ -62,7 +62,6 @@ test('bad arguments are one-line errors naming the option, before any model load
     [['--model', tiny, '--positions', '0'], /^klc accuracy: --positions must be an integer ≥ 1, got '0'\n$/],
     [[], /^klc accuracy: --model DIR is required \(or --load-format dummy --model-config FILE\)/],
     [['--model', join(tiny, 'missing')], /^klc accuracy: cannot read .*missing[/\\]config\.json \(ENOENT\)/],
-    [['--model', tiny, '--backend', 'cuda', '--schemes', 'int8,fp8'], /^klc accuracy: --schemes fp8: the CUDA backend does not quantize to fp8 at load/],
     [['--model', tiny, '--positions', '100000000'], /^klc accuracy: --positions 100000000 is more than the \d+ tokens of this repository's src/],
   ];
   for (const [args, message] of cases) {

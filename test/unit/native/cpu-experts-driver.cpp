@@ -1,7 +1,7 @@
 // Drives klc_cpu_moe_experts (native/src/cpu_experts.cpp) from files, for the unit test, and times
 // it for the micro-benchmark.
 //   run IN OUT: IN holds int32 [T, d, I, E, k, bits, group13, group2, scales_f32, asym, accumulate,
-//     threads], then x f32 [T*d], idx i32 [T*k], w f32 [T*k], for w13 then w2: codes i32, scales
+//     threads, fp8 (E4M3 codes)], then x f32 [T*d], idx i32 [T*k], w f32 [T*k], for w13 then w2: codes i32, scales
 //     (f32, or bf16 as u16), zero points i32 when asym, then out f32 [T*d] (the values accumulated
 //     into). OUT gets out f32 [T*d]; stdout the ISA used.
 //   bench T d I E k bits group threads iters: random weights, prints one JSON line with the mean
@@ -42,16 +42,16 @@ struct Matrix {
 size_t scale_count(int N, int K, int group) { return static_cast<size_t>(N) * (K / group); }
 size_t zero_words(int N, int K, int group, int bits) { return static_cast<size_t>((N + 32 / bits - 1) / (32 / bits)) * (K / group); }
 
-void finish(Matrix &m, int N, int K, int group, int bits, int f32) {
-  m.wq = {m.codes.data(), m.scales.data(), m.zeros.empty() ? nullptr : m.zeros.data(), bits, N, K, group, f32};
+void finish(Matrix &m, int N, int K, int group, int bits, int f32, int codes) {
+  m.wq = {m.codes.data(), m.scales.data(), m.zeros.empty() ? nullptr : m.zeros.data(), bits, N, K, group, f32, codes};
 }
 
-Matrix read_matrix(Reader &r, int N, int K, int group, int bits, int f32, int asym) {
+Matrix read_matrix(Reader &r, int N, int K, int group, int bits, int f32, int asym, int codes) {
   Matrix m;
   m.codes = r.take<int32_t>(static_cast<size_t>(N) * K * bits / 32);
   m.scales = r.take<uint8_t>(scale_count(N, K, group) * (f32 ? 4 : 2));
   if (asym) m.zeros = r.take<int32_t>(zero_words(N, K, group, bits));
-  finish(m, N, K, group, bits, f32);
+  finish(m, N, K, group, bits, f32, codes);
   return m;
 }
 
@@ -66,7 +66,7 @@ Matrix random_matrix(std::mt19937 &rng, int N, int K, int group, int bits) {
     const float v = s(rng);
     std::memcpy(m.scales.data() + 4 * i, &v, 4);
   }
-  finish(m, N, K, group, bits, 1);
+  finish(m, N, K, group, bits, 1, KLC_WQ_INT);
   return m;
 }
 
@@ -74,14 +74,14 @@ int run(const char *in, const char *out) {
   FILE *f = std::fopen(in, "rb");
   if (!f) die(std::string("cannot open ") + in);
   Reader r{f};
-  const auto hd = r.take<int32_t>(12);
+  const auto hd = r.take<int32_t>(13);
   const int T = hd[0], d = hd[1], I = hd[2], E = hd[3], k = hd[4], bits = hd[5], g13 = hd[6], g2 = hd[7], f32 = hd[8], asym = hd[9],
-            acc = hd[10], threads = hd[11];
+            acc = hd[10], threads = hd[11], codes = hd[12] ? KLC_WQ_E4M3 : KLC_WQ_INT;
   auto x = r.take<float>(static_cast<size_t>(T) * d);
   auto idx = r.take<int32_t>(static_cast<size_t>(T) * k);
   auto w = r.take<float>(static_cast<size_t>(T) * k);
-  Matrix m13 = read_matrix(r, E * 2 * I, d, g13, bits, f32, asym);
-  Matrix m2 = read_matrix(r, E * d, I, g2, bits, f32, asym);
+  Matrix m13 = read_matrix(r, E * 2 * I, d, g13, bits, f32, asym, codes);
+  Matrix m2 = read_matrix(r, E * d, I, g2, bits, f32, asym, codes);
   auto o = r.take<float>(static_cast<size_t>(T) * d);
   std::fclose(f);
   klc_cpu_pool *pool = nullptr;

@@ -29,8 +29,8 @@ test('staging copies each part of gate|up and down once, packed without gaps, an
   const copies: [bigint, bigint, number][] = [];
   const created: number[][] = [];
   // INT4 g32 asymmetric gate|up [4 × 2 × 16, 64] (bf16 scales) and down [4 × 64, 16] (fp32 scales).
-  const w13: NativeWq = { packed: 1000n, scales: 2000n, zeros: 3000n, bits: 4, N: 128, K: 64, group: 32, scalesF32: false };
-  const w2: NativeWq = { packed: 4000n, scales: 5000n, zeros: 6000n, bits: 4, N: 256, K: 16, group: 16, scalesF32: true };
+  const w13: NativeWq = { packed: 1000n, scales: 2000n, zeros: 3000n, bits: 4, N: 128, K: 64, group: 32, scalesF32: false, fp8: false };
+  const w2: NativeWq = { packed: 4000n, scales: 5000n, zeros: 6000n, bits: 4, N: 256, K: 16, group: 16, scalesF32: true, fp8: false };
   // Bytes: w13 codes 128 × 64 / 2 = 4096, zeros ceil(128 / 8) × 2 × 4 = 128, scales 128 × 2 × 2 = 512;
   //        w2 codes 256 × 16 / 2 = 2048, zeros 32 × 1 × 4 = 128, scales 256 × 4 = 1024. Total 7936.
   const host = HostExperts.create(fakeNative(copies, created), {} as NativeContext, 64, 2, 7936);

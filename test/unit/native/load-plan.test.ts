@@ -10,7 +10,8 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { isUserError } from '../../../src/common/errors';
 import { loadConfigFile } from '../../../src/engine/model/config';
-import { planFigures, planLoad, type DeviceFacts } from '../../../src/engine/backends/cuda/load-plan';
+import { CUDA_SCHEMES, planFigures, planLoad, type DeviceFacts } from '../../../src/engine/backends/cuda/load-plan';
+import { planMemory } from '../../../src/engine/plan/memory-plan';
 import type { KimiConfig } from '../../../src/engine/model/config';
 import { weightBytes, type Quantization } from '../../../src/engine/plan/weights';
 
@@ -23,7 +24,7 @@ const facts = (free: number, c?: KimiConfig, extra: Partial<DeviceFacts> = {}): 
   sampleScratch: 53_477_408,
   gpuName: 'Test GPU',
   dir: '/models/kimi',
-  schemes: ['none', 'int8', 'int4'],
+  schemes: ['none', 'fp8', 'int8', 'int4'],
   weights: (q: Quantization) => ({ bytes: weightBytes(c as KimiConfig, q, 2), dense: 0 }),
   ...extra,
 });
@@ -54,12 +55,12 @@ test('a budget that does not fit is refused with the numbers and the advice', as
   const refused = () => planLoad(c, { contextTokens: 131_072, gpuMemory: 80e9, log: () => {} }, facts(140e9, c));
   assert.throws(refused, (e) => isUserError(e)
     && e.message.startsWith('the model does not fit in the limit of 80.00 GB (kimiLinear.gpuMemoryLimit / --gpu-memory): for 131072 tokens and 8 forks it needs weights 98.28 GB')
-    && /a quantized model: --quantization int8 needs/.test(e.message));
+    && /a quantized model: --quantization fp8 needs 58\.70 GB/.test(e.message));
   // A cap above the free memory is bounded by it: 60 GB free, 200 GB asked.
   assert.throws(() => planLoad(c, { gpuMemory: 200e9, contextTokens: 4096 }, facts(60e9, c)), (e) => isUserError(e) && /does not fit in 60\.00 GB free on Test GPU/.test(e.message));
 });
 
-test('int8 and int4 are planned with the weights\' device bytes; fp8 and quantizing a stored quantized checkpoint are refused', async () => {
+test('fp8, int8 and int4 are planned with the weights\' device bytes; quantizing a stored quantized checkpoint is refused', async () => {
   const c = await loadConfigFile(CONFIG);
   const int4 = planLoad(c, { quantization: 'int4', contextTokens: 4096 }, facts(141e9, c));
   assert.equal(int4.quantization, 'int4');
@@ -67,17 +68,26 @@ test('int8 and int4 are planned with the weights\' device bytes; fp8 and quantiz
   // The dequantization buffer is part of the workspace.
   const withDense = planLoad(c, { quantization: 'int4', contextTokens: 4096 }, facts(141e9, c, { weights: (q) => ({ bytes: weightBytes(c, q), dense: 3e9 }) }));
   assert.equal(withDense.gpu.workspace - int4.gpu.workspace, 3e9);
-  assert.throws(() => planLoad(c, { quantization: 'fp8' }, facts(141e9, c)), (e) => isUserError(e) && /does not quantize to fp8 at load/.test(e.message));
+  // fp8: one byte per weight, 50,046,009,088 bytes (memory-plan.test.ts), as int8.
+  const fp8 = planLoad(c, { quantization: 'fp8', contextTokens: 4096 }, facts(141e9, c));
+  assert.deepEqual([fp8.quantization, fp8.gpu.weights], ['fp8', 50_046_009_088]);
   const stored = facts(141e9, c, { schemes: ['none'] });
   assert.throws(() => planLoad(c, { quantization: 'int8', contextTokens: 4096 }, stored), (e) => isUserError(e) && /is already quantized/.test(e.message));
   assert.equal(planLoad(c, { quantization: 'auto', contextTokens: 4096 }, stored).quantization, 'none');
 });
 
-test('auto plans unquantized weights where they fit and the least quantization that fits elsewhere, skipping fp8', async () => {
+test('auto plans unquantized weights where they fit and the least quantization that fits elsewhere, in klc plan\'s order', async () => {
   const c = await loadConfigFile(CONFIG);
+  assert.deepEqual(CUDA_SCHEMES, ['none', 'fp8', 'int8', 'int4']);
   assert.equal(planLoad(c, { quantization: 'auto', contextTokens: 4096 }, facts(141e9, c)).quantization, 'none');
-  // 80 GB: bf16 (98.28 GB) does not fit, int8 (about 50 GB) does; fp8 is not a CUDA scheme.
-  assert.equal(planLoad(c, { quantization: 'auto', contextTokens: 131_072 }, facts(80e9, c)).quantization, 'int8');
+  // 80 GB: bf16 (98.28 GB) does not fit, fp8 (50.05 GB + 8.65 GB at 128k) does.
+  assert.equal(planLoad(c, { quantization: 'auto', contextTokens: 131_072 }, facts(80e9, c)).quantization, 'fp8');
+  // The GPU-free plan (klc plan) chooses the same on every card size.
+  for (const gb of [24, 32, 40, 48, 80, 141]) {
+    const cuda = planLoad(c, { quantization: 'auto', contextTokens: 131_072, gpuMemory: gb * 1e9, log: () => {} }, facts(200e9, c));
+    const plain = planMemory(c, { quantization: 'auto', contextTokens: 131_072, forks: 8, gpuMemory: gb * 1e9, sampleScratch: 53_477_408 });
+    assert.deepEqual([cuda.quantization, cuda.offloadedLayers, cuda.gpu.total], [plain.quantization, plain.offloadedLayers, plain.gpu.total], `${gb} GB`);
+  }
   // 40 GB: only int4 (about 27 GB) fits.
   assert.equal(planLoad(c, { quantization: 'auto', contextTokens: 131_072 }, facts(40e9, c)).quantization, 'int4');
   // Without a context budget, auto does not quantize for a longer context: bf16 fits at 110 GB.
@@ -103,7 +113,13 @@ test('INT4 on a card too small for every expert: the last MoE layers\' experts a
   assert.equal(plan.gpu.total, 22_378_440_736);
   assert.equal(plan.host.experts, 10_277_093_376);
   assert.match(planFigures(plan), /= 22\.38 GB, with the routed experts of 11 layers \(10\.28 GB\) in host memory$/);
-  // Unquantized experts are never offloaded (the CPU runs INT4/INT8): bf16 on the same cap is refused.
+  // FP8 experts are offloaded too (1 byte per weight: 1,816,395,776 per layer, weights 50,046,009,088): on the same cap
+  //   50,046,009,088 − 19 × 1,816,395,776 + staging 1,816,395,776 + 5,214,071,072 (the rest at 512-token slices)
+  //   = 22,564,956,192 ≤ 22.8e9; 18 layers 24,381,351,968 and 1024-token slices (+490,866,688) do not fit.
+  const fp8 = planLoad(c, { quantization: 'fp8', contextTokens: 131_072, gpuMemory: 24e9, log: () => {} }, facts(80e9, c));
+  assert.deepEqual(fp8.offloadedLayers, Array.from({ length: 19 }, (_, i) => 8 + i));
+  assert.deepEqual([fp8.gpu.total, fp8.host.experts, fp8.sliceTokens], [22_564_956_192, 34_511_519_744, 512]);
+  // Unquantized experts are never offloaded (the CPU runs INT4/INT8/FP8): bf16 on the same cap is refused.
   assert.throws(() => planLoad(c, { quantization: 'none', contextTokens: 131_072, gpuMemory: 24e9, log: () => {} }, facts(80e9, c)), (e) => isUserError(e) && /does not fit/.test(e.message));
   // A stored INT4 checkpoint plans as 'none' with quantized experts: it offloads too.
   const stored = planLoad(c, { contextTokens: 131_072, gpuMemory: 24e9, log: () => {} }, facts(80e9, c, { schemes: ['none'], weights: () => ({ bytes: weightBytes(c, 'int4', 2), dense: 0 }), quantizedExperts: () => true }));

@@ -2,7 +2,8 @@
  * How the CUDA backend lays quantized weights out in device memory, checked without a GPU: the
  * upload runs against host memory standing in for the device's (alloc and upload only), and the
  * bytes are decoded here from the klc_wq layout of klc_native.h (codes 32/bits per int32, lowest
- * column lowest; scales per row and group; zero points packed down the columns) and compared with
+ * column lowest; FP8 E4M3 bytes four per int32, lowest column lowest, decoded from the format's
+ * definition; scales per row and group; zero points packed down the columns) and compared with
  * the weights the reference backend computes with. Also: the bytes the plan counts are the bytes
  * uploaded, and weights the kernels cannot take are uploaded dense.
  */
@@ -88,6 +89,13 @@ class HostMemory {
   }
 }
 
+/** An E4M3 byte's value: sign, exponent bias 7, 3 mantissa bits, exponent 0 subnormal (no NaN bytes are written). */
+function e4m3(byte: number): number {
+  const e = (byte >> 3) & 15;
+  const magnitude = e === 0 ? (byte & 7) / 512 : (1 + (byte & 7) / 8) * 2 ** (e - 7);
+  return byte & 0x80 ? -magnitude : magnitude;
+}
+
 /** The weights [N, K] a klc_wq in host memory stands for, decoded from klc_native.h's description. */
 function decode(mem: HostMemory, w: NativeWq): Float64Array {
   const perWord = 32 / w.bits;
@@ -101,7 +109,12 @@ function decode(mem: HostMemory, w: NativeWq): Float64Array {
   for (let r = 0; r < w.N; r++) {
     for (let c = 0; c < w.K; c++) {
       const g = Math.floor(c / w.group);
-      const q = field(words[(r * w.K + c - (c % perWord)) / perWord], c % perWord) - offset;
+      const code = field(words[(r * w.K + c - (c % perWord)) / perWord], c % perWord);
+      if (w.fp8) {
+        out[r * w.K + c] = e4m3(code) * scales[r * groups + g];
+        continue;
+      }
+      const q = code - offset;
       const z = zeros ? field(zeros[Math.floor(r / perWord) * groups + g], r % perWord) - offset : 0;
       out[r * w.K + c] = (q - z) * scales[r * groups + g];
     }
@@ -132,7 +145,7 @@ function assertSame(got: Float64Array, want: Float32Array, what: string): void {
 }
 
 /** Checks every kind of matrix of the golden model: attention, dense MLP, shared and routed experts. */
-async function checkLayout(mem: HostMemory, weights: Awaited<ReturnType<typeof uploadWeights>>['weights'], reference: WeightSource, cfg: KimiConfig, bits: number): Promise<void> {
+async function checkLayout(mem: HostMemory, weights: Awaited<ReturnType<typeof uploadWeights>>['weights'], reference: WeightSource, cfg: KimiConfig, bits: 4 | 8 | 'fp8'): Promise<void> {
   const kdaLayer = cfg.layers.findIndex((l) => l.attention === 'kda');
   const mlaLayer = cfg.layers.findIndex((l) => l.attention === 'mla');
   const denseLayer = cfg.layers.findIndex((l) => l.ffn === 'dense');
@@ -153,7 +166,7 @@ async function checkLayout(mem: HostMemory, weights: Awaited<ReturnType<typeof u
   ];
   for (const [what, mat, names] of cases) {
     const w = quant(mat);
-    assert.equal(w.bits, bits, what);
+    assert.deepEqual([w.bits, w.fp8], bits === 'fp8' ? [8, true] : [bits, false], what);
     assertSame(decode(mem, w), await stacked(reference, names), what);
   }
 }
@@ -182,6 +195,62 @@ test('int4 at load: the packed codes and scales on the device are the reference 
   } finally {
     await ckpt.close();
     await reference.close();
+  }
+});
+
+test('fp8 at load: one E4M3 byte per weight and one scale per row on the device, the reference backend\'s weights; the plan counts the bytes uploaded', async () => {
+  const cfg = await loadConfig(GOLDEN);
+  const ckpt = await Checkpoint.open(GOLDEN, cfg);
+  const reference = await quantizeAtLoad(await Checkpoint.open(GOLDEN, cfg), cfg, 'fp8');
+  try {
+    const atLoad: AtLoad = { scheme: presetScheme('fp8-dynamic'), targets: atLoadTargets(cfg) };
+    const mem = new HostMemory();
+    const { weights } = await uploadWeights(mem.native, {} as NativeContext, cfg, ckpt, atLoad);
+    await checkLayout(mem, weights, reference, cfg, 'fp8');
+    // fp32 checkpoint: fp32 scales, one per row, no zero points.
+    const down = quant(weights.layers[cfg.layers.findIndex((l) => l.ffn === 'moe')].moe!.w2);
+    assert.deepEqual([down.scalesF32, down.group, down.K, down.zeros], [true, cfg.moe.intermediateSize, cfg.moe.intermediateSize, null]);
+    const planned = await deviceWeightBytes(cfg, ckpt, atLoad, true);
+    assert.equal(planned.weights.resident + planned.weights.experts.reduce((a, b) => a + b, 0), mem.allocated);
+    // One MoE layer's experts: gate|up [8 × 2 × 64, 128]: 131,072 bytes + 1024 fp32 scales 4,096 = 135,168;
+    //   down [8 × 128, 64]: 65,536 + 4,096 = 69,632; together 204,800.
+    assert.deepEqual(planned.weights.experts, [0, 204_800, 204_800, 204_800]);
+    assert.equal(planned.quantExperts, true);
+  } finally {
+    await ckpt.close();
+    await reference.close();
+  }
+});
+
+test('a stored FP8 checkpoint (float-quantized) is uploaded as its E4M3 bytes: per-channel scales as stored, a per-tensor scale repeated per row', async () => {
+  const cfg = await loadConfig(GOLDEN);
+  for (const [perTensor, strategy] of [
+    [false, 'channel'],
+    [true, 'tensor'],
+  ] as const) {
+    const written = await writeQuantizedGolden(
+      (module) => (module === 'lm_head' ? null : { kind: 'fp8', perTensor }),
+      quantizationConfig({ group_0: configGroup(['Linear'], { num_bits: 8, type: 'float', symmetric: true, strategy, group_size: null }, 'float-quantized') }, 'float-quantized', ['lm_head']),
+    );
+    const ckpt = await Checkpoint.open(written.quantized, cfg);
+    const reference = await Checkpoint.open(written.dequantized, cfg);
+    try {
+      const mem = new HostMemory();
+      const { weights } = await uploadWeights(mem.native, {} as NativeContext, cfg, ckpt);
+      await checkLayout(mem, weights, reference, cfg, 'fp8');
+      const w13 = quant(weights.layers[1].moe!.w13);
+      // The writer stores bf16 scales: they stay bf16, one per row of the stacked experts.
+      assert.deepEqual([w13.scalesF32, w13.group, w13.zeros], [false, cfg.hiddenSize, null], strategy);
+      const planned = await deviceWeightBytes(cfg, ckpt, null, true);
+      assert.equal(planned.weights.resident + planned.weights.experts.reduce((a, b) => a + b, 0), mem.allocated, `${strategy} bytes`);
+      // gate|up [1024, 128]: 131,072 + 1024 bf16 scales 2,048; down [1024, 64]: 65,536 + 2,048: 200,704 per MoE layer.
+      assert.deepEqual(planned.weights.experts, [0, 200_704, 200_704, 200_704], strategy);
+    } finally {
+      await ckpt.close();
+      await reference.close();
+      rmSync(written.quantized, { recursive: true, force: true });
+      rmSync(written.dequantized, { recursive: true, force: true });
+    }
   }
 });
 
@@ -289,8 +358,8 @@ test('offloaded experts: the plan\'s host layers are the ones placed in pinned h
       // Codes 65,536 + 32,768 = 98,304; no zero points (symmetric), so the fp32 scales start there.
       assert.deepEqual(offsets, [{ packed: 0, zeros: 98_304, scales: 98_304 }, { packed: 65_536, zeros: 98_304, scales: 102_400 }]);
     }
-    // bf16 experts cannot be offloaded: the CPU runs INT4/INT8 only.
-    await assert.rejects(uploadWeights(new HostMemory().native, {} as NativeContext, cfg, ckpt, null, [3]), (e) => isUserError(e) && /only INT4\/INT8 experts/.test(e.message));
+    // bf16 experts cannot be offloaded: the CPU runs INT4/INT8/FP8 only.
+    await assert.rejects(uploadWeights(new HostMemory().native, {} as NativeContext, cfg, ckpt, null, [3]), (e) => isUserError(e) && /only INT4\/INT8\/FP8 experts/.test(e.message));
   } finally {
     await ckpt.close();
     await reference.close();

@@ -228,12 +228,11 @@ test('a plan that does not fit says what to change, with numbers', async () => {
 
 test('an explicit scheme that does not fit points at a lighter scheme and fewer forks', async () => {
   const c = await published();
-  // 9 GB (8.55e9 usable), 128k, bf16, 8 forks. bf16 experts stay on the GPU (the CPU kernels run INT8/INT4 only), so
-  //   the smallest arrangement is 512-token slices: 98,278,444,544 + 1,996,488,704 + 44,892,160 + 828,899,328
+  // 9 GB (8.55e9 usable), 128k, bf16, 8 forks. bf16 experts stay on the GPU (the CPU kernels run FP8/INT8/INT4 only),
+  //   so the smallest arrangement is 512-token slices: 98,278,444,544 + 1,996,488,704 + 44,892,160 + 828,899,328
   //   + 2,343,790,880 = 103,492,515,616 > 8.55e9. Without forks 102,663,616,288 > 8.55e9: no forks advice.
-  //   fp8 is not offloaded either: 50,046,009,088 + 5,214,071,072 = 55,260,080,160 > 8.55e9.
-  //   int8, every expert offloaded: 50,046,009,088 − 26 × 1,816,395,776 = 2,819,718,912 + 5,214,071,072
-  //   + staging 1,816,395,776 = 9,850,185,760 > 8.55e9. int4: 2,215,870,208 + 5,214,071,072 + 934,281,216
+  //   fp8 and int8 (1 byte per weight), every expert offloaded: 50,046,009,088 − 26 × 1,816,395,776 = 2,819,718,912
+  //   + 5,214,071,072 + staging 1,816,395,776 = 9,850,185,760 > 8.55e9. int4: 2,215,870,208 + 5,214,071,072 + 934,281,216
   //   = 8,364,222,496 ≤ 8.55e9 (25 layers would add 0.93 GB).
   const p = planMemory(c, request(131_072, 9, { quantization: 'none' }));
   assert.equal(p.fits, false);

@@ -20,7 +20,7 @@ import { gib, LM_HEAD_ROWS, layerWorkspaceBytes } from './memory-plan';
 import { gb } from '../../plan/sizes';
 import { offloadStagingBytes, type MemoryBudget, type MemoryPlan } from '../../plan/memory-plan';
 import { SAMPLE_ROWS } from '../../plan/workspace';
-import { planLoad } from './load-plan';
+import { CUDA_SCHEMES, planLoad } from './load-plan';
 import { atLoadDescription, atLoadTargets, storedQuantized, weightQuantization } from '../../model/quant/at-load';
 import { presetScheme, SCHEME_OF } from '../../model/quant/presets';
 import type { Quantization } from '../../plan/weights';
@@ -60,9 +60,8 @@ type DeviceLayerState = KdaDeviceState | MlaDeviceState;
 /**
  * The memory budget (see MemoryBudget): the context the plan reserves MLA latents for (default the
  * config's maximum, up to 1,048,576 tokens, capped by what fits), concurrent forks (default 8),
- * the GPU memory the plan may use (never more than is free) and the quantization: none, int8 or
- * int4 at load (fp8 is refused), auto the least of them that fits; a checkpoint stored quantized
- * runs as stored.
+ * the GPU memory the plan may use (never more than is free) and the quantization: none, fp8, int8
+ * or int4 at load, auto the least of them that fits; a checkpoint stored quantized runs as stored.
  */
 export interface CudaLoadOptions extends MemoryBudget {
   device?: number;
@@ -175,7 +174,7 @@ export class CudaBackend implements Backend<DeviceRows> {
       // Quantized weights are dequantized for prefill GEMMs into bf16 for tensor cores, else into fp32 (exact).
       const denseF32 = !engine.tensorCores;
       const stored = storedQuantized(checkpoint);
-      const schemes: Quantization[] = stored ? ['none'] : ['none', 'int8', 'int4'];
+      const schemes: readonly Quantization[] = stored ? ['none'] : CUDA_SCHEMES;
       const planned = new Map<Quantization, DeviceWeightBytes>();
       for (const q of schemes) planned.set(q, await deviceWeightBytes(config, checkpoint, atLoadOf(config, q), denseF32));
       const plan = planLoad(config, opts, {
@@ -994,6 +993,5 @@ function mlaScratch(native: NativeKlc, ctx: NativeContext, c: KimiConfig, T: num
 /** Quantization at load to `q` as the uploader applies it; null for none. */
 function atLoadOf(config: KimiConfig, q: Quantization): AtLoad | null {
   if (q === 'none') return null;
-  if (q === 'fp8') throw new Error('fp8 is not a CUDA scheme (planning bug)');
   return { scheme: presetScheme(SCHEME_OF[q]), targets: atLoadTargets(config) };
 }

@@ -7,13 +7,15 @@
  * W_UV [H, v, L] for the absorbed attention.
  *
  * INT4 and INT8 weights (a compressed-tensors pack-quantized checkpoint, or quantization at load)
- * stay packed as compressed-tensors stores them, with their scales and zero points; kv_b_proj,
- * which is split and transposed above, and any weight whose scheme the kernels do not take (FP8,
- * tensor or block scales, groups that do not fit their 16-byte loads) are uploaded dequantized.
+ * stay packed as compressed-tensors stores them, with their scales and zero points; FP8 E4M3
+ * weights (float-quantized, or quantized at load) stay one byte each, with one scale per row (a
+ * per-tensor scale repeated). kv_b_proj, which is split and transposed above, and any weight whose
+ * scheme the kernels do not take (tensor scales of integer codes, block scales, asymmetric FP8,
+ * groups that do not fit their 16-byte loads) are uploaded dequantized.
  *
  * The routed experts of the layers the memory plan offloads go to pinned host memory instead, in
- * the same packed layout (the CPU computes them, or they are staged to the GPU: host-experts.ts);
- * only INT4/INT8 experts can be offloaded.
+ * the same layout (the CPU computes them, or they are staged to the GPU: host-experts.ts); only
+ * INT4/INT8/FP8 experts can be offloaded.
  */
 import { UserError } from '../../../common/errors';
 import type { KimiConfig } from '../../model/config';
@@ -35,7 +37,7 @@ export interface DenseMat {
   f32: boolean;
 }
 
-/** A weight-only quantized matrix on the device (W4A16, W8A16): codes as compressed-tensors packs them. */
+/** A weight-only quantized matrix on the device (W4A16, W8A16, FP8): codes as compressed-tensors stores them. */
 export interface QuantMat {
   quant: NativeWq;
 }
@@ -106,8 +108,8 @@ export interface DeviceWeights {
 }
 
 
-/** How matrices placed side by side (one GEMM) are stored: dense in the checkpoint's precision, or quantized. */
-export type MatLayout = { kind: 'dense'; f32: boolean } | { kind: 'quant'; bits: 4 | 8; group: number; symmetric: boolean; scalesF32: boolean };
+/** How matrices placed side by side (one GEMM) are stored: dense in the checkpoint's precision, or quantized (fp8: E4M3 codes, bits 8). */
+export type MatLayout = { kind: 'dense'; f32: boolean } | { kind: 'quant'; bits: 4 | 8; fp8: boolean; group: number; symmetric: boolean; scalesF32: boolean };
 
 /** Quantization at load as this backend applies it: the preset scheme and the weights it quantizes (atLoadTargets). */
 export interface AtLoad {
@@ -117,9 +119,10 @@ export interface AtLoad {
 
 /**
  * The layout of the matrices `names` (same columns) side by side: quantized when every one is
- * quantized (at load, or stored so) with the same INT4 or INT8 group or channel scheme whose
- * columns and group fit the kernels' 16-byte loads; dense otherwise (a stored quantized weight is
- * then dequantized at upload), fp32 when any is stored wider than bf16.
+ * quantized (at load, or stored so) with the same INT4 or INT8 group or channel scheme, or all with
+ * symmetric FP8 channel or tensor scales (both become one scale per row), whose columns and group
+ * fit the kernels' 16-byte loads; dense otherwise (a stored quantized weight is then dequantized at
+ * upload), fp32 when any is stored wider than bf16.
  */
 export function matLayout(src: WeightSource, names: string[], atLoad: AtLoad | null, forceDense = false): MatLayout {
   // A stored quantized weight reports its scales' dtype; dequantized it takes the precision of the
@@ -136,14 +139,19 @@ export function matLayout(src: WeightSource, names: string[], atLoad: AtLoad | n
   const known = parts.filter((p) => p !== null);
   if (known.length !== parts.length) return dense;
   const w = known[0].w;
-  if (w.type !== 'int' || (w.numBits !== 4 && w.numBits !== 8) || (w.strategy !== 'group' && w.strategy !== 'channel')) return dense;
+  const scalesF32 = !known.every((p) => p.scaleDtype === 'BF16');
+  if (w.type === 'float') {
+    const perRow = known.every((p) => p.w.type === 'float' && p.w.numBits === 8 && p.w.symmetric && (p.w.strategy === 'channel' || p.w.strategy === 'tensor'));
+    return perRow && K % 16 === 0 ? { kind: 'quant', bits: 8, fp8: true, group: K, symmetric: true, scalesF32 } : dense;
+  }
+  if ((w.numBits !== 4 && w.numBits !== 8) || (w.strategy !== 'group' && w.strategy !== 'channel')) return dense;
   const same = known.every((p) => p.w.numBits === w.numBits && p.w.type === w.type && p.w.strategy === w.strategy && p.w.groupSize === w.groupSize && p.w.symmetric === w.symmetric);
   if (!same) return dense;
   // A group of at least a row's width is one scale per row.
   const group = w.strategy === 'channel' ? K : Math.min(w.groupSize as number, K);
   const perLoad = 128 / w.numBits;
   if (K % perLoad !== 0 || group % perLoad !== 0 || K % group !== 0) return dense;
-  return { kind: 'quant', bits: w.numBits, group, symmetric: w.symmetric, scalesF32: !known.every((p) => p.scaleDtype === 'BF16') };
+  return { kind: 'quant', bits: w.numBits, fp8: false, group, symmetric: w.symmetric, scalesF32 };
 }
 
 /** Device bytes of an [N, K] matrix in `layout`. */
@@ -241,7 +249,7 @@ class Uploader implements Placer {
   async mat(names: string[], expertsOf?: number, layout = this.layout(names)): Promise<Mat> {
     const host = expertsOf !== undefined && this.offloaded.has(expertsOf);
     if (host && layout.kind === 'dense') {
-      throw new UserError(`${this.ckpt.dir}: the memory plan puts the routed experts of layer ${expertsOf} in host memory, but the CPU computes only INT4/INT8 experts and these are ${layout.f32 ? 'fp32' : 'bf16'}. Use --quantization int4 (kimiLinear.quantization), or a GPU (or --gpu-memory limit) that holds every expert.`, this.ckpt.dir);
+      throw new UserError(`${this.ckpt.dir}: the memory plan puts the routed experts of layer ${expertsOf} in host memory, but the CPU computes only INT4/INT8/FP8 experts and these are ${layout.f32 ? 'fp32' : 'bf16'}. Use --quantization int4 (kimiLinear.quantization), or a GPU (or --gpu-memory limit) that holds every expert.`, this.ckpt.dir);
     }
     if (layout.kind === 'dense') return { ptr: await this.concat(names, layout.f32 ? 'f32' : 'bf16'), f32: layout.f32 };
     return { quant: await this.quantized(names, layout, host) };
@@ -249,11 +257,11 @@ class Uploader implements Placer {
 
   /**
    * Codes, scales and zero points of the matrices stacked by rows, in the checkpoint's packed
-   * layout: codes and scales uploaded part by part, zero points (packed down the columns, across
-   * part boundaries) packed once all parts are read.
+   * layout (E4M3 bytes as they are): codes and scales uploaded part by part, zero points (packed
+   * down the columns, across part boundaries) packed once all parts are read.
    */
   private async quantized(names: string[], layout: Extract<MatLayout, { kind: 'quant' }>, host: boolean): Promise<NativeWq> {
-    const { bits, group, symmetric, scalesF32 } = layout;
+    const { bits, fp8, group, symmetric, scalesF32 } = layout;
     const mem = this.space(host);
     const rows = names.map((n) => this.ckpt.info(n).shape[0]);
     const K = this.ckpt.info(names[0]).shape[1];
@@ -275,16 +283,18 @@ class Uploader implements Placer {
         const fill = madeHere[i];
         if (fill && staging !== null) {
           this.native.fillNormalBf16(this.ctx, staging, rows[i] * K, fill.key, fill.key2, fill.scale);
-          this.native.wqQuantizeBf16(this.ctx, staging, rows[i], K, bits, group, packed + BigInt(row * wordsPerRow * 4), scales + BigInt(row * groups * (scalesF32 ? 4 : 2)), scalesF32 ? 1 : 0);
+          this.native.wqQuantizeBf16(this.ctx, staging, rows[i], K, bits, group, fp8 ? 1 : 0, packed + BigInt(row * wordsPerRow * 4), scales + BigInt(row * groups * (scalesF32 ? 4 : 2)), scalesF32 ? 1 : 0);
           row += rows[i];
           continue;
         }
         const m = await this.read(name);
-      if (m.gIdx) {
-        throw new UserError(`${this.ckpt.dir}: "${name}" is stored with activation reordering (weight_g_idx), which the CUDA backend does not run; use --backend reference.`, this.ckpt.dir);
-      }
-        mem.write(packed + BigInt(row * wordsPerRow * 4), pack(m.codes as Int8Array, rows[i], K, bits, 1));
-        mem.write(scales + BigInt(row * groups * (scalesF32 ? 4 : 2)), scalesF32 ? m.scale : toBf16(m.scale));
+        if (m.gIdx) {
+          throw new UserError(`${this.ckpt.dir}: "${name}" is stored with activation reordering (weight_g_idx), which the CUDA backend does not run; use --backend reference.`, this.ckpt.dir);
+        }
+        // E4M3 bytes row by row are already the int32 words klc_wq reads (little-endian, lowest column in the lowest byte).
+        mem.write(packed + BigInt(row * wordsPerRow * 4), fp8 ? m.codes : pack(m.codes as Int8Array, rows[i], K, bits, 1));
+        const scale = rowScales(m, rows[i] * groups);
+        mem.write(scales + BigInt(row * groups * (scalesF32 ? 4 : 2)), scalesF32 ? scale : toBf16(scale));
         if (zeroCodes) zeroCodes.set(m.zeroPoint as Int8Array, row * groups);
         row += rows[i];
       }
@@ -297,7 +307,7 @@ class Uploader implements Placer {
       zeros = mem.alloc(words.byteLength);
       mem.write(zeros, words);
     }
-    return { packed, scales, zeros, bits, N, K, group, scalesF32 };
+    return { packed, scales, zeros, bits, N, K, group, scalesF32, fp8 };
   }
 
   /** One weight as fp32 values: a weight quantized at load but stored dense here has its dequantized values, as on every backend. */
@@ -330,6 +340,13 @@ class Uploader implements Placer {
     this.native.upload(this.ctx, p, f32 ? data : toBf16(data));
     return { ptr: p, f32 };
   }
+}
+
+/** A matrix's `count` scales as the kernels read them: a per-tensor scale (FP8) repeated for every row. */
+function rowScales(m: QuantizedMatrix, count: number): Float32Array {
+  if (m.scale.length === count) return m.scale;
+  if (m.args.strategy === 'tensor') return new Float32Array(count).fill(m.scale[0]);
+  throw new Error(`${m.scale.length} scales where the layout reads ${count} (layout bug)`);
 }
 
 /** Counts what the Uploader would allocate, reading no weight. */
@@ -428,7 +445,7 @@ async function place(p: Placer, cfg: KimiConfig): Promise<DeviceWeights> {
       const gateUp = n.experts.flatMap((e) => [e.gate, e.up]);
       const down = n.experts.map((e) => e.down);
       let [l13, l2] = [p.layout(gateUp), p.layout(down)];
-      if (l13.kind !== l2.kind || (l13.kind === 'quant' && l2.kind === 'quant' && l13.bits !== l2.bits)) {
+      if (l13.kind !== l2.kind || (l13.kind === 'quant' && l2.kind === 'quant' && (l13.bits !== l2.bits || l13.fp8 !== l2.fp8))) {
         [l13, l2] = [p.layout(gateUp, true), p.layout(down, true)];
       }
       layer.moe = {
@@ -481,7 +498,7 @@ export interface DeviceWeightBytes {
    * are quantized; bf16, or fp32 when `denseF32`. 0 without quantized weights.
    */
   dense: number;
-  /** Whether the routed experts are quantized (INT4/INT8), so that they may be offloaded. */
+  /** Whether the routed experts are quantized (INT4/INT8/FP8), so that they may be offloaded. */
   quantExperts: boolean;
 }
 

@@ -1,7 +1,7 @@
 /**
  * The CUDA backend's memory plan at load time: the GPU-free plan (src/engine/plan) with what the
  * device says (free memory, tensor-core mode, the sampling buffers' exact size) and the weights'
- * exact device bytes under each scheme it may run (none, int8, int4: what it uploads, quantized
+ * exact device bytes under each scheme it may run (none, fp8, int8, int4: what it uploads, quantized
  * weights packed), refusing before any upload with the plan's numbers and advice. When the rest
  * does not fit, the routed experts of the last MoE layers are planned in host memory (computed on
  * the CPU, staged to the GPU for long prefill slices: host-experts.ts).
@@ -9,7 +9,7 @@
 import { UserError } from '../../../common/errors';
 import type { KimiConfig } from '../../model/config';
 import { largestContext, MAX_CONTEXT_TOKENS, MAX_FORKS, planMemory, type MemoryBudget, type MemoryPlan, type PlannedWeights, type PlanRequest } from '../../plan/memory-plan';
-import type { Quantization } from '../../plan/weights';
+import { QUANTIZATIONS, type Quantization } from '../../plan/weights';
 import { gb } from '../../plan/sizes';
 
 export interface LoadBudget extends MemoryBudget {
@@ -25,19 +25,22 @@ export interface DeviceFacts {
   sampleScratch: number;
   gpuName: string;
   dir: string;
-  /** The schemes this load may run: none, and int8 and int4 unless the checkpoint is stored quantized. Default CUDA_SCHEMES. */
+  /** The schemes this load may run: none, and fp8, int8 and int4 unless the checkpoint is stored quantized. Default CUDA_SCHEMES. */
   schemes?: readonly Quantization[];
   /** The device bytes of the weights under each of `schemes`; without it, the plan's own estimate. */
   weights?: (q: Quantization) => PlannedWeights;
   /**
-   * Whether the routed experts are INT4/INT8 under scheme q: only those may be offloaded (the CPU
-   * kernels run quantized experts). Default: q is int8 or int4.
+   * Whether the routed experts are INT4/INT8/FP8 under scheme q: only those may be offloaded (the
+   * CPU kernels run quantized experts). Default: q is fp8, int8 or int4.
    */
   quantizedExperts?: (q: Quantization) => boolean;
 }
 
-/** What the CUDA backend runs: unquantized weights, INT8 and INT4 weight-only. */
-export const CUDA_SCHEMES: readonly Quantization[] = ['none', 'int8', 'int4'];
+/**
+ * What the CUDA backend runs, in the order auto tries them (the plan's QUANTIZATIONS, so that
+ * `klc plan` and a load choose alike): unquantized weights, then FP8, INT8 and INT4 weight-only.
+ */
+export const CUDA_SCHEMES: readonly Quantization[] = QUANTIZATIONS;
 
 /** The plan a load would make, fitting or not, and how it came to be. */
 export interface CudaPlan {
@@ -58,9 +61,6 @@ export interface CudaPlan {
 export function cudaPlan(config: KimiConfig, opts: MemoryBudget & { sliceTokens?: number }, d: Omit<DeviceFacts, 'sampleScratch' | 'gpuName'> & { sampleScratch?: number }): CudaPlan {
   const quantization = opts.quantization ?? 'none';
   const schemes = d.schemes ?? CUDA_SCHEMES;
-  if (quantization === 'fp8') {
-    throw new UserError('the CUDA backend does not quantize to fp8 at load (it runs INT4 and INT8 weights); use --quantization int8 or int4 (kimiLinear.quantization), or the reference or onnx backend for fp8.', d.dir);
-  }
   if (quantization !== 'auto' && !schemes.includes(quantization)) {
     throw new UserError(`${d.dir} is already quantized (its config.json has a quantization_config); quantization at load (${quantization}) needs a bf16 or fp32 checkpoint. Use quantization none or auto.`, d.dir);
   }
@@ -75,7 +75,7 @@ export function cudaPlan(config: KimiConfig, opts: MemoryBudget & { sliceTokens?
   // Whether a plan under `q` may offload: the plan offloads only under the last scheme it tries.
   const offloadFor = (q: Quantization | 'auto'): boolean => {
     const last = q === 'auto' ? schemes[schemes.length - 1] : q;
-    return d.quantizedExperts ? d.quantizedExperts(last) : last === 'int8' || last === 'int4';
+    return d.quantizedExperts ? d.quantizedExperts(last) : last !== 'none';
   };
   const request: Omit<PlanRequest, 'contextTokens'> = {
     forks: opts.forks ?? MAX_FORKS,

@@ -8,7 +8,7 @@ import { join, resolve } from 'node:path';
 import { packageRoot } from '../../../common/package-root';
 
 /** The ABI of native/include/klc_native.h that this TypeScript side was written against. */
-export const NATIVE_ABI_VERSION = 11;
+export const NATIVE_ABI_VERSION = 12;
 
 /** A context created on one device; freed by destroy() or when garbage-collected. */
 export type NativeContext = object & { readonly __klcContext: unique symbol };
@@ -153,8 +153,8 @@ export interface NativeKlc {
   wqGemv(ctx: NativeContext, x: DevicePtr, ldx: number, w: NativeWq, y: DevicePtr, ldy: number, M: number, accumulate: number): void;
   /** Rows [row0, row0 + rows) of W dequantized into out, bf16 or fp32 (klc_wq_dequant). */
   wqDequant(ctx: NativeContext, w: NativeWq, row0: number, rows: number, out: DevicePtr, outF32: number): void;
-  /** A bf16 matrix [N, K] on the device quantized into packed codes and scales, symmetric, as the host quantizer (klc_wq_quantize_bf16). */
-  wqQuantizeBf16(ctx: NativeContext, w: DevicePtr, N: number, K: number, bits: number, group: number, packed: DevicePtr, scales: DevicePtr, scalesF32: number): void;
+  /** A bf16 matrix [N, K] on the device quantized into packed codes (E4M3 bytes when fp8) and scales, symmetric, as the host quantizer (klc_wq_quantize_bf16). */
+  wqQuantizeBf16(ctx: NativeContext, w: DevicePtr, N: number, K: number, bits: number, group: number, fp8: number, packed: DevicePtr, scales: DevicePtr, scalesF32: number): void;
   /** Bytes of the dense expert buffer klc_moe_experts_wq needs for many pairs. */
   moeDenseBytes(ctx: NativeContext, d: number, I: number, E: number, denseF32: number): number;
   /** moeExperts on quantized experts, w13 [E * 2I, d] and w2 [E * d, I] (klc_moe_experts_wq). */
@@ -189,11 +189,11 @@ export interface NativeKlc {
 }
 
 /**
- * A weight-only quantized matrix on the device (klc_wq of klc_native.h): W [N, K] in
- * compressed-tensors' pack-quantized layout, bits 4 or 8, scales [N, K / group] bf16 or fp32,
- * zero points packed down the columns or null (symmetric).
+ * A weight-only quantized matrix (klc_wq of klc_native.h), in device memory or, for offloaded
+ * experts, pinned host memory: W [N, K] in compressed-tensors' pack-quantized layout, bits 4 or 8,
+ * scales [N, K / group] bf16 or fp32, zero points packed down the columns or null (symmetric); or,
+ * with fp8, the E4M3 bytes of [N, K] as stored (bits 8, no zero points).
  */
-/** A klc_wq: device pointers, or host pointers for offloaded experts. */
 export interface NativeWq {
   packed: DevicePtr;
   scales: DevicePtr;
@@ -203,6 +203,7 @@ export interface NativeWq {
   K: number;
   group: number;
   scalesF32: boolean;
+  fp8: boolean;
 }
 
 /** A klc_vbuf's host address: never dereferenced in JS, only handed back to the library. */
