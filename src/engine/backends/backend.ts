@@ -14,6 +14,7 @@
 import type { KimiConfig } from '../model/config';
 import type { TokenPick } from '../sampler';
 import type { KdaLayerState, MlaLayerState, SequenceState } from '../state/types';
+import type { LatentRows } from '../state/latent-rows';
 
 /**
  * Compute calls may finish synchronously (reference, native CUDA through N-API) or return a
@@ -101,7 +102,10 @@ export interface Backend<A = unknown> {
    * blocks instead of through a host copy of the whole cache.
    */
   latentRows?(ls: MlaLayerState, from: number, count: number): Float32Array;
-  appendLatentRows?(ls: MlaLayerState, rows: Float32Array, count: number): void;
+  /** Restored rows: bf16 bits (as a bf16 state file holds them) or fp32 values. */
+  appendLatentRows?(ls: MlaLayerState, rows: LatentRows, count: number): void;
+  /** Optional: rows of a layer kept in bf16 as their bits (no widening), undefined where they are fp32. */
+  latentBits?(ls: MlaLayerState, from: number, count: number): Uint16Array | undefined;
   /** Optional: the type a layer's rows are kept in where it is not fp32 (they are then saved so). */
   latentDtype?(ls: MlaLayerState): 'f32' | 'bf16';
 

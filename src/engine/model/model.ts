@@ -15,7 +15,8 @@ import { ReferenceBackend } from '../reference/backend';
 import { LatentCache } from '../state/latent-cache';
 import { pickToken, type TokenPick } from '../sampler';
 import type { KdaLayerState, LayerState, MlaLayerState, SequenceState } from '../state/types';
-import type { LatentDtype } from '../state/state-file';
+import type { LatentDtype, LatentReader } from '../state/state-file';
+import { latentF32, type LatentRows } from '../state/latent-rows';
 import { Checkpoint } from './checkpoint';
 import { loadConfig, loadConfigFile, type KimiConfig } from './config';
 import { DummyWeights } from './dummy-weights';
@@ -144,10 +145,10 @@ export class Model {
     return ls.cache.rows(from, count);
   }
 
-  /** Appends restored MLA rows to layer `ls` of a fresh state, on the device where the backend keeps one. */
-  appendLatentRows(ls: MlaLayerState, rows: Float32Array, count: number): void {
+  /** Appends restored MLA rows (fp32, or bf16 bits) to layer `ls` of a fresh state, on the device where the backend keeps one. */
+  appendLatentRows(ls: MlaLayerState, rows: LatentRows, count: number): void {
     if (this.backend.appendLatentRows) this.backend.appendLatentRows(ls, rows, count);
-    else ls.cache.append(rows, count);
+    else ls.cache.append(latentF32(rows), count);
   }
 
   /** Neutral arrays of the right shapes for a state of `length` tokens, not known to the backend. */
@@ -183,12 +184,12 @@ export class Model {
     return mla && b.latentDtype ? b.latentDtype(mla) : 'f32';
   }
 
-  /** Reads MLA rows of `s` for writeStateFile, block by block. */
-  latentReader(s: SequenceState): (layer: number, from: number, count: number) => Float32Array {
+  /** Reads MLA rows of `s` for writeStateFile, block by block: bf16 bits where the backend keeps them so. */
+  latentReader(s: SequenceState): LatentReader {
     return (layer, from, count) => {
       const ls = s.layers[layer];
       if (ls.kind !== 'mla') throw new Error(`layer ${layer} has no MLA cache`);
-      return this.latentRows(s, ls, from, count);
+      return this.backend.latentBits?.(ls, from, count) ?? this.latentRows(s, ls, from, count);
     };
   }
 

@@ -32,9 +32,10 @@ import { promises as fs } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { openAtomic, writeError, type PendingFile } from '../../common/atomic';
 import { UserError } from '../../common/errors';
-import { fromBf16, toBf16 } from '../model/bf16';
+import { fromBf16 } from '../model/bf16';
 import { BlockStore } from './block-store';
 import { LatentCache } from './latent-cache';
+import { latentBf16, latentF32, type LatentRows } from './latent-rows';
 import type { LayerState, MlaLayerState, SequenceState } from './types';
 
 export const STATE_FORMAT_VERSION = 3;
@@ -100,11 +101,14 @@ export function hashIds(ids: ArrayLike<number>, length = ids.length): string {
   return createHash('sha256').update(buf).digest('hex');
 }
 
-/** Reads rows [from, from + count) of MLA layer `layer` of the state being written. */
-export type LatentReader = (layer: number, from: number, count: number) => Float32Array;
+/** Reads rows [from, from + count) of MLA layer `layer` of the state being written (bf16 bits where the rows are kept so). */
+export type LatentReader = (layer: number, from: number, count: number) => LatentRows;
 
-/** Receives restored MLA rows of a layer instead of its host cache (a device backend appends them where it computes). */
-export type LatentSink = (ls: MlaLayerState, rows: Float32Array, count: number) => void;
+/**
+ * Receives restored MLA rows of a layer instead of its host cache (a device backend appends them
+ * where it computes): bf16 bits where the file holds bf16 rows, else fp32.
+ */
+export type LatentSink = (ls: MlaLayerState, rows: LatentRows, count: number) => void;
 
 const ZERO_SHA = '0'.repeat(64);
 
@@ -279,7 +283,7 @@ export class StateFileWriter {
    * Queues one segment's values, which must not change until commit(); resolves once the queue is
    * small enough to take more.
    */
-  async put(name: string, data: Float32Array | Int32Array): Promise<void> {
+  async put(name: string, data: LatentRows | Int32Array): Promise<void> {
     const info = this.segments.get(name);
     if (!info) throw new Error(`writeStateFile: no segment ${name} in ${this.file}`);
     if (this.written.has(name)) throw new Error(`writeStateFile: segment ${name} written twice`);
@@ -287,7 +291,7 @@ export class StateFileWriter {
     if ((info.dtype === 'i32') !== data instanceof Int32Array) throw new Error(`writeStateFile: segment ${name} holds ${info.dtype}, given a ${data.constructor.name}`);
     this.throwIfFailed();
     this.written.add(name);
-    const raw = info.dtype === 'bf16' ? toBf16(data as Float32Array) : data;
+    const raw = data instanceof Int32Array ? data : info.dtype === 'bf16' ? latentBf16(data) : latentF32(data);
     const bytes = Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength);
     const stored = info.offset === undefined ? this.putBlock(info, bytes) : Promise.all([digest(bytes), this.pending.handle.write(bytes, 0, bytes.length, this.dataStart + info.offset)]).then(([sha]) => {
       info.sha256 = sha;
@@ -496,14 +500,24 @@ export async function openStateFile(file: string): Promise<OpenedStateFile> {
       return buf;
     };
 
-    const readSegment = async (name: string, elements?: number): Promise<Float32Array | Int32Array> => {
+    // Hashed off the main thread, so the next block is read and checked while a device takes this one.
+    const readChecked = async (name: string): Promise<{ s: SegmentInfo; ab: ArrayBufferLike }> => {
       const s = bySegment.get(name);
       if (!s) throw new StateFileError(file, `segment ${name} missing`);
       const buf = await readBytes(s);
-      if (createHash('sha256').update(buf).digest('hex') !== s.sha256) throw new StateFileError(file, `checksum mismatch in ${name}${s.offset === undefined ? ` (block ${blocks.path(s.sha256)})` : ''}`);
-      const ab = buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.length);
-      const arr = s.dtype === 'i32' ? new Int32Array(ab) : s.dtype === 'bf16' ? fromBf16(new Uint16Array(ab)) : new Float32Array(ab);
-      return elements === undefined ? arr : arr.subarray(0, elements);
+      if ((await digest(buf)) !== s.sha256) throw new StateFileError(file, `checksum mismatch in ${name}${s.offset === undefined ? ` (block ${blocks.path(s.sha256)})` : ''}`);
+      return { s, ab: buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.length) };
+    };
+
+    const readSegment = async (name: string): Promise<Float32Array | Int32Array> => {
+      const { s, ab } = await readChecked(name);
+      return s.dtype === 'i32' ? new Int32Array(ab) : s.dtype === 'bf16' ? fromBf16(new Uint16Array(ab)) : new Float32Array(ab);
+    };
+
+    /** The first `elements` values of a latent block, as the file keeps them (bf16 bits or fp32). */
+    const readLatent = async (name: string, elements: number): Promise<LatentRows> => {
+      const { s, ab } = await readChecked(name);
+      return (s.dtype === 'bf16' ? new Uint16Array(ab) : new Float32Array(ab)).subarray(0, elements);
     };
 
     return {
@@ -526,11 +540,17 @@ export async function openStateFile(file: string): Promise<OpenedStateFile> {
             const w = info.width!;
             if (upTo > (info.rows ?? 0) && upTo > 0) throw new StateFileError(file, `layer ${i} saves ${info.rows ?? 0} MLA rows, ${upTo} needed`);
             const ls: MlaLayerState = { kind: 'mla', cache: new LatentCache(w) };
-            for (let r = 0, b = 0; r < upTo; r += BLOCK_ROWS, b++) {
-              const rows = Math.min(BLOCK_ROWS, upTo - r);
-              const block = (await readSegment(`layer.${i}.latent.${b}`, rows * w)) as Float32Array;
-              if (sink) sink(ls, block, rows);
-              else ls.cache.append(block, rows);
+            const rowsOf = (b: number) => Math.min(BLOCK_ROWS, upTo - b * BLOCK_ROWS);
+            const blockOf = (b: number) => readLatent(`layer.${i}.latent.${b}`, rowsOf(b) * w);
+            const count = Math.ceil(upTo / BLOCK_ROWS);
+            let next = count > 0 ? blockOf(0) : undefined;
+            for (let b = 0; b < count; b++) {
+              const block = await next!;
+              next = b + 1 < count ? blockOf(b + 1) : undefined;
+              // A failed read ahead is reported when its turn comes, not as an unhandled rejection.
+              next?.catch(() => {});
+              if (sink) sink(ls, block, rowsOf(b));
+              else ls.cache.append(latentF32(block), rowsOf(b));
             }
             layers.push(ls);
           }

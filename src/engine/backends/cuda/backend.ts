@@ -8,8 +8,9 @@ import { UserError } from '../../../common/errors';
 import type { KimiConfig } from '../../model/config';
 import type { WeightSource } from '../../model/weight-source';
 import { EMBED } from '../../model/weight-names';
-import { fromBf16, toBf16 } from '../../model/bf16';
+import { fromBf16 } from '../../model/bf16';
 import type { KdaLayerState, MlaLayerState, SequenceState } from '../../state/types';
+import { latentBf16, latentF32, type LatentRows } from '../../state/latent-rows';
 import type { Backend, Capture, NormSite } from '../backend';
 import type { TokenPick } from '../../sampler';
 import { Arena } from './arena';
@@ -733,18 +734,25 @@ export class CudaBackend implements Backend<DeviceRows> {
 
   /** Rows [from, from + count) of an MLA layer's device cache, as a host copy in fp32 (bf16 rows widened exactly). */
   latentRows(ls: MlaLayerState, from: number, count: number): Float32Array {
+    const bits = this.latentBits(ls, from, count);
+    if (bits) return fromBf16(bits);
+    const out = new Float32Array(count * this.latentWidth);
+    if (count) this.native.download(this.ctx, this.rowAddress(ls, from, count), out);
+    return out;
+  }
+
+  /** The same rows' bf16 bits where the cache is bf16 (what a state file keeps), undefined where it is fp32. */
+  latentBits(ls: MlaLayerState, from: number, count: number): Uint16Array | undefined {
+    if (!this.mlaState(ls).bf16) return undefined;
+    const bits = new Uint16Array(count * this.latentWidth);
+    if (count) this.native.download(this.ctx, this.rowAddress(ls, from, count), bits);
+    return bits;
+  }
+
+  private rowAddress(ls: MlaLayerState, from: number, count: number): DevicePtr {
     const dev = this.mlaState(ls);
     if (from < 0 || from + count > dev.length) throw new RangeError(`latentRows(${from}, ${count}) outside the ${dev.length} cached rows`);
-    const n = count * this.latentWidth;
-    const at = dev.cache + BigInt(from * this.rowBytes(dev));
-    if (!dev.bf16) {
-      const out = new Float32Array(n);
-      if (count) this.native.download(this.ctx, at, out);
-      return out;
-    }
-    const bits = new Uint16Array(n);
-    if (count) this.native.download(this.ctx, at, bits);
-    return fromBf16(bits);
+    return dev.cache + BigInt(from * this.rowBytes(dev));
   }
 
   /** The element type of an MLA layer's device cache: how its rows are best saved. */
@@ -756,12 +764,12 @@ export class CudaBackend implements Backend<DeviceRows> {
    * Appends restored rows straight to an MLA layer's device cache (the host mirror stays as it is),
    * rounded to nearest even where the cache is bf16.
    */
-  appendLatentRows(ls: MlaLayerState, rows: Float32Array, count: number): void {
+  appendLatentRows(ls: MlaLayerState, rows: LatentRows, count: number): void {
     const dev = this.mlaSlot(ls);
     if (!count) return;
     this.reserveCache(dev, dev.length + count);
     const part = rows.subarray(0, count * this.latentWidth);
-    this.native.upload(this.ctx, dev.cache + BigInt(dev.length * this.rowBytes(dev)), dev.bf16 ? toBf16(part) : part);
+    this.native.upload(this.ctx, dev.cache + BigInt(dev.length * this.rowBytes(dev)), dev.bf16 ? latentBf16(part) : latentF32(part));
     dev.length += count;
   }
 

@@ -103,7 +103,10 @@ test('bf16 rows take half the bytes of fp32 ones, and both files of bf16 values 
   assert.equal(b.dataBytes, 80_112);
 });
 
-test('a streamed bf16 snapshot sends widened rows to a sink, block by block, and reads a prefix', async () => {
+/** The fp32 value of bf16 bits, by placing them in the top half of a float32 (not the engine's fromBf16). */
+const widen = (bits: number) => new Float32Array(Uint32Array.of(bits * 65536).buffer)[0];
+
+test('a streamed bf16 snapshot sends its rows to a sink as bf16 bits (not widened), block by block, and reads a prefix', async () => {
   const length = 4100;
   const rows = randomRows(length, 4);
   const state = stateWith(rows, length);
@@ -117,12 +120,36 @@ test('a streamed bf16 snapshot sends widened rows to a sink, block by block, and
   const got: number[] = [];
   await f.readState(4098, (_ls, block, count) => {
     blocks.push(count);
-    assert.ok(block instanceof Float32Array);
-    got.push(...block.subarray(0, count * W));
+    assert.ok(block instanceof Uint16Array, `a bf16 block reaches the sink as bits, got a ${block.constructor.name}`);
+    assert.equal(block.length, count * W);
+    got.push(...Array.from(block, widen));
   });
   await f.close();
   assert.deepEqual(blocks, [4096, 2]);
   assert.deepEqual(got, Array.from(rows.subarray(0, 4098 * W), bf16Nearest));
+});
+
+test('a reader that gives bf16 bits writes the same bf16 file as one that gives fp32 values, and an fp32 file of the widened bits', async () => {
+  const length = 5000;
+  const rows = Float32Array.from(randomRows(length, 6), bf16Nearest);
+  const bits = Uint16Array.from(rows, (x) => new Uint32Array(Float32Array.of(x).buffer)[0] >>> 16);
+  const state = stateWith(rows, length);
+  const dir = tmp();
+  const write = async (name: string, dtype: 'f32' | 'bf16', give: 'f32' | 'bits') => {
+    const file = join(dir, name);
+    const latent = (_layer: number, from: number, count: number) => (give === 'bits' ? bits : rows).slice(from * W, (from + count) * W);
+    await writeStateFile(file, state, { key, ids: idsOf(length), latentDtype: dtype, latent });
+    return readFileSync(file);
+  };
+  const fromValues = await write('values.klcs', 'bf16', 'f32');
+  const fromBits = await write('bits.klcs', 'bf16', 'bits');
+  assert.ok(fromBits.equals(fromValues), 'bf16 files from bits and from values differ');
+  const widened = await write('f32.klcs', 'f32', 'bits');
+  const f = await openStateFile(join(dir, 'f32.klcs'));
+  const restored = await f.readState();
+  await f.close();
+  assert.deepEqual(Array.from(mlaRows(restored)), Array.from(rows));
+  assert.ok(widened.length > fromBits.length);
 });
 
 test('damaged bf16 files are refused with the reason: a flipped byte, a truncation, an odd byte count', async () => {
