@@ -121,6 +121,15 @@ def gemv_cases(klc, gen):
     lib, ctx = klc.lib, klc.ctx
     # (N, K): KDA q/k/v (4096 x 2304), o_proj (2304 x 4096), f_b (4096 x 128), an expert's w1/w3 and w2, an odd N.
     shapes = [(4096, 2304), (2304, 4096), (4096, 128), (1024, 2304), (2304, 1024), (1000, 256)]
+
+    def gemv_case(m, M, acc, name):
+        N, K = m.wq.N, m.wq.K
+        x = torch.randn(M, K, generator=gen, device="cuda")
+        y = torch.full((M, N), 0.5, device="cuda")
+        klc._check(lib.klc_wq_gemv(ctx, c_p(x.data_ptr()), K, ctypes.byref(m.wq), c_p(y.data_ptr()), N, M, int(acc)))
+        klc.sync()
+        check(name + (" accumulate" if acc else ""), rel(y, x.double() @ m.w.T + (0.5 if acc else 0.0)), 2e-5)
+
     for bits, groups in ((4, (32, 128)), (8, (128, None))):
         for N, K in shapes:
             for group in groups:
@@ -130,14 +139,7 @@ def gemv_cases(klc, gen):
                 for symmetric, f32 in ((True, False), (False, False), (True, True)):
                     m = QMat(N, K, bits, group, symmetric, f32, gen)
                     for M in (1, 2, 3, 4, 8):
-                        x = torch.randn(M, K, generator=gen, device="cuda")
-                        y = torch.full((M, N), 0.5, device="cuda")
-                        acc = int(M == 3)
-                        klc._check(lib.klc_wq_gemv(ctx, c_p(x.data_ptr()), K, ctypes.byref(m.wq), c_p(y.data_ptr()), N, M, acc))
-                        klc.sync()
-                        want = x.double() @ m.w.T + (0.5 if acc else 0.0)
-                        name = f"gemv INT{bits} N={N} K={K} group={group} {'sym' if symmetric else 'asym'} {'fp32' if f32 else 'bf16'} scales M={M}"
-                        check(name + (" accumulate" if acc else ""), rel(y, want), 2e-5)
+                        gemv_case(m, M, M == 3, f"gemv INT{bits} N={N} K={K} group={group} {'sym' if symmetric else 'asym'} {'fp32' if f32 else 'bf16'} scales M={M}")
     # FP8: every M of 1..8, per channel and group 128, bf16 and fp32 scales.
     for N, K in shapes:
         for group in (K, 128):
@@ -146,14 +148,7 @@ def gemv_cases(klc, gen):
             for f32 in (False, True):
                 m = QMat(N, K, 8, group, True, f32, gen, fp8=True)
                 for M in range(1, 9):
-                    x = torch.randn(M, K, generator=gen, device="cuda")
-                    y = torch.full((M, N), 0.5, device="cuda")
-                    acc = int(M == 5)
-                    klc._check(lib.klc_wq_gemv(ctx, c_p(x.data_ptr()), K, ctypes.byref(m.wq), c_p(y.data_ptr()), N, M, acc))
-                    klc.sync()
-                    want = x.double() @ m.w.T + (0.5 if acc else 0.0)
-                    name = f"gemv FP8 N={N} K={K} group={group} {'fp32' if f32 else 'bf16'} scales M={M}"
-                    check(name + (" accumulate" if acc else ""), rel(y, want), 2e-5)
+                    gemv_case(m, M, M == 5, f"gemv FP8 N={N} K={K} group={group} {'fp32' if f32 else 'bf16'} scales M={M}")
     m = QMat(64, 96, 8, 96, True, False, gen, fp8=True)
     m.wq.zero_points = m.wq.scales
     x = torch.randn(1, 96, device="cuda")

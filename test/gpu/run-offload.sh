@@ -9,14 +9,9 @@
 # Carry: .device (node.xz, offload-model.test.cjs, offload-speed.cjs, cpu-experts-driver; the goldens
 # are the tracked test/fixtures/golden), native/build. Prepare here with test/gpu/prepare-model.sh. Logs go to $OUT.
 set -uo pipefail
-cd "$(dirname "$0")/../.."
-OUT=${OUT:-/tmp/klc-out}
-mkdir -p "$OUT"
-xz -dc .device/node.xz > /tmp/node && chmod +x /tmp/node && export PATH=/tmp:$PATH
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
+source "$(dirname "$0")/device-env.sh"
 echo "CPU: $(nproc) threads, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)" | tee -a "$OUT/gpu.txt"
 rc=0
-mkdir -p .device/node_modules/onnxruntime-node && echo 'module.exports = {};' > .device/node_modules/onnxruntime-node/index.js
 # The reference-equality checks need exact fp32 activations.
 export KLC_CUDA_EXACT=1 KLC_GOLDEN_DIR=$PWD/test/fixtures/golden
 node --test --test-reporter=spec .device/offload-model.test.cjs > "$OUT/offload-model.log" 2>&1 || rc=1

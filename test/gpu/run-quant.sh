@@ -8,15 +8,8 @@
 # Carry: .device (node.xz, quant-model.test.cjs; the goldens are the tracked test/fixtures/golden), native/build.
 # Prepare here with test/gpu/prepare-model.sh. Logs go to $OUT.
 set -uo pipefail
-cd "$(dirname "$0")/../.."
-OUT=${OUT:-/tmp/klc-out}
-mkdir -p "$OUT"
-xz -dc .device/node.xz > /tmp/node && chmod +x /tmp/node && export PATH=/tmp:$PATH
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
+source "$(dirname "$0")/device-env.sh"
 rc=0
-# The bundle keeps onnxruntime-node external and the device has no node_modules: an empty module
-# stands in, so the onnx backend is absent there (these checks use cuda and reference).
-mkdir -p .device/node_modules/onnxruntime-node && echo 'module.exports = {};' > .device/node_modules/onnxruntime-node/index.js
 # The reference-equality checks need exact fp32 activations.
 export KLC_CUDA_EXACT=1 PYTHONUNBUFFERED=1 KLC_GOLDEN_DIR=$PWD/test/fixtures/golden
 ( cd test/gpu && python3 quant_check.py ) > "$OUT/quant_check.log" 2>&1 || rc=1

@@ -9,12 +9,8 @@
 # CONTEXTS picks the contexts (default 4096,131072; none: the tests only); KLC_SCALE_ONLY=1 skips the tests.
 # Logs and the JSON figures go to $OUT.
 set -uo pipefail
-OUT=${OUT:-/tmp/klc-out}
-mkdir -p "$OUT"
-xz -dc .device/node.xz > /tmp/node && chmod +x /tmp/node && export PATH=/tmp:$PATH
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
+source "$(dirname "$0")/device-env.sh"
 export KLC_NATIVE_PATH=$PWD/native/build/klc_native.node
-mkdir -p .device/node_modules/onnxruntime-node && echo 'module.exports = {};' > .device/node_modules/onnxruntime-node/index.js
 rc=0
 if [ "${KLC_SCALE_ONLY:-0}" != 1 ]; then
   KLC_CUDA_EXACT=1 KLC_GOLDEN_DIR=$PWD/test/fixtures/golden KLC_TINY_MODEL=$PWD/assets/tiny-model KLC_BIG_CONFIG=$PWD/assets/configs/kimi-linear-48b-a3b-instruct.json \
