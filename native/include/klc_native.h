@@ -249,7 +249,9 @@ typedef struct klc_vbuf klc_vbuf;
 KLC_API int klc_vbuf_create(klc_ctx *ctx, klc_vbuf **out);
 /* Makes at least `bytes` usable from *base; `used` bytes (the rows written) are kept. */
 KLC_API int klc_vbuf_reserve(klc_ctx *ctx, klc_vbuf *buf, size_t bytes, size_t used, void **base);
-KLC_API int klc_vbuf_fork(klc_ctx *ctx, const klc_vbuf *src, size_t used, klc_vbuf **out, void **base);
+/* Forking may split the source's physical extent at the fork point (one copy of at most one extent),
+ * so the source is not const; its contents and addresses stay as they are. */
+KLC_API int klc_vbuf_fork(klc_ctx *ctx, klc_vbuf *src, size_t used, klc_vbuf **out, void **base);
 /* Bytes of device memory the buffer makes usable (shared ones included). */
 KLC_API size_t klc_vbuf_bytes(const klc_vbuf *buf);
 KLC_API int klc_vbuf_free(klc_ctx *ctx, klc_vbuf *buf);

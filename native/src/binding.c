@@ -186,7 +186,7 @@ static napi_value js_vbuf_fork(napi_env env, napi_callback_info info) {
     return NULL;
   klc_vbuf *b = NULL;
   void *base = NULL;
-  int rc = klc_vbuf_fork(ctx, (const klc_vbuf *)src, used, &b, &base);
+  int rc = klc_vbuf_fork(ctx, (klc_vbuf *)src, used, &b, &base);
   if (rc) return throw_rc(env, rc);
   napi_value r;
   napi_create_object(env, &r);

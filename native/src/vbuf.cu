@@ -101,26 +101,32 @@ CUmemAllocationProp prop_for(int device) {
   return p;
 }
 
-int set_access(const klc_vbuf *b, size_t offset, size_t size) {
+int access_at(CUdeviceptr at, size_t size, int device) {
   CUmemAccessDesc a = {};
   a.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
-  a.location.id = b->device;
+  a.location.id = device;
   a.flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
-  CUresult r = driver().setAccess(b->base + offset, size, &a, 1);
+  CUresult r = driver().setAccess(at, size, &a, 1);
   return r == CUDA_SUCCESS ? KLC_OK : fail_cu(r, "enabling access to an MLA cache");
 }
 
-// Maps the physical memory behind `from` (an address inside a mapped extent of another range) at
-// `to` for `size` bytes from the start of that extent.
-int map_shared(const klc_vbuf *dst, size_t offset, CUdeviceptr from, size_t size) {
+int set_access(const klc_vbuf *b, size_t offset, size_t size) { return access_at(b->base + offset, size, b->device); }
+
+// Maps the whole physical extent whose first byte is at `from` (the start of a mapped extent of
+// another range) at `to`, `size` being that extent's size: the driver maps only whole allocations.
+int map_whole(CUdeviceptr to, CUdeviceptr from, size_t size, int device) {
   const Driver &d = driver();
   CUmemGenericAllocationHandle h;
   CUresult r = d.retain(&h, reinterpret_cast<void *>(from));
   if (r != CUDA_SUCCESS) return fail_cu(r, "sharing an MLA cache extent");
-  r = d.memMap(dst->base + offset, size, 0, h, 0);
+  r = d.memMap(to, size, 0, h, 0);
   d.memRelease(h);
   if (r != CUDA_SUCCESS) return fail_cu(r, "mapping a shared MLA cache extent");
-  return set_access(dst, offset, size);
+  return access_at(to, size, device);
+}
+
+int map_shared(const klc_vbuf *dst, size_t offset, CUdeviceptr from, size_t size) {
+  return map_whole(dst->base + offset, from, size, dst->device);
 }
 
 // Gives `b` an address range of at least `bytes`, keeping its extents mapped in order.
@@ -199,6 +205,71 @@ int reserve_plain(klc_ctx *ctx, klc_vbuf *b, size_t bytes, size_t keep) {
   return KLC_OK;
 }
 
+// Makes `at` an extent boundary of `b`: the extent that straddles it is replaced by two physical
+// extents meeting there, its bytes copied once (at most MAX_EXTENT). A fork can map only whole
+// extents, so without this it would copy the shared rows of the straddling extent instead, up to
+// MAX_EXTENT per layer per fork. Nothing else maps that extent: forks map only extents that lie
+// wholly below their own fork point, and a buffer's fork points only grow. The old extent is kept
+// alive until the new ones are in its place, so a failure leaves `b` as it was.
+int split_at(klc_ctx *ctx, klc_vbuf *b, size_t at) {
+  auto it = std::find_if(b->extents.begin(), b->extents.end(), [&](const Extent &e) { return e.offset < at && at < e.offset + e.size; });
+  if (it == b->extents.end()) return KLC_OK;
+  const Extent old = *it;
+  const size_t lo = at - old.offset, hi = old.size - lo;
+  const Driver &d = driver();
+  CUdeviceptr scratch = 0;
+  CUresult r = d.addressReserve(&scratch, old.size, 0, 0, 0);
+  if (r != CUDA_SUCCESS) return fail_cu(r, "reserving addresses to split an MLA cache extent");
+  CUmemAllocationProp p = prop_for(b->device);
+  const size_t part_at[2] = {0, lo}, part_size[2] = {lo, hi};
+  int made = 0, rc = KLC_OK;
+  for (; made < 2 && !rc; ++made) {
+    CUmemGenericAllocationHandle h;
+    r = d.memCreate(&h, part_size[made], &p, 0);
+    if (r != CUDA_SUCCESS) {
+      rc = fail_cu(r, "allocating " + std::to_string(part_size[made] >> 20) + " MiB to split an MLA cache extent");
+      break;
+    }
+    r = d.memMap(scratch + part_at[made], part_size[made], 0, h, 0);
+    d.memRelease(h);  // the mapping keeps the memory until it is unmapped
+    if (r != CUDA_SUCCESS) {
+      rc = fail_cu(r, "mapping a split MLA cache extent");
+      break;
+    }
+  }
+  if (!rc) rc = access_at(scratch, old.size, b->device);
+  if (!rc) {
+    // Work queued on the old extent must finish before it is unmapped.
+    cudaError_t e = cudaMemcpyAsync(reinterpret_cast<void *>(scratch), reinterpret_cast<const void *>(b->base + old.offset), old.size,
+                                    cudaMemcpyDeviceToDevice, ctx->stream);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(ctx->stream);
+    if (e != cudaSuccess) rc = klc::fail_cuda(e, "copying an MLA cache extent to split it");
+  }
+  CUmemGenericAllocationHandle keep = 0;
+  bool unmapped = false;
+  if (!rc) {
+    r = d.retain(&keep, reinterpret_cast<void *>(b->base + old.offset));
+    if (r != CUDA_SUCCESS) rc = fail_cu(r, "holding an MLA cache extent while it is split");
+  }
+  if (!rc) {
+    d.memUnmap(b->base + old.offset, old.size);
+    unmapped = true;
+    rc = map_whole(b->base + old.offset, scratch, lo, b->device);
+    if (!rc) {
+      rc = map_whole(b->base + at, scratch + lo, hi, b->device);
+      if (rc) d.memUnmap(b->base + old.offset, lo);
+    }
+  }
+  if (rc && unmapped && d.memMap(b->base + old.offset, old.size, 0, keep, 0) == CUDA_SUCCESS) set_access(b, old.offset, old.size);
+  if (keep) d.memRelease(keep);
+  for (int i = 0; i < made; ++i) d.memUnmap(scratch + part_at[i], part_size[i]);
+  d.addressFree(scratch, old.size);
+  if (rc) return rc;
+  *it = {old.offset, lo};
+  b->extents.insert(it + 1, {at, hi});
+  return KLC_OK;
+}
+
 void release(klc_vbuf *b) {
   if (b->vmm) {
     const Driver &d = driver();
@@ -250,7 +321,7 @@ int klc_vbuf_reserve(klc_ctx *ctx, klc_vbuf *b, size_t bytes, size_t used, void 
   return rc;
 }
 
-int klc_vbuf_fork(klc_ctx *ctx, const klc_vbuf *src, size_t used, klc_vbuf **out, void **base) {
+int klc_vbuf_fork(klc_ctx *ctx, klc_vbuf *src, size_t used, klc_vbuf **out, void **base) {
   if (!src || !out || !base || used > src->mapped) return fail(KLC_E_ARG, "klc_vbuf_fork: bad source, length or output");
   *out = nullptr;
   int rc = use_device(ctx);
@@ -262,14 +333,14 @@ int klc_vbuf_fork(klc_ctx *ctx, const klc_vbuf *src, size_t used, klc_vbuf **out
   size_t shared = 0;
   if (b->vmm) {
     shared = used / b->granule * b->granule;
-    rc = grow_range(b, std::max(src->reserved, shared + b->granule));
+    rc = split_at(ctx, src, shared);
+    if (!rc) rc = grow_range(b, std::max(src->reserved, shared + b->granule));
     for (size_t i = 0; !rc && i < src->extents.size() && src->extents[i].offset < shared; ++i) {
       const Extent &e = src->extents[i];
-      size_t size = std::min(e.size, shared - e.offset);
-      rc = map_shared(b, e.offset, src->base + e.offset, size);
+      rc = map_shared(b, e.offset, src->base + e.offset, e.size);
       if (!rc) {
-        b->extents.push_back({e.offset, size});
-        b->mapped = e.offset + size;
+        b->extents.push_back(e);
+        b->mapped = e.offset + e.size;
       }
     }
     b->shared = b->mapped;

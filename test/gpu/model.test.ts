@@ -300,6 +300,63 @@ for (const vmm of ['1', '0']) {
   });
 }
 
+/**
+ * klc_vbuf at the sizes a real repository has: the fork point falls inside a physical extent (the
+ * driver maps only whole extents, so the library splits it), the source grows after the fork, and a
+ * second fork at a later point splits again. Every byte is checked against the host's copy.
+ */
+test('klc_vbuf: forks whose point falls inside an extent share the rows below it, and source and forks then write apart', { skip }, () => {
+  if (!cuda.ok) throw new Error(cuda.reason);
+  const n = cuda.native;
+  const ctx = n.create(0);
+  const bufs: ReturnType<typeof n.vbufCreate>[] = [];
+  try {
+    const MB = 2 ** 20;
+    const pattern = (bytes: number, salt: number) => Uint32Array.from({ length: bytes / 4 }, (_, i) => (Math.imul(i + 1, 2654435761) ^ salt) >>> 0);
+    const read = (base: bigint, bytes: number) => {
+      const out = new Uint32Array(bytes / 4);
+      n.download(ctx, base, out);
+      return out;
+    };
+    const equal = (a: Uint32Array, b: Uint32Array, what: string) => {
+      assert.equal(a.length, b.length, what);
+      const i = a.findIndex((v, k) => v !== b[k]);
+      assert.equal(i, -1, `${what}: word ${i} differs`);
+    };
+    const src = n.vbufCreate(ctx);
+    bufs.push(src);
+    // Grown in steps as an ingest does, so that it holds several extents of different sizes.
+    let base = 0n;
+    for (let mb = 3; mb <= 45; mb += 7) base = n.vbufReserve(ctx, src, mb * MB, 0);
+    const firstUsed = 9 * MB + 4096 * 3;
+    const first = pattern(firstUsed, 1);
+    n.upload(ctx, base, first);
+    const fork1 = n.vbufFork(ctx, src, firstUsed);
+    bufs.push(fork1.buf);
+    equal(read(fork1.base, firstUsed), first, 'the first fork');
+    // Both write past the fork point; the source grows its address range too.
+    const tail1 = pattern(4 * MB, 2);
+    n.upload(ctx, fork1.base + BigInt(firstUsed), tail1);
+    const grown = pattern(30 * MB, 3);
+    base = n.vbufReserve(ctx, src, 120 * MB, firstUsed);
+    n.upload(ctx, base + BigInt(firstUsed), grown);
+    equal(read(base, firstUsed), first, 'the source below the first fork point');
+    equal(read(fork1.base + BigInt(firstUsed), 4 * MB), tail1, 'the first fork past its point, after the source wrote there');
+    equal(read(fork1.base, firstUsed), first, 'the first fork below its point, after the source grew');
+    const secondUsed = firstUsed + 30 * MB;
+    const fork2 = n.vbufFork(ctx, src, secondUsed);
+    bufs.push(fork2.buf);
+    equal(read(fork2.base, firstUsed), first, 'the second fork, first part');
+    equal(read(fork2.base + BigInt(firstUsed), 30 * MB), grown, 'the second fork, grown part');
+    equal(read(base + BigInt(firstUsed), 30 * MB), grown, 'the source after the second split');
+    equal(read(fork1.base + BigInt(firstUsed), 4 * MB), tail1, 'the first fork after the second split');
+    report(`klc_vbuf forks at ${firstUsed} and ${secondUsed} bytes of a ${n.vbufBytes(src)}-byte buffer: every byte as written`);
+  } finally {
+    for (const b of bufs.reverse()) n.vbufFree(ctx, b);
+    n.destroy(ctx);
+  }
+});
+
 test('state files stream MLA rows from and back to the GPU: a continuation after restore equals one pass', { skip }, async () => {
   const ids = Int32Array.from({ length: 9000 }, (_, i) => (i * 613 + 29) % 3800);
   const whole = await gpu.prefill(gpu.newState(), ids, { logits: 'last', slice: 4096 });
