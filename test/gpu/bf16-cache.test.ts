@@ -89,7 +89,10 @@ test('tensor-core mode over bf16 caches: prefill logits and 32 decode steps agai
     const eb = relError(await gpu.prefill(gpu.newState(), ids, { logits: 'all' }), want);
     const ef = relError(await gpu.prefill(fp32CacheState(), ids, { logits: 'all' }), want);
     report(`prefill T=${T} vs reference: bf16 cache ${eb.toExponential(2)}, fp32 cache ${ef.toExponential(2)} (same mode)`);
-    assert.ok(eb < BF16_TOLERANCE, `T=${T}: ${eb}`);
+    // The mode's own error grows with the prompt (bf16 activations: 0.34 at T = 300 for either cache on
+    // an H100, as transformers' bf16 run of the same model, checked by hf-bf16.test.ts); what the bf16
+    // cache may add on top of it is small.
+    assert.ok(eb <= 1.25 * ef + BF16_TOLERANCE / 10, `T=${T}: bf16 cache ${eb} against fp32 cache ${ef}`);
   }
   // Decode fed the reference's greedy tokens, so one differing pick cannot change the rest.
   const prompt = idsOf(500, 31337, 5);

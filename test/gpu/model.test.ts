@@ -336,20 +336,21 @@ test('klc_vbuf: forks whose point falls inside an extent share the rows below it
     equal(read(fork1.base, firstUsed), first, 'the first fork');
     // Both write past the fork point; the source grows its address range too.
     const tail1 = pattern(4 * MB, 2);
-    n.upload(ctx, fork1.base + BigInt(firstUsed), tail1);
+    const fork1Base = n.vbufReserve(ctx, fork1.buf, firstUsed + 4 * MB, firstUsed);
+    n.upload(ctx, fork1Base + BigInt(firstUsed), tail1);
     const grown = pattern(30 * MB, 3);
     base = n.vbufReserve(ctx, src, 120 * MB, firstUsed);
     n.upload(ctx, base + BigInt(firstUsed), grown);
     equal(read(base, firstUsed), first, 'the source below the first fork point');
-    equal(read(fork1.base + BigInt(firstUsed), 4 * MB), tail1, 'the first fork past its point, after the source wrote there');
-    equal(read(fork1.base, firstUsed), first, 'the first fork below its point, after the source grew');
+    equal(read(fork1Base + BigInt(firstUsed), 4 * MB), tail1, 'the first fork past its point, after the source wrote there');
+    equal(read(fork1Base, firstUsed), first, 'the first fork below its point, after the source grew');
     const secondUsed = firstUsed + 30 * MB;
     const fork2 = n.vbufFork(ctx, src, secondUsed);
     bufs.push(fork2.buf);
     equal(read(fork2.base, firstUsed), first, 'the second fork, first part');
     equal(read(fork2.base + BigInt(firstUsed), 30 * MB), grown, 'the second fork, grown part');
     equal(read(base + BigInt(firstUsed), 30 * MB), grown, 'the source after the second split');
-    equal(read(fork1.base + BigInt(firstUsed), 4 * MB), tail1, 'the first fork after the second split');
+    equal(read(fork1Base + BigInt(firstUsed), 4 * MB), tail1, 'the first fork after the second split');
     report(`klc_vbuf forks at ${firstUsed} and ${secondUsed} bytes of a ${n.vbufBytes(src)}-byte buffer: every byte as written`);
   } finally {
     for (const b of bufs.reverse()) n.vbufFree(ctx, b);
