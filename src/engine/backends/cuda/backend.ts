@@ -366,7 +366,10 @@ export class CudaBackend implements Backend<DeviceRows> {
 
   kdaPrefill(layer: number, x: DeviceRows, state: KdaLayerState, chunk: number): DeviceRows {
     const { headDim: K } = this.config.kda;
-    return this.kda(layer, x, state, K === 128 && chunk === NATIVE_KDA_CHUNK && x.T > 1);
+    // The chunkwise kernel takes bf16 q/k/v: tensor-core mode only. Exact mode keeps the fp32
+    // recurrence, or it is not exact at head size 128 (3.4e-2 from transformers' float64 on the
+    // hf-bf16 check's wide checkpoint, against 4e-7 for a single token).
+    return this.kda(layer, x, state, this.cacheBf16 && K === 128 && chunk === NATIVE_KDA_CHUNK && x.T > 1);
   }
 
   /**
