@@ -32,7 +32,6 @@ import { promises as fs } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { openAtomic, writeError, type PendingFile } from '../../common/atomic';
 import { UserError } from '../../common/errors';
-import { fromBf16 } from '../model/bf16';
 import { BlockStore } from './block-store';
 import { LatentCache } from './latent-cache';
 import { latentBf16, latentF32, type LatentRows } from './latent-rows';
@@ -120,7 +119,7 @@ const IN_FLIGHT_BYTES = 256 * 2 ** 20;
  * copies its input there first): saving and restoring a 128k-token snapshot spent 2.05 s of main
  * thread in it against 1.44 s in createHash (cpu profiles of npm run bench:snapshot, 2-core build machine).
  */
-async function digest(bytes: Buffer): Promise<string> {
+function digest(bytes: Buffer): string {
   return createHash('sha256').update(bytes).digest('hex');
 }
 
@@ -297,9 +296,7 @@ export class StateFileWriter {
     this.written.add(name);
     const raw = data instanceof Int32Array ? data : info.dtype === 'bf16' ? latentBf16(data) : latentF32(data);
     const bytes = Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength);
-    const stored = info.offset === undefined ? this.putBlock(info, bytes) : Promise.all([digest(bytes), this.pending.handle.write(bytes, 0, bytes.length, this.dataStart + info.offset)]).then(([sha]) => {
-      info.sha256 = sha;
-    });
+    const stored = info.offset === undefined ? this.putBlock(info, bytes) : this.putInline(info, info.offset, bytes);
     const done = stored.catch((e: unknown) => {
       this.failure ??= e;
     });
@@ -309,9 +306,16 @@ export class StateFileWriter {
     this.throwIfFailed();
   }
 
+  /** A segment kept in the file itself, at its offset. */
+  private async putInline(info: SegmentInfo, offset: number, bytes: Buffer): Promise<void> {
+    const sha = digest(bytes);
+    await this.pending.handle.write(bytes, 0, bytes.length, this.dataStart + offset);
+    info.sha256 = sha;
+  }
+
   /** A block is named by its hash, so it is hashed before it is stored (unless already present). */
   private async putBlock(info: SegmentInfo, bytes: Buffer): Promise<void> {
-    const sha = await digest(bytes);
+    const sha = digest(bytes);
     this.unpins.push(this.blocks!.pin([sha]));
     if (await this.blocks!.put(sha, bytes)) {
       this.blocksWritten++;
@@ -509,19 +513,22 @@ export async function openStateFile(file: string): Promise<OpenedStateFile> {
       const s = bySegment.get(name);
       if (!s) throw new StateFileError(file, `segment ${name} missing`);
       const buf = await readBytes(s);
-      if ((await digest(buf)) !== s.sha256) throw new StateFileError(file, `checksum mismatch in ${name}${s.offset === undefined ? ` (block ${blocks.path(s.sha256)})` : ''}`);
+      if (digest(buf) !== s.sha256) throw new StateFileError(file, `checksum mismatch in ${name}${s.offset === undefined ? ` (block ${blocks.path(s.sha256)})` : ''}`);
       return { s, ab: buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.length) };
     };
 
+    /** A float segment's values as the file keeps them: bf16 bits or fp32. */
+    const asStored = (s: SegmentInfo, ab: ArrayBufferLike): LatentRows => (s.dtype === 'bf16' ? new Uint16Array(ab) : new Float32Array(ab));
+
     const readSegment = async (name: string): Promise<Float32Array | Int32Array> => {
       const { s, ab } = await readChecked(name);
-      return s.dtype === 'i32' ? new Int32Array(ab) : s.dtype === 'bf16' ? fromBf16(new Uint16Array(ab)) : new Float32Array(ab);
+      return s.dtype === 'i32' ? new Int32Array(ab) : latentF32(asStored(s, ab));
     };
 
-    /** The first `elements` values of a latent block, as the file keeps them (bf16 bits or fp32). */
+    /** The first `elements` values of a latent block, as the file keeps them. */
     const readLatent = async (name: string, elements: number): Promise<LatentRows> => {
       const { s, ab } = await readChecked(name);
-      return (s.dtype === 'bf16' ? new Uint16Array(ab) : new Float32Array(ab)).subarray(0, elements);
+      return asStored(s, ab).subarray(0, elements);
     };
 
     return {
