@@ -19,7 +19,7 @@ import type { DevicePtr, NativeContext, NativeKlc, NativeWq } from '../../../src
 import { Checkpoint } from '../../../src/engine/model/checkpoint';
 import { loadConfig, type KimiConfig } from '../../../src/engine/model/config';
 import { atLoadTargets, quantizeAtLoad } from '../../../src/engine/model/quant/at-load';
-import { presetScheme } from '../../../src/engine/model/quant/presets';
+import { presetScheme, SCHEME_OF } from '../../../src/engine/model/quant/presets';
 import { kdaNames, mlaNames, moeNames, mlpNames } from '../../../src/engine/model/weight-names';
 import type { WeightSource } from '../../../src/engine/model/weight-source';
 import { configGroup, GOLDEN, quantizationConfig, writeQuantizedGolden } from '../engine/quant/ct-writer';
@@ -171,12 +171,27 @@ async function checkLayout(mem: HostMemory, weights: Awaited<ReturnType<typeof u
   }
 }
 
-test('int4 at load: the packed codes and scales on the device are the reference backend\'s weights, and the plan counts the bytes uploaded', async () => {
+/**
+ * The golden checkpoint, the reference backend's weights quantized at load to `q` from it, and the
+ * uploader's AtLoad for the same scheme; both checkpoints closed after `body`.
+ */
+async function withGoldenAtLoad(
+  q: 'int4' | 'fp8',
+  body: (g: { cfg: KimiConfig; ckpt: Checkpoint; reference: WeightSource; atLoad: AtLoad }) => Promise<void>,
+): Promise<void> {
   const cfg = await loadConfig(GOLDEN);
   const ckpt = await Checkpoint.open(GOLDEN, cfg);
-  const reference = await quantizeAtLoad(await Checkpoint.open(GOLDEN, cfg), cfg, 'int4');
+  const reference = await quantizeAtLoad(await Checkpoint.open(GOLDEN, cfg), cfg, q);
   try {
-    const atLoad: AtLoad = { scheme: presetScheme('w4a16-g128'), targets: atLoadTargets(cfg) };
+    await body({ cfg, ckpt, reference, atLoad: { scheme: presetScheme(SCHEME_OF[q]), targets: atLoadTargets(cfg) } });
+  } finally {
+    await ckpt.close();
+    await reference.close();
+  }
+}
+
+test('int4 at load: the packed codes and scales on the device are the reference backend\'s weights, and the plan counts the bytes uploaded', async () => {
+  await withGoldenAtLoad('int4', async ({ cfg, ckpt, reference, atLoad }) => {
     const mem = new HostMemory();
     const { weights } = await uploadWeights(mem.native, {} as NativeContext, cfg, ckpt, atLoad);
     await checkLayout(mem, weights, reference, cfg, 4);
@@ -192,18 +207,11 @@ test('int4 at load: the packed codes and scales on the device are the reference 
     // The buffer holds one layer's experts dequantized to fp32: [E, 2I, d] and [E, d, I].
     const { numExperts: E, intermediateSize: I } = cfg.moe;
     assert.equal(planned.dense, E * 3 * I * cfg.hiddenSize * 4);
-  } finally {
-    await ckpt.close();
-    await reference.close();
-  }
+  });
 });
 
 test('fp8 at load: one E4M3 byte per weight and one scale per row on the device, the reference backend\'s weights; the plan counts the bytes uploaded', async () => {
-  const cfg = await loadConfig(GOLDEN);
-  const ckpt = await Checkpoint.open(GOLDEN, cfg);
-  const reference = await quantizeAtLoad(await Checkpoint.open(GOLDEN, cfg), cfg, 'fp8');
-  try {
-    const atLoad: AtLoad = { scheme: presetScheme('fp8-dynamic'), targets: atLoadTargets(cfg) };
+  await withGoldenAtLoad('fp8', async ({ cfg, ckpt, reference, atLoad }) => {
     const mem = new HostMemory();
     const { weights } = await uploadWeights(mem.native, {} as NativeContext, cfg, ckpt, atLoad);
     await checkLayout(mem, weights, reference, cfg, 'fp8');
@@ -216,10 +224,7 @@ test('fp8 at load: one E4M3 byte per weight and one scale per row on the device,
     //   down [8 × 128, 64]: 65,536 + 4,096 = 69,632; together 204,800.
     assert.deepEqual(planned.weights.experts, [0, 204_800, 204_800, 204_800]);
     assert.equal(planned.quantExperts, true);
-  } finally {
-    await ckpt.close();
-    await reference.close();
-  }
+  });
 });
 
 test('a stored FP8 checkpoint (float-quantized) is uploaded as its E4M3 bytes: per-channel scales as stored, a per-tensor scale repeated per row', async () => {
@@ -314,11 +319,7 @@ test('weights the kernels do not take are uploaded dense with their dequantized 
 });
 
 test('offloaded experts: the plan\'s host layers are the ones placed in pinned host memory, and the plan\'s bytes are the bytes placed', async () => {
-  const cfg = await loadConfig(GOLDEN);
-  const ckpt = await Checkpoint.open(GOLDEN, cfg);
-  const reference = await quantizeAtLoad(await Checkpoint.open(GOLDEN, cfg), cfg, 'int4');
-  try {
-    const atLoad: AtLoad = { scheme: presetScheme('w4a16-g128'), targets: atLoadTargets(cfg) };
+  await withGoldenAtLoad('int4', async ({ cfg, ckpt, reference, atLoad }) => {
     const planned = await deviceWeightBytes(cfg, ckpt, atLoad, true);
     // One MoE layer's experts at int4 with fp32 scales (fp32 checkpoint), one group per row:
     //   gate|up [8 × 2 × 64, 128]: 1024 × 128 / 2 = 65,536 + 1024 × 4 = 4,096 → 69,632;
@@ -360,8 +361,5 @@ test('offloaded experts: the plan\'s host layers are the ones placed in pinned h
     }
     // bf16 experts cannot be offloaded: the CPU runs INT4/INT8/FP8 only.
     await assert.rejects(uploadWeights(new HostMemory().native, {} as NativeContext, cfg, ckpt, null, [3]), (e) => isUserError(e) && /only INT4\/INT8\/FP8 experts/.test(e.message));
-  } finally {
-    await ckpt.close();
-    await reference.close();
-  }
+  });
 });
