@@ -97,7 +97,8 @@ async function measure(capGb: number, context: number): Promise<Row> {
     }
     steps.sort((a, b) => a - b);
     row.tpotMs = steps[steps.length >> 1];
-    row.gpuUsedBytes = cuda.memoryInfo().total - cuda.memoryInfo().free;
+    const mem = cuda.memoryInfo();
+    row.gpuUsedBytes = mem.total - mem.free;
     m.releaseState(s);
     say(
       `figure: cap ${capGb} GB, context ${context}: ${p.quantization}, ${p.offloadedLayers.length} of 26 MoE layers' experts in host memory (${gb(p.host.experts)}), ` +
