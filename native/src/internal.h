@@ -89,8 +89,9 @@ struct MoeTc {
 int tc_moe(klc_ctx *ctx, const MoeTc &m);
 bool tc_mla_wanted(klc_ctx *ctx, int T);
 // cache_type: KLC_CACHE_BF16 rows feed the GEMMs as they are; fp32 rows are first rounded to a bf16 copy.
-int tc_mla(klc_ctx *ctx, const float *q, const void *cache, int cache_type, float *out, int T, int H, int start, int D, int L,
-           float scale);
+// ws: T * H * (L + 2) floats at least (klc_mla_workspace_bytes with one split).
+int tc_mla(klc_ctx *ctx, const float *q, const void *cache, int cache_type, float *out, float *ws, int T, int H, int start, int D,
+           int L, float scale);
 
 // ---- MLA prefill attention over up-projected per-head keys, one key block at a time ----
 // Carry protocol of a key block's launch: READ_CARRY starts each row from the running softmax of the

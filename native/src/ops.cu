@@ -735,7 +735,7 @@ int klc_mla_attention(klc_ctx *ctx, const float *q, const void *cache, int cache
     return fail(KLC_E_ARG, "klc_mla_attention: bad pointers or shape (latent width at most 512)");
   if (ws_bytes < klc_mla_workspace_bytes(rows, L, splits))
     return fail(KLC_E_ARG, "klc_mla_attention: workspace smaller than klc_mla_workspace_bytes()");
-  if (tc_mla_wanted(ctx, T)) return tc_mla(ctx, q, cache, cache_type, out, T, H, start, D, L, scale);
+  if (tc_mla_wanted(ctx, T)) return tc_mla(ctx, q, cache, cache_type, out, ws, T, H, start, D, L, scale);
   const int total = start + T;
   const int split_keys = ((total + splits - 1) / splits + MK - 1) / MK * MK;
   const size_t smem = sizeof(float) * (MR * D + MK * (D + 1));

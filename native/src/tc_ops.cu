@@ -2,12 +2,14 @@
 // fp32 activations are rounded to bf16 right before a cuBLAS GEMM (bf16 operands, fp32
 // accumulation and output), as bf16 inference engines do. Linear layers run as one GEMM (or a
 // strided batch), MoE experts as one GEMM per active expert over its gathered tokens, and MLA
-// prefill attention as blocks of query rows: scores of the block against every visible latent
-// row, a causal softmax to bf16 probabilities, and probabilities times latents.
+// prompt attention as blocks of query rows against chunks of latent rows: scores of the block
+// against one chunk, causal softmax weights in bf16 with their max and sum, weights times latents,
+// merged chunk by chunk as flash attention merges its tiles.
 #include <cuda_bf16.h>
 
 #include <algorithm>
 #include <cfloat>
+#include <cstdlib>
 #include <vector>
 
 #include "internal.h"
@@ -79,15 +81,17 @@ __device__ __forceinline__ void join(float &m, float &s, float m2, float s2) {
   m = mn;
 }
 
-// Row r of the block (token t0 + r / H) sees keys j < start + t0 + r / H + 1: P[r, j] is its
-// softmax probability of scale * S[r, j] in bf16, and 0 for the keys it must not see.
+// Row r of the block (token t0 + r / H) sees keys j < first_visible + r / H, j counted from the
+// chunk's first key. P[r, j] = exp(scale * S[r, j] - m[r]) in bf16 (0 for keys it must not see),
+// with m[r] the row's largest scaled score in the chunk and stats[r] = (m[r], sum of the weights);
+// a row that sees no key of the chunk gets (-FLT_MAX, 0).
 constexpr int SOFTMAX_THREADS = 256;
-__global__ void __launch_bounds__(SOFTMAX_THREADS) causal_softmax_kernel(const float *S, bf16 *P, int ld, int keys, int H,
-                                                                          int first_visible, float scale) {
+__global__ void __launch_bounds__(SOFTMAX_THREADS) chunk_softmax_kernel(const float *S, bf16 *P, int ld, int keys, int H,
+                                                                         int first_visible, float scale, float2 *stats) {
   const size_t r = blockIdx.x;
   const float *row = S + r * ld;
   bf16 *prow = P + r * ld;
-  const int visible = first_visible + (int)(r / H);
+  const int visible = max(0, min(keys, first_visible + (int)(r / H)));
   float m = -FLT_MAX, s = 0.f;
   for (int j = threadIdx.x; j < visible; j += SOFTMAX_THREADS) {
     const float v = row[j] * scale;
@@ -104,7 +108,7 @@ __global__ void __launch_bounds__(SOFTMAX_THREADS) causal_softmax_kernel(const f
     join(m, s, m2, s2);
   }
   __shared__ float wm[SOFTMAX_THREADS / 32], ws[SOFTMAX_THREADS / 32];
-  __shared__ float total_m, total_inv;
+  __shared__ float total_m;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   if (lane == 0) {
     wm[warp] = m;
@@ -115,12 +119,29 @@ __global__ void __launch_bounds__(SOFTMAX_THREADS) causal_softmax_kernel(const f
     float M = wm[0], Ssum = ws[0];
     for (int w = 1; w < SOFTMAX_THREADS / 32; ++w) join(M, Ssum, wm[w], ws[w]);
     total_m = M;
-    total_inv = 1.f / Ssum;
+    stats[r] = make_float2(M, Ssum);
   }
   __syncthreads();
-  const float M = total_m, inv = total_inv;
-  for (int j = threadIdx.x; j < keys; j += SOFTMAX_THREADS)
-    prow[j] = __float2bfloat16(j < visible ? expf(row[j] * scale - M) * inv : 0.f);
+  const float M = total_m;
+  for (int j = threadIdx.x; j < keys; j += SOFTMAX_THREADS) prow[j] = __float2bfloat16(j < visible ? expf(row[j] * scale - M) : 0.f);
+}
+
+// Folds one chunk's weighted latents (part, weighted by exp(. - part_stats.m)) into the running
+// ones (out, run): both are rescaled to the larger max; the last chunk also divides by the sum.
+__global__ void merge_chunk_kernel(float *out, float2 *run, const float *part, const float2 *part_stats, int L, int last) {
+  const size_t r = blockIdx.x;
+  const float2 a = run[r];
+  const float2 b = part ? part_stats[r] : make_float2(-FLT_MAX, 0.f);
+  const float m = fmaxf(a.x, b.x);
+  const float wa = expf(a.x - m), wb = b.x == -FLT_MAX ? 0.f : expf(b.x - m);
+  const float sum = a.y * wa + b.y * wb;
+  const float k = last ? 1.f / sum : 1.f;
+  for (int j = threadIdx.x; j < L; j += blockDim.x) {
+    const size_t i = r * L + j;
+    out[i] = (out[i] * wa + (part ? part[i] * wb : 0.f)) * k;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) run[r] = make_float2(m, last ? 1.f : sum);
 }
 
 int launched(const char *what) {
@@ -135,8 +156,20 @@ int blocks_for(size_t n) {
 
 size_t align256(size_t b) { return (b + 255) & ~(size_t)255; }
 
-// Scores of one MLA query block take at most this much memory (fp32 scores plus bf16 probabilities).
+// Scores of one MLA query block against one key chunk take at most this much memory (fp32 scores,
+// bf16 weights and the block's running max and sum); KLC_MLA_SCORE_BYTES lowers it, so that a check
+// can run the chunk merge at small sizes.
 constexpr size_t MLA_BLOCK_BYTES = size_t(1) << 30;
+
+// A query block is made as tall as this many keys per chunk allow: a short chunk re-reads the
+// block's queries, a short block re-reads the whole cache (twice per block).
+constexpr int MLA_MIN_CHUNK = 16384;
+
+size_t mla_score_bytes() {
+  const char *v = getenv("KLC_MLA_SCORE_BYTES");
+  const long long n = v ? atoll(v) : 0;
+  return n > 0 && (size_t)n < MLA_BLOCK_BYTES ? (size_t)n : MLA_BLOCK_BYTES;
+}
 
 }  // namespace
 
@@ -214,23 +247,32 @@ int tc_moe(klc_ctx *ctx, const MoeTc &m) {
 
 bool tc_mla_wanted(klc_ctx *ctx, int T) { return ctx->tensor_cores && T >= 16; }
 
-int tc_mla(klc_ctx *ctx, const float *q, const void *cache, int cache_type, float *out, int T, int H, int start, int D, int L,
-           float scale) {
+int tc_mla(klc_ctx *ctx, const float *q, const void *cache, int cache_type, float *out, float *ws, int T, int H, int start, int D,
+           int L, float scale) {
   const int total = start + T;
-  const int ld = (total + 7) / 8 * 8;
-  const size_t per_token = (size_t)H * ld * (sizeof(float) + sizeof(bf16));
-  const int block = (int)std::max<size_t>(1, std::min<size_t>(T, MLA_BLOCK_BYTES / per_token));
+  const size_t budget = mla_score_bytes();
+  // Per score: fp32 score and bf16 weight; per query row: the running max and sum.
+  const size_t per_row_fixed = sizeof(float2);
+  const int block = (int)std::max<size_t>(1, std::min<size_t>(T, budget / ((size_t)H * (6 * std::min(total, MLA_MIN_CHUNK) + per_row_fixed))));
   const size_t rows_max = (size_t)block * H;
+  const size_t per_row = budget / rows_max;
+  const size_t fits = per_row > per_row_fixed + 48 ? (per_row - per_row_fixed) / 6 / 8 * 8 : 8;
+  const int chunk = (int)std::min<size_t>((total + 7) / 8 * 8, fits);
+  const int ld = chunk;
   const bool copy = cache_type != KLC_CACHE_BF16;
   void *scores = nullptr, *staging = nullptr;
-  int rc = scratch(ctx, 1, sizeof(float) * rows_max * ld, &scores);
+  int rc = scratch(ctx, 1, sizeof(float) * rows_max * ld + per_row_fixed * rows_max, &scores);
   const size_t cache_bytes = copy ? align256(sizeof(bf16) * (size_t)total * D) : 0, q_bytes = align256(sizeof(bf16) * rows_max * D);
   if (!rc) rc = scratch(ctx, 2, cache_bytes + q_bytes + sizeof(bf16) * rows_max * ld, &staging);
   if (rc) return rc;
   const bf16 *cache_b = copy ? static_cast<const bf16 *>(staging) : static_cast<const bf16 *>(cache);
   bf16 *q_b = reinterpret_cast<bf16 *>(static_cast<char *>(staging) + cache_bytes);
-  bf16 *probs = reinterpret_cast<bf16 *>(static_cast<char *>(staging) + cache_bytes + q_bytes);
+  bf16 *weights = reinterpret_cast<bf16 *>(static_cast<char *>(staging) + cache_bytes + q_bytes);
   float *S = static_cast<float *>(scores);
+  float2 *run = reinterpret_cast<float2 *>(S + rows_max * ld);
+  // The caller's workspace (rows * (L + 2) floats at least) holds one chunk's weighted latents and stats.
+  float *part = ws;
+  float2 *part_stats = reinterpret_cast<float2 *>(ws + rows_max * L);
   if (copy) {
     to_bf16_kernel<<<blocks_for((size_t)total * D), 256, 0, ctx->stream>>>(static_cast<const float *>(cache), D, 0,
                                                                            static_cast<bf16 *>(staging), total, D, 1);
@@ -238,12 +280,23 @@ int tc_mla(klc_ctx *ctx, const float *q, const void *cache, int cache_type, floa
   }
   for (int t0 = 0; t0 < T && !rc; t0 += block) {
     const int tb = std::min(block, T - t0), rows = tb * H, keys = start + t0 + tb;
+    float *o = out + (size_t)t0 * H * L;
     to_bf16_kernel<<<blocks_for((size_t)rows * D), 256, 0, ctx->stream>>>(q + (size_t)t0 * H * D, D, 0, q_b, rows, D, 1);
     if ((rc = launched("rounding the MLA queries to bf16"))) break;
-    if ((rc = gemm_bf16_nt(ctx, q_b, D, 0, cache_b, D, 0, S, ld, 0, rows, keys, D, 1, 0.f))) break;
-    causal_softmax_kernel<<<rows, SOFTMAX_THREADS, 0, ctx->stream>>>(S, probs, ld, keys, H, start + t0 + 1, scale);
-    if ((rc = launched("the MLA causal softmax"))) break;
-    rc = gemm_bf16_nn(ctx, probs, ld, cache_b, D, out + (size_t)t0 * H * L, L, rows, L, keys);
+    const int chunks = (keys + chunk - 1) / chunk;
+    for (int c = 0; c < chunks && !rc; ++c) {
+      const int k0 = c * chunk, n = std::min(chunk, keys - k0);
+      const bf16 *keys_b = cache_b + (size_t)k0 * D;
+      if ((rc = gemm_bf16_nt(ctx, q_b, D, 0, keys_b, D, 0, S, ld, 0, rows, n, D, 1, 0.f))) break;
+      // The first chunk writes the running values directly; later ones go through the workspace.
+      chunk_softmax_kernel<<<rows, SOFTMAX_THREADS, 0, ctx->stream>>>(S, weights, ld, n, H, start + t0 + 1 - k0, scale,
+                                                                      c == 0 ? run : part_stats);
+      if ((rc = launched("the MLA causal softmax"))) break;
+      if ((rc = gemm_bf16_nn(ctx, weights, ld, keys_b, D, c == 0 ? o : part, L, rows, L, n))) break;
+      if (c == 0 && chunks > 1) continue;
+      merge_chunk_kernel<<<rows, 128, 0, ctx->stream>>>(o, run, c == 0 ? nullptr : part, part_stats, L, c == chunks - 1);
+      rc = launched("merging MLA key chunks");
+    }
   }
   return rc;
 }

@@ -588,6 +588,15 @@ def main():
     for T, H, start in ((200, 32, 0), (300, 32, 1000), (4096, 32, 0), (32768, 4, 0), (20, 4, 5)):
         mla_case(klc, T, H, start, tol=1e-2, label="tensor-core ")
         mla_case(klc, T, H, start, tol=1e-2, label="tensor-core ", cache_bf16=True)
+    # Key chunks merged flash-style: a small score budget splits even these contexts into many chunks
+    # (the last ones masked for the block's first rows), and several query blocks.
+    os.environ["KLC_MLA_SCORE_BYTES"] = str(3 << 20)
+    for T, H, start in ((101, 32, 20000), (300, 8, 1000), (20, 4, 5)):
+        mla_case(klc, T, H, start, tol=1e-2, label="tensor-core chunked ", cache_bf16=True)
+    mla_case(klc, 64, 4, 3000, D=80, L=64, tol=1e-2, label="tensor-core chunked ")
+    del os.environ["KLC_MLA_SCORE_BYTES"]
+    # A question on a 1M-token repository: one query block, the keys in chunks of the full budget.
+    mla_case(klc, 101, 32, 1048576 - 101, tol=1e-2, label="tensor-core ", cache_bf16=True, sample=8)
     mla_heads_cases(klc)
     klc.close()
     json.dump(results, open(sys.argv[1] if len(sys.argv) > 1 else "/dev/null", "w"), indent=1)
