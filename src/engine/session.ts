@@ -35,6 +35,7 @@ import { bundledModelDir } from '../common/package-root';
 import { UserError } from '../common/errors';
 import { withMemoryAdvice } from './out-of-memory';
 import { packWorkspace, PACKER_VERSION } from '../workspace';
+import { nextSliceEnd, type SlicePlan } from './ingest-slices';
 import { PackCandidates } from '../workspace/ignore-rules';
 
 /** Tokens kept free after the repository for the question, the history and the answer. */
@@ -61,7 +62,7 @@ export interface SessionOptions {
   /** The workspace that ask() ingests when nothing was ingested yet. */
   workspace?: PackSettings;
   log?: (line: string) => void;
-  /** Least distance in tokens between checkpoints (default: checkpointSpacing). */
+  /** Distance in tokens between checkpoints (default: checkpointSpacing); each lands at a file boundary near it. */
   checkpointEvery?: number;
   /** What the model's memory is planned for (the CUDA backend's context budget, forks, GPU memory cap). */
   memory?: MemoryBudget;
@@ -83,7 +84,7 @@ export const CHECKPOINT_DISK_BUDGET = 2 * 1024 ** 3;
 export const MAX_CHECKPOINTS = 1024;
 
 /**
- * Least distance in tokens between checkpoints at file boundaries: as dense as the disk budget
+ * Distance in tokens between checkpoints at file boundaries: as dense as the disk budget
  * allows, so that an edit re-prefills at most one spacing more than the changed tail. No floor:
  * a small workspace gets a checkpoint at every file boundary, or a change to it would re-prefill
  * it all.
@@ -307,8 +308,8 @@ export class EngineSession {
     if (resumedFrom) this.log(`ingest: resuming at token ${resumedTokens} of ${ids.length} from ${resumedFrom}`);
     await store.removeCheckpoints(resumedTokens);
 
-    // A checkpoint at most once per prefill slice of the backend's own length: closer ones cut slices
-    // short, and a GPU does as much in one 4,096-token slice as in a few hundred tokens.
+    // A checkpoint at most once per prefill slice of the backend's own length: a slice ends at one
+    // file boundary at most (ingest-slices.ts).
     const spacing = this.opts.checkpointEvery ?? Math.max(checkpointSpacing(ids.length, kdaStateBytes(state)), this.model.backend.prefillTokens ?? 1);
     const writer = new CheckpointWriter(store, ids);
     // The snapshot is written as the rows are computed, so that it is on disk when the prefill ends;
@@ -319,28 +320,37 @@ export class EngineSession {
     let prefillSeconds: number;
     try {
       await snapshot.putLatent(resumedTokens, latent);
-      const boundaries = fileEnds.filter((p) => p > resumedTokens && p < ids.length);
       // The end of the last file always gets one: new files are appended there (before the index).
-      const filesEnd = fileEnds.length > 0 ? fileEnds[fileEnds.length - 1] : -1;
+      const plan: SlicePlan = {
+        total: ids.length,
+        slice: this.model.prefillTokens,
+        spacing,
+        boundaries: fileEnds.filter((p) => p > resumedTokens && p < ids.length),
+        filesEnd: fileEnds.length > 0 ? fileEnds[fileEnds.length - 1] : -1,
+      };
       let lastCheckpoint = resumedTokens;
       const prefillStart = performance.now();
       let filesDone = fileEnds.filter((p) => p <= resumedTokens).length;
       let position = resumedTokens;
-      const slice = this.model.prefillTokens;
+      const spent = { slices: 0, compute: 0, rows: 0, checkpoints: 0 };
       while (position < ids.length) {
         if (signal?.aborted) throw new CancelledError();
-        // A slice ends early only at the file boundary where the next checkpoint is due: stopping at
-        // every file would run a GPU on a few hundred tokens at a time.
-        const nextCheckpoint = boundaries.find((b) => b > position && (b - lastCheckpoint >= spacing || b === filesEnd)) ?? ids.length;
-        const end = Math.min(position + slice, nextCheckpoint);
-        await this.model.prefill(state, ids.subarray(position, end), { logits: 'none', slice });
+        const { end, checkpoint } = nextSliceEnd(plan, position, lastCheckpoint);
+        let t = performance.now();
+        await this.model.prefill(state, ids.subarray(position, end), { logits: 'none', slice: plan.slice });
         position = end;
+        spent.slices++;
+        spent.compute += performance.now() - t;
+        t = performance.now();
         await snapshot.putLatent(position, latent);
+        spent.rows += performance.now() - t;
         while (filesDone < fileEnds.length && fileEnds[filesDone] <= position) filesDone++;
-        if (position === nextCheckpoint && position < ids.length) {
+        if (checkpoint) {
+          t = performance.now();
           this.model.syncState(state);
           await writer.save(state);
           lastCheckpoint = position;
+          spent.checkpoints += performance.now() - t;
         }
         const elapsed = (performance.now() - prefillStart) / 1000;
         const tps = elapsed > 0 ? (position - resumedTokens) / elapsed : 0;
@@ -357,6 +367,11 @@ export class EngineSession {
       }
       await writer.done();
       prefillSeconds = (performance.now() - prefillStart) / 1000;
+      const sec = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
+      this.log(
+        `ingest: ${position - resumedTokens} tokens in ${spent.slices} slices, ${sec(prefillSeconds * 1000)}: ` +
+          `compute ${sec(spent.compute)}, MLA rows to the snapshot ${sec(spent.rows)}, checkpoints ${sec(spent.checkpoints)}`,
+      );
       onProgress({ phase: 'save', filesDone: files, filesTotal: files, tokensDone: ids.length, tokensTotal: ids.length, tokensPerSecond: 0 });
       this.model.syncState(state);
       await snapshot.commit(state, latent);

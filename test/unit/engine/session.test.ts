@@ -267,7 +267,7 @@ test('ingest slices end at a file boundary only where a checkpoint is due, else 
     const body = Array.from({ length: 12 }, (_, i) => `export const value${f}_${i} = ${f * 100 + i} * ${i + 3};`).join('\n');
     writeFileSync(join(root, 'src', `part${f}.ts`), `${body}\n`);
   }
-  const sliceLengths = async (checkpointEvery: number): Promise<{ lengths: number[]; tokens: number }> => {
+  const slicesOf = async (checkpointEvery: number): Promise<{ lengths: number[]; tokens: number; fileEnds: number[] }> => {
     const cache = mkdtempSync(join(tmpdir(), 'klc-session-cache-'));
     const s = await EngineSession.open({ backend: 'reference', cacheDir: cache, workspace: { roots: [root] }, checkpointEvery, log: () => undefined });
     const lengths: number[] = [];
@@ -277,19 +277,35 @@ test('ingest slices end at a file boundary only where a checkpoint is due, else 
       return prefill(state, ids, opts);
     };
     const result = await s.ingest(undefined);
+    const fileEnds = s.manifest().map((f) => f.end);
     await s.dispose();
-    return { lengths, tokens: result.tokens };
+    return { lengths, tokens: result.tokens, fileEnds };
   };
-  const rare = await sliceLengths(1e9);
+  const rare = await slicesOf(1e9);
   assert.ok(rare.tokens > 2 * 512, `the workspace spans several slices (${rare.tokens} tokens)`);
   // One stop only, at the end of the last file, where new files are appended.
   const full = rare.lengths.slice(0, -2);
   assert.deepEqual(full, full.map(() => 512), `no stops at other file boundaries: ${rare.lengths.join(', ')}`);
   assert.equal(rare.lengths.length, Math.ceil((rare.tokens - rare.lengths[rare.lengths.length - 1]) / 512) + 1);
   assert.equal(rare.lengths.reduce((a, b) => a + b, 0), rare.tokens);
-  const often = await sliceLengths(16);
-  assert.ok(often.lengths.length >= 8, `a checkpoint at every file boundary: ${often.lengths.join(', ')}`);
+  // Checkpoints every 16 tokens (denser than a slice, as on the CPU backends): one at every file boundary.
+  const often = await slicesOf(16);
   assert.equal(often.lengths.reduce((a, b) => a + b, 0), often.tokens);
+  let end = 0;
+  const ends = often.lengths.map((n) => (end += n));
+  assert.deepEqual(ends.slice(0, often.fileEnds.length), often.fileEnds, `slices end at every file: ${often.lengths.join(', ')}`);
+  // Checkpoints once per slice (the GPU default): each slice ends at its last file boundary.
+  const perSlice = await slicesOf(512);
+  assert.equal(perSlice.lengths.reduce((a, b) => a + b, 0), perSlice.tokens);
+  assert.ok(perSlice.fileEnds.length === 8 && perSlice.fileEnds[7] - perSlice.fileEnds[0] > 512, `files span more than a slice: ${perSlice.fileEnds.join(', ')}`);
+  let start = 0;
+  for (const length of perSlice.lengths) {
+    const within = perSlice.fileEnds.filter((b) => b > start && b <= start + 512);
+    if (within.length > 0) assert.equal(start + length, within[within.length - 1], `slice at ${start}: ${perSlice.lengths.join(', ')}`);
+    else assert.equal(length, Math.min(512, perSlice.tokens - start), `slice at ${start} without a boundary runs whole`);
+    start += length;
+  }
+  assert.ok(perSlice.lengths.length < often.lengths.length, `fewer slices than files: ${perSlice.lengths.join(', ')}`);
 });
 
 test('the manifest names every packed file with the hash of its bytes and its span in the context', async () => {
