@@ -36,6 +36,7 @@ import { UserError } from '../common/errors';
 import { withMemoryAdvice } from './out-of-memory';
 import { packWorkspace, PACKER_VERSION } from '../workspace';
 import { nextSliceEnd, type SlicePlan } from './ingest-slices';
+import { packRecord, previousPackOf, type PackLimits, type PackRecord } from './previous-pack';
 import { PackCandidates } from '../workspace/ignore-rules';
 
 /** Tokens kept free after the repository for the question, the history and the answer. */
@@ -253,6 +254,8 @@ export class EngineSession {
     const maxTokens = Math.min(ws.maxTokens ?? contextLimit, contextLimit);
 
     onProgress({ phase: 'pack', filesDone: 0, filesTotal: 0, tokensDone: 0, tokensTotal: 0, tokensPerSecond: 0 });
+    const store = this.storeFor(ws);
+    const limits: PackLimits = { maxTokens, include: ws.include, exclude: ws.exclude, maxFileBytes: ws.maxFileBytes };
     const pack = await packWorkspace({
       roots: ws.roots,
       tokenizer: this.tokenizer,
@@ -260,6 +263,7 @@ export class EngineSession {
       include: ws.include,
       exclude: ws.exclude,
       maxFileBytes: ws.maxFileBytes,
+      previous: previousPackOf(await store.snapshotMeta(), limits),
       signal,
       onProgress: (p) => onProgress({ phase: 'pack', filesDone: p.done, filesTotal: p.total, tokensDone: 0, tokensTotal: 0, tokensPerSecond: 0 }),
     });
@@ -274,7 +278,6 @@ export class EngineSession {
     const secretsRedacted = pack.stats.secretsRedacted;
 
     onProgress({ phase: 'restore', filesDone: 0, filesTotal: files, tokensDone: 0, tokensTotal: ids.length, tokensPerSecond: 0 });
-    const store = this.storeFor(ws);
     const resumed = await this.restore(store, ids, ws);
     if (resumed && !resumed.latentFromMemory) this.model.backend.importState(resumed.state);
     if (resumed && resumed.position === ids.length) {
@@ -286,7 +289,7 @@ export class EngineSession {
     const state = resumed ? resumed.state : this.model.newState();
     try {
       const from = resumed && (resumed.from === 'memory' ? 'the state in memory' : `the saved ${resumed.from}${resumed.latentFromMemory ? ' (MLA rows shared with the state in memory, not read from disk)' : ''}`);
-      return await this.prefillAndSave(ws, store, state, from || null, { ids, fileEnds, packed, files, omitted, secretsRedacted, started }, onProgress, signal);
+      return await this.prefillAndSave(ws, store, state, from || null, { ids, fileEnds, packed, files, omitted, secretsRedacted, started, record: packRecord(limits, pack.manifest) }, onProgress, signal);
     } catch (e) {
       // A failed or cancelled ingest leaves the repository as it was; its half-built state goes now.
       this.model.releaseState(state);
@@ -299,11 +302,11 @@ export class EngineSession {
     store: RepoStateStore,
     state: SequenceState,
     resumedFrom: string | null,
-    pack: { ids: Int32Array; fileEnds: number[]; packed: PackedFile[]; files: number; omitted: number; secretsRedacted: number; started: number },
+    pack: { ids: Int32Array; fileEnds: number[]; packed: PackedFile[]; files: number; omitted: number; secretsRedacted: number; started: number; record: PackRecord },
     onProgress: (p: IngestProgress) => void,
     signal?: AbortSignal,
   ): Promise<IngestResult> {
-    const { ids, fileEnds, packed, files, omitted, secretsRedacted, started } = pack;
+    const { ids, fileEnds, packed, files, omitted, secretsRedacted, started, record } = pack;
     const resumedTokens = state.length;
     if (resumedFrom) this.log(`ingest: resuming at token ${resumedTokens} of ${ids.length} from ${resumedFrom}`);
     await store.removeCheckpoints(resumedTokens);
@@ -314,7 +317,7 @@ export class EngineSession {
     const writer = new CheckpointWriter(store, ids);
     // The snapshot is written as the rows are computed, so that it is on disk when the prefill ends;
     // the resumed rows are the saved snapshot's, so its blocks of them are kept, not written again.
-    const meta = { files, roots: ws.roots, createdAt: new Date().toISOString() };
+    const meta = { files, roots: ws.roots, createdAt: new Date().toISOString(), pack: record };
     const snapshot = await store.openSnapshot({ ...shapeOf(state), length: ids.length }, ids, meta, this.model.latentDtype(state), resumedTokens);
     const latent = this.model.latentReader(state);
     let prefillSeconds: number;

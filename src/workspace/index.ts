@@ -11,9 +11,9 @@
  */
 import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
-import { isAbsolute, resolve } from 'node:path';
+import { isAbsolute, join, resolve } from 'node:path';
 import { UserError } from '../common/errors';
-import { fitBudget } from './budget';
+import { fitBudget, fitBudgetAfter, type PreviousFate } from './budget';
 import { classifyContent, isLockFile } from './classify';
 import { DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_TOKENS } from './defaults';
 import { discoverRoot, errorCode, type Candidate } from './discover';
@@ -22,7 +22,7 @@ import { mapPool } from './pool';
 import { displayPath, renderFileBlock, renderIndex } from './render';
 import { rootNames } from './root-names';
 import { redactSecrets, secretFileByContent, secretFileByName } from './secrets';
-import type { OmitReason, OmittedFileEntry, OrderKey, PackBlock, PackedFileEntry, PackManifest, PackOptions, PackResult } from './types';
+import type { OmitReason, OmittedFileEntry, OrderKey, PackBlock, PackedFileEntry, PackManifest, PackOptions, PackResult, PreviousPack } from './types';
 
 export * from './types';
 export { renderFileBlock, renderIndex } from './render';
@@ -127,12 +127,10 @@ export async function packWorkspace(options: PackOptions): Promise<PackResult> {
   };
   const indexFor = (kept: readonly boolean[]) => renderIndex(ordered.filter((_, i) => kept[i]).map((p) => p.path));
   onProgress?.({ phase: 'tokenize', done: 0, total: ordered.length });
-  const { kept } = await fitBudget({
-    bytes: blockBytes,
-    measure,
-    indexTokens: (mask) => tokenizer.encodeOrdinary(indexFor(mask)).length,
-    maxTokens,
-  });
+  const budget = { bytes: blockBytes, measure, indexTokens: (mask: readonly boolean[]) => tokenizer.encodeOrdinary(indexFor(mask)).length, maxTokens };
+  const { previous } = options;
+  const previously = previous && ordered.map((p) => previousFate(previous, join(roots[p.root], p.cand.rel), p.sha256));
+  const { kept } = previously ? await fitBudgetAfter({ ...budget, previously }) : await fitBudget(budget);
   onProgress?.({ phase: 'tokenize', done: ordered.length, total: ordered.length });
   onProgress?.({ phase: 'budget', done: 0, total: 1 });
   const indexText = indexFor(kept);
@@ -150,7 +148,7 @@ export async function packWorkspace(options: PackOptions): Promise<PackResult> {
     const fileText = blockTexts[i];
     if (!kept[i] || !fileIds || fileText === undefined) {
       const size = fileIds ? `${fileIds.length} tokens` : `${blockBytes[i]} bytes`;
-      omitted.push({ path: p.path, root: roots[p.root], reason: 'over-budget', detail: `${size}; the largest files are left out to fit the budget of ${maxTokens} tokens` });
+      omitted.push({ path: p.path, root: roots[p.root], reason: 'over-budget', detail: `${size}; ${overBudgetWhy(previously?.[i], maxTokens)}`, file: p.cand.rel, sha256: p.sha256 });
       continue;
     }
     const start = total;
@@ -196,6 +194,25 @@ export async function packWorkspace(options: PackOptions): Promise<PackResult> {
     manifest,
     stats: { files: files.length, tokens: total, bytes, omitted: omittedByReason, secretsRedacted, seconds: (performance.now() - started) / 1000 },
   };
+}
+
+function previousFate(previous: PreviousPack, abs: string, sha256: string): PreviousFate {
+  if (previous.kept.get(abs) === sha256) return 'kept';
+  if (previous.overBudget.get(abs) === sha256) return 'over-budget';
+  return 'changed';
+}
+
+function overBudgetWhy(fate: PreviousFate | undefined, maxTokens: number): string {
+  switch (fate) {
+    case undefined:
+      return `the largest files are left out to fit the budget of ${maxTokens} tokens`;
+    case 'changed':
+      return `the largest changed files are left out to fit the budget of ${maxTokens} tokens`;
+    case 'kept':
+      return `left out to fit the budget of ${maxTokens} tokens, latest in packing order first`;
+    case 'over-budget':
+      return `kept out to leave the ingested context unchanged; it comes back once every file fits the budget of ${maxTokens} tokens`;
+  }
 }
 
 async function readCandidate(item: Readable, root: string, maxFileBytes: number): Promise<ReadOutcome> {

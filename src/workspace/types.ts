@@ -35,8 +35,16 @@ export interface PackOptions {
   maxFileBytes?: number;
   /** Prefix each line of each file with its 1-based number. Default false. */
   lineNumbers?: boolean;
+  /** The last pack of the same settings: files keep their places in it where the budget allows (budget.ts). */
+  previous?: PreviousPack;
   onProgress?: (p: PackProgress) => void;
   signal?: AbortSignal;
+}
+
+/** What a previous pack kept and what it left out for the budget: absolute path -> sha256 (hex) of the file's bytes. */
+export interface PreviousPack {
+  kept: ReadonlyMap<string, string>;
+  overBudget: ReadonlyMap<string, string>;
 }
 
 /** Where a file sits in the packing order: lower keys come first (see order.ts). */
@@ -69,6 +77,9 @@ export interface OmittedFileEntry {
   root: string;
   reason: OmitReason;
   detail: string;
+  /** For 'over-budget' files, what the next pack's `previous.overBudget` is keyed by: the path relative to `root` (posix) and the sha256 (hex) of the bytes. */
+  file?: string;
+  sha256?: string;
 }
 
 export interface PackManifest {

@@ -149,6 +149,17 @@ export class RepoStateStore {
     }
   }
 
+  /** The `meta` the saved snapshot was written with, or undefined when there is no usable snapshot. */
+  async snapshotMeta(): Promise<Record<string, unknown> | undefined> {
+    const snap = await this.openValid(this.snapshotPath);
+    if (!snap) return undefined;
+    try {
+      return snap.header.meta;
+    } finally {
+      await snap.close();
+    }
+  }
+
   /** Saves the KDA parts of `state` as a checkpoint at its current length. */
   async saveCheckpoint(state: SequenceState, ids: ArrayLike<number>): Promise<void> {
     await fs.mkdir(this.dir, { recursive: true });

@@ -423,3 +423,44 @@ test('a saved state that passes its checksums but does not fit the model is rebu
     (l) => l.includes(message),
   );
 });
+
+test('over the budget, an edit that grows the last file keeps it and recomputes only the tail, in the same session and in a new one', async () => {
+  // Twelve files of 60 to 170 tokens, oldest first; the budget holds about two thirds of them.
+  const root = mkdtempSync(join(tmpdir(), 'klc-session-budget-'));
+  mkdirSync(join(root, 'src'));
+  let t = 1_700_000_000;
+  for (let f = 0; f < 12; f++) {
+    const lines = Array.from({ length: 4 + ((f * 5) % 9) }, (_, i) => `export const item${f}_${i} = ${f * 31 + i};`);
+    writeFileSync(join(root, 'src', `f${f}.ts`), `${lines.join('\n')}\n`);
+    utimesSync(join(root, 'src', `f${f}.ts`), t, t);
+    t += 100;
+  }
+  const settings = { roots: [root], maxTokens: 1100 };
+  const session = async (cache: string) => EngineSession.open({ backend: 'reference', cacheDir: cache, workspace: settings, checkpointEvery: 16, log: () => undefined });
+  for (const fresh of [false, true]) {
+    const cache = mkdtempSync(join(tmpdir(), 'klc-session-cache-'));
+    for (let f = 0; f < 12; f++) writeFileSync(join(root, 'src', `f${f}.ts`), readFileSync(join(root, 'src', `f${f}.ts`), 'utf8').replace(/\/\/ edit[^\n]*\n/g, ''));
+    let s = await session(cache);
+    try {
+      const first = await s.ingest(settings);
+      assert.ok(first.omitted > 0, `over the budget: ${first.files} files packed, ${first.omitted} left out`);
+      const before = s.manifest();
+      const edited = before[before.length - 1];
+      // Longer than any file: the old rule (largest first) would leave the edited file itself out.
+      appendFileSync(edited.path, `// edited: ${'the quick brown fox jumps over the lazy dog '.repeat(12)}\n`);
+      if (fresh) {
+        await s.dispose();
+        s = await session(cache);
+      }
+      const second = await s.ingest(settings);
+      const after = s.manifest();
+      assert.equal(after[after.length - 1].path, edited.path, 'the edited file is still packed, last');
+      const kept = after.slice(0, -1).map((f) => f.path);
+      assert.deepEqual(kept, before.slice(0, kept.length).map((f) => f.path), 'the files before it are the first ones of the previous pack, in place');
+      assert.ok(kept.length < before.length - 1, 'an unchanged file gave way');
+      assert.equal(second.resumedTokens, after[after.length - 2].end, 'resumed at the end of the last unchanged file kept');
+    } finally {
+      await s.dispose();
+    }
+  }
+});

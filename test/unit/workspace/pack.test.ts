@@ -1,12 +1,13 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { chmodSync, mkdirSync, readFileSync, renameSync, rmSync, symlinkSync, truncateSync, utimesSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { appendFileSync, chmodSync, mkdirSync, readFileSync, renameSync, rmSync, symlinkSync, truncateSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadTokenizer, type Tokenizer } from '../../../src/engine/model/tokenizer';
 import { isUserError } from '../../../src/common/errors';
 import { classifyContent } from '../../../src/workspace/classify';
-import { packWorkspace, PACKER_VERSION, renderFileBlock, renderIndex, type PackResult } from '../../../src/workspace';
+import { packWorkspace, PACKER_VERSION, renderFileBlock, renderIndex, type PackResult, type PreviousPack } from '../../../src/workspace';
 import { redactSecrets } from '../../../src/workspace/secrets';
 import { fake, git, makeTree, removeTree } from './fixture';
 
@@ -346,7 +347,7 @@ test('budget: the largest files are left out as over-budget and the total fits',
   assert.ok(r.manifest.totalTokens <= maxTokens);
   assert.equal(r.manifest.files.length, 10);
   assert.deepEqual(r.manifest.omitted, [
-    { path: 'huge.ts', root, reason: 'over-budget', detail: `${huge.end - huge.start} tokens; the largest files are left out to fit the budget of ${maxTokens} tokens` },
+    { path: 'huge.ts', root, reason: 'over-budget', detail: `${huge.end - huge.start} tokens; the largest files are left out to fit the budget of ${maxTokens} tokens`, file: 'huge.ts', sha256: huge.sha256 },
   ]);
   assert.equal(r.blocks[r.blocks.length - 1].text.includes('huge.ts'), false, 'the index lists packed files only');
   const tight = await packWorkspace({ roots: [root], tokenizer, maxTokens: 120 });
@@ -356,6 +357,51 @@ test('budget: the largest files are left out as over-budget and the total fits',
   assert.equal(tight.manifest.files.length + tight.manifest.omitted.length, 11);
   const unmeasured = tight.manifest.omitted.find((o) => o.path === 'huge.ts');
   assert.match(unmeasured?.detail ?? '', /^\d+ bytes; the largest files are left out/, 'a file that cannot fit is not even tokenized');
+});
+
+test('budget with a previous pack: the edited file stays and nothing changes before its place', async () => {
+  // 60 files of about 550 tokens, a few bytes apart, the sizes interleaved with the packing order (mtime).
+  const rel = (i: number) => `src/m${String(i).padStart(2, '0')}.ts`;
+  const files: Record<string, string> = {};
+  for (let i = 0; i < 60; i++) {
+    const lines = Array.from({ length: 26 }, (_, k) => `export const value${i}_${k} = compute(${(i * 31 + k * 17) % 997}, 'label ${k}');\n`);
+    files[rel(i)] = `// ${'='.repeat((i * 7) % 23)}\n${lines.join('')}`;
+  }
+  const root = tree(files);
+  const day = (i: number) => new Date(Date.UTC(2020, 0, 1 + i));
+  for (let i = 0; i < 60; i++) utimesSync(join(root, rel(i)), day(i), day(i));
+  const full = await packWorkspace({ roots: [root], tokenizer });
+  const maxTokens = Math.floor(full.manifest.totalTokens * 0.9);
+  const first = await packWorkspace({ roots: [root], tokenizer, maxTokens });
+  const edited = first.manifest.files[first.manifest.files.length - 1];
+  assert.equal(edited.path, rel(59));
+  assert.ok(first.manifest.omitted.length >= 5, 'about a tenth of the files are over the budget');
+
+  const previous: PreviousPack = {
+    kept: new Map(first.manifest.files.map((f) => [join(f.root, f.file), f.sha256])),
+    overBudget: new Map(first.manifest.omitted.filter((o) => o.reason === 'over-budget').map((o) => [join(o.root, o.file!), o.sha256!])),
+  };
+  assert.equal(previous.overBudget.size, first.manifest.omitted.length);
+  // One line more, of more tokens than the budget has left: the edited file becomes the largest of
+  // all, which the largest-first rule would drop, and something must give way for it.
+  const slack = maxTokens - first.manifest.totalTokens;
+  appendFileSync(join(root, edited.file), `// ${'more '.repeat(slack + 1)}\n`);
+  utimesSync(join(root, edited.file), day(60), day(60));
+  const second = await packWorkspace({ roots: [root], tokenizer, maxTokens, previous });
+
+  assert.ok(second.manifest.totalTokens <= maxTokens);
+  const paths = (r: PackResult) => r.manifest.files.map((f) => f.path);
+  assert.equal(paths(second).at(-1), edited.path, 'the file being edited is still packed, last');
+  const kept = paths(second).length - 1;
+  assert.deepEqual(paths(second).slice(0, -1), paths(first).slice(0, kept), 'the unchanged files before it keep their places');
+  assert.equal(kept, paths(first).length - 2, 'one unchanged file gives way, the one just before the edited file');
+  assert.ok(commonPrefix(first.ids, second.ids) >= first.manifest.files[kept].start, 'no change before the first file that changed or gave way');
+  for (const o of second.manifest.omitted) {
+    const why = previous.overBudget.has(join(o.root, o.file!)) ? /; kept out to leave the ingested context unchanged;/ : /; left out to fit the budget of \d+ tokens, latest in packing order first$/;
+    assert.match(o.detail, why, o.path);
+    assert.equal(o.sha256, createHash('sha256').update(readFileSync(join(root, o.file!))).digest('hex'), o.path);
+  }
+  assert.equal(second.manifest.omitted.length, previous.overBudget.size + paths(first).length - 1 - kept, 'no file left out before comes back');
 });
 
 test('bad input is a user error; an aborted signal stops the pack', async () => {
