@@ -336,6 +336,7 @@ export class EngineSession {
       let filesDone = fileEnds.filter((p) => p <= resumedTokens).length;
       let position = resumedTokens;
       const spent = { slices: 0, compute: 0, rows: 0, checkpoints: 0 };
+      onProgress({ phase: 'prefill', filesDone, filesTotal: files, tokensDone: position, tokensTotal: ids.length, tokensPerSecond: 0 });
       while (position < ids.length) {
         if (signal?.aborted) throw new CancelledError();
         const { end, checkpoint } = nextSliceEnd(plan, position, lastCheckpoint);
