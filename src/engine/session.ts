@@ -63,7 +63,11 @@ export interface SessionOptions {
   /** The workspace that ask() ingests when nothing was ingested yet. */
   workspace?: PackSettings;
   log?: (line: string) => void;
-  /** Distance in tokens between checkpoints (default: checkpointSpacing); each lands at a file boundary near it. */
+  /**
+   * Distance in tokens between checkpoints (default: checkpointSpacing); each lands at a file
+   * boundary near it. Given, every due checkpoint is written; by default one due while the last is
+   * still being written is put off to the next boundary.
+   */
   checkpointEvery?: number;
   /** What the model's memory is planned for (the CUDA backend's context budget, forks, GPU memory cap). */
   memory?: MemoryBudget;
@@ -106,6 +110,7 @@ function kdaStateBytes(state: SequenceState): number {
  */
 class CheckpointWriter {
   private pending: Promise<void> = Promise.resolve();
+  private writing = false;
   private failure: unknown = null;
 
   constructor(
@@ -116,9 +121,20 @@ class CheckpointWriter {
   async save(state: SequenceState): Promise<void> {
     await this.done();
     const copy: SequenceState = { length: state.length, layers: state.layers.map((l) => (l.kind === 'kda' ? { kind: 'kda', conv: l.conv.slice(), S: l.S.slice() } : l)) };
-    this.pending = this.store.saveCheckpoint(copy, this.ids).catch((e: unknown) => {
-      this.failure = e;
-    });
+    this.writing = true;
+    this.pending = this.store
+      .saveCheckpoint(copy, this.ids, true)
+      .catch((e: unknown) => {
+        this.failure = e;
+      })
+      .finally(() => {
+        this.writing = false;
+      });
+  }
+
+  /** Whether the last checkpoint is still being written. */
+  get busy(): boolean {
+    return this.writing;
   }
 
   async done(): Promise<void> {
@@ -315,6 +331,7 @@ export class EngineSession {
     // file boundary at most (ingest-slices.ts).
     const spacing = this.opts.checkpointEvery ?? Math.max(checkpointSpacing(ids.length, kdaStateBytes(state)), this.model.backend.prefillTokens ?? 1);
     const writer = new CheckpointWriter(store, ids);
+    const thinning = this.opts.checkpointEvery === undefined;
     // The snapshot is written as the rows are computed, so that it is on disk when the prefill ends;
     // the resumed rows are the saved snapshot's, so its blocks of them are kept, not written again.
     const meta = { files, roots: ws.roots, createdAt: new Date().toISOString(), pack: record };
@@ -349,7 +366,10 @@ export class EngineSession {
         await snapshot.putLatent(position, latent);
         spent.rows += performance.now() - t;
         while (filesDone < fileEnds.length && fileEnds[filesDone] <= position) filesDone++;
-        if (checkpoint) {
+        // A checkpoint due while the last one is still being written waits for the next boundary:
+        // on a slow disk checkpoints thin out instead of holding up the GPU (unless the spacing was
+        // given, which asks for every one).
+        if (checkpoint && !(thinning && writer.busy)) {
           t = performance.now();
           this.model.syncState(state);
           await writer.save(state);

@@ -160,10 +160,10 @@ export class RepoStateStore {
     }
   }
 
-  /** Saves the KDA parts of `state` as a checkpoint at its current length. */
-  async saveCheckpoint(state: SequenceState, ids: ArrayLike<number>): Promise<void> {
+  /** Saves the KDA parts of `state` as a checkpoint at its current length; `given`: they are a copy the store may take. */
+  async saveCheckpoint(state: SequenceState, ids: ArrayLike<number>, given = false): Promise<void> {
     await fs.mkdir(this.dir, { recursive: true });
-    await writeStateFile(this.checkpointPath(state.length), state, { key: this.key, ids, storeIds: false, withLatent: false });
+    await writeStateFile(this.checkpointPath(state.length), state, { key: this.key, ids, storeIds: false, withLatent: false, stateGiven: given });
   }
 
   async saveSnapshot(state: SequenceState, ids: ArrayLike<number>, meta?: Record<string, unknown>): Promise<void> {

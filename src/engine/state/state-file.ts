@@ -28,6 +28,7 @@
  * snapshot is written as version 3.
  */
 import { createHash } from 'node:crypto';
+import { sha256Hex, sha256Taking } from './hash-pool';
 import { promises as fs } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { openAtomic, writeError, type PendingFile } from '../../common/atomic';
@@ -100,7 +101,10 @@ export function hashIds(ids: ArrayLike<number>, length = ids.length): string {
   return createHash('sha256').update(buf).digest('hex');
 }
 
-/** Reads rows [from, from + count) of MLA layer `layer` of the state being written (bf16 bits where the rows are kept so). */
+/**
+ * Reads rows [from, from + count) of MLA layer `layer` of the state being written (bf16 bits where
+ * the rows are kept so), as a fresh array the writer keeps (and may hand to another thread).
+ */
 export type LatentReader = (layer: number, from: number, count: number) => LatentRows;
 
 /**
@@ -114,14 +118,7 @@ const ZERO_SHA = '0'.repeat(64);
 /** Bytes of checksummed segments still being hashed and written before a caller waits: bounds host memory. */
 const IN_FLIGHT_BYTES = 256 * 2 ** 20;
 
-/**
- * sha256 in hex. WebCrypto's digest does not take the work off the main thread in Node 20 (it
- * copies its input there first): saving and restoring a 128k-token snapshot spent 2.05 s of main
- * thread in it against 1.44 s in createHash (cpu profiles of npm run bench:snapshot, 2-core build machine).
- */
-function digest(bytes: Buffer): string {
-  return createHash('sha256').update(bytes).digest('hex');
-}
+type Hashed = { sha: string; bytes: Uint8Array };
 
 /** The shape of the state a file will hold: what its header and segment layout follow from. */
 export interface StateShape {
@@ -284,9 +281,10 @@ export class StateFileWriter {
 
   /**
    * Queues one segment's values, which must not change until commit(); resolves once the queue is
-   * small enough to take more.
+   * small enough to take more. `given`: data is the caller's own fresh array, which the writer may
+   * take (its memory is hashed off the main thread and the caller's view is left detached).
    */
-  async put(name: string, data: LatentRows | Int32Array): Promise<void> {
+  async put(name: string, data: LatentRows | Int32Array, given = false): Promise<void> {
     const info = this.segments.get(name);
     if (!info) throw new Error(`writeStateFile: no segment ${name} in ${this.file}`);
     if (this.written.has(name)) throw new Error(`writeStateFile: segment ${name} written twice`);
@@ -295,29 +293,32 @@ export class StateFileWriter {
     this.throwIfFailed();
     this.written.add(name);
     const raw = data instanceof Int32Array ? data : info.dtype === 'bf16' ? latentBf16(data) : latentF32(data);
-    const bytes = Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength);
-    const stored = info.offset === undefined ? this.putBlock(info, bytes) : this.putInline(info, info.offset, bytes);
+    const bytes = new Uint8Array(raw.buffer, raw.byteOffset, raw.byteLength);
+    const length = bytes.byteLength;
+    // A fresh copy made here (rounding fp32 rows to bf16) is the writer's own to give away.
+    const hashed = given || raw !== data ? sha256Taking(bytes) : Promise.resolve({ sha: sha256Hex(bytes), bytes });
+    const stored = info.offset === undefined ? this.putBlock(info, hashed) : this.putInline(info, info.offset, hashed);
     const done = stored.catch((e: unknown) => {
       this.failure ??= e;
     });
-    this.inFlight.push({ bytes: bytes.length, done });
-    this.inFlightBytes += bytes.length;
+    this.inFlight.push({ bytes: length, done });
+    this.inFlightBytes += length;
     while (this.inFlightBytes > IN_FLIGHT_BYTES && this.inFlight.length > 0) await this.settleOldest();
     this.throwIfFailed();
   }
 
   /** A segment kept in the file itself, at its offset. */
-  private async putInline(info: SegmentInfo, offset: number, bytes: Buffer): Promise<void> {
-    const sha = digest(bytes);
+  private async putInline(info: SegmentInfo, offset: number, hashed: Promise<Hashed>): Promise<void> {
+    const { sha, bytes } = await hashed;
     await this.pending.handle.write(bytes, 0, bytes.length, this.dataStart + offset);
     info.sha256 = sha;
   }
 
   /** A block is named by its hash, so it is hashed before it is stored (unless already present). */
-  private async putBlock(info: SegmentInfo, bytes: Buffer): Promise<void> {
-    const sha = digest(bytes);
+  private async putBlock(info: SegmentInfo, hashed: Promise<Hashed>): Promise<void> {
+    const { sha, bytes } = await hashed;
     this.unpins.push(this.blocks!.pin([sha]));
-    if (await this.blocks!.put(sha, bytes)) {
+    if (await this.blocks!.put(sha, Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength))) {
       this.blocksWritten++;
       this.blockBytesWritten += bytes.length;
     } else {
@@ -341,7 +342,7 @@ export class StateFileWriter {
         if (from + rows > upTo) break;
         const got = read(i, from, rows);
         if (got.length !== rows * layer.width) throw new Error(`writeStateFile: layer ${i} gave ${got.length} values for ${rows} rows of ${layer.width}`);
-        await this.put(`layer.${i}.latent.${from / BLOCK_ROWS}`, got);
+        await this.put(`layer.${i}.latent.${from / BLOCK_ROWS}`, got, true);
         this.latentDone[i] = from + rows;
       }
     }
@@ -351,13 +352,13 @@ export class StateFileWriter {
    * Writes the KDA parts of `state` (which must have the planned shape), the MLA rows not yet
    * written, and the header; then renames: blocks are all in place before the file that refers to them.
    */
-  async commit(state: SequenceState, read: LatentReader): Promise<CommitSummary> {
+  async commit(state: SequenceState, read: LatentReader, stateGiven = false): Promise<CommitSummary> {
     if (state.length !== this.shape.length) throw new Error(`writeStateFile: the state has ${state.length} tokens, ${this.shape.length} planned`);
     for (let i = 0; i < state.layers.length; i++) {
       const l = state.layers[i];
       if (l.kind === 'kda') {
-        await this.put(`layer.${i}.conv`, l.conv);
-        await this.put(`layer.${i}.S`, l.S);
+        await this.put(`layer.${i}.conv`, l.conv, stateGiven);
+        await this.put(`layer.${i}.S`, l.S, stateGiven);
       }
     }
     await this.putLatent(this.shape.length, read);
@@ -413,7 +414,8 @@ export class StateFileWriter {
  * segment, MLA rows in blocks of BLOCK_ROWS through `latent` (default: the state's host caches),
  * so a 1M-token state never needs a host copy of its whole cache.
  */
-export async function writeStateFile(file: string, state: SequenceState, opts: StateFileOptions & { latent?: LatentReader }): Promise<CommitSummary> {
+/** `stateGiven`: the state's KDA arrays are the caller's fresh copies, which the writer may take (see put). */
+export async function writeStateFile(file: string, state: SequenceState, opts: StateFileOptions & { latent?: LatentReader; stateGiven?: boolean }): Promise<CommitSummary> {
   state.layers.forEach((layer, i) => {
     if (!opts.latent && (opts.withLatent ?? true) && layer.kind === 'mla' && layer.cache.length !== state.length) {
       throw new Error(`writeStateFile: layer ${i} caches ${layer.cache.length} tokens but the state has ${state.length}`);
@@ -422,7 +424,7 @@ export async function writeStateFile(file: string, state: SequenceState, opts: S
   const read: LatentReader = opts.latent ?? ((i, from, count) => (state.layers[i] as MlaLayerState).cache.rows(from, count));
   const writer = await StateFileWriter.open(file, shapeOf(state), opts);
   try {
-    return await writer.commit(state, read);
+    return await writer.commit(state, read, opts.stateGiven);
   } catch (e) {
     await writer.abort();
     throw writeError(file, e);
@@ -513,7 +515,7 @@ export async function openStateFile(file: string): Promise<OpenedStateFile> {
       const s = bySegment.get(name);
       if (!s) throw new StateFileError(file, `segment ${name} missing`);
       const buf = await readBytes(s);
-      if (digest(buf) !== s.sha256) throw new StateFileError(file, `checksum mismatch in ${name}${s.offset === undefined ? ` (block ${blocks.path(s.sha256)})` : ''}`);
+      if (sha256Hex(buf) !== s.sha256) throw new StateFileError(file, `checksum mismatch in ${name}${s.offset === undefined ? ` (block ${blocks.path(s.sha256)})` : ''}`);
       return { s, ab: buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.length) };
     };
 
