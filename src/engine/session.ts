@@ -65,8 +65,8 @@ export interface SessionOptions {
   log?: (line: string) => void;
   /**
    * Distance in tokens between checkpoints (default: checkpointSpacing); each lands at a file
-   * boundary near it. Given, every due checkpoint is written; by default one due while the last is
-   * still being written is put off to the next boundary.
+   * boundary near it. Given, every due checkpoint is written; by default, on a GPU backend, one due
+   * while the last is still being written is put off to the next boundary.
    */
   checkpointEvery?: number;
   /** What the model's memory is planned for (the CUDA backend's context budget, forks, GPU memory cap). */
@@ -331,7 +331,9 @@ export class EngineSession {
     // file boundary at most (ingest-slices.ts).
     const spacing = this.opts.checkpointEvery ?? Math.max(checkpointSpacing(ids.length, kdaStateBytes(state)), this.model.backend.prefillTokens ?? 1);
     const writer = new CheckpointWriter(store, ids);
-    const thinning = this.opts.checkpointEvery === undefined;
+    // Only where slices run asynchronously to the event loop (the GPU backends): a CPU backend's
+    // synchronous slice leaves no time for any write to finish, so every other one would be skipped.
+    const thinning = this.opts.checkpointEvery === undefined && this.model.backend.prefillTokens !== undefined;
     // The snapshot is written as the rows are computed, so that it is on disk when the prefill ends;
     // the resumed rows are the saved snapshot's, so its blocks of them are kept, not written again.
     const meta = { files, roots: ws.roots, createdAt: new Date().toISOString(), pack: record };
