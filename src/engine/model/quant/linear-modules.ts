@@ -5,7 +5,7 @@
  * in full precision by vLLM) are not.
  */
 import type { KimiConfig } from '../config';
-import { EMBED, kdaNames, moeNames } from '../weight-names';
+import { EMBED, kdaNames, mlaNames, moeNames } from '../weight-names';
 
 /** Module name (the weight's name without ".weight") → [rows, cols] of its weight. */
 export function linearModules(cfg: KimiConfig, expected: Map<string, number[][]>): Map<string, [number, number]> {
@@ -21,12 +21,17 @@ export function linearModules(cfg: KimiConfig, expected: Map<string, number[][]>
 
 /**
  * Modules `klc quantize` and quantization at load leave in full precision: lm_head and the router
- * gates (vLLM builds them unquantized), and the KDA beta projection b_proj, which has as many rows
+ * gates (vLLM builds them unquantized); the KDA beta projection b_proj, which has as many rows
  * as heads (32), fewer than vLLM's Marlin INT4/INT8 kernels accept (64), and is a negligible share
- * of the weights.
+ * of the weights; and MLA's kv_b_proj, which no backend runs as one matrix: it is split per head into
+ * W_UK and W_UV and kept dense, in the checkpoint's dtype on the GPU. Quantized, its dequantized values
+ * (a code times a bf16 scale: up to 15 significant bits) would be rounded again to bf16 there, so the
+ * GPU would not compute what the reference does; and at 0.06% of the 48B model's weights (59 MB in bf16), quantizing it
+ * saves 44 MB.
  */
 export function keptInFullPrecision(cfg: KimiConfig): string[] {
   const routers = cfg.layers.flatMap((l, i) => (l.ffn === 'moe' ? [moeNames(cfg, i).router.slice(0, -'.weight'.length)] : []));
   const bProj = cfg.layers.flatMap((l, i) => (l.attention === 'kda' ? [kdaNames(i).bProj.slice(0, -'.weight'.length)] : []));
-  return [...(cfg.tieWordEmbeddings ? [] : ['lm_head']), ...routers, ...bProj];
+  const kvB = cfg.layers.flatMap((l, i) => (l.attention === 'mla' ? [mlaNames(i).kvB.slice(0, -'.weight'.length)] : []));
+  return [...(cfg.tieWordEmbeddings ? [] : ['lm_head']), ...routers, ...bProj, ...kvB];
 }

@@ -46,8 +46,8 @@ const outDir = () => join(mkdtempSync(join(tmpdir(), 'klc-quantize-')), 'out');
 test('w4a16-g128 on the golden checkpoint: llm-compressor config, independent decoding, logits', async () => {
   const out = outDir();
   const summary = await quantizeCheckpoint(GOLDEN, out, 'w4a16-g128', quiet);
-  // 3 KDA layers × 9 projections but b_proj, MLA 4, dense MLP 3, 3 MoE layers × (8 experts × 3 + shared 3).
-  assert.equal(summary.modules, 3 * 8 + 4 + 3 + 3 * 27);
+  // 3 KDA layers × 9 projections but b_proj, MLA 4 but kv_b_proj, dense MLP 3, 3 MoE layers × (8 experts × 3 + shared 3).
+  assert.equal(summary.modules, 3 * 8 + 3 + 3 + 3 * 27);
   const config = JSON.parse(readFileSync(join(out, 'config.json'), 'utf8'));
   assert.deepEqual(config.quantization_config, {
     config_groups: {
@@ -69,6 +69,7 @@ test('w4a16-g128 on the golden checkpoint: llm-compressor config, independent de
       'model.layers.0.self_attn.b_proj',
       'model.layers.1.self_attn.b_proj',
       'model.layers.2.self_attn.b_proj',
+      'model.layers.3.self_attn.kv_b_proj',
     ],
     kv_cache_scheme: null,
     quant_method: 'compressed-tensors',
@@ -87,7 +88,7 @@ test('w4a16-g128 on the golden checkpoint: llm-compressor config, independent de
     assert.deepEqual([s.dtype, s.shape], ['F32', [128, 1]]);
     assert.deepEqual(Array.from(await f.readInts('model.layers.0.mlp.down_proj.weight_shape')), [128, 256]);
     assert.equal(f.info('model.layers.0.mlp.down_proj.weight_shape').dtype, 'I64');
-    assert.ok(f.names.includes('lm_head.weight') && f.names.includes('model.layers.1.block_sparse_moe.gate.weight') && f.names.includes('model.layers.0.self_attn.b_proj.weight'));
+    assert.ok(f.names.includes('lm_head.weight') && f.names.includes('model.layers.1.block_sparse_moe.gate.weight') && f.names.includes('model.layers.0.self_attn.b_proj.weight') && f.names.includes('model.layers.3.self_attn.kv_b_proj.weight'));
   } finally {
     await f.close();
   }
