@@ -3,7 +3,9 @@
 # the MLA prefill kernels (run-mla.sh: fa2 and wgmma against float64, timed beside cuDNN), the
 # quantized paths (run-quant.sh: the klc_wq kernels alone, then INT4/INT8 models against the reference), the model tests (run-scale.sh with CONTEXTS=none), the default mode
 # against transformers' bf16 (run-hf-bf16.sh), every op against float64 (ops_check.py: step ops), expert
-# offload (run-offload.sh: step offload, OFFLOAD_SPEED=0 skips its 48B timing), the 48B model under
+# offload (run-offload.sh: step offload, OFFLOAD_SPEED=0 skips its 48B timing), the quantized tiny models alone
+# against the reference (step quantmodel: quant-model.test.ts without quant_check.py), `klc accuracy` on the 48B
+# model with dummy weights (step accuracy: int8, int4, fp8 against bf16, which needs an H200), the 48B model under
 # --gpu-memory caps (run-caps.sh: step caps, CAPS_CONTEXTS picks the contexts), then `klc bench` on the 48B model at $CONTEXTS with the
 # MLA kernel that passed its check (wgmma when it did, else fa2). Each step gets the time that is
 # left, so a slow or hanging one cannot take the later ones' results with it.
@@ -32,6 +34,12 @@ for step in ${STEPS:-mla bench model hf quant}; do
     ops) ( cd test/gpu && timeout "$(( t < 200 ? t : 200 ))" python3 ops_check.py "$OUT/ops/ops.json" ) > "$OUT/ops/run.log" 2>&1 || rc=1
          grep -E "FAIL|fail|bf16|append" "$OUT/ops/run.log" | tail -30 ;;
     offload) OUT=$OUT/offload SPEED=${OFFLOAD_SPEED:-1} timeout "$(( t < 420 ? t : 420 ))" bash test/gpu/run-offload.sh || rc=1 ;;
+    quantmodel) ( source test/gpu/device-env.sh; export KLC_CUDA_EXACT=1 KLC_GOLDEN_DIR=$PWD/test/fixtures/golden
+         timeout "$(( t < 180 ? t : 180 ))" node --test --test-reporter=spec .device/quant-model.test.cjs ) > "$OUT/quantmodel/quant-model.log" 2>&1 || rc=1
+         grep -E "figure:|✔|✖|Error" "$OUT/quantmodel/quant-model.log" | head -30 ;;
+    accuracy) ( source test/gpu/device-env.sh; timeout "$(( t < 300 ? t : 300 ))" node .device/klc.cjs accuracy --backend cuda --load-format dummy \
+           --model-config assets/configs/kimi-linear-48b-a3b-instruct.json --json "$OUT/accuracy/accuracy.json" ) > "$OUT/accuracy/accuracy.log" 2>&1 || rc=1
+         tail -8 "$OUT/accuracy/accuracy.log" ;;
     caps) OUT=$OUT/caps CONTEXTS=${CAPS_CONTEXTS:-131072,1048576} timeout "$t" bash test/gpu/run-caps.sh || rc=1 ;;
     bench) echo "MLA kernel: $mla_kernel"; OUT=$OUT/bench KLC_SCALE_ONLY=1 CONTEXTS=${CONTEXTS:-4096,131072} KLC_MLA_KERNEL=$mla_kernel timeout "${BENCH_S:-$t}" bash test/gpu/run-scale.sh || rc=1 ;;
   esac
