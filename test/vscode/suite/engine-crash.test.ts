@@ -27,12 +27,23 @@ describe('Engine crash', function () {
   });
 
   it('survives a killed engine mid-ingest, says so, and restarts it on the next request', async () => {
-    await writeSource(DIR, 'crash', 30);
+    // Enough new tokens that the prefill outlasts the trip of its first progress report to this
+    // process, and the kill is sent from that report's event: polling could miss a short prefill
+    // (the rest of the workspace resumes from the state earlier tests saved).
+    await writeSource(DIR, 'crash', 1500);
+    let pid: number | undefined;
+    const killed = new Promise<void>((resolve) => {
+      const sub = api.client.onDidChangeStatus((s) => {
+        if (s.ingest?.phase !== 'prefill' || !api.client.pid) return;
+        sub.dispose();
+        pid = api.client.pid;
+        process.kill(pid, 'SIGKILL');
+        resolve();
+      });
+    });
     const pending = ingest();
-    await waitFor('prefill progress', () => api.client.lastStatus.ingest?.phase === 'prefill', Boolean);
-    const pid = api.client.pid;
-    assert.ok(pid, 'an engine process is running');
-    process.kill(pid, 'SIGKILL');
+    await waitFor('the engine killed in its prefill', () => pid, (p) => p !== undefined);
+    await killed;
 
     assert.equal(await pending, undefined, 'the ingest failed instead of hanging');
     assert.equal(api.client.lastStatus.process, 'crashed');
