@@ -27,10 +27,10 @@ describe('Engine crash', function () {
   });
 
   it('survives a killed engine mid-ingest, says so, and restarts it on the next request', async () => {
-    // Enough new tokens that the prefill outlasts the trip of its first progress report to this
-    // process, and the kill is sent from that report's event: polling could miss a short prefill
-    // (the rest of the workspace resumes from the state earlier tests saved).
-    await writeSource(DIR, 'crash', 1500);
+    // The kill is sent from the first prefill report's event: the rest of the workspace resumes from
+    // the state earlier tests saved, so the prefill is short and polling could miss it; it still
+    // outlasts the report's trip to this process (within the tiny model's 8k-token budget).
+    await writeSource(DIR, 'crash', 120);
     let pid: number | undefined;
     const killed = new Promise<void>((resolve) => {
       const sub = api.client.onDidChangeStatus((s) => {

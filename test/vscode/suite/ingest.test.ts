@@ -145,13 +145,27 @@ describe('Ingest workspace', function () {
   });
 
   it('cancels a running ingest from the command; the next ingest completes', async () => {
-    // Long enough that the prefill outlasts a few polls, though the ingest resumes before the new file.
+    // The ingest resumes before the new file, so only its tokens are prefilled: the cancel is sent
+    // from the first prefill report's event, as polling could miss so short a prefill; it still
+    // outlasts the report's trip here (within the tiny model's 8k-token budget).
     await writeSource(DIR, 'big', 120);
-    const pending = ingest();
-    await waitFor('prefill progress', () => api.client.lastStatus.ingest?.phase === 'prefill', Boolean);
-    assert.match(api.statusBarText(), /^\$\(sync~spin\) Kimi: ingesting \d+%$/);
-    await vscode.commands.executeCommand('kimiLinear.cancelIngest');
-    assert.equal(await pending, undefined, 'a cancelled ingest has no result');
+    let shown: string | undefined;
+    let cancelled: Thenable<unknown> | undefined;
+    const sub = api.client.onDidChangeStatus((s) => {
+      if (s.ingest?.phase !== 'prefill' || cancelled) return;
+      shown = api.statusBarText();
+      cancelled = vscode.commands.executeCommand('kimiLinear.cancelIngest');
+    });
+    let result: unknown;
+    try {
+      result = await ingest();
+    } finally {
+      sub.dispose();
+    }
+    assert.ok(cancelled, 'the ingest reached the prefill phase');
+    await cancelled;
+    assert.match(shown ?? '', /^\$\(sync~spin\) Kimi: ingesting \d+%$/);
+    assert.equal(result, undefined, 'a cancelled ingest has no result');
     assert.equal(api.client.lastStatus.ingest, null);
     assert.equal(api.client.lastStatus.process, 'running', 'cancelling does not stop the engine');
     assert.notEqual(api.client.lastStatus.engine?.repo.state, 'ingesting');
