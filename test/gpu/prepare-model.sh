@@ -30,4 +30,8 @@ npx esbuild test/gpu/caps-table.ts --bundle --platform=node --format=cjs --targe
   --outfile=.device/caps-table.cjs --log-level=warning
 npx esbuild test/gpu/speed-table.ts --bundle --platform=node --format=cjs --target=node20 --external:'*.node' --external:onnxruntime-node \
   --outfile=.device/speed-table.cjs --log-level=warning
+npx esbuild test/gpu/side-by-side.ts --bundle --platform=node --format=cjs --target=node20 \
+  --outfile=.device/side-by-side.cjs --log-level=warning
+# transformers' side of run-side-by-side.sh: the shared anchor script and the config module it imports.
+mkdir -p .device/hf-anchor && cp ../shared/tools/hf_scale_anchor.py ../shared/tools/kimi_config.py .device/hf-anchor/
 node tools/build-native.mjs --archs 90
