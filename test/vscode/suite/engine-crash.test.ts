@@ -6,8 +6,7 @@
 import assert from 'node:assert/strict';
 import * as vscode from 'vscode';
 import type { KimiLinearApi } from '../../../src/extension';
-import { waitFor } from './index';
-import { ingest, kimi, removeDir, useShortAnswers, writeSource } from './kimi-e2e';
+import { atFirstPrefill, ingest, kimi, removeDir, useShortAnswers, writeSource } from './kimi-e2e';
 
 const DIR = 'klc-e2e-crash';
 
@@ -27,25 +26,15 @@ describe('Engine crash', function () {
   });
 
   it('survives a killed engine mid-ingest, says so, and restarts it on the next request', async () => {
-    // The kill is sent from the first prefill report's event: the rest of the workspace resumes from
-    // the state earlier tests saved, so the prefill is short and polling could miss it; it still
-    // outlasts the report's trip to this process (within the tiny model's 8k-token budget).
+    // The rest of the workspace resumes from the state earlier tests saved (within the tiny model's 8k budget).
     await writeSource(DIR, 'crash', 120);
-    let pid: number | undefined;
-    const killed = new Promise<void>((resolve) => {
-      const sub = api.client.onDidChangeStatus((s) => {
-        if (s.ingest?.phase !== 'prefill' || !api.client.pid) return;
-        sub.dispose();
-        pid = api.client.pid;
-        process.kill(pid, 'SIGKILL');
-        resolve();
-      });
+    const { result: failed, acted: pid } = await atFirstPrefill(api, ingest, () => {
+      const engine = api.client.pid;
+      if (engine) process.kill(engine, 'SIGKILL');
+      return engine;
     });
-    const pending = ingest();
-    await waitFor('the engine killed in its prefill', () => pid, (p) => p !== undefined);
-    await killed;
-
-    assert.equal(await pending, undefined, 'the ingest failed instead of hanging');
+    assert.ok(pid, 'an engine process was running when the prefill began');
+    assert.equal(failed, undefined, 'the ingest failed instead of hanging');
     assert.equal(api.client.lastStatus.process, 'crashed');
     assert.match(api.client.lastStatus.error ?? '',
       /^The engine process stopped unexpectedly \(signal SIGKILL\)\. It will restart on your next request\. See Kimi Linear logs/);

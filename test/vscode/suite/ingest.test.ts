@@ -11,7 +11,7 @@ import * as vscode from 'vscode';
 import type { PackedFile } from '../../../src/engine/api';
 import type { KimiLinearApi } from '../../../src/extension';
 import { waitFor } from './index';
-import { ingest, kimi, lastTurn, removeDir, workspaceRoot, writeSource } from './kimi-e2e';
+import { atFirstPrefill, ingest, kimi, lastTurn, removeDir, workspaceRoot, writeSource } from './kimi-e2e';
 
 const DIR = 'klc-e2e-ingest';
 const GIT_DIR = 'klc-e2e-git';
@@ -21,6 +21,8 @@ const sha256 = (text: string) => createHash('sha256').update(text).digest('hex')
 describe('Ingest workspace', function () {
   this.timeout(300_000);
   let api: KimiLinearApi;
+  /** Cancel Ingest, with the status bar's text at that moment. */
+  const cancelShowing = () => ({ shown: api.statusBarText(), cancelled: vscode.commands.executeCommand('kimiLinear.cancelIngest') });
 
   before(async () => {
     api = await kimi();
@@ -145,26 +147,12 @@ describe('Ingest workspace', function () {
   });
 
   it('cancels a running ingest from the command; the next ingest completes', async () => {
-    // The ingest resumes before the new file, so only its tokens are prefilled: the cancel is sent
-    // from the first prefill report's event, as polling could miss so short a prefill; it still
-    // outlasts the report's trip here (within the tiny model's 8k-token budget).
+    // The ingest resumes before the new file, so only its tokens are prefilled (within the tiny model's 8k budget).
     await writeSource(DIR, 'big', 120);
-    let shown: string | undefined;
-    let cancelled: Thenable<unknown> | undefined;
-    const sub = api.client.onDidChangeStatus((s) => {
-      if (s.ingest?.phase !== 'prefill' || cancelled) return;
-      shown = api.statusBarText();
-      cancelled = vscode.commands.executeCommand('kimiLinear.cancelIngest');
-    });
-    let result: unknown;
-    try {
-      result = await ingest();
-    } finally {
-      sub.dispose();
-    }
-    assert.ok(cancelled, 'the ingest reached the prefill phase');
-    await cancelled;
-    assert.match(shown ?? '', /^\$\(sync~spin\) Kimi: ingesting \d+%$/);
+    const { result, acted } = await atFirstPrefill(api, ingest, cancelShowing);
+    assert.ok(acted, 'the ingest reached the prefill phase');
+    await acted.cancelled;
+    assert.match(acted.shown, /^\$\(sync~spin\) Kimi: ingesting \d+%$/);
     assert.equal(result, undefined, 'a cancelled ingest has no result');
     assert.equal(api.client.lastStatus.ingest, null);
     assert.equal(api.client.lastStatus.process, 'running', 'cancelling does not stop the engine');
@@ -181,23 +169,10 @@ describe('Ingest workspace', function () {
     await vscode.commands.executeCommand('kimiLinear.restartEngine');
     await writeSource(DIR, 'asked', 30);
     await vscode.commands.executeCommand('kimiLinear.newChat');
-    // Cancel at the first prefill progress, from the status event itself: a small ingest can end
-    // between two polls, and then there is nothing left to cancel.
-    let shown: string | undefined;
-    let cancelled: Thenable<unknown> | undefined;
-    const sub = api.client.onDidChangeStatus((s) => {
-      if (s.ingest?.phase !== 'prefill' || cancelled) return;
-      shown = api.statusBarText();
-      cancelled = vscode.commands.executeCommand('kimiLinear.cancelIngest');
-    });
-    try {
-      await vscode.commands.executeCommand('kimiLinear.askRepo', 'What does asked1 return?');
-    } finally {
-      sub.dispose();
-    }
-    assert.ok(cancelled, 'the question\'s ingest reached the prefill phase');
-    await cancelled;
-    assert.match(shown ?? '', /^\$\(sync~spin\) Kimi: ingesting \d+%$/);
+    const { acted } = await atFirstPrefill(api, () => vscode.commands.executeCommand('kimiLinear.askRepo', 'What does asked1 return?'), cancelShowing);
+    assert.ok(acted, 'the question\'s ingest reached the prefill phase');
+    await acted.cancelled;
+    assert.match(acted.shown, /^\$\(sync~spin\) Kimi: ingesting \d+%$/);
     const { answer } = lastTurn(api);
     assert.equal(answer.state, 'error');
     assert.match(answer.error ?? '', /ingest was cancelled, so the question was not answered/);

@@ -45,6 +45,26 @@ export async function removeDir(dir: string): Promise<void> {
   await vscode.workspace.fs.delete(vscode.Uri.joinPath(workspaceRoot(), dir), { recursive: true, useTrash: false });
 }
 
+/**
+ * Runs `start` and calls `act` once, at the first prefill report of the ingest it begins, from the
+ * status event itself: polling could miss a prefill that resumes near its end (it still outlasts the
+ * report's trip to the extension host). `acted` is undefined when no prefill was reported.
+ */
+export async function atFirstPrefill<T, A>(api: KimiLinearApi, start: () => Thenable<T>, act: () => A): Promise<{ result: T; acted: A | undefined }> {
+  let acted: A | undefined;
+  let done = false;
+  const sub = api.client.onDidChangeStatus((s) => {
+    if (s.ingest?.phase !== 'prefill' || done) return;
+    done = true;
+    acted = act();
+  });
+  try {
+    return { result: await start(), acted };
+  } finally {
+    sub.dispose();
+  }
+}
+
 export function ingest(): Thenable<IngestResult | undefined> {
   return vscode.commands.executeCommand<IngestResult | undefined>('kimiLinear.ingestWorkspace');
 }
