@@ -13,10 +13,11 @@ set -uo pipefail
 source "$(dirname "$0")/device-env.sh"
 export KLC_NATIVE_PATH=$PWD/native/build/klc_native.node
 CONTEXTS=${CONTEXTS:-4096,32768,131072}
+HF_S=${HF_S:-240}
 rc=0
 ANCHOR=.device/hf-anchor/hf_scale_anchor.py
 [ -d .ref/fla-src ] && export PYTHONPATH=$PWD/.ref/fla-src:${PYTHONPATH:-}
-timeout $(( ${HF_S:-240} + 60 )) python3 "$ANCHOR" --out "$OUT/hf" --lengths "$CONTEXTS" --budget "${HF_S:-240}" --fla-bare \
+timeout $(( HF_S + 60 )) python3 "$ANCHOR" --out "$OUT/hf" --lengths "$CONTEXTS" --budget "$HF_S" --fla-bare \
   > "$OUT/hf.log" 2>&1 || rc=1
 tail -5 "$OUT/hf.log"
 node .device/klc.cjs bench --backend cuda --load-format dummy --model-config assets/configs/kimi-linear-48b-a3b-instruct.json \

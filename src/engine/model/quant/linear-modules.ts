@@ -7,14 +7,17 @@
 import type { KimiConfig } from '../config';
 import { EMBED, kdaNames, mlaNames, moeNames } from '../weight-names';
 
-/** Module name (the weight's name without ".weight") → [rows, cols] of its weight. */
+/** The module a weight belongs to: its name without ".weight". */
+const moduleOf = (weight: string): string => weight.slice(0, -'.weight'.length);
+
+/** Module name → [rows, cols] of its weight. */
 export function linearModules(cfg: KimiConfig, expected: Map<string, number[][]>): Map<string, [number, number]> {
   const routers = new Set(cfg.layers.flatMap((l, i) => (l.ffn === 'moe' ? [moeNames(cfg, i).router] : [])));
   const out = new Map<string, [number, number]>();
   for (const [name, shapes] of expected) {
     const shape = shapes[0];
     if (shape.length !== 2 || name === EMBED || routers.has(name) || !name.endsWith('.weight')) continue;
-    out.set(name.slice(0, -'.weight'.length), [shape[0], shape[1]]);
+    out.set(moduleOf(name), [shape[0], shape[1]]);
   }
   return out;
 }
@@ -30,8 +33,8 @@ export function linearModules(cfg: KimiConfig, expected: Map<string, number[][]>
  * saves 44 MB.
  */
 export function keptInFullPrecision(cfg: KimiConfig): string[] {
-  const routers = cfg.layers.flatMap((l, i) => (l.ffn === 'moe' ? [moeNames(cfg, i).router.slice(0, -'.weight'.length)] : []));
-  const bProj = cfg.layers.flatMap((l, i) => (l.attention === 'kda' ? [kdaNames(i).bProj.slice(0, -'.weight'.length)] : []));
-  const kvB = cfg.layers.flatMap((l, i) => (l.attention === 'mla' ? [mlaNames(i).kvB.slice(0, -'.weight'.length)] : []));
+  const routers = cfg.layers.flatMap((l, i) => (l.ffn === 'moe' ? [moduleOf(moeNames(cfg, i).router)] : []));
+  const bProj = cfg.layers.flatMap((l, i) => (l.attention === 'kda' ? [moduleOf(kdaNames(i).bProj)] : []));
+  const kvB = cfg.layers.flatMap((l, i) => (l.attention === 'mla' ? [moduleOf(mlaNames(i).kvB)] : []));
   return [...(cfg.tieWordEmbeddings ? [] : ['lm_head']), ...routers, ...bProj, ...kvB];
 }
