@@ -15,6 +15,8 @@ import { generate, generateBatch, type Generated } from '../engine/generate';
 import type { IngestProgress } from '../engine/api';
 import { decodeStepBytes, prefillFlops } from '../engine/plan/floors';
 import { ASK_BATCH_LIMIT, type EngineSession } from '../engine/session';
+import { OP_KINDS, describeOpTimes, timeOps, type OpKind } from '../engine/model/op-times';
+import type { SequenceState } from '../engine/state/types';
 import { writeFileAtomic } from '../common/atomic';
 
 /** Tokens of the question whose time to first token is measured (the issue's "100-token question"). */
@@ -26,6 +28,8 @@ export interface ScaleOptions {
   rawPrefillUpTo: number;
   json?: string;
   decodeTokens: number;
+  /** Also time each kind of layer op in synchronised passes at every context (profileAt). */
+  profile?: boolean;
 }
 
 type Figures = Record<string, number | string | boolean>;
@@ -201,6 +205,14 @@ export async function benchScale(session: EngineSession, scratch: string, opts: 
     }
     out(`[${context}] time per output token: one answer ${tpot.toFixed(2)} ms, ${ASK_BATCH_LIMIT} together ${stepMs.toFixed(2)} ms per step = ${((ASK_BATCH_LIMIT * 1000) / stepMs).toFixed(0)} tok/s${floors}`);
 
+    if (opts.profile) {
+      for (const [what, times] of Object.entries(await profileAt(session, sync))) {
+        for (const k of OP_KINDS) row[`profile.${what}.${k}`] = times[k];
+        out(`[${context}] where the time goes, ${PROFILED[what as keyof typeof PROFILED]} (synchronised): ${describeOpTimes(times)}`);
+      }
+      await save();
+    }
+
     // An edit near the end: re-ingest recomputes from the last checkpoint before it.
     const files = session.packedFiles();
     if (files.length === 0) throw new Error(`bench: the ${context}-token workspace packed no file`);
@@ -219,5 +231,56 @@ export async function benchScale(session: EngineSession, scratch: string, opts: 
     // A 1M-token state file is 17 GB: keep one context's on disk at a time.
     await fs.rm(ws, { recursive: true, force: true });
     await fs.rm(join(scratch, 'cache'), { recursive: true, force: true });
+  }
+}
+
+const PROFILED = {
+  slice: 'one prefill slice over the cached state',
+  decode1: 'one decode step of one answer',
+  decode8: `one decode step of ${ASK_BATCH_LIMIT} answers together`,
+} as const;
+
+/** Decode steps averaged per profiled figure, after as many untimed ones. */
+const PROFILE_STEPS = 4;
+
+/**
+ * Milliseconds per kind of layer op, each call between two synchronisations, on forks of the
+ * repository state: one full prefill slice after the cached context (what every ingest slice at
+ * this depth costs), and a decode step of one answer and of ASK_BATCH_LIMIT together.
+ */
+async function profileAt(session: EngineSession, sync: () => void): Promise<Record<keyof typeof PROFILED, Record<OpKind, number>>> {
+  const model = session.model;
+  const vocab = model.config.vocabSize;
+  const timer = timeOps(model.backend, sync);
+  const forks: SequenceState[] = [];
+  const fork = () => {
+    const s = session.forkRepoState()!.state;
+    forks.push(s);
+    return s;
+  };
+  const timed = async (run: () => Promise<unknown>, per = 1): Promise<Record<OpKind, number>> => {
+    timer.reset();
+    timer.on = true;
+    await run();
+    timer.on = false;
+    return Object.fromEntries(OP_KINDS.map((k) => [k, timer.times[k] / per])) as Record<OpKind, number>;
+  };
+  const steps = async (states: SequenceState[]) => {
+    const picks = states.map(() => ({ temperature: 0, topP: 1, topK: 0, uniform: 0, vocab }));
+    let ids: Int32Array = Int32Array.from(states, (_, i) => (i * 7919 + 1) % vocab);
+    for (let i = 0; i < PROFILE_STEPS; i++) ids = await model.decodeAndPick(states, ids, picks);
+    return timed(async () => {
+      for (let i = 0; i < PROFILE_STEPS; i++) ids = await model.decodeAndPick(states, ids, picks);
+    }, PROFILE_STEPS);
+  };
+  try {
+    const slice = Int32Array.from({ length: model.prefillTokens }, (_, i) => (i * 104729 + 3) % vocab);
+    const sliceTimes = await timed(() => model.prefill(fork(), slice, { logits: 'none', slice: model.prefillTokens }));
+    const decode1 = await steps([fork()]);
+    const decode8 = await steps(Array.from({ length: ASK_BATCH_LIMIT }, fork));
+    return { slice: sliceTimes, decode1, decode8 };
+  } finally {
+    timer.restore();
+    for (const s of forks) model.releaseState(s);
   }
 }

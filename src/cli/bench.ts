@@ -44,6 +44,9 @@ At scale: klc bench --contexts 4096,131072,1048576 [--json FILE] [--raw-prefill-
   --contexts LIST        token counts (4k, 128k and 1M are accepted)
   --json FILE            the figures as JSON, written as they are measured
   --raw-prefill-up-to N  also time one raw prefill of the same tokens up to this context (default 131072)
+  --profile              also where the time goes at each context, by kind of layer op (KDA, MLA, MoE,
+                         dense MLP, norms, outside the layers), in synchronised passes: one prefill
+                         slice over the cached state, one answer's decode step and 8 answers' step
 `;
 
 /** Tokens prefilled by both backends for the speed ratio: enough to time, short enough for the slow reference. */
@@ -98,7 +101,7 @@ export async function run(argv: string[]): Promise<void> {
     {
       model: { type: 'string' }, backend: { type: 'string' }, 'max-tokens': { type: 'string' }, 'decode-tokens': { type: 'string' },
       'gpu-memory': { type: 'string' }, contexts: { type: 'string' }, json: { type: 'string' }, 'raw-prefill-up-to': { type: 'string' }, quantization: { type: 'string' },
-      ...weightOptions,
+      profile: { type: 'boolean' }, ...weightOptions,
     },
     USAGE,
   );
@@ -194,7 +197,7 @@ async function runAtScale(values: Record<string, string | boolean | undefined>):
     });
     try {
       process.stdout.write(`klc bench — ${session.model.backend.name} on ${session.model.backend.device}, model ${session.modelDir}\n`);
-      await benchScale(session, scratch, { contexts, rawPrefillUpTo, decodeTokens, json: values.json ? resolve(values.json as string) : undefined }, (line) => process.stdout.write(`${line}\n`));
+      await benchScale(session, scratch, { contexts, rawPrefillUpTo, decodeTokens, profile: values.profile === true, json: values.json ? resolve(values.json as string) : undefined }, (line) => process.stdout.write(`${line}\n`));
     } finally {
       await session.dispose();
     }

@@ -12,11 +12,10 @@ import { writeFileSync } from 'node:fs';
 import { CudaBackend } from '../../src/engine/backends/cuda/backend';
 import { loadModel, type Model } from '../../src/engine/model/model';
 import type { KimiConfig } from '../../src/engine/model/config';
+import { OP_KINDS, timeOps, type OpKind, type OpTimer } from '../../src/engine/model/op-times';
 import type { TokenPick } from '../../src/engine/sampler';
 import type { SequenceState } from '../../src/engine/state/types';
 
-type Kind = 'kda' | 'mla' | 'moe' | 'dense' | 'norms' | 'outside';
-const KINDS: Kind[] = ['kda', 'mla', 'moe', 'dense', 'norms', 'outside'];
 const FULL = { kda: 20, mla: 7, dense: 1, moe: 26, norms: 27 };
 /** Sequences in the batched decode row: the engine's answer batch (ASK_BATCH_LIMIT). */
 const BATCH = 8;
@@ -48,33 +47,6 @@ function argmax(x: Float32Array): number {
   return best;
 }
 
-/** Wraps the backend's calls with a synchronise on each side and sums their times by kind. */
-function instrument(b: CudaBackend): { times: Record<Kind, number>; on: boolean } {
-  const state = { times: Object.fromEntries(KINDS.map((k) => [k, 0])) as Record<Kind, number>, on: false };
-  const kindOf = (name: string, args: unknown[]): Kind => {
-    if (name.startsWith('kda')) return 'kda';
-    if (name.startsWith('mla')) return 'mla';
-    if (name === 'moe' || name === 'mlp') return name === 'moe' ? 'moe' : 'dense';
-    if (name === 'rmsnorm') return (args[0] as { which: string }).which === 'final' ? 'outside' : 'norms';
-    if (name === 'addRmsnorm') return (args[2] as { which: string }).which === 'final' ? 'outside' : 'norms';
-    return name === 'addInPlace' ? 'norms' : 'outside';
-  };
-  const target = b as unknown as Record<string, (...a: unknown[]) => unknown>;
-  for (const name of ['embed', 'rmsnorm', 'addRmsnorm', 'addInPlace', 'kdaPrefill', 'kdaDecode', 'mlaPrefill', 'mlaDecode', 'moe', 'mlp', 'lmHead', 'sampleRows']) {
-    const orig = target[name].bind(b);
-    target[name] = (...args: unknown[]) => {
-      if (!state.on) return orig(...args);
-      b.synchronize();
-      const t = performance.now();
-      const r = orig(...args);
-      b.synchronize();
-      state.times[kindOf(name, args)] += performance.now() - t;
-      return r;
-    };
-  }
-  return state;
-}
-
 function counts(c: KimiConfig): { kda: number; mla: number; dense: number; moe: number; norms: number } {
   return {
     kda: c.layers.filter((l) => l.attention === 'kda').length,
@@ -86,7 +58,7 @@ function counts(c: KimiConfig): { kda: number; mla: number; dense: number; moe: 
 }
 
 /** Scale from this model to the full 27 layers, from per-kind times of one instrumented run. */
-function fullRatio(times: Record<Kind, number>, c: KimiConfig): { ratio: number; perLayer: Record<string, number> } {
+function fullRatio(times: Record<OpKind, number>, c: KimiConfig): { ratio: number; perLayer: Record<string, number> } {
   const n = counts(c);
   const per = {
     kda: times.kda / n.kda, mla: times.mla / n.mla, dense: times.dense / n.dense, moe: times.moe / n.moe, norms: times.norms / n.norms,
@@ -118,7 +90,7 @@ const GREEDY: Omit<TokenPick, 'vocab'> = { temperature: 0, topP: 1, topK: 0, uni
  * Median ms of 16 decode steps of `states` together (one token each, picked greedily on the device as
  * generation does: only ids come back), then per-kind times of 8 instrumented steps; continues the states.
  */
-async function decodeRun(m: Model, states: SequenceState[], first: Int32Array, probe: ReturnType<typeof instrument>): Promise<{ tpot: number; steps: number[]; ratio: number; perLayer: Record<string, number>; toks: Int32Array }> {
+async function decodeRun(m: Model, states: SequenceState[], first: Int32Array, probe: OpTimer): Promise<{ tpot: number; steps: number[]; ratio: number; perLayer: Record<string, number>; toks: Int32Array }> {
   const picks = states.map(() => ({ ...GREEDY, vocab: m.config.vocabSize }));
   const steps: number[] = [];
   let toks = first;
@@ -128,10 +100,10 @@ async function decodeRun(m: Model, states: SequenceState[], first: Int32Array, p
     steps.push(performance.now() - t);
   }
   probe.on = true;
-  for (const k of KINDS) probe.times[k] = 0;
+  probe.reset();
   const probeSteps = 8;
   for (let i = 0; i < probeSteps; i++) toks = await m.decodeAndPick(states, toks, picks);
-  for (const k of KINDS) probe.times[k] /= probeSteps;
+  for (const k of OP_KINDS) probe.times[k] /= probeSteps;
   probe.on = false;
   const dec = fullRatio(probe.times, m.config);
   return { tpot: median(steps), steps, ratio: dec.ratio, perLayer: dec.perLayer, toks };
@@ -155,7 +127,7 @@ async function main(): Promise<void> {
   say(`device: ${b.device}`);
   const engine = b.engine;
   say(`engine: ${engine}; prefill slices of ${m.prefillTokens} tokens`);
-  const probe = instrument(b);
+  const probe = timeOps(b, () => b.synchronize());
   const rows: Record<string, unknown>[] = [];
   const V = c.vocabSize;
   const warm = await prefillMs(m, prompt(1024, 7, V)); // first-call costs: cuBLAS heuristics, workspace growth
@@ -179,7 +151,7 @@ async function main(): Promise<void> {
     const batch = [last.state, ...Array.from({ length: BATCH - 1 }, () => m.forkState(last.state))];
     const together = await decodeRun(m, batch, Int32Array.from(batch, () => general.toks[0]), probe);
     probe.on = true;
-    for (const k of KINDS) probe.times[k] = 0;
+    probe.reset();
     await prefillMs(m, prompt(T, T + 99, V));
     const pre = fullRatio(probe.times, c);
     probe.on = false;
