@@ -1,31 +1,38 @@
 /**
  * What a step of the model must at least move or compute, from the config alone: the floors the
  * speed figures are measured against (bytes ÷ copy bandwidth for decode, FLOPs ÷ GEMM rate for
- * prefill). Weights are counted as the CUDA backend keeps them: matrices bf16, the router fp32.
+ * prefill). Weights are counted as the CUDA backend keeps them: matrices bf16 or under the load's
+ * quantization scheme (weights.ts), lm_head bf16, the router fp32.
  */
 import type { KimiConfig } from '../model/config';
-import { attentionMatrices, elements, swigluMatrices } from './inventory';
+import { attentionMatrices, elements, swigluMatrices, type Shape } from './inventory';
 import { mlaCacheElementBytes } from './memory-plan';
+import { matrixBytes, type Quantization } from './weights';
 
 const BF16 = 2;
 const F32 = 4;
 
-/** Weights every token uses (attention, dense MLP, shared experts, the router), and one routed expert's. */
-function activeWeights(c: KimiConfig): { bf16: number; f32: number; expert: number; moeLayers: number } {
+/** Matrices every token uses (attention, dense MLP, shared experts), one routed expert's, and the routers' fp32 values. */
+function activeWeights(c: KimiConfig): { matrices: Shape[]; f32: number; expert: Shape[]; moeLayers: number } {
   const e = c.moe;
-  let bf16 = 0;
+  const matrices: Shape[] = [];
   let f32 = 0;
   let moeLayers = 0;
   for (const l of c.layers) {
-    bf16 += elements(attentionMatrices(c, l.attention));
-    if (l.ffn === 'dense') bf16 += elements(swigluMatrices(c, c.intermediateSize));
+    matrices.push(...attentionMatrices(c, l.attention));
+    if (l.ffn === 'dense') matrices.push(...swigluMatrices(c, c.intermediateSize));
     else {
       moeLayers++;
-      bf16 += elements(swigluMatrices(c, e.intermediateSize * e.numSharedExperts));
+      matrices.push(...swigluMatrices(c, e.intermediateSize * e.numSharedExperts));
       f32 += e.numExperts * c.hiddenSize;
     }
   }
-  return { bf16, f32, expert: elements(swigluMatrices(c, e.intermediateSize)), moeLayers };
+  return { matrices, f32, expert: swigluMatrices(c, e.intermediateSize), moeLayers };
+}
+
+/** Bytes of `shapes` stored under `q` (a matrix kept in full precision stays bf16). */
+function storedBytes(shapes: readonly Shape[], q: Quantization): number {
+  return shapes.reduce((n, [r, k, kept]) => n + matrixBytes(r, k, kept ? 'none' : q, BF16), 0);
 }
 
 /** Distinct experts a layer reads for `answers` tokens routed independently (expected value). */
@@ -36,11 +43,13 @@ export function expectedExperts(c: KimiConfig, answers: number): number {
 
 /**
  * Bytes one decode step of `answers` sequences, each `context` tokens long, must read: the weights
- * it uses once (lm_head included), each sequence's KDA state read and written, its MLA cache read.
+ * it uses once (lm_head included) as stored under `quantization`, each sequence's KDA state read
+ * and written, its MLA cache read.
  */
-export function decodeStepBytes(c: KimiConfig, context: number, answers = 1, tensorCores = true): number {
+export function decodeStepBytes(c: KimiConfig, context: number, answers = 1, tensorCores = true, quantization: Quantization = 'none'): number {
   const w = activeWeights(c);
-  const weights = (w.bf16 + w.moeLayers * expectedExperts(c, answers) * w.expert + c.vocabSize * c.hiddenSize) * BF16 + w.f32 * F32;
+  const routed = w.moeLayers * expectedExperts(c, answers) * storedBytes(w.expert, quantization);
+  const weights = storedBytes(w.matrices, quantization) + routed + c.vocabSize * c.hiddenSize * BF16 + w.f32 * F32;
   const { numHeads: H, headDim: K } = c.kda;
   const D = c.mla.kvLoraRank + c.mla.qkRopeHeadDim;
   let perSequence = 0;
@@ -56,7 +65,7 @@ export function decodeStepBytes(c: KimiConfig, context: number, answers = 1, ten
 export function prefillFlops(c: KimiConfig, from: number, to: number): number {
   const w = activeWeights(c);
   const T = to - from;
-  const perToken = 2 * (w.bf16 + w.f32 + w.moeLayers * c.moe.topK * w.expert);
+  const perToken = 2 * (elements(w.matrices) + w.f32 + w.moeLayers * c.moe.topK * elements(w.expert));
   const m = c.mla;
   const { numHeads: H, headDim: K } = c.kda;
   const C = 64;

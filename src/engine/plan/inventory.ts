@@ -5,7 +5,8 @@
  */
 import type { AttentionKind, KimiConfig } from '../model/config';
 
-export type Shape = readonly [rows: number, cols: number];
+/** kept: a matrix every quantization scheme leaves in the checkpoint's precision (linear-modules.ts keptInFullPrecision). */
+export type Shape = readonly [rows: number, cols: number, kept?: 'full-precision'];
 
 /** The attention projections of a KDA or MLA layer. */
 export function attentionMatrices(c: KimiConfig, attention: AttentionKind): Shape[] {
@@ -20,7 +21,7 @@ export function attentionMatrices(c: KimiConfig, attention: AttentionKind): Shap
   return [
     [m.numHeads * (m.qkNopeHeadDim + m.qkRopeHeadDim), d],
     [m.kvLoraRank + m.qkRopeHeadDim, d],
-    [m.numHeads * (m.qkNopeHeadDim + m.vHeadDim), m.kvLoraRank],
+    [m.numHeads * (m.qkNopeHeadDim + m.vHeadDim), m.kvLoraRank, 'full-precision'],
     [d, m.numHeads * m.vHeadDim],
   ];
 }

@@ -3,7 +3,8 @@
  * matrix as the CUDA backend uploads them (src/engine/backends/cuda/device-weights.ts): matrices
  * bf16 (fp32 for fp32 checkpoints), the MoE router's weight and bias, norms, conv taps, A_log and
  * dt_bias fp32. Quantized schemes quantize every linear layer except embed_tokens, lm_head and the
- * router, as llm-compressor's usual ignore list does; norms and the other small tensors stay fp32.
+ * router, as llm-compressor's usual ignore list does, and MLA's kv_b_proj (inventory.ts); norms and
+ * the other small tensors stay fp32.
  */
 import type { KimiConfig } from '../model/config';
 import { attentionMatrices, swigluMatrices, type Shape } from './inventory';
@@ -40,7 +41,7 @@ export interface WeightBytes {
 
 /** Weight bytes under `q`; `matrix` is 2 for bf16 checkpoints and 4 for fp32 ones. */
 export function weightBytes(c: KimiConfig, q: Quantization, matrix = BF16): WeightBytes {
-  const lin = (shapes: readonly Shape[]) => shapes.reduce((n, [r, k]) => n + matrixBytes(r, k, q, matrix), 0);
+  const lin = (shapes: readonly Shape[]) => shapes.reduce((n, [r, k, kept]) => n + matrixBytes(r, k, kept ? 'none' : q, matrix), 0);
   // embed_tokens and lm_head are never quantized.
   const table = (rows: number, cols: number) => rows * cols * matrix;
   const d = c.hiddenSize;

@@ -55,7 +55,7 @@ test('a budget that does not fit is refused with the numbers and the advice', as
   const refused = () => planLoad(c, { contextTokens: 131_072, gpuMemory: 80e9, log: () => {} }, facts(140e9, c));
   assert.throws(refused, (e) => isUserError(e)
     && e.message.startsWith('the model does not fit in the limit of 80.00 GB (kimiLinear.gpuMemoryLimit / --gpu-memory): for 131072 tokens and 8 forks it needs weights 98.28 GB')
-    && /a quantized model: --quantization fp8 needs 58\.70 GB/.test(e.message));
+    && /a quantized model: --quantization fp8 needs 58\.73 GB/.test(e.message));
   // A cap above the free memory is bounded by it: 60 GB free, 200 GB asked.
   assert.throws(() => planLoad(c, { gpuMemory: 200e9, contextTokens: 4096 }, facts(60e9, c)), (e) => isUserError(e) && /does not fit in 60\.00 GB free on Test GPU/.test(e.message));
 });
@@ -68,9 +68,9 @@ test('fp8, int8 and int4 are planned with the weights\' device bytes; quantizing
   // The dequantization buffer is part of the workspace.
   const withDense = planLoad(c, { quantization: 'int4', contextTokens: 4096 }, facts(141e9, c, { weights: (q) => ({ bytes: weightBytes(c, q), dense: 3e9 }) }));
   assert.equal(withDense.gpu.workspace - int4.gpu.workspace, 3e9);
-  // fp8: one byte per weight, 50,046,009,088 bytes (memory-plan.test.ts), as int8.
+  // fp8: one byte per weight, 50,075,139,840 bytes (memory-plan.test.ts), as int8.
   const fp8 = planLoad(c, { quantization: 'fp8', contextTokens: 4096 }, facts(141e9, c));
-  assert.deepEqual([fp8.quantization, fp8.gpu.weights], ['fp8', 50_046_009_088]);
+  assert.deepEqual([fp8.quantization, fp8.gpu.weights], ['fp8', 50_075_139_840]);
   const stored = facts(141e9, c, { schemes: ['none'] });
   assert.throws(() => planLoad(c, { quantization: 'int8', contextTokens: 4096 }, stored), (e) => isUserError(e) && /is already quantized/.test(e.message));
   assert.equal(planLoad(c, { quantization: 'auto', contextTokens: 4096 }, stored).quantization, 'none');
@@ -106,19 +106,19 @@ test('bad budgets are user errors', async () => {
 test('INT4 on a card too small for every expert: the last MoE layers\' experts are planned in host memory and the figures say so', async () => {
   const c = await loadConfigFile(CONFIG);
   // 128k tokens, 8 forks, a 24 GB cap (22.8e9 usable): the plan test's 11 offloaded layers at 512-token slices
-  // (22,378,440,736, including the 934,281,216-byte staging buffer), layers 16–26; 11 × 934,281,216 = 10,277,093,376
+  // (22,422,022,176, including the 934,281,216-byte staging buffer), layers 16–26; 11 × 934,281,216 = 10,277,093,376
   // in host memory.
   const plan = planLoad(c, { quantization: 'int4', contextTokens: 131_072, gpuMemory: 24e9, log: () => {} }, facts(80e9, c));
   assert.deepEqual(plan.offloadedLayers, [16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26]);
-  assert.equal(plan.gpu.total, 22_378_440_736);
+  assert.equal(plan.gpu.total, 22_422_022_176);
   assert.equal(plan.host.experts, 10_277_093_376);
-  assert.match(planFigures(plan), /= 22\.38 GB, with the routed experts of 11 layers \(10\.28 GB\) in host memory$/);
-  // FP8 experts are offloaded too (1 byte per weight: 1,816,395,776 per layer, weights 50,046,009,088): on the same cap
-  //   50,046,009,088 − 19 × 1,816,395,776 + staging 1,816,395,776 + 5,214,071,072 (the rest at 512-token slices)
-  //   = 22,564,956,192 ≤ 22.8e9; 18 layers 24,381,351,968 and 1024-token slices (+490,866,688) do not fit.
+  assert.match(planFigures(plan), /= 22\.42 GB, with the routed experts of 11 layers \(10\.28 GB\) in host memory$/);
+  // FP8 experts are offloaded too (1 byte per weight: 1,816,395,776 per layer, weights 50,075,139,840): on the same cap
+  //   50,075,139,840 − 19 × 1,816,395,776 + staging 1,816,395,776 + 5,214,071,072 (the rest at 512-token slices)
+  //   = 22,594,086,944 ≤ 22.8e9; 18 layers 24,410,482,720 and 1024-token slices (+490,866,688) do not fit.
   const fp8 = planLoad(c, { quantization: 'fp8', contextTokens: 131_072, gpuMemory: 24e9, log: () => {} }, facts(80e9, c));
   assert.deepEqual(fp8.offloadedLayers, Array.from({ length: 19 }, (_, i) => 8 + i));
-  assert.deepEqual([fp8.gpu.total, fp8.host.experts, fp8.sliceTokens], [22_564_956_192, 34_511_519_744, 512]);
+  assert.deepEqual([fp8.gpu.total, fp8.host.experts, fp8.sliceTokens], [22_594_086_944, 34_511_519_744, 512]);
   // Unquantized experts are never offloaded (the CPU runs INT4/INT8/FP8): bf16 on the same cap is refused.
   assert.throws(() => planLoad(c, { quantization: 'none', contextTokens: 131_072, gpuMemory: 24e9, log: () => {} }, facts(80e9, c)), (e) => isUserError(e) && /does not fit/.test(e.message));
   // A stored INT4 checkpoint plans as 'none' with quantized experts: it offloads too.

@@ -42,22 +42,25 @@ test('bf16 weights of the 48B model: the spec\'s 49,122,681,728 parameters at 2 
   assert.equal(w.experts[0], 0);
 });
 
-test('fp8 and int8: 1 byte per weight and an fp32 scale per output row; embed, lm_head, router and norms kept', async () => {
-  // Quantized weights: 49,106,141,184 bf16-stored values − embed 377,487,360 − lm_head 377,487,360 = 48,351,166,464.
+test('fp8 and int8: 1 byte per weight and an fp32 scale per output row; embed, lm_head, router, norms and MLA kv_b kept', async () => {
+  // Kept bf16: MLA kv_b 7 × 8192·512 = 29,360,128 weights (58,720,256 B).
+  // Quantized weights: 49,106,141,184 bf16-stored values − embed 377,487,360 − lm_head 377,487,360 − kv_b 29,360,128
+  //   = 48,321,806,336.
   // Output rows: KDA 3·4096 + 128 + 4096 + 32 + 128 + 4096 + 2304 = 23,072 (× 20 = 461,440);
-  //   MLA 6144 + 576 + 8192 + 2304 = 17,216 (× 7 = 120,512); dense 9216 + 9216 + 2304 = 20,736;
-  //   MoE (256 + 1) × (1024 + 1024 + 2304) = 1,118,464 (× 26 = 29,080,064) → 29,682,752 rows × 4 B = 118,731,008.
-  // 48,351,166,464 + 118,731,008 + embed/lm_head bf16 1,509,949,440 + fp32 66,162,176 = 50,046,009,088.
+  //   MLA 6144 + 576 + 2304 = 9,024 (× 7 = 63,168); dense 9216 + 9216 + 2304 = 20,736;
+  //   MoE (256 + 1) × (1024 + 1024 + 2304) = 1,118,464 (× 26 = 29,080,064) → 29,625,408 rows × 4 B = 118,501,632.
+  // 48,321,806,336 + 118,501,632 + embed/lm_head bf16 1,509,949,440 + kv_b 58,720,256 + fp32 66,162,176 = 50,075,139,840.
   const c = await published();
-  assert.equal(total(weightBytes(c, 'fp8')), 50_046_009_088);
-  assert.equal(total(weightBytes(c, 'int8')), 50_046_009_088);
+  assert.equal(total(weightBytes(c, 'fp8')), 50_075_139_840);
+  assert.equal(total(weightBytes(c, 'int8')), 50_075_139_840);
 });
 
 test('int4: half a byte per weight and a bf16 scale per 128 inputs', async () => {
   // Every quantized matrix has a multiple of 128 inputs, so scales = weights / 128 × 2 B = weights / 64.
-  // 48,351,166,464 / 2 = 24,175,583,232; / 64 = 755,486,976; + 1,509,949,440 + 66,162,176 = 26,507,181,824.
+  // 48,321,806,336 / 2 = 24,160,903,168; / 64 = 755,028,224; + 1,509,949,440 + kv_b 58,720,256 + 66,162,176
+  //   = 26,550,763,264.
   const w = weightBytes(await published(), 'int4');
-  assert.equal(total(w), 26_507_181_824);
+  assert.equal(total(w), 26_550_763_264);
   // One layer's experts: 1,811,939,328 weights / 2 = 905,969,664 + / 64 = 28,311,552 → 934,281,216.
   assert.equal(w.experts[26], 934_281_216);
 });
@@ -162,14 +165,14 @@ test('what auto picks on 24/32/48/80/141 GB at 128k and 1M tokens with 8 forks',
     return `${p.fits ? 'fits' : 'no'} ${p.quantization} ${p.offloadedLayers.length}`;
   };
   // 128k, everything but the weights at a 4096 slice: 1,996,488,704 + 44,892,160 + 828,899,328 + 5,779,857,696 = 8,650,137,888.
-  //   141 GB: bf16 98.28 + 8.65 = 106.93 GB ≤ 133.95.  80 GB: bf16 no; fp8 50.05 + 8.65 = 58.70 ≤ 76.
-  //   48 GB: fp8 58.70 > 45.6; int4 26.51 + 8.65 = 35.16 ≤ 45.6.
-  //   32 GB (30.4 usable): int4 35.16 no; at 512-token slices (workspace 2,343,790,880) everything but the weights is
+  //   141 GB: bf16 98.28 + 8.65 = 106.93 GB ≤ 133.95.  80 GB: bf16 no; fp8 50.08 + 8.65 = 58.73 ≤ 76.
+  //   48 GB: fp8 58.73 > 45.6; int4 26.55 + 8.65 = 35.20 ≤ 45.6.
+  //   32 GB (30.4 usable): int4 35.20 no; at 512-token slices (workspace 2,343,790,880) everything but the weights is
   //     5,214,071,072. Offloading adds the staging buffer of one layer's experts (934,281,216) once and takes
-  //     934,281,216 per layer: 26,507,181,824 + 934,281,216 + 5,214,071,072 = 32,655,534,112 − k × 934,281,216:
-  //     2 layers → 30,786,971,680 no, 3 → 29,852,690,464 ≤ 30.4e9.
-  //   24 GB (22.8 usable): 10 layers → 23,312,721,952 no; 11 → 22,378,440,736 fits, at 512 only: the 1024-token
-  //     workspace (below) adds 490,866,688 → 22,869,307,424 > 22.8e9.
+  //     934,281,216 per layer: 26,550,763,264 + 934,281,216 + 5,214,071,072 = 32,699,115,552 − k × 934,281,216:
+  //     2 layers → 30,830,553,120 no, 3 → 29,896,271,904 ≤ 30.4e9.
+  //   24 GB (22.8 usable): 10 layers → 23,356,303,392 no; 11 → 22,422,022,176 fits, at 512 only: the 1024-token
+  //     workspace (below) adds 490,866,688 → 22,912,888,864 > 22.8e9.
   assert.equal(pick(131_072, 141), 'fits none 0');
   assert.equal(pick(131_072, 80), 'fits fp8 0');
   assert.equal(pick(131_072, 48), 'fits int4 0');
@@ -182,12 +185,12 @@ test('what auto picks on 24/32/48/80/141 GB at 128k and 1M tokens with 8 forks',
   //   sampling 53,477,408 → 2,834,657,568.
   assert.equal(prefillWorkspaceBytes(c, 1024, true), 2_834_657_568);
   // 1M, everything but the weights at 4096: 9,395,240,960 + 44,892,160 + 828,899,328 + 5,779,857,696 = 16,048,890,144.
-  //   141: bf16 114.33 ≤ 133.95.  80: fp8 50,046,009,088 + 16,048,890,144 = 66,094,899,232 ≤ 76e9.
-  //   48 (45.6): int4 26,507,181,824 + 16,048,890,144 = 42,556,071,968 ≤ 45.6e9.
-  //   At 512 slices the rest is 12,612,823,328; with the staging buffer 26,507,181,824 + 934,281,216 + 12,612,823,328
-  //     = 40,054,286,368 − k × 934,281,216.
-  //   32 (30.4): 10 layers → 30,711,474,208 no; 11 → 29,777,192,992 ≤ 30.4e9.
-  //   24 (22.8): 18 layers → 23,237,224,480 no; 19 → 22,302,943,264 ≤ 22.8e9.
+  //   141: bf16 114.33 ≤ 133.95.  80: fp8 50,075,139,840 + 16,048,890,144 = 66,124,029,984 ≤ 76e9.
+  //   48 (45.6): int4 26,550,763,264 + 16,048,890,144 = 42,599,653,408 ≤ 45.6e9.
+  //   At 512 slices the rest is 12,612,823,328; with the staging buffer 26,550,763,264 + 934,281,216 + 12,612,823,328
+  //     = 40,097,867,808 − k × 934,281,216.
+  //   32 (30.4): 10 layers → 30,755,055,648 no; 11 → 29,820,774,432 ≤ 30.4e9.
+  //   24 (22.8): 18 layers → 23,280,805,920 no; 19 → 22,346,524,704 ≤ 22.8e9.
   assert.equal(pick(1_048_576, 141), 'fits none 0');
   assert.equal(pick(1_048_576, 80), 'fits fp8 0');
   assert.equal(pick(1_048_576, 48), 'fits int4 0');
@@ -198,32 +201,32 @@ test('what auto picks on 24/32/48/80/141 GB at 128k and 1M tokens with 8 forks',
 test('offloading moves the last MoE layers\' experts to the host', async () => {
   const p = planMemory(await published(), request(1_048_576, 24));
   assert.deepEqual(p.offloadedLayers, [8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26]);
-  // 19 × 934,281,216 = 17,751,343,104; 26,507,181,824 − 17,751,343,104 = 8,755,838,720 on the GPU.
+  // 19 × 934,281,216 = 17,751,343,104; 26,550,763,264 − 17,751,343,104 = 8,799,420,160 on the GPU.
   assert.equal(p.host.experts, 17_751_343_104);
-  assert.equal(p.gpu.weights, 8_755_838_720);
-  // 1024-token slices fit: 8,755,838,720 + 9,395,240,960 + 44,892,160 + 828,899,328 + 2,834,657,568 + staging 934,281,216
-  //   = 22,793,809,952 ≤ 22.8e9 (2048 needs more: its hidden rows alone add 18,874,368).
-  assert.equal(p.sliceTokens, 1024);
-  assert.equal(p.gpu.total, 22_793_809_952);
+  assert.equal(p.gpu.weights, 8_799_420_160);
+  // 1024-token slices do not fit: 8,799,420,160 + 9,395,240,960 + 44,892,160 + 828,899,328 + 2,834,657,568
+  //   + staging 934,281,216 = 22,837,391,392 > 22.8e9; 512-token ones do: the workspace 2,343,790,880 instead of
+  //   2,834,657,568 gives 22,346,524,704.
+  assert.equal(p.sliceTokens, 512);
+  assert.equal(p.gpu.total, 22_346_524_704);
 });
 
 test('a plan that does not fit says what to change, with numbers', async () => {
   const c = await published();
   const p = planMemory(c, request(1_048_576, 14));
   assert.equal(p.fits, false);
-  // int4, every expert offloaded (2,215,870,208 of weights), 512-token slices, the staging buffer 934,281,216:
-  //   2,215,870,208 + 9,395,240,960 + 44,892,160 + 828,899,328 + 2,343,790,880 + 934,281,216 = 15,762,974,752 > 13.3e9 usable.
-  // Largest context: all but the cache granules is 2,215,870,208 + 7 × 134,217,728 + 44,892,160 + 828,899,328
-  //   + 2,343,790,880 + 934,281,216 = 7,307,257,888, leaving 5,992,742,112 / 7 = 856,106,016 per layer: 408 granules
-  //   (855,638,016). 742,741 × 1152 = 855,637,632 fits them, 742,742 × 1152 = 855,638,784 does not; in 1024-token
-  //   steps: 742,400.
-  // Fewer forks do not help: 0 forks still need 15,762,974,752 − 828,899,328 = 14,934,075,424.
-  // A bigger GPU: 15,762,974,752 / 0.95 = 16,592,605,002 → rounded up to 10 MB: 16.60 GB.
+  // int4, every expert offloaded (2,259,451,648 of weights), 512-token slices, the staging buffer 934,281,216:
+  //   2,259,451,648 + 9,395,240,960 + 44,892,160 + 828,899,328 + 2,343,790,880 + 934,281,216 = 15,806,556,192 > 13.3e9 usable.
+  // Largest context: all but the cache granules is 2,259,451,648 + 7 × 134,217,728 + 44,892,160 + 828,899,328
+  //   + 2,343,790,880 + 934,281,216 = 7,350,839,328, leaving 5,949,160,672 / 7 = 849,880,096 per layer: 405 granules
+  //   (849,346,560), exactly 737,280 rows of 1152 bytes, a multiple of 1024.
+  // Fewer forks do not help: 0 forks still need 15,806,556,192 − 828,899,328 = 14,977,656,864.
+  // A bigger GPU: 15,806,556,192 / 0.95 = 16,638,480,202 → rounded up to 10 MB: 16.64 GB.
   assert.equal(
     p.advice,
-    'does not fit: needs 15.76 GB at int4, but 13.30 GB of 14.00 GB is usable. Change one of: fewer tokens: at most 742400 fit at int4 (--context 742400); a bigger GPU: at least 16.60 GB.',
+    'does not fit: needs 15.81 GB at int4, but 13.30 GB of 14.00 GB is usable. Change one of: fewer tokens: at most 737280 fit at int4 (--context 737280); a bigger GPU: at least 16.64 GB.',
   );
-  assert.equal(largestContext(c, { forks: 8, quantization: 'auto', gpuMemory: 14 * GB }), 742_400);
+  assert.equal(largestContext(c, { forks: 8, quantization: 'auto', gpuMemory: 14 * GB }), 737_280);
 });
 
 test('an explicit scheme that does not fit points at a lighter scheme and fewer forks', async () => {
@@ -231,19 +234,19 @@ test('an explicit scheme that does not fit points at a lighter scheme and fewer 
   // 9 GB (8.55e9 usable), 128k, bf16, 8 forks. bf16 experts stay on the GPU (the CPU kernels run FP8/INT8/INT4 only),
   //   so the smallest arrangement is 512-token slices: 98,278,444,544 + 1,996,488,704 + 44,892,160 + 828,899,328
   //   + 2,343,790,880 = 103,492,515,616 > 8.55e9. Without forks 102,663,616,288 > 8.55e9: no forks advice.
-  //   fp8 and int8 (1 byte per weight), every expert offloaded: 50,046,009,088 − 26 × 1,816,395,776 = 2,819,718,912
-  //   + 5,214,071,072 + staging 1,816,395,776 = 9,850,185,760 > 8.55e9. int4: 2,215,870,208 + 5,214,071,072 + 934,281,216
-  //   = 8,364,222,496 ≤ 8.55e9 (25 layers would add 0.93 GB).
+  //   fp8 and int8 (1 byte per weight), every expert offloaded: 50,075,139,840 − 26 × 1,816,395,776 = 2,848,849,664
+  //   + 5,214,071,072 + staging 1,816,395,776 = 9,879,316,512 > 8.55e9. int4: 2,259,451,648 + 5,214,071,072 + 934,281,216
+  //   = 8,407,803,936 ≤ 8.55e9 (25 layers would add 0.93 GB).
   const p = planMemory(c, request(131_072, 9, { quantization: 'none' }));
   assert.equal(p.fits, false);
   assert.equal(p.quantization, 'none');
   assert.deepEqual(p.offloadedLayers, []);
   assert.equal(p.gpu.total, 103_492_515_616);
   assert.match(p.advice, /^does not fit: needs 103\.49 GB at none/);
-  assert.match(p.advice, /a quantized model: --quantization int4 needs 8\.36 GB with the experts of 26 layers in host memory/);
+  assert.match(p.advice, /a quantized model: --quantization int4 needs 8\.41 GB with the experts of 26 layers in host memory/);
   assert.doesNotMatch(p.advice, /fewer forks/);
-  // 16 GB (15.2e9 usable), 1M, int4, every expert offloaded: 8 forks 15,762,974,752 no; k forks
-  //   14,934,075,424 + k × 103,612,416: 3 → 15,244,912,672 no, 2 → 15,141,300,256 ≤ 15.2e9 → "--forks 2".
+  // 16 GB (15.2e9 usable), 1M, int4, every expert offloaded: 8 forks 15,806,556,192 no; k forks
+  //   14,977,656,864 + k × 103,612,416: 3 → 15,288,494,112 no, 2 → 15,184,881,696 ≤ 15.2e9 → "--forks 2".
   const f = planMemory(c, request(1_048_576, 16, { quantization: 'int4' }));
   assert.equal(f.fits, false);
   assert.match(f.advice, /fewer forks: --forks 2/);
