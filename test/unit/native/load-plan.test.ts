@@ -80,7 +80,7 @@ test('auto plans unquantized weights where they fit and the least quantization t
   const c = await loadConfigFile(CONFIG);
   assert.deepEqual(CUDA_SCHEMES, ['none', 'fp8', 'int8', 'int4']);
   assert.equal(planLoad(c, { quantization: 'auto', contextTokens: 4096 }, facts(141e9, c)).quantization, 'none');
-  // 80 GB: bf16 (98.28 GB) does not fit, fp8 (50.05 GB + 8.65 GB at 128k) does.
+  // 80 GB: bf16 (98.28 GB) does not fit, fp8 (50.08 GB + 8.65 GB at 128k) does.
   assert.equal(planLoad(c, { quantization: 'auto', contextTokens: 131_072 }, facts(80e9, c)).quantization, 'fp8');
   // The GPU-free plan (klc plan) chooses the same on every card size.
   for (const gb of [24, 32, 40, 48, 80, 141]) {
