@@ -22,7 +22,7 @@ extern "C" {
 #define KLC_API __attribute__((visibility("default")))
 #endif
 
-#define KLC_ABI_VERSION 12
+#define KLC_ABI_VERSION 13
 
 enum {
   KLC_OK = 0,
@@ -300,8 +300,9 @@ KLC_API int klc_wq_quantize_bf16(klc_ctx *ctx, const void *w, int N, int K, int 
                                  int scales_f32);
 /* klc_moe_experts with quantized experts: w13 is [E * 2I, d] (per expert W1 rows then W3 rows), w2
  * [E * d, I]. Few (token, expert) pairs (as klc_moe_experts' small-batch path: T * k <= 128, T <= 32)
- * read the chosen experts' codes straight from idx on the GPU; otherwise every expert is dequantized
- * into `dense` (klc_moe_dense_bytes(), bf16 or fp32 per dense_f32) and klc_moe_experts runs on it.
+ * read the chosen experts' codes straight from idx on the GPU; otherwise the experts are dequantized
+ * into `dense` (klc_moe_dense_bytes()) and multiplied there: 32 at a time in bf16 on tensor cores
+ * (dense_f32 = 0, which needs them on), all at once in fp32 for the exact kernels (dense_f32 = 1).
  * ws holds klc_moe_workspace_bytes(). */
 KLC_API size_t klc_moe_dense_bytes(int d, int I, int E, int dense_f32);
 KLC_API int klc_moe_experts_wq(klc_ctx *ctx, const float *x, const int32_t *idx, const float *w, const klc_wq *w13,

@@ -786,6 +786,16 @@ int klc_moe_experts(klc_ctx *ctx, const float *x, const int32_t *idx, const floa
     return fail(KLC_E_ARG, "klc_moe_experts: bad pointers or shape");
   if (ws_bytes < klc_moe_workspace_bytes(T, d, I, E, k))
     return fail(KLC_E_ARG, "klc_moe_experts: workspace smaller than klc_moe_workspace_bytes()");
+  return klc::moe_experts(ctx, x, idx, w, w13, w2, out, ws, T, d, I, E, k, w_f32, MoeGroups{E, nullptr, nullptr});
+}
+
+}  // extern "C"
+
+namespace klc {
+
+int moe_experts(klc_ctx *ctx, const float *x, const int32_t *idx, const float *w, const void *w13, const void *w2, float *out, void *ws,
+                int T, int d, int I, int E, int k, int w_f32, const MoeGroups &groups) {
+  int rc = KLC_OK;
   const int n = T * k;
   const size_t rows = n + (size_t)BM * std::min(E, n);
   char *p = static_cast<char *>(ws);
@@ -800,15 +810,16 @@ int klc_moe_experts(klc_ctx *ctx, const float *x, const int32_t *idx, const floa
   p += align256(sizeof(float) * rows * I);
   float *ybuf = reinterpret_cast<float *>(p);
   // Few pairs (decode): the chosen experts' weights are read once, straight from idx on the GPU.
-  if (!w_f32 && moe_small_wanted(T, k, d, I, x, w13, w2, gu)) return moe_small(ctx, x, idx, w, w13, w2, out, gu, T, d, I, k);
+  if (!w_f32 && !groups.load && moe_small_wanted(T, k, d, I, x, w13, w2, gu)) return moe_small(ctx, x, idx, w, w13, w2, out, gu, T, d, I, k);
   moe_sort_kernel<<<1, 1024, 0, ctx->stream>>>(idx, n, E, off, tiles, cursor, pos, tok, k);
   if ((rc = launched("the MoE token sort"))) return rc;
   if (!w_f32 && ctx->tensor_cores) {
     // The bf16 copies fit in the fp32 buffers they stand for: gathered rows in ybuf (free until
     // the down projections), SwiGLU outputs in hbuf.
-    const MoeTc m{x, idx, w, off, tiles, pos, tok, w13, w2, gu, ybuf, hbuf, ybuf, ptrs, out, T, k, d, I, E, BM};
+    const MoeTc m{x, idx, w, off, tiles, pos, tok, w13, w2, gu, ybuf, hbuf, ybuf, ptrs, out, T, k, d, I, E, BM, groups.size, groups.load, groups.arg};
     return tc_moe(ctx, m);
   }
+  if (groups.load) return fail(KLC_E_ARG, "the MoE experts load by groups only on tensor cores");
   // At most n / 64 + E row tiles exist; surplus CTAs leave at once.
   const int max_tiles = (n + BM - 1) / BM + E;
   if (max_tiles > 65535) return fail(KLC_E_ARG, "klc_moe_experts: too many tokens in one call; pass fewer rows");
@@ -826,4 +837,4 @@ int klc_moe_experts(klc_ctx *ctx, const float *x, const int32_t *idx, const floa
   return launched("the MoE combine");
 }
 
-}  // extern "C"
+}  // namespace klc

@@ -193,53 +193,66 @@ int tc_moe(klc_ctx *ctx, const MoeTc &m) {
   if (e == cudaSuccess) e = cudaStreamSynchronize(ctx->stream);
   if (e != cudaSuccess) return fail_cuda(e, "reading the MoE group sizes");
   const int *tiles = host.data() + (E + 1);
-  const int padded = tiles[E] * m.tile;
-  // Experts in order of tile count; each run of equal counts is one batched GEMM.
-  std::vector<int> order;
-  for (int g = 0; g < E; ++g)
-    if (tiles[g + 1] > tiles[g]) order.push_back(g);
-  std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return tiles[a + 1] - tiles[a] < tiles[b + 1] - tiles[b]; });
-  const int used = (int)order.size();
   const size_t d = m.d, I = m.I;
   const bf16 *xs = static_cast<const bf16 *>(m.xs), *hs = static_cast<const bf16 *>(m.hs);
   const bf16 *w13 = static_cast<const bf16 *>(m.w13), *w2 = static_cast<const bf16 *>(m.w2);
-  // Six pointer lists of `used` entries: up (W13, xs, gu) and down (W2, hs, ys).
-  std::vector<const void *> list(6 * (size_t)used);
-  for (int j = 0; j < used; ++j) {
-    const int g = order[j];
-    const size_t row = (size_t)tiles[g] * m.tile;
-    list[0 * used + j] = w13 + (size_t)g * 2 * I * d;
-    list[1 * used + j] = xs + row * d;
-    list[2 * used + j] = m.gu + row * 2 * I;
-    list[3 * used + j] = w2 + (size_t)g * d * I;
-    list[4 * used + j] = hs + row * I;
-    list[5 * used + j] = m.ys + row * d;
-  }
-  e = cudaMemcpyAsync(m.ptrs, list.data(), sizeof(void *) * list.size(), cudaMemcpyHostToDevice, ctx->stream);
-  if (e != cudaSuccess) return fail_cuda(e, "uploading the MoE GEMM pointers");
   gather_bf16_kernel<<<n, 256, 0, ctx->stream>>>(m.x, m.tok, m.off, m.tiles, E, m.tile, static_cast<bf16 *>(m.xs), m.d);
   int rc = launched("gathering the MoE rows");
-  void *const *P = m.ptrs;
-  auto in = [&](int list, int j0) { return const_cast<const void *const *>(P + list * used + j0); };
-  auto res = [&](int list, int j0) { return reinterpret_cast<float *const *>(P + list * used + j0); };
-  auto runs = [&](int which) {  // which = 0: up projections, 3: down projections
-    int r = KLC_OK;
-    for (int j0 = 0; j0 < used && !r;) {
-      const int c = tiles[order[j0] + 1] - tiles[order[j0]];
-      int j1 = j0;
-      while (j1 < used && tiles[order[j1] + 1] - tiles[order[j1]] == c) ++j1;
-      const int M = c * m.tile;
-      r = which == 0 ? gemm_bf16_nt_ptrs(ctx, in(1, j0), m.d, in(0, j0), m.d, res(2, j0), 2 * m.I, M, 2 * m.I, m.d, j1 - j0)
-                     : gemm_bf16_nt_ptrs(ctx, in(4, j0), m.I, in(3, j0), m.I, res(5, j0), m.d, M, m.d, m.I, j1 - j0);
-      j0 = j1;
+  const int group = m.group > 0 && m.group < E ? m.group : E;
+  // Each group's pointer lists get their own room (6 per expert from 6 * e0), so a list is never
+  // rewritten while GEMMs queued before may still read it. The gathered rows (bf16, half a row of
+  // ys each) may share ys's buffer: groups run from the last expert down, so a group's down
+  // projections write ys rows r >= r0 (bytes from 4d·r0), where no gathered row below r0 (bytes
+  // below 2d·r0) lies, and only after its own up projections have read its gathered rows.
+  std::vector<const void *> list;
+  for (int e0 = (E - 1) / group * group; e0 >= 0 && !rc; e0 -= group) {
+    const int e1 = std::min(E, e0 + group);
+    // The group's experts that have rows, in order of tile count; each run of equal counts is one batched GEMM.
+    std::vector<int> order;
+    for (int g = e0; g < e1; ++g)
+      if (tiles[g + 1] > tiles[g]) order.push_back(g);
+    if (order.empty()) continue;
+    if (m.load && (rc = m.load(ctx, m.load_arg, e0, e1))) break;
+    std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return tiles[a + 1] - tiles[a] < tiles[b + 1] - tiles[b]; });
+    const int used = (int)order.size();
+    // Six pointer lists of `used` entries: up (W13, xs, gu) and down (W2, hs, ys).
+    list.assign(6 * (size_t)used, nullptr);
+    for (int j = 0; j < used; ++j) {
+      const int g = order[j];
+      const size_t row = (size_t)tiles[g] * m.tile;
+      list[0 * used + j] = w13 + (size_t)(g - e0) * 2 * I * d;
+      list[1 * used + j] = xs + row * d;
+      list[2 * used + j] = m.gu + row * 2 * I;
+      list[3 * used + j] = w2 + (size_t)(g - e0) * d * I;
+      list[4 * used + j] = hs + row * I;
+      list[5 * used + j] = m.ys + row * d;
     }
-    return r;
-  };
-  if (!rc) rc = runs(0);
+    void **P = m.ptrs + 6 * (size_t)e0;
+    e = cudaMemcpyAsync(P, list.data(), sizeof(void *) * list.size(), cudaMemcpyHostToDevice, ctx->stream);
+    if (e != cudaSuccess) return fail_cuda(e, "uploading the MoE GEMM pointers");
+    auto in = [&](int l, int j0) { return const_cast<const void *const *>(P + l * used + j0); };
+    auto res = [&](int l, int j0) { return reinterpret_cast<float *const *>(P + l * used + j0); };
+    auto runs = [&](int which) {  // which = 0: up projections, 3: down projections
+      int r = KLC_OK;
+      for (int j0 = 0; j0 < used && !r;) {
+        const int c = tiles[order[j0] + 1] - tiles[order[j0]];
+        int j1 = j0;
+        while (j1 < used && tiles[order[j1] + 1] - tiles[order[j1]] == c) ++j1;
+        const int M = c * m.tile;
+        r = which == 0 ? gemm_bf16_nt_ptrs(ctx, in(1, j0), m.d, in(0, j0), m.d, res(2, j0), 2 * m.I, M, 2 * m.I, m.d, j1 - j0)
+                       : gemm_bf16_nt_ptrs(ctx, in(4, j0), m.I, in(3, j0), m.I, res(5, j0), m.d, M, m.d, m.I, j1 - j0);
+        j0 = j1;
+      }
+      return r;
+    };
+    if ((rc = runs(0))) break;
+    // The group's experts own the padded rows [tiles[e0], tiles[e1]) tiles: SwiGLU over those alone.
+    const size_t r0 = (size_t)tiles[e0] * m.tile, rows = (size_t)(tiles[e1] - tiles[e0]) * m.tile;
+    silu_mul_bf16_kernel<<<blocks_for(rows * I), 256, 0, ctx->stream>>>(m.gu + r0 * 2 * I, static_cast<bf16 *>(m.hs) + r0 * I, (int)rows, m.I);
+    if ((rc = launched("the MoE SwiGLU"))) break;
+    rc = runs(3);
+  }
   if (rc) return rc;
-  silu_mul_bf16_kernel<<<blocks_for((size_t)padded * I), 256, 0, ctx->stream>>>(m.gu, static_cast<bf16 *>(m.hs), padded, m.I);
-  if ((rc = launched("the MoE SwiGLU"))) return rc;
-  if ((rc = runs(3))) return rc;
   combine_padded_kernel<<<m.T, 256, sizeof(int) * m.k, ctx->stream>>>(m.ys, m.idx, m.pos, m.off, m.tiles, m.w, m.out, m.d, m.k,
                                                                        m.tile);
   return launched("the MoE combine");

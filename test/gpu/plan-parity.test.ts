@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { loadConfig, parseConfig, type KimiConfig } from '../../src/engine/model/config';
 import { loadCudaBackend } from '../../src/engine/backends/cuda/loader';
 import { mlaScratchBytes, moeScratchBytes, SAMPLE_ROWS, sampleScratchBytes } from '../../src/engine/plan/workspace';
+import { moeDenseBytes } from '../../src/engine/backends/cuda/device-weights';
 
 /** Run from the repository root (the bundle lives in .device/, so __dirname does not lead there). */
 const ROOT = process.cwd();
@@ -18,7 +19,7 @@ async function configs(): Promise<[string, KimiConfig][]> {
   return [['48B', published], ['tiny', await loadConfig(process.env.KLC_TINY_MODEL ?? join(ROOT, 'assets', 'tiny-model'))]];
 }
 
-test('MoE, MLA and sampling scratch: the plan against the native library', async (t) => {
+test('MoE, MLA and sampling scratch and the MoE dequantization buffer: the plan against the native library', async (t) => {
   const cuda = loadCudaBackend();
   if (!cuda.ok) {
     t.skip(`no GPU: ${cuda.reason}`);
@@ -33,6 +34,10 @@ test('MoE, MLA and sampling scratch: the plan against the native library', async
         assert.equal(moeScratchBytes(c, T), moe, `${name} MoE scratch at T=${T}`);
         const mla = native.mlaWorkspaceBytes(ctx, 2 * T * c.mla.numHeads + 32 * 256, c.mla.kvLoraRank, 1);
         assert.equal(mlaScratchBytes(c, T), mla, `${name} MLA scratch at T=${T}`);
+      }
+      for (const f32 of [false, true]) {
+        const dense = native.moeDenseBytes(ctx, c.hiddenSize, c.moe.intermediateSize, c.moe.numExperts, f32 ? 1 : 0);
+        assert.equal(moeDenseBytes(c, f32), dense, `${name} quantized experts' dequantization buffer (${f32 ? 'fp32' : 'bf16'})`);
       }
       const sampling = native.sampleWorkspaceBytes(ctx, SAMPLE_ROWS, c.vocabSize) + SAMPLE_ROWS * 4;
       const bound = sampleScratchBytes(c);

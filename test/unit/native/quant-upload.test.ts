@@ -10,6 +10,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { rmSync } from 'node:fs';
+import { join } from 'node:path';
 import { deviceWeightBytes, isQuant, uploadWeights, type AtLoad, type Mat } from '../../../src/engine/backends/cuda/device-weights';
 import { stagingLayout } from '../../../src/engine/backends/cuda/host-experts';
 import { cudaPlan } from '../../../src/engine/backends/cuda/load-plan';
@@ -17,7 +18,8 @@ import { isUserError } from '../../../src/common/errors';
 import { USABLE_FRACTION } from '../../../src/engine/plan/memory-plan';
 import type { DevicePtr, NativeContext, NativeKlc, NativeWq } from '../../../src/engine/backends/cuda/loader';
 import { Checkpoint } from '../../../src/engine/model/checkpoint';
-import { loadConfig, type KimiConfig } from '../../../src/engine/model/config';
+import { loadConfig, loadConfigFile, type KimiConfig } from '../../../src/engine/model/config';
+import { DummyWeights } from '../../../src/engine/model/dummy-weights';
 import { atLoadTargets, quantizeAtLoad } from '../../../src/engine/model/quant/at-load';
 import { presetScheme, SCHEME_OF } from '../../../src/engine/model/quant/presets';
 import { kdaNames, mlaNames, moeNames, mlpNames } from '../../../src/engine/model/weight-names';
@@ -208,6 +210,16 @@ test('int4 at load: the packed codes and scales on the device are the reference 
     const { numExperts: E, intermediateSize: I } = cfg.moe;
     assert.equal(planned.dense, E * 3 * I * cfg.hiddenSize * 4);
   });
+});
+
+test('on tensor cores the 48B model\'s quantized experts are dequantized 32 at a time: the buffer holds 32 experts in bf16, not 256', async () => {
+  const cfg = await loadConfigFile(join(__dirname, '..', '..', '..', 'assets', 'configs', 'kimi-linear-48b-a3b-instruct.json'));
+  const ckpt = new DummyWeights(cfg, 0, 'kimi-linear-48b-a3b-instruct.json');
+  const atLoad: AtLoad = { scheme: presetScheme(SCHEME_OF.int4), targets: atLoadTargets(cfg) };
+  // 32 experts: W13 32·2·1024·2304·2 B = 301,989,888 (a multiple of 256), W2 32·2304·1024·2 B = 150,994,944.
+  assert.equal((await deviceWeightBytes(cfg, ckpt, atLoad, false)).dense, 452_984_832);
+  // Exact mode keeps all 256 in fp32: 256·3·1024·2304·4 B.
+  assert.equal((await deviceWeightBytes(cfg, ckpt, atLoad, true)).dense, 7_247_757_312);
 });
 
 test('fp8 at load: one E4M3 byte per weight and one scale per row on the device, the reference backend\'s weights; the plan counts the bytes uploaded', async () => {

@@ -494,22 +494,36 @@ export interface DeviceWeightBytes {
   weights: WeightBytes;
   /**
    * The dense buffer quantized weights are dequantized into for prefill (CudaBackend.dense): the
-   * largest quantized matrix, or every routed expert of one layer (klc_moe_dense_bytes) when they
-   * are quantized; bf16, or fp32 when `denseF32`. 0 without quantized weights.
+   * largest quantized matrix, or the routed experts of one layer when they are quantized
+   * (klc_moe_dense_bytes: MOE_DENSE_GROUP of them in bf16, all in fp32); bf16, or fp32 when
+   * `denseF32`. 0 without quantized weights.
    */
   dense: number;
   /** Whether the routed experts are quantized (INT4/INT8/FP8), so that they may be offloaded. */
   quantExperts: boolean;
 }
 
+/** Quantized experts dequantized to bf16 at a time for a prefill slice's MoE (native/src/moe_small_wq.cu MOE_DENSE_GROUP). */
+export const MOE_DENSE_GROUP = 32;
+
 /** The device bytes of these weights as uploadWeights would place them, without reading any. */
 export async function deviceWeightBytes(cfg: KimiConfig, ckpt: WeightSource, atLoad: AtLoad | null, denseF32: boolean): Promise<DeviceWeightBytes> {
   const sizer = new Sizer(ckpt, atLoad, cfg.numLayers);
   await place(sizer, cfg);
   const el = denseF32 ? 4 : 2;
-  const { hiddenSize: d } = cfg;
-  const { numExperts: E, intermediateSize: I } = cfg.moe;
-  // As klc_moe_dense_bytes: [E, 2I, d] from a 256-byte boundary, then [E, d, I].
-  const experts = sizer.quantExperts ? Math.ceil((E * 2 * I * d * el) / 256) * 256 + E * d * I * el : 0;
+  const experts = sizer.quantExperts ? moeDenseBytes(cfg, denseF32) : 0;
   return { weights: { resident: sizer.resident, experts: sizer.experts }, dense: Math.max(sizer.largestQuant * el, experts), quantExperts: sizer.quantExperts };
+}
+
+/**
+ * As klc_moe_dense_bytes: quantized routed experts dequantized for a prefill slice, [G, 2I, d] from
+ * a 256-byte boundary, then [G, d, I], for G experts: MOE_DENSE_GROUP in bf16 on tensor cores,
+ * every expert in fp32 in exact mode.
+ */
+export function moeDenseBytes(cfg: KimiConfig, denseF32: boolean): number {
+  const el = denseF32 ? 4 : 2;
+  const d = cfg.hiddenSize;
+  const { numExperts: E, intermediateSize: I } = cfg.moe;
+  const G = denseF32 ? E : Math.min(E, MOE_DENSE_GROUP);
+  return Math.ceil((G * 2 * I * d * el) / 256) * 256 + G * d * I * el;
 }
