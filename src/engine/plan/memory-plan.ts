@@ -38,6 +38,14 @@ export const FORK_RESERVE_TOKENS = 4096;
 /** Prefill slices tried from the longest: 4096 tokens fill an H100's tensor cores at the real widths. */
 export const SLICE_CHOICES: readonly number[] = [4096, 2048, 1024, 512];
 /**
+ * The shortest slice worth offloading another layer's experts for: every slice dequantizes (and,
+ * offloaded, copies to the GPU) all routed experts of each quantized MoE layer however few tokens
+ * it has, so at 512 tokens that cost per token is twice 1024's. On an H100 at 128k under a 32 GB
+ * cap, 3 layers offloaded at 512-token slices prefilled 1,233 tok/s against 1,901 with 7 at 1024
+ * (test/gpu/results/round-h100-2026-12-06e).
+ */
+export const MIN_OFFLOAD_SLICE = 1024;
+/**
  * The share of the cap the plan may fill: the CUDA context, cuBLAS's own workspaces and
  * fragmentation take the rest.
  */
@@ -220,7 +228,9 @@ class Planner {
 
   /**
    * Candidates from the most to the least wanted: unquantized before quantized (auto goes none →
-   * fp8 → int8 → int4, offloading only at int4), no offload before offload, long slices first.
+   * fp8 → int8 → int4, offloading only at int4), no offload before offload, long slices first;
+   * where layers may be offloaded, slices shorter than MIN_OFFLOAD_SLICE only after every offload
+   * count at longer ones.
    */
   candidates(choice: QuantizationChoice): Candidate[] {
     const schemes = choice === 'auto' ? (this.req.schemes ?? QUANTIZATIONS) : [choice];
@@ -229,7 +239,11 @@ class Planner {
     for (const [i, quantization] of schemes.entries()) {
       const offload = this.req.offload ?? quantization !== 'none';
       const maxOffload = i === schemes.length - 1 && offload ? this.moeLayers.length : 0;
-      for (let offload = 0; offload <= maxOffload; offload++) for (const slice of slices) out.push({ quantization, offload, slice });
+      const first = maxOffload > 0 ? slices.filter((s) => s >= MIN_OFFLOAD_SLICE) : slices;
+      const last = slices.filter((s) => !first.includes(s));
+      for (const group of [first, last]) {
+        for (let offload = 0; offload <= maxOffload; offload++) for (const slice of group) out.push({ quantization, offload, slice });
+      }
     }
     return out;
   }

@@ -105,23 +105,24 @@ test('bad budgets are user errors', async () => {
 
 test('INT4 on a card too small for every expert: the last MoE layers\' experts are planned in host memory and the figures say so', async () => {
   const c = await loadConfigFile(CONFIG);
-  // 128k tokens, 8 forks, a 24 GB cap (22.8e9 usable): the plan test's 11 offloaded layers at 512-token slices
-  // (22,422,022,176, including the 934,281,216-byte staging buffer), layers 16–26; 11 × 934,281,216 = 10,277,093,376
+  // 128k tokens, 8 forks, a 24 GB cap (22.8e9 usable): the plan test's 12 offloaded layers at 1024-token slices
+  // (21,978,607,648, including the 934,281,216-byte staging buffer), layers 15–26; 12 × 934,281,216 = 11,211,374,592
   // in host memory.
   const plan = planLoad(c, { quantization: 'int4', contextTokens: 131_072, gpuMemory: 24e9, log: () => {} }, facts(80e9, c));
-  assert.deepEqual(plan.offloadedLayers, [16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26]);
-  assert.equal(plan.gpu.total, 22_422_022_176);
-  assert.equal(plan.host.experts, 10_277_093_376);
-  assert.match(planFigures(plan), /= 22\.42 GB, with the routed experts of 11 layers \(10\.28 GB\) in host memory$/);
+  assert.deepEqual(plan.offloadedLayers, [15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26]);
+  assert.equal(plan.gpu.total, 21_978_607_648);
+  assert.equal(plan.host.experts, 11_211_374_592);
+  assert.match(planFigures(plan), /= 21\.98 GB, with the routed experts of 12 layers \(11\.21 GB\) in host memory$/);
   // FP8 experts are offloaded too (1 byte per weight: 1,816,395,776 per layer, weights 50,075,139,840): on the same cap
-  //   50,075,139,840 − 19 × 1,816,395,776 + staging 1,816,395,776 + 5,214,071,072 (the rest at 512-token slices)
-  //   = 22,594,086,944 ≤ 22.8e9; 18 layers 24,410,482,720 and 1024-token slices (+490,866,688) do not fit.
+  //   50,075,139,840 − 20 × 1,816,395,776 + staging 1,816,395,776 + 5,704,937,760 (the rest at 1024-token slices)
+  //   = 21,268,557,856 ≤ 22.8e9, and 2048-token slices (+981,733,376) still fit: 22,250,291,232. 19 layers
+  //   (23,084,953,632 at 1024) fit only at 512-token slices, tried after 1024 at every count.
   const fp8 = planLoad(c, { quantization: 'fp8', contextTokens: 131_072, gpuMemory: 24e9, log: () => {} }, facts(80e9, c));
-  assert.deepEqual(fp8.offloadedLayers, Array.from({ length: 19 }, (_, i) => 8 + i));
-  assert.deepEqual([fp8.gpu.total, fp8.host.experts, fp8.sliceTokens], [22_594_086_944, 34_511_519_744, 512]);
+  assert.deepEqual(fp8.offloadedLayers, Array.from({ length: 20 }, (_, i) => 7 + i));
+  assert.deepEqual([fp8.gpu.total, fp8.host.experts, fp8.sliceTokens], [22_250_291_232, 36_327_915_520, 2048]);
   // Unquantized experts are never offloaded (the CPU runs INT4/INT8/FP8): bf16 on the same cap is refused.
   assert.throws(() => planLoad(c, { quantization: 'none', contextTokens: 131_072, gpuMemory: 24e9, log: () => {} }, facts(80e9, c)), (e) => isUserError(e) && /does not fit/.test(e.message));
   // A stored INT4 checkpoint plans as 'none' with quantized experts: it offloads too.
   const stored = planLoad(c, { contextTokens: 131_072, gpuMemory: 24e9, log: () => {} }, facts(80e9, c, { schemes: ['none'], weights: () => ({ bytes: weightBytes(c, 'int4', 2), dense: 0 }), quantizedExperts: () => true }));
-  assert.equal(stored.offloadedLayers.length, 11);
+  assert.equal(stored.offloadedLayers.length, 12);
 });

@@ -167,18 +167,19 @@ test('what auto picks on 24/32/48/80/141 GB at 128k and 1M tokens with 8 forks',
   // 128k, everything but the weights at a 4096 slice: 1,996,488,704 + 44,892,160 + 828,899,328 + 5,779,857,696 = 8,650,137,888.
   //   141 GB: bf16 98.28 + 8.65 = 106.93 GB ≤ 133.95.  80 GB: bf16 no; fp8 50.08 + 8.65 = 58.73 ≤ 76.
   //   48 GB: fp8 58.73 > 45.6; int4 26.55 + 8.65 = 35.20 ≤ 45.6.
-  //   32 GB (30.4 usable): int4 35.20 no; at 512-token slices (workspace 2,343,790,880) everything but the weights is
-  //     5,214,071,072. Offloading adds the staging buffer of one layer's experts (934,281,216) once and takes
-  //     934,281,216 per layer: 26,550,763,264 + 934,281,216 + 5,214,071,072 = 32,699,115,552 − k × 934,281,216:
-  //     2 layers → 30,830,553,120 no, 3 → 29,896,271,904 ≤ 30.4e9.
-  //   24 GB (22.8 usable): 10 layers → 23,356,303,392 no; 11 → 22,422,022,176 fits, at 512 only: the 1024-token
-  //     workspace (below) adds 490,866,688 → 22,912,888,864 > 22.8e9.
+  //   32 GB (30.4 usable): int4 35.20 no. Offloading tries slices of 1024 tokens and more at every layer count before
+  //     512 (MIN_OFFLOAD_SLICE). At 1024-token slices (workspace 2,834,657,568, below) everything but the weights is
+  //     5,704,937,760. Offloading adds the staging buffer of one layer's experts (934,281,216) once and takes
+  //     934,281,216 per layer: 26,550,763,264 + 934,281,216 + 5,704,937,760 = 33,189,982,240 − k × 934,281,216:
+  //     2 layers → 31,321,419,808 no, 3 → 30,387,138,592 ≤ 30.4e9 (at 2048, workspace 3,816,390,944: 31,368,871,904 no).
+  //   24 GB (22.8 usable): 11 layers → 22,912,888,864 no; 12 → 21,978,607,648 fits (at 512, 11 would have:
+  //     22,422,022,176).
   assert.equal(pick(131_072, 141), 'fits none 0');
   assert.equal(pick(131_072, 80), 'fits fp8 0');
   assert.equal(pick(131_072, 48), 'fits int4 0');
   assert.equal(pick(131_072, 32), 'fits int4 3');
-  assert.equal(pick(131_072, 24), 'fits int4 11');
-  assert.equal(planMemory(c, request(131_072, 24)).gpu.workspace, 2_343_790_880 + 934_281_216);
+  assert.equal(pick(131_072, 24), 'fits int4 12');
+  assert.equal(planMemory(c, request(131_072, 24)).gpu.workspace, 2_834_657_568 + 934_281_216);
   // The 1024-token workspace: layer 137,584 × 1024 + 10,485,760 floats × 4 + 6,912 = 605,494,016; MoE (24,576 rows)
   //   68,864 + 12,288 + 201,326,592 + 100,663,296 + 226,492,416 = 528,563,456; MLA 73,728 × 2056 = 151,584,768;
   //   hidden 18,874,368 + ids 4096; staging 2^30 + 37,748,736 + 33,554,432 + 768 + 331,613,696 = 1,476,659,456;
@@ -187,28 +188,28 @@ test('what auto picks on 24/32/48/80/141 GB at 128k and 1M tokens with 8 forks',
   // 1M, everything but the weights at 4096: 9,395,240,960 + 44,892,160 + 828,899,328 + 5,779,857,696 = 16,048,890,144.
   //   141: bf16 114.33 ≤ 133.95.  80: fp8 50,075,139,840 + 16,048,890,144 = 66,124,029,984 ≤ 76e9.
   //   48 (45.6): int4 26,550,763,264 + 16,048,890,144 = 42,599,653,408 ≤ 45.6e9.
-  //   At 512 slices the rest is 12,612,823,328; with the staging buffer 26,550,763,264 + 934,281,216 + 12,612,823,328
-  //     = 40,097,867,808 − k × 934,281,216.
-  //   32 (30.4): 10 layers → 30,755,055,648 no; 11 → 29,820,774,432 ≤ 30.4e9.
-  //   24 (22.8): 18 layers → 23,280,805,920 no; 19 → 22,346,524,704 ≤ 22.8e9.
+  //   At 1024 slices the rest is 12,612,823,328 (at 512) + 490,866,688 = 13,103,690,016; with the staging buffer
+  //     26,550,763,264 + 934,281,216 + 13,103,690,016 = 40,588,734,496 − k × 934,281,216.
+  //   32 (30.4): 10 layers → 31,245,922,336 no; 11 → 30,311,641,120 ≤ 30.4e9.
+  //   24 (22.8): 19 layers → 22,837,391,392 no; 20 → 21,903,110,176 ≤ 22.8e9.
   assert.equal(pick(1_048_576, 141), 'fits none 0');
   assert.equal(pick(1_048_576, 80), 'fits fp8 0');
   assert.equal(pick(1_048_576, 48), 'fits int4 0');
   assert.equal(pick(1_048_576, 32), 'fits int4 11');
-  assert.equal(pick(1_048_576, 24), 'fits int4 19');
+  assert.equal(pick(1_048_576, 24), 'fits int4 20');
 });
 
 test('offloading moves the last MoE layers\' experts to the host', async () => {
   const p = planMemory(await published(), request(1_048_576, 24));
-  assert.deepEqual(p.offloadedLayers, [8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26]);
-  // 19 × 934,281,216 = 17,751,343,104; 26,550,763,264 − 17,751,343,104 = 8,799,420,160 on the GPU.
-  assert.equal(p.host.experts, 17_751_343_104);
-  assert.equal(p.gpu.weights, 8_799_420_160);
-  // 1024-token slices do not fit: 8,799,420,160 + 9,395,240,960 + 44,892,160 + 828,899,328 + 2,834,657,568
-  //   + staging 934,281,216 = 22,837,391,392 > 22.8e9; 512-token ones do: the workspace 2,343,790,880 instead of
-  //   2,834,657,568 gives 22,346,524,704.
-  assert.equal(p.sliceTokens, 512);
-  assert.equal(p.gpu.total, 22_346_524_704);
+  assert.deepEqual(p.offloadedLayers, [7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26]);
+  // 20 × 934,281,216 = 18,685,624,320; 26,550,763,264 − 18,685,624,320 = 7,865,138,944 on the GPU.
+  assert.equal(p.host.experts, 18_685_624_320);
+  assert.equal(p.gpu.weights, 7_865_138_944);
+  // 1024-token slices: 7,865,138,944 + 9,395,240,960 + 44,892,160 + 828,899,328 + 2,834,657,568 + staging 934,281,216
+  //   = 21,903,110,176 ≤ 22.8e9 (2048 needs 981,733,376 more). 19 layers would fit only at 512-token slices
+  //   (22,346,524,704), which come after every layer count at 1024.
+  assert.equal(p.sliceTokens, 1024);
+  assert.equal(p.gpu.total, 21_903_110_176);
 });
 
 test('a plan that does not fit says what to change, with numbers', async () => {
