@@ -8,8 +8,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadConfig, parseConfig, type KimiConfig } from '../../src/engine/model/config';
 import { loadCudaBackend } from '../../src/engine/backends/cuda/loader';
-import { mlaScratchBytes, moeScratchBytes, SAMPLE_ROWS, sampleScratchBytes } from '../../src/engine/plan/workspace';
-import { moeDenseBytes } from '../../src/engine/backends/cuda/device-weights';
+import { mlaScratchBytes, moeDenseBytes, moeScratchBytes, SAMPLE_ROWS, sampleScratchBytes } from '../../src/engine/plan/workspace';
 
 /** Run from the repository root (the bundle lives in .device/, so __dirname does not lead there). */
 const ROOT = process.cwd();

@@ -15,7 +15,7 @@ export function attentionMatrices(c: KimiConfig, attention: AttentionKind): Shap
     const { numHeads: H, headDim: K } = c.kda;
     const P = H * K;
     // q, k, v; the gate's two low-rank factors (f_a, f_b); beta; the output gate's (g_a, g_b); o.
-    return [[P, d], [P, d], [P, d], [K, d], [P, K], [H, d], [K, d], [P, K], [d, P]];
+    return [[P, d], [P, d], [P, d], [K, d], [P, K], [H, d, 'full-precision'], [K, d], [P, K], [d, P]];
   }
   const m = c.mla;
   return [

@@ -18,7 +18,7 @@
  */
 import type { KimiConfig } from '../model/config';
 import { gb } from './sizes';
-import { QUANTIZATIONS, weightBytes, type Quantization, type WeightBytes } from './weights';
+import { dequantBufferBytes, QUANTIZATIONS, weightBytes, type Quantization, type WeightBytes } from './weights';
 import { prefillWorkspaceBytes } from './workspace';
 
 export type QuantizationChoice = Quantization | 'auto';
@@ -89,7 +89,7 @@ export interface PlanRequest {
   /**
    * The weights' device bytes under each scheme where a backend knows them exactly (the CUDA
    * backend counts what it uploads), and the buffer quantized weights are dequantized into for
-   * prefill (counted in the workspace). Default weightBytes(), no buffer.
+   * prefill (counted in the workspace). Default weightBytes() and dequantBufferBytes() from the config.
    */
   weights?: (q: Quantization) => PlannedWeights;
 }
@@ -183,7 +183,7 @@ class Planner {
   private weightsOf(q: Quantization): PlannedWeights {
     let w = this.weights.get(q);
     if (!w) {
-      w = this.req.weights?.(q) ?? { bytes: weightBytes(this.c, q, this.req.matrixBytes ?? 2), dense: 0 };
+      w = this.req.weights?.(q) ?? { bytes: weightBytes(this.c, q, this.req.matrixBytes ?? 2), dense: dequantBufferBytes(this.c, q, this.req.tensorCores ?? true) };
       this.weights.set(q, w);
     }
     return w;

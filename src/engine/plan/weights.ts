@@ -3,11 +3,12 @@
  * matrix as the CUDA backend uploads them (src/engine/backends/cuda/device-weights.ts): matrices
  * bf16 (fp32 for fp32 checkpoints), the MoE router's weight and bias, norms, conv taps, A_log and
  * dt_bias fp32. Quantized schemes quantize every linear layer except embed_tokens, lm_head and the
- * router, as llm-compressor's usual ignore list does, and MLA's kv_b_proj (inventory.ts); norms and
- * the other small tensors stay fp32.
+ * router, as llm-compressor's usual ignore list does, and KDA's b_proj and MLA's kv_b_proj
+ * (inventory.ts); norms and the other small tensors stay fp32.
  */
 import type { KimiConfig } from '../model/config';
 import { attentionMatrices, swigluMatrices, type Shape } from './inventory';
+import { moeDenseBytes } from './workspace';
 
 export type Quantization = 'none' | 'fp8' | 'int8' | 'int4';
 
@@ -18,17 +19,21 @@ const BF16 = 2;
 /** Inputs sharing one bf16 scale in int4 (w4a16, group 128). */
 export const INT4_GROUP = 128;
 
-/** Bytes of one [rows, cols] linear weight stored under `q` (`matrix`: bytes per weight when unquantized). */
+/**
+ * Bytes of one [rows, cols] linear weight stored under `q` (`matrix`: bytes per weight when
+ * unquantized); scales take the checkpoint's precision (bf16, or fp32 for fp32 checkpoints), as
+ * quantization at load writes them (quant/round.ts scaleDtypeFor).
+ */
 export function matrixBytes(rows: number, cols: number, q: Quantization, matrix: number): number {
   switch (q) {
     case 'none':
       return rows * cols * matrix;
     case 'fp8':
     case 'int8':
-      // One byte per weight (E4M3 or int8) and one fp32 scale per output row.
-      return rows * cols + rows * F32;
+      // One byte per weight (E4M3 or int8) and one scale per output row.
+      return rows * cols + rows * matrix;
     case 'int4':
-      return (rows * cols) / 2 + rows * Math.ceil(cols / INT4_GROUP) * BF16;
+      return (rows * cols) / 2 + rows * Math.ceil(cols / INT4_GROUP) * matrix;
   }
 }
 
@@ -65,4 +70,32 @@ export function weightBytes(c: KimiConfig, q: Quantization, matrix = BF16): Weig
     }
   }
   return { resident, experts };
+}
+
+/**
+ * The buffer quantized weights are dequantized into for prefill GEMMs (deviceWeightBytes' dense):
+ * the largest quantized matrix the backend multiplies as one (KDA's q, k, v side by side; gate and
+ * up side by side), or the routed experts of one MoE layer dequantized at a time (moeDenseBytes),
+ * whichever is larger; bf16 on tensor cores, fp32 without. 0 for unquantized weights.
+ */
+export function dequantBufferBytes(c: KimiConfig, q: Quantization, tensorCores = true): number {
+  if (q === 'none') return 0;
+  const { numHeads: H, headDim: K } = c.kda;
+  const P = H * K;
+  const d = c.hiddenSize;
+  const stacked = (shapes: readonly Shape[]) => shapes.reduce((n, [r, k]) => n + r * k, 0);
+  const mats: Shape[][] = [];
+  for (const l of c.layers) {
+    const attention = attentionMatrices(c, l.attention).filter(([, , kept]) => !kept);
+    if (l.attention === 'kda') mats.push([[3 * P, d]], ...attention.slice(3).map((m) => [m]));
+    else mats.push(...attention.map((m) => [m]));
+    const inner = l.ffn === 'dense' ? c.intermediateSize : c.moe.numSharedExperts > 0 ? c.moe.intermediateSize * c.moe.numSharedExperts : 0;
+    if (inner > 0) {
+      const [gate, up, down] = swigluMatrices(c, inner);
+      mats.push([gate, up], [down]);
+    }
+  }
+  const largest = Math.max(...mats.map(stacked));
+  const experts = c.layers.some((l) => l.ffn === 'moe') ? moeDenseBytes(c, !tensorCores) : 0;
+  return Math.max(largest * (tensorCores ? BF16 : F32), experts);
 }

@@ -18,6 +18,22 @@ function align256(bytes: number): number {
 /** Rows of logits computed per lm_head pass when every position's logits are wanted. */
 export const LM_HEAD_ROWS = 64;
 
+/** Quantized experts dequantized to bf16 at a time for a prefill slice's MoE (MOE_DENSE_GROUP in native/src/moe_small_wq.cu). */
+export const MOE_DENSE_GROUP = 32;
+
+/**
+ * klc_moe_dense_bytes: quantized routed experts dequantized for a prefill slice, [G, 2I, d] from a
+ * 256-byte boundary, then [G, d, I], for G experts: MOE_DENSE_GROUP in bf16 on tensor cores, every
+ * expert in fp32 in exact mode.
+ */
+export function moeDenseBytes(c: KimiConfig, denseF32: boolean): number {
+  const el = denseF32 ? F32 : BF16;
+  const d = c.hiddenSize;
+  const { numExperts: E, intermediateSize: I } = c.moe;
+  const G = denseF32 ? E : Math.min(E, MOE_DENSE_GROUP);
+  return align256(G * 2 * I * d * el) + G * d * I * el;
+}
+
 /** Rows per tile of the native MoE expert GEMMs (BM in native/src/ops.cu). */
 const MOE_TILE_ROWS = 64;
 

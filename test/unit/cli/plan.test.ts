@@ -18,8 +18,8 @@ test('--json prints the plan for the published config on an 80 GB card at 128k t
   const r = klc('--model-config', CONFIG, '--context', '128k', '--gpu-memory', '80GB', '--json');
   assert.equal(r.status, 0, r.stderr);
   const plan = JSON.parse(r.stdout);
-  // fp8 weights 50,075,139,840 (memory-plan.test.ts); bf16 MLA cache at 131,072 tokens 1,996,488,704; KDA state 44,892,160;
-  // 8 forks × 103,612,416 = 828,899,328; workspace of a 4096 slice 5,779,857,696 → 58,725,277,728.
+  // fp8 weights 50,017,362,304 (memory-plan.test.ts); bf16 MLA cache at 131,072 tokens 1,996,488,704; KDA state 44,892,160;
+  // 8 forks × 103,612,416 = 828,899,328; workspace of a 4096 slice 5,779,857,696 + the dequantization buffer 452,984,832 → 59,120,485,024.
   assert.deepEqual(plan, {
     fits: true,
     quantization: 'fp8',
@@ -28,12 +28,12 @@ test('--json prints the plan for the published config on an 80 GB card at 128k t
     sliceTokens: 4096,
     gpuMemory: 80e9,
     usable: 76e9,
-    gpu: { weights: 50_075_139_840, mlaCache: 1_996_488_704, kdaState: 44_892_160, forks: 828_899_328, workspace: 5_779_857_696, total: 58_725_277_728 },
+    gpu: { weights: 50_017_362_304, mlaCache: 1_996_488_704, kdaState: 44_892_160, forks: 828_899_328, workspace: 6_232_842_528, total: 59_120_485_024 },
     host: { experts: 0 },
     offloadedLayers: [],
     advice: plan.advice,
   });
-  assert.match(plan.advice, /^fits at fp8: 58\.73 GB of 76\.00 GB usable \(17\.27 GB spare\)/);
+  assert.match(plan.advice, /^fits at fp8: 59\.12 GB of 76\.00 GB usable \(16\.88 GB spare\)/);
 });
 
 test('the table names the scheme, every component and the verdict', () => {
@@ -41,7 +41,7 @@ test('the table names the scheme, every component and the verdict', () => {
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stdout, /^quantization {3}int4$/m);
   // bf16 rows: 7 × (1,207,959,552 + 134,217,728) = 9,395,240,960. Every expert offloaded at 512-token slices still
-  //   needs 2,259,451,648 + 9,395,240,960 + 44,892,160 + 2,343,790,880 = 14,043,375,648 > 13.3e9.
+  //   needs 2,261,640,448 + 9,395,240,960 + 44,892,160 + 2,343,790,880 + dequantization 452,984,832 = 14,498,549,280 > 13.3e9.
   assert.match(r.stdout, /MLA cache +9\.40 GB +9,395,240,960 B/);
   assert.match(r.stdout, /^fits {11}no$/m);
   assert.match(r.stdout, /^advice {9}does not fit: /m);

@@ -13,7 +13,7 @@ import { loadConfigFile } from '../../../src/engine/model/config';
 import { CUDA_SCHEMES, planFigures, planLoad, type DeviceFacts } from '../../../src/engine/backends/cuda/load-plan';
 import { planMemory } from '../../../src/engine/plan/memory-plan';
 import type { KimiConfig } from '../../../src/engine/model/config';
-import { weightBytes, type Quantization } from '../../../src/engine/plan/weights';
+import { dequantBufferBytes, weightBytes, type Quantization } from '../../../src/engine/plan/weights';
 
 const CONFIG = join(__dirname, '..', '..', '..', 'assets', 'configs', 'kimi-linear-48b-a3b-instruct.json');
 /** The device with the plan's formula bytes for each scheme and no dequantization buffer, unless `dense` gives one. */
@@ -55,7 +55,7 @@ test('a budget that does not fit is refused with the numbers and the advice', as
   const refused = () => planLoad(c, { contextTokens: 131_072, gpuMemory: 80e9, log: () => {} }, facts(140e9, c));
   assert.throws(refused, (e) => isUserError(e)
     && e.message.startsWith('the model does not fit in the limit of 80.00 GB (kimiLinear.gpuMemoryLimit / --gpu-memory): for 131072 tokens and 8 forks it needs weights 98.28 GB')
-    && /a quantized model: --quantization fp8 needs 58\.73 GB/.test(e.message));
+    && /a quantized model: --quantization fp8 needs 58\.67 GB/.test(e.message));
   // A cap above the free memory is bounded by it: 60 GB free, 200 GB asked.
   assert.throws(() => planLoad(c, { gpuMemory: 200e9, contextTokens: 4096 }, facts(60e9, c)), (e) => isUserError(e) && /does not fit in 60\.00 GB free on Test GPU/.test(e.message));
 });
@@ -68,9 +68,9 @@ test('fp8, int8 and int4 are planned with the weights\' device bytes; quantizing
   // The dequantization buffer is part of the workspace.
   const withDense = planLoad(c, { quantization: 'int4', contextTokens: 4096 }, facts(141e9, c, { weights: (q) => ({ bytes: weightBytes(c, q), dense: 3e9 }) }));
   assert.equal(withDense.gpu.workspace - int4.gpu.workspace, 3e9);
-  // fp8: one byte per weight, 50,075,139,840 bytes (memory-plan.test.ts), as int8.
+  // fp8: one byte per weight, 50,017,362,304 bytes (memory-plan.test.ts), as int8.
   const fp8 = planLoad(c, { quantization: 'fp8', contextTokens: 4096 }, facts(141e9, c));
-  assert.deepEqual([fp8.quantization, fp8.gpu.weights], ['fp8', 50_075_139_840]);
+  assert.deepEqual([fp8.quantization, fp8.gpu.weights], ['fp8', 50_017_362_304]);
   const stored = facts(141e9, c, { schemes: ['none'] });
   assert.throws(() => planLoad(c, { quantization: 'int8', contextTokens: 4096 }, stored), (e) => isUserError(e) && /is already quantized/.test(e.message));
   assert.equal(planLoad(c, { quantization: 'auto', contextTokens: 4096 }, stored).quantization, 'none');
@@ -80,11 +80,13 @@ test('auto plans unquantized weights where they fit and the least quantization t
   const c = await loadConfigFile(CONFIG);
   assert.deepEqual(CUDA_SCHEMES, ['none', 'fp8', 'int8', 'int4']);
   assert.equal(planLoad(c, { quantization: 'auto', contextTokens: 4096 }, facts(141e9, c)).quantization, 'none');
-  // 80 GB: bf16 (98.28 GB) does not fit, fp8 (50.08 GB + 8.65 GB at 128k) does.
+  // 80 GB: bf16 (98.28 GB) does not fit, fp8 (50.02 GB + 8.65 GB at 128k) does.
   assert.equal(planLoad(c, { quantization: 'auto', contextTokens: 131_072 }, facts(80e9, c)).quantization, 'fp8');
-  // The GPU-free plan (klc plan) chooses the same on every card size.
+  // The GPU-free plan (klc plan) chooses the same on every card size, given the weights and dequantization buffer
+  // the backend counts (dequant-buffer.test.ts checks them against the uploader's own placement).
+  const counted = facts(200e9, c, { weights: (q) => ({ bytes: weightBytes(c, q, 2), dense: dequantBufferBytes(c, q) }) });
   for (const gb of [24, 32, 40, 48, 80, 141]) {
-    const cuda = planLoad(c, { quantization: 'auto', contextTokens: 131_072, gpuMemory: gb * 1e9, log: () => {} }, facts(200e9, c));
+    const cuda = planLoad(c, { quantization: 'auto', contextTokens: 131_072, gpuMemory: gb * 1e9, log: () => {} }, counted);
     const plain = planMemory(c, { quantization: 'auto', contextTokens: 131_072, forks: 8, gpuMemory: gb * 1e9, sampleScratch: 53_477_408 });
     assert.deepEqual([cuda.quantization, cuda.offloadedLayers, cuda.gpu.total], [plain.quantization, plain.offloadedLayers, plain.gpu.total], `${gb} GB`);
   }
@@ -105,21 +107,21 @@ test('bad budgets are user errors', async () => {
 
 test('INT4 on a card too small for every expert: the last MoE layers\' experts are planned in host memory and the figures say so', async () => {
   const c = await loadConfigFile(CONFIG);
-  // 128k tokens, 8 forks, a 24 GB cap (22.8e9 usable): the plan test's 12 offloaded layers at 1024-token slices
-  // (21,978,607,648, including the 934,281,216-byte staging buffer), layers 15–26; 12 × 934,281,216 = 11,211,374,592
-  // in host memory.
+  // 128k tokens, 8 forks, a 24 GB cap (22.8e9 usable), no dequantization buffer in these facts: at 1024-token slices
+  // 26,552,952,064 + staging 934,281,216 + 5,704,937,760 = 33,192,171,040 − k × 934,281,216: 11 layers 22,915,077,664
+  // no, 12 → 21,980,796,448, layers 15–26; 12 × 934,281,216 = 11,211,374,592 in host memory.
   const plan = planLoad(c, { quantization: 'int4', contextTokens: 131_072, gpuMemory: 24e9, log: () => {} }, facts(80e9, c));
   assert.deepEqual(plan.offloadedLayers, [15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26]);
-  assert.equal(plan.gpu.total, 21_978_607_648);
+  assert.equal(plan.gpu.total, 21_980_796_448);
   assert.equal(plan.host.experts, 11_211_374_592);
   assert.match(planFigures(plan), /= 21\.98 GB, with the routed experts of 12 layers \(11\.21 GB\) in host memory$/);
-  // FP8 experts are offloaded too (1 byte per weight: 1,816,395,776 per layer, weights 50,075,139,840): on the same cap
-  //   50,075,139,840 − 20 × 1,816,395,776 + staging 1,816,395,776 + 5,704,937,760 (the rest at 1024-token slices)
-  //   = 21,268,557,856 ≤ 22.8e9, and 2048-token slices (+981,733,376) still fit: 22,250,291,232. 19 layers
-  //   (23,084,953,632 at 1024) fit only at 512-token slices, tried after 1024 at every count.
+  // FP8 experts are offloaded too (1 byte per weight: 1,814,167,552 per layer, weights 50,017,362,304): on the same cap
+  //   50,017,362,304 − 20 × 1,814,167,552 + staging 1,814,167,552 + 5,704,937,760 (the rest at 1024-token slices)
+  //   = 21,253,116,576 ≤ 22.8e9, and 2048-token slices (+981,733,376) still fit: 22,234,849,952. 19 layers
+  //   (23,067,284,128 at 1024) fit only at 512-token slices, tried after 1024 at every count.
   const fp8 = planLoad(c, { quantization: 'fp8', contextTokens: 131_072, gpuMemory: 24e9, log: () => {} }, facts(80e9, c));
   assert.deepEqual(fp8.offloadedLayers, Array.from({ length: 20 }, (_, i) => 7 + i));
-  assert.deepEqual([fp8.gpu.total, fp8.host.experts, fp8.sliceTokens], [22_250_291_232, 36_327_915_520, 2048]);
+  assert.deepEqual([fp8.gpu.total, fp8.host.experts, fp8.sliceTokens], [22_234_849_952, 36_283_351_040, 2048]);
   // Unquantized experts are never offloaded (the CPU runs INT4/INT8/FP8): bf16 on the same cap is refused.
   assert.throws(() => planLoad(c, { quantization: 'none', contextTokens: 131_072, gpuMemory: 24e9, log: () => {} }, facts(80e9, c)), (e) => isUserError(e) && /does not fit/.test(e.message));
   // A stored INT4 checkpoint plans as 'none' with quantized experts: it offloads too.

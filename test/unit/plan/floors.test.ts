@@ -41,18 +41,18 @@ test('eight answers read the experts any of them chose once, and their own state
   assert.ok(Math.abs(decodeStepBytes(c, 131_072, 8) - (weights + 8 * perAnswer)) < 1);
 });
 
-test('quantized weights: the floor counts their codes and scales, with lm_head, MLA kv_b and the routers as stored', async () => {
+test('quantized weights: the floor counts their codes and scales, with lm_head, KDA b_proj, MLA kv_b and the routers as stored', async () => {
   const c = await loadConfigFile(PUBLISHED);
-  // Of the 1,240,743,936 every-token weights, kv_b (7·8192·512 = 29,360,128) stays bf16 (58,720,256 B): 1,211,383,808
-  // quantized. Their output rows: KDA 23,072·20 = 461,440, MLA (6144 + 576 + 2304)·7 = 63,168, dense 20,736, shared
-  // experts (1024 + 1024 + 2304)·26 = 113,152: 658,496. Fixed: lm_head 754,974,720 B, routers 61,341,696 B, KDA
-  // states 83,886,080 B.
-  // int8: 1,211,383,808 + 658,496·4 + 58,720,256 + 208 routed experts × (7,077,888 + 4352·4) + fixed = 3,648,762,112.
-  assert.equal(decodeStepBytes(c, 0, 1, true, 'int8'), 3_648_762_112);
-  assert.equal(decodeStepBytes(c, 0, 1, true, 'fp8'), 3_648_762_112);
-  // int4 (a bf16 scale per 128 inputs: elements / 64 bytes): 1,211,383,808·(1/2 + 1/64) + 58,720,256
-  //   + 208 × 7,077,888·(1/2 + 1/64) + fixed = 2,342,646,016.
-  assert.equal(decodeStepBytes(c, 0, 1, true, 'int4'), 2_342_646_016);
+  // Of the 1,240,743,936 every-token weights, kv_b (7·8192·512 = 29,360,128) and b_proj (20·32·2304 = 1,474,560) stay
+  // bf16 (61,669,376 B): 1,209,909,248 quantized. Their output rows, each with a bf16 scale: KDA 23,040·20 = 460,800,
+  // MLA (6144 + 576 + 2304)·7 = 63,168, dense 20,736, shared experts (1024 + 1024 + 2304)·26 = 113,152: 657,856.
+  // Fixed: lm_head 754,974,720 B, routers 61,341,696 B, KDA states 83,886,080 B: 900,202,496.
+  // int8: 1,209,909,248 + 657,856·2 + 61,669,376 + 208 routed experts × (7,077,888 + 4352·2) + 900,202,496 = 3,647,107,968.
+  assert.equal(decodeStepBytes(c, 0, 1, true, 'int8'), 3_647_107_968);
+  assert.equal(decodeStepBytes(c, 0, 1, true, 'fp8'), 3_647_107_968);
+  // int4 (a bf16 scale per 128 inputs: elements / 64 bytes): 1,209,909,248·(1/2 + 1/64) + 61,669,376
+  //   + 208 × 7,077,888·(1/2 + 1/64) + 900,202,496 = 2,344,834,816.
+  assert.equal(decodeStepBytes(c, 0, 1, true, 'int4'), 2_344_834_816);
   // The MLA cache does not depend on the weights' scheme.
   assert.equal(decodeStepBytes(c, 4096, 1, true, 'int4') - decodeStepBytes(c, 0, 1, true, 'int4'), 7 * 4096 * 576 * 2);
 });

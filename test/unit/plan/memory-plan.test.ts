@@ -42,25 +42,27 @@ test('bf16 weights of the 48B model: the spec\'s 49,122,681,728 parameters at 2 
   assert.equal(w.experts[0], 0);
 });
 
-test('fp8 and int8: 1 byte per weight and an fp32 scale per output row; embed, lm_head, router, norms and MLA kv_b kept', async () => {
-  // Kept bf16: MLA kv_b 7 × 8192·512 = 29,360,128 weights (58,720,256 B).
-  // Quantized weights: 49,106,141,184 bf16-stored values − embed 377,487,360 − lm_head 377,487,360 − kv_b 29,360,128
-  //   = 48,321,806,336.
-  // Output rows: KDA 3·4096 + 128 + 4096 + 32 + 128 + 4096 + 2304 = 23,072 (× 20 = 461,440);
+test('fp8 and int8: 1 byte per weight and a bf16 scale per output row; embed, lm_head, router, norms, KDA b_proj and MLA kv_b kept', async () => {
+  // Kept bf16: MLA kv_b 7 × 8192·512 = 29,360,128 and KDA b_proj 20 × 32·2304 = 1,474,560 weights (61,669,376 B).
+  // Quantized weights: 49,106,141,184 bf16-stored values − embed 377,487,360 − lm_head 377,487,360 − 30,834,688 kept
+  //   = 48,320,331,776.
+  // Output rows: KDA 3·4096 + 128 + 4096 + 128 + 4096 + 2304 = 23,040 (× 20 = 460,800);
   //   MLA 6144 + 576 + 2304 = 9,024 (× 7 = 63,168); dense 9216 + 9216 + 2304 = 20,736;
-  //   MoE (256 + 1) × (1024 + 1024 + 2304) = 1,118,464 (× 26 = 29,080,064) → 29,625,408 rows × 4 B = 118,501,632.
-  // 48,321,806,336 + 118,501,632 + embed/lm_head bf16 1,509,949,440 + kv_b 58,720,256 + fp32 66,162,176 = 50,075,139,840.
+  //   MoE (256 + 1) × (1024 + 1024 + 2304) = 1,118,464 (× 26 = 29,080,064) → 29,624,768 rows × 2 B = 59,249,536.
+  // 48,320,331,776 + 59,249,536 + embed/lm_head 1,509,949,440 + kept 61,669,376 + fp32 66,162,176 = 50,017,362,304.
   const c = await published();
-  assert.equal(total(weightBytes(c, 'fp8')), 50_075_139_840);
-  assert.equal(total(weightBytes(c, 'int8')), 50_075_139_840);
+  assert.equal(total(weightBytes(c, 'fp8')), 50_017_362_304);
+  assert.equal(total(weightBytes(c, 'int8')), 50_017_362_304);
+  // One layer's experts: 256 × (3·1024·2304 + 4352 rows × 2 B) = 1,814,167,552.
+  assert.equal(weightBytes(c, 'int8').experts[1], 1_814_167_552);
 });
 
 test('int4: half a byte per weight and a bf16 scale per 128 inputs', async () => {
   // Every quantized matrix has a multiple of 128 inputs, so scales = weights / 128 × 2 B = weights / 64.
-  // 48,321,806,336 / 2 = 24,160,903,168; / 64 = 755,028,224; + 1,509,949,440 + kv_b 58,720,256 + 66,162,176
-  //   = 26,550,763,264.
+  // 48,320,331,776 / 2 = 24,160,165,888; / 64 = 755,005,184; + 1,509,949,440 + kept 61,669,376 + 66,162,176
+  //   = 26,552,952,064.
   const w = weightBytes(await published(), 'int4');
-  assert.equal(total(w), 26_550_763_264);
+  assert.equal(total(w), 26_552_952_064);
   // One layer's experts: 1,811,939,328 weights / 2 = 905,969,664 + / 64 = 28,311,552 → 934,281,216.
   assert.equal(w.experts[26], 934_281_216);
 });
@@ -164,91 +166,95 @@ test('what auto picks on 24/32/48/80/141 GB at 128k and 1M tokens with 8 forks',
     const p = planMemory(c, request(tokens, gb));
     return `${p.fits ? 'fits' : 'no'} ${p.quantization} ${p.offloadedLayers.length}`;
   };
-  // 128k, everything but the weights at a 4096 slice: 1,996,488,704 + 44,892,160 + 828,899,328 + 5,779,857,696 = 8,650,137,888.
-  //   141 GB: bf16 98.28 + 8.65 = 106.93 GB ≤ 133.95.  80 GB: bf16 no; fp8 50.08 + 8.65 = 58.73 ≤ 76.
-  //   48 GB: fp8 58.73 > 45.6; int4 26.55 + 8.65 = 35.20 ≤ 45.6.
-  //   32 GB (30.4 usable): int4 35.20 no. Offloading tries slices of 1024 tokens and more at every layer count before
+  // 128k, everything but the weights at a 4096 slice: 1,996,488,704 + 44,892,160 + 828,899,328 + 5,779,857,696 = 8,650,137,888;
+  //   quantized weights add the dequantization buffer, 452,984,832 (dequant-buffer.test.ts): 9,103,122,720.
+  //   141 GB: bf16 98.28 + 8.65 = 106.93 GB ≤ 133.95.  80 GB: bf16 no; fp8 50.02 + 9.10 = 59.12 ≤ 76.
+  //   48 GB: fp8 59.12 > 45.6; int4 26.55 + 9.10 = 35.66 ≤ 45.6.
+  //   32 GB (30.4 usable): int4 35.66 no. Offloading tries slices of 1024 tokens and more at every layer count before
   //     512 (MIN_OFFLOAD_SLICE). At 1024-token slices (workspace 2,834,657,568, below) everything but the weights is
-  //     5,704,937,760. Offloading adds the staging buffer of one layer's experts (934,281,216) once and takes
-  //     934,281,216 per layer: 26,550,763,264 + 934,281,216 + 5,704,937,760 = 33,189,982,240 − k × 934,281,216:
-  //     2 layers → 31,321,419,808 no, 3 → 30,387,138,592 ≤ 30.4e9 (at 2048, workspace 3,816,390,944: 31,368,871,904 no).
-  //   24 GB (22.8 usable): 11 layers → 22,912,888,864 no; 12 → 21,978,607,648 fits (at 512, 11 would have:
-  //     22,422,022,176).
+  //     5,704,937,760 + 452,984,832 = 6,157,922,592. Offloading adds the staging buffer of one layer's experts
+  //     (934,281,216) once and takes 934,281,216 per layer: 26,552,952,064 + 934,281,216 + 6,157,922,592
+  //     = 33,645,155,872 − k × 934,281,216: 3 layers → 30,842,312,224 no, 4 → 29,908,031,008 ≤ 30.4e9 (at 2048,
+  //     workspace 3,816,390,944: 30,889,764,384 no).
+  //   24 GB (22.8 usable): 11 layers → 23,368,062,496 no; 12 → 22,433,781,280 fits.
   assert.equal(pick(131_072, 141), 'fits none 0');
   assert.equal(pick(131_072, 80), 'fits fp8 0');
   assert.equal(pick(131_072, 48), 'fits int4 0');
-  assert.equal(pick(131_072, 32), 'fits int4 3');
+  assert.equal(pick(131_072, 32), 'fits int4 4');
   assert.equal(pick(131_072, 24), 'fits int4 12');
-  assert.equal(planMemory(c, request(131_072, 24)).gpu.workspace, 2_834_657_568 + 934_281_216);
+  assert.equal(planMemory(c, request(131_072, 24)).gpu.workspace, 2_834_657_568 + 452_984_832 + 934_281_216);
   // The 1024-token workspace: layer 137,584 × 1024 + 10,485,760 floats × 4 + 6,912 = 605,494,016; MoE (24,576 rows)
   //   68,864 + 12,288 + 201,326,592 + 100,663,296 + 226,492,416 = 528,563,456; MLA 73,728 × 2056 = 151,584,768;
   //   hidden 18,874,368 + ids 4096; staging 2^30 + 37,748,736 + 33,554,432 + 768 + 331,613,696 = 1,476,659,456;
   //   sampling 53,477,408 → 2,834,657,568.
   assert.equal(prefillWorkspaceBytes(c, 1024, true), 2_834_657_568);
-  // 1M, everything but the weights at 4096: 9,395,240,960 + 44,892,160 + 828,899,328 + 5,779,857,696 = 16,048,890,144.
-  //   141: bf16 114.33 ≤ 133.95.  80: fp8 50,075,139,840 + 16,048,890,144 = 66,124,029,984 ≤ 76e9.
-  //   48 (45.6): int4 26,550,763,264 + 16,048,890,144 = 42,599,653,408 ≤ 45.6e9.
-  //   At 1024 slices the rest is 12,612,823,328 (at 512) + 490,866,688 = 13,103,690,016; with the staging buffer
-  //     26,550,763,264 + 934,281,216 + 13,103,690,016 = 40,588,734,496 − k × 934,281,216.
-  //   32 (30.4): 10 layers → 31,245,922,336 no; 11 → 30,311,641,120 ≤ 30.4e9.
-  //   24 (22.8): 19 layers → 22,837,391,392 no; 20 → 21,903,110,176 ≤ 22.8e9.
+  // 1M, everything but the weights at 4096: 9,395,240,960 + 44,892,160 + 828,899,328 + 5,779,857,696 = 16,048,890,144;
+  //   with the dequantization buffer 16,501,874,976.
+  //   141: bf16 114.33 ≤ 133.95.  80: fp8 50,017,362,304 + 16,501,874,976 = 66,519,237,280 ≤ 76e9.
+  //   48 (45.6): int4 26,552,952,064 + 16,501,874,976 = 43,054,827,040 ≤ 45.6e9.
+  //   At 1024 slices the rest is 12,612,823,328 (at 512) + 490,866,688 + 452,984,832 = 13,556,674,848; with the
+  //     staging buffer 26,552,952,064 + 934,281,216 + 13,556,674,848 = 41,043,908,128 − k × 934,281,216.
+  //   32 (30.4): 11 layers → 30,766,814,752 no; 12 → 29,832,533,536 ≤ 30.4e9.
+  //   24 (22.8): 19 layers → 23,292,565,024 no; 20 → 22,358,283,808 ≤ 22.8e9.
   assert.equal(pick(1_048_576, 141), 'fits none 0');
   assert.equal(pick(1_048_576, 80), 'fits fp8 0');
   assert.equal(pick(1_048_576, 48), 'fits int4 0');
-  assert.equal(pick(1_048_576, 32), 'fits int4 11');
+  assert.equal(pick(1_048_576, 32), 'fits int4 12');
   assert.equal(pick(1_048_576, 24), 'fits int4 20');
 });
 
 test('offloading moves the last MoE layers\' experts to the host', async () => {
   const p = planMemory(await published(), request(1_048_576, 24));
   assert.deepEqual(p.offloadedLayers, [7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26]);
-  // 20 × 934,281,216 = 18,685,624,320; 26,550,763,264 − 18,685,624,320 = 7,865,138,944 on the GPU.
+  // 20 × 934,281,216 = 18,685,624,320; 26,552,952,064 − 18,685,624,320 = 7,867,327,744 on the GPU.
   assert.equal(p.host.experts, 18_685_624_320);
-  assert.equal(p.gpu.weights, 7_865_138_944);
-  // 1024-token slices: 7,865,138,944 + 9,395,240,960 + 44,892,160 + 828,899,328 + 2,834,657,568 + staging 934,281,216
-  //   = 21,903,110,176 ≤ 22.8e9 (2048 needs 981,733,376 more). 19 layers would fit only at 512-token slices
-  //   (22,346,524,704), which come after every layer count at 1024.
+  assert.equal(p.gpu.weights, 7_867_327_744);
+  // 1024-token slices: 7,867,327,744 + 9,395,240,960 + 44,892,160 + 828,899,328 + 2,834,657,568 + dequantization
+  //   452,984,832 + staging 934,281,216 = 22,358,283,808 ≤ 22.8e9 (2048 needs 981,733,376 more). 19 layers need
+  //   23,292,565,024 at 1024-token slices and 22,801,698,336 at 512: neither fits.
   assert.equal(p.sliceTokens, 1024);
-  assert.equal(p.gpu.total, 21_903_110_176);
+  assert.equal(p.gpu.total, 22_358_283_808);
 });
 
 test('a plan that does not fit says what to change, with numbers', async () => {
   const c = await published();
   const p = planMemory(c, request(1_048_576, 14));
   assert.equal(p.fits, false);
-  // int4, every expert offloaded (2,259,451,648 of weights), 512-token slices, the staging buffer 934,281,216:
-  //   2,259,451,648 + 9,395,240,960 + 44,892,160 + 828,899,328 + 2,343,790,880 + 934,281,216 = 15,806,556,192 > 13.3e9 usable.
-  // Largest context: all but the cache granules is 2,259,451,648 + 7 × 134,217,728 + 44,892,160 + 828,899,328
-  //   + 2,343,790,880 + 934,281,216 = 7,350,839,328, leaving 5,949,160,672 / 7 = 849,880,096 per layer: 405 granules
-  //   (849,346,560), exactly 737,280 rows of 1152 bytes, a multiple of 1024.
-  // Fewer forks do not help: 0 forks still need 15,806,556,192 − 828,899,328 = 14,977,656,864.
-  // A bigger GPU: 15,806,556,192 / 0.95 = 16,638,480,202 → rounded up to 10 MB: 16.64 GB.
+  // int4, every expert offloaded (26,552,952,064 − 26 × 934,281,216 = 2,261,640,448 of weights), 512-token slices, the
+  //   dequantization buffer 452,984,832 and the staging buffer 934,281,216: 2,261,640,448 + 9,395,240,960 + 44,892,160
+  //   + 828,899,328 + 2,343,790,880 + 452,984,832 + 934,281,216 = 16,261,729,824 > 13.3e9 usable.
+  // Largest context: all but the cache granules is 2,261,640,448 + 7 × 134,217,728 + 44,892,160 + 828,899,328
+  //   + 2,343,790,880 + 452,984,832 + 934,281,216 = 7,806,012,960, leaving 5,493,987,040 / 7 = 784,855,291 per layer:
+  //   374 granules (784,334,848), 680,846 rows of 1152 bytes; in 1024-token steps 679,936.
+  // Fewer forks do not help: 0 forks still need 16,261,729,824 − 828,899,328 = 15,432,830,496.
+  // A bigger GPU: 16,261,729,824 / 0.95 = 17,117,610,341 → rounded up to 10 MB: 17.12 GB.
   assert.equal(
     p.advice,
-    'does not fit: needs 15.81 GB at int4, but 13.30 GB of 14.00 GB is usable. Change one of: fewer tokens: at most 737280 fit at int4 (--context 737280); a bigger GPU: at least 16.64 GB.',
+    'does not fit: needs 16.26 GB at int4, but 13.30 GB of 14.00 GB is usable. Change one of: fewer tokens: at most 679936 fit at int4 (--context 679936); a bigger GPU: at least 17.12 GB.',
   );
-  assert.equal(largestContext(c, { forks: 8, quantization: 'auto', gpuMemory: 14 * GB }), 737_280);
+  assert.equal(largestContext(c, { forks: 8, quantization: 'auto', gpuMemory: 14 * GB }), 679_936);
 });
 
 test('an explicit scheme that does not fit points at a lighter scheme and fewer forks', async () => {
   const c = await published();
-  // 9 GB (8.55e9 usable), 128k, bf16, 8 forks. bf16 experts stay on the GPU (the CPU kernels run FP8/INT8/INT4 only),
+  // 10 GB (9.5e9 usable), 128k, bf16, 8 forks. bf16 experts stay on the GPU (the CPU kernels run FP8/INT8/INT4 only),
   //   so the smallest arrangement is 512-token slices: 98,278,444,544 + 1,996,488,704 + 44,892,160 + 828,899,328
-  //   + 2,343,790,880 = 103,492,515,616 > 8.55e9. Without forks 102,663,616,288 > 8.55e9: no forks advice.
-  //   fp8 and int8 (1 byte per weight), every expert offloaded: 50,075,139,840 − 26 × 1,816,395,776 = 2,848,849,664
-  //   + 5,214,071,072 + staging 1,816,395,776 = 9,879,316,512 > 8.55e9. int4: 2,259,451,648 + 5,214,071,072 + 934,281,216
-  //   = 8,407,803,936 ≤ 8.55e9 (25 layers would add 0.93 GB).
-  const p = planMemory(c, request(131_072, 9, { quantization: 'none' }));
+  //   + 2,343,790,880 = 103,492,515,616 > 9.5e9. Without forks 102,663,616,288 > 9.5e9: no forks advice.
+  //   The rest at 1024-token slices with the dequantization buffer: 5,704,937,760 + 452,984,832 = 6,157,922,592.
+  //   fp8 and int8 (1 byte per weight), every expert offloaded: 50,017,362,304 − 26 × 1,814,167,552 = 2,849,005,952
+  //   + 6,157,922,592 + staging 1,814,167,552 = 10,821,096,096 > 9.5e9, and at 512 (−490,866,688) 10,330,229,408.
+  //   int4: 2,261,640,448 + 6,157,922,592 + 934,281,216 = 9,353,844,256 ≤ 9.5e9; 25 layers would add 0.93 GB.
+  const p = planMemory(c, request(131_072, 10, { quantization: 'none' }));
   assert.equal(p.fits, false);
   assert.equal(p.quantization, 'none');
   assert.deepEqual(p.offloadedLayers, []);
   assert.equal(p.gpu.total, 103_492_515_616);
   assert.match(p.advice, /^does not fit: needs 103\.49 GB at none/);
-  assert.match(p.advice, /a quantized model: --quantization int4 needs 8\.41 GB with the experts of 26 layers in host memory/);
+  assert.match(p.advice, /a quantized model: --quantization int4 needs 9\.35 GB with the experts of 26 layers in host memory/);
   assert.doesNotMatch(p.advice, /fewer forks/);
-  // 16 GB (15.2e9 usable), 1M, int4, every expert offloaded: 8 forks 15,806,556,192 no; k forks
-  //   14,977,656,864 + k × 103,612,416: 3 → 15,288,494,112 no, 2 → 15,184,881,696 ≤ 15.2e9 → "--forks 2".
-  const f = planMemory(c, request(1_048_576, 16, { quantization: 'int4' }));
+  // 16.5 GB (15.675e9 usable), 1M, int4, every expert offloaded: 8 forks 16,261,729,824 no; k forks
+  //   15,432,830,496 + k × 103,612,416: 3 → 15,743,667,744 no, 2 → 15,640,055,328 ≤ 15.675e9 → "--forks 2".
+  const f = planMemory(c, request(1_048_576, 16.5, { quantization: 'int4' }));
   assert.equal(f.fits, false);
   assert.match(f.advice, /fewer forks: --forks 2/);
 });

@@ -28,6 +28,7 @@ import { scaleDtypeFor } from '../../model/quant/round';
 import type { QuantScheme } from '../../model/quant/scheme';
 import type { WeightSource } from '../../model/weight-source';
 import type { WeightBytes } from '../../plan/weights';
+import { moeDenseBytes } from '../../plan/workspace';
 import { EMBED, FINAL_NORM, kdaNames, LM_HEAD, mlaNames, mlpNames, moeNames, normNames, type SwigluNames } from '../../model/weight-names';
 import type { DevicePtr, HostPtr, NativeContext, NativeKlc, NativeWq } from './loader';
 
@@ -503,9 +504,6 @@ export interface DeviceWeightBytes {
   quantExperts: boolean;
 }
 
-/** Quantized experts dequantized to bf16 at a time for a prefill slice's MoE (native/src/moe_small_wq.cu MOE_DENSE_GROUP). */
-export const MOE_DENSE_GROUP = 32;
-
 /** The device bytes of these weights as uploadWeights would place them, without reading any. */
 export async function deviceWeightBytes(cfg: KimiConfig, ckpt: WeightSource, atLoad: AtLoad | null, denseF32: boolean): Promise<DeviceWeightBytes> {
   const sizer = new Sizer(ckpt, atLoad, cfg.numLayers);
@@ -515,15 +513,3 @@ export async function deviceWeightBytes(cfg: KimiConfig, ckpt: WeightSource, atL
   return { weights: { resident: sizer.resident, experts: sizer.experts }, dense: Math.max(sizer.largestQuant * el, experts), quantExperts: sizer.quantExperts };
 }
 
-/**
- * As klc_moe_dense_bytes: quantized routed experts dequantized for a prefill slice, [G, 2I, d] from
- * a 256-byte boundary, then [G, d, I], for G experts: MOE_DENSE_GROUP in bf16 on tensor cores,
- * every expert in fp32 in exact mode.
- */
-export function moeDenseBytes(cfg: KimiConfig, denseF32: boolean): number {
-  const el = denseF32 ? 4 : 2;
-  const d = cfg.hiddenSize;
-  const { numExperts: E, intermediateSize: I } = cfg.moe;
-  const G = denseF32 ? E : Math.min(E, MOE_DENSE_GROUP);
-  return Math.ceil((G * 2 * I * d * el) / 256) * 256 + G * d * I * el;
-}
