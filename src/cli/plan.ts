@@ -2,12 +2,14 @@
  * `klc plan`: the GPU memory plan for a model, a context budget and a number of concurrent question
  * forks, without a GPU — "will it fit my card?", and what to change when it does not.
  */
-import { basename, resolve } from 'node:path';
+import { promises as fs } from 'node:fs';
+import { basename, join, resolve } from 'node:path';
 import { UserError } from '../common/errors';
 import { loadConfig, loadConfigFile, type KimiConfig } from '../engine/model/config';
+import { storedScheme, weightFormat, type WeightFormat } from '../engine/model/folder-check';
 import { MAX_CONTEXT_TOKENS, MAX_FORKS, planMemory, type MemoryPlan, type QuantizationChoice } from '../engine/plan/memory-plan';
 import { parseBytes, parseTokens } from '../engine/plan/sizes';
-import { QUANTIZATIONS } from '../engine/plan/weights';
+import { QUANTIZATIONS, type Quantization } from '../engine/plan/weights';
 import { intOption, parseCommandArgs } from './args';
 
 const USAGE = `usage: klc plan (--model DIR | --model-config FILE) --context N --gpu-memory BYTES [options]
@@ -15,7 +17,8 @@ const USAGE = `usage: klc plan (--model DIR | --model-config FILE) --context N -
 The GPU memory the model needs (weights, MLA cache, KDA state, question forks, prefill workspace)
 and whether it fits; computed from config.json alone, no GPU needed.
 
-  --model DIR           checkpoint folder (only its config.json is read)
+  --model DIR           checkpoint folder (only its config.json is read; a quantization_config there
+                        is planned as stored: INT4, INT8 or FP8)
   --model-config FILE   a config.json by itself, e.g. assets/configs/kimi-linear-48b-a3b-instruct.json
   --context N           context budget in tokens, up to 1M (1M = 1048576, 128k = 131072)
   --gpu-memory BYTES    GPU memory the plan may use: 24GB, 24GiB or bytes
@@ -43,7 +46,7 @@ export async function run(argv: string[]): Promise<void> {
     false,
   );
   if (Boolean(values.model) === Boolean(values['model-config'])) throw new UserError("give either --model DIR or --model-config FILE. Run 'klc plan --help' for the options.");
-  const { config, source } = await readConfig(values);
+  const { config, source, format } = await readConfig(values);
   const contextText = required(values, 'context');
   const contextTokens = parseTokens(contextText);
   if (contextTokens === undefined || contextTokens < 1 || contextTokens > MAX_CONTEXT_TOKENS) {
@@ -57,8 +60,20 @@ export async function run(argv: string[]): Promise<void> {
   const forks = intOption(values, 'forks', 0) ?? MAX_FORKS;
   if (forks > MAX_FORKS) throw new UserError(`--forks must be 0 to ${MAX_FORKS}, got ${forks}`);
 
-  const plan = planMemory(config, { contextTokens, forks, quantization: quantization as QuantizationChoice, gpuMemory });
-  process.stdout.write(values.json ? `${JSON.stringify(plan)}\n` : table(plan, source, quantization));
+  // A checkpoint stored quantized runs as stored, as the CUDA backend loads it.
+  const stored = format ? storedScheme(format) : undefined;
+  if (stored !== undefined && quantization !== 'auto' && quantization !== 'none' && quantization !== stored) {
+    throw new UserError(`${source} is already quantized (${format?.label} in its config.json quantization_config): --quantization ${quantization} needs a bf16 or fp32 checkpoint. Use auto or none, which plan it as stored.`, source);
+  }
+  const plan = planMemory(config, {
+    contextTokens,
+    forks,
+    quantization: stored ?? (quantization as QuantizationChoice),
+    ...(stored !== undefined ? { schemes: [stored] as Quantization[] } : {}),
+    gpuMemory,
+  });
+  const how = stored !== undefined ? ` (as stored: ${format?.label})` : quantization === 'auto' ? ' (auto)' : '';
+  process.stdout.write(values.json ? `${JSON.stringify(plan)}\n` : table(plan, source, how));
 }
 
 function required(values: Record<string, unknown>, name: string): string {
@@ -67,23 +82,25 @@ function required(values: Record<string, unknown>, name: string): string {
   return v;
 }
 
-async function readConfig(values: Record<string, unknown>): Promise<{ config: KimiConfig; source: string }> {
+async function readConfig(values: Record<string, unknown>): Promise<{ config: KimiConfig; source: string; format?: WeightFormat }> {
   if (typeof values.model === 'string') {
     const dir = resolve(values.model);
-    return { config: await loadConfig(dir), source: dir };
+    const config = await loadConfig(dir);
+    const file = join(dir, 'config.json');
+    return { config, source: dir, format: weightFormat(JSON.parse(await fs.readFile(file, 'utf8')) as Record<string, unknown>, file) };
   }
   const file = resolve(values['model-config'] as string);
   return { config: await loadConfigFile(file), source: basename(file) };
 }
 
-function table(p: MemoryPlan, source: string, asked: string): string {
+function table(p: MemoryPlan, source: string, how: string): string {
   const count = (n: number) => n.toLocaleString('en-US');
   const gb = (n: number) => (n / 1e9).toFixed(2).padStart(8);
   const row = (label: string, bytes: number) => `  ${label.padEnd(22)}${gb(bytes)} GB  ${count(bytes).padStart(16)} B`;
   const lines = [
     `model          ${source}`,
     `context        ${count(p.contextTokens)} tokens, ${p.forks} fork${p.forks === 1 ? '' : 's'}, prefill slices of ${count(p.sliceTokens)} tokens`,
-    `quantization   ${p.quantization}${asked === 'auto' ? ' (auto)' : ''}`,
+    `quantization   ${p.quantization}${how}`,
     `GPU memory     ${(p.gpuMemory / 1e9).toFixed(2)} GB, ${(p.usable / 1e9).toFixed(2)} GB usable`,
     '',
     'on the GPU',

@@ -5,10 +5,9 @@
  * native library has no place in the extension host.
  */
 import { loadCudaBackend } from '../backends/cuda/loader';
-import { checkModelFolder, type FolderCheck } from '../model/folder-check';
+import { checkModelFolder, storedScheme, type FolderCheck } from '../model/folder-check';
 import { CUDA_SCHEMES, cudaPlan, planFigures } from '../backends/cuda/load-plan';
 import type { MemoryBudget } from '../plan/memory-plan';
-import type { Quantization } from '../plan/weights';
 import { gb } from '../plan/sizes';
 
 export interface GpuDevice {
@@ -59,7 +58,7 @@ export function fitOnGpu(check: FolderCheck, gpu: GpuReport, budget: MemoryBudge
   if (!device || !config || check.problems.length > 0) return { lines: [] };
   // As the backend decides from the checkpoint's embedding: fp32 runs exactly, anything else in bf16 on tensor cores.
   const matrixBytes = check.format?.label === 'fp32' ? 4 : 2;
-  const stored = check.format?.quantized ? storedScheme(check.format.label) : undefined;
+  const stored = check.format ? storedScheme(check.format) : undefined;
   const quantization = stored !== undefined && (budget.quantization === undefined || budget.quantization === 'none' || budget.quantization === 'auto') ? stored : budget.quantization;
   const { plan, capped } = cudaPlan(config, { ...budget, ...(quantization ? { quantization } : {}) }, {
     free: device.freeBytes,
@@ -81,19 +80,6 @@ export function fitOnGpu(check: FolderCheck, gpu: GpuReport, budget: MemoryBudge
     ...(plan.advice.includes('--quantization') ? ['--quantization is the kimiLinear.quantization setting (fp8, int8, int4), or download an INT4 checkpoint (Get the Model)'] : []),
   ];
   return { fits: false, lines, advice: `${plan.advice}${inEditor.length > 0 ? ` In VS Code, ${inEditor.join('; ')}.` : ''}` };
-}
-
-/**
- * The scheme the CUDA backend runs a stored checkpoint in: INT4, INT8 or FP8 as stored, anything
- * else (mixed schemes) dequantized to bf16. The plan's sizes for it are an estimate (INT4 at group
- * 128; FP8 per row, though block-scaled FP8 is dequantized); the load itself counts the
- * checkpoint's exact bytes.
- */
-function storedScheme(label: string): Quantization {
-  if (label === 'INT4') return 'int4';
-  if (label === 'INT8') return 'int8';
-  if (label === 'FP8') return 'fp8';
-  return 'none';
 }
 
 export async function inspectModel(dir: string, budget: MemoryBudget = {}): Promise<ModelInspection> {

@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { isUserError } from '../../common/errors';
 import { type KimiConfig, parseConfig } from './config';
 import { parseQuantizationConfig } from './quant/scheme';
+import type { Quantization } from '../plan/weights';
 
 /** How the weights are stored, as the folder's config.json says. */
 export interface WeightFormat {
@@ -49,6 +50,20 @@ export function weightFormat(config: Json, file: string): WeightFormat {
   }
   const dtype = String(config.torch_dtype ?? config.dtype ?? 'bfloat16');
   return { label: DTYPES[dtype] ?? dtype, quantized: false };
+}
+
+/**
+ * The scheme the CUDA backend runs a stored quantized checkpoint in: INT4, INT8 or FP8 as stored,
+ * anything else (mixed schemes) dequantized to bf16 ('none'); undefined for an unquantized one. The
+ * plan's sizes for it are an estimate (INT4 at group 128; FP8 per row, though block-scaled FP8 is
+ * dequantized); the load itself counts the checkpoint's exact bytes.
+ */
+export function storedScheme(format: WeightFormat): Quantization | undefined {
+  if (!format.quantized) return undefined;
+  if (format.label === 'INT4') return 'int4';
+  if (format.label === 'INT8') return 'int8';
+  if (format.label === 'FP8') return 'fp8';
+  return 'none';
 }
 
 async function fileSize(path: string): Promise<number | undefined> {

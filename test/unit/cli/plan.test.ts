@@ -5,6 +5,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 
 const repoRoot = resolve(__dirname, '..', '..', '..');
@@ -45,6 +47,29 @@ test('the table names the scheme, every component and the verdict', () => {
   assert.match(r.stdout, /MLA cache +9\.40 GB +9,395,240,960 B/);
   assert.match(r.stdout, /^fits {11}no$/m);
   assert.match(r.stdout, /^advice {9}does not fit: /m);
+});
+
+test('a checkpoint folder whose config.json says it is stored quantized is planned as stored, and quantizing it again is refused', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'klc-plan-'));
+  try {
+    // The community AWQ INT4 download's quantization_config (compressed-tensors, pack-quantized, group 32).
+    const quantization_config = { quant_method: 'compressed-tensors', format: 'pack-quantized', config_groups: { group_0: { targets: ['Linear'], weights: { num_bits: 4, type: 'int', strategy: 'group', group_size: 32, symmetric: true } } } };
+    writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...JSON.parse(readFileSync(CONFIG, 'utf8')), quantization_config }));
+    // As int4 under auto at 24 GB and 128k (memory-plan.test.ts): 12 layers' experts offloaded, 22,433,781,280 bytes.
+    const json = klc('--model', dir, '--context', '128k', '--gpu-memory', '24GB', '--json');
+    assert.equal(json.status, 0, json.stderr);
+    const plan = JSON.parse(json.stdout);
+    assert.deepEqual([plan.quantization, plan.offloadedLayers.length, plan.gpu.total], ['int4', 12, 22_433_781_280]);
+    // At 80 GB a bf16 checkpoint would be planned at fp8; this one stays INT4.
+    const big = klc('--model', dir, '--context', '128k', '--gpu-memory', '80GB');
+    assert.equal(big.status, 0, big.stderr);
+    assert.match(big.stdout, /^quantization {3}int4 \(as stored: INT4\)$/m);
+    const again = klc('--model', dir, '--context', '128k', '--gpu-memory', '80GB', '--quantization', 'int8');
+    assert.equal(again.status, 1);
+    assert.match(again.stderr, /already quantized \(INT4 in its config\.json quantization_config\): --quantization int8 needs a bf16 or fp32 checkpoint/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('bad input is one line naming the option', () => {
