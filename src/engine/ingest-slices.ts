@@ -18,7 +18,7 @@ export interface SlicePlan {
   spacing: number;
   /** File boundaries (token positions where a file ends), ascending. */
   boundaries: readonly number[];
-  /** The end of the last file, which always gets a checkpoint (new files are appended there); -1 if none. */
+  /** The end of the last file, where new files are appended: a checkpoint where it costs no slice or saves one (nextSliceEnd); -1 if none. */
   filesEnd: number;
 }
 
@@ -61,7 +61,12 @@ export function nextSliceEnd(plan: SlicePlan, position: number, lastCheckpoint: 
     if (b < 0 && plan.filesEnd > position && plan.filesEnd <= full) b = plan.filesEnd;
     return b > 0 && b < plan.total ? { end: b, checkpoint: true } : { end: full, checkpoint: false };
   }
-  if (plan.filesEnd > position && plan.filesEnd <= full) return { end: plan.filesEnd, checkpoint: plan.filesEnd < plan.total };
+  // The end of the last file is where an ingest that only adds files resumes. A cut there costs a
+  // slice of its own when the rest would otherwise run as one; then it is made only if resuming
+  // from the last checkpoint instead would recompute a slice or more.
+  if (plan.filesEnd > position && plan.filesEnd <= full && (full < plan.total || plan.filesEnd - lastCheckpoint >= plan.slice)) {
+    return { end: plan.filesEnd, checkpoint: plan.filesEnd < plan.total };
+  }
   if (full - lastCheckpoint < plan.spacing) return { end: full, checkpoint: false };
   const b = lastBoundaryIn(plan.boundaries, position, full);
   const overdue = full - lastCheckpoint >= 2 * plan.spacing;

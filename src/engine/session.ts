@@ -342,7 +342,7 @@ export class EngineSession {
     let prefillSeconds: number;
     try {
       await snapshot.putLatent(resumedTokens, latent);
-      // The end of the last file always gets one: new files are appended there (before the index).
+      // The end of the last file gets one where that costs no slice of its own or saves one: new files are appended there (before the index).
       const plan: SlicePlan = {
         total: ids.length,
         slice: this.model.prefillTokens,

@@ -21,12 +21,32 @@ test('files much shorter than a slice: every slice ends at its last boundary and
   // Files of 300 tokens from 100 (a preamble), the last ending at 3100; an index of 60 tokens after it.
   const boundaries = Array.from({ length: 10 }, (_, i) => 400 + 300 * i);
   const plan: SlicePlan = { total: 3160, slice: 1000, spacing: 1000, boundaries, filesEnd: 3100 };
+  // The end of the files (3100) gets no cut of its own: the rest (2800..3160) runs as one slice, and an ingest that
+  // adds files resumes at 2800, 300 tokens earlier, within the same one slice.
   assert.deepEqual(slices(plan), [
     [1000, true],
     [1900, true],
     [2800, true],
-    [3100, true],
     [3160, false],
+  ]);
+});
+
+test('the end of the files: cut where the rest needs two slices anyway, or where it saves an append a slice', () => {
+  // A context shorter than one slice (a small repository) runs as one: no checkpoint before the index.
+  assert.deepEqual(slices({ total: 4010, slice: 4096, spacing: 4096, boundaries: [900, 2500, 3990], filesEnd: 3990 }), [[4010, false]]);
+  // The rest after the last checkpoint needs two slices whatever happens: the first ends at the files' end.
+  assert.deepEqual(slices({ total: 2300, slice: 1000, spacing: 5000, boundaries: [1500, 2100], filesEnd: 2100 }), [
+    [1000, false],
+    [2000, false],
+    [2100, true],
+    [2300, false],
+  ]);
+  // After 0..1000 one slice would do, but resuming from the last checkpoint (0) would recompute 1800 tokens, more than
+  // a slice: cut.
+  assert.deepEqual(slices({ total: 1900, slice: 1000, spacing: 5000, boundaries: [1200, 1800], filesEnd: 1800 }), [
+    [1000, false],
+    [1800, true],
+    [1900, false],
   ]);
 });
 
