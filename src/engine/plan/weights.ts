@@ -87,6 +87,7 @@ export function dequantBufferBytes(c: KimiConfig, q: Quantization, tensorCores =
   const mats: Shape[][] = [];
   for (const l of c.layers) {
     const attention = attentionMatrices(c, l.attention).filter(([, , kept]) => !kept);
+    // KDA's q, k and v (the first three) are one GEMM.
     if (l.attention === 'kda') mats.push([[3 * P, d]], ...attention.slice(3).map((m) => [m]));
     else mats.push(...attention.map((m) => [m]));
     const inner = l.ffn === 'dense' ? c.intermediateSize : c.moe.numSharedExperts > 0 ? c.moe.intermediateSize * c.moe.numSharedExperts : 0;
