@@ -41,20 +41,36 @@ export function expectedExperts(c: KimiConfig, answers: number): number {
   return E * (1 - (1 - k / E) ** answers);
 }
 
+export interface DecodeStepOptions {
+  /** bf16 MLA rows (tensor-core mode); fp32 in exact mode. Default true. */
+  tensorCores?: boolean;
+  /** How the weights are stored. Default none (bf16). */
+  quantization?: Quantization;
+  /**
+   * Tokens at the start of every answer's context that the answers share, read once per step:
+   * forks of one repository state (Annotate File, several questions) attend to the same rows.
+   */
+  shared?: number;
+}
+
 /**
  * Bytes one decode step of `answers` sequences, each `context` tokens long, must read: the weights
- * it uses once (lm_head included) as stored under `quantization`, each sequence's KDA state read
- * and written, its MLA cache read.
+ * it uses once (lm_head included) as stored, each sequence's KDA state read and written, and its
+ * MLA rows, those of a shared prefix once for all.
  */
-export function decodeStepBytes(c: KimiConfig, context: number, answers = 1, tensorCores = true, quantization: Quantization = 'none'): number {
+export function decodeStepBytes(c: KimiConfig, context: number, answers = 1, opts: DecodeStepOptions = {}): number {
+  const quantization = opts.quantization ?? 'none';
+  const shared = Math.min(opts.shared ?? 0, context);
   const w = activeWeights(c);
   const routed = w.moeLayers * expectedExperts(c, answers) * storedBytes(w.expert, quantization);
   const weights = storedBytes(w.matrices, quantization) + routed + c.vocabSize * c.hiddenSize * BF16 + w.f32 * F32;
   const { numHeads: H, headDim: K } = c.kda;
-  const D = c.mla.kvLoraRank + c.mla.qkRopeHeadDim;
-  let perSequence = 0;
-  for (const l of c.layers) perSequence += l.attention === 'kda' ? 2 * H * K * K * F32 : context * D * mlaCacheElementBytes(tensorCores);
-  return weights + answers * perSequence;
+  const row = (c.mla.kvLoraRank + c.mla.qkRopeHeadDim) * mlaCacheElementBytes(opts.tensorCores ?? true);
+  let state = 0;
+  for (const l of c.layers) {
+    state += l.attention === 'kda' ? answers * 2 * H * K * K * F32 : (shared + answers * (context - shared)) * row;
+  }
+  return weights + state;
 }
 
 /**

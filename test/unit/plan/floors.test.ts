@@ -27,7 +27,7 @@ test('one answer at no context reads the ~3.1 B active weights once and each KDA
   // Each MLA layer reads 4096 rows of 576 bf16 latents (tensor-core mode): + 7·4096·576·2 = 33,030,144.
   assert.equal(decodeStepBytes(c, 4096), 6_359_121_920);
   // In exact mode the latents are fp32: + 7·4096·576·4 = 66,060,288.
-  assert.equal(decodeStepBytes(c, 4096, 1, false), 6_392_152_064);
+  assert.equal(decodeStepBytes(c, 4096, 1, { tensorCores: false }), 6_392_152_064);
 });
 
 test('eight answers read the experts any of them chose once, and their own states each', async () => {
@@ -39,6 +39,10 @@ test('eight answers read the experts any of them chose once, and their own state
   const weights = (1_240_743_936 + 26 * distinct * 7_077_888 + 377_487_360) * 2 + 15_335_424 * 4;
   const perAnswer = 83_886_080 + 7 * 131_072 * 576 * 2;
   assert.ok(Math.abs(decodeStepBytes(c, 131_072, 8) - (weights + 8 * perAnswer)) < 1);
+  // Forks of one repository state share its rows: 131,072 − 100 of each answer's are read once, the last 100 each.
+  const kda = 83_886_080;
+  const shared = 7 * 130_972 * 576 * 2 + 8 * (kda + 7 * 100 * 576 * 2);
+  assert.ok(Math.abs(decodeStepBytes(c, 131_072, 8, { shared: 130_972 }) - (weights + shared)) < 1);
 });
 
 test('quantized weights: the floor counts their codes and scales, with lm_head, KDA b_proj, MLA kv_b and the routers as stored', async () => {
@@ -48,13 +52,13 @@ test('quantized weights: the floor counts their codes and scales, with lm_head, 
   // MLA (6144 + 576 + 2304)·7 = 63,168, dense 20,736, shared experts (1024 + 1024 + 2304)·26 = 113,152: 657,856.
   // Fixed: lm_head 754,974,720 B, routers 61,341,696 B, KDA states 83,886,080 B: 900,202,496.
   // int8: 1,209,909,248 + 657,856·2 + 61,669,376 + 208 routed experts × (7,077,888 + 4352·2) + 900,202,496 = 3,647,107,968.
-  assert.equal(decodeStepBytes(c, 0, 1, true, 'int8'), 3_647_107_968);
-  assert.equal(decodeStepBytes(c, 0, 1, true, 'fp8'), 3_647_107_968);
+  assert.equal(decodeStepBytes(c, 0, 1, { quantization: 'int8' }), 3_647_107_968);
+  assert.equal(decodeStepBytes(c, 0, 1, { quantization: 'fp8' }), 3_647_107_968);
   // int4 (a bf16 scale per 128 inputs: elements / 64 bytes): 1,209,909,248·(1/2 + 1/64) + 61,669,376
   //   + 208 × 7,077,888·(1/2 + 1/64) + 900,202,496 = 2,344,834,816.
-  assert.equal(decodeStepBytes(c, 0, 1, true, 'int4'), 2_344_834_816);
+  assert.equal(decodeStepBytes(c, 0, 1, { quantization: 'int4' }), 2_344_834_816);
   // The MLA cache does not depend on the weights' scheme.
-  assert.equal(decodeStepBytes(c, 4096, 1, true, 'int4') - decodeStepBytes(c, 0, 1, true, 'int4'), 7 * 4096 * 576 * 2);
+  assert.equal(decodeStepBytes(c, 4096, 1, { quantization: 'int4' }) - decodeStepBytes(c, 0, 1, { quantization: 'int4' }), 7 * 4096 * 576 * 2);
 });
 
 test('prefill FLOPs of 4096 tokens: the active weights twice per token, causal MLA, KDA chunks', async () => {
