@@ -23,8 +23,9 @@ export interface Ours {
   contexts: OursRow[];
 }
 
-/** The parts of hf_scale_anchor.json read here: per context (its `phases`, keyed by the length). */
+/** The parts of hf_scale_anchor.json read here: per context (its `phases`, keyed by the length), and which KDA kernels ran. */
 export interface Anchor {
+  kda_bindings?: Record<string, string>;
   phases?: Record<string, {
     skipped?: string;
     error?: string;
@@ -42,8 +43,11 @@ const kTok = (tokPerS: number | undefined): string => (tokPerS === undefined || 
  * and transformers' estimate; 8 answers together.
  */
 export function sideBySide(ours: Ours, anchor: Anchor): string {
+  // Without fla transformers runs KDA in plain torch, far slower than its real speed: the table must say so.
+  const kda = anchor.kda_bindings?.['kda_chunk (prefill)'];
+  const kernels = kda === undefined ? 'KDA kernels not recorded' : /(^|\.)fla\./.test(kda) ? `KDA: fla (${kda})` : `KDA: ${kda}, not fla: transformers is slower here than with fla`;
   const lines = [
-    `ours: klc bench, the whole 27-layer model (${ours.card ?? 'card not recorded'}); transformers: hf_scale_anchor.py, 9 layers scaled to 27 per layer kind`,
+    `ours: klc bench, the whole 27-layer model (${ours.card ?? 'card not recorded'}); transformers: hf_scale_anchor.py, 9 layers scaled to 27 per layer kind (${kernels})`,
     '',
     '| context | prefill, ours | prefill floor | prefill, transformers | ours ÷ transformers | TPOT, ours | TPOT floor | TPOT, transformers | 8 answers together |',
     '|---:|---:|---:|---:|---:|---:|---:|---:|---:|',

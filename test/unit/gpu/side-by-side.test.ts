@@ -23,4 +23,11 @@ test('side by side: tokens/s from our raw prefill and the FLOP floor, transforme
   assert.equal(rows[0], '| 32,768 | 20.0 k tok/s | 60.0 k tok/s | 16.0 k tok/s | 1.25× | 6.00 ms (2.50×) | 2.40 ms | 150.3 ms | 300 tok/s |');
   assert.equal(rows[1], '| 131,072 | 13.0 k tok/s | — | — | transformers skipped | 7.00 ms | — | — | — |');
   assert.match(table, /NVIDIA H200/);
+  assert.match(table, /KDA kernels not recorded/);
+});
+
+test('side by side: the header says whether transformers ran fla\'s KDA kernels or its torch fallback', () => {
+  const header = (kda: string) => sideBySide({ contexts: [] }, { kda_bindings: { 'kda_chunk (prefill)': kda } }).split('\n')[0];
+  assert.match(header('fla.ops.kda.chunk.chunk_kda'), /\(KDA: fla \(fla\.ops\.kda\.chunk\.chunk_kda\)\)$/);
+  assert.match(header('transformers.models.kimi_linear.modeling_kimi_linear.chunk_kimi_delta_attention'), /not fla: transformers is slower here than with fla\)$/);
 });
