@@ -7,7 +7,7 @@
 import type { KimiConfig } from '../model/config';
 import { attentionMatrices, elements, swigluMatrices, type Shape } from './inventory';
 import { mlaCacheElementBytes } from './memory-plan';
-import { matrixBytes, type Quantization } from './weights';
+import { storedBytes, type Quantization } from './weights';
 
 const BF16 = 2;
 const F32 = 4;
@@ -28,11 +28,6 @@ function activeWeights(c: KimiConfig): { matrices: Shape[]; f32: number; expert:
     }
   }
   return { matrices, f32, expert: swigluMatrices(c, e.intermediateSize), moeLayers };
-}
-
-/** Bytes of `shapes` stored under `q` (a matrix kept in full precision stays bf16). */
-function storedBytes(shapes: readonly Shape[], q: Quantization): number {
-  return shapes.reduce((n, [r, k, kept]) => n + matrixBytes(r, k, kept ? 'none' : q, BF16), 0);
 }
 
 /** Distinct experts a layer reads for `answers` tokens routed independently (expected value). */

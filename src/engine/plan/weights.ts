@@ -7,7 +7,7 @@
  * (inventory.ts); norms and the other small tensors stay fp32.
  */
 import type { KimiConfig } from '../model/config';
-import { attentionMatrices, swigluMatrices, type Shape } from './inventory';
+import { attentionMatrices, elements, swigluMatrices, type Shape } from './inventory';
 import { moeDenseBytes } from './workspace';
 
 export type Quantization = 'none' | 'fp8' | 'int8' | 'int4';
@@ -44,9 +44,14 @@ export interface WeightBytes {
   experts: number[];
 }
 
+/** Bytes of `shapes` stored under `q`, a matrix kept in full precision unquantized. */
+export function storedBytes(shapes: readonly Shape[], q: Quantization, matrix = BF16): number {
+  return shapes.reduce((n, [r, k, kept]) => n + matrixBytes(r, k, kept ? 'none' : q, matrix), 0);
+}
+
 /** Weight bytes under `q`; `matrix` is 2 for bf16 checkpoints and 4 for fp32 ones. */
 export function weightBytes(c: KimiConfig, q: Quantization, matrix = BF16): WeightBytes {
-  const lin = (shapes: readonly Shape[]) => shapes.reduce((n, [r, k, kept]) => n + matrixBytes(r, k, kept ? 'none' : q, matrix), 0);
+  const lin = (shapes: readonly Shape[]) => storedBytes(shapes, q, matrix);
   // embed_tokens and lm_head are never quantized.
   const table = (rows: number, cols: number) => rows * cols * matrix;
   const d = c.hiddenSize;
@@ -83,7 +88,6 @@ export function dequantBufferBytes(c: KimiConfig, q: Quantization, tensorCores =
   const { numHeads: H, headDim: K } = c.kda;
   const P = H * K;
   const d = c.hiddenSize;
-  const stacked = (shapes: readonly Shape[]) => shapes.reduce((n, [r, k]) => n + r * k, 0);
   const mats: Shape[][] = [];
   for (const l of c.layers) {
     const attention = attentionMatrices(c, l.attention).filter(([, , kept]) => !kept);
@@ -96,7 +100,7 @@ export function dequantBufferBytes(c: KimiConfig, q: Quantization, tensorCores =
       mats.push([gate, up], [down]);
     }
   }
-  const largest = Math.max(...mats.map(stacked));
+  const largest = Math.max(...mats.map(elements));
   const experts = c.layers.some((l) => l.ffn === 'moe') ? moeDenseBytes(c, !tensorCores) : 0;
   return Math.max(largest * (tensorCores ? BF16 : F32), experts);
 }
