@@ -72,10 +72,15 @@ int tc_linear(klc_ctx *ctx, const float *x, int ldx, const void *w, float *y, in
 // The MoE experts on tensor cores. Rows sorted by expert (moe_sort_kernel's off, tiles, pos, tok)
 // are gathered into 64-row tiles per expert, and experts with the same tile count run as one
 // batched GEMM; cuBLAS takes the counts on the host, so this waits once per call for them.
-// Experts go in groups of `group` by index: w13 and w2 hold the group's experts [e0, e1) (expert
-// e at e - e0), filled by load(ctx, load_arg, e0, e1) before the group's GEMMs when load is set
-// (quantized experts dequantized into a buffer of one group); group = E without load reads every
+// Experts go in groups of groups.size by index: w13 and w2 hold the group's experts [e0, e1) (expert
+// e at e - e0), filled by groups.load(ctx, groups.arg, e0, e1) before the group's GEMMs when load is
+// set (quantized experts dequantized into a buffer of one group); size E without load reads every
 // expert where it lies.
+struct MoeGroups {
+  int size;
+  int (*load)(klc_ctx *ctx, const void *arg, int e0, int e1);
+  const void *arg;
+};
 struct MoeTc {
   const float *x;
   const int *idx;
@@ -89,18 +94,11 @@ struct MoeTc {
   void **ptrs;  // device room for 6 * E pointers
   float *out;
   int T, k, d, I, E, tile;
-  int group;
-  int (*load)(klc_ctx *ctx, const void *arg, int e0, int e1);
-  const void *load_arg;
+  MoeGroups groups;
 };
 int tc_moe(klc_ctx *ctx, const MoeTc &m);
-// klc_moe_experts after its argument checks, with the experts loaded by groups (tensor cores only,
-// as MoeTc's group/load); MoeGroups{E, nullptr, nullptr} reads every expert where it lies.
-struct MoeGroups {
-  int size;
-  int (*load)(klc_ctx *ctx, const void *arg, int e0, int e1);
-  const void *arg;
-};
+// klc_moe_experts after its argument checks, with the experts loaded by groups (tensor cores only);
+// MoeGroups{E, nullptr, nullptr} reads every expert where it lies.
 int moe_experts(klc_ctx *ctx, const float *x, const int32_t *idx, const float *w, const void *w13, const void *w2, float *out, void *ws,
                 int T, int d, int I, int E, int k, int w_f32, const MoeGroups &groups);
 bool tc_mla_wanted(klc_ctx *ctx, int T);

@@ -199,17 +199,18 @@ size_t align256(size_t b) { return (b + 255) & ~(size_t)255; }
 // the 48B shapes) instead of all 256 (3.6 GB), which a small card needs for the weights themselves.
 constexpr int MOE_DENSE_GROUP = 32;
 
-// Where a group of quantized experts is dequantized: W13 rows of experts [e0, e1) into d13, W2 rows into d2.
+// Where quantized experts are dequantized: W13 rows of experts [e0, e1) into d13, W2 rows into d2,
+// bf16 or fp32 per f32.
 struct DenseGroup {
   const klc_wq &w13, &w2;
   void *d13, *d2;
-  int d, I;
+  int d, I, f32;
 };
 
 int dequant_group(klc_ctx *ctx, const void *arg, int e0, int e1) {
   const DenseGroup &g = *static_cast<const DenseGroup *>(arg);
-  const int rc = klc::wq_dequant(ctx, g.w13, e0 * 2 * g.I, (e1 - e0) * 2 * g.I, g.d13, 0);
-  return rc ? rc : klc::wq_dequant(ctx, g.w2, e0 * g.d, (e1 - e0) * g.d, g.d2, 0);
+  const int rc = klc::wq_dequant(ctx, g.w13, e0 * 2 * g.I, (e1 - e0) * 2 * g.I, g.d13, g.f32);
+  return rc ? rc : klc::wq_dequant(ctx, g.w2, e0 * g.d, (e1 - e0) * g.d, g.d2, g.f32);
 }
 
 }  // namespace
@@ -244,16 +245,14 @@ KLC_API int klc_moe_experts_wq(klc_ctx *ctx, const float *x, const int32_t *idx,
     return moe_wq_small<Codes::E4M3>(ctx, x, idx, w, *w13, *w2, out, h, T, d, I, k);
   }
   if (!dense) return klc::fail(KLC_E_ARG, "klc_moe_experts_wq: this many pairs needs the dense buffer (klc_moe_dense_bytes())");
+  if (!dense_f32 && !ctx->tensor_cores) return klc::fail(KLC_E_ARG, "klc_moe_experts_wq: bf16 dequantization needs tensor cores on (dense_f32 = 1 without them)");
+  // Exact mode: every expert in fp32 at once, for the CUDA-core GEMMs; tensor cores: a group at a time.
+  const int group = dense_f32 ? E : std::min(E, MOE_DENSE_GROUP);
+  const DenseGroup g{*w13, *w2, dense, static_cast<char *>(dense) + align256((size_t)group * 2 * I * d * (dense_f32 ? 4 : 2)), d, I, dense_f32};
   if (dense_f32) {
-    // Exact mode: every expert in fp32 at once, for the CUDA-core GEMMs.
-    void *d2 = static_cast<char *>(dense) + align256((size_t)E * 2 * I * d * 4);
-    if ((rc = klc::wq_dequant(ctx, *w13, 0, w13->N, dense, 1))) return rc;
-    if ((rc = klc::wq_dequant(ctx, *w2, 0, w2->N, d2, 1))) return rc;
-    return klc_moe_experts(ctx, x, idx, w, dense, d2, out, ws, ws_bytes, T, d, I, E, k, 1);
+    if ((rc = dequant_group(ctx, &g, 0, E))) return rc;
+    return klc_moe_experts(ctx, x, idx, w, g.d13, g.d2, out, ws, ws_bytes, T, d, I, E, k, 1);
   }
-  if (!ctx->tensor_cores) return klc::fail(KLC_E_ARG, "klc_moe_experts_wq: bf16 dequantization needs tensor cores on (dense_f32 = 1 without them)");
-  const int group = std::min(E, MOE_DENSE_GROUP);
-  const DenseGroup g{*w13, *w2, dense, static_cast<char *>(dense) + align256((size_t)group * 2 * I * d * 2), d, I};
   return klc::moe_experts(ctx, x, idx, w, g.d13, g.d2, out, ws, T, d, I, E, k, 0, klc::MoeGroups{group, dequant_group, &g});
 }
 

@@ -816,7 +816,7 @@ int moe_experts(klc_ctx *ctx, const float *x, const int32_t *idx, const float *w
   if (!w_f32 && ctx->tensor_cores) {
     // The bf16 copies fit in the fp32 buffers they stand for: gathered rows in ybuf (free until
     // the down projections), SwiGLU outputs in hbuf.
-    const MoeTc m{x, idx, w, off, tiles, pos, tok, w13, w2, gu, ybuf, hbuf, ybuf, ptrs, out, T, k, d, I, E, BM, groups.size, groups.load, groups.arg};
+    const MoeTc m{x, idx, w, off, tiles, pos, tok, w13, w2, gu, ybuf, hbuf, ybuf, ptrs, out, T, k, d, I, E, BM, groups};
     return tc_moe(ctx, m);
   }
   if (groups.load) return fail(KLC_E_ARG, "the MoE experts load by groups only on tensor cores");

@@ -198,7 +198,7 @@ int tc_moe(klc_ctx *ctx, const MoeTc &m) {
   const bf16 *w13 = static_cast<const bf16 *>(m.w13), *w2 = static_cast<const bf16 *>(m.w2);
   gather_bf16_kernel<<<n, 256, 0, ctx->stream>>>(m.x, m.tok, m.off, m.tiles, E, m.tile, static_cast<bf16 *>(m.xs), m.d);
   int rc = launched("gathering the MoE rows");
-  const int group = m.group > 0 && m.group < E ? m.group : E;
+  const int group = m.groups.size > 0 && m.groups.size < E ? m.groups.size : E;
   // Each group's pointer lists get their own room (6 per expert from 6 * e0), so a list is never
   // rewritten while GEMMs queued before may still read it. The gathered rows (bf16, half a row of
   // ys each) may share ys's buffer: groups run from the last expert down, so a group's down
@@ -212,7 +212,7 @@ int tc_moe(klc_ctx *ctx, const MoeTc &m) {
     for (int g = e0; g < e1; ++g)
       if (tiles[g + 1] > tiles[g]) order.push_back(g);
     if (order.empty()) continue;
-    if (m.load && (rc = m.load(ctx, m.load_arg, e0, e1))) break;
+    if (m.groups.load && (rc = m.groups.load(ctx, m.groups.arg, e0, e1))) break;
     std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return tiles[a + 1] - tiles[a] < tiles[b + 1] - tiles[b]; });
     const int used = (int)order.size();
     // Six pointer lists of `used` entries: up (W13, xs, gu) and down (W2, hs, ys).
