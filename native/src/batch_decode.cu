@@ -11,6 +11,7 @@
 
 #include "internal.h"
 #include "mla_cache.cuh"
+#include "mma_bf16.cuh"
 
 namespace {
 
@@ -140,14 +141,7 @@ __global__ void __launch_bounds__(KDA_THREADS) kda_decode_batch_kernel(const __g
 constexpr int MD_HEADS = 32, MD_NK = 32, MD_WARPS = 16, MD_THREADS = MD_WARPS * 32, MD_LMAX = 512;
 constexpr int MD_COL_TILES = MD_LMAX / 8 / MD_WARPS;  // value n-tiles per warp
 
-struct MlaBatchParams {
-  int H, D, L, splits, split_keys;
-  float scale;
-  const float *q;
-  float *ws;
-  const void *cache[KLC_MAX_DECODE_BATCH];
-  int len[KLC_MAX_DECODE_BATCH];
-};
+using klc::MlaDecodeParams;
 
 __device__ __forceinline__ void mma_tf32(float c[4], const uint32_t a[4], const uint32_t b[2]) {
   asm volatile(
@@ -179,13 +173,7 @@ __device__ __forceinline__ void mma_f32(float c[4], const float a[4], const floa
   mma_tf32(c, ah, bh);
 }
 
-__device__ __forceinline__ void cp_async16(void *smem, const void *gmem) {
-  const unsigned s = (unsigned)__cvta_generic_to_shared(smem);
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+using klc_mma::cp_async16;
 
 // Row stride of the staged rows in elements: whole 16-byte copies, and (fp32 rows, or bf16 rows with
 // D a multiple of 16 as Kimi's 576) 4 mod 8 in 32-bit words, so the fragment loads of 8 rows x 4
@@ -202,7 +190,7 @@ size_t md_smem_bytes(int D, int stages) {
 }
 
 template <typename CT, int STAGES, bool SPLIT>
-__global__ void __launch_bounds__(MD_THREADS, 1) mla_decode_kernel(const __grid_constant__ MlaBatchParams p) {
+__global__ void __launch_bounds__(MD_THREADS, 1) mla_decode_kernel(const __grid_constant__ MlaDecodeParams p) {
   extern __shared__ float sm[];
   const int D = p.D, L = p.L, H = p.H, SD = md_stride<float>(D), SK = md_stride<CT>(D);
   const int split = blockIdx.x, b = blockIdx.y, h0 = blockIdx.z * MD_HEADS;
@@ -245,7 +233,7 @@ __global__ void __launch_bounds__(MD_THREADS, 1) mla_decode_kernel(const __grid_
         ++r;
       }
     }
-    cp_async_commit();
+    klc_mma::cp_commit();
   };
   load_block(0, k_begin);
   for (int e = tid; e < MD_HEADS * D; e += MD_THREADS) {
@@ -269,9 +257,9 @@ __global__ void __launch_bounds__(MD_THREADS, 1) mla_decode_kernel(const __grid_
     const bool more = kb + MD_NK < k_end;
     if (STAGES > 1 && more) {
       load_block(buf ^ 1, kb + MD_NK);
-      cp_async_wait<1>();
+      klc_mma::cp_wait<1>();
     } else {
-      cp_async_wait<0>();
+      klc_mma::cp_wait<0>();
     }
     __syncthreads();
     const CT *Kb = Ks + (size_t)buf * MD_NK * SK;
@@ -453,7 +441,7 @@ struct MdPlan {
 };
 
 template <typename CT>
-MdPlan md_plan(klc_ctx *ctx, int B, int H, int D, int max_len) {
+MdPlan md_plan(klc_ctx *ctx, int B, int H, int D, int max_len, int block = MD_NK) {
   int dev = ctx ? ctx->device : 0, optin = 0, sms = 0;
   cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
   cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
@@ -466,15 +454,15 @@ MdPlan md_plan(klc_ctx *ctx, int B, int H, int D, int max_len) {
   int splits = (sms > 0 ? sms : 100) / ctas;
   // The CUDA backend's workspace holds (2 B H + 8192) partial rows (memory-plan.ts).
   const int cap = std::min(MD_MAX_SPLITS, std::max(1, (8192 + 2 * B * H) / (B * H)));
-  splits = std::min(splits, std::min(cap, (max_len + MD_NK - 1) / MD_NK));
+  splits = std::min(splits, std::min(cap, (max_len + block - 1) / block));
   splits = std::max(1, splits);
-  plan.split_keys = ((max_len + splits - 1) / splits + MD_NK - 1) / MD_NK * MD_NK;
+  plan.split_keys = ((max_len + splits - 1) / splits + block - 1) / block * block;
   plan.splits = (max_len + plan.split_keys - 1) / plan.split_keys;
   return plan;
 }
 
 template <typename CT, int STAGES, bool SPLIT>
-int launch_mla_decode(klc_ctx *ctx, const MlaBatchParams &p, int B, int groups) {
+int launch_mla_decode(klc_ctx *ctx, const MlaDecodeParams &p, int B, int groups) {
   const size_t smem = md_smem_bytes<CT>(p.D, STAGES);
   cudaError_t e = cudaFuncSetAttribute(mla_decode_kernel<CT, STAGES, SPLIT>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
   if (e != cudaSuccess) return klc::fail_cuda(e, "configuring the MLA decode kernel");
@@ -484,7 +472,7 @@ int launch_mla_decode(klc_ctx *ctx, const MlaBatchParams &p, int B, int groups) 
 
 // The launch for the cache type, the stages that fit and exact (split TF32) or plain TF32 products.
 template <typename CT>
-int launch_mla_decode_for(klc_ctx *ctx, const MlaBatchParams &p, int B, int groups, int stages, bool exact) {
+int launch_mla_decode_for(klc_ctx *ctx, const MlaDecodeParams &p, int B, int groups, int stages, bool exact) {
   if (stages == 2) return exact ? launch_mla_decode<CT, 2, true>(ctx, p, B, groups) : launch_mla_decode<CT, 2, false>(ctx, p, B, groups);
   return exact ? launch_mla_decode<CT, 1, true>(ctx, p, B, groups) : launch_mla_decode<CT, 1, false>(ctx, p, B, groups);
 }
@@ -555,8 +543,12 @@ int klc_mla_decode(klc_ctx *ctx, const float *q, const void *const *caches, int 
   if (ws_bytes < klc_mla_decode_workspace_bytes(ctx, B, H, D, L, max_len))
     return fail(KLC_E_ARG, "klc_mla_decode: workspace smaller than klc_mla_decode_workspace_bytes()");
   const bool bf16 = cache_type == KLC_CACHE_BF16;
-  const MdPlan plan = bf16 ? md_plan<__nv_bfloat16>(ctx, B, H, D, max_len) : md_plan<float>(ctx, B, H, D, max_len);
-  if (plan.stages == 0) {
+  // bf16 rows in tensor-core mode take the bf16 MMA kernel where its shapes and shared memory allow;
+  // its blocks are larger, so its splits never outnumber the ones the workspace was sized for.
+  const int bf16_block = bf16 ? mla_decode_bf16_block(ctx, D, L) : 0;
+  const MdPlan plan = bf16 ? md_plan<__nv_bfloat16>(ctx, B, H, D, max_len, bf16_block ? bf16_block : MD_NK)
+                           : md_plan<float>(ctx, B, H, D, max_len);
+  if (plan.stages == 0 && !bf16_block) {
     for (int b = 0; b < B; ++b) {
       const int splits = klc_mla_splits(ctx, H, lengths[b]);
       rc = klc_mla_attention(ctx, q + (size_t)b * H * D, caches[b], cache_type, out + (size_t)b * H * L, static_cast<float *>(ws),
@@ -565,7 +557,7 @@ int klc_mla_decode(klc_ctx *ctx, const float *q, const void *const *caches, int 
     }
     return KLC_OK;
   }
-  MlaBatchParams p{};
+  MlaDecodeParams p{};
   p.H = H;
   p.D = D;
   p.L = L;
@@ -580,8 +572,9 @@ int klc_mla_decode(klc_ctx *ctx, const float *q, const void *const *caches, int 
   }
   const int groups = (H + MD_HEADS - 1) / MD_HEADS;
   const bool exact = !ctx->tensor_cores;
-  rc = bf16 ? launch_mla_decode_for<__nv_bfloat16>(ctx, p, B, groups, plan.stages, exact)
-            : launch_mla_decode_for<float>(ctx, p, B, groups, plan.stages, exact);
+  rc = bf16_block ? mla_decode_bf16(ctx, p, B, bf16_block)
+       : bf16     ? launch_mla_decode_for<__nv_bfloat16>(ctx, p, B, groups, plan.stages, exact)
+                  : launch_mla_decode_for<float>(ctx, p, B, groups, plan.stages, exact);
   if (rc) return rc;
   mla_decode_combine_kernel<<<B * H, MD_COMBINE_THREADS, 0, ctx->stream>>>(p.ws, out, L, plan.splits);
   return launched("the MLA decode split combine");

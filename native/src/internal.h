@@ -128,6 +128,23 @@ bool mla_wgmma_ready(klc_ctx *ctx);
 constexpr int MLA_WGMMA_QUERIES = 128;
 int mla_wgmma_block(klc_ctx *ctx, const MlaBlock &b, bool warp_specialized);
 
+// ---- MLA decode over B latent caches, split over the key range (batch_decode.cu) ----
+// Each CTA (split, sequence, head group) leaves its partial (acc[L], max, sum) at
+// ws[((b * H + h) * splits + split) * (L + 2)]; the max is in natural-log units.
+struct MlaDecodeParams {
+  int H, D, L, splits, split_keys;
+  float scale;
+  const float *q;
+  float *ws;
+  const void *cache[KLC_MAX_DECODE_BATCH];
+  int len[KLC_MAX_DECODE_BATCH];
+};
+// The bf16 tensor-core form (mla_decode_bf16.cu) for bf16 caches in tensor-core mode: keys per
+// block it uses on this device for these widths, 0 where it does not apply (then the TF32 kernel
+// runs).
+int mla_decode_bf16_block(klc_ctx *ctx, int D, int L);
+int mla_decode_bf16(klc_ctx *ctx, const MlaDecodeParams &p, int B, int block);
+
 // ---- small-batch paths, memory-bound, fp32 activations and accumulation in every mode ----
 // Off when KLC_SMALL_BATCH=0 (kept for comparisons against the general paths).
 bool small_batch_enabled();

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "internal.h"
+#include "mma_bf16.cuh"
 
 namespace {
 
@@ -348,6 +349,13 @@ __global__ void __launch_bounds__(PREFILL_THREADS) kda_state_pass(klc_kda_args a
 // holds its bf16 hi/lo copies transposed for the W.S and qg.S operands. The next chunk's operands
 // are fetched with cp.async while the current one computes.
 namespace tc {
+
+using klc_mma::bits;
+using klc_mma::cp_commit;
+using klc_mma::cp_wait;
+using klc_mma::mma_bf16;
+using klc_mma::smem_addr;
+
 constexpr int LDW = KD + 8;        // W, qg rows: 8-byte fragment reads of 8 rows fall in distinct banks
 constexpr int LDQ = CH + 8;        // Aqk rows
 constexpr int LDK = KD + 4;        // kg rows, read down columns (rows 2t, 2t+1 apart by 8 banks)
@@ -363,15 +371,7 @@ constexpr int OFF_GL = OFF_VN + CH * LDV;
 constexpr int OFF_ST = OFF_GL + KD;
 constexpr size_t SMEM = sizeof(float) * OFF_ST + 2 * sizeof(__nv_bfloat16) * STATE_BV * LDS;
 
-__device__ __forceinline__ unsigned smem_addr(const void *p) { return (unsigned)__cvta_generic_to_shared(p); }
-__device__ __forceinline__ void cp16(float *dst, const float *src) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_addr(dst)), "l"(src));
-}
-__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-template <int N>
-__device__ __forceinline__ void cp_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-}
+__device__ __forceinline__ void cp16(float *dst, const float *src) { klc_mma::cp_async16(dst, src); }
 // rows x cols floats (cols a multiple of 4) of a row-major global block into padded shared rows.
 __device__ __forceinline__ void cp_rows(float *dst, int ldd, const float *src, int lds, int rows, int cols) {
   const int per = cols / 4;
@@ -381,20 +381,12 @@ __device__ __forceinline__ void cp_rows(float *dst, int ldd, const float *src, i
   }
 }
 
-__device__ __forceinline__ unsigned bits(__nv_bfloat162 v) { return *reinterpret_cast<unsigned *>(&v); }
 // (x, y) -> bf16 pairs hi and lo with x ~ hi.x + lo.x, y ~ hi.y + lo.y (x in the low half).
 __device__ __forceinline__ void split2(float x, float y, unsigned &hi, unsigned &lo) {
   const __nv_bfloat162 h = __floats2bfloat162_rn(x, y);
   const float2 hf = __bfloat1622float2(h);
   hi = bits(h);
   lo = bits(__floats2bfloat162_rn(x - hf.x, y - hf.y));
-}
-
-__device__ __forceinline__ void mma(float (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
 struct FragA {
@@ -405,9 +397,9 @@ struct FragB {
 };
 
 __device__ __forceinline__ void mma3(float (&d)[4], const FragA &a, const FragB &b) {
-  mma(d, a.lo, b.hi[0], b.hi[1]);
-  mma(d, a.hi, b.lo[0], b.lo[1]);
-  mma(d, a.hi, b.hi[0], b.hi[1]);
+  mma_bf16(d, a.lo, b.hi[0], b.hi[1]);
+  mma_bf16(d, a.hi, b.lo[0], b.lo[1]);
+  mma_bf16(d, a.hi, b.hi[0], b.hi[1]);
 }
 
 // A[m][k] = src[m0 + m][k0 + k], src row-major fp32.
@@ -961,8 +953,8 @@ __global__ void __launch_bounds__(PREFILL_THREADS, 2) kda_intra_tc(klc_kda_args 
           mma3(dw[nt], ft, frag_b(sG, LG, k0, c, t));
           const unsigned v0 = sV[j * LB + c] | ((unsigned)sV[(j + 1) * LB + c] << 16);
           const unsigned v1 = sV[(j + 8) * LB + c] | ((unsigned)sV[(j + 9) * LB + c] << 16);
-          mma(du[nt], ft.lo, v0, v1);
-          mma(du[nt], ft.hi, v0, v1);
+          mma_bf16(du[nt], ft.lo, v0, v1);
+          mma_bf16(du[nt], ft.hi, v0, v1);
         }
       }
 #pragma unroll

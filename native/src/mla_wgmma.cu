@@ -19,6 +19,7 @@
 #include <cstdint>
 
 #include "internal.h"
+#include "mma_bf16.cuh"
 
 #if KLC_MLA_WGMMA
 #if defined(__CUDA_ARCH__) && !defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -40,7 +41,7 @@ constexpr int STAGE_BYTES = K_BYTES + V_BYTES;
 constexpr int SMEM = Q_BYTES + 2 * STAGE_BYTES + 1024;  // + room to align the base to 1024 bytes
 static_assert(PANEL_Q % 1024 == 0 && PANEL_K % 1024 == 0 && PANEL_V % 1024 == 0, "panels must keep 1024-byte atoms aligned");
 
-__device__ __forceinline__ unsigned smem_addr(const void *p) { return (unsigned)__cvta_generic_to_shared(p); }
+using klc_mma::smem_addr;
 
 // Byte offset of 16-byte chunk `chunk` (0..7) of row `row` inside a panel: the 128-byte swizzle
 // (chunk index XOR row mod 8), the pattern wgmma undoes given a 1024-byte-aligned panel.

@@ -113,15 +113,22 @@ def mla_call(klc, q, caches, lengths, out, B, H, D, L, scale):
     return run, ws
 
 
-def mla_case(klc, lengths, H=32, D=576, L=512, seed=5, exact=True, tol=None, cache_bf16=False):
+def mla_case(klc, lengths, H=32, D=576, L=512, seed=5, exact=True, tol=None, cache_bf16=False, shared=False):
     """Against float64 attention over the caches' own values (bf16 ones widened), so a bf16 cache is held to
-    the kernel's tolerance: its rounding is the cache's, not the kernel's."""
+    the kernel's tolerance: its rounding is the cache's, not the kernel's. shared: every sequence reads the
+    first one's rows (as forks of one repository do) up to its own length.
+    In tensor-core mode a bf16 cache with D a multiple of 16 and L of 128 takes the bf16 MMA kernel
+    (mla_decode_bf16.cu), other shapes the TF32 one."""
     g = torch.Generator(device="cuda").manual_seed(seed)
     B = len(lengths)
     scale = (D - L + 128) ** -0.5 if D == 576 else (D - L + 32) ** -0.5
-    caches = [torch.randn(n, D, device="cuda", generator=g) for n in lengths]
-    if cache_bf16:
-        caches = [c.to(torch.bfloat16) for c in caches]
+    if shared:
+        base = torch.randn(max(lengths), D, device="cuda", generator=g)
+        base = base.to(torch.bfloat16) if cache_bf16 else base
+        caches = [base[:n] for n in lengths]
+    else:
+        caches = [torch.randn(n, D, device="cuda", generator=g) for n in lengths]
+        caches = [c.to(torch.bfloat16) for c in caches] if cache_bf16 else caches
     q = torch.randn(B * H, D, device="cuda", generator=g) * 0.6
     out = torch.full((B * H, L), float("nan"), device="cuda")
     set_tensor_cores(klc, not exact)
@@ -132,7 +139,7 @@ def mla_case(klc, lengths, H=32, D=576, L=512, seed=5, exact=True, tol=None, cac
         c = cache.double()
         p = torch.softmax((q[b * H:(b + 1) * H].double() @ c.T) * scale, 1)
         err = max(err, rel(out[b * H:(b + 1) * H], p @ c[:, :L]))
-    mode = ("exact (3xTF32)" if exact else "tensor-core TF32") + (", bf16 cache" if cache_bf16 else "")
+    mode = ("exact (3xTF32)" if exact else "tensor-core") + (", bf16 cache" if cache_bf16 else "") + (", shared rows" if shared else "")
     check(f"mla decode {mode} B={B} H={H} D={D} L={L} lengths={lengths}", err, tol or (1e-4 if exact else 1e-2))
     set_tensor_cores(klc, False)
 
@@ -282,15 +289,15 @@ def timing(klc, card):
     scale = 192 ** -0.5
     klc.lib.klc_mla_splits.restype = c_i
     klc.lib.klc_mla_workspace_bytes.restype = c_z
-    for n in (4096, 32768, 131072):
+    for n in (4096, 32768, 131072, 1048576):
         for B in (1, 8):
             caches = [torch.randn(n, D, device="cuda") for _ in range(B)]
             caches_bf16 = [c.to(torch.bfloat16) for c in caches]
             q = torch.randn(B * H, D, device="cuda") * 0.6
             out = torch.empty(B * H, L, device="cuda")
             row = {"what": "mla decode", "keys": n, "B": B, "cache_MB": round(B * n * D * 4 / 1e6, 1)}
-            # tf32_bf16: the default mode as the backend runs it, over a bf16 cache (half the bytes).
-            for label, tc, cs, el in (("exact", False, caches, 4), ("tf32", True, caches, 4), ("tf32_bf16", True, caches_bf16, 2)):
+            # tc_bf16: the default mode as the backend runs it, over a bf16 cache (half the bytes): the bf16 MMA kernel.
+            for label, tc, cs, el in (("exact", False, caches, 4), ("tf32", True, caches, 4), ("tc_bf16", True, caches_bf16, 2)):
                 set_tensor_cores(klc, tc)
                 run, _ws = mla_call(klc, q, cs, [n] * B, out, B, H, D, L, scale)
                 ms = timed(run)
@@ -308,6 +315,20 @@ def timing(klc, card):
             table.append(row)
             print(row, flush=True)
             del caches, caches_bf16
+        # Eight forks of one repository: the same bf16 rows behind every sequence, read once from memory
+        # when the forks' CTAs walk them together (GB/s counts the rows once).
+        shared = [torch.randn(n, D, device="cuda").to(torch.bfloat16)] * 8
+        q = torch.randn(8 * H, D, device="cuda") * 0.6
+        out = torch.empty(8 * H, L, device="cuda")
+        set_tensor_cores(klc, True)
+        run, _ws = mla_call(klc, q, shared, [n] * 8, out, 8, H, D, L, scale)
+        ms = timed(run)
+        set_tensor_cores(klc, False)
+        row = {"what": "mla decode, 8 forks of one bf16 cache", "keys": n, "B": 8, "tc_bf16_ms": round(ms, 4),
+               "rows_once_GBps": round(n * D * 2 / ms / 1e6, 0), "rows_once_of_copy": round(n * D * 2 / ms / 1e6 / bw, 3)}
+        table.append(row)
+        print(row, flush=True)
+        del shared
     for B in (1, 8):
         H, K, W = 32, 128, 4
         x = kda_inputs(B, H, K, K, W, 1)
@@ -345,6 +366,12 @@ def main():
     for exact in (False, True):
         mla_case(klc, [1, 63, 300], H=4, D=80, L=64, exact=exact, cache_bf16=True)
         mla_case(klc, [1, 63, 4096, 40000, 131072], exact=exact, cache_bf16=True)
+    # The bf16 MMA kernel: ragged lengths at other widths, a partial head group, a 1M-token cache, and
+    # eight forks' reads of one repository's rows.
+    mla_case(klc, [1, 17, 64, 65, 1000, 3001], H=4, D=208, L=128, exact=False, cache_bf16=True)
+    mla_case(klc, [5000, 17], H=40, exact=False, cache_bf16=True)
+    mla_case(klc, [1048576, 33], exact=False, cache_bf16=True)
+    mla_case(klc, [131072 + 7 * i for i in range(8)], exact=False, cache_bf16=True, shared=True)
     mla_case(klc, [40000], exact=True)
     mla_case(klc, [5000, 17], H=40, exact=True)
     sample_cases(klc, 4096)

@@ -2,7 +2,8 @@
 # One device call for the checks of several issues, under one deadline (a call may run 600 s):
 # the MLA prefill kernels (run-mla.sh: fa2 and wgmma against float64, timed beside cuDNN), the
 # quantized paths (run-quant.sh: the klc_wq kernels alone, then INT4/INT8 models against the reference), the model tests (run-scale.sh with CONTEXTS=none), the default mode
-# against transformers' bf16 (run-hf-bf16.sh), every op against float64 (ops_check.py: step ops), expert
+# against transformers' bf16 (run-hf-bf16.sh), the batched decode kernels against float64 and their timing
+# (batch_check.py: step batch), every op against float64 (ops_check.py: step ops), expert
 # offload (run-offload.sh: step offload, OFFLOAD_SPEED=0 skips its 48B timing), the quantized tiny models alone
 # against the reference (step quantmodel: quant-model.test.ts without quant_check.py), `klc accuracy` on the 48B
 # model with dummy weights (step accuracy: int8, int4, fp8 against bf16, which needs an H200), the 48B model under
@@ -31,6 +32,8 @@ for step in ${STEPS:-mla bench model hf quant}; do
     quant) OUT=$OUT/quant timeout "$(( t < 240 ? t : 240 ))" bash test/gpu/run-quant.sh || rc=1 ;;
     model) OUT=$OUT/model CONTEXTS=none KLC_MLA_KERNEL=$mla_kernel timeout "$(( t < 240 ? t : 240 ))" bash test/gpu/run-scale.sh || rc=1 ;;
     hf) OUT=$OUT/hf KLC_MLA_KERNEL=$mla_kernel timeout "$(( t < 240 ? t : 240 ))" bash test/gpu/run-hf-bf16.sh > "$OUT/hf/run.log" 2>&1 || rc=1; tail -40 "$OUT/hf/run.log" ;;
+    batch) ( cd test/gpu && PYTHONUNBUFFERED=1 timeout "$(( t < 300 ? t : 300 ))" python3 batch_check.py "$OUT/batch/batch.json" ) > "$OUT/batch/run.log" 2>&1 || rc=1
+         grep -E "FAIL|checks passed|mla decode|copy" "$OUT/batch/run.log" | tail -40 ;;
     ops) ( cd test/gpu && timeout "$(( t < 200 ? t : 200 ))" python3 ops_check.py "$OUT/ops/ops.json" ) > "$OUT/ops/run.log" 2>&1 || rc=1
          grep -E "FAIL|fail|bf16|append" "$OUT/ops/run.log" | tail -30 ;;
     offload) OUT=$OUT/offload SPEED=${OFFLOAD_SPEED:-1} timeout "$(( t < 420 ? t : 420 ))" bash test/gpu/run-offload.sh || rc=1 ;;
