@@ -184,3 +184,73 @@ test('bf16 and fp32 state files of a bf16 cache restore on the GPU exactly, and 
     await fs.rm(dir, { recursive: true, force: true });
   }
 });
+
+// The 48B model's attention widths (32 heads, latent 512 + rope 64) with few, narrow layers: the
+// shapes where a bf16 cache in tensor-core mode takes the bf16 MMA decode kernel (mla_decode_bf16.cu;
+// the tiny model's 64-wide latent keeps the TF32 one).
+test('at the 48B attention widths, decode over bf16 caches (bf16 MMA kernel) follows the reference as closely as fp32 caches (TF32 kernel), for one answer and 8 together', { skip }, async () => {
+  const dir = await fs.mkdtemp(join(tmpdir(), 'klc-gpu-mla-widths-'));
+  const full = JSON.parse(await fs.readFile(join(__dirname, '..', '..', 'assets', 'configs', 'kimi-linear-48b-a3b-instruct.json'), 'utf8'));
+  const config = {
+    ...full,
+    vocab_size: 4000,
+    hidden_size: 512,
+    num_hidden_layers: 4,
+    intermediate_size: 1024,
+    moe_intermediate_size: 128,
+    num_experts: 8,
+    num_experts_per_token: 2,
+    linear_attn_config: { ...full.linear_attn_config, kda_layers: [1, 2, 3], full_attn_layers: [4] },
+  };
+  const configFile = join(dir, 'config.json');
+  await fs.writeFile(configFile, JSON.stringify(config));
+  const dummy = { configFile, seed: 17 };
+  const g = await loadModel(configFile, { backend: 'cuda', dummy });
+  const r = await loadModel(configFile, { backend: 'reference', dummy });
+  try {
+    const cb = g.backend as CudaBackend;
+    assert.equal(cb.bf16Caches, true, 'dummy bf16 weights run in tensor-core mode');
+    const prompt = idsOf(700, 31337, 5);
+    const rs = r.newState();
+    const b = g.newState();
+    cb.setTensorCores(false);
+    const f = g.newState();
+    cb.importState(f);
+    cb.setTensorCores(true);
+    let want = await r.prefill(rs, prompt);
+    await g.prefill(b, prompt);
+    await g.prefill(f, prompt);
+    assert.equal(g.latentDtype(b), 'bf16');
+    assert.equal(g.latentDtype(f), 'f32');
+    let worstB = 0;
+    let worstF = 0;
+    for (let step = 0; step < 12; step++) {
+      let top = 0;
+      for (let i = 1; i < want.length; i++) if (want[i] > want[top]) top = i;
+      const got = [await g.decode(b, top), await g.decode(f, top)];
+      want = await r.decode(rs, top);
+      worstB = Math.max(worstB, relError(got[0], want));
+      worstF = Math.max(worstF, relError(got[1], want));
+    }
+    report(`48B attention widths, 12 decode steps after 700 tokens, worst vs reference: bf16 cache ${worstB.toExponential(2)}, fp32 cache ${worstF.toExponential(2)}`);
+    assert.ok(worstB < BF16_TOLERANCE, `${worstB}`);
+    assert.ok(worstB <= 1.25 * worstF + BF16_TOLERANCE / 10, `bf16 cache ${worstB} against fp32 cache ${worstF}`);
+    // Eight forks decoded together (one launch over eight caches sharing the prompt's rows) against
+    // the same forks' tokens decoded one at a time on twins forked alike. The two split the keys
+    // differently, so the bf16 probabilities round against other running maxima: a few 1e-4 apart,
+    // where a fork reading another's rows would be off by the logits' whole scale.
+    const ids = Int32Array.from({ length: 8 }, (_, i) => 100 + 37 * i);
+    const together = Array.from({ length: 8 }, () => g.forkState(b));
+    const alone = Array.from({ length: 8 }, () => g.forkState(b));
+    const batch = await g.decodeBatch(together, ids);
+    const V = g.config.vocabSize;
+    let worst = 0;
+    for (let i = 0; i < 8; i++) worst = Math.max(worst, relError(batch.subarray(i * V, (i + 1) * V), await g.decode(alone[i], ids[i])));
+    report(`48B attention widths: 8 forks decoded together vs one at a time, relative error ${worst.toExponential(2)}`);
+    assert.ok(worst < 5e-3, `${worst}`);
+  } finally {
+    await g.dispose();
+    await r.dispose();
+    await fs.rm(dir, { recursive: true, force: true });
+  }
+});
