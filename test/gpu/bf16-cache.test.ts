@@ -50,11 +50,12 @@ const idsOf = (n: number, a: number, b: number) => Int32Array.from({ length: n }
 const mlaOf = (s: SequenceState) => s.layers.find((l): l is MlaLayerState => l.kind === 'mla')!;
 
 /** A fresh state whose MLA caches were made in exact mode (fp32), to run in tensor-core mode after. */
-function fp32CacheState(): SequenceState {
-  backend.setTensorCores(false);
-  const s = gpu.newState();
-  backend.importState(s);
-  backend.setTensorCores(true);
+function fp32CacheState(m: Model = gpu): SequenceState {
+  const cb = m.backend as CudaBackend;
+  cb.setTensorCores(false);
+  const s = m.newState();
+  cb.importState(s);
+  cb.setTensorCores(true);
   return s;
 }
 
@@ -82,6 +83,26 @@ test('tensor-core mode makes bf16 MLA caches, exact mode fp32 ones, and a bf16 c
   for (const s of [bf16, f32]) gpu.releaseState(s);
 });
 
+/**
+ * Prefills `prompt` into the GPU states and the reference state, then decodes `steps` tokens, each the
+ * reference's greedy pick (so one differing pick cannot change the rest); the worst relative logit
+ * error of each GPU state against the reference.
+ */
+async function decodeAgainstReference(g: Model, r: Model, states: SequenceState[], rs: SequenceState, prompt: Int32Array, steps: number): Promise<number[]> {
+  let want = await r.prefill(rs, prompt);
+  for (const s of states) await g.prefill(s, prompt);
+  const worst = states.map(() => 0);
+  for (let step = 0; step < steps; step++) {
+    let top = 0;
+    for (let i = 1; i < want.length; i++) if (want[i] > want[top]) top = i;
+    const got: Float32Array[] = [];
+    for (const s of states) got.push(await g.decode(s, top));
+    want = await r.decode(rs, top);
+    got.forEach((l, i) => (worst[i] = Math.max(worst[i], relError(l, want))));
+  }
+  return worst;
+}
+
 test('tensor-core mode over bf16 caches: prefill logits and 32 decode steps against the reference backend, beside fp32 caches', { skip }, async () => {
   for (const T of [7, 300, 1200]) {
     const ids = idsOf(T, 104729, 7);
@@ -94,23 +115,10 @@ test('tensor-core mode over bf16 caches: prefill logits and 32 decode steps agai
     // cache may add on top of it is small.
     assert.ok(eb <= 1.25 * ef + BF16_TOLERANCE / 10, `T=${T}: bf16 cache ${eb} against fp32 cache ${ef}`);
   }
-  // Decode fed the reference's greedy tokens, so one differing pick cannot change the rest.
   const prompt = idsOf(500, 31337, 5);
   const r = ref.newState();
   const [b, f] = [gpu.newState(), fp32CacheState()];
-  let want = await ref.prefill(r, prompt);
-  await gpu.prefill(b, prompt);
-  await gpu.prefill(f, prompt);
-  let worstB = 0;
-  let worstF = 0;
-  for (let step = 0; step < 32; step++) {
-    let top = 0;
-    for (let i = 1; i < want.length; i++) if (want[i] > want[top]) top = i;
-    const got = [await gpu.decode(b, top), await gpu.decode(f, top)];
-    want = await ref.decode(r, top);
-    worstB = Math.max(worstB, relError(got[0], want));
-    worstF = Math.max(worstF, relError(got[1], want));
-  }
+  const [worstB, worstF] = await decodeAgainstReference(gpu, ref, [b, f], r, prompt, 32);
   report(`32 decode steps after 500 tokens, worst vs reference: bf16 cache ${worstB.toExponential(2)}, fp32 cache ${worstF.toExponential(2)}`);
   assert.ok(worstB < BF16_TOLERANCE, `${worstB}`);
 });
@@ -213,25 +221,10 @@ test('at the 48B attention widths, decode over bf16 caches (bf16 MMA kernel) fol
     const prompt = idsOf(700, 31337, 5);
     const rs = r.newState();
     const b = g.newState();
-    cb.setTensorCores(false);
-    const f = g.newState();
-    cb.importState(f);
-    cb.setTensorCores(true);
-    let want = await r.prefill(rs, prompt);
-    await g.prefill(b, prompt);
-    await g.prefill(f, prompt);
+    const f = fp32CacheState(g);
+    const [worstB, worstF] = await decodeAgainstReference(g, r, [b, f], rs, prompt, 12);
     assert.equal(g.latentDtype(b), 'bf16');
     assert.equal(g.latentDtype(f), 'f32');
-    let worstB = 0;
-    let worstF = 0;
-    for (let step = 0; step < 12; step++) {
-      let top = 0;
-      for (let i = 1; i < want.length; i++) if (want[i] > want[top]) top = i;
-      const got = [await g.decode(b, top), await g.decode(f, top)];
-      want = await r.decode(rs, top);
-      worstB = Math.max(worstB, relError(got[0], want));
-      worstF = Math.max(worstF, relError(got[1], want));
-    }
     report(`48B attention widths, 12 decode steps after 700 tokens, worst vs reference: bf16 cache ${worstB.toExponential(2)}, fp32 cache ${worstF.toExponential(2)}`);
     assert.ok(worstB < BF16_TOLERANCE, `${worstB}`);
     assert.ok(worstB <= 1.25 * worstF + BF16_TOLERANCE / 10, `bf16 cache ${worstB} against fp32 cache ${worstF}`);
