@@ -205,13 +205,9 @@ __global__ void __launch_bounds__(MD_THREADS, 1) mla_decode_kernel(const __grid_
   float *row_m = Ps2 + MD_HEADS * (MD_NK + 4);  // running max, sum and this block's rescale per head
   float *row_l = row_m + MD_HEADS, *row_a = row_l + MD_HEADS;
   const int PS = MD_NK + 4;
-  const size_t part_stride = (size_t)(L + 2);
-  auto partial = [&](int r) { return p.ws + (((size_t)b * H + h0 + r) * p.splits + split) * part_stride; };
+  auto partial = [&](int r) { return p.partial(b, h0 + r, split); };
   if (k_begin >= k_end) {
-    if (tid < hn) {
-      partial(tid)[L] = -FLT_MAX;
-      partial(tid)[L + 1] = 0.f;
-    }
+    if (tid < hn) p.empty_partial(b, h0 + tid, split);
     return;
   }
   const CT *cache = static_cast<const CT *>(p.cache[b]);

@@ -3,6 +3,7 @@
 
 #include <cuda_runtime.h>
 
+#include <cfloat>
 #include <string>
 
 #include "klc_native.h"
@@ -138,6 +139,15 @@ struct MlaDecodeParams {
   float *ws;
   const void *cache[KLC_MAX_DECODE_BATCH];
   int len[KLC_MAX_DECODE_BATCH];
+#ifdef __CUDACC__
+  __device__ float *partial(int b, int h, int split) const { return ws + (((size_t)b * H + h) * splits + split) * (size_t)(L + 2); }
+  // A split past the end of sequence b's keys: no sum, so the combine gives it no weight.
+  __device__ void empty_partial(int b, int h, int split) const {
+    float *dst = partial(b, h, split);
+    dst[L] = -FLT_MAX;
+    dst[L + 1] = 0.f;
+  }
+#endif
 };
 // The bf16 tensor-core form (mla_decode_bf16.cu) for bf16 caches in tensor-core mode: keys per
 // block it uses on this device for these widths, 0 where it does not apply (then the TF32 kernel

@@ -15,7 +15,6 @@
 // all 32 heads.
 #include <cuda_bf16.h>
 
-#include <cfloat>
 #include <cmath>
 
 #include "internal.h"
@@ -63,13 +62,9 @@ __global__ void __launch_bounds__(THREADS, 1) mla_decode_bf16_kernel(const __gri
   float *Sp = reinterpret_cast<float *>(Pb + HEADS * PS);           // [PARTS][HEADS][SS] partial scores
   float *row_m = Sp + PARTS * HEADS * SS;                           // running max (log2 units), sum, rescale
   float *row_l = row_m + HEADS, *row_a = row_l + HEADS;
-  const size_t part_stride = (size_t)(L + 2);
-  auto partial = [&](int r) { return p.ws + (((size_t)b * H + h0 + r) * p.splits + split) * part_stride; };
+  auto partial = [&](int r) { return p.partial(b, h0 + r, split); };
   if (k_begin >= k_end) {
-    if (tid < hn) {
-      partial(tid)[L] = -FLT_MAX;
-      partial(tid)[L + 1] = 0.f;
-    }
+    if (tid < hn) p.empty_partial(b, h0 + tid, split);
     return;
   }
   const bf16 *cache = static_cast<const bf16 *>(p.cache[b]);
