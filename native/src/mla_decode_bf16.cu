@@ -8,14 +8,16 @@
 // softmax and every sum stay fp32.
 //
 // A CTA (split, sequence, head group) takes 32 query heads and walks NK-key blocks of its part of
-// the cache, double-buffered with cp.async. 8 warps: for the scores, warp (m, part) holds its 16
-// heads' query over a quarter of the D columns in registers and multiplies it with the block's keys;
-// the four partial score tiles are summed in shared memory by the softmax, which writes bf16
-// probabilities; for the values (the first L columns of the keys), each warp owns L / 8 columns for
+// the cache, double-buffered with cp.async. 16 warps, so that each scheduler has four to switch
+// between while one waits on a fragment load: for the scores, warp (m, half, part) holds its 16
+// heads' query over a quarter of the D columns in registers and multiplies it with half the block's
+// keys; the four partial score tiles are summed in shared memory by the softmax, which writes bf16
+// probabilities; for the values (the first L columns of the keys), each warp owns L / 16 columns for
 // all 32 heads.
 #include <cuda_bf16.h>
 
 #include <cmath>
+#include <cstdlib>
 
 #include "internal.h"
 #include "mma_bf16.cuh"
@@ -28,10 +30,10 @@ using klc_mma::ldsm_x4_trans;
 using klc_mma::mma_bf16;
 using klc_mma::pack_bf16;
 
-constexpr int HEADS = 32, WARPS = 8, THREADS = WARPS * 32;
-constexpr int PARTS = 4;    // quarters of D in the score product; warps are (16-head half, part)
+constexpr int HEADS = 32, WARPS = 16, THREADS = WARPS * 32;
+constexpr int PARTS = 4;    // quarters of D in the score product; warps are (16 heads, half the keys, part)
 constexpr int MAX_KS = 9;   // 16-column steps per part: D <= PARTS * MAX_KS * 16 = 576
-constexpr int MAX_VT = 8;   // 8-column value tiles per warp: L <= WARPS * MAX_VT * 8 = 512
+constexpr int MAX_VT = 4;   // 8-column value tiles per warp: L <= WARPS * MAX_VT * 8 = 512
 constexpr float LOG2E = 1.4426950408889634f, LN2 = 0.6931471805599453f;
 
 // Shared rows padded by 16 bytes: a row is an odd number of 16-byte units (D and NK multiples of
@@ -51,7 +53,7 @@ size_t smem_bytes(int D) {
 template <int NK>
 __global__ void __launch_bounds__(THREADS, 1) mla_decode_bf16_kernel(const __grid_constant__ klc::MlaDecodeParams p) {
   extern __shared__ __align__(16) unsigned char smem[];
-  constexpr int SS = SCORE_STRIDE<NK>, PS = PROB_STRIDE<NK>, NT = NK / 8;
+  constexpr int SS = SCORE_STRIDE<NK>, PS = PROB_STRIDE<NK>, NT = NK / 16;  // n-tiles of a warp's half of the keys
   const int D = p.D, L = p.L, H = p.H, SK = key_stride(D);
   const int split = blockIdx.x, b = blockIdx.y, h0 = blockIdx.z * HEADS;
   const int hn = min(HEADS, H - h0);
@@ -81,7 +83,7 @@ __global__ void __launch_bounds__(THREADS, 1) mla_decode_bf16_kernel(const __gri
   load_block(0, k_begin);
 
   // This warp's query fragments: heads m*16 + (g, g + 8) over its part's 16-column steps.
-  const int m = warp & 1, part = warp >> 1;
+  const int m = warp & 1, half = (warp >> 1) & 1, part = warp >> 2;
   const int steps = D / 16, per_part = (steps + PARTS - 1) / PARTS;
   const int ks0 = part * per_part, ks_n = max(0, min(steps, ks0 + per_part) - ks0);
   unsigned qa[MAX_KS][4];
@@ -103,7 +105,7 @@ __global__ void __launch_bounds__(THREADS, 1) mla_decode_bf16_kernel(const __gri
     row_m[tid] = -INFINITY;
     row_l[tid] = 0.f;
   }
-  const int vt_n = L / 64;  // value tiles per warp (L a multiple of 128: pairs of tiles)
+  const int vt_n = L / (8 * WARPS);  // value tiles per warp (L a multiple of 256: pairs of tiles)
   const int col0 = warp * (L / WARPS);
   float acc[2][MAX_VT][4];
 #pragma unroll
@@ -138,12 +140,12 @@ __global__ void __launch_bounds__(THREADS, 1) mla_decode_bf16_kernel(const __gri
 #pragma unroll
         for (int n2 = 0; n2 < NT / 2; ++n2) {
           unsigned b0, b1, b2, b3;
-          ldsm_x4(b0, b1, b2, b3, Kb + (n2 * 16 + (lane & 7) + (lane >> 4) * 8) * SK + d0 + ((lane >> 3) & 1) * 8);
+          ldsm_x4(b0, b1, b2, b3, Kb + (half * NK / 2 + n2 * 16 + (lane & 7) + (lane >> 4) * 8) * SK + d0 + ((lane >> 3) & 1) * 8);
           mma_bf16(c[2 * n2], qa[j], b0, b1);
           mma_bf16(c[2 * n2 + 1], qa[j], b2, b3);
         }
       }
-      float *dst = Sp + (part * HEADS + m * 16 + g) * SS + 2 * t;
+      float *dst = Sp + (part * HEADS + m * 16 + g) * SS + half * NK / 2 + 2 * t;
 #pragma unroll
       for (int n = 0; n < NT; ++n) {
         *reinterpret_cast<float2 *>(dst + n * 8) = make_float2(c[n][0], c[n][1]);
@@ -152,9 +154,9 @@ __global__ void __launch_bounds__(THREADS, 1) mla_decode_bf16_kernel(const __gri
     }
     __syncthreads();
     {
-      // Online softmax in log2 units: 8 threads per head, NK / 8 keys each.
-      constexpr int PER = NK / 8;
-      const int r = tid >> 3, k0 = (tid & 7) * PER;
+      // Online softmax in log2 units: 16 threads per head, NK / 16 keys each.
+      constexpr int PER = NK / 16;
+      const int r = tid >> 4, k0 = (tid & 15) * PER;
       float v[PER], mx = -INFINITY;
 #pragma unroll
       for (int e = 0; e < PER; ++e) {
@@ -166,7 +168,7 @@ __global__ void __launch_bounds__(THREADS, 1) mla_decode_bf16_kernel(const __gri
         mx = fmaxf(mx, v[e]);
       }
 #pragma unroll
-      for (int o = 4; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+      for (int o = 8; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
       const float m_old = row_m[r];
       const float m_new = fmaxf(m_old, mx);  // finite: the block's first key is inside the split
       float sum = 0.f;
@@ -179,9 +181,9 @@ __global__ void __launch_bounds__(THREADS, 1) mla_decode_bf16_kernel(const __gri
         sum += pf.x + pf.y;
       }
 #pragma unroll
-      for (int o = 4; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+      for (int o = 8; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
       __syncwarp();
-      if ((tid & 7) == 0) {
+      if ((tid & 15) == 0) {
         const float alpha = exp2f(m_old - m_new);
         row_m[r] = m_new;
         row_l[r] = row_l[r] * alpha + sum;
@@ -256,11 +258,14 @@ int launch(klc_ctx *ctx, const klc::MlaDecodeParams &p, int B) {
 namespace klc {
 
 int mla_decode_bf16_block(klc_ctx *ctx, int D, int L) {
-  if (!ctx->tensor_cores || D % 16 || D > PARTS * MAX_KS * 16 || L % 128 || L > WARPS * MAX_VT * 8 || L > D) return 0;
+  if (!ctx->tensor_cores || D % 16 || D > PARTS * MAX_KS * 16 || L % (16 * WARPS) || L > WARPS * MAX_VT * 8 || L > D) return 0;
   int optin = 0;
   cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, ctx->device);
-  // 64-key blocks where they fit (Hopper, Ampere datacenter parts); 32 on the 99 KiB consumer cards.
-  if ((size_t)optin >= smem_bytes<64>(D)) return 64;
+  // 64-key blocks where they fit (Hopper); 32 on Ampere and Ada (99 to 163 KiB), or where
+  // KLC_MLA_DECODE_BLOCK=32 asks for them (to check that form on a Hopper card).
+  const char *block = std::getenv("KLC_MLA_DECODE_BLOCK");
+  const bool small = block && std::atoi(block) == 32;
+  if (!small && (size_t)optin >= smem_bytes<64>(D)) return 64;
   if ((size_t)optin >= smem_bytes<32>(D)) return 32;
   return 0;
 }

@@ -5,6 +5,7 @@ all results as JSON to argv[1] and exits non-zero when a case fails."""
 import ctypes
 import json
 import math
+import os
 import sys
 
 import torch
@@ -117,7 +118,7 @@ def mla_case(klc, lengths, H=32, D=576, L=512, seed=5, exact=True, tol=None, cac
     """Against float64 attention over the caches' own values (bf16 ones widened), so a bf16 cache is held to
     the kernel's tolerance: its rounding is the cache's, not the kernel's. shared: every sequence reads the
     first one's rows (as forks of one repository do) up to its own length.
-    In tensor-core mode a bf16 cache with D a multiple of 16 and L of 128 takes the bf16 MMA kernel
+    In tensor-core mode a bf16 cache with D a multiple of 16 and L of 256 takes the bf16 MMA kernel
     (mla_decode_bf16.cu), other shapes the TF32 one."""
     g = torch.Generator(device="cuda").manual_seed(seed)
     B = len(lengths)
@@ -139,7 +140,8 @@ def mla_case(klc, lengths, H=32, D=576, L=512, seed=5, exact=True, tol=None, cac
         c = cache.double()
         p = torch.softmax((q[b * H:(b + 1) * H].double() @ c.T) * scale, 1)
         err = max(err, rel(out[b * H:(b + 1) * H], p @ c[:, :L]))
-    mode = ("exact (3xTF32)" if exact else "tensor-core") + (", bf16 cache" if cache_bf16 else "") + (", shared rows" if shared else "")
+    mode = ("exact (3xTF32)" if exact else "tensor-core") + (", bf16 cache" if cache_bf16 else "") + (", shared rows" if shared else "") + (
+        ", 32-key blocks" if os.environ.get("KLC_MLA_DECODE_BLOCK") == "32" else "")
     check(f"mla decode {mode} B={B} H={H} D={D} L={L} lengths={lengths}", err, tol or (1e-4 if exact else 1e-2))
     set_tensor_cores(klc, False)
 
@@ -368,10 +370,16 @@ def main():
         mla_case(klc, [1, 63, 4096, 40000, 131072], exact=exact, cache_bf16=True)
     # The bf16 MMA kernel: ragged lengths at other widths, a partial head group, a 1M-token cache, and
     # eight forks' reads of one repository's rows.
-    mla_case(klc, [1, 17, 64, 65, 1000, 3001], H=4, D=208, L=128, exact=False, cache_bf16=True)
+    mla_case(klc, [1, 17, 64, 65, 1000, 3001], H=4, D=320, L=256, exact=False, cache_bf16=True)
     mla_case(klc, [5000, 17], H=40, exact=False, cache_bf16=True)
     mla_case(klc, [1048576, 33], exact=False, cache_bf16=True)
     mla_case(klc, [131072 + 7 * i for i in range(8)], exact=False, cache_bf16=True, shared=True)
+    # Its 32-key form, which Ampere and Ada cards run (less shared memory), checked here too.
+    os.environ["KLC_MLA_DECODE_BLOCK"] = "32"
+    mla_case(klc, [1, 17, 64, 65, 1000, 3001], H=4, D=320, L=256, exact=False, cache_bf16=True)
+    mla_case(klc, [1, 63, 4096, 40000, 131072], exact=False, cache_bf16=True)
+    mla_case(klc, [5000, 17], H=40, exact=False, cache_bf16=True)
+    del os.environ["KLC_MLA_DECODE_BLOCK"]
     mla_case(klc, [40000], exact=True)
     mla_case(klc, [5000, 17], H=40, exact=True)
     sample_cases(klc, 4096)
