@@ -138,6 +138,8 @@ __global__ void __launch_bounds__(KDA_THREADS) kda_decode_batch_kernel(const __g
 // the current one is computed. Partial (acc[L], max, sum) per split are joined by the combine.
 // The staged rows keep the cache's element type (CT, fp32 or bf16) and are widened to fp32 as the
 // fragments are read: a bf16 cache streams half the bytes, and bf16 values are exact in TF32.
+// Tensor-core mode over bf16 caches of Kimi's widths takes mla_decode_bf16.cu's bf16 MMAs instead
+// (2.5x faster at 1M keys); this kernel serves exact mode, fp32 caches and other widths.
 constexpr int MD_HEADS = 32, MD_NK = 32, MD_WARPS = 16, MD_THREADS = MD_WARPS * 32, MD_LMAX = 512;
 constexpr int MD_COL_TILES = MD_LMAX / 8 / MD_WARPS;  // value n-tiles per warp
 
