@@ -97,13 +97,18 @@ async function measure(capGb: number, context: number): Promise<Row> {
     }
     steps.sort((a, b) => a - b);
     row.tpotMs = steps[steps.length >> 1];
+    // With experts offloaded the step runs on the host's cores too, and two runs of a row have differed
+    // by 40% (round g): the spread within the run says whether this one was steady.
+    row.tpotMinMs = steps[0];
+    row.tpotMaxMs = steps[steps.length - 1];
     const mem = cuda.memoryInfo();
     row.gpuUsedBytes = mem.total - mem.free;
     m.releaseState(s);
     say(
       `figure: cap ${capGb} GB, context ${context}: ${p.quantization}, ${p.offloadedLayers.length} of 26 MoE layers' experts in host memory (${gb(p.host.experts)}), ` +
         `plan ${gb(p.gpu.total)} on the GPU; loaded in ${(row.loadSeconds as number).toFixed(0)} s; ${SLICE}-token slice at depth ${depth}: ` +
-        `${(row.prefillTokensPerSecond as number).toFixed(0)} tok/s; TPOT ${(row.tpotMs as number).toFixed(2)} ms`,
+        `${(row.prefillTokensPerSecond as number).toFixed(0)} tok/s; TPOT ${(row.tpotMs as number).toFixed(2)} ms ` +
+        `(median of ${DECODE_STEPS}; ${(row.tpotMinMs as number).toFixed(2)} to ${(row.tpotMaxMs as number).toFixed(2)})`,
     );
     return row;
   } finally {
