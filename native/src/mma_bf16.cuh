@@ -1,6 +1,6 @@
-// Warp-level tensor-core building blocks shared by the mma.sync kernels (mla_flash.cu, kda.cu,
-// mla_decode_bf16.cu): shared-memory addresses, ldmatrix fragment loads, the m16n8k16 bf16 MMA with
-// fp32 accumulation, and cp.async copies.
+// Warp-level tensor-core building blocks shared by the kernels (mla_flash.cu, kda.cu,
+// mla_decode_bf16.cu, batch_decode.cu, mla_wgmma.cu): shared-memory addresses, ldmatrix fragment
+// loads, the m16n8k16 bf16 MMA with fp32 accumulation, and cp.async copies.
 #pragma once
 
 #include <cuda_bf16.h>
