@@ -152,6 +152,10 @@ enum { KLC_CACHE_F32 = 0, KLC_CACHE_BF16 = 1 };
  * (bf16 to nearest even). The fp32 form equals klc_rmsnorm then klc_copy2d of the rope part. */
 KLC_API int klc_mla_append_latents(klc_ctx *ctx, const float *ckv, const float *w, void *cache, int cache_type, int rows, int D,
                                    int L, float eps);
+/* The same for one row of each of B caches (B <= KLC_MAX_DECODE_BATCH): row b of ckv [B, D] goes to
+ * row positions[b] of caches[b], positions in device memory (a decode step's; see klc_mla_decode). */
+KLC_API int klc_mla_append_at(klc_ctx *ctx, const float *ckv, const float *w, const void *const *caches, int cache_type,
+                              const int32_t *positions, int B, int D, int L, float eps);
 /* MLA attention in the absorbed form over the latent cache [start + T, D] (D = L + rope): query row
  * r = t*H + h of q [T*H, D] attends to cache rows j < start + t + 1 with softmax(scale * q.row_j) and
  * writes sum_j p_j * row_j[:L] to out [T*H, L]. The key range is split in `splits` parts (see
@@ -212,10 +216,17 @@ KLC_API int klc_kda_decode_batch(klc_ctx *ctx, const klc_kda_decode_batch_args *
  * rows of caches[b] ([lengths[b], D] of cache_type, the new token's row already appended) with
  * softmax(scale * q.row) and write the latent context to out [B*H, L]. Split over the key range
  * with partial softmax sums joined at the end; tensor cores (TF32; in exact mode split into high and
- * low parts for fp32 accuracy). ws holds klc_mla_decode_workspace_bytes() for the longest cache. */
+ * low parts for fp32 accuracy).
+ * positions: NULL, or B int32 in device memory holding lengths[b] - 1, which the kernels then read
+ * instead of the host's lengths, so that a CUDA graph replaying the call reads each step's.
+ * capacity: 0, or at least every length: the split plan is made for that many keys, so a replay
+ * stays valid while the lengths grow up to it. ws holds klc_mla_decode_workspace_bytes() for
+ * max(capacity, longest cache). Devices whose shared memory takes the per-sequence path read the
+ * host's lengths; recording that in a graph is refused. */
 KLC_API size_t klc_mla_decode_workspace_bytes(klc_ctx *ctx, int B, int H, int D, int L, int max_len);
 KLC_API int klc_mla_decode(klc_ctx *ctx, const float *q, const void *const *caches, int cache_type, const int32_t *lengths,
-                           float *out, void *ws, size_t ws_bytes, int B, int H, int D, int L, float scale);
+                           const int32_t *positions, int capacity, float *out, void *ws, size_t ws_bytes, int B, int H, int D,
+                           int L, float scale);
 
 /* How one row's token is picked (the rule of pickToken in src/engine/sampler.ts): ids >= vocab are
  * never drawn; temperature <= 0 or top_k == 1: the first index of the largest logit; else logits
@@ -232,6 +243,19 @@ typedef struct klc_token_pick {
 KLC_API size_t klc_sample_workspace_bytes(int rows, int ld);
 KLC_API int klc_sample(klc_ctx *ctx, const float *logits, int ld, int rows, const klc_token_pick *picks, int32_t *ids, void *ws,
                        size_t ws_bytes);
+
+/* ---- CUDA graphs (native/src/graph.cu) --------------------------------------------------------
+ * klc_graph_begin records what is queued on ctx's stream from then on instead of running it;
+ * klc_graph_end stops and makes a graph of it (out NULL: discards the recording, after a call inside
+ * it failed). klc_graph_launch queues the recorded work again, with the arguments it was recorded
+ * with: what changes between launches must be read from device memory. It queues nothing and sets
+ * *launched to 0 when a workspace the context grows on demand has moved since the recording (the
+ * graph would use freed memory): record it again. */
+typedef struct klc_graph klc_graph;
+KLC_API int klc_graph_begin(klc_ctx *ctx);
+KLC_API int klc_graph_end(klc_ctx *ctx, klc_graph **out);
+KLC_API int klc_graph_launch(klc_ctx *ctx, klc_graph *g, int *launched);
+KLC_API int klc_graph_free(klc_ctx *ctx, klc_graph *g);
 
 /* ---- Dummy weights and MLA cache buffers (native/src/dummy.cu, native/src/vbuf.cu) -------------- */
 

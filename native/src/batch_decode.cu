@@ -198,7 +198,7 @@ __global__ void __launch_bounds__(MD_THREADS, 1) mla_decode_kernel(const __grid_
   const int split = blockIdx.x, b = blockIdx.y, h0 = blockIdx.z * MD_HEADS;
   const int hn = min(MD_HEADS, H - h0);
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
-  const int len = p.len[b];
+  const int len = p.length(b);
   const int k_begin = split * p.split_keys, k_end = min(len, k_begin + p.split_keys);
   float *Qs = sm;                                                  // [32][SD]
   CT *Ks = reinterpret_cast<CT *>(Qs + MD_HEADS * SD);             // [STAGES][NK][SK]
@@ -523,8 +523,9 @@ size_t klc_mla_decode_workspace_bytes(klc_ctx *ctx, int B, int H, int D, int L, 
   return split;
 }
 
-int klc_mla_decode(klc_ctx *ctx, const float *q, const void *const *caches, int cache_type, const int32_t *lengths, float *out,
-                   void *ws, size_t ws_bytes, int B, int H, int D, int L, float scale) {
+int klc_mla_decode(klc_ctx *ctx, const float *q, const void *const *caches, int cache_type, const int32_t *lengths,
+                   const int32_t *positions, int capacity, float *out, void *ws, size_t ws_bytes, int B, int H, int D, int L,
+                   float scale) {
   int rc = use_device(ctx);
   if (rc) return rc;
   if ((rc = check_cache_type(cache_type, "klc_mla_decode"))) return rc;
@@ -538,6 +539,9 @@ int klc_mla_decode(klc_ctx *ctx, const float *q, const void *const *caches, int 
       return fail(KLC_E_ARG, "klc_mla_decode: sequence " + std::to_string(b) + " has no cache or no rows (its new row must be appended first)");
     max_len = std::max(max_len, (int)lengths[b]);
   }
+  if (capacity != 0 && capacity < max_len)
+    return fail(KLC_E_ARG, "klc_mla_decode: capacity " + std::to_string(capacity) + " is below the longest cache (" + std::to_string(max_len) + " rows)");
+  max_len = std::max(max_len, capacity);
   if (ws_bytes < klc_mla_decode_workspace_bytes(ctx, B, H, D, L, max_len))
     return fail(KLC_E_ARG, "klc_mla_decode: workspace smaller than klc_mla_decode_workspace_bytes()");
   const bool bf16 = cache_type == KLC_CACHE_BF16;
@@ -547,6 +551,7 @@ int klc_mla_decode(klc_ctx *ctx, const float *q, const void *const *caches, int 
   const MdPlan plan = bf16 ? md_plan<__nv_bfloat16>(ctx, B, H, D, max_len, bf16_block ? bf16_block : MD_NK)
                            : md_plan<float>(ctx, B, H, D, max_len);
   if (plan.stages == 0 && !bf16_block) {
+    if ((rc = refuse_capture(ctx, "klc_mla_decode on this device (the per-sequence path reads the lengths on the host)"))) return rc;
     for (int b = 0; b < B; ++b) {
       const int splits = klc_mla_splits(ctx, H, lengths[b]);
       rc = klc_mla_attention(ctx, q + (size_t)b * H * D, caches[b], cache_type, out + (size_t)b * H * L, static_cast<float *>(ws),
@@ -564,6 +569,7 @@ int klc_mla_decode(klc_ctx *ctx, const float *q, const void *const *caches, int 
   p.scale = scale;
   p.q = q;
   p.ws = static_cast<float *>(ws);
+  p.pos = positions;
   for (int b = 0; b < B; ++b) {
     p.cache[b] = caches[b];
     p.len[b] = lengths[b];

@@ -938,28 +938,89 @@ static napi_value js_mla_decode_workspace_bytes(napi_env env, napi_callback_info
   return r;
 }
 
-/* (ctx, q, caches: BigUint64Array, cacheType, lengths: Int32Array, out, ws, wsBytes, H, D, L, scale) */
+/* (ctx, q, caches: BigUint64Array, cacheType, lengths: Int32Array, positions, capacity, out, ws, wsBytes, H, D, L, scale) */
 static napi_value js_mla_decode(napi_env env, napi_callback_info info) {
-  napi_value argv[12];
+  napi_value argv[14];
   klc_ctx *ctx;
-  if (!get_args(env, info, 12, argv) || !get_ctx(env, argv[0], &ctx)) return NULL;
+  if (!get_args(env, info, 14, argv) || !get_ctx(env, argv[0], &ctx)) return NULL;
   float *caches[KLC_MAX_DECODE_BATCH];
   size_t n = 0, len_bytes = 0;
-  void *q, *out, *ws, *lengths;
+  void *q, *out, *ws, *lengths, *positions;
   size_t ws_bytes;
-  int32_t cache_type, H, D, L;
+  int32_t cache_type, capacity, H, D, L;
   double scale;
   if (!get_ptr(env, argv[1], &q) || !get_ptr_array(env, argv[2], "caches", caches, &n) || !get_i32(env, argv[3], &cache_type) ||
-      !get_bytes(env, argv[4], &lengths, &len_bytes) || !get_ptr(env, argv[5], &out) || !get_ptr(env, argv[6], &ws) ||
-      !get_size(env, argv[7], &ws_bytes) || !get_i32(env, argv[8], &H) || !get_i32(env, argv[9], &D) ||
-      !get_i32(env, argv[10], &L) || napi_get_value_double(env, argv[11], &scale) != napi_ok)
+      !get_bytes(env, argv[4], &lengths, &len_bytes) || !get_ptr(env, argv[5], &positions) || !get_i32(env, argv[6], &capacity) ||
+      !get_ptr(env, argv[7], &out) || !get_ptr(env, argv[8], &ws) || !get_size(env, argv[9], &ws_bytes) ||
+      !get_i32(env, argv[10], &H) || !get_i32(env, argv[11], &D) || !get_i32(env, argv[12], &L) ||
+      napi_get_value_double(env, argv[13], &scale) != napi_ok)
     return NULL;
   if (len_bytes != n * sizeof(int32_t)) {
     napi_throw_type_error(env, "ARG", "klc binding: 'lengths' must be an Int32Array with one length per cache");
     return NULL;
   }
-  return done(env, klc_mla_decode(ctx, q, (const void *const *)caches, cache_type, (const int32_t *)lengths, out, ws, ws_bytes,
-                                   (int)n, H, D, L, (float)scale));
+  return done(env, klc_mla_decode(ctx, q, (const void *const *)caches, cache_type, (const int32_t *)lengths,
+                                   (const int32_t *)positions, capacity, out, ws, ws_bytes, (int)n, H, D, L, (float)scale));
+}
+
+/* (ctx, ckv, w, caches: BigUint64Array, cacheType, positions, D, L, eps) */
+static napi_value js_mla_append_at(napi_env env, napi_callback_info info) {
+  napi_value argv[9];
+  klc_ctx *ctx;
+  if (!get_args(env, info, 9, argv) || !get_ctx(env, argv[0], &ctx)) return NULL;
+  float *caches[KLC_MAX_DECODE_BATCH];
+  size_t n = 0;
+  void *ckv, *w, *positions;
+  int32_t cache_type, D, L;
+  double eps;
+  if (!get_ptr(env, argv[1], &ckv) || !get_ptr(env, argv[2], &w) || !get_ptr_array(env, argv[3], "caches", caches, &n) ||
+      !get_i32(env, argv[4], &cache_type) || !get_ptr(env, argv[5], &positions) || !get_i32(env, argv[6], &D) ||
+      !get_i32(env, argv[7], &L) || napi_get_value_double(env, argv[8], &eps) != napi_ok)
+    return NULL;
+  return done(env, klc_mla_append_at(ctx, ckv, w, (const void *const *)caches, cache_type, (const int32_t *)positions, (int)n, D, L,
+                                     (float)eps));
+}
+
+/* Graphs cross into JS as BigInt host addresses of their klc_graph, as MLA cache buffers do. */
+static napi_value js_graph_begin(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  klc_ctx *ctx;
+  if (!get_args(env, info, 1, argv) || !get_ctx(env, argv[0], &ctx)) return NULL;
+  return done(env, klc_graph_begin(ctx));
+}
+
+/* (ctx, keep): the graph, or undefined when keep is false (the recording is discarded). */
+static napi_value js_graph_end(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  klc_ctx *ctx;
+  bool keep = false;
+  if (!get_args(env, info, 2, argv) || !get_ctx(env, argv[0], &ctx)) return NULL;
+  if (napi_get_value_bool(env, argv[1], &keep) != napi_ok) {
+    napi_throw_type_error(env, "ARG", "klc binding: graphEnd's keep must be a boolean");
+    return NULL;
+  }
+  klc_graph *g = NULL;
+  int rc = klc_graph_end(ctx, keep ? &g : NULL);
+  if (rc) return throw_rc(env, rc);
+  return keep ? make_ptr(env, g) : NULL;
+}
+
+/* (ctx, graph): false when the graph is stale and was not queued (see klc_graph_launch). */
+static napi_value js_graph_launch(napi_env env, napi_callback_info info) {
+  klc_ctx *c; arg_t v[MAX_OP_ARGS];
+  if (!read_sig(env, info, "p", &c, v)) return NULL;
+  int launched = 0;
+  int rc = klc_graph_launch(c, (klc_graph *)v[0].p, &launched);
+  if (rc) return throw_rc(env, rc);
+  napi_value r;
+  napi_get_boolean(env, launched != 0, &r);
+  return r;
+}
+
+static napi_value js_graph_free(napi_env env, napi_callback_info info) {
+  klc_ctx *c; arg_t v[MAX_OP_ARGS];
+  if (!read_sig(env, info, "p", &c, v)) return NULL;
+  return done(env, klc_graph_free(c, (klc_graph *)v[0].p));
 }
 
 static napi_value js_sample_workspace_bytes(napi_env env, napi_callback_info info) {
@@ -1057,6 +1118,11 @@ static napi_value init(napi_env env, napi_value exports) {
       {"kdaDecodeBatch", NULL, js_kda_decode_batch, NULL, NULL, NULL, napi_enumerable, NULL},
       {"mlaDecodeWorkspaceBytes", NULL, js_mla_decode_workspace_bytes, NULL, NULL, NULL, napi_enumerable, NULL},
       {"mlaDecode", NULL, js_mla_decode, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"mlaAppendAt", NULL, js_mla_append_at, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"graphBegin", NULL, js_graph_begin, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"graphEnd", NULL, js_graph_end, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"graphLaunch", NULL, js_graph_launch, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"graphFree", NULL, js_graph_free, NULL, NULL, NULL, napi_enumerable, NULL},
       {"sampleWorkspaceBytes", NULL, js_sample_workspace_bytes, NULL, NULL, NULL, napi_enumerable, NULL},
       {"sample", NULL, js_sample, NULL, NULL, NULL, napi_enumerable, NULL},
       {"fillNormalBf16", NULL, js_fill_normal_bf16, NULL, NULL, NULL, napi_enumerable, NULL},

@@ -172,6 +172,7 @@ int scratch(klc_ctx *ctx, int slot, size_t bytes, void **out) {
   if (ctx->scratch_bytes[slot] < bytes) {
     cudaStreamSynchronize(ctx->stream);
     if (ctx->scratch[slot]) cudaFree(ctx->scratch[slot]);
+    ++ctx->buffers_moved;
     ctx->scratch[slot] = nullptr;
     ctx->scratch_bytes[slot] = 0;
     const size_t grown = bytes + bytes / 4;

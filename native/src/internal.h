@@ -33,6 +33,10 @@ struct klc_ctx {
   size_t wq_partial_floats = 0;
   int *wq_arrivals = nullptr;
   size_t wq_arrivals_count = 0;
+  // Counts the moves of the buffers above (each regrowth frees the old one): a CUDA graph recorded
+  // before a move would replay with a freed address, so klc_graph_launch refuses it.
+  unsigned long long buffers_moved = 0;
+  unsigned long long capture_moved = 0;  // buffers_moved when the recording in progress began
 };
 
 namespace klc {
@@ -43,6 +47,9 @@ int fail(int code, const std::string &message);
 int fail_cuda(cudaError_t err, const char *what);
 // Makes ctx's device current on the calling thread.
 int use_device(klc_ctx *ctx);
+// KLC_OK, or KLC_E_ARG naming `what` while ctx's stream records a CUDA graph (graph.cu): for
+// launches whose arguments a replay would repeat although they change from call to call.
+int refuse_capture(klc_ctx *ctx, const char *what);
 
 int kda_prefill(klc_ctx *ctx, const klc_kda_args *a);
 int kda_decode(klc_ctx *ctx, const klc_kda_args *a);
@@ -139,7 +146,11 @@ struct MlaDecodeParams {
   float *ws;
   const void *cache[KLC_MAX_DECODE_BATCH];
   int len[KLC_MAX_DECODE_BATCH];
+  // Where set, sequence b's new row sits at pos[b] (device memory) and len[] is not read: a CUDA
+  // graph that replays the launch then reads each step's lengths instead of the recorded ones.
+  const int32_t *pos;
 #ifdef __CUDACC__
+  __device__ int length(int b) const { return pos ? pos[b] + 1 : len[b]; }
   __device__ float *partial(int b, int h, int split) const { return ws + (((size_t)b * H + h) * splits + split) * (size_t)(L + 2); }
   // A split past the end of sequence b's keys: no sum, so the combine gives it no weight.
   __device__ void empty_partial(int b, int h, int split) const {

@@ -1113,6 +1113,7 @@ int kda_prefill(klc_ctx *ctx, const klc_kda_args *a) {
     if (ctx->kda_ws) {
       cudaStreamSynchronize(ctx->stream);
       cudaFree(ctx->kda_ws);
+      ++ctx->buffers_moved;
       ctx->kda_ws = nullptr;
       ctx->kda_ws_floats = 0;
     }

@@ -58,7 +58,7 @@ __global__ void __launch_bounds__(THREADS, 1) mla_decode_bf16_kernel(const __gri
   const int split = blockIdx.x, b = blockIdx.y, h0 = blockIdx.z * HEADS;
   const int hn = min(HEADS, H - h0);
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
-  const int k_begin = split * p.split_keys, k_end = min(p.len[b], k_begin + p.split_keys);
+  const int k_begin = split * p.split_keys, k_end = min(p.length(b), k_begin + p.split_keys);
   bf16 *Ks = reinterpret_cast<bf16 *>(smem);                       // [2][NK][SK]
   bf16 *Pb = Ks + 2 * NK * SK;                                      // [HEADS][PS] probabilities
   float *Sp = reinterpret_cast<float *>(Pb + HEADS * PS);           // [PARTS][HEADS][SS] partial scores

@@ -84,13 +84,27 @@ __global__ void add_rmsnorm_kernel(float *h, const float *x, const float *w, flo
 // to the cache's type. The norm's sums and products are rmsnorm_kernel's, in the same order, so
 // the fp32 form stores exactly what klc_rmsnorm and klc_copy2d would.
 template <typename CT>
-__global__ void mla_append_kernel(const float *ckv, const float *w, CT *cache, int D, int L, float eps) {
-  const float *xr = ckv + (size_t)blockIdx.x * D;
-  CT *yr = cache + (size_t)blockIdx.x * D;
+__device__ void append_latent_row(const float *xr, const float *w, CT *yr, int D, int L, float eps) {
   float ss = 0.f;
   for (int c = threadIdx.x; c < L; c += blockDim.x) ss += xr[c] * xr[c];
   const float inv = rsqrtf(block_sum(ss) / L + eps);
   for (int c = threadIdx.x; c < D; c += blockDim.x) klc::cache_store(yr + c, c < L ? w[c] * (xr[c] * inv) : xr[c]);
+}
+
+template <typename CT>
+__global__ void mla_append_kernel(const float *ckv, const float *w, CT *cache, int D, int L, float eps) {
+  append_latent_row(ckv + (size_t)blockIdx.x * D, w, cache + (size_t)blockIdx.x * D, D, L, eps);
+}
+
+struct AppendTargets {
+  void *cache[KLC_MAX_DECODE_BATCH];
+};
+
+template <typename CT>
+__global__ void mla_append_at_kernel(const float *ckv, const float *w, const __grid_constant__ AppendTargets to, const int32_t *pos,
+                                     int D, int L, float eps) {
+  const int b = blockIdx.x;
+  append_latent_row(ckv + (size_t)b * D, w, static_cast<CT *>(to.cache[b]) + (size_t)pos[b] * D, D, L, eps);
 }
 
 __global__ void add_kernel(float *h, const float *x, size_t n) {
@@ -722,6 +736,23 @@ int klc_mla_append_latents(klc_ctx *ctx, const float *ckv, const float *w, void 
   if (cache_type == KLC_CACHE_BF16) mla_append_kernel<<<rows, 256, 0, ctx->stream>>>(ckv, w, static_cast<bf16 *>(cache), D, L, eps);
   else mla_append_kernel<<<rows, 256, 0, ctx->stream>>>(ckv, w, static_cast<float *>(cache), D, L, eps);
   return launched("appending MLA latent rows");
+}
+
+int klc_mla_append_at(klc_ctx *ctx, const float *ckv, const float *w, const void *const *caches, int cache_type,
+                      const int32_t *positions, int B, int D, int L, float eps) {
+  int rc = use_device(ctx);
+  if (rc) return rc;
+  if ((rc = check_cache_type(cache_type, "klc_mla_append_at"))) return rc;
+  if (!ckv || !w || !caches || !positions || B < 1 || B > KLC_MAX_DECODE_BATCH || L < 1 || D < L)
+    return fail(KLC_E_ARG, "klc_mla_append_at: bad pointers or shape (1 <= B <= " + std::to_string(KLC_MAX_DECODE_BATCH) + ")");
+  AppendTargets to{};
+  for (int b = 0; b < B; ++b) {
+    if (!caches[b]) return fail(KLC_E_ARG, "klc_mla_append_at: the cache of sequence " + std::to_string(b) + " is null");
+    to.cache[b] = const_cast<void *>(caches[b]);
+  }
+  if (cache_type == KLC_CACHE_BF16) mla_append_at_kernel<bf16><<<B, 256, 0, ctx->stream>>>(ckv, w, to, positions, D, L, eps);
+  else mla_append_at_kernel<float><<<B, 256, 0, ctx->stream>>>(ckv, w, to, positions, D, L, eps);
+  return launched("appending the decode step's MLA latent rows");
 }
 
 int klc_mla_attention(klc_ctx *ctx, const float *q, const void *cache, int cache_type, float *out, float *ws, size_t ws_bytes,

@@ -332,6 +332,7 @@ int split_room(klc_ctx *ctx, const Plan &p, const Call &c) {
     // Earlier launches may still read the old room.
     cudaError_t e = cudaStreamSynchronize(ctx->stream);
     if (e != cudaSuccess) return klc::fail_cuda(e, "the quantized linear layer (waiting to grow its split-K room)");
+    ++ctx->buffers_moved;
     if (ctx->wq_partial_floats < floats) {
       if (ctx->wq_partial) cudaFree(ctx->wq_partial);
       ctx->wq_partial = nullptr;

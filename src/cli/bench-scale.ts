@@ -181,6 +181,7 @@ export async function benchScale(session: EngineSession, scratch: string, opts: 
     await put('ttftMs', ttft, `time to first token, ${question.length}-token question on the cached state: ${ttft.toFixed(1)} ms`);
 
     // One answer, then eight together, each decoding `decodeTokens` tokens (no stop tokens).
+    const replaysBefore = cuda?.decodeGraphReplays ?? 0;
     const one = session.forkRepoState()!.state;
     const single = await generate(model, session.tokenizer, one, question, { sampling, stopIds: new Set() });
     model.releaseState(one);
@@ -191,8 +192,10 @@ export async function benchScale(session: EngineSession, scratch: string, opts: 
       prompts.map(() => ({ sampling, stopIds: new Set<number>() })), ASK_BATCH_LIMIT);
     sample();
     const stepMs = 1000 / (together.reduce((n, g) => n + g.decodeTokensPerSecond, 0) / together.length);
+    const replays = (cuda?.decodeGraphReplays ?? 0) - replaysBefore;
     await put('tpotMs', tpot);
     await put('batchStepMs', stepMs);
+    await put('decodeGraphReplays', replays);
     await put('batchTokensPerSecond', (ASK_BATCH_LIMIT * 1000) / stepMs);
     let floors = '';
     if (report.copyBandwidth) {
@@ -206,7 +209,7 @@ export async function benchScale(session: EngineSession, scratch: string, opts: 
       await put('batchStepFloorMs', f8);
       floors = ` (floor ${f1.toFixed(2)} ms: ${(tpot / f1).toFixed(2)}x; ${ASK_BATCH_LIMIT} together floor ${f8.toFixed(2)} ms: ${(stepMs / f8).toFixed(2)}x)`;
     }
-    out(`[${context}] time per output token: one answer ${tpot.toFixed(2)} ms, ${ASK_BATCH_LIMIT} together ${stepMs.toFixed(2)} ms per step = ${((ASK_BATCH_LIMIT * 1000) / stepMs).toFixed(0)} tok/s${floors}`);
+    out(`[${context}] time per output token: one answer ${tpot.toFixed(2)} ms, ${ASK_BATCH_LIMIT} together ${stepMs.toFixed(2)} ms per step = ${((ASK_BATCH_LIMIT * 1000) / stepMs).toFixed(0)} tok/s${floors}; ${replays} steps replayed from CUDA graphs`);
 
     if (opts.profile) {
       for (const [what, times] of Object.entries(await profileAt(session, sync))) {

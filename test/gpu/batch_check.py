@@ -100,17 +100,20 @@ def kda_case(klc, B, H, K, V, W=4, seed=11):
 
 # ---- MLA -------------------------------------------------------------------------------------------
 
-def mla_call(klc, q, caches, lengths, out, B, H, D, L, scale):
-    """klc_mla_decode over the caches (all fp32 or all bf16 tensors)."""
+def mla_call(klc, q, caches, lengths, out, B, H, D, L, scale, positions=None, capacity=0, run_now=True):
+    """klc_mla_decode over the caches (all fp32 or all bf16 tensors); positions: an int32 tensor on the device
+    that the kernels read the lengths from (lengths[b] - 1 each), capacity: the keys the split plan is made for."""
     klc.lib.klc_mla_decode_workspace_bytes.restype = c_z
-    ws_bytes = klc.lib.klc_mla_decode_workspace_bytes(klc.ctx, B, H, D, L, max(lengths))
+    ws_bytes = klc.lib.klc_mla_decode_workspace_bytes(klc.ctx, B, H, D, L, max(max(lengths), capacity))
     ws = torch.empty(ws_bytes // 4 + 1, device="cuda")
     lens = (ctypes.c_int32 * B)(*lengths)
     cps = ptrs(caches)
     ctype = KLC_CACHE_BF16 if caches[0].dtype == torch.bfloat16 else KLC_CACHE_F32
-    run = lambda: klc._check(klc.lib.klc_mla_decode(klc.ctx, c_p(q.data_ptr()), cps, ctype, lens, c_p(out.data_ptr()), c_p(ws.data_ptr()),
-                                                    c_z(ws_bytes), B, H, D, L, c_f(scale)))
-    run()
+    pos = c_p(positions.data_ptr() if positions is not None else 0)
+    run = lambda: klc._check(klc.lib.klc_mla_decode(klc.ctx, c_p(q.data_ptr()), cps, ctype, lens, pos, capacity, c_p(out.data_ptr()),
+                                                    c_p(ws.data_ptr()), c_z(ws_bytes), B, H, D, L, c_f(scale)))
+    if run_now:
+        run()
     return run, ws
 
 
@@ -144,6 +147,66 @@ def mla_case(klc, lengths, H=32, D=576, L=512, seed=5, exact=True, tol=None, cac
         ", 32-key blocks" if os.environ.get("KLC_MLA_DECODE_BLOCK") == "32" else "")
     check(f"mla decode {mode} B={B} H={H} D={D} L={L} lengths={lengths}", err, tol or (1e-4 if exact else 1e-2))
     set_tensor_cores(klc, False)
+
+
+def mla_graph_case(klc, lengths, exact, cache_bf16, steps=3, H=32, D=576, L=512, eps=1e-6, seed=8):
+    """One decode step's MLA part as the CUDA backend records it: klc_mla_append_at writes each sequence's
+    new row at its position, klc_mla_decode reads the positions from device memory with a split plan made
+    for a capacity beyond them. Recorded once in a CUDA graph (klc_graph_begin/end), replayed for `steps`
+    steps with the positions advanced in device memory only; every step's rows and outputs are checked
+    against float64 (the norm of spec §3 and attention over the rows up to each new one)."""
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    B = len(lengths)
+    scale = 192 ** -0.5
+    dtype = torch.bfloat16 if cache_bf16 else torch.float32
+    capacity = (max(lengths) + steps + 255) // 256 * 256
+    caches = [torch.randn(capacity, D, device="cuda", generator=g).to(dtype) for _ in lengths]
+    ckv = torch.empty(B, D, device="cuda")
+    w = torch.rand(L, device="cuda", generator=g) + 0.5
+    q = torch.empty(B * H, D, device="cuda")
+    out = torch.empty(B * H, L, device="cuda")
+    positions = torch.tensor([n - 1 for n in lengths], dtype=torch.int32, device="cuda")
+    ctype = KLC_CACHE_BF16 if cache_bf16 else KLC_CACHE_F32
+    set_tensor_cores(klc, not exact)
+    decode, _ws = mla_call(klc, q, caches, lengths, out, B, H, D, L, scale, positions=positions, capacity=capacity, run_now=False)
+    cps = ptrs(caches)
+    append = lambda: klc._check(klc.lib.klc_mla_append_at(klc.ctx, c_p(ckv.data_ptr()), c_p(w.data_ptr()), cps, ctype,
+                                                           c_p(positions.data_ptr()), B, D, L, c_f(eps)))
+    torch.cuda.synchronize()
+    klc._check(klc.lib.klc_graph_begin(klc.ctx))
+    append()
+    decode()
+    graph = c_p()
+    klc._check(klc.lib.klc_graph_end(klc.ctx, ctypes.byref(graph)))
+    err_rows, err_out = 0.0, 0.0
+    for s in range(steps):
+        ckv.copy_(torch.randn(B, D, device="cuda", generator=g))
+        q.copy_(torch.randn(B * H, D, device="cuda", generator=g) * 0.6)
+        positions.copy_(torch.tensor([n - 1 + s for n in lengths], dtype=torch.int32))
+        out.fill_(float("nan"))
+        torch.cuda.synchronize()
+        launched = c_i(0)
+        klc._check(klc.lib.klc_graph_launch(klc.ctx, graph, ctypes.byref(launched)))
+        klc.sync()
+        if launched.value != 1:
+            check(f"mla graph replay B={B}: the graph was not launched", 1.0, 0.5)
+            return
+        x = ckv.double()
+        normed = x[:, :L] * torch.rsqrt((x[:, :L] ** 2).mean(1, keepdim=True) + eps) * w.double()
+        want_rows = torch.cat([normed, x[:, L:]], 1)
+        for b, n in enumerate(lengths):
+            n = n + s
+            err_rows = max(err_rows, rel(caches[b][n - 1:n].float(), want_rows[b:b + 1].to(dtype).double()))
+            c = caches[b][:n].double()
+            p = torch.softmax((q[b * H:(b + 1) * H].double() @ c.T) * scale, 1)
+            err_out = max(err_out, rel(out[b * H:(b + 1) * H], p @ c[:, :L]))
+    klc._check(klc.lib.klc_graph_free(klc.ctx, graph))
+    set_tensor_cores(klc, False)
+    mode = ("exact" if exact else "tensor-core") + (", bf16 cache" if cache_bf16 else "")
+    check(f"mla append+decode replayed from one CUDA graph {mode}, {steps} steps from lengths={lengths}: appended rows", err_rows,
+          8e-3 if cache_bf16 else 1e-5)
+    check(f"mla append+decode replayed from one CUDA graph {mode}, {steps} steps from lengths={lengths}: output", err_out,
+          1e-4 if exact else 1e-2)
 
 
 # ---- sampling --------------------------------------------------------------------------------------
@@ -382,6 +445,10 @@ def main():
     del os.environ["KLC_MLA_DECODE_BLOCK"]
     mla_case(klc, [40000], exact=True)
     mla_case(klc, [5000, 17], H=40, exact=True)
+    # Decode steps replayed from a CUDA graph (src/engine/backends/cuda/decode-graphs.ts).
+    mla_graph_case(klc, [1, 255, 256, 3000], exact=False, cache_bf16=True)
+    mla_graph_case(klc, [200000, 40], exact=False, cache_bf16=True)
+    mla_graph_case(klc, [1, 255, 3000], exact=True, cache_bf16=False)
     sample_cases(klc, 4096)
     sample_cases(klc, 163840, seed=4)
     table = timing(klc, card)

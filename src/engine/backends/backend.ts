@@ -74,6 +74,17 @@ export interface Backend<A = unknown> {
   /** Dense SwiGLU MLP block. */
   mlp(layer: number, x: A):MaybePromise<A>;
 
+  /**
+   * Optional: one decode step of `states` (ids[i] the next token of states[i]), where `layers` is the
+   * model's pass over this backend's calls and returns the final-normed rows. A device backend may
+   * record the work the pass queues and replay it for later steps of the same batch instead of
+   * calling `layers` again (CUDA graphs); it then advances its own copies of the states as the pass
+   * would have. The model advances the states' lengths either way.
+   */
+  decodeLayers?(states: readonly SequenceState[], ids: Int32Array, layers: () => Promise<A>): Promise<A>;
+  /** Optional: turns the recording and replay of decodeLayers off (on) — timed profiles need every call made. */
+  setDecodeGraphs?(on: boolean): void;
+
   /** Logits of every row [T, vocab], or of the last row only [vocab]. */
   lmHead(x: A, rows: 'all' | 'last'): MaybePromise<Float32Array>;
   /**

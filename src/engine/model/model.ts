@@ -223,8 +223,12 @@ export class Model {
     return this.backend.prefillTokens ?? INGEST_SLICE;
   }
 
-  /** One token with the recurrent KDA form and absorbed MLA; returns its logits [vocab]. */
+  /**
+   * One token with the recurrent KDA form and absorbed MLA; returns its logits [vocab]. Captured
+   * tensors need every call made, so such a step never takes the backend's recorded form.
+   */
   async decode(state: SequenceState, id: number, capture?: Capture): Promise<Float32Array> {
+    if (!capture) return this.backend.lmHead(await this.decodeHidden([state], Int32Array.of(id)), 'last');
     const logits = await this.forward([state], Int32Array.of(id), 'decode', KDA_CHUNK, 'last', capture);
     if (!logits) throw new Error('decode produced no logits');
     return logits;
@@ -262,7 +266,11 @@ export class Model {
     if (states.length === 0) throw new Error('decode: no sequences');
     if (ids.length !== states.length) throw new Error(`decode: ${states.length} sequences but ${ids.length} token ids`);
     if (new Set(states).size !== states.length) throw new Error('decode: the same sequence state appears twice in one batch');
-    return this.layers(states, ids, 'decode', KDA_CHUNK);
+    const b = this.backend;
+    const pass = () => this.layers(states, ids, 'decode', KDA_CHUNK);
+    const normed = await (b.decodeLayers ? b.decodeLayers(states, ids, pass) : pass());
+    this.advance(states, ids, 'decode');
+    return normed;
   }
 
   private async forward(
@@ -275,6 +283,7 @@ export class Model {
   ): Promise<Float32Array | null> {
     const b = this.backend;
     const normed = await this.layers(states, ids, mode, chunk, capture);
+    this.advance(states, ids, mode);
     capture?.('final_norm', b.toHost(normed));
     return rows === null ? null : b.lmHead(normed, rows);
   }
@@ -289,7 +298,7 @@ export class Model {
 
   /**
    * Every layer over `ids`, returning the final-normed hidden rows. Prefill: all ids belong to
-   * states[0]. Decode: ids[i] is one token of states[i].
+   * states[0]. Decode: ids[i] is one token of states[i]. The caller advances the lengths (advance).
    */
   private async layers(states: readonly SequenceState[], ids: Int32Array, mode: 'prefill' | 'decode', chunk: number, capture?: Capture): Promise<unknown> {
     const b = this.backend;
@@ -318,9 +327,13 @@ export class Model {
       x = await this.addNorm(h, ffn, i + 1 < L ? { which: 'input', layer: i + 1 } : { which: 'final' });
       capture?.(`hidden.${i}`, b.toHost(h));
     }
+    return x;
+  }
+
+  /** What a pass of `layers` adds to the states' lengths. */
+  private advance(states: readonly SequenceState[], ids: Int32Array, mode: 'prefill' | 'decode'): void {
     if (mode === 'decode') for (const s of states) s.length += 1;
     else states[0].length += ids.length;
-    return x;
   }
 }
 

@@ -47,7 +47,9 @@ export interface OpTimer {
 
 /**
  * Wraps the forward's calls of `backend` (in place) with `sync` on each side, summing their times by
- * kind while the timer is on. Calls that return a promise (onnx) are timed until it settles.
+ * kind while the timer is on. Calls that return a promise (onnx) are timed until it settles. Decode
+ * steps are not recorded as graphs meanwhile (a replay makes none of the calls, and a recording
+ * cannot hold the synchronisations).
  */
 export function timeOps(backend: Backend<unknown>, sync: () => void, now: () => number = () => performance.now()): OpTimer {
   const times = Object.fromEntries(OP_KINDS.map((k) => [k, 0])) as Record<OpKind, number>;
@@ -62,8 +64,10 @@ export function timeOps(backend: Backend<unknown>, sync: () => void, now: () => 
     restore: () => {
       for (const [name, fn] of originals) target[name] = fn;
       originals.clear();
+      backend.setDecodeGraphs?.(true);
     },
   };
+  backend.setDecodeGraphs?.(false);
   for (const name of TIMED) {
     const own = target[name];
     if (typeof own !== 'function') continue;

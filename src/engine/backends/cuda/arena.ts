@@ -10,7 +10,7 @@ import type { DevicePtr, NativeContext, NativeKlc } from './loader';
 const ALIGN = 256;
 
 export class Arena {
-  private base: DevicePtr = 0n;
+  private buffer: DevicePtr = 0n;
   private size = 0;
   private used = 0;
   generation = 0;
@@ -24,13 +24,18 @@ export class Arena {
     return this.size;
   }
 
+  /** Where the buffer lies now: a recorded CUDA graph holds addresses inside it. */
+  get base(): DevicePtr {
+    return this.buffer;
+  }
+
   /** Starts a new generation with room for at least `bytes`, reallocating (never shrinking) if needed. */
   reset(bytes: number): void {
     if (bytes > this.size) {
-      if (this.size) this.native.free(this.ctx, this.base);
-      this.base = 0n;
+      if (this.size) this.native.free(this.ctx, this.buffer);
+      this.buffer = 0n;
       this.size = 0;
-      this.base = this.native.alloc(this.ctx, bytes);
+      this.buffer = this.native.alloc(this.ctx, bytes);
       this.size = bytes;
     }
     this.used = 0;
@@ -42,11 +47,11 @@ export class Arena {
     const end = start + Math.ceil(Math.max(bytes, 1) / ALIGN) * ALIGN;
     if (end > this.size) throw new Error(`CUDA workspace exhausted: ${end} of ${this.size} bytes (planning bug)`);
     this.used = end;
-    return this.base + BigInt(start);
+    return this.buffer + BigInt(start);
   }
 
   free(): void {
-    if (this.size) this.native.free(this.ctx, this.base);
+    if (this.size) this.native.free(this.ctx, this.buffer);
     this.size = 0;
     this.used = 0;
   }

@@ -14,6 +14,7 @@ import { latentBf16, latentF32, type LatentRows } from '../../state/latent-rows'
 import type { Backend, Capture, NormSite } from '../backend';
 import type { TokenPick } from '../../sampler';
 import { Arena } from './arena';
+import { DecodeGraphs } from './decode-graphs';
 import { deviceWeightBytes, isQuant, uploadWeights, type AtLoad, type DeviceWeightBytes, type DeviceWeights, type KdaDeviceWeights, type LayerDeviceWeights, type Mat, type MlaDeviceWeights } from './device-weights';
 import { HostExperts } from './host-experts';
 import type { DevicePtr, HostPtr, NativeContext, NativeDeviceInfo, NativeKlc, VbufHandle } from './loader';
@@ -91,6 +92,22 @@ const NATIVE_KDA_CHUNK = 64;
 const WQ_GEMV_ROWS = 8;
 /** KLC_MAX_DECODE_BATCH of klc_native.h: sequences per batched decode launch. */
 const MAX_DECODE_BATCH = 64;
+/**
+ * A recorded decode step plans its MLA key splits for the lengths up to the next multiple of this,
+ * and is recorded again past it (one plain step, one recorded, per this many tokens).
+ */
+const GRAPH_KEYS = 256;
+
+/** What a decode step takes from device memory: its token ids and each sequence's MLA position. */
+interface DecodeStep {
+  readonly B: number;
+  readonly ids: DevicePtr;
+  readonly positions: DevicePtr;
+  /** The positions as uploaded: each MLA layer checks that its caches agree. */
+  readonly hostPositions: Int32Array;
+  /** Keys the MLA decode's split plan is made for (see GRAPH_KEYS). */
+  readonly capacity: number;
+}
 
 export class CudaBackend implements Backend<DeviceRows> {
   readonly name = 'cuda';
@@ -105,6 +122,11 @@ export class CudaBackend implements Backend<DeviceRows> {
   private idsBytes = 0;
   private sampleWs: DevicePtr = 0n;
   private sampleBytes = 0;
+  /** Token ids [MAX_DECODE_BATCH] then MLA positions [MAX_DECODE_BATCH], int32: see DecodeStep. */
+  private stepBuf: DevicePtr = 0n;
+  /** The decode step in progress (decodeLayers), if any. */
+  private step: DecodeStep | null = null;
+  private readonly graphs: DecodeGraphs<DeviceRows>;
   private readonly states = new WeakMap<object, DeviceLayerState>();
   private readonly live = new Set<DevicePtr>();
   private readonly liveBufs = new Set<VbufHandle>();
@@ -144,6 +166,8 @@ export class CudaBackend implements Backend<DeviceRows> {
     this.device = `GPU ${deviceIndex}: ${info.name} (compute ${info.major}.${info.minor}, ${gib(info.totalBytes)})`;
     this.engineText = engine;
     this.arena = new Arena(native, ctx);
+    // Offloaded experts run on the CPU between launches, which a graph cannot hold.
+    this.graphs = new DecodeGraphs(native, ctx, process.env.KLC_CUDA_GRAPHS !== '0' && !host, (line) => void process.stderr.write(`${line}\n`));
   }
 
   /**
@@ -300,17 +324,91 @@ export class CudaBackend implements Backend<DeviceRows> {
 
   embed(ids: Int32Array): DeviceRows {
     const d = this.config.hiddenSize;
+    const T = ids.length;
+    let at = this.ids;
+    if (this.step) {
+      // decodeLayers uploaded and checked them.
+      if (T !== this.step.B) throw new Error(`embed: ${T} ids in a decode step of ${this.step.B} sequences`);
+      at = this.step.ids;
+    } else {
+      this.checkIds(ids);
+      this.ensureHidden(T * d * F32, T * 4);
+      this.native.upload(this.ctx, this.ids, ids);
+    }
+    this.native.embed(this.ctx, this.w.embed.ptr, at, this.hidden, T, d, this.w.embed.f32 ? 1 : 0);
+    return { ptr: this.hidden, T, cols: d, generation: -1 };
+  }
+
+  private checkIds(ids: Int32Array): void {
     const V = this.config.vocabSize;
     ids.forEach((id, t) => {
       if (!Number.isInteger(id) || id < 0 || id >= V) {
         throw new UserError(`token id ${id} at position ${t} is outside the model's vocabulary [0, ${V}); the input ids do not belong to this model.`);
       }
     });
-    const T = ids.length;
-    this.ensureHidden(T * d * F32, T * 4);
-    this.native.upload(this.ctx, this.ids, ids);
-    this.native.embed(this.ctx, this.w.embed.ptr, this.ids, this.hidden, T, d, this.w.embed.f32 ? 1 : 0);
-    return { ptr: this.hidden, T, cols: d, generation: -1 };
+  }
+
+  /**
+   * One decode step of `states` (ids[b] the next token of states[b]): `layers` is the model's pass
+   * over this backend's calls; from the second step of a batch on, the pass is recorded once as a
+   * CUDA graph and replayed instead of called (see DecodeGraphs). Returns the final-normed rows.
+   */
+  async decodeLayers(states: readonly SequenceState[], ids: Int32Array, layers: () => Promise<DeviceRows>): Promise<DeviceRows> {
+    if (this.step) throw new Error('decodeLayers: a decode step is already in progress');
+    const B = states.length;
+    if (B < 1 || B > MAX_DECODE_BATCH || ids.length !== B) throw new Error(`decode: ${B} sequences and ${ids.length} ids (1 to ${MAX_DECODE_BATCH} of each)`);
+    this.checkIds(ids);
+    // Every device copy exists before anything is recorded (importing one uploads and waits).
+    const kda: KdaDeviceState[] = [];
+    const mla: MlaDeviceState[] = [];
+    const hostPositions = new Int32Array(B);
+    for (const [i, spec] of this.config.layers.entries()) {
+      states.forEach((s, b) => {
+        const ls = s.layers[i];
+        if (ls?.kind !== spec.attention) throw new Error(`state layer ${i} is ${ls?.kind ?? 'missing'}, the model's is ${spec.attention}`);
+        if (ls.kind === 'kda') kda.push(this.kdaState(ls));
+        else {
+          const dev = this.mlaState(ls);
+          hostPositions[b] = dev.length;
+          mla.push(dev);
+        }
+      });
+    }
+    const capacity = Math.ceil((Math.max(...hostPositions) + 1) / GRAPH_KEYS) * GRAPH_KEYS;
+    for (const dev of mla) this.reserveCache(dev, capacity);
+    this.ensureHidden(B * this.config.hiddenSize * F32, B * 4);
+    const buf = this.ensureStepBuffer();
+    const upload = new Int32Array(2 * MAX_DECODE_BATCH);
+    upload.set(ids);
+    upload.set(hostPositions, MAX_DECODE_BATCH);
+    this.native.upload(this.ctx, buf, upload);
+    this.step = { B, ids: buf, positions: buf + BigInt(MAX_DECODE_BATCH * 4), hostPositions, capacity };
+    const before = mla.map((dev) => dev.length);
+    const key = [
+      B, capacity, this.engineText, this.arena.base, this.hidden, this.normed, buf,
+      ...kda.map((dev) => `${dev.S}:${dev.conv}`), ...mla.map((dev) => `${dev.cache}${dev.bf16 ? 'b' : 'f'}`),
+    ].join(',');
+    // A replay does what the pass does on the host: one row more in each MLA cache, and the final
+    // norm's arena reset (lm_head and sampling allocate after it).
+    const advance = () => {
+      for (const dev of mla) dev.length += 1;
+      this.arena.reset(this.workspaceFor(B));
+    };
+    try {
+      return await this.graphs.step(B, key, layers, advance, () => mla.forEach((dev, i) => (dev.length = before[i])));
+    } finally {
+      this.step = null;
+    }
+  }
+
+  /** Decode steps replayed from a recorded CUDA graph since the backend loaded. */
+  get decodeGraphReplays(): number {
+    return this.graphs.replays;
+  }
+
+  /** Whether decode steps are recorded and replayed as CUDA graphs (timed profiles turn it off). */
+  setDecodeGraphs(on: boolean): void {
+    this.graphs.enabled = on && process.env.KLC_CUDA_GRAPHS !== '0' && !this.host;
   }
 
   rows(x: DeviceRows): number {
@@ -472,18 +570,40 @@ export class CudaBackend implements Backend<DeviceRows> {
     const n = this.native;
     const c = this.ctx;
     const devs = states.map((s) => this.mlaState(s));
-    const q = this.linear(x, w.qProj, H * qw);
-    const ckv = this.linear(x, w.kvA, D);
-    devs.forEach((dev, i) => this.appendLatents(w, dev, ckv.ptr + BigInt(i * D * F32), 1));
-    const qfull = this.absorbedQuery(w, q, B);
-    const lengths = Int32Array.from(devs, (dev) => dev.length);
     const bf16 = devs[0].bf16;
     if (devs.some((dev) => dev.bf16 !== bf16)) throw new Error('mlaDecode: the batch mixes bf16 and fp32 MLA caches (states made before and after setTensorCores); decode them separately');
-    const wsBytes = n.mlaDecodeWorkspaceBytes(c, B, H, D, L, Math.max(...lengths));
+    const type = bf16 ? CACHE_BF16 : CACHE_F32;
+    const at = this.decodePositions(devs);
+    const caches = BigUint64Array.from(devs, (dev) => dev.cache);
+    const q = this.linear(x, w.qProj, H * qw);
+    const ckv = this.linear(x, w.kvA, D);
+    n.mlaAppendAt(c, ckv.ptr, w.kvNorm, caches, type, at.positions, D, L, this.config.mla.kvNormEps);
+    for (const dev of devs) dev.length += 1;
+    const qfull = this.absorbedQuery(w, q, B);
+    const lengths = Int32Array.from(devs, (dev) => dev.length);
+    const wsBytes = n.mlaDecodeWorkspaceBytes(c, B, H, D, L, Math.max(at.capacity, ...lengths));
     const ws = this.arena.alloc(wsBytes);
     const ctxLat = this.arena.alloc(B * H * L * F32);
-    n.mlaDecode(c, qfull, BigUint64Array.from(devs, (dev) => dev.cache), bf16 ? CACHE_BF16 : CACHE_F32, lengths, ctxLat, ws, wsBytes, H, D, L, 1 / Math.sqrt(qw));
+    n.mlaDecode(c, qfull, caches, type, lengths, at.positions, at.capacity, ctxLat, ws, wsBytes, H, D, L, 1 / Math.sqrt(qw));
     return this.latentOutput(w, ctxLat, B);
+  }
+
+  /**
+   * Where each sequence's new MLA row goes, in device memory: the decode step's positions, or
+   * (a decode outside decodeLayers, e.g. one whose tensors are captured) this layer's, uploaded now.
+   */
+  private decodePositions(devs: readonly MlaDeviceState[]): { positions: DevicePtr; capacity: number } {
+    const step = this.step;
+    if (step) {
+      devs.forEach((dev, b) => {
+        if (dev.length !== step.hostPositions[b]) throw new Error(`mlaDecode: sequence ${b}'s MLA caches disagree on its length (${dev.length} vs ${step.hostPositions[b]})`);
+      });
+      return { positions: step.positions, capacity: step.capacity };
+    }
+    for (const dev of devs) this.reserveCache(dev, dev.length + 1);
+    const positions = this.ensureStepBuffer() + BigInt(MAX_DECODE_BATCH * 4);
+    this.native.upload(this.ctx, positions, Int32Array.from(devs, (dev) => dev.length));
+    return { positions, capacity: 0 };
   }
 
   /** Appends `rows` latent rows of ckv (kv_a_proj output, L + rope wide) to the cache: the L part normed, the rope part as is. */
@@ -797,6 +917,7 @@ export class CudaBackend implements Backend<DeviceRows> {
 
   async dispose(): Promise<void> {
     if (this.disposed) return;
+    this.graphs.dispose();
     for (const p of [...this.weightBuffers, ...this.live]) this.native.free(this.ctx, p);
     for (const b of this.liveBufs) this.native.vbufFree(this.ctx, b);
     this.host?.dispose();
@@ -810,6 +931,7 @@ export class CudaBackend implements Backend<DeviceRows> {
     }
     if (this.idsBytes) this.native.free(this.ctx, this.ids);
     if (this.sampleBytes) this.native.free(this.ctx, this.sampleWs);
+    if (this.stepBuf) this.native.free(this.ctx, this.stepBuf);
     this.disposed = true;
     this.native.destroy(this.ctx);
   }
@@ -890,6 +1012,11 @@ export class CudaBackend implements Backend<DeviceRows> {
       this.ids = this.native.alloc(this.ctx, idBytes);
       this.idsBytes = idBytes;
     }
+  }
+
+  private ensureStepBuffer(): DevicePtr {
+    if (!this.stepBuf) this.stepBuf = this.native.alloc(this.ctx, 2 * MAX_DECODE_BATCH * 4);
+    return this.stepBuf;
   }
 
   /** The sampling sort's buffers live beside the arena: only decode steps need them, and they stay. */

@@ -139,11 +139,28 @@ export interface NativeKlc {
   /** KDA decode of row b for sequence b (B = states.length ≤ 64): short conv, gates, state update and output in one launch. */
   kdaDecodeBatch(ctx: NativeContext, args: NativeKdaDecodeBatchArgs): void;
   mlaDecodeWorkspaceBytes(ctx: NativeContext, B: number, H: number, D: number, L: number, maxLen: number): number;
-  /** Absorbed MLA decode: rows b*H + h of q [B*H, D] over caches[b] (lengths[b] rows, new row included); out [B*H, L]. */
+  /**
+   * Absorbed MLA decode: rows b*H + h of q [B*H, D] over caches[b] (lengths[b] rows, new row included); out [B*H, L].
+   * The kernels read lengths[b] - 1 from `positions` (device int32, or 0n for none) and split the keys for
+   * `capacity` of them (0: the longest cache), so that a recorded graph stays valid as the lengths grow.
+   */
   mlaDecode(
-    ctx: NativeContext, q: DevicePtr, caches: BigUint64Array, cacheType: number, lengths: Int32Array, out: DevicePtr, ws: DevicePtr, wsBytes: number,
-    H: number, D: number, L: number, scale: number,
+    ctx: NativeContext, q: DevicePtr, caches: BigUint64Array, cacheType: number, lengths: Int32Array, positions: DevicePtr, capacity: number,
+    out: DevicePtr, ws: DevicePtr, wsBytes: number, H: number, D: number, L: number, scale: number,
   ): void;
+  /** One latent row per cache: row b of ckv [B, D] written at row positions[b] (device int32) of caches[b]. */
+  mlaAppendAt(ctx: NativeContext, ckv: DevicePtr, w: DevicePtr, caches: BigUint64Array, cacheType: number, positions: DevicePtr, D: number, L: number, eps: number): void;
+  /** Records what is queued on the context's stream from now on instead of running it (klc_graph_begin). */
+  graphBegin(ctx: NativeContext): void;
+  /** Ends the recording: the graph when `keep`, else discards it (after a call inside it failed). */
+  graphEnd(ctx: NativeContext, keep: true): GraphHandle;
+  graphEnd(ctx: NativeContext, keep: false): undefined;
+  /**
+   * Queues a recorded graph again, with the arguments it was recorded with; false (nothing queued)
+   * when a workspace the library grows on demand moved since the recording: record it again.
+   */
+  graphLaunch(ctx: NativeContext, g: GraphHandle): boolean;
+  graphFree(ctx: NativeContext, g: GraphHandle): void;
   sampleWorkspaceBytes(ctx: NativeContext, rows: number, ld: number): number;
   /** One token per row of logits [picks.length, ld] into ids (int32 on the device), by pickToken's rule. */
   sample(ctx: NativeContext, logits: DevicePtr, ld: number, picks: readonly NativeTokenPick[], ids: DevicePtr, ws: DevicePtr, wsBytes: number): void;
@@ -208,6 +225,8 @@ export interface NativeWq {
 
 /** A klc_vbuf's host address: never dereferenced in JS, only handed back to the library. */
 export type VbufHandle = bigint;
+/** A klc_graph's host address, handed back to the library only. */
+export type GraphHandle = bigint;
 /** An address in pinned host memory from hostAlloc(). */
 export type HostPtr = bigint;
 /** A klc_host_moe's host address. */
