@@ -355,6 +355,7 @@ export class CudaBackend implements Backend<DeviceRows> {
    */
   async decodeLayers(states: readonly SequenceState[], ids: Int32Array, layers: () => Promise<DeviceRows>): Promise<DeviceRows> {
     if (this.step) throw new Error('decodeLayers: a decode step is already in progress');
+    if (!this.graphs.enabled) return layers();
     const B = states.length;
     if (B < 1 || B > MAX_DECODE_BATCH || ids.length !== B) throw new Error(`decode: ${B} sequences and ${ids.length} ids (1 to ${MAX_DECODE_BATCH} of each)`);
     this.checkIds(ids);
@@ -573,37 +574,30 @@ export class CudaBackend implements Backend<DeviceRows> {
     const bf16 = devs[0].bf16;
     if (devs.some((dev) => dev.bf16 !== bf16)) throw new Error('mlaDecode: the batch mixes bf16 and fp32 MLA caches (states made before and after setTensorCores); decode them separately');
     const type = bf16 ? CACHE_BF16 : CACHE_F32;
-    const at = this.decodePositions(devs);
-    const caches = BigUint64Array.from(devs, (dev) => dev.cache);
     const q = this.linear(x, w.qProj, H * qw);
     const ckv = this.linear(x, w.kvA, D);
-    n.mlaAppendAt(c, ckv.ptr, w.kvNorm, caches, type, at.positions, D, L, this.config.mla.kvNormEps);
-    for (const dev of devs) dev.length += 1;
-    const qfull = this.absorbedQuery(w, q, B);
-    const lengths = Int32Array.from(devs, (dev) => dev.length);
-    const wsBytes = n.mlaDecodeWorkspaceBytes(c, B, H, D, L, Math.max(at.capacity, ...lengths));
-    const ws = this.arena.alloc(wsBytes);
-    const ctxLat = this.arena.alloc(B * H * L * F32);
-    n.mlaDecode(c, qfull, caches, type, lengths, at.positions, at.capacity, ctxLat, ws, wsBytes, H, D, L, 1 / Math.sqrt(qw));
-    return this.latentOutput(w, ctxLat, B);
-  }
-
-  /**
-   * Where each sequence's new MLA row goes, in device memory: the decode step's positions, or
-   * (a decode outside decodeLayers, e.g. one whose tensors are captured) this layer's, uploaded now.
-   */
-  private decodePositions(devs: readonly MlaDeviceState[]): { positions: DevicePtr; capacity: number } {
+    // In a decode step that may be recorded (decodeLayers), the rows' positions and the split plan's
+    // capacity come from the step, in device memory; otherwise each row is appended where its cache ends now.
     const step = this.step;
     if (step) {
       devs.forEach((dev, b) => {
         if (dev.length !== step.hostPositions[b]) throw new Error(`mlaDecode: sequence ${b}'s MLA caches disagree on its length (${dev.length} vs ${step.hostPositions[b]})`);
       });
-      return { positions: step.positions, capacity: step.capacity };
+      n.mlaAppendAt(c, ckv.ptr, w.kvNorm, BigUint64Array.from(devs, (dev) => dev.cache), type, step.positions, D, L, this.config.mla.kvNormEps);
+      for (const dev of devs) dev.length += 1;
+    } else {
+      devs.forEach((dev, i) => this.appendLatents(w, dev, ckv.ptr + BigInt(i * D * F32), 1));
     }
-    for (const dev of devs) this.reserveCache(dev, dev.length + 1);
-    const positions = this.ensureStepBuffer() + BigInt(MAX_DECODE_BATCH * 4);
-    this.native.upload(this.ctx, positions, Int32Array.from(devs, (dev) => dev.length));
-    return { positions, capacity: 0 };
+    const positions = step?.positions ?? 0n;
+    const capacity = step?.capacity ?? 0;
+    const qfull = this.absorbedQuery(w, q, B);
+    const lengths = Int32Array.from(devs, (dev) => dev.length);
+    const wsBytes = n.mlaDecodeWorkspaceBytes(c, B, H, D, L, Math.max(capacity, ...lengths));
+    const ws = this.arena.alloc(wsBytes);
+    const ctxLat = this.arena.alloc(B * H * L * F32);
+    // appendLatents may have moved a cache (it grows them): the addresses are read after it.
+    n.mlaDecode(c, qfull, BigUint64Array.from(devs, (dev) => dev.cache), type, lengths, positions, capacity, ctxLat, ws, wsBytes, H, D, L, 1 / Math.sqrt(qw));
+    return this.latentOutput(w, ctxLat, B);
   }
 
   /** Appends `rows` latent rows of ckv (kv_a_proj output, L + rope wide) to the cache: the L part normed, the rope part as is. */
