@@ -247,6 +247,26 @@ test('at the 48B attention widths, decode over bf16 caches (bf16 MMA kernel) fol
     for (let i = 0; i < 8; i++) worst = Math.max(worst, relError(batch.subarray(i * V, (i + 1) * V), await g.decode(alone[i], ids[i])));
     report(`48B attention widths: 8 forks decoded together vs one at a time, relative error ${worst.toExponential(2)}`);
     assert.ok(worst < 5e-3, `${worst}`);
+    // Ten more steps of the eight with decode steps recorded as a CUDA graph (the bf16 MMA kernel then
+    // reads the lengths from device memory): the first runs call by call, the second is recorded, the
+    // rest replay it; the twins, one sequence per step, keep running call by call.
+    const graphsWere = cb.setDecodeGraphs(true);
+    const replaysBefore = cb.decodeGraphReplays;
+    let worstGraph = 0;
+    let next = ids;
+    try {
+      for (let step = 0; step < 10; step++) {
+        next = Int32Array.from(next, (id, i) => (id * 7 + 13 * i + step) % 4000);
+        const replayed = await g.decodeBatch(together, next);
+        for (let i = 0; i < 8; i++) worstGraph = Math.max(worstGraph, relError(replayed.subarray(i * V, (i + 1) * V), await g.decode(alone[i], next[i])));
+      }
+    } finally {
+      cb.setDecodeGraphs(graphsWere);
+    }
+    const replays = cb.decodeGraphReplays - replaysBefore;
+    report(`48B attention widths: 10 more steps of the 8 forks, ${replays} replayed from a CUDA graph, vs one at a time ${worstGraph.toExponential(2)}`);
+    assert.ok(replays >= 8, `only ${replays} of 10 steps replayed`);
+    assert.ok(worstGraph < 5e-3, `${worstGraph}`);
   } finally {
     await g.dispose();
     await r.dispose();

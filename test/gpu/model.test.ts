@@ -217,14 +217,19 @@ test('bundled checkpoint: decode steps replayed from CUDA graphs follow the refe
   const V = gpu.config.vocabSize;
   const cb = gpu.backend as CudaBackend;
   const replaysBefore = cb.decodeGraphReplays;
+  const graphsWere = cb.setDecodeGraphs(true);
   let ids = Int32Array.of(11, 22, 33);
   let worst = 0;
-  for (let step = 0; step < 40; step++) {
-    const a = await gpu.decodeBatch(onGpu, ids);
-    const b = await ref.decodeBatch(onRef, ids);
-    worst = Math.max(worst, relError(a, b));
-    // The reference's greedy tokens feed both, so one near tie cannot make the runs part.
-    ids = Int32Array.from([0, 1, 2], (i) => argmax(b.subarray(i * V, (i + 1) * V)));
+  try {
+    for (let step = 0; step < 40; step++) {
+      const a = await gpu.decodeBatch(onGpu, ids);
+      const b = await ref.decodeBatch(onRef, ids);
+      worst = Math.max(worst, relError(a, b));
+      // The reference's greedy tokens feed both, so one near tie cannot make the runs part.
+      ids = Int32Array.from([0, 1, 2], (i) => argmax(b.subarray(i * V, (i + 1) * V)));
+    }
+  } finally {
+    cb.setDecodeGraphs(graphsWere);
   }
   const replays = cb.decodeGraphReplays - replaysBefore;
   report(`40 decode steps of 3 sequences across length 256: ${replays} replayed from CUDA graphs; logits vs the reference backend ${worst.toExponential(2)}`);

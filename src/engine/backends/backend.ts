@@ -82,8 +82,11 @@ export interface Backend<A = unknown> {
    * would have. The model advances the states' lengths either way.
    */
   decodeLayers?(states: readonly SequenceState[], ids: Int32Array, layers: () => Promise<A>): Promise<A>;
-  /** Optional: turns the recording and replay of decodeLayers off (on) — timed profiles need every call made. */
-  setDecodeGraphs?(on: boolean): void;
+  /**
+   * Optional: turns the recording and replay of decodeLayers on or off (timed profiles need every
+   * call made); returns whether it was on.
+   */
+  setDecodeGraphs?(on: boolean): boolean;
 
   /** Logits of every row [T, vocab], or of the last row only [vocab]. */
   lmHead(x: A, rows: 'all' | 'last'): MaybePromise<Float32Array>;

@@ -64,10 +64,10 @@ export function timeOps(backend: Backend<unknown>, sync: () => void, now: () => 
     restore: () => {
       for (const [name, fn] of originals) target[name] = fn;
       originals.clear();
-      backend.setDecodeGraphs?.(true);
+      if (graphsWere !== undefined) backend.setDecodeGraphs?.(graphsWere);
     },
   };
-  backend.setDecodeGraphs?.(false);
+  const graphsWere = backend.setDecodeGraphs?.(false);
   for (const name of TIMED) {
     const own = target[name];
     if (typeof own !== 'function') continue;

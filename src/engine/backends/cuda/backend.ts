@@ -167,7 +167,7 @@ export class CudaBackend implements Backend<DeviceRows> {
     this.engineText = engine;
     this.arena = new Arena(native, ctx);
     // Offloaded experts run on the CPU between launches, which a graph cannot hold.
-    this.graphs = new DecodeGraphs(native, ctx, process.env.KLC_CUDA_GRAPHS !== '0' && !host, (line) => void process.stderr.write(`${line}\n`));
+    this.graphs = new DecodeGraphs(native, ctx, graphsByDefault() && !host, (line) => void process.stderr.write(`${line}\n`));
   }
 
   /**
@@ -407,9 +407,11 @@ export class CudaBackend implements Backend<DeviceRows> {
     return this.graphs.replays;
   }
 
-  /** Whether decode steps are recorded and replayed as CUDA graphs (timed profiles turn it off). */
-  setDecodeGraphs(on: boolean): void {
-    this.graphs.enabled = on && process.env.KLC_CUDA_GRAPHS !== '0' && !this.host;
+  /** Whether decode steps are recorded and replayed as CUDA graphs (never with offloaded experts); returns whether they were. */
+  setDecodeGraphs(on: boolean): boolean {
+    const was = this.graphs.enabled;
+    this.graphs.enabled = on && !this.host;
+    return was;
   }
 
   rows(x: DeviceRows): number {
@@ -1106,6 +1108,14 @@ function chooseEngine(native: NativeKlc, ctx: NativeContext, want: boolean): { t
     process.stderr.write(`cuda backend: tensor cores unavailable (${e instanceof Error ? e.message : String(e)}); using ${text}, which is several times slower.\n`);
     return { tensorCores: false, text };
   }
+}
+
+/**
+ * Whether decode steps are recorded as CUDA graphs unless told otherwise: KLC_CUDA_GRAPHS=1 or 0
+ * says; by default off until the recorded path has been checked on a GPU (see the README).
+ */
+function graphsByDefault(): boolean {
+  return process.env.KLC_CUDA_GRAPHS === '1';
 }
 
 function moeScratch(native: NativeKlc, ctx: NativeContext, c: KimiConfig, T: number): number {
