@@ -42,6 +42,7 @@ At scale: klc bench --contexts 4096,131072,1048576 [--json FILE] [--raw-prefill-
   and memory, time per output token for one answer and 8 together, re-ingest after an edit near
   the end and peak GPU memory, each against its floor on the measured card (cuda backend).
   --contexts LIST        token counts (4k, 128k and 1M are accepted)
+  --prefill-slice N      tokens per prefill call (default the longest of the plan's choices that fits)
   --json FILE            the figures as JSON, written as they are measured
   --raw-prefill-up-to N  also time one raw prefill of the same tokens up to this context (default 131072)
   --profile              also where the time goes at each context, by kind of layer op (KDA, MLA, MoE,
@@ -101,7 +102,7 @@ export async function run(argv: string[]): Promise<void> {
     {
       model: { type: 'string' }, backend: { type: 'string' }, 'max-tokens': { type: 'string' }, 'decode-tokens': { type: 'string' },
       'gpu-memory': { type: 'string' }, contexts: { type: 'string' }, json: { type: 'string' }, 'raw-prefill-up-to': { type: 'string' }, quantization: { type: 'string' },
-      profile: { type: 'boolean' }, ...weightOptions,
+      profile: { type: 'boolean' }, 'prefill-slice': { type: 'string' }, ...weightOptions,
     },
     USAGE,
   );

@@ -3,7 +3,7 @@ import { resolve } from 'node:path';
 import { existsSync, statSync } from 'node:fs';
 import { UserError } from '../common/errors';
 import type { IngestProgress, PackSettings } from '../engine/api';
-import type { MemoryBudget } from '../engine/plan/memory-plan';
+import { MAX_SLICE_TOKENS, MIN_SLICE_TOKENS, SLICE_CHOICES, type MemoryBudget } from '../engine/plan/memory-plan';
 import { parseBytes } from '../engine/plan/sizes';
 import { defaultCacheDir, EngineSession } from '../engine/session';
 import { backendOption, dummyOption, intOption, quantizationOption, quantizationUsage, weightOptions, weightUsage, type Parsed } from './args';
@@ -16,6 +16,7 @@ export const sessionOptions = {
   ...weightOptions,
   'gpu-memory': { type: 'string' },
   quantization: { type: 'string' },
+  'prefill-slice': { type: 'string' },
 } as const;
 
 export const sessionUsage = `  --model DIR         checkpoint folder (default: the bundled tiny checkpoint, whose answers are not meaningful)
@@ -24,6 +25,8 @@ export const sessionUsage = `  --model DIR         checkpoint folder (default: t
   --cache-dir DIR     where ingested states are saved (default ${defaultCacheDir()})
   --gpu-memory BYTES  GPU memory the CUDA backend may plan for (24GB, 24GiB or bytes; default the free memory);
                       it plans the MLA cache for --max-tokens tokens (default the config's maximum that fits)
+  --prefill-slice N   tokens per prefill call while ingesting (${MIN_SLICE_TOKENS} to ${MAX_SLICE_TOKENS}; default the longest of
+                      ${SLICE_CHOICES.join(', ')} that fits): longer slices read each weight and cached row fewer times, and need more workspace
 ${quantizationUsage}${weightUsage}`;
 
 export function workspaceSettings(dirs: string[], values: Parsed['values']): PackSettings {
@@ -52,10 +55,13 @@ export function memoryBudget(values: Parsed['values'], workspace: Pick<PackSetti
   const gpuMemory = typeof limit === 'string' ? parseBytes(limit) : undefined;
   if (typeof limit === 'string' && !gpuMemory) throw new UserError(`--gpu-memory must be a size such as 24GB, 24GiB or a number of bytes, got '${limit}'`);
   const quantization = quantizationOption(values);
+  const sliceTokens = intOption(values, 'prefill-slice', MIN_SLICE_TOKENS);
+  if (sliceTokens !== undefined && sliceTokens > MAX_SLICE_TOKENS) throw new UserError(`--prefill-slice must be ${MIN_SLICE_TOKENS} to ${MAX_SLICE_TOKENS} tokens, got ${sliceTokens}`);
   return {
     ...(workspace.maxTokens !== undefined ? { contextTokens: workspace.maxTokens } : {}),
     ...(gpuMemory ? { gpuMemory } : {}),
     ...(quantization ? { quantization } : {}),
+    ...(sliceTokens !== undefined ? { sliceTokens } : {}),
   };
 }
 

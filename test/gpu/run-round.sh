@@ -8,7 +8,8 @@
 # against the reference (step quantmodel: quant-model.test.ts without quant_check.py), `klc accuracy` on the 48B
 # model with dummy weights (step accuracy: int8, int4, fp8 against bf16, which needs an H200), the 48B model under
 # --gpu-memory caps (run-caps.sh: step caps, CAPS_CONTEXTS picks the contexts), `klc bench` at $CONTEXTS with decode steps
-# run call by call and then replayed from CUDA graphs (step graphs), then `klc bench` on the 48B model at $CONTEXTS with the
+# run call by call and then replayed from CUDA graphs (step graphs), `klc bench` at $SLICE_CONTEXTS with each of $SLICES
+# tokens per prefill call (step slices), then `klc bench` on the 48B model at $CONTEXTS with the
 # MLA kernel that passed its check (wgmma when it did, else fa2). Each step gets the time that is
 # left, so a slow or hanging one cannot take the later ones' results with it.
 # Carry: .device and native/build (test/gpu/prepare-model.sh). STEPS picks steps (default all of
@@ -47,6 +48,9 @@ for step in ${STEPS:-mla bench model hf quant}; do
     graphs) for g in 0 1; do echo "KLC_CUDA_GRAPHS=$g"; mkdir -p "$OUT/graphs/g$g"
               KLC_CUDA_GRAPHS=$g OUT=$OUT/graphs/g$g KLC_SCALE_ONLY=1 CONTEXTS=${CONTEXTS:-4096} KLC_MLA_KERNEL=$mla_kernel timeout "$(( $(left) / (2 - g) ))" \
                 bash test/gpu/run-scale.sh 2>&1 | grep -E "^\[|Error|error" || rc=1; done ;;
+    slices) for s in ${SLICES:-4096 8192 16384}; do echo "--prefill-slice $s"; mkdir -p "$OUT/slices/s$s"
+              SCALE_ARGS="${SCALE_ARGS:-} --prefill-slice $s" OUT=$OUT/slices/s$s KLC_SCALE_ONLY=1 CONTEXTS=${SLICE_CONTEXTS:-131072} KLC_MLA_KERNEL=$mla_kernel \
+                timeout "$(left)" bash test/gpu/run-scale.sh 2>&1 | grep -E "^\[|first forward|Error|error" || rc=1; done ;;
   esac
 done
 exit $rc

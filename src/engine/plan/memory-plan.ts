@@ -37,6 +37,9 @@ export const CACHE_GROWTH_EXTENT = 2 ** 27;
 export const FORK_RESERVE_TOKENS = 4096;
 /** Prefill slices tried from the longest: 4096 tokens fill an H100's tensor cores at the real widths. */
 export const SLICE_CHOICES: readonly number[] = [4096, 2048, 1024, 512];
+/** The prefill slices a user may ask for (--prefill-slice): the kernels are checked up to 65,536 tokens a call. */
+export const MIN_SLICE_TOKENS = 64;
+export const MAX_SLICE_TOKENS = 65_536;
 /**
  * The shortest slice worth offloading another layer's experts for: every slice dequantizes (and,
  * offloaded, copies to the GPU) all routed experts of each quantized MoE layer however few tokens
@@ -62,6 +65,11 @@ export interface MemoryBudget {
   /** Bytes of GPU memory the plan may use. */
   gpuMemory?: number;
   quantization?: QuantizationChoice;
+  /**
+   * Tokens per prefill call (the ingest's slice, as vLLM's max-num-batched-tokens): the workspace is
+   * planned for it. Default: the longest of SLICE_CHOICES that fits.
+   */
+  sliceTokens?: number;
 }
 
 export interface PlanRequest {

@@ -128,3 +128,18 @@ test('INT4 on a card too small for every expert: the last MoE layers\' experts a
   const stored = planLoad(c, { contextTokens: 131_072, gpuMemory: 24e9, log: () => {} }, facts(80e9, c, { schemes: ['none'], weights: () => ({ bytes: weightBytes(c, 'int4', 2), dense: 0 }), quantizedExperts: () => true }));
   assert.equal(stored.offloadedLayers.length, 12);
 });
+
+test('a prefill slice the user asks for is planned as asked, and one out of range is refused naming the option', async () => {
+  const c = await loadConfigFile(CONFIG);
+  // 141 GB free, 131,072 tokens: the default is the longest choice that fits (4096); 16,384 asked for is
+  // planned with its larger workspace.
+  const byDefault = planLoad(c, { contextTokens: 131_072, log: () => {} }, facts(141e9, c));
+  const asked = planLoad(c, { contextTokens: 131_072, sliceTokens: 16_384, log: () => {} }, facts(141e9, c));
+  assert.equal(byDefault.sliceTokens, 4096);
+  assert.equal(asked.sliceTokens, 16_384);
+  assert.ok(asked.gpu.workspace > 3 * byDefault.gpu.workspace, `${asked.gpu.workspace} vs ${byDefault.gpu.workspace}`);
+  for (const bad of [32, 65_537, 1.5]) {
+    assert.throws(() => planLoad(c, { contextTokens: 4096, sliceTokens: bad, log: () => {} }, facts(141e9, c)),
+      (e) => isUserError(e) && e.message === `the prefill slice must be 64 to 65536 tokens, got ${bad}.`);
+  }
+});

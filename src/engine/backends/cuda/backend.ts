@@ -68,11 +68,6 @@ type DeviceLayerState = KdaDeviceState | MlaDeviceState;
 export interface CudaLoadOptions extends MemoryBudget {
   device?: number;
   /**
-   * Tokens per forward call the workspace is planned for (it grows if needed), and the ingest's
-   * prefill slice. Default: the longest of the plan's SLICE_CHOICES that fits.
-   */
-  sliceTokens?: number;
-  /**
    * bf16 activations into cuBLAS tensor-core GEMMs. Default: on for bf16 checkpoints unless
    * KLC_CUDA_EXACT=1 (exact fp32 activations, as the reference backend computes); fp32
    * checkpoints always run exactly.

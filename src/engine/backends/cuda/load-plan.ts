@@ -8,12 +8,11 @@
  */
 import { UserError } from '../../../common/errors';
 import type { KimiConfig } from '../../model/config';
-import { largestContext, MAX_CONTEXT_TOKENS, MAX_FORKS, planMemory, type MemoryBudget, type MemoryPlan, type PlannedWeights, type PlanRequest } from '../../plan/memory-plan';
+import { largestContext, MAX_CONTEXT_TOKENS, MAX_FORKS, MAX_SLICE_TOKENS, MIN_SLICE_TOKENS, planMemory, type MemoryBudget, type MemoryPlan, type PlannedWeights, type PlanRequest } from '../../plan/memory-plan';
 import { QUANTIZATIONS, type Quantization } from '../../plan/weights';
 import { gb } from '../../plan/sizes';
 
 export interface LoadBudget extends MemoryBudget {
-  sliceTokens?: number;
   log?: (line: string) => void;
 }
 
@@ -58,7 +57,7 @@ export interface CudaPlan {
  * that does not. "Select Model Folder…" shows it before anything loads; planLoad refuses with it.
  * `d.sampleScratch` may be left out where no device context exists yet (the plan estimates it).
  */
-export function cudaPlan(config: KimiConfig, opts: MemoryBudget & { sliceTokens?: number }, d: Omit<DeviceFacts, 'sampleScratch' | 'gpuName'> & { sampleScratch?: number }): CudaPlan {
+export function cudaPlan(config: KimiConfig, opts: MemoryBudget, d: Omit<DeviceFacts, 'sampleScratch' | 'gpuName'> & { sampleScratch?: number }): CudaPlan {
   const quantization = opts.quantization ?? 'none';
   const schemes = d.schemes ?? CUDA_SCHEMES;
   if (quantization !== 'auto' && !schemes.includes(quantization)) {
@@ -69,6 +68,9 @@ export function cudaPlan(config: KimiConfig, opts: MemoryBudget & { sliceTokens?
   }
   if (opts.forks !== undefined && !(Number.isSafeInteger(opts.forks) && opts.forks >= 0 && opts.forks <= MAX_FORKS)) {
     throw new UserError(`the number of concurrent forks must be 0 to ${MAX_FORKS}, got ${opts.forks}.`);
+  }
+  if (opts.sliceTokens !== undefined && !(Number.isSafeInteger(opts.sliceTokens) && opts.sliceTokens >= MIN_SLICE_TOKENS && opts.sliceTokens <= MAX_SLICE_TOKENS)) {
+    throw new UserError(`the prefill slice must be ${MIN_SLICE_TOKENS} to ${MAX_SLICE_TOKENS} tokens, got ${opts.sliceTokens}.`);
   }
   if (opts.gpuMemory !== undefined && !(opts.gpuMemory > 0)) throw new UserError(`the GPU memory limit must be a positive number of bytes, got ${opts.gpuMemory}.`);
   const gpuMemory = Math.min(opts.gpuMemory ?? d.free, d.free);
