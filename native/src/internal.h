@@ -88,6 +88,8 @@ struct MoeGroups {
   int size;
   int (*load)(klc_ctx *ctx, const void *arg, int e0, int e1);
   const void *arg;
+  // Quantized experts the grouped kernels of moe_wq_gemm.cu read as they are (then nothing is loaded).
+  const klc_wq *w13 = nullptr, *w2 = nullptr;
 };
 struct MoeTc {
   const float *x;
@@ -105,6 +107,10 @@ struct MoeTc {
   MoeGroups groups;
 };
 int tc_moe(klc_ctx *ctx, const MoeTc &m);
+// moe_wq_gemm.cu: whether its grouped kernels take these quantized experts (KLC_MOE_WQ_GEMM=0: never),
+// and the gate/up (SwiGLU fused, into m.hs) and down (into m.ys) projections of m's gathered rows m.xs.
+bool moe_wq_gemm_wanted(const klc_wq &w13, const klc_wq &w2, int d, int I);
+int moe_wq_gemm(klc_ctx *ctx, const MoeTc &m);
 // klc_moe_experts after its argument checks, with the experts loaded by groups (tensor cores only);
 // MoeGroups{E, nullptr, nullptr} reads every expert where it lies.
 int moe_experts(klc_ctx *ctx, const float *x, const int32_t *idx, const float *w, const void *w13, const void *w2, float *out, void *ws,

@@ -8,8 +8,10 @@
 //         in ascending expert order, and adds w[t, s] * (W2_e h) into out[t] in registers, so the
 //         combine needs no atomics and sums each token's experts in the reference's slot order.
 // Each run of 8 codes becomes fp32((q − z) · s) or fp32(e4m3) · s, the reference's dequantized weights; activations
-// and accumulation are fp32. More pairs: every expert is dequantized into a dense buffer and
-// klc_moe_experts runs its grouped GEMMs on it (prefill reuses each expert for many tokens).
+// and accumulation are fp32. More pairs in tensor-core mode: klc_moe_experts gathers the rows by expert and
+// moe_wq_gemm.cu's grouped kernels read the codes; otherwise (exact mode, shapes those kernels do not
+// take, KLC_MOE_WQ_GEMM=0) every expert is dequantized into a dense buffer and klc_moe_experts runs its
+// grouped GEMMs on it.
 #include <cuda_bf16.h>
 
 #include "internal.h"
@@ -244,6 +246,9 @@ KLC_API int klc_moe_experts_wq(klc_ctx *ctx, const float *x, const int32_t *idx,
     if (codes == Codes::Int8) return moe_wq_small<Codes::Int8>(ctx, x, idx, w, *w13, *w2, out, h, T, d, I, k);
     return moe_wq_small<Codes::E4M3>(ctx, x, idx, w, *w13, *w2, out, h, T, d, I, k);
   }
+  // Tensor cores: the grouped kernels read the codes where they lie (no dense buffer needed).
+  if (!dense_f32 && ctx->tensor_cores && klc::moe_wq_gemm_wanted(*w13, *w2, d, I))
+    return klc::moe_experts(ctx, x, idx, w, nullptr, nullptr, out, ws, T, d, I, E, k, 0, klc::MoeGroups{E, nullptr, nullptr, w13, w2});
   if (!dense) return klc::fail(KLC_E_ARG, "klc_moe_experts_wq: this many pairs needs the dense buffer (klc_moe_dense_bytes())");
   if (!dense_f32 && !ctx->tensor_cores) return klc::fail(KLC_E_ARG, "klc_moe_experts_wq: bf16 dequantization needs tensor cores on (dense_f32 = 1 without them)");
   // Exact mode: every expert in fp32 at once, for the CUDA-core GEMMs; tensor cores: a group at a time.

@@ -841,7 +841,7 @@ int moe_experts(klc_ctx *ctx, const float *x, const int32_t *idx, const float *w
   p += align256(sizeof(float) * rows * I);
   float *ybuf = reinterpret_cast<float *>(p);
   // Few pairs (decode): the chosen experts' weights are read once, straight from idx on the GPU.
-  if (!w_f32 && !groups.load && moe_small_wanted(T, k, d, I, x, w13, w2, gu)) return moe_small(ctx, x, idx, w, w13, w2, out, gu, T, d, I, k);
+  if (!w_f32 && !groups.load && !groups.w13 && moe_small_wanted(T, k, d, I, x, w13, w2, gu)) return moe_small(ctx, x, idx, w, w13, w2, out, gu, T, d, I, k);
   moe_sort_kernel<<<1, 1024, 0, ctx->stream>>>(idx, n, E, off, tiles, cursor, pos, tok, k);
   if ((rc = launched("the MoE token sort"))) return rc;
   if (!w_f32 && ctx->tensor_cores) {
@@ -850,7 +850,7 @@ int moe_experts(klc_ctx *ctx, const float *x, const int32_t *idx, const float *w
     const MoeTc m{x, idx, w, off, tiles, pos, tok, w13, w2, gu, ybuf, hbuf, ybuf, ptrs, out, T, k, d, I, E, BM, groups};
     return tc_moe(ctx, m);
   }
-  if (groups.load) return fail(KLC_E_ARG, "the MoE experts load by groups only on tensor cores");
+  if (groups.load || groups.w13) return fail(KLC_E_ARG, "quantized MoE experts run from their codes only on tensor cores");
   // At most n / 64 + E row tiles exist; surplus CTAs leave at once.
   const int max_tiles = (n + BM - 1) / BM + E;
   if (max_tiles > 65535) return fail(KLC_E_ARG, "klc_moe_experts: too many tokens in one call; pass fewer rows");

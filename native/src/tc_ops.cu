@@ -185,8 +185,12 @@ int tc_linear(klc_ctx *ctx, const float *x, int ldx, const void *w, float *y, in
   return gemm_bf16_nt(ctx, xb, K, (long long)M * K, w, K, sw, y, ldy, sy, M, N, K, batch, accumulate ? 1.f : 0.f);
 }
 
-int tc_moe(klc_ctx *ctx, const MoeTc &m) {
-  const int E = m.E, n = m.T * m.k;
+namespace {
+
+// The experts' GEMMs through cuBLAS on bf16 weights where they lie or as MoeGroups::load brings them
+// (dequantized) a group at a time: the host reads the group sizes first.
+int grouped_gemms(klc_ctx *ctx, const MoeTc &m) {
+  const int E = m.E;
   // off[0..E] and tiles[0..E] lie side by side: one copy brings both.
   std::vector<int> host(2 * (E + 1));
   cudaError_t e = cudaMemcpyAsync(host.data(), m.off, sizeof(int) * 2 * (E + 1), cudaMemcpyDeviceToHost, ctx->stream);
@@ -196,8 +200,7 @@ int tc_moe(klc_ctx *ctx, const MoeTc &m) {
   const size_t d = m.d, I = m.I;
   const bf16 *xs = static_cast<const bf16 *>(m.xs), *hs = static_cast<const bf16 *>(m.hs);
   const bf16 *w13 = static_cast<const bf16 *>(m.w13), *w2 = static_cast<const bf16 *>(m.w2);
-  gather_bf16_kernel<<<n, 256, 0, ctx->stream>>>(m.x, m.tok, m.off, m.tiles, E, m.tile, static_cast<bf16 *>(m.xs), m.d);
-  int rc = launched("gathering the MoE rows");
+  int rc = KLC_OK;
   const int group = m.groups.size > 0 && m.groups.size < E ? m.groups.size : E;
   // Each group's pointer lists get their own room (6 per expert from 6 * e0), so a list is never
   // rewritten while GEMMs queued before may still read it. The gathered rows (bf16, half a row of
@@ -252,6 +255,15 @@ int tc_moe(klc_ctx *ctx, const MoeTc &m) {
     if ((rc = launched("the MoE SwiGLU"))) break;
     rc = runs(3);
   }
+  return rc;
+}
+
+}  // namespace
+
+int tc_moe(klc_ctx *ctx, const MoeTc &m) {
+  gather_bf16_kernel<<<m.T * m.k, 256, 0, ctx->stream>>>(m.x, m.tok, m.off, m.tiles, m.E, m.tile, static_cast<bf16 *>(m.xs), m.d);
+  int rc = launched("gathering the MoE rows");
+  if (!rc) rc = m.groups.w13 ? moe_wq_gemm(ctx, m) : grouped_gemms(ctx, m);
   if (rc) return rc;
   combine_padded_kernel<<<m.T, 256, sizeof(int) * m.k, ctx->stream>>>(m.ys, m.idx, m.pos, m.off, m.tiles, m.w, m.out, m.d, m.k,
                                                                        m.tile);

@@ -1,5 +1,5 @@
 """Device check of the weight-only quantized kernels (native/src/wq_gemv.cu, wq_dequant.cu,
-moe_small_wq.cu, wq_quantize.cu) against float64 torch. Weights are packed here with torch in
+moe_small_wq.cu, moe_wq_gemm.cu, wq_quantize.cu) against float64 torch. Weights are packed here with torch in
 compressed-tensors' pack-quantized layout (independently of the engine's packer): 4-bit (group
 32/128) and 8-bit (per channel, group 128), symmetric and with zero points, bf16 and fp32 scales;
 and FP8 E4M3 bytes as a float-quantized checkpoint stores them (every finite byte, per channel and
@@ -7,8 +7,10 @@ group 128, decoded here by torch's float8_e4m3fn), at Kimi-Linear-48B-A3B's proj
   klc_wq_gemv, M = 1..8 rows (accumulate too), tolerance 2e-5 relative, and K split across CTAs
   (few row tiles, or 8 rows of X too wide for shared memory) repeating bitwise;
   klc_wq_dequant into fp32 (exact: equal to fp32((q - z) * s)) and bf16 (round to nearest even);
-  klc_moe_experts_wq, few pairs (codes read by the small-batch kernels, 2e-5) and many (experts
-  dequantized, then klc_moe_experts; exact mode 2e-5, tensor-core mode 2e-2 for bf16 activations);
+  klc_moe_experts_wq, few pairs (codes read by the small-batch kernels, 2e-5) and many (exact mode:
+  experts dequantized to fp32, then klc_moe_experts, 2e-5; tensor-core mode: the grouped kernels reading
+  the codes, up to 1,024 tokens with several row tiles per expert, and once the dequantizing path they
+  replace, KLC_MOE_WQ_GEMM=0; 2e-2 for bf16 activations);
   klc_wq_quantize_bf16 to E4M3 (per row, bf16 and fp32 scales) bit for bit against a torch
   reimplementation of the host quantizer (src/engine/model/quant/matrix.ts: scale = max|x| / 448,
   the nearest of the 127 finite magnitudes, ties to the even code), with a row of exact ties.
@@ -16,8 +18,9 @@ Then GEMV speed at the 48B model's decode shapes and 8192^2 (INT4 group 32 and 1
 channel; M = 1, and 2..8 for information): "figure: gemv ... M=1: T us, B GB/s = P% of copy (batch 1)",
 bytes of codes and scales read per second against the copy bandwidth measured first in the same
 process, each call reading from HBM (the calls cycle through copies larger than L2) and each timed
-result checked against float64; and one prefill GEMM (4096 rows) on dequantized INT4 weights
-against the bf16 GEMM (klc_linear, tensor cores).
+result checked against float64; one prefill GEMM (4096 rows) on dequantized INT4 weights
+against the bf16 GEMM (klc_linear, tensor cores); and a 4,096-token slice's routed experts at the 48B widths
+(64 experts, ~128 rows each) on INT8 and INT4 codes, grouped and dequantized, against the bf16 experts.
 Prints one line per case; exits non-zero when a case fails.
 
   node tools/build-native.mjs --archs 90 && (cd test/gpu && python3 quant_check.py)
@@ -222,7 +225,8 @@ def moe_case(klc, gen, T, bits, group, symmetric, tensor_cores, d=2304, I=1024, 
                                       dense_f32, T, d, I, E, k))
     klc.sync()
     set_tensor_cores(klc, True)
-    rows = list(range(min(T, 16)))
+    # The first tokens and the last: with many pairs their rows lie in every kind of tile (first, middle, last of an expert).
+    rows = sorted(set(range(min(T, 8))) | set(range(max(0, T - 8), T)))
     w13 = m13.w.reshape(E, 2 * I, d)
     w2 = m2.w.reshape(E, d, I)
     want = torch.full((len(rows), d), 0.25, dtype=torch.float64, device="cuda")
@@ -233,7 +237,8 @@ def moe_case(klc, gen, T, bits, group, symmetric, tensor_cores, d=2304, I=1024, 
             gu = w13[e] @ xt
             h = torch.nn.functional.silu(gu[:I]) * gu[I:]
             want[n] += wt[t, s].double() * (w2[e] @ h)
-    path = "small batch" if T * k <= 128 else ("dense, tensor cores" if tensor_cores else "dense, exact")
+    fused = os.environ.get("KLC_MOE_WQ_GEMM", "1") != "0"
+    path = "small batch" if T * k <= 128 else (("grouped from codes" if fused else "dequantized, tensor cores") if tensor_cores else "dense, exact")
     kind = "FP8" if fp8 else f"INT{bits} {'sym' if symmetric else 'asym'}"
     check(f"MoE {kind} group={group or 'channel'} T={T} ({path})", rel(out[rows], want),
           2e-2 if tensor_cores and T * k > 128 else 2e-5)
@@ -345,6 +350,7 @@ def speed(klc, gen):
     copy_bw = copy_bandwidth()
     print(f"figure: copy bandwidth (torch clone, 1 GiB, read + write): {copy_bw / 1e9:.0f} GB/s", flush=True)
     gemv_speed(klc, gen, copy_bw)
+    moe_speed(klc, gen)
     start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     # Prefill: one 4096-row GEMM on INT4 weights = dequantize + bf16 GEMM, against the bf16 GEMM alone.
     set_tensor_cores(klc, True)
@@ -376,6 +382,68 @@ def speed(klc, gen):
           f"= {100 * times['bf16'] / times['int4']:.0f}% of bf16 speed", flush=True)
 
 
+def moe_speed(klc, gen):
+    """A 4,096-token prefill slice's routed experts at the 48B widths (d 2304, I 1024, top-8: ~128 rows per
+    expert), 64 of the 256 experts: INT8 and INT4 read by the grouped kernels, the same dequantized 32
+    experts at a time into bf16 for cuBLAS (KLC_MOE_WQ_GEMM=0), and the bf16 experts alone."""
+    lib, ctx = klc.lib, klc.ctx
+    d, I, E, k, T = 2304, 1024, 64, 8, 1024
+    set_tensor_cores(klc, True)
+    x = torch.randn(T, d, device="cuda", generator=gen)
+    idx = torch.rand(T, E, device="cuda", generator=gen).topk(k, 1).indices.sort(1).values.to(torch.int32).contiguous()
+    wt = torch.rand(T, k, device="cuda", generator=gen)
+    lib.klc_moe_workspace_bytes.restype = c_z
+    lib.klc_moe_dense_bytes.restype = c_z
+    ws_bytes = lib.klc_moe_workspace_bytes(T, d, I, E, k)
+    ws = torch.empty(ws_bytes, dtype=torch.uint8, device="cuda")
+    dense = torch.empty(lib.klc_moe_dense_bytes(d, I, E, 0), dtype=torch.uint8, device="cuda")
+    out = torch.zeros(T, d, device="cuda")
+    flops = 2 * T * k * 3 * d * I
+    start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+
+    def timed(fn, iters=10):
+        fn()
+        klc.sync()
+        start.record()
+        for _ in range(iters):
+            fn()
+        stop.record()
+        torch.cuda.synchronize()
+        return start.elapsed_time(stop) / iters
+
+    results = {}
+    for bits, group in ((8, None), (4, 128)):
+        m13 = QMat(E * 2 * I, d, bits, group or d, True, False, gen)
+        m2 = QMat(E * d, I, bits, group or I, True, False, gen)
+        del m13.w, m2.w
+
+        def run():
+            klc._check(lib.klc_moe_experts_wq(ctx, c_p(x.data_ptr()), c_p(idx.data_ptr()), c_p(wt.data_ptr()), ctypes.byref(m13.wq),
+                                              ctypes.byref(m2.wq), c_p(out.data_ptr()), c_p(ws.data_ptr()), c_z(ws_bytes), c_p(dense.data_ptr()),
+                                              0, T, d, I, E, k))
+        results[f"int{bits} grouped"] = timed(run)
+        os.environ["KLC_MOE_WQ_GEMM"] = "0"
+        try:
+            results[f"int{bits} dequantized"] = timed(run)
+        finally:
+            del os.environ["KLC_MOE_WQ_GEMM"]
+        if bits == 8:
+            w13 = torch.empty(E * 2 * I, d, dtype=torch.bfloat16, device="cuda")
+            w2 = torch.empty(E * d, I, dtype=torch.bfloat16, device="cuda")
+            klc._check(lib.klc_wq_dequant(ctx, ctypes.byref(m13.wq), 0, E * 2 * I, c_p(w13.data_ptr()), 0))
+            klc._check(lib.klc_wq_dequant(ctx, ctypes.byref(m2.wq), 0, E * d, c_p(w2.data_ptr()), 0))
+            results["bf16"] = timed(lambda: klc._check(lib.klc_moe_experts(ctx, c_p(x.data_ptr()), c_p(idx.data_ptr()), c_p(wt.data_ptr()),
+                                                                           c_p(w13.data_ptr()), c_p(w2.data_ptr()), c_p(out.data_ptr()),
+                                                                           c_p(ws.data_ptr()), c_z(ws_bytes), T, d, I, E, k, 0)))
+            del w13, w2
+        del m13, m2
+        torch.cuda.empty_cache()
+    bf16 = results["bf16"]
+    for name, ms in results.items():
+        print(f"figure: MoE prefill experts T={T} k={k} E={E} d={d} I={I}, {name}: {ms * 1e3:.0f} us = {flops / ms / 1e9:.0f} TFLOP/s, "
+              f"{100 * bf16 / ms:.0f}% of bf16 speed", flush=True)
+
+
 def moe_cases(klc, gen):
     for bits, group in ((4, 32), (4, 128), (8, None)):
         for symmetric in (True, False):
@@ -389,16 +457,27 @@ def moe_cases(klc, gen):
         moe_case(klc, gen, 200, 8, None, False, tc)
         moe_case(klc, gen, 200, 8, None, True, tc, fp8=True)
     moe_case(klc, gen, 300, 4, 32, False, True, E=40)
+    # Several 64-row tiles per expert (about 256 pairs each), every kind of code, on the grouped kernels
+    # (moe_wq_gemm.cu), then once on the dequantizing path they replace.
+    moe_case(klc, gen, 1024, 8, None, True, True, E=32)
+    moe_case(klc, gen, 1024, 4, 32, False, True, E=32)
+    moe_case(klc, gen, 1024, 8, None, True, True, E=32, fp8=True)
+    os.environ["KLC_MOE_WQ_GEMM"] = "0"
+    try:
+        moe_case(klc, gen, 1024, 4, 128, True, True, E=32)
+    finally:
+        del os.environ["KLC_MOE_WQ_GEMM"]
 
 
-# QUANT_CASES (comma-separated, default all) picks the parts.
-PARTS = {"gemv": gemv_cases, "split": gemv_split_cases, "dequant": dequant_cases, "moe": moe_cases, "fp8": quantize_fp8_cases, "speed": speed}
+# QUANT_CASES (comma-separated, default all but moespeed, which speed includes) picks the parts.
+PARTS = {"gemv": gemv_cases, "split": gemv_split_cases, "dequant": dequant_cases, "moe": moe_cases, "fp8": quantize_fp8_cases, "speed": speed,
+         "moespeed": moe_speed}
 
 
 def main():
     klc = Klc()
     gen = torch.Generator(device="cuda").manual_seed(11)
-    wanted = os.environ.get("QUANT_CASES", ",".join(PARTS)).split(",")
+    wanted = os.environ.get("QUANT_CASES", ",".join(p for p in PARTS if p != "moespeed")).split(",")
     unknown = [p for p in wanted if p not in PARTS]
     if unknown:
         sys.exit(f"QUANT_CASES: unknown part(s) {unknown}; known: {', '.join(PARTS)}")

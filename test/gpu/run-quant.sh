@@ -5,7 +5,7 @@
 # per decode shape against the copy bandwidth, and the prefill GEMM on dequantized INT4 against
 # bf16), then the tiny golden model with INT4/INT8/FP8 weights (at load and stored) on the CUDA
 # backend against the reference backend (test/gpu/quant-model.test.ts).
-# QUANT_CASES picks quant_check.py's parts (gemv,split,dequant,moe,fp8,speed; default all).
+# QUANT_CASES picks quant_check.py's parts (gemv,split,dequant,moe,fp8,speed,moespeed; default all but moespeed, which speed includes).
 # Carry: .device (node.xz, quant-model.test.cjs; the goldens are the tracked test/fixtures/golden), native/build.
 # Prepare here with test/gpu/prepare-model.sh. Logs go to $OUT.
 set -uo pipefail

@@ -1,0 +1,245 @@
+// The routed experts of a prefill slice (many (token, expert) pairs) on quantized experts (klc_wq:
+// INT4, INT8, E4M3) in tensor-core mode: one launch per projection for every expert, each reading the
+// codes straight from the checkpoint layout. The way before this (still taken when KLC_MOE_WQ_GEMM=0
+// or the shapes do not fit these tiles) dequantized every expert of the layer into a bf16 buffer, 32
+// at a time, and ran cuBLAS on it: per 4,096-token slice of the 48B model at INT8 that moved ~5 GB
+// per layer (codes read, bf16 written, bf16 read again) and waited on the host for the group sizes.
+//
+// The rows are those klc_moe_experts gathers: grouped by expert in whole tiles of 64 (padded rows
+// hold whatever was there and are never combined). A CTA computes a 64-row tile of one expert
+// against 128 weight rows:
+//   up:   64 gate rows n0 .. n0 + 63 and the matching 64 up rows I + n0 .., so that SwiGLU runs on
+//         the accumulators and h leaves as bf16 (the old path's fp32 gate/up rows never exist);
+//   down: 128 output columns, fp32 rows for the combine.
+// Per 64-wide step of K, X comes by cp.async and the codes by plain loads issued a step ahead; each
+// thread turns its 16 bytes of codes into bf16((q − z) · s) (the values klc_wq_dequant writes) in
+// shared memory, and 8 warps (2 along the rows, 4 along the weights) run m16n8k16 MMAs with fp32
+// accumulation. Two buffers of X and weights: 48 KiB of static shared memory.
+#include <cuda_bf16.h>
+
+#include <cstdint>
+#include <algorithm>
+#include <cstdlib>
+
+#include "internal.h"
+#include "mma_bf16.cuh"
+#include "wq.cuh"
+
+namespace {
+
+using namespace klc_mma;
+using namespace klc_wq_dev;
+using bf16 = __nv_bfloat16;
+
+constexpr int BM = 64;       // rows per tile: klc_moe_experts' row tiles
+constexpr int BN = 128;      // weight rows per CTA
+constexpr int BK = 64;       // K per step: 8 chunks of 8 bf16 per shared row
+constexpr int THREADS = 256;
+
+struct Args {
+  const bf16 *x;      // [padded rows, K] gathered rows
+  const int *tiles;   // [E + 1] first row tile of each expert; tiles[E] tiles in all
+  klc_wq w;           // up: W13 [E * 2I, d]; down: W2 [E * d, I]
+  void *out;          // up: bf16 h [padded rows, I]; down: fp32 [padded rows, d]
+  int K, E, I, d;
+};
+
+// Chunk c (16 bytes) of a 64-bf16 shared row lives at c ^ (row % 8): the 8 rows one ldmatrix reads
+// hit 8 different bank groups.
+__device__ __forceinline__ int swz(int row, int c) { return row * 8 + (c ^ (row & 7)); }
+
+// The 16-byte chunk of codes one thread dequantizes per step, with its scale and zero point.
+struct Fetched {
+  uint4 v;
+  float s;
+  int z;
+};
+
+template <Codes C>
+__device__ __forceinline__ void dequant_chunk(const Fetched &f, uint4 *dst_row, int row, int first) {
+  constexpr int BITS = bits_of<C>;
+  constexpr int CODES = 128 / BITS;
+  const uint32_t words[4] = {f.v.x, f.v.y, f.v.z, f.v.w};
+  float v[CODES];
+  if constexpr (C == Codes::E4M3) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) e4m3x4_over_256(words[i], v + 4 * i);
+#pragma unroll
+    for (int i = 0; i < CODES; ++i) v[i] = v[i] * 256.f * f.s;
+  } else {
+    constexpr int PER_WORD = 32 / BITS;
+#pragma unroll
+    for (int i = 0; i < CODES; ++i)
+      v[i] = static_cast<float>(static_cast<int>((words[i / PER_WORD] >> (BITS * (i % PER_WORD))) & ((1u << BITS) - 1u)) - f.z) * f.s;
+  }
+#pragma unroll
+  for (int q = 0; q < CODES / 8; ++q) {
+    const uint4 packed{pack_bf16(v[8 * q], v[8 * q + 1]), pack_bf16(v[8 * q + 2], v[8 * q + 3]), pack_bf16(v[8 * q + 4], v[8 * q + 5]),
+                       pack_bf16(v[8 * q + 6], v[8 * q + 7])};
+    dst_row[swz(row, first + q)] = packed;
+  }
+}
+
+template <Codes C, bool UP>
+__global__ void __launch_bounds__(THREADS, 2) moe_wq_gemm_kernel(const Args a) {
+  constexpr int BITS = bits_of<C>;
+  constexpr int CODES = 128 / BITS;          // codes per 16-byte chunk
+  constexpr int CPR = BK / CODES;            // chunks of a weight row per step: 4 (8-bit) or 2 (4-bit)
+  constexpr int WCH = BN * CPR / THREADS;    // chunks per thread per step: 2 or 1
+  constexpr int PER_WORD = 32 / BITS;
+  __shared__ __align__(128) uint4 xs[2][BM * 8];
+  __shared__ __align__(128) uint4 ws[2][BN * 8];
+
+  const int t = blockIdx.y;
+  if (t >= __ldg(a.tiles + a.E)) return;
+  int lo = 0, hi = a.E - 1;  // the last expert whose tiles start at or before t: the one that has t
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) >> 1;
+    if (__ldg(a.tiles + mid) <= t) lo = mid; else hi = mid - 1;
+  }
+  const int e = lo;
+  const size_t r0 = (size_t)t * BM;
+  const int n0 = blockIdx.x * (UP ? BN / 2 : BN);
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, wm = warp & 1, wn = warp >> 1;
+  const klc_wq &w = a.w;
+  const int K = a.K, groups = K / w.group, words = K / PER_WORD;
+
+  int lrow[WCH], part[WCH];
+  size_t grow[WCH];
+#pragma unroll
+  for (int j = 0; j < WCH; ++j) {
+    const int c = tid + j * THREADS;
+    lrow[j] = c / CPR;
+    part[j] = c % CPR;
+    grow[j] = UP ? (size_t)e * 2 * a.I + (lrow[j] < BN / 2 ? n0 + lrow[j] : a.I + n0 + lrow[j] - BN / 2) : (size_t)e * a.d + n0 + lrow[j];
+  }
+  Fetched f[WCH];
+  auto fetch = [&](int kt) {
+#pragma unroll
+    for (int j = 0; j < WCH; ++j) {
+      const int k = kt * BK + part[j] * CODES, g = k / w.group;
+      f[j].v = __ldg(reinterpret_cast<const uint4 *>(w.w_packed + grow[j] * words + k / PER_WORD));
+      f[j].s = scale_at(w, grow[j] * groups + g);
+      f[j].z = C == Codes::E4M3 ? 0 : stored_zero<BITS>(w, static_cast<int>(grow[j]), g, groups);
+    }
+  };
+  auto put = [&](int buf) {
+#pragma unroll
+    for (int j = 0; j < WCH; ++j) dequant_chunk<C>(f[j], ws[buf], lrow[j], part[j] * (CODES / 8));
+  };
+  auto copy_x = [&](int kt, int buf) {
+#pragma unroll
+    for (int j = 0; j < BM * 8 / THREADS; ++j) {
+      const int c = tid + j * THREADS, row = c >> 3, ch = c & 7;
+      cp_async16(&xs[buf][swz(row, ch)], a.x + (r0 + row) * K + kt * BK + ch * 8);
+    }
+    cp_commit();
+  };
+
+  float acc[2][4][4] = {};
+  const int KT = K / BK;
+  copy_x(0, 0);
+  fetch(0);
+  put(0);
+  for (int kt = 0; kt < KT; ++kt) {
+    const int buf = kt & 1;
+    if (kt + 1 < KT) {
+      copy_x(kt + 1, buf ^ 1);
+      fetch(kt + 1);
+      cp_wait<1>();
+    } else {
+      cp_wait<0>();
+    }
+    __syncthreads();
+#pragma unroll
+    for (int kk = 0; kk < BK / 16; ++kk) {
+      unsigned af[2][4];
+#pragma unroll
+      for (int mi = 0; mi < 2; ++mi) {
+        const int row = wm * 32 + mi * 16 + (lane & 15);
+        ldsm_x4(af[mi][0], af[mi][1], af[mi][2], af[mi][3], &xs[buf][swz(row, 2 * kk + (lane >> 4))]);
+      }
+#pragma unroll
+      for (int jp = 0; jp < 2; ++jp) {
+        // Up: n8 tiles 0, 1 are gate columns and 2, 3 the up columns of the same outputs.
+        const int base = UP ? jp * (BN / 2) + wn * 16 : wn * 32 + jp * 16;
+        const int row = base + (lane & 7) + ((lane >> 4) << 3);
+        unsigned b0, b1, b2, b3;
+        ldsm_x4(b0, b1, b2, b3, &ws[buf][swz(row, 2 * kk + ((lane >> 3) & 1))]);
+#pragma unroll
+        for (int mi = 0; mi < 2; ++mi) {
+          mma_bf16(acc[mi][2 * jp], af[mi], b0, b1);
+          mma_bf16(acc[mi][2 * jp + 1], af[mi], b2, b3);
+        }
+      }
+    }
+    if (kt + 1 < KT) put(buf ^ 1);
+    __syncthreads();
+  }
+
+#pragma unroll
+  for (int mi = 0; mi < 2; ++mi) {
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const size_t row = r0 + wm * 32 + mi * 16 + (lane >> 2) + half * 8;
+      if constexpr (UP) {
+#pragma unroll
+        for (int j = 0; j < 2; ++j) {
+          const int col = n0 + wn * 16 + j * 8 + 2 * (lane & 3);
+          float h[2];
+#pragma unroll
+          for (int i = 0; i < 2; ++i) {
+            const float g = acc[mi][j][2 * half + i], u = acc[mi][j + 2][2 * half + i];
+            h[i] = g / (1.f + expf(-g)) * u;
+          }
+          *reinterpret_cast<unsigned *>(static_cast<bf16 *>(a.out) + row * a.I + col) = pack_bf16(h[0], h[1]);
+        }
+      } else {
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          const int col = n0 + wn * 32 + j * 8 + 2 * (lane & 3);
+          *reinterpret_cast<float2 *>(static_cast<float *>(a.out) + row * a.d + col) = make_float2(acc[mi][j][2 * half], acc[mi][j][2 * half + 1]);
+        }
+      }
+    }
+  }
+}
+
+template <bool UP>
+int launch(klc_ctx *ctx, const Args &a, int max_tiles) {
+  const dim3 grid(UP ? a.I / (BN / 2) : a.d / BN, max_tiles);
+  switch (codes_of(a.w)) {
+    case Codes::Int4: moe_wq_gemm_kernel<Codes::Int4, UP><<<grid, THREADS, 0, ctx->stream>>>(a); break;
+    case Codes::Int8: moe_wq_gemm_kernel<Codes::Int8, UP><<<grid, THREADS, 0, ctx->stream>>>(a); break;
+    case Codes::E4M3: moe_wq_gemm_kernel<Codes::E4M3, UP><<<grid, THREADS, 0, ctx->stream>>>(a); break;
+  }
+  const cudaError_t err = cudaGetLastError();
+  return err == cudaSuccess ? KLC_OK : klc::fail_cuda(err, UP ? "the quantized MoE gate/up projections (grouped)" : "the quantized MoE down projections (grouped)");
+}
+
+// A chunk of codes lies in one group and one step, and every row starts on a 16-byte boundary.
+bool fits(const klc_wq &w, int K) {
+  const int codes = 128 / w.bits;
+  return klc::wq_codes_ok(w) && w.K == K && K % BK == 0 && w.group % codes == 0 && K % w.group == 0 &&
+         (reinterpret_cast<uintptr_t>(w.w_packed) & 15) == 0;
+}
+
+}  // namespace
+
+namespace klc {
+
+bool moe_wq_gemm_wanted(const klc_wq &w13, const klc_wq &w2, int d, int I) {
+  const char *v = getenv("KLC_MOE_WQ_GEMM");
+  if (v && v[0] == '0') return false;
+  return I % (BN / 2) == 0 && d % BN == 0 && fits(w13, d) && fits(w2, I);
+}
+
+int moe_wq_gemm(klc_ctx *ctx, const MoeTc &m) {
+  const int n = m.T * m.k, max_tiles = (n + BM - 1) / BM + std::min(m.E, n);
+  if (max_tiles > 65535) return fail(KLC_E_ARG, "the quantized MoE: too many tokens in one call; pass fewer rows");
+  int rc = launch<true>(ctx, Args{static_cast<const bf16 *>(m.xs), m.tiles, *m.groups.w13, m.hs, m.d, m.E, m.I, m.d}, max_tiles);
+  if (rc) return rc;
+  return launch<false>(ctx, Args{static_cast<const bf16 *>(m.hs), m.tiles, *m.groups.w2, m.ys, m.I, m.E, m.I, m.d}, max_tiles);
+}
+
+}  // namespace klc
