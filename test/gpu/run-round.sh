@@ -31,7 +31,8 @@ for step in ${STEPS:-mla bench model hf quant}; do
     mla) OUT=$OUT/mla KLC_MLA_VARIANTS="fa2 wgmma" KLC_MLA_TIMEOUT=$(( t / 2 < 110 ? t / 2 : 110 )) timeout "$t" bash test/gpu/run-mla.sh > "$OUT/mla/run.log" 2>&1
          r=$?; grep -E "FAIL|fail|wrong|TFLOP|cuDNN" "$OUT/mla/run.log" | tail -30
          [ $r = 0 ] && mla_kernel=auto || rc=1 ;;
-    quant) OUT=$OUT/quant timeout "$(( t < 240 ? t : 240 ))" bash test/gpu/run-quant.sh || rc=1 ;;
+    # A failed check of the quantized kernels leaves the later steps on the dequantizing MoE path.
+    quant) OUT=$OUT/quant timeout "$(( t < 240 ? t : 240 ))" bash test/gpu/run-quant.sh || { rc=1; export KLC_MOE_WQ_GEMM=0; echo "quant failed: later steps run with KLC_MOE_WQ_GEMM=0"; } ;;
     model) OUT=$OUT/model CONTEXTS=none KLC_MLA_KERNEL=$mla_kernel timeout "$(( t < 240 ? t : 240 ))" bash test/gpu/run-scale.sh || rc=1 ;;
     hf) OUT=$OUT/hf KLC_MLA_KERNEL=$mla_kernel timeout "$(( t < 240 ? t : 240 ))" bash test/gpu/run-hf-bf16.sh > "$OUT/hf/run.log" 2>&1 || rc=1; tail -40 "$OUT/hf/run.log" ;;
     batch) ( cd test/gpu && PYTHONUNBUFFERED=1 timeout "$(( t < 300 ? t : 300 ))" python3 batch_check.py "$OUT/batch/batch.json" ) > "$OUT/batch/run.log" 2>&1 || rc=1
