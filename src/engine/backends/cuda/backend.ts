@@ -320,15 +320,17 @@ export class CudaBackend implements Backend<DeviceRows> {
   embed(ids: Int32Array): DeviceRows {
     const d = this.config.hiddenSize;
     const T = ids.length;
-    let at = this.ids;
+    let at: DevicePtr;
     if (this.step) {
       // decodeLayers uploaded and checked them.
       if (T !== this.step.B) throw new Error(`embed: ${T} ids in a decode step of ${this.step.B} sequences`);
       at = this.step.ids;
     } else {
       this.checkIds(ids);
+      // Taken after ensureHidden, which may reallocate the id buffer.
       this.ensureHidden(T * d * F32, T * 4);
-      this.native.upload(this.ctx, this.ids, ids);
+      at = this.ids;
+      this.native.upload(this.ctx, at, ids);
     }
     this.native.embed(this.ctx, this.w.embed.ptr, at, this.hidden, T, d, this.w.embed.f32 ? 1 : 0);
     return { ptr: this.hidden, T, cols: d, generation: -1 };
