@@ -1,7 +1,8 @@
-// Quantized weights (klc_wq) dequantized into a dense bf16 or fp32 matrix, for the GEMMs of prefill:
-// there every weight is used by many rows, so one pass that writes the dense rows and the existing
-// GEMMs (cuBLAS on tensor cores in tensor-core mode) are faster than reading codes inside a GEMM
-// written here. One thread per stored word; any K and group (the last group of a row may be short).
+// Quantized weights (klc_wq) dequantized into a dense bf16 or fp32 matrix, for the GEMMs of prefill's
+// dense layers (each weight used by every row of the slice, so the pass costs little against cuBLAS
+// on the result) and of exact mode. The routed experts in tensor-core mode read their codes inside
+// their own GEMMs instead (moe_wq_gemm.cu): there each expert serves ~1/32 of the rows, and this pass
+// cost more than the GEMMs. One thread per stored word; any K and group (the last group of a row may be short).
 // FP8 E4M3 codes dequantize to fp32(e4m3) · s, the reference's values.
 #include <cuda_bf16.h>
 
