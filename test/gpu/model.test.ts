@@ -207,11 +207,16 @@ test('bundled checkpoint: decode steps replayed from CUDA graphs follow the refe
   // Lengths 229, 236 and 250 after prefill: 40 steps take each past 256, where the MLA split plan a
   // graph was recorded with runs out and the step is recorded again.
   const prompts = [229, 236, 250].map((n, k) => Int32Array.from({ length: n }, (_, i) => (i * 7919 + 31 * k + 5) % 3800));
-  const start = async (m: Model) => Promise.all(prompts.map(async (p) => {
-    const s = m.newState();
-    await m.prefill(s, p, { logits: 'none' });
-    return s;
-  }));
+  // One prefill after another: a backend runs one forward at a time.
+  const start = async (m: Model) => {
+    const states = [];
+    for (const p of prompts) {
+      const s = m.newState();
+      await m.prefill(s, p, { logits: 'none' });
+      states.push(s);
+    }
+    return states;
+  };
   const onGpu = await start(gpu);
   const onRef = await start(ref);
   const V = gpu.config.vocabSize;
