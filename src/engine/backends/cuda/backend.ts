@@ -1107,12 +1107,9 @@ function chooseEngine(native: NativeKlc, ctx: NativeContext, want: boolean): { t
   }
 }
 
-/**
- * Whether decode steps are recorded as CUDA graphs unless told otherwise: KLC_CUDA_GRAPHS=1 or 0
- * says; by default off until the recorded path has been checked on a GPU (see the README).
- */
+/** Decode steps replay CUDA graphs unless KLC_CUDA_GRAPHS=0 (kept to compare against the per-call path). */
 function graphsByDefault(): boolean {
-  return process.env.KLC_CUDA_GRAPHS === '1';
+  return process.env.KLC_CUDA_GRAPHS !== '0';
 }
 
 function moeScratch(native: NativeKlc, ctx: NativeContext, c: KimiConfig, T: number): number {
