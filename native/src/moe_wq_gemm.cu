@@ -7,14 +7,14 @@
 //
 // The rows are those klc_moe_experts gathers: grouped by expert in whole tiles of 64 (padded rows
 // hold whatever was there and are never combined). A CTA computes a 64-row tile of one expert
-// against 128 weight rows:
-//   up:   64 gate rows n0 .. n0 + 63 and the matching 64 up rows I + n0 .., so that SwiGLU runs on
-//         the accumulators and h leaves as bf16 (the old path's fp32 gate/up rows never exist);
-//   down: 128 output columns, fp32 rows for the combine.
+// against BN = 128 weight rows (or 256, KLC_MOE_WQ_TILE=256):
+//   up:   BN / 2 gate rows n0 .. and the matching up rows I + n0 .., so that SwiGLU runs on the
+//         accumulators and h leaves as bf16 (the old path's fp32 gate/up rows never exist);
+//   down: BN output columns, fp32 rows for the combine.
 // Per 64-wide step of K, X comes by cp.async and the codes by plain loads issued a step ahead; each
 // thread turns its 16 bytes of codes into bf16((q − z) · s) (the values klc_wq_dequant writes) in
 // shared memory, and 8 warps (2 along the rows, 4 along the weights) run m16n8k16 MMAs with fp32
-// accumulation. Two buffers of X and weights: 48 KiB of static shared memory.
+// accumulation. Two buffers of X and weights: 48 KiB of shared memory at BN 128, 80 KiB at 256.
 #include <cuda_bf16.h>
 
 #include <cstdint>
@@ -32,9 +32,14 @@ using namespace klc_wq_dev;
 using bf16 = __nv_bfloat16;
 
 constexpr int BM = 64;       // rows per tile: klc_moe_experts' row tiles
-constexpr int BN = 128;      // weight rows per CTA
 constexpr int BK = 64;       // K per step: 8 chunks of 8 bf16 per shared row
-constexpr int THREADS = 256;
+constexpr int THREADS = 256; // 8 warps: 2 along the rows, 4 along the weights
+// The weight rows of a CTA: 4 warps along them, NT n8 tiles each.
+template <int NT>
+constexpr int block_n = 4 * NT * 8;
+// Shared memory of a CTA: two steps of X and of the dequantized weights.
+template <int NT>
+constexpr size_t smem_bytes = 2 * (size_t)(BM + block_n<NT>) * BK * 2;
 
 struct Args {
   const bf16 *x;      // [padded rows, K] gathered rows
@@ -94,15 +99,19 @@ __device__ __forceinline__ void dequant_chunk(const Fetched &f, uint4 *dst_row, 
   }
 }
 
-template <Codes C, bool UP>
-__global__ void __launch_bounds__(THREADS, 2) moe_wq_gemm_kernel(const Args a) {
+// NT n8 tiles of weight rows per warp: 4 (128 rows a CTA, 48 KiB, 2 CTAs an SM) or 8 (256 rows, 80 KiB: each
+// X fragment and X tile serves twice the weights, one CTA an SM).
+template <Codes C, bool UP, int NT>
+__global__ void __launch_bounds__(THREADS, NT == 4 ? 2 : 1) moe_wq_gemm_kernel(const Args a) {
+  constexpr int BN = block_n<NT>;
   constexpr int BITS = bits_of<C>;
   constexpr int CODES = 128 / BITS;          // codes per 16-byte chunk
   constexpr int CPR = BK / CODES;            // chunks of a weight row per step: 4 (8-bit) or 2 (4-bit)
-  constexpr int WCH = BN * CPR / THREADS;    // chunks per thread per step: 2 or 1
+  constexpr int WCH = BN * CPR / THREADS;    // chunks per thread per step
   constexpr int PER_WORD = 32 / BITS;
-  __shared__ __align__(128) uint4 xs[2][BM * 8];
-  __shared__ __align__(128) uint4 ws[2][BN * 8];
+  extern __shared__ __align__(128) uint4 smem[];
+  auto xs = [&](int buf) { return smem + buf * (BM * 8); };
+  auto ws = [&](int buf) { return smem + 2 * BM * 8 + buf * (BN * 8); };
 
   const int t = blockIdx.y;
   if (t >= __ldg(a.tiles + a.E)) return;
@@ -139,18 +148,18 @@ __global__ void __launch_bounds__(THREADS, 2) moe_wq_gemm_kernel(const Args a) {
   };
   auto put = [&](int buf) {
 #pragma unroll
-    for (int j = 0; j < WCH; ++j) dequant_chunk<C>(f[j], ws[buf], lrow[j], part[j] * (CODES / 8));
+    for (int j = 0; j < WCH; ++j) dequant_chunk<C>(f[j], ws(buf), lrow[j], part[j] * (CODES / 8));
   };
   auto copy_x = [&](int kt, int buf) {
 #pragma unroll
     for (int j = 0; j < BM * 8 / THREADS; ++j) {
       const int c = tid + j * THREADS, row = c >> 3, ch = c & 7;
-      cp_async16(&xs[buf][swz(row, ch)], a.x + (r0 + row) * K + kt * BK + ch * 8);
+      cp_async16(&xs(buf)[swz(row, ch)], a.x + (r0 + row) * K + kt * BK + ch * 8);
     }
     cp_commit();
   };
 
-  float acc[2][4][4] = {};
+  float acc[2][NT][4] = {};
   const int KT = K / BK;
   copy_x(0, 0);
   fetch(0);
@@ -171,15 +180,16 @@ __global__ void __launch_bounds__(THREADS, 2) moe_wq_gemm_kernel(const Args a) {
 #pragma unroll
       for (int mi = 0; mi < 2; ++mi) {
         const int row = wm * 32 + mi * 16 + (lane & 15);
-        ldsm_x4(af[mi][0], af[mi][1], af[mi][2], af[mi][3], &xs[buf][swz(row, 2 * kk + (lane >> 4))]);
+        ldsm_x4(af[mi][0], af[mi][1], af[mi][2], af[mi][3], &xs(buf)[swz(row, 2 * kk + (lane >> 4))]);
       }
 #pragma unroll
-      for (int jp = 0; jp < 2; ++jp) {
-        // Up: n8 tiles 0, 1 are gate columns and 2, 3 the up columns of the same outputs.
-        const int base = UP ? jp * (BN / 2) + wn * 16 : wn * 32 + jp * 16;
+      for (int jp = 0; jp < NT / 2; ++jp) {
+        // Up: the warp's first NT / 2 n8 tiles are gate columns, the others the up columns of the same outputs.
+        constexpr int HALF = NT / 2;
+        const int base = UP ? (2 * jp < HALF ? wn * HALF * 8 + 2 * jp * 8 : BN / 2 + wn * HALF * 8 + (2 * jp - HALF) * 8) : wn * NT * 8 + 2 * jp * 8;
         const int row = base + (lane & 7) + ((lane >> 4) << 3);
         unsigned b0, b1, b2, b3;
-        ldsm_x4(b0, b1, b2, b3, &ws[buf][swz(row, 2 * kk + ((lane >> 3) & 1))]);
+        ldsm_x4(b0, b1, b2, b3, &ws(buf)[swz(row, 2 * kk + ((lane >> 3) & 1))]);
 #pragma unroll
         for (int mi = 0; mi < 2; ++mi) {
           mma_bf16(acc[mi][2 * jp], af[mi], b0, b1);
@@ -198,20 +208,20 @@ __global__ void __launch_bounds__(THREADS, 2) moe_wq_gemm_kernel(const Args a) {
       const size_t row = r0 + wm * 32 + mi * 16 + (lane >> 2) + half * 8;
       if constexpr (UP) {
 #pragma unroll
-        for (int j = 0; j < 2; ++j) {
-          const int col = n0 + wn * 16 + j * 8 + 2 * (lane & 3);
+        for (int j = 0; j < NT / 2; ++j) {
+          const int col = n0 + wn * (NT / 2) * 8 + j * 8 + 2 * (lane & 3);
           float h[2];
 #pragma unroll
           for (int i = 0; i < 2; ++i) {
-            const float g = acc[mi][j][2 * half + i], u = acc[mi][j + 2][2 * half + i];
+            const float g = acc[mi][j][2 * half + i], u = acc[mi][j + NT / 2][2 * half + i];
             h[i] = g / (1.f + expf(-g)) * u;
           }
           *reinterpret_cast<unsigned *>(static_cast<bf16 *>(a.out) + row * a.I + col) = pack_bf16(h[0], h[1]);
         }
       } else {
 #pragma unroll
-        for (int j = 0; j < 4; ++j) {
-          const int col = n0 + wn * 32 + j * 8 + 2 * (lane & 3);
+        for (int j = 0; j < NT; ++j) {
+          const int col = n0 + wn * NT * 8 + j * 8 + 2 * (lane & 3);
           *reinterpret_cast<float2 *>(static_cast<float *>(a.out) + row * a.d + col) = make_float2(acc[mi][j][2 * half], acc[mi][j][2 * half + 1]);
         }
       }
@@ -219,16 +229,34 @@ __global__ void __launch_bounds__(THREADS, 2) moe_wq_gemm_kernel(const Args a) {
   }
 }
 
-template <bool UP>
-int launch(klc_ctx *ctx, const Args &a, int max_tiles) {
-  const dim3 grid(UP ? a.I / (BN / 2) : a.d / BN, max_tiles);
-  switch (codes_of(a.w)) {
-    case Codes::Int4: moe_wq_gemm_kernel<Codes::Int4, UP><<<grid, THREADS, 0, ctx->stream>>>(a); break;
-    case Codes::Int8: moe_wq_gemm_kernel<Codes::Int8, UP><<<grid, THREADS, 0, ctx->stream>>>(a); break;
-    case Codes::E4M3: moe_wq_gemm_kernel<Codes::E4M3, UP><<<grid, THREADS, 0, ctx->stream>>>(a); break;
+template <Codes C, bool UP, int NT>
+cudaError_t launch_kernel(klc_ctx *ctx, const Args &a, int max_tiles) {
+  constexpr int BN = block_n<NT>;
+  auto *kernel = moe_wq_gemm_kernel<C, UP, NT>;
+  if (smem_bytes<NT> > 48 * 1024) {
+    // Past 48 KiB a kernel must opt in; once per process is enough, so a repeat costs one attribute call.
+    const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem_bytes<NT>);
+    if (e != cudaSuccess) return e;
   }
-  const cudaError_t err = cudaGetLastError();
+  kernel<<<dim3(UP ? a.I / (BN / 2) : a.d / BN, max_tiles), THREADS, smem_bytes<NT>, ctx->stream>>>(a);
+  return cudaGetLastError();
+}
+
+template <bool UP, int NT>
+int launch(klc_ctx *ctx, const Args &a, int max_tiles) {
+  cudaError_t err = cudaSuccess;
+  switch (codes_of(a.w)) {
+    case Codes::Int4: err = launch_kernel<Codes::Int4, UP, NT>(ctx, a, max_tiles); break;
+    case Codes::Int8: err = launch_kernel<Codes::Int8, UP, NT>(ctx, a, max_tiles); break;
+    case Codes::E4M3: err = launch_kernel<Codes::E4M3, UP, NT>(ctx, a, max_tiles); break;
+  }
   return err == cudaSuccess ? KLC_OK : klc::fail_cuda(err, UP ? "the quantized MoE gate/up projections (grouped)" : "the quantized MoE down projections (grouped)");
+}
+
+// KLC_MOE_WQ_TILE=256 takes the 256-row weight tiles where the shapes allow; 128-row ones otherwise.
+int weight_tile() {
+  const char *v = getenv("KLC_MOE_WQ_TILE");
+  return v && atoi(v) == 256 ? 256 : 128;
 }
 
 // A chunk of codes lies in one group and one step, and every row starts on a 16-byte boundary.
@@ -245,15 +273,18 @@ namespace klc {
 bool moe_wq_gemm_wanted(const klc_wq &w13, const klc_wq &w2, int d, int I) {
   const char *v = getenv("KLC_MOE_WQ_GEMM");
   if (v && v[0] == '0') return false;
-  return I % (BN / 2) == 0 && d % BN == 0 && fits(w13, d) && fits(w2, I);
+  return I % (block_n<4> / 2) == 0 && d % block_n<4> == 0 && fits(w13, d) && fits(w2, I);
 }
 
 int moe_wq_gemm(klc_ctx *ctx, const MoeTc &m) {
   const int n = m.T * m.k, max_tiles = (n + BM - 1) / BM + std::min(m.E, n);
   if (max_tiles > 65535) return fail(KLC_E_ARG, "the quantized MoE: too many tokens in one call; pass fewer rows");
-  int rc = launch<true>(ctx, Args{static_cast<const bf16 *>(m.xs), m.tiles, *m.groups.w13, m.hs, m.d, m.E, m.I, m.d}, max_tiles);
+  const Args up{static_cast<const bf16 *>(m.xs), m.tiles, *m.groups.w13, m.hs, m.d, m.E, m.I, m.d};
+  const Args down{static_cast<const bf16 *>(m.hs), m.tiles, *m.groups.w2, m.ys, m.I, m.E, m.I, m.d};
+  const bool wide = weight_tile() == 256;
+  int rc = wide && m.I % (block_n<8> / 2) == 0 ? launch<true, 8>(ctx, up, max_tiles) : launch<true, 4>(ctx, up, max_tiles);
   if (rc) return rc;
-  return launch<false>(ctx, Args{static_cast<const bf16 *>(m.hs), m.tiles, *m.groups.w2, m.ys, m.I, m.E, m.I, m.d}, max_tiles);
+  return wide && m.d % block_n<8> == 0 ? launch<false, 8>(ctx, down, max_tiles) : launch<false, 4>(ctx, down, max_tiles);
 }
 
 }  // namespace klc

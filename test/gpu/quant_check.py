@@ -238,7 +238,8 @@ def moe_case(klc, gen, T, bits, group, symmetric, tensor_cores, d=2304, I=1024, 
             h = torch.nn.functional.silu(gu[:I]) * gu[I:]
             want[n] += wt[t, s].double() * (w2[e] @ h)
     fused = os.environ.get("KLC_MOE_WQ_GEMM", "1") != "0"
-    path = "small batch" if T * k <= 128 else (("grouped from codes" if fused else "dequantized, tensor cores") if tensor_cores else "dense, exact")
+    grouped = f"grouped from codes, {os.environ.get('KLC_MOE_WQ_TILE', '128')}-row weight tiles"
+    path = "small batch" if T * k <= 128 else ((grouped if fused else "dequantized, tensor cores") if tensor_cores else "dense, exact")
     kind = "FP8" if fp8 else f"INT{bits} {'sym' if symmetric else 'asym'}"
     check(f"MoE {kind} group={group or 'channel'} T={T} ({path})", rel(out[rows], want),
           2e-2 if tensor_cores and T * k > 128 else 2e-5)
@@ -422,6 +423,11 @@ def moe_speed(klc, gen):
                                               ctypes.byref(m2.wq), c_p(out.data_ptr()), c_p(ws.data_ptr()), c_z(ws_bytes), c_p(dense.data_ptr()),
                                               0, T, d, I, E, k))
         results[f"int{bits} grouped"] = timed(run)
+        os.environ["KLC_MOE_WQ_TILE"] = "256"
+        try:
+            results[f"int{bits} grouped, 256-row weight tiles"] = timed(run)
+        finally:
+            del os.environ["KLC_MOE_WQ_TILE"]
         os.environ["KLC_MOE_WQ_GEMM"] = "0"
         try:
             results[f"int{bits} dequantized"] = timed(run)
@@ -462,6 +468,13 @@ def moe_cases(klc, gen):
     moe_case(klc, gen, 1024, 8, None, True, True, E=32)
     moe_case(klc, gen, 1024, 4, 32, False, True, E=32)
     moe_case(klc, gen, 1024, 8, None, True, True, E=32, fp8=True)
+    os.environ["KLC_MOE_WQ_TILE"] = "256"
+    try:
+        moe_case(klc, gen, 1024, 8, None, False, True, E=32)
+        moe_case(klc, gen, 1024, 4, 32, True, True, E=32)
+        moe_case(klc, gen, 300, 8, None, True, True, E=40, fp8=True)
+    finally:
+        del os.environ["KLC_MOE_WQ_TILE"]
     os.environ["KLC_MOE_WQ_GEMM"] = "0"
     try:
         moe_case(klc, gen, 1024, 4, 128, True, True, E=32)
