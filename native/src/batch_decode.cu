@@ -25,10 +25,7 @@ __device__ __forceinline__ float warp_sum(float x) {
   return x;
 }
 
-int launched(const char *what) {
-  cudaError_t e = cudaGetLastError();
-  return e == cudaSuccess ? KLC_OK : klc::fail_cuda(e, what);
-}
+using klc::launched;
 
 // ---------------------------------------------------------------------------------------------
 // KDA decode. One CTA per (head, sequence) with 128 value columns x 4 key quarters: thread (j, part)

@@ -45,6 +45,11 @@ namespace klc {
 int fail(int code, const std::string &message);
 // Maps a CUDA error of `what` to a KLC_E_* code with a message saying what to do.
 int fail_cuda(cudaError_t err, const char *what);
+// KLC_OK after a kernel launch, or the launch's error (bad configuration, no image for this GPU) naming `what`.
+inline int launched(const char *what) {
+  const cudaError_t e = cudaGetLastError();
+  return e == cudaSuccess ? KLC_OK : fail_cuda(e, what);
+}
 // Makes ctx's device current on the calling thread.
 int use_device(klc_ctx *ctx);
 // KLC_OK, or KLC_E_ARG naming `what` while ctx's stream records a CUDA graph (graph.cu): for

@@ -290,10 +290,7 @@ __global__ void rope_keys_kernel(const CT *cache, bf16 *kb, int k0, int nk, int 
 
 int grid_for(size_t n) { return (int)std::max<size_t>(1, std::min<size_t>((n + 255) / 256, 65535 * 16)); }
 
-int launched(const char *what) {
-  const cudaError_t e = cudaGetLastError();
-  return e == cudaSuccess ? KLC_OK : klc::fail_cuda(e, what);
-}
+using klc::launched;
 
 size_t align256(size_t b) { return (b + 255) & ~(size_t)255; }
 

@@ -155,10 +155,7 @@ __global__ void __launch_bounds__(THREADS) moe_small_down_kernel(const float *__
   if (lane < T) out[(size_t)lane * d + col] += acc;
 }
 
-int launched(const char *what) {
-  cudaError_t e = cudaGetLastError();
-  return e == cudaSuccess ? KLC_OK : klc::fail_cuda(e, what);
-}
+using klc::launched;
 
 }  // namespace
 

@@ -165,10 +165,7 @@ __global__ void __launch_bounds__(THREADS) moe_wq_down_kernel(const float *__res
   if (lane < T) out[(size_t)lane * d + col] += acc;
 }
 
-int launched(const char *what) {
-  cudaError_t e = cudaGetLastError();
-  return e == cudaSuccess ? KLC_OK : klc::fail_cuda(e, what);
-}
+using klc::launched;
 
 bool shapes_ok(const klc_wq &w13, const klc_wq &w2, int d, int I, int E) {
   return klc::wq_codes_ok(w13) && w2.bits == w13.bits && w2.codes == w13.codes && klc::wq_codes_ok(w2) && w13.N == E * 2 * I && w13.K == d && w2.N == E * d && w2.K == I &&

@@ -579,10 +579,7 @@ __global__ void moe_combine_kernel(const float *y, const int *pos, const float *
   }
 }
 
-int launched(const char *what) {
-  cudaError_t e = cudaGetLastError();
-  return e == cudaSuccess ? KLC_OK : klc::fail_cuda(e, what);
-}
+using klc::launched;
 
 int blocks_for(size_t n, int threads) {
   size_t b = (n + threads - 1) / threads;

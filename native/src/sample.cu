@@ -196,10 +196,7 @@ size_t sort_temp_bytes(int items) {
   return temp;
 }
 
-int launched(const char *what) {
-  cudaError_t e = cudaGetLastError();
-  return e == cudaSuccess ? KLC_OK : klc::fail_cuda(e, what);
-}
+using klc::launched;
 
 }  // namespace
 

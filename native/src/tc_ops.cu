@@ -144,10 +144,7 @@ __global__ void merge_chunk_kernel(float *out, float2 *run, const float *part, c
   if (threadIdx.x == 0) run[r] = make_float2(m, last ? 1.f : sum);
 }
 
-int launched(const char *what) {
-  cudaError_t e = cudaGetLastError();
-  return e == cudaSuccess ? KLC_OK : klc::fail_cuda(e, what);
-}
+using klc::launched;
 
 int blocks_for(size_t n) {
   const size_t b = (n + 255) / 256;
