@@ -41,11 +41,12 @@ export const SLICE_CHOICES: readonly number[] = [4096, 2048, 1024, 512];
 export const MIN_SLICE_TOKENS = 64;
 export const MAX_SLICE_TOKENS = 65_536;
 /**
- * The shortest slice worth offloading another layer's experts for: every slice dequantizes (and,
- * offloaded, copies to the GPU) all routed experts of each quantized MoE layer however few tokens
- * it has, so at 512 tokens that cost per token is twice 1024's. On an H100 at 128k under a 32 GB
- * cap, 3 layers offloaded at 512-token slices prefilled 1,233 tok/s against 1,901 with 7 at 1024
- * (test/gpu/results/round-h100-2026-12-06e).
+ * The shortest slice worth offloading another layer's experts for: every slice copies all routed
+ * experts of each offloaded layer to the GPU (and reads every resident expert's codes at least
+ * once) however few tokens it has, so at 512 tokens that cost per token is twice 1024's. On an H100
+ * at 128k under a 32 GB cap, 3 layers offloaded at 512-token slices prefilled 1,233 tok/s against
+ * 1,901 with 7 at 1024 (test/gpu/results/round-h100-2026-12-06e, when experts were still dequantized
+ * for every slice).
  */
 export const MIN_OFFLOAD_SLICE = 1024;
 /**
