@@ -2,7 +2,7 @@
 // INT4, INT8, E4M3) in tensor-core mode: one launch per projection for every expert, each reading the
 // codes straight from the checkpoint layout. The way before this (still taken when KLC_MOE_WQ_GEMM=0
 // or the shapes do not fit these tiles) dequantized every expert of the layer into a bf16 buffer, 32
-// at a time, and ran cuBLAS on it: per 4,096-token slice of the 48B model at INT8 that moved ~5 GB
+// at a time, and ran cuBLAS on it: per 4,096-token slice of the 48B model at INT8 that moved ~9 GB
 // per layer (codes read, bf16 written, bf16 read again) and waited on the host for the group sizes.
 //
 // The rows are those klc_moe_experts gathers: grouped by expert in whole tiles of 64 (padded rows
@@ -17,8 +17,8 @@
 // accumulation. Two buffers of X and weights: 48 KiB of shared memory at BN 128, 80 KiB at 256.
 #include <cuda_bf16.h>
 
-#include <cstdint>
 #include <algorithm>
+#include <cstdint>
 #include <cstdlib>
 
 #include "internal.h"
