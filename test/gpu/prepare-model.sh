@@ -26,6 +26,8 @@ npx esbuild test/gpu/hf-bf16.test.ts --bundle --platform=node --format=cjs --tar
   --outfile=.device/hf-bf16.test.cjs --log-level=warning
 npx esbuild src/cli.ts --bundle --platform=node --format=cjs --target=node20 --external:'*.node' --external:onnxruntime-node \
   --outfile=.device/klc.cjs --log-level=warning
+npx esbuild test/gpu/decode-profile.ts --bundle --platform=node --format=cjs --target=node20 --external:'*.node' --external:onnxruntime-node \
+  --outfile=.device/decode-profile.cjs --log-level=warning
 npx esbuild test/gpu/caps-table.ts --bundle --platform=node --format=cjs --target=node20 --external:'*.node' --external:onnxruntime-node \
   --outfile=.device/caps-table.cjs --log-level=warning
 npx esbuild test/gpu/speed-table.ts --bundle --platform=node --format=cjs --target=node20 --external:'*.node' --external:onnxruntime-node \
