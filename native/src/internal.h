@@ -115,6 +115,9 @@ int tc_moe(klc_ctx *ctx, const MoeTc &m);
 // moe_wq_gemm.cu: whether its grouped kernels take these quantized experts (KLC_MOE_WQ_GEMM=0: never),
 // and the gate/up (SwiGLU fused, into m.hs) and down (into m.ys) projections of m's gathered rows m.xs.
 bool moe_wq_gemm_wanted(const klc_wq &w13, const klc_wq &w2, int d, int I);
+// Whether bf16 experts take those kernels too (KLC_MOE_BF16_GEMM=1 and shapes that fit their tiles).
+bool moe_bf16_gemm_wanted(const void *w13, const void *w2, int d, int I);
+// m.groups.w13/w2 set: quantized experts; else m.w13/w2 are bf16 experts.
 int moe_wq_gemm(klc_ctx *ctx, const MoeTc &m);
 // klc_moe_experts after its argument checks, with the experts loaded by groups (tensor cores only);
 // MoeGroups{E, nullptr, nullptr} reads every expert where it lies.

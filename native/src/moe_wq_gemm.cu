@@ -1,6 +1,8 @@
 // The routed experts of a prefill slice (many (token, expert) pairs) on quantized experts (klc_wq:
 // INT4, INT8, E4M3) in tensor-core mode: one launch per projection for every expert, each reading the
-// codes straight from the checkpoint layout. The way before this (still taken when KLC_MOE_WQ_GEMM=0
+// codes straight from the checkpoint layout. bf16 experts can take the same kernels without the
+// dequantization (KLC_MOE_BF16_GEMM=1, instead of cuBLAS per run of equal row counts after a host
+// wait for the group sizes); not yet the default. The way before this (still taken when KLC_MOE_WQ_GEMM=0
 // or the shapes do not fit these tiles) dequantized every expert of the layer into a bf16 buffer, 32
 // at a time, and ran cuBLAS on it: per 4,096-token slice of the 48B model at INT8 that moved ~9 GB
 // per layer (codes read, bf16 written, bf16 read again) and waited on the host for the group sizes.
@@ -45,6 +47,7 @@ struct Args {
   const bf16 *x;      // [padded rows, K] gathered rows
   const int *tiles;   // [E + 1] first row tile of each expert; tiles[E] tiles in all
   klc_wq w;           // up: W13 [E * 2I, d]; down: W2 [E * d, I]
+  const bf16 *wb;     // the same as bf16 rows, for bf16 experts (RAW kernels; w unused)
   void *out;          // up: bf16 h [padded rows, I]; down: fp32 [padded rows, d]
   int K, E, I, d;
 };
@@ -101,7 +104,8 @@ __device__ __forceinline__ void dequant_chunk(const Fetched &f, uint4 *dst_row, 
 
 // NT n8 tiles of weight rows per warp: 4 (128 rows a CTA, 48 KiB, 2 CTAs an SM) or 8 (256 rows, 80 KiB: each
 // X fragment and X tile serves twice the weights, one CTA an SM).
-template <Codes C, bool UP, int NT>
+// RAW: bf16 experts (a.wb), copied to shared memory by cp.async beside X; C is then not used.
+template <Codes C, bool UP, int NT, bool RAW = false>
 __global__ void __launch_bounds__(THREADS, NT == 4 ? 2 : 1) moe_wq_gemm_kernel(const Args a) {
   constexpr int BN = block_n<NT>;
   constexpr int BITS = bits_of<C>;
@@ -125,7 +129,11 @@ __global__ void __launch_bounds__(THREADS, NT == 4 ? 2 : 1) moe_wq_gemm_kernel(c
   const int n0 = blockIdx.x * (UP ? BN / 2 : BN);
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, wm = warp & 1, wn = warp >> 1;
   const klc_wq &w = a.w;
-  const int K = a.K, groups = K / w.group, words = K / PER_WORD;
+  const int K = a.K, groups = RAW ? 1 : K / w.group, words = K / PER_WORD;
+  // Weight row lr of the CTA's tile in the stacked matrix.
+  auto global_row = [&](int lr) -> size_t {
+    return UP ? (size_t)e * 2 * a.I + (lr < BN / 2 ? n0 + lr : a.I + n0 + lr - BN / 2) : (size_t)e * a.d + n0 + lr;
+  };
 
   int lrow[WCH], part[WCH];
   size_t grow[WCH];
@@ -134,27 +142,40 @@ __global__ void __launch_bounds__(THREADS, NT == 4 ? 2 : 1) moe_wq_gemm_kernel(c
     const int c = tid + j * THREADS;
     lrow[j] = c / CPR;
     part[j] = c % CPR;
-    grow[j] = UP ? (size_t)e * 2 * a.I + (lrow[j] < BN / 2 ? n0 + lrow[j] : a.I + n0 + lrow[j] - BN / 2) : (size_t)e * a.d + n0 + lrow[j];
+    grow[j] = global_row(lrow[j]);
   }
   Fetched f[WCH];
+  // Quantized weights: a step's codes are loaded a step ahead into registers and dequantized into shared
+  // memory after the step before is multiplied (bf16 weights come with X instead).
   auto fetch = [&](int kt) {
+    if constexpr (!RAW) {
 #pragma unroll
-    for (int j = 0; j < WCH; ++j) {
-      const int k = kt * BK + part[j] * CODES, g = k / w.group;
-      f[j].v = __ldg(reinterpret_cast<const uint4 *>(w.w_packed + grow[j] * words + k / PER_WORD));
-      f[j].s = scale_at(w, grow[j] * groups + g);
-      f[j].z = C == Codes::E4M3 ? 0 : stored_zero<BITS>(w, static_cast<int>(grow[j]), g, groups);
+      for (int j = 0; j < WCH; ++j) {
+        const int k = kt * BK + part[j] * CODES, g = k / w.group;
+        f[j].v = __ldg(reinterpret_cast<const uint4 *>(w.w_packed + grow[j] * words + k / PER_WORD));
+        f[j].s = scale_at(w, grow[j] * groups + g);
+        f[j].z = C == Codes::E4M3 ? 0 : stored_zero<BITS>(w, static_cast<int>(grow[j]), g, groups);
+      }
     }
   };
   auto put = [&](int buf) {
+    if constexpr (!RAW) {
 #pragma unroll
-    for (int j = 0; j < WCH; ++j) dequant_chunk<C>(f[j], ws(buf), lrow[j], part[j] * (CODES / 8));
+      for (int j = 0; j < WCH; ++j) dequant_chunk<C>(f[j], ws(buf), lrow[j], part[j] * (CODES / 8));
+    }
   };
   auto copy_x = [&](int kt, int buf) {
 #pragma unroll
     for (int j = 0; j < BM * 8 / THREADS; ++j) {
       const int c = tid + j * THREADS, row = c >> 3, ch = c & 7;
       cp_async16(&xs(buf)[swz(row, ch)], a.x + (r0 + row) * K + kt * BK + ch * 8);
+    }
+    if constexpr (RAW) {
+#pragma unroll
+      for (int j = 0; j < BN * 8 / THREADS; ++j) {
+        const int c = tid + j * THREADS, row = c >> 3, ch = c & 7;
+        cp_async16(&ws(buf)[swz(row, ch)], a.wb + global_row(row) * K + kt * BK + ch * 8);
+      }
     }
     cp_commit();
   };
@@ -229,10 +250,10 @@ __global__ void __launch_bounds__(THREADS, NT == 4 ? 2 : 1) moe_wq_gemm_kernel(c
   }
 }
 
-template <Codes C, bool UP, int NT>
+template <Codes C, bool UP, int NT, bool RAW = false>
 cudaError_t launch_kernel(klc_ctx *ctx, const Args &a, int max_tiles) {
   constexpr int BN = block_n<NT>;
-  auto *kernel = moe_wq_gemm_kernel<C, UP, NT>;
+  auto *kernel = moe_wq_gemm_kernel<C, UP, NT, RAW>;
   if (smem_bytes<NT> > 48 * 1024) {
     // Past 48 KiB a kernel must opt in; once per process is enough, so a repeat costs one attribute call.
     const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem_bytes<NT>);
@@ -245,6 +266,10 @@ cudaError_t launch_kernel(klc_ctx *ctx, const Args &a, int max_tiles) {
 template <bool UP, int NT>
 int launch(klc_ctx *ctx, const Args &a, int max_tiles) {
   cudaError_t err = cudaSuccess;
+  if (a.wb) {
+    err = launch_kernel<Codes::Int8, UP, NT, true>(ctx, a, max_tiles);
+    return err == cudaSuccess ? KLC_OK : klc::fail_cuda(err, UP ? "the MoE gate/up projections (grouped)" : "the MoE down projections (grouped)");
+  }
   switch (codes_of(a.w)) {
     case Codes::Int4: err = launch_kernel<Codes::Int4, UP, NT>(ctx, a, max_tiles); break;
     case Codes::Int8: err = launch_kernel<Codes::Int8, UP, NT>(ctx, a, max_tiles); break;
@@ -276,11 +301,22 @@ bool moe_wq_gemm_wanted(const klc_wq &w13, const klc_wq &w2, int d, int I) {
   return I % (block_n<4> / 2) == 0 && d % block_n<4> == 0 && fits(w13, d) && fits(w2, I);
 }
 
+bool moe_bf16_gemm_wanted(const void *w13, const void *w2, int d, int I) {
+  const char *v = getenv("KLC_MOE_BF16_GEMM");
+  const auto aligned = [](const void *p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; };
+  return v && v[0] == '1' && I % (block_n<4> / 2) == 0 && I % BK == 0 && d % block_n<4> == 0 && d % BK == 0 && aligned(w13) && aligned(w2);
+}
+
 int moe_wq_gemm(klc_ctx *ctx, const MoeTc &m) {
   const int n = m.T * m.k, max_tiles = (n + BM - 1) / BM + std::min(m.E, n);
-  if (max_tiles > 65535) return fail(KLC_E_ARG, "the quantized MoE: too many tokens in one call; pass fewer rows");
-  const Args up{static_cast<const bf16 *>(m.xs), m.tiles, *m.groups.w13, m.hs, m.d, m.E, m.I, m.d};
-  const Args down{static_cast<const bf16 *>(m.hs), m.tiles, *m.groups.w2, m.ys, m.I, m.E, m.I, m.d};
+  if (max_tiles > 65535) return fail(KLC_E_ARG, "the MoE: too many tokens in one call; pass fewer rows");
+  // Quantized experts (m.groups' klc_wq) or bf16 ones (m.w13, m.w2).
+  const bool codes = m.groups.w13 != nullptr;
+  const klc_wq none{};
+  const Args up{static_cast<const bf16 *>(m.xs), m.tiles, codes ? *m.groups.w13 : none, codes ? nullptr : static_cast<const bf16 *>(m.w13), m.hs, m.d,
+                m.E, m.I, m.d};
+  const Args down{static_cast<const bf16 *>(m.hs), m.tiles, codes ? *m.groups.w2 : none, codes ? nullptr : static_cast<const bf16 *>(m.w2), m.ys, m.I,
+                  m.E, m.I, m.d};
   const bool wide = weight_tile() == 256;
   int rc = wide && m.I % (block_n<8> / 2) == 0 ? launch<true, 8>(ctx, up, max_tiles) : launch<true, 4>(ctx, up, max_tiles);
   if (rc) return rc;

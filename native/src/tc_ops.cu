@@ -260,7 +260,10 @@ int grouped_gemms(klc_ctx *ctx, const MoeTc &m) {
 int tc_moe(klc_ctx *ctx, const MoeTc &m) {
   gather_bf16_kernel<<<m.T * m.k, 256, 0, ctx->stream>>>(m.x, m.tok, m.off, m.tiles, m.E, m.tile, static_cast<bf16 *>(m.xs), m.d);
   int rc = launched("gathering the MoE rows");
-  if (!rc) rc = m.groups.w13 ? moe_wq_gemm(ctx, m) : grouped_gemms(ctx, m);
+  if (!rc) {
+    const bool grouped = m.groups.w13 || (!m.groups.load && moe_bf16_gemm_wanted(m.w13, m.w2, m.d, m.I));
+    rc = grouped ? moe_wq_gemm(ctx, m) : grouped_gemms(ctx, m);
+  }
   if (rc) return rc;
   combine_padded_kernel<<<m.T, 256, sizeof(int) * m.k, ctx->stream>>>(m.ys, m.idx, m.pos, m.off, m.tiles, m.w, m.out, m.d, m.k,
                                                                        m.tile);

@@ -20,7 +20,8 @@ bytes of codes and scales read per second against the copy bandwidth measured fi
 process, each call reading from HBM (the calls cycle through copies larger than L2) and each timed
 result checked against float64; one prefill GEMM (4096 rows) on dequantized INT4 weights
 against the bf16 GEMM (klc_linear, tensor cores); and a 4,096-token slice's routed experts at the 48B widths
-(64 experts, ~128 rows each) on INT8 and INT4 codes, grouped and dequantized, against the bf16 experts.
+(64 experts, ~128 rows each) on INT8 and INT4 codes, grouped and dequantized, against the bf16 experts
+(cuBLAS, and the grouped kernels without dequantization, KLC_MOE_BF16_GEMM=1, also checked against float64).
 Prints one line per case; exits non-zero when a case fails.
 
   node tools/build-native.mjs --archs 90 && (cd test/gpu && python3 quant_check.py)
@@ -383,6 +384,39 @@ def speed(klc, gen):
           f"= {100 * times['bf16'] / times['int4']:.0f}% of bf16 speed", flush=True)
 
 
+def moe_bf16_case(klc, gen, T, E, d=2304, I=1024, k=8):
+    """bf16 experts through the grouped kernels (KLC_MOE_BF16_GEMM=1, moe_wq_gemm.cu without the
+    dequantization) against float64 on the same bf16 weights, tensor-core mode."""
+    w13 = (torch.randn(E * 2 * I, d, device="cuda", generator=gen) * d ** -0.5).to(torch.bfloat16)
+    w2 = (torch.randn(E * d, I, device="cuda", generator=gen) * I ** -0.5).to(torch.bfloat16)
+    x = torch.randn(T, d, device="cuda", generator=gen)
+    idx = torch.rand(T, E, device="cuda", generator=gen).topk(k, 1).indices.sort(1).values.to(torch.int32).contiguous()
+    wt = torch.rand(T, k, device="cuda", generator=gen)
+    lib = klc.lib
+    lib.klc_moe_workspace_bytes.restype = c_z
+    ws_bytes = lib.klc_moe_workspace_bytes(T, d, I, E, k)
+    ws = torch.empty(ws_bytes, dtype=torch.uint8, device="cuda")
+    out = torch.full((T, d), 0.25, device="cuda")
+    set_tensor_cores(klc, True)
+    os.environ["KLC_MOE_BF16_GEMM"] = "1"
+    try:
+        klc._check(lib.klc_moe_experts(klc.ctx, c_p(x.data_ptr()), c_p(idx.data_ptr()), c_p(wt.data_ptr()), c_p(w13.data_ptr()),
+                                       c_p(w2.data_ptr()), c_p(out.data_ptr()), c_p(ws.data_ptr()), c_z(ws_bytes), T, d, I, E, k, 0))
+        klc.sync()
+    finally:
+        del os.environ["KLC_MOE_BF16_GEMM"]
+    rows = sorted(set(range(min(T, 8))) | set(range(max(0, T - 8), T)))
+    a13, a2 = w13.double().reshape(E, 2 * I, d), w2.double().reshape(E, d, I)
+    want = torch.full((len(rows), d), 0.25, dtype=torch.float64, device="cuda")
+    for n, t in enumerate(rows):
+        xt = x[t].double()
+        for s in range(k):
+            e = int(idx[t, s])
+            gu = a13[e] @ xt
+            want[n] += wt[t, s].double() * (a2[e] @ (torch.nn.functional.silu(gu[:I]) * gu[I:]))
+    check(f"MoE bf16 experts T={T} E={E} (grouped, KLC_MOE_BF16_GEMM=1)", rel(out[rows], want), 2e-2)
+
+
 def moe_speed(klc, gen):
     """A 4,096-token prefill slice's routed experts at the 48B widths (d 2304, I 1024, top-8: ~128 rows per
     expert), 64 of the 256 experts: INT8 and INT4 read by the grouped kernels, the same dequantized 32
@@ -438,9 +472,15 @@ def moe_speed(klc, gen):
             w2 = torch.empty(E * d, I, dtype=torch.bfloat16, device="cuda")
             klc._check(lib.klc_wq_dequant(ctx, ctypes.byref(m13.wq), 0, E * 2 * I, c_p(w13.data_ptr()), 0))
             klc._check(lib.klc_wq_dequant(ctx, ctypes.byref(m2.wq), 0, E * d, c_p(w2.data_ptr()), 0))
-            results["bf16"] = timed(lambda: klc._check(lib.klc_moe_experts(ctx, c_p(x.data_ptr()), c_p(idx.data_ptr()), c_p(wt.data_ptr()),
-                                                                           c_p(w13.data_ptr()), c_p(w2.data_ptr()), c_p(out.data_ptr()),
-                                                                           c_p(ws.data_ptr()), c_z(ws_bytes), T, d, I, E, k, 0)))
+            def bf16_run():
+                klc._check(lib.klc_moe_experts(ctx, c_p(x.data_ptr()), c_p(idx.data_ptr()), c_p(wt.data_ptr()), c_p(w13.data_ptr()),
+                                               c_p(w2.data_ptr()), c_p(out.data_ptr()), c_p(ws.data_ptr()), c_z(ws_bytes), T, d, I, E, k, 0))
+            results["bf16"] = timed(bf16_run)
+            os.environ["KLC_MOE_BF16_GEMM"] = "1"
+            try:
+                results["bf16 grouped (KLC_MOE_BF16_GEMM=1)"] = timed(bf16_run)
+            finally:
+                del os.environ["KLC_MOE_BF16_GEMM"]
             del w13, w2
         del m13, m2
         torch.cuda.empty_cache()
@@ -480,6 +520,8 @@ def moe_cases(klc, gen):
         moe_case(klc, gen, 1024, 4, 128, True, True, E=32)
     finally:
         del os.environ["KLC_MOE_WQ_GEMM"]
+    moe_bf16_case(klc, gen, 1024, 32)
+    moe_bf16_case(klc, gen, 300, 40)
 
 
 # QUANT_CASES (comma-separated, default all but moespeed, which speed includes) picks the parts.
