@@ -25,6 +25,7 @@
 
 #include "internal.h"
 #include "mma_bf16.cuh"
+#include "small_vec.cuh"
 #include "wq.cuh"
 
 namespace {
@@ -288,7 +289,7 @@ int weight_tile() {
 bool fits(const klc_wq &w, int K) {
   const int codes = 128 / w.bits;
   return klc::wq_codes_ok(w) && w.K == K && K % BK == 0 && w.group % codes == 0 && K % w.group == 0 &&
-         (reinterpret_cast<uintptr_t>(w.w_packed) & 15) == 0;
+         klc_small::aligned16(w.w_packed);
 }
 
 }  // namespace
@@ -303,8 +304,8 @@ bool moe_wq_gemm_wanted(const klc_wq &w13, const klc_wq &w2, int d, int I) {
 
 bool moe_bf16_gemm_wanted(const void *w13, const void *w2, int d, int I) {
   const char *v = getenv("KLC_MOE_BF16_GEMM");
-  const auto aligned = [](const void *p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; };
-  return v && v[0] == '1' && I % (block_n<4> / 2) == 0 && I % BK == 0 && d % block_n<4> == 0 && d % BK == 0 && aligned(w13) && aligned(w2);
+  return v && v[0] == '1' && I % (block_n<4> / 2) == 0 && I % BK == 0 && d % block_n<4> == 0 && d % BK == 0 && klc_small::aligned16(w13) &&
+         klc_small::aligned16(w2);
 }
 
 int moe_wq_gemm(klc_ctx *ctx, const MoeTc &m) {
