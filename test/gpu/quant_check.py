@@ -26,6 +26,7 @@ Prints one line per case; exits non-zero when a case fails.
 
   node tools/build-native.mjs --archs 90 && (cd test/gpu && python3 quant_check.py)
 """
+import contextlib
 import ctypes
 import os
 import sys
@@ -206,17 +207,55 @@ def dequant_cases(klc, gen):
         check(name + " bf16 (rounded)", (out16.double() - want.float().to(torch.bfloat16).double()).abs().max().item(), 0.0)
 
 
-def moe_case(klc, gen, T, bits, group, symmetric, tensor_cores, d=2304, I=1024, E=64, k=8, fp8=False):
-    m13 = QMat(E * 2 * I, d, bits, group or d, symmetric, False, gen, fp8=fp8)
-    m2 = QMat(E * d, I, bits, group or I, symmetric, False, gen, fp8=fp8)
+@contextlib.contextmanager
+def env(name, value):
+    """The native library reads its KLC_MOE_* switches at each call: `name` is `value` inside the block only."""
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        del os.environ[name]
+
+
+def moe_inputs(gen, T, E, d, k):
+    """T tokens' rows, their top-k experts (ascending, as the router gives them) and routing weights."""
     x = torch.randn(T, d, device="cuda", generator=gen)
     idx = torch.rand(T, E, device="cuda", generator=gen).topk(k, 1).indices.sort(1).values.to(torch.int32).contiguous()
     wt = torch.rand(T, k, device="cuda", generator=gen)
-    lib = klc.lib
+    return x, idx, wt
+
+
+def moe_workspace(lib, T, d, I, E, k):
     lib.klc_moe_workspace_bytes.restype = c_z
-    lib.klc_moe_dense_bytes.restype = c_z
     ws_bytes = lib.klc_moe_workspace_bytes(T, d, I, E, k)
-    ws = torch.empty(ws_bytes, dtype=torch.uint8, device="cuda")
+    return torch.empty(ws_bytes, dtype=torch.uint8, device="cuda"), ws_bytes
+
+
+def checked_rows(T):
+    """The first tokens and the last: with many pairs their rows lie in every kind of tile (first, middle, last of an expert)."""
+    return sorted(set(range(min(T, 8))) | set(range(max(0, T - 8), T)))
+
+
+def moe_reference(x, idx, wt, w13, w2, rows, base):
+    """float64 experts on `rows`: base + sum_s wt[t, s] * W2_e (SiLU(W1_e x) * W3_e x), w13 [E, 2I, d], w2 [E, d, I]."""
+    I = w2.shape[2]
+    want = torch.full((len(rows), w2.shape[1]), base, dtype=torch.float64, device="cuda")
+    for n, t in enumerate(rows):
+        xt = x[t].double()
+        for s in range(idx.shape[1]):
+            e = int(idx[t, s])
+            gu = w13[e] @ xt
+            want[n] += wt[t, s].double() * (w2[e] @ (torch.nn.functional.silu(gu[:I]) * gu[I:]))
+    return want
+
+
+def moe_case(klc, gen, T, bits, group, symmetric, tensor_cores, d=2304, I=1024, E=64, k=8, fp8=False):
+    m13 = QMat(E * 2 * I, d, bits, group or d, symmetric, False, gen, fp8=fp8)
+    m2 = QMat(E * d, I, bits, group or I, symmetric, False, gen, fp8=fp8)
+    x, idx, wt = moe_inputs(gen, T, E, d, k)
+    lib = klc.lib
+    lib.klc_moe_dense_bytes.restype = c_z
+    ws, ws_bytes = moe_workspace(lib, T, d, I, E, k)
     dense_f32 = 0 if tensor_cores else 1
     dense = torch.empty(lib.klc_moe_dense_bytes(d, I, E, dense_f32), dtype=torch.uint8, device="cuda")
     set_tensor_cores(klc, tensor_cores)
@@ -226,18 +265,8 @@ def moe_case(klc, gen, T, bits, group, symmetric, tensor_cores, d=2304, I=1024, 
                                       dense_f32, T, d, I, E, k))
     klc.sync()
     set_tensor_cores(klc, True)
-    # The first tokens and the last: with many pairs their rows lie in every kind of tile (first, middle, last of an expert).
-    rows = sorted(set(range(min(T, 8))) | set(range(max(0, T - 8), T)))
-    w13 = m13.w.reshape(E, 2 * I, d)
-    w2 = m2.w.reshape(E, d, I)
-    want = torch.full((len(rows), d), 0.25, dtype=torch.float64, device="cuda")
-    for n, t in enumerate(rows):
-        xt = x[t].double()
-        for s in range(k):
-            e = int(idx[t, s])
-            gu = w13[e] @ xt
-            h = torch.nn.functional.silu(gu[:I]) * gu[I:]
-            want[n] += wt[t, s].double() * (w2[e] @ h)
+    rows = checked_rows(T)
+    want = moe_reference(x, idx, wt, m13.w.reshape(E, 2 * I, d), m2.w.reshape(E, d, I), rows, 0.25)
     fused = os.environ.get("KLC_MOE_WQ_GEMM", "1") != "0"
     grouped = f"grouped from codes, {os.environ.get('KLC_MOE_WQ_TILE', '128')}-row weight tiles"
     path = "small batch" if T * k <= 128 else ((grouped if fused else "dequantized, tensor cores") if tensor_cores else "dense, exact")
@@ -389,31 +418,17 @@ def moe_bf16_case(klc, gen, T, E, d=2304, I=1024, k=8):
     dequantization) against float64 on the same bf16 weights, tensor-core mode."""
     w13 = (torch.randn(E * 2 * I, d, device="cuda", generator=gen) * d ** -0.5).to(torch.bfloat16)
     w2 = (torch.randn(E * d, I, device="cuda", generator=gen) * I ** -0.5).to(torch.bfloat16)
-    x = torch.randn(T, d, device="cuda", generator=gen)
-    idx = torch.rand(T, E, device="cuda", generator=gen).topk(k, 1).indices.sort(1).values.to(torch.int32).contiguous()
-    wt = torch.rand(T, k, device="cuda", generator=gen)
+    x, idx, wt = moe_inputs(gen, T, E, d, k)
     lib = klc.lib
-    lib.klc_moe_workspace_bytes.restype = c_z
-    ws_bytes = lib.klc_moe_workspace_bytes(T, d, I, E, k)
-    ws = torch.empty(ws_bytes, dtype=torch.uint8, device="cuda")
+    ws, ws_bytes = moe_workspace(lib, T, d, I, E, k)
     out = torch.full((T, d), 0.25, device="cuda")
     set_tensor_cores(klc, True)
-    os.environ["KLC_MOE_BF16_GEMM"] = "1"
-    try:
+    with env("KLC_MOE_BF16_GEMM", "1"):
         klc._check(lib.klc_moe_experts(klc.ctx, c_p(x.data_ptr()), c_p(idx.data_ptr()), c_p(wt.data_ptr()), c_p(w13.data_ptr()),
                                        c_p(w2.data_ptr()), c_p(out.data_ptr()), c_p(ws.data_ptr()), c_z(ws_bytes), T, d, I, E, k, 0))
         klc.sync()
-    finally:
-        del os.environ["KLC_MOE_BF16_GEMM"]
-    rows = sorted(set(range(min(T, 8))) | set(range(max(0, T - 8), T)))
-    a13, a2 = w13.double().reshape(E, 2 * I, d), w2.double().reshape(E, d, I)
-    want = torch.full((len(rows), d), 0.25, dtype=torch.float64, device="cuda")
-    for n, t in enumerate(rows):
-        xt = x[t].double()
-        for s in range(k):
-            e = int(idx[t, s])
-            gu = a13[e] @ xt
-            want[n] += wt[t, s].double() * (a2[e] @ (torch.nn.functional.silu(gu[:I]) * gu[I:]))
+    rows = checked_rows(T)
+    want = moe_reference(x, idx, wt, w13.double().reshape(E, 2 * I, d), w2.double().reshape(E, d, I), rows, 0.25)
     check(f"MoE bf16 experts T={T} E={E} (grouped, KLC_MOE_BF16_GEMM=1)", rel(out[rows], want), 2e-2)
 
 
@@ -424,13 +439,9 @@ def moe_speed(klc, gen):
     lib, ctx = klc.lib, klc.ctx
     d, I, E, k, T = 2304, 1024, 64, 8, 1024
     set_tensor_cores(klc, True)
-    x = torch.randn(T, d, device="cuda", generator=gen)
-    idx = torch.rand(T, E, device="cuda", generator=gen).topk(k, 1).indices.sort(1).values.to(torch.int32).contiguous()
-    wt = torch.rand(T, k, device="cuda", generator=gen)
-    lib.klc_moe_workspace_bytes.restype = c_z
+    x, idx, wt = moe_inputs(gen, T, E, d, k)
     lib.klc_moe_dense_bytes.restype = c_z
-    ws_bytes = lib.klc_moe_workspace_bytes(T, d, I, E, k)
-    ws = torch.empty(ws_bytes, dtype=torch.uint8, device="cuda")
+    ws, ws_bytes = moe_workspace(lib, T, d, I, E, k)
     dense = torch.empty(lib.klc_moe_dense_bytes(d, I, E, 0), dtype=torch.uint8, device="cuda")
     out = torch.zeros(T, d, device="cuda")
     flops = 2 * T * k * 3 * d * I
@@ -457,30 +468,22 @@ def moe_speed(klc, gen):
                                               ctypes.byref(m2.wq), c_p(out.data_ptr()), c_p(ws.data_ptr()), c_z(ws_bytes), c_p(dense.data_ptr()),
                                               0, T, d, I, E, k))
         results[f"int{bits} grouped"] = timed(run)
-        os.environ["KLC_MOE_WQ_TILE"] = "256"
-        try:
+        with env("KLC_MOE_WQ_TILE", "256"):
             results[f"int{bits} grouped, 256-row weight tiles"] = timed(run)
-        finally:
-            del os.environ["KLC_MOE_WQ_TILE"]
-        os.environ["KLC_MOE_WQ_GEMM"] = "0"
-        try:
+        with env("KLC_MOE_WQ_GEMM", "0"):
             results[f"int{bits} dequantized"] = timed(run)
-        finally:
-            del os.environ["KLC_MOE_WQ_GEMM"]
         if bits == 8:
             w13 = torch.empty(E * 2 * I, d, dtype=torch.bfloat16, device="cuda")
             w2 = torch.empty(E * d, I, dtype=torch.bfloat16, device="cuda")
             klc._check(lib.klc_wq_dequant(ctx, ctypes.byref(m13.wq), 0, E * 2 * I, c_p(w13.data_ptr()), 0))
             klc._check(lib.klc_wq_dequant(ctx, ctypes.byref(m2.wq), 0, E * d, c_p(w2.data_ptr()), 0))
+
             def bf16_run():
                 klc._check(lib.klc_moe_experts(ctx, c_p(x.data_ptr()), c_p(idx.data_ptr()), c_p(wt.data_ptr()), c_p(w13.data_ptr()),
                                                c_p(w2.data_ptr()), c_p(out.data_ptr()), c_p(ws.data_ptr()), c_z(ws_bytes), T, d, I, E, k, 0))
             results["bf16"] = timed(bf16_run)
-            os.environ["KLC_MOE_BF16_GEMM"] = "1"
-            try:
+            with env("KLC_MOE_BF16_GEMM", "1"):
                 results["bf16 grouped (KLC_MOE_BF16_GEMM=1)"] = timed(bf16_run)
-            finally:
-                del os.environ["KLC_MOE_BF16_GEMM"]
             del w13, w2
         del m13, m2
         torch.cuda.empty_cache()
@@ -508,18 +511,12 @@ def moe_cases(klc, gen):
     moe_case(klc, gen, 1024, 8, None, True, True, E=32)
     moe_case(klc, gen, 1024, 4, 32, False, True, E=32)
     moe_case(klc, gen, 1024, 8, None, True, True, E=32, fp8=True)
-    os.environ["KLC_MOE_WQ_TILE"] = "256"
-    try:
+    with env("KLC_MOE_WQ_TILE", "256"):
         moe_case(klc, gen, 1024, 8, None, False, True, E=32)
         moe_case(klc, gen, 1024, 4, 32, True, True, E=32)
         moe_case(klc, gen, 300, 8, None, True, True, E=40, fp8=True)
-    finally:
-        del os.environ["KLC_MOE_WQ_TILE"]
-    os.environ["KLC_MOE_WQ_GEMM"] = "0"
-    try:
+    with env("KLC_MOE_WQ_GEMM", "0"):
         moe_case(klc, gen, 1024, 4, 128, True, True, E=32)
-    finally:
-        del os.environ["KLC_MOE_WQ_GEMM"]
     moe_bf16_case(klc, gen, 1024, 32)
     moe_bf16_case(klc, gen, 300, 40)
 
