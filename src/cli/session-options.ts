@@ -3,7 +3,7 @@ import { resolve } from 'node:path';
 import { existsSync, statSync } from 'node:fs';
 import { UserError } from '../common/errors';
 import type { IngestProgress, PackSettings } from '../engine/api';
-import { MAX_SLICE_TOKENS, MIN_SLICE_TOKENS, SLICE_CHOICES, type MemoryBudget } from '../engine/plan/memory-plan';
+import { isSliceTokens, MAX_SLICE_TOKENS, MIN_SLICE_TOKENS, SLICE_CHOICES, type MemoryBudget } from '../engine/plan/memory-plan';
 import { parseBytes } from '../engine/plan/sizes';
 import { defaultCacheDir, EngineSession } from '../engine/session';
 import { backendOption, dummyOption, intOption, quantizationOption, quantizationUsage, weightOptions, weightUsage, type Parsed } from './args';
@@ -56,7 +56,7 @@ export function memoryBudget(values: Parsed['values'], workspace: Pick<PackSetti
   if (typeof limit === 'string' && !gpuMemory) throw new UserError(`--gpu-memory must be a size such as 24GB, 24GiB or a number of bytes, got '${limit}'`);
   const quantization = quantizationOption(values);
   const sliceTokens = intOption(values, 'prefill-slice', MIN_SLICE_TOKENS);
-  if (sliceTokens !== undefined && sliceTokens > MAX_SLICE_TOKENS) throw new UserError(`--prefill-slice must be ${MIN_SLICE_TOKENS} to ${MAX_SLICE_TOKENS} tokens, got ${sliceTokens}`);
+  if (sliceTokens !== undefined && !isSliceTokens(sliceTokens)) throw new UserError(`--prefill-slice must be ${MIN_SLICE_TOKENS} to ${MAX_SLICE_TOKENS} tokens, got ${sliceTokens}`);
   return {
     ...(workspace.maxTokens !== undefined ? { contextTokens: workspace.maxTokens } : {}),
     ...(gpuMemory ? { gpuMemory } : {}),

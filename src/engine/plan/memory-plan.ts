@@ -37,9 +37,17 @@ export const CACHE_GROWTH_EXTENT = 2 ** 27;
 export const FORK_RESERVE_TOKENS = 4096;
 /** Prefill slices tried from the longest: 4096 tokens fill an H100's tensor cores at the real widths. */
 export const SLICE_CHOICES: readonly number[] = [4096, 2048, 1024, 512];
-/** The prefill slices a user may ask for (--prefill-slice): the kernels are checked up to 65,536 tokens a call. */
+/**
+ * The prefill slices a user may ask for (--prefill-slice). 16,384 is the longest run on a GPU so far
+ * (test/gpu/results/round-h100-2026-12-07h); the workspace plan holds up to the maximum.
+ */
 export const MIN_SLICE_TOKENS = 64;
 export const MAX_SLICE_TOKENS = 65_536;
+
+/** Whether a user may ask for `n` tokens per prefill call. */
+export function isSliceTokens(n: number): boolean {
+  return Number.isSafeInteger(n) && n >= MIN_SLICE_TOKENS && n <= MAX_SLICE_TOKENS;
+}
 /**
  * The shortest slice worth offloading another layer's experts for: every slice copies all routed
  * experts of each offloaded layer to the GPU (and reads every resident expert's codes at least

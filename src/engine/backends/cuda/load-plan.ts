@@ -8,7 +8,7 @@
  */
 import { UserError } from '../../../common/errors';
 import type { KimiConfig } from '../../model/config';
-import { largestContext, MAX_CONTEXT_TOKENS, MAX_FORKS, MAX_SLICE_TOKENS, MIN_SLICE_TOKENS, planMemory, type MemoryBudget, type MemoryPlan, type PlannedWeights, type PlanRequest } from '../../plan/memory-plan';
+import { isSliceTokens, largestContext, MAX_CONTEXT_TOKENS, MAX_FORKS, MAX_SLICE_TOKENS, MIN_SLICE_TOKENS, planMemory, type MemoryBudget, type MemoryPlan, type PlannedWeights, type PlanRequest } from '../../plan/memory-plan';
 import { QUANTIZATIONS, type Quantization } from '../../plan/weights';
 import { gb } from '../../plan/sizes';
 
@@ -69,7 +69,7 @@ export function cudaPlan(config: KimiConfig, opts: MemoryBudget, d: Omit<DeviceF
   if (opts.forks !== undefined && !(Number.isSafeInteger(opts.forks) && opts.forks >= 0 && opts.forks <= MAX_FORKS)) {
     throw new UserError(`the number of concurrent forks must be 0 to ${MAX_FORKS}, got ${opts.forks}.`);
   }
-  if (opts.sliceTokens !== undefined && !(Number.isSafeInteger(opts.sliceTokens) && opts.sliceTokens >= MIN_SLICE_TOKENS && opts.sliceTokens <= MAX_SLICE_TOKENS)) {
+  if (opts.sliceTokens !== undefined && !isSliceTokens(opts.sliceTokens)) {
     throw new UserError(`the prefill slice must be ${MIN_SLICE_TOKENS} to ${MAX_SLICE_TOKENS} tokens, got ${opts.sliceTokens}.`);
   }
   if (opts.gpuMemory !== undefined && !(opts.gpuMemory > 0)) throw new UserError(`the GPU memory limit must be a positive number of bytes, got ${opts.gpuMemory}.`);
