@@ -311,6 +311,7 @@ bool moe_bf16_gemm_wanted(const void *w13, const void *w2, int d, int I) {
 int moe_wq_gemm(klc_ctx *ctx, const MoeTc &m) {
   const int n = m.T * m.k, max_tiles = (n + BM - 1) / BM + std::min(m.E, n);
   if (max_tiles > 65535) return fail(KLC_E_ARG, "the MoE: too many tokens in one call; pass fewer rows");
+  if (m.tile != BM) return fail(KLC_E_ARG, "the grouped MoE kernels take row tiles of 64 (klc_moe_experts' tiles changed)");
   // Quantized experts (m.groups' klc_wq) or bf16 ones (m.w13, m.w2).
   const bool codes = m.groups.w13 != nullptr;
   const klc_wq none{};

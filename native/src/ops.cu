@@ -847,7 +847,7 @@ int moe_experts(klc_ctx *ctx, const float *x, const int32_t *idx, const float *w
     const MoeTc m{x, idx, w, off, tiles, pos, tok, w13, w2, gu, ybuf, hbuf, ybuf, ptrs, out, T, k, d, I, E, BM, groups};
     return tc_moe(ctx, m);
   }
-  if (groups.load || groups.w13) return fail(KLC_E_ARG, "quantized MoE experts run from their codes only on tensor cores");
+  if (groups.load || groups.w13) return fail(KLC_E_ARG, "quantized MoE experts loaded by groups or read as codes run only on tensor cores");
   // At most n / 64 + E row tiles exist; surplus CTAs leave at once.
   const int max_tiles = (n + BM - 1) / BM + E;
   if (max_tiles > 65535) return fail(KLC_E_ARG, "klc_moe_experts: too many tokens in one call; pass fewer rows");
