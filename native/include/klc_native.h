@@ -174,8 +174,9 @@ KLC_API int klc_mla_prefill_heads(klc_ctx *ctx, const float *q, const void *cach
                                   const void *w_uv, float *out, int T, int H, int start, int nope, int rope, int dv, int L,
                                   float scale);
 /* The kernel klc_mla_prefill_heads runs on ctx's device as the environment stands: "wgmma" (Hopper,
- * sm_90a builds), "wgmma_ws" (its warp-specialized form, only when asked for) or "fa2" (mma.sync,
- * sm_80 and newer). KLC_MLA_KERNEL=auto (default), fa2, wgmma or wgmma_ws chooses; NULL when the
+ * sm_90a builds), "wgmma_pipe" (its softmax overlapped with the MMAs) and "wgmma_ws" (warp-specialized),
+ * both only when asked for, or "fa2" (mma.sync, sm_80 and newer). KLC_MLA_KERNEL=auto (default), fa2,
+ * wgmma, wgmma_pipe or wgmma_ws chooses; NULL when the
  * choice is invalid here (klc_last_error says why). */
 KLC_API const char *klc_mla_prefill_kernel(klc_ctx *ctx);
 /* 1 when klc_mla_prefill_heads serves this prefill (tensor-core mode, supported widths) and takes

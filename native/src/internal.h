@@ -144,11 +144,14 @@ struct MlaBlock {
   float scale_log2;  // softmax scale times log2(e)
 };
 // The Hopper kernels (mla_wgmma.cu, wgmma on sm_90a): true when this build holds them and the
-// context's device runs them. warp_specialized picks the producer/consumer form.
+// context's device runs them. The forms: plain (both warpgroups load and compute, one product after
+// the other), pipelined (softmax overlapped with the warpgroup's own MMAs), warp_specialized
+// (a producer warpgroup loads).
 bool mla_wgmma_ready(klc_ctx *ctx);
 // Queries per CTA of the Hopper kernel: the host launches tiles from the first one that sees the block.
 constexpr int MLA_WGMMA_QUERIES = 128;
-int mla_wgmma_block(klc_ctx *ctx, const MlaBlock &b, bool warp_specialized);
+enum class MlaHopper { plain, pipelined, warp_specialized };
+int mla_wgmma_block(klc_ctx *ctx, const MlaBlock &b, MlaHopper form);
 
 // ---- MLA decode over B latent caches, split over the key range (batch_decode.cu) ----
 // Each CTA (split, sequence, head group) leaves its partial (acc[L], max, sum) at

@@ -14,8 +14,8 @@
 //
 // On Hopper the key-block step runs the wgmma kernel of mla_wgmma.cu instead, over bf16 keys and
 // transposed values that cuBLAS writes directly. KLC_MLA_KERNEL picks the kernel: auto (the default:
-// wgmma where the build and the GPU have it, else fa2), fa2, wgmma or wgmma_ws (its warp-specialized
-// form; both are errors where unavailable).
+// wgmma where the build and the GPU have it, else fa2), fa2, wgmma, wgmma_pipe (softmax overlapped with
+// the tensor cores) or wgmma_ws (warp-specialized; the Hopper ones are errors where unavailable).
 #include <cuda_bf16.h>
 
 #include <algorithm>
@@ -294,7 +294,7 @@ using klc::launched;
 
 size_t align256(size_t b) { return (b + 255) & ~(size_t)255; }
 
-enum class Kernel { fa2, wgmma, wgmma_ws };
+enum class Kernel { fa2, wgmma, wgmma_pipe, wgmma_ws };
 
 // The kernel KLC_MLA_KERNEL asks for on this context's device.
 int choose_kernel(klc_ctx *ctx, Kernel *k) {
@@ -304,13 +304,13 @@ int choose_kernel(klc_ctx *ctx, Kernel *k) {
     *k = Kernel::fa2;
     return KLC_OK;
   }
-  if (want != "auto" && want != "wgmma" && want != "wgmma_ws")
-    return klc::fail(KLC_E_ARG, "KLC_MLA_KERNEL=" + want + " names no MLA prefill kernel; use auto, fa2, wgmma or wgmma_ws");
+  if (want != "auto" && want != "wgmma" && want != "wgmma_pipe" && want != "wgmma_ws")
+    return klc::fail(KLC_E_ARG, "KLC_MLA_KERNEL=" + want + " names no MLA prefill kernel; use auto, fa2, wgmma, wgmma_pipe or wgmma_ws");
   const bool hopper = klc::mla_wgmma_ready(ctx);
   if (want != "auto" && !hopper)
     return klc::fail(KLC_E_ARG, "KLC_MLA_KERNEL=" + want + " needs an H100/H200 (compute capability 9.0) and a native build "
                                 "with 90 in --archs; unset KLC_MLA_KERNEL or set it to auto or fa2");
-  *k = !hopper ? Kernel::fa2 : want == "wgmma_ws" ? Kernel::wgmma_ws : Kernel::wgmma;
+  *k = !hopper ? Kernel::fa2 : want == "wgmma_ws" ? Kernel::wgmma_ws : want == "wgmma_pipe" ? Kernel::wgmma_pipe : Kernel::wgmma;
   return KLC_OK;
 }
 
@@ -318,7 +318,7 @@ int choose_kernel(klc_ctx *ctx, Kernel *k) {
 // bf16 into rows of 192, a small kernel the shared rope part) and the values transposed, then the
 // wgmma kernel, carrying the softmax across blocks.
 template <typename CT>
-int prefill_wgmma(klc_ctx *ctx, bool warp_specialized, const float *q, const CT *cache, const void *w_uk_t, const void *w_uv,
+int prefill_wgmma(klc_ctx *ctx, klc::MlaHopper form, const float *q, const CT *cache, const void *w_uk_t, const void *w_uv,
                   float *out, int T, int H, int start, int nope, int rope, int L, float scale) {
   using namespace klc;
   const int D = L + rope, total = start + T;
@@ -352,7 +352,7 @@ int prefill_wgmma(klc_ctx *ctx, bool warp_specialized, const float *q, const CT 
     if ((rc = gemm_bf16_nt_to_bf16(ctx, w_uv, L, 0, cb, L, 0, vt, ldv, 0, H * DV, nk, L, 1))) return rc;
     const MlaBlock a{q, kb, vt, ldv, out, carry, ml, T, H, start, k0, nk,
                      blocks == 1 ? 0 : (blk ? MLA_READ_CARRY : 0) | MLA_WRITE_CARRY, scale * 1.4426950408889634f};
-    if ((rc = mla_wgmma_block(ctx, a, warp_specialized))) return rc;
+    if ((rc = mla_wgmma_block(ctx, a, form))) return rc;
   }
   if (blocks > 1) {
     finish_kernel<<<grid_for(rows * DV), 256, 0, ctx->stream>>>(carry, ml, out, rows);
@@ -447,9 +447,9 @@ extern "C" int klc_mla_prefill_heads(klc_ctx *ctx, const float *q, const void *c
   if ((rc = choose_kernel(ctx, &kernel))) return rc;
   const bool bf16_cache = cache_type == KLC_CACHE_BF16;
   if (kernel != Kernel::fa2) {
-    const bool ws = kernel == Kernel::wgmma_ws;
-    return bf16_cache ? prefill_wgmma(ctx, ws, q, static_cast<const bf16 *>(cache), w_uk_t, w_uv, out, T, H, start, nope, rope, L, scale)
-                      : prefill_wgmma(ctx, ws, q, static_cast<const float *>(cache), w_uk_t, w_uv, out, T, H, start, nope, rope, L, scale);
+    const MlaHopper form = kernel == Kernel::wgmma_ws ? MlaHopper::warp_specialized : kernel == Kernel::wgmma_pipe ? MlaHopper::pipelined : MlaHopper::plain;
+    return bf16_cache ? prefill_wgmma(ctx, form, q, static_cast<const bf16 *>(cache), w_uk_t, w_uv, out, T, H, start, nope, rope, L, scale)
+                      : prefill_wgmma(ctx, form, q, static_cast<const float *>(cache), w_uk_t, w_uv, out, T, H, start, nope, rope, L, scale);
   }
   return bf16_cache ? prefill_fa2(ctx, q, static_cast<const bf16 *>(cache), w_uk_t, w_uv, out, T, H, start, nope, rope, L, scale)
                     : prefill_fa2(ctx, q, static_cast<const float *>(cache), w_uk_t, w_uv, out, T, H, start, nope, rope, L, scale);
@@ -463,5 +463,5 @@ extern "C" const char *klc_mla_prefill_kernel(klc_ctx *ctx) {
   if (klc::use_device(ctx)) return nullptr;
   Kernel k;
   if (choose_kernel(ctx, &k)) return nullptr;
-  return k == Kernel::wgmma ? "wgmma" : k == Kernel::wgmma_ws ? "wgmma_ws" : "fa2";
+  return k == Kernel::wgmma ? "wgmma" : k == Kernel::wgmma_pipe ? "wgmma_pipe" : k == Kernel::wgmma_ws ? "wgmma_ws" : "fa2";
 }

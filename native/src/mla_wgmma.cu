@@ -63,7 +63,11 @@ __device__ __forceinline__ void fence_async_smem() { asm volatile("fence.proxy.a
 
 __device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void wg_wait_all() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+// Waits until at most N committed wgmma groups are pending (groups complete in order).
+template <int N>
+__device__ __forceinline__ void wg_wait() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
 // Pins registers at this point of the instruction stream: after a wait, later reads of them cannot
 // move before it; before a wgmma.fence, earlier writes cannot sink past it.
 template <int N>
@@ -167,21 +171,31 @@ __device__ __forceinline__ void load_q(const klc::MlaBlock &a, const Cta &t, int
   }
 }
 
-// Key tile j and its values into `stage`, by `n` threads, this one being `i`. Keys past the block
-// are zero-filled (cp.async reads `bytes` and fills the rest with zeros), so masked probabilities
-// (exact zeros) never meet stale values.
-__device__ __forceinline__ void load_tile(const klc::MlaBlock &a, const Cta &t, int j, int stage, int i, int n) {
-  const unsigned kd = t.sk + stage * STAGE_BYTES, vd = kd + K_BYTES;
+// Key tile j into `stage`, by `n` threads, this one being `i`. Keys past the block are zero-filled
+// (cp.async reads `bytes` and fills the rest with zeros), so masked probabilities (exact zeros) never
+// meet stale values.
+__device__ __forceinline__ void load_keys(const klc::MlaBlock &a, const Cta &t, int j, int stage, int i, int n) {
+  const unsigned kd = t.sk + stage * STAGE_BYTES;
   for (int e = i; e < BN * (QK / 8); e += n) {
     const int r = e / (QK / 8), ch = e % (QK / 8), key = j * BN + r;
     const bool ok = key < a.nk;
     cp16(kd + (ch >> 3) * PANEL_K + swz(r, ch & 7), t.kg + (size_t)(ok ? key : 0) * QK + ch * 8, ok ? 16 : 0);
   }
+}
+
+// The values of key tile j (transposed) into `stage`, zero-filled past the block as the keys are.
+__device__ __forceinline__ void load_values(const klc::MlaBlock &a, const Cta &t, int j, int stage, int i, int n) {
+  const unsigned vd = t.sk + stage * STAGE_BYTES + K_BYTES;
   for (int e = i; e < DV * (BN / 8); e += n) {
     const int d = e / (BN / 8), ch = e % (BN / 8), key = j * BN + ch * 8;
     const int bytes = max(0, min(16, (a.nk - key) * 2));
     cp16(vd + (ch >> 3) * PANEL_V + swz(d, ch & 7), t.vg + (size_t)d * a.ldv + (bytes ? key : 0), bytes);
   }
+}
+
+__device__ __forceinline__ void load_tile(const klc::MlaBlock &a, const Cta &t, int j, int stage, int i, int n) {
+  load_keys(a, t, j, stage, i, n);
+  load_values(a, t, j, stage, i, n);
 }
 
 // The running softmax of one thread's two rows (row0 and row0 + 8) over the keys seen so far.
@@ -213,12 +227,10 @@ __device__ __forceinline__ void start_rows(const klc::MlaBlock &a, const Cta &t,
   }
 }
 
-// Key tile j (its stage at kb, vb) for warpgroup wg's 64 rows. `during` runs while the tensor
-// cores compute the scores. Returns once the stage's last read has completed.
-template <typename During>
-__device__ __forceinline__ void attend_tile(const klc::MlaBlock &a, const Cta &t, int wg, int j, unsigned kb, unsigned vb, Rows &st,
-                                            During during) {
-  float s[64];
+// Issues S = Q K_jᵀ (m64n128, K = 192, both operands from shared memory) for warpgroup wg's 64
+// rows into s, zeroed first; the caller commits and waits. Registers the caller changed since its
+// last wgmma must be pinned (hold) before this call: the fence here orders them before the MMAs.
+__device__ __forceinline__ void issue_scores(const Cta &t, int wg, unsigned kb, float (&s)[64]) {
 #pragma unroll
   for (int i = 0; i < 64; ++i) s[i] = 0.f;
   hold(s);
@@ -226,11 +238,13 @@ __device__ __forceinline__ void attend_tile(const klc::MlaBlock &a, const Cta &t
 #pragma unroll
   for (int ks = 0; ks < QK / 16; ++ks)
     wgmma_ss(s, desc(t.sq + (ks >> 2) * PANEL_Q + wg * 64 * 128 + (ks & 3) * 32), desc(kb + (ks >> 2) * PANEL_K + (ks & 3) * 32));
-  wg_commit();
-  during();
-  wg_wait_all();
-  hold(s);
+}
 
+// Tile j's scores s become probabilities p (the A fragments of P V) against the running max, which
+// moves; the running sum follows. alpha is the factor the unnormalised output must be scaled by
+// before this tile's P V is added: left to the caller, whose previous P V may still be in flight.
+__device__ __forceinline__ void softmax_tile(const klc::MlaBlock &a, const Cta &t, int j, Rows &st, float (&s)[64], unsigned (&p)[BN / 16][4],
+                                             float (&alpha)[2]) {
   // Hide keys past the block or past the row's position; whole tiles below every row's
   // diagonal inside the block skip the test.
   const bool full = (j + 1) * BN <= a.nk && a.k0 + (j + 1) * BN - 1 <= a.start + t.q0;
@@ -253,37 +267,65 @@ __device__ __forceinline__ void attend_tile(const klc::MlaBlock &a, const Cta &t
     mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
     // A row that has seen no key yet keeps everything at zero.
     base[i] = mx[i] == -INFINITY ? 0.f : mx[i];
-    const float alpha = exp2f(st.m[i] - base[i]);
+    alpha[i] = exp2f(st.m[i] - base[i]);
     st.m[i] = mx[i];
-    st.l[i] *= alpha;
-#pragma unroll
-    for (int n = 0; n < DV / 8; ++n) {
-      st.o[4 * n + 2 * i] *= alpha;
-      st.o[4 * n + 2 * i + 1] *= alpha;
-    }
+    st.l[i] *= alpha[i];
   }
 #pragma unroll
   for (int i = 0; i < 64; ++i) {
     s[i] = exp2f(s[i] - base[(i >> 1) & 1]);
     st.l[(i >> 1) & 1] += s[i];
   }
-
   // Columns 16kk .. 16kk + 15 of P are accumulator chunks 2kk and 2kk + 1: the A fragment of k-step kk.
-  unsigned p[BN / 16][4];
 #pragma unroll
   for (int kk = 0; kk < BN / 16; ++kk) {
     p[kk][0] = pack_bf16(s[8 * kk + 0], s[8 * kk + 1]);
     p[kk][1] = pack_bf16(s[8 * kk + 2], s[8 * kk + 3]);
     p[kk][2] = pack_bf16(s[8 * kk + 4], s[8 * kk + 5]);
     p[kk][3] = pack_bf16(s[8 * kk + 6], s[8 * kk + 7]);
-    hold(p[kk]);
   }
-  hold(st.o);
-  wg_fence();
+}
+
+__device__ __forceinline__ void rescale(Rows &st, const float (&alpha)[2]) {
+#pragma unroll
+  for (int n = 0; n < DV / 8; ++n) {
+    st.o[4 * n] *= alpha[0];
+    st.o[4 * n + 1] *= alpha[0];
+    st.o[4 * n + 2] *= alpha[1];
+    st.o[4 * n + 3] *= alpha[1];
+  }
+}
+
+// Issues O += P V (P from registers as the A operand: the accumulator's layout is the A fragment's,
+// so no shuffles; V from shared memory); the caller fences before, commits and waits after, and
+// leaves p and the output untouched until then.
+__device__ __forceinline__ void issue_values(Rows &st, const unsigned (&p)[BN / 16][4], unsigned vb) {
 #pragma unroll
   for (int kk = 0; kk < BN / 16; ++kk) wgmma_rs(st.o, p[kk], desc(vb + (kk >> 2) * PANEL_V + (kk & 3) * 32));
+}
+
+// Key tile j (its stage at kb, vb) for warpgroup wg's 64 rows, one product after the other.
+// `during` runs while the tensor cores compute the scores. Returns once the stage's last read has completed.
+template <typename During>
+__device__ __forceinline__ void attend_tile(const klc::MlaBlock &a, const Cta &t, int wg, int j, unsigned kb, unsigned vb, Rows &st,
+                                            During during) {
+  float s[64];
+  issue_scores(t, wg, kb, s);
   wg_commit();
-  wg_wait_all();
+  during();
+  wg_wait<0>();
+  hold(s);
+  unsigned p[BN / 16][4];
+  float alpha[2];
+  softmax_tile(a, t, j, st, s, p, alpha);
+  rescale(st, alpha);
+#pragma unroll
+  for (int kk = 0; kk < BN / 16; ++kk) hold(p[kk]);
+  hold(st.o);
+  wg_fence();
+  issue_values(st, p, vb);
+  wg_commit();
+  wg_wait<0>();
   hold(st.o);
 }
 
@@ -338,6 +380,82 @@ __global__ void __launch_bounds__(THREADS, 1) mla_wgmma_kernel(const klc::MlaBlo
     });
   }
   cp_wait_all();
+  finish_rows(a, t, st);
+}
+
+// The same CTA with each warpgroup's softmax overlapped with its own tensor-core work, as
+// FlashAttention-3's intra-warpgroup pipelining does: tile j's scores are issued, then the previous
+// tile's P V, and tile j's softmax runs while P V computes; the output is rescaled once P V has
+// landed. Keys and values move through their stages a tile apart: at the top of iteration j
+// (one barrier) every thread is past the scores of tile j - 1 and the P V of tile j - 2, so the
+// keys of tile j + 1 and the values of tile j are copied there, a whole iteration ahead of use.
+__global__ void __launch_bounds__(THREADS, 1) mla_wgmma_pipe_kernel(const klc::MlaBlock a) {
+  extern __shared__ unsigned char smem_raw[];
+  const Cta t = locate(a, smem_raw);
+  const int tid = threadIdx.x, wg = tid >> 7;
+  const auto keys = [&](int j) { return t.sk + (j & 1) * STAGE_BYTES; };
+  load_q(a, t, 0, BM, tid, THREADS);
+  Rows st;
+  start_rows(a, t, wg, st);
+  if (t.tiles > 0) load_keys(a, t, 0, 0, tid, THREADS);
+  cp_commit();
+  // Tile j's keys (and the previous tile's values) have landed for every thread; the stages the
+  // next copies overwrite are free.
+  const auto next_tile = [&](int j) {
+    cp_wait_all();
+    fence_async_smem();
+    __syncthreads();
+    if (j + 1 < t.tiles) load_keys(a, t, j + 1, (j + 1) & 1, tid, THREADS);
+    if (j < t.tiles) load_values(a, t, j, j & 1, tid, THREADS);
+    cp_commit();
+  };
+  float s[64], alpha[2];
+  unsigned p[BN / 16][4];
+  if (t.tiles > 0) {
+    next_tile(0);
+    issue_scores(t, wg, keys(0), s);
+    wg_commit();
+    wg_wait<0>();
+    hold(s);
+    softmax_tile(a, t, 0, st, s, p, alpha);
+    rescale(st, alpha);
+  }
+  // The loop body has no branch around a wgmma: ptxas serializes them when one path defines an
+  // accumulator another path hands to the tensor cores.
+  for (int j = 1; j < t.tiles; ++j) {
+    next_tile(j);
+    hold(st.o);
+#pragma unroll
+    for (int kk = 0; kk < BN / 16; ++kk) hold(p[kk]);
+    issue_scores(t, wg, keys(j), s);
+    wg_commit();
+    issue_values(st, p, keys(j - 1) + K_BYTES);
+    wg_commit();
+    wg_wait<1>();  // the scores; P V of tile j - 1 still runs
+    hold(s);
+    unsigned next[BN / 16][4];
+    softmax_tile(a, t, j, st, s, next, alpha);
+    wg_wait<0>();
+    hold(st.o);
+#pragma unroll
+    for (int kk = 0; kk < BN / 16; ++kk) hold(p[kk]);
+    rescale(st, alpha);
+#pragma unroll
+    for (int kk = 0; kk < BN / 16; ++kk)
+#pragma unroll
+      for (int r = 0; r < 4; ++r) p[kk][r] = next[kk][r];
+  }
+  if (t.tiles > 0) {
+    next_tile(t.tiles);
+    hold(st.o);
+#pragma unroll
+    for (int kk = 0; kk < BN / 16; ++kk) hold(p[kk]);
+    wg_fence();
+    issue_values(st, p, keys(t.tiles - 1) + K_BYTES);
+    wg_commit();
+    wg_wait<0>();
+    hold(st.o);
+  }
   finish_rows(a, t, st);
 }
 
@@ -435,19 +553,16 @@ bool mla_wgmma_ready(klc_ctx *ctx) {
   return ok;
 }
 
-int mla_wgmma_block(klc_ctx *ctx, const MlaBlock &b, bool warp_specialized) {
-  const void *kernel = warp_specialized ? (const void *)mla_wgmma_ws_kernel : (const void *)mla_wgmma_kernel;
-  const int threads = warp_specialized ? WS_THREADS : THREADS;
-  const int smem = SMEM + (warp_specialized ? 32 : 0);  // + the four mbarriers after the stages
+int mla_wgmma_block(klc_ctx *ctx, const MlaBlock &b, MlaHopper form) {
+  const bool ws = form == MlaHopper::warp_specialized;
+  const auto kernel = ws ? mla_wgmma_ws_kernel : form == MlaHopper::pipelined ? mla_wgmma_pipe_kernel : mla_wgmma_kernel;
+  const int smem = SMEM + (ws ? 32 : 0);  // + the four mbarriers after the stages
   const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   if (e != cudaSuccess) return fail_cuda(e, "configuring the Hopper MLA prefill kernel");
   const int qtiles = (b.T + BM - 1) / BM;
   // Query tokens t with start + t >= k0 see this block.
   const int first_tile = (b.k0 > b.start ? b.k0 - b.start : 0) / BM;
-  if (warp_specialized)
-    mla_wgmma_ws_kernel<<<dim3(qtiles - first_tile, b.H), threads, smem, ctx->stream>>>(b);
-  else
-    mla_wgmma_kernel<<<dim3(qtiles - first_tile, b.H), threads, smem, ctx->stream>>>(b);
+  kernel<<<dim3(qtiles - first_tile, b.H), ws ? WS_THREADS : THREADS, smem, ctx->stream>>>(b);
   const cudaError_t l = cudaGetLastError();
   return l == cudaSuccess ? KLC_OK : fail_cuda(l, "the Hopper MLA prefill kernel");
 }
@@ -460,7 +575,7 @@ namespace klc {
 
 bool mla_wgmma_ready(klc_ctx *) { return false; }
 
-int mla_wgmma_block(klc_ctx *, const MlaBlock &, bool) {
+int mla_wgmma_block(klc_ctx *, const MlaBlock &, MlaHopper) {
   return fail(KLC_E_ARG, "the Hopper MLA prefill kernel is not in this build (built without sm_90 in --archs)");
 }
 

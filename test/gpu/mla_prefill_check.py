@@ -1,6 +1,6 @@
 """Device check and timing of MLA prefill attention (klc_mla_prefill_heads) for every kernel variant
-this GPU runs (KLC_MLA_KERNEL=fa2 everywhere; wgmma and its warp-specialized form wgmma_ws on compute
-capability 9.0):
+this GPU runs (KLC_MLA_KERNEL=fa2 everywhere; wgmma, its pipelined form wgmma_pipe and its
+warp-specialized form wgmma_ws on compute capability 9.0):
 
 1. correctness: each variant against float64 attention with keys (W_UK[h] c_j, pe_j) and values
    W_UV[h] c_j on sampled rows, at shapes with ragged lengths (not multiples of 64 or 128), cached
@@ -56,7 +56,7 @@ def variants(klc):
     klc.lib.klc_mla_prefill_kernel.restype = ctypes.c_char_p
     available = ["fa2"]
     if torch.cuda.get_device_capability() == (9, 0):
-        available += ["wgmma", "wgmma_ws"]
+        available += ["wgmma", "wgmma_pipe", "wgmma_ws"]
     else:
         print(f"compute capability {torch.cuda.get_device_capability()}: the wgmma kernel is Hopper-only, checking fa2", flush=True)
     names = ["fa2"] + [v for v in arg("--variants", available) if v != "fa2"]
@@ -233,7 +233,7 @@ def speed(klc, names, timed_names):
         print(f"time {label} (T={T} H={H} start={start}):", flush=True)
         for v in timed_names:
             r = row[v]
-            print(f"  {v:6s} {r['ms']:9.2f} ms  {r['tflops']:6.0f} TFLOP/s  {100 * r['of_datasheet']:5.1f}% of peak "
+            print(f"  {v:10s} {r['ms']:9.2f} ms  {r['tflops']:6.0f} TFLOP/s  {100 * r['of_datasheet']:5.1f}% of peak "
                   f"({100 * r['of_matmul']:.0f}% of the measured matmul)", flush=True)
         if ms is None:
             print(f"  sdpa   {sd}", flush=True)
