@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # One device call for the checks of several issues, under one deadline (a call may run 600 s):
-# the MLA prefill kernels (run-mla.sh: fa2 and wgmma against float64, timed beside cuDNN), the
+# the MLA prefill kernels (run-mla.sh: fa2 and wgmma, or $MLA_VARIANTS, against float64, timed beside cuDNN), the
 # quantized paths (run-quant.sh: the klc_wq kernels alone, then INT4/INT8 models against the reference), the model tests (run-scale.sh with CONTEXTS=none), the default mode
 # against transformers' bf16 (run-hf-bf16.sh), the batched decode kernels against float64 and their timing
 # (batch_check.py: step batch), every op against float64 (ops_check.py: step ops), expert
-# offload (run-offload.sh: step offload, OFFLOAD_SPEED=0 skips its 48B timing), the quantized tiny models alone
+# offload (run-offload.sh: step offload, OFFLOAD_SPEED=0 skips its 48B timing), the MoE kernels on quantized experts
+# against float64 and their timing (quant_check.py: step quantcheck, QUANT_CASES picks), one decode step kernel by
+# kernel (run-decode-profile.sh: step profile), the quantized tiny models alone
 # against the reference (step quantmodel: quant-model.test.ts without quant_check.py), `klc accuracy` on the 48B
 # model with dummy weights (step accuracy: int8, int4, fp8 against bf16, which needs an H200), the 48B model under
 # --gpu-memory caps (run-caps.sh: step caps, CAPS_CONTEXTS picks the contexts), `klc bench` at $CONTEXTS with decode steps
@@ -28,7 +30,7 @@ for step in ${STEPS:-mla bench model hf quant}; do
   mkdir -p "$OUT/$step"
   echo "== $step ($t s left)"
   case $step in
-    mla) OUT=$OUT/mla KLC_MLA_VARIANTS="fa2 wgmma" KLC_MLA_TIMEOUT=$(( t / 2 < 110 ? t / 2 : 110 )) timeout "$t" bash test/gpu/run-mla.sh > "$OUT/mla/run.log" 2>&1
+    mla) OUT=$OUT/mla KLC_MLA_VARIANTS=${MLA_VARIANTS:-fa2 wgmma} KLC_MLA_TIMEOUT=$(( t / 2 < 110 ? t / 2 : 110 )) timeout "$t" bash test/gpu/run-mla.sh > "$OUT/mla/run.log" 2>&1
          r=$?; grep -E "FAIL|fail|wrong|TFLOP|cuDNN" "$OUT/mla/run.log" | tail -30
          [ $r = 0 ] && mla_kernel=auto || rc=1 ;;
     # A failed check of the quantized kernels leaves the later steps on the dequantizing MoE path.
@@ -40,6 +42,11 @@ for step in ${STEPS:-mla bench model hf quant}; do
     ops) ( cd test/gpu && timeout "$(( t < 200 ? t : 200 ))" python3 ops_check.py "$OUT/ops/ops.json" ) > "$OUT/ops/run.log" 2>&1 || rc=1
          grep -E "FAIL|fail|bf16|append" "$OUT/ops/run.log" | tail -30 ;;
     offload) OUT=$OUT/offload SPEED=${OFFLOAD_SPEED:-1} timeout "$(( t < 420 ? t : 420 ))" bash test/gpu/run-offload.sh || rc=1 ;;
+    quantcheck) ( source test/gpu/device-env.sh; cd test/gpu && PYTHONUNBUFFERED=1 KLC_CUDA_EXACT=1 QUANT_CASES=${QUANT_CASES:-moe,moespeed} \
+           timeout "$(( t < 200 ? t : 200 ))" python3 quant_check.py ) > "$OUT/quantcheck/run.log" 2>&1 || rc=1
+         tail -40 "$OUT/quantcheck/run.log" | cut -c1-200 ;;
+    profile) OUT=$OUT/profile timeout "$(( t < 240 ? t : 240 ))" bash test/gpu/run-decode-profile.sh > "$OUT/profile/run.log" 2>&1 || rc=1
+         rm -f "$OUT"/profile/*.sqlite; tail -50 "$OUT/profile/run.log" | cut -c1-200 ;;
     quantmodel) OUT=$OUT/quantmodel QUANT_KERNELS=0 timeout "$(( t < 180 ? t : 180 ))" bash test/gpu/run-quant.sh || rc=1 ;;
     accuracy) ( source test/gpu/device-env.sh; timeout "$(( t < 300 ? t : 300 ))" node .device/klc.cjs accuracy --backend cuda --load-format dummy \
            --model-config assets/configs/kimi-linear-48b-a3b-instruct.json --json "$OUT/accuracy/accuracy.json" ) > "$OUT/accuracy/accuracy.log" 2>&1 || rc=1
