@@ -62,12 +62,13 @@ const nodeInclude = findNodeInclude();
 const gencode = archs.flatMap((a) => ['-gencode', `arch=compute_${a},code=sm_${a}`]);
 const newest = archs[archs.length - 1];
 gencode.push('-gencode', `arch=compute_${newest},code=compute_${newest}`);
-// The Hopper MLA kernel (mla_wgmma.cu) uses wgmma, which exists only in the arch-specific sm_90a
-// target: with 90 in the list that unit is built for sm_90a alone (no PTX, so no other GPU loads it
-// and klc_mla_prefill_heads keeps the portable kernel there); without 90 it builds its fallback.
+// The Hopper kernels (mla_wgmma.cu, moe_wgmma.cu) use wgmma, which exists only in the arch-specific sm_90a
+// target: with 90 in the list those units are built for sm_90a alone (no PTX, so no other GPU loads them
+// and the portable kernels serve there); without 90 they build their fallbacks.
 const hopper = archs.includes('90');
-const archList = [...archs.map((a) => `sm_${a}`), `compute_${newest}`, ...(hopper ? ['sm_90a (MLA prefill)'] : [])].join(' ');
-const unitArch = (u) => (u === 'mla_wgmma.cu' && hopper ? ['-gencode', 'arch=compute_90a,code=sm_90a', '-DKLC_MLA_WGMMA=1'] : gencode);
+const archList = [...archs.map((a) => `sm_${a}`), `compute_${newest}`, ...(hopper ? ['sm_90a (MLA prefill, MoE)'] : [])].join(' ');
+const hopperUnits = { 'mla_wgmma.cu': 'KLC_MLA_WGMMA', 'moe_wgmma.cu': 'KLC_MOE_WGMMA' };
+const unitArch = (u) => (hopperUnits[u] && hopper ? ['-gencode', 'arch=compute_90a,code=sm_90a', `-D${hopperUnits[u]}=1`] : gencode);
 const common = ['-O3', '-std=c++17', '-Xcompiler', '-fPIC,-fvisibility=hidden', `-I${join(root, 'native', 'include')}`,
   `-DKLC_BUILD_ARCHS="${archList}"`];
 
@@ -76,7 +77,7 @@ const tmp = join(out, `.tmp-${process.pid}`);
 mkdirSync(tmp, { recursive: true });
 const started = Date.now();
 try {
-  const units = ['context.cu', 'kda.cu', 'ops.cu', 'cublas.cu', 'tc_ops.cu', 'mla_flash.cu', 'mla_wgmma.cu', 'batch_decode.cu', 'mla_decode_bf16.cu', 'sample.cu', 'moe_small.cu', 'gemv.cu', 'dummy.cu', 'vbuf.cu', 'graph.cu', 'wq_gemv.cu', 'wq_dequant.cu', 'wq_quantize.cu', 'moe_small_wq.cu', 'moe_wq_gemm.cu', 'host_moe.cu', 'cpu_experts.cpp'];
+  const units = ['context.cu', 'kda.cu', 'ops.cu', 'cublas.cu', 'tc_ops.cu', 'mla_flash.cu', 'mla_wgmma.cu', 'batch_decode.cu', 'mla_decode_bf16.cu', 'sample.cu', 'moe_small.cu', 'gemv.cu', 'dummy.cu', 'vbuf.cu', 'graph.cu', 'wq_gemv.cu', 'wq_dequant.cu', 'wq_quantize.cu', 'moe_small_wq.cu', 'moe_wq_gemm.cu', 'moe_wgmma.cu', 'host_moe.cu', 'cpu_experts.cpp'];
   // cpu_experts.cpp is host C++ (the offloaded experts' CPU kernels), compiled by nvcc's host compiler.
   const object = (u) => join(tmp, u.replace(/\.(cu|cpp)$/, '.o'));
   const threadsPerUnit = Math.max(1, Math.floor(jobs / units.length));

@@ -16,7 +16,7 @@ import { zipEntries } from './vsix/zip-entries';
  * The GPUs the CUDA library must run on: Ampere, Ada, Hopper, and PTX for newer ones; with 90 in the
  * list, build-native.mjs also builds the wgmma MLA prefill unit for sm_90a (H100/H200).
  */
-const CUDA_ARCHS = 'sm_80 sm_86 sm_89 sm_90 compute_90 sm_90a (MLA prefill)';
+const CUDA_ARCHS = 'sm_80 sm_86 sm_89 sm_90 compute_90 sm_90a (MLA prefill, MoE)';
 
 const root = resolve(__dirname, '..');
 const argv = process.argv.slice(2);

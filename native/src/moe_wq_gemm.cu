@@ -25,17 +25,15 @@
 
 #include "internal.h"
 #include "mma_bf16.cuh"
+#include "moe_tiles.cuh"
 #include "small_vec.cuh"
 #include "wq.cuh"
 
 namespace {
 
 using namespace klc_mma;
-using namespace klc_wq_dev;
-using bf16 = __nv_bfloat16;
+using namespace klc_moe_tiles;
 
-constexpr int BM = 64;       // rows per tile: klc_moe_experts' row tiles
-constexpr int BK = 64;       // K per step: 8 chunks of 8 bf16 per shared row
 constexpr int THREADS = 256; // 8 warps: 2 along the rows, 4 along the weights
 // The weight rows of a CTA: 4 warps along them, NT n8 tiles each.
 template <int NT>
@@ -44,126 +42,35 @@ constexpr int block_n = 4 * NT * 8;
 template <int NT>
 constexpr size_t smem_bytes = 2 * (size_t)(BM + block_n<NT>) * BK * 2;
 
-struct Args {
-  const bf16 *x;      // [padded rows, K] gathered rows
-  const int *tiles;   // [E + 1] first row tile of each expert; tiles[E] tiles in all
-  klc_wq w;           // up: W13 [E * 2I, d]; down: W2 [E * d, I]
-  const bf16 *wb;     // the same as bf16 rows, for bf16 experts (RAW kernels; w unused)
-  void *out;          // up: bf16 h [padded rows, I]; down: fp32 [padded rows, d]
-  int K, E, I, d;
-};
-
-// Chunk c (16 bytes) of a 64-bf16 shared row lives at c ^ (row % 8): the 8 rows one ldmatrix reads
-// hit 8 different bank groups.
-__device__ __forceinline__ int swz(int row, int c) { return row * 8 + (c ^ (row & 7)); }
-
-// The 16-byte chunk of codes one thread dequantizes per step, with its scale and zero point.
-struct Fetched {
-  uint4 v;
-  float s;
-  int z;
-};
-
-template <Codes C>
-__device__ __forceinline__ void dequant_chunk(const Fetched &f, uint4 *dst_row, int row, int first) {
-  constexpr int BITS = bits_of<C>;
-  constexpr int CODES = 128 / BITS;
-  const uint32_t words[4] = {f.v.x, f.v.y, f.v.z, f.v.w};
-  float v[CODES];
-  if constexpr (C == Codes::E4M3) {
-#pragma unroll
-    for (int i = 0; i < 4; ++i) e4m3x4_over_256(words[i], v + 4 * i);
-#pragma unroll
-    for (int i = 0; i < CODES; ++i) v[i] = v[i] * 256.f * f.s;
-  } else {
-    // A code as the low byte of 2^23's bit pattern is the float 2^23 + code, exactly: one byte permute and
-    // one subtraction give (q − z) without an integer-to-float conversion, which runs at a fraction of the
-    // FP32 rate: 32 per thread and step are a cost of the order of the step's MMAs.
-    const float bias = 8388608.0f + static_cast<float>(f.z);
-#pragma unroll
-    for (int w = 0; w < 4; ++w) {
-      if constexpr (BITS == 8) {
-#pragma unroll
-        for (int i = 0; i < 4; ++i) v[4 * w + i] = (__uint_as_float(__byte_perm(words[w], 0x4B000000u, 0x7440u + i)) - bias) * f.s;
-      } else {
-        const uint32_t even = words[w] & 0x0F0F0F0Fu, odd = (words[w] >> 4) & 0x0F0F0F0Fu;
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          v[8 * w + 2 * i] = (__uint_as_float(__byte_perm(even, 0x4B000000u, 0x7440u + i)) - bias) * f.s;
-          v[8 * w + 2 * i + 1] = (__uint_as_float(__byte_perm(odd, 0x4B000000u, 0x7440u + i)) - bias) * f.s;
-        }
-      }
-    }
-  }
-#pragma unroll
-  for (int q = 0; q < CODES / 8; ++q) {
-    const uint4 packed{pack_bf16(v[8 * q], v[8 * q + 1]), pack_bf16(v[8 * q + 2], v[8 * q + 3]), pack_bf16(v[8 * q + 4], v[8 * q + 5]),
-                       pack_bf16(v[8 * q + 6], v[8 * q + 7])};
-    dst_row[swz(row, first + q)] = packed;
-  }
-}
-
 // NT n8 tiles of weight rows per warp: 4 (128 rows a CTA, 48 KiB, 2 CTAs an SM) or 8 (256 rows, 80 KiB: each
 // X fragment and X tile serves twice the weights, one CTA an SM).
 // RAW: bf16 experts (a.wb), copied to shared memory by cp.async beside X; C is then not used.
 template <Codes C, bool UP, int NT, bool RAW = false>
 __global__ void __launch_bounds__(THREADS, NT == 4 ? 2 : 1) moe_wq_gemm_kernel(const Args a) {
   constexpr int BN = block_n<NT>;
-  constexpr int BITS = bits_of<C>;
-  constexpr int CODES = 128 / BITS;          // codes per 16-byte chunk
-  constexpr int CPR = BK / CODES;            // chunks of a weight row per step: 4 (8-bit) or 2 (4-bit)
-  constexpr int WCH = BN * CPR / THREADS;    // chunks per thread per step
-  constexpr int PER_WORD = 32 / BITS;
   extern __shared__ __align__(128) uint4 smem[];
   auto xs = [&](int buf) { return smem + buf * (BM * 8); };
   auto ws = [&](int buf) { return smem + 2 * BM * 8 + buf * (BN * 8); };
 
   const int t = blockIdx.y;
   if (t >= __ldg(a.tiles + a.E)) return;
-  int lo = 0, hi = a.E - 1;  // the last expert whose tiles start at or before t: the one that has t
-  while (lo < hi) {
-    const int mid = (lo + hi + 1) >> 1;
-    if (__ldg(a.tiles + mid) <= t) lo = mid; else hi = mid - 1;
-  }
-  const int e = lo;
+  const int e = expert_of_tile(a.tiles, a.E, t);
   const size_t r0 = (size_t)t * BM;
   const int n0 = blockIdx.x * (UP ? BN / 2 : BN);
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, wm = warp & 1, wn = warp >> 1;
-  const klc_wq &w = a.w;
-  const int K = a.K, groups = RAW ? 1 : K / w.group, words = K / PER_WORD;
+  const int K = a.K;
   // Weight row lr of the CTA's tile in the stacked matrix.
   auto global_row = [&](int lr) -> size_t {
     return UP ? (size_t)e * 2 * a.I + (lr < BN / 2 ? n0 + lr : a.I + n0 + lr - BN / 2) : (size_t)e * a.d + n0 + lr;
   };
-
-  int lrow[WCH], part[WCH];
-  size_t grow[WCH];
-#pragma unroll
-  for (int j = 0; j < WCH; ++j) {
-    const int c = tid + j * THREADS;
-    lrow[j] = c / CPR;
-    part[j] = c % CPR;
-    grow[j] = global_row(lrow[j]);
-  }
-  Fetched f[WCH];
   // Quantized weights: a step's codes are loaded a step ahead into registers and dequantized into shared
   // memory after the step before is multiplied (bf16 weights come with X instead).
+  WeightChunks<C, BN, THREADS> chunks(tid, global_row);
   auto fetch = [&](int kt) {
-    if constexpr (!RAW) {
-#pragma unroll
-      for (int j = 0; j < WCH; ++j) {
-        const int k = kt * BK + part[j] * CODES, g = k / w.group;
-        f[j].v = __ldg(reinterpret_cast<const uint4 *>(w.w_packed + grow[j] * words + k / PER_WORD));
-        f[j].s = scale_at(w, grow[j] * groups + g);
-        f[j].z = C == Codes::E4M3 ? 0 : stored_zero<BITS>(w, static_cast<int>(grow[j]), g, groups);
-      }
-    }
+    if constexpr (!RAW) chunks.fetch(a.w, K, kt);
   };
   auto put = [&](int buf) {
-    if constexpr (!RAW) {
-#pragma unroll
-      for (int j = 0; j < WCH; ++j) dequant_chunk<C>(f[j], ws(buf), lrow[j], part[j] * (CODES / 8));
-    }
+    if constexpr (!RAW) chunks.put(ws(buf));
   };
   auto copy_x = [&](int kt, int buf) {
 #pragma unroll
@@ -319,6 +226,7 @@ int moe_wq_gemm(klc_ctx *ctx, const MoeTc &m) {
                 m.E, m.I, m.d};
   const Args down{static_cast<const bf16 *>(m.hs), m.tiles, codes ? *m.groups.w2 : none, codes ? nullptr : static_cast<const bf16 *>(m.w2), m.ys, m.I,
                   m.E, m.I, m.d};
+  if (moe_wgmma_ready(ctx, m.d, m.I)) return moe_wgmma(ctx, up, down, max_tiles);
   const bool wide = weight_tile() == 256;
   int rc = wide && m.I % (block_n<8> / 2) == 0 ? launch<true, 8>(ctx, up, max_tiles) : launch<true, 4>(ctx, up, max_tiles);
   if (rc) return rc;

@@ -1,5 +1,5 @@
 """Device check of the weight-only quantized kernels (native/src/wq_gemv.cu, wq_dequant.cu,
-moe_small_wq.cu, moe_wq_gemm.cu, wq_quantize.cu) against float64 torch. Weights are packed here with torch in
+moe_small_wq.cu, moe_wq_gemm.cu, moe_wgmma.cu, wq_quantize.cu) against float64 torch. Weights are packed here with torch in
 compressed-tensors' pack-quantized layout (independently of the engine's packer): 4-bit (group
 32/128) and 8-bit (per channel, group 128), symmetric and with zero points, bf16 and fp32 scales;
 and FP8 E4M3 bytes as a float-quantized checkpoint stores them (every finite byte, per channel and
@@ -9,8 +9,9 @@ group 128, decoded here by torch's float8_e4m3fn), at Kimi-Linear-48B-A3B's proj
   klc_wq_dequant into fp32 (exact: equal to fp32((q - z) * s)) and bf16 (round to nearest even);
   klc_moe_experts_wq, few pairs (codes read by the small-batch kernels, 2e-5) and many (exact mode:
   experts dequantized to fp32, then klc_moe_experts, 2e-5; tensor-core mode: the grouped kernels reading
-  the codes, up to 1,024 tokens with several row tiles per expert, and once the dequantizing path they
-  replace, KLC_MOE_WQ_GEMM=0; 2e-2 for bf16 activations);
+  the codes, up to 1,024 tokens with several row tiles per expert, on H100/H200 also their wgmma form
+  (moe_wgmma.cu, KLC_MOE_WGMMA=1), and once the dequantizing path they replace, KLC_MOE_WQ_GEMM=0; 2e-2
+  for bf16 activations);
   klc_wq_quantize_bf16 to E4M3 (per row, bf16 and fp32 scales) bit for bit against a torch
   reimplementation of the host quantizer (src/engine/model/quant/matrix.ts: scale = max|x| / 448,
   the nearest of the 127 finite magnitudes, ties to the even code), with a row of exact ties.
@@ -21,7 +22,8 @@ process, each call reading from HBM (the calls cycle through copies larger than 
 result checked against float64; one prefill GEMM (4096 rows) on dequantized INT4 weights
 against the bf16 GEMM (klc_linear, tensor cores); and a 4,096-token slice's routed experts at the 48B widths
 (64 experts, ~128 rows each) on INT8 and INT4 codes, grouped and dequantized, against the bf16 experts
-(cuBLAS, and the grouped kernels without dequantization, KLC_MOE_BF16_GEMM=1, also checked against float64).
+(cuBLAS, and the grouped kernels without dequantization, KLC_MOE_BF16_GEMM=1, also checked against float64),
+the wgmma forms beside them on H100/H200.
 Prints one line per case; exits non-zero when a case fails.
 
   node tools/build-native.mjs --archs 90 && (cd test/gpu && python3 quant_check.py)
@@ -208,6 +210,11 @@ def dequant_cases(klc, gen):
 
 
 @contextlib.contextmanager
+def hopper():
+    """Whether this GPU runs the wgmma kernels (compute capability 9.0)."""
+    return torch.cuda.get_device_capability() == (9, 0)
+
+
 def env(name, value):
     """The native library reads its KLC_MOE_* switches at each call: `name` is `value` inside the block only."""
     os.environ[name] = value
@@ -268,7 +275,8 @@ def moe_case(klc, gen, T, bits, group, symmetric, tensor_cores, d=2304, I=1024, 
     rows = checked_rows(T)
     want = moe_reference(x, idx, wt, m13.w.reshape(E, 2 * I, d), m2.w.reshape(E, d, I), rows, 0.25)
     fused = os.environ.get("KLC_MOE_WQ_GEMM", "1") != "0"
-    grouped = f"grouped from codes, {os.environ.get('KLC_MOE_WQ_TILE', '128')}-row weight tiles"
+    grouped = ("grouped from codes, wgmma" if os.environ.get("KLC_MOE_WGMMA") == "1" and hopper()
+               else f"grouped from codes, {os.environ.get('KLC_MOE_WQ_TILE', '128')}-row weight tiles")
     path = "small batch" if T * k <= 128 else ((grouped if fused else "dequantized, tensor cores") if tensor_cores else "dense, exact")
     kind = "FP8" if fp8 else f"INT{bits} {'sym' if symmetric else 'asym'}"
     check(f"MoE {kind} group={group or 'channel'} T={T} ({path})", rel(out[rows], want),
@@ -429,7 +437,8 @@ def moe_bf16_case(klc, gen, T, E, d=2304, I=1024, k=8):
         klc.sync()
     rows = checked_rows(T)
     want = moe_reference(x, idx, wt, w13.double().reshape(E, 2 * I, d), w2.double().reshape(E, d, I), rows, 0.25)
-    check(f"MoE bf16 experts T={T} E={E} (grouped, KLC_MOE_BF16_GEMM=1)", rel(out[rows], want), 2e-2)
+    kernels = "wgmma" if os.environ.get("KLC_MOE_WGMMA") == "1" and hopper() else "mma.sync"
+    check(f"MoE bf16 experts T={T} E={E} (grouped, KLC_MOE_BF16_GEMM=1, {kernels})", rel(out[rows], want), 2e-2)
 
 
 def moe_speed(klc, gen):
@@ -470,6 +479,9 @@ def moe_speed(klc, gen):
         results[f"int{bits} grouped"] = timed(run)
         with env("KLC_MOE_WQ_TILE", "256"):
             results[f"int{bits} grouped, 256-row weight tiles"] = timed(run)
+        if hopper():
+            with env("KLC_MOE_WGMMA", "1"):
+                results[f"int{bits} grouped, wgmma (KLC_MOE_WGMMA=1)"] = timed(run)
         with env("KLC_MOE_WQ_GEMM", "0"):
             results[f"int{bits} dequantized"] = timed(run)
         if bits == 8:
@@ -484,6 +496,9 @@ def moe_speed(klc, gen):
             results["bf16"] = timed(bf16_run)
             with env("KLC_MOE_BF16_GEMM", "1"):
                 results["bf16 grouped (KLC_MOE_BF16_GEMM=1)"] = timed(bf16_run)
+                if hopper():
+                    with env("KLC_MOE_WGMMA", "1"):
+                        results["bf16 grouped, wgmma (KLC_MOE_BF16_GEMM=1 KLC_MOE_WGMMA=1)"] = timed(bf16_run)
             del w13, w2
         del m13, m2
         torch.cuda.empty_cache()
@@ -519,6 +534,16 @@ def moe_cases(klc, gen):
         moe_case(klc, gen, 1024, 4, 128, True, True, E=32)
     moe_bf16_case(klc, gen, 1024, 32)
     moe_bf16_case(klc, gen, 300, 40)
+    # The Hopper kernels (moe_wgmma.cu), every kind of code, several tiles per expert and a partial group.
+    if hopper():
+        with env("KLC_MOE_WGMMA", "1"):
+            moe_case(klc, gen, 1024, 8, None, True, True, E=32)
+            moe_case(klc, gen, 1024, 4, 32, False, True, E=32)
+            moe_case(klc, gen, 1024, 4, 128, True, True, E=32)
+            moe_case(klc, gen, 300, 8, None, True, True, E=40, fp8=True)
+            moe_case(klc, gen, 200, 8, None, False, True)
+            moe_bf16_case(klc, gen, 1024, 32)
+            moe_bf16_case(klc, gen, 300, 40)
 
 
 # QUANT_CASES (comma-separated, default all but moespeed, which speed includes) picks the parts.
