@@ -215,6 +215,7 @@ def hopper():
     return torch.cuda.get_device_capability() == (9, 0)
 
 
+@contextlib.contextmanager
 def env(name, value):
     """The native library reads its KLC_MOE_* switches at each call: `name` is `value` inside the block only."""
     os.environ[name] = value

@@ -6,7 +6,7 @@
 # (batch_check.py: step batch), every op against float64 (ops_check.py: step ops), expert
 # offload (run-offload.sh: step offload, OFFLOAD_SPEED=0 skips its 48B timing), the MoE kernels on quantized experts
 # against float64 and their timing (quant_check.py: step quantcheck, QUANT_CASES picks), one decode step kernel by
-# kernel (run-decode-profile.sh: step profile), the quantized tiny models alone
+# kernel (run-decode-profile.sh: step profile, PROFILE_STEPS decode steps), Nsight Compute on the Hopper MLA kernels (run-mla-profile.sh: step mlaprofile), the quantized tiny models alone
 # against the reference (step quantmodel: quant-model.test.ts without quant_check.py), `klc accuracy` on the 48B
 # model with dummy weights (step accuracy: int8, int4, fp8 against bf16, which needs an H200), the 48B model under
 # --gpu-memory caps (run-caps.sh: step caps, CAPS_CONTEXTS picks the contexts), `klc bench` at $CONTEXTS with decode steps
@@ -45,8 +45,10 @@ for step in ${STEPS:-mla bench model hf quant}; do
     quantcheck) ( source test/gpu/device-env.sh; cd test/gpu && PYTHONUNBUFFERED=1 KLC_CUDA_EXACT=1 QUANT_CASES=${QUANT_CASES:-moe,moespeed} \
            timeout "$(( t < 200 ? t : 200 ))" python3 quant_check.py ) > "$OUT/quantcheck/run.log" 2>&1 || rc=1
          tail -40 "$OUT/quantcheck/run.log" | cut -c1-200 ;;
-    profile) OUT=$OUT/profile timeout "$(( t < 240 ? t : 240 ))" bash test/gpu/run-decode-profile.sh > "$OUT/profile/run.log" 2>&1 || rc=1
+    profile) OUT=$OUT/profile STEPS=${PROFILE_STEPS:-200} timeout "$(( t < 240 ? t : 240 ))" bash test/gpu/run-decode-profile.sh > "$OUT/profile/run.log" 2>&1 || rc=1
          rm -f "$OUT"/profile/*.sqlite; tail -50 "$OUT/profile/run.log" | cut -c1-200 ;;
+    mlaprofile) OUT=$OUT/mlaprofile MLA_VARIANTS=${MLA_VARIANTS:-wgmma wgmma_pipe wgmma_ws} timeout "$t" bash test/gpu/run-mla-profile.sh > "$OUT/mlaprofile/run.log" 2>&1 || rc=1
+         cat "$OUT/mlaprofile/run.log" ;;
     quantmodel) OUT=$OUT/quantmodel QUANT_KERNELS=0 timeout "$(( t < 180 ? t : 180 ))" bash test/gpu/run-quant.sh || rc=1 ;;
     accuracy) ( source test/gpu/device-env.sh; timeout "$(( t < 300 ? t : 300 ))" node .device/klc.cjs accuracy --backend cuda --load-format dummy \
            --model-config assets/configs/kimi-linear-48b-a3b-instruct.json --json "$OUT/accuracy/accuracy.json" ) > "$OUT/accuracy/accuracy.log" 2>&1 || rc=1

@@ -21,21 +21,22 @@ test('--json prints the plan for the published config on an 80 GB card at 128k t
   assert.equal(r.status, 0, r.stderr);
   const plan = JSON.parse(r.stdout);
   // fp8 weights 50,017,362,304 (memory-plan.test.ts); bf16 MLA cache at 131,072 tokens 1,996,488,704; KDA state 44,892,160;
-  // 8 forks × 103,612,416 = 828,899,328; workspace of a 4096 slice 5,779,857,696 + the dequantization buffer 452,984,832 → 59,120,485,024.
+  // 8 forks × 103,612,416 = 828,899,328; workspace of an 8192 slice 9,706,791,200 + the dequantization buffer 452,984,832
+  // = 10,159,776,032 → 63,047,418,528.
   assert.deepEqual(plan, {
     fits: true,
     quantization: 'fp8',
     contextTokens: 131_072,
     forks: 8,
-    sliceTokens: 4096,
+    sliceTokens: 8192,
     gpuMemory: 80e9,
     usable: 76e9,
-    gpu: { weights: 50_017_362_304, mlaCache: 1_996_488_704, kdaState: 44_892_160, forks: 828_899_328, workspace: 6_232_842_528, total: 59_120_485_024 },
+    gpu: { weights: 50_017_362_304, mlaCache: 1_996_488_704, kdaState: 44_892_160, forks: 828_899_328, workspace: 10_159_776_032, total: 63_047_418_528 },
     host: { experts: 0 },
     offloadedLayers: [],
     advice: plan.advice,
   });
-  assert.match(plan.advice, /^fits at fp8: 59\.12 GB of 76\.00 GB usable \(16\.88 GB spare\)/);
+  assert.match(plan.advice, /^fits at fp8: 63\.05 GB of 76\.00 GB usable \(12\.95 GB spare\)/);
 });
 
 test('the table names the scheme, every component and the verdict', () => {

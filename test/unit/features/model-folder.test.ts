@@ -115,7 +115,7 @@ test('the memory plan is the one the CUDA backend loads with: the 48B model\'s b
   assert.equal(bf16.fits, false);
   assert.equal(bf16.lines[0], 'NVIDIA H100 80GB HBM3: 84.00 GB free of 85.00 GB');
   assert.match(bf16.lines[1], /^for 131072 tokens and 8 forks it needs weights 98\.28 GB \+ MLA cache .* = \d+\.\d\d GB$/);
-  assert.match(bf16.advice ?? '', /^does not fit: .*--quantization fp8 needs 59\.12 GB.*a bigger GPU: at least .* In VS Code, --quantization is the kimiLinear\.quantization setting \(fp8, int8, int4\)/);
+  assert.match(bf16.advice ?? '', /^does not fit: .*--quantization fp8 needs 63\.05 GB.*a bigger GPU: at least .* In VS Code, --quantization is the kimiLinear\.quantization setting \(fp8, int8, int4\)/);
   const int8 = fitOnGpu(check48b('bf16'), H100, { contextTokens: 131072, quantization: 'int8' });
   assert.equal(int8.fits, true, int8.lines.join('\n'));
   const int4Stored = fitOnGpu(check48b('INT4'), H100, { contextTokens: 131072 });
@@ -128,7 +128,7 @@ test('the memory plan is the one the CUDA backend loads with: the 48B model\'s b
   const fp8OnH100 = fitOnGpu(check48b('FP8'), H100, { contextTokens: 131072 });
   assert.equal(fp8OnH100.fits, true, fp8OnH100.lines.join('\n'));
   assert.equal(fp8OnH100.lines.length, 2);
-  assert.match(fp8OnH100.lines[1], /it needs weights 50\.02 GB \+ .* = 59\.12 GB$/);
+  assert.match(fp8OnH100.lines[1], /it needs weights 50\.02 GB \+ .* = 63\.05 GB$/);
   const mixed = fitOnGpu({ ...check48b('FP8'), format: { label: 'INT4+FP8', quantized: true } }, H100, { contextTokens: 131072 });
   assert.equal(mixed.lines[1], 'the CUDA backend loads these INT4+FP8 weights dequantized to bf16 (it runs INT4, INT8 and FP8 weights as stored)');
 
@@ -173,7 +173,7 @@ test('what the user is told: problems refuse the folder; no GPU names the onnx b
 
   const fits = folderVerdict(inspection(check48b('FP8'), H200), 'auto');
   assert.deepEqual([fits.use, fits.severity], [true, 'info']);
-  assert.match(fits.message, /NVIDIA H200: 141\.00 GB free of 143\.00 GB; for 131072 tokens and 8 forks it needs weights 50\.02 GB .* = 59\.12 GB: it fits\.$/);
+  assert.match(fits.message, /NVIDIA H200: 141\.00 GB free of 143\.00 GB; for 131072 tokens and 8 forks it needs weights 50\.02 GB .* = 63\.05 GB: it fits\.$/);
   const tooBig = folderVerdict(inspection(check48b('bf16'), H100), 'auto');
   assert.equal(tooBig.severity, 'warning');
   assert.match(tooBig.message, /it needs weights .*\. It does not fit: needs /);

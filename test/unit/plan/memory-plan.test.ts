@@ -138,25 +138,40 @@ test('the prefill workspace of a 4096-token slice (the same at any sequence leng
   assert.equal(prefillWorkspaceBytes(c, 4096, false), 4_038_170_656);
 });
 
+test('the prefill workspace of an 8192-token slice, the longest the plan takes where it fits', async () => {
+  const c = await published();
+  // Layer buffers 137,584 × 8192 = 1,127,088,128 + lm_head 10,485,760 = 1,137,573,888 floats × 4 = 4,550,295,552, + 6,912.
+  // MoE: n = 65,536, rows = 65,536 + 16,384 = 81,920; align256(4 × (771 + 131,072) = 527,372) = 527,616; 12,288;
+  //   4 × 81,920 × (2048 + 1024 + 2304) = 1,761,607,680 → 1,762,147,584.
+  // MLA: (2 × 8192 × 32 + 32 × 256) = 532,480 rows × 2056 = 1,094,778,880.
+  // hidden/normed 2 × 8192 × 2304 × 4 = 150,994,944; ids 32,768.
+  // Tensor cores: 2^30 + 8192 × 32 × 576 × 2 = 301,989,888 + 8192 × 16,384 × 2 = 268,435,456 + 768
+  //   + flash MLA 310,378,496 + 4,194,304 + 8192 × 32 × 130 × 4 = 136,314,880 + 1536 = 2,095,057,152.
+  // Sampling 53,477,408. Sum: 4,550,302,464 + 1,762,147,584 + 1,094,778,880 + 150,994,944 + 32,768 + 2,095,057,152
+  //   + 53,477,408 = 9,706,791,200 (3,926,933,504 more than at 4096; the H100 at 128k measured +3.5 GB of peak).
+  assert.equal(prefillWorkspaceBytes(c, 8192, true), 9_706_791_200);
+  assert.equal(prefillWorkspaceBytes(c, 8192, false), 9_706_791_200 - 2_095_057_152);
+});
+
 const request = (contextTokens: number, gb: number, extra: Partial<PlanRequest> = {}): PlanRequest => ({ contextTokens, forks: 8, quantization: 'auto', gpuMemory: gb * GB, ...extra });
 
 test('141 GB at 1M tokens, bf16, 8 forks: every component and the total', async () => {
   const p = planMemory(await published(), request(1_048_576, 141));
-  // 98,278,444,544 + bf16 cache 9,395,240,960 + 44,892,160 + 8 × 103,612,416 = 828,899,328 + workspace 5,779,857,696
-  //   = 114,327,334,688 ≤ 0.95 × 141 GB = 133.95 GB.
+  // 98,278,444,544 + bf16 cache 9,395,240,960 + 44,892,160 + 8 × 103,612,416 = 828,899,328 + workspace of an
+  //   8192-token slice 9,706,791,200 = 118,254,268,192 ≤ 0.95 × 141 GB = 133.95 GB.
   assert.deepEqual(
     { fits: p.fits, quantization: p.quantization, slice: p.sliceTokens, offloaded: p.offloadedLayers, host: p.host.experts },
-    { fits: true, quantization: 'none', slice: 4096, offloaded: [], host: 0 },
+    { fits: true, quantization: 'none', slice: 8192, offloaded: [], host: 0 },
   );
-  assert.deepEqual(p.gpu, { weights: 98_278_444_544, mlaCache: 9_395_240_960, kdaState: 44_892_160, forks: 828_899_328, workspace: 5_779_857_696, total: 114_327_334_688 });
+  assert.deepEqual(p.gpu, { weights: 98_278_444_544, mlaCache: 9_395_240_960, kdaState: 44_892_160, forks: 828_899_328, workspace: 9_706_791_200, total: 118_254_268_192 });
   assert.equal(p.usable, 133.95e9);
 });
 
 test('exact mode (no tensor cores) plans fp32 MLA rows and no staging', async () => {
   const p = planMemory(await published(), request(1_048_576, 141, { tensorCores: false }));
-  // 98,278,444,544 + fp32 cache 17,850,957,824 + 44,892,160 + 8 × 132,972,544 = 1,063,780,352 + workspace 4,038,170,656
-  //   = 121,276,245,536.
-  assert.deepEqual(p.gpu, { weights: 98_278_444_544, mlaCache: 17_850_957_824, kdaState: 44_892_160, forks: 1_063_780_352, workspace: 4_038_170_656, total: 121_276_245_536 });
+  // 98,278,444,544 + fp32 cache 17,850,957,824 + 44,892,160 + 8 × 132,972,544 = 1,063,780,352 + workspace of an
+  //   8192-token slice without staging 7,611,734,048 = 124,849,808,928.
+  assert.deepEqual(p.gpu, { weights: 98_278_444_544, mlaCache: 17_850_957_824, kdaState: 44_892_160, forks: 1_063_780_352, workspace: 7_611_734_048, total: 124_849_808_928 });
   assert.equal(p.fits, true);
 });
 
@@ -164,8 +179,10 @@ test('what auto picks on 24/32/48/80/141 GB at 128k and 1M tokens with 8 forks',
   const c = await published();
   const pick = (tokens: number, gb: number) => {
     const p = planMemory(c, request(tokens, gb));
-    return `${p.fits ? 'fits' : 'no'} ${p.quantization} ${p.offloadedLayers.length}`;
+    return `${p.fits ? 'fits' : 'no'} ${p.quantization} ${p.offloadedLayers.length} ${p.sliceTokens}`;
   };
+  // Each scheme tries an 8192-token slice first (3,926,933,504 more than 4096, above), then 4096: the longer slice
+  //   never costs a scheme or an offloaded layer, and is taken where it fits too.
   // 128k, everything but the weights at a 4096 slice: 1,996,488,704 + 44,892,160 + 828,899,328 + 5,779,857,696 = 8,650,137,888;
   //   quantized weights add the dequantization buffer, 452,984,832 (dequant-buffer.test.ts): 9,103,122,720.
   //   141 GB: bf16 98.28 + 8.65 = 106.93 GB ≤ 133.95.  80 GB: bf16 no; fp8 50.02 + 9.10 = 59.12 ≤ 76.
@@ -177,11 +194,13 @@ test('what auto picks on 24/32/48/80/141 GB at 128k and 1M tokens with 8 forks',
   //     = 33,645,155,872 − k × 934,281,216: 3 layers → 30,842,312,224 no, 4 → 29,908,031,008 ≤ 30.4e9 (at 2048,
   //     workspace 3,816,390,944: 30,889,764,384 no).
   //   24 GB (22.8 usable): 11 layers → 23,368,062,496 no; 12 → 22,433,781,280 fits.
-  assert.equal(pick(131_072, 141), 'fits none 0');
-  assert.equal(pick(131_072, 80), 'fits fp8 0');
-  assert.equal(pick(131_072, 48), 'fits int4 0');
-  assert.equal(pick(131_072, 32), 'fits int4 4');
-  assert.equal(pick(131_072, 24), 'fits int4 12');
+  //   8192-token slices: 141: 106.93 + 3.93 = 110.86 ≤ 133.95; 80: 59.12 + 3.93 = 63.05 ≤ 76; 48: 35.66 + 3.93
+  //   = 39.59 ≤ 45.6. Offloaded ones stay at 1024: 4 layers at 2048 do not fit, 8192 even less.
+  assert.equal(pick(131_072, 141), 'fits none 0 8192');
+  assert.equal(pick(131_072, 80), 'fits fp8 0 8192');
+  assert.equal(pick(131_072, 48), 'fits int4 0 8192');
+  assert.equal(pick(131_072, 32), 'fits int4 4 1024');
+  assert.equal(pick(131_072, 24), 'fits int4 12 1024');
   assert.equal(planMemory(c, request(131_072, 24)).gpu.workspace, 2_834_657_568 + 452_984_832 + 934_281_216);
   // The 1024-token workspace: layer 137,584 × 1024 + 10,485,760 floats × 4 + 6,912 = 605,494,016; MoE (24,576 rows)
   //   68,864 + 12,288 + 201,326,592 + 100,663,296 + 226,492,416 = 528,563,456; MLA 73,728 × 2056 = 151,584,768;
@@ -196,11 +215,13 @@ test('what auto picks on 24/32/48/80/141 GB at 128k and 1M tokens with 8 forks',
   //     staging buffer 26,552,952,064 + 934,281,216 + 13,556,674,848 = 41,043,908,128 − k × 934,281,216.
   //   32 (30.4): 11 layers → 30,766,814,752 no; 12 → 29,832,533,536 ≤ 30.4e9.
   //   24 (22.8): 19 layers → 23,292,565,024 no; 20 → 22,358,283,808 ≤ 22.8e9.
-  assert.equal(pick(1_048_576, 141), 'fits none 0');
-  assert.equal(pick(1_048_576, 80), 'fits fp8 0');
-  assert.equal(pick(1_048_576, 48), 'fits int4 0');
-  assert.equal(pick(1_048_576, 32), 'fits int4 12');
-  assert.equal(pick(1_048_576, 24), 'fits int4 20');
+  //   8192-token slices: 141: 114.33 + 3.93 = 118.25 ≤ 133.95; 80: 66.52 + 3.93 = 70.45 ≤ 76; 48: 43.05 + 3.93
+  //   = 46.98 > 45.6, so 4096.
+  assert.equal(pick(1_048_576, 141), 'fits none 0 8192');
+  assert.equal(pick(1_048_576, 80), 'fits fp8 0 8192');
+  assert.equal(pick(1_048_576, 48), 'fits int4 0 4096');
+  assert.equal(pick(1_048_576, 32), 'fits int4 12 1024');
+  assert.equal(pick(1_048_576, 24), 'fits int4 20 1024');
 });
 
 test('offloading moves the last MoE layers\' experts to the host', async () => {
