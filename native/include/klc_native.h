@@ -173,9 +173,9 @@ KLC_API int klc_mla_attention(klc_ctx *ctx, const float *q, const void *cache, i
 KLC_API int klc_mla_prefill_heads(klc_ctx *ctx, const float *q, const void *cache, int cache_type, const void *w_uk_t,
                                   const void *w_uv, float *out, int T, int H, int start, int nope, int rope, int dv, int L,
                                   float scale);
-/* The kernel klc_mla_prefill_heads runs on ctx's device as the environment stands: "wgmma" (Hopper,
- * sm_90a builds), "wgmma_pipe" (its softmax overlapped with the MMAs) and "wgmma_ws" (warp-specialized),
- * both only when asked for, or "fa2" (mma.sync, sm_80 and newer). KLC_MLA_KERNEL=auto (default), fa2,
+/* The kernel klc_mla_prefill_heads runs on ctx's device as the environment stands: "wgmma_pipe" (Hopper,
+ * sm_90a builds: wgmma with each warpgroup's softmax overlapped with its MMAs), "wgmma" (without that
+ * overlap) and "wgmma_ws" (warp-specialized), both only when asked for, or "fa2" (mma.sync, sm_80 and newer). KLC_MLA_KERNEL=auto (default), fa2,
  * wgmma, wgmma_pipe or wgmma_ws chooses; NULL when the
  * choice is invalid here (klc_last_error says why). */
 KLC_API const char *klc_mla_prefill_kernel(klc_ctx *ctx);

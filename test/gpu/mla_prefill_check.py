@@ -67,7 +67,7 @@ def variants(klc):
         report(f"KLC_MLA_KERNEL={v} selects {v}", chosen == v, selected=chosen)
     os.environ["KLC_MLA_KERNEL"] = "auto"
     got = klc.lib.klc_mla_prefill_kernel(klc.ctx)
-    auto = "wgmma" if "wgmma" in available else "fa2"
+    auto = "wgmma_pipe" if "wgmma_pipe" in available else "fa2"
     report(f"KLC_MLA_KERNEL=auto selects {auto}", got is not None and got.decode() == auto,
            selected=got.decode() if got else klc.lib.klc_last_error().decode())
     return names

@@ -22,7 +22,7 @@ OUT=${OUT:-/tmp/klc-out}
 DEADLINE=$(( $(date +%s) + ${BUDGET_S:-570} ))
 left() { echo $(( DEADLINE - $(date +%s) )); }
 rc=0
-# KLC_MLA_KERNEL=auto uses wgmma without step mla (when an earlier call already checked it).
+# KLC_MLA_KERNEL=auto uses wgmma_pipe without step mla (when an earlier call already checked it).
 mla_kernel=${KLC_MLA_KERNEL:-fa2}
 for step in ${STEPS:-mla bench model hf quant}; do
   t=$(left)
