@@ -3,10 +3,14 @@
 // of B queries over B latent caches of different lengths, split over the key range (flash-decoding)
 // on tensor cores. The per-sequence state pointers and lengths travel in the kernel parameters, so a
 // step needs no upload and no synchronisation.
+#include <cuda_profiler_api.h>
+
 #include <algorithm>
 #include <cfloat>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <string>
 
 #include "internal.h"
@@ -510,6 +514,19 @@ int klc_kda_decode_batch(klc_ctx *ctx, const klc_kda_decode_batch_args *a) {
   return launched("the batched KDA decode");
 }
 
+namespace {
+// With KLC_PROFILE_DECODE=1 the CUDA profiler starts at the first MLA decode call, so that Nsight Compute
+// run with --profile-from-start off sees decode steps only (test/gpu/run-decode-profile.sh): the 48B
+// model's weight generation and prompts launch thousands of kernels before the first step.
+void start_profiler_at_first_decode() {
+  static bool started = false;
+  if (started) return;
+  started = true;
+  const char *env = std::getenv("KLC_PROFILE_DECODE");
+  if (env && std::strcmp(env, "1") == 0) cudaProfilerStart();
+}
+}  // namespace
+
 // The workspace serves either cache type: the fp32 rows need more shared memory, so where they fit the
 // bf16 rows fit too and both take the split workspace; where only bf16 rows fit, the larger of the two.
 size_t klc_mla_decode_workspace_bytes(klc_ctx *ctx, int B, int H, int D, int L, int max_len) {
@@ -525,6 +542,7 @@ int klc_mla_decode(klc_ctx *ctx, const float *q, const void *const *caches, int 
                    float scale) {
   int rc = use_device(ctx);
   if (rc) return rc;
+  start_profiler_at_first_decode();
   if ((rc = check_cache_type(cache_type, "klc_mla_decode"))) return rc;
   if (!q || !caches || !lengths || !out || !ws || B < 1 || B > KLC_MAX_DECODE_BATCH || H < 1 || L < 8 || L > MD_LMAX ||
       L % 8 || D < L || D % 8)

@@ -3,7 +3,8 @@
 # GPU time, kernel by kernel (issue 12: TPOT against its byte floor). With nsys: the steps as the product
 # runs them (CUDA graphs replayed, traced node by node), and nsys's table of kernels by total time, which
 # decode dominates (test/gpu/decode-profile.ts: 256-token prompts, then STEPS steps of 1 and of 8 answers).
-# Without nsys, ncu times LAUNCHES kernels one by one (graphs off) after skipping SKIP launches.
+# Without nsys, ncu times LAUNCHES kernels one by one (graphs off) from the first decode step on
+# (KLC_PROFILE_DECODE=1 starts the profiler there; about 700 launches a step of one answer).
 # Carry: .device (node.xz, node-include/, decode-profile.cjs: test/gpu/prepare-model.sh) and native/build.
 # Output in $OUT: decode-profile.log, the nsys report and its kernel table (kernels.csv), or ncu.csv.
 set -uo pipefail
@@ -19,7 +20,7 @@ if command -v nsys > /dev/null; then
   grep -E "^decode" "$OUT/decode-profile.log"
   head -45 "$OUT"/kernels*.csv | cut -c1-220
 elif command -v ncu > /dev/null; then
-  KLC_CUDA_GRAPHS=0 ncu --metrics gpu__time_duration.sum --csv --launch-skip "${SKIP:-4000}" --launch-count "${LAUNCHES:-1500}" \
+  KLC_CUDA_GRAPHS=0 KLC_PROFILE_DECODE=1 ncu --metrics gpu__time_duration.sum --csv --profile-from-start off --launch-count "${LAUNCHES:-1400}" \
     node .device/decode-profile.cjs "${STEPS:-20}" --quantization "$quant" > "$OUT/ncu.csv" 2> "$OUT/decode-profile.log" || rc=1
   grep -E "^decode" "$OUT/ncu.csv" "$OUT/decode-profile.log"
   python3 - "$OUT/ncu.csv" <<'EOF'
