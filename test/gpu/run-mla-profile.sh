@@ -14,10 +14,10 @@ for v in ${MLA_VARIANTS:-wgmma wgmma_pipe wgmma_ws}; do
   ( cd test/gpu && timeout 150 ncu --kernel-name regex:mla_wgmma --launch-skip 4 --launch-count 1 \
       --section SpeedOfLight --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis --section Occupancy \
       --section LaunchStats --section WarpStateStats --section SchedulerStats \
-      --metrics "sm__pipe_tensor_op_gmma_cycles_active.avg.pct_of_peak_sustained_active,regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio" \
+      --metrics "regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio" \
       python3 mla_profile.py "$v" ) > "$OUT/ncu_$v.txt" 2>&1 || { echo "ncu of $v FAILED"; rc=1; }
   echo "== $v"
-  grep -E "Duration|Compute \(SM\) Throughput|Memory Throughput|L2 Cache Throughput|L1/TEX Cache Throughput|DRAM Throughput|gmma_cycles|Registers Per|Achieved Occupancy|Issue Slots Busy|Warp Cycles Per Issued|No Eligible|stalled_(long_scoreboard|barrier|wait|math_pipe_throttle|short_scoreboard|mio_throttle|lg_throttle|membar|sleeping|dispatch_stall|not_selected|selected|no_instruction|branch_resolving|drain|tex_throttle|misc)_per" \
+  grep -E "Duration|Compute \(SM\) Throughput|Memory Throughput|L2 Cache Throughput|L1/TEX Cache Throughput|DRAM Throughput|Tensor|Registers Per|Achieved Occupancy|Issue Slots Busy|Warp Cycles Per Issued|No Eligible|stalled_(long_scoreboard|barrier|wait|math_pipe_throttle|short_scoreboard|mio_throttle|lg_throttle|membar|sleeping|dispatch_stall|not_selected|selected|no_instruction|branch_resolving|drain|tex_throttle|misc)_per" \
     "$OUT/ncu_$v.txt" | sed 's/  */ /g' | cut -c1-150
 done
 exit $rc
