@@ -175,8 +175,8 @@ KLC_API int klc_mla_prefill_heads(klc_ctx *ctx, const float *q, const void *cach
                                   float scale);
 /* The kernel klc_mla_prefill_heads runs on ctx's device as the environment stands: "wgmma_pipe" (Hopper,
  * sm_90a builds: wgmma with each warpgroup's softmax overlapped with its MMAs), "wgmma" (without that
- * overlap) and "wgmma_ws" (warp-specialized), both only when asked for, or "fa2" (mma.sync, sm_80 and newer). KLC_MLA_KERNEL=auto (default), fa2,
- * wgmma, wgmma_pipe or wgmma_ws chooses; NULL when the
+ * overlap) and "wgmma_ws" (warp-specialized), both only when asked for, or "fa2" (mma.sync, sm_80 and
+ * newer). KLC_MLA_KERNEL=auto (default), fa2, wgmma, wgmma_pipe or wgmma_ws chooses; NULL when the
  * choice is invalid here (klc_last_error says why). */
 KLC_API const char *klc_mla_prefill_kernel(klc_ctx *ctx);
 /* 1 when klc_mla_prefill_heads serves this prefill (tensor-core mode, supported widths) and takes

@@ -47,7 +47,7 @@ for step in ${STEPS:-mla bench model hf quant}; do
          tail -40 "$OUT/quantcheck/run.log" | cut -c1-200 ;;
     profile) OUT=$OUT/profile STEPS=${PROFILE_STEPS:-200} timeout "$(( t < 240 ? t : 240 ))" bash test/gpu/run-decode-profile.sh > "$OUT/profile/run.log" 2>&1 || rc=1
          rm -f "$OUT"/profile/*.sqlite; tail -50 "$OUT/profile/run.log" | cut -c1-200 ;;
-    mlaprofile) OUT=$OUT/mlaprofile MLA_VARIANTS=${MLA_VARIANTS:-wgmma wgmma_pipe wgmma_ws} timeout "$t" bash test/gpu/run-mla-profile.sh > "$OUT/mlaprofile/run.log" 2>&1 || rc=1
+    mlaprofile) OUT=$OUT/mlaprofile timeout "$t" bash test/gpu/run-mla-profile.sh > "$OUT/mlaprofile/run.log" 2>&1 || rc=1
          cat "$OUT/mlaprofile/run.log" ;;
     quantmodel) OUT=$OUT/quantmodel QUANT_KERNELS=0 timeout "$(( t < 180 ? t : 180 ))" bash test/gpu/run-quant.sh || rc=1 ;;
     accuracy) ( source test/gpu/device-env.sh; timeout "$(( t < 300 ? t : 300 ))" node .device/klc.cjs accuracy --backend cuda --load-format dummy \
