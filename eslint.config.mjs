@@ -21,4 +21,26 @@ export default tseslint.config(
       'no-constant-condition': ['error', { checkLoops: false }],
     },
   },
+  // Layers, as Copilot Chat's folders are: `vscode` only where the extension host runs surfaces,
+  // and the engine's code never loaded into the extension host (it runs in its own process and is
+  // reached through src/client; the two share src/common).
+  {
+    files: ['src/**/*.ts'],
+    ignores: ['src/extension.ts', 'src/features/**'],
+    rules: {
+      'no-restricted-imports': ['error', { paths: [{ name: 'vscode', message: 'Only src/extension.ts and src/features/ run in the extension host; keep this module free of vscode so it runs (and is tested) in plain Node.' }] }],
+    },
+  },
+  {
+    files: ['src/extension.ts', 'src/features/**/*.ts', 'src/client/**/*.ts', 'src/common/**/*.ts', 'src/workspace/**/*.ts'],
+    rules: {
+      '@typescript-eslint/no-restricted-imports': ['error', {
+        patterns: [{
+          group: ['**/engine/**', './engine/*'],
+          allowTypeImports: true,
+          message: 'The extension host reaches the engine through src/client (it runs in its own process); move what both sides need to src/common.',
+        }],
+      }],
+    },
+  },
 );

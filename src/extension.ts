@@ -12,17 +12,15 @@ import { openParamsFrom, packSettingsFrom } from './client/settings';
 import type { ChatHistory } from './common/chat-protocol';
 import type { IngestResult } from './engine/api';
 import { ChatViewProvider, HISTORY_KEY } from './features/chat/chat-view';
-import { registerAskCommand } from './features/ask/ask-command';
+import { createCommands, registerCommands } from './features/commands';
 import { Annotator, type ShownAnnotation } from './features/annotations/annotator';
 import { SymbolCodeLensProvider } from './features/annotations/code-lens';
-import { registerExplainCommands } from './features/explain/explain-commands';
 import { IngestController } from './features/ingest/ingest-controller';
 import { registerKimiChatModels } from './features/lm/kimi-chat-models';
 import { registerKimiParticipant } from './features/lm/kimi-participant';
-import { REMOTE_API_KEY_SECRET, setRemoteApiKey } from './features/remote/api-key';
+import { REMOTE_API_KEY_SECRET } from './features/remote/api-key';
 import { OutsideChangeWatcher } from './features/ingest/outside-changes';
 import { StaleTracker } from './features/ingest/stale-tracker';
-import { checkGpu, selectModelFolder } from './features/status/model-folder';
 import { StatusBar } from './features/status/status-bar';
 
 /** What activate() returns: the extension-host tests read what the user would see through it. */
@@ -87,35 +85,11 @@ class Ctx implements vscode.Disposable {
       new StaleTracker(this.client, ingest, this.log, outsideChanges.onDidChange),
       vscode.window.registerWebviewViewProvider(ChatViewProvider.viewId, chat, { webviewOptions: { retainContextWhenHidden: true } }),
       vscode.languages.registerCodeLensProvider({ scheme: 'file' }, lenses),
-      registerExplainCommands(chat),
-      registerAskCommand(chat),
-      vscode.commands.registerCommand('kimiLinear.ingestWorkspace', () => ingest.run()),
-      vscode.commands.registerCommand('kimiLinear.cancelIngest', () => {
-        if (!ingest.cancel()) void vscode.window.showInformationMessage('Kimi Linear: no ingest is running.');
-      }),
-      vscode.commands.registerCommand('kimiLinear.newChat', () => chat.newChat()),
-      vscode.commands.registerCommand('kimiLinear.clearHistory', () => chat.clearHistory()),
-      vscode.commands.registerCommand('kimiLinear.annotateFile', async (uri?: vscode.Uri) => {
-        const document = uri instanceof vscode.Uri ? await vscode.workspace.openTextDocument(uri) : vscode.window.activeTextEditor?.document;
-        if (!document) {
-          void vscode.window.showInformationMessage('Kimi Linear: open a file to annotate first.');
-          return;
-        }
-        await annotator.annotate(document);
-      }),
-      vscode.commands.registerCommand('kimiLinear.toggleAnnotations', () => annotator.toggle()),
-      vscode.commands.registerCommand('kimiLinear.selectModelFolder', (folder?: vscode.Uri) => selectModelFolder(enginePath, folder)),
-      vscode.commands.registerCommand('kimiLinear.checkGpu', () => checkGpu(enginePath, config().get<string>('modelPath')?.trim() || context.asAbsolutePath(join('assets', 'tiny-model')))),
-      vscode.commands.registerCommand('kimiLinear.showLogs', () => this.log.show()),
-      vscode.commands.registerCommand('kimiLinear.setRemoteApiKey', () => setRemoteApiKey(context.secrets)),
+      registerCommands(createCommands({ context, client: this.client, ingest, chat, annotator, log: this.log, enginePath })),
       context.secrets.onDidChange((e) => {
         if (e.key !== REMOTE_API_KEY_SECRET) return;
         this.log.info('remote API key changed: restarting the engine on the next request');
         this.client.restart().catch((err: unknown) => this.log.error(`engine restart failed: ${userMessageOf(err)}`));
-      }),
-      vscode.commands.registerCommand('kimiLinear.restartEngine', async () => {
-        await this.client.restart();
-        void vscode.window.showInformationMessage('Kimi Linear: the engine was stopped; it starts again with the current settings on your next request.');
       }),
       vscode.workspace.onDidChangeConfiguration((e) => {
         if (!ENGINE_SETTINGS.some((s) => e.affectsConfiguration(s))) return;

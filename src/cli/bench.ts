@@ -20,7 +20,7 @@ import { backendOption, dummyOption, intOption, parseCommandArgs, quantizationUs
 import { benchScale } from './bench-scale';
 import { memoryBudget } from './session-options';
 import { MAX_CONTEXT_TOKENS } from '../engine/plan/memory-plan';
-import { parseTokens } from '../engine/plan/sizes';
+import { parseTokens } from '../common/sizes';
 
 const USAGE = `usage: klc bench [dir] [options]
 

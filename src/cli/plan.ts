@@ -8,8 +8,8 @@ import { UserError } from '../common/errors';
 import { loadConfig, loadConfigFile, type KimiConfig } from '../engine/model/config';
 import { storedScheme, weightFormat, type WeightFormat } from '../engine/model/folder-check';
 import { MAX_CONTEXT_TOKENS, MAX_FORKS, planMemory, type MemoryPlan, type QuantizationChoice } from '../engine/plan/memory-plan';
-import { parseBytes, parseTokens } from '../engine/plan/sizes';
-import { QUANTIZATIONS, type Quantization } from '../engine/plan/weights';
+import { parseBytes, parseTokens } from '../common/sizes';
+import { QUANTIZATIONS, type Quantization } from '../common/quantization';
 import { intOption, parseCommandArgs } from './args';
 
 const USAGE = `usage: klc plan (--model DIR | --model-config FILE) --context N --gpu-memory BYTES [options]

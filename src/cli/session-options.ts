@@ -4,7 +4,7 @@ import { existsSync, statSync } from 'node:fs';
 import { UserError } from '../common/errors';
 import type { IngestProgress, PackSettings } from '../engine/api';
 import { isSliceTokens, MAX_SLICE_TOKENS, MIN_SLICE_TOKENS, SLICE_CHOICES, type MemoryBudget } from '../engine/plan/memory-plan';
-import { parseBytes } from '../engine/plan/sizes';
+import { parseBytes } from '../common/sizes';
 import { defaultCacheDir, EngineSession } from '../engine/session';
 import { backendOption, dummyOption, intOption, quantizationOption, quantizationUsage, weightOptions, weightUsage, type Parsed } from './args';
 

@@ -6,8 +6,8 @@ import type { PackSettings, SamplingOptions } from '../engine/api';
 import type { OpenParams } from '../common/engine-protocol';
 import { UserError } from '../common/errors';
 import type { MemoryBudget, QuantizationChoice } from '../engine/plan/memory-plan';
-import { QUANTIZATIONS } from '../engine/plan/weights';
-import { parseBytes } from '../engine/plan/sizes';
+import { QUANTIZATIONS } from '../common/quantization';
+import { parseBytes } from '../common/sizes';
 
 export interface SettingsReader {
   /** The value of `kimiLinear.<key>`, or undefined when unset and without a default. */

@@ -12,7 +12,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { CudaBackend } from '../../src/engine/backends/cuda/backend';
 import { loadModel, type Model } from '../../src/engine/model/model';
-import { gb } from '../../src/engine/plan/sizes';
+import { gb } from '../../src/common/sizes';
 import { argmax } from '../../src/engine/sampler';
 import type { MlaLayerState, SequenceState } from '../../src/engine/state/types';
 

@@ -6,7 +6,7 @@
 // Usage: node .device/decode-profile.cjs [STEPS] [--quantization int8|int4|fp8|none]   (from the repository root)
 import { join } from 'node:path';
 import { loadModel } from '../../src/engine/model/model';
-import type { Quantization } from '../../src/engine/plan/weights';
+import type { Quantization } from '../../src/common/quantization';
 import type { SequenceState } from '../../src/engine/state/types';
 
 const CONFIG = join(process.cwd(), 'assets', 'configs', 'kimi-linear-48b-a3b-instruct.json');

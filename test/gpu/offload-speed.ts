@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import type { CudaBackend } from '../../src/engine/backends/cuda/backend';
 import { loadModel, type Model } from '../../src/engine/model/model';
 import type { MemoryBudget } from '../../src/engine/plan/memory-plan';
-import { gb } from '../../src/engine/plan/sizes';
+import { gb } from '../../src/common/sizes';
 import { argmax } from '../../src/engine/sampler';
 import { relError } from '../golden/golden-data';
 

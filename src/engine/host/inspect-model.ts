@@ -8,7 +8,7 @@ import { loadCudaBackend } from '../backends/cuda/loader';
 import { checkModelFolder, storedScheme, type FolderCheck } from '../model/folder-check';
 import { CUDA_SCHEMES, cudaPlan, planFigures } from '../backends/cuda/load-plan';
 import type { MemoryBudget } from '../plan/memory-plan';
-import { gb } from '../plan/sizes';
+import { gb } from '../../common/sizes';
 
 export interface GpuDevice {
   name: string;

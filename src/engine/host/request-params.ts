@@ -8,7 +8,7 @@ import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { type MessageConnection, ResponseError } from 'vscode-jsonrpc';
 import { EngineErrorCode, type EngineErrorData } from '../../common/engine-protocol';
-import { QUANTIZATIONS } from '../plan/weights';
+import { QUANTIZATIONS } from '../../common/quantization';
 
 /** Undefined when `value` is fine, else what is wrong with it, naming `at`. */
 type Check = (value: unknown, at: string) => string | undefined;

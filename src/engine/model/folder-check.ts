@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { isUserError } from '../../common/errors';
 import { type KimiConfig, parseConfig } from './config';
 import { parseQuantizationConfig } from './quant/scheme';
-import type { Quantization } from '../plan/weights';
+import type { Quantization } from '../../common/quantization';
 
 /** How the weights are stored, as the folder's config.json says. */
 export interface WeightFormat {

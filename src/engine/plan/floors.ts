@@ -7,7 +7,8 @@
 import type { KimiConfig } from '../model/config';
 import { attentionMatrices, elements, swigluMatrices, type Shape } from './inventory';
 import { mlaCacheElementBytes } from './memory-plan';
-import { storedBytes, type Quantization } from './weights';
+import type { Quantization } from '../../common/quantization';
+import { storedBytes } from './weights';
 
 const BF16 = 2;
 const F32 = 4;

@@ -17,8 +17,9 @@
  *   offloaded layer's experts into (offloadStagingBytes).
  */
 import type { KimiConfig } from '../model/config';
-import { gb } from './sizes';
-import { dequantBufferBytes, QUANTIZATIONS, weightBytes, type Quantization, type WeightBytes } from './weights';
+import { gb } from '../../common/sizes';
+import { QUANTIZATIONS, type Quantization } from '../../common/quantization';
+import { dequantBufferBytes, weightBytes, type WeightBytes } from './weights';
 import { prefillWorkspaceBytes } from './workspace';
 
 export type QuantizationChoice = Quantization | 'auto';

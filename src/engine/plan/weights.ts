@@ -6,13 +6,10 @@
  * router, as llm-compressor's usual ignore list does, and KDA's b_proj and MLA's kv_b_proj
  * (inventory.ts); norms and the other small tensors stay fp32.
  */
+import type { Quantization } from '../../common/quantization';
 import type { KimiConfig } from '../model/config';
 import { attentionMatrices, elements, swigluMatrices, type Shape } from './inventory';
 import { moeDenseBytes } from './workspace';
-
-export type Quantization = 'none' | 'fp8' | 'int8' | 'int4';
-
-export const QUANTIZATIONS: readonly Quantization[] = ['none', 'fp8', 'int8', 'int4'];
 
 const F32 = 4;
 const BF16 = 2;

@@ -1,11 +1,12 @@
 /** "Ask About This Repository…": a question from an input box, answered in the chat from the cached state. */
 import * as vscode from 'vscode';
 import { samplingFrom } from '../../client/settings';
+import type { Command } from '../commands';
 import { trusted } from '../explain/explain-commands';
 import type { ChatSink } from '../explain/explain-request';
 
-export function registerAskCommand(chat: ChatSink): vscode.Disposable {
-  return vscode.commands.registerCommand('kimiLinear.askRepo', async (preset?: string) => {
+export function askCommand(chat: ChatSink): Command {
+  return async (preset?: string) => {
     if (!trusted()) return;
     const question = typeof preset === 'string' && preset.trim() !== '' ? preset : await vscode.window.showInputBox({
       title: 'Ask Kimi Linear about this repository',
@@ -16,5 +17,5 @@ export function registerAskCommand(chat: ChatSink): vscode.Disposable {
     });
     if (!question?.trim()) return;
     await chat.submit({ display: question.trim(), request: { question: question.trim(), sampling: samplingFrom(vscode.workspace.getConfiguration('kimiLinear')) } });
-  });
+  };
 }

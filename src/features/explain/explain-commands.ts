@@ -5,14 +5,15 @@
  */
 import * as vscode from 'vscode';
 import { samplingFrom } from '../../client/settings';
+import type { Command } from '../commands';
 import { type ChatSink, explainSelection, explainSymbol, whereUsed } from './explain-request';
 import { selectionOf } from './editor-selection';
 
-export function registerExplainCommands(chat: ChatSink): vscode.Disposable {
+export function explainCommands(chat: ChatSink): Record<string, Command> {
   const settings = () => samplingFrom(vscode.workspace.getConfiguration('kimiLinear'));
-  return vscode.Disposable.from(
+  return {
     // A plain command rather than a text editor command, so that executeCommand resolves when the answer is complete.
-    vscode.commands.registerCommand('kimiLinear.explainSelection', () => {
+    'kimiLinear.explainSelection': () => {
       const editor = vscode.window.activeTextEditor;
       if (!editor) {
         void vscode.window.showInformationMessage('Kimi Linear: open a file and select the code to explain first.');
@@ -25,18 +26,18 @@ export function registerExplainCommands(chat: ChatSink): vscode.Disposable {
         return;
       }
       return chat.submit(explainSelection(selectionOf(editor.document, range), settings()));
-    }),
-    vscode.commands.registerCommand('kimiLinear.explainSymbol', async (uri: vscode.Uri, range: vscode.Range, name: string) => {
+    },
+    'kimiLinear.explainSymbol': async (uri: vscode.Uri, range: vscode.Range, name: string) => {
       if (!trusted()) return;
       const document = await vscode.workspace.openTextDocument(uri);
       return chat.submit(explainSymbol(name, selectionOf(document, range), settings()));
-    }),
-    vscode.commands.registerCommand('kimiLinear.findUsages', async (uri: vscode.Uri, range: vscode.Range, name: string) => {
+    },
+    'kimiLinear.findUsages': async (uri: vscode.Uri, range: vscode.Range, name: string) => {
       if (!trusted()) return;
       const document = await vscode.workspace.openTextDocument(uri);
       return chat.submit(whereUsed(name, selectionOf(document, range), settings()));
-    }),
-  );
+    },
+  };
 }
 
 export function trusted(): boolean {

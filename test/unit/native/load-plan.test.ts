@@ -13,7 +13,8 @@ import { loadConfigFile } from '../../../src/engine/model/config';
 import { CUDA_SCHEMES, planFigures, planLoad, type DeviceFacts } from '../../../src/engine/backends/cuda/load-plan';
 import { planMemory } from '../../../src/engine/plan/memory-plan';
 import type { KimiConfig } from '../../../src/engine/model/config';
-import { dequantBufferBytes, weightBytes, type Quantization } from '../../../src/engine/plan/weights';
+import type { Quantization } from '../../../src/common/quantization';
+import { dequantBufferBytes, weightBytes } from '../../../src/engine/plan/weights';
 
 const CONFIG = join(__dirname, '..', '..', '..', 'assets', 'configs', 'kimi-linear-48b-a3b-instruct.json');
 /** The device with the plan's formula bytes for each scheme and no dequantization buffer, unless `dense` gives one. */

@@ -12,7 +12,8 @@ import { loadConfigFile } from '../../../src/engine/model/config';
 import { DummyWeights } from '../../../src/engine/model/dummy-weights';
 import { atLoadTargets } from '../../../src/engine/model/quant/at-load';
 import { presetScheme, SCHEME_OF } from '../../../src/engine/model/quant/presets';
-import { dequantBufferBytes, weightBytes, type Quantization } from '../../../src/engine/plan/weights';
+import type { Quantization } from '../../../src/common/quantization';
+import { dequantBufferBytes, weightBytes } from '../../../src/engine/plan/weights';
 
 const PUBLISHED = join(__dirname, '..', '..', '..', 'assets', 'configs', 'kimi-linear-48b-a3b-instruct.json');
 

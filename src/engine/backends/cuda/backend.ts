@@ -18,14 +18,14 @@ import { DecodeGraphs } from './decode-graphs';
 import { deviceWeightBytes, isQuant, uploadWeights, type AtLoad, type DeviceWeightBytes, type DeviceWeights, type KdaDeviceWeights, type LayerDeviceWeights, type Mat, type MlaDeviceWeights } from './device-weights';
 import { HostExperts } from './host-experts';
 import type { DevicePtr, HostPtr, NativeContext, NativeDeviceInfo, NativeKlc, VbufHandle } from './loader';
-import { gib, LM_HEAD_ROWS, layerWorkspaceBytes } from './memory-plan';
-import { gb } from '../../plan/sizes';
+import { gb, gib } from '../../../common/sizes';
+import { LM_HEAD_ROWS, layerWorkspaceBytes } from '../../plan/workspace';
 import { offloadStagingBytes, type MemoryBudget, type MemoryPlan } from '../../plan/memory-plan';
 import { SAMPLE_ROWS } from '../../plan/workspace';
 import { CUDA_SCHEMES, planLoad } from './load-plan';
 import { atLoadDescription, atLoadTargets, storedQuantized, weightQuantization } from '../../model/quant/at-load';
 import { presetScheme, SCHEME_OF } from '../../model/quant/presets';
-import type { Quantization } from '../../plan/weights';
+import type { Quantization } from '../../../common/quantization';
 
 /** Activation rows on the device: fp32 [T, cols]. */
 export interface DeviceRows {

@@ -9,8 +9,8 @@
 import { UserError } from '../../../common/errors';
 import type { KimiConfig } from '../../model/config';
 import { isSliceTokens, largestContext, MAX_CONTEXT_TOKENS, MAX_FORKS, MAX_SLICE_TOKENS, MIN_SLICE_TOKENS, planMemory, type MemoryBudget, type MemoryPlan, type PlannedWeights, type PlanRequest } from '../../plan/memory-plan';
-import { QUANTIZATIONS, type Quantization } from '../../plan/weights';
-import { gb } from '../../plan/sizes';
+import { QUANTIZATIONS, type Quantization } from '../../../common/quantization';
+import { gb } from '../../../common/sizes';
 
 export interface LoadBudget extends MemoryBudget {
   log?: (line: string) => void;

@@ -1,7 +1,7 @@
 // Sizes as users type them: decimal and binary memory units, token counts in powers of two.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { parseBytes, parseTokens } from '../../../src/engine/plan/sizes';
+import { parseBytes, parseTokens } from '../../../src/common/sizes';
 
 test('memory sizes: GB is 10^9, GiB 2^30, plain numbers are bytes', () => {
   assert.equal(parseBytes('24GB'), 24_000_000_000);
