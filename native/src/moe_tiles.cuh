@@ -139,7 +139,7 @@ struct WeightChunks {
 }  // namespace klc_moe_tiles
 
 namespace klc {
-// moe_wgmma.cu: whether its Hopper kernels serve these widths on ctx's device (KLC_MOE_WGMMA=1 for now),
+// moe_wgmma.cu: whether its Hopper kernels serve these widths on ctx's device (unless KLC_MOE_WGMMA=0),
 // and the gate/up then down projections on them.
 bool moe_wgmma_ready(klc_ctx *ctx, int d, int I);
 int moe_wgmma(klc_ctx *ctx, const klc_moe_tiles::Args &up, const klc_moe_tiles::Args &down, int max_tiles);

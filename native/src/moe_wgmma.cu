@@ -192,8 +192,9 @@ int launch(klc_ctx *ctx, const Args &a, int max_tiles) {
 namespace klc {
 
 bool moe_wgmma_ready(klc_ctx *ctx, int d, int I) {
+  // KLC_MOE_WGMMA=0 keeps Hopper on the mma.sync kernels (to compare, or to rule these out).
   const char *v = getenv("KLC_MOE_WGMMA");
-  if (!v || v[0] != '1' || I % (BN / 2) || d % BN) return false;
+  if ((v && v[0] == '0') || I % (BN / 2) || d % BN) return false;
   int major = 0, minor = 0;
   if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, ctx->device) != cudaSuccess ||
       cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, ctx->device) != cudaSuccess) {

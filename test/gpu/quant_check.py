@@ -10,7 +10,7 @@ group 128, decoded here by torch's float8_e4m3fn), at Kimi-Linear-48B-A3B's proj
   klc_moe_experts_wq, few pairs (codes read by the small-batch kernels, 2e-5) and many (exact mode:
   experts dequantized to fp32, then klc_moe_experts, 2e-5; tensor-core mode: the grouped kernels reading
   the codes, up to 1,024 tokens with several row tiles per expert, on H100/H200 also their wgmma form
-  (moe_wgmma.cu, KLC_MOE_WGMMA=1), and once the dequantizing path they replace, KLC_MOE_WQ_GEMM=0; 2e-2
+  (moe_wgmma.cu, the default there; the mma.sync kernels with KLC_MOE_WGMMA=0), and once the dequantizing path they replace, KLC_MOE_WQ_GEMM=0; 2e-2
   for bf16 activations);
   klc_wq_quantize_bf16 to E4M3 (per row, bf16 and fp32 scales) bit for bit against a torch
   reimplementation of the host quantizer (src/engine/model/quant/matrix.ts: scale = max|x| / 448,
@@ -215,14 +215,23 @@ def hopper():
     return torch.cuda.get_device_capability() == (9, 0)
 
 
+def wgmma_on():
+    """Whether the grouped MoE projections run as moe_wgmma.cu (the Hopper default; KLC_MOE_WGMMA=0 opts out)."""
+    return hopper() and os.environ.get("KLC_MOE_WGMMA") != "0"
+
+
 @contextlib.contextmanager
 def env(name, value):
     """The native library reads its KLC_MOE_* switches at each call: `name` is `value` inside the block only."""
+    before = os.environ.get(name)
     os.environ[name] = value
     try:
         yield
     finally:
-        del os.environ[name]
+        if before is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = before
 
 
 def moe_inputs(gen, T, E, d, k):
@@ -276,7 +285,7 @@ def moe_case(klc, gen, T, bits, group, symmetric, tensor_cores, d=2304, I=1024, 
     rows = checked_rows(T)
     want = moe_reference(x, idx, wt, m13.w.reshape(E, 2 * I, d), m2.w.reshape(E, d, I), rows, 0.25)
     fused = os.environ.get("KLC_MOE_WQ_GEMM", "1") != "0"
-    grouped = ("grouped from codes, wgmma" if os.environ.get("KLC_MOE_WGMMA") == "1" and hopper()
+    grouped = ("grouped from codes, wgmma" if wgmma_on()
                else f"grouped from codes, {os.environ.get('KLC_MOE_WQ_TILE', '128')}-row weight tiles")
     path = "small batch" if T * k <= 128 else ((grouped if fused else "dequantized, tensor cores") if tensor_cores else "dense, exact")
     kind = "FP8" if fp8 else f"INT{bits} {'sym' if symmetric else 'asym'}"
@@ -438,7 +447,7 @@ def moe_bf16_case(klc, gen, T, E, d=2304, I=1024, k=8):
         klc.sync()
     rows = checked_rows(T)
     want = moe_reference(x, idx, wt, w13.double().reshape(E, 2 * I, d), w2.double().reshape(E, d, I), rows, 0.25)
-    kernels = "wgmma" if os.environ.get("KLC_MOE_WGMMA") == "1" and hopper() else "mma.sync"
+    kernels = "wgmma" if wgmma_on() else "mma.sync"
     check(f"MoE bf16 experts T={T} E={E} (grouped, KLC_MOE_BF16_GEMM=1, {kernels})", rel(out[rows], want), 2e-2)
 
 
@@ -477,12 +486,12 @@ def moe_speed(klc, gen):
             klc._check(lib.klc_moe_experts_wq(ctx, c_p(x.data_ptr()), c_p(idx.data_ptr()), c_p(wt.data_ptr()), ctypes.byref(m13.wq),
                                               ctypes.byref(m2.wq), c_p(out.data_ptr()), c_p(ws.data_ptr()), c_z(ws_bytes), c_p(dense.data_ptr()),
                                               0, T, d, I, E, k))
-        results[f"int{bits} grouped"] = timed(run)
-        with env("KLC_MOE_WQ_TILE", "256"):
-            results[f"int{bits} grouped, 256-row weight tiles"] = timed(run)
+        with env("KLC_MOE_WGMMA", "0"):
+            results[f"int{bits} grouped, mma.sync"] = timed(run)
+            with env("KLC_MOE_WQ_TILE", "256"):
+                results[f"int{bits} grouped, mma.sync, 256-row weight tiles"] = timed(run)
         if hopper():
-            with env("KLC_MOE_WGMMA", "1"):
-                results[f"int{bits} grouped, wgmma (KLC_MOE_WGMMA=1)"] = timed(run)
+            results[f"int{bits} grouped, wgmma (the Hopper default)"] = timed(run)
         with env("KLC_MOE_WQ_GEMM", "0"):
             results[f"int{bits} dequantized"] = timed(run)
         if bits == 8:
@@ -496,10 +505,10 @@ def moe_speed(klc, gen):
                                                c_p(w2.data_ptr()), c_p(out.data_ptr()), c_p(ws.data_ptr()), c_z(ws_bytes), T, d, I, E, k, 0))
             results["bf16"] = timed(bf16_run)
             with env("KLC_MOE_BF16_GEMM", "1"):
-                results["bf16 grouped (KLC_MOE_BF16_GEMM=1)"] = timed(bf16_run)
+                with env("KLC_MOE_WGMMA", "0"):
+                    results["bf16 grouped, mma.sync (KLC_MOE_BF16_GEMM=1)"] = timed(bf16_run)
                 if hopper():
-                    with env("KLC_MOE_WGMMA", "1"):
-                        results["bf16 grouped, wgmma (KLC_MOE_BF16_GEMM=1 KLC_MOE_WGMMA=1)"] = timed(bf16_run)
+                    results["bf16 grouped, wgmma (KLC_MOE_BF16_GEMM=1)"] = timed(bf16_run)
             del w13, w2
         del m13, m2
         torch.cuda.empty_cache()
@@ -516,6 +525,21 @@ def moe_cases(klc, gen):
             moe_case(klc, gen, 16, bits, group, symmetric, False)
     moe_case(klc, gen, 1, 8, None, True, True, fp8=True)
     moe_case(klc, gen, 16, 8, None, True, False, fp8=True)
+    # The mma.sync kernels (sm_80-sm_89, and Hopper with KLC_MOE_WGMMA=0) first.
+    with env("KLC_MOE_WGMMA", "0"):
+        mma_sync_moe_cases(klc, gen)
+    # The Hopper kernels (moe_wgmma.cu, the default there), every kind of code, several tiles per expert and a partial group.
+    if hopper():
+        moe_case(klc, gen, 1024, 8, None, True, True, E=32)
+        moe_case(klc, gen, 1024, 4, 32, False, True, E=32)
+        moe_case(klc, gen, 1024, 4, 128, True, True, E=32)
+        moe_case(klc, gen, 300, 8, None, True, True, E=40, fp8=True)
+        moe_case(klc, gen, 200, 8, None, False, True)
+        moe_bf16_case(klc, gen, 1024, 32)
+        moe_bf16_case(klc, gen, 300, 40)
+
+
+def mma_sync_moe_cases(klc, gen):
     # On tensor cores the experts are dequantized 32 at a time: 64 experts are two groups, 40 a full and a partial one.
     for tc in (False, True):
         moe_case(klc, gen, 200, 4, 128, True, tc)
@@ -535,16 +559,6 @@ def moe_cases(klc, gen):
         moe_case(klc, gen, 1024, 4, 128, True, True, E=32)
     moe_bf16_case(klc, gen, 1024, 32)
     moe_bf16_case(klc, gen, 300, 40)
-    # The Hopper kernels (moe_wgmma.cu), every kind of code, several tiles per expert and a partial group.
-    if hopper():
-        with env("KLC_MOE_WGMMA", "1"):
-            moe_case(klc, gen, 1024, 8, None, True, True, E=32)
-            moe_case(klc, gen, 1024, 4, 32, False, True, E=32)
-            moe_case(klc, gen, 1024, 4, 128, True, True, E=32)
-            moe_case(klc, gen, 300, 8, None, True, True, E=40, fp8=True)
-            moe_case(klc, gen, 200, 8, None, False, True)
-            moe_bf16_case(klc, gen, 1024, 32)
-            moe_bf16_case(klc, gen, 300, 40)
 
 
 # QUANT_CASES (comma-separated, default all but moespeed, which speed includes) picks the parts.
