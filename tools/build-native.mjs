@@ -77,7 +77,7 @@ const tmp = join(out, `.tmp-${process.pid}`);
 mkdirSync(tmp, { recursive: true });
 const started = Date.now();
 try {
-  const units = ['context.cu', 'kda.cu', 'ops.cu', 'cublas.cu', 'tc_ops.cu', 'mla_flash.cu', 'mla_wgmma.cu', 'batch_decode.cu', 'mla_decode_bf16.cu', 'sample.cu', 'moe_small.cu', 'gemv.cu', 'dummy.cu', 'vbuf.cu', 'graph.cu', 'wq_gemv.cu', 'wq_dequant.cu', 'wq_quantize.cu', 'moe_small_wq.cu', 'moe_wq_gemm.cu', 'moe_wgmma.cu', 'host_moe.cu', 'cpu_experts.cpp'];
+  const units = ['context.cu', 'kda.cu', 'kda_recurrent.cu', 'elementwise.cu', 'norm.cu', 'linear.cu', 'conv.cu', 'mla.cu', 'moe.cu', 'cublas.cu', 'tc_ops.cu', 'mla_flash.cu', 'mla_wgmma.cu', 'batch_decode.cu', 'mla_decode_bf16.cu', 'sample.cu', 'moe_small.cu', 'gemv.cu', 'dummy.cu', 'vbuf.cu', 'graph.cu', 'wq_gemv.cu', 'wq_dequant.cu', 'wq_quantize.cu', 'moe_small_wq.cu', 'moe_wq_gemm.cu', 'moe_wgmma.cu', 'host_moe.cu', 'cpu_experts.cpp'];
   // cpu_experts.cpp is host C++ (the offloaded experts' CPU kernels), compiled by nvcc's host compiler.
   const object = (u) => join(tmp, u.replace(/\.(cu|cpp)$/, '.o'));
   const threadsPerUnit = Math.max(1, Math.floor(jobs / units.length));

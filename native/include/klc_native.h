@@ -109,7 +109,8 @@ KLC_API int klc_kda_decode(klc_ctx *ctx, const klc_kda_args *args);
 /* Times `iters` back-to-back calls with CUDA events after one warm-up; writes milliseconds per call. */
 KLC_API int klc_kda_time(klc_ctx *ctx, const klc_kda_args *args, int decode, int iters, float *ms_per_call);
 
-/* ---- Layer operations (native/src/ops.cu) ------------------------------------------------------
+/* ---- Layer operations (native/src: elementwise.cu, norm.cu, linear.cu, conv.cu, kda_recurrent.cu,
+ * mla.cu, moe.cu, one op family each) -------------------------------------------------------------
  * Activations are fp32 row-major [rows, cols] with a leading dimension (ld*) in elements; weights
  * are bf16 PyTorch Linear layout [out, in]; norm, conv and gate parameters are fp32. */
 

@@ -1,4 +1,5 @@
-"""Device check of single layer kernels of native/src/ops.cu against float64 torch references:
+"""Device check of single layer kernels (native/src/mla.cu, linear.cu, moe.cu, conv.cu, norm.cu and
+the paths they hand over to) against float64 torch references:
 MLA attention over the latent cache (prefill with and without a cached prefix at Kimi's shapes,
 up to 32k tokens; decode over a long cache, split over the keys) and the bf16-weight linear layer
 at the model's shapes; then the tensor-core forms (cuBLAS, bf16 activations) of the linear layer,

@@ -1,8 +1,8 @@
 /**
  * The CUDA backend's working memory for one forward call of T tokens, computed without a GPU: the
  * per-layer activations, the scratch the native MoE and MLA kernels ask for (the formulas of
- * klc_moe_workspace_bytes / klc_mla_workspace_bytes in native/src/ops.cu, ported so that the plan
- * and `klc plan` need no native library), tensor-core staging (native/src/tc_ops.cu,
+ * klc_moe_workspace_bytes / klc_mla_workspace_bytes in native/src/moe.cu and mla.cu, ported so that
+ * the plan and `klc plan` need no native library), tensor-core staging (native/src/tc_ops.cu,
  * mla_flash.cu) and the device sampling buffers.
  */
 import type { KimiConfig } from '../model/config';
@@ -34,7 +34,7 @@ export function moeDenseBytes(c: KimiConfig, denseF32: boolean): number {
   return align256(G * 2 * I * d * el) + G * d * I * el;
 }
 
-/** Rows per tile of the native MoE expert GEMMs (BM in native/src/ops.cu). */
+/** Rows per tile of the native MoE expert GEMMs (BM in native/src/gemm_f32.cuh). */
 const MOE_TILE_ROWS = 64;
 
 /**

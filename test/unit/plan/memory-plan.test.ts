@@ -112,7 +112,7 @@ test('KDA state and forks', async () => {
   assert.equal(forkBytes(c, 4), 132_972_544);
 });
 
-test('the ported MoE and MLA scratch formulas (native/src/ops.cu) at a 4096-token slice', async () => {
+test('the ported MoE and MLA scratch formulas (native/src/moe.cu, mla.cu) at a 4096-token slice', async () => {
   const c = await published();
   // klc_moe_workspace_bytes(4096, 2304, 1024, 256, 8): n = 32,768, rows = 32,768 + 64 × 256 = 49,152;
   //   align256(4 × (3 × 257 + 2n) = 265,228) = 265,472; align256(8 × 6 × 256) = 12,288;

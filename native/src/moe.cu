@@ -1,0 +1,221 @@
+// The MoE layer (spec 4): the sigmoid top-k router and the experts (few pairs: moe_small.cu; tensor-core
+// mode: tc_ops.cu; else a token sort by expert, grouped GEMMs of gemm_f32.cuh and a weighted combine), and
+// the SwiGLU activation, whose kernel the dense MLP (klc_silu_mul) and the experts' CUDA-core path share.
+#include <cuda_bf16.h>
+
+#include <algorithm>
+#include <climits>
+
+#include "gemm_f32.cuh"
+#include "internal.h"
+
+namespace {
+
+using bf16 = __nv_bfloat16;
+using namespace klc_ops;
+
+// h[t, i] = SiLU(gu[t, i]) * gu[t, I + i]: the gate and up projections come from one GEMM.
+__global__ void silu_mul_kernel(const float *gu, float *h, int rows, int I) {
+  const size_t n = (size_t)rows * I;
+  for (size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x; e < n; e += (size_t)gridDim.x * blockDim.x) {
+    const size_t r = e / I, i = e % I;
+    h[e] = siluf_(gu[r * 2 * I + i]) * gu[r * 2 * I + I + i];
+  }
+}
+
+// MoE (spec 4): sigmoid router, choice on score + correction bias, weights from the unbiased
+// scores of the chosen experts, renormalised, times the scaling factor. One warp per token: every
+// lane scores E / 32 experts once and keeps them in registers; each of the k rounds takes the best
+// expert not yet chosen with a warp argmax (ties to the lower index). A thread per token doing
+// k * E serial steps cost half a millisecond per decode step.
+constexpr int ROUTE_WARPS = 4;
+constexpr int ROUTE_PER_LANE = 32;  // E <= 1024
+
+__global__ void __launch_bounds__(32 * ROUTE_WARPS) moe_route_kernel(const float *logits, const float *bias, int *idx, float *wout,
+                                                                     int T, int E, int k, int renorm, float scaling) {
+  const int lane = threadIdx.x & 31;
+  const int t = blockIdx.x * ROUTE_WARPS + (threadIdx.x >> 5);
+  if (t >= T) return;
+  const float *lg = logits + (size_t)t * E;
+  // Lane keeps experts e = lane + 32 * j; bit j of `taken` marks one already chosen (or past E).
+  float score[ROUTE_PER_LANE];
+  unsigned taken = 0;
+#pragma unroll
+  for (int j = 0; j < ROUTE_PER_LANE; ++j) {
+    const int e = lane + 32 * j;
+    score[j] = e < E ? sigmoidf_(lg[e]) + bias[e] : 0.f;
+    if (e >= E) taken |= 1u << j;
+  }
+  int chosen[16];
+  for (int s = 0; s < k; ++s) {
+    int best = INT_MAX;
+    float bv = -INFINITY;
+#pragma unroll
+    for (int j = 0; j < ROUTE_PER_LANE; ++j) {
+      if (taken >> j & 1u) continue;
+      if (best == INT_MAX || score[j] > bv) {  // strict: ties keep the lower index (j ascends with e)
+        bv = score[j];
+        best = lane + 32 * j;
+      }
+    }
+    for (int off = 16; off > 0; off >>= 1) {
+      const float ov = __shfl_xor_sync(0xffffffffu, bv, off);
+      const int oi = __shfl_xor_sync(0xffffffffu, best, off);
+      if (oi != INT_MAX && (best == INT_MAX || ov > bv || (ov == bv && oi < best))) {
+        bv = ov;
+        best = oi;
+      }
+    }
+    chosen[s] = best;
+    if ((best & 31) == lane) taken |= 1u << (best >> 5);
+  }
+  for (int a = 1; a < k; ++a)  // ascending expert order, as the reference reports them
+    for (int b = a; b > 0 && chosen[b - 1] > chosen[b]; --b) {
+      const int tmp = chosen[b];
+      chosen[b] = chosen[b - 1];
+      chosen[b - 1] = tmp;
+    }
+  float sum = 0.f;
+  for (int s = 0; s < k; ++s) sum += sigmoidf_(lg[chosen[s]]);
+  const float norm = renorm ? sum + 1e-20f : 1.f;
+  for (int s = lane; s < k; s += 32) {
+    idx[(size_t)t * k + s] = chosen[s];
+    wout[(size_t)t * k + s] = sigmoidf_(lg[chosen[s]]) / norm * scaling;
+  }
+}
+
+// Sorts the T*k (token, slot) pairs by expert: off[E+1] row offsets, tiles[E+1] first 64-row
+// tile per expert, pos[t*k+s] the sorted row of each pair, tok[row] its token. One block.
+__global__ void moe_sort_kernel(const int *idx, int n, int E, int *off, int *tiles, int *cursor, int *pos, int *tok, int k) {
+  for (int e = threadIdx.x; e < E; e += blockDim.x) cursor[e] = 0;
+  __syncthreads();
+  for (int i = threadIdx.x; i < n; i += blockDim.x) atomicAdd(&cursor[idx[i]], 1);
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    int o = 0, tl = 0;
+    for (int e = 0; e < E; ++e) {
+      off[e] = o;
+      tiles[e] = tl;
+      o += cursor[e];
+      tl += (cursor[e] + BM - 1) / BM;
+      cursor[e] = off[e];
+    }
+    off[E] = o;
+    tiles[E] = tl;
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < n; i += blockDim.x) {
+    const int p = atomicAdd(&cursor[idx[i]], 1);
+    pos[i] = p;
+    tok[p] = i / k;
+  }
+}
+
+// out[t] += sum_s w[t, s] * y[pos[t, s]] (slots in ascending expert order).
+__global__ void moe_combine_kernel(const float *y, const int *pos, const float *w, float *out, int d, int k) {
+  const int t = blockIdx.x;
+  for (int c = threadIdx.x; c < d; c += blockDim.x) {
+    float s = 0.f;
+    for (int j = 0; j < k; ++j) s = fmaf(w[(size_t)t * k + j], y[(size_t)pos[t * k + j] * d + c], s);
+    out[(size_t)t * d + c] += s;
+  }
+}
+
+using klc::launched;
+
+size_t align256(size_t b) { return (b + 255) & ~(size_t)255; }
+
+}  // namespace
+
+using namespace klc;
+
+extern "C" {
+
+int klc_silu_mul(klc_ctx *ctx, const float *gu, float *h, int rows, int I) {
+  int rc = use_device(ctx);
+  if (rc) return rc;
+  if (!gu || !h || rows < 1 || I < 1) return fail(KLC_E_ARG, "klc_silu_mul: bad pointers or shape");
+  silu_mul_kernel<<<blocks_for((size_t)rows * I, 256), 256, 0, ctx->stream>>>(gu, h, rows, I);
+  return launched("the SwiGLU activation");
+}
+
+int klc_moe_route(klc_ctx *ctx, const float *logits, const float *bias, int32_t *idx, float *w, int T, int E, int k, int renorm,
+                  float scaling) {
+  int rc = use_device(ctx);
+  if (rc) return rc;
+  if (!logits || !bias || !idx || !w || T < 1 || E < 1 || E > 32 * ROUTE_PER_LANE || k < 1 || k > 16 || k > E)
+    return fail(KLC_E_ARG, "klc_moe_route: bad pointers or shape (at most 1024 experts, top-k at most 16)");
+  moe_route_kernel<<<(T + ROUTE_WARPS - 1) / ROUTE_WARPS, 32 * ROUTE_WARPS, 0, ctx->stream>>>(logits, bias, idx, w, T, E, k, renorm,
+                                                                                              scaling);
+  return launched("the MoE router");
+}
+
+size_t klc_moe_workspace_bytes(int T, int d, int I, int E, int k) {
+  const size_t n = (size_t)T * k;
+  // Row buffers hold every expert's rows padded to whole 64-row tiles (the tensor-core path), at
+  // most n + 64 * min(E, n) rows; then 6 pointers per expert for the batched GEMMs.
+  const size_t rows = n + (size_t)BM * std::min<size_t>(E, n);
+  return align256(sizeof(int) * (3 * (size_t)(E + 1) + 2 * n)) + align256(sizeof(void *) * 6 * (size_t)E) +
+         align256(sizeof(float) * rows * 2 * I) + align256(sizeof(float) * rows * I) + align256(sizeof(float) * rows * d);
+}
+
+int klc_moe_experts(klc_ctx *ctx, const float *x, const int32_t *idx, const float *w, const void *w13, const void *w2, float *out,
+                    void *ws, size_t ws_bytes, int T, int d, int I, int E, int k, int w_f32) {
+  int rc = use_device(ctx);
+  if (rc) return rc;
+  if (!x || !idx || !w || !w13 || !w2 || !out || !ws || T < 1 || d < 1 || I < 1 || E < 1 || k < 1)
+    return fail(KLC_E_ARG, "klc_moe_experts: bad pointers or shape");
+  if (ws_bytes < klc_moe_workspace_bytes(T, d, I, E, k))
+    return fail(KLC_E_ARG, "klc_moe_experts: workspace smaller than klc_moe_workspace_bytes()");
+  return klc::moe_experts(ctx, x, idx, w, w13, w2, out, ws, T, d, I, E, k, w_f32, MoeGroups{E, nullptr, nullptr});
+}
+
+}  // extern "C"
+
+namespace klc {
+
+int moe_experts(klc_ctx *ctx, const float *x, const int32_t *idx, const float *w, const void *w13, const void *w2, float *out, void *ws,
+                int T, int d, int I, int E, int k, int w_f32, const MoeGroups &groups) {
+  int rc = KLC_OK;
+  const int n = T * k;
+  const size_t rows = n + (size_t)BM * std::min(E, n);
+  char *p = static_cast<char *>(ws);
+  int *off = reinterpret_cast<int *>(p), *tiles = off + (E + 1), *cursor = tiles + (E + 1), *pos = cursor + (E + 1),
+      *tok = pos + n;
+  p += align256(sizeof(int) * (3 * (size_t)(E + 1) + 2 * n));
+  void **ptrs = reinterpret_cast<void **>(p);
+  p += align256(sizeof(void *) * 6 * (size_t)E);
+  float *gu = reinterpret_cast<float *>(p);
+  p += align256(sizeof(float) * rows * 2 * I);
+  float *hbuf = reinterpret_cast<float *>(p);
+  p += align256(sizeof(float) * rows * I);
+  float *ybuf = reinterpret_cast<float *>(p);
+  // Few pairs (decode): the chosen experts' weights are read once, straight from idx on the GPU.
+  if (!w_f32 && !groups.load && !groups.w13 && moe_small_wanted(T, k, d, I, x, w13, w2, gu)) return moe_small(ctx, x, idx, w, w13, w2, out, gu, T, d, I, k);
+  moe_sort_kernel<<<1, 1024, 0, ctx->stream>>>(idx, n, E, off, tiles, cursor, pos, tok, k);
+  if ((rc = launched("the MoE token sort"))) return rc;
+  if (!w_f32 && ctx->tensor_cores) {
+    // The bf16 copies fit in the fp32 buffers they stand for: gathered rows in ybuf (free until
+    // the down projections), SwiGLU outputs in hbuf.
+    const MoeTc m{x, idx, w, off, tiles, pos, tok, w13, w2, gu, ybuf, hbuf, ybuf, ptrs, out, T, k, d, I, E, BM, groups};
+    return tc_moe(ctx, m);
+  }
+  if (groups.load || groups.w13) return fail(KLC_E_ARG, "quantized MoE experts loaded by groups or read as codes run only on tensor cores");
+  // At most n / 64 + E row tiles exist; surplus CTAs leave at once.
+  const int max_tiles = (n + BM - 1) / BM + E;
+  if (max_tiles > 65535) return fail(KLC_E_ARG, "klc_moe_experts: too many tokens in one call; pass fewer rows");
+  GemmArgs up{x, d, tok, w13, (long long)2 * I * d, gu, 2 * I, n, 2 * I, d, 0, 0, 0, off, tiles, E};
+  const dim3 grid_up((2 * I + BN - 1) / BN, max_tiles), grid_down((d + BN - 1) / BN, max_tiles);
+  if (w_f32) gemm_kernel<float><<<grid_up, GEMM_THREADS, 0, ctx->stream>>>(up);
+  else gemm_kernel<bf16><<<grid_up, GEMM_THREADS, 0, ctx->stream>>>(up);
+  if ((rc = launched("the MoE gate/up projections"))) return rc;
+  silu_mul_kernel<<<blocks_for((size_t)n * I, 256), 256, 0, ctx->stream>>>(gu, hbuf, n, I);
+  GemmArgs down{hbuf, I, nullptr, w2, (long long)d * I, ybuf, d, n, d, I, 0, 0, 0, off, tiles, E};
+  if (w_f32) gemm_kernel<float><<<grid_down, GEMM_THREADS, 0, ctx->stream>>>(down);
+  else gemm_kernel<bf16><<<grid_down, GEMM_THREADS, 0, ctx->stream>>>(down);
+  if ((rc = launched("the MoE down projections"))) return rc;
+  moe_combine_kernel<<<T, 256, 0, ctx->stream>>>(ybuf, pos, w, out, d, k);
+  return launched("the MoE combine");
+}
+
+}  // namespace klc

@@ -1,0 +1,86 @@
+// RMSNorm over fp32 rows: plain, fused with the residual add before it, and the KDA output norm
+// gated by sigmoid(gate) (klc_gated_rmsnorm). Norm weights are fp32.
+#include <cuda_bf16.h>
+
+#include "internal.h"
+#include "ops_common.cuh"
+
+namespace {
+
+using bf16 = __nv_bfloat16;
+using namespace klc_ops;
+
+__global__ void rmsnorm_kernel(const float *x, int ldx, const float *w, float *y, int ldy, int D, float eps) {
+  const float *xr = x + (size_t)blockIdx.x * ldx;
+  float *yr = y + (size_t)blockIdx.x * ldy;
+  float ss = 0.f;
+  for (int c = threadIdx.x; c < D; c += blockDim.x) ss += xr[c] * xr[c];
+  const float inv = rsqrtf(block_sum(ss) / D + eps);
+  for (int c = threadIdx.x; c < D; c += blockDim.x) yr[c] = w[c] * (xr[c] * inv);
+}
+
+// add_kernel then rmsnorm_kernel, fused: each thread adds the columns it later normalises, so the
+// sums and products are the same operations in the same order as the two kernels.
+__global__ void add_rmsnorm_kernel(float *h, const float *x, const float *w, float *y, int D, float eps) {
+  float *hr = h + (size_t)blockIdx.x * D;
+  const float *xr = x + (size_t)blockIdx.x * D;
+  float *yr = y + (size_t)blockIdx.x * D;
+  float ss = 0.f;
+  for (int c = threadIdx.x; c < D; c += blockDim.x) {
+    const float v = hr[c] + xr[c];
+    hr[c] = v;
+    ss += v * v;
+  }
+  const float inv = rsqrtf(block_sum(ss) / D + eps);
+  for (int c = threadIdx.x; c < D; c += blockDim.x) yr[c] = w[c] * (hr[c] * inv);
+}
+
+// KDA output norm (fla FusedRMSNormGated, sigmoid): one block per (token, head) vector.
+__global__ void gated_rmsnorm_kernel(const void *o, int o_bf16, const float *gate, const float *w, float *y, int D, float eps) {
+  const size_t r = blockIdx.x;
+  auto val = [&](int c) {
+    return o_bf16 ? __bfloat162float(static_cast<const bf16 *>(o)[r * D + c]) : static_cast<const float *>(o)[r * D + c];
+  };
+  float ss = 0.f;
+  for (int c = threadIdx.x; c < D; c += blockDim.x) {
+    const float x = val(c);
+    ss += x * x;
+  }
+  const float inv = rsqrtf(block_sum(ss) / D + eps);
+  for (int c = threadIdx.x; c < D; c += blockDim.x) y[r * D + c] = val(c) * inv * w[c] * sigmoidf_(gate[r * D + c]);
+}
+
+using klc::launched;
+
+}  // namespace
+
+using namespace klc;
+
+extern "C" {
+
+int klc_rmsnorm(klc_ctx *ctx, const float *x, int ldx, const float *w, float *y, int ldy, int rows, int D, float eps) {
+  int rc = use_device(ctx);
+  if (rc) return rc;
+  if (!x || !w || !y || rows < 1 || D < 1 || ldx < D || ldy < D) return fail(KLC_E_ARG, "klc_rmsnorm: bad pointers or shape");
+  rmsnorm_kernel<<<rows, 256, 0, ctx->stream>>>(x, ldx, w, y, ldy, D, eps);
+  return launched("RMSNorm");
+}
+
+int klc_add_rmsnorm(klc_ctx *ctx, float *h, const float *x, const float *w, float *y, int rows, int D, float eps) {
+  int rc = use_device(ctx);
+  if (rc) return rc;
+  if (!h || !x || !w || !y || rows < 1 || D < 1) return fail(KLC_E_ARG, "klc_add_rmsnorm: bad pointers or shape");
+  add_rmsnorm_kernel<<<rows, 256, 0, ctx->stream>>>(h, x, w, y, D, eps);
+  return launched("the residual add and RMSNorm");
+}
+
+int klc_gated_rmsnorm(klc_ctx *ctx, const void *o, int o_bf16, const float *gate, const float *w, float *y, int rows, int D,
+                      float eps) {
+  int rc = use_device(ctx);
+  if (rc) return rc;
+  if (!o || !gate || !w || !y || rows < 1 || D < 1) return fail(KLC_E_ARG, "klc_gated_rmsnorm: bad pointers or shape");
+  gated_rmsnorm_kernel<<<rows, D >= 128 ? 128 : 32, 0, ctx->stream>>>(o, o_bf16, gate, w, y, D, eps);
+  return launched("the gated output norm");
+}
+
+}  // extern "C"
