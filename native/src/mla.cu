@@ -20,10 +20,24 @@ using namespace klc_ops;
 // the fp32 form stores exactly what klc_rmsnorm and klc_copy2d would.
 template <typename CT>
 __device__ void append_latent_row(const float *xr, const float *w, CT *yr, int D, int L, float eps) {
+  const int tile = NORM_PER * blockDim.x;
   float ss = 0.f;
-  for (int c = threadIdx.x; c < L; c += blockDim.x) ss += xr[c] * xr[c];
+  for (int c0 = threadIdx.x; c0 < L; c0 += tile) {
+    float v[NORM_PER];
+    load_tile(xr, c0, L, v);
+    ss = add_squares(v, ss);
+  }
   const float inv = rsqrtf(block_sum(ss) / L + eps);
-  for (int c = threadIdx.x; c < D; c += blockDim.x) klc::cache_store(yr + c, c < L ? w[c] * (xr[c] * inv) : xr[c]);
+  for (int c0 = threadIdx.x; c0 < D; c0 += tile) {
+    float v[NORM_PER], g[NORM_PER];
+    load_tile(xr, c0, D, v);
+    load_tile(w, c0, L, g);
+#pragma unroll
+    for (int i = 0; i < NORM_PER; ++i) {
+      const int c = c0 + i * (int)blockDim.x;
+      if (c < D) klc::cache_store(yr + c, c < L ? g[i] * (v[i] * inv) : v[i]);
+    }
+  }
 }
 
 template <typename CT>

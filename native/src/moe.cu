@@ -24,63 +24,81 @@ __global__ void silu_mul_kernel(const float *gu, float *h, int rows, int I) {
 }
 
 // MoE (spec 4): sigmoid router, choice on score + correction bias, weights from the unbiased
-// scores of the chosen experts, renormalised, times the scaling factor. One warp per token: every
-// lane scores E / 32 experts once and keeps them in registers; each of the k rounds takes the best
-// expert not yet chosen with a warp argmax (ties to the lower index). A thread per token doing
-// k * E serial steps cost half a millisecond per decode step.
+// scores of the chosen experts, renormalised, times the scaling factor. One warp per token: lane l
+// scores experts l, l + 32, ... once and keeps them in registers with the best one not yet chosen;
+// each of the k rounds takes the best of the lanes' bests with a warp argmax (ties to the lower
+// index), and only the lane that gave it looks for its next best. (Every lane rescanning every round
+// cost ~19 us a decode step's layer on an H100; a thread per token doing k * E serial steps, half a
+// millisecond a step.)
 constexpr int ROUTE_WARPS = 4;
-constexpr int ROUTE_PER_LANE = 32;  // E <= 1024
+constexpr int ROUTE_MAX_K = 16;
 
+template <int PER_LANE>  // E <= 32 * PER_LANE
 __global__ void __launch_bounds__(32 * ROUTE_WARPS) moe_route_kernel(const float *logits, const float *bias, int *idx, float *wout,
                                                                      int T, int E, int k, int renorm, float scaling) {
-  const int lane = threadIdx.x & 31;
-  const int t = blockIdx.x * ROUTE_WARPS + (threadIdx.x >> 5);
+  __shared__ int s_chosen[ROUTE_WARPS][ROUTE_MAX_K];
+  __shared__ float s_score[ROUTE_WARPS][ROUTE_MAX_K];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int t = blockIdx.x * ROUTE_WARPS + warp;
   if (t >= T) return;
   const float *lg = logits + (size_t)t * E;
-  // Lane keeps experts e = lane + 32 * j; bit j of `taken` marks one already chosen (or past E).
-  float score[ROUTE_PER_LANE];
+  // Bit j of `taken` marks expert lane + 32 j as chosen (or past E).
+  float score[PER_LANE];
   unsigned taken = 0;
 #pragma unroll
-  for (int j = 0; j < ROUTE_PER_LANE; ++j) {
+  for (int j = 0; j < PER_LANE; ++j) {
     const int e = lane + 32 * j;
     score[j] = e < E ? sigmoidf_(lg[e]) + bias[e] : 0.f;
     if (e >= E) taken |= 1u << j;
   }
-  int chosen[16];
-  for (int s = 0; s < k; ++s) {
-    int best = INT_MAX;
-    float bv = -INFINITY;
+  int best = INT_MAX;  // this lane's best expert not yet chosen, INT_MAX when none is left
+  float bv = -INFINITY;
+  auto rescan = [&] {
+    best = INT_MAX;
+    bv = -INFINITY;
 #pragma unroll
-    for (int j = 0; j < ROUTE_PER_LANE; ++j) {
+    for (int j = 0; j < PER_LANE; ++j) {
       if (taken >> j & 1u) continue;
       if (best == INT_MAX || score[j] > bv) {  // strict: ties keep the lower index (j ascends with e)
         bv = score[j];
         best = lane + 32 * j;
       }
     }
+  };
+  rescan();
+  int mine = 0;  // lane s < k: the expert chosen in round s
+  for (int s = 0; s < k; ++s) {
+    int wi = best;
+    float wv = bv;
     for (int off = 16; off > 0; off >>= 1) {
-      const float ov = __shfl_xor_sync(0xffffffffu, bv, off);
-      const int oi = __shfl_xor_sync(0xffffffffu, best, off);
-      if (oi != INT_MAX && (best == INT_MAX || ov > bv || (ov == bv && oi < best))) {
-        bv = ov;
-        best = oi;
+      const float ov = __shfl_xor_sync(0xffffffffu, wv, off);
+      const int oi = __shfl_xor_sync(0xffffffffu, wi, off);
+      if (oi != INT_MAX && (wi == INT_MAX || ov > wv || (ov == wv && oi < wi))) {
+        wv = ov;
+        wi = oi;
       }
     }
-    chosen[s] = best;
-    if ((best & 31) == lane) taken |= 1u << (best >> 5);
-  }
-  for (int a = 1; a < k; ++a)  // ascending expert order, as the reference reports them
-    for (int b = a; b > 0 && chosen[b - 1] > chosen[b]; --b) {
-      const int tmp = chosen[b];
-      chosen[b] = chosen[b - 1];
-      chosen[b - 1] = tmp;
+    if (lane == s) mine = wi;
+    if ((wi & 31) == lane) {
+      taken |= 1u << (wi >> 5);
+      rescan();
     }
+  }
+  // Reported in ascending expert order, as the reference does: the chosen experts are distinct,
+  // so each one's place is the number of smaller ones.
+  int place = 0;
+  for (int s = 0; s < k; ++s) place += __shfl_sync(0xffffffffu, mine, s) < mine;
+  if (lane < k) {
+    s_chosen[warp][place] = mine;
+    s_score[warp][place] = sigmoidf_(lg[mine]);
+  }
+  __syncwarp();
   float sum = 0.f;
-  for (int s = 0; s < k; ++s) sum += sigmoidf_(lg[chosen[s]]);
+  for (int s = 0; s < k; ++s) sum += s_score[warp][s];
   const float norm = renorm ? sum + 1e-20f : 1.f;
-  for (int s = lane; s < k; s += 32) {
-    idx[(size_t)t * k + s] = chosen[s];
-    wout[(size_t)t * k + s] = sigmoidf_(lg[chosen[s]]) / norm * scaling;
+  if (lane < k) {
+    idx[(size_t)t * k + lane] = s_chosen[warp][lane];
+    wout[(size_t)t * k + lane] = s_score[warp][lane] / norm * scaling;
   }
 }
 
@@ -143,10 +161,11 @@ int klc_moe_route(klc_ctx *ctx, const float *logits, const float *bias, int32_t 
                   float scaling) {
   int rc = use_device(ctx);
   if (rc) return rc;
-  if (!logits || !bias || !idx || !w || T < 1 || E < 1 || E > 32 * ROUTE_PER_LANE || k < 1 || k > 16 || k > E)
+  if (!logits || !bias || !idx || !w || T < 1 || E < 1 || E > 32 * 32 || k < 1 || k > ROUTE_MAX_K || k > E)
     return fail(KLC_E_ARG, "klc_moe_route: bad pointers or shape (at most 1024 experts, top-k at most 16)");
-  moe_route_kernel<<<(T + ROUTE_WARPS - 1) / ROUTE_WARPS, 32 * ROUTE_WARPS, 0, ctx->stream>>>(logits, bias, idx, w, T, E, k, renorm,
-                                                                                              scaling);
+  const int blocks = (T + ROUTE_WARPS - 1) / ROUTE_WARPS, threads = 32 * ROUTE_WARPS;
+  if (E <= 32 * 8) moe_route_kernel<8><<<blocks, threads, 0, ctx->stream>>>(logits, bias, idx, w, T, E, k, renorm, scaling);
+  else moe_route_kernel<32><<<blocks, threads, 0, ctx->stream>>>(logits, bias, idx, w, T, E, k, renorm, scaling);
   return launched("the MoE router");
 }
 

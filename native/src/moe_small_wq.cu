@@ -15,6 +15,7 @@
 #include <cuda_bf16.h>
 
 #include "internal.h"
+#include "moe_runs.cuh"
 #include "small_vec.cuh"
 #include "wq.cuh"
 
@@ -27,6 +28,7 @@ constexpr int WARPS = 8, THREADS = 32 * WARPS;
 constexpr int MAX_PAIRS = 256;
 constexpr int MAX_TOKENS = 32;   // the down kernel keeps token t's sum in lane t
 constexpr int UP_TOKENS = 4;     // tokens of one expert per pass over its W1/W3 rows
+constexpr int UP_BATCH = 3;      // runs of 8 codes a lane requests from each row before decoding them
 constexpr int MAX_DOWN_UNITS = 8; // runs of 8 codes of one W2 row per lane: I <= 2048
 // The bf16 small-batch path's limit (moe_small.cu): the same crossover is assumed, since the
 // quantized kernels read fewer bytes for the same work.
@@ -34,7 +36,7 @@ constexpr int SMALL_MAX_PAIRS = 128;
 
 // h[p, i] = SiLU(W1_e[i] . x[t]) * (W3_e[i] . x[t]) for every pair p = t * k + s with idx[p] = e.
 template <Codes C>
-__global__ void __launch_bounds__(THREADS) moe_wq_up_kernel(const float *__restrict__ x, const int *__restrict__ idx, klc_wq w13,
+__global__ void __launch_bounds__(THREADS, 3) moe_wq_up_kernel(const float *__restrict__ x, const int *__restrict__ idx, klc_wq w13,
                                                             float *__restrict__ h, int n, int k, int d, int I) {
   __shared__ int pairs[MAX_PAIRS];
   __shared__ int count, repeated;
@@ -74,17 +76,31 @@ __global__ void __launch_bounds__(THREADS) moe_wq_up_kernel(const float *__restr
 #pragma unroll
     for (int j = 0; j < UP_TOKENS; ++j) xr[j] = x + (size_t)(pairs[p0 + min(j, np - 1)] / k) * d;
     float ag[UP_TOKENS] = {}, au[UP_TOKENS] = {};
-#pragma unroll 2
-    for (int u = lane; u < units; u += 32) {
-      const int g = u * 8 / w13.group;
-      float fg[8], fu[8];
-      decode8<C>(load8<BITS>(wg, u), stored_zero<BITS>(w13, gate_row, g, groups), scale_at(w13, (size_t)gate_row * groups + g), fg);
-      decode8<C>(load8<BITS>(wu, u), stored_zero<BITS>(w13, up_row, g, groups), scale_at(w13, (size_t)up_row * groups + g), fu);
+    // UP_BATCH runs of codes of both rows are requested before the first is decoded.
+    for (int u0 = lane; u0 < units; u0 += 32 * UP_BATCH) {
+      Raw8<BITS> rg[UP_BATCH], ru[UP_BATCH];
 #pragma unroll
-      for (int j = 0; j < UP_TOKENS; ++j) {
-        if (j < np) {
-          ag[j] = dot8(fg, xr[j] + u * 8, ag[j]);
-          au[j] = dot8(fu, xr[j] + u * 8, au[j]);
+      for (int b = 0; b < UP_BATCH; ++b) {
+        const int u = u0 + 32 * b;
+        if (u < units) {
+          rg[b] = load8<BITS>(wg, u);
+          ru[b] = load8<BITS>(wu, u);
+        }
+      }
+#pragma unroll
+      for (int b = 0; b < UP_BATCH; ++b) {
+        const int u = u0 + 32 * b;
+        if (u >= units) break;
+        const int g = u * 8 / w13.group;
+        float fg[8], fu[8];
+        decode8<C>(rg[b], stored_zero<BITS>(w13, gate_row, g, groups), scale_at(w13, (size_t)gate_row * groups + g), fg);
+        decode8<C>(ru[b], stored_zero<BITS>(w13, up_row, g, groups), scale_at(w13, (size_t)up_row * groups + g), fu);
+#pragma unroll
+        for (int j = 0; j < UP_TOKENS; ++j) {
+          if (j < np) {
+            ag[j] = dot8(fg, xr[j] + u * 8, ag[j]);
+            au[j] = dot8(fu, xr[j] + u * 8, au[j]);
+          }
         }
       }
     }
@@ -97,70 +113,59 @@ __global__ void __launch_bounds__(THREADS) moe_wq_up_kernel(const float *__restr
   }
 }
 
-// out[t, c] += sum_s w[t, s] * (W2_{idx[t, s]}[c] . h[t * k + s]) for the warp's column c.
+// out[t, c] += sum_s w[t, s] * (W2_{idx[t, s]}[c] . h[t * k + s]) for the warp's column c. The
+// codes of BATCH experts' rows (32 registers of codes a lane) are requested before the first is
+// decoded; each token's terms are added in ascending expert order.
 template <Codes C, int UNITS>
-__global__ void __launch_bounds__(THREADS) moe_wq_down_kernel(const float *__restrict__ h, const int *__restrict__ idx,
+__global__ void __launch_bounds__(THREADS, 3) moe_wq_down_kernel(const float *__restrict__ h, const int *__restrict__ idx,
                                                               const float *__restrict__ wt, klc_wq w2, float *__restrict__ out, int n,
                                                               int k, int T, int d, int I) {
-  __shared__ int s_idx[MAX_PAIRS], order[MAX_PAIRS];
-  for (int j = threadIdx.x; j < n; j += THREADS) s_idx[j] = idx[j];
-  __syncthreads();
-  for (int j = threadIdx.x; j < n; j += THREADS) {
-    const int e = s_idx[j];
-    int pos = 0;
-    for (int q = 0; q < n; ++q) {
-      const int f = s_idx[q];
-      pos += f < e || (f == e && q < j);
-    }
-    order[pos] = j;
-  }
-  __syncthreads();
+  __shared__ ExpertRuns<MAX_PAIRS, THREADS> runs;
+  runs.build(idx, n);
   const int lane = threadIdx.x & 31, col = blockIdx.x * WARPS + (threadIdx.x >> 5);
   if (col >= d) return;
   constexpr int BITS = bits_of<C>;
   constexpr int PER_WORD = 32 / BITS;
+  constexpr int BATCH = 32 * 4 / (UNITS * (int)sizeof(Raw8<BITS>)) > 0 ? 32 * 4 / (UNITS * (int)sizeof(Raw8<BITS>)) : 1;
   const int words = I / PER_WORD, groups = I / w2.group, nu = I / 8;
-  auto load = [&](int e, Raw8<BITS> *dst) {
-    const int32_t *row = w2.w_packed + ((size_t)e * d + col) * words;
-#pragma unroll
-    for (int i = 0; i < UNITS; ++i) {
-      const int u = lane + 32 * i;
-      if (u < nu) dst[i] = load8<BITS>(row, u);
-    }
-  };
   float acc = 0.f;
-  Raw8<BITS> cur[UNITS] = {}, next[UNITS] = {};
-  load(s_idx[order[0]], cur);
-  for (int p = 0; p < n;) {
-    const int e = s_idx[order[p]];
-    int q = p + 1;
-    while (q < n && s_idx[order[q]] == e) ++q;
-    if (q < n) load(s_idx[order[q]], next);  // in flight while this expert's dots run
-    const int row = e * d + col;
-    float f[UNITS][8];
+  for (int u0 = 0; u0 < runs.runs; u0 += BATCH) {
+    Raw8<BITS> raw[BATCH][UNITS];
 #pragma unroll
-    for (int i = 0; i < UNITS; ++i) {
-      const int u = lane + 32 * i;
-      if (u < nu) {
-        const int g = u * 8 / w2.group;
-        decode8<C>(cur[i], stored_zero<BITS>(w2, row, g, groups), scale_at(w2, (size_t)row * groups + g), f[i]);
-      }
-    }
-    for (int s = p; s < q; ++s) {
-      const int pair = order[s];
-      const float *hr = h + (size_t)pair * I;
-      float part = 0.f;
+    for (int b = 0; b < BATCH; ++b) {
+      if (u0 + b >= runs.runs) break;
+      const int32_t *row = w2.w_packed + ((size_t)runs.expert(u0 + b) * d + col) * words;
 #pragma unroll
       for (int i = 0; i < UNITS; ++i) {
         const int u = lane + 32 * i;
-        if (u < nu) part = dot8(f[i], hr + u * 8, part);
+        if (u < nu) raw[b][i] = load8<BITS>(row, u);
       }
-      const float y = group_sum<32>(part);
-      if (lane == pair / k) acc = fmaf(wt[pair], y, acc);
     }
 #pragma unroll
-    for (int i = 0; i < UNITS; ++i) cur[i] = next[i];
-    p = q;
+    for (int b = 0; b < BATCH; ++b) {
+      const int r = u0 + b;
+      if (r >= runs.runs) break;
+      const int row = runs.expert(r) * d + col;
+      // Decoded again for each pair (a decode step has one per expert): holding the decoded
+      // weights of a batch would take the registers that keep its codes in flight.
+      for (int s = runs.first[r]; s < runs.first[r + 1]; ++s) {
+        const int pair = runs.order[s];
+        const float *hr = h + (size_t)pair * I;
+        float part = 0.f;
+#pragma unroll
+        for (int i = 0; i < UNITS; ++i) {
+          const int u = lane + 32 * i;
+          if (u < nu) {
+            const int g = u * 8 / w2.group;
+            float f[8];
+            decode8<C>(raw[b][i], stored_zero<BITS>(w2, row, g, groups), scale_at(w2, (size_t)row * groups + g), f);
+            part = dot8(f, hr + u * 8, part);
+          }
+        }
+        const float y = group_sum<32>(part);
+        if (lane == pair / k) acc = fmaf(wt[pair], y, acc);
+      }
+    }
   }
   if (lane < T) out[(size_t)lane * d + col] += acc;
 }

@@ -13,10 +13,24 @@ using namespace klc_ops;
 __global__ void rmsnorm_kernel(const float *x, int ldx, const float *w, float *y, int ldy, int D, float eps) {
   const float *xr = x + (size_t)blockIdx.x * ldx;
   float *yr = y + (size_t)blockIdx.x * ldy;
+  const int tile = NORM_PER * blockDim.x;
   float ss = 0.f;
-  for (int c = threadIdx.x; c < D; c += blockDim.x) ss += xr[c] * xr[c];
+  for (int c0 = threadIdx.x; c0 < D; c0 += tile) {
+    float v[NORM_PER];
+    load_tile(xr, c0, D, v);
+    ss = add_squares(v, ss);
+  }
   const float inv = rsqrtf(block_sum(ss) / D + eps);
-  for (int c = threadIdx.x; c < D; c += blockDim.x) yr[c] = w[c] * (xr[c] * inv);
+  for (int c0 = threadIdx.x; c0 < D; c0 += tile) {
+    float v[NORM_PER], g[NORM_PER];
+    load_tile(xr, c0, D, v);
+    load_tile(w, c0, D, g);
+#pragma unroll
+    for (int i = 0; i < NORM_PER; ++i) {
+      const int c = c0 + i * (int)blockDim.x;
+      if (c < D) yr[c] = g[i] * (v[i] * inv);
+    }
+  }
 }
 
 // add_kernel then rmsnorm_kernel, fused: each thread adds the columns it later normalises, so the
@@ -25,14 +39,31 @@ __global__ void add_rmsnorm_kernel(float *h, const float *x, const float *w, flo
   float *hr = h + (size_t)blockIdx.x * D;
   const float *xr = x + (size_t)blockIdx.x * D;
   float *yr = y + (size_t)blockIdx.x * D;
+  const int tile = NORM_PER * blockDim.x;
   float ss = 0.f;
-  for (int c = threadIdx.x; c < D; c += blockDim.x) {
-    const float v = hr[c] + xr[c];
-    hr[c] = v;
-    ss += v * v;
+  for (int c0 = threadIdx.x; c0 < D; c0 += tile) {
+    float v[NORM_PER], dx[NORM_PER];
+    load_tile(hr, c0, D, v);
+    load_tile(xr, c0, D, dx);
+#pragma unroll
+    for (int i = 0; i < NORM_PER; ++i) {
+      const int c = c0 + i * (int)blockDim.x;
+      v[i] = v[i] + dx[i];
+      if (c < D) hr[c] = v[i];
+    }
+    ss = add_squares(v, ss);
   }
   const float inv = rsqrtf(block_sum(ss) / D + eps);
-  for (int c = threadIdx.x; c < D; c += blockDim.x) yr[c] = w[c] * (hr[c] * inv);
+  for (int c0 = threadIdx.x; c0 < D; c0 += tile) {
+    float v[NORM_PER], g[NORM_PER];
+    load_tile(hr, c0, D, v);
+    load_tile(w, c0, D, g);
+#pragma unroll
+    for (int i = 0; i < NORM_PER; ++i) {
+      const int c = c0 + i * (int)blockDim.x;
+      if (c < D) yr[c] = g[i] * (v[i] * inv);
+    }
+  }
 }
 
 // KDA output norm (fla FusedRMSNormGated, sigmoid): one block per (token, head) vector.

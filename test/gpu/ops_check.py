@@ -552,6 +552,9 @@ def moe_and_small_cases(klc):
         conv_case(klc, T, C, W, split)
     for rows in (1, 8, 4096):
         add_rmsnorm_case(klc, rows)
+    # Rows wider than one tile of the norms' register loads (16 values x 256 threads), one of them ragged.
+    add_rmsnorm_case(klc, 3, D=8192)
+    add_rmsnorm_case(klc, 5, D=9000)
 
 
 def main():
