@@ -20,15 +20,8 @@ using namespace klc_ops;
 // the fp32 form stores exactly what klc_rmsnorm and klc_copy2d would.
 template <typename CT>
 __device__ void append_latent_row(const float *xr, const float *w, CT *yr, int D, int L, float eps) {
-  const int tile = NORM_PER * blockDim.x;
-  float ss = 0.f;
-  for (int c0 = threadIdx.x; c0 < L; c0 += tile) {
-    float v[NORM_PER];
-    load_tile(xr, c0, L, v);
-    ss = add_squares(v, ss);
-  }
-  const float inv = rsqrtf(block_sum(ss) / L + eps);
-  for (int c0 = threadIdx.x; c0 < D; c0 += tile) {
+  const float inv = rsqrtf(block_sum(row_squares(xr, L)) / L + eps);
+  for (int c0 = threadIdx.x; c0 < D; c0 += NORM_PER * (int)blockDim.x) {
     float v[NORM_PER], g[NORM_PER];
     load_tile(xr, c0, D, v);
     load_tile(w, c0, L, g);

@@ -12,25 +12,8 @@ using namespace klc_ops;
 
 __global__ void rmsnorm_kernel(const float *x, int ldx, const float *w, float *y, int ldy, int D, float eps) {
   const float *xr = x + (size_t)blockIdx.x * ldx;
-  float *yr = y + (size_t)blockIdx.x * ldy;
-  const int tile = NORM_PER * blockDim.x;
-  float ss = 0.f;
-  for (int c0 = threadIdx.x; c0 < D; c0 += tile) {
-    float v[NORM_PER];
-    load_tile(xr, c0, D, v);
-    ss = add_squares(v, ss);
-  }
-  const float inv = rsqrtf(block_sum(ss) / D + eps);
-  for (int c0 = threadIdx.x; c0 < D; c0 += tile) {
-    float v[NORM_PER], g[NORM_PER];
-    load_tile(xr, c0, D, v);
-    load_tile(w, c0, D, g);
-#pragma unroll
-    for (int i = 0; i < NORM_PER; ++i) {
-      const int c = c0 + i * (int)blockDim.x;
-      if (c < D) yr[c] = g[i] * (v[i] * inv);
-    }
-  }
+  const float inv = rsqrtf(block_sum(row_squares(xr, D)) / D + eps);
+  scale_row(xr, w, inv, y + (size_t)blockIdx.x * ldy, D);
 }
 
 // add_kernel then rmsnorm_kernel, fused: each thread adds the columns it later normalises, so the
@@ -38,10 +21,8 @@ __global__ void rmsnorm_kernel(const float *x, int ldx, const float *w, float *y
 __global__ void add_rmsnorm_kernel(float *h, const float *x, const float *w, float *y, int D, float eps) {
   float *hr = h + (size_t)blockIdx.x * D;
   const float *xr = x + (size_t)blockIdx.x * D;
-  float *yr = y + (size_t)blockIdx.x * D;
-  const int tile = NORM_PER * blockDim.x;
   float ss = 0.f;
-  for (int c0 = threadIdx.x; c0 < D; c0 += tile) {
+  for (int c0 = threadIdx.x; c0 < D; c0 += NORM_PER * (int)blockDim.x) {
     float v[NORM_PER], dx[NORM_PER];
     load_tile(hr, c0, D, v);
     load_tile(xr, c0, D, dx);
@@ -54,16 +35,7 @@ __global__ void add_rmsnorm_kernel(float *h, const float *x, const float *w, flo
     ss = add_squares(v, ss);
   }
   const float inv = rsqrtf(block_sum(ss) / D + eps);
-  for (int c0 = threadIdx.x; c0 < D; c0 += tile) {
-    float v[NORM_PER], g[NORM_PER];
-    load_tile(hr, c0, D, v);
-    load_tile(w, c0, D, g);
-#pragma unroll
-    for (int i = 0; i < NORM_PER; ++i) {
-      const int c = c0 + i * (int)blockDim.x;
-      if (c < D) yr[c] = g[i] * (v[i] * inv);
-    }
-  }
+  scale_row(hr, w, inv, y + (size_t)blockIdx.x * D, D);
 }
 
 // KDA output norm (fla FusedRMSNormGated, sigmoid): one block per (token, head) vector.

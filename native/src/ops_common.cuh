@@ -61,6 +61,31 @@ __device__ __forceinline__ float add_squares(const float v[NORM_PER], float ss) 
   return ss;
 }
 
+// The sum of squares of row[0 .. D) by this thread's columns, ascending (block_sum joins the threads).
+__device__ __forceinline__ float row_squares(const float *row, int D) {
+  float ss = 0.f;
+  for (int c0 = threadIdx.x; c0 < D; c0 += NORM_PER * (int)blockDim.x) {
+    float v[NORM_PER];
+    load_tile(row, c0, D, v);
+    ss = add_squares(v, ss);
+  }
+  return ss;
+}
+
+// y[c] = w[c] * (row[c] * inv) for this thread's columns: the norms' second pass.
+__device__ __forceinline__ void scale_row(const float *row, const float *w, float inv, float *y, int D) {
+  for (int c0 = threadIdx.x; c0 < D; c0 += NORM_PER * (int)blockDim.x) {
+    float v[NORM_PER], g[NORM_PER];
+    load_tile(row, c0, D, v);
+    load_tile(w, c0, D, g);
+#pragma unroll
+    for (int i = 0; i < NORM_PER; ++i) {
+      const int c = c0 + i * (int)blockDim.x;
+      if (c < D) y[c] = g[i] * (v[i] * inv);
+    }
+  }
+}
+
 inline int blocks_for(size_t n, int threads) {
   size_t b = (n + threads - 1) / threads;
   return (int)(b > 65535 * 16 ? 65535 * 16 : (b < 1 ? 1 : b));
