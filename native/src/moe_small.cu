@@ -12,7 +12,6 @@
 #include <cstdlib>
 
 #include "internal.h"
-#include "moe_runs.cuh"
 #include "small_vec.cuh"
 
 namespace {
@@ -95,53 +94,63 @@ __global__ void __launch_bounds__(THREADS, 4) moe_small_up_kernel(const float *_
   }
 }
 
-// out[t, c] += sum_s w[t, s] * (W2_{idx[t, s]}[c] . h[t * k + s]) for the warp's column c. The rows
-// of BATCH experts (32 registers a lane) are requested before the first is used; each token's terms
-// are added in ascending expert order.
+// out[t, c] += sum_s w[t, s] * (W2_{idx[t, s]}[c] . h[t * k + s]) for the warp's column c.
 template <int VECS>
 __global__ void __launch_bounds__(THREADS) moe_small_down_kernel(const float *__restrict__ h, const int *__restrict__ idx,
                                                                   const float *__restrict__ wt, const bf16 *__restrict__ w2,
                                                                   float *__restrict__ out, int n, int k, int T, int d, int I) {
-  __shared__ ExpertRuns<MAX_PAIRS, THREADS> runs;
-  runs.build(idx, n);
+  __shared__ int s_idx[MAX_PAIRS], order[MAX_PAIRS];
+  for (int j = threadIdx.x; j < n; j += THREADS) s_idx[j] = idx[j];
+  __syncthreads();
+  // order[] lists the pairs by (expert, pair): each expert's pairs side by side, experts ascending.
+  for (int j = threadIdx.x; j < n; j += THREADS) {
+    const int e = s_idx[j];
+    int pos = 0;
+    for (int q = 0; q < n; ++q) {
+      const int f = s_idx[q];
+      pos += f < e || (f == e && q < j);
+    }
+    order[pos] = j;
+  }
+  __syncthreads();
   const int lane = threadIdx.x & 31, col = blockIdx.x * WARPS + (threadIdx.x >> 5);
   if (col >= d) return;
-  constexpr int BATCH = 32 / (VECS * 4) > 0 ? 32 / (VECS * 4) : 1;
   const int nv = I / 8;
-  float acc = 0.f;  // lane t: token t's sum, its experts added in ascending order
-  for (int u0 = 0; u0 < runs.runs; u0 += BATCH) {
-    uint4 rows[BATCH][VECS];
+  auto load = [&](int e, uint4 *dst) {
+    const bf16 *row = w2 + ((size_t)e * d + col) * I;
 #pragma unroll
-    for (int b = 0; b < BATCH; ++b) {
-      if (u0 + b >= runs.runs) break;
-      const bf16 *row = w2 + ((size_t)runs.expert(u0 + b) * d + col) * I;
+    for (int i = 0; i < VECS; ++i) {
+      const int v = lane + 32 * i;
+      if (v < nv) dst[i] = load_stream(row + (size_t)v * 8);
+    }
+  };
+  float acc = 0.f;  // lane t: token t's sum, its experts added in ascending order
+  uint4 cur[VECS] = {}, next[VECS] = {};
+  load(s_idx[order[0]], cur);
+  for (int p = 0; p < n;) {
+    const int e = s_idx[order[p]];
+    int q = p + 1;
+    while (q < n && s_idx[order[q]] == e) ++q;
+    if (q < n) load(s_idx[order[q]], next);  // in flight while this expert's dots run
+    for (int s = p; s < q; ++s) {
+      const int pair = order[s];
+      const float *hr = h + (size_t)pair * I;
+      float part = 0.f;
 #pragma unroll
       for (int i = 0; i < VECS; ++i) {
         const int v = lane + 32 * i;
-        if (v < nv) rows[b][i] = load_stream(row + (size_t)v * 8);
-      }
-    }
-#pragma unroll
-    for (int b = 0; b < BATCH; ++b) {
-      const int r = u0 + b;
-      if (r >= runs.runs) break;
-      for (int s = runs.first[r]; s < runs.first[r + 1]; ++s) {
-        const int pair = runs.order[s];
-        const float *hr = h + (size_t)pair * I;
-        float part = 0.f;
-#pragma unroll
-        for (int i = 0; i < VECS; ++i) {
-          const int v = lane + 32 * i;
-          if (v < nv) {
-            float f[8];
-            unpack_bf16x8(rows[b][i], f);
-            part = dot8(f, hr + v * 8, part);
-          }
+        if (v < nv) {
+          float f[8];
+          unpack_bf16x8(cur[i], f);
+          part = dot8(f, hr + v * 8, part);
         }
-        const float y = group_sum<32>(part);
-        if (lane == pair / k) acc = fmaf(wt[pair], y, acc);
       }
+      const float y = group_sum<32>(part);
+      if (lane == pair / k) acc = fmaf(wt[pair], y, acc);
     }
+#pragma unroll
+    for (int i = 0; i < VECS; ++i) cur[i] = next[i];
+    p = q;
   }
   if (lane < T) out[(size_t)lane * d + col] += acc;
 }

@@ -15,7 +15,6 @@
 #include <cuda_bf16.h>
 
 #include "internal.h"
-#include "moe_runs.cuh"
 #include "small_vec.cuh"
 #include "wq.cuh"
 
@@ -113,59 +112,70 @@ __global__ void __launch_bounds__(THREADS, 3) moe_wq_up_kernel(const float *__re
   }
 }
 
-// out[t, c] += sum_s w[t, s] * (W2_{idx[t, s]}[c] . h[t * k + s]) for the warp's column c. The
-// codes of BATCH experts' rows (32 registers of codes a lane) are requested before the first is
-// decoded; each token's terms are added in ascending expert order.
+// out[t, c] += sum_s w[t, s] * (W2_{idx[t, s]}[c] . h[t * k + s]) for the warp's column c.
 template <Codes C, int UNITS>
-__global__ void __launch_bounds__(THREADS, 3) moe_wq_down_kernel(const float *__restrict__ h, const int *__restrict__ idx,
+__global__ void __launch_bounds__(THREADS) moe_wq_down_kernel(const float *__restrict__ h, const int *__restrict__ idx,
                                                               const float *__restrict__ wt, klc_wq w2, float *__restrict__ out, int n,
                                                               int k, int T, int d, int I) {
-  __shared__ ExpertRuns<MAX_PAIRS, THREADS> runs;
-  runs.build(idx, n);
+  __shared__ int s_idx[MAX_PAIRS], order[MAX_PAIRS];
+  for (int j = threadIdx.x; j < n; j += THREADS) s_idx[j] = idx[j];
+  __syncthreads();
+  for (int j = threadIdx.x; j < n; j += THREADS) {
+    const int e = s_idx[j];
+    int pos = 0;
+    for (int q = 0; q < n; ++q) {
+      const int f = s_idx[q];
+      pos += f < e || (f == e && q < j);
+    }
+    order[pos] = j;
+  }
+  __syncthreads();
   const int lane = threadIdx.x & 31, col = blockIdx.x * WARPS + (threadIdx.x >> 5);
   if (col >= d) return;
   constexpr int BITS = bits_of<C>;
   constexpr int PER_WORD = 32 / BITS;
-  constexpr int BATCH = 32 * 4 / (UNITS * (int)sizeof(Raw8<BITS>)) > 0 ? 32 * 4 / (UNITS * (int)sizeof(Raw8<BITS>)) : 1;
   const int words = I / PER_WORD, groups = I / w2.group, nu = I / 8;
-  float acc = 0.f;
-  for (int u0 = 0; u0 < runs.runs; u0 += BATCH) {
-    Raw8<BITS> raw[BATCH][UNITS];
+  auto load = [&](int e, Raw8<BITS> *dst) {
+    const int32_t *row = w2.w_packed + ((size_t)e * d + col) * words;
 #pragma unroll
-    for (int b = 0; b < BATCH; ++b) {
-      if (u0 + b >= runs.runs) break;
-      const int32_t *row = w2.w_packed + ((size_t)runs.expert(u0 + b) * d + col) * words;
+    for (int i = 0; i < UNITS; ++i) {
+      const int u = lane + 32 * i;
+      if (u < nu) dst[i] = load8<BITS>(row, u);
+    }
+  };
+  float acc = 0.f;
+  Raw8<BITS> cur[UNITS] = {}, next[UNITS] = {};
+  load(s_idx[order[0]], cur);
+  for (int p = 0; p < n;) {
+    const int e = s_idx[order[p]];
+    int q = p + 1;
+    while (q < n && s_idx[order[q]] == e) ++q;
+    if (q < n) load(s_idx[order[q]], next);  // in flight while this expert's dots run
+    const int row = e * d + col;
+    float f[UNITS][8];
+#pragma unroll
+    for (int i = 0; i < UNITS; ++i) {
+      const int u = lane + 32 * i;
+      if (u < nu) {
+        const int g = u * 8 / w2.group;
+        decode8<C>(cur[i], stored_zero<BITS>(w2, row, g, groups), scale_at(w2, (size_t)row * groups + g), f[i]);
+      }
+    }
+    for (int s = p; s < q; ++s) {
+      const int pair = order[s];
+      const float *hr = h + (size_t)pair * I;
+      float part = 0.f;
 #pragma unroll
       for (int i = 0; i < UNITS; ++i) {
         const int u = lane + 32 * i;
-        if (u < nu) raw[b][i] = load8<BITS>(row, u);
+        if (u < nu) part = dot8(f[i], hr + u * 8, part);
       }
+      const float y = group_sum<32>(part);
+      if (lane == pair / k) acc = fmaf(wt[pair], y, acc);
     }
 #pragma unroll
-    for (int b = 0; b < BATCH; ++b) {
-      const int r = u0 + b;
-      if (r >= runs.runs) break;
-      const int row = runs.expert(r) * d + col;
-      // Decoded again for each pair (a decode step has one per expert): holding the decoded
-      // weights of a batch would take the registers that keep its codes in flight.
-      for (int s = runs.first[r]; s < runs.first[r + 1]; ++s) {
-        const int pair = runs.order[s];
-        const float *hr = h + (size_t)pair * I;
-        float part = 0.f;
-#pragma unroll
-        for (int i = 0; i < UNITS; ++i) {
-          const int u = lane + 32 * i;
-          if (u < nu) {
-            const int g = u * 8 / w2.group;
-            float f[8];
-            decode8<C>(raw[b][i], stored_zero<BITS>(w2, row, g, groups), scale_at(w2, (size_t)row * groups + g), f);
-            part = dot8(f, hr + u * 8, part);
-          }
-        }
-        const float y = group_sum<32>(part);
-        if (lane == pair / k) acc = fmaf(wt[pair], y, acc);
-      }
-    }
+    for (int i = 0; i < UNITS; ++i) cur[i] = next[i];
+    p = q;
   }
   if (lane < T) out[(size_t)lane * d + col] += acc;
 }
