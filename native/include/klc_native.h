@@ -22,7 +22,7 @@ extern "C" {
 #define KLC_API __attribute__((visibility("default")))
 #endif
 
-#define KLC_ABI_VERSION 13
+#define KLC_ABI_VERSION 14
 
 enum {
   KLC_OK = 0,
@@ -309,6 +309,21 @@ typedef struct klc_wq {
  * Small N splits K across CTAs (deterministic: partial sums added in split order), using room the
  * context allocates on first need (a synchronising cudaMalloc, once per size). */
 KLC_API int klc_wq_gemv(klc_ctx *ctx, const float *x, int ldx, const klc_wq *w, float *y, int ldy, int M, int accumulate);
+/* One matrix of klc_wq_gemv_many: y[M, w.N] (+)= x[M, w.K] Wᵀ as klc_wq_gemv takes it. */
+typedef struct klc_wq_job {
+  const float *x;
+  int ldx;
+  klc_wq w;
+  float *y;
+  int ldy;
+  int accumulate;
+} klc_wq_job;
+#define KLC_WQ_JOBS_MAX 4
+/* klc_wq_gemv of n (1..KLC_WQ_JOBS_MAX) matrices in one launch, all of M rows and the same codes
+ * (INT4, INT8 or E4M3; scales, groups and zero points may differ): the same results as n calls.
+ * No job may write another's x or y. At decode, where most projections take a few microseconds,
+ * one launch instead of several saves a launch and a drain per matrix. */
+KLC_API int klc_wq_gemv_many(klc_ctx *ctx, const klc_wq_job *jobs, int n, int M);
 /* Milliseconds per klc_wq_gemv call over `iters` back-to-back calls after one warm-up (CUDA events).
  * The calls cycle through the `nw` weights w[0 .. nw) (same shape): copies larger together than the
  * L2 cache make each call read its codes from HBM, as decode does. */

@@ -14,6 +14,7 @@
 #include <string>
 
 #include "internal.h"
+#include "pdl.cuh"
 #include "mla_cache.cuh"
 #include "mma_bf16.cuh"
 
@@ -48,6 +49,8 @@ struct KdaBatchParams {
 };
 
 __global__ void __launch_bounds__(KDA_THREADS) kda_decode_batch_kernel(const __grid_constant__ KdaBatchParams p) {
+  pdl_wait();
+  pdl_trigger();
   const int h = blockIdx.x, b = blockIdx.y, tid = threadIdx.x;
   const int j = tid % KDA_COLS, part = tid / KDA_COLS;
   const int H = p.H, K = p.K, V = p.V, W = p.W, keep = W - 1;
@@ -194,6 +197,8 @@ size_t md_smem_bytes(int D, int stages) {
 
 template <typename CT, int STAGES, bool SPLIT>
 __global__ void __launch_bounds__(MD_THREADS, 1) mla_decode_kernel(const __grid_constant__ MlaDecodeParams p) {
+  pdl_wait();
+  pdl_trigger();
   extern __shared__ float sm[];
   const int D = p.D, L = p.L, H = p.H, SD = md_stride<float>(D), SK = md_stride<CT>(D);
   const int split = blockIdx.x, b = blockIdx.y, h0 = blockIdx.z * MD_HEADS;
@@ -388,6 +393,8 @@ __global__ void __launch_bounds__(MD_THREADS, 1) mla_decode_kernel(const __grid_
 constexpr int MD_MAX_SPLITS = 1024, MD_COMBINE_THREADS = 256;
 
 __global__ void __launch_bounds__(MD_COMBINE_THREADS) mla_decode_combine_kernel(const float *ws, float *out, int L, int splits) {
+  pdl_wait();
+  pdl_trigger();
   __shared__ float wgt[MD_MAX_SPLITS];
   __shared__ float red[MD_COMBINE_THREADS / 32];
   __shared__ float total;
@@ -465,8 +472,8 @@ int launch_mla_decode(klc_ctx *ctx, const MlaDecodeParams &p, int B, int groups)
   const size_t smem = md_smem_bytes<CT>(p.D, STAGES);
   cudaError_t e = cudaFuncSetAttribute(mla_decode_kernel<CT, STAGES, SPLIT>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
   if (e != cudaSuccess) return klc::fail_cuda(e, "configuring the MLA decode kernel");
-  mla_decode_kernel<CT, STAGES, SPLIT><<<dim3(p.splits, B, groups), MD_THREADS, smem, ctx->stream>>>(p);
-  return launched("the MLA decode attention");
+  e = klc::launch_pdl(ctx, mla_decode_kernel<CT, STAGES, SPLIT>, dim3(p.splits, B, groups), MD_THREADS, smem, p);
+  return launched(e, "the MLA decode attention");
 }
 
 // The launch for the cache type, the stages that fit and exact (split TF32) or plain TF32 products.
@@ -510,8 +517,8 @@ int klc_kda_decode_batch(klc_ctx *ctx, const klc_kda_decode_batch_args *a) {
     p.states[b] = a->states[b];
     p.tails[b] = a->tails[b];
   }
-  kda_decode_batch_kernel<<<dim3(a->H, a->B), KDA_THREADS, 0, ctx->stream>>>(p);
-  return launched("the batched KDA decode");
+  const cudaError_t e = launch_pdl(ctx, kda_decode_batch_kernel, dim3(a->H, a->B), KDA_THREADS, 0, p);
+  return launched(e, "the batched KDA decode");
 }
 
 namespace {
@@ -595,8 +602,8 @@ int klc_mla_decode(klc_ctx *ctx, const float *q, const void *const *caches, int 
        : bf16     ? launch_mla_decode_for<__nv_bfloat16>(ctx, p, B, groups, plan.stages, exact)
                   : launch_mla_decode_for<float>(ctx, p, B, groups, plan.stages, exact);
   if (rc) return rc;
-  mla_decode_combine_kernel<<<B * H, MD_COMBINE_THREADS, 0, ctx->stream>>>(p.ws, out, L, plan.splits);
-  return launched("the MLA decode split combine");
+  const cudaError_t e = launch_pdl(ctx, mla_decode_combine_kernel, B * H, MD_COMBINE_THREADS, 0, p.ws, out, L, plan.splits);
+  return launched(e, "the MLA decode split combine");
 }
 
 }  // extern "C"

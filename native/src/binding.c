@@ -696,6 +696,34 @@ static napi_value js_wq_gemv(napi_env env, napi_callback_info info) {
   return done(env, klc_wq_gemv(ctx, (const float *)x, ldx, &w, (float *)y, ldy, M, acc));
 }
 
+/* (ctx, jobs, M): jobs an array of 1..KLC_WQ_JOBS_MAX { x, ldx, w, y, ldy, accumulate } */
+static napi_value js_wq_gemv_many(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  klc_ctx *ctx;
+  int32_t M;
+  uint32_t n = 0;
+  bool is_array = false;
+  if (!get_args(env, info, 3, argv) || !get_ctx(env, argv[0], &ctx) || !get_i32(env, argv[2], &M)) return NULL;
+  napi_is_array(env, argv[1], &is_array);
+  if (!is_array || napi_get_array_length(env, argv[1], &n) != napi_ok || n < 1 || n > KLC_WQ_JOBS_MAX) {
+    napi_throw_type_error(env, "ARG", "klc binding: 'jobs' must be an array of 1 to 4 quantized matrix products");
+    return NULL;
+  }
+  klc_wq_job jobs[KLC_WQ_JOBS_MAX];
+  for (uint32_t j = 0; j < n; ++j) {
+    napi_value o, w;
+    void *x = NULL, *y = NULL;
+    napi_get_element(env, argv[1], j, &o);
+    if (napi_get_named_property(env, o, "w", &w) != napi_ok || !prop_ptr(env, o, "x", &x) || !prop_ptr(env, o, "y", &y) ||
+        !prop_i32(env, o, "ldx", &jobs[j].ldx, 0) || !prop_i32(env, o, "ldy", &jobs[j].ldy, 0) ||
+        !prop_i32(env, o, "accumulate", &jobs[j].accumulate, 0) || !read_wq(env, w, &jobs[j].w))
+      return NULL;
+    jobs[j].x = (const float *)x;
+    jobs[j].y = (float *)y;
+  }
+  return done(env, klc_wq_gemv_many(ctx, jobs, (int)n, M));
+}
+
 /* (ctx, w, row0, rows, out, outF32) */
 static napi_value js_wq_dequant(napi_env env, napi_callback_info info) {
   napi_value argv[6];
@@ -1101,6 +1129,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"moeWorkspaceBytes", NULL, js_moe_workspace_bytes, NULL, NULL, NULL, napi_enumerable, NULL},
       {"moeExperts", NULL, js_moe_experts, NULL, NULL, NULL, napi_enumerable, NULL},
       {"wqGemv", NULL, js_wq_gemv, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"wqGemvMany", NULL, js_wq_gemv_many, NULL, NULL, NULL, napi_enumerable, NULL},
       {"wqDequant", NULL, js_wq_dequant, NULL, NULL, NULL, napi_enumerable, NULL},
       {"wqQuantizeBf16", NULL, js_wq_quantize_bf16, NULL, NULL, NULL, napi_enumerable, NULL},
       {"moeDenseBytes", NULL, js_moe_dense_bytes, NULL, NULL, NULL, napi_enumerable, NULL},

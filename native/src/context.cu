@@ -1,9 +1,11 @@
 // Context, device discovery, memory and the error channel of the C API.
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <new>
 
 #include "internal.h"
+#include "pdl.cuh"
 
 #ifndef KLC_BUILD_ARCHS
 #define KLC_BUILD_ARCHS "unknown"
@@ -59,6 +61,16 @@ int use_device(klc_ctx *ctx) {
   if (!ctx) return fail(KLC_E_ARG, "klc: the context is null (was it destroyed?)");
   cudaError_t e = cudaSetDevice(ctx->device);
   return e == cudaSuccess ? KLC_OK : fail_cuda(e, "cudaSetDevice");
+}
+
+bool pdl_on(klc_ctx *ctx) {
+  if (ctx->pdl < 0) {
+    int major = 0;
+    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, ctx->device) != cudaSuccess) cudaGetLastError();
+    const char *env = std::getenv("KLC_PDL");
+    ctx->pdl = major >= 9 && !(env && std::strcmp(env, "0") == 0) ? 1 : 0;
+  }
+  return ctx->pdl == 1;
 }
 
 }  // namespace klc

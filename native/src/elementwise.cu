@@ -3,6 +3,7 @@
 #include <cuda_bf16.h>
 
 #include "internal.h"
+#include "pdl.cuh"
 #include "ops_common.cuh"
 
 namespace {
@@ -22,6 +23,8 @@ __global__ void add_kernel(float *h, const float *x, size_t n) {
 }
 
 __global__ void copy2d_kernel(const float *src, int lds, float *dst, int ldd, int rows, int cols) {
+  pdl_wait();
+  pdl_trigger();
   const size_t n = (size_t)rows * cols;
   for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
     const size_t r = i / cols, c = i % cols;
@@ -59,8 +62,7 @@ int klc_copy2d(klc_ctx *ctx, const float *src, int lds, float *dst, int ldd, int
   if (rc) return rc;
   if (!src || !dst || rows < 0 || cols < 0 || lds < cols || ldd < cols) return fail(KLC_E_ARG, "klc_copy2d: bad pointers or shape");
   if (rows == 0 || cols == 0) return KLC_OK;
-  copy2d_kernel<<<blocks_for((size_t)rows * cols, 256), 256, 0, ctx->stream>>>(src, lds, dst, ldd, rows, cols);
-  return launched("a strided copy");
+  return launched(launch_pdl(ctx, copy2d_kernel, blocks_for((size_t)rows * cols, 256), 256, 0, src, lds, dst, ldd, rows, cols), "a strided copy");
 }
 
 int klc_copy(klc_ctx *ctx, void *dst, const void *src, size_t bytes) {

@@ -6,6 +6,7 @@
 #include <cuda_bf16.h>
 
 #include "internal.h"
+#include "pdl.cuh"
 #include "small_vec.cuh"
 
 namespace {
@@ -55,6 +56,8 @@ struct Vec<float> {
 template <typename WT, int LANES, int ROWS>
 __global__ void __launch_bounds__(THREADS) gemv_kernel(GemvArgs a) {
   constexpr int PER_WARP = 32 / LANES, VEC = Vec<WT>::n;
+  pdl_wait();
+  pdl_trigger();
   const int lane = threadIdx.x & 31;
   const int first = (blockIdx.x * WARPS + (threadIdx.x >> 5)) * PER_WARP;
   if (first >= a.N) return;
@@ -84,28 +87,28 @@ __global__ void __launch_bounds__(THREADS) gemv_kernel(GemvArgs a) {
 }
 
 template <typename WT, int LANES, int ROWS>
-void launch_rows(const GemvArgs &a, int batch, cudaStream_t stream) {
+cudaError_t launch_rows(klc_ctx *ctx, const GemvArgs &a, int batch) {
   constexpr int cols_per_block = WARPS * 32 / LANES;
-  gemv_kernel<WT, LANES, ROWS><<<dim3((a.N + cols_per_block - 1) / cols_per_block, 1, batch), THREADS, 0, stream>>>(a);
+  return klc::launch_pdl(ctx, gemv_kernel<WT, LANES, ROWS>, dim3((a.N + cols_per_block - 1) / cols_per_block, 1, batch), THREADS, 0, a);
 }
 
 // Accumulators for as few rows as the call has: one row (decode) keeps the registers low.
 template <typename WT, int LANES>
-void launch(const GemvArgs &a, int batch, cudaStream_t stream) {
-  if (a.M == 1) launch_rows<WT, LANES, 1>(a, batch, stream);
-  else if (a.M <= 2) launch_rows<WT, LANES, 2>(a, batch, stream);
-  else if (a.M <= 4) launch_rows<WT, LANES, 4>(a, batch, stream);
-  else launch_rows<WT, LANES, MAX_ROWS>(a, batch, stream);
+cudaError_t launch(klc_ctx *ctx, const GemvArgs &a, int batch) {
+  if (a.M == 1) return launch_rows<WT, LANES, 1>(ctx, a, batch);
+  if (a.M <= 2) return launch_rows<WT, LANES, 2>(ctx, a, batch);
+  if (a.M <= 4) return launch_rows<WT, LANES, 4>(ctx, a, batch);
+  return launch_rows<WT, LANES, MAX_ROWS>(ctx, a, batch);
 }
 
 // Lanes per column: enough to cover a row's vectors in one pass where K is narrow.
 template <typename WT>
-void launch_for(const GemvArgs &a, int batch, cudaStream_t stream) {
+cudaError_t launch_for(klc_ctx *ctx, const GemvArgs &a, int batch) {
   const int nv = a.K / Vec<WT>::n;
-  if (nv >= 32) launch<WT, 32>(a, batch, stream);
-  else if (nv >= 16) launch<WT, 16>(a, batch, stream);
-  else if (nv >= 8) launch<WT, 8>(a, batch, stream);
-  else launch<WT, 4>(a, batch, stream);
+  if (nv >= 32) return launch<WT, 32>(ctx, a, batch);
+  if (nv >= 16) return launch<WT, 16>(ctx, a, batch);
+  if (nv >= 8) return launch<WT, 8>(ctx, a, batch);
+  return launch<WT, 4>(ctx, a, batch);
 }
 
 }  // namespace
@@ -121,10 +124,7 @@ bool gemv_wanted(const float *x, int ldx, long long sx, const void *w, long long
 int gemv(klc_ctx *ctx, const float *x, int ldx, long long sx, const void *w, long long sw, float *y, int ldy, long long sy, int M,
          int N, int K, int batch, int accumulate, int w_f32) {
   const GemvArgs a{x, ldx, sx, w, sw, y, ldy, sy, M, N, K, accumulate};
-  if (w_f32) launch_for<float>(a, batch, ctx->stream);
-  else launch_for<bf16>(a, batch, ctx->stream);
-  cudaError_t e = cudaGetLastError();
-  return e == cudaSuccess ? KLC_OK : fail_cuda(e, "a linear layer (few rows)");
+  return launched(w_f32 ? launch_for<float>(ctx, a, batch) : launch_for<bf16>(ctx, a, batch), "a linear layer (few rows)");
 }
 
 }  // namespace klc

@@ -37,6 +37,8 @@ struct klc_ctx {
   // before a move would replay with a freed address, so klc_graph_launch refuses it.
   unsigned long long buffers_moved = 0;
   unsigned long long capture_moved = 0;  // buffers_moved when the recording in progress began
+  // Whether the decode kernels launch with Programmatic Dependent Launch (pdl.cuh): -1 until first asked.
+  int pdl = -1;
 };
 
 namespace klc {
@@ -48,6 +50,12 @@ int fail_cuda(cudaError_t err, const char *what);
 // KLC_OK after a kernel launch, or the launch's error (bad configuration, no image for this GPU) naming `what`.
 inline int launched(const char *what) {
   const cudaError_t e = cudaGetLastError();
+  return e == cudaSuccess ? KLC_OK : fail_cuda(e, what);
+}
+// The same for a launch that returned its error (cudaLaunchKernelEx, as launch_pdl in pdl.cuh).
+inline int launched(cudaError_t e, const char *what) {
+  const cudaError_t last = cudaGetLastError();
+  if (e == cudaSuccess) e = last;
   return e == cudaSuccess ? KLC_OK : fail_cuda(e, what);
 }
 // Makes ctx's device current on the calling thread.
@@ -150,7 +158,7 @@ struct MlaBlock {
 bool mla_wgmma_ready(klc_ctx *ctx);
 // Queries per CTA of the Hopper kernel: the host launches tiles from the first one that sees the block.
 constexpr int MLA_WGMMA_QUERIES = 128;
-enum class MlaHopper { plain, pipelined, warp_specialized };
+enum class MlaHopper { plain, pipelined, warp_specialized, pingpong };
 int mla_wgmma_block(klc_ctx *ctx, const MlaBlock &b, MlaHopper form);
 
 // ---- MLA decode over B latent caches, split over the key range (batch_decode.cu) ----

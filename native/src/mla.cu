@@ -7,6 +7,7 @@
 #include <string>
 
 #include "internal.h"
+#include "pdl.cuh"
 #include "mla_cache.cuh"
 #include "ops_common.cuh"
 
@@ -45,6 +46,8 @@ struct AppendTargets {
 template <typename CT>
 __global__ void mla_append_at_kernel(const float *ckv, const float *w, const __grid_constant__ AppendTargets to, const int32_t *pos,
                                      int D, int L, float eps) {
+  pdl_wait();
+  pdl_trigger();
   const int b = blockIdx.x;
   append_latent_row(ckv + (size_t)b * D, w, static_cast<CT *>(to.cache[b]) + (size_t)pos[b] * D, D, L, eps);
 }
@@ -201,9 +204,9 @@ int klc_mla_append_at(klc_ctx *ctx, const float *ckv, const float *w, const void
     if (!caches[b]) return fail(KLC_E_ARG, "klc_mla_append_at: the cache of sequence " + std::to_string(b) + " is null");
     to.cache[b] = const_cast<void *>(caches[b]);
   }
-  if (cache_type == KLC_CACHE_BF16) mla_append_at_kernel<bf16><<<B, 256, 0, ctx->stream>>>(ckv, w, to, positions, D, L, eps);
-  else mla_append_at_kernel<float><<<B, 256, 0, ctx->stream>>>(ckv, w, to, positions, D, L, eps);
-  return launched("appending the decode step's MLA latent rows");
+  const cudaError_t e = cache_type == KLC_CACHE_BF16 ? launch_pdl(ctx, mla_append_at_kernel<bf16>, B, 256, 0, ckv, w, to, positions, D, L, eps)
+                                                     : launch_pdl(ctx, mla_append_at_kernel<float>, B, 256, 0, ckv, w, to, positions, D, L, eps);
+  return launched(e, "appending the decode step's MLA latent rows");
 }
 
 int klc_mla_attention(klc_ctx *ctx, const float *q, const void *cache, int cache_type, float *out, float *ws, size_t ws_bytes,

@@ -20,6 +20,7 @@
 #include <cstdlib>
 
 #include "internal.h"
+#include "pdl.cuh"
 #include "mma_bf16.cuh"
 
 namespace {
@@ -52,6 +53,8 @@ size_t smem_bytes(int D) {
 
 template <int NK>
 __global__ void __launch_bounds__(THREADS, 1) mla_decode_bf16_kernel(const __grid_constant__ klc::MlaDecodeParams p) {
+  pdl_wait();
+  pdl_trigger();
   extern __shared__ __align__(16) unsigned char smem[];
   constexpr int SS = SCORE_STRIDE<NK>, PS = PROB_STRIDE<NK>, NT = NK / 16;  // n-tiles of a warp's half of the keys
   const int D = p.D, L = p.L, H = p.H, SK = key_stride(D);
@@ -248,9 +251,8 @@ int launch(klc_ctx *ctx, const klc::MlaDecodeParams &p, int B) {
   const size_t smem = smem_bytes<NK>(p.D);
   cudaError_t e = cudaFuncSetAttribute(mla_decode_bf16_kernel<NK>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
   if (e != cudaSuccess) return klc::fail_cuda(e, "configuring the bf16 MLA decode kernel");
-  mla_decode_bf16_kernel<NK><<<dim3(p.splits, B, (p.H + HEADS - 1) / HEADS), THREADS, smem, ctx->stream>>>(p);
-  e = cudaGetLastError();
-  return e == cudaSuccess ? KLC_OK : klc::fail_cuda(e, "the bf16 MLA decode attention");
+  return klc::launched(klc::launch_pdl(ctx, mla_decode_bf16_kernel<NK>, dim3(p.splits, B, (p.H + HEADS - 1) / HEADS), THREADS, smem, p),
+                       "the bf16 MLA decode attention");
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 
 #include "gemm_f32.cuh"
 #include "internal.h"
+#include "pdl.cuh"
 
 namespace {
 
@@ -16,6 +17,8 @@ using namespace klc_ops;
 
 // h[t, i] = SiLU(gu[t, i]) * gu[t, I + i]: the gate and up projections come from one GEMM.
 __global__ void silu_mul_kernel(const float *gu, float *h, int rows, int I) {
+  pdl_wait();
+  pdl_trigger();
   const size_t n = (size_t)rows * I;
   for (size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x; e < n; e += (size_t)gridDim.x * blockDim.x) {
     const size_t r = e / I, i = e % I;
@@ -36,6 +39,8 @@ constexpr int ROUTE_MAX_K = 16;
 template <int PER_LANE>  // E <= 32 * PER_LANE
 __global__ void __launch_bounds__(32 * ROUTE_WARPS) moe_route_kernel(const float *logits, const float *bias, int *idx, float *wout,
                                                                      int T, int E, int k, int renorm, float scaling) {
+  pdl_wait();
+  pdl_trigger();
   __shared__ int s_chosen[ROUTE_WARPS][ROUTE_MAX_K];
   __shared__ float s_score[ROUTE_WARPS][ROUTE_MAX_K];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -153,8 +158,7 @@ int klc_silu_mul(klc_ctx *ctx, const float *gu, float *h, int rows, int I) {
   int rc = use_device(ctx);
   if (rc) return rc;
   if (!gu || !h || rows < 1 || I < 1) return fail(KLC_E_ARG, "klc_silu_mul: bad pointers or shape");
-  silu_mul_kernel<<<blocks_for((size_t)rows * I, 256), 256, 0, ctx->stream>>>(gu, h, rows, I);
-  return launched("the SwiGLU activation");
+  return launched(launch_pdl(ctx, silu_mul_kernel, blocks_for((size_t)rows * I, 256), 256, 0, gu, h, rows, I), "the SwiGLU activation");
 }
 
 int klc_moe_route(klc_ctx *ctx, const float *logits, const float *bias, int32_t *idx, float *w, int T, int E, int k, int renorm,
@@ -164,9 +168,9 @@ int klc_moe_route(klc_ctx *ctx, const float *logits, const float *bias, int32_t 
   if (!logits || !bias || !idx || !w || T < 1 || E < 1 || E > 32 * 32 || k < 1 || k > ROUTE_MAX_K || k > E)
     return fail(KLC_E_ARG, "klc_moe_route: bad pointers or shape (at most 1024 experts, top-k at most 16)");
   const int blocks = (T + ROUTE_WARPS - 1) / ROUTE_WARPS, threads = 32 * ROUTE_WARPS;
-  if (E <= 32 * 8) moe_route_kernel<8><<<blocks, threads, 0, ctx->stream>>>(logits, bias, idx, w, T, E, k, renorm, scaling);
-  else moe_route_kernel<32><<<blocks, threads, 0, ctx->stream>>>(logits, bias, idx, w, T, E, k, renorm, scaling);
-  return launched("the MoE router");
+  const cudaError_t e = E <= 32 * 8 ? launch_pdl(ctx, moe_route_kernel<8>, blocks, threads, 0, logits, bias, idx, w, T, E, k, renorm, scaling)
+                                    : launch_pdl(ctx, moe_route_kernel<32>, blocks, threads, 0, logits, bias, idx, w, T, E, k, renorm, scaling);
+  return launched(e, "the MoE router");
 }
 
 size_t klc_moe_workspace_bytes(int T, int d, int I, int E, int k) {

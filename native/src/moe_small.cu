@@ -12,6 +12,7 @@
 #include <cstdlib>
 
 #include "internal.h"
+#include "pdl.cuh"
 #include "small_vec.cuh"
 
 namespace {
@@ -38,6 +39,8 @@ static_assert(SMALL_MAX_PAIRS <= MAX_PAIRS, "the kernels keep every pair in shar
 __global__ void __launch_bounds__(THREADS, 4) moe_small_up_kernel(const float *__restrict__ x, const int *__restrict__ idx,
                                                                 const bf16 *__restrict__ w13, float *__restrict__ h, int n,
                                                                 int k, int d, int I) {
+  pdl_wait();
+  pdl_trigger();
   __shared__ int pairs[MAX_PAIRS];
   __shared__ int count, repeated;
   const int me = blockIdx.y, e = idx[me];
@@ -99,6 +102,8 @@ template <int VECS>
 __global__ void __launch_bounds__(THREADS) moe_small_down_kernel(const float *__restrict__ h, const int *__restrict__ idx,
                                                                   const float *__restrict__ wt, const bf16 *__restrict__ w2,
                                                                   float *__restrict__ out, int n, int k, int T, int d, int I) {
+  pdl_wait();
+  pdl_trigger();
   __shared__ int s_idx[MAX_PAIRS], order[MAX_PAIRS];
   for (int j = threadIdx.x; j < n; j += THREADS) s_idx[j] = idx[j];
   __syncthreads();
@@ -174,15 +179,14 @@ bool moe_small_wanted(int T, int k, int d, int I, const void *x, const void *w13
 int moe_small(klc_ctx *ctx, const float *x, const int *idx, const float *w, const void *w13, const void *w2, float *out, float *h,
               int T, int d, int I, int k) {
   const int n = T * k;
-  moe_small_up_kernel<<<dim3((I + WARPS - 1) / WARPS, n), THREADS, 0, ctx->stream>>>(x, idx, static_cast<const bf16 *>(w13), h, n,
-                                                                                      k, d, I);
-  int rc = launched("the MoE gate/up projections (small batch)");
+  const bf16 *up = static_cast<const bf16 *>(w13), *down = static_cast<const bf16 *>(w2);
+  int rc = launched(launch_pdl(ctx, moe_small_up_kernel, dim3((I + WARPS - 1) / WARPS, n), THREADS, 0, x, idx, up, h, n, k, d, I),
+                    "the MoE gate/up projections (small batch)");
   if (rc) return rc;
   const dim3 grid((d + WARPS - 1) / WARPS);
-  const bf16 *down = static_cast<const bf16 *>(w2);
-  if (I <= 32 * 8 * 4) moe_small_down_kernel<4><<<grid, THREADS, 0, ctx->stream>>>(h, idx, w, down, out, n, k, T, d, I);
-  else moe_small_down_kernel<MAX_DOWN_VECS><<<grid, THREADS, 0, ctx->stream>>>(h, idx, w, down, out, n, k, T, d, I);
-  return launched("the MoE down projections (small batch)");
+  const cudaError_t e = I <= 32 * 8 * 4 ? launch_pdl(ctx, moe_small_down_kernel<4>, grid, THREADS, 0, h, idx, w, down, out, n, k, T, d, I)
+                                        : launch_pdl(ctx, moe_small_down_kernel<MAX_DOWN_VECS>, grid, THREADS, 0, h, idx, w, down, out, n, k, T, d, I);
+  return launched(e, "the MoE down projections (small batch)");
 }
 
 }  // namespace klc

@@ -15,6 +15,7 @@
 #include <cuda_bf16.h>
 
 #include "internal.h"
+#include "pdl.cuh"
 #include "small_vec.cuh"
 #include "wq.cuh"
 
@@ -37,6 +38,8 @@ constexpr int SMALL_MAX_PAIRS = 128;
 template <Codes C>
 __global__ void __launch_bounds__(THREADS, 3) moe_wq_up_kernel(const float *__restrict__ x, const int *__restrict__ idx, klc_wq w13,
                                                             float *__restrict__ h, int n, int k, int d, int I) {
+  pdl_wait();
+  pdl_trigger();
   __shared__ int pairs[MAX_PAIRS];
   __shared__ int count, repeated;
   const int me = blockIdx.y, e = idx[me];
@@ -112,11 +115,15 @@ __global__ void __launch_bounds__(THREADS, 3) moe_wq_up_kernel(const float *__re
   }
 }
 
+__device__ __forceinline__ void prefetch_l1(const void *p) { asm volatile("prefetch.global.L1 [%0];" ::"l"(p)); }
+
 // out[t, c] += sum_s w[t, s] * (W2_{idx[t, s]}[c] . h[t * k + s]) for the warp's column c.
 template <Codes C, int UNITS>
 __global__ void __launch_bounds__(THREADS) moe_wq_down_kernel(const float *__restrict__ h, const int *__restrict__ idx,
                                                               const float *__restrict__ wt, klc_wq w2, float *__restrict__ out, int n,
                                                               int k, int T, int d, int I) {
+  pdl_wait();
+  pdl_trigger();
   __shared__ int s_idx[MAX_PAIRS], order[MAX_PAIRS];
   for (int j = threadIdx.x; j < n; j += THREADS) s_idx[j] = idx[j];
   __syncthreads();
@@ -135,12 +142,20 @@ __global__ void __launch_bounds__(THREADS) moe_wq_down_kernel(const float *__res
   constexpr int BITS = bits_of<C>;
   constexpr int PER_WORD = 32 / BITS;
   const int words = I / PER_WORD, groups = I / w2.group, nu = I / 8;
+  // With an expert's codes, the lines of their scales and zero points are brought into L1 (no
+  // register held): decoding the expert then waits on L1, not on a DRAM round trip after the codes.
   auto load = [&](int e, Raw8<BITS> *dst) {
-    const int32_t *row = w2.w_packed + ((size_t)e * d + col) * words;
+    const size_t row = (size_t)e * d + col;
+    const int32_t *codes = w2.w_packed + row * words;
 #pragma unroll
     for (int i = 0; i < UNITS; ++i) {
       const int u = lane + 32 * i;
-      if (u < nu) dst[i] = load8<BITS>(row, u);
+      if (u < nu) {
+        const int g = u * 8 / w2.group;
+        dst[i] = load8<BITS>(codes, u);
+        prefetch_l1(static_cast<const char *>(w2.scales) + (row * groups + g) * (w2.scales_f32 ? 4 : 2));
+        if (w2.zero_points) prefetch_l1(w2.zero_points + (row / PER_WORD) * groups + g);
+      }
     }
   };
   float acc = 0.f;
@@ -198,13 +213,13 @@ template <Codes C>
 int moe_wq_small(klc_ctx *ctx, const float *x, const int *idx, const float *w, const klc_wq &w13, const klc_wq &w2, float *out,
                  float *h, int T, int d, int I, int k) {
   const int n = T * k;
-  moe_wq_up_kernel<C><<<dim3((I + WARPS - 1) / WARPS, n), THREADS, 0, ctx->stream>>>(x, idx, w13, h, n, k, d, I);
-  int rc = launched("the quantized MoE gate/up projections (small batch)");
+  int rc = klc::launched(klc::launch_pdl(ctx, moe_wq_up_kernel<C>, dim3((I + WARPS - 1) / WARPS, n), THREADS, 0, x, idx, w13, h, n, k, d, I),
+                         "the quantized MoE gate/up projections (small batch)");
   if (rc) return rc;
   const dim3 grid((d + WARPS - 1) / WARPS);
-  if (I <= 32 * 8 * 4) moe_wq_down_kernel<C, 4><<<grid, THREADS, 0, ctx->stream>>>(h, idx, w, w2, out, n, k, T, d, I);
-  else moe_wq_down_kernel<C, MAX_DOWN_UNITS><<<grid, THREADS, 0, ctx->stream>>>(h, idx, w, w2, out, n, k, T, d, I);
-  return launched("the quantized MoE down projections (small batch)");
+  const cudaError_t e = I <= 32 * 8 * 4 ? klc::launch_pdl(ctx, moe_wq_down_kernel<C, 4>, grid, THREADS, 0, h, idx, w, w2, out, n, k, T, d, I)
+                                        : klc::launch_pdl(ctx, moe_wq_down_kernel<C, MAX_DOWN_UNITS>, grid, THREADS, 0, h, idx, w, w2, out, n, k, T, d, I);
+  return klc::launched(e, "the quantized MoE down projections (small batch)");
 }
 
 size_t align256(size_t b) { return (b + 255) & ~(size_t)255; }

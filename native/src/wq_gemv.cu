@@ -20,7 +20,13 @@
 //     in one group, so its sum is scaled once;
 //   - when the rows give too few CTAs for the GPU (or X's slice would not fit in shared memory),
 //     K is split across CTAs: each writes its partial sums, and the last CTA of a row tile to arrive
-//     adds them in split order, so results do not depend on scheduling.
+//     adds them in split order, so results do not depend on scheduling;
+//   - one launch computes up to KLC_WQ_JOBS_MAX matrices (klc_wq_gemv_many: a KDA layer's q/k/v, f_a
+//     and g_a of the same rows, or its f_b and g_b of two different ones), each block working for
+//     one of them: at decode most projections are a few microseconds of loads, and a launch and its
+//     drain cost about as much;
+//   - launched with Programmatic Dependent Launch (pdl.cuh), a block requests its first chunks of
+//     weights and prefetches the next before it waits for the kernel that writes X.
 #include <cuda_bf16.h>
 
 #include <algorithm>
@@ -29,6 +35,7 @@
 #include <string>
 
 #include "internal.h"
+#include "pdl.cuh"
 #include "small_vec.cuh"
 #include "wq.cuh"
 
@@ -59,18 +66,26 @@ __device__ __forceinline__ int swizzle(int f) { return f ^ ((f >> 3) & 7); }
 // a step later then hit L2, which doubles the HBM reads in flight at no register cost.
 __device__ __forceinline__ void prefetch_l2(const void *p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
 
-struct Args {
+// One matrix of a launch: its call, its split of K and where its blocks and split-K room begin.
+struct Job {
   const float *x;
   int ldx;
   klc_wq w;
   float *y;
-  int ldy, M, accumulate;
+  int ldy, accumulate;
+  int tiles;       // row tiles
   int span;        // chunks (16-byte vectors of a row) per K split
   int splits;
   int stride4;     // float4s per row of X in shared memory (a multiple of 8)
   int group_shift; // log2(chunks per group) when that is a power of two, else -1
+  int first;       // the launch's first block of this job
   float *partial;  // [splits, M, N] when splits > 1
-  int *arrivals;   // [row tiles] when splits > 1; zero between launches
+  int *arrivals;   // [tiles] when splits > 1; zero between launches
+};
+
+struct Args {
+  Job jobs[KLC_WQ_JOBS_MAX];
+  int n, M;
 };
 
 // One chunk of each of the warp's R rows, with the raw bits of its scale (fp32, or bf16 in the low
@@ -83,13 +98,13 @@ struct Batch {
 };
 
 // y[m, row] gets v, or v added when accumulating.
-__device__ __forceinline__ void store(const Args &a, int m, int row, float v) {
+__device__ __forceinline__ void store(const Job &a, int m, int row, float v) {
   float *dst = a.y + (size_t)m * a.ldy + row;
   *dst = a.accumulate ? *dst + v : v;
 }
 
 template <Codes C, int ROWS>
-__global__ void __launch_bounds__(THREADS, ROWS <= 2 ? 2 : 1) wq_gemv_kernel(Args a) {
+__global__ void __launch_bounds__(THREADS, ROWS <= 2 ? 2 : 1) wq_gemv_kernel(const __grid_constant__ Args args) {
   constexpr int BITS = bits_of<C>;
   constexpr int R = Tile<ROWS>::R, BLOCK_ROWS = Tile<ROWS>::BLOCK_ROWS;
   constexpr int PER_VEC = 128 / BITS;  // codes per 16-byte chunk
@@ -100,10 +115,14 @@ __global__ void __launch_bounds__(THREADS, ROWS <= 2 ? 2 : 1) wq_gemv_kernel(Arg
   extern __shared__ float4 xs[];
   __shared__ int last;
 
+  int job = 0;
+#pragma unroll
+  for (int j = 1; j < KLC_WQ_JOBS_MAX; ++j) job = j < args.n && (int)blockIdx.x >= args.jobs[j].first ? j : job;
+  const Job &a = args.jobs[job];
   const klc_wq &w = a.w;
-  const int M = a.M, N = w.N;
+  const int M = args.M, N = w.N;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int tile = blockIdx.x, split = blockIdx.y;
+  const int tile = ((int)blockIdx.x - a.first) % a.tiles, split = ((int)blockIdx.x - a.first) / a.tiles;
   const int chunks = w.K / PER_VEC;
   const int c0 = split * a.span, c1 = min(chunks, c0 + a.span);
   const int row0 = tile * BLOCK_ROWS + warp * R;
@@ -155,11 +174,13 @@ __global__ void __launch_bounds__(THREADS, ROWS <= 2 ? 2 : 1) wq_gemv_kernel(Arg
   };
 
   // The first chunks are requested (and the next ones prefetched) before X is staged, so HBM is
-  // busy from the start.
+  // busy from the start, even before the kernel that writes X has finished.
   int c = c0 + lane;
   Batch<R> cur;
   if (active && c < c1) cur = load(c);
   if (active && c + 32 < c1) prefetch(c + 32);
+  pdl_wait();
+  pdl_trigger();
 
   // STAGE loads per thread are issued before any is stored, so staging waits on about one L2
   // round trip (8 KiB of X per STAGE x THREADS float4s) rather than one per float4.
@@ -290,29 +311,21 @@ __global__ void __launch_bounds__(THREADS, ROWS <= 2 ? 2 : 1) wq_gemv_kernel(Arg
   if (threadIdx.x == 0) a.arrivals[tile] = 0;
 }
 
-struct Call {
-  const float *x;
-  int ldx;
-  klc_wq w;
-  float *y;
-  int ldy, M, accumulate;
-};
-
-// The split of K and the shared memory of one call.
+// The split of K and the shared memory of one matrix.
 struct Plan {
   int tiles, splits, span, stride4;
   size_t smem;
 };
 
 template <int BITS, int ROWS>
-Plan plan_for(const Call &c, int sms) {
+Plan plan_for(const klc_wq_job &c, int M, int sms) {
   constexpr int PER_VEC = 128 / BITS, F4 = PER_VEC / 4;
   // An 8-bit chunk is 4 float4s and a shared row is padded to 8: spans are then even.
   constexpr int SPAN_STEP = F4 == 8 ? 1 : 2;
   Plan p{};
   p.tiles = (c.w.N + Tile<ROWS>::BLOCK_ROWS - 1) / Tile<ROWS>::BLOCK_ROWS;
   const int chunks = c.w.K / PER_VEC;
-  const int cap = X_SMEM_MAX / (16 * F4 * c.M) / SPAN_STEP * SPAN_STEP;
+  const int cap = X_SMEM_MAX / (16 * F4 * M) / SPAN_STEP * SPAN_STEP;
   int splits = (chunks + cap - 1) / cap;
   if (p.tiles < sms) {
     const int wanted = (2 * sms + p.tiles - 1) / p.tiles, most = chunks / MIN_SPLIT_CHUNKS;
@@ -321,14 +334,13 @@ Plan plan_for(const Call &c, int sms) {
   p.span = ((chunks + splits - 1) / splits + SPAN_STEP - 1) / SPAN_STEP * SPAN_STEP;
   p.splits = (chunks + p.span - 1) / p.span;
   p.stride4 = (p.span * F4 + 7) / 8 * 8;
-  p.smem = (size_t)c.M * p.stride4 * 16;
+  p.smem = (size_t)M * p.stride4 * 16;
   return p;
 }
 
-// Grows the context's split-K room (partial sums, zeroed arrival counters) to this plan's needs.
-int split_room(klc_ctx *ctx, const Plan &p, const Call &c) {
-  const size_t floats = (size_t)p.splits * c.M * c.w.N;
-  if (ctx->wq_partial_floats < floats || ctx->wq_arrivals_count < (size_t)p.tiles) {
+// Grows the context's split-K room (partial sums, zeroed arrival counters) to hold `floats` and `tiles`.
+int split_room(klc_ctx *ctx, size_t floats, size_t tiles) {
+  if (ctx->wq_partial_floats < floats || ctx->wq_arrivals_count < tiles) {
     // Earlier launches may still read the old room.
     cudaError_t e = cudaStreamSynchronize(ctx->stream);
     if (e != cudaSuccess) return klc::fail_cuda(e, "the quantized linear layer (waiting to grow its split-K room)");
@@ -344,11 +356,11 @@ int split_room(klc_ctx *ctx, const Plan &p, const Call &c) {
       }
       ctx->wq_partial_floats = grown;
     }
-    if (ctx->wq_arrivals_count < (size_t)p.tiles) {
+    if (ctx->wq_arrivals_count < tiles) {
       if (ctx->wq_arrivals) cudaFree(ctx->wq_arrivals);
       ctx->wq_arrivals = nullptr;
       ctx->wq_arrivals_count = 0;
-      const size_t grown = (size_t)p.tiles + p.tiles / 4;
+      const size_t grown = tiles + tiles / 4;
       if ((e = cudaMalloc(&ctx->wq_arrivals, grown * sizeof(int))) != cudaSuccess ||
           (e = cudaMemsetAsync(ctx->wq_arrivals, 0, grown * sizeof(int), ctx->stream)) != cudaSuccess) {
         if (ctx->wq_arrivals) cudaFree(ctx->wq_arrivals);
@@ -362,11 +374,40 @@ int split_room(klc_ctx *ctx, const Plan &p, const Call &c) {
 }
 
 template <Codes C, int ROWS>
-int launch_rows(klc_ctx *ctx, const Call &c, int sms) {
+int launch_rows(klc_ctx *ctx, const klc_wq_job *jobs, int n, int M, int sms) {
   constexpr int BITS = bits_of<C>;
-  const Plan p = plan_for<BITS, ROWS>(c, sms);
-  if (p.splits > 1) {
-    if (int rc = split_room(ctx, p, c)) return rc;
+  Args a{};
+  a.n = n;
+  a.M = M;
+  Plan plans[KLC_WQ_JOBS_MAX];
+  size_t floats = 0, tiles = 0, smem = 0;
+  int blocks = 0;
+  for (int j = 0; j < n; ++j) {
+    const Plan p = plans[j] = plan_for<BITS, ROWS>(jobs[j], M, sms);
+    if (p.splits > 1) {
+      floats += (size_t)p.splits * M * jobs[j].w.N;
+      tiles += p.tiles;
+    }
+    smem = std::max(smem, p.smem);
+    // Groups of 32, 64 or 128 codes are 1, 2 or 4 chunks at 4 bits: a shift finds a chunk's group.
+    const int per_group = jobs[j].w.group / (128 / BITS);
+    int shift = 0;
+    while ((1 << shift) < per_group) ++shift;
+    a.jobs[j] = Job{jobs[j].x, jobs[j].ldx, jobs[j].w, jobs[j].y, jobs[j].ldy, jobs[j].accumulate, p.tiles, p.span, p.splits, p.stride4,
+                    (1 << shift) == per_group ? shift : -1, blocks, nullptr, nullptr};
+    blocks += p.tiles * p.splits;
+  }
+  if (floats > 0) {
+    if (int rc = split_room(ctx, floats, tiles)) return rc;
+    // Each split job gets its own stretch of the room, so the jobs of one launch never share counters.
+    size_t f = 0, t = 0;
+    for (int j = 0; j < n; ++j) {
+      if (plans[j].splits == 1) continue;
+      a.jobs[j].partial = ctx->wq_partial + f;
+      a.jobs[j].arrivals = ctx->wq_arrivals + t;
+      f += (size_t)plans[j].splits * M * jobs[j].w.N;
+      t += plans[j].tiles;
+    }
   }
   // Resident CTAs are what keep loads in flight: ask for the shared-memory side of the L1 split
   // (this kernel streams its weights past L1), once per device. Only a hint, so a refusal is dropped.
@@ -378,42 +419,35 @@ int launch_rows(klc_ctx *ctx, const Call &c, int sms) {
       cudaGetLastError();
     carveout_set.fetch_or(bit);
   }
-  // Groups of 32, 64 or 128 codes are 1, 2 or 4 chunks at 4 bits: a shift finds a chunk's group.
-  const int per_group = c.w.group / (128 / BITS);
-  int shift = 0;
-  while ((1 << shift) < per_group) ++shift;
-  const Args a{c.x, c.ldx, c.w, c.y, c.ldy, c.M, c.accumulate, p.span, p.splits, p.stride4, (1 << shift) == per_group ? shift : -1,
-               p.splits > 1 ? ctx->wq_partial : nullptr, p.splits > 1 ? ctx->wq_arrivals : nullptr};
-  wq_gemv_kernel<C, ROWS><<<dim3(p.tiles, p.splits), THREADS, p.smem, ctx->stream>>>(a);
-  const cudaError_t e = cudaGetLastError();
+  const cudaError_t e = klc::launch_pdl(ctx, wq_gemv_kernel<C, ROWS>, dim3(blocks), dim3(THREADS), smem, a);
   return e == cudaSuccess ? KLC_OK : klc::fail_cuda(e, "the quantized linear layer (few rows)");
 }
 
 template <Codes C>
-int launch_codes(klc_ctx *ctx, const Call &c, int sms) {
-  if (c.M == 1) return launch_rows<C, 1>(ctx, c, sms);
-  if (c.M <= 2) return launch_rows<C, 2>(ctx, c, sms);
-  if (c.M <= 4) return launch_rows<C, 4>(ctx, c, sms);
-  return launch_rows<C, MAX_ROWS>(ctx, c, sms);
+int launch_codes(klc_ctx *ctx, const klc_wq_job *jobs, int n, int M, int sms) {
+  if (M == 1) return launch_rows<C, 1>(ctx, jobs, n, M, sms);
+  if (M <= 2) return launch_rows<C, 2>(ctx, jobs, n, M, sms);
+  if (M <= 4) return launch_rows<C, 4>(ctx, jobs, n, M, sms);
+  return launch_rows<C, MAX_ROWS>(ctx, jobs, n, M, sms);
 }
 
-int launch(klc_ctx *ctx, const Call &c) {
+int launch(klc_ctx *ctx, const klc_wq_job *jobs, int n, int M) {
   if (ctx->multiprocessors < 1) {
     cudaDeviceGetAttribute(&ctx->multiprocessors, cudaDevAttrMultiProcessorCount, ctx->device);
     if (ctx->multiprocessors < 1) ctx->multiprocessors = 1;
   }
   const int sms = ctx->multiprocessors;
-  const Codes codes = klc_wq_dev::codes_of(c.w);
-  if (codes == Codes::Int4) return launch_codes<Codes::Int4>(ctx, c, sms);
-  if (codes == Codes::Int8) return launch_codes<Codes::Int8>(ctx, c, sms);
-  return launch_codes<Codes::E4M3>(ctx, c, sms);
+  const Codes codes = klc_wq_dev::codes_of(jobs[0].w);
+  if (codes == Codes::Int4) return launch_codes<Codes::Int4>(ctx, jobs, n, M, sms);
+  if (codes == Codes::Int8) return launch_codes<Codes::Int8>(ctx, jobs, n, M, sms);
+  return launch_codes<Codes::E4M3>(ctx, jobs, n, M, sms);
 }
 
-int check(const Call &c) {
+int check(const klc_wq_job &c, int M) {
   const klc_wq &w = c.w;
   if (!c.x || !w.w_packed || !w.scales || !c.y) return klc::fail(KLC_E_ARG, "quantized gemv: x, w_packed, scales and y are required");
   if (int rc = klc::wq_check_codes(w, "quantized gemv")) return rc;
-  if (c.M < 1 || c.M > MAX_ROWS) return klc::fail(KLC_E_ARG, "quantized gemv: M must be 1..8 (use a GEMM for more rows)");
+  if (M < 1 || M > MAX_ROWS) return klc::fail(KLC_E_ARG, "quantized gemv: M must be 1..8 (use a GEMM for more rows)");
   const int per_vec = 128 / w.bits;
   if (w.N < 1 || w.K < per_vec || w.K % per_vec != 0) {
     return klc::fail(KLC_E_ARG, "quantized gemv: K must be a positive multiple of " + std::to_string(per_vec) + " at " + std::to_string(w.bits) + " bits");
@@ -423,6 +457,20 @@ int check(const Call &c) {
   }
   if (c.ldx < w.K || c.ldy < w.N || c.ldx % 4 != 0 || !aligned16(c.x) || !aligned16(w.w_packed)) {
     return klc::fail(KLC_E_ARG, "quantized gemv: x and w_packed must be 16-byte aligned, ldx a multiple of 4 and >= K, ldy >= N");
+  }
+  return KLC_OK;
+}
+
+// Checks each job and that one kernel can read them all: the same codes (INT4, INT8 or E4M3).
+int check_jobs(const klc_wq_job *jobs, int n, int M) {
+  if (!jobs || n < 1 || n > KLC_WQ_JOBS_MAX) {
+    return klc::fail(KLC_E_ARG, "quantized gemv: 1.." + std::to_string(KLC_WQ_JOBS_MAX) + " matrices per launch, got " + std::to_string(n));
+  }
+  for (int j = 0; j < n; ++j) {
+    if (int rc = check(jobs[j], M)) return rc;
+    if (klc_wq_dev::codes_of(jobs[j].w) != klc_wq_dev::codes_of(jobs[0].w)) {
+      return klc::fail(KLC_E_ARG, "quantized gemv: matrix " + std::to_string(j) + " has other codes than matrix 0 (INT4, INT8 and FP8 take separate launches)");
+    }
   }
   return KLC_OK;
 }
@@ -443,28 +491,38 @@ extern "C" {
 
 KLC_API int klc_wq_gemv(klc_ctx *ctx, const float *x, int ldx, const klc_wq *w, float *y, int ldy, int M, int accumulate) {
   if (!w) return klc::fail(KLC_E_ARG, "quantized gemv: the weight is required");
-  const Call c{x, ldx, *w, y, ldy, M, accumulate};
-  if (int rc = check(c)) return rc;
+  const klc_wq_job job{x, ldx, *w, y, ldy, accumulate};
+  return klc_wq_gemv_many(ctx, &job, 1, M);
+}
+
+KLC_API int klc_wq_gemv_many(klc_ctx *ctx, const klc_wq_job *jobs, int n, int M) {
+  if (int rc = check_jobs(jobs, n, M)) return rc;
   if (int rc = klc::use_device(ctx)) return rc;
-  return launch(ctx, c);
+  return launch(ctx, jobs, n, M);
 }
 
 KLC_API int klc_wq_gemv_time(klc_ctx *ctx, const float *x, int ldx, const klc_wq *w, int nw, float *y, int ldy, int M, int iters,
                              float *ms_per_call) {
   if (!w || nw < 1) return klc::fail(KLC_E_ARG, "quantized gemv time: at least one weight is required");
   if (iters < 1 || !ms_per_call) return klc::fail(KLC_E_ARG, "quantized gemv time: iters must be >= 1 and ms_per_call set");
+  auto job = [&](int i) { return klc_wq_job{x, ldx, w[i % nw], y, ldy, 0}; };
   for (int i = 0; i < nw; ++i) {
-    if (int rc = check(Call{x, ldx, w[i], y, ldy, M, 0})) return rc;
+    const klc_wq_job j = job(i);
+    if (int rc = check(j, M)) return rc;
   }
   if (int rc = klc::use_device(ctx)) return rc;
   // One call first: it grows the split-K room outside the timed span.
-  if (int rc = launch(ctx, Call{x, ldx, w[0], y, ldy, M, 0})) return rc;
+  const klc_wq_job first = job(0);
+  if (int rc = launch(ctx, &first, 1, M)) return rc;
   cudaEvent_t start, stop;
   cudaEventCreate(&start);
   cudaEventCreate(&stop);
   cudaEventRecord(start, ctx->stream);
   int rc = KLC_OK;
-  for (int i = 0; i < iters && rc == KLC_OK; ++i) rc = launch(ctx, Call{x, ldx, w[i % nw], y, ldy, M, 0});
+  for (int i = 0; i < iters && rc == KLC_OK; ++i) {
+    const klc_wq_job j = job(i);
+    rc = launch(ctx, &j, 1, M);
+  }
   cudaEventRecord(stop, ctx->stream);
   cudaError_t e = cudaEventSynchronize(stop);
   float ms = 0.f;

@@ -6,6 +6,8 @@ and FP8 E4M3 bytes as a float-quantized checkpoint stores them (every finite byt
 group 128, decoded here by torch's float8_e4m3fn), at Kimi-Linear-48B-A3B's projection shapes:
   klc_wq_gemv, M = 1..8 rows (accumulate too), tolerance 2e-5 relative, and K split across CTAs
   (few row tiles, or 8 rows of X too wide for shared memory) repeating bitwise;
+  klc_wq_gemv_many, several matrices of one launch (same input or not, K split or not), each against
+  float64 and equal to its own klc_wq_gemv call;
   klc_wq_dequant into fp32 (exact: equal to fp32((q - z) * s)) and bf16 (round to nearest even);
   klc_moe_experts_wq, few pairs (codes read by the small-batch kernels, 2e-5) and many (exact mode:
   experts dequantized to fp32, then klc_moe_experts, 2e-5; tensor-core mode: the grouped kernels reading
@@ -23,7 +25,9 @@ result checked against float64; one prefill GEMM (4096 rows) on dequantized INT4
 against the bf16 GEMM (klc_linear, tensor cores); and a 4,096-token slice's routed experts at the 48B widths
 (64 experts, ~128 rows each) on INT8 and INT4 codes, grouped and dequantized, against the bf16 experts
 (cuBLAS, and the grouped kernels without dequantization, KLC_MOE_BF16_GEMM=1, also checked against float64),
-the wgmma forms beside them on H100/H200.
+the wgmma forms beside them on H100/H200. Not run unless named in QUANT_CASES: moespeed (the experts alone, at
+MOE_SPEED_SHAPES) and manyspeed (a decode step's KDA projections for 20 layers in one CUDA graph: a launch per
+matrix against klc_wq_gemv_many, with and without Programmatic Dependent Launch).
 Prints one line per case; exits non-zero when a case fails.
 
   node tools/build-native.mjs --archs 90 && (cd test/gpu && python3 quant_check.py)
@@ -111,6 +115,10 @@ class QMat:
         self.wq = Wq(self.packed.data_ptr(), self.scales.data_ptr(), None, 8, N, K, group, int(scales_f32), KLC_WQ_E4M3)
 
 
+class WqJob(ctypes.Structure):
+    _fields_ = [("x", ctypes.c_void_p), ("ldx", ctypes.c_int), ("w", Wq), ("y", ctypes.c_void_p), ("ldy", ctypes.c_int), ("accumulate", ctypes.c_int)]
+
+
 def check(name, err, tol, **extra):
     ok = err <= tol
     results.append(ok)
@@ -190,6 +198,52 @@ def gemv_split_cases(klc, gen):
         name = f"gemv {kind} N={N} K={K} group={group} M={M}{' accumulate' if acc else ''} (split K)"
         check(name, rel(ys[0], want), 2e-5)
         check(name + " repeats bitwise", float((ys[0] != ys[1]).sum().item()), 0.0)
+
+
+def gemv_many_cases(klc, gen):
+    """klc_wq_gemv_many: several matrices in one launch, each against float64 and bitwise equal to its
+    own klc_wq_gemv call: a KDA layer's same-input projections (q/k/v, f_a, g_a), its f_b and g_b of
+    two inputs read with row strides wider than K, MLA's q and kv_a (one split across CTAs, one not),
+    four jobs of which three split K (each its own stretch of split-K room), accumulation; and the
+    refusals (mixed codes, 0 or 5 jobs)."""
+    lib, ctx = klc.lib, klc.ctx
+    layouts = (("INT8 channel", 8, None, True, False), ("INT4 g32 asym", 4, 32, False, False), ("FP8 channel", 8, None, True, True))
+    sets = (("KDA q/k/v + f_a + g_a", [(12288, 2304), (128, 2304), (128, 2304)], True),
+            ("KDA f_b + g_b", [(4096, 128), (4096, 128)], False),
+            ("MLA q + kv_a", [(6144, 2304), (576, 2304)], True),
+            ("four, three split", [(576, 2304), (2304, 9216), (128, 2304), (4096, 256)], False))
+    for lname, bits, group, symmetric, fp8 in layouts:
+        for sname, shapes, same_x in sets:
+            for M in (1, 3, 8):
+                mats = [QMat(N, K, bits, group or K, symmetric, False, gen, fp8=fp8) for N, K in shapes]
+                pad = 0 if same_x else 64  # rows of X wider than K: ldx > K
+                if same_x:
+                    x = torch.randn(M, shapes[0][1], generator=gen, device="cuda")
+                    xs = [x] * len(shapes)
+                else:
+                    xs = [torch.randn(M, K + pad, generator=gen, device="cuda") for _, K in shapes]
+                acc = [int(i == len(shapes) - 1) for i in range(len(shapes))]
+                ys = [torch.full((M, N + 16), 0.5, device="cuda") for N, _ in shapes]
+                jobs = (WqJob * len(shapes))(*[WqJob(x.data_ptr(), x.shape[1], m.wq, y.data_ptr(), y.shape[1], a) for x, m, y, a in zip(xs, mats, ys, acc)])
+                klc._check(lib.klc_wq_gemv_many(ctx, jobs, len(shapes), M))
+                alone = [torch.full((M, N + 16), 0.5, device="cuda") for N, _ in shapes]
+                for x, m, y, a in zip(xs, mats, alone, acc):
+                    klc._check(lib.klc_wq_gemv(ctx, c_p(x.data_ptr()), x.shape[1], ctypes.byref(m.wq), c_p(y.data_ptr()), y.shape[1], M, a))
+                klc.sync()
+                name = f"gemv many {lname} {sname} M={M}"
+                err = max(rel(y[:, :m.wq.N], x[:, :m.wq.K].double() @ m.w.T + (0.5 if a else 0.0)) for x, m, y, a in zip(xs, mats, ys, acc))
+                check(name, err, 2e-5)
+                untouched = max(float((y[:, m.wq.N:] != 0.5).sum().item()) for m, y in zip(mats, ys))
+                check(name + ": columns past N untouched", untouched, 0.0)
+                check(name + ": equal to one call each", max(float((y != z).sum().item()) for y, z in zip(ys, alone)), 0.0)
+    m8 = QMat(256, 256, 8, 256, True, False, gen)
+    mf = QMat(256, 256, 8, 256, True, False, gen, fp8=True)
+    x = torch.randn(1, 256, device="cuda")
+    y = torch.zeros(2, 256, device="cuda")
+    jobs = (WqJob * 5)(*[WqJob(x.data_ptr(), 256, m.wq, y[i % 2].data_ptr(), 256, 0) for i, m in enumerate((m8, mf, m8, m8, m8))])
+    for n, what in ((2, "INT8 and FP8 in one launch"), (0, "no jobs"), (5, "five jobs")):
+        rc = lib.klc_wq_gemv_many(ctx, jobs, n, 1)
+        check(f"gemv many: {what} is refused", 0.0 if rc != 0 else 1.0, 0.5, message=lib.klc_last_error().decode())
 
 
 def dequant_cases(klc, gen):
@@ -394,6 +448,66 @@ def gemv_speed(klc, gen, copy_bw):
             torch.cuda.empty_cache()
 
 
+def gemv_many_speed(klc, gen):
+    """A decode step's quantized KDA input projections (q/k/v, f_a, g_a, then f_b and g_b of their
+    outputs; INT8 per channel, one row) for 20 layers, each layer's weights its own copy so that every
+    launch reads HBM, recorded in one CUDA graph (klc_graph_*) and replayed: one launch per matrix
+    against klc_wq_gemv_many's two per layer, each with Programmatic Dependent Launch and without
+    (KLC_PDL=0 in a second context). The last layer's outputs are checked against float64."""
+    layers = 20
+    shapes = ((12288, 2304), (128, 2304), (128, 2304), (4096, 128), (4096, 128))
+    base = [QMat(N, K, 8, K, True, False, gen) for N, K in shapes]
+    clones = [[(m.packed.clone(), m.scales.clone()) for m in base] for _ in range(layers)]
+    copies = [[Wq(p.data_ptr(), sc.data_ptr(), None, 8, m.wq.N, m.wq.K, m.wq.K, 0, KLC_WQ_INT) for m, (p, sc) in zip(base, layer)] for layer in clones]
+    x = torch.randn(1, 2304, generator=gen, device="cuda")
+    ys = [torch.empty(1, N, device="cuda") for N, _ in shapes]
+    inputs = (x, x, x, ys[1], ys[2])
+
+    def step(k, many):
+        for ws in copies:
+            for first, last in ((0, 3), (3, 5)):
+                if many:
+                    jobs = (WqJob * (last - first))(*[WqJob(inputs[i].data_ptr(), inputs[i].shape[1], ws[i], ys[i].data_ptr(), ys[i].shape[1], 0)
+                                                      for i in range(first, last)])
+                    k._check(k.lib.klc_wq_gemv_many(k.ctx, jobs, last - first, 1))
+                else:
+                    for i in range(first, last):
+                        k._check(k.lib.klc_wq_gemv(k.ctx, c_p(inputs[i].data_ptr()), inputs[i].shape[1], ctypes.byref(ws[i]), c_p(ys[i].data_ptr()),
+                                                   ys[i].shape[1], 1, 0))
+
+    with env("KLC_PDL", "0"):
+        off = Klc()
+        step(off, False)  # the context reads KLC_PDL at its first launch
+    off.sync()
+    start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    for k, pdl in ((off, "off"), (klc, "on")):
+        for many in (False, True):
+            step(k, many)
+            k.sync()
+            graph = c_p()
+            k._check(k.lib.klc_graph_begin(k.ctx))
+            step(k, many)
+            k._check(k.lib.klc_graph_end(k.ctx, ctypes.byref(graph)))
+            launched = ctypes.c_int()
+            k._check(k.lib.klc_graph_launch(k.ctx, graph, ctypes.byref(launched)))
+            k.sync()
+            start.record()
+            for _ in range(10):
+                k._check(k.lib.klc_graph_launch(k.ctx, graph, ctypes.byref(launched)))
+            stop.record()
+            torch.cuda.synchronize()
+            k._check(k.lib.klc_graph_free(k.ctx, graph))
+            us = start.elapsed_time(stop) * 1e3 / 10 / layers
+            want = [x.double() @ base[i].w.T for i in range(3)]
+            want += [ys[1].double() @ base[3].w.T, ys[2].double() @ base[4].w.T]
+            check(f"gemv many speed: outputs of the last layer (PDL {pdl}, {'2 launches' if many else '5 launches'})",
+                  max(rel(ys[i], want[i]) for i in range(5)), 2e-5)
+            moved = sum(m.packed.numel() * 4 + m.scales.numel() * 2 for m in base)
+            print(f"figure: KDA decode projections INT8 (5 matrices, {moved / 1e6:.1f} MB) per layer, graph of {layers} layers: "
+                  f"{'klc_wq_gemv_many, 2 launches' if many else 'one launch per matrix, 5 launches'}, PDL {pdl}: {us:.1f} us", flush=True)
+    off.lib.klc_destroy(off.ctx)
+
+
 def speed(klc, gen):
     lib, ctx = klc.lib, klc.ctx
     copy_bw = copy_bandwidth()
@@ -452,11 +566,19 @@ def moe_bf16_case(klc, gen, T, E, d=2304, I=1024, k=8):
 
 
 def moe_speed(klc, gen):
-    """A 4,096-token prefill slice's routed experts at the 48B widths (d 2304, I 1024, top-8: ~128 rows per
-    expert), 64 of the 256 experts: INT8 and INT4 read by the grouped kernels, the same dequantized 32
-    experts at a time into bf16 for cuBLAS (KLC_MOE_WQ_GEMM=0), and the bf16 experts alone."""
+    """Routed experts of a prefill slice at the 48B widths (d 2304, I 1024, top-8), for each of MOE_SPEED_SHAPES
+    (tokens x experts, default 1024x64: a 4,096-token slice's ~128 rows per expert over 64 of the 256 experts;
+    32768x256 is a 32k-token slice, ~1,024 rows per expert): INT8 and INT4 read by the grouped kernels, the
+    same dequantized 32 experts at a time into bf16 for cuBLAS (KLC_MOE_WQ_GEMM=0), and the bf16 experts alone."""
+    for shape in os.environ.get("MOE_SPEED_SHAPES", "1024x64").split(","):
+        T, E = (int(v) for v in shape.split("x"))
+        moe_speed_at(klc, gen, T, E)
+        torch.cuda.empty_cache()
+
+
+def moe_speed_at(klc, gen, T, E):
     lib, ctx = klc.lib, klc.ctx
-    d, I, E, k, T = 2304, 1024, 64, 8, 1024
+    d, I, k = 2304, 1024, 8
     set_tensor_cores(klc, True)
     x, idx, wt = moe_inputs(gen, T, E, d, k)
     lib.klc_moe_dense_bytes.restype = c_z
@@ -562,14 +684,14 @@ def mma_sync_moe_cases(klc, gen):
 
 
 # QUANT_CASES (comma-separated, default all but moespeed, which speed includes) picks the parts.
-PARTS = {"gemv": gemv_cases, "split": gemv_split_cases, "dequant": dequant_cases, "moe": moe_cases, "fp8": quantize_fp8_cases, "speed": speed,
-         "moespeed": moe_speed}
+PARTS = {"gemv": gemv_cases, "split": gemv_split_cases, "many": gemv_many_cases, "dequant": dequant_cases, "moe": moe_cases, "fp8": quantize_fp8_cases, "speed": speed,
+         "moespeed": moe_speed, "manyspeed": gemv_many_speed}
 
 
 def main():
     klc = Klc()
     gen = torch.Generator(device="cuda").manual_seed(11)
-    wanted = os.environ.get("QUANT_CASES", ",".join(p for p in PARTS if p != "moespeed")).split(",")
+    wanted = os.environ.get("QUANT_CASES", ",".join(p for p in PARTS if p not in ("moespeed", "manyspeed"))).split(",")
     unknown = [p for p in wanted if p not in PARTS]
     if unknown:
         sys.exit(f"QUANT_CASES: unknown part(s) {unknown}; known: {', '.join(PARTS)}")

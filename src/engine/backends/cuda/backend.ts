@@ -17,7 +17,7 @@ import { Arena } from './arena';
 import { DecodeGraphs } from './decode-graphs';
 import { deviceWeightBytes, isQuant, uploadWeights, type AtLoad, type DeviceWeightBytes, type DeviceWeights, type KdaDeviceWeights, type LayerDeviceWeights, type Mat, type MlaDeviceWeights } from './device-weights';
 import { HostExperts } from './host-experts';
-import type { DevicePtr, HostPtr, NativeContext, NativeDeviceInfo, NativeKlc, VbufHandle } from './loader';
+import type { DevicePtr, HostPtr, NativeContext, NativeDeviceInfo, NativeKlc, NativeWqJob, VbufHandle } from './loader';
 import { gb, gib } from '../../../common/sizes';
 import { LM_HEAD_ROWS, layerWorkspaceBytes } from '../../plan/workspace';
 import { offloadStagingBytes, type MemoryBudget, type MemoryPlan } from '../../plan/memory-plan';
@@ -85,6 +85,8 @@ const CACHE_BF16 = 1;
 const NATIVE_KDA_CHUNK = 64;
 /** Rows klc_wq_gemv takes: more go through dequantization and a GEMM. */
 const WQ_GEMV_ROWS = 8;
+/** The most matrices of one klc_wq_gemv_many launch (KLC_WQ_JOBS_MAX). */
+const WQ_JOBS_MAX = 4;
 /** KLC_MAX_DECODE_BATCH of klc_native.h: sequences per batched decode launch. */
 const MAX_DECODE_BATCH = 64;
 /**
@@ -484,30 +486,33 @@ export class CudaBackend implements Backend<DeviceRows> {
     const B = x.T;
     const n = this.native;
     const c = this.ctx;
-    const { proj, f, b } = this.kdaProjections(w, x);
+    const { proj, f, b, gate } = this.kdaProjections(w, x);
     const o = this.arena.alloc(B * P * F32);
     n.kdaDecodeBatch(c, {
       H, K, V: K, W, scale: 1 / Math.sqrt(K), proj, convW: w.conv, g: f.ptr, beta: b.ptr, aLog: w.aLog, dtBias: w.dtBias, o,
       states: BigUint64Array.from(devs, (s) => s.S), tails: BigUint64Array.from(devs, (s) => s.conv),
     });
-    return this.kdaOutput(w, x, o, false);
+    return this.kdaOutput(w, x, o, false, gate);
   }
 
-  /** The KDA input projections of x's rows: q/k/v side by side [T, 3P], the forget gate f [T, P] and the b_proj logit [T, H]. */
-  private kdaProjections(w: KdaDeviceWeights, x: DeviceRows): { proj: DevicePtr; f: DeviceRows; b: DeviceRows } {
+  /**
+   * The KDA projections of x's rows: q/k/v side by side [T, 3P], the forget gate f [T, P], the
+   * b_proj logit [T, H] and the output gate's logits [T, P]. At decode the same-input matrices
+   * (q/k/v, f_a, g_a) take one launch and f_b and g_b another (linears).
+   */
+  private kdaProjections(w: KdaDeviceWeights, x: DeviceRows): { proj: DevicePtr; f: DeviceRows; b: DeviceRows; gate: DeviceRows } {
     const { numHeads: H, headDim: K } = this.config.kda;
     const P = H * K;
-    const proj = this.arena.alloc(x.T * 3 * P * F32);
-    this.linearInto(x, w.wqkv, proj, 3 * P, 3 * P);
-    const f = this.linear(this.linear(x, w.fA, K), w.fB, P);
-    return { proj, f, b: this.linear(x, w.bProj, H) };
+    const [proj, fa, ga] = this.linears([{ x, w: w.wqkv, out: 3 * P }, { x, w: w.fA, out: K }, { x, w: w.gA, out: K }]);
+    const b = this.linear(x, w.bProj, H);
+    const [f, gate] = this.linears([{ x: fa, w: w.fB, out: P }, { x: ga, w: w.gB, out: P }]);
+    return { proj: proj.ptr, f, b, gate };
   }
 
-  /** The KDA output of the recurrence's o (bf16 or fp32 [T, P]): gated RMSNorm with the g_a/g_b gate, then o_proj. */
-  private kdaOutput(w: KdaDeviceWeights, x: DeviceRows, o: DevicePtr, oBf16: boolean): DeviceRows {
+  /** The KDA output of the recurrence's o (bf16 or fp32 [T, P]): gated RMSNorm with the g_a/g_b gate logits, then o_proj. */
+  private kdaOutput(w: KdaDeviceWeights, x: DeviceRows, o: DevicePtr, oBf16: boolean, gate: DeviceRows): DeviceRows {
     const { numHeads: H, headDim: K } = this.config.kda;
     const P = H * K;
-    const gate = this.linear(this.linear(x, w.gA, K), w.gB, P);
     const normed = this.rowsOf(x.T, P);
     this.native.gatedRmsnorm(this.ctx, o, oBf16 ? 1 : 0, gate.ptr, w.oNorm, normed.ptr, x.T * H, K, this.config.rmsNormEps);
     return this.linear(normed, w.oProj, this.config.hiddenSize);
@@ -534,7 +539,7 @@ export class CudaBackend implements Backend<DeviceRows> {
     const T = x.T;
     const n = this.native;
     const c = this.ctx;
-    const { proj, f, b } = this.kdaProjections(w, x);
+    const { proj, f, b, gate } = this.kdaProjections(w, x);
     const el = chunked ? 2 : F32;
     const qkv = this.arena.alloc(3 * T * P * el);
     n.shortConv(c, proj, w.conv, dev.conv, chunked ? null : qkv, chunked ? qkv : null, T, 3 * P, W, P);
@@ -546,7 +551,7 @@ export class CudaBackend implements Backend<DeviceRows> {
     };
     if (chunked) n.kdaPrefill(c, args);
     else n.kdaRecurrent(c, args);
-    return this.kdaOutput(w, x, o, chunked);
+    return this.kdaOutput(w, x, o, chunked, gate);
   }
 
   // --- MLA ----------------------------------------------------------------------------------------
@@ -573,8 +578,7 @@ export class CudaBackend implements Backend<DeviceRows> {
     const bf16 = devs[0].bf16;
     if (devs.some((dev) => dev.bf16 !== bf16)) throw new Error('mlaDecode: the batch mixes bf16 and fp32 MLA caches (states made before and after setTensorCores); decode them separately');
     const type = bf16 ? CACHE_BF16 : CACHE_F32;
-    const q = this.linear(x, w.qProj, H * qw);
-    const ckv = this.linear(x, w.kvA, D);
+    const [q, ckv] = this.linears([{ x, w: w.qProj, out: H * qw }, { x, w: w.kvA, out: D }]);
     // In a decode step that may be recorded (decodeLayers), the rows' positions and the split plan's
     // capacity come from the step, in device memory; otherwise each row is appended where its cache ends now.
     const step = this.step;
@@ -645,8 +649,7 @@ export class CudaBackend implements Backend<DeviceRows> {
     const c = this.ctx;
     const dev = this.mlaState(state);
     const start = dev.length;
-    const q = this.linear(x, w.qProj, H * qw);
-    const ckv = this.linear(x, w.kvA, D);
+    const [q, ckv] = this.linears([{ x, w: w.qProj, out: H * qw }, { x, w: w.kvA, out: D }]);
     this.appendLatents(w, dev, ckv.ptr, T);
 
     if (this.headsPrefill(T, start, w.wUKt.f32 || w.wUV.f32)) {
@@ -969,12 +972,43 @@ export class CudaBackend implements Backend<DeviceRows> {
       this.native.linear(this.ctx, x.ptr, x.cols, w.ptr, y, ldy, x.T, out, x.cols, 1, 0, 0, 0, 0, w.f32 ? 1 : 0);
       return;
     }
-    if (x.T <= WQ_GEMV_ROWS && x.cols % 4 === 0) {
+    if (this.gemvRows(x)) {
       this.native.wqGemv(this.ctx, x.ptr, x.cols, w.quant, y, ldy, x.T, 0);
       return;
     }
     this.native.wqDequant(this.ctx, w.quant, 0, w.quant.N, this.dense, this.denseF32 ? 1 : 0);
     this.native.linear(this.ctx, x.ptr, x.cols, this.dense, y, ldy, x.T, out, x.cols, 1, 0, 0, 0, 0, this.denseF32 ? 1 : 0);
+  }
+
+  /** Whether a quantized weight is read code by code for these rows (klc_wq_gemv) rather than dequantized for a GEMM. */
+  private gemvRows(x: DeviceRows): boolean {
+    return x.T <= WQ_GEMV_ROWS && x.cols % 4 === 0;
+  }
+
+  /**
+   * Several projections y_i = x_i W_iᵀ (each x_i of the same rows). At decode the quantized ones
+   * with the same codes take one launch (klc_wq_gemv_many, up to WQ_JOBS_MAX a launch): most of a
+   * step's projections are a few microseconds of loads, about what a launch and its drain cost.
+   * The others, and every prefill, go one by one as `linear`.
+   */
+  private linears(jobs: readonly { x: DeviceRows; w: Mat; out: number }[]): DeviceRows[] {
+    const ys = jobs.map((j) => this.rowsOf(j.x.T, j.out));
+    const byCodes = new Map<string, NativeWqJob[]>();
+    jobs.forEach((j, i) => {
+      const w = j.w;
+      if (!isQuant(w) || !this.gemvRows(j.x) || j.x.T !== jobs[0].x.T) {
+        this.linearInto(j.x, w, ys[i].ptr, j.out, j.out);
+        return;
+      }
+      const codes = w.quant.fp8 ? 'fp8' : `int${w.quant.bits}`;
+      const group = byCodes.get(codes) ?? [];
+      group.push({ x: j.x.ptr, ldx: j.x.cols, w: w.quant, y: ys[i].ptr, ldy: j.out, accumulate: 0 });
+      byCodes.set(codes, group);
+    });
+    for (const group of byCodes.values()) {
+      for (let i = 0; i < group.length; i += WQ_JOBS_MAX) this.native.wqGemvMany(this.ctx, group.slice(i, i + WQ_JOBS_MAX), jobs[0].x.T);
+    }
+    return ys;
   }
 
   private swiglu(x: DeviceRows, w13: Mat, down: Mat, inner: number): DeviceRows {

@@ -8,7 +8,7 @@ import { join, resolve } from 'node:path';
 import { packageRoot } from '../../../common/package-root';
 
 /** The ABI of native/include/klc_native.h that this TypeScript side was written against. */
-export const NATIVE_ABI_VERSION = 13;
+export const NATIVE_ABI_VERSION = 14;
 
 /** A context created on one device; freed by destroy() or when garbage-collected. */
 export type NativeContext = object & { readonly __klcContext: unique symbol };
@@ -168,6 +168,8 @@ export interface NativeKlc {
   fillNormalBf16(ctx: NativeContext, out: DevicePtr, n: number, key: number, key2: number, scale: number): void;
   /** y[M, N] (+)= x[M, K] Wᵀ for M <= 8 rows, reading W's codes (klc_wq_gemv). */
   wqGemv(ctx: NativeContext, x: DevicePtr, ldx: number, w: NativeWq, y: DevicePtr, ldy: number, M: number, accumulate: number): void;
+  /** klc_wq_gemv of 1..4 matrices of the same codes (INT4, INT8 or FP8) in one launch (klc_wq_gemv_many). */
+  wqGemvMany(ctx: NativeContext, jobs: readonly NativeWqJob[], M: number): void;
   /** Rows [row0, row0 + rows) of W dequantized into out, bf16 or fp32 (klc_wq_dequant). */
   wqDequant(ctx: NativeContext, w: NativeWq, row0: number, rows: number, out: DevicePtr, outF32: number): void;
   /** A bf16 matrix [N, K] on the device quantized into packed codes (E4M3 bytes when fp8) and scales, symmetric, as the host quantizer (klc_wq_quantize_bf16). */
@@ -221,6 +223,16 @@ export interface NativeWq {
   group: number;
   scalesF32: boolean;
   fp8: boolean;
+}
+
+/** One product of wqGemvMany: y[M, w.N] (row stride ldy) (+)= x[M, w.K] (row stride ldx) Wᵀ. */
+export interface NativeWqJob {
+  x: DevicePtr;
+  ldx: number;
+  w: NativeWq;
+  y: DevicePtr;
+  ldy: number;
+  accumulate: 0 | 1;
 }
 
 /** A klc_vbuf's host address: never dereferenced in JS, only handed back to the library. */
