@@ -5,6 +5,7 @@
 # decode dominates (test/gpu/decode-profile.ts: 256-token prompts, then STEPS steps of 1 and of 8 answers).
 # Without nsys, ncu times LAUNCHES kernels one by one (graphs off) from the first decode step on
 # (KLC_PROFILE_DECODE=1 starts the profiler there; about 700 launches a step of one answer).
+# PROFILE_ARGS go to decode-profile.cjs (--context N, --batches 8).
 # Carry: .device (node.xz, node-include/, decode-profile.cjs: test/gpu/prepare-model.sh) and native/build.
 # Output in $OUT: decode-profile.log, the nsys report and its kernel table (kernels.csv), or ncu.csv.
 set -uo pipefail
@@ -15,13 +16,13 @@ quant=${QUANT:-int8}
 rc=0
 if command -v nsys > /dev/null; then
   nsys profile -t cuda --cuda-graph-trace=node --force-overwrite true -o "$OUT/decode" \
-    node .device/decode-profile.cjs "${STEPS:-200}" --quantization "$quant" > "$OUT/decode-profile.log" 2>&1 || rc=1
+    node .device/decode-profile.cjs "${STEPS:-200}" --quantization "$quant" ${PROFILE_ARGS:-} > "$OUT/decode-profile.log" 2>&1 || rc=1
   nsys stats -q -r cuda_gpu_kern_sum -f csv -o "$OUT/kernels" "$OUT/decode.nsys-rep" >> "$OUT/decode-profile.log" 2>&1 || rc=1
   grep -E "^decode" "$OUT/decode-profile.log"
   head -45 "$OUT"/kernels*.csv | cut -c1-220
 elif command -v ncu > /dev/null; then
   KLC_CUDA_GRAPHS=0 KLC_PROFILE_DECODE=1 ncu --metrics gpu__time_duration.sum --csv --profile-from-start off --launch-count "${LAUNCHES:-1400}" \
-    node .device/decode-profile.cjs "${STEPS:-20}" --quantization "$quant" > "$OUT/ncu.csv" 2> "$OUT/decode-profile.log" || rc=1
+    node .device/decode-profile.cjs "${STEPS:-20}" --quantization "$quant" ${PROFILE_ARGS:-} > "$OUT/ncu.csv" 2> "$OUT/decode-profile.log" || rc=1
   grep -E "^decode" "$OUT/ncu.csv" "$OUT/decode-profile.log"
   python3 - "$OUT/ncu.csv" <<'EOF'
 import csv, sys, collections
