@@ -115,8 +115,6 @@ __global__ void __launch_bounds__(THREADS, 3) moe_wq_up_kernel(const float *__re
   }
 }
 
-__device__ __forceinline__ void prefetch_l1(const void *p) { asm volatile("prefetch.global.L1 [%0];" ::"l"(p)); }
-
 // out[t, c] += sum_s w[t, s] * (W2_{idx[t, s]}[c] . h[t * k + s]) for the warp's column c.
 template <Codes C, int UNITS>
 __global__ void __launch_bounds__(THREADS) moe_wq_down_kernel(const float *__restrict__ h, const int *__restrict__ idx,
@@ -158,6 +156,16 @@ __global__ void __launch_bounds__(THREADS) moe_wq_down_kernel(const float *__res
       }
     }
   };
+  // The expert after next goes to L2: with many pairs (8 answers together) one expert in flight
+  // per warp left each warp waiting on DRAM once per expert.
+  auto prefetch = [&](int e) {
+    const int32_t *codes = w2.w_packed + ((size_t)e * d + col) * words;
+#pragma unroll
+    for (int i = 0; i < UNITS; ++i) {
+      const int u = lane + 32 * i;
+      if (u < nu) prefetch_l2(&codes[u * 8 / PER_WORD]);
+    }
+  };
   float acc = 0.f;
   Raw8<BITS> cur[UNITS] = {}, next[UNITS] = {};
   load(s_idx[order[0]], cur);
@@ -165,7 +173,12 @@ __global__ void __launch_bounds__(THREADS) moe_wq_down_kernel(const float *__res
     const int e = s_idx[order[p]];
     int q = p + 1;
     while (q < n && s_idx[order[q]] == e) ++q;
-    if (q < n) load(s_idx[order[q]], next);  // in flight while this expert's dots run
+    if (q < n) {
+      load(s_idx[order[q]], next);  // in flight while this expert's dots run
+      int q2 = q + 1;
+      while (q2 < n && s_idx[order[q2]] == s_idx[order[q]]) ++q2;
+      if (q2 < n) prefetch(s_idx[order[q2]]);
+    }
     const int row = e * d + col;
     float f[UNITS][8];
 #pragma unroll

@@ -11,6 +11,11 @@ namespace klc_small {
 // (read by every warp) stay in L1/L2.
 __device__ __forceinline__ uint4 load_stream(const void *p) { return __ldcs(static_cast<const uint4 *>(p)); }
 
+// Brings the line holding p into L2 (or L1) without a register or a wait: a load of it issued later
+// hits the cache, so more reads are in flight than the registers could hold.
+__device__ __forceinline__ void prefetch_l2(const void *p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
+__device__ __forceinline__ void prefetch_l1(const void *p) { asm volatile("prefetch.global.L1 [%0];" ::"l"(p)); }
+
 // A bf16 is the top half of an fp32: unpacking is a shift, exact.
 __device__ __forceinline__ void unpack_bf16x8(const uint4 &v, float f[8]) {
   const uint32_t w[4] = {v.x, v.y, v.z, v.w};

@@ -62,10 +62,6 @@ struct Tile {
 
 __device__ __forceinline__ int swizzle(int f) { return f ^ ((f >> 3) & 7); }
 
-// Brings the line holding p into L2 without a register or a wait: a warp's loads of a chunk issued
-// a step later then hit L2, which doubles the HBM reads in flight at no register cost.
-__device__ __forceinline__ void prefetch_l2(const void *p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
-
 // One matrix of a launch: its call, its split of K and where its blocks and split-K room begin.
 struct Job {
   const float *x;
