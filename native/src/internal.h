@@ -158,7 +158,7 @@ struct MlaBlock {
 bool mla_wgmma_ready(klc_ctx *ctx);
 // Queries per CTA of the Hopper kernel: the host launches tiles from the first one that sees the block.
 constexpr int MLA_WGMMA_QUERIES = 128;
-enum class MlaHopper { plain, pipelined, warp_specialized, pingpong };
+enum class MlaHopper { plain, pipelined, warp_specialized };
 int mla_wgmma_block(klc_ctx *ctx, const MlaBlock &b, MlaHopper form);
 
 // ---- MLA decode over B latent caches, split over the key range (batch_decode.cu) ----

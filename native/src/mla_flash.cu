@@ -15,9 +15,8 @@
 // On Hopper the key-block step runs the wgmma kernel of mla_wgmma.cu instead, over bf16 keys and
 // transposed values that cuBLAS writes directly. KLC_MLA_KERNEL picks the kernel: auto (the default:
 // wgmma_pipe where the build and the GPU have it, else fa2), fa2, wgmma, wgmma_pipe (softmax overlapped
-// with the tensor cores: 2-5% faster than wgmma on an H100, round-h100-2026-12-07i), wgmma_ws
-// (warp-specialized) or wgmma_pp (warp-specialized, the two consumers taking turns at the tensor
-// cores, FlashAttention-3's ping-pong); the Hopper ones are errors where unavailable.
+// with the tensor cores: 2-5% faster than wgmma on an H100, round-h100-2026-12-07i) or wgmma_ws
+// (warp-specialized; the Hopper ones are errors where unavailable).
 #include <cuda_bf16.h>
 
 #include <algorithm>
@@ -296,7 +295,7 @@ using klc::launched;
 
 size_t align256(size_t b) { return (b + 255) & ~(size_t)255; }
 
-enum class Kernel { fa2, wgmma, wgmma_pipe, wgmma_ws, wgmma_pp };
+enum class Kernel { fa2, wgmma, wgmma_pipe, wgmma_ws };
 
 // The kernel KLC_MLA_KERNEL asks for on this context's device.
 int choose_kernel(klc_ctx *ctx, Kernel *k) {
@@ -306,13 +305,13 @@ int choose_kernel(klc_ctx *ctx, Kernel *k) {
     *k = Kernel::fa2;
     return KLC_OK;
   }
-  if (want != "auto" && want != "wgmma" && want != "wgmma_pipe" && want != "wgmma_ws" && want != "wgmma_pp")
-    return klc::fail(KLC_E_ARG, "KLC_MLA_KERNEL=" + want + " names no MLA prefill kernel; use auto, fa2, wgmma, wgmma_pipe, wgmma_ws or wgmma_pp");
+  if (want != "auto" && want != "wgmma" && want != "wgmma_pipe" && want != "wgmma_ws")
+    return klc::fail(KLC_E_ARG, "KLC_MLA_KERNEL=" + want + " names no MLA prefill kernel; use auto, fa2, wgmma, wgmma_pipe or wgmma_ws");
   const bool hopper = klc::mla_wgmma_ready(ctx);
   if (want != "auto" && !hopper)
     return klc::fail(KLC_E_ARG, "KLC_MLA_KERNEL=" + want + " needs an H100/H200 (compute capability 9.0) and a native build "
                                 "with 90 in --archs; unset KLC_MLA_KERNEL or set it to auto or fa2");
-  *k = !hopper ? Kernel::fa2 : want == "wgmma_ws" ? Kernel::wgmma_ws : want == "wgmma_pp" ? Kernel::wgmma_pp : want == "wgmma" ? Kernel::wgmma : Kernel::wgmma_pipe;
+  *k = !hopper ? Kernel::fa2 : want == "wgmma_ws" ? Kernel::wgmma_ws : want == "wgmma" ? Kernel::wgmma : Kernel::wgmma_pipe;
   return KLC_OK;
 }
 
@@ -449,10 +448,7 @@ extern "C" int klc_mla_prefill_heads(klc_ctx *ctx, const float *q, const void *c
   if ((rc = choose_kernel(ctx, &kernel))) return rc;
   const bool bf16_cache = cache_type == KLC_CACHE_BF16;
   if (kernel != Kernel::fa2) {
-    const MlaHopper form = kernel == Kernel::wgmma_ws     ? MlaHopper::warp_specialized
-                           : kernel == Kernel::wgmma_pp   ? MlaHopper::pingpong
-                           : kernel == Kernel::wgmma_pipe ? MlaHopper::pipelined
-                                                          : MlaHopper::plain;
+    const MlaHopper form = kernel == Kernel::wgmma_ws ? MlaHopper::warp_specialized : kernel == Kernel::wgmma_pipe ? MlaHopper::pipelined : MlaHopper::plain;
     return bf16_cache ? prefill_wgmma(ctx, form, q, static_cast<const bf16 *>(cache), w_uk_t, w_uv, out, T, H, start, nope, rope, L, scale)
                       : prefill_wgmma(ctx, form, q, static_cast<const float *>(cache), w_uk_t, w_uv, out, T, H, start, nope, rope, L, scale);
   }
@@ -468,5 +464,5 @@ extern "C" const char *klc_mla_prefill_kernel(klc_ctx *ctx) {
   if (klc::use_device(ctx)) return nullptr;
   Kernel k;
   if (choose_kernel(ctx, &k)) return nullptr;
-  return k == Kernel::wgmma ? "wgmma" : k == Kernel::wgmma_pipe ? "wgmma_pipe" : k == Kernel::wgmma_ws ? "wgmma_ws" : k == Kernel::wgmma_pp ? "wgmma_pp" : "fa2";
+  return k == Kernel::wgmma ? "wgmma" : k == Kernel::wgmma_pipe ? "wgmma_pipe" : k == Kernel::wgmma_ws ? "wgmma_ws" : "fa2";
 }

@@ -421,20 +421,10 @@ __device__ __forceinline__ void mbar_wait(unsigned bar, unsigned parity) {
   }
 }
 
-// Named barriers 3 and 4: consumer 0's and consumer 1's turn to issue its scores (ping-pong).
-constexpr int TURN = 3;
-__device__ __forceinline__ void named_sync(int id) { asm volatile("bar.sync %0, 256;\n" ::"r"(id) : "memory"); }
-__device__ __forceinline__ void named_arrive(int id) { asm volatile("bar.arrive %0, 256;\n" ::"r"(id) : "memory"); }
-
 // Warpgroup 0 produces: for each tile it waits until both consumers released the stage, copies
 // the tile, waits for its own copies, makes them visible to the tensor cores and signals the stage
-// full. Warpgroups 1 and 2 each take 64 query rows. Registers move from the producer (few needed)
-// to the consumers (setmaxnreg). Without PINGPONG the consumers never wait for each other; with it
-// they take turns issuing their score products, as FlashAttention-3's ping-pong schedule does: a
-// consumer issues Q K_jᵀ on its turn and hands the turn over, so one consumer's softmax runs while
-// the other's products keep the tensor cores busy (the kernels were bound by issuing the softmax
-// between tensor-core batches, round-h100-2026-12-07j).
-template <bool PINGPONG>
+// full. Warpgroups 1 and 2 each take 64 query rows and never wait for each other. Registers move
+// from the producer (few needed) to the consumers (setmaxnreg).
 __global__ void __launch_bounds__(WS_THREADS, 1) mla_wgmma_ws_kernel(const klc::MlaBlock a) {
   extern __shared__ unsigned char smem_raw[];
   const Cta t = locate(a, smem_raw);
@@ -467,17 +457,11 @@ __global__ void __launch_bounds__(WS_THREADS, 1) mla_wgmma_ws_kernel(const klc::
     asm volatile("bar.sync %0, 128;\n" ::"r"(1 + cw) : "memory");
     Rows st;
     start_rows(a, t, cw, st);
-    // Consumer 0 takes the first turn. Every turn taken is handed over exactly once (consumer 1
-    // keeps its last), so no arrival is left pending at exit.
-    if (PINGPONG && cw == 1 && t.tiles > 0) named_arrive(TURN);
     for (int j = 0; j < t.tiles; ++j) {
       const int s = j & 1;
       mbar_wait(bars + 8 * s, (j >> 1) & 1);
       const unsigned kb = t.sk + s * STAGE_BYTES;
-      if (PINGPONG) named_sync(TURN + cw);
-      attend_tile(a, t, cw, j, kb, kb + K_BYTES, st, [&] {
-        if (PINGPONG && (cw == 0 || j + 1 < t.tiles)) named_arrive(TURN + 1 - cw);
-      });
+      attend_tile(a, t, cw, j, kb, kb + K_BYTES, st, [] {});
       mbar_arrive(bars + 16 + 8 * s);
     }
     finish_rows(a, t, st);
@@ -504,11 +488,8 @@ bool mla_wgmma_ready(klc_ctx *ctx) {
 }
 
 int mla_wgmma_block(klc_ctx *ctx, const MlaBlock &b, MlaHopper form) {
-  const bool ws = form == MlaHopper::warp_specialized || form == MlaHopper::pingpong;
-  const auto kernel = form == MlaHopper::pingpong ? mla_wgmma_ws_kernel<true>
-                      : ws                        ? mla_wgmma_ws_kernel<false>
-                      : form == MlaHopper::pipelined ? mla_wgmma_pipe_kernel
-                                                     : mla_wgmma_kernel;
+  const bool ws = form == MlaHopper::warp_specialized;
+  const auto kernel = ws ? mla_wgmma_ws_kernel : form == MlaHopper::pipelined ? mla_wgmma_pipe_kernel : mla_wgmma_kernel;
   const int smem = SMEM + (ws ? 32 : 0);  // + the four mbarriers after the stages
   const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   if (e != cudaSuccess) return fail_cuda(e, "configuring the Hopper MLA prefill kernel");

@@ -1,6 +1,6 @@
 """Device check and timing of MLA prefill attention (klc_mla_prefill_heads) for every kernel variant
-this GPU runs (KLC_MLA_KERNEL=fa2 everywhere; wgmma, its pipelined form wgmma_pipe, its
-warp-specialized form wgmma_ws and that form with ping-pong consumers wgmma_pp on compute capability 9.0):
+this GPU runs (KLC_MLA_KERNEL=fa2 everywhere; wgmma, its pipelined form wgmma_pipe and its
+warp-specialized form wgmma_ws on compute capability 9.0):
 
 1. correctness: each variant against float64 attention with keys (W_UK[h] c_j, pe_j) and values
    W_UV[h] c_j on sampled rows, at shapes with ragged lengths (not multiples of 64 or 128), cached
@@ -56,7 +56,7 @@ def variants(klc):
     klc.lib.klc_mla_prefill_kernel.restype = ctypes.c_char_p
     available = ["fa2"]
     if torch.cuda.get_device_capability() == (9, 0):
-        available += ["wgmma", "wgmma_pipe", "wgmma_ws", "wgmma_pp"]
+        available += ["wgmma", "wgmma_pipe", "wgmma_ws"]
     else:
         print(f"compute capability {torch.cuda.get_device_capability()}: the wgmma kernel is Hopper-only, checking fa2", flush=True)
     names = ["fa2"] + [v for v in arg("--variants", available) if v != "fa2"]
