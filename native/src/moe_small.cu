@@ -129,14 +129,21 @@ __global__ void __launch_bounds__(THREADS) moe_small_down_kernel(const float *__
       if (v < nv) dst[i] = load_stream(row + (size_t)v * 8);
     }
   };
-  // The expert after next goes to L2: with many pairs (8 answers together) one expert in flight
-  // per warp left each warp waiting on DRAM once per expert.
+  // The expert after next goes to L2, and the h row of the next expert's first pair to L1: with many
+  // pairs (8 answers together) a warp otherwise waits on memory once or twice per expert.
   auto prefetch = [&](int e) {
     const bf16 *row = w2 + ((size_t)e * d + col) * I;
 #pragma unroll
     for (int i = 0; i < VECS; ++i) {
       const int v = lane + 32 * i;
       if (v < nv) prefetch_l2(row + (size_t)v * 8);
+    }
+  };
+  auto prefetch_h = [&](int pair) {
+#pragma unroll
+    for (int i = 0; i < VECS; ++i) {
+      const int v = lane + 32 * i;
+      if (v < nv) prefetch_l1(h + (size_t)pair * I + v * 8);
     }
   };
   float acc = 0.f;  // lane t: token t's sum, its experts added in ascending order
@@ -151,6 +158,7 @@ __global__ void __launch_bounds__(THREADS) moe_small_down_kernel(const float *__
       int q2 = q + 1;
       while (q2 < n && s_idx[order[q2]] == s_idx[order[q]]) ++q2;
       if (q2 < n) prefetch(s_idx[order[q2]]);
+      prefetch_h(order[q]);
     }
     for (int s = p; s < q; ++s) {
       const int pair = order[s];

@@ -156,14 +156,21 @@ __global__ void __launch_bounds__(THREADS) moe_wq_down_kernel(const float *__res
       }
     }
   };
-  // The expert after next goes to L2: with many pairs (8 answers together) one expert in flight
-  // per warp left each warp waiting on DRAM once per expert.
+  // The expert after next goes to L2, and the h row of the next expert's first pair to L1: with many
+  // pairs (8 answers together) a warp otherwise waits on memory once or twice per expert.
   auto prefetch = [&](int e) {
     const int32_t *codes = w2.w_packed + ((size_t)e * d + col) * words;
 #pragma unroll
     for (int i = 0; i < UNITS; ++i) {
       const int u = lane + 32 * i;
       if (u < nu) prefetch_l2(&codes[u * 8 / PER_WORD]);
+    }
+  };
+  auto prefetch_h = [&](int pair) {
+#pragma unroll
+    for (int i = 0; i < UNITS; ++i) {
+      const int u = lane + 32 * i;
+      if (u < nu) prefetch_l1(h + (size_t)pair * I + u * 8);
     }
   };
   float acc = 0.f;
@@ -178,6 +185,7 @@ __global__ void __launch_bounds__(THREADS) moe_wq_down_kernel(const float *__res
       int q2 = q + 1;
       while (q2 < n && s_idx[order[q2]] == s_idx[order[q]]) ++q2;
       if (q2 < n) prefetch(s_idx[order[q2]]);
+      prefetch_h(order[q]);
     }
     const int row = e * d + col;
     float f[UNITS][8];
