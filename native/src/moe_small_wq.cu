@@ -178,12 +178,10 @@ __global__ void __launch_bounds__(THREADS) moe_wq_down_kernel(const float *__res
   load(s_idx[order[0]], cur);
   for (int p = 0; p < n;) {
     const int e = s_idx[order[p]];
-    int q = p + 1;
-    while (q < n && s_idx[order[q]] == e) ++q;
+    const int q = expert_run_end(s_idx, order, p, n);
     if (q < n) {
       load(s_idx[order[q]], next);  // in flight while this expert's dots run
-      int q2 = q + 1;
-      while (q2 < n && s_idx[order[q2]] == s_idx[order[q]]) ++q2;
+      const int q2 = expert_run_end(s_idx, order, q, n);
       if (q2 < n) prefetch(s_idx[order[q2]]);
       prefetch_h(order[q]);
     }
