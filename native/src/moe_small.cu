@@ -129,34 +129,14 @@ __global__ void __launch_bounds__(THREADS) moe_small_down_kernel(const float *__
       if (v < nv) dst[i] = load_stream(row + (size_t)v * 8);
     }
   };
-  // The expert after next goes to L2, and the h row of the next expert's first pair to L1: with many
-  // pairs (8 answers together) a warp otherwise waits on memory once or twice per expert.
-  auto prefetch = [&](int e) {
-    const bf16 *row = w2 + ((size_t)e * d + col) * I;
-#pragma unroll
-    for (int i = 0; i < VECS; ++i) {
-      const int v = lane + 32 * i;
-      if (v < nv) prefetch_l2(row + (size_t)v * 8);
-    }
-  };
-  auto prefetch_h = [&](int pair) {
-#pragma unroll
-    for (int i = 0; i < VECS; ++i) {
-      const int v = lane + 32 * i;
-      if (v < nv) prefetch_l1(h + (size_t)pair * I + v * 8);
-    }
-  };
   float acc = 0.f;  // lane t: token t's sum, its experts added in ascending order
   uint4 cur[VECS] = {}, next[VECS] = {};
   load(s_idx[order[0]], cur);
   for (int p = 0; p < n;) {
-    const int q = expert_run_end(s_idx, order, p, n);
-    if (q < n) {
-      load(s_idx[order[q]], next);  // in flight while this expert's dots run
-      const int q2 = expert_run_end(s_idx, order, q, n);
-      if (q2 < n) prefetch(s_idx[order[q2]]);
-      prefetch_h(order[q]);
-    }
+    const int e = s_idx[order[p]];
+    int q = p + 1;
+    while (q < n && s_idx[order[q]] == e) ++q;
+    if (q < n) load(s_idx[order[q]], next);  // in flight while this expert's dots run
     for (int s = p; s < q; ++s) {
       const int pair = order[s];
       const float *hr = h + (size_t)pair * I;

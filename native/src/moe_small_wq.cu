@@ -156,35 +156,14 @@ __global__ void __launch_bounds__(THREADS) moe_wq_down_kernel(const float *__res
       }
     }
   };
-  // The expert after next goes to L2, and the h row of the next expert's first pair to L1: with many
-  // pairs (8 answers together) a warp otherwise waits on memory once or twice per expert.
-  auto prefetch = [&](int e) {
-    const int32_t *codes = w2.w_packed + ((size_t)e * d + col) * words;
-#pragma unroll
-    for (int i = 0; i < UNITS; ++i) {
-      const int u = lane + 32 * i;
-      if (u < nu) prefetch_l2(&codes[u * 8 / PER_WORD]);
-    }
-  };
-  auto prefetch_h = [&](int pair) {
-#pragma unroll
-    for (int i = 0; i < UNITS; ++i) {
-      const int u = lane + 32 * i;
-      if (u < nu) prefetch_l1(h + (size_t)pair * I + u * 8);
-    }
-  };
   float acc = 0.f;
   Raw8<BITS> cur[UNITS] = {}, next[UNITS] = {};
   load(s_idx[order[0]], cur);
   for (int p = 0; p < n;) {
     const int e = s_idx[order[p]];
-    const int q = expert_run_end(s_idx, order, p, n);
-    if (q < n) {
-      load(s_idx[order[q]], next);  // in flight while this expert's dots run
-      const int q2 = expert_run_end(s_idx, order, q, n);
-      if (q2 < n) prefetch(s_idx[order[q2]]);
-      prefetch_h(order[q]);
-    }
+    int q = p + 1;
+    while (q < n && s_idx[order[q]] == e) ++q;
+    if (q < n) load(s_idx[order[q]], next);  // in flight while this expert's dots run
     const int row = e * d + col;
     float f[UNITS][8];
 #pragma unroll

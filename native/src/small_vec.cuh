@@ -16,15 +16,6 @@ __device__ __forceinline__ uint4 load_stream(const void *p) { return __ldcs(stat
 __device__ __forceinline__ void prefetch_l2(const void *p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
 __device__ __forceinline__ void prefetch_l1(const void *p) { asm volatile("prefetch.global.L1 [%0];" ::"l"(p)); }
 
-// The small-batch MoE down kernels walk (token, expert) pairs sorted by expert (pair order[i] has
-// expert e_of[order[i]]): the end of the run of pairs of the expert at position p, of n.
-__device__ __forceinline__ int expert_run_end(const int *e_of, const int *order, int p, int n) {
-  const int e = e_of[order[p]];
-  int q = p + 1;
-  while (q < n && e_of[order[q]] == e) ++q;
-  return q;
-}
-
 // A bf16 is the top half of an fp32: unpacking is a shift, exact.
 __device__ __forceinline__ void unpack_bf16x8(const uint4 &v, float f[8]) {
   const uint32_t w[4] = {v.x, v.y, v.z, v.w};
