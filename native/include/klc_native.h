@@ -22,7 +22,7 @@ extern "C" {
 #define KLC_API __attribute__((visibility("default")))
 #endif
 
-#define KLC_ABI_VERSION 14
+#define KLC_ABI_VERSION 15
 
 enum {
   KLC_OK = 0,
@@ -193,6 +193,17 @@ KLC_API int klc_moe_route(klc_ctx *ctx, const float *logits, const float *bias, 
 KLC_API size_t klc_moe_workspace_bytes(int T, int d, int I, int E, int k);
 KLC_API int klc_moe_experts(klc_ctx *ctx, const float *x, const int32_t *idx, const float *w, const void *w13, const void *w2,
                             float *out, void *ws, size_t ws_bytes, int T, int d, int I, int E, int k, int w_f32);
+/* The whole MoE block of a decode step's rows on bf16 experts: out[T, d] = shared(x) + klc_moe_experts' sum
+ * (out is written), the shared expert SwiGLU(x) = W2 (SiLU(W1 x) * W3 x) given as shared_w13 [2I, d] and
+ * shared_w2 [d, I] (bf16), for 1..KLC_MOE_BLOCK_MAX_ROWS rows. Where the small-batch kernels take the
+ * routed experts, the shared expert runs inside them as one more expert every row chose with weight 1,
+ * added after the routed ones: two launches for the block instead of five. Otherwise (or with
+ * KLC_MOE_FUSED_SHARED=0) it runs first as klc_linear, SwiGLU and klc_linear into out, and the routed
+ * experts add to it. */
+#define KLC_MOE_BLOCK_MAX_ROWS 8
+KLC_API int klc_moe_block(klc_ctx *ctx, const float *x, const int32_t *idx, const float *w, const void *w13, const void *w2,
+                          const void *shared_w13, const void *shared_w2, float *out, void *ws, size_t ws_bytes, int T, int d, int I, int E,
+                          int k);
 
 /* ---- Batched decode and sampling (native/src/batch_decode.cu, native/src/sample.cu) -------------
  * One decode step for B sequences at once, each with its own state. The per-sequence pointers and
@@ -349,6 +360,13 @@ KLC_API size_t klc_moe_dense_bytes(int d, int I, int E, int dense_f32);
 KLC_API int klc_moe_experts_wq(klc_ctx *ctx, const float *x, const int32_t *idx, const float *w, const klc_wq *w13,
                                const klc_wq *w2, float *out, void *ws, size_t ws_bytes, void *dense, int dense_f32, int T, int d,
                                int I, int E, int k);
+/* klc_moe_block on quantized experts: out[T, d] = shared(x) + klc_moe_experts_wq's sum (written), the
+ * shared expert as shared_w13 [2I, d] (W1 rows then W3 rows) and shared_w2 [d, I] in the routed experts'
+ * codes (its groups may differ); fused into the small-batch kernels as klc_moe_block does, else run
+ * first as klc_wq_gemv, SwiGLU and klc_wq_gemv into out. */
+KLC_API int klc_moe_block_wq(klc_ctx *ctx, const float *x, const int32_t *idx, const float *w, const klc_wq *w13, const klc_wq *w2,
+                             const klc_wq *shared_w13, const klc_wq *shared_w2, float *out, void *ws, size_t ws_bytes, void *dense,
+                             int dense_f32, int T, int d, int I, int E, int k);
 
 /* ---- Expert offload (native/src/host_moe.cu; the CPU kernels are klc_cpu.h) ----------------------
  * Routed experts of the layers the memory plan offloads live in pinned host memory (klc_host_alloc,

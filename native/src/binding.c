@@ -776,6 +776,41 @@ static napi_value js_moe_experts_wq(napi_env env, napi_callback_info info) {
                                       ws_bytes, dense, dense_f32, T, d, I, E, k));
 }
 
+/* (ctx, x, idx, w, w13, w2, sharedW13, sharedW2, out, ws, wsBytes, T, d, I, E, k): bf16 experts */
+static napi_value js_moe_block(napi_env env, napi_callback_info info) {
+  napi_value argv[16];
+  klc_ctx *ctx;
+  void *x, *idx, *wt, *w13, *w2, *s13, *s2, *out, *ws;
+  size_t ws_bytes;
+  int32_t T, d, I, E, k;
+  if (!get_args(env, info, 16, argv) || !get_ctx(env, argv[0], &ctx) || !get_ptr(env, argv[1], &x) || !get_ptr(env, argv[2], &idx) ||
+      !get_ptr(env, argv[3], &wt) || !get_ptr(env, argv[4], &w13) || !get_ptr(env, argv[5], &w2) || !get_ptr(env, argv[6], &s13) ||
+      !get_ptr(env, argv[7], &s2) || !get_ptr(env, argv[8], &out) || !get_ptr(env, argv[9], &ws) || !get_size(env, argv[10], &ws_bytes) ||
+      !get_i32(env, argv[11], &T) || !get_i32(env, argv[12], &d) || !get_i32(env, argv[13], &I) || !get_i32(env, argv[14], &E) ||
+      !get_i32(env, argv[15], &k))
+    return NULL;
+  return done(env, klc_moe_block(ctx, (const float *)x, (const int32_t *)idx, (const float *)wt, w13, w2, s13, s2, (float *)out, ws, ws_bytes,
+                                 T, d, I, E, k));
+}
+
+/* (ctx, x, idx, w, w13, w2, sharedW13, sharedW2, out, ws, wsBytes, dense, denseF32, T, d, I, E, k) */
+static napi_value js_moe_block_wq(napi_env env, napi_callback_info info) {
+  napi_value argv[18];
+  klc_ctx *ctx;
+  klc_wq w13, w2, s13, s2;
+  void *x, *idx, *wt, *out, *ws, *dense;
+  size_t ws_bytes;
+  int32_t dense_f32, T, d, I, E, k;
+  if (!get_args(env, info, 18, argv) || !get_ctx(env, argv[0], &ctx) || !get_ptr(env, argv[1], &x) || !get_ptr(env, argv[2], &idx) ||
+      !get_ptr(env, argv[3], &wt) || !read_wq(env, argv[4], &w13) || !read_wq(env, argv[5], &w2) || !read_wq(env, argv[6], &s13) ||
+      !read_wq(env, argv[7], &s2) || !get_ptr(env, argv[8], &out) || !get_ptr(env, argv[9], &ws) || !get_size(env, argv[10], &ws_bytes) ||
+      !get_ptr(env, argv[11], &dense) || !get_i32(env, argv[12], &dense_f32) || !get_i32(env, argv[13], &T) || !get_i32(env, argv[14], &d) ||
+      !get_i32(env, argv[15], &I) || !get_i32(env, argv[16], &E) || !get_i32(env, argv[17], &k))
+    return NULL;
+  return done(env, klc_moe_block_wq(ctx, (const float *)x, (const int32_t *)idx, (const float *)wt, &w13, &w2, &s13, &s2, (float *)out, ws,
+                                    ws_bytes, dense, dense_f32, T, d, I, E, k));
+}
+
 /* ---- Expert offload: pinned host memory and the CPU experts ---- */
 
 static napi_value js_host_alloc(napi_env env, napi_callback_info info) {
@@ -1134,6 +1169,8 @@ static napi_value init(napi_env env, napi_value exports) {
       {"wqQuantizeBf16", NULL, js_wq_quantize_bf16, NULL, NULL, NULL, napi_enumerable, NULL},
       {"moeDenseBytes", NULL, js_moe_dense_bytes, NULL, NULL, NULL, napi_enumerable, NULL},
       {"moeExpertsWq", NULL, js_moe_experts_wq, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"moeBlock", NULL, js_moe_block, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"moeBlockWq", NULL, js_moe_block_wq, NULL, NULL, NULL, napi_enumerable, NULL},
       {"hostAlloc", NULL, js_host_alloc, NULL, NULL, NULL, napi_enumerable, NULL},
       {"hostFree", NULL, js_host_free, NULL, NULL, NULL, napi_enumerable, NULL},
       {"hostWrite", NULL, js_host_write, NULL, NULL, NULL, napi_enumerable, NULL},

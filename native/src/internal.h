@@ -195,10 +195,16 @@ int mla_decode_bf16(klc_ctx *ctx, const MlaDecodeParams &p, int B, int block);
 // Off when KLC_SMALL_BATCH=0 (kept for comparisons against the general paths).
 bool small_batch_enabled();
 // MoE experts with bf16 weights for few (token, expert) pairs, without host synchronisation
-// (moe_small.cu); h is room for T * k * I floats.
+// (moe_small.cu); h is room for (T * k + T) * I floats. s13 and s2 (null when there is none): the shared
+// expert, [2I, d] and [d, I], run as one more expert of every token; out is then written, not added to.
 bool moe_small_wanted(int T, int k, int d, int I, const void *x, const void *w13, const void *w2, const void *h);
-int moe_small(klc_ctx *ctx, const float *x, const int *idx, const float *w, const void *w13, const void *w2, float *out, float *h,
-              int T, int d, int I, int k);
+int moe_small(klc_ctx *ctx, const float *x, const int *idx, const float *w, const void *w13, const void *w2, const void *s13,
+              const void *s2, float *out, float *h, int T, int d, int I, int k);
+// Where klc_moe_experts' workspace keeps its row buffers (the small-batch kernels' h): after the n = T * k
+// pairs' index arrays and the pointer room of E experts.
+float *moe_row_room(void *ws, int n, int E);
+// KLC_MOE_FUSED_SHARED=0 runs a MoE block's shared expert on its own (for comparisons).
+bool moe_fused_shared();
 // ---- weight-only quantized matrices (wq_gemv.cu, wq_dequant.cu) ----
 // Whether w's codes are a kind the kernels read: INT4 or INT8 (codes KLC_WQ_INT), or E4M3 bytes
 // (bits 8, no zero points).

@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <climits>
+#include <cstdlib>
+#include <string>
 
 #include "gemm_f32.cuh"
 #include "internal.h"
@@ -193,9 +195,40 @@ int klc_moe_experts(klc_ctx *ctx, const float *x, const int32_t *idx, const floa
   return klc::moe_experts(ctx, x, idx, w, w13, w2, out, ws, T, d, I, E, k, w_f32, MoeGroups{E, nullptr, nullptr});
 }
 
+int klc_moe_block(klc_ctx *ctx, const float *x, const int32_t *idx, const float *w, const void *w13, const void *w2, const void *shared_w13,
+                  const void *shared_w2, float *out, void *ws, size_t ws_bytes, int T, int d, int I, int E, int k) {
+  int rc = use_device(ctx);
+  if (rc) return rc;
+  if (!x || !idx || !w || !w13 || !w2 || !shared_w13 || !shared_w2 || !out || !ws || T < 1 || T > KLC_MOE_BLOCK_MAX_ROWS || d < 1 || I < 1 ||
+      E < 1 || k < 1)
+    return fail(KLC_E_ARG, "klc_moe_block: bad pointers or shape (1.." + std::to_string(KLC_MOE_BLOCK_MAX_ROWS) + " rows)");
+  if (ws_bytes < klc_moe_workspace_bytes(T, d, I, E, k)) return fail(KLC_E_ARG, "klc_moe_block: workspace smaller than klc_moe_workspace_bytes()");
+  float *h = moe_row_room(ws, T * k, E);
+  if (moe_fused_shared() && moe_small_wanted(T, k, d, I, x, w13, w2, h) && moe_small_wanted(T, k, d, I, x, shared_w13, shared_w2, h))
+    return moe_small(ctx, x, idx, w, w13, w2, shared_w13, shared_w2, out, h, T, d, I, k);
+  // The shared expert alone writes out (its gate/up rows and SwiGLU in the workspace), then the routed experts add to it.
+  float *gu = h, *hs = h + (size_t)T * 2 * I;
+  if ((rc = klc_linear(ctx, x, d, shared_w13, gu, 2 * I, T, 2 * I, d, 1, 0, 0, 0, 0, 0)) || (rc = klc_silu_mul(ctx, gu, hs, T, I)) ||
+      (rc = klc_linear(ctx, hs, I, shared_w2, out, d, T, d, I, 1, 0, 0, 0, 0, 0)))
+    return rc;
+  return klc_moe_experts(ctx, x, idx, w, w13, w2, out, ws, ws_bytes, T, d, I, E, k, 0);
+}
+
 }  // extern "C"
 
 namespace klc {
+
+float *moe_row_room(void *ws, int n, int E) {
+  char *p = static_cast<char *>(ws);
+  p += align256(sizeof(int) * (3 * (size_t)(E + 1) + 2 * (size_t)n));
+  p += align256(sizeof(void *) * 6 * (size_t)E);
+  return reinterpret_cast<float *>(p);
+}
+
+bool moe_fused_shared() {
+  const char *v = std::getenv("KLC_MOE_FUSED_SHARED");
+  return !(v && v[0] == '0');
+}
 
 int moe_experts(klc_ctx *ctx, const float *x, const int32_t *idx, const float *w, const void *w13, const void *w2, float *out, void *ws,
                 int T, int d, int I, int E, int k, int w_f32, const MoeGroups &groups) {
@@ -205,16 +238,16 @@ int moe_experts(klc_ctx *ctx, const float *x, const int32_t *idx, const float *w
   char *p = static_cast<char *>(ws);
   int *off = reinterpret_cast<int *>(p), *tiles = off + (E + 1), *cursor = tiles + (E + 1), *pos = cursor + (E + 1),
       *tok = pos + n;
-  p += align256(sizeof(int) * (3 * (size_t)(E + 1) + 2 * n));
-  void **ptrs = reinterpret_cast<void **>(p);
-  p += align256(sizeof(void *) * 6 * (size_t)E);
-  float *gu = reinterpret_cast<float *>(p);
+  void **ptrs = reinterpret_cast<void **>(p + align256(sizeof(int) * (3 * (size_t)(E + 1) + 2 * n)));
+  float *gu = moe_row_room(ws, n, E);
+  p = reinterpret_cast<char *>(gu);
   p += align256(sizeof(float) * rows * 2 * I);
   float *hbuf = reinterpret_cast<float *>(p);
   p += align256(sizeof(float) * rows * I);
   float *ybuf = reinterpret_cast<float *>(p);
   // Few pairs (decode): the chosen experts' weights are read once, straight from idx on the GPU.
-  if (!w_f32 && !groups.load && !groups.w13 && moe_small_wanted(T, k, d, I, x, w13, w2, gu)) return moe_small(ctx, x, idx, w, w13, w2, out, gu, T, d, I, k);
+  if (!w_f32 && !groups.load && !groups.w13 && moe_small_wanted(T, k, d, I, x, w13, w2, gu))
+    return moe_small(ctx, x, idx, w, w13, w2, nullptr, nullptr, out, gu, T, d, I, k);
   moe_sort_kernel<<<1, 1024, 0, ctx->stream>>>(idx, n, E, off, tiles, cursor, pos, tok, k);
   if ((rc = launched("the MoE token sort"))) return rc;
   if (!w_f32 && ctx->tensor_cores) {

@@ -9,6 +9,7 @@
 // Activations and accumulation stay fp32 (as exact as the fp32 CUDA-core path), in both modes.
 #include <cuda_bf16.h>
 
+#include <climits>
 #include <cstdlib>
 
 #include "internal.h"
@@ -32,20 +33,32 @@ constexpr int MAX_DOWN_VECS = 8; // 16-byte vectors of one W2 row per lane: I <=
 constexpr int SMALL_MAX_PAIRS = 128;
 static_assert(SMALL_MAX_PAIRS <= MAX_PAIRS, "the kernels keep every pair in shared memory");
 
+// The token of h's row p: routed pairs p = t * k + s come first, then the shared expert's row n + t of token t.
+__device__ __forceinline__ int token_of(int p, int n, int k) { return p < n ? p / k : p - n; }
+
 // h[p, i] = SiLU(W1_e[i] . x[t]) * (W3_e[i] . x[t]) for every pair p = t * k + s with idx[p] = e.
-// blockIdx.y is a pair; only the first pair naming an expert works, for all pairs naming it.
+// blockIdx.y is a pair; only the first pair naming an expert works, for all pairs naming it. With a
+// shared expert (s13, [2I, d]) blockIdx.y == n computes its rows h[n + t] for every token t.
 // At most 64 registers, so that 4 CTAs share an SM: one token's 8 experts x 128 row blocks then
 // fill two whole waves on 132 SMs (at 80 registers, 3 per SM, the third wave ran 59% full).
 __global__ void __launch_bounds__(THREADS, 4) moe_small_up_kernel(const float *__restrict__ x, const int *__restrict__ idx,
-                                                                const bf16 *__restrict__ w13, float *__restrict__ h, int n,
-                                                                int k, int d, int I) {
+                                                                const bf16 *__restrict__ w13, const bf16 *__restrict__ s13,
+                                                                float *__restrict__ h, int n, int k, int T, int d, int I) {
   pdl_wait();
   pdl_trigger();
   __shared__ int pairs[MAX_PAIRS];
   __shared__ int count, repeated;
-  const int me = blockIdx.y, e = idx[me];
+  const int me = blockIdx.y;
+  const bool shared = me == n;
+  const int e = shared ? 0 : idx[me];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  if (warp == 0) {
+  if (warp == 0 && shared) {
+    for (int t = lane; t < T; t += 32) pairs[t] = n + t;
+    if (lane == 0) {
+      count = T;
+      repeated = 0;
+    }
+  } else if (warp == 0) {
     int c = 0;
     bool earlier = false;
     for (int base = 0; base < n; base += 32) {
@@ -66,14 +79,14 @@ __global__ void __launch_bounds__(THREADS, 4) moe_small_up_kernel(const float *_
   if (repeated) return;
   const int row = blockIdx.x * WARPS + warp;
   if (row >= I) return;
-  const bf16 *wg = w13 + ((size_t)e * 2 * I + row) * d;
+  const bf16 *wg = (shared ? s13 : w13) + ((size_t)e * 2 * I + row) * d;
   const bf16 *wu = wg + (size_t)I * d;
   const int nv = d / 8;
   for (int p0 = 0; p0 < count; p0 += UP_TOKENS) {
     const int np = min(UP_TOKENS, count - p0);
     const float *xr[UP_TOKENS];
 #pragma unroll
-    for (int j = 0; j < UP_TOKENS; ++j) xr[j] = x + (size_t)(pairs[p0 + min(j, np - 1)] / k) * d;
+    for (int j = 0; j < UP_TOKENS; ++j) xr[j] = x + (size_t)token_of(pairs[p0 + min(j, np - 1)], n, k) * d;
     float ag[UP_TOKENS] = {}, au[UP_TOKENS] = {};
 #pragma unroll 3
     for (int v = lane; v < nv; v += 32) {
@@ -97,21 +110,26 @@ __global__ void __launch_bounds__(THREADS, 4) moe_small_up_kernel(const float *_
   }
 }
 
-// out[t, c] += sum_s w[t, s] * (W2_{idx[t, s]}[c] . h[t * k + s]) for the warp's column c.
+// out[t, c] += sum_s w[t, s] * (W2_{idx[t, s]}[c] . h[t * k + s]) for the warp's column c. With a shared
+// expert (s2, [d, I]) it is one more expert after the routed ones, of weight 1 and h rows n + t, and
+// out[t, c] is written rather than added to: the kernel then computes the whole MoE block.
 template <int VECS>
 __global__ void __launch_bounds__(THREADS) moe_small_down_kernel(const float *__restrict__ h, const int *__restrict__ idx,
                                                                   const float *__restrict__ wt, const bf16 *__restrict__ w2,
-                                                                  float *__restrict__ out, int n, int k, int T, int d, int I) {
+                                                                  const bf16 *__restrict__ s2, float *__restrict__ out, int n, int k,
+                                                                  int T, int d, int I) {
   pdl_wait();
   pdl_trigger();
+  constexpr int SHARED = INT_MAX;  // the shared expert's key: after every routed expert
   __shared__ int s_idx[MAX_PAIRS], order[MAX_PAIRS];
-  for (int j = threadIdx.x; j < n; j += THREADS) s_idx[j] = idx[j];
+  const int m = s2 ? n + T : n;
+  for (int j = threadIdx.x; j < m; j += THREADS) s_idx[j] = j < n ? idx[j] : SHARED;
   __syncthreads();
   // order[] lists the pairs by (expert, pair): each expert's pairs side by side, experts ascending.
-  for (int j = threadIdx.x; j < n; j += THREADS) {
+  for (int j = threadIdx.x; j < m; j += THREADS) {
     const int e = s_idx[j];
     int pos = 0;
-    for (int q = 0; q < n; ++q) {
+    for (int q = 0; q < m; ++q) {
       const int f = s_idx[q];
       pos += f < e || (f == e && q < j);
     }
@@ -122,21 +140,21 @@ __global__ void __launch_bounds__(THREADS) moe_small_down_kernel(const float *__
   if (col >= d) return;
   const int nv = I / 8;
   auto load = [&](int e, uint4 *dst) {
-    const bf16 *row = w2 + ((size_t)e * d + col) * I;
+    const bf16 *row = e == SHARED ? s2 + (size_t)col * I : w2 + ((size_t)e * d + col) * I;
 #pragma unroll
     for (int i = 0; i < VECS; ++i) {
       const int v = lane + 32 * i;
       if (v < nv) dst[i] = load_stream(row + (size_t)v * 8);
     }
   };
-  float acc = 0.f;  // lane t: token t's sum, its experts added in ascending order
+  float acc = 0.f;  // lane t: token t's sum, its experts added in ascending order, the shared one last
   uint4 cur[VECS] = {}, next[VECS] = {};
   load(s_idx[order[0]], cur);
-  for (int p = 0; p < n;) {
+  for (int p = 0; p < m;) {
     const int e = s_idx[order[p]];
     int q = p + 1;
-    while (q < n && s_idx[order[q]] == e) ++q;
-    if (q < n) load(s_idx[order[q]], next);  // in flight while this expert's dots run
+    while (q < m && s_idx[order[q]] == e) ++q;
+    if (q < m) load(s_idx[order[q]], next);  // in flight while this expert's dots run
     for (int s = p; s < q; ++s) {
       const int pair = order[s];
       const float *hr = h + (size_t)pair * I;
@@ -151,13 +169,16 @@ __global__ void __launch_bounds__(THREADS) moe_small_down_kernel(const float *__
         }
       }
       const float y = group_sum<32>(part);
-      if (lane == pair / k) acc = fmaf(wt[pair], y, acc);
+      if (lane == token_of(pair, n, k)) acc = pair < n ? fmaf(wt[pair], y, acc) : acc + y;
     }
 #pragma unroll
     for (int i = 0; i < VECS; ++i) cur[i] = next[i];
     p = q;
   }
-  if (lane < T) out[(size_t)lane * d + col] += acc;
+  if (lane < T) {
+    float *o = out + (size_t)lane * d + col;
+    *o = s2 ? acc : *o + acc;
+  }
 }
 
 using klc::launched;
@@ -176,16 +197,17 @@ bool moe_small_wanted(int T, int k, int d, int I, const void *x, const void *w13
          I <= 32 * 8 * MAX_DOWN_VECS && aligned16(x) && aligned16(w13) && aligned16(w2) && aligned16(h);
 }
 
-int moe_small(klc_ctx *ctx, const float *x, const int *idx, const float *w, const void *w13, const void *w2, float *out, float *h,
-              int T, int d, int I, int k) {
+int moe_small(klc_ctx *ctx, const float *x, const int *idx, const float *w, const void *w13, const void *w2, const void *s13,
+              const void *s2, float *out, float *h, int T, int d, int I, int k) {
   const int n = T * k;
   const bf16 *up = static_cast<const bf16 *>(w13), *down = static_cast<const bf16 *>(w2);
-  int rc = launched(launch_pdl(ctx, moe_small_up_kernel, dim3((I + WARPS - 1) / WARPS, n), THREADS, 0, x, idx, up, h, n, k, d, I),
+  const bf16 *sup = static_cast<const bf16 *>(s13), *sdown = static_cast<const bf16 *>(s2);
+  int rc = launched(launch_pdl(ctx, moe_small_up_kernel, dim3((I + WARPS - 1) / WARPS, sup ? n + 1 : n), THREADS, 0, x, idx, up, sup, h, n, k, T, d, I),
                     "the MoE gate/up projections (small batch)");
   if (rc) return rc;
   const dim3 grid((d + WARPS - 1) / WARPS);
-  const cudaError_t e = I <= 32 * 8 * 4 ? launch_pdl(ctx, moe_small_down_kernel<4>, grid, THREADS, 0, h, idx, w, down, out, n, k, T, d, I)
-                                        : launch_pdl(ctx, moe_small_down_kernel<MAX_DOWN_VECS>, grid, THREADS, 0, h, idx, w, down, out, n, k, T, d, I);
+  const cudaError_t e = I <= 32 * 8 * 4 ? launch_pdl(ctx, moe_small_down_kernel<4>, grid, THREADS, 0, h, idx, w, down, sdown, out, n, k, T, d, I)
+                                        : launch_pdl(ctx, moe_small_down_kernel<MAX_DOWN_VECS>, grid, THREADS, 0, h, idx, w, down, sdown, out, n, k, T, d, I);
   return launched(e, "the MoE down projections (small batch)");
 }
 

@@ -14,6 +14,9 @@
 // grouped GEMMs on it.
 #include <cuda_bf16.h>
 
+#include <climits>
+#include <string>
+
 #include "internal.h"
 #include "pdl.cuh"
 #include "small_vec.cuh"
@@ -34,17 +37,29 @@ constexpr int MAX_DOWN_UNITS = 8; // runs of 8 codes of one W2 row per lane: I <
 // quantized kernels read fewer bytes for the same work.
 constexpr int SMALL_MAX_PAIRS = 128;
 
-// h[p, i] = SiLU(W1_e[i] . x[t]) * (W3_e[i] . x[t]) for every pair p = t * k + s with idx[p] = e.
+// The token of h's row p: routed pairs p = t * k + s come first, then the shared expert's row n + t of token t.
+__device__ __forceinline__ int token_of(int p, int n, int k) { return p < n ? p / k : p - n; }
+
+// h[p, i] = SiLU(W1_e[i] . x[t]) * (W3_e[i] . x[t]) for every pair p = t * k + s with idx[p] = e; with a
+// shared expert (blockIdx.y == n, grid n + 1 high) also h[n + t, i] from its W1/W3 (s13) for every token t.
 template <Codes C>
 __global__ void __launch_bounds__(THREADS, 3) moe_wq_up_kernel(const float *__restrict__ x, const int *__restrict__ idx, klc_wq w13,
-                                                            float *__restrict__ h, int n, int k, int d, int I) {
+                                                            klc_wq s13, float *__restrict__ h, int n, int k, int T, int d, int I) {
   pdl_wait();
   pdl_trigger();
   __shared__ int pairs[MAX_PAIRS];
   __shared__ int count, repeated;
-  const int me = blockIdx.y, e = idx[me];
+  const int me = blockIdx.y;
+  const bool shared = me == n;
+  const int e = shared ? 0 : idx[me];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  if (warp == 0) {
+  if (warp == 0 && shared) {
+    for (int t = lane; t < T; t += 32) pairs[t] = n + t;
+    if (lane == 0) {
+      count = T;
+      repeated = 0;
+    }
+  } else if (warp == 0) {
     int c = 0;
     bool earlier = false;
     for (int base = 0; base < n; base += 32) {
@@ -67,16 +82,17 @@ __global__ void __launch_bounds__(THREADS, 3) moe_wq_up_kernel(const float *__re
   if (row >= I) return;
   constexpr int BITS = bits_of<C>;
   constexpr int PER_WORD = 32 / BITS;
-  const int words = d / PER_WORD, groups = d / w13.group;
+  const klc_wq w = shared ? s13 : w13;
+  const int words = d / PER_WORD, groups = d / w.group;
   const int gate_row = e * 2 * I + row, up_row = gate_row + I;
-  const int32_t *wg = w13.w_packed + (size_t)gate_row * words;
-  const int32_t *wu = w13.w_packed + (size_t)up_row * words;
+  const int32_t *wg = w.w_packed + (size_t)gate_row * words;
+  const int32_t *wu = w.w_packed + (size_t)up_row * words;
   const int units = d / 8;
   for (int p0 = 0; p0 < count; p0 += UP_TOKENS) {
     const int np = min(UP_TOKENS, count - p0);
     const float *xr[UP_TOKENS];
 #pragma unroll
-    for (int j = 0; j < UP_TOKENS; ++j) xr[j] = x + (size_t)(pairs[p0 + min(j, np - 1)] / k) * d;
+    for (int j = 0; j < UP_TOKENS; ++j) xr[j] = x + (size_t)token_of(pairs[p0 + min(j, np - 1)], n, k) * d;
     float ag[UP_TOKENS] = {}, au[UP_TOKENS] = {};
     // UP_BATCH runs of codes of both rows are requested before the first is decoded.
     for (int u0 = lane; u0 < units; u0 += 32 * UP_BATCH) {
@@ -93,10 +109,10 @@ __global__ void __launch_bounds__(THREADS, 3) moe_wq_up_kernel(const float *__re
       for (int b = 0; b < UP_BATCH; ++b) {
         const int u = u0 + 32 * b;
         if (u >= units) break;
-        const int g = u * 8 / w13.group;
+        const int g = u * 8 / w.group;
         float fg[8], fu[8];
-        decode8<C>(rg[b], stored_zero<BITS>(w13, gate_row, g, groups), scale_at(w13, (size_t)gate_row * groups + g), fg);
-        decode8<C>(ru[b], stored_zero<BITS>(w13, up_row, g, groups), scale_at(w13, (size_t)up_row * groups + g), fu);
+        decode8<C>(rg[b], stored_zero<BITS>(w, gate_row, g, groups), scale_at(w, (size_t)gate_row * groups + g), fg);
+        decode8<C>(ru[b], stored_zero<BITS>(w, up_row, g, groups), scale_at(w, (size_t)up_row * groups + g), fu);
 #pragma unroll
         for (int j = 0; j < UP_TOKENS; ++j) {
           if (j < np) {
@@ -115,20 +131,25 @@ __global__ void __launch_bounds__(THREADS, 3) moe_wq_up_kernel(const float *__re
   }
 }
 
-// out[t, c] += sum_s w[t, s] * (W2_{idx[t, s]}[c] . h[t * k + s]) for the warp's column c.
+// out[t, c] += sum_s w[t, s] * (W2_{idx[t, s]}[c] . h[t * k + s]) for the warp's column c. With a shared
+// expert (s2's codes given) it is one more expert after the routed ones, of weight 1 and h rows n + t,
+// and out[t, c] is written rather than added to: the kernel then computes the whole MoE block.
 template <Codes C, int UNITS>
 __global__ void __launch_bounds__(THREADS) moe_wq_down_kernel(const float *__restrict__ h, const int *__restrict__ idx,
-                                                              const float *__restrict__ wt, klc_wq w2, float *__restrict__ out, int n,
-                                                              int k, int T, int d, int I) {
+                                                              const float *__restrict__ wt, klc_wq w2, klc_wq s2, float *__restrict__ out,
+                                                              int n, int k, int T, int d, int I) {
   pdl_wait();
   pdl_trigger();
+  constexpr int SHARED = INT_MAX;  // the shared expert's key: after every routed expert
   __shared__ int s_idx[MAX_PAIRS], order[MAX_PAIRS];
-  for (int j = threadIdx.x; j < n; j += THREADS) s_idx[j] = idx[j];
+  const bool with_shared = s2.w_packed != nullptr;
+  const int m = with_shared ? n + T : n;
+  for (int j = threadIdx.x; j < m; j += THREADS) s_idx[j] = j < n ? idx[j] : SHARED;
   __syncthreads();
-  for (int j = threadIdx.x; j < n; j += THREADS) {
+  for (int j = threadIdx.x; j < m; j += THREADS) {
     const int e = s_idx[j];
     int pos = 0;
-    for (int q = 0; q < n; ++q) {
+    for (int q = 0; q < m; ++q) {
       const int f = s_idx[q];
       pos += f < e || (f == e && q < j);
     }
@@ -139,39 +160,42 @@ __global__ void __launch_bounds__(THREADS) moe_wq_down_kernel(const float *__res
   if (col >= d) return;
   constexpr int BITS = bits_of<C>;
   constexpr int PER_WORD = 32 / BITS;
-  const int words = I / PER_WORD, groups = I / w2.group, nu = I / 8;
+  const int nu = I / 8;
   // With an expert's codes, the lines of their scales and zero points are brought into L1 (no
   // register held): decoding the expert then waits on L1, not on a DRAM round trip after the codes.
   auto load = [&](int e, Raw8<BITS> *dst) {
-    const size_t row = (size_t)e * d + col;
-    const int32_t *codes = w2.w_packed + row * words;
+    const klc_wq w = e == SHARED ? s2 : w2;
+    const size_t row = (size_t)(e == SHARED ? 0 : e) * d + col;
+    const int32_t *codes = w.w_packed + row * (I / PER_WORD);
+    const int groups = I / w.group;
 #pragma unroll
     for (int i = 0; i < UNITS; ++i) {
       const int u = lane + 32 * i;
       if (u < nu) {
-        const int g = u * 8 / w2.group;
+        const int g = u * 8 / w.group;
         dst[i] = load8<BITS>(codes, u);
-        prefetch_l1(static_cast<const char *>(w2.scales) + (row * groups + g) * (w2.scales_f32 ? 4 : 2));
-        if (w2.zero_points) prefetch_l1(w2.zero_points + (row / PER_WORD) * groups + g);
+        prefetch_l1(static_cast<const char *>(w.scales) + (row * groups + g) * (w.scales_f32 ? 4 : 2));
+        if (w.zero_points) prefetch_l1(w.zero_points + (row / PER_WORD) * groups + g);
       }
     }
   };
   float acc = 0.f;
   Raw8<BITS> cur[UNITS] = {}, next[UNITS] = {};
   load(s_idx[order[0]], cur);
-  for (int p = 0; p < n;) {
+  for (int p = 0; p < m;) {
     const int e = s_idx[order[p]];
     int q = p + 1;
-    while (q < n && s_idx[order[q]] == e) ++q;
-    if (q < n) load(s_idx[order[q]], next);  // in flight while this expert's dots run
-    const int row = e * d + col;
+    while (q < m && s_idx[order[q]] == e) ++q;
+    if (q < m) load(s_idx[order[q]], next);  // in flight while this expert's dots run
+    const klc_wq w = e == SHARED ? s2 : w2;
+    const int row = (e == SHARED ? 0 : e) * d + col, groups = I / w.group;
     float f[UNITS][8];
 #pragma unroll
     for (int i = 0; i < UNITS; ++i) {
       const int u = lane + 32 * i;
       if (u < nu) {
-        const int g = u * 8 / w2.group;
-        decode8<C>(cur[i], stored_zero<BITS>(w2, row, g, groups), scale_at(w2, (size_t)row * groups + g), f[i]);
+        const int g = u * 8 / w.group;
+        decode8<C>(cur[i], stored_zero<BITS>(w, row, g, groups), scale_at(w, (size_t)row * groups + g), f[i]);
       }
     }
     for (int s = p; s < q; ++s) {
@@ -184,16 +208,21 @@ __global__ void __launch_bounds__(THREADS) moe_wq_down_kernel(const float *__res
         if (u < nu) part = dot8(f[i], hr + u * 8, part);
       }
       const float y = group_sum<32>(part);
-      if (lane == pair / k) acc = fmaf(wt[pair], y, acc);
+      if (lane == token_of(pair, n, k)) acc = pair < n ? fmaf(wt[pair], y, acc) : acc + y;
     }
 #pragma unroll
     for (int i = 0; i < UNITS; ++i) cur[i] = next[i];
     p = q;
   }
-  if (lane < T) out[(size_t)lane * d + col] += acc;
+  if (lane < T) {
+    float *o = out + (size_t)lane * d + col;
+    *o = with_shared ? acc : *o + acc;
+  }
 }
 
 using klc::launched;
+
+size_t align256(size_t b) { return (b + 255) & ~(size_t)255; }
 
 bool shapes_ok(const klc_wq &w13, const klc_wq &w2, int d, int I, int E) {
   return klc::wq_codes_ok(w13) && w2.bits == w13.bits && w2.codes == w13.codes && klc::wq_codes_ok(w2) && w13.N == E * 2 * I && w13.K == d && w2.N == E * d && w2.K == I &&
@@ -207,20 +236,29 @@ bool small_wq_wanted(int T, int k, int d, int I, const klc_wq &w13, const klc_wq
          klc_small::aligned16(x) && klc_small::aligned16(h) && klc_small::aligned16(w13.w_packed) && klc_small::aligned16(w2.w_packed);
 }
 
+// s13 and s2 (w_packed null when there is none): the shared expert, run as one more expert; out is then written.
 template <Codes C>
-int moe_wq_small(klc_ctx *ctx, const float *x, const int *idx, const float *w, const klc_wq &w13, const klc_wq &w2, float *out,
-                 float *h, int T, int d, int I, int k) {
+int moe_wq_small(klc_ctx *ctx, const float *x, const int *idx, const float *w, const klc_wq &w13, const klc_wq &w2, const klc_wq &s13,
+                 const klc_wq &s2, float *out, float *h, int T, int d, int I, int k) {
   const int n = T * k;
-  int rc = klc::launched(klc::launch_pdl(ctx, moe_wq_up_kernel<C>, dim3((I + WARPS - 1) / WARPS, n), THREADS, 0, x, idx, w13, h, n, k, d, I),
-                         "the quantized MoE gate/up projections (small batch)");
+  const int experts = s13.w_packed ? n + 1 : n;
+  int rc = klc::launched(
+      klc::launch_pdl(ctx, moe_wq_up_kernel<C>, dim3((I + WARPS - 1) / WARPS, experts), THREADS, 0, x, idx, w13, s13, h, n, k, T, d, I),
+      "the quantized MoE gate/up projections (small batch)");
   if (rc) return rc;
   const dim3 grid((d + WARPS - 1) / WARPS);
-  const cudaError_t e = I <= 32 * 8 * 4 ? klc::launch_pdl(ctx, moe_wq_down_kernel<C, 4>, grid, THREADS, 0, h, idx, w, w2, out, n, k, T, d, I)
-                                        : klc::launch_pdl(ctx, moe_wq_down_kernel<C, MAX_DOWN_UNITS>, grid, THREADS, 0, h, idx, w, w2, out, n, k, T, d, I);
+  const cudaError_t e = I <= 32 * 8 * 4 ? klc::launch_pdl(ctx, moe_wq_down_kernel<C, 4>, grid, THREADS, 0, h, idx, w, w2, s2, out, n, k, T, d, I)
+                                        : klc::launch_pdl(ctx, moe_wq_down_kernel<C, MAX_DOWN_UNITS>, grid, THREADS, 0, h, idx, w, w2, s2, out, n, k, T, d, I);
   return klc::launched(e, "the quantized MoE down projections (small batch)");
 }
 
-size_t align256(size_t b) { return (b + 255) & ~(size_t)255; }
+int moe_wq_small_codes(klc_ctx *ctx, const float *x, const int *idx, const float *w, const klc_wq &w13, const klc_wq &w2, const klc_wq &s13,
+                       const klc_wq &s2, float *out, float *h, int T, int d, int I, int k) {
+  const Codes codes = codes_of(w13);
+  if (codes == Codes::Int4) return moe_wq_small<Codes::Int4>(ctx, x, idx, w, w13, w2, s13, s2, out, h, T, d, I, k);
+  if (codes == Codes::Int8) return moe_wq_small<Codes::Int8>(ctx, x, idx, w, w13, w2, s13, s2, out, h, T, d, I, k);
+  return moe_wq_small<Codes::E4M3>(ctx, x, idx, w, w13, w2, s13, s2, out, h, T, d, I, k);
+}
 
 // Experts dequantized to bf16 at a time for the tensor-core GEMMs: a buffer of 32 experts (453 MB at
 // the 48B shapes) instead of all 256 (3.6 GB), which a small card needs for the weights themselves.
@@ -258,19 +296,8 @@ KLC_API int klc_moe_experts_wq(klc_ctx *ctx, const float *x, const int32_t *idx,
     return klc::fail(KLC_E_ARG, "klc_moe_experts_wq: bad pointers or shape (w13 [E * 2I, d], w2 [E * d, I], both INT4, both INT8 or both E4M3)");
   if (ws_bytes < klc_moe_workspace_bytes(T, d, I, E, k))
     return klc::fail(KLC_E_ARG, "klc_moe_experts_wq: workspace smaller than klc_moe_workspace_bytes()");
-  // klc_moe_experts' workspace starts with its index arrays and pointer room; the gate/up rows
-  // after them are where moe_small keeps h, and so does this path.
-  const int n = T * k;
-  char *p = static_cast<char *>(ws);
-  p += align256(sizeof(int) * (3 * (size_t)(E + 1) + 2 * (size_t)n));
-  p += align256(sizeof(void *) * 6 * (size_t)E);
-  float *h = reinterpret_cast<float *>(p);
-  if (small_wq_wanted(T, k, d, I, *w13, *w2, x, h)) {
-    const Codes codes = codes_of(*w13);
-    if (codes == Codes::Int4) return moe_wq_small<Codes::Int4>(ctx, x, idx, w, *w13, *w2, out, h, T, d, I, k);
-    if (codes == Codes::Int8) return moe_wq_small<Codes::Int8>(ctx, x, idx, w, *w13, *w2, out, h, T, d, I, k);
-    return moe_wq_small<Codes::E4M3>(ctx, x, idx, w, *w13, *w2, out, h, T, d, I, k);
-  }
+  float *h = klc::moe_row_room(ws, T * k, E);
+  if (small_wq_wanted(T, k, d, I, *w13, *w2, x, h)) return moe_wq_small_codes(ctx, x, idx, w, *w13, *w2, klc_wq{}, klc_wq{}, out, h, T, d, I, k);
   // Tensor cores: the grouped kernels read the codes where they lie (no dense buffer needed).
   if (!dense_f32 && ctx->tensor_cores && klc::moe_wq_gemm_wanted(*w13, *w2, d, I))
     return klc::moe_experts(ctx, x, idx, w, nullptr, nullptr, out, ws, T, d, I, E, k, 0, klc::MoeGroups{E, nullptr, nullptr, w13, w2});
@@ -284,6 +311,30 @@ KLC_API int klc_moe_experts_wq(klc_ctx *ctx, const float *x, const int32_t *idx,
     return klc_moe_experts(ctx, x, idx, w, g.d13, g.d2, out, ws, ws_bytes, T, d, I, E, k, 1);
   }
   return klc::moe_experts(ctx, x, idx, w, g.d13, g.d2, out, ws, T, d, I, E, k, 0, klc::MoeGroups{group, dequant_group, &g});
+}
+
+KLC_API int klc_moe_block_wq(klc_ctx *ctx, const float *x, const int32_t *idx, const float *w, const klc_wq *w13, const klc_wq *w2,
+                             const klc_wq *shared_w13, const klc_wq *shared_w2, float *out, void *ws, size_t ws_bytes, void *dense,
+                             int dense_f32, int T, int d, int I, int E, int k) {
+  if (!shared_w13 || !shared_w2 || !w13 || T < 1 || T > KLC_MOE_BLOCK_MAX_ROWS || !shapes_ok(*shared_w13, *shared_w2, d, I, 1) ||
+      codes_of(*shared_w13) != codes_of(*w13))
+    return klc::fail(KLC_E_ARG, "klc_moe_block_wq: the shared expert must be [2I, d] and [d, I] in the routed experts' codes, for 1.." +
+                                    std::to_string(KLC_MOE_BLOCK_MAX_ROWS) + " rows");
+  int rc = klc::use_device(ctx);
+  if (rc) return rc;
+  if (!x || !idx || !w || !w2 || !out || !ws || d < 1 || I < 1 || E < 1 || k < 1 || !shapes_ok(*w13, *w2, d, I, E))
+    return klc::fail(KLC_E_ARG, "klc_moe_block_wq: bad pointers or shape (w13 [E * 2I, d], w2 [E * d, I], both INT4, both INT8 or both E4M3)");
+  if (ws_bytes < klc_moe_workspace_bytes(T, d, I, E, k))
+    return klc::fail(KLC_E_ARG, "klc_moe_block_wq: workspace smaller than klc_moe_workspace_bytes()");
+  float *h = klc::moe_row_room(ws, T * k, E);
+  if (klc::moe_fused_shared() && small_wq_wanted(T, k, d, I, *w13, *w2, x, h) && small_wq_wanted(T, k, d, I, *shared_w13, *shared_w2, x, h))
+    return moe_wq_small_codes(ctx, x, idx, w, *w13, *w2, *shared_w13, *shared_w2, out, h, T, d, I, k);
+  // The shared expert alone writes out (its gate/up rows and SwiGLU in the workspace), then the routed experts add to it.
+  float *gu = h, *hs = h + (size_t)T * 2 * I;
+  if ((rc = klc_wq_gemv(ctx, x, d, shared_w13, gu, 2 * I, T, 0)) || (rc = klc_silu_mul(ctx, gu, hs, T, I)) ||
+      (rc = klc_wq_gemv(ctx, hs, I, shared_w2, out, d, T, 0)))
+    return rc;
+  return klc_moe_experts_wq(ctx, x, idx, w, w13, w2, out, ws, ws_bytes, dense, dense_f32, T, d, I, E, k);
 }
 
 }  // extern "C"

@@ -14,6 +14,8 @@ group 128, decoded here by torch's float8_e4m3fn), at Kimi-Linear-48B-A3B's proj
   the codes, up to 1,024 tokens with several row tiles per expert, on H100/H200 also their wgmma form
   (moe_wgmma.cu, the default there; the mma.sync kernels with KLC_MOE_WGMMA=0), and once the dequantizing path they replace, KLC_MOE_WQ_GEMM=0; 2e-2
   for bf16 activations);
+  klc_moe_block and klc_moe_block_wq, the whole MoE block of up to 8 rows with its shared expert (bf16, or in the
+  experts' codes), fused into the small-batch kernels (2e-5) and on its own, and the refusals;
   klc_wq_quantize_bf16 to E4M3 (per row, bf16 and fp32 scales) bit for bit against a torch
   reimplementation of the host quantizer (src/engine/model/quant/matrix.ts: scale = max|x| / 448,
   the nearest of the 127 finite magnitudes, ties to the even code), with a row of exact ties.
@@ -345,6 +347,85 @@ def moe_case(klc, gen, T, bits, group, symmetric, tensor_cores, d=2304, I=1024, 
     kind = "FP8" if fp8 else f"INT{bits} {'sym' if symmetric else 'asym'}"
     check(f"MoE {kind} group={group or 'channel'} T={T} ({path})", rel(out[rows], want),
           2e-2 if tensor_cores and T * k > 128 else 2e-5)
+
+
+def moe_block_case(klc, gen, T, bits, group, symmetric, shared_group=None, fp8=False, fused=True, d=2304, I=1024, E=64, k=8):
+    """klc_moe_block_wq: out = shared(x) + routed experts, written over what out held (7.0 here), the shared
+    expert with its own group size (shared_group) against float64; fused = False runs it on its own
+    (KLC_MOE_FUSED_SHARED=0)."""
+    m13 = QMat(E * 2 * I, d, bits, group or d, symmetric, False, gen, fp8=fp8)
+    m2 = QMat(E * d, I, bits, group or I, symmetric, False, gen, fp8=fp8)
+    s13 = QMat(2 * I, d, bits, shared_group or d, symmetric, True, gen, fp8=fp8)
+    s2 = QMat(d, I, bits, shared_group or I, symmetric, True, gen, fp8=fp8)
+    x, idx, wt = moe_inputs(gen, T, E, d, k)
+    lib = klc.lib
+    ws, ws_bytes = moe_workspace(lib, T, d, I, E, k)
+    lib.klc_moe_dense_bytes.restype = c_z
+    dense = torch.empty(lib.klc_moe_dense_bytes(d, I, E, 0), dtype=torch.uint8, device="cuda")
+    out = torch.full((T, d), 7.0, device="cuda")
+    with env("KLC_MOE_FUSED_SHARED", "1" if fused else "0"):
+        klc._check(lib.klc_moe_block_wq(klc.ctx, c_p(x.data_ptr()), c_p(idx.data_ptr()), c_p(wt.data_ptr()), ctypes.byref(m13.wq),
+                                        ctypes.byref(m2.wq), ctypes.byref(s13.wq), ctypes.byref(s2.wq), c_p(out.data_ptr()),
+                                        c_p(ws.data_ptr()), c_z(ws_bytes), c_p(dense.data_ptr()), 0, T, d, I, E, k))
+        klc.sync()
+    rows = list(range(T))
+    want = moe_reference(x, idx, wt, m13.w.reshape(E, 2 * I, d), m2.w.reshape(E, d, I), rows, 0.0)
+    gu = x.double() @ s13.w.T
+    want += (torch.nn.functional.silu(gu[:, :I]) * gu[:, I:]) @ s2.w.T
+    kind = "FP8" if fp8 else f"INT{bits} {'sym' if symmetric else 'asym'}"
+    check(f"MoE block {kind} group={group or 'channel'} shared group={shared_group or 'channel'} T={T} "
+          f"({'shared expert in the small-batch kernels' if fused else 'shared expert on its own'})", rel(out, want), 2e-5)
+
+
+def moe_block_bf16_case(klc, gen, T, fused=True, d=2304, I=1024, E=64, k=8):
+    """klc_moe_block on bf16 experts and shared expert against float64, out written over 7.0."""
+    w13 = (torch.randn(E, 2 * I, d, device="cuda", generator=gen) * 0.02).to(torch.bfloat16)
+    w2 = (torch.randn(E, d, I, device="cuda", generator=gen) * 0.02).to(torch.bfloat16)
+    s13 = (torch.randn(2 * I, d, device="cuda", generator=gen) * 0.02).to(torch.bfloat16)
+    s2 = (torch.randn(d, I, device="cuda", generator=gen) * 0.02).to(torch.bfloat16)
+    x, idx, wt = moe_inputs(gen, T, E, d, k)
+    lib = klc.lib
+    ws, ws_bytes = moe_workspace(lib, T, d, I, E, k)
+    out = torch.full((T, d), 7.0, device="cuda")
+    with env("KLC_MOE_FUSED_SHARED", "1" if fused else "0"):
+        klc._check(lib.klc_moe_block(klc.ctx, c_p(x.data_ptr()), c_p(idx.data_ptr()), c_p(wt.data_ptr()), c_p(w13.data_ptr()),
+                                     c_p(w2.data_ptr()), c_p(s13.data_ptr()), c_p(s2.data_ptr()), c_p(out.data_ptr()), c_p(ws.data_ptr()),
+                                     c_z(ws_bytes), T, d, I, E, k))
+        klc.sync()
+    rows = list(range(T))
+    want = moe_reference(x, idx, wt, w13.double(), w2.double(), rows, 0.0)
+    gu = x.double() @ s13.double().T
+    want += (torch.nn.functional.silu(gu[:, :I]) * gu[:, I:]) @ s2.double().T
+    # On its own the shared expert's projections are klc_linear's, bf16 activations on tensor cores.
+    check(f"MoE block bf16 T={T} ({'shared expert in the small-batch kernels' if fused else 'shared expert on its own'})", rel(out, want),
+          2e-5 if fused else 2e-2)
+
+
+def moe_block_cases(klc, gen):
+    moe_block_bf16_case(klc, gen, 1)
+    moe_block_bf16_case(klc, gen, 8)
+    moe_block_bf16_case(klc, gen, 3, fused=False)
+    moe_block_case(klc, gen, 1, 8, None, True)
+    moe_block_case(klc, gen, 8, 8, None, True)
+    moe_block_case(klc, gen, 3, 4, 128, False, shared_group=32)
+    moe_block_case(klc, gen, 2, 8, 128, False)
+    moe_block_case(klc, gen, 1, 8, None, True, fp8=True)
+    moe_block_case(klc, gen, 4, 8, None, True, fused=False)
+    moe_block_case(klc, gen, 5, 4, 32, True, shared_group=128, fused=False)
+    # Refusals: more rows than the block takes, a shared expert in other codes than the routed ones.
+    lib = klc.lib
+    d, I, E, k = 256, 64, 8, 2
+    m13, m2 = QMat(E * 2 * I, d, 8, d, True, False, gen), QMat(E * d, I, 8, I, True, False, gen)
+    s13_4, s2_4 = QMat(2 * I, d, 4, 32, True, False, gen), QMat(d, I, 4, 32, True, False, gen)
+    s13, s2 = QMat(2 * I, d, 8, d, True, False, gen), QMat(d, I, 8, I, True, False, gen)
+    for T, a, b, what in ((9, s13, s2, "9 rows"), (1, s13_4, s2_4, "an INT4 shared expert beside INT8 experts")):
+        x, idx, wt = moe_inputs(gen, T, E, d, k)
+        ws, ws_bytes = moe_workspace(lib, T, d, I, E, k)
+        out = torch.zeros(T, d, device="cuda")
+        rc = lib.klc_moe_block_wq(klc.ctx, c_p(x.data_ptr()), c_p(idx.data_ptr()), c_p(wt.data_ptr()), ctypes.byref(m13.wq),
+                                  ctypes.byref(m2.wq), ctypes.byref(a.wq), ctypes.byref(b.wq), c_p(out.data_ptr()), c_p(ws.data_ptr()),
+                                  c_z(ws_bytes), None, 0, T, d, I, E, k)
+        check(f"MoE block with {what} is refused", 0.0 if rc != 0 else 1.0, 0.5, message=lib.klc_last_error().decode())
 
 
 def e4m3_nearest(v):
@@ -684,7 +765,7 @@ def mma_sync_moe_cases(klc, gen):
 
 
 # QUANT_CASES (comma-separated, default all but moespeed, which speed includes) picks the parts.
-PARTS = {"gemv": gemv_cases, "split": gemv_split_cases, "many": gemv_many_cases, "dequant": dequant_cases, "moe": moe_cases, "fp8": quantize_fp8_cases, "speed": speed,
+PARTS = {"gemv": gemv_cases, "split": gemv_split_cases, "many": gemv_many_cases, "dequant": dequant_cases, "moe": moe_cases, "block": moe_block_cases, "fp8": quantize_fp8_cases, "speed": speed,
          "moespeed": moe_speed, "manyspeed": gemv_many_speed}
 
 

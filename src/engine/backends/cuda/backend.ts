@@ -17,7 +17,7 @@ import { Arena } from './arena';
 import { DecodeGraphs } from './decode-graphs';
 import { deviceWeightBytes, isQuant, uploadWeights, type AtLoad, type DeviceWeightBytes, type DeviceWeights, type KdaDeviceWeights, type LayerDeviceWeights, type Mat, type MlaDeviceWeights } from './device-weights';
 import { HostExperts } from './host-experts';
-import type { DevicePtr, HostPtr, NativeContext, NativeDeviceInfo, NativeKlc, NativeWqJob, VbufHandle } from './loader';
+import type { DevicePtr, HostPtr, NativeContext, NativeDeviceInfo, NativeKlc, NativeWq, NativeWqJob, VbufHandle } from './loader';
 import { gb, gib } from '../../../common/sizes';
 import { LM_HEAD_ROWS, layerWorkspaceBytes } from '../../plan/workspace';
 import { offloadStagingBytes, type MemoryBudget, type MemoryPlan } from '../../plan/memory-plan';
@@ -85,6 +85,8 @@ const CACHE_BF16 = 1;
 const NATIVE_KDA_CHUNK = 64;
 /** Rows klc_wq_gemv takes: more go through dequantization and a GEMM. */
 const WQ_GEMV_ROWS = 8;
+/** The most rows of a MoE block with its shared expert in one call (KLC_MOE_BLOCK_MAX_ROWS). */
+const MOE_BLOCK_ROWS = 8;
 /** The most matrices of one klc_wq_gemv_many launch (KLC_WQ_JOBS_MAX). */
 const WQ_JOBS_MAX = 4;
 /** KLC_MAX_DECODE_BATCH of klc_native.h: sequences per batched decode launch. */
@@ -717,8 +719,25 @@ export class CudaBackend implements Backend<DeviceRows> {
       const [s13, s2] = host.stage(w13.quant, w2.quant);
       [w13, w2] = [{ quant: s13 }, { quant: s2 }];
     }
-    const out = w.shared ? this.swiglu(x, w.shared.w13, w.shared.down, w.shared.inner) : this.zeroRows(T, d);
     const wsBytes = n.moeWorkspaceBytes(c, T, d, I, E, k);
+    const shared = w.shared;
+    // At decode a shared expert of the routed experts' width and kind joins their kernels (klc_moe_block, klc_moe_block_wq).
+    if (shared && shared.inner === I && T <= MOE_BLOCK_ROWS && x.cols % 4 === 0) {
+      const [s13, s2] = [shared.w13, shared.down];
+      if (isQuant(w13) && isQuant(w2) && isQuant(s13) && isQuant(s2) && codesOf(s13.quant) === codesOf(w13.quant) && codesOf(s2.quant) === codesOf(w13.quant)) {
+        const out = this.rowsOf(T, d);
+        const ws = this.arena.alloc(wsBytes);
+        n.moeBlockWq(c, x.ptr, idx, weight, w13.quant, w2.quant, s13.quant, s2.quant, out.ptr, ws, wsBytes, this.dense, this.denseF32 ? 1 : 0, T, d, I, E, k);
+        return out;
+      }
+      if (!isQuant(w13) && !isQuant(w2) && !isQuant(s13) && !isQuant(s2) && !w13.f32 && !w2.f32 && !s13.f32 && !s2.f32) {
+        const out = this.rowsOf(T, d);
+        const ws = this.arena.alloc(wsBytes);
+        n.moeBlock(c, x.ptr, idx, weight, w13.ptr, w2.ptr, s13.ptr, s2.ptr, out.ptr, ws, wsBytes, T, d, I, E, k);
+        return out;
+      }
+    }
+    const out = shared ? this.swiglu(x, shared.w13, shared.down, shared.inner) : this.zeroRows(T, d);
     const ws = this.arena.alloc(wsBytes);
     if (isQuant(w13) && isQuant(w2)) {
       n.moeExpertsWq(c, x.ptr, idx, weight, w13.quant, w2.quant, out.ptr, ws, wsBytes, this.dense, this.denseF32 ? 1 : 0, T, d, I, E, k);
@@ -1000,7 +1019,7 @@ export class CudaBackend implements Backend<DeviceRows> {
         this.linearInto(j.x, w, ys[i].ptr, j.out, j.out);
         return;
       }
-      const codes = w.quant.fp8 ? 'fp8' : `int${w.quant.bits}`;
+      const codes = codesOf(w.quant);
       const group = byCodes.get(codes) ?? [];
       group.push({ x: j.x.ptr, ldx: j.x.cols, w: w.quant, y: ys[i].ptr, ldy: j.out, accumulate: 0 });
       byCodes.set(codes, group);
@@ -1148,6 +1167,11 @@ function graphsByDefault(): boolean {
 
 function moeScratch(native: NativeKlc, ctx: NativeContext, c: KimiConfig, T: number): number {
   return native.moeWorkspaceBytes(ctx, T, c.hiddenSize, c.moe.intermediateSize, c.moe.numExperts, c.moe.topK);
+}
+
+/** The kind of a quantized matrix's codes: matrices of one kind share the few-row kernels' launches. */
+function codesOf(q: NativeWq): string {
+  return q.fp8 ? 'fp8' : `int${q.bits}`;
 }
 
 function cacheTypeOf(dev: MlaDeviceState): number {

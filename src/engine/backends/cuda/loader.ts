@@ -8,7 +8,7 @@ import { join, resolve } from 'node:path';
 import { packageRoot } from '../../../common/package-root';
 
 /** The ABI of native/include/klc_native.h that this TypeScript side was written against. */
-export const NATIVE_ABI_VERSION = 14;
+export const NATIVE_ABI_VERSION = 15;
 
 /** A context created on one device; freed by destroy() or when garbage-collected. */
 export type NativeContext = object & { readonly __klcContext: unique symbol };
@@ -180,6 +180,20 @@ export interface NativeKlc {
   moeExpertsWq(
     ctx: NativeContext, x: DevicePtr, idx: DevicePtr, w: DevicePtr, w13: NativeWq, w2: NativeWq, out: DevicePtr, ws: DevicePtr,
     wsBytes: number, dense: DevicePtr | null, denseF32: number, T: number, d: number, I: number, E: number, k: number,
+  ): void;
+  /**
+   * The whole MoE block of up to 8 decode rows on bf16 experts: out = the shared expert (sharedW13 [2I, d], sharedW2
+   * [d, I], bf16) + the routed experts, written; the shared expert runs inside the routed experts' small-batch
+   * kernels where they are taken (klc_moe_block).
+   */
+  moeBlock(
+    ctx: NativeContext, x: DevicePtr, idx: DevicePtr, w: DevicePtr, w13: DevicePtr, w2: DevicePtr, sharedW13: DevicePtr, sharedW2: DevicePtr,
+    out: DevicePtr, ws: DevicePtr, wsBytes: number, T: number, d: number, I: number, E: number, k: number,
+  ): void;
+  /** moeBlock on quantized experts and shared expert of the same codes (klc_moe_block_wq). */
+  moeBlockWq(
+    ctx: NativeContext, x: DevicePtr, idx: DevicePtr, w: DevicePtr, w13: NativeWq, w2: NativeWq, sharedW13: NativeWq, sharedW2: NativeWq,
+    out: DevicePtr, ws: DevicePtr, wsBytes: number, dense: DevicePtr | null, denseF32: number, T: number, d: number, I: number, E: number, k: number,
   ): void;
   /** Pinned host memory (cudaHostAlloc) for offloaded experts; its address is a HostPtr. */
   hostAlloc(ctx: NativeContext, bytes: number): HostPtr;
