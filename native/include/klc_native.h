@@ -214,7 +214,9 @@ KLC_API int klc_moe_block(klc_ctx *ctx, const float *x, const int32_t *idx, cons
  * conv (conv_w [2HK + HV, W] fp32), g [B, H*K] the forget projection f and beta [B, H] the b_proj
  * logits (raw gates as in klc_kda_args), A_log [H], dt_bias [H*K]. states[b] points to that
  * sequence's S [H, K, V] fp32 and tails[b] to its conv tail [2HK + HV, W-1]; both are advanced.
- * q and k are l2-normalised, q scaled by `scale`; o [B, H*V] fp32. K, V <= 128, W <= 8. */
+ * q and k are l2-normalised, q scaled by `scale`; o [B, H*V] fp32. K, V <= 128, W <= 8.
+ * beta NULL: the logits are computed here from the layer's input x [B, d] fp32 and b_proj's weight
+ * b_w [H, d] (bf16, or fp32 with b_w_f32), fp32 sums: one launch fewer a KDA layer. */
 typedef struct klc_kda_decode_batch_args {
   int B, H, K, V, W;
   float scale;
@@ -222,6 +224,9 @@ typedef struct klc_kda_decode_batch_args {
   float *o;
   float *const *states;
   float *const *tails;
+  const float *x;
+  const void *b_w;
+  int d, b_w_f32;
 } klc_kda_decode_batch_args;
 KLC_API int klc_kda_decode_batch(klc_ctx *ctx, const klc_kda_decode_batch_args *args);
 

@@ -46,6 +46,9 @@ struct KdaBatchParams {
   float *o;
   float *states[KLC_MAX_DECODE_BATCH];
   float *tails[KLC_MAX_DECODE_BATCH];
+  const float *x;  // with b_w, when beta is null
+  const void *b_w;
+  int d, b_w_f32;
 };
 
 __global__ void __launch_bounds__(KDA_THREADS) kda_decode_batch_kernel(const __grid_constant__ KdaBatchParams p) {
@@ -57,7 +60,23 @@ __global__ void __launch_bounds__(KDA_THREADS) kda_decode_batch_kernel(const __g
   const int HK = H * K, C = 2 * HK + H * V;
   __shared__ float sq[KDA_COLS], sk[KDA_COLS], sv[KDA_COLS], sa[KDA_COLS];
   __shared__ float red[KDA_PARTS][KDA_COLS];
-  __shared__ float norms[2];
+  __shared__ float norms[3];
+  __shared__ float beta_part[KDA_THREADS / 32];
+
+  // The b_proj logit of this head, when not given: x[b] . b_w[h], a warp's sums joined below.
+  if (!p.beta) {
+    const float *xb = p.x + (size_t)b * p.d;
+    float acc = 0.f;
+    if (p.b_w_f32) {
+      const float *wr = static_cast<const float *>(p.b_w) + (size_t)h * p.d;
+      for (int c = tid; c < p.d; c += KDA_THREADS) acc = fmaf(wr[c], xb[c], acc);
+    } else {
+      const __nv_bfloat16 *wr = static_cast<const __nv_bfloat16 *>(p.b_w) + (size_t)h * p.d;
+      for (int c = tid; c < p.d; c += KDA_THREADS) acc = fmaf(__bfloat162float(wr[c]), xb[c], acc);
+    }
+    acc = warp_sum(acc);
+    if ((tid & 31) == 0) beta_part[tid >> 5] = acc;
+  }
 
   // Short conv + SiLU of this head's channels, same arithmetic order as short_conv_kernel.
   const float *x = p.proj + (size_t)b * C;
@@ -89,14 +108,16 @@ __global__ void __launch_bounds__(KDA_THREADS) kda_decode_batch_kernel(const __g
     }
     nq = warp_sum(nq);
     nk = warp_sum(nk);
+    const float bl = p.beta ? 0.f : warp_sum(tid < KDA_THREADS / 32 ? beta_part[tid] : 0.f);
     if (tid == 0) {
       norms[0] = rsqrtf(nq + 1e-6f) * p.scale;
       norms[1] = rsqrtf(nk + 1e-6f);
+      norms[2] = p.beta ? p.beta[(size_t)b * H + h] : bl;
     }
   }
   __syncthreads();
   const float iq = norms[0], ik = norms[1];
-  const float beta = sigmoidf_(p.beta[(size_t)b * H + h]);
+  const float beta = sigmoidf_(norms[2]);
   float *S = p.states[b] + (size_t)h * K * V;
   const int c0 = part * KDA_PART_K;
   float s[KDA_PART_K];
@@ -496,8 +517,10 @@ int klc_kda_decode_batch(klc_ctx *ctx, const klc_kda_decode_batch_args *a) {
       a->V > KDA_COLS || a->W < 1 || a->W > 8)
     return fail(KLC_E_ARG, "klc_kda_decode_batch: needs 1 <= B <= " + std::to_string(KLC_MAX_DECODE_BATCH) +
                                ", K and V at most 128, conv kernel 1..8");
-  if (!a->proj || !a->conv_w || !a->g || !a->beta || !a->A_log || !a->dt_bias || !a->o || !a->states || !a->tails)
+  if (!a->proj || !a->conv_w || !a->g || !a->A_log || !a->dt_bias || !a->o || !a->states || !a->tails)
     return fail(KLC_E_ARG, "klc_kda_decode_batch: every input, output and state pointer must be set");
+  if (!a->beta && (!a->x || !a->b_w || a->d < 1))
+    return fail(KLC_E_ARG, "klc_kda_decode_batch: without beta logits, x, b_w and d (b_proj's input and weight) must be set");
   KdaBatchParams p{};
   p.B = a->B;
   p.H = a->H;
@@ -512,6 +535,10 @@ int klc_kda_decode_batch(klc_ctx *ctx, const klc_kda_decode_batch_args *a) {
   p.A_log = a->A_log;
   p.dt_bias = a->dt_bias;
   p.o = a->o;
+  p.x = a->x;
+  p.b_w = a->b_w;
+  p.d = a->d;
+  p.b_w_f32 = a->b_w_f32;
   for (int b = 0; b < a->B; ++b) {
     if (!a->states[b] || !a->tails[b]) return fail(KLC_E_ARG, "klc_kda_decode_batch: state or conv tail of sequence " + std::to_string(b) + " is null");
     p.states[b] = a->states[b];

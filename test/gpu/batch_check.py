@@ -21,7 +21,8 @@ results = []
 class KdaBatchArgs(ctypes.Structure):
     _fields_ = [("B", c_i), ("H", c_i), ("K", c_i), ("V", c_i), ("W", c_i), ("scale", c_f),
                 ("proj", c_p), ("conv_w", c_p), ("g", c_p), ("beta", c_p), ("A_log", c_p), ("dt_bias", c_p),
-                ("o", c_p), ("states", ctypes.POINTER(c_p)), ("tails", ctypes.POINTER(c_p))]
+                ("o", c_p), ("states", ctypes.POINTER(c_p)), ("tails", ctypes.POINTER(c_p)),
+                ("x", c_p), ("b_w", c_p), ("d", c_i), ("b_w_f32", c_i)]
 
 
 class TokenPick(ctypes.Structure):
@@ -77,14 +78,26 @@ def kda_inputs(B, H, K, V, W, seed):
 
 
 def kda_call(klc, x, B, H, K, V, W):
-    a = KdaBatchArgs(B, H, K, V, W, K ** -0.5, x["proj"].data_ptr(), x["conv_w"].data_ptr(), x["f"].data_ptr(), x["beta"].data_ptr(),
-                     x["A_log"].data_ptr(), x["dt_bias"].data_ptr(), x["o"].data_ptr(), ptrs(x["states"]), ptrs(x["tails"]))
+    """With x["b_in"] (the layer's input [B, d]) and x["b_w"] (b_proj's weight [H, d]) the kernel computes the beta logits itself."""
+    fused = "b_w" in x
+    a = KdaBatchArgs(B, H, K, V, W, K ** -0.5, x["proj"].data_ptr(), x["conv_w"].data_ptr(), x["f"].data_ptr(),
+                     None if fused else x["beta"].data_ptr(), x["A_log"].data_ptr(), x["dt_bias"].data_ptr(), x["o"].data_ptr(),
+                     ptrs(x["states"]), ptrs(x["tails"]), x["b_in"].data_ptr() if fused else None, x["b_w"].data_ptr() if fused else None,
+                     x["b_in"].shape[1] if fused else 0, int(fused and x["b_w"].dtype == torch.float32))
     klc._check(klc.lib.klc_kda_decode_batch(klc.ctx, ctypes.byref(a)))
     return a
 
 
-def kda_case(klc, B, H, K, V, W=4, seed=11):
+def kda_case(klc, B, H, K, V, W=4, seed=11, b_proj=None):
+    """b_proj: None, or the dtype of b_proj's weight (d 2304) from which the kernel computes the beta logits."""
     x = kda_inputs(B, H, K, V, W, seed)
+    what = ""
+    if b_proj is not None:
+        g = torch.Generator(device="cuda").manual_seed(seed + 1)
+        x["b_in"] = torch.randn(B, 2304, device="cuda", generator=g)
+        x["b_w"] = (torch.randn(H, 2304, device="cuda", generator=g) * 0.02).to(b_proj).contiguous()
+        x["beta"] = (x["b_in"].double() @ x["b_w"].double().T).float()
+        what = f", beta from b_proj ({str(b_proj).replace('torch.', '')})"
     before = [(s.clone(), t.clone()) for s, t in zip(x["states"], x["tails"])]
     kda_call(klc, x, B, H, K, V, W)
     klc.sync()
@@ -93,9 +106,9 @@ def kda_case(klc, B, H, K, V, W=4, seed=11):
         o, S, tail = kda_reference(x["proj"][b], x["conv_w"], before[b][1], x["f"][b], x["beta"][b], x["A_log"], x["dt_bias"],
                                    before[b][0], H, K, V, W, K ** -0.5)
         eo, es, et = max(eo, rel(x["o"][b], o)), max(es, rel(x["states"][b], S)), max(et, rel(x["tails"][b], tail))
-    check(f"kda decode B={B} H={H} K={K} V={V} W={W}: output", eo, 1e-5)
-    check(f"kda decode B={B} H={H} K={K} V={V} W={W}: states", es, 1e-5)
-    check(f"kda decode B={B} H={H} K={K} V={V} W={W}: conv tails", et, 1e-6)
+    check(f"kda decode B={B} H={H} K={K} V={V} W={W}{what}: output", eo, 1e-5)
+    check(f"kda decode B={B} H={H} K={K} V={V} W={W}{what}: states", es, 1e-5)
+    check(f"kda decode B={B} H={H} K={K} V={V} W={W}{what}: conv tails", et, 1e-6)
 
 
 # ---- MLA -------------------------------------------------------------------------------------------
@@ -403,6 +416,12 @@ def timing(klc, card):
                "GBps": round(state_bytes / ms / 1e6, 0)}
         table.append(row)
         print(row, flush=True)
+        x["b_in"] = torch.randn(B, 2304, device="cuda")
+        x["b_w"] = torch.randn(H, 2304, device="cuda").to(torch.bfloat16)
+        ms = timed(lambda: kda_call(klc, x, B, H, K, K, W), 50)
+        row = {"what": "kda decode, beta from b_proj (bf16, d 2304) in the launch", "B": B, "H": H, "K": K, "ms": round(ms, 4)}
+        table.append(row)
+        print(row, flush=True)
     for B in (1, 8):
         ld = 163840
         logits = torch.randn(B, ld, device="cuda") * 3
@@ -422,6 +441,8 @@ def main():
     for B in (1, 3, 8):
         kda_case(klc, B, 32, 128, 128)
     kda_case(klc, 3, 4, 32, 32)
+    kda_case(klc, 1, 32, 128, 128, b_proj=torch.bfloat16)
+    kda_case(klc, 8, 32, 128, 128, b_proj=torch.float32)
     kda_case(klc, 2, 5, 100, 100, W=3)
     for exact in (True, False):
         mla_case(klc, [70], H=4, D=80, L=64, exact=exact)

@@ -488,27 +488,29 @@ export class CudaBackend implements Backend<DeviceRows> {
     const B = x.T;
     const n = this.native;
     const c = this.ctx;
-    const { proj, f, b, gate } = this.kdaProjections(w, x);
+    // A dense b_proj (its 32 rows are never quantized at load) is applied inside the decode launch.
+    const bProj = w.bProj;
+    const { proj, f, gate } = this.kdaProjections(w, x);
+    const beta = isQuant(bProj) ? { beta: this.linear(x, bProj, H).ptr } : { beta: null, x: x.ptr, bW: bProj.ptr, d: x.cols, bWF32: bProj.f32 ? 1 : 0 };
     const o = this.arena.alloc(B * P * F32);
     n.kdaDecodeBatch(c, {
-      H, K, V: K, W, scale: 1 / Math.sqrt(K), proj, convW: w.conv, g: f.ptr, beta: b.ptr, aLog: w.aLog, dtBias: w.dtBias, o,
-      states: BigUint64Array.from(devs, (s) => s.S), tails: BigUint64Array.from(devs, (s) => s.conv),
+      H, K, V: K, W, scale: 1 / Math.sqrt(K), proj, convW: w.conv, g: f.ptr, aLog: w.aLog, dtBias: w.dtBias, o,
+      states: BigUint64Array.from(devs, (s) => s.S), tails: BigUint64Array.from(devs, (s) => s.conv), ...beta,
     });
     return this.kdaOutput(w, x, o, false, gate);
   }
 
   /**
-   * The KDA projections of x's rows: q/k/v side by side [T, 3P], the forget gate f [T, P], the
-   * b_proj logit [T, H] and the output gate's logits [T, P]. At decode the same-input matrices
-   * (q/k/v, f_a, g_a) take one launch and f_b and g_b another (linears).
+   * The KDA projections of x's rows but b_proj: q/k/v side by side [T, 3P], the forget gate f [T, P]
+   * and the output gate's logits [T, P]. At decode the same-input matrices (q/k/v, f_a, g_a) take one
+   * launch and f_b and g_b another (linears).
    */
-  private kdaProjections(w: KdaDeviceWeights, x: DeviceRows): { proj: DevicePtr; f: DeviceRows; b: DeviceRows; gate: DeviceRows } {
+  private kdaProjections(w: KdaDeviceWeights, x: DeviceRows): { proj: DevicePtr; f: DeviceRows; gate: DeviceRows } {
     const { numHeads: H, headDim: K } = this.config.kda;
     const P = H * K;
     const [proj, fa, ga] = this.linears([{ x, w: w.wqkv, out: 3 * P }, { x, w: w.fA, out: K }, { x, w: w.gA, out: K }]);
-    const b = this.linear(x, w.bProj, H);
     const [f, gate] = this.linears([{ x: fa, w: w.fB, out: P }, { x: ga, w: w.gB, out: P }]);
-    return { proj: proj.ptr, f, b, gate };
+    return { proj: proj.ptr, f, gate };
   }
 
   /** The KDA output of the recurrence's o (bf16 or fp32 [T, P]): gated RMSNorm with the g_a/g_b gate logits, then o_proj. */
@@ -541,7 +543,8 @@ export class CudaBackend implements Backend<DeviceRows> {
     const T = x.T;
     const n = this.native;
     const c = this.ctx;
-    const { proj, f, b, gate } = this.kdaProjections(w, x);
+    const { proj, f, gate } = this.kdaProjections(w, x);
+    const b = this.linear(x, w.bProj, H);
     const el = chunked ? 2 : F32;
     const qkv = this.arena.alloc(3 * T * P * el);
     n.shortConv(c, proj, w.conv, dev.conv, chunked ? null : qkv, chunked ? qkv : null, T, 3 * P, W, P);

@@ -59,13 +59,19 @@ export interface NativeKdaDecodeBatchArgs {
   proj: DevicePtr;
   convW: DevicePtr;
   g: DevicePtr;
-  beta: DevicePtr;
+  /** [B, H] b_proj logits; null: computed in the launch from x and bW. */
+  beta: DevicePtr | null;
   aLog: DevicePtr;
   dtBias: DevicePtr;
   o: DevicePtr;
   /** Per sequence: its S [H, K, V] and its conv tail. */
   states: BigUint64Array;
   tails: BigUint64Array;
+  /** Without beta: the layer's input [B, d] and b_proj's weight [H, d] (bf16, fp32 when bWF32 is 1). */
+  x?: DevicePtr;
+  bW?: DevicePtr;
+  d?: number;
+  bWF32?: number;
 }
 
 /** How one row's token is picked on the device (src/engine/sampler.ts TokenPick; vocab ≤ the row length). */
