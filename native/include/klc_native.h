@@ -197,8 +197,8 @@ KLC_API int klc_moe_experts(klc_ctx *ctx, const float *x, const int32_t *idx, co
  * (out is written), the shared expert SwiGLU(x) = W2 (SiLU(W1 x) * W3 x) given as shared_w13 [2I, d] and
  * shared_w2 [d, I] (bf16), for 1..KLC_MOE_BLOCK_MAX_ROWS rows. Where the small-batch kernels take the
  * routed experts, the shared expert runs inside them as one more expert every row chose with weight 1,
- * added after the routed ones: two launches for the block instead of five. Otherwise (or with
- * KLC_MOE_FUSED_SHARED=0) it runs first as klc_linear, SwiGLU and klc_linear into out, and the routed
+ * added after the routed ones: two launches for the block instead of five. Otherwise (more pairs, or
+ * KLC_SMALL_BATCH=0) it runs first as klc_linear, SwiGLU and klc_linear into out, and the routed
  * experts add to it. */
 #define KLC_MOE_BLOCK_MAX_ROWS 8
 KLC_API int klc_moe_block(klc_ctx *ctx, const float *x, const int32_t *idx, const float *w, const void *w13, const void *w2,

@@ -203,8 +203,7 @@ int moe_small(klc_ctx *ctx, const float *x, const int *idx, const float *w, cons
 // Where klc_moe_experts' workspace keeps its row buffers (the small-batch kernels' h): after the n = T * k
 // pairs' index arrays and the pointer room of E experts.
 float *moe_row_room(void *ws, int n, int E);
-// KLC_MOE_FUSED_SHARED=0 runs a MoE block's shared expert on its own (for comparisons).
-bool moe_fused_shared();
+
 // ---- weight-only quantized matrices (wq_gemv.cu, wq_dequant.cu) ----
 // Whether w's codes are a kind the kernels read: INT4 or INT8 (codes KLC_WQ_INT), or E4M3 bytes
 // (bits 8, no zero points).

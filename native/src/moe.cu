@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <climits>
-#include <cstdlib>
 #include <string>
 
 #include "gemm_f32.cuh"
@@ -204,7 +203,7 @@ int klc_moe_block(klc_ctx *ctx, const float *x, const int32_t *idx, const float 
     return fail(KLC_E_ARG, "klc_moe_block: bad pointers or shape (1.." + std::to_string(KLC_MOE_BLOCK_MAX_ROWS) + " rows)");
   if (ws_bytes < klc_moe_workspace_bytes(T, d, I, E, k)) return fail(KLC_E_ARG, "klc_moe_block: workspace smaller than klc_moe_workspace_bytes()");
   float *h = moe_row_room(ws, T * k, E);
-  if (moe_fused_shared() && moe_small_wanted(T, k, d, I, x, w13, w2, h) && moe_small_wanted(T, k, d, I, x, shared_w13, shared_w2, h))
+  if (moe_small_wanted(T, k, d, I, x, w13, w2, h) && moe_small_wanted(T, k, d, I, x, shared_w13, shared_w2, h))
     return moe_small(ctx, x, idx, w, w13, w2, shared_w13, shared_w2, out, h, T, d, I, k);
   // The shared expert alone writes out (its gate/up rows and SwiGLU in the workspace), then the routed experts add to it.
   float *gu = h, *hs = h + (size_t)T * 2 * I;
@@ -223,11 +222,6 @@ float *moe_row_room(void *ws, int n, int E) {
   p += align256(sizeof(int) * (3 * (size_t)(E + 1) + 2 * (size_t)n));
   p += align256(sizeof(void *) * 6 * (size_t)E);
   return reinterpret_cast<float *>(p);
-}
-
-bool moe_fused_shared() {
-  const char *v = std::getenv("KLC_MOE_FUSED_SHARED");
-  return !(v && v[0] == '0');
 }
 
 int moe_experts(klc_ctx *ctx, const float *x, const int32_t *idx, const float *w, const void *w13, const void *w2, float *out, void *ws,

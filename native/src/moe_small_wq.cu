@@ -327,7 +327,7 @@ KLC_API int klc_moe_block_wq(klc_ctx *ctx, const float *x, const int32_t *idx, c
   if (ws_bytes < klc_moe_workspace_bytes(T, d, I, E, k))
     return klc::fail(KLC_E_ARG, "klc_moe_block_wq: workspace smaller than klc_moe_workspace_bytes()");
   float *h = klc::moe_row_room(ws, T * k, E);
-  if (klc::moe_fused_shared() && small_wq_wanted(T, k, d, I, *w13, *w2, x, h) && small_wq_wanted(T, k, d, I, *shared_w13, *shared_w2, x, h))
+  if (small_wq_wanted(T, k, d, I, *w13, *w2, x, h) && small_wq_wanted(T, k, d, I, *shared_w13, *shared_w2, x, h))
     return moe_wq_small_codes(ctx, x, idx, w, *w13, *w2, *shared_w13, *shared_w2, out, h, T, d, I, k);
   // The shared expert alone writes out (its gate/up rows and SwiGLU in the workspace), then the routed experts add to it.
   float *gu = h, *hs = h + (size_t)T * 2 * I;

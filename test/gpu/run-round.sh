@@ -6,7 +6,8 @@
 # (batch_check.py: step batch), every op against float64 (ops_check.py: step ops), expert
 # offload (run-offload.sh: step offload, OFFLOAD_SPEED=0 skips its 48B timing), the MoE kernels on quantized experts
 # against float64 and their timing (quant_check.py: step quantcheck, QUANT_CASES picks), one decode step kernel by
-# kernel (run-decode-profile.sh: step profile, PROFILE_STEPS decode steps), Nsight Compute on the Hopper MLA kernels (run-mla-profile.sh: step mlaprofile), the quantized tiny models alone
+# kernel (run-decode-profile.sh: step profile, PROFILE_STEPS decode steps), the decode fusions of KLC_FUSED_DECODE=1
+# against float64 and timed off against on (step fused), Nsight Compute on the Hopper MLA kernels (run-mla-profile.sh: step mlaprofile), the quantized tiny models alone
 # against the reference (step quantmodel: quant-model.test.ts without quant_check.py), `klc accuracy` on the 48B
 # model with dummy weights (step accuracy: int8, int4, fp8 against bf16, which needs an H200), the 48B model under
 # --gpu-memory caps (run-caps.sh: step caps, CAPS_CONTEXTS picks the contexts), `klc bench` at $CONTEXTS with decode steps
@@ -49,6 +50,15 @@ for step in ${STEPS:-mla bench model hf quant}; do
          rm -f "$OUT"/profile/*.sqlite; tail -50 "$OUT/profile/run.log" | cut -c1-200 ;;
     mlaprofile) OUT=$OUT/mlaprofile timeout "$t" bash test/gpu/run-mla-profile.sh > "$OUT/mlaprofile/run.log" 2>&1 || rc=1
          cat "$OUT/mlaprofile/run.log" ;;
+    # The decode fusions taken with KLC_FUSED_DECODE=1: their kernels against float64, then decode steps of the 48B
+    # model (INT8 at load) with them off and on, interleaved, at a 256-token and a 128k context.
+    fused) ( source test/gpu/device-env.sh; cd test/gpu && KLC_CUDA_EXACT=1 QUANT_CASES=block PYTHONUNBUFFERED=1 timeout 120 python3 quant_check.py &&
+             timeout 150 python3 batch_check.py "$OUT/fused/batch.json" ) > "$OUT/fused/checks.log" 2>&1 || rc=1
+         grep -E "FAIL|MoE block|b_proj|cases ok|Error" "$OUT/fused/checks.log" | cut -c1-200
+         for ctx in 256 256 131072; do for f in 0 1; do
+           ( source test/gpu/device-env.sh; KLC_FUSED_DECODE=$f timeout 150 node .device/decode-profile.cjs 100 --quantization int8 --context $ctx ) 2>&1 |
+             grep -E "^decode|rror" | sed "s/^/context $ctx, KLC_FUSED_DECODE=$f: /" | tee -a "$OUT/fused/ab.log"
+         done; done ;;
     quantmodel) OUT=$OUT/quantmodel QUANT_KERNELS=0 timeout "$(( t < 180 ? t : 180 ))" bash test/gpu/run-quant.sh || rc=1 ;;
     accuracy) ( source test/gpu/device-env.sh; timeout "$(( t < 300 ? t : 300 ))" node .device/klc.cjs accuracy --backend cuda --load-format dummy \
            --model-config assets/configs/kimi-linear-48b-a3b-instruct.json --json "$OUT/accuracy/accuracy.json" ) > "$OUT/accuracy/accuracy.log" 2>&1 || rc=1
