@@ -51,6 +51,8 @@ struct KdaBatchParams {
   int d, b_w_f32;
 };
 
+// FUSED_BETA: the b_proj logits are computed here from x and b_w (p.beta is null).
+template <bool FUSED_BETA>
 __global__ void __launch_bounds__(KDA_THREADS) kda_decode_batch_kernel(const __grid_constant__ KdaBatchParams p) {
   pdl_wait();
   pdl_trigger();
@@ -63,8 +65,8 @@ __global__ void __launch_bounds__(KDA_THREADS) kda_decode_batch_kernel(const __g
   __shared__ float norms[3];
   __shared__ float beta_part[KDA_THREADS / 32];
 
-  // The b_proj logit of this head, when not given: x[b] . b_w[h], a warp's sums joined below.
-  if (!p.beta) {
+  // The b_proj logit of this head: x[b] . b_w[h], each warp's sum joined below.
+  if (FUSED_BETA) {
     const float *xb = p.x + (size_t)b * p.d;
     float acc = 0.f;
     if (p.b_w_f32) {
@@ -108,16 +110,16 @@ __global__ void __launch_bounds__(KDA_THREADS) kda_decode_batch_kernel(const __g
     }
     nq = warp_sum(nq);
     nk = warp_sum(nk);
-    const float bl = p.beta ? 0.f : warp_sum(tid < KDA_THREADS / 32 ? beta_part[tid] : 0.f);
+    const float bl = FUSED_BETA ? warp_sum(tid < KDA_THREADS / 32 ? beta_part[tid] : 0.f) : 0.f;
     if (tid == 0) {
       norms[0] = rsqrtf(nq + 1e-6f) * p.scale;
       norms[1] = rsqrtf(nk + 1e-6f);
-      norms[2] = p.beta ? p.beta[(size_t)b * H + h] : bl;
+      if (FUSED_BETA) norms[2] = bl;
     }
   }
   __syncthreads();
   const float iq = norms[0], ik = norms[1];
-  const float beta = sigmoidf_(norms[2]);
+  const float beta = sigmoidf_(FUSED_BETA ? norms[2] : p.beta[(size_t)b * H + h]);
   float *S = p.states[b] + (size_t)h * K * V;
   const int c0 = part * KDA_PART_K;
   float s[KDA_PART_K];
@@ -544,7 +546,8 @@ int klc_kda_decode_batch(klc_ctx *ctx, const klc_kda_decode_batch_args *a) {
     p.states[b] = a->states[b];
     p.tails[b] = a->tails[b];
   }
-  const cudaError_t e = launch_pdl(ctx, kda_decode_batch_kernel, dim3(a->H, a->B), KDA_THREADS, 0, p);
+  const cudaError_t e = a->beta ? launch_pdl(ctx, kda_decode_batch_kernel<false>, dim3(a->H, a->B), KDA_THREADS, 0, p)
+                                : launch_pdl(ctx, kda_decode_batch_kernel<true>, dim3(a->H, a->B), KDA_THREADS, 0, p);
   return launched(e, "the batched KDA decode");
 }
 

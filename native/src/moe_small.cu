@@ -34,22 +34,32 @@ constexpr int SMALL_MAX_PAIRS = 128;
 static_assert(SMALL_MAX_PAIRS <= MAX_PAIRS, "the kernels keep every pair in shared memory");
 
 // The token of h's row p: routed pairs p = t * k + s come first, then the shared expert's row n + t of token t.
-__device__ __forceinline__ int token_of(int p, int n, int k) { return p < n ? p / k : p - n; }
+template <bool WITH_SHARED>
+__device__ __forceinline__ int token_of(int p, int n, int k) { return !WITH_SHARED || p < n ? p / k : p - n; }
 
 // h[p, i] = SiLU(W1_e[i] . x[t]) * (W3_e[i] . x[t]) for every pair p = t * k + s with idx[p] = e.
 // blockIdx.y is a pair; only the first pair naming an expert works, for all pairs naming it. With a
 // shared expert (s13, [2I, d]) blockIdx.y == n computes its rows h[n + t] for every token t.
 // At most 64 registers, so that 4 CTAs share an SM: one token's 8 experts x 128 row blocks then
 // fill two whole waves on 132 SMs (at 80 registers, 3 per SM, the third wave ran 59% full).
+template <bool WITH_SHARED>
 __global__ void __launch_bounds__(THREADS, 4) moe_small_up_kernel(const float *__restrict__ x, const int *__restrict__ idx,
                                                                 const bf16 *__restrict__ w13, const bf16 *__restrict__ s13,
                                                                 float *__restrict__ h, int n, int k, int T, int d, int I) {
+  // The shared expert's rows do not depend on the router: requested before waiting for it.
+  if constexpr (WITH_SHARED) {
+    const size_t row = blockIdx.x * WARPS + (threadIdx.x >> 5);
+    if (blockIdx.y == n && row < I) {
+      prefetch_l2_span(s13 + row * d, (size_t)d * sizeof(bf16), threadIdx.x & 31);
+      prefetch_l2_span(s13 + (row + I) * d, (size_t)d * sizeof(bf16), threadIdx.x & 31);
+    }
+  }
   pdl_wait();
   pdl_trigger();
   __shared__ int pairs[MAX_PAIRS];
   __shared__ int count, repeated;
   const int me = blockIdx.y;
-  const bool shared = me == n;
+  const bool shared = WITH_SHARED && me == n;
   const int e = shared ? 0 : idx[me];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   if (warp == 0 && shared) {
@@ -86,7 +96,7 @@ __global__ void __launch_bounds__(THREADS, 4) moe_small_up_kernel(const float *_
     const int np = min(UP_TOKENS, count - p0);
     const float *xr[UP_TOKENS];
 #pragma unroll
-    for (int j = 0; j < UP_TOKENS; ++j) xr[j] = x + (size_t)token_of(pairs[p0 + min(j, np - 1)], n, k) * d;
+    for (int j = 0; j < UP_TOKENS; ++j) xr[j] = x + (size_t)token_of<WITH_SHARED>(pairs[p0 + min(j, np - 1)], n, k) * d;
     float ag[UP_TOKENS] = {}, au[UP_TOKENS] = {};
 #pragma unroll 3
     for (int v = lane; v < nv; v += 32) {
@@ -113,16 +123,21 @@ __global__ void __launch_bounds__(THREADS, 4) moe_small_up_kernel(const float *_
 // out[t, c] += sum_s w[t, s] * (W2_{idx[t, s]}[c] . h[t * k + s]) for the warp's column c. With a shared
 // expert (s2, [d, I]) it is one more expert after the routed ones, of weight 1 and h rows n + t, and
 // out[t, c] is written rather than added to: the kernel then computes the whole MoE block.
-template <int VECS>
+template <int VECS, bool WITH_SHARED>
 __global__ void __launch_bounds__(THREADS) moe_small_down_kernel(const float *__restrict__ h, const int *__restrict__ idx,
                                                                   const float *__restrict__ wt, const bf16 *__restrict__ w2,
                                                                   const bf16 *__restrict__ s2, float *__restrict__ out, int n, int k,
                                                                   int T, int d, int I) {
+  // The shared expert's row of this warp's column does not depend on the router: requested before waiting.
+  if constexpr (WITH_SHARED) {
+    const int c = blockIdx.x * WARPS + (threadIdx.x >> 5);
+    if (c < d) prefetch_l2_span(s2 + (size_t)c * I, (size_t)I * sizeof(bf16), threadIdx.x & 31);
+  }
   pdl_wait();
   pdl_trigger();
   constexpr int SHARED = INT_MAX;  // the shared expert's key: after every routed expert
   __shared__ int s_idx[MAX_PAIRS], order[MAX_PAIRS];
-  const int m = s2 ? n + T : n;
+  const int m = WITH_SHARED ? n + T : n;
   for (int j = threadIdx.x; j < m; j += THREADS) s_idx[j] = j < n ? idx[j] : SHARED;
   __syncthreads();
   // order[] lists the pairs by (expert, pair): each expert's pairs side by side, experts ascending.
@@ -140,7 +155,7 @@ __global__ void __launch_bounds__(THREADS) moe_small_down_kernel(const float *__
   if (col >= d) return;
   const int nv = I / 8;
   auto load = [&](int e, uint4 *dst) {
-    const bf16 *row = e == SHARED ? s2 + (size_t)col * I : w2 + ((size_t)e * d + col) * I;
+    const bf16 *row = WITH_SHARED && e == SHARED ? s2 + (size_t)col * I : w2 + ((size_t)e * d + col) * I;
 #pragma unroll
     for (int i = 0; i < VECS; ++i) {
       const int v = lane + 32 * i;
@@ -169,7 +184,7 @@ __global__ void __launch_bounds__(THREADS) moe_small_down_kernel(const float *__
         }
       }
       const float y = group_sum<32>(part);
-      if (lane == token_of(pair, n, k)) acc = pair < n ? fmaf(wt[pair], y, acc) : acc + y;
+      if (lane == token_of<WITH_SHARED>(pair, n, k)) acc = !WITH_SHARED || pair < n ? fmaf(wt[pair], y, acc) : acc + y;
     }
 #pragma unroll
     for (int i = 0; i < VECS; ++i) cur[i] = next[i];
@@ -177,11 +192,27 @@ __global__ void __launch_bounds__(THREADS) moe_small_down_kernel(const float *__
   }
   if (lane < T) {
     float *o = out + (size_t)lane * d + col;
-    *o = s2 ? acc : *o + acc;
+    *o = WITH_SHARED ? acc : *o + acc;
   }
 }
 
 using klc::launched;
+using klc::launch_pdl;
+
+template <bool WITH_SHARED>
+int moe_small_launch(klc_ctx *ctx, const float *x, const int *idx, const float *w, const bf16 *w13, const bf16 *w2, const bf16 *s13,
+                     const bf16 *s2, float *out, float *h, int T, int d, int I, int k) {
+  const int n = T * k;
+  int rc = launched(launch_pdl(ctx, moe_small_up_kernel<WITH_SHARED>, dim3((I + WARPS - 1) / WARPS, WITH_SHARED ? n + 1 : n), THREADS, 0, x, idx,
+                               w13, s13, h, n, k, T, d, I),
+                    "the MoE gate/up projections (small batch)");
+  if (rc) return rc;
+  const dim3 grid((d + WARPS - 1) / WARPS);
+  const cudaError_t e =
+      I <= 32 * 8 * 4 ? launch_pdl(ctx, moe_small_down_kernel<4, WITH_SHARED>, grid, THREADS, 0, h, idx, w, w2, s2, out, n, k, T, d, I)
+                      : launch_pdl(ctx, moe_small_down_kernel<MAX_DOWN_VECS, WITH_SHARED>, grid, THREADS, 0, h, idx, w, w2, s2, out, n, k, T, d, I);
+  return launched(e, "the MoE down projections (small batch)");
+}
 
 }  // namespace
 
@@ -199,16 +230,10 @@ bool moe_small_wanted(int T, int k, int d, int I, const void *x, const void *w13
 
 int moe_small(klc_ctx *ctx, const float *x, const int *idx, const float *w, const void *w13, const void *w2, const void *s13,
               const void *s2, float *out, float *h, int T, int d, int I, int k) {
-  const int n = T * k;
   const bf16 *up = static_cast<const bf16 *>(w13), *down = static_cast<const bf16 *>(w2);
   const bf16 *sup = static_cast<const bf16 *>(s13), *sdown = static_cast<const bf16 *>(s2);
-  int rc = launched(launch_pdl(ctx, moe_small_up_kernel, dim3((I + WARPS - 1) / WARPS, sup ? n + 1 : n), THREADS, 0, x, idx, up, sup, h, n, k, T, d, I),
-                    "the MoE gate/up projections (small batch)");
-  if (rc) return rc;
-  const dim3 grid((d + WARPS - 1) / WARPS);
-  const cudaError_t e = I <= 32 * 8 * 4 ? launch_pdl(ctx, moe_small_down_kernel<4>, grid, THREADS, 0, h, idx, w, down, sdown, out, n, k, T, d, I)
-                                        : launch_pdl(ctx, moe_small_down_kernel<MAX_DOWN_VECS>, grid, THREADS, 0, h, idx, w, down, sdown, out, n, k, T, d, I);
-  return launched(e, "the MoE down projections (small batch)");
+  return sup ? moe_small_launch<true>(ctx, x, idx, w, up, down, sup, sdown, out, h, T, d, I, k)
+             : moe_small_launch<false>(ctx, x, idx, w, up, down, sup, sdown, out, h, T, d, I, k);
 }
 
 }  // namespace klc

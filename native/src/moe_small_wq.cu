@@ -38,19 +38,28 @@ constexpr int MAX_DOWN_UNITS = 8; // runs of 8 codes of one W2 row per lane: I <
 constexpr int SMALL_MAX_PAIRS = 128;
 
 // The token of h's row p: routed pairs p = t * k + s come first, then the shared expert's row n + t of token t.
-__device__ __forceinline__ int token_of(int p, int n, int k) { return p < n ? p / k : p - n; }
+template <bool WITH_SHARED>
+__device__ __forceinline__ int token_of(int p, int n, int k) { return !WITH_SHARED || p < n ? p / k : p - n; }
 
 // h[p, i] = SiLU(W1_e[i] . x[t]) * (W3_e[i] . x[t]) for every pair p = t * k + s with idx[p] = e; with a
 // shared expert (blockIdx.y == n, grid n + 1 high) also h[n + t, i] from its W1/W3 (s13) for every token t.
-template <Codes C>
+template <Codes C, bool WITH_SHARED>
 __global__ void __launch_bounds__(THREADS, 3) moe_wq_up_kernel(const float *__restrict__ x, const int *__restrict__ idx, klc_wq w13,
                                                             klc_wq s13, float *__restrict__ h, int n, int k, int T, int d, int I) {
+  // The shared expert's rows do not depend on the router: requested before waiting for it.
+  if constexpr (WITH_SHARED) {
+    const size_t row = blockIdx.x * WARPS + (threadIdx.x >> 5), row_bytes = (size_t)d * bits_of<C> / 8;
+    if (blockIdx.y == n && row < I) {
+      prefetch_l2_span(reinterpret_cast<const char *>(s13.w_packed) + row * row_bytes, row_bytes, threadIdx.x & 31);
+      prefetch_l2_span(reinterpret_cast<const char *>(s13.w_packed) + (row + I) * row_bytes, row_bytes, threadIdx.x & 31);
+    }
+  }
   pdl_wait();
   pdl_trigger();
   __shared__ int pairs[MAX_PAIRS];
   __shared__ int count, repeated;
   const int me = blockIdx.y;
-  const bool shared = me == n;
+  const bool shared = WITH_SHARED && me == n;
   const int e = shared ? 0 : idx[me];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   if (warp == 0 && shared) {
@@ -92,7 +101,7 @@ __global__ void __launch_bounds__(THREADS, 3) moe_wq_up_kernel(const float *__re
     const int np = min(UP_TOKENS, count - p0);
     const float *xr[UP_TOKENS];
 #pragma unroll
-    for (int j = 0; j < UP_TOKENS; ++j) xr[j] = x + (size_t)token_of(pairs[p0 + min(j, np - 1)], n, k) * d;
+    for (int j = 0; j < UP_TOKENS; ++j) xr[j] = x + (size_t)token_of<WITH_SHARED>(pairs[p0 + min(j, np - 1)], n, k) * d;
     float ag[UP_TOKENS] = {}, au[UP_TOKENS] = {};
     // UP_BATCH runs of codes of both rows are requested before the first is decoded.
     for (int u0 = lane; u0 < units; u0 += 32 * UP_BATCH) {
@@ -134,15 +143,21 @@ __global__ void __launch_bounds__(THREADS, 3) moe_wq_up_kernel(const float *__re
 // out[t, c] += sum_s w[t, s] * (W2_{idx[t, s]}[c] . h[t * k + s]) for the warp's column c. With a shared
 // expert (s2's codes given) it is one more expert after the routed ones, of weight 1 and h rows n + t,
 // and out[t, c] is written rather than added to: the kernel then computes the whole MoE block.
-template <Codes C, int UNITS>
+template <Codes C, int UNITS, bool WITH_SHARED>
 __global__ void __launch_bounds__(THREADS) moe_wq_down_kernel(const float *__restrict__ h, const int *__restrict__ idx,
                                                               const float *__restrict__ wt, klc_wq w2, klc_wq s2, float *__restrict__ out,
                                                               int n, int k, int T, int d, int I) {
+  constexpr bool with_shared = WITH_SHARED;
+  // The shared expert's row of this warp's column does not depend on the router: requested before waiting.
+  if constexpr (WITH_SHARED) {
+    const int c = blockIdx.x * WARPS + (threadIdx.x >> 5);
+    const size_t row_bytes = (size_t)I * bits_of<C> / 8;
+    if (c < d) prefetch_l2_span(reinterpret_cast<const char *>(s2.w_packed) + c * row_bytes, row_bytes, threadIdx.x & 31);
+  }
   pdl_wait();
   pdl_trigger();
   constexpr int SHARED = INT_MAX;  // the shared expert's key: after every routed expert
   __shared__ int s_idx[MAX_PAIRS], order[MAX_PAIRS];
-  const bool with_shared = s2.w_packed != nullptr;
   const int m = with_shared ? n + T : n;
   for (int j = threadIdx.x; j < m; j += THREADS) s_idx[j] = j < n ? idx[j] : SHARED;
   __syncthreads();
@@ -164,8 +179,9 @@ __global__ void __launch_bounds__(THREADS) moe_wq_down_kernel(const float *__res
   // With an expert's codes, the lines of their scales and zero points are brought into L1 (no
   // register held): decoding the expert then waits on L1, not on a DRAM round trip after the codes.
   auto load = [&](int e, Raw8<BITS> *dst) {
-    const klc_wq w = e == SHARED ? s2 : w2;
-    const size_t row = (size_t)(e == SHARED ? 0 : e) * d + col;
+    const bool sh = WITH_SHARED && e == SHARED;
+    const klc_wq w = sh ? s2 : w2;
+    const size_t row = (size_t)(sh ? 0 : e) * d + col;
     const int32_t *codes = w.w_packed + row * (I / PER_WORD);
     const int groups = I / w.group;
 #pragma unroll
@@ -187,8 +203,9 @@ __global__ void __launch_bounds__(THREADS) moe_wq_down_kernel(const float *__res
     int q = p + 1;
     while (q < m && s_idx[order[q]] == e) ++q;
     if (q < m) load(s_idx[order[q]], next);  // in flight while this expert's dots run
-    const klc_wq w = e == SHARED ? s2 : w2;
-    const int row = (e == SHARED ? 0 : e) * d + col, groups = I / w.group;
+    const bool sh = WITH_SHARED && e == SHARED;
+    const klc_wq w = sh ? s2 : w2;
+    const int row = (sh ? 0 : e) * d + col, groups = I / w.group;
     float f[UNITS][8];
 #pragma unroll
     for (int i = 0; i < UNITS; ++i) {
@@ -208,7 +225,7 @@ __global__ void __launch_bounds__(THREADS) moe_wq_down_kernel(const float *__res
         if (u < nu) part = dot8(f[i], hr + u * 8, part);
       }
       const float y = group_sum<32>(part);
-      if (lane == token_of(pair, n, k)) acc = pair < n ? fmaf(wt[pair], y, acc) : acc + y;
+      if (lane == token_of<WITH_SHARED>(pair, n, k)) acc = !WITH_SHARED || pair < n ? fmaf(wt[pair], y, acc) : acc + y;
     }
 #pragma unroll
     for (int i = 0; i < UNITS; ++i) cur[i] = next[i];
@@ -237,28 +254,30 @@ bool small_wq_wanted(int T, int k, int d, int I, const klc_wq &w13, const klc_wq
 }
 
 // s13 and s2 (w_packed null when there is none): the shared expert, run as one more expert; out is then written.
-template <Codes C>
+template <Codes C, bool WITH_SHARED>
 int moe_wq_small(klc_ctx *ctx, const float *x, const int *idx, const float *w, const klc_wq &w13, const klc_wq &w2, const klc_wq &s13,
                  const klc_wq &s2, float *out, float *h, int T, int d, int I, int k) {
   const int n = T * k;
-  const int experts = s13.w_packed ? n + 1 : n;
-  int rc = klc::launched(
-      klc::launch_pdl(ctx, moe_wq_up_kernel<C>, dim3((I + WARPS - 1) / WARPS, experts), THREADS, 0, x, idx, w13, s13, h, n, k, T, d, I),
-      "the quantized MoE gate/up projections (small batch)");
+  int rc = klc::launched(klc::launch_pdl(ctx, moe_wq_up_kernel<C, WITH_SHARED>, dim3((I + WARPS - 1) / WARPS, WITH_SHARED ? n + 1 : n), THREADS,
+                                         0, x, idx, w13, s13, h, n, k, T, d, I),
+                         "the quantized MoE gate/up projections (small batch)");
   if (rc) return rc;
   const dim3 grid((d + WARPS - 1) / WARPS);
-  const cudaError_t e = I <= 32 * 8 * 4 ? klc::launch_pdl(ctx, moe_wq_down_kernel<C, 4>, grid, THREADS, 0, h, idx, w, w2, s2, out, n, k, T, d, I)
-                                        : klc::launch_pdl(ctx, moe_wq_down_kernel<C, MAX_DOWN_UNITS>, grid, THREADS, 0, h, idx, w, w2, s2, out, n, k, T, d, I);
+  const cudaError_t e =
+      I <= 32 * 8 * 4 ? klc::launch_pdl(ctx, moe_wq_down_kernel<C, 4, WITH_SHARED>, grid, THREADS, 0, h, idx, w, w2, s2, out, n, k, T, d, I)
+                      : klc::launch_pdl(ctx, moe_wq_down_kernel<C, MAX_DOWN_UNITS, WITH_SHARED>, grid, THREADS, 0, h, idx, w, w2, s2, out, n, k, T, d, I);
   return klc::launched(e, "the quantized MoE down projections (small batch)");
 }
 
+template <bool WITH_SHARED>
 int moe_wq_small_codes(klc_ctx *ctx, const float *x, const int *idx, const float *w, const klc_wq &w13, const klc_wq &w2, const klc_wq &s13,
                        const klc_wq &s2, float *out, float *h, int T, int d, int I, int k) {
   const Codes codes = codes_of(w13);
-  if (codes == Codes::Int4) return moe_wq_small<Codes::Int4>(ctx, x, idx, w, w13, w2, s13, s2, out, h, T, d, I, k);
-  if (codes == Codes::Int8) return moe_wq_small<Codes::Int8>(ctx, x, idx, w, w13, w2, s13, s2, out, h, T, d, I, k);
-  return moe_wq_small<Codes::E4M3>(ctx, x, idx, w, w13, w2, s13, s2, out, h, T, d, I, k);
+  if (codes == Codes::Int4) return moe_wq_small<Codes::Int4, WITH_SHARED>(ctx, x, idx, w, w13, w2, s13, s2, out, h, T, d, I, k);
+  if (codes == Codes::Int8) return moe_wq_small<Codes::Int8, WITH_SHARED>(ctx, x, idx, w, w13, w2, s13, s2, out, h, T, d, I, k);
+  return moe_wq_small<Codes::E4M3, WITH_SHARED>(ctx, x, idx, w, w13, w2, s13, s2, out, h, T, d, I, k);
 }
+
 
 // Experts dequantized to bf16 at a time for the tensor-core GEMMs: a buffer of 32 experts (453 MB at
 // the 48B shapes) instead of all 256 (3.6 GB), which a small card needs for the weights themselves.
@@ -297,7 +316,7 @@ KLC_API int klc_moe_experts_wq(klc_ctx *ctx, const float *x, const int32_t *idx,
   if (ws_bytes < klc_moe_workspace_bytes(T, d, I, E, k))
     return klc::fail(KLC_E_ARG, "klc_moe_experts_wq: workspace smaller than klc_moe_workspace_bytes()");
   float *h = klc::moe_row_room(ws, T * k, E);
-  if (small_wq_wanted(T, k, d, I, *w13, *w2, x, h)) return moe_wq_small_codes(ctx, x, idx, w, *w13, *w2, klc_wq{}, klc_wq{}, out, h, T, d, I, k);
+  if (small_wq_wanted(T, k, d, I, *w13, *w2, x, h)) return moe_wq_small_codes<false>(ctx, x, idx, w, *w13, *w2, klc_wq{}, klc_wq{}, out, h, T, d, I, k);
   // Tensor cores: the grouped kernels read the codes where they lie (no dense buffer needed).
   if (!dense_f32 && ctx->tensor_cores && klc::moe_wq_gemm_wanted(*w13, *w2, d, I))
     return klc::moe_experts(ctx, x, idx, w, nullptr, nullptr, out, ws, T, d, I, E, k, 0, klc::MoeGroups{E, nullptr, nullptr, w13, w2});
@@ -328,7 +347,7 @@ KLC_API int klc_moe_block_wq(klc_ctx *ctx, const float *x, const int32_t *idx, c
     return klc::fail(KLC_E_ARG, "klc_moe_block_wq: workspace smaller than klc_moe_workspace_bytes()");
   float *h = klc::moe_row_room(ws, T * k, E);
   if (small_wq_wanted(T, k, d, I, *w13, *w2, x, h) && small_wq_wanted(T, k, d, I, *shared_w13, *shared_w2, x, h))
-    return moe_wq_small_codes(ctx, x, idx, w, *w13, *w2, *shared_w13, *shared_w2, out, h, T, d, I, k);
+    return moe_wq_small_codes<true>(ctx, x, idx, w, *w13, *w2, *shared_w13, *shared_w2, out, h, T, d, I, k);
   // The shared expert alone writes out (its gate/up rows and SwiGLU in the workspace), then the routed experts add to it.
   float *gu = h, *hs = h + (size_t)T * 2 * I;
   if ((rc = klc_wq_gemv(ctx, x, d, shared_w13, gu, 2 * I, T, 0)) || (rc = klc_silu_mul(ctx, gu, hs, T, I)) ||

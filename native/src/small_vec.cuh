@@ -16,6 +16,12 @@ __device__ __forceinline__ uint4 load_stream(const void *p) { return __ldcs(stat
 __device__ __forceinline__ void prefetch_l2(const void *p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
 __device__ __forceinline__ void prefetch_l1(const void *p) { asm volatile("prefetch.global.L1 [%0];" ::"l"(p)); }
 
+// The lanes of a warp request the 128-byte lines of [p, p + bytes) into L2 (a weight row that does not
+// depend on the kernel before, asked for before pdl_wait).
+__device__ __forceinline__ void prefetch_l2_span(const void *p, size_t bytes, int lane) {
+  for (size_t off = (size_t)lane * 128; off < bytes; off += 32 * 128) prefetch_l2(static_cast<const char *>(p) + off);
+}
+
 // A bf16 is the top half of an fp32: unpacking is a shift, exact.
 __device__ __forceinline__ void unpack_bf16x8(const uint4 &v, float f[8]) {
   const uint32_t w[4] = {v.x, v.y, v.z, v.w};

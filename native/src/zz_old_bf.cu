@@ -1,0 +1,192 @@
+// The MoE experts for few (token, expert) pairs: decode, batched decode of a few sequences, short
+// prompts. There the work is reading the chosen experts' bf16 weights once, so it runs as two
+// GEMV-style kernels straight from the routing indices on the GPU, with no host synchronisation:
+//   up:   one CTA per distinct chosen expert and block of 8 intermediate rows; a warp streams the
+//         W1 and W3 rows once for every token that chose the expert and writes SiLU(g) * u (fp32);
+//   down: one warp per output column streams that column's W2 row of every chosen expert once,
+//         in ascending expert order, and adds w[t, s] * (W2_e h) into out[t] in registers, so the
+//         combine needs no atomics and sums each token's experts in the reference's slot order.
+// Activations and accumulation stay fp32 (as exact as the fp32 CUDA-core path), in both modes.
+#include <cuda_bf16.h>
+
+#include <cstdlib>
+
+#include "internal.h"
+#include "pdl.cuh"
+#include "small_vec.cuh"
+
+namespace {
+
+using bf16 = __nv_bfloat16;
+using namespace klc_small;
+
+constexpr int WARPS = 8, THREADS = 32 * WARPS;
+constexpr int MAX_PAIRS = 256;   // shared-memory room for the (token, slot) pairs
+constexpr int MAX_TOKENS = 32;   // the down kernel keeps token t's sum in lane t
+constexpr int UP_TOKENS = 4;     // tokens of one expert per pass over its W1/W3 rows
+constexpr int MAX_DOWN_VECS = 8; // 16-byte vectors of one W2 row per lane: I <= 2048
+
+// Pairs up to this many (T * k) take this path; above it the expert-grouped GEMMs on tensor cores
+// win. Measured on an H200 with top-8 of 256 (test/gpu/ops_check.py --small-batch): 456 against
+// 527 us at 128 pairs, 854 against 779 us at 256 (test/gpu/results/speed_h200.md, milestone 5).
+constexpr int SMALL_MAX_PAIRS = 128;
+static_assert(SMALL_MAX_PAIRS <= MAX_PAIRS, "the kernels keep every pair in shared memory");
+
+// h[p, i] = SiLU(W1_e[i] . x[t]) * (W3_e[i] . x[t]) for every pair p = t * k + s with idx[p] = e.
+// blockIdx.y is a pair; only the first pair naming an expert works, for all pairs naming it.
+// At most 64 registers, so that 4 CTAs share an SM: one token's 8 experts x 128 row blocks then
+// fill two whole waves on 132 SMs (at 80 registers, 3 per SM, the third wave ran 59% full).
+__global__ void __launch_bounds__(THREADS, 4) moe_small_up_kernel(const float *__restrict__ x, const int *__restrict__ idx,
+                                                                const bf16 *__restrict__ w13, float *__restrict__ h, int n,
+                                                                int k, int d, int I) {
+  pdl_wait();
+  pdl_trigger();
+  __shared__ int pairs[MAX_PAIRS];
+  __shared__ int count, repeated;
+  const int me = blockIdx.y, e = idx[me];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  if (warp == 0) {
+    int c = 0;
+    bool earlier = false;
+    for (int base = 0; base < n; base += 32) {
+      const int j = base + lane;
+      const bool same = j < n && idx[j] == e;
+      earlier |= same && j < me;
+      const unsigned later = __ballot_sync(0xffffffffu, same && j >= me);
+      if (same && j >= me) pairs[c + __popc(later & ((1u << lane) - 1u))] = j;
+      c += __popc(later);
+    }
+    earlier = __any_sync(0xffffffffu, earlier);
+    if (lane == 0) {
+      count = c;
+      repeated = earlier;
+    }
+  }
+  __syncthreads();
+  if (repeated) return;
+  const int row = blockIdx.x * WARPS + warp;
+  if (row >= I) return;
+  const bf16 *wg = w13 + ((size_t)e * 2 * I + row) * d;
+  const bf16 *wu = wg + (size_t)I * d;
+  const int nv = d / 8;
+  for (int p0 = 0; p0 < count; p0 += UP_TOKENS) {
+    const int np = min(UP_TOKENS, count - p0);
+    const float *xr[UP_TOKENS];
+#pragma unroll
+    for (int j = 0; j < UP_TOKENS; ++j) xr[j] = x + (size_t)(pairs[p0 + min(j, np - 1)] / k) * d;
+    float ag[UP_TOKENS] = {}, au[UP_TOKENS] = {};
+#pragma unroll 3
+    for (int v = lane; v < nv; v += 32) {
+      float fg[8], fu[8];
+      unpack_bf16x8(load_stream(wg + (size_t)v * 8), fg);
+      unpack_bf16x8(load_stream(wu + (size_t)v * 8), fu);
+#pragma unroll
+      for (int j = 0; j < UP_TOKENS; ++j) {
+        if (j < np) {
+          ag[j] = dot8(fg, xr[j] + v * 8, ag[j]);
+          au[j] = dot8(fu, xr[j] + v * 8, au[j]);
+        }
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < UP_TOKENS; ++j) {
+      if (j >= np) break;
+      const float g = group_sum<32>(ag[j]), u = group_sum<32>(au[j]);
+      if (lane == 0) h[(size_t)pairs[p0 + j] * I + row] = g / (1.f + expf(-g)) * u;
+    }
+  }
+}
+
+// out[t, c] += sum_s w[t, s] * (W2_{idx[t, s]}[c] . h[t * k + s]) for the warp's column c.
+template <int VECS>
+__global__ void __launch_bounds__(THREADS) moe_small_down_kernel(const float *__restrict__ h, const int *__restrict__ idx,
+                                                                  const float *__restrict__ wt, const bf16 *__restrict__ w2,
+                                                                  float *__restrict__ out, int n, int k, int T, int d, int I) {
+  pdl_wait();
+  pdl_trigger();
+  __shared__ int s_idx[MAX_PAIRS], order[MAX_PAIRS];
+  for (int j = threadIdx.x; j < n; j += THREADS) s_idx[j] = idx[j];
+  __syncthreads();
+  // order[] lists the pairs by (expert, pair): each expert's pairs side by side, experts ascending.
+  for (int j = threadIdx.x; j < n; j += THREADS) {
+    const int e = s_idx[j];
+    int pos = 0;
+    for (int q = 0; q < n; ++q) {
+      const int f = s_idx[q];
+      pos += f < e || (f == e && q < j);
+    }
+    order[pos] = j;
+  }
+  __syncthreads();
+  const int lane = threadIdx.x & 31, col = blockIdx.x * WARPS + (threadIdx.x >> 5);
+  if (col >= d) return;
+  const int nv = I / 8;
+  auto load = [&](int e, uint4 *dst) {
+    const bf16 *row = w2 + ((size_t)e * d + col) * I;
+#pragma unroll
+    for (int i = 0; i < VECS; ++i) {
+      const int v = lane + 32 * i;
+      if (v < nv) dst[i] = load_stream(row + (size_t)v * 8);
+    }
+  };
+  float acc = 0.f;  // lane t: token t's sum, its experts added in ascending order
+  uint4 cur[VECS] = {}, next[VECS] = {};
+  load(s_idx[order[0]], cur);
+  for (int p = 0; p < n;) {
+    const int e = s_idx[order[p]];
+    int q = p + 1;
+    while (q < n && s_idx[order[q]] == e) ++q;
+    if (q < n) load(s_idx[order[q]], next);  // in flight while this expert's dots run
+    for (int s = p; s < q; ++s) {
+      const int pair = order[s];
+      const float *hr = h + (size_t)pair * I;
+      float part = 0.f;
+#pragma unroll
+      for (int i = 0; i < VECS; ++i) {
+        const int v = lane + 32 * i;
+        if (v < nv) {
+          float f[8];
+          unpack_bf16x8(cur[i], f);
+          part = dot8(f, hr + v * 8, part);
+        }
+      }
+      const float y = group_sum<32>(part);
+      if (lane == pair / k) acc = fmaf(wt[pair], y, acc);
+    }
+#pragma unroll
+    for (int i = 0; i < VECS; ++i) cur[i] = next[i];
+    p = q;
+  }
+  if (lane < T) out[(size_t)lane * d + col] += acc;
+}
+
+using klc::launched;
+
+}  // namespace
+
+namespace klc {
+
+bool small_batch_enabled() {
+  const char *v = std::getenv("KLC_SMALL_BATCH");
+  return !(v && v[0] == '0');
+}
+
+bool moe_small_wanted(int T, int k, int d, int I, const void *x, const void *w13, const void *w2, const void *h) {
+  return small_batch_enabled() && T * k <= SMALL_MAX_PAIRS && T <= MAX_TOKENS && d % 8 == 0 && I % 8 == 0 &&
+         I <= 32 * 8 * MAX_DOWN_VECS && aligned16(x) && aligned16(w13) && aligned16(w2) && aligned16(h);
+}
+
+int moe_small(klc_ctx *ctx, const float *x, const int *idx, const float *w, const void *w13, const void *w2, float *out, float *h,
+              int T, int d, int I, int k) {
+  const int n = T * k;
+  const bf16 *up = static_cast<const bf16 *>(w13), *down = static_cast<const bf16 *>(w2);
+  int rc = launched(launch_pdl(ctx, moe_small_up_kernel, dim3((I + WARPS - 1) / WARPS, n), THREADS, 0, x, idx, up, h, n, k, d, I),
+                    "the MoE gate/up projections (small batch)");
+  if (rc) return rc;
+  const dim3 grid((d + WARPS - 1) / WARPS);
+  const cudaError_t e = I <= 32 * 8 * 4 ? launch_pdl(ctx, moe_small_down_kernel<4>, grid, THREADS, 0, h, idx, w, down, out, n, k, T, d, I)
+                                        : launch_pdl(ctx, moe_small_down_kernel<MAX_DOWN_VECS>, grid, THREADS, 0, h, idx, w, down, out, n, k, T, d, I);
+  return launched(e, "the MoE down projections (small batch)");
+}
+
+}  // namespace klc

@@ -1,0 +1,101 @@
+"""Compares the kernels of CUDA sources at a git revision with the working tree's, instruction by instruction in
+PTX: for a change that could not run on a GPU, shows which kernels still compile to the instructions of the
+version that did (a new template flag left off, say), so only the others wait for a device check.
+
+  python3 tools/ptx-same.py REV native/src/moe_small.cu [more .cu files]
+
+Kernels are paired by name and template arguments, a `false` bool argument dropped (the flag that leaves the old
+path). Registers, labels, symbols and parameter names are normalised; a kernel is reported "same" when both
+versions have the same multiset of instructions, with the count of lines that moved."""
+import collections
+import difflib
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def ptx(source_text, name):
+    """PTX of one translation unit compiled beside native/src's headers."""
+    with tempfile.NamedTemporaryFile("w", suffix=".cu", dir=os.path.join(ROOT, "native", "src"), prefix=".ptx-same-", delete=False) as f:
+        f.write(source_text)
+        path = f.name
+    try:
+        out = path[:-3] + ".ptx"
+        subprocess.run(["nvcc", "-std=c++17", "-arch=sm_90", "-O3", "-I", os.path.join(ROOT, "native", "include"), "-I",
+                        os.path.join(ROOT, "native", "src"), "-ptx", path, "-o", out], check=True)
+        with open(out) as g:
+            return g.read()
+    except subprocess.CalledProcessError:
+        sys.exit(f"{name}: nvcc failed")
+    finally:
+        for p in (path, path[:-3] + ".ptx"):
+            if os.path.exists(p):
+                os.remove(p)
+
+
+def key(mangled):
+    """The kernel's name and template arguments as mangled, without the file's anonymous namespace and a `false` bool."""
+    # A source name is mangled as its length, then the name: the innermost one that names a kernel.
+    found = None
+    for m in re.finditer(r"(?=(\d+))", mangled):
+        n = int(m.group(1))
+        start = m.start() + len(m.group(1))
+        name = mangled[start : start + n]
+        if name.endswith("_kernel") and re.fullmatch(r"[A-Za-z]\w*", name):
+            found = (name, mangled[start + n :])
+    if found is None:
+        sys.exit(f"no kernel name in {mangled}")
+    base, rest = found
+    args = rest[1:].split("Ev", 1)[0] if rest.startswith("I") else ""
+    return base + "<" + args.replace("Lb0E", "").rstrip("E") + ">"
+
+
+def kernels(text):
+    return {key(m.group(1)): m.group(2) for m in re.finditer(r"\.entry (\S+)\((.*?)\n\}\n", text, re.S)}
+
+
+def normalised(body):
+    lines = []
+    for line in body.split("\n"):
+        line = line.strip()
+        if not line or line.startswith(("//", ".reg", ".loc", ".param", ".maxntid", ".minnctapersm", ".shared")):
+            continue
+        line = re.sub(r"%(r|rd|f|p|fd|rs|h|hh)\d+", r"%\1", line)
+        line = re.sub(r"\$L__\w+", "L", line)
+        line = re.sub(r"_ZZ?N\w+|__cudart_\w+", "SYM", line)
+        line = re.sub(r"\[\w+_param_\d+(\+\d+)?\]", "[param]", line)
+        lines.append(line)
+    return lines
+
+
+def main():
+    if len(sys.argv) < 3:
+        sys.exit(__doc__)
+    rev, files = sys.argv[1], sys.argv[2:]
+    differ = 0
+    for rel in files:
+        old_text = subprocess.run(["git", "-C", ROOT, "show", f"{rev}:{rel}"], check=True, capture_output=True, text=True).stdout
+        with open(os.path.join(ROOT, rel)) as f:
+            new_text = f.read()
+        old, new = kernels(ptx(old_text, f"{rel}@{rev}")), kernels(ptx(new_text, rel))
+        for k in sorted(old):
+            if k not in new:
+                print(f"{rel} {k}: gone")
+                differ += 1
+                continue
+            a, b = normalised(old[k]), normalised(new[k])
+            same = collections.Counter(a) == collections.Counter(b)
+            moved = sum(1 for d in difflib.unified_diff(a, b, lineterm="", n=0) if d[:1] in "+-" and d[:3] not in ("+++", "---"))
+            print(f"{rel} {k}: {'same' if same else 'DIFFERENT'} ({len(a)} vs {len(b)} instructions, {moved} lines moved or changed)")
+            differ += not same
+        for k in sorted(set(new) - set(old)):
+            print(f"{rel} {k}: new")
+    return 1 if differ else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
