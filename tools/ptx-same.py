@@ -4,8 +4,8 @@ version that did (a new template flag left off, say), so only the others wait fo
 
   python3 tools/ptx-same.py REV native/src/moe_small.cu [more .cu files]
 
-Kernels are paired by name and template arguments, a `false` bool argument dropped (the flag that leaves the old
-path). Registers, labels, symbols and parameter names are normalised; a kernel is reported "same" when both
+Kernels are paired by name and template arguments, trailing `false` bool arguments dropped (flags added to a kernel,
+off where it takes its old path). Registers, labels, symbols and parameter names are normalised; a kernel is reported "same" when both
 versions have the same multiset of instructions, with the count of lines that moved."""
 import collections
 import difflib
@@ -50,8 +50,11 @@ def key(mangled):
     if found is None:
         sys.exit(f"no kernel name in {mangled}")
     base, rest = found
-    args = rest[1:].split("Ev", 1)[0] if rest.startswith("I") else ""
-    return base + "<" + args.replace("Lb0E", "").rstrip("E") + ">"
+    args = rest[1:].split("Ev", 1)[0].rstrip("E") + "E" if rest.startswith("I") else ""
+    # Flags added last, left false, name the kernel the revision had.
+    while args.endswith("Lb0E"):
+        args = args[: -len("Lb0E")]
+    return base + "<" + args + ">"
 
 
 def kernels(text):

@@ -216,7 +216,9 @@ KLC_API int klc_moe_block(klc_ctx *ctx, const float *x, const int32_t *idx, cons
  * sequence's S [H, K, V] fp32 and tails[b] to its conv tail [2HK + HV, W-1]; both are advanced.
  * q and k are l2-normalised, q scaled by `scale`; o [B, H*V] fp32. K, V <= 128, W <= 8.
  * beta NULL: the logits are computed here from the layer's input x [B, d] fp32 and b_proj's weight
- * b_w [H, d] (bf16, or fp32 with b_w_f32), fp32 sums: one launch fewer a KDA layer. */
+ * b_w [H, d] (bf16, or fp32 with b_w_f32), fp32 sums. o_norm_w set: o is written as klc_gated_rmsnorm
+ * makes it from the recurrence's output, each head's V values normed (eps) with o_norm_w [V] and gated
+ * by sigmoid(gate [B, H*V]); needs V = K. Each takes a launch off a KDA layer's decode. */
 typedef struct klc_kda_decode_batch_args {
   int B, H, K, V, W;
   float scale;
@@ -227,6 +229,8 @@ typedef struct klc_kda_decode_batch_args {
   const float *x;
   const void *b_w;
   int d, b_w_f32;
+  const float *o_norm_w, *gate;
+  float eps;
 } klc_kda_decode_batch_args;
 KLC_API int klc_kda_decode_batch(klc_ctx *ctx, const klc_kda_decode_batch_args *args);
 

@@ -49,10 +49,14 @@ struct KdaBatchParams {
   const float *x;  // with b_w, when beta is null
   const void *b_w;
   int d, b_w_f32;
+  const float *o_norm_w, *gate;  // with o_norm_w: o is written gated-RMSNormed
+  float eps;
 };
 
-// FUSED_BETA: the b_proj logits are computed here from x and b_w (p.beta is null).
-template <bool FUSED_BETA>
+// FUSED_BETA: the b_proj logits are computed here from x and b_w (p.beta is null). FUSED_NORM: o is
+// written as klc_gated_rmsnorm would make it, each head's V values normed with o_norm_w and gated by
+// sigmoid(gate) (the CTA holds the whole head's output).
+template <bool FUSED_BETA, bool FUSED_NORM>
 __global__ void __launch_bounds__(KDA_THREADS) kda_decode_batch_kernel(const __grid_constant__ KdaBatchParams p) {
   pdl_wait();
   pdl_trigger();
@@ -148,7 +152,18 @@ __global__ void __launch_bounds__(KDA_THREADS) kda_decode_batch_kernel(const __g
   __syncthreads();
   red[part][j] = out;
   __syncthreads();
-  if (part == 0 && j < V) p.o[((size_t)b * H + h) * V + j] = red[0][j] + red[1][j] + red[2][j] + red[3][j];
+  if constexpr (FUSED_NORM) {
+    // The head's sum of squares over the 4 warps of part 0 (its V <= 128 columns), in warp order.
+    const float ov = part == 0 && j < V ? red[0][j] + red[1][j] + red[2][j] + red[3][j] : 0.f;
+    const float ss = warp_sum(ov * ov);
+    if (part == 0 && (tid & 31) == 0) beta_part[tid >> 5] = ss;
+    __syncthreads();
+    const float inv = rsqrtf((beta_part[0] + beta_part[1] + beta_part[2] + beta_part[3]) / V + p.eps);
+    const size_t at = ((size_t)b * H + h) * V + j;
+    if (part == 0 && j < V) p.o[at] = ov * inv * p.o_norm_w[j] * sigmoidf_(p.gate[at]);
+  } else {
+    if (part == 0 && j < V) p.o[((size_t)b * H + h) * V + j] = red[0][j] + red[1][j] + red[2][j] + red[3][j];
+  }
   if (j < V)
 #pragma unroll
     for (int i = 0; i < KDA_PART_K; ++i)
@@ -523,6 +538,8 @@ int klc_kda_decode_batch(klc_ctx *ctx, const klc_kda_decode_batch_args *a) {
     return fail(KLC_E_ARG, "klc_kda_decode_batch: every input, output and state pointer must be set");
   if (!a->beta && (!a->x || !a->b_w || a->d < 1))
     return fail(KLC_E_ARG, "klc_kda_decode_batch: without beta logits, x, b_w and d (b_proj's input and weight) must be set");
+  if (a->o_norm_w && (!a->gate || a->V != a->K))
+    return fail(KLC_E_ARG, "klc_kda_decode_batch: the gated norm of o needs the gate logits and V = K");
   KdaBatchParams p{};
   p.B = a->B;
   p.H = a->H;
@@ -541,13 +558,19 @@ int klc_kda_decode_batch(klc_ctx *ctx, const klc_kda_decode_batch_args *a) {
   p.b_w = a->b_w;
   p.d = a->d;
   p.b_w_f32 = a->b_w_f32;
+  p.o_norm_w = a->o_norm_w;
+  p.gate = a->gate;
+  p.eps = a->eps;
   for (int b = 0; b < a->B; ++b) {
     if (!a->states[b] || !a->tails[b]) return fail(KLC_E_ARG, "klc_kda_decode_batch: state or conv tail of sequence " + std::to_string(b) + " is null");
     p.states[b] = a->states[b];
     p.tails[b] = a->tails[b];
   }
-  const cudaError_t e = a->beta ? launch_pdl(ctx, kda_decode_batch_kernel<false>, dim3(a->H, a->B), KDA_THREADS, 0, p)
-                                : launch_pdl(ctx, kda_decode_batch_kernel<true>, dim3(a->H, a->B), KDA_THREADS, 0, p);
+  const dim3 grid(a->H, a->B);
+  const cudaError_t e = a->beta ? (a->o_norm_w ? launch_pdl(ctx, kda_decode_batch_kernel<false, true>, grid, KDA_THREADS, 0, p)
+                                               : launch_pdl(ctx, kda_decode_batch_kernel<false, false>, grid, KDA_THREADS, 0, p))
+                                : (a->o_norm_w ? launch_pdl(ctx, kda_decode_batch_kernel<true, true>, grid, KDA_THREADS, 0, p)
+                                               : launch_pdl(ctx, kda_decode_batch_kernel<true, false>, grid, KDA_THREADS, 0, p));
   return launched(e, "the batched KDA decode");
 }
 

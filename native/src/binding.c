@@ -966,14 +966,16 @@ static napi_value js_kda_decode_batch(napi_env env, napi_callback_info info) {
   float *states[KLC_MAX_DECODE_BATCH], *tails[KLC_MAX_DECODE_BATCH];
   size_t ns = 0, nt = 0;
   double scale = 0;
-  void *p[9];
-  const char *names[9] = {"proj", "convW", "g", "beta", "aLog", "dtBias", "o", "x", "bW"};
+  double eps = 0;
+  void *p[11];
+  const char *names[11] = {"proj", "convW", "g", "beta", "aLog", "dtBias", "o", "x", "bW", "oNormW", "gate"};
   if (!prop_i32(env, obj, "H", &a.H, 0) || !prop_i32(env, obj, "K", &a.K, 0) || !prop_i32(env, obj, "V", &a.V, 0) ||
       !prop_i32(env, obj, "W", &a.W, 0) || !prop_f64(env, obj, "scale", &scale) || !prop_i32(env, obj, "d", &a.d, 0) ||
       !prop_i32(env, obj, "bWF32", &a.b_w_f32, 0))
     return NULL;
-  for (int i = 0; i < 9; ++i)
+  for (int i = 0; i < 11; ++i)
     if (!prop_ptr(env, obj, names[i], &p[i])) return NULL;
+  if (p[9] && !prop_f64(env, obj, "eps", &eps)) return NULL;
   if (!named(env, obj, "states", &v) || !get_ptr_array(env, v, "states", states, &ns)) return NULL;
   if (!named(env, obj, "tails", &v) || !get_ptr_array(env, v, "tails", tails, &nt)) return NULL;
   if (ns != nt) {
@@ -991,6 +993,9 @@ static napi_value js_kda_decode_batch(napi_env env, napi_callback_info info) {
   a.o = (float *)p[6];
   a.x = (const float *)p[7];
   a.b_w = p[8];
+  a.o_norm_w = (const float *)p[9];
+  a.gate = (const float *)p[10];
+  a.eps = (float)eps;
   a.states = states;
   a.tails = tails;
   return done(env, klc_kda_decode_batch(ctx, &a));

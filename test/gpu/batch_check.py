@@ -22,7 +22,7 @@ class KdaBatchArgs(ctypes.Structure):
     _fields_ = [("B", c_i), ("H", c_i), ("K", c_i), ("V", c_i), ("W", c_i), ("scale", c_f),
                 ("proj", c_p), ("conv_w", c_p), ("g", c_p), ("beta", c_p), ("A_log", c_p), ("dt_bias", c_p),
                 ("o", c_p), ("states", ctypes.POINTER(c_p)), ("tails", ctypes.POINTER(c_p)),
-                ("x", c_p), ("b_w", c_p), ("d", c_i), ("b_w_f32", c_i)]
+                ("x", c_p), ("b_w", c_p), ("d", c_i), ("b_w_f32", c_i), ("o_norm_w", c_p), ("gate", c_p), ("eps", c_f)]
 
 
 class TokenPick(ctypes.Structure):
@@ -78,26 +78,35 @@ def kda_inputs(B, H, K, V, W, seed):
 
 
 def kda_call(klc, x, B, H, K, V, W):
-    """With x["b_in"] (the layer's input [B, d]) and x["b_w"] (b_proj's weight [H, d]) the kernel computes the beta logits itself."""
+    """With x["b_in"] (the layer's input [B, d]) and x["b_w"] (b_proj's weight [H, d]) the kernel computes the beta logits
+    itself; with x["o_norm_w"] and x["gate"] it writes o gated-RMSNormed (eps 1e-5)."""
     fused = "b_w" in x
+    normed = "o_norm_w" in x
     a = KdaBatchArgs(B, H, K, V, W, K ** -0.5, x["proj"].data_ptr(), x["conv_w"].data_ptr(), x["f"].data_ptr(),
                      None if fused else x["beta"].data_ptr(), x["A_log"].data_ptr(), x["dt_bias"].data_ptr(), x["o"].data_ptr(),
                      ptrs(x["states"]), ptrs(x["tails"]), x["b_in"].data_ptr() if fused else None, x["b_w"].data_ptr() if fused else None,
-                     x["b_in"].shape[1] if fused else 0, int(fused and x["b_w"].dtype == torch.float32))
+                     x["b_in"].shape[1] if fused else 0, int(fused and x["b_w"].dtype == torch.float32),
+                     x["o_norm_w"].data_ptr() if normed else None, x["gate"].data_ptr() if normed else None, 1e-5)
     klc._check(klc.lib.klc_kda_decode_batch(klc.ctx, ctypes.byref(a)))
     return a
 
 
-def kda_case(klc, B, H, K, V, W=4, seed=11, b_proj=None):
-    """b_proj: None, or the dtype of b_proj's weight (d 2304) from which the kernel computes the beta logits."""
+def kda_case(klc, B, H, K, V, W=4, seed=11, b_proj=None, gated_norm=False):
+    """b_proj: None, or the dtype of b_proj's weight (d 2304) from which the kernel computes the beta logits;
+    gated_norm: o written as klc_gated_rmsnorm makes it (norm weight [V], gate logits [B, H*V])."""
     x = kda_inputs(B, H, K, V, W, seed)
     what = ""
+    if gated_norm:
+        g = torch.Generator(device="cuda").manual_seed(seed + 2)
+        x["o_norm_w"] = (1 + 0.1 * torch.randn(V, device="cuda", generator=g)).contiguous()
+        x["gate"] = torch.randn(B, H * V, device="cuda", generator=g).contiguous()
+        what += ", gated norm"
     if b_proj is not None:
         g = torch.Generator(device="cuda").manual_seed(seed + 1)
         x["b_in"] = torch.randn(B, 2304, device="cuda", generator=g)
         x["b_w"] = (torch.randn(H, 2304, device="cuda", generator=g) * 0.02).to(b_proj).contiguous()
         x["beta"] = (x["b_in"].double() @ x["b_w"].double().T).float()
-        what = f", beta from b_proj ({str(b_proj).replace('torch.', '')})"
+        what += f", beta from b_proj ({str(b_proj).replace('torch.', '')})"
     before = [(s.clone(), t.clone()) for s, t in zip(x["states"], x["tails"])]
     kda_call(klc, x, B, H, K, V, W)
     klc.sync()
@@ -105,6 +114,10 @@ def kda_case(klc, B, H, K, V, W=4, seed=11, b_proj=None):
     for b in range(B):
         o, S, tail = kda_reference(x["proj"][b], x["conv_w"], before[b][1], x["f"][b], x["beta"][b], x["A_log"], x["dt_bias"],
                                    before[b][0], H, K, V, W, K ** -0.5)
+        if gated_norm:
+            oh = o.view(H, V)
+            oh = oh * torch.rsqrt((oh * oh).mean(1, keepdim=True) + 1e-5) * x["o_norm_w"].double() * torch.sigmoid(x["gate"][b].double().view(H, V))
+            o = oh.reshape(-1)
         eo, es, et = max(eo, rel(x["o"][b], o)), max(es, rel(x["states"][b], S)), max(et, rel(x["tails"][b], tail))
     check(f"kda decode B={B} H={H} K={K} V={V} W={W}{what}: output", eo, 1e-5)
     check(f"kda decode B={B} H={H} K={K} V={V} W={W}{what}: states", es, 1e-5)
@@ -418,8 +431,10 @@ def timing(klc, card):
         print(row, flush=True)
         x["b_in"] = torch.randn(B, 2304, device="cuda")
         x["b_w"] = torch.randn(H, 2304, device="cuda").to(torch.bfloat16)
+        x["o_norm_w"] = torch.ones(K, device="cuda")
+        x["gate"] = torch.randn(B, H * K, device="cuda")
         ms = timed(lambda: kda_call(klc, x, B, H, K, K, W), 50)
-        row = {"what": "kda decode, beta from b_proj (bf16, d 2304) in the launch", "B": B, "H": H, "K": K, "ms": round(ms, 4)}
+        row = {"what": "kda decode, beta from b_proj (bf16, d 2304) and the gated norm in the launch", "B": B, "H": H, "K": K, "ms": round(ms, 4)}
         table.append(row)
         print(row, flush=True)
     for B in (1, 8):
@@ -443,6 +458,9 @@ def main():
     kda_case(klc, 3, 4, 32, 32)
     kda_case(klc, 1, 32, 128, 128, b_proj=torch.bfloat16)
     kda_case(klc, 8, 32, 128, 128, b_proj=torch.float32)
+    kda_case(klc, 3, 4, 32, 32, gated_norm=True)
+    kda_case(klc, 1, 32, 128, 128, b_proj=torch.bfloat16, gated_norm=True)
+    kda_case(klc, 8, 32, 128, 128, b_proj=torch.float32, gated_norm=True)
     kda_case(klc, 2, 5, 100, 100, W=3)
     for exact in (True, False):
         mla_case(klc, [70], H=4, D=80, L=64, exact=exact)

@@ -489,17 +489,19 @@ export class CudaBackend implements Backend<DeviceRows> {
     const B = x.T;
     const n = this.native;
     const c = this.ctx;
-    // A dense b_proj (its 32 rows are never quantized at load) is applied inside the decode launch.
+    // With KLC_FUSED_DECODE=1 the decode launch also applies a dense b_proj (its 32 rows are never
+    // quantized at load) and the gated output norm.
     const bProj = w.bProj;
     const { proj, f, gate } = this.kdaProjections(w, x);
     const beta =
       isQuant(bProj) || !this.fusedDecode ? { beta: this.linear(x, bProj, H).ptr } : { beta: null, x: x.ptr, bW: bProj.ptr, d: x.cols, bWF32: bProj.f32 ? 1 : 0 };
-    const o = this.arena.alloc(B * P * F32);
+    const o = this.rowsOf(B, P);
     n.kdaDecodeBatch(c, {
-      H, K, V: K, W, scale: 1 / Math.sqrt(K), proj, convW: w.conv, g: f.ptr, aLog: w.aLog, dtBias: w.dtBias, o,
+      H, K, V: K, W, scale: 1 / Math.sqrt(K), proj, convW: w.conv, g: f.ptr, aLog: w.aLog, dtBias: w.dtBias, o: o.ptr,
       states: BigUint64Array.from(devs, (s) => s.S), tails: BigUint64Array.from(devs, (s) => s.conv), ...beta,
+      ...(this.fusedDecode ? { oNormW: w.oNorm, gate: gate.ptr, eps: this.config.rmsNormEps } : {}),
     });
-    return this.kdaOutput(w, x, o, false, gate);
+    return this.fusedDecode ? this.linear(o, w.oProj, this.config.hiddenSize) : this.kdaOutput(w, x, o.ptr, false, gate);
   }
 
   /**
@@ -1167,8 +1169,8 @@ function chooseEngine(native: NativeKlc, ctx: NativeContext, want: boolean): { t
 
 /**
  * The decode fusions that have not run on a GPU yet (the shared expert inside the routed experts' small-batch
- * kernels, b_proj inside the KDA decode launch) are taken only with KLC_FUSED_DECODE=1, until test/gpu's
- * checks of them (run-round.sh step fused) pass on a device.
+ * kernels, b_proj and the gated output norm inside the KDA decode launch) are taken only with
+ * KLC_FUSED_DECODE=1, until test/gpu's checks of them (run-round.sh step fused) pass on a device.
  */
 function fusedDecodeByDefault(): boolean {
   return process.env.KLC_FUSED_DECODE === '1';

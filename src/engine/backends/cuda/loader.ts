@@ -72,6 +72,10 @@ export interface NativeKdaDecodeBatchArgs {
   bW?: DevicePtr;
   d?: number;
   bWF32?: number;
+  /** With oNormW [V]: o is written gated-RMSNormed (eps), gated by sigmoid(gate [B, H*V]). */
+  oNormW?: DevicePtr;
+  gate?: DevicePtr;
+  eps?: number;
 }
 
 /** How one row's token is picked on the device (src/engine/sampler.ts TokenPick; vocab ≤ the row length). */
