@@ -18,23 +18,17 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def ptx(source_text, name):
-    """PTX of one translation unit compiled beside native/src's headers."""
-    with tempfile.NamedTemporaryFile("w", suffix=".cu", dir=os.path.join(ROOT, "native", "src"), prefix=".ptx-same-", delete=False) as f:
-        f.write(source_text)
-        path = f.name
-    try:
-        out = path[:-3] + ".ptx"
-        subprocess.run(["nvcc", "-std=c++17", "-arch=sm_90", "-O3", "-I", os.path.join(ROOT, "native", "include"), "-I",
-                        os.path.join(ROOT, "native", "src"), "-ptx", path, "-o", out], check=True)
-        with open(out) as g:
-            return g.read()
-    except subprocess.CalledProcessError:
-        sys.exit(f"{name}: nvcc failed")
-    finally:
-        for p in (path, path[:-3] + ".ptx"):
-            if os.path.exists(p):
-                os.remove(p)
+def ptx(root, rel):
+    """PTX of the translation unit root/rel, compiled against root's native headers."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "out.ptx")
+        try:
+            subprocess.run(["nvcc", "-std=c++17", "-arch=sm_90", "-O3", "-I", os.path.join(root, "native", "include"), "-I",
+                            os.path.join(root, "native", "src"), "-ptx", os.path.join(root, rel), "-o", out], check=True)
+        except subprocess.CalledProcessError:
+            sys.exit(f"{rel} in {root}: nvcc failed")
+        with open(out) as f:
+            return f.read()
 
 
 def key(mangled):
@@ -80,11 +74,12 @@ def main():
         sys.exit(__doc__)
     rev, files = sys.argv[1], sys.argv[2:]
     differ = 0
-    for rel in files:
-        old_text = subprocess.run(["git", "-C", ROOT, "show", f"{rev}:{rel}"], check=True, capture_output=True, text=True).stdout
-        with open(os.path.join(ROOT, rel)) as f:
-            new_text = f.read()
-        old, new = kernels(ptx(old_text, f"{rel}@{rev}")), kernels(ptx(new_text, rel))
+    with tempfile.TemporaryDirectory() as then:
+        # The revision's whole native/ folder, so its sources compile against its own headers.
+        archive = subprocess.run(["git", "-C", ROOT, "archive", rev, "native"], check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", then], input=archive, check=True)
+        pairs = [(rel, kernels(ptx(then, rel)), kernels(ptx(ROOT, rel))) for rel in files]
+    for rel, old, new in pairs:
         for k in sorted(old):
             if k not in new:
                 print(f"{rel} {k}: gone")
