@@ -32,18 +32,20 @@ def ptx(root, rel):
 
 
 def key(mangled):
-    """The kernel's name and template arguments as mangled, without the file's anonymous namespace and a `false` bool."""
-    # A source name is mangled as its length, then the name: the innermost one that names a kernel.
-    found = None
-    for m in re.finditer(r"(?=(\d+))", mangled):
-        n = int(m.group(1))
-        start = m.start() + len(m.group(1))
-        name = mangled[start : start + n]
-        if name.endswith("_kernel") and re.fullmatch(r"[A-Za-z]\w*", name):
-            found = (name, mangled[start + n :])
-    if found is None:
+    """The kernel's name and template arguments as mangled, without its namespaces and trailing `false` bools."""
+    # _ZN, then the nested names each as its length and its text (the file's anonymous namespace, klc, ...), the
+    # kernel's last; or _Z and the one name.
+    i = 3 if mangled.startswith("_ZN") else 2
+    base, rest = None, mangled
+    while i < len(mangled) and mangled[i].isdigit():
+        j = i
+        while mangled[j].isdigit():
+            j += 1
+        n = int(mangled[i:j])
+        base, rest = mangled[j : j + n], mangled[j + n :]
+        i = j + n
+    if base is None:
         sys.exit(f"no kernel name in {mangled}")
-    base, rest = found
     args = rest[1:].split("Ev", 1)[0].rstrip("E") + "E" if rest.startswith("I") else ""
     # Flags added last, left false, name the kernel the revision had.
     while args.endswith("Lb0E"):

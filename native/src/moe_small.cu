@@ -9,10 +9,10 @@
 // Activations and accumulation stay fp32 (as exact as the fp32 CUDA-core path), in both modes.
 #include <cuda_bf16.h>
 
-#include <climits>
 #include <cstdlib>
 
 #include "internal.h"
+#include "moe_pairs.cuh"
 #include "pdl.cuh"
 #include "small_vec.cuh"
 
@@ -32,10 +32,6 @@ constexpr int MAX_DOWN_VECS = 8; // 16-byte vectors of one W2 row per lane: I <=
 // 527 us at 128 pairs, 854 against 779 us at 256 (test/gpu/results/speed_h200.md, milestone 5).
 constexpr int SMALL_MAX_PAIRS = 128;
 static_assert(SMALL_MAX_PAIRS <= MAX_PAIRS, "the kernels keep every pair in shared memory");
-
-// The token of h's row p: routed pairs p = t * k + s come first, then the shared expert's row n + t of token t.
-template <bool WITH_SHARED>
-__device__ __forceinline__ int token_of(int p, int n, int k) { return !WITH_SHARED || p < n ? p / k : p - n; }
 
 // h[p, i] = SiLU(W1_e[i] . x[t]) * (W3_e[i] . x[t]) for every pair p = t * k + s with idx[p] = e.
 // blockIdx.y is a pair; only the first pair naming an expert works, for all pairs naming it. With a
@@ -62,29 +58,7 @@ __global__ void __launch_bounds__(THREADS, 4) moe_small_up_kernel(const float *_
   const bool shared = WITH_SHARED && me == n;
   const int e = shared ? 0 : idx[me];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  if (warp == 0 && shared) {
-    for (int t = lane; t < T; t += 32) pairs[t] = n + t;
-    if (lane == 0) {
-      count = T;
-      repeated = 0;
-    }
-  } else if (warp == 0) {
-    int c = 0;
-    bool earlier = false;
-    for (int base = 0; base < n; base += 32) {
-      const int j = base + lane;
-      const bool same = j < n && idx[j] == e;
-      earlier |= same && j < me;
-      const unsigned later = __ballot_sync(0xffffffffu, same && j >= me);
-      if (same && j >= me) pairs[c + __popc(later & ((1u << lane) - 1u))] = j;
-      c += __popc(later);
-    }
-    earlier = __any_sync(0xffffffffu, earlier);
-    if (lane == 0) {
-      count = c;
-      repeated = earlier;
-    }
-  }
+  if (warp == 0) collect_pairs(idx, me, e, shared, n, T, lane, pairs, count, repeated);
   __syncthreads();
   if (repeated) return;
   const int row = blockIdx.x * WARPS + warp;
@@ -135,27 +109,14 @@ __global__ void __launch_bounds__(THREADS) moe_small_down_kernel(const float *__
   }
   pdl_wait();
   pdl_trigger();
-  constexpr int SHARED = INT_MAX;  // the shared expert's key: after every routed expert
   __shared__ int s_idx[MAX_PAIRS], order[MAX_PAIRS];
   const int m = WITH_SHARED ? n + T : n;
-  for (int j = threadIdx.x; j < m; j += THREADS) s_idx[j] = j < n ? idx[j] : SHARED;
-  __syncthreads();
-  // order[] lists the pairs by (expert, pair): each expert's pairs side by side, experts ascending.
-  for (int j = threadIdx.x; j < m; j += THREADS) {
-    const int e = s_idx[j];
-    int pos = 0;
-    for (int q = 0; q < m; ++q) {
-      const int f = s_idx[q];
-      pos += f < e || (f == e && q < j);
-    }
-    order[pos] = j;
-  }
-  __syncthreads();
+  sort_pairs<THREADS>(idx, n, m, s_idx, order);
   const int lane = threadIdx.x & 31, col = blockIdx.x * WARPS + (threadIdx.x >> 5);
   if (col >= d) return;
   const int nv = I / 8;
   auto load = [&](int e, uint4 *dst) {
-    const bf16 *row = WITH_SHARED && e == SHARED ? s2 + (size_t)col * I : w2 + ((size_t)e * d + col) * I;
+    const bf16 *row = WITH_SHARED && e == SHARED_EXPERT ? s2 + (size_t)col * I : w2 + ((size_t)e * d + col) * I;
 #pragma unroll
     for (int i = 0; i < VECS; ++i) {
       const int v = lane + 32 * i;

@@ -14,10 +14,10 @@
 // grouped GEMMs on it.
 #include <cuda_bf16.h>
 
-#include <climits>
 #include <string>
 
 #include "internal.h"
+#include "moe_pairs.cuh"
 #include "pdl.cuh"
 #include "small_vec.cuh"
 #include "wq.cuh"
@@ -36,10 +36,6 @@ constexpr int MAX_DOWN_UNITS = 8; // runs of 8 codes of one W2 row per lane: I <
 // The bf16 small-batch path's limit (moe_small.cu): the same crossover is assumed, since the
 // quantized kernels read fewer bytes for the same work.
 constexpr int SMALL_MAX_PAIRS = 128;
-
-// The token of h's row p: routed pairs p = t * k + s come first, then the shared expert's row n + t of token t.
-template <bool WITH_SHARED>
-__device__ __forceinline__ int token_of(int p, int n, int k) { return !WITH_SHARED || p < n ? p / k : p - n; }
 
 // h[p, i] = SiLU(W1_e[i] . x[t]) * (W3_e[i] . x[t]) for every pair p = t * k + s with idx[p] = e; with a
 // shared expert (blockIdx.y == n, grid n + 1 high) also h[n + t, i] from its W1/W3 (s13) for every token t.
@@ -62,29 +58,7 @@ __global__ void __launch_bounds__(THREADS, 3) moe_wq_up_kernel(const float *__re
   const bool shared = WITH_SHARED && me == n;
   const int e = shared ? 0 : idx[me];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  if (warp == 0 && shared) {
-    for (int t = lane; t < T; t += 32) pairs[t] = n + t;
-    if (lane == 0) {
-      count = T;
-      repeated = 0;
-    }
-  } else if (warp == 0) {
-    int c = 0;
-    bool earlier = false;
-    for (int base = 0; base < n; base += 32) {
-      const int j = base + lane;
-      const bool same = j < n && idx[j] == e;
-      earlier |= same && j < me;
-      const unsigned later = __ballot_sync(0xffffffffu, same && j >= me);
-      if (same && j >= me) pairs[c + __popc(later & ((1u << lane) - 1u))] = j;
-      c += __popc(later);
-    }
-    earlier = __any_sync(0xffffffffu, earlier);
-    if (lane == 0) {
-      count = c;
-      repeated = earlier;
-    }
-  }
+  if (warp == 0) collect_pairs(idx, me, e, shared, n, T, lane, pairs, count, repeated);
   __syncthreads();
   if (repeated) return;
   const int row = blockIdx.x * WARPS + warp;
@@ -156,21 +130,9 @@ __global__ void __launch_bounds__(THREADS) moe_wq_down_kernel(const float *__res
   }
   pdl_wait();
   pdl_trigger();
-  constexpr int SHARED = INT_MAX;  // the shared expert's key: after every routed expert
   __shared__ int s_idx[MAX_PAIRS], order[MAX_PAIRS];
   const int m = with_shared ? n + T : n;
-  for (int j = threadIdx.x; j < m; j += THREADS) s_idx[j] = j < n ? idx[j] : SHARED;
-  __syncthreads();
-  for (int j = threadIdx.x; j < m; j += THREADS) {
-    const int e = s_idx[j];
-    int pos = 0;
-    for (int q = 0; q < m; ++q) {
-      const int f = s_idx[q];
-      pos += f < e || (f == e && q < j);
-    }
-    order[pos] = j;
-  }
-  __syncthreads();
+  sort_pairs<THREADS>(idx, n, m, s_idx, order);
   const int lane = threadIdx.x & 31, col = blockIdx.x * WARPS + (threadIdx.x >> 5);
   if (col >= d) return;
   constexpr int BITS = bits_of<C>;
@@ -179,7 +141,7 @@ __global__ void __launch_bounds__(THREADS) moe_wq_down_kernel(const float *__res
   // With an expert's codes, the lines of their scales and zero points are brought into L1 (no
   // register held): decoding the expert then waits on L1, not on a DRAM round trip after the codes.
   auto load = [&](int e, Raw8<BITS> *dst) {
-    const bool sh = WITH_SHARED && e == SHARED;
+    const bool sh = WITH_SHARED && e == SHARED_EXPERT;
     const klc_wq w = sh ? s2 : w2;
     const size_t row = (size_t)(sh ? 0 : e) * d + col;
     const int32_t *codes = w.w_packed + row * (I / PER_WORD);
@@ -203,7 +165,7 @@ __global__ void __launch_bounds__(THREADS) moe_wq_down_kernel(const float *__res
     int q = p + 1;
     while (q < m && s_idx[order[q]] == e) ++q;
     if (q < m) load(s_idx[order[q]], next);  // in flight while this expert's dots run
-    const bool sh = WITH_SHARED && e == SHARED;
+    const bool sh = WITH_SHARED && e == SHARED_EXPERT;
     const klc_wq w = sh ? s2 : w2;
     const int row = (sh ? 0 : e) * d + col, groups = I / w.group;
     float f[UNITS][8];

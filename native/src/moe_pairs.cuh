@@ -1,0 +1,65 @@
+// The (token, slot) pairs of the small-batch MoE kernels (moe_small.cu, moe_small_wq.cu): which ones a CTA of
+// the up kernels works for, and the order in which the down kernels add them.
+#pragma once
+
+#include <climits>
+
+namespace klc_small {
+
+// The shared expert's key among the routed experts' indices: after every one of them.
+constexpr int SHARED_EXPERT = INT_MAX;
+
+// The token of h's row p: routed pairs p = t * k + s come first, then the shared expert's row n + t of token t.
+template <bool WITH_SHARED>
+__device__ __forceinline__ int token_of(int p, int n, int k) { return !WITH_SHARED || p < n ? p / k : p - n; }
+
+// Run by warp 0 of the CTA for pair `me` (idx[me] = e): pairs gets every pair j >= me that chose e, count their
+// number, repeated whether a pair before me chose e too (that pair's CTA does the work). The shared expert's CTA
+// (shared) takes rows n .. n + T - 1, one per token.
+__device__ __forceinline__ void collect_pairs(const int *idx, int me, int e, bool shared, int n, int T, int lane, int *pairs, int &count,
+                                              int &repeated) {
+  if (shared) {
+    for (int t = lane; t < T; t += 32) pairs[t] = n + t;
+    if (lane == 0) {
+      count = T;
+      repeated = 0;
+    }
+    return;
+  }
+  int c = 0;
+  bool earlier = false;
+  for (int base = 0; base < n; base += 32) {
+    const int j = base + lane;
+    const bool same = j < n && idx[j] == e;
+    earlier |= same && j < me;
+    const unsigned later = __ballot_sync(0xffffffffu, same && j >= me);
+    if (same && j >= me) pairs[c + __popc(later & ((1u << lane) - 1u))] = j;
+    c += __popc(later);
+  }
+  earlier = __any_sync(0xffffffffu, earlier);
+  if (lane == 0) {
+    count = c;
+    repeated = earlier;
+  }
+}
+
+// Run by the whole CTA (THREADS threads): s_idx[j] the expert of pair j (SHARED_EXPERT for the m - n shared
+// expert rows after the routed pairs), and order[] the m pairs by (expert, pair): each expert's pairs side by
+// side, experts ascending.
+template <int THREADS>
+__device__ __forceinline__ void sort_pairs(const int *idx, int n, int m, int *s_idx, int *order) {
+  for (int j = threadIdx.x; j < m; j += THREADS) s_idx[j] = j < n ? idx[j] : SHARED_EXPERT;
+  __syncthreads();
+  for (int j = threadIdx.x; j < m; j += THREADS) {
+    const int e = s_idx[j];
+    int pos = 0;
+    for (int q = 0; q < m; ++q) {
+      const int f = s_idx[q];
+      pos += f < e || (f == e && q < j);
+    }
+    order[pos] = j;
+  }
+  __syncthreads();
+}
+
+}  // namespace klc_small
