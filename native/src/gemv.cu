@@ -53,26 +53,20 @@ struct Vec<float> {
 };
 
 // LANES lanes per output column, M <= ROWS; blockIdx.z is the batch.
-// Launched with Programmatic Dependent Launch, a warp requests its columns' weights into L2 before it
-// waits for the kernel that writes X: a decode step's router (2.4 MB of fp32 over 32 CTAs) then reads
-// them while the norm before it runs. Only a request into L2, where every write lands: even a W that
-// the kernel before writes is read as written.
 template <typename WT, int LANES, int ROWS>
 __global__ void __launch_bounds__(THREADS) gemv_kernel(GemvArgs a) {
-  constexpr int PER_WARP = 32 / LANES, VEC = Vec<WT>::n, LINE = 128 / 16;  // 16-byte vectors per 128-byte line
+  constexpr int PER_WARP = 32 / LANES, VEC = Vec<WT>::n;
+  pdl_wait();
+  pdl_trigger();
   const int lane = threadIdx.x & 31;
   const int first = (blockIdx.x * WARPS + (threadIdx.x >> 5)) * PER_WARP;
+  if (first >= a.N) return;
   const int col = first + lane / LANES, sub = lane % LANES;
   const bool live = col < a.N;
   const WT *w = static_cast<const WT *>(a.w) + (size_t)blockIdx.z * a.sw + (size_t)(live ? col : first) * a.K;
-  const int nv = a.K / VEC;
-  if (first < a.N)
-    for (int v = sub * LINE; v < nv; v += LANES * LINE) prefetch_l2(w + (size_t)v * VEC);
-  pdl_wait();
-  pdl_trigger();
-  if (first >= a.N) return;
   const float *x = a.x + (size_t)blockIdx.z * a.sx;
   float acc[ROWS] = {};
+  const int nv = a.K / VEC;
 #pragma unroll 4
   for (int v = sub; v < nv; v += LANES) {
     const uint4 wv = load_stream(w + (size_t)v * VEC);
