@@ -187,6 +187,13 @@ KLC_API int klc_mla_heads_wanted(klc_ctx *ctx, int T, int start, int nope, int r
  * ascending expert order with weights sigmoid(logit) / (sum over the chosen + 1e-20 if renorm) * scaling. */
 KLC_API int klc_moe_route(klc_ctx *ctx, const float *logits, const float *bias, int32_t *idx, float *w, int T, int E, int k,
                           int renorm, float scaling);
+/* The most rows of klc_moe_router, klc_moe_block and klc_moe_block_wq (a decode step's batch). */
+#define KLC_MOE_BLOCK_MAX_ROWS 8
+/* klc_moe_route of the router's logits computed in the same launch, for a decode step's rows: logits [T, E] =
+ * x [T, d] Wᵀ (w_router [E, d] bf16, or fp32 with w_f32; fp32 sums) are written, and idx and w are klc_moe_route's
+ * of them. T <= KLC_MOE_BLOCK_MAX_ROWS, E <= 256, k <= 16. One launch instead of two. */
+KLC_API int klc_moe_router(klc_ctx *ctx, const float *x, const void *w_router, int w_f32, const float *bias, float *logits, int32_t *idx,
+                           float *w, int T, int d, int E, int k, int renorm, float scaling);
 /* out[t] += sum_s w[t,s] * expert_{idx[t,s]}(x[t]) with expert_e(x) = W2_e (SiLU(W1_e x) * (W3_e x)); w13 is
  * [E, 2I, d] (W1_e rows then W3_e rows), w2 [E, d, I]. Tokens are grouped by expert on the GPU; ws holds
  * klc_moe_workspace_bytes(). w_f32 = 1: the expert weights are fp32. */
@@ -200,7 +207,6 @@ KLC_API int klc_moe_experts(klc_ctx *ctx, const float *x, const int32_t *idx, co
  * added after the routed ones: two launches for the block instead of five. Otherwise (more pairs, or
  * KLC_SMALL_BATCH=0) it runs first as klc_linear, SwiGLU and klc_linear into out, and the routed
  * experts add to it. */
-#define KLC_MOE_BLOCK_MAX_ROWS 8
 KLC_API int klc_moe_block(klc_ctx *ctx, const float *x, const int32_t *idx, const float *w, const void *w13, const void *w2,
                           const void *shared_w13, const void *shared_w2, float *out, void *ws, size_t ws_bytes, int T, int d, int I, int E,
                           int k);

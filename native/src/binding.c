@@ -776,6 +776,26 @@ static napi_value js_moe_experts_wq(napi_env env, napi_callback_info info) {
                                       ws_bytes, dense, dense_f32, T, d, I, E, k));
 }
 
+/* (ctx, x, wRouter, wF32, bias, logits, idx, w, T, d, E, k, renorm, scaling) */
+static napi_value js_moe_router(napi_env env, napi_callback_info info) {
+  napi_value argv[14];
+  klc_ctx *ctx;
+  void *x, *wr, *bias, *logits, *idx, *wt;
+  int32_t w_f32, T, d, E, k, renorm;
+  double scaling;
+  if (!get_args(env, info, 14, argv) || !get_ctx(env, argv[0], &ctx) || !get_ptr(env, argv[1], &x) || !get_ptr(env, argv[2], &wr) ||
+      !get_i32(env, argv[3], &w_f32) || !get_ptr(env, argv[4], &bias) || !get_ptr(env, argv[5], &logits) || !get_ptr(env, argv[6], &idx) ||
+      !get_ptr(env, argv[7], &wt) || !get_i32(env, argv[8], &T) || !get_i32(env, argv[9], &d) || !get_i32(env, argv[10], &E) ||
+      !get_i32(env, argv[11], &k) || !get_i32(env, argv[12], &renorm))
+    return NULL;
+  if (napi_get_value_double(env, argv[13], &scaling) != napi_ok) {
+    napi_throw_type_error(env, "ARG", "klc binding: expected a number for the routed scaling factor");
+    return NULL;
+  }
+  return done(env, klc_moe_router(ctx, (const float *)x, wr, w_f32, (const float *)bias, (float *)logits, (int32_t *)idx, (float *)wt, T, d,
+                                  E, k, renorm, (float)scaling));
+}
+
 /* (ctx, x, idx, w, w13, w2, sharedW13, sharedW2, out, ws, wsBytes, T, d, I, E, k): bf16 experts */
 static napi_value js_moe_block(napi_env env, napi_callback_info info) {
   napi_value argv[16];
@@ -1177,6 +1197,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"wqQuantizeBf16", NULL, js_wq_quantize_bf16, NULL, NULL, NULL, napi_enumerable, NULL},
       {"moeDenseBytes", NULL, js_moe_dense_bytes, NULL, NULL, NULL, napi_enumerable, NULL},
       {"moeExpertsWq", NULL, js_moe_experts_wq, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"moeRouter", NULL, js_moe_router, NULL, NULL, NULL, napi_enumerable, NULL},
       {"moeBlock", NULL, js_moe_block, NULL, NULL, NULL, napi_enumerable, NULL},
       {"moeBlockWq", NULL, js_moe_block_wq, NULL, NULL, NULL, napi_enumerable, NULL},
       {"hostAlloc", NULL, js_host_alloc, NULL, NULL, NULL, napi_enumerable, NULL},

@@ -33,6 +33,8 @@ struct klc_ctx {
   size_t wq_partial_floats = 0;
   int *wq_arrivals = nullptr;
   size_t wq_arrivals_count = 0;
+  // The arrival counter of klc_moe_router's CTAs (zero between launches: the last CTA resets it), made on first need.
+  int *route_arrivals = nullptr;
   // Counts the moves of the buffers above (each regrowth frees the old one): a CUDA graph recorded
   // before a move would replay with a freed address, so klc_graph_launch refuses it.
   unsigned long long buffers_moved = 0;

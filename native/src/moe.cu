@@ -37,15 +37,74 @@ __global__ void silu_mul_kernel(const float *gu, float *h, int rows, int I) {
 constexpr int ROUTE_WARPS = 4;
 constexpr int ROUTE_MAX_K = 16;
 
-template <int PER_LANE>  // E <= 32 * PER_LANE
-__global__ void __launch_bounds__(32 * ROUTE_WARPS) moe_route_kernel(const float *logits, const float *bias, int *idx, float *wout,
-                                                                     int T, int E, int k, int renorm, float scaling) {
+// The router's logits computed in the same launch (klc_moe_router, decode): CTA c computes the logits of experts
+// 2c and 2c + 1 for the T <= ROUTER_ROWS rows, four warps each splitting d; the last CTA to finish routes row t
+// with warp t.
+constexpr int ROUTER_WARPS = 8, ROUTER_SPLIT = 4, ROUTER_COLS = ROUTER_WARPS / ROUTER_SPLIT, ROUTER_ROWS = KLC_MOE_BLOCK_MAX_ROWS;
+static_assert(ROUTER_ROWS <= ROUTER_WARPS, "the last CTA routes row t with warp t");
+
+struct RouterArgs {
+  const float *x;  // [T, d]
+  const void *w;   // [E, d], bf16 or fp32 (w_f32)
+  int w_f32, d;
+  float *logits;   // [T, E], written
+  int *arrivals;   // zero between launches
+};
+
+// This CTA's logits; true in the CTA that arrives last, once every CTA's logits are written.
+template <typename WT>
+__device__ bool router_logits(const RouterArgs &r, int T, int E, int lane, int warp) {
+  __shared__ float part[ROUTER_WARPS][ROUTER_ROWS];
+  __shared__ int last;
+  const int col = blockIdx.x * ROUTER_COLS + warp / ROUTER_SPLIT, quarter = warp % ROUTER_SPLIT;
+  float acc[ROUTER_ROWS] = {};
+  if (col < E) {
+    const WT *w = static_cast<const WT *>(r.w) + (size_t)col * r.d;
+#pragma unroll 6
+    for (int c = quarter * 32 + lane; c < r.d; c += 32 * ROUTER_SPLIT) {
+      const float wc = wval(w, c);
+#pragma unroll
+      for (int t = 0; t < ROUTER_ROWS; ++t)
+        if (t < T) acc[t] = fmaf(wc, r.x[(size_t)t * r.d + c], acc[t]);
+    }
+  }
+#pragma unroll
+  for (int t = 0; t < ROUTER_ROWS; ++t) {
+    const float v = warp_sum(acc[t]);
+    if (lane == 0) part[warp][t] = v;
+  }
+  __syncthreads();
+  if ((int)threadIdx.x < ROUTER_COLS * T) {
+    const int cc = threadIdx.x / T, t = threadIdx.x % T, e = blockIdx.x * ROUTER_COLS + cc;
+    float sum = 0.f;
+    for (int q = 0; q < ROUTER_SPLIT; ++q) sum += part[cc * ROUTER_SPLIT + q][t];
+    if (e < E) r.logits[(size_t)t * E + e] = sum;
+  }
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) last = atomicAdd(r.arrivals, 1) == (int)gridDim.x - 1;
+  __syncthreads();
+  if (!last) return false;
+  __threadfence();
+  if (threadIdx.x == 0) *r.arrivals = 0;
+  return true;
+}
+
+// FUSED: the logits are computed first (router_logits), and the last CTA routes every row.
+template <int PER_LANE, bool FUSED>  // E <= 32 * PER_LANE
+__global__ void __launch_bounds__(FUSED ? 32 * ROUTER_WARPS : 32 * ROUTE_WARPS)
+    moe_route_kernel(const float *logits, const float *bias, int *idx, float *wout, int T, int E, int k, int renorm, float scaling,
+                     RouterArgs router) {
   pdl_wait();
   pdl_trigger();
-  __shared__ int s_chosen[ROUTE_WARPS][ROUTE_MAX_K];
-  __shared__ float s_score[ROUTE_WARPS][ROUTE_MAX_K];
+  constexpr int WARPS = FUSED ? ROUTER_WARPS : ROUTE_WARPS;
+  __shared__ int s_chosen[WARPS][ROUTE_MAX_K];
+  __shared__ float s_score[WARPS][ROUTE_MAX_K];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int t = blockIdx.x * ROUTE_WARPS + warp;
+  if constexpr (FUSED) {
+    if (!(router.w_f32 ? router_logits<float>(router, T, E, lane, warp) : router_logits<__nv_bfloat16>(router, T, E, lane, warp))) return;
+  }
+  const int t = FUSED ? warp : blockIdx.x * ROUTE_WARPS + warp;
   if (t >= T) return;
   const float *lg = logits + (size_t)t * E;
   // Bit j of `taken` marks expert lane + 32 j as chosen (or past E).
@@ -169,9 +228,34 @@ int klc_moe_route(klc_ctx *ctx, const float *logits, const float *bias, int32_t 
   if (!logits || !bias || !idx || !w || T < 1 || E < 1 || E > 32 * 32 || k < 1 || k > ROUTE_MAX_K || k > E)
     return fail(KLC_E_ARG, "klc_moe_route: bad pointers or shape (at most 1024 experts, top-k at most 16)");
   const int blocks = (T + ROUTE_WARPS - 1) / ROUTE_WARPS, threads = 32 * ROUTE_WARPS;
-  const cudaError_t e = E <= 32 * 8 ? launch_pdl(ctx, moe_route_kernel<8>, blocks, threads, 0, logits, bias, idx, w, T, E, k, renorm, scaling)
-                                    : launch_pdl(ctx, moe_route_kernel<32>, blocks, threads, 0, logits, bias, idx, w, T, E, k, renorm, scaling);
+  const RouterArgs none{};
+  const cudaError_t e = E <= 32 * 8
+                            ? launch_pdl(ctx, moe_route_kernel<8, false>, blocks, threads, 0, logits, bias, idx, w, T, E, k, renorm, scaling, none)
+                            : launch_pdl(ctx, moe_route_kernel<32, false>, blocks, threads, 0, logits, bias, idx, w, T, E, k, renorm, scaling, none);
   return launched(e, "the MoE router");
+}
+
+int klc_moe_router(klc_ctx *ctx, const float *x, const void *w_router, int w_f32, const float *bias, float *logits, int32_t *idx, float *w,
+                   int T, int d, int E, int k, int renorm, float scaling) {
+  int rc = use_device(ctx);
+  if (rc) return rc;
+  if (!x || !w_router || !bias || !logits || !idx || !w || T < 1 || T > ROUTER_ROWS || d < 1 || E < 1 || E > 32 * 8 || k < 1 ||
+      k > ROUTE_MAX_K || k > E)
+    return fail(KLC_E_ARG, "klc_moe_router: bad pointers or shape (1.." + std::to_string(ROUTER_ROWS) +
+                               " rows, at most 256 experts, top-k at most 16)");
+  if (!ctx->route_arrivals) {
+    cudaError_t e = cudaMalloc(&ctx->route_arrivals, sizeof(int));
+    if (e == cudaSuccess) e = cudaMemsetAsync(ctx->route_arrivals, 0, sizeof(int), ctx->stream);
+    if (e != cudaSuccess) {
+      if (ctx->route_arrivals) cudaFree(ctx->route_arrivals);
+      ctx->route_arrivals = nullptr;
+      return fail_cuda(e, "allocating the MoE router's arrival counter");
+    }
+  }
+  const RouterArgs r{x, w_router, w_f32, d, logits, ctx->route_arrivals};
+  const int blocks = (E + ROUTER_COLS - 1) / ROUTER_COLS;
+  return launched(launch_pdl(ctx, moe_route_kernel<8, true>, blocks, 32 * ROUTER_WARPS, 0, logits, bias, idx, w, T, E, k, renorm, scaling, r),
+                  "the MoE router (logits and top-k in one launch)");
 }
 
 size_t klc_moe_workspace_bytes(int T, int d, int I, int E, int k) {

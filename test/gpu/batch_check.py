@@ -1,4 +1,5 @@
-"""Device check of the batched decode kernels (native/src/batch_decode.cu) and of device sampling
+"""Device check of the batched decode kernels (native/src/batch_decode.cu), the router in one launch
+(klc_moe_router, native/src/moe.cu) and of device sampling
 (native/src/sample.cu) against float64 torch references and a Python port of pickToken
 (src/engine/sampler.ts), then a timing table with CUDA events. Prints one line per case, writes
 all results as JSON to argv[1] and exits non-zero when a case fails."""
@@ -122,6 +123,35 @@ def kda_case(klc, B, H, K, V, W=4, seed=11, b_proj=None, gated_norm=False):
     check(f"kda decode B={B} H={H} K={K} V={V} W={W}{what}: output", eo, 1e-5)
     check(f"kda decode B={B} H={H} K={K} V={V} W={W}{what}: states", es, 1e-5)
     check(f"kda decode B={B} H={H} K={K} V={V} W={W}{what}: conv tails", et, 1e-6)
+
+
+# ---- MoE router --------------------------------------------------------------------------------------
+
+def router_case(klc, T, E, d, k, w_dtype, renorm=True, scaling=2.5, seed=3):
+    """klc_moe_router: the logits against float64 x Wᵀ, and the choices and weights against a float64 top-k of
+    sigmoid(logit) + bias over the logits the kernel wrote (so a near tie that fp32 rounding flips is not
+    counted against the choice), ascending, weights sigmoid(logit) renormalised and scaled."""
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    x = torch.randn(T, d, device="cuda", generator=g)
+    w = (torch.randn(E, d, device="cuda", generator=g) * 0.05).to(w_dtype).contiguous()
+    bias = (torch.randn(E, device="cuda", generator=g) * 0.1).contiguous()
+    logits = torch.full((T, E), float("nan"), device="cuda")
+    idx = torch.full((T, k), -1, dtype=torch.int32, device="cuda")
+    wt = torch.full((T, k), float("nan"), device="cuda")
+    for _ in range(2):  # twice: the last CTA resets the arrival counter for the next launch
+        klc._check(klc.lib.klc_moe_router(klc.ctx, c_p(x.data_ptr()), c_p(w.data_ptr()), int(w_dtype == torch.float32), c_p(bias.data_ptr()),
+                                          c_p(logits.data_ptr()), c_p(idx.data_ptr()), c_p(wt.data_ptr()), T, d, E, k, int(renorm), c_f(scaling)))
+    klc.sync()
+    want = x.double() @ w.double().T
+    got = logits.double()
+    scores = torch.sigmoid(got) + bias.double()
+    chosen = scores.topk(k, 1).indices.sort(1).values
+    sw = torch.sigmoid(got.gather(1, chosen))
+    want_w = sw / (sw.sum(1, keepdim=True) + 1e-20 if renorm else 1.0) * scaling
+    name = f"moe router T={T} E={E} d={d} top-{k} {str(w_dtype).replace('torch.', '')}"
+    check(name + ": logits", rel(logits, want), 1e-5)
+    check(name + ": choices", float((idx.long() != chosen).sum().item()), 0.5)
+    check(name + ": weights", rel(wt, want_w), 1e-6)
 
 
 # ---- MLA -------------------------------------------------------------------------------------------
@@ -462,6 +492,10 @@ def main():
     kda_case(klc, 1, 32, 128, 128, b_proj=torch.bfloat16, gated_norm=True)
     kda_case(klc, 8, 32, 128, 128, b_proj=torch.float32, gated_norm=True)
     kda_case(klc, 2, 5, 100, 100, W=3)
+    router_case(klc, 1, 256, 2304, 8, torch.float32)
+    router_case(klc, 8, 256, 2304, 8, torch.bfloat16)
+    router_case(klc, 3, 8, 128, 2, torch.float32, renorm=False, scaling=1.0)
+    router_case(klc, 5, 200, 1000, 6, torch.bfloat16)
     for exact in (True, False):
         mla_case(klc, [70], H=4, D=80, L=64, exact=exact)
         mla_case(klc, [1, 63, 300], H=4, D=80, L=64, exact=exact)

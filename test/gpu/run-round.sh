@@ -54,7 +54,7 @@ for step in ${STEPS:-mla bench model hf quant}; do
     # model (INT8 at load) with them off and on, interleaved, at a 256-token and a 128k context.
     fused) ( source test/gpu/device-env.sh; cd test/gpu && KLC_CUDA_EXACT=1 QUANT_CASES=block PYTHONUNBUFFERED=1 timeout 120 python3 quant_check.py &&
              timeout 150 python3 batch_check.py "$OUT/fused/batch.json" ) > "$OUT/fused/checks.log" 2>&1 || rc=1
-         grep -E "FAIL|MoE block|b_proj|gated norm|cases ok|Error" "$OUT/fused/checks.log" | cut -c1-200
+         grep -E "FAIL|MoE block|b_proj|gated norm|moe router|cases ok|Error" "$OUT/fused/checks.log" | cut -c1-200
          for ctx in 256 256 131072; do for f in 0 1; do
            ( source test/gpu/device-env.sh; KLC_FUSED_DECODE=$f timeout 150 node .device/decode-profile.cjs 100 --quantization int8 --context $ctx ) 2>&1 |
              grep -E "^decode|rror" | sed "s/^/context $ctx, KLC_FUSED_DECODE=$f: /" | tee -a "$OUT/fused/ab.log"

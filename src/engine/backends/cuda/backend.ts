@@ -85,8 +85,10 @@ const CACHE_BF16 = 1;
 const NATIVE_KDA_CHUNK = 64;
 /** Rows klc_wq_gemv takes: more go through dequantization and a GEMM. */
 const WQ_GEMV_ROWS = 8;
-/** The most rows of a MoE block with its shared expert in one call (KLC_MOE_BLOCK_MAX_ROWS). */
+/** The most rows of a MoE block with its shared expert, or of the router in one launch, in one call (KLC_MOE_BLOCK_MAX_ROWS). */
 const MOE_BLOCK_ROWS = 8;
+/** The most experts klc_moe_router routes. */
+const ROUTER_MAX_EXPERTS = 256;
 /** The most matrices of one klc_wq_gemv_many launch (KLC_WQ_JOBS_MAX). */
 const WQ_JOBS_MAX = 4;
 /** KLC_MAX_DECODE_BATCH of klc_native.h: sequences per batched decode launch. */
@@ -698,10 +700,17 @@ export class CudaBackend implements Backend<DeviceRows> {
     const T = x.T;
     const n = this.native;
     const c = this.ctx;
-    const logits = this.linear(x, w.router, E);
     const idx = this.arena.alloc(T * k * 4);
     const weight = this.arena.alloc(T * k * F32);
-    n.moeRoute(c, logits.ptr, w.bias, idx, weight, T, E, k, renormalize ? 1 : 0, routedScalingFactor);
+    const router = w.router;
+    let logits: DeviceRows;
+    if (this.fusedDecode && !isQuant(router) && T <= MOE_BLOCK_ROWS && E <= ROUTER_MAX_EXPERTS) {
+      logits = this.rowsOf(T, E);
+      n.moeRouter(c, x.ptr, router.ptr, router.f32 ? 1 : 0, w.bias, logits.ptr, idx, weight, T, d, E, k, renormalize ? 1 : 0, routedScalingFactor);
+    } else {
+      logits = this.linear(x, router, E);
+      n.moeRoute(c, logits.ptr, w.bias, idx, weight, T, E, k, renormalize ? 1 : 0, routedScalingFactor);
+    }
     if (capture) {
       capture(`router_logits.${layer}`, this.toHost(logits));
       const ids = new Int32Array(T * k);
@@ -1168,9 +1177,10 @@ function chooseEngine(native: NativeKlc, ctx: NativeContext, want: boolean): { t
 }
 
 /**
- * The decode fusions that have not run on a GPU yet (the shared expert inside the routed experts' small-batch
- * kernels, b_proj and the gated output norm inside the KDA decode launch) are taken only with
- * KLC_FUSED_DECODE=1, until test/gpu's checks of them (run-round.sh step fused) pass on a device.
+ * The decode fusions that have not run on a GPU yet (the router's logits and top-k in one launch, the shared
+ * expert inside the routed experts' small-batch kernels, b_proj and the gated output norm inside the KDA decode
+ * launch) are taken only with KLC_FUSED_DECODE=1, until test/gpu's checks of them (run-round.sh step fused)
+ * pass on a device.
  */
 function fusedDecodeByDefault(): boolean {
   return process.env.KLC_FUSED_DECODE === '1';

@@ -191,6 +191,11 @@ export interface NativeKlc {
     ctx: NativeContext, x: DevicePtr, idx: DevicePtr, w: DevicePtr, w13: NativeWq, w2: NativeWq, out: DevicePtr, ws: DevicePtr,
     wsBytes: number, dense: DevicePtr | null, denseF32: number, T: number, d: number, I: number, E: number, k: number,
   ): void;
+  /** The router's logits x Wᵀ (W [E, d] bf16, or fp32) and their top-k (moeRoute's) in one launch, for up to 8 rows (klc_moe_router). */
+  moeRouter(
+    ctx: NativeContext, x: DevicePtr, w: DevicePtr, wF32: number, bias: DevicePtr, logits: DevicePtr, idx: DevicePtr, weight: DevicePtr,
+    T: number, d: number, E: number, k: number, renorm: number, scaling: number,
+  ): void;
   /**
    * The whole MoE block of up to 8 decode rows on bf16 experts: out = the shared expert (sharedW13 [2I, d], sharedW2
    * [d, I], bf16) + the routed experts, written; the shared expert runs inside the routed experts' small-batch
