@@ -51,12 +51,13 @@ for step in ${STEPS:-mla bench model hf quant}; do
     mlaprofile) OUT=$OUT/mlaprofile timeout "$t" bash test/gpu/run-mla-profile.sh > "$OUT/mlaprofile/run.log" 2>&1 || rc=1
          cat "$OUT/mlaprofile/run.log" ;;
     # The decode fusions taken with KLC_FUSED_DECODE=1: their kernels against float64, then decode steps of the 48B
-    # model (INT8 at load) with them off and on, interleaved, at a 256-token and a 128k context.
+    # model (FUSED_QUANT at load, default int8; none, bf16, needs an H200) with them off and on, interleaved, at a
+    # 256-token and a 128k context.
     fused) ( source test/gpu/device-env.sh; cd test/gpu && KLC_CUDA_EXACT=1 QUANT_CASES=block PYTHONUNBUFFERED=1 timeout 120 python3 quant_check.py &&
              timeout 150 python3 batch_check.py "$OUT/fused/batch.json" ) > "$OUT/fused/checks.log" 2>&1 || rc=1
          grep -E "FAIL|MoE block|b_proj|gated norm|moe router|cases ok|Error" "$OUT/fused/checks.log" | cut -c1-200
          for ctx in 256 256 131072; do for f in 0 1; do
-           ( source test/gpu/device-env.sh; KLC_FUSED_DECODE=$f timeout 150 node .device/decode-profile.cjs 100 --quantization int8 --context $ctx ) 2>&1 |
+           ( source test/gpu/device-env.sh; KLC_FUSED_DECODE=$f timeout 150 node .device/decode-profile.cjs 100 --quantization "${FUSED_QUANT:-int8}" --context $ctx ) 2>&1 |
              grep -E "^decode|rror" | sed "s/^/context $ctx, KLC_FUSED_DECODE=$f: /" | tee -a "$OUT/fused/ab.log"
          done; done ;;
     quantmodel) OUT=$OUT/quantmodel QUANT_KERNELS=0 timeout "$(( t < 180 ? t : 180 ))" bash test/gpu/run-quant.sh || rc=1 ;;
