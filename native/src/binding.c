@@ -696,19 +696,28 @@ static napi_value js_wq_gemv(napi_env env, napi_callback_info info) {
   return done(env, klc_wq_gemv(ctx, (const float *)x, ldx, &w, (float *)y, ldy, M, acc));
 }
 
+/* The length of a JS array of 1..max items (what: the argument's name, items: what it holds, for the message). */
+static int get_array_length(napi_env env, napi_value v, uint32_t max, const char *what, const char *items, uint32_t *n) {
+  bool is_array = false;
+  napi_is_array(env, v, &is_array);
+  if (!is_array || napi_get_array_length(env, v, n) != napi_ok || *n < 1 || *n > max) {
+    char msg[160];
+    snprintf(msg, sizeof msg, "klc binding: '%s' must be an array of 1 to %u %s", what, max, items);
+    napi_throw_type_error(env, "ARG", msg);
+    return 0;
+  }
+  return 1;
+}
+
 /* (ctx, jobs, M): jobs an array of 1..KLC_WQ_JOBS_MAX { x, ldx, w, y, ldy, accumulate } */
 static napi_value js_wq_gemv_many(napi_env env, napi_callback_info info) {
   napi_value argv[3];
   klc_ctx *ctx;
   int32_t M;
   uint32_t n = 0;
-  bool is_array = false;
-  if (!get_args(env, info, 3, argv) || !get_ctx(env, argv[0], &ctx) || !get_i32(env, argv[2], &M)) return NULL;
-  napi_is_array(env, argv[1], &is_array);
-  if (!is_array || napi_get_array_length(env, argv[1], &n) != napi_ok || n < 1 || n > KLC_WQ_JOBS_MAX) {
-    napi_throw_type_error(env, "ARG", "klc binding: 'jobs' must be an array of 1 to 4 quantized matrix products");
+  if (!get_args(env, info, 3, argv) || !get_ctx(env, argv[0], &ctx) || !get_i32(env, argv[2], &M) ||
+      !get_array_length(env, argv[1], KLC_WQ_JOBS_MAX, "jobs", "quantized matrix products", &n))
     return NULL;
-  }
   klc_wq_job jobs[KLC_WQ_JOBS_MAX];
   for (uint32_t j = 0; j < n; ++j) {
     napi_value o, w;
@@ -1131,15 +1140,10 @@ static napi_value js_sample(napi_env env, napi_callback_info info) {
   int32_t ld;
   size_t ws_bytes;
   uint32_t rows = 0;
-  bool is_array = false;
   if (!get_ptr(env, argv[1], &logits) || !get_i32(env, argv[2], &ld) || !get_ptr(env, argv[4], &ids) ||
-      !get_ptr(env, argv[5], &ws) || !get_size(env, argv[6], &ws_bytes))
+      !get_ptr(env, argv[5], &ws) || !get_size(env, argv[6], &ws_bytes) ||
+      !get_array_length(env, argv[3], KLC_MAX_DECODE_BATCH, "picks", "token picks", &rows))
     return NULL;
-  napi_is_array(env, argv[3], &is_array);
-  if (!is_array || napi_get_array_length(env, argv[3], &rows) != napi_ok || rows < 1 || rows > KLC_MAX_DECODE_BATCH) {
-    napi_throw_type_error(env, "ARG", "klc binding: 'picks' must be an array of 1 to 64 token picks");
-    return NULL;
-  }
   klc_token_pick picks[KLC_MAX_DECODE_BATCH];
   for (uint32_t r = 0; r < rows; ++r) {
     napi_value o;

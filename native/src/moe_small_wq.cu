@@ -121,7 +121,6 @@ template <Codes C, int UNITS, bool WITH_SHARED>
 __global__ void __launch_bounds__(THREADS) moe_wq_down_kernel(const float *__restrict__ h, const int *__restrict__ idx,
                                                               const float *__restrict__ wt, klc_wq w2, klc_wq s2, float *__restrict__ out,
                                                               int n, int k, int T, int d, int I) {
-  constexpr bool with_shared = WITH_SHARED;
   // The shared expert's row of this warp's column does not depend on the router: requested before waiting.
   if constexpr (WITH_SHARED) {
     const int c = blockIdx.x * WARPS + (threadIdx.x >> 5);
@@ -131,7 +130,7 @@ __global__ void __launch_bounds__(THREADS) moe_wq_down_kernel(const float *__res
   pdl_wait();
   pdl_trigger();
   __shared__ int s_idx[MAX_PAIRS], order[MAX_PAIRS];
-  const int m = with_shared ? n + T : n;
+  const int m = WITH_SHARED ? n + T : n;
   sort_pairs<THREADS>(idx, n, m, s_idx, order);
   const int lane = threadIdx.x & 31, col = blockIdx.x * WARPS + (threadIdx.x >> 5);
   if (col >= d) return;
@@ -195,7 +194,7 @@ __global__ void __launch_bounds__(THREADS) moe_wq_down_kernel(const float *__res
   }
   if (lane < T) {
     float *o = out + (size_t)lane * d + col;
-    *o = with_shared ? acc : *o + acc;
+    *o = WITH_SHARED ? acc : *o + acc;
   }
 }
 
@@ -215,7 +214,7 @@ bool small_wq_wanted(int T, int k, int d, int I, const klc_wq &w13, const klc_wq
          klc_small::aligned16(x) && klc_small::aligned16(h) && klc_small::aligned16(w13.w_packed) && klc_small::aligned16(w2.w_packed);
 }
 
-// s13 and s2 (w_packed null when there is none): the shared expert, run as one more expert; out is then written.
+// WITH_SHARED: s13 and s2 are the shared expert, run as one more expert, and out is written; otherwise they are unused.
 template <Codes C, bool WITH_SHARED>
 int moe_wq_small(klc_ctx *ctx, const float *x, const int *idx, const float *w, const klc_wq &w13, const klc_wq &w2, const klc_wq &s13,
                  const klc_wq &s2, float *out, float *h, int T, int d, int I, int k) {
