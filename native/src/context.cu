@@ -148,7 +148,7 @@ void klc_destroy(klc_ctx *ctx) {
   if (ctx->kda_ws) cudaFree(ctx->kda_ws);
   if (ctx->wq_partial) cudaFree(ctx->wq_partial);
   if (ctx->wq_arrivals) cudaFree(ctx->wq_arrivals);
-  if (ctx->route_arrivals) cudaFree(ctx->route_arrivals);
+  if (ctx->arrivals) cudaFree(ctx->arrivals);
   release_tensor_cores(ctx);
   cudaStreamSynchronize(ctx->own_stream);
   cudaStreamDestroy(ctx->own_stream);

@@ -33,8 +33,8 @@ struct klc_ctx {
   size_t wq_partial_floats = 0;
   int *wq_arrivals = nullptr;
   size_t wq_arrivals_count = 0;
-  // The arrival counter of klc_moe_router's CTAs (zero between launches: the last CTA resets it), made on first need.
-  int *route_arrivals = nullptr;
+  // klc::arrival_counters().
+  int *arrivals = nullptr;
   // Counts the moves of the buffers above (each regrowth frees the old one): a CUDA graph recorded
   // before a move would replay with a freed address, so klc_graph_launch refuses it.
   unsigned long long buffers_moved = 0;
@@ -202,9 +202,17 @@ bool small_batch_enabled();
 bool moe_small_wanted(int T, int k, int d, int I, const void *x, const void *w13, const void *w2, const void *h);
 int moe_small(klc_ctx *ctx, const float *x, const int *idx, const float *w, const void *w13, const void *w2, const void *s13,
               const void *s2, float *out, float *h, int T, int d, int I, int k);
-// Where klc_moe_experts' workspace keeps its row buffers (the small-batch kernels' h): after the n = T * k
-// pairs' index arrays and the pointer room of E experts.
-float *moe_row_room(void *ws, int n, int E);
+// klc_moe_experts' workspace after the n = T * k pairs' index arrays and the pointer room of E experts: row
+// buffers of gate/up outputs (the small-batch kernels' h), SwiGLU outputs and down outputs (the small-batch down
+// kernels' per-pair columns), each of n + 64 * min(E, n) rows.
+struct MoeRooms {
+  float *gu, *h, *y;
+};
+MoeRooms moe_rooms(void *ws, int n, int E, int I);
+// KLC_ARRIVALS counters for kernels whose last CTA combines the others' parts (arrivals.cuh), zero between
+// launches, made on first need: [0] klc_moe_router's, [1 ..] the small-batch MoE down kernels' column blocks.
+constexpr int KLC_ARRIVALS = 4096;
+int arrival_counters(klc_ctx *ctx, int **out);
 
 // ---- weight-only quantized matrices (wq_gemv.cu, wq_dequant.cu) ----
 // Whether w's codes are a kind the kernels read: INT4 or INT8 (codes KLC_WQ_INT), or E4M3 bytes

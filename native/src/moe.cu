@@ -7,6 +7,7 @@
 #include <climits>
 #include <string>
 
+#include "arrivals.cuh"
 #include "gemm_f32.cuh"
 #include "internal.h"
 #include "pdl.cuh"
@@ -55,7 +56,6 @@ struct RouterArgs {
 template <typename WT>
 __device__ bool router_logits(const RouterArgs &r, int T, int E, int lane, int warp) {
   __shared__ float part[ROUTER_WARPS][ROUTER_ROWS];
-  __shared__ int last;
   const int col = blockIdx.x * ROUTER_COLS + warp / ROUTER_SPLIT, quarter = warp % ROUTER_SPLIT;
   float acc[ROUTER_ROWS] = {};
   if (col < E) {
@@ -80,14 +80,7 @@ __device__ bool router_logits(const RouterArgs &r, int T, int E, int lane, int w
     for (int q = 0; q < ROUTER_SPLIT; ++q) sum += part[cc * ROUTER_SPLIT + q][t];
     if (e < E) r.logits[(size_t)t * E + e] = sum;
   }
-  __threadfence();
-  __syncthreads();
-  if (threadIdx.x == 0) last = atomicAdd(r.arrivals, 1) == (int)gridDim.x - 1;
-  __syncthreads();
-  if (!last) return false;
-  __threadfence();
-  if (threadIdx.x == 0) *r.arrivals = 0;
-  return true;
+  return klc_small::arrived_last(r.arrivals, gridDim.x);
 }
 
 // FUSED: the logits are computed first (router_logits), and the last CTA routes every row.
@@ -243,16 +236,9 @@ int klc_moe_router(klc_ctx *ctx, const float *x, const void *w_router, int w_f32
       k > ROUTE_MAX_K || k > E)
     return fail(KLC_E_ARG, "klc_moe_router: bad pointers or shape (1.." + std::to_string(ROUTER_ROWS) +
                                " rows, at most 256 experts, top-k at most 16)");
-  if (!ctx->route_arrivals) {
-    cudaError_t e = cudaMalloc(&ctx->route_arrivals, sizeof(int));
-    if (e == cudaSuccess) e = cudaMemsetAsync(ctx->route_arrivals, 0, sizeof(int), ctx->stream);
-    if (e != cudaSuccess) {
-      if (ctx->route_arrivals) cudaFree(ctx->route_arrivals);
-      ctx->route_arrivals = nullptr;
-      return fail_cuda(e, "allocating the MoE router's arrival counter");
-    }
-  }
-  const RouterArgs r{x, w_router, w_f32, d, logits, ctx->route_arrivals};
+  int *arrivals = nullptr;
+  if ((rc = arrival_counters(ctx, &arrivals))) return rc;
+  const RouterArgs r{x, w_router, w_f32, d, logits, arrivals};
   const int blocks = (E + ROUTER_COLS - 1) / ROUTER_COLS;
   return launched(launch_pdl(ctx, moe_route_kernel<8, true>, blocks, 32 * ROUTER_WARPS, 0, logits, bias, idx, w, T, E, k, renorm, scaling, r),
                   "the MoE router (logits and top-k in one launch)");
@@ -286,7 +272,7 @@ int klc_moe_block(klc_ctx *ctx, const float *x, const int32_t *idx, const float 
       E < 1 || k < 1)
     return fail(KLC_E_ARG, "klc_moe_block: bad pointers or shape (1.." + std::to_string(KLC_MOE_BLOCK_MAX_ROWS) + " rows)");
   if (ws_bytes < klc_moe_workspace_bytes(T, d, I, E, k)) return fail(KLC_E_ARG, "klc_moe_block: workspace smaller than klc_moe_workspace_bytes()");
-  float *h = moe_row_room(ws, T * k, E);
+  float *h = moe_rooms(ws, T * k, E, I).gu;
   if (moe_small_wanted(T, k, d, I, x, w13, w2, h) && moe_small_wanted(T, k, d, I, x, shared_w13, shared_w2, h))
     return moe_small(ctx, x, idx, w, w13, w2, shared_w13, shared_w2, out, h, T, d, I, k);
   // The shared expert alone writes out (its gate/up rows and SwiGLU in the workspace), then the routed experts add to it.
@@ -301,28 +287,42 @@ int klc_moe_block(klc_ctx *ctx, const float *x, const int32_t *idx, const float 
 
 namespace klc {
 
-float *moe_row_room(void *ws, int n, int E) {
+MoeRooms moe_rooms(void *ws, int n, int E, int I) {
+  const size_t rows = n + (size_t)BM * std::min(E, n);
   char *p = static_cast<char *>(ws);
   p += align256(sizeof(int) * (3 * (size_t)(E + 1) + 2 * (size_t)n));
   p += align256(sizeof(void *) * 6 * (size_t)E);
-  return reinterpret_cast<float *>(p);
+  float *gu = reinterpret_cast<float *>(p);
+  p += align256(sizeof(float) * rows * 2 * I);
+  float *h = reinterpret_cast<float *>(p);
+  p += align256(sizeof(float) * rows * I);
+  return {gu, h, reinterpret_cast<float *>(p)};
+}
+
+int arrival_counters(klc_ctx *ctx, int **out) {
+  if (!ctx->arrivals) {
+    cudaError_t e = cudaMalloc(&ctx->arrivals, KLC_ARRIVALS * sizeof(int));
+    if (e == cudaSuccess) e = cudaMemsetAsync(ctx->arrivals, 0, KLC_ARRIVALS * sizeof(int), ctx->stream);
+    if (e != cudaSuccess) {
+      if (ctx->arrivals) cudaFree(ctx->arrivals);
+      ctx->arrivals = nullptr;
+      return fail_cuda(e, "allocating the arrival counters of the MoE router and experts");
+    }
+  }
+  *out = ctx->arrivals;
+  return KLC_OK;
 }
 
 int moe_experts(klc_ctx *ctx, const float *x, const int32_t *idx, const float *w, const void *w13, const void *w2, float *out, void *ws,
                 int T, int d, int I, int E, int k, int w_f32, const MoeGroups &groups) {
   int rc = KLC_OK;
   const int n = T * k;
-  const size_t rows = n + (size_t)BM * std::min(E, n);
   char *p = static_cast<char *>(ws);
   int *off = reinterpret_cast<int *>(p), *tiles = off + (E + 1), *cursor = tiles + (E + 1), *pos = cursor + (E + 1),
       *tok = pos + n;
   void **ptrs = reinterpret_cast<void **>(p + align256(sizeof(int) * (3 * (size_t)(E + 1) + 2 * n)));
-  float *gu = moe_row_room(ws, n, E);
-  p = reinterpret_cast<char *>(gu);
-  p += align256(sizeof(float) * rows * 2 * I);
-  float *hbuf = reinterpret_cast<float *>(p);
-  p += align256(sizeof(float) * rows * I);
-  float *ybuf = reinterpret_cast<float *>(p);
+  const MoeRooms room = moe_rooms(ws, n, E, I);
+  float *gu = room.gu, *hbuf = room.h, *ybuf = room.y;
   // Few pairs (decode): the chosen experts' weights are read once, straight from idx on the GPU.
   if (!w_f32 && !groups.load && !groups.w13 && moe_small_wanted(T, k, d, I, x, w13, w2, gu))
     return moe_small(ctx, x, idx, w, w13, w2, nullptr, nullptr, out, gu, T, d, I, k);

@@ -14,8 +14,10 @@
 // grouped GEMMs on it.
 #include <cuda_bf16.h>
 
+#include <cstdlib>
 #include <string>
 
+#include "arrivals.cuh"
 #include "internal.h"
 #include "moe_pairs.cuh"
 #include "pdl.cuh"
@@ -198,6 +200,112 @@ __global__ void __launch_bounds__(THREADS) moe_wq_down_kernel(const float *__res
   }
 }
 
+// The down projections again, read by expert rather than by column (KLC_MOE_DOWN=experts): a CTA per block of COLS
+// columns and chosen expert streams that expert's W2 rows of the block once, each warp CPW of them with all their
+// codes in flight, and writes y[p, c] = W2_e[c] . h[p] of every pair p that chose the expert into ys (the warp's
+// sum, as the column kernel forms it). h is then read once per CTA rather than once per warp and expert, and a
+// warp has CPW rows in flight rather than two. The CTA of a column block that arrives last adds each token's
+// terms in the column kernel's order (experts ascending, the shared expert last): the two give the same bits.
+template <Codes C, int UNITS, int CPW, bool WITH_SHARED>
+__global__ void __launch_bounds__(THREADS) moe_wq_down_expert_kernel(const float *__restrict__ h, const int *__restrict__ idx,
+                                                                     const float *__restrict__ wt, klc_wq w2, klc_wq s2, float *ys,
+                                                                     float *__restrict__ out, int *arrivals, int n, int k, int T, int d,
+                                                                     int I) {
+  constexpr int BITS = bits_of<C>, PER_WORD = 32 / BITS, COLS = WARPS * CPW;
+  const int me = blockIdx.y, lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nu = I / 8, c0 = blockIdx.x * COLS;
+  const bool shared = WITH_SHARED && me == n;
+  const klc_wq w = shared ? s2 : w2;
+  const int groups = I / w.group;
+  Raw8<BITS> codes[CPW][UNITS] = {};
+  auto load = [&](int e) {
+#pragma unroll
+    for (int j = 0; j < CPW; ++j) {
+      const int col = c0 + warp + WARPS * j;
+      if (col >= d) break;
+      const size_t row = (size_t)e * d + col;
+      const int32_t *r = w.w_packed + row * (I / PER_WORD);
+#pragma unroll
+      for (int i = 0; i < UNITS; ++i) {
+        const int u = lane + 32 * i;
+        if (u < nu) {
+          const int g = u * 8 / w.group;
+          codes[j][i] = load8<BITS>(r, u);
+          prefetch_l1(static_cast<const char *>(w.scales) + (row * groups + g) * (w.scales_f32 ? 4 : 2));
+          if (w.zero_points) prefetch_l1(w.zero_points + (row / PER_WORD) * groups + g);
+        }
+      }
+    }
+  };
+  // The shared expert's codes do not depend on the router: loaded before waiting for it.
+  if (shared) load(0);
+  pdl_wait();
+  pdl_trigger();
+  __shared__ int pairs[MAX_PAIRS];
+  __shared__ int count, repeated;
+  const int e = shared ? 0 : idx[me];
+  if (!shared) load(e);
+  if (warp == 0) collect_pairs(idx, me, e, shared, n, T, lane, pairs, count, repeated);
+  __syncthreads();
+  if (!repeated) {
+#pragma unroll
+    for (int j = 0; j < CPW; ++j) {
+      const int col = c0 + warp + WARPS * j;
+      if (col >= d) break;
+      const int row = e * d + col;
+      float f[UNITS][8];
+#pragma unroll
+      for (int i = 0; i < UNITS; ++i) {
+        const int u = lane + 32 * i;
+        if (u < nu) {
+          const int g = u * 8 / w.group;
+          decode8<C>(codes[j][i], stored_zero<BITS>(w, row, g, groups), scale_at(w, (size_t)row * groups + g), f[i]);
+        }
+      }
+      for (int p = 0; p < count; ++p) {
+        const float *hr = h + (size_t)pairs[p] * I;
+        float part = 0.f;
+#pragma unroll
+        for (int i = 0; i < UNITS; ++i) {
+          const int u = lane + 32 * i;
+          if (u < nu) part = dot8(f[i], hr + u * 8, part);
+        }
+        const float y = group_sum<32>(part);
+        if (lane == 0) ys[(size_t)pairs[p] * d + col] = y;
+      }
+    }
+  }
+  if (!arrived_last(arrivals + blockIdx.x, gridDim.y)) return;
+  // order[t][r]: token t's slot of rank r by (expert, slot), the column kernel's order of its terms.
+  __shared__ int order[MAX_PAIRS];
+  for (int q = threadIdx.x; q < n; q += THREADS) {
+    const int t = q / k, s = q % k, es = idx[q];
+    int rank = 0;
+    for (int r = 0; r < k; ++r) {
+      const int er = idx[t * k + r];
+      rank += er < es || (er == es && r < s);
+    }
+    order[t * k + rank] = s;
+  }
+  __syncthreads();
+  const int cols = min(COLS, d - c0);
+  for (int item = threadIdx.x; item < cols * T; item += THREADS) {
+    const int t = item / cols, col = c0 + item % cols;
+    float acc = 0.f;
+    for (int r = 0; r < k; ++r) {
+      const int pair = t * k + order[t * k + r];
+      acc = fmaf(wt[pair], __ldcg(ys + (size_t)pair * d + col), acc);
+    }
+    float *o = out + (size_t)t * d + col;
+    *o = WITH_SHARED ? acc + __ldcg(ys + (size_t)(n + t) * d + col) : *o + acc;
+  }
+}
+
+// Which down kernel the small-batch path runs: by column (the default) or by expert (KLC_MOE_DOWN=experts).
+bool down_by_expert() {
+  const char *v = std::getenv("KLC_MOE_DOWN");
+  return v && std::string(v) == "experts";
+}
+
 using klc::launched;
 
 size_t align256(size_t b) { return (b + 255) & ~(size_t)255; }
@@ -217,26 +325,40 @@ bool small_wq_wanted(int T, int k, int d, int I, const klc_wq &w13, const klc_wq
 // WITH_SHARED: s13 and s2 are the shared expert, run as one more expert, and out is written; otherwise they are unused.
 template <Codes C, bool WITH_SHARED>
 int moe_wq_small(klc_ctx *ctx, const float *x, const int *idx, const float *w, const klc_wq &w13, const klc_wq &w2, const klc_wq &s13,
-                 const klc_wq &s2, float *out, float *h, int T, int d, int I, int k) {
+                 const klc_wq &s2, float *out, const klc::MoeRooms &room, int T, int d, int I, int k) {
   const int n = T * k;
+  float *h = room.gu;
   int rc = klc::launched(klc::launch_pdl(ctx, moe_wq_up_kernel<C, WITH_SHARED>, dim3((I + WARPS - 1) / WARPS, WITH_SHARED ? n + 1 : n), THREADS,
                                          0, x, idx, w13, s13, h, n, k, T, d, I),
                          "the quantized MoE gate/up projections (small batch)");
   if (rc) return rc;
+  const bool wide = I > 32 * 8 * 4;
+  const int cols = WARPS * (wide ? 2 : 4), blocks = (d + cols - 1) / cols;
+  if (down_by_expert() && blocks < klc::KLC_ARRIVALS) {
+    int *arrivals = nullptr;
+    if ((rc = klc::arrival_counters(ctx, &arrivals))) return rc;
+    const dim3 grid(blocks, WITH_SHARED ? n + 1 : n);
+    const cudaError_t e =
+        wide ? klc::launch_pdl(ctx, moe_wq_down_expert_kernel<C, MAX_DOWN_UNITS, 2, WITH_SHARED>, grid, THREADS, 0, h, idx, w, w2, s2, room.y, out,
+                               arrivals + 1, n, k, T, d, I)
+             : klc::launch_pdl(ctx, moe_wq_down_expert_kernel<C, 4, 4, WITH_SHARED>, grid, THREADS, 0, h, idx, w, w2, s2, room.y, out, arrivals + 1,
+                               n, k, T, d, I);
+    return klc::launched(e, "the quantized MoE down projections (small batch, by expert)");
+  }
   const dim3 grid((d + WARPS - 1) / WARPS);
   const cudaError_t e =
-      I <= 32 * 8 * 4 ? klc::launch_pdl(ctx, moe_wq_down_kernel<C, 4, WITH_SHARED>, grid, THREADS, 0, h, idx, w, w2, s2, out, n, k, T, d, I)
+      !wide ? klc::launch_pdl(ctx, moe_wq_down_kernel<C, 4, WITH_SHARED>, grid, THREADS, 0, h, idx, w, w2, s2, out, n, k, T, d, I)
                       : klc::launch_pdl(ctx, moe_wq_down_kernel<C, MAX_DOWN_UNITS, WITH_SHARED>, grid, THREADS, 0, h, idx, w, w2, s2, out, n, k, T, d, I);
   return klc::launched(e, "the quantized MoE down projections (small batch)");
 }
 
 template <bool WITH_SHARED>
 int moe_wq_small_codes(klc_ctx *ctx, const float *x, const int *idx, const float *w, const klc_wq &w13, const klc_wq &w2, const klc_wq &s13,
-                       const klc_wq &s2, float *out, float *h, int T, int d, int I, int k) {
+                       const klc_wq &s2, float *out, const klc::MoeRooms &room, int T, int d, int I, int k) {
   const Codes codes = codes_of(w13);
-  if (codes == Codes::Int4) return moe_wq_small<Codes::Int4, WITH_SHARED>(ctx, x, idx, w, w13, w2, s13, s2, out, h, T, d, I, k);
-  if (codes == Codes::Int8) return moe_wq_small<Codes::Int8, WITH_SHARED>(ctx, x, idx, w, w13, w2, s13, s2, out, h, T, d, I, k);
-  return moe_wq_small<Codes::E4M3, WITH_SHARED>(ctx, x, idx, w, w13, w2, s13, s2, out, h, T, d, I, k);
+  if (codes == Codes::Int4) return moe_wq_small<Codes::Int4, WITH_SHARED>(ctx, x, idx, w, w13, w2, s13, s2, out, room, T, d, I, k);
+  if (codes == Codes::Int8) return moe_wq_small<Codes::Int8, WITH_SHARED>(ctx, x, idx, w, w13, w2, s13, s2, out, room, T, d, I, k);
+  return moe_wq_small<Codes::E4M3, WITH_SHARED>(ctx, x, idx, w, w13, w2, s13, s2, out, room, T, d, I, k);
 }
 
 
@@ -276,8 +398,9 @@ KLC_API int klc_moe_experts_wq(klc_ctx *ctx, const float *x, const int32_t *idx,
     return klc::fail(KLC_E_ARG, "klc_moe_experts_wq: bad pointers or shape (w13 [E * 2I, d], w2 [E * d, I], both INT4, both INT8 or both E4M3)");
   if (ws_bytes < klc_moe_workspace_bytes(T, d, I, E, k))
     return klc::fail(KLC_E_ARG, "klc_moe_experts_wq: workspace smaller than klc_moe_workspace_bytes()");
-  float *h = klc::moe_row_room(ws, T * k, E);
-  if (small_wq_wanted(T, k, d, I, *w13, *w2, x, h)) return moe_wq_small_codes<false>(ctx, x, idx, w, *w13, *w2, klc_wq{}, klc_wq{}, out, h, T, d, I, k);
+  const klc::MoeRooms room = klc::moe_rooms(ws, T * k, E, I);
+  if (small_wq_wanted(T, k, d, I, *w13, *w2, x, room.gu))
+    return moe_wq_small_codes<false>(ctx, x, idx, w, *w13, *w2, klc_wq{}, klc_wq{}, out, room, T, d, I, k);
   // Tensor cores: the grouped kernels read the codes where they lie (no dense buffer needed).
   if (!dense_f32 && ctx->tensor_cores && klc::moe_wq_gemm_wanted(*w13, *w2, d, I))
     return klc::moe_experts(ctx, x, idx, w, nullptr, nullptr, out, ws, T, d, I, E, k, 0, klc::MoeGroups{E, nullptr, nullptr, w13, w2});
@@ -306,11 +429,11 @@ KLC_API int klc_moe_block_wq(klc_ctx *ctx, const float *x, const int32_t *idx, c
     return klc::fail(KLC_E_ARG, "klc_moe_block_wq: bad pointers or shape (w13 [E * 2I, d], w2 [E * d, I], both INT4, both INT8 or both E4M3)");
   if (ws_bytes < klc_moe_workspace_bytes(T, d, I, E, k))
     return klc::fail(KLC_E_ARG, "klc_moe_block_wq: workspace smaller than klc_moe_workspace_bytes()");
-  float *h = klc::moe_row_room(ws, T * k, E);
-  if (small_wq_wanted(T, k, d, I, *w13, *w2, x, h) && small_wq_wanted(T, k, d, I, *shared_w13, *shared_w2, x, h))
-    return moe_wq_small_codes<true>(ctx, x, idx, w, *w13, *w2, *shared_w13, *shared_w2, out, h, T, d, I, k);
+  const klc::MoeRooms room = klc::moe_rooms(ws, T * k, E, I);
+  if (small_wq_wanted(T, k, d, I, *w13, *w2, x, room.gu) && small_wq_wanted(T, k, d, I, *shared_w13, *shared_w2, x, room.gu))
+    return moe_wq_small_codes<true>(ctx, x, idx, w, *w13, *w2, *shared_w13, *shared_w2, out, room, T, d, I, k);
   // The shared expert alone writes out (its gate/up rows and SwiGLU in the workspace), then the routed experts add to it.
-  float *gu = h, *hs = h + (size_t)T * 2 * I;
+  float *gu = room.gu, *hs = room.gu + (size_t)T * 2 * I;
   if ((rc = klc_wq_gemv(ctx, x, d, shared_w13, gu, 2 * I, T, 0)) || (rc = klc_silu_mul(ctx, gu, hs, T, I)) ||
       (rc = klc_wq_gemv(ctx, hs, I, shared_w2, out, d, T, 0)))
     return rc;

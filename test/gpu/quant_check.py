@@ -29,7 +29,9 @@ against the bf16 GEMM (klc_linear, tensor cores); and a 4,096-token slice's rout
 (cuBLAS, and the grouped kernels without dequantization, KLC_MOE_BF16_GEMM=1, also checked against float64),
 the wgmma forms beside them on H100/H200. Not run unless named in QUANT_CASES: moespeed (the experts alone, at
 MOE_SPEED_SHAPES) and manyspeed (a decode step's KDA projections for 20 layers in one CUDA graph: a launch per
-matrix against klc_wq_gemv_many, with and without Programmatic Dependent Launch).
+matrix against klc_wq_gemv_many, with and without Programmatic Dependent Launch) and blockspeed (a decode step's MoE
+blocks, router to output, for 26 layers in one CUDA graph at 1 and 8 rows: fused against on their own, per layer
+against the bytes they read).
 Prints one line per case; exits non-zero when a case fails.
 
   node tools/build-native.mjs --archs 90 && (cd test/gpu && python3 quant_check.py)
@@ -406,6 +408,58 @@ def moe_block_bf16_case(klc, gen, T, fused=True, d=2304, I=1024, E=64, k=8):
     check(f"MoE block bf16 T={T} ({'shared expert in the small-batch kernels' if fused else 'shared expert on its own'})", rel(out, want), 2e-5)
 
 
+def down_by_expert_case(klc, gen, T, bits, group, symmetric, shared=False, fp8=False, d=2304, I=1024, E=64, k=8):
+    """The small-batch down kernel by expert (KLC_MOE_DOWN=experts) against float64 and bit for bit against the
+    kernel by column it may replace: klc_moe_experts_wq adding to out (0.25), or with a shared expert klc_moe_block_wq
+    writing it (over 7.0)."""
+    m13 = QMat(E * 2 * I, d, bits, group or d, symmetric, False, gen, fp8=fp8)
+    m2 = QMat(E * d, I, bits, group or I, symmetric, False, gen, fp8=fp8)
+    s13 = QMat(2 * I, d, bits, group or d, symmetric, False, gen, fp8=fp8) if shared else None
+    s2 = QMat(d, I, bits, group or I, symmetric, False, gen, fp8=fp8) if shared else None
+    x, idx, wt = moe_inputs(gen, T, E, d, k)
+    # The router reports a token's experts ascending; the kernels order the terms themselves.
+    idx = idx.flip(1).contiguous()
+    wt = wt.flip(1).contiguous()
+    lib = klc.lib
+    ws, ws_bytes = moe_workspace(lib, T, d, I, E, k)
+    set_tensor_cores(klc, True)
+    outs = {}
+    for kernel in ("columns", "experts"):
+        out = torch.full((T, d), 7.0 if shared else 0.25, device="cuda")
+        with env("KLC_MOE_DOWN", kernel):
+            if shared:
+                klc._check(lib.klc_moe_block_wq(klc.ctx, c_p(x.data_ptr()), c_p(idx.data_ptr()), c_p(wt.data_ptr()), ctypes.byref(m13.wq),
+                                                ctypes.byref(m2.wq), ctypes.byref(s13.wq), ctypes.byref(s2.wq), c_p(out.data_ptr()),
+                                                c_p(ws.data_ptr()), c_z(ws_bytes), None, 0, T, d, I, E, k))
+            else:
+                klc._check(lib.klc_moe_experts_wq(klc.ctx, c_p(x.data_ptr()), c_p(idx.data_ptr()), c_p(wt.data_ptr()), ctypes.byref(m13.wq),
+                                                  ctypes.byref(m2.wq), c_p(out.data_ptr()), c_p(ws.data_ptr()), c_z(ws_bytes), None, 0, T, d, I, E, k))
+            klc.sync()
+        outs[kernel] = out
+    rows = list(range(T))
+    want = moe_reference(x, idx, wt, m13.w.reshape(E, 2 * I, d), m2.w.reshape(E, d, I), rows, 0.0 if shared else 0.25)
+    if shared:
+        gu = x.double() @ s13.w.T
+        want += (torch.nn.functional.silu(gu[:, :I]) * gu[:, I:]) @ s2.w.T
+    kind = "FP8" if fp8 else f"INT{bits} {'sym' if symmetric else 'asym'}"
+    label = f"MoE down by expert {kind} group={group or 'channel'} T={T} d={d} I={I}{' with the shared expert' if shared else ''}"
+    check(label, rel(outs["experts"], want), 2e-5)
+    check(label + ": bits of the column kernel", (outs["experts"] - outs["columns"]).abs().max().item(), 0.0)
+
+
+def down_by_expert_cases(klc, gen):
+    for T in (1, 3, 8):
+        down_by_expert_case(klc, gen, T, 8, None, True)
+    down_by_expert_case(klc, gen, 16, 8, None, True)
+    down_by_expert_case(klc, gen, 1, 8, None, True, shared=True)
+    down_by_expert_case(klc, gen, 8, 8, None, True, shared=True)
+    down_by_expert_case(klc, gen, 5, 4, 32, False, shared=True)
+    down_by_expert_case(klc, gen, 4, 8, None, True, fp8=True)
+    # I > 1024: two columns a warp; d not a multiple of a block's 16 columns.
+    down_by_expert_case(klc, gen, 3, 8, None, True, d=1160, I=2048, E=16)
+    down_by_expert_case(klc, gen, 2, 4, 64, False, shared=True, I=2048, E=16)
+
+
 def moe_block_cases(klc, gen):
     moe_block_bf16_case(klc, gen, 1)
     moe_block_bf16_case(klc, gen, 8)
@@ -726,6 +780,95 @@ def moe_speed_at(klc, gen, T, E):
               f"{100 * bf16 / ms:.0f}% of bf16 speed", flush=True)
 
 
+def block_speed(klc, gen):
+    """A decode step's MoE blocks at the 48B widths (d 2304, I 1024, 256 experts, top-8, a shared expert of the same
+    width, fp32 router with its bias) for 26 layers recorded in one CUDA graph and replayed: each layer routes its
+    own rows with its own router and has its own shared expert, so every layer reads its chosen experts from HBM as
+    a real step does. The product's two paths: fused (klc_moe_router, then klc_moe_block_wq with the shared expert
+    inside the small-batch kernels: 3 launches) and on their own (the router's GEMV and top-k, the shared expert's
+    GEMV, SwiGLU and GEMV, the routed experts: 7 launches), each with the down kernel by column and by expert. Per layer: µs, bytes read (the distinct chosen experts,
+    the shared expert and the router) and GB/s against the copy bandwidth; the last layer's output of each path is
+    checked against float64. BLOCK_SPEED_ROWS (default 1,8) picks the batch sizes."""
+    lib, ctx = klc.lib, klc.ctx
+    d, I, E, k, layers, scaling = 2304, 1024, 256, 8, 26, 2.446
+    copy_bw = copy_bandwidth()
+    set_tensor_cores(klc, True)
+    lib.klc_moe_dense_bytes.restype = c_z
+    routers = [torch.randn(E, d, generator=gen, device="cuda") * d ** -0.5 for _ in range(layers)]
+    biases = [torch.rand(E, generator=gen, device="cuda") * 0.01 for _ in range(layers)]
+    start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    for bits, group in ((8, None), (4, 32)):
+        m13 = QMat(E * 2 * I, d, bits, group or d, True, False, gen)
+        m2 = QMat(E * d, I, bits, group or I, True, False, gen)
+        shared = [(QMat(2 * I, d, bits, group or d, True, False, gen), QMat(d, I, bits, group or I, True, False, gen)) for _ in range(layers)]
+        dense = torch.empty(lib.klc_moe_dense_bytes(d, I, E, 0), dtype=torch.uint8, device="cuda")
+        expert_bytes = sum(m.packed[: m.packed.shape[0] // E].numel() * 4 + m.scales[: m.scales.shape[0] // E].numel() * 2 for m in (m13, m2))
+        shared_bytes = sum(m.packed.numel() * 4 + m.scales.numel() * 2 for m in shared[0])
+        for T in (int(v) for v in os.environ.get("BLOCK_SPEED_ROWS", "1,8").split(",")):
+            xs = [torch.randn(T, d, generator=gen, device="cuda") for _ in range(layers)]
+            idx = [torch.empty(T, k, dtype=torch.int32, device="cuda") for _ in range(layers)]
+            wt = [torch.empty(T, k, device="cuda") for _ in range(layers)]
+            logits = torch.empty(T, E, device="cuda")
+            outs = [torch.empty(T, d, device="cuda") for _ in range(layers)]
+            gu, hs = torch.empty(T, 2 * I, device="cuda"), torch.empty(T, I, device="cuda")
+            ws, ws_bytes = moe_workspace(lib, T, d, I, E, k)
+            pointers = [(c_p(xs[l].data_ptr()), c_p(idx[l].data_ptr()), c_p(wt[l].data_ptr()), c_p(outs[l].data_ptr())) for l in range(layers)]
+
+            def fused_step():
+                for l, (x, i, w, o) in enumerate(pointers):
+                    klc._check(lib.klc_moe_router(ctx, x, c_p(routers[l].data_ptr()), 1, c_p(biases[l].data_ptr()), c_p(logits.data_ptr()), i, w,
+                                                  T, d, E, k, 1, ctypes.c_float(scaling)))
+                    klc._check(lib.klc_moe_block_wq(ctx, x, i, w, ctypes.byref(m13.wq), ctypes.byref(m2.wq), ctypes.byref(shared[l][0].wq),
+                                                    ctypes.byref(shared[l][1].wq), o, c_p(ws.data_ptr()), c_z(ws_bytes), c_p(dense.data_ptr()), 0,
+                                                    T, d, I, E, k))
+
+            def apart_step():
+                for l, (x, i, w, o) in enumerate(pointers):
+                    klc._check(lib.klc_linear(ctx, x, d, c_p(routers[l].data_ptr()), c_p(logits.data_ptr()), E, T, E, d, 1, ctypes.c_longlong(0),
+                                              ctypes.c_longlong(0), ctypes.c_longlong(0), 0, 1))
+                    klc._check(lib.klc_moe_route(ctx, c_p(logits.data_ptr()), c_p(biases[l].data_ptr()), i, w, T, E, k, 1, ctypes.c_float(scaling)))
+                    klc._check(lib.klc_wq_gemv(ctx, x, d, ctypes.byref(shared[l][0].wq), c_p(gu.data_ptr()), 2 * I, T, 0))
+                    klc._check(lib.klc_silu_mul(ctx, c_p(gu.data_ptr()), c_p(hs.data_ptr()), T, I))
+                    klc._check(lib.klc_wq_gemv(ctx, c_p(hs.data_ptr()), I, ctypes.byref(shared[l][1].wq), o, d, T, 0))
+                    klc._check(lib.klc_moe_experts_wq(ctx, x, i, w, ctypes.byref(m13.wq), ctypes.byref(m2.wq), o, c_p(ws.data_ptr()), c_z(ws_bytes),
+                                                      c_p(dense.data_ptr()), 0, T, d, I, E, k))
+
+            for name, step, down in (("on their own (router GEMV + top-k, shared GEMV/SwiGLU/GEMV, experts)", apart_step, "columns"),
+                                     ("fused (klc_moe_router + klc_moe_block_wq)", fused_step, "columns"),
+                                     ("on their own, down kernel by expert (KLC_MOE_DOWN=experts)", apart_step, "experts"),
+                                     ("fused, down kernel by expert (KLC_MOE_DOWN=experts)", fused_step, "experts")):
+                with env("KLC_MOE_DOWN", down):
+                    step()
+                    klc.sync()
+                    graph = c_p()
+                    klc._check(lib.klc_graph_begin(ctx))
+                    step()
+                    klc._check(lib.klc_graph_end(ctx, ctypes.byref(graph)))
+                launched = ctypes.c_int()
+                klc._check(lib.klc_graph_launch(ctx, graph, ctypes.byref(launched)))
+                klc.sync()
+                start.record()
+                for _ in range(10):
+                    klc._check(lib.klc_graph_launch(ctx, graph, ctypes.byref(launched)))
+                stop.record()
+                torch.cuda.synchronize()
+                klc._check(lib.klc_graph_free(ctx, graph))
+                us = start.elapsed_time(stop) * 1e3 / 10 / layers
+                distinct = sum(len(torch.unique(i)) for i in idx) / layers
+                moved = distinct * expert_bytes + shared_bytes + E * d * 4
+                s13, s2 = shared[-1]
+                want = moe_reference(xs[-1], idx[-1], wt[-1], m13.w.reshape(E, 2 * I, d), m2.w.reshape(E, d, I), list(range(T)), 0.0)
+                g = xs[-1].double() @ s13.w.T
+                want += (torch.nn.functional.silu(g[:, :I]) * g[:, I:]) @ s2.w.T
+                label = f"MoE block speed INT{bits} group={group or 'channel'} T={T}, {name}"
+                check(label + ": last layer", rel(outs[-1], want), 2e-5)
+                print(f"figure: {label}: {us:.1f} us a layer ({distinct:.1f} experts, {moved / 1e6:.1f} MB): {moved / us / 1e3:.0f} GB/s = "
+                      f"{100 * moved / (us * 1e-6) / copy_bw:.0f}% of copy", flush=True)
+            del xs, idx, wt, outs, ws
+        del m13, m2, shared, dense
+        torch.cuda.empty_cache()
+
+
 def moe_cases(klc, gen):
     for bits, group in ((4, 32), (4, 128), (8, None)):
         for symmetric in (True, False):
@@ -769,15 +912,15 @@ def mma_sync_moe_cases(klc, gen):
     moe_bf16_case(klc, gen, 300, 40)
 
 
-# QUANT_CASES (comma-separated, default all but moespeed, which speed includes) picks the parts.
-PARTS = {"gemv": gemv_cases, "split": gemv_split_cases, "many": gemv_many_cases, "dequant": dequant_cases, "moe": moe_cases, "block": moe_block_cases, "fp8": quantize_fp8_cases, "speed": speed,
-         "moespeed": moe_speed, "manyspeed": gemv_many_speed}
+# QUANT_CASES (comma-separated, default all but moespeed, which speed includes, manyspeed and blockspeed) picks the parts.
+PARTS = {"gemv": gemv_cases, "split": gemv_split_cases, "many": gemv_many_cases, "dequant": dequant_cases, "moe": moe_cases, "block": moe_block_cases, "downexperts": down_by_expert_cases, "fp8": quantize_fp8_cases, "speed": speed,
+         "moespeed": moe_speed, "manyspeed": gemv_many_speed, "blockspeed": block_speed}
 
 
 def main():
     klc = Klc()
     gen = torch.Generator(device="cuda").manual_seed(11)
-    wanted = os.environ.get("QUANT_CASES", ",".join(p for p in PARTS if p not in ("moespeed", "manyspeed"))).split(",")
+    wanted = os.environ.get("QUANT_CASES", ",".join(p for p in PARTS if p not in ("moespeed", "manyspeed", "blockspeed"))).split(",")
     unknown = [p for p in wanted if p not in PARTS]
     if unknown:
         sys.exit(f"QUANT_CASES: unknown part(s) {unknown}; known: {', '.join(PARTS)}")

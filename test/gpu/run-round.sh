@@ -7,7 +7,8 @@
 # offload (run-offload.sh: step offload, OFFLOAD_SPEED=0 skips its 48B timing), the MoE kernels on quantized experts
 # against float64 and their timing (quant_check.py: step quantcheck, QUANT_CASES picks), one decode step kernel by
 # kernel (run-decode-profile.sh: step profile, PROFILE_STEPS decode steps), the decode fusions of KLC_FUSED_DECODE=1
-# against float64 and timed off against on (step fused), Nsight Compute on the Hopper MLA kernels (run-mla-profile.sh: step mlaprofile), the quantized tiny models alone
+# and the down kernel by expert (KLC_MOE_DOWN=experts) against float64 and timed off against on (step fused), a decode
+# step's MoE blocks alone (step blockspeed), Nsight Compute on the Hopper MLA kernels (run-mla-profile.sh: step mlaprofile), the quantized tiny models alone
 # against the reference (step quantmodel: quant-model.test.ts without quant_check.py), `klc accuracy` on the 48B
 # model with dummy weights (step accuracy: int8, int4, fp8 against bf16, which needs an H200), the 48B model under
 # --gpu-memory caps (run-caps.sh: step caps, CAPS_CONTEXTS picks the contexts), `klc bench` at $CONTEXTS with decode steps
@@ -53,13 +54,18 @@ for step in ${STEPS:-mla bench model hf quant}; do
     # The decode fusions taken with KLC_FUSED_DECODE=1: their kernels against float64, then decode steps of the 48B
     # model (FUSED_QUANT at load, default int8; none, bf16, needs an H200) with them off and on, interleaved, at a
     # 256-token and a 128k context.
-    fused) ( source test/gpu/device-env.sh; cd test/gpu && KLC_CUDA_EXACT=1 QUANT_CASES=block PYTHONUNBUFFERED=1 timeout 120 python3 quant_check.py &&
+    fused) ( source test/gpu/device-env.sh; cd test/gpu && KLC_CUDA_EXACT=1 QUANT_CASES=block,downexperts PYTHONUNBUFFERED=1 timeout 150 python3 quant_check.py &&
              timeout 150 python3 batch_check.py "$OUT/fused/batch.json" ) > "$OUT/fused/checks.log" 2>&1 || rc=1
-         grep -E "FAIL|MoE block|b_proj|gated norm|moe router|cases ok|Error" "$OUT/fused/checks.log" | cut -c1-200
-         for ctx in 256 256 131072; do for f in 0 1; do
-           ( source test/gpu/device-env.sh; KLC_FUSED_DECODE=$f timeout 150 node .device/decode-profile.cjs 100 --quantization "${FUSED_QUANT:-int8}" --context $ctx ) 2>&1 |
-             grep -E "^decode|rror" | sed "s/^/context $ctx, KLC_FUSED_DECODE=$f: /" | tee -a "$OUT/fused/ab.log"
+         grep -E "FAIL|MoE block|MoE down|b_proj|gated norm|moe router|cases ok|Error" "$OUT/fused/checks.log" | cut -c1-200
+         for ctx in 256 131072; do for v in "0 columns" "1 columns" "1 experts"; do set -- $v
+           ( source test/gpu/device-env.sh; KLC_FUSED_DECODE=$1 KLC_MOE_DOWN=$2 timeout 150 node .device/decode-profile.cjs 100 --quantization "${FUSED_QUANT:-int8}" --context $ctx ) 2>&1 |
+             grep -E "^decode|rror" | sed "s/^/context $ctx, KLC_FUSED_DECODE=$1 KLC_MOE_DOWN=$2: /" | tee -a "$OUT/fused/ab.log"
          done; done ;;
+    # A decode step's MoE blocks alone (26 layers in a CUDA graph, 1 and 8 rows, INT8 and INT4 g32): fused against on
+    # their own, the down kernel by column against by expert, per layer against the bytes they read.
+    blockspeed) ( source test/gpu/device-env.sh; cd test/gpu && QUANT_CASES=blockspeed PYTHONUNBUFFERED=1 timeout "$(( t < 200 ? t : 200 ))" python3 quant_check.py ) \
+           > "$OUT/blockspeed/run.log" 2>&1 || rc=1
+         grep -E "FAIL|figure|cases ok|Error" "$OUT/blockspeed/run.log" | cut -c1-220 ;;
     quantmodel) OUT=$OUT/quantmodel QUANT_KERNELS=0 timeout "$(( t < 180 ? t : 180 ))" bash test/gpu/run-quant.sh || rc=1 ;;
     accuracy) ( source test/gpu/device-env.sh; timeout "$(( t < 300 ? t : 300 ))" node .device/klc.cjs accuracy --backend cuda --load-format dummy \
            --model-config assets/configs/kimi-linear-48b-a3b-instruct.json --json "$OUT/accuracy/accuracy.json" ) > "$OUT/accuracy/accuracy.log" 2>&1 || rc=1
