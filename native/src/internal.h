@@ -202,10 +202,11 @@ bool small_batch_enabled();
 bool moe_small_wanted(int T, int k, int d, int I, const void *x, const void *w13, const void *w2, const void *h);
 int moe_small(klc_ctx *ctx, const float *x, const int *idx, const float *w, const void *w13, const void *w2, const void *s13,
               const void *s2, float *out, float *h, int T, int d, int I, int k);
-// klc_moe_experts' workspace after the n = T * k pairs' index arrays and the pointer room of E experts: row
-// buffers of gate/up outputs (the small-batch kernels' h), SwiGLU outputs and down outputs (the small-batch down
-// kernels' per-pair columns), each of n + 64 * min(E, n) rows.
+// klc_moe_experts' workspace after the n = T * k pairs' index arrays: the pointer room of E experts (6 each, the
+// batched GEMMs'), then row buffers of gate/up outputs (the small-batch kernels' h), SwiGLU outputs and down
+// outputs (the small-batch down kernels' per-pair columns), each of n + 64 * min(E, n) rows.
 struct MoeRooms {
+  void **ptrs;
   float *gu, *h, *y;
 };
 MoeRooms moe_rooms(void *ws, int n, int E, int I);

@@ -291,12 +291,13 @@ MoeRooms moe_rooms(void *ws, int n, int E, int I) {
   const size_t rows = n + (size_t)BM * std::min(E, n);
   char *p = static_cast<char *>(ws);
   p += align256(sizeof(int) * (3 * (size_t)(E + 1) + 2 * (size_t)n));
+  void **ptrs = reinterpret_cast<void **>(p);
   p += align256(sizeof(void *) * 6 * (size_t)E);
   float *gu = reinterpret_cast<float *>(p);
   p += align256(sizeof(float) * rows * 2 * I);
   float *h = reinterpret_cast<float *>(p);
   p += align256(sizeof(float) * rows * I);
-  return {gu, h, reinterpret_cast<float *>(p)};
+  return {ptrs, gu, h, reinterpret_cast<float *>(p)};
 }
 
 int arrival_counters(klc_ctx *ctx, int **out) {
@@ -320,8 +321,8 @@ int moe_experts(klc_ctx *ctx, const float *x, const int32_t *idx, const float *w
   char *p = static_cast<char *>(ws);
   int *off = reinterpret_cast<int *>(p), *tiles = off + (E + 1), *cursor = tiles + (E + 1), *pos = cursor + (E + 1),
       *tok = pos + n;
-  void **ptrs = reinterpret_cast<void **>(p + align256(sizeof(int) * (3 * (size_t)(E + 1) + 2 * n)));
   const MoeRooms room = moe_rooms(ws, n, E, I);
+  void **ptrs = room.ptrs;
   float *gu = room.gu, *hbuf = room.h, *ybuf = room.y;
   // Few pairs (decode): the chosen experts' weights are read once, straight from idx on the GPU.
   if (!w_f32 && !groups.load && !groups.w13 && moe_small_wanted(T, k, d, I, x, w13, w2, gu))

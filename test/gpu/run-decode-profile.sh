@@ -4,7 +4,9 @@
 # runs them (CUDA graphs replayed, traced node by node), and nsys's table of kernels by total time, which
 # decode dominates (test/gpu/decode-profile.ts: 256-token prompts, then STEPS steps of 1 and of 8 answers).
 # Without nsys, ncu times LAUNCHES kernels one by one (graphs off) from the first decode step on
-# (KLC_PROFILE_DECODE=1 starts the profiler there; about 700 launches a step of one answer).
+# (KLC_PROFILE_DECODE=1 starts the profiler there; about 700 launches a step of one answer), by default with caches
+# flushed and clocks locked before each kernel; NCU_CACHE=none NCU_CLOCK=none time them as a step runs them (warm L2,
+# boost clocks), one after another.
 # PROFILE_ARGS go to decode-profile.cjs (--context N, --batches 8).
 # Carry: .device (node.xz, node-include/, decode-profile.cjs: test/gpu/prepare-model.sh) and native/build.
 # Output in $OUT: decode-profile.log, the nsys report and its kernel table (kernels.csv), or ncu.csv.
@@ -22,6 +24,7 @@ if command -v nsys > /dev/null; then
   head -45 "$OUT"/kernels*.csv | cut -c1-220
 elif command -v ncu > /dev/null; then
   KLC_CUDA_GRAPHS=0 KLC_PROFILE_DECODE=1 ncu --metrics gpu__time_duration.sum --csv --profile-from-start off --launch-count "${LAUNCHES:-1400}" \
+    --cache-control "${NCU_CACHE:-all}" --clock-control "${NCU_CLOCK:-base}" \
     node .device/decode-profile.cjs "${STEPS:-20}" --quantization "$quant" ${PROFILE_ARGS:-} > "$OUT/ncu.csv" 2> "$OUT/decode-profile.log" || rc=1
   grep -E "^decode" "$OUT/ncu.csv" "$OUT/decode-profile.log"
   python3 - "$OUT/ncu.csv" <<'EOF'
