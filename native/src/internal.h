@@ -196,12 +196,8 @@ int mla_decode_bf16(klc_ctx *ctx, const MlaDecodeParams &p, int B, int block);
 // ---- small-batch paths, memory-bound, fp32 activations and accumulation in every mode ----
 // Off when KLC_SMALL_BATCH=0 (kept for comparisons against the general paths).
 bool small_batch_enabled();
-// MoE experts with bf16 weights for few (token, expert) pairs, without host synchronisation
-// (moe_small.cu); h is room for (T * k + T) * I floats. s13 and s2 (null when there is none): the shared
-// expert, [2I, d] and [d, I], run as one more expert of every token; out is then written, not added to.
-bool moe_small_wanted(int T, int k, int d, int I, const void *x, const void *w13, const void *w2, const void *h);
-int moe_small(klc_ctx *ctx, const float *x, const int *idx, const float *w, const void *w13, const void *w2, const void *s13,
-              const void *s2, float *out, float *h, int T, int d, int I, int k);
+// Which down kernel the small-batch MoE paths run: by column (the default) or by expert (KLC_MOE_DOWN=experts).
+bool moe_down_by_expert();
 // klc_moe_experts' workspace after the n = T * k pairs' index arrays: the pointer room of E experts (6 each, the
 // batched GEMMs'), then row buffers of gate/up outputs (the small-batch kernels' h), SwiGLU outputs and down
 // outputs (the small-batch down kernels' per-pair columns), each of n + 64 * min(E, n) rows.
@@ -214,6 +210,12 @@ MoeRooms moe_rooms(void *ws, int n, int E, int I);
 // launches, made on first need: [0] klc_moe_router's, [1 ..] the small-batch MoE down kernels' column blocks.
 constexpr int KLC_ARRIVALS = 4096;
 int arrival_counters(klc_ctx *ctx, int **out);
+// MoE experts with bf16 weights for few (token, expert) pairs, without host synchronisation
+// (moe_small.cu) in klc_moe_experts' workspace (room). s13 and s2 (null when there is none): the shared
+// expert, [2I, d] and [d, I], run as one more expert of every token; out is then written, not added to.
+bool moe_small_wanted(int T, int k, int d, int I, const void *x, const void *w13, const void *w2, const void *h);
+int moe_small(klc_ctx *ctx, const float *x, const int *idx, const float *w, const void *w13, const void *w2, const void *s13,
+              const void *s2, float *out, const MoeRooms &room, int T, int d, int I, int k);
 
 // ---- weight-only quantized matrices (wq_gemv.cu, wq_dequant.cu) ----
 // Whether w's codes are a kind the kernels read: INT4 or INT8 (codes KLC_WQ_INT), or E4M3 bytes

@@ -272,9 +272,10 @@ int klc_moe_block(klc_ctx *ctx, const float *x, const int32_t *idx, const float 
       E < 1 || k < 1)
     return fail(KLC_E_ARG, "klc_moe_block: bad pointers or shape (1.." + std::to_string(KLC_MOE_BLOCK_MAX_ROWS) + " rows)");
   if (ws_bytes < klc_moe_workspace_bytes(T, d, I, E, k)) return fail(KLC_E_ARG, "klc_moe_block: workspace smaller than klc_moe_workspace_bytes()");
-  float *h = moe_rooms(ws, T * k, E, I).gu;
+  const MoeRooms room = moe_rooms(ws, T * k, E, I);
+  float *h = room.gu;
   if (moe_small_wanted(T, k, d, I, x, w13, w2, h) && moe_small_wanted(T, k, d, I, x, shared_w13, shared_w2, h))
-    return moe_small(ctx, x, idx, w, w13, w2, shared_w13, shared_w2, out, h, T, d, I, k);
+    return moe_small(ctx, x, idx, w, w13, w2, shared_w13, shared_w2, out, room, T, d, I, k);
   // The shared expert alone writes out (its gate/up rows and SwiGLU in the workspace), then the routed experts add to it.
   float *gu = h, *hs = h + (size_t)T * 2 * I;
   if ((rc = klc_linear(ctx, x, d, shared_w13, gu, 2 * I, T, 2 * I, d, 1, 0, 0, 0, 0, 0)) || (rc = klc_silu_mul(ctx, gu, hs, T, I)) ||
@@ -326,7 +327,7 @@ int moe_experts(klc_ctx *ctx, const float *x, const int32_t *idx, const float *w
   float *gu = room.gu, *hbuf = room.h, *ybuf = room.y;
   // Few pairs (decode): the chosen experts' weights are read once, straight from idx on the GPU.
   if (!w_f32 && !groups.load && !groups.w13 && moe_small_wanted(T, k, d, I, x, w13, w2, gu))
-    return moe_small(ctx, x, idx, w, w13, w2, nullptr, nullptr, out, gu, T, d, I, k);
+    return moe_small(ctx, x, idx, w, w13, w2, nullptr, nullptr, out, room, T, d, I, k);
   moe_sort_kernel<<<1, 1024, 0, ctx->stream>>>(idx, n, E, off, tiles, cursor, pos, tok, k);
   if ((rc = launched("the MoE token sort"))) return rc;
   if (!w_f32 && ctx->tensor_cores) {

@@ -1,5 +1,5 @@
 // The (token, slot) pairs of the small-batch MoE kernels (moe_small.cu, moe_small_wq.cu): which ones a CTA of
-// the up kernels works for, and the order in which the down kernels add them.
+// the up kernels (and of the down kernels by expert) works for, and the order in which the down kernels add them.
 #pragma once
 
 #include <climits>
@@ -60,6 +60,35 @@ __device__ __forceinline__ void sort_pairs(const int *idx, int n, int m, int *s_
     order[pos] = j;
   }
   __syncthreads();
+}
+
+// Run by the whole CTA (THREADS threads) of a down kernel by expert that arrived last for columns [c0, c0 + cols):
+// out[t, c] gets token t's terms ys[pair, c] added in the column kernels' order — its routed pairs by (expert, slot),
+// each times wt[pair], then (WITH_SHARED) its shared expert row n + t — and is written (WITH_SHARED) or added to.
+// order is shared memory for n ints. ys is read with __ldcg: other CTAs wrote it (arrivals.cuh).
+template <bool WITH_SHARED, int THREADS>
+__device__ __forceinline__ void combine_columns(const int *idx, const float *wt, const float *ys, float *out, int n, int k, int T, int d,
+                                                int c0, int cols, int *order) {
+  for (int q = threadIdx.x; q < n; q += THREADS) {
+    const int t = q / k, s = q % k, es = idx[q];
+    int rank = 0;
+    for (int r = 0; r < k; ++r) {
+      const int er = idx[t * k + r];
+      rank += er < es || (er == es && r < s);
+    }
+    order[t * k + rank] = s;
+  }
+  __syncthreads();
+  for (int item = threadIdx.x; item < cols * T; item += THREADS) {
+    const int t = item / cols, col = c0 + item % cols;
+    float acc = 0.f;
+    for (int r = 0; r < k; ++r) {
+      const int pair = t * k + order[t * k + r];
+      acc = fmaf(wt[pair], __ldcg(ys + (size_t)pair * d + col), acc);
+    }
+    float *o = out + (size_t)t * d + col;
+    *o = WITH_SHARED ? acc + __ldcg(ys + (size_t)(n + t) * d + col) : *o + acc;
+  }
 }
 
 }  // namespace klc_small

@@ -10,7 +10,9 @@
 #include <cuda_bf16.h>
 
 #include <cstdlib>
+#include <cstring>
 
+#include "arrivals.cuh"
 #include "internal.h"
 #include "moe_pairs.cuh"
 #include "pdl.cuh"
@@ -157,20 +159,98 @@ __global__ void __launch_bounds__(THREADS) moe_small_down_kernel(const float *__
   }
 }
 
+// The down projections by expert (KLC_MOE_DOWN=experts), as moe_small_wq.cu's kernel of that name: a CTA per block
+// of COLS columns and chosen expert reads that expert's W2 rows of the block once (a warp CPW rows, all in
+// flight), writes every pair's y[p, c] into ys, and the block's last CTA adds each token's terms in this file's
+// column kernel's order (combine_columns): the same bits.
+template <int VECS, int CPW, bool WITH_SHARED>
+__global__ void __launch_bounds__(THREADS) moe_small_down_expert_kernel(const float *__restrict__ h, const int *__restrict__ idx,
+                                                                         const float *__restrict__ wt, const bf16 *__restrict__ w2,
+                                                                         const bf16 *__restrict__ s2, float *ys, float *__restrict__ out,
+                                                                         int *arrivals, int n, int k, int T, int d, int I) {
+  constexpr int COLS = WARPS * CPW;
+  const int me = blockIdx.y, lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nv = I / 8, c0 = blockIdx.x * COLS;
+  const bool shared = WITH_SHARED && me == n;
+  uint4 rows[CPW][VECS] = {};
+  auto load = [&](int e) {
+    const bf16 *base = shared ? s2 : w2 + (size_t)e * d * I;
+#pragma unroll
+    for (int j = 0; j < CPW; ++j) {
+      const int col = c0 + warp + WARPS * j;
+      if (col >= d) break;
+#pragma unroll
+      for (int i = 0; i < VECS; ++i) {
+        const int v = lane + 32 * i;
+        if (v < nv) rows[j][i] = load_stream(base + (size_t)col * I + (size_t)v * 8);
+      }
+    }
+  };
+  // The shared expert's rows do not depend on the router: loaded before waiting for it.
+  if (shared) load(0);
+  pdl_wait();
+  pdl_trigger();
+  __shared__ int pairs[MAX_PAIRS];
+  __shared__ int count, repeated;
+  const int e = shared ? 0 : idx[me];
+  if (!shared) load(e);
+  if (warp == 0) collect_pairs(idx, me, e, shared, n, T, lane, pairs, count, repeated);
+  __syncthreads();
+  if (!repeated) {
+#pragma unroll
+    for (int j = 0; j < CPW; ++j) {
+      const int col = c0 + warp + WARPS * j;
+      if (col >= d) break;
+      for (int p = 0; p < count; ++p) {
+        const float *hr = h + (size_t)pairs[p] * I;
+        float part = 0.f;
+#pragma unroll
+        for (int i = 0; i < VECS; ++i) {
+          const int v = lane + 32 * i;
+          if (v < nv) {
+            float f[8];
+            unpack_bf16x8(rows[j][i], f);
+            part = dot8(f, hr + v * 8, part);
+          }
+        }
+        const float y = group_sum<32>(part);
+        if (lane == 0) ys[(size_t)pairs[p] * d + col] = y;
+      }
+    }
+  }
+  if (!arrived_last(arrivals + blockIdx.x, gridDim.y)) return;
+  __shared__ int order[MAX_PAIRS];
+  combine_columns<WITH_SHARED, THREADS>(idx, wt, ys, out, n, k, T, d, c0, min(COLS, d - c0), order);
+}
+
 using klc::launched;
 using klc::launch_pdl;
 
 template <bool WITH_SHARED>
 int moe_small_launch(klc_ctx *ctx, const float *x, const int *idx, const float *w, const bf16 *w13, const bf16 *w2, const bf16 *s13,
-                     const bf16 *s2, float *out, float *h, int T, int d, int I, int k) {
+                     const bf16 *s2, float *out, const klc::MoeRooms &room, int T, int d, int I, int k) {
   const int n = T * k;
+  float *h = room.gu;
   int rc = launched(launch_pdl(ctx, moe_small_up_kernel<WITH_SHARED>, dim3((I + WARPS - 1) / WARPS, WITH_SHARED ? n + 1 : n), THREADS, 0, x, idx,
                                w13, s13, h, n, k, T, d, I),
                     "the MoE gate/up projections (small batch)");
   if (rc) return rc;
+  // By expert a warp keeps 2 rows of bf16 W2 in flight for I <= 1024 (as many bytes as the quantized kernel's 4), else 1.
+  const bool wide = I > 32 * 8 * 4;
+  const int cols = WARPS * (wide ? 1 : 2), blocks = (d + cols - 1) / cols;
+  if (klc::moe_down_by_expert() && blocks < klc::KLC_ARRIVALS) {
+    int *arrivals = nullptr;
+    if ((rc = klc::arrival_counters(ctx, &arrivals))) return rc;
+    const dim3 grid(blocks, WITH_SHARED ? n + 1 : n);
+    const cudaError_t e =
+        wide ? launch_pdl(ctx, moe_small_down_expert_kernel<MAX_DOWN_VECS, 1, WITH_SHARED>, grid, THREADS, 0, h, idx, w, w2, s2, room.y, out,
+                          arrivals + 1, n, k, T, d, I)
+             : launch_pdl(ctx, moe_small_down_expert_kernel<4, 2, WITH_SHARED>, grid, THREADS, 0, h, idx, w, w2, s2, room.y, out, arrivals + 1, n,
+                          k, T, d, I);
+    return launched(e, "the MoE down projections (small batch, by expert)");
+  }
   const dim3 grid((d + WARPS - 1) / WARPS);
   const cudaError_t e =
-      I <= 32 * 8 * 4 ? launch_pdl(ctx, moe_small_down_kernel<4, WITH_SHARED>, grid, THREADS, 0, h, idx, w, w2, s2, out, n, k, T, d, I)
+      !wide ? launch_pdl(ctx, moe_small_down_kernel<4, WITH_SHARED>, grid, THREADS, 0, h, idx, w, w2, s2, out, n, k, T, d, I)
                       : launch_pdl(ctx, moe_small_down_kernel<MAX_DOWN_VECS, WITH_SHARED>, grid, THREADS, 0, h, idx, w, w2, s2, out, n, k, T, d, I);
   return launched(e, "the MoE down projections (small batch)");
 }
@@ -184,17 +264,22 @@ bool small_batch_enabled() {
   return !(v && v[0] == '0');
 }
 
+bool moe_down_by_expert() {
+  const char *v = std::getenv("KLC_MOE_DOWN");
+  return v && std::strcmp(v, "experts") == 0;
+}
+
 bool moe_small_wanted(int T, int k, int d, int I, const void *x, const void *w13, const void *w2, const void *h) {
   return small_batch_enabled() && T * k <= SMALL_MAX_PAIRS && T <= MAX_TOKENS && d % 8 == 0 && I % 8 == 0 &&
          I <= 32 * 8 * MAX_DOWN_VECS && aligned16(x) && aligned16(w13) && aligned16(w2) && aligned16(h);
 }
 
 int moe_small(klc_ctx *ctx, const float *x, const int *idx, const float *w, const void *w13, const void *w2, const void *s13,
-              const void *s2, float *out, float *h, int T, int d, int I, int k) {
+              const void *s2, float *out, const MoeRooms &room, int T, int d, int I, int k) {
   const bf16 *up = static_cast<const bf16 *>(w13), *down = static_cast<const bf16 *>(w2);
   const bf16 *sup = static_cast<const bf16 *>(s13), *sdown = static_cast<const bf16 *>(s2);
-  return sup ? moe_small_launch<true>(ctx, x, idx, w, up, down, sup, sdown, out, h, T, d, I, k)
-             : moe_small_launch<false>(ctx, x, idx, w, up, down, sup, sdown, out, h, T, d, I, k);
+  return sup ? moe_small_launch<true>(ctx, x, idx, w, up, down, sup, sdown, out, room, T, d, I, k)
+             : moe_small_launch<false>(ctx, x, idx, w, up, down, sup, sdown, out, room, T, d, I, k);
 }
 
 }  // namespace klc

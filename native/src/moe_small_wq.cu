@@ -14,7 +14,6 @@
 // grouped GEMMs on it.
 #include <cuda_bf16.h>
 
-#include <cstdlib>
 #include <string>
 
 #include "arrivals.cuh"
@@ -275,35 +274,8 @@ __global__ void __launch_bounds__(THREADS) moe_wq_down_expert_kernel(const float
     }
   }
   if (!arrived_last(arrivals + blockIdx.x, gridDim.y)) return;
-  // order[t][r]: token t's slot of rank r by (expert, slot), the column kernel's order of its terms.
   __shared__ int order[MAX_PAIRS];
-  for (int q = threadIdx.x; q < n; q += THREADS) {
-    const int t = q / k, s = q % k, es = idx[q];
-    int rank = 0;
-    for (int r = 0; r < k; ++r) {
-      const int er = idx[t * k + r];
-      rank += er < es || (er == es && r < s);
-    }
-    order[t * k + rank] = s;
-  }
-  __syncthreads();
-  const int cols = min(COLS, d - c0);
-  for (int item = threadIdx.x; item < cols * T; item += THREADS) {
-    const int t = item / cols, col = c0 + item % cols;
-    float acc = 0.f;
-    for (int r = 0; r < k; ++r) {
-      const int pair = t * k + order[t * k + r];
-      acc = fmaf(wt[pair], __ldcg(ys + (size_t)pair * d + col), acc);
-    }
-    float *o = out + (size_t)t * d + col;
-    *o = WITH_SHARED ? acc + __ldcg(ys + (size_t)(n + t) * d + col) : *o + acc;
-  }
-}
-
-// Which down kernel the small-batch path runs: by column (the default) or by expert (KLC_MOE_DOWN=experts).
-bool down_by_expert() {
-  const char *v = std::getenv("KLC_MOE_DOWN");
-  return v && std::string(v) == "experts";
+  combine_columns<WITH_SHARED, THREADS>(idx, wt, ys, out, n, k, T, d, c0, min(COLS, d - c0), order);
 }
 
 using klc::launched;
@@ -334,7 +306,7 @@ int moe_wq_small(klc_ctx *ctx, const float *x, const int *idx, const float *w, c
   if (rc) return rc;
   const bool wide = I > 32 * 8 * 4;
   const int cols = WARPS * (wide ? 2 : 4), blocks = (d + cols - 1) / cols;
-  if (down_by_expert() && blocks < klc::KLC_ARRIVALS) {
+  if (klc::moe_down_by_expert() && blocks < klc::KLC_ARRIVALS) {
     int *arrivals = nullptr;
     if ((rc = klc::arrival_counters(ctx, &arrivals))) return rc;
     const dim3 grid(blocks, WITH_SHARED ? n + 1 : n);

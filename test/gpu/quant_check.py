@@ -447,6 +447,40 @@ def down_by_expert_case(klc, gen, T, bits, group, symmetric, shared=False, fp8=F
     check(label + ": bits of the column kernel", (outs["experts"] - outs["columns"]).abs().max().item(), 0.0)
 
 
+def down_by_expert_bf16_case(klc, gen, T, shared=False, d=2304, I=1024, E=64, k=8):
+    """down_by_expert_case on bf16 experts (moe_small.cu): klc_moe_experts adding to out, klc_moe_block writing it."""
+    w13 = (torch.randn(E, 2 * I, d, device="cuda", generator=gen) * 0.02).to(torch.bfloat16)
+    w2 = (torch.randn(E, d, I, device="cuda", generator=gen) * 0.02).to(torch.bfloat16)
+    s13 = (torch.randn(2 * I, d, device="cuda", generator=gen) * 0.02).to(torch.bfloat16)
+    s2 = (torch.randn(d, I, device="cuda", generator=gen) * 0.02).to(torch.bfloat16)
+    x, idx, wt = moe_inputs(gen, T, E, d, k)
+    idx, wt = idx.flip(1).contiguous(), wt.flip(1).contiguous()
+    lib = klc.lib
+    ws, ws_bytes = moe_workspace(lib, T, d, I, E, k)
+    set_tensor_cores(klc, True)
+    outs = {}
+    for kernel in ("columns", "experts"):
+        out = torch.full((T, d), 7.0 if shared else 0.25, device="cuda")
+        with env("KLC_MOE_DOWN", kernel):
+            if shared:
+                klc._check(lib.klc_moe_block(klc.ctx, c_p(x.data_ptr()), c_p(idx.data_ptr()), c_p(wt.data_ptr()), c_p(w13.data_ptr()),
+                                             c_p(w2.data_ptr()), c_p(s13.data_ptr()), c_p(s2.data_ptr()), c_p(out.data_ptr()), c_p(ws.data_ptr()),
+                                             c_z(ws_bytes), T, d, I, E, k))
+            else:
+                klc._check(lib.klc_moe_experts(klc.ctx, c_p(x.data_ptr()), c_p(idx.data_ptr()), c_p(wt.data_ptr()), c_p(w13.data_ptr()),
+                                               c_p(w2.data_ptr()), c_p(out.data_ptr()), c_p(ws.data_ptr()), c_z(ws_bytes), T, d, I, E, k, 0))
+            klc.sync()
+        outs[kernel] = out
+    rows = list(range(T))
+    want = moe_reference(x, idx, wt, w13.double(), w2.double(), rows, 0.0 if shared else 0.25)
+    if shared:
+        gu = x.double() @ s13.double().T
+        want += (torch.nn.functional.silu(gu[:, :I]) * gu[:, I:]) @ s2.double().T
+    label = f"MoE down by expert bf16 T={T} d={d} I={I}{' with the shared expert' if shared else ''}"
+    check(label, rel(outs["experts"], want), 2e-5)
+    check(label + ": bits of the column kernel", (outs["experts"] - outs["columns"]).abs().max().item(), 0.0)
+
+
 def down_by_expert_cases(klc, gen):
     for T in (1, 3, 8):
         down_by_expert_case(klc, gen, T, 8, None, True)
@@ -458,6 +492,9 @@ def down_by_expert_cases(klc, gen):
     # I > 1024: two columns a warp; d not a multiple of a block's 16 columns.
     down_by_expert_case(klc, gen, 3, 8, None, True, d=1160, I=2048, E=16)
     down_by_expert_case(klc, gen, 2, 4, 64, False, shared=True, I=2048, E=16)
+    down_by_expert_bf16_case(klc, gen, 1)
+    down_by_expert_bf16_case(klc, gen, 8, shared=True)
+    down_by_expert_bf16_case(klc, gen, 3, d=1160, I=2048, E=16)
 
 
 def moe_block_cases(klc, gen):
