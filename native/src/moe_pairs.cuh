@@ -4,6 +4,10 @@
 
 #include <climits>
 
+#include "arrivals.cuh"
+#include "pdl.cuh"
+#include "small_vec.cuh"
+
 namespace klc_small {
 
 // The shared expert's key among the routed experts' indices: after every one of them.
@@ -89,6 +93,42 @@ __device__ __forceinline__ void combine_columns(const int *idx, const float *wt,
     float *o = out + (size_t)t * d + col;
     *o = WITH_SHARED ? acc + __ldcg(ys + (size_t)(n + t) * d + col) : *o + acc;
   }
+}
+
+// The frame of the down kernels by expert (moe_small.cu, moe_small_wq.cu), run by the whole CTA (WARPS warps) for
+// column block blockIdx.x (COLS = WARPS * CPW columns, warp w's j-th column c0 + w + WARPS * j) and pair blockIdx.y
+// (n: the shared expert's rows, WITH_SHARED). load(e) requests expert e's rows of the warp's columns into the
+// caller's registers (the shared expert's, e = 0, before waiting for the router); part(j, col, e, hr) is this lane's
+// share of W2_e[col] . hr for the warp's j-th column. Each pair's sum goes to ys[pair, col]; the block's CTA that
+// arrives last writes (WITH_SHARED) or adds to out: combine_columns.
+template <int CPW, int WARPS, int MAX_PAIRS, bool WITH_SHARED, class Load, class Part>
+__device__ __forceinline__ void down_by_expert(Load load, Part part, const float *h, const int *idx, const float *wt, float *ys, float *out,
+                                               int *arrivals, int n, int k, int T, int d, int I) {
+  const int me = blockIdx.y, lane = threadIdx.x & 31, warp = threadIdx.x >> 5, c0 = blockIdx.x * WARPS * CPW;
+  const bool shared = WITH_SHARED && me == n;
+  if (shared) load(0);
+  pdl_wait();
+  pdl_trigger();
+  __shared__ int pairs[MAX_PAIRS];
+  __shared__ int count, repeated;
+  const int e = shared ? 0 : idx[me];
+  if (!shared) load(e);
+  if (warp == 0) collect_pairs(idx, me, e, shared, n, T, lane, pairs, count, repeated);
+  __syncthreads();
+  if (!repeated) {
+#pragma unroll
+    for (int j = 0; j < CPW; ++j) {
+      const int col = c0 + warp + WARPS * j;
+      if (col >= d) break;
+      for (int p = 0; p < count; ++p) {
+        const float y = group_sum<32>(part(j, col, e, h + (size_t)pairs[p] * I));
+        if (lane == 0) ys[(size_t)pairs[p] * d + col] = y;
+      }
+    }
+  }
+  if (!arrived_last(arrivals + blockIdx.x, gridDim.y)) return;
+  __shared__ int order[MAX_PAIRS];
+  combine_columns<WITH_SHARED, 32 * WARPS>(idx, wt, ys, out, n, k, T, d, c0, min(WARPS * CPW, d - c0), order);
 }
 
 }  // namespace klc_small

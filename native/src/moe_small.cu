@@ -12,7 +12,6 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "arrivals.cuh"
 #include "internal.h"
 #include "moe_pairs.cuh"
 #include "pdl.cuh"
@@ -160,17 +159,16 @@ __global__ void __launch_bounds__(THREADS) moe_small_down_kernel(const float *__
 }
 
 // The down projections by expert (KLC_MOE_DOWN=experts), as moe_small_wq.cu's kernel of that name: a CTA per block
-// of COLS columns and chosen expert reads that expert's W2 rows of the block once (a warp CPW rows, all in
+// of 8 * CPW columns and chosen expert reads that expert's W2 rows of the block once (a warp CPW rows, all in
 // flight), writes every pair's y[p, c] into ys, and the block's last CTA adds each token's terms in this file's
-// column kernel's order (combine_columns): the same bits.
+// column kernel's order (moe_pairs.cuh down_by_expert): the same bits.
 template <int VECS, int CPW, bool WITH_SHARED>
 __global__ void __launch_bounds__(THREADS) moe_small_down_expert_kernel(const float *__restrict__ h, const int *__restrict__ idx,
                                                                          const float *__restrict__ wt, const bf16 *__restrict__ w2,
                                                                          const bf16 *__restrict__ s2, float *ys, float *__restrict__ out,
                                                                          int *arrivals, int n, int k, int T, int d, int I) {
-  constexpr int COLS = WARPS * CPW;
-  const int me = blockIdx.y, lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nv = I / 8, c0 = blockIdx.x * COLS;
-  const bool shared = WITH_SHARED && me == n;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nv = I / 8, c0 = blockIdx.x * WARPS * CPW;
+  const bool shared = WITH_SHARED && blockIdx.y == n;
   uint4 rows[CPW][VECS] = {};
   auto load = [&](int e) {
     const bf16 *base = shared ? s2 : w2 + (size_t)e * d * I;
@@ -185,41 +183,20 @@ __global__ void __launch_bounds__(THREADS) moe_small_down_expert_kernel(const fl
       }
     }
   };
-  // The shared expert's rows do not depend on the router: loaded before waiting for it.
-  if (shared) load(0);
-  pdl_wait();
-  pdl_trigger();
-  __shared__ int pairs[MAX_PAIRS];
-  __shared__ int count, repeated;
-  const int e = shared ? 0 : idx[me];
-  if (!shared) load(e);
-  if (warp == 0) collect_pairs(idx, me, e, shared, n, T, lane, pairs, count, repeated);
-  __syncthreads();
-  if (!repeated) {
+  auto part = [&](int j, int, int, const float *hr) {
+    float acc = 0.f;
 #pragma unroll
-    for (int j = 0; j < CPW; ++j) {
-      const int col = c0 + warp + WARPS * j;
-      if (col >= d) break;
-      for (int p = 0; p < count; ++p) {
-        const float *hr = h + (size_t)pairs[p] * I;
-        float part = 0.f;
-#pragma unroll
-        for (int i = 0; i < VECS; ++i) {
-          const int v = lane + 32 * i;
-          if (v < nv) {
-            float f[8];
-            unpack_bf16x8(rows[j][i], f);
-            part = dot8(f, hr + v * 8, part);
-          }
-        }
-        const float y = group_sum<32>(part);
-        if (lane == 0) ys[(size_t)pairs[p] * d + col] = y;
+    for (int i = 0; i < VECS; ++i) {
+      const int v = lane + 32 * i;
+      if (v < nv) {
+        float f[8];
+        unpack_bf16x8(rows[j][i], f);
+        acc = dot8(f, hr + v * 8, acc);
       }
     }
-  }
-  if (!arrived_last(arrivals + blockIdx.x, gridDim.y)) return;
-  __shared__ int order[MAX_PAIRS];
-  combine_columns<WITH_SHARED, THREADS>(idx, wt, ys, out, n, k, T, d, c0, min(COLS, d - c0), order);
+    return acc;
+  };
+  down_by_expert<CPW, WARPS, MAX_PAIRS, WITH_SHARED>(load, part, h, idx, wt, ys, out, arrivals, n, k, T, d, I);
 }
 
 using klc::launched;

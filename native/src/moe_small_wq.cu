@@ -16,7 +16,6 @@
 
 #include <string>
 
-#include "arrivals.cuh"
 #include "internal.h"
 #include "moe_pairs.cuh"
 #include "pdl.cuh"
@@ -199,21 +198,21 @@ __global__ void __launch_bounds__(THREADS) moe_wq_down_kernel(const float *__res
   }
 }
 
-// The down projections again, read by expert rather than by column (KLC_MOE_DOWN=experts): a CTA per block of COLS
-// columns and chosen expert streams that expert's W2 rows of the block once, each warp CPW of them with all their
-// codes in flight, and writes y[p, c] = W2_e[c] . h[p] of every pair p that chose the expert into ys (the warp's
-// sum, as the column kernel forms it). h is then read once per CTA rather than once per warp and expert, and a
-// warp has CPW rows in flight rather than two. The CTA of a column block that arrives last adds each token's
-// terms in the column kernel's order (experts ascending, the shared expert last): the two give the same bits.
+// The down projections again, read by expert rather than by column (KLC_MOE_DOWN=experts; moe_pairs.cuh
+// down_by_expert): a CTA per block of 8 * CPW columns and chosen expert streams that expert's W2 rows of the block
+// once, each warp CPW of them with all their codes in flight, and writes y[p, c] = W2_e[c] . h[p] of every pair p
+// that chose the expert into ys (the warp's sum, as the column kernel forms it). h is then read once per CTA rather
+// than once per warp and expert, and a warp has CPW rows in flight rather than two. The CTA of a column block that
+// arrives last adds each token's terms in the column kernel's order (experts ascending, the shared expert last):
+// the two give the same bits.
 template <Codes C, int UNITS, int CPW, bool WITH_SHARED>
 __global__ void __launch_bounds__(THREADS) moe_wq_down_expert_kernel(const float *__restrict__ h, const int *__restrict__ idx,
                                                                      const float *__restrict__ wt, klc_wq w2, klc_wq s2, float *ys,
                                                                      float *__restrict__ out, int *arrivals, int n, int k, int T, int d,
                                                                      int I) {
-  constexpr int BITS = bits_of<C>, PER_WORD = 32 / BITS, COLS = WARPS * CPW;
-  const int me = blockIdx.y, lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nu = I / 8, c0 = blockIdx.x * COLS;
-  const bool shared = WITH_SHARED && me == n;
-  const klc_wq w = shared ? s2 : w2;
+  constexpr int BITS = bits_of<C>, PER_WORD = 32 / BITS;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nu = I / 8, c0 = blockIdx.x * WARPS * CPW;
+  const klc_wq w = WITH_SHARED && blockIdx.y == n ? s2 : w2;
   const int groups = I / w.group;
   Raw8<BITS> codes[CPW][UNITS] = {};
   auto load = [&](int e) {
@@ -235,47 +234,22 @@ __global__ void __launch_bounds__(THREADS) moe_wq_down_expert_kernel(const float
       }
     }
   };
-  // The shared expert's codes do not depend on the router: loaded before waiting for it.
-  if (shared) load(0);
-  pdl_wait();
-  pdl_trigger();
-  __shared__ int pairs[MAX_PAIRS];
-  __shared__ int count, repeated;
-  const int e = shared ? 0 : idx[me];
-  if (!shared) load(e);
-  if (warp == 0) collect_pairs(idx, me, e, shared, n, T, lane, pairs, count, repeated);
-  __syncthreads();
-  if (!repeated) {
+  auto part = [&](int j, int col, int e, const float *hr) {
+    const int row = e * d + col;
+    float acc = 0.f;
 #pragma unroll
-    for (int j = 0; j < CPW; ++j) {
-      const int col = c0 + warp + WARPS * j;
-      if (col >= d) break;
-      const int row = e * d + col;
-      float f[UNITS][8];
-#pragma unroll
-      for (int i = 0; i < UNITS; ++i) {
-        const int u = lane + 32 * i;
-        if (u < nu) {
-          const int g = u * 8 / w.group;
-          decode8<C>(codes[j][i], stored_zero<BITS>(w, row, g, groups), scale_at(w, (size_t)row * groups + g), f[i]);
-        }
-      }
-      for (int p = 0; p < count; ++p) {
-        const float *hr = h + (size_t)pairs[p] * I;
-        float part = 0.f;
-#pragma unroll
-        for (int i = 0; i < UNITS; ++i) {
-          const int u = lane + 32 * i;
-          if (u < nu) part = dot8(f[i], hr + u * 8, part);
-        }
-        const float y = group_sum<32>(part);
-        if (lane == 0) ys[(size_t)pairs[p] * d + col] = y;
+    for (int i = 0; i < UNITS; ++i) {
+      const int u = lane + 32 * i;
+      if (u < nu) {
+        const int g = u * 8 / w.group;
+        float f[8];
+        decode8<C>(codes[j][i], stored_zero<BITS>(w, row, g, groups), scale_at(w, (size_t)row * groups + g), f);
+        acc = dot8(f, hr + u * 8, acc);
       }
     }
-  }
-  if (!arrived_last(arrivals + blockIdx.x, gridDim.y)) return;
-  __shared__ int order[MAX_PAIRS];
-  combine_columns<WITH_SHARED, THREADS>(idx, wt, ys, out, n, k, T, d, c0, min(COLS, d - c0), order);
+    return acc;
+  };
+  down_by_expert<CPW, WARPS, MAX_PAIRS, WITH_SHARED>(load, part, h, idx, wt, ys, out, arrivals, n, k, T, d, I);
 }
 
 using klc::launched;

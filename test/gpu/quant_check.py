@@ -324,6 +324,13 @@ def moe_reference(x, idx, wt, w13, w2, rows, base):
     return want
 
 
+def shared_reference(x, s13, s2):
+    """float64 shared expert W2 (SiLU(W1 x) * W3 x) of every row of x, s13 [2I, d] and s2 [d, I] (any float dtype)."""
+    I = s2.shape[1]
+    gu = x.double() @ s13.double().T
+    return (torch.nn.functional.silu(gu[:, :I]) * gu[:, I:]) @ s2.double().T
+
+
 def moe_case(klc, gen, T, bits, group, symmetric, tensor_cores, d=2304, I=1024, E=64, k=8, fp8=False):
     m13 = QMat(E * 2 * I, d, bits, group or d, symmetric, False, gen, fp8=fp8)
     m2 = QMat(E * d, I, bits, group or I, symmetric, False, gen, fp8=fp8)
@@ -375,9 +382,7 @@ def moe_block_case(klc, gen, T, bits, group, symmetric, shared_group=None, fp8=F
         klc.sync()
     set_tensor_cores(klc, True)
     rows = list(range(T))
-    want = moe_reference(x, idx, wt, m13.w.reshape(E, 2 * I, d), m2.w.reshape(E, d, I), rows, 0.0)
-    gu = x.double() @ s13.w.T
-    want += (torch.nn.functional.silu(gu[:, :I]) * gu[:, I:]) @ s2.w.T
+    want = moe_reference(x, idx, wt, m13.w.reshape(E, 2 * I, d), m2.w.reshape(E, d, I), rows, 0.0) + shared_reference(x, s13.w, s2.w)
     kind = "FP8" if fp8 else f"INT{bits} {'sym' if symmetric else 'asym'}"
     check(f"MoE block {kind} group={group or 'channel'} shared group={shared_group or 'channel'} T={T} "
           f"({'shared expert in the small-batch kernels' if fused else 'shared expert on its own'})", rel(out, want), 2e-5)
@@ -401,84 +406,82 @@ def moe_block_bf16_case(klc, gen, T, fused=True, d=2304, I=1024, E=64, k=8):
         klc.sync()
     set_tensor_cores(klc, True)
     rows = list(range(T))
-    want = moe_reference(x, idx, wt, w13.double(), w2.double(), rows, 0.0)
-    gu = x.double() @ s13.double().T
-    want += (torch.nn.functional.silu(gu[:, :I]) * gu[:, I:]) @ s2.double().T
+    want = moe_reference(x, idx, wt, w13.double(), w2.double(), rows, 0.0) + shared_reference(x, s13, s2)
     # On its own the block runs in exact mode (fp32 CUDA-core GEMMs on the bf16 weights).
     check(f"MoE block bf16 T={T} ({'shared expert in the small-batch kernels' if fused else 'shared expert on its own'})", rel(out, want), 2e-5)
 
 
+def down_kernels_compared(klc, label, T, d, shared, run, want):
+    """run(out) with the small-batch down kernel by column and by expert (KLC_MOE_DOWN): the one by expert against
+    float64 (want) and bit for bit against the one by column. out starts at 7.0 for a whole block (written), else
+    0.25 (added to: want includes it)."""
+    outs = {}
+    for kernel in ("columns", "experts"):
+        out = torch.full((T, d), 7.0 if shared else 0.25, device="cuda")
+        with env("KLC_MOE_DOWN", kernel):
+            run(out)
+            klc.sync()
+        outs[kernel] = out
+    check(label, rel(outs["experts"], want), 2e-5)
+    check(label + ": bits of the column kernel", (outs["experts"] - outs["columns"]).abs().max().item(), 0.0)
+
+
+def routed_inputs(gen, T, E, d, k):
+    """moe_inputs with each token's experts in descending order: the kernels order a token's terms themselves."""
+    x, idx, wt = moe_inputs(gen, T, E, d, k)
+    return x, idx.flip(1).contiguous(), wt.flip(1).contiguous()
+
+
 def down_by_expert_case(klc, gen, T, bits, group, symmetric, shared=False, fp8=False, d=2304, I=1024, E=64, k=8):
-    """The small-batch down kernel by expert (KLC_MOE_DOWN=experts) against float64 and bit for bit against the
-    kernel by column it may replace: klc_moe_experts_wq adding to out (0.25), or with a shared expert klc_moe_block_wq
-    writing it (over 7.0)."""
+    """The down kernel by expert on quantized experts: klc_moe_experts_wq, or with a shared expert klc_moe_block_wq."""
     m13 = QMat(E * 2 * I, d, bits, group or d, symmetric, False, gen, fp8=fp8)
     m2 = QMat(E * d, I, bits, group or I, symmetric, False, gen, fp8=fp8)
     s13 = QMat(2 * I, d, bits, group or d, symmetric, False, gen, fp8=fp8) if shared else None
     s2 = QMat(d, I, bits, group or I, symmetric, False, gen, fp8=fp8) if shared else None
-    x, idx, wt = moe_inputs(gen, T, E, d, k)
-    # The router reports a token's experts ascending; the kernels order the terms themselves.
-    idx = idx.flip(1).contiguous()
-    wt = wt.flip(1).contiguous()
+    x, idx, wt = routed_inputs(gen, T, E, d, k)
     lib = klc.lib
     ws, ws_bytes = moe_workspace(lib, T, d, I, E, k)
     set_tensor_cores(klc, True)
-    outs = {}
-    for kernel in ("columns", "experts"):
-        out = torch.full((T, d), 7.0 if shared else 0.25, device="cuda")
-        with env("KLC_MOE_DOWN", kernel):
-            if shared:
-                klc._check(lib.klc_moe_block_wq(klc.ctx, c_p(x.data_ptr()), c_p(idx.data_ptr()), c_p(wt.data_ptr()), ctypes.byref(m13.wq),
-                                                ctypes.byref(m2.wq), ctypes.byref(s13.wq), ctypes.byref(s2.wq), c_p(out.data_ptr()),
-                                                c_p(ws.data_ptr()), c_z(ws_bytes), None, 0, T, d, I, E, k))
-            else:
-                klc._check(lib.klc_moe_experts_wq(klc.ctx, c_p(x.data_ptr()), c_p(idx.data_ptr()), c_p(wt.data_ptr()), ctypes.byref(m13.wq),
-                                                  ctypes.byref(m2.wq), c_p(out.data_ptr()), c_p(ws.data_ptr()), c_z(ws_bytes), None, 0, T, d, I, E, k))
-            klc.sync()
-        outs[kernel] = out
-    rows = list(range(T))
-    want = moe_reference(x, idx, wt, m13.w.reshape(E, 2 * I, d), m2.w.reshape(E, d, I), rows, 0.0 if shared else 0.25)
+    common = (c_p(x.data_ptr()), c_p(idx.data_ptr()), c_p(wt.data_ptr()), ctypes.byref(m13.wq), ctypes.byref(m2.wq))
+
+    def run(out):
+        if shared:
+            klc._check(lib.klc_moe_block_wq(klc.ctx, *common, ctypes.byref(s13.wq), ctypes.byref(s2.wq), c_p(out.data_ptr()), c_p(ws.data_ptr()),
+                                            c_z(ws_bytes), None, 0, T, d, I, E, k))
+        else:
+            klc._check(lib.klc_moe_experts_wq(klc.ctx, *common, c_p(out.data_ptr()), c_p(ws.data_ptr()), c_z(ws_bytes), None, 0, T, d, I, E, k))
+
+    want = moe_reference(x, idx, wt, m13.w.reshape(E, 2 * I, d), m2.w.reshape(E, d, I), list(range(T)), 0.0 if shared else 0.25)
     if shared:
-        gu = x.double() @ s13.w.T
-        want += (torch.nn.functional.silu(gu[:, :I]) * gu[:, I:]) @ s2.w.T
+        want += shared_reference(x, s13.w, s2.w)
     kind = "FP8" if fp8 else f"INT{bits} {'sym' if symmetric else 'asym'}"
-    label = f"MoE down by expert {kind} group={group or 'channel'} T={T} d={d} I={I}{' with the shared expert' if shared else ''}"
-    check(label, rel(outs["experts"], want), 2e-5)
-    check(label + ": bits of the column kernel", (outs["experts"] - outs["columns"]).abs().max().item(), 0.0)
+    down_kernels_compared(klc, f"MoE down by expert {kind} group={group or 'channel'} T={T} d={d} I={I}{' with the shared expert' if shared else ''}",
+                          T, d, shared, run, want)
 
 
 def down_by_expert_bf16_case(klc, gen, T, shared=False, d=2304, I=1024, E=64, k=8):
-    """down_by_expert_case on bf16 experts (moe_small.cu): klc_moe_experts adding to out, klc_moe_block writing it."""
+    """The down kernel by expert on bf16 experts (moe_small.cu): klc_moe_experts, or with a shared expert klc_moe_block."""
     w13 = (torch.randn(E, 2 * I, d, device="cuda", generator=gen) * 0.02).to(torch.bfloat16)
     w2 = (torch.randn(E, d, I, device="cuda", generator=gen) * 0.02).to(torch.bfloat16)
     s13 = (torch.randn(2 * I, d, device="cuda", generator=gen) * 0.02).to(torch.bfloat16)
     s2 = (torch.randn(d, I, device="cuda", generator=gen) * 0.02).to(torch.bfloat16)
-    x, idx, wt = moe_inputs(gen, T, E, d, k)
-    idx, wt = idx.flip(1).contiguous(), wt.flip(1).contiguous()
+    x, idx, wt = routed_inputs(gen, T, E, d, k)
     lib = klc.lib
     ws, ws_bytes = moe_workspace(lib, T, d, I, E, k)
     set_tensor_cores(klc, True)
-    outs = {}
-    for kernel in ("columns", "experts"):
-        out = torch.full((T, d), 7.0 if shared else 0.25, device="cuda")
-        with env("KLC_MOE_DOWN", kernel):
-            if shared:
-                klc._check(lib.klc_moe_block(klc.ctx, c_p(x.data_ptr()), c_p(idx.data_ptr()), c_p(wt.data_ptr()), c_p(w13.data_ptr()),
-                                             c_p(w2.data_ptr()), c_p(s13.data_ptr()), c_p(s2.data_ptr()), c_p(out.data_ptr()), c_p(ws.data_ptr()),
-                                             c_z(ws_bytes), T, d, I, E, k))
-            else:
-                klc._check(lib.klc_moe_experts(klc.ctx, c_p(x.data_ptr()), c_p(idx.data_ptr()), c_p(wt.data_ptr()), c_p(w13.data_ptr()),
-                                               c_p(w2.data_ptr()), c_p(out.data_ptr()), c_p(ws.data_ptr()), c_z(ws_bytes), T, d, I, E, k, 0))
-            klc.sync()
-        outs[kernel] = out
-    rows = list(range(T))
-    want = moe_reference(x, idx, wt, w13.double(), w2.double(), rows, 0.0 if shared else 0.25)
+    common = (c_p(x.data_ptr()), c_p(idx.data_ptr()), c_p(wt.data_ptr()), c_p(w13.data_ptr()), c_p(w2.data_ptr()))
+
+    def run(out):
+        if shared:
+            klc._check(lib.klc_moe_block(klc.ctx, *common, c_p(s13.data_ptr()), c_p(s2.data_ptr()), c_p(out.data_ptr()), c_p(ws.data_ptr()),
+                                         c_z(ws_bytes), T, d, I, E, k))
+        else:
+            klc._check(lib.klc_moe_experts(klc.ctx, *common, c_p(out.data_ptr()), c_p(ws.data_ptr()), c_z(ws_bytes), T, d, I, E, k, 0))
+
+    want = moe_reference(x, idx, wt, w13.double(), w2.double(), list(range(T)), 0.0 if shared else 0.25)
     if shared:
-        gu = x.double() @ s13.double().T
-        want += (torch.nn.functional.silu(gu[:, :I]) * gu[:, I:]) @ s2.double().T
-    label = f"MoE down by expert bf16 T={T} d={d} I={I}{' with the shared expert' if shared else ''}"
-    check(label, rel(outs["experts"], want), 2e-5)
-    check(label + ": bits of the column kernel", (outs["experts"] - outs["columns"]).abs().max().item(), 0.0)
+        want += shared_reference(x, s13, s2)
+    down_kernels_compared(klc, f"MoE down by expert bf16 T={T} d={d} I={I}{' with the shared expert' if shared else ''}", T, d, shared, run, want)
 
 
 def down_by_expert_cases(klc, gen):
@@ -894,9 +897,8 @@ def block_speed(klc, gen):
                 distinct = sum(len(torch.unique(i)) for i in idx) / layers
                 moved = distinct * expert_bytes + shared_bytes + E * d * 4
                 s13, s2 = shared[-1]
-                want = moe_reference(xs[-1], idx[-1], wt[-1], m13.w.reshape(E, 2 * I, d), m2.w.reshape(E, d, I), list(range(T)), 0.0)
-                g = xs[-1].double() @ s13.w.T
-                want += (torch.nn.functional.silu(g[:, :I]) * g[:, I:]) @ s2.w.T
+                want = (moe_reference(xs[-1], idx[-1], wt[-1], m13.w.reshape(E, 2 * I, d), m2.w.reshape(E, d, I), list(range(T)), 0.0) +
+                        shared_reference(xs[-1], s13.w, s2.w))
                 label = f"MoE block speed INT{bits} group={group or 'channel'} T={T}, {name}"
                 check(label + ": last layer", rel(outs[-1], want), 2e-5)
                 print(f"figure: {label}: {us:.1f} us a layer ({distinct:.1f} experts, {moved / 1e6:.1f} MB): {moved / us / 1e3:.0f} GB/s = "
