@@ -22,7 +22,7 @@ extern "C" {
 #define KLC_API __attribute__((visibility("default")))
 #endif
 
-#define KLC_ABI_VERSION 15
+#define KLC_ABI_VERSION 16
 
 enum {
   KLC_OK = 0,
@@ -194,6 +194,12 @@ KLC_API int klc_moe_route(klc_ctx *ctx, const float *logits, const float *bias, 
  * of them. T <= KLC_MOE_BLOCK_MAX_ROWS, E <= 256, k <= 16. One launch instead of two. */
 KLC_API int klc_moe_router(klc_ctx *ctx, const float *x, const void *w_router, int w_f32, const float *bias, float *logits, int32_t *idx,
                            float *w, int T, int d, int E, int k, int renorm, float scaling);
+/* klc_add_rmsnorm (h += a, y = RMSNorm(h) * norm_w) and then klc_moe_router of y, in one launch: every CTA norms the
+ * rows itself (h + a, not yet written) and the last one writes h and y. d a multiple of 4, h and a 16-byte aligned.
+ * y's bits may differ from klc_add_rmsnorm's in the last place (the sum of squares is taken in another order). */
+KLC_API int klc_moe_router_norm(klc_ctx *ctx, float *h, const float *a, const float *norm_w, float eps, float *y, const void *w_router,
+                                int w_f32, const float *bias, float *logits, int32_t *idx, float *w, int T, int d, int E, int k, int renorm,
+                                float scaling);
 /* out[t] += sum_s w[t,s] * expert_{idx[t,s]}(x[t]) with expert_e(x) = W2_e (SiLU(W1_e x) * (W3_e x)); w13 is
  * [E, 2I, d] (W1_e rows then W3_e rows), w2 [E, d, I]. Tokens are grouped by expert on the GPU; ws holds
  * klc_moe_workspace_bytes(). w_f32 = 1: the expert weights are fp32. */

@@ -89,6 +89,16 @@ static int get_i32(napi_env env, napi_value v, int32_t *out) {
   return 1;
 }
 
+static int get_f32(napi_env env, napi_value v, float *out) {
+  double d = 0;
+  if (napi_get_value_double(env, v, &d) != napi_ok) {
+    napi_throw_type_error(env, "ARG", "klc binding: expected a number");
+    return 0;
+  }
+  *out = (float)d;
+  return 1;
+}
+
 static int get_size(napi_env env, napi_value v, size_t *out) {
   double d = 0;
   if (napi_get_value_double(env, v, &d) != napi_ok || d < 0 || d > 9007199254740991.0 || d != (double)(uint64_t)d) {
@@ -785,24 +795,43 @@ static napi_value js_moe_experts_wq(napi_env env, napi_callback_info info) {
                                       ws_bytes, dense, dense_f32, T, d, I, E, k));
 }
 
+/* The router's arguments from argv[first]: wRouter, wF32, bias, logits, idx, w, T, d, E, k, renorm, scaling. */
+typedef struct {
+  void *wr, *bias, *logits, *idx, *wt;
+  int32_t w_f32, T, d, E, k, renorm;
+  float scaling;
+} router_args;
+
+static int get_router_args(napi_env env, napi_value *argv, router_args *r) {
+  return get_ptr(env, argv[0], &r->wr) && get_i32(env, argv[1], &r->w_f32) && get_ptr(env, argv[2], &r->bias) && get_ptr(env, argv[3], &r->logits) &&
+         get_ptr(env, argv[4], &r->idx) && get_ptr(env, argv[5], &r->wt) && get_i32(env, argv[6], &r->T) && get_i32(env, argv[7], &r->d) &&
+         get_i32(env, argv[8], &r->E) && get_i32(env, argv[9], &r->k) && get_i32(env, argv[10], &r->renorm) && get_f32(env, argv[11], &r->scaling);
+}
+
 /* (ctx, x, wRouter, wF32, bias, logits, idx, w, T, d, E, k, renorm, scaling) */
 static napi_value js_moe_router(napi_env env, napi_callback_info info) {
   napi_value argv[14];
   klc_ctx *ctx;
-  void *x, *wr, *bias, *logits, *idx, *wt;
-  int32_t w_f32, T, d, E, k, renorm;
-  double scaling;
-  if (!get_args(env, info, 14, argv) || !get_ctx(env, argv[0], &ctx) || !get_ptr(env, argv[1], &x) || !get_ptr(env, argv[2], &wr) ||
-      !get_i32(env, argv[3], &w_f32) || !get_ptr(env, argv[4], &bias) || !get_ptr(env, argv[5], &logits) || !get_ptr(env, argv[6], &idx) ||
-      !get_ptr(env, argv[7], &wt) || !get_i32(env, argv[8], &T) || !get_i32(env, argv[9], &d) || !get_i32(env, argv[10], &E) ||
-      !get_i32(env, argv[11], &k) || !get_i32(env, argv[12], &renorm))
+  void *x;
+  router_args r;
+  if (!get_args(env, info, 14, argv) || !get_ctx(env, argv[0], &ctx) || !get_ptr(env, argv[1], &x) || !get_router_args(env, argv + 2, &r))
     return NULL;
-  if (napi_get_value_double(env, argv[13], &scaling) != napi_ok) {
-    napi_throw_type_error(env, "ARG", "klc binding: expected a number for the routed scaling factor");
+  return done(env, klc_moe_router(ctx, (const float *)x, r.wr, r.w_f32, (const float *)r.bias, (float *)r.logits, (int32_t *)r.idx, (float *)r.wt,
+                                  r.T, r.d, r.E, r.k, r.renorm, r.scaling));
+}
+
+/* (ctx, h, a, normW, eps, y, wRouter, wF32, bias, logits, idx, w, T, d, E, k, renorm, scaling) */
+static napi_value js_moe_router_norm(napi_env env, napi_callback_info info) {
+  napi_value argv[18];
+  klc_ctx *ctx;
+  void *h, *a, *nw, *y;
+  float eps;
+  router_args r;
+  if (!get_args(env, info, 18, argv) || !get_ctx(env, argv[0], &ctx) || !get_ptr(env, argv[1], &h) || !get_ptr(env, argv[2], &a) ||
+      !get_ptr(env, argv[3], &nw) || !get_f32(env, argv[4], &eps) || !get_ptr(env, argv[5], &y) || !get_router_args(env, argv + 6, &r))
     return NULL;
-  }
-  return done(env, klc_moe_router(ctx, (const float *)x, wr, w_f32, (const float *)bias, (float *)logits, (int32_t *)idx, (float *)wt, T, d,
-                                  E, k, renorm, (float)scaling));
+  return done(env, klc_moe_router_norm(ctx, (float *)h, (const float *)a, (const float *)nw, eps, (float *)y, r.wr, r.w_f32, (const float *)r.bias,
+                                       (float *)r.logits, (int32_t *)r.idx, (float *)r.wt, r.T, r.d, r.E, r.k, r.renorm, r.scaling));
 }
 
 /* (ctx, x, idx, w, w13, w2, sharedW13, sharedW2, out, ws, wsBytes, T, d, I, E, k): bf16 experts */
@@ -1202,6 +1231,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"moeDenseBytes", NULL, js_moe_dense_bytes, NULL, NULL, NULL, napi_enumerable, NULL},
       {"moeExpertsWq", NULL, js_moe_experts_wq, NULL, NULL, NULL, napi_enumerable, NULL},
       {"moeRouter", NULL, js_moe_router, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"moeRouterNorm", NULL, js_moe_router_norm, NULL, NULL, NULL, napi_enumerable, NULL},
       {"moeBlock", NULL, js_moe_block, NULL, NULL, NULL, napi_enumerable, NULL},
       {"moeBlockWq", NULL, js_moe_block_wq, NULL, NULL, NULL, napi_enumerable, NULL},
       {"hostAlloc", NULL, js_host_alloc, NULL, NULL, NULL, napi_enumerable, NULL},

@@ -11,6 +11,7 @@
 #include "gemm_f32.cuh"
 #include "internal.h"
 #include "pdl.cuh"
+#include "small_vec.cuh"
 
 namespace {
 
@@ -50,22 +51,57 @@ struct RouterArgs {
   int w_f32, d;
   float *logits;   // [T, E], written
   int *arrivals;   // zero between launches
+  // klc_moe_router_norm (h not null, x null): the rows are RMSNorm(h + a) * norm_w, computed by every CTA; the
+  // last CTA writes h + a to h and the normed rows to y.
+  float *h;
+  const float *a, *norm_w;
+  float eps;
+  float *y;
 };
+
+// 1 / rms(h[t] + a[t]) of rows t < T into inv, warp t for row t (d % 4 == 0); every CTA computes the same bits.
+__device__ void router_inv_rms(const RouterArgs &r, int T, int lane, int warp, float *inv) {
+  if (warp < T) {
+    const float4 *h4 = reinterpret_cast<const float4 *>(r.h + (size_t)warp * r.d), *a4 = reinterpret_cast<const float4 *>(r.a + (size_t)warp * r.d);
+    float ss = 0.f;
+#pragma unroll 6
+    for (int c = lane; c < r.d / 4; c += 32) {
+      const float4 hv = h4[c], av = a4[c];
+      const float v0 = hv.x + av.x, v1 = hv.y + av.y, v2 = hv.z + av.z, v3 = hv.w + av.w;
+      ss += v0 * v0 + v1 * v1 + v2 * v2 + v3 * v3;
+    }
+    ss = warp_sum(ss);
+    if (lane == 0) inv[warp] = rsqrtf(ss / r.d + r.eps);
+  }
+  __syncthreads();
+}
 
 // This CTA's logits; true in the CTA that arrives last, once every CTA's logits are written.
 template <typename WT>
 __device__ bool router_logits(const RouterArgs &r, int T, int E, int lane, int warp) {
   __shared__ float part[ROUTER_WARPS][ROUTER_ROWS];
+  __shared__ float inv[ROUTER_ROWS];
+  if (r.h) router_inv_rms(r, T, lane, warp, inv);
   const int col = blockIdx.x * ROUTER_COLS + warp / ROUTER_SPLIT, quarter = warp % ROUTER_SPLIT;
   float acc[ROUTER_ROWS] = {};
   if (col < E) {
     const WT *w = static_cast<const WT *>(r.w) + (size_t)col * r.d;
+    if (r.h) {
 #pragma unroll 6
-    for (int c = quarter * 32 + lane; c < r.d; c += 32 * ROUTER_SPLIT) {
-      const float wc = wval(w, c);
+      for (int c = quarter * 32 + lane; c < r.d; c += 32 * ROUTER_SPLIT) {
+        const float wc = wval(w, c), g = r.norm_w[c];
 #pragma unroll
-      for (int t = 0; t < ROUTER_ROWS; ++t)
-        if (t < T) acc[t] = fmaf(wc, r.x[(size_t)t * r.d + c], acc[t]);
+        for (int t = 0; t < ROUTER_ROWS; ++t)
+          if (t < T) acc[t] = fmaf(wc, g * ((r.h[(size_t)t * r.d + c] + r.a[(size_t)t * r.d + c]) * inv[t]), acc[t]);
+      }
+    } else {
+#pragma unroll 6
+      for (int c = quarter * 32 + lane; c < r.d; c += 32 * ROUTER_SPLIT) {
+        const float wc = wval(w, c);
+#pragma unroll
+        for (int t = 0; t < ROUTER_ROWS; ++t)
+          if (t < T) acc[t] = fmaf(wc, r.x[(size_t)t * r.d + c], acc[t]);
+      }
     }
   }
 #pragma unroll
@@ -80,7 +116,17 @@ __device__ bool router_logits(const RouterArgs &r, int T, int E, int lane, int w
     for (int q = 0; q < ROUTER_SPLIT; ++q) sum += part[cc * ROUTER_SPLIT + q][t];
     if (e < E) r.logits[(size_t)t * E + e] = sum;
   }
-  return klc_small::arrived_last(r.arrivals, gridDim.x);
+  if (!klc_small::arrived_last(r.arrivals, gridDim.x)) return false;
+  // Every CTA has read h: the residual and the normed rows the experts take, as klc_add_rmsnorm writes them.
+  if (r.h) {
+    for (int i = threadIdx.x; i < T * r.d; i += blockDim.x) {
+      const int t = i / r.d, c = i % r.d;
+      const float v = r.h[i] + r.a[i];
+      r.h[i] = v;
+      r.y[i] = r.norm_w[c] * (v * inv[t]);
+    }
+  }
+  return true;
 }
 
 // FUSED: the logits are computed first (router_logits), and the last CTA routes every row.
@@ -201,6 +247,19 @@ using klc::launched;
 
 size_t align256(size_t b) { return (b + 255) & ~(size_t)255; }
 
+int moe_router(klc_ctx *ctx, RouterArgs r, const float *bias, int32_t *idx, float *w, int T, int E, int k, int renorm, float scaling,
+               const char *name) {
+  int rc = klc::use_device(ctx);
+  if (rc) return rc;
+  if (!r.w || !bias || !r.logits || !idx || !w || T < 1 || T > ROUTER_ROWS || r.d < 1 || E < 1 || E > 32 * 8 || k < 1 || k > ROUTE_MAX_K || k > E)
+    return klc::fail(KLC_E_ARG, std::string(name) + ": bad pointers or shape (1.." + std::to_string(ROUTER_ROWS) +
+                               " rows, at most 256 experts, top-k at most 16)");
+  if ((rc = klc::arrival_counters(ctx, &r.arrivals))) return rc;
+  const int blocks = (E + ROUTER_COLS - 1) / ROUTER_COLS;
+  return launched(klc::launch_pdl(ctx, moe_route_kernel<8, true>, blocks, 32 * ROUTER_WARPS, 0, r.logits, bias, idx, w, T, E, k, renorm, scaling, r),
+                  "the MoE router (logits and top-k in one launch)");
+}
+
 }  // namespace
 
 using namespace klc;
@@ -230,18 +289,31 @@ int klc_moe_route(klc_ctx *ctx, const float *logits, const float *bias, int32_t 
 
 int klc_moe_router(klc_ctx *ctx, const float *x, const void *w_router, int w_f32, const float *bias, float *logits, int32_t *idx, float *w,
                    int T, int d, int E, int k, int renorm, float scaling) {
-  int rc = use_device(ctx);
-  if (rc) return rc;
-  if (!x || !w_router || !bias || !logits || !idx || !w || T < 1 || T > ROUTER_ROWS || d < 1 || E < 1 || E > 32 * 8 || k < 1 ||
-      k > ROUTE_MAX_K || k > E)
-    return fail(KLC_E_ARG, "klc_moe_router: bad pointers or shape (1.." + std::to_string(ROUTER_ROWS) +
-                               " rows, at most 256 experts, top-k at most 16)");
-  int *arrivals = nullptr;
-  if ((rc = arrival_counters(ctx, &arrivals))) return rc;
-  const RouterArgs r{x, w_router, w_f32, d, logits, arrivals};
-  const int blocks = (E + ROUTER_COLS - 1) / ROUTER_COLS;
-  return launched(launch_pdl(ctx, moe_route_kernel<8, true>, blocks, 32 * ROUTER_WARPS, 0, logits, bias, idx, w, T, E, k, renorm, scaling, r),
-                  "the MoE router (logits and top-k in one launch)");
+  if (!x) return fail(KLC_E_ARG, "klc_moe_router: x is null");
+  RouterArgs r{};
+  r.x = x;
+  r.w = w_router;
+  r.w_f32 = w_f32;
+  r.d = d;
+  r.logits = logits;
+  return moe_router(ctx, r, bias, idx, w, T, E, k, renorm, scaling, "klc_moe_router");
+}
+
+int klc_moe_router_norm(klc_ctx *ctx, float *h, const float *a, const float *norm_w, float eps, float *y, const void *w_router, int w_f32,
+                        const float *bias, float *logits, int32_t *idx, float *w, int T, int d, int E, int k, int renorm, float scaling) {
+  if (!h || !a || !norm_w || !y || d % 4 != 0 || !klc_small::aligned16(h) || !klc_small::aligned16(a))
+    return fail(KLC_E_ARG, "klc_moe_router_norm: h, a, norm_w and y must be given, d a multiple of 4, h and a 16-byte aligned");
+  RouterArgs r{};
+  r.w = w_router;
+  r.w_f32 = w_f32;
+  r.d = d;
+  r.logits = logits;
+  r.h = h;
+  r.a = a;
+  r.norm_w = norm_w;
+  r.eps = eps;
+  r.y = y;
+  return moe_router(ctx, r, bias, idx, w, T, E, k, renorm, scaling, "klc_moe_router_norm");
 }
 
 size_t klc_moe_workspace_bytes(int T, int d, int I, int E, int k) {

@@ -154,6 +154,37 @@ def router_case(klc, T, E, d, k, w_dtype, renorm=True, scaling=2.5, seed=3):
     check(name + ": weights", rel(wt, want_w), 1e-6)
 
 
+def router_norm_case(klc, T, E, d, k, w_dtype, eps=1e-5, seed=4):
+    """klc_moe_router_norm: h becomes h + a (fp32, bit for bit), y RMSNorm(h + a) * norm_w against float64, the
+    logits float64 y Wᵀ, the choices and weights as router_case checks them (over the logits the kernel wrote)."""
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    h0 = torch.randn(T, d, device="cuda", generator=g) * 3
+    a = torch.randn(T, d, device="cuda", generator=g)
+    norm_w = torch.rand(d, device="cuda", generator=g) + 0.5
+    w = (torch.randn(E, d, device="cuda", generator=g) * 0.05).to(w_dtype).contiguous()
+    bias = (torch.randn(E, device="cuda", generator=g) * 0.1).contiguous()
+    h = h0.clone()
+    y = torch.full((T, d), float("nan"), device="cuda")
+    logits = torch.full((T, E), float("nan"), device="cuda")
+    idx = torch.full((T, k), -1, dtype=torch.int32, device="cuda")
+    wt = torch.full((T, k), float("nan"), device="cuda")
+    klc._check(klc.lib.klc_moe_router_norm(klc.ctx, c_p(h.data_ptr()), c_p(a.data_ptr()), c_p(norm_w.data_ptr()), c_f(eps), c_p(y.data_ptr()),
+                                           c_p(w.data_ptr()), int(w_dtype == torch.float32), c_p(bias.data_ptr()), c_p(logits.data_ptr()),
+                                           c_p(idx.data_ptr()), c_p(wt.data_ptr()), T, d, E, k, 1, c_f(2.5)))
+    klc.sync()
+    v = h0.double() + a.double()
+    want_y = v / torch.sqrt((v * v).mean(1, keepdim=True) + eps) * norm_w.double()
+    got = logits.double()
+    chosen = (torch.sigmoid(got) + bias.double()).topk(k, 1).indices.sort(1).values
+    sw = torch.sigmoid(got.gather(1, chosen))
+    name = f"moe router with the residual add and norm T={T} E={E} d={d} top-{k} {str(w_dtype).replace('torch.', '')}"
+    check(name + ": h + a", (h - (h0 + a)).abs().max().item(), 0.0)
+    check(name + ": normed rows", rel(y, want_y), 1e-5)
+    check(name + ": logits", rel(logits, want_y @ w.double().T), 1e-5)
+    check(name + ": choices", float((idx.long() != chosen).sum().item()), 0.5)
+    check(name + ": weights", rel(wt, sw / (sw.sum(1, keepdim=True) + 1e-20) * 2.5), 1e-6)
+
+
 # ---- MLA -------------------------------------------------------------------------------------------
 
 def mla_call(klc, q, caches, lengths, out, B, H, D, L, scale, positions=None, capacity=0, run_now=True):
@@ -496,6 +527,9 @@ def main():
     router_case(klc, 8, 256, 2304, 8, torch.bfloat16)
     router_case(klc, 3, 8, 128, 2, torch.float32, renorm=False, scaling=1.0)
     router_case(klc, 5, 200, 1000, 6, torch.bfloat16)
+    router_norm_case(klc, 1, 256, 2304, 8, torch.float32)
+    router_norm_case(klc, 8, 256, 2304, 8, torch.float32)
+    router_norm_case(klc, 3, 200, 1000, 6, torch.bfloat16)
     for exact in (True, False):
         mla_case(klc, [70], H=4, D=80, L=64, exact=exact)
         mla_case(klc, [1, 63, 300], H=4, D=80, L=64, exact=exact)

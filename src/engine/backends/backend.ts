@@ -71,6 +71,11 @@ export interface Backend<A = unknown> {
 
   /** MoE block. Reports `router_logits.<layer>`, `router_idx.<layer>`, `router_w.<layer>` to `capture`. */
   moe(layer: number, x: A, capture?: Capture):MaybePromise<A>;
+  /**
+   * Optional: addRmsnorm(h, x, post_attention of `layer`) and then moe(layer, normed rows), where a device backend
+   * joins the norm to the router's launch; the model falls back to the two calls.
+   */
+  addNormMoe?(layer: number, h: A, x: A, capture?: Capture): MaybePromise<A>;
   /** Dense SwiGLU MLP block. */
   mlp(layer: number, x: A):MaybePromise<A>;
 

@@ -321,8 +321,13 @@ export class Model {
         attn = await (mode === 'decode' ? b.mlaDecode(i, x, ls) : b.mlaPrefill(i, x, ls[0]));
       }
       capture?.(`attn_out.${i}`, b.toHost(attn));
-      const y = await this.addNorm(h, attn, { which: 'post_attention', layer: i });
-      const ffn = await (spec.ffn === 'moe' ? b.moe(i, y, capture) : b.mlp(i, y));
+      let ffn;
+      if (spec.ffn === 'moe' && b.addNormMoe) {
+        ffn = await b.addNormMoe(i, h, attn, capture);
+      } else {
+        const y = await this.addNorm(h, attn, { which: 'post_attention', layer: i });
+        ffn = await (spec.ffn === 'moe' ? b.moe(i, y, capture) : b.mlp(i, y));
+      }
       capture?.(`mlp_out.${i}`, b.toHost(ffn));
       x = await this.addNorm(h, ffn, i + 1 < L ? { which: 'input', layer: i + 1 } : { which: 'final' });
       capture?.(`hidden.${i}`, b.toHost(h));

@@ -69,6 +69,16 @@ test('timeOps times nothing while off, restarts from zero on reset, and restore 
   assert.equal(f.backend.kdaPrefill, own);
 });
 
+test('timeOps hides a call that joins two kinds (addNormMoe) until restored, so the model times the norm and the MoE block apart', () => {
+  const f = fakeBackend();
+  const joined = () => 'joined';
+  const backend = { ...f.backend, addNormMoe: joined };
+  const timer = timeOps(backend as unknown as Backend<unknown>, f.sync, f.now);
+  assert.equal(backend.addNormMoe, undefined);
+  timer.restore();
+  assert.equal(backend.addNormMoe, joined);
+});
+
 test('describeOpTimes lists the kinds that took time, per step when asked', () => {
   assert.equal(describeOpTimes({ kda: 20, mla: 0, moe: 123.4, dense: 0, norms: 0.5, outside: 8 }, 2), 'kda 10.0 ms, moe 61.7 ms, norms 0.25 ms, outside 4.00 ms');
 });

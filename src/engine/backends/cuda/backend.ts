@@ -15,7 +15,7 @@ import type { Backend, Capture, NormSite } from '../backend';
 import type { TokenPick } from '../../sampler';
 import { Arena } from './arena';
 import { DecodeGraphs } from './decode-graphs';
-import { deviceWeightBytes, isQuant, uploadWeights, type AtLoad, type DeviceWeightBytes, type DeviceWeights, type KdaDeviceWeights, type LayerDeviceWeights, type Mat, type MlaDeviceWeights } from './device-weights';
+import { deviceWeightBytes, isQuant, uploadWeights, type AtLoad, type DeviceWeightBytes, type DeviceWeights, type KdaDeviceWeights, type LayerDeviceWeights, type Mat, type MlaDeviceWeights, type MoeDeviceWeights } from './device-weights';
 import { HostExperts } from './host-experts';
 import type { DevicePtr, HostPtr, NativeContext, NativeDeviceInfo, NativeKlc, NativeWq, NativeWqJob, VbufHandle } from './loader';
 import { gb, gib } from '../../../common/sizes';
@@ -693,24 +693,70 @@ export class CudaBackend implements Backend<DeviceRows> {
 
   moe(layer: number, x: DeviceRows, capture?: Capture): DeviceRows {
     this.check(x);
+    const w = this.moeWeights(layer);
+    const { numExperts: E, topK: k, renormalize, routedScalingFactor } = this.config.moe;
+    const T = x.T;
+    const [idx, weight] = this.routeRooms(T);
+    let logits: DeviceRows;
+    if (this.routerFused(T)) {
+      logits = this.rowsOf(T, E);
+      this.native.moeRouter(this.ctx, x.ptr, w.router.ptr, w.router.f32 ? 1 : 0, w.bias, logits.ptr, idx, weight, T, x.cols, E, k, renormalize ? 1 : 0,
+                            routedScalingFactor);
+    } else {
+      logits = this.linear(x, w.router, E);
+      this.native.moeRoute(this.ctx, logits.ptr, w.bias, idx, weight, T, E, k, renormalize ? 1 : 0, routedScalingFactor);
+    }
+    return this.experts(layer, x, { logits, idx, weight }, capture);
+  }
+
+  /**
+   * addRmsnorm(h, x, post_attention) then moe, with the norm inside the router's launch where that launch computes
+   * the logits itself (KLC_FUSED_DECODE=1, a decode step's rows): one launch fewer a MoE layer.
+   */
+  addNormMoe(layer: number, h: DeviceRows, x: DeviceRows, capture?: Capture): DeviceRows {
+    this.check(h);
+    this.check(x);
+    if (h.T !== x.T || h.cols !== x.cols) throw new Error(`addNormMoe: ${h.T}×${h.cols} vs ${x.T}×${x.cols}`);
+    const d = this.config.hiddenSize;
+    const site: NormSite = { which: 'post_attention', layer };
+    if (!this.routerFused(h.T) || d % 4 !== 0) return this.moe(layer, this.addRmsnorm(h, x, site), capture);
+    const w = this.moeWeights(layer);
+    const { numExperts: E, topK: k, renormalize, routedScalingFactor } = this.config.moe;
+    const T = h.T;
+    const y = this.rowsOf(T, d);
+    const [idx, weight] = this.routeRooms(T);
+    const logits = this.rowsOf(T, E);
+    this.native.moeRouterNorm(this.ctx, h.ptr, x.ptr, this.normWeight(site), this.config.rmsNormEps, y.ptr, w.router.ptr, w.router.f32 ? 1 : 0,
+                              w.bias, logits.ptr, idx, weight, T, d, E, k, renormalize ? 1 : 0, routedScalingFactor);
+    return this.experts(layer, y, { logits, idx, weight }, capture);
+  }
+
+  private moeWeights(layer: number): MoeDeviceWeights {
     const w = this.layer(layer).moe;
     if (!w) throw new Error(`layer ${layer} has no MoE block`);
-    const { numExperts: E, topK: k, intermediateSize: I, renormalize, routedScalingFactor } = this.config.moe;
+    return w;
+  }
+
+  /** Whether the router's logits and top-k take one launch (klc_moe_router): a decode step's rows. */
+  private routerFused(T: number): boolean {
+    return this.fusedDecode && T <= MOE_BLOCK_ROWS && this.config.moe.numExperts <= ROUTER_MAX_EXPERTS;
+  }
+
+  /** Where the router writes the chosen experts and their weights, [T, k] each. */
+  private routeRooms(T: number): [DevicePtr, DevicePtr] {
+    const k = this.config.moe.topK;
+    return [this.arena.alloc(T * k * 4), this.arena.alloc(T * k * F32)];
+  }
+
+  /** The routed experts (and the shared one) of x's rows, as the router chose them. */
+  private experts(layer: number, x: DeviceRows, route: { logits: DeviceRows; idx: DevicePtr; weight: DevicePtr }, capture?: Capture): DeviceRows {
+    const w = this.moeWeights(layer);
+    const { numExperts: E, topK: k, intermediateSize: I } = this.config.moe;
     const d = this.config.hiddenSize;
     const T = x.T;
     const n = this.native;
     const c = this.ctx;
-    const idx = this.arena.alloc(T * k * 4);
-    const weight = this.arena.alloc(T * k * F32);
-    const router = w.router;
-    let logits: DeviceRows;
-    if (this.fusedDecode && !isQuant(router) && T <= MOE_BLOCK_ROWS && E <= ROUTER_MAX_EXPERTS) {
-      logits = this.rowsOf(T, E);
-      n.moeRouter(c, x.ptr, router.ptr, router.f32 ? 1 : 0, w.bias, logits.ptr, idx, weight, T, d, E, k, renormalize ? 1 : 0, routedScalingFactor);
-    } else {
-      logits = this.linear(x, router, E);
-      n.moeRoute(c, logits.ptr, w.bias, idx, weight, T, E, k, renormalize ? 1 : 0, routedScalingFactor);
-    }
+    const { logits, idx, weight } = route;
     if (capture) {
       capture(`router_logits.${layer}`, this.toHost(logits));
       const ids = new Int32Array(T * k);

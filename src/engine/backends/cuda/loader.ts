@@ -8,7 +8,7 @@ import { join, resolve } from 'node:path';
 import { packageRoot } from '../../../common/package-root';
 
 /** The ABI of native/include/klc_native.h that this TypeScript side was written against. */
-export const NATIVE_ABI_VERSION = 15;
+export const NATIVE_ABI_VERSION = 16;
 
 /** A context created on one device; freed by destroy() or when garbage-collected. */
 export type NativeContext = object & { readonly __klcContext: unique symbol };
@@ -195,6 +195,11 @@ export interface NativeKlc {
   moeRouter(
     ctx: NativeContext, x: DevicePtr, w: DevicePtr, wF32: number, bias: DevicePtr, logits: DevicePtr, idx: DevicePtr, weight: DevicePtr,
     T: number, d: number, E: number, k: number, renorm: number, scaling: number,
+  ): void;
+  /** addRmsnorm (h += a, y = RMSNorm(h) * normW) and moeRouter of y in one launch (klc_moe_router_norm; d a multiple of 4). */
+  moeRouterNorm(
+    ctx: NativeContext, h: DevicePtr, a: DevicePtr, normW: DevicePtr, eps: number, y: DevicePtr, w: DevicePtr, wF32: number, bias: DevicePtr,
+    logits: DevicePtr, idx: DevicePtr, weight: DevicePtr, T: number, d: number, E: number, k: number, renorm: number, scaling: number,
   ): void;
   /**
    * The whole MoE block of up to 8 decode rows on bf16 experts: out = the shared expert (sharedW13 [2I, d], sharedW2
