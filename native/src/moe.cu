@@ -290,29 +290,14 @@ int klc_moe_route(klc_ctx *ctx, const float *logits, const float *bias, int32_t 
 int klc_moe_router(klc_ctx *ctx, const float *x, const void *w_router, int w_f32, const float *bias, float *logits, int32_t *idx, float *w,
                    int T, int d, int E, int k, int renorm, float scaling) {
   if (!x) return fail(KLC_E_ARG, "klc_moe_router: x is null");
-  RouterArgs r{};
-  r.x = x;
-  r.w = w_router;
-  r.w_f32 = w_f32;
-  r.d = d;
-  r.logits = logits;
-  return moe_router(ctx, r, bias, idx, w, T, E, k, renorm, scaling, "klc_moe_router");
+  return moe_router(ctx, RouterArgs{x, w_router, w_f32, d, logits}, bias, idx, w, T, E, k, renorm, scaling, "klc_moe_router");
 }
 
 int klc_moe_router_norm(klc_ctx *ctx, float *h, const float *a, const float *norm_w, float eps, float *y, const void *w_router, int w_f32,
                         const float *bias, float *logits, int32_t *idx, float *w, int T, int d, int E, int k, int renorm, float scaling) {
   if (!h || !a || !norm_w || !y || d % 4 != 0 || !klc_small::aligned16(h) || !klc_small::aligned16(a))
     return fail(KLC_E_ARG, "klc_moe_router_norm: h, a, norm_w and y must be given, d a multiple of 4, h and a 16-byte aligned");
-  RouterArgs r{};
-  r.w = w_router;
-  r.w_f32 = w_f32;
-  r.d = d;
-  r.logits = logits;
-  r.h = h;
-  r.a = a;
-  r.norm_w = norm_w;
-  r.eps = eps;
-  r.y = y;
+  const RouterArgs r{nullptr, w_router, w_f32, d, logits, nullptr, h, a, norm_w, eps, y};
   return moe_router(ctx, r, bias, idx, w, T, E, k, renorm, scaling, "klc_moe_router_norm");
 }
 
