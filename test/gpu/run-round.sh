@@ -51,9 +51,9 @@ for step in ${STEPS:-mla bench model hf quant}; do
          rm -f "$OUT"/profile/*.sqlite; tail -50 "$OUT/profile/run.log" | cut -c1-200 ;;
     mlaprofile) OUT=$OUT/mlaprofile timeout "$t" bash test/gpu/run-mla-profile.sh > "$OUT/mlaprofile/run.log" 2>&1 || rc=1
          cat "$OUT/mlaprofile/run.log" ;;
-    # The decode fusions taken with KLC_FUSED_DECODE=1: their kernels against float64, then decode steps of the 48B
-    # model (FUSED_QUANT at load, default int8; none, bf16, needs an H200) with them off and on, interleaved, at a
-    # 256-token and a 128k context.
+    # The decode fusions taken with KLC_FUSED_DECODE=1 and the down kernel by expert: their kernels against float64,
+    # then decode steps of the 48B model (FUSED_QUANT at load, default int8; none, bf16, needs an H200) off, fused, and
+    # fused by expert, interleaved, at a 256-token and a 128k context (FUSED_CONTEXTS).
     fused) ( source test/gpu/device-env.sh; cd test/gpu && KLC_CUDA_EXACT=1 QUANT_CASES=block,downexperts PYTHONUNBUFFERED=1 timeout 150 python3 quant_check.py &&
              timeout 150 python3 batch_check.py "$OUT/fused/batch.json" ) > "$OUT/fused/checks.log" 2>&1 || rc=1
          grep -E "FAIL|MoE block|MoE down|b_proj|gated norm|moe router|cases ok|Error" "$OUT/fused/checks.log" | cut -c1-200
@@ -61,7 +61,6 @@ for step in ${STEPS:-mla bench model hf quant}; do
            ( source test/gpu/device-env.sh; KLC_FUSED_DECODE=$1 KLC_MOE_DOWN=$2 timeout 150 node .device/decode-profile.cjs 100 --quantization "${FUSED_QUANT:-int8}" --context $ctx ) 2>&1 |
              grep -E "^decode|rror" | sed "s/^/context $ctx, KLC_FUSED_DECODE=$1 KLC_MOE_DOWN=$2: /" | tee -a "$OUT/fused/ab.log"
          done; done ;;
-    # (FUSED_CONTEXTS picks the contexts.)
     # A decode step's MoE blocks alone (26 layers in a CUDA graph, 1 and 8 rows, INT8 and INT4 g32): fused against on
     # their own, the down kernel by column against by expert, per layer against the bytes they read.
     blockspeed) ( source test/gpu/device-env.sh; cd test/gpu && QUANT_CASES=blockspeed PYTHONUNBUFFERED=1 timeout "$(( t < 200 ? t : 200 ))" python3 quant_check.py ) \
