@@ -178,7 +178,7 @@ def router_norm_case(klc, T, E, d, k, w_dtype, eps=1e-5, seed=4):
     chosen = (torch.sigmoid(got) + bias.double()).topk(k, 1).indices.sort(1).values
     sw = torch.sigmoid(got.gather(1, chosen))
     name = f"moe router with the residual add and norm T={T} E={E} d={d} top-{k} {str(w_dtype).replace('torch.', '')}"
-    check(name + ": h + a", (h - (h0 + a)).abs().max().item(), 0.0)
+    check(name + ": h + a (values not bit-equal to fp32 h + a)", float((h != h0 + a).sum().item()), 0.5)
     check(name + ": normed rows", rel(y, want_y), 1e-5)
     check(name + ": logits", rel(logits, want_y @ w.double().T), 1e-5)
     check(name + ": choices", float((idx.long() != chosen).sum().item()), 0.5)
