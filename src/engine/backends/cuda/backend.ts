@@ -1223,10 +1223,11 @@ function chooseEngine(native: NativeKlc, ctx: NativeContext, want: boolean): { t
 }
 
 /**
- * The decode fusions that have not run on a GPU yet (the router's logits and top-k in one launch, the shared
- * expert inside the routed experts' small-batch kernels, b_proj and the gated output norm inside the KDA decode
- * launch) are taken only with KLC_FUSED_DECODE=1, until test/gpu's checks of them (run-round.sh step fused)
- * pass on a device.
+ * The decode fusions (the residual add, norm, router logits and top-k in one launch, the shared expert inside the
+ * routed experts' small-batch kernels, b_proj and the gated output norm inside the KDA decode launch) are taken only
+ * with KLC_FUSED_DECODE=1: on an H100 they made one answer's step 2% faster and 8 answers' 5% slower
+ * (test/gpu/results/round-h100-2026-12-08m), and their norms round differently from the separate kernels', so taking
+ * them for one answer only would make its tokens depend on how many answers run beside it.
  */
 function fusedDecodeByDefault(): boolean {
   return process.env.KLC_FUSED_DECODE === '1';
