@@ -196,8 +196,6 @@ int mla_decode_bf16(klc_ctx *ctx, const MlaDecodeParams &p, int B, int block);
 // ---- small-batch paths, memory-bound, fp32 activations and accumulation in every mode ----
 // Off when KLC_SMALL_BATCH=0 (kept for comparisons against the general paths).
 bool small_batch_enabled();
-// Which down kernel the small-batch MoE paths run: by column (the default) or by expert (KLC_MOE_DOWN=experts).
-bool moe_down_by_expert();
 // klc_moe_experts' workspace after the n = T * k pairs' index arrays: the pointer room of E experts (6 each, the
 // batched GEMMs'), then row buffers of gate/up outputs (the small-batch kernels' h), SwiGLU outputs and down
 // outputs (the small-batch down kernels' per-pair columns), each of n + 64 * min(E, n) rows.
@@ -210,6 +208,9 @@ MoeRooms moe_rooms(void *ws, int n, int E, int I);
 // launches, made on first need: [0] klc_moe_router's, [1 ..] the small-batch MoE down kernels' column blocks.
 constexpr int KLC_ARRIVALS = 4096;
 int arrival_counters(klc_ctx *ctx, int **out);
+// Which down kernel the small-batch MoE paths run for `blocks` column blocks: *out the counters of the kernel by
+// expert (KLC_MOE_DOWN=experts, blocks < KLC_ARRIVALS), or null for the kernel by column (the default).
+int moe_down_arrivals(klc_ctx *ctx, int blocks, int **out);
 // MoE experts with bf16 weights for few (token, expert) pairs, without host synchronisation
 // (moe_small.cu) in klc_moe_experts' workspace (room). s13 and s2 (null when there is none): the shared
 // expert, [2I, d] and [d, I], run as one more expert of every token; out is then written, not added to.

@@ -330,11 +330,10 @@ int klc_moe_block(klc_ctx *ctx, const float *x, const int32_t *idx, const float 
     return fail(KLC_E_ARG, "klc_moe_block: bad pointers or shape (1.." + std::to_string(KLC_MOE_BLOCK_MAX_ROWS) + " rows)");
   if (ws_bytes < klc_moe_workspace_bytes(T, d, I, E, k)) return fail(KLC_E_ARG, "klc_moe_block: workspace smaller than klc_moe_workspace_bytes()");
   const MoeRooms room = moe_rooms(ws, T * k, E, I);
-  float *h = room.gu;
-  if (moe_small_wanted(T, k, d, I, x, w13, w2, h) && moe_small_wanted(T, k, d, I, x, shared_w13, shared_w2, h))
+  if (moe_small_wanted(T, k, d, I, x, w13, w2, room.gu) && moe_small_wanted(T, k, d, I, x, shared_w13, shared_w2, room.gu))
     return moe_small(ctx, x, idx, w, w13, w2, shared_w13, shared_w2, out, room, T, d, I, k);
   // The shared expert alone writes out (its gate/up rows and SwiGLU in the workspace), then the routed experts add to it.
-  float *gu = h, *hs = h + (size_t)T * 2 * I;
+  float *gu = room.gu, *hs = room.gu + (size_t)T * 2 * I;
   if ((rc = klc_linear(ctx, x, d, shared_w13, gu, 2 * I, T, 2 * I, d, 1, 0, 0, 0, 0, 0)) || (rc = klc_silu_mul(ctx, gu, hs, T, I)) ||
       (rc = klc_linear(ctx, hs, I, shared_w2, out, d, T, d, I, 1, 0, 0, 0, 0, 0)))
     return rc;

@@ -214,15 +214,15 @@ int moe_small_launch(klc_ctx *ctx, const float *x, const int *idx, const float *
   // By expert a warp keeps 2 rows of bf16 W2 in flight for I <= 1024 (as many bytes as the quantized kernel's 4), else 1.
   const bool wide = I > 32 * 8 * 4;
   const int cols = WARPS * (wide ? 1 : 2), blocks = (d + cols - 1) / cols;
-  if (klc::moe_down_by_expert() && blocks < klc::KLC_ARRIVALS) {
-    int *arrivals = nullptr;
-    if ((rc = klc::arrival_counters(ctx, &arrivals))) return rc;
+  int *arrivals = nullptr;
+  if ((rc = klc::moe_down_arrivals(ctx, blocks, &arrivals))) return rc;
+  if (arrivals) {
     const dim3 grid(blocks, WITH_SHARED ? n + 1 : n);
     const cudaError_t e =
         wide ? launch_pdl(ctx, moe_small_down_expert_kernel<MAX_DOWN_VECS, 1, WITH_SHARED>, grid, THREADS, 0, h, idx, w, w2, s2, room.y, out,
-                          arrivals + 1, n, k, T, d, I)
-             : launch_pdl(ctx, moe_small_down_expert_kernel<4, 2, WITH_SHARED>, grid, THREADS, 0, h, idx, w, w2, s2, room.y, out, arrivals + 1, n,
-                          k, T, d, I);
+                          arrivals, n, k, T, d, I)
+             : launch_pdl(ctx, moe_small_down_expert_kernel<4, 2, WITH_SHARED>, grid, THREADS, 0, h, idx, w, w2, s2, room.y, out, arrivals, n, k,
+                          T, d, I);
     return launched(e, "the MoE down projections (small batch, by expert)");
   }
   const dim3 grid((d + WARPS - 1) / WARPS);
@@ -241,9 +241,14 @@ bool small_batch_enabled() {
   return !(v && v[0] == '0');
 }
 
-bool moe_down_by_expert() {
+int moe_down_arrivals(klc_ctx *ctx, int blocks, int **out) {
+  *out = nullptr;
   const char *v = std::getenv("KLC_MOE_DOWN");
-  return v && std::strcmp(v, "experts") == 0;
+  if (!v || std::strcmp(v, "experts") != 0 || blocks >= KLC_ARRIVALS) return KLC_OK;
+  int *all = nullptr;
+  const int rc = arrival_counters(ctx, &all);
+  if (rc == KLC_OK) *out = all + 1;  // [0] is the router's
+  return rc;
 }
 
 bool moe_small_wanted(int T, int k, int d, int I, const void *x, const void *w13, const void *w2, const void *h) {

@@ -280,15 +280,15 @@ int moe_wq_small(klc_ctx *ctx, const float *x, const int *idx, const float *w, c
   if (rc) return rc;
   const bool wide = I > 32 * 8 * 4;
   const int cols = WARPS * (wide ? 2 : 4), blocks = (d + cols - 1) / cols;
-  if (klc::moe_down_by_expert() && blocks < klc::KLC_ARRIVALS) {
-    int *arrivals = nullptr;
-    if ((rc = klc::arrival_counters(ctx, &arrivals))) return rc;
+  int *arrivals = nullptr;
+  if ((rc = klc::moe_down_arrivals(ctx, blocks, &arrivals))) return rc;
+  if (arrivals) {
     const dim3 grid(blocks, WITH_SHARED ? n + 1 : n);
     const cudaError_t e =
         wide ? klc::launch_pdl(ctx, moe_wq_down_expert_kernel<C, MAX_DOWN_UNITS, 2, WITH_SHARED>, grid, THREADS, 0, h, idx, w, w2, s2, room.y, out,
-                               arrivals + 1, n, k, T, d, I)
-             : klc::launch_pdl(ctx, moe_wq_down_expert_kernel<C, 4, 4, WITH_SHARED>, grid, THREADS, 0, h, idx, w, w2, s2, room.y, out, arrivals + 1,
-                               n, k, T, d, I);
+                               arrivals, n, k, T, d, I)
+             : klc::launch_pdl(ctx, moe_wq_down_expert_kernel<C, 4, 4, WITH_SHARED>, grid, THREADS, 0, h, idx, w, w2, s2, room.y, out, arrivals, n, k,
+                               T, d, I);
     return klc::launched(e, "the quantized MoE down projections (small batch, by expert)");
   }
   const dim3 grid((d + WARPS - 1) / WARPS);
