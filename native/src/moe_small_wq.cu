@@ -7,8 +7,9 @@
 //   down: one warp per output column streams that column's W2 codes of every chosen expert once,
 //         in ascending expert order, and adds w[t, s] * (W2_e h) into out[t] in registers, so the
 //         combine needs no atomics and sums each token's experts in the reference's slot order.
-// Each run of 8 codes becomes fp32((q − z) · s) or fp32(e4m3) · s, the reference's dequantized weights; activations
-// and accumulation are fp32. More pairs in tensor-core mode: klc_moe_experts gathers the rows by expert and
+// Each run of 8 codes becomes (q − z) or e4m3(q) in fp32 without an integer-to-float conversion, and its
+// sum against the activations is scaled once (wq.cuh codes8, dot_run8): these kernels are bound by their
+// instructions per run more than by memory. Activations and accumulation are fp32. More pairs in tensor-core mode: klc_moe_experts gathers the rows by expert and
 // moe_wq_gemm.cu's grouped kernels read the codes; otherwise (exact mode, shapes those kernels do not
 // take, KLC_MOE_WQ_GEMM=0) every expert is dequantized into a dense buffer and klc_moe_experts runs its
 // grouped GEMMs on it.
@@ -36,6 +37,15 @@ constexpr int MAX_DOWN_UNITS = 8; // runs of 8 codes of one W2 row per lane: I <
 // The bf16 small-batch path's limit (moe_small.cu): the same crossover is assumed, since the
 // quantized kernels read fewer bytes for the same work.
 constexpr int SMALL_MAX_PAIRS = 128;
+
+// With a row's codes, the lines of its scales and zero points are brought into L1 (no register held): decoding
+// the row then waits on L1, not on a DRAM round trip after the codes.
+template <int BITS>
+__device__ __forceinline__ void prefetch_row_scales(const klc_wq &w, size_t row, int groups, int lane) {
+  const size_t bytes = w.scales_f32 ? 4 : 2;
+  prefetch_l1_span(static_cast<const char *>(w.scales) + row * groups * bytes, groups * bytes, lane);
+  if (w.zero_points) prefetch_l1_span(w.zero_points + row / (32 / BITS) * groups, groups * 4, lane);
+}
 
 // h[p, i] = SiLU(W1_e[i] . x[t]) * (W3_e[i] . x[t]) for every pair p = t * k + s with idx[p] = e; with a
 // shared expert (blockIdx.y == n, grid n + 1 high) also h[n + t, i] from its W1/W3 (s13) for every token t.
@@ -67,6 +77,7 @@ __global__ void __launch_bounds__(THREADS, 3) moe_wq_up_kernel(const float *__re
   constexpr int PER_WORD = 32 / BITS;
   const klc_wq w = shared ? s13 : w13;
   const int words = d / PER_WORD, groups = d / w.group;
+  const RunGroups group_of(w);
   const int gate_row = e * 2 * I + row, up_row = gate_row + I;
   const int32_t *wg = w.w_packed + (size_t)gate_row * words;
   const int32_t *wu = w.w_packed + (size_t)up_row * words;
@@ -92,15 +103,16 @@ __global__ void __launch_bounds__(THREADS, 3) moe_wq_up_kernel(const float *__re
       for (int b = 0; b < UP_BATCH; ++b) {
         const int u = u0 + 32 * b;
         if (u >= units) break;
-        const int g = u * 8 / w.group;
+        const int g = group_of(u);
+        const RunScale kg = run_scale<C>(w, gate_row, g, groups), ku = run_scale<C>(w, up_row, g, groups);
         float fg[8], fu[8];
-        decode8<C>(rg[b], stored_zero<BITS>(w, gate_row, g, groups), scale_at(w, (size_t)gate_row * groups + g), fg);
-        decode8<C>(ru[b], stored_zero<BITS>(w, up_row, g, groups), scale_at(w, (size_t)up_row * groups + g), fu);
+        codes8<C>(rg[b], kg.bias, fg);
+        codes8<C>(ru[b], ku.bias, fu);
 #pragma unroll
         for (int j = 0; j < UP_TOKENS; ++j) {
           if (j < np) {
-            ag[j] = dot8(fg, xr[j] + u * 8, ag[j]);
-            au[j] = dot8(fu, xr[j] + u * 8, au[j]);
+            ag[j] = dot_run8(fg, xr[j] + u * 8, kg.s, ag[j]);
+            au[j] = dot_run8(fu, xr[j] + u * 8, ku.s, au[j]);
           }
         }
       }
@@ -136,25 +148,22 @@ __global__ void __launch_bounds__(THREADS) moe_wq_down_kernel(const float *__res
   if (col >= d) return;
   constexpr int BITS = bits_of<C>;
   constexpr int PER_WORD = 32 / BITS;
-  const int nu = I / 8;
-  // With an expert's codes, the lines of their scales and zero points are brought into L1 (no
-  // register held): decoding the expert then waits on L1, not on a DRAM round trip after the codes.
+  const int nu = I / 8, groups = I / w2.group;  // s2's groups are w2's (klc_moe_block_wq)
+  int gs[UNITS];
+  const RunGroups group_of(w2);
+#pragma unroll
+  for (int i = 0; i < UNITS; ++i) gs[i] = group_of(lane + 32 * i);
   auto load = [&](int e, Raw8<BITS> *dst) {
     const bool sh = WITH_SHARED && e == SHARED_EXPERT;
     const klc_wq w = sh ? s2 : w2;
     const size_t row = (size_t)(sh ? 0 : e) * d + col;
     const int32_t *codes = w.w_packed + row * (I / PER_WORD);
-    const int groups = I / w.group;
 #pragma unroll
     for (int i = 0; i < UNITS; ++i) {
       const int u = lane + 32 * i;
-      if (u < nu) {
-        const int g = u * 8 / w.group;
-        dst[i] = load8<BITS>(codes, u);
-        prefetch_l1(static_cast<const char *>(w.scales) + (row * groups + g) * (w.scales_f32 ? 4 : 2));
-        if (w.zero_points) prefetch_l1(w.zero_points + (row / PER_WORD) * groups + g);
-      }
+      if (u < nu) dst[i] = load8<BITS>(codes, u);
     }
+    prefetch_row_scales<BITS>(w, row, groups, lane);
   };
   float acc = 0.f;
   Raw8<BITS> cur[UNITS] = {}, next[UNITS] = {};
@@ -166,14 +175,14 @@ __global__ void __launch_bounds__(THREADS) moe_wq_down_kernel(const float *__res
     if (q < m) load(s_idx[order[q]], next);  // in flight while this expert's dots run
     const bool sh = WITH_SHARED && e == SHARED_EXPERT;
     const klc_wq w = sh ? s2 : w2;
-    const int row = (sh ? 0 : e) * d + col, groups = I / w.group;
-    float f[UNITS][8];
+    const int row = (sh ? 0 : e) * d + col;
+    float f[UNITS][8], sc[UNITS];
 #pragma unroll
     for (int i = 0; i < UNITS; ++i) {
-      const int u = lane + 32 * i;
-      if (u < nu) {
-        const int g = u * 8 / w.group;
-        decode8<C>(cur[i], stored_zero<BITS>(w, row, g, groups), scale_at(w, (size_t)row * groups + g), f[i]);
+      if (lane + 32 * i < nu) {
+        const RunScale r = run_scale<C>(w, row, gs[i], groups);
+        codes8<C>(cur[i], r.bias, f[i]);
+        sc[i] = r.s;
       }
     }
     for (int s = p; s < q; ++s) {
@@ -183,7 +192,7 @@ __global__ void __launch_bounds__(THREADS) moe_wq_down_kernel(const float *__res
 #pragma unroll
       for (int i = 0; i < UNITS; ++i) {
         const int u = lane + 32 * i;
-        if (u < nu) part = dot8(f[i], hr + u * 8, part);
+        if (u < nu) part = dot_run8(f[i], hr + u * 8, sc[i], part);
       }
       const float y = group_sum<32>(part);
       if (lane == token_of<WITH_SHARED>(pair, n, k)) acc = !WITH_SHARED || pair < n ? fmaf(wt[pair], y, acc) : acc + y;
@@ -214,6 +223,10 @@ __global__ void __launch_bounds__(THREADS) moe_wq_down_expert_kernel(const float
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nu = I / 8, c0 = blockIdx.x * WARPS * CPW;
   const klc_wq w = WITH_SHARED && blockIdx.y == n ? s2 : w2;
   const int groups = I / w.group;
+  int gs[UNITS];
+  const RunGroups group_of(w);
+#pragma unroll
+  for (int i = 0; i < UNITS; ++i) gs[i] = group_of(lane + 32 * i);
   Raw8<BITS> codes[CPW][UNITS] = {};
   auto load = [&](int e) {
 #pragma unroll
@@ -225,13 +238,9 @@ __global__ void __launch_bounds__(THREADS) moe_wq_down_expert_kernel(const float
 #pragma unroll
       for (int i = 0; i < UNITS; ++i) {
         const int u = lane + 32 * i;
-        if (u < nu) {
-          const int g = u * 8 / w.group;
-          codes[j][i] = load8<BITS>(r, u);
-          prefetch_l1(static_cast<const char *>(w.scales) + (row * groups + g) * (w.scales_f32 ? 4 : 2));
-          if (w.zero_points) prefetch_l1(w.zero_points + (row / PER_WORD) * groups + g);
-        }
+        if (u < nu) codes[j][i] = load8<BITS>(r, u);
       }
+      prefetch_row_scales<BITS>(w, row, groups, lane);
     }
   };
   auto part = [&](int j, int col, int e, const float *hr) {
@@ -241,10 +250,10 @@ __global__ void __launch_bounds__(THREADS) moe_wq_down_expert_kernel(const float
     for (int i = 0; i < UNITS; ++i) {
       const int u = lane + 32 * i;
       if (u < nu) {
-        const int g = u * 8 / w.group;
+        const RunScale r = run_scale<C>(w, row, gs[i], groups);
         float f[8];
-        decode8<C>(codes[j][i], stored_zero<BITS>(w, row, g, groups), scale_at(w, (size_t)row * groups + g), f);
-        acc = dot8(f, hr + u * 8, acc);
+        codes8<C>(codes[j][i], r.bias, f);
+        acc = dot_run8(f, hr + u * 8, r.s, acc);
       }
     }
     return acc;
@@ -376,7 +385,9 @@ KLC_API int klc_moe_block_wq(klc_ctx *ctx, const float *x, const int32_t *idx, c
   if (ws_bytes < klc_moe_workspace_bytes(T, d, I, E, k))
     return klc::fail(KLC_E_ARG, "klc_moe_block_wq: workspace smaller than klc_moe_workspace_bytes()");
   const klc::MoeRooms room = klc::moe_rooms(ws, T * k, E, I);
-  if (small_wq_wanted(T, k, d, I, *w13, *w2, x, room.gu) && small_wq_wanted(T, k, d, I, *shared_w13, *shared_w2, x, room.gu))
+  // The small-batch kernels take the shared expert as one more expert when its W2 has the routed experts' groups.
+  if (small_wq_wanted(T, k, d, I, *w13, *w2, x, room.gu) && small_wq_wanted(T, k, d, I, *shared_w13, *shared_w2, x, room.gu) &&
+      shared_w2->group == w2->group)
     return moe_wq_small_codes<true>(ctx, x, idx, w, *w13, *w2, *shared_w13, *shared_w2, out, room, T, d, I, k);
   // The shared expert alone writes out (its gate/up rows and SwiGLU in the workspace), then the routed experts add to it.
   float *gu = room.gu, *hs = room.gu + (size_t)T * 2 * I;

@@ -22,6 +22,14 @@ __device__ __forceinline__ void prefetch_l2_span(const void *p, size_t bytes, in
   for (size_t off = (size_t)lane * 128; off < bytes; off += 32 * 128) prefetch_l2(static_cast<const char *>(p) + off);
 }
 
+// The lanes of a warp bring the 128-byte lines that [p, p + bytes) touches into L1 (a row's scales, needed as
+// soon as its codes arrive).
+__device__ __forceinline__ void prefetch_l1_span(const void *p, size_t bytes, int lane) {
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  for (uintptr_t line = (a & ~static_cast<uintptr_t>(127)) + static_cast<uintptr_t>(lane) * 128; line < a + bytes; line += 32 * 128)
+    prefetch_l1(reinterpret_cast<const void *>(line));
+}
+
 // A bf16 is the top half of an fp32: unpacking is a shift, exact.
 __device__ __forceinline__ void unpack_bf16x8(const uint4 &v, float f[8]) {
   const uint32_t w[4] = {v.x, v.y, v.z, v.w};

@@ -1,6 +1,6 @@
 // Device helpers for weight-only quantized matrices (klc_wq, compressed-tensors pack-quantized, or
-// FP8 E4M3 bytes): scales, zero points and runs of 8 consecutive codes of a row turned into fp32
-// weights fp32((q − z) · s) or fp32(e4m3) · s, the same numbers the reference backend dequantizes to.
+// FP8 E4M3 bytes): scales, zero points, and runs of 8 consecutive codes of a row decoded to (q − z) or
+// e4m3(q) in fp32 and multiplied with activations, the run's sum scaled once.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -74,29 +74,70 @@ __device__ __forceinline__ Raw8<8> load8<8>(const int32_t *row, int u) {
   return {static_cast<uint32_t>(v.x), static_cast<uint32_t>(v.y)};
 }
 
-// f[i] = fp32((code_i − z) · s), with z the stored zero point (both offset by 2^(bits-1)); for E4M3
-// f[i] = fp32(e4m3(code_i)) · s (z unused): times 256 is exact, so the product is the reference's.
+// Which group codes [8u, 8u + 8) of a row lie in (w.group % 8 == 0, so a run never straddles two): a shift where
+// the group is the whole row or a power of two, a division only for other group sizes. The small-batch kernels
+// are bound by their instructions per run, and an integer division costs as many as the run's multiply-adds.
+struct RunGroups {
+  int shift, per;
+  __device__ explicit RunGroups(const klc_wq &w) {
+    per = w.group / 8;
+    shift = w.group >= w.K ? 31 : (per & (per - 1)) == 0 ? __popc(per - 1) : -1;
+  }
+  __device__ int operator()(int u) const { return shift >= 0 ? u >> shift : u / per; }
+};
+
+// What a run's codes are multiplied by once decoded: the group's scale (times 2^8 for E4M3, whose decode is
+// the value times 2^-8) and, for integer codes, 2^23 + the stored zero point as an fp32 (exact below 2^23).
+struct RunScale {
+  float s, bias;
+};
 template <Codes C>
-__device__ __forceinline__ void decode8(const Raw8<bits_of<C>> &r, int z, float s, float f[8]);
-template <>
-__device__ __forceinline__ void decode8<Codes::Int4>(const Raw8<4> &r, int z, float s, float f[8]) {
-#pragma unroll
-  for (int i = 0; i < 8; ++i) f[i] = static_cast<float>(static_cast<int>((r.a >> (4 * i)) & 15u) - z) * s;
+__device__ __forceinline__ RunScale run_scale(const klc_wq &w, int row, int g, int groups) {
+  const float s = scale_at(w, (size_t)row * groups + g);
+  if constexpr (C == Codes::E4M3) return {s * 256.f, 0.f};
+  else return {s, __uint_as_float(0x4B000000u | static_cast<uint32_t>(stored_zero<bits_of<C>>(w, row, g, groups)))};
 }
+
+// f[i] = q_i − z exactly (integer codes: the code put under 2^23's exponent is the float 2^23 + q, less bias =
+// 2^23 + z), or e4m3(q_i) · 2^-8 (bias unused): two instructions a code, no integer-to-float conversion (a
+// quarter-rate instruction).
+template <Codes C>
+__device__ __forceinline__ void codes8(const Raw8<bits_of<C>> &r, float bias, float f[8]);
 template <>
-__device__ __forceinline__ void decode8<Codes::Int8>(const Raw8<8> &r, int z, float s, float f[8]) {
+__device__ __forceinline__ void codes8<Codes::Int4>(const Raw8<4> &r, float bias, float f[8]) {
+  const uint32_t even = r.a & 0x0F0F0F0Fu, odd = (r.a >> 4) & 0x0F0F0F0Fu;
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
-    f[i] = static_cast<float>(static_cast<int>((r.a >> (8 * i)) & 255u) - z) * s;
-    f[4 + i] = static_cast<float>(static_cast<int>((r.b >> (8 * i)) & 255u) - z) * s;
+    f[2 * i] = __uint_as_float(__byte_perm(even, 0x4B000000u, 0x7440u + i)) - bias;
+    f[2 * i + 1] = __uint_as_float(__byte_perm(odd, 0x4B000000u, 0x7440u + i)) - bias;
   }
 }
 template <>
-__device__ __forceinline__ void decode8<Codes::E4M3>(const Raw8<8> &r, int, float s, float f[8]) {
+__device__ __forceinline__ void codes8<Codes::Int8>(const Raw8<8> &r, float bias, float f[8]) {
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    f[i] = __uint_as_float(__byte_perm(r.a, 0x4B000000u, 0x7440u + i)) - bias;
+    f[4 + i] = __uint_as_float(__byte_perm(r.b, 0x4B000000u, 0x7440u + i)) - bias;
+  }
+}
+template <>
+__device__ __forceinline__ void codes8<Codes::E4M3>(const Raw8<8> &r, float, float f[8]) {
   e4m3x4_over_256(r.a, f);
   e4m3x4_over_256(r.b, f + 4);
-#pragma unroll
-  for (int i = 0; i < 8; ++i) f[i] = f[i] * 256.f * s;
+}
+
+// acc + s · Σ_i f[i] · x[i] over a run of decoded codes (codes8) and 8 fp32 activations at x (16-byte aligned):
+// a run lies in one group, so its sum is scaled once, as wq_gemv.cu does.
+__device__ __forceinline__ float dot_run8(const float f[8], const float *x, float s, float acc) {
+  const float4 a = *reinterpret_cast<const float4 *>(x), b = *reinterpret_cast<const float4 *>(x + 4);
+  float p = f[0] * a.x;
+  p = fmaf(f[1], a.y, p);
+  p = fmaf(f[2], a.z, p);
+  p = fmaf(f[3], a.w, p);
+  p = fmaf(f[4], b.x, p);
+  p = fmaf(f[5], b.y, p);
+  p = fmaf(f[6], b.z, p);
+  return fmaf(s, fmaf(f[7], b.w, p), acc);
 }
 
 }  // namespace klc_wq_dev
