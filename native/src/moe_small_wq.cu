@@ -47,32 +47,33 @@ __device__ __forceinline__ void prefetch_row_scales(const klc_wq &w, size_t row,
   if (w.zero_points) prefetch_l1_span(w.zero_points + row / (32 / BITS) * groups, groups * 4, lane);
 }
 
+// Expert e's gate and up rows `row` of w (W1/W3) requested into L2 by the warp's lanes.
+template <int BITS>
+__device__ __forceinline__ void prefetch_gate_up(const klc_wq &w, int e, int row, int d, int I, int lane) {
+  const size_t row_bytes = (size_t)d * BITS / 8, gate = (size_t)e * 2 * I + row;
+  prefetch_l2_span(reinterpret_cast<const char *>(w.w_packed) + gate * row_bytes, row_bytes, lane);
+  prefetch_l2_span(reinterpret_cast<const char *>(w.w_packed) + (gate + I) * row_bytes, row_bytes, lane);
+}
+
 // h[p, i] = SiLU(W1_e[i] . x[t]) * (W3_e[i] . x[t]) for every pair p = t * k + s with idx[p] = e; with a
 // shared expert (blockIdx.y == n, grid n + 1 high) also h[n + t, i] from its W1/W3 (s13) for every token t.
 template <Codes C, bool WITH_SHARED>
 __global__ void __launch_bounds__(THREADS, 3) moe_wq_up_kernel(const float *__restrict__ x, const int *__restrict__ idx, klc_wq w13,
                                                             klc_wq s13, float *__restrict__ h, int n, int k, int T, int d, int I) {
-  // The shared expert's rows do not depend on the router: requested before waiting for it.
-  if constexpr (WITH_SHARED) {
-    const size_t row = blockIdx.x * WARPS + (threadIdx.x >> 5), row_bytes = (size_t)d * bits_of<C> / 8;
-    if (blockIdx.y == n && row < I) {
-      prefetch_l2_span(reinterpret_cast<const char *>(s13.w_packed) + row * row_bytes, row_bytes, threadIdx.x & 31);
-      prefetch_l2_span(reinterpret_cast<const char *>(s13.w_packed) + (row + I) * row_bytes, row_bytes, threadIdx.x & 31);
-    }
-  }
+  const int me = blockIdx.y, lane = threadIdx.x & 31, warp = threadIdx.x >> 5, row = blockIdx.x * WARPS + warp;
+  const bool shared = WITH_SHARED && me == n;
+  // A warp's rows do not depend on which pairs chose the expert: the shared expert's are requested before waiting
+  // for the router, a routed expert's as soon as its index is read, while warp 0 collects the pairs.
+  if (shared && row < I) prefetch_gate_up<bits_of<C>>(s13, 0, row, d, I, lane);
   pdl_wait();
   pdl_trigger();
   __shared__ int pairs[MAX_PAIRS];
   __shared__ int count, repeated;
-  const int me = blockIdx.y;
-  const bool shared = WITH_SHARED && me == n;
   const int e = shared ? 0 : idx[me];
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  if (!shared && row < I) prefetch_gate_up<bits_of<C>>(w13, e, row, d, I, lane);
   if (warp == 0) collect_pairs(idx, me, e, shared, n, T, lane, pairs, count, repeated);
   __syncthreads();
-  if (repeated) return;
-  const int row = blockIdx.x * WARPS + warp;
-  if (row >= I) return;
+  if (repeated || row >= I) return;
   constexpr int BITS = bits_of<C>;
   constexpr int PER_WORD = 32 / BITS;
   const klc_wq w = shared ? s13 : w13;
