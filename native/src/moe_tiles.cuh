@@ -47,32 +47,18 @@ __device__ __forceinline__ void dequant_chunk(const Fetched &f, uint4 *dst_row, 
   constexpr int BITS = bits_of<C>;
   constexpr int CODES = 128 / BITS;
   const uint32_t words[4] = {f.v.x, f.v.y, f.v.z, f.v.w};
+  // Each run of 8 codes as (q − z) or e4m3(q) · 2^-8 (wq.cuh codes8: no integer-to-float conversion, which runs
+  // at a fraction of the FP32 rate: 32 per thread and step are a cost of the order of the step's MMAs), then
+  // times the scale: the values klc_wq_dequant writes.
+  const float bias = __uint_as_float(0x4B000000u | static_cast<uint32_t>(f.z)), s = C == Codes::E4M3 ? f.s * 256.f : f.s;
   float v[CODES];
-  if constexpr (C == Codes::E4M3) {
 #pragma unroll
-    for (int i = 0; i < 4; ++i) e4m3x4_over_256(words[i], v + 4 * i);
-#pragma unroll
-    for (int i = 0; i < CODES; ++i) v[i] = v[i] * 256.f * f.s;
-  } else {
-    // A code as the low byte of 2^23's bit pattern is the float 2^23 + code, exactly: one byte permute and
-    // one subtraction give (q − z) without an integer-to-float conversion, which runs at a fraction of the
-    // FP32 rate: 32 per thread and step are a cost of the order of the step's MMAs.
-    const float bias = 8388608.0f + static_cast<float>(f.z);
-#pragma unroll
-    for (int w = 0; w < 4; ++w) {
-      if constexpr (BITS == 8) {
-#pragma unroll
-        for (int i = 0; i < 4; ++i) v[4 * w + i] = (__uint_as_float(__byte_perm(words[w], 0x4B000000u, 0x7440u + i)) - bias) * f.s;
-      } else {
-        const uint32_t even = words[w] & 0x0F0F0F0Fu, odd = (words[w] >> 4) & 0x0F0F0F0Fu;
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          v[8 * w + 2 * i] = (__uint_as_float(__byte_perm(even, 0x4B000000u, 0x7440u + i)) - bias) * f.s;
-          v[8 * w + 2 * i + 1] = (__uint_as_float(__byte_perm(odd, 0x4B000000u, 0x7440u + i)) - bias) * f.s;
-        }
-      }
-    }
+  for (int q = 0; q < CODES / 8; ++q) {
+    if constexpr (BITS == 8) codes8<C>(Raw8<8>{words[2 * q], words[2 * q + 1]}, bias, v + 8 * q);
+    else codes8<C>(Raw8<4>{words[q]}, bias, v + 8 * q);
   }
+#pragma unroll
+  for (int i = 0; i < CODES; ++i) v[i] *= s;
 #pragma unroll
   for (int q = 0; q < CODES / 8; ++q) {
     const uint4 packed{pack_bf16(v[8 * q], v[8 * q + 1]), pack_bf16(v[8 * q + 2], v[8 * q + 3]), pack_bf16(v[8 * q + 4], v[8 * q + 5]),
