@@ -17,19 +17,39 @@ constexpr int SHARED_EXPERT = INT_MAX;
 template <bool WITH_SHARED>
 __device__ __forceinline__ int token_of(int p, int n, int k) { return !WITH_SHARED || p < n ? p / k : p - n; }
 
-// Run by warp 0 of the CTA for pair `me` (idx[me] = e): pairs gets every pair j >= me that chose e, count their
-// number, repeated whether a pair before me chose e too (that pair's CTA does the work). The shared expert's CTA
-// (shared) takes rows n .. n + T - 1, one per token.
-__device__ __forceinline__ void collect_pairs(const int *idx, int me, int e, bool shared, int n, int T, int lane, int *pairs, int &count,
-                                              int &repeated) {
-  if (shared) {
-    for (int t = lane; t < T; t += 32) pairs[t] = n + t;
+// What a CTA row (blockIdx.y) of the small-batch kernels works for: routed pair `me`, or (shared) the shared expert's
+// rows n + t for tokens t in [t0, t1).
+struct CtaRow {
+  int me, t0, t1;
+  bool shared;
+};
+
+// With the shared expert, its rows come first, PER tokens to a CTA row, then one CTA row per routed pair: a CTA of
+// the shared expert works for up to PER tokens where a routed expert's works for about one, and when they came
+// last (one CTA row for every token) they were the kernels' tail at 8 rows.
+template <bool WITH_SHARED, int PER>
+__host__ __device__ constexpr int shared_slices(int T) { return WITH_SHARED ? (T + PER - 1) / PER : 0; }
+
+template <bool WITH_SHARED, int PER>
+__device__ __forceinline__ CtaRow cta_row(int n, int T) {
+  const int y = blockIdx.y, slices = shared_slices<WITH_SHARED, PER>(T);
+  if (y < slices) return {n, y * PER, min(T, (y + 1) * PER), true};
+  return {y - slices, 0, 0, false};
+}
+
+// Run by warp 0 of the CTA of row r (routed: idx[r.me] = e): pairs gets every pair j >= r.me that chose e, count
+// their number, repeated whether a pair before r.me chose e too (that pair's CTA does the work). A CTA of the
+// shared expert takes its rows n + t of tokens t in [r.t0, r.t1).
+__device__ __forceinline__ void collect_pairs(const int *idx, const CtaRow &r, int e, int n, int lane, int *pairs, int &count, int &repeated) {
+  if (r.shared) {
+    for (int t = r.t0 + lane; t < r.t1; t += 32) pairs[t - r.t0] = n + t;
     if (lane == 0) {
-      count = T;
+      count = r.t1 - r.t0;
       repeated = 0;
     }
     return;
   }
+  const int me = r.me;
   int c = 0;
   bool earlier = false;
   for (int base = 0; base < n; base += 32) {
@@ -95,25 +115,28 @@ __device__ __forceinline__ void combine_columns(const int *idx, const float *wt,
   }
 }
 
+// The shared expert's tokens per CTA row of the down kernels by expert: one, as a routed pair's.
+constexpr int DOWN_SHARED_TOKENS = 1;
+
 // The frame of the down kernels by expert (moe_small.cu, moe_small_wq.cu), run by the whole CTA (WARPS warps) for
-// column block blockIdx.x (COLS = WARPS * CPW columns, warp w's j-th column c0 + w + WARPS * j) and pair blockIdx.y
-// (n: the shared expert's rows, WITH_SHARED). load(e) requests expert e's rows of the warp's columns into the
+// column block blockIdx.x (COLS = WARPS * CPW columns, warp w's j-th column c0 + w + WARPS * j) and CTA row r
+// (cta_row<WITH_SHARED, DOWN_SHARED_TOKENS>; grid n + shared_slices high). load(e) requests expert e's rows of the warp's columns into the
 // caller's registers (the shared expert's, e = 0, before waiting for the router); part(j, col, e, hr) is this lane's
 // share of W2_e[col] . hr for the warp's j-th column. Each pair's sum goes to ys[pair, col]; the block's CTA that
 // arrives last writes (WITH_SHARED) or adds to out: combine_columns.
 template <int CPW, int WARPS, int MAX_PAIRS, bool WITH_SHARED, class Load, class Part>
-__device__ __forceinline__ void down_by_expert(Load load, Part part, const float *h, const int *idx, const float *wt, float *ys, float *out,
-                                               int *arrivals, int n, int k, int T, int d, int I) {
-  const int me = blockIdx.y, lane = threadIdx.x & 31, warp = threadIdx.x >> 5, c0 = blockIdx.x * WARPS * CPW;
-  const bool shared = WITH_SHARED && me == n;
+__device__ __forceinline__ void down_by_expert(Load load, Part part, const CtaRow &r, const float *h, const int *idx, const float *wt, float *ys,
+                                               float *out, int *arrivals, int n, int k, int T, int d, int I) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, c0 = blockIdx.x * WARPS * CPW;
+  const bool shared = WITH_SHARED && r.shared;
   if (shared) load(0);
   pdl_wait();
   pdl_trigger();
   __shared__ int pairs[MAX_PAIRS];
   __shared__ int count, repeated;
-  const int e = shared ? 0 : idx[me];
+  const int e = shared ? 0 : idx[r.me];
   if (!shared) load(e);
-  if (warp == 0) collect_pairs(idx, me, e, shared, n, T, lane, pairs, count, repeated);
+  if (warp == 0) collect_pairs(idx, r, e, n, lane, pairs, count, repeated);
   __syncthreads();
   if (!repeated) {
 #pragma unroll

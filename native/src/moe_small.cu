@@ -36,34 +36,29 @@ static_assert(SMALL_MAX_PAIRS <= MAX_PAIRS, "the kernels keep every pair in shar
 
 // h[p, i] = SiLU(W1_e[i] . x[t]) * (W3_e[i] . x[t]) for every pair p = t * k + s with idx[p] = e.
 // blockIdx.y is a pair; only the first pair naming an expert works, for all pairs naming it. With a
-// shared expert (s13, [2I, d]) blockIdx.y == n computes its rows h[n + t] for every token t.
+// shared expert (s13, [2I, d]) the first CTA rows compute its rows h[n + t], UP_TOKENS tokens each (moe_pairs.cuh cta_row).
 // At most 64 registers, so that 4 CTAs share an SM: one token's 8 experts x 128 row blocks then
 // fill two whole waves on 132 SMs (at 80 registers, 3 per SM, the third wave ran 59% full).
 template <bool WITH_SHARED>
 __global__ void __launch_bounds__(THREADS, 4) moe_small_up_kernel(const float *__restrict__ x, const int *__restrict__ idx,
                                                                 const bf16 *__restrict__ w13, const bf16 *__restrict__ s13,
                                                                 float *__restrict__ h, int n, int k, int T, int d, int I) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, row = blockIdx.x * WARPS + warp;
+  const CtaRow r = cta_row<WITH_SHARED, UP_TOKENS>(n, T);
+  const bool shared = WITH_SHARED && r.shared;
   // The shared expert's rows do not depend on the router: requested before waiting for it.
-  if constexpr (WITH_SHARED) {
-    const size_t row = blockIdx.x * WARPS + (threadIdx.x >> 5);
-    if (blockIdx.y == n && row < I) {
-      prefetch_l2_span(s13 + row * d, (size_t)d * sizeof(bf16), threadIdx.x & 31);
-      prefetch_l2_span(s13 + (row + I) * d, (size_t)d * sizeof(bf16), threadIdx.x & 31);
-    }
+  if (shared && row < I) {
+    prefetch_l2_span(s13 + (size_t)row * d, (size_t)d * sizeof(bf16), lane);
+    prefetch_l2_span(s13 + (size_t)(row + I) * d, (size_t)d * sizeof(bf16), lane);
   }
   pdl_wait();
   pdl_trigger();
   __shared__ int pairs[MAX_PAIRS];
   __shared__ int count, repeated;
-  const int me = blockIdx.y;
-  const bool shared = WITH_SHARED && me == n;
-  const int e = shared ? 0 : idx[me];
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  if (warp == 0) collect_pairs(idx, me, e, shared, n, T, lane, pairs, count, repeated);
+  const int e = shared ? 0 : idx[r.me];
+  if (warp == 0) collect_pairs(idx, r, e, n, lane, pairs, count, repeated);
   __syncthreads();
-  if (repeated) return;
-  const int row = blockIdx.x * WARPS + warp;
-  if (row >= I) return;
+  if (repeated || row >= I) return;
   const bf16 *wg = (shared ? s13 : w13) + ((size_t)e * 2 * I + row) * d;
   const bf16 *wu = wg + (size_t)I * d;
   const int nv = d / 8;
@@ -168,7 +163,8 @@ __global__ void __launch_bounds__(THREADS) moe_small_down_expert_kernel(const fl
                                                                          const bf16 *__restrict__ s2, float *ys, float *__restrict__ out,
                                                                          int *arrivals, int n, int k, int T, int d, int I) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nv = I / 8, c0 = blockIdx.x * WARPS * CPW;
-  const bool shared = WITH_SHARED && blockIdx.y == n;
+  const CtaRow cta = cta_row<WITH_SHARED, DOWN_SHARED_TOKENS>(n, T);
+  const bool shared = WITH_SHARED && cta.shared;
   uint4 rows[CPW][VECS] = {};
   auto load = [&](int e) {
     const bf16 *base = shared ? s2 : w2 + (size_t)e * d * I;
@@ -196,7 +192,7 @@ __global__ void __launch_bounds__(THREADS) moe_small_down_expert_kernel(const fl
     }
     return acc;
   };
-  down_by_expert<CPW, WARPS, MAX_PAIRS, WITH_SHARED>(load, part, h, idx, wt, ys, out, arrivals, n, k, T, d, I);
+  down_by_expert<CPW, WARPS, MAX_PAIRS, WITH_SHARED>(load, part, cta, h, idx, wt, ys, out, arrivals, n, k, T, d, I);
 }
 
 using klc::launched;
@@ -207,7 +203,7 @@ int moe_small_launch(klc_ctx *ctx, const float *x, const int *idx, const float *
                      const bf16 *s2, float *out, const klc::MoeRooms &room, int T, int d, int I, int k) {
   const int n = T * k;
   float *h = room.gu;
-  int rc = launched(launch_pdl(ctx, moe_small_up_kernel<WITH_SHARED>, dim3((I + WARPS - 1) / WARPS, WITH_SHARED ? n + 1 : n), THREADS, 0, x, idx,
+  int rc = launched(launch_pdl(ctx, moe_small_up_kernel<WITH_SHARED>, dim3((I + WARPS - 1) / WARPS, n + shared_slices<WITH_SHARED, UP_TOKENS>(T)), THREADS, 0, x, idx,
                                w13, s13, h, n, k, T, d, I),
                     "the MoE gate/up projections (small batch)");
   if (rc) return rc;
@@ -217,7 +213,7 @@ int moe_small_launch(klc_ctx *ctx, const float *x, const int *idx, const float *
   int *arrivals = nullptr;
   if ((rc = klc::moe_down_arrivals(ctx, blocks, &arrivals))) return rc;
   if (arrivals) {
-    const dim3 grid(blocks, WITH_SHARED ? n + 1 : n);
+    const dim3 grid(blocks, n + shared_slices<WITH_SHARED, DOWN_SHARED_TOKENS>(T));
     const cudaError_t e =
         wide ? launch_pdl(ctx, moe_small_down_expert_kernel<MAX_DOWN_VECS, 1, WITH_SHARED>, grid, THREADS, 0, h, idx, w, w2, s2, room.y, out,
                           arrivals, n, k, T, d, I)

@@ -56,12 +56,14 @@ __device__ __forceinline__ void prefetch_gate_up(const klc_wq &w, int e, int row
 }
 
 // h[p, i] = SiLU(W1_e[i] . x[t]) * (W3_e[i] . x[t]) for every pair p = t * k + s with idx[p] = e; with a
-// shared expert (blockIdx.y == n, grid n + 1 high) also h[n + t, i] from its W1/W3 (s13) for every token t.
+// shared expert (its CTA rows first, UP_TOKENS tokens each: moe_pairs.cuh cta_row) also h[n + t, i] from its W1/W3
+// (s13) for every token t.
 template <Codes C, bool WITH_SHARED>
 __global__ void __launch_bounds__(THREADS, 3) moe_wq_up_kernel(const float *__restrict__ x, const int *__restrict__ idx, klc_wq w13,
                                                             klc_wq s13, float *__restrict__ h, int n, int k, int T, int d, int I) {
-  const int me = blockIdx.y, lane = threadIdx.x & 31, warp = threadIdx.x >> 5, row = blockIdx.x * WARPS + warp;
-  const bool shared = WITH_SHARED && me == n;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, row = blockIdx.x * WARPS + warp;
+  const CtaRow r = cta_row<WITH_SHARED, UP_TOKENS>(n, T);
+  const bool shared = WITH_SHARED && r.shared;
   // A warp's rows do not depend on which pairs chose the expert: the shared expert's are requested before waiting
   // for the router, a routed expert's as soon as its index is read, while warp 0 collects the pairs.
   if (shared && row < I) prefetch_gate_up<bits_of<C>>(s13, 0, row, d, I, lane);
@@ -69,9 +71,9 @@ __global__ void __launch_bounds__(THREADS, 3) moe_wq_up_kernel(const float *__re
   pdl_trigger();
   __shared__ int pairs[MAX_PAIRS];
   __shared__ int count, repeated;
-  const int e = shared ? 0 : idx[me];
+  const int e = shared ? 0 : idx[r.me];
   if (!shared && row < I) prefetch_gate_up<bits_of<C>>(w13, e, row, d, I, lane);
-  if (warp == 0) collect_pairs(idx, me, e, shared, n, T, lane, pairs, count, repeated);
+  if (warp == 0) collect_pairs(idx, r, e, n, lane, pairs, count, repeated);
   __syncthreads();
   if (repeated || row >= I) return;
   constexpr int BITS = bits_of<C>;
@@ -222,7 +224,8 @@ __global__ void __launch_bounds__(THREADS) moe_wq_down_expert_kernel(const float
                                                                      int I) {
   constexpr int BITS = bits_of<C>, PER_WORD = 32 / BITS;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nu = I / 8, c0 = blockIdx.x * WARPS * CPW;
-  const klc_wq w = WITH_SHARED && blockIdx.y == n ? s2 : w2;
+  const CtaRow cta = cta_row<WITH_SHARED, DOWN_SHARED_TOKENS>(n, T);
+  const klc_wq w = WITH_SHARED && cta.shared ? s2 : w2;
   const int groups = I / w.group;
   int gs[UNITS];
   const RunGroups group_of(w);
@@ -259,7 +262,7 @@ __global__ void __launch_bounds__(THREADS) moe_wq_down_expert_kernel(const float
     }
     return acc;
   };
-  down_by_expert<CPW, WARPS, MAX_PAIRS, WITH_SHARED>(load, part, h, idx, wt, ys, out, arrivals, n, k, T, d, I);
+  down_by_expert<CPW, WARPS, MAX_PAIRS, WITH_SHARED>(load, part, cta, h, idx, wt, ys, out, arrivals, n, k, T, d, I);
 }
 
 using klc::launched;
@@ -284,7 +287,7 @@ int moe_wq_small(klc_ctx *ctx, const float *x, const int *idx, const float *w, c
                  const klc_wq &s2, float *out, const klc::MoeRooms &room, int T, int d, int I, int k) {
   const int n = T * k;
   float *h = room.gu;
-  int rc = klc::launched(klc::launch_pdl(ctx, moe_wq_up_kernel<C, WITH_SHARED>, dim3((I + WARPS - 1) / WARPS, WITH_SHARED ? n + 1 : n), THREADS,
+  int rc = klc::launched(klc::launch_pdl(ctx, moe_wq_up_kernel<C, WITH_SHARED>, dim3((I + WARPS - 1) / WARPS, n + shared_slices<WITH_SHARED, UP_TOKENS>(T)), THREADS,
                                          0, x, idx, w13, s13, h, n, k, T, d, I),
                          "the quantized MoE gate/up projections (small batch)");
   if (rc) return rc;
@@ -293,7 +296,7 @@ int moe_wq_small(klc_ctx *ctx, const float *x, const int *idx, const float *w, c
   int *arrivals = nullptr;
   if ((rc = klc::moe_down_arrivals(ctx, blocks, &arrivals))) return rc;
   if (arrivals) {
-    const dim3 grid(blocks, WITH_SHARED ? n + 1 : n);
+    const dim3 grid(blocks, n + shared_slices<WITH_SHARED, DOWN_SHARED_TOKENS>(T));
     const cudaError_t e =
         wide ? klc::launch_pdl(ctx, moe_wq_down_expert_kernel<C, MAX_DOWN_UNITS, 2, WITH_SHARED>, grid, THREADS, 0, h, idx, w, w2, s2, room.y, out,
                                arrivals, n, k, T, d, I)
