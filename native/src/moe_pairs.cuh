@@ -86,6 +86,15 @@ __device__ __forceinline__ void sort_pairs(const int *idx, int n, int m, int *s_
   __syncthreads();
 }
 
+// The first position after p in order[] (sort_pairs) whose pair chose another expert than p's: where the down
+// kernels by column find the next expert to read.
+__device__ __forceinline__ int next_expert_at(const int *s_idx, const int *order, int m, int p) {
+  const int e = s_idx[order[p]];
+  int q = p + 1;
+  while (q < m && s_idx[order[q]] == e) ++q;
+  return q;
+}
+
 // Run by the whole CTA (THREADS threads) of a down kernel by expert that arrived last for columns [c0, c0 + cols):
 // out[t, c] gets token t's terms ys[pair, c] added in the column kernels' order — its routed pairs by (expert, slot),
 // each times wt[pair], then (WITH_SHARED) its shared expert row n + t — and is written (WITH_SHARED) or added to.

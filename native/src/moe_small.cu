@@ -119,14 +119,21 @@ __global__ void __launch_bounds__(THREADS) moe_small_down_kernel(const float *__
       if (v < nv) dst[i] = load_stream(row + (size_t)v * 8);
     }
   };
+  // The expert after next is requested into L2 (as in moe_small_wq.cu's column kernel).
+  auto prefetch = [&](int e) {
+    const bf16 *row = WITH_SHARED && e == SHARED_EXPERT ? s2 + (size_t)col * I : w2 + ((size_t)e * d + col) * I;
+    prefetch_l2_span(row, (size_t)I * sizeof(bf16), lane);
+  };
   float acc = 0.f;  // lane t: token t's sum, its experts added in ascending order, the shared one last
   uint4 cur[VECS] = {}, next[VECS] = {};
   load(s_idx[order[0]], cur);
   for (int p = 0; p < m;) {
-    const int e = s_idx[order[p]];
-    int q = p + 1;
-    while (q < m && s_idx[order[q]] == e) ++q;
-    if (q < m) load(s_idx[order[q]], next);  // in flight while this expert's dots run
+    const int q = next_expert_at(s_idx, order, m, p);
+    if (q < m) {
+      load(s_idx[order[q]], next);  // in flight while this expert's dots run
+      const int q2 = next_expert_at(s_idx, order, m, q);
+      if (q2 < m) prefetch(s_idx[order[q2]]);
+    }
     for (int s = p; s < q; ++s) {
       const int pair = order[s];
       const float *hr = h + (size_t)pair * I;

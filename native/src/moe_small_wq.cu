@@ -168,14 +168,23 @@ __global__ void __launch_bounds__(THREADS) moe_wq_down_kernel(const float *__res
     }
     prefetch_row_scales<BITS>(w, row, groups, lane);
   };
+  // The expert after next is requested into L2: a warp has one row of codes in its registers while it multiplies
+  // another, too little at one row of x to cover a DRAM round trip per expert.
+  auto prefetch = [&](int e) {
+    const bool sh = WITH_SHARED && e == SHARED_EXPERT;
+    const size_t row_bytes = (size_t)I * BITS / 8;
+    prefetch_l2_span(reinterpret_cast<const char *>((sh ? s2 : w2).w_packed) + ((size_t)(sh ? 0 : e) * d + col) * row_bytes, row_bytes, lane);
+  };
   float acc = 0.f;
   Raw8<BITS> cur[UNITS] = {}, next[UNITS] = {};
   load(s_idx[order[0]], cur);
   for (int p = 0; p < m;) {
-    const int e = s_idx[order[p]];
-    int q = p + 1;
-    while (q < m && s_idx[order[q]] == e) ++q;
-    if (q < m) load(s_idx[order[q]], next);  // in flight while this expert's dots run
+    const int e = s_idx[order[p]], q = next_expert_at(s_idx, order, m, p);
+    if (q < m) {
+      load(s_idx[order[q]], next);  // in flight while this expert's dots run
+      const int q2 = next_expert_at(s_idx, order, m, q);
+      if (q2 < m) prefetch(s_idx[order[q2]]);
+    }
     const bool sh = WITH_SHARED && e == SHARED_EXPERT;
     const klc_wq w = sh ? s2 : w2;
     const int row = (sh ? 0 : e) * d + col;
