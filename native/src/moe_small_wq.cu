@@ -151,14 +151,19 @@ __global__ void __launch_bounds__(THREADS) moe_wq_down_kernel(const float *__res
   if (col >= d) return;
   constexpr int BITS = bits_of<C>;
   constexpr int PER_WORD = 32 / BITS;
-  const int nu = I / 8, groups = I / w2.group;  // s2's groups are w2's (klc_moe_block_wq)
+  // The groups of the lane's runs, for the routed experts' W2 and then (it comes last) the shared expert's.
+  const int nu = I / 8, routed_groups = I / w2.group, shared_groups = WITH_SHARED ? I / s2.group : 0;
   int gs[UNITS];
-  const RunGroups group_of(w2);
+  const auto run_groups = [&](const klc_wq &w) {
+    const RunGroups group_of(w);
 #pragma unroll
-  for (int i = 0; i < UNITS; ++i) gs[i] = group_of(lane + 32 * i);
+    for (int i = 0; i < UNITS; ++i) gs[i] = group_of(lane + 32 * i);
+  };
+  run_groups(w2);
   auto load = [&](int e, Raw8<BITS> *dst) {
     const bool sh = WITH_SHARED && e == SHARED_EXPERT;
     const klc_wq w = sh ? s2 : w2;
+    const int groups = sh ? shared_groups : routed_groups;
     const size_t row = (size_t)(sh ? 0 : e) * d + col;
     const int32_t *codes = w.w_packed + row * (I / PER_WORD);
 #pragma unroll
@@ -187,7 +192,8 @@ __global__ void __launch_bounds__(THREADS) moe_wq_down_kernel(const float *__res
     }
     const bool sh = WITH_SHARED && e == SHARED_EXPERT;
     const klc_wq w = sh ? s2 : w2;
-    const int row = (sh ? 0 : e) * d + col;
+    const int row = (sh ? 0 : e) * d + col, groups = sh ? shared_groups : routed_groups;
+    if (sh && s2.group != w2.group) run_groups(s2);
     float f[UNITS][8], sc[UNITS];
 #pragma unroll
     for (int i = 0; i < UNITS; ++i) {
@@ -398,9 +404,7 @@ KLC_API int klc_moe_block_wq(klc_ctx *ctx, const float *x, const int32_t *idx, c
   if (ws_bytes < klc_moe_workspace_bytes(T, d, I, E, k))
     return klc::fail(KLC_E_ARG, "klc_moe_block_wq: workspace smaller than klc_moe_workspace_bytes()");
   const klc::MoeRooms room = klc::moe_rooms(ws, T * k, E, I);
-  // The small-batch kernels take the shared expert as one more expert when its W2 has the routed experts' groups.
-  if (small_wq_wanted(T, k, d, I, *w13, *w2, x, room.gu) && small_wq_wanted(T, k, d, I, *shared_w13, *shared_w2, x, room.gu) &&
-      shared_w2->group == w2->group)
+  if (small_wq_wanted(T, k, d, I, *w13, *w2, x, room.gu) && small_wq_wanted(T, k, d, I, *shared_w13, *shared_w2, x, room.gu))
     return moe_wq_small_codes<true>(ctx, x, idx, w, *w13, *w2, *shared_w13, *shared_w2, out, room, T, d, I, k);
   // The shared expert alone writes out (its gate/up rows and SwiGLU in the workspace), then the routed experts add to it.
   float *gu = room.gu, *hs = room.gu + (size_t)T * 2 * I;
