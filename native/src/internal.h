@@ -208,9 +208,10 @@ MoeRooms moe_rooms(void *ws, int n, int E, int I);
 // launches, made on first need: [0] klc_moe_router's, [1 ..] the small-batch MoE down kernels' column blocks.
 constexpr int KLC_ARRIVALS = 4096;
 int arrival_counters(klc_ctx *ctx, int **out);
-// Which down kernel the small-batch MoE paths run for `blocks` column blocks: *out the counters of the kernel by
-// expert (KLC_MOE_DOWN=experts, blocks < KLC_ARRIVALS), or null for the kernel by column (the default).
-int moe_down_arrivals(klc_ctx *ctx, int blocks, int **out);
+// Which down kernel the small-batch MoE paths run for T rows and `blocks` column blocks: *out the counters of the
+// kernel by expert (blocks < KLC_ARRIVALS; two rows or more, or KLC_MOE_DOWN=experts), or null for the kernel by
+// column (one row, or KLC_MOE_DOWN=columns). Both give the same bits.
+int moe_down_arrivals(klc_ctx *ctx, int T, int blocks, int **out);
 // MoE experts with bf16 weights for few (token, expert) pairs, without host synchronisation
 // (moe_small.cu) in klc_moe_experts' workspace (room). s13 and s2 (null when there is none): the shared
 // expert, [2I, d] and [d, I], run as one more expert of every token; out is then written, not added to.

@@ -218,7 +218,7 @@ int moe_small_launch(klc_ctx *ctx, const float *x, const int *idx, const float *
   const bool wide = I > 32 * 8 * 4;
   const int cols = WARPS * (wide ? 1 : 2), blocks = (d + cols - 1) / cols;
   int *arrivals = nullptr;
-  if ((rc = klc::moe_down_arrivals(ctx, blocks, &arrivals))) return rc;
+  if ((rc = klc::moe_down_arrivals(ctx, T, blocks, &arrivals))) return rc;
   if (arrivals) {
     const dim3 grid(blocks, n + shared_slices<WITH_SHARED, DOWN_SHARED_TOKENS>(T));
     const cudaError_t e =
@@ -244,10 +244,14 @@ bool small_batch_enabled() {
   return !(v && v[0] == '0');
 }
 
-int moe_down_arrivals(klc_ctx *ctx, int blocks, int **out) {
+// By expert from two rows on: the column kernel reads every pair's h row once per warp (at 8 rows ~600 MB from L2
+// a layer), the kernel by expert once per CTA, and on an H100 it was 5% (INT8) and 12% (INT4 g32) faster at 8 rows
+// and 2% slower (INT8) at one (test/gpu/results/round-h100-2026-12-08m, blockspeed).
+int moe_down_arrivals(klc_ctx *ctx, int T, int blocks, int **out) {
   *out = nullptr;
   const char *v = std::getenv("KLC_MOE_DOWN");
-  if (!v || std::strcmp(v, "experts") != 0 || blocks >= KLC_ARRIVALS) return KLC_OK;
+  const bool experts = v && std::strcmp(v, "experts") == 0 ? true : v && std::strcmp(v, "columns") == 0 ? false : T >= 2;
+  if (!experts || blocks >= KLC_ARRIVALS) return KLC_OK;
   int *all = nullptr;
   const int rc = arrival_counters(ctx, &all);
   if (rc == KLC_OK) *out = all + 1;  // [0] is the router's

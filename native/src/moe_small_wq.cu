@@ -309,7 +309,7 @@ int moe_wq_small(klc_ctx *ctx, const float *x, const int *idx, const float *w, c
   const bool wide = I > 32 * 8 * 4;
   const int cols = WARPS * (wide ? 2 : 4), blocks = (d + cols - 1) / cols;
   int *arrivals = nullptr;
-  if ((rc = klc::moe_down_arrivals(ctx, blocks, &arrivals))) return rc;
+  if ((rc = klc::moe_down_arrivals(ctx, T, blocks, &arrivals))) return rc;
   if (arrivals) {
     const dim3 grid(blocks, n + shared_slices<WITH_SHARED, DOWN_SHARED_TOKENS>(T));
     const cudaError_t e =

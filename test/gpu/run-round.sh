@@ -7,7 +7,7 @@
 # offload (run-offload.sh: step offload, OFFLOAD_SPEED=0 skips its 48B timing), the MoE kernels on quantized experts
 # against float64 and their timing (quant_check.py: step quantcheck, QUANT_CASES picks), one decode step kernel by
 # kernel (run-decode-profile.sh: step profile, PROFILE_STEPS decode steps), the decode fusions of KLC_FUSED_DECODE=1
-# and the down kernel by expert (KLC_MOE_DOWN=experts) against float64 and timed off against on (step fused), a decode
+# and the down kernels by column and by expert (KLC_MOE_DOWN) against float64 and timed against each other (step fused), a decode
 # step's MoE blocks alone (step blockspeed), Nsight Compute on the Hopper MLA kernels (run-mla-profile.sh: step mlaprofile), the quantized tiny models alone
 # against the reference (step quantmodel: quant-model.test.ts without quant_check.py), `klc accuracy` on the 48B
 # model with dummy weights (step accuracy: int8, int4, fp8 against bf16, which needs an H200), the 48B model under

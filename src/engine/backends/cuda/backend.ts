@@ -1225,7 +1225,7 @@ function chooseEngine(native: NativeKlc, ctx: NativeContext, want: boolean): { t
 /**
  * The decode fusions (the residual add, norm, router logits and top-k in one launch, the shared expert inside the
  * routed experts' small-batch kernels, b_proj and the gated output norm inside the KDA decode launch) are taken only
- * with KLC_FUSED_DECODE=1: on an H100, beside KLC_MOE_DOWN=experts, they made one answer's step 2% faster and 8
+ * with KLC_FUSED_DECODE=1: on an H100, with the down kernel by expert, they made one answer's step 2% faster and 8
  * answers' 5% slower, and with the column down kernel both slower (test/gpu/results/round-h100-2026-12-08m). Their
  * norms round differently from the separate kernels', so taking them for one answer only would make its tokens depend
  * on how many answers run beside it.
