@@ -15,6 +15,7 @@ import type { Backend, Capture, NormSite } from '../backend';
 import type { TokenPick } from '../../sampler';
 import { Arena } from './arena';
 import { DecodeGraphs } from './decode-graphs';
+import { decodeFusions } from './decode-fusions';
 import { deviceWeightBytes, isQuant, uploadWeights, type AtLoad, type DeviceWeightBytes, type DeviceWeights, type KdaDeviceWeights, type LayerDeviceWeights, type Mat, type MlaDeviceWeights, type MoeDeviceWeights } from './device-weights';
 import { HostExperts } from './host-experts';
 import type { DevicePtr, HostPtr, NativeContext, NativeDeviceInfo, NativeKlc, NativeWq, NativeWqJob, VbufHandle } from './loader';
@@ -128,7 +129,7 @@ export class CudaBackend implements Backend<DeviceRows> {
   /** The decode step in progress (decodeLayers), if any. */
   private step: DecodeStep | null = null;
   private readonly graphs: DecodeGraphs<DeviceRows>;
-  private readonly fusedDecode = fusedDecodeByDefault();
+  private readonly fused = decodeFusions(process.env.KLC_FUSED_DECODE);
   private readonly states = new WeakMap<object, DeviceLayerState>();
   private readonly live = new Set<DevicePtr>();
   private readonly liveBufs = new Set<VbufHandle>();
@@ -491,19 +492,19 @@ export class CudaBackend implements Backend<DeviceRows> {
     const B = x.T;
     const n = this.native;
     const c = this.ctx;
-    // With KLC_FUSED_DECODE=1 the decode launch also applies a dense b_proj (its 32 rows are never
+    // With the kda fusion (decode-fusions.ts) the decode launch also applies a dense b_proj (its 32 rows are never
     // quantized at load) and the gated output norm.
     const bProj = w.bProj;
     const { proj, f, gate } = this.kdaProjections(w, x);
     const beta =
-      isQuant(bProj) || !this.fusedDecode ? { beta: this.linear(x, bProj, H).ptr } : { beta: null, x: x.ptr, bW: bProj.ptr, d: x.cols, bWF32: bProj.f32 ? 1 : 0 };
+      isQuant(bProj) || !this.fused.kda ? { beta: this.linear(x, bProj, H).ptr } : { beta: null, x: x.ptr, bW: bProj.ptr, d: x.cols, bWF32: bProj.f32 ? 1 : 0 };
     const o = this.rowsOf(B, P);
     n.kdaDecodeBatch(c, {
       H, K, V: K, W, scale: 1 / Math.sqrt(K), proj, convW: w.conv, g: f.ptr, aLog: w.aLog, dtBias: w.dtBias, o: o.ptr,
       states: BigUint64Array.from(devs, (s) => s.S), tails: BigUint64Array.from(devs, (s) => s.conv), ...beta,
-      ...(this.fusedDecode ? { oNormW: w.oNorm, gate: gate.ptr, eps: this.config.rmsNormEps } : {}),
+      ...(this.fused.kda ? { oNormW: w.oNorm, gate: gate.ptr, eps: this.config.rmsNormEps } : {}),
     });
-    return this.fusedDecode ? this.linear(o, w.oProj, this.config.hiddenSize) : this.kdaOutput(w, x, o.ptr, false, gate);
+    return this.fused.kda ? this.linear(o, w.oProj, this.config.hiddenSize) : this.kdaOutput(w, x, o.ptr, false, gate);
   }
 
   /**
@@ -739,7 +740,7 @@ export class CudaBackend implements Backend<DeviceRows> {
 
   /** Whether the router's logits and top-k take one launch (klc_moe_router): a decode step's rows. */
   private routerFused(T: number): boolean {
-    return this.fusedDecode && T <= MOE_BLOCK_ROWS && this.config.moe.numExperts <= ROUTER_MAX_EXPERTS;
+    return this.fused.router && T <= MOE_BLOCK_ROWS && this.config.moe.numExperts <= ROUTER_MAX_EXPERTS;
   }
 
   /** Where the router writes the chosen experts and their weights, [T, k] each. */
@@ -784,7 +785,7 @@ export class CudaBackend implements Backend<DeviceRows> {
     const wsBytes = n.moeWorkspaceBytes(c, T, d, I, E, k);
     const shared = w.shared;
     // At decode a shared expert of the routed experts' width and kind joins their kernels (klc_moe_block, klc_moe_block_wq).
-    if (this.fusedDecode && shared && shared.inner === I && T <= MOE_BLOCK_ROWS && x.cols % 4 === 0) {
+    if (this.fused.shared && shared && shared.inner === I && T <= MOE_BLOCK_ROWS && x.cols % 4 === 0) {
       const [s13, s2] = [shared.w13, shared.down];
       if (isQuant(w13) && isQuant(w2) && isQuant(s13) && isQuant(s2) && codesOf(s13.quant) === codesOf(w13.quant) && codesOf(s2.quant) === codesOf(w13.quant)) {
         const out = this.rowsOf(T, d);
@@ -1220,18 +1221,6 @@ function chooseEngine(native: NativeKlc, ctx: NativeContext, want: boolean): { t
     process.stderr.write(`cuda backend: tensor cores unavailable (${e instanceof Error ? e.message : String(e)}); using ${text}, which is several times slower.\n`);
     return { tensorCores: false, text };
   }
-}
-
-/**
- * The decode fusions (the residual add, norm, router logits and top-k in one launch, the shared expert inside the
- * routed experts' small-batch kernels, b_proj and the gated output norm inside the KDA decode launch) are taken only
- * with KLC_FUSED_DECODE=1: on an H100, with the down kernel by expert, they made one answer's step 2% faster and 8
- * answers' 5% slower, and with the column down kernel both slower (test/gpu/results/round-h100-2026-12-08m). Their
- * norms round differently from the separate kernels', so taking them for one answer only would make its tokens depend
- * on how many answers run beside it.
- */
-function fusedDecodeByDefault(): boolean {
-  return process.env.KLC_FUSED_DECODE === '1';
 }
 
 /** Decode steps replay CUDA graphs unless KLC_CUDA_GRAPHS=0 (kept to compare against the per-call path). */
