@@ -191,11 +191,13 @@ KLC_API int klc_moe_route(klc_ctx *ctx, const float *logits, const float *bias, 
 #define KLC_MOE_BLOCK_MAX_ROWS 8
 /* klc_moe_route of the router's logits computed in the same launch, for a decode step's rows: logits [T, E] =
  * x [T, d] Wᵀ (w_router [E, d] bf16, or fp32 with w_f32; fp32 sums) are written, and idx and w are klc_moe_route's
- * of them. T <= KLC_MOE_BLOCK_MAX_ROWS, E <= 256, k <= 16. One launch instead of two. */
+ * of them. T <= KLC_MOE_BLOCK_MAX_ROWS, E <= 256, k <= 16, d a multiple of 8, x and w_router 16-byte aligned. One
+ * launch instead of two. */
 KLC_API int klc_moe_router(klc_ctx *ctx, const float *x, const void *w_router, int w_f32, const float *bias, float *logits, int32_t *idx,
                            float *w, int T, int d, int E, int k, int renorm, float scaling);
 /* klc_add_rmsnorm (h += a, y = RMSNorm(h) * norm_w) and then klc_moe_router of y, in one launch: every CTA norms the
- * rows itself (h + a, not yet written) and the last one writes h and y. d a multiple of 4, h and a 16-byte aligned.
+ * rows itself (h + a, not yet written) and the last one writes h and y. d a multiple of 8; h, a, norm_w, y and
+ * w_router 16-byte aligned.
  * y's bits may differ from klc_add_rmsnorm's in the last place (the sum of squares is taken in another order). */
 KLC_API int klc_moe_router_norm(klc_ctx *ctx, float *h, const float *a, const float *norm_w, float eps, float *y, const void *w_router,
                                 int w_f32, const float *bias, float *logits, int32_t *idx, float *w, int T, int d, int E, int k, int renorm,

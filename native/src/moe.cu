@@ -59,48 +59,86 @@ struct RouterArgs {
   float *y;
 };
 
-// 1 / rms(h[t] + a[t]) of rows t < T into inv, warp t for row t (d % 4 == 0); every CTA computes the same bits.
+// 1 / rms(h[t] + a[t]) of rows t < T into inv (d % 8 == 0, rows 16-byte aligned), every CTA the same bits: the
+// CTA's threads take the rows' float4s together (a thread's of every row requested at once), and the warps' sums
+// are joined in warp order.
 __device__ void router_inv_rms(const RouterArgs &r, int T, int lane, int warp, float *inv) {
-  if (warp < T) {
-    const float4 *h4 = reinterpret_cast<const float4 *>(r.h + (size_t)warp * r.d), *a4 = reinterpret_cast<const float4 *>(r.a + (size_t)warp * r.d);
-    float ss = 0.f;
-#pragma unroll 6
-    for (int c = lane; c < r.d / 4; c += 32) {
-      const float4 hv = h4[c], av = a4[c];
+  __shared__ float ss_part[ROUTER_WARPS][ROUTER_ROWS];
+  const int n4 = r.d / 4;
+  float ss[ROUTER_ROWS] = {};
+  for (int c = threadIdx.x; c < n4; c += 32 * ROUTER_WARPS) {
+#pragma unroll
+    for (int t = 0; t < ROUTER_ROWS; ++t) {
+      if (t >= T) break;
+      const float4 hv = reinterpret_cast<const float4 *>(r.h + (size_t)t * r.d)[c], av = reinterpret_cast<const float4 *>(r.a + (size_t)t * r.d)[c];
       const float v0 = hv.x + av.x, v1 = hv.y + av.y, v2 = hv.z + av.z, v3 = hv.w + av.w;
-      ss += v0 * v0 + v1 * v1 + v2 * v2 + v3 * v3;
+      ss[t] += v0 * v0 + v1 * v1 + v2 * v2 + v3 * v3;
     }
-    ss = warp_sum(ss);
-    if (lane == 0) inv[warp] = rsqrtf(ss / r.d + r.eps);
+  }
+#pragma unroll
+  for (int t = 0; t < ROUTER_ROWS; ++t) {
+    const float v = warp_sum(ss[t]);
+    if (lane == 0) ss_part[warp][t] = v;
+  }
+  __syncthreads();
+  if ((int)threadIdx.x < T) {
+    float sum = 0.f;
+    for (int q = 0; q < ROUTER_WARPS; ++q) sum += ss_part[q][threadIdx.x];
+    inv[threadIdx.x] = rsqrtf(sum / r.d + r.eps);
   }
   __syncthreads();
 }
 
-// This CTA's logits; true in the CTA that arrives last, once every CTA's logits are written.
+// Eight consecutive weights of a router row (16-byte aligned) as fp32.
+__device__ __forceinline__ void router_w8(const bf16 *w, int c, float f[8]) { klc_small::unpack_bf16x8(*reinterpret_cast<const uint4 *>(w + c), f); }
+__device__ __forceinline__ void router_w8(const float *w, int c, float f[8]) {
+  const float4 a = *reinterpret_cast<const float4 *>(w + c), b = *reinterpret_cast<const float4 *>(w + c + 4);
+  f[0] = a.x, f[1] = a.y, f[2] = a.z, f[3] = a.w, f[4] = b.x, f[5] = b.y, f[6] = b.z, f[7] = b.w;
+}
+
+// The normed rows' values at columns c .. c + 7 of row t, as the last CTA writes them to y: norm_w * ((h + a) * inv).
+__device__ __forceinline__ void normed8(const RouterArgs &r, int t, int c, float inv, float v[8]) {
+  const float4 *h4 = reinterpret_cast<const float4 *>(r.h + (size_t)t * r.d + c), *a4 = reinterpret_cast<const float4 *>(r.a + (size_t)t * r.d + c);
+  const float4 *g4 = reinterpret_cast<const float4 *>(r.norm_w + c);
+  const float4 h0 = h4[0], h1 = h4[1], a0 = a4[0], a1 = a4[1], g0 = g4[0], g1 = g4[1];
+  v[0] = g0.x * ((h0.x + a0.x) * inv), v[1] = g0.y * ((h0.y + a0.y) * inv), v[2] = g0.z * ((h0.z + a0.z) * inv), v[3] = g0.w * ((h0.w + a0.w) * inv);
+  v[4] = g1.x * ((h1.x + a1.x) * inv), v[5] = g1.y * ((h1.y + a1.y) * inv), v[6] = g1.z * ((h1.z + a1.z) * inv), v[7] = g1.w * ((h1.w + a1.w) * inv);
+}
+
+// This CTA's logits; true in the CTA that arrives last, once every CTA's logits are written. A warp takes runs of 8
+// columns of its expert's row (16-byte loads; ROUTER_SPLIT warps an expert), every run's loads issued together.
 template <typename WT>
 __device__ bool router_logits(const RouterArgs &r, int T, int E, int lane, int warp) {
   __shared__ float part[ROUTER_WARPS][ROUTER_ROWS];
   __shared__ float inv[ROUTER_ROWS];
   if (r.h) router_inv_rms(r, T, lane, warp, inv);
-  const int col = blockIdx.x * ROUTER_COLS + warp / ROUTER_SPLIT, quarter = warp % ROUTER_SPLIT;
+  const int col = blockIdx.x * ROUTER_COLS + warp / ROUTER_SPLIT, quarter = warp % ROUTER_SPLIT, n8 = r.d / 8;
   float acc[ROUTER_ROWS] = {};
   if (col < E) {
     const WT *w = static_cast<const WT *>(r.w) + (size_t)col * r.d;
     if (r.h) {
-#pragma unroll 6
-      for (int c = quarter * 32 + lane; c < r.d; c += 32 * ROUTER_SPLIT) {
-        const float wc = wval(w, c), g = r.norm_w[c];
+#pragma unroll 3
+      for (int c8 = quarter * 32 + lane; c8 < n8; c8 += 32 * ROUTER_SPLIT) {
+        float wv[8];
+        router_w8(w, c8 * 8, wv);
 #pragma unroll
-        for (int t = 0; t < ROUTER_ROWS; ++t)
-          if (t < T) acc[t] = fmaf(wc, g * ((r.h[(size_t)t * r.d + c] + r.a[(size_t)t * r.d + c]) * inv[t]), acc[t]);
+        for (int t = 0; t < ROUTER_ROWS; ++t) {
+          if (t >= T) break;
+          float v[8];
+          normed8(r, t, c8 * 8, inv[t], v);
+          acc[t] = klc_small::dot8(wv, v, acc[t]);
+        }
       }
     } else {
-#pragma unroll 6
-      for (int c = quarter * 32 + lane; c < r.d; c += 32 * ROUTER_SPLIT) {
-        const float wc = wval(w, c);
+#pragma unroll 3
+      for (int c8 = quarter * 32 + lane; c8 < n8; c8 += 32 * ROUTER_SPLIT) {
+        float wv[8];
+        router_w8(w, c8 * 8, wv);
 #pragma unroll
-        for (int t = 0; t < ROUTER_ROWS; ++t)
-          if (t < T) acc[t] = fmaf(wc, r.x[(size_t)t * r.d + c], acc[t]);
+        for (int t = 0; t < ROUTER_ROWS; ++t) {
+          if (t >= T) break;
+          acc[t] = klc_small::dot8(wv, r.x + (size_t)t * r.d + c8 * 8, acc[t]);
+        }
       }
     }
   }
@@ -119,11 +157,15 @@ __device__ bool router_logits(const RouterArgs &r, int T, int E, int lane, int w
   if (!klc_small::arrived_last(r.arrivals, gridDim.x)) return false;
   // Every CTA has read h: the residual and the normed rows the experts take, as klc_add_rmsnorm writes them.
   if (r.h) {
-    for (int i = threadIdx.x; i < T * r.d; i += blockDim.x) {
-      const int t = i / r.d, c = i % r.d;
-      const float v = r.h[i] + r.a[i];
-      r.h[i] = v;
-      r.y[i] = r.norm_w[c] * (v * inv[t]);
+    const int n4 = r.d / 4;
+#pragma unroll 6
+    for (int i = threadIdx.x; i < T * n4; i += blockDim.x) {
+      const int t = i / n4, c = i % n4;
+      const float4 hv = reinterpret_cast<const float4 *>(r.h)[i], av = reinterpret_cast<const float4 *>(r.a)[i];
+      const float4 g = reinterpret_cast<const float4 *>(r.norm_w)[c];
+      const float4 v = make_float4(hv.x + av.x, hv.y + av.y, hv.z + av.z, hv.w + av.w);
+      reinterpret_cast<float4 *>(r.h)[i] = v;
+      reinterpret_cast<float4 *>(r.y)[i] = make_float4(g.x * (v.x * inv[t]), g.y * (v.y * inv[t]), g.z * (v.z * inv[t]), g.w * (v.w * inv[t]));
     }
   }
   return true;
@@ -131,7 +173,7 @@ __device__ bool router_logits(const RouterArgs &r, int T, int E, int lane, int w
 
 // FUSED: the logits are computed first (router_logits), and the last CTA routes every row.
 template <int PER_LANE, bool FUSED>  // E <= 32 * PER_LANE
-__global__ void __launch_bounds__(FUSED ? 32 * ROUTER_WARPS : 32 * ROUTE_WARPS)
+__global__ void __launch_bounds__(FUSED ? 32 * ROUTER_WARPS : 32 * ROUTE_WARPS, 1)
     moe_route_kernel(const float *logits, const float *bias, int *idx, float *wout, int T, int E, int k, int renorm, float scaling,
                      RouterArgs router) {
   pdl_wait();
@@ -254,6 +296,11 @@ int moe_router(klc_ctx *ctx, RouterArgs r, const float *bias, int32_t *idx, floa
   if (!r.w || !bias || !r.logits || !idx || !w || T < 1 || T > ROUTER_ROWS || r.d < 1 || E < 1 || E > 32 * 8 || k < 1 || k > ROUTE_MAX_K || k > E)
     return klc::fail(KLC_E_ARG, std::string(name) + ": bad pointers or shape (1.." + std::to_string(ROUTER_ROWS) +
                                " rows, at most 256 experts, top-k at most 16)");
+  // Rows are read in runs of 8 values with 16-byte loads.
+  const bool aligned = klc_small::aligned16(r.w) && klc_small::aligned16(r.x ? r.x : r.h) && (!r.a || klc_small::aligned16(r.a)) &&
+                       (!r.norm_w || klc_small::aligned16(r.norm_w)) && (!r.y || klc_small::aligned16(r.y));
+  if (r.d % 8 != 0 || !aligned)
+    return klc::fail(KLC_E_ARG, std::string(name) + ": d must be a multiple of 8 and the rows and weights 16-byte aligned");
   if ((rc = klc::arrival_counters(ctx, &r.arrivals))) return rc;
   const int blocks = (E + ROUTER_COLS - 1) / ROUTER_COLS;
   return launched(klc::launch_pdl(ctx, moe_route_kernel<8, true>, blocks, 32 * ROUTER_WARPS, 0, r.logits, bias, idx, w, T, E, k, renorm, scaling, r),
@@ -295,8 +342,7 @@ int klc_moe_router(klc_ctx *ctx, const float *x, const void *w_router, int w_f32
 
 int klc_moe_router_norm(klc_ctx *ctx, float *h, const float *a, const float *norm_w, float eps, float *y, const void *w_router, int w_f32,
                         const float *bias, float *logits, int32_t *idx, float *w, int T, int d, int E, int k, int renorm, float scaling) {
-  if (!h || !a || !norm_w || !y || d % 4 != 0 || !klc_small::aligned16(h) || !klc_small::aligned16(a))
-    return fail(KLC_E_ARG, "klc_moe_router_norm: h, a, norm_w and y must be given, d a multiple of 4, h and a 16-byte aligned");
+  if (!h || !a || !norm_w || !y) return fail(KLC_E_ARG, "klc_moe_router_norm: h, a, norm_w and y must be given");
   const RouterArgs r{nullptr, w_router, w_f32, d, logits, nullptr, h, a, norm_w, eps, y};
   return moe_router(ctx, r, bias, idx, w, T, E, k, renorm, scaling, "klc_moe_router_norm");
 }

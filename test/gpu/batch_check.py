@@ -154,6 +154,19 @@ def router_case(klc, T, E, d, k, w_dtype, renorm=True, scaling=2.5, seed=3):
     check(name + ": weights", rel(wt, want_w), 1e-6)
 
 
+def router_refused(klc, d=1004, T=2, E=16, k=2):
+    """klc_moe_router reads rows in runs of 8 values: a width that is not a multiple of 8 is refused, saying so."""
+    x = torch.randn(T, d, device="cuda")
+    w = torch.randn(E, d, device="cuda")
+    bias, logits = torch.zeros(E, device="cuda"), torch.zeros(T, E, device="cuda")
+    idx, wt = torch.zeros(T, k, dtype=torch.int32, device="cuda"), torch.zeros(T, k, device="cuda")
+    rc = klc.lib.klc_moe_router(klc.ctx, c_p(x.data_ptr()), c_p(w.data_ptr()), 1, c_p(bias.data_ptr()), c_p(logits.data_ptr()),
+                                c_p(idx.data_ptr()), c_p(wt.data_ptr()), T, d, E, k, 1, c_f(1.0))
+    message = klc.lib.klc_last_error().decode()
+    check(f"moe router with d={d} is refused, naming the multiple of 8", 0.0 if rc != 0 and "multiple of 8" in message else 1.0, 0.5,
+          message=message)
+
+
 def router_norm_case(klc, T, E, d, k, w_dtype, eps=1e-5, seed=4):
     """klc_moe_router_norm: h becomes h + a (fp32, bit for bit), y RMSNorm(h + a) * norm_w against float64, the
     logits float64 y Wᵀ, the choices and weights as router_case checks them (over the logits the kernel wrote)."""
@@ -530,6 +543,7 @@ def main():
     router_norm_case(klc, 1, 256, 2304, 8, torch.float32)
     router_norm_case(klc, 8, 256, 2304, 8, torch.float32)
     router_norm_case(klc, 3, 200, 1000, 6, torch.bfloat16)
+    router_refused(klc)
     for exact in (True, False):
         mla_case(klc, [70], H=4, D=80, L=64, exact=exact)
         mla_case(klc, [1, 63, 300], H=4, D=80, L=64, exact=exact)

@@ -712,7 +712,7 @@ export class CudaBackend implements Backend<DeviceRows> {
 
   /**
    * addRmsnorm(h, x, post_attention) then moe, with the norm inside the router's launch where that launch computes
-   * the logits itself (KLC_FUSED_DECODE=1, a decode step's rows): one launch fewer a MoE layer.
+   * the logits itself (the router fusion, decode-fusions.ts, at a decode step's rows): one launch fewer a MoE layer.
    */
   addNormMoe(layer: number, h: DeviceRows, x: DeviceRows, capture?: Capture): DeviceRows {
     this.check(h);
@@ -720,7 +720,7 @@ export class CudaBackend implements Backend<DeviceRows> {
     if (h.T !== x.T || h.cols !== x.cols) throw new Error(`addNormMoe: ${h.T}×${h.cols} vs ${x.T}×${x.cols}`);
     const d = this.config.hiddenSize;
     const site: NormSite = { which: 'post_attention', layer };
-    if (!this.routerFused(h.T) || d % 4 !== 0) return this.moe(layer, this.addRmsnorm(h, x, site), capture);
+    if (!this.routerFused(h.T)) return this.moe(layer, this.addRmsnorm(h, x, site), capture);
     const w = this.moeWeights(layer);
     const { numExperts: E, topK: k, renormalize, routedScalingFactor } = this.config.moe;
     const T = h.T;
@@ -738,9 +738,9 @@ export class CudaBackend implements Backend<DeviceRows> {
     return w;
   }
 
-  /** Whether the router's logits and top-k take one launch (klc_moe_router): a decode step's rows. */
+  /** Whether the router's logits and top-k take one launch (klc_moe_router): a decode step's rows, read in runs of 8 values. */
   private routerFused(T: number): boolean {
-    return this.fused.router && T <= MOE_BLOCK_ROWS && this.config.moe.numExperts <= ROUTER_MAX_EXPERTS;
+    return this.fused.router && T <= MOE_BLOCK_ROWS && this.config.moe.numExperts <= ROUTER_MAX_EXPERTS && this.config.hiddenSize % 8 === 0;
   }
 
   /** Where the router writes the chosen experts and their weights, [T, k] each. */
