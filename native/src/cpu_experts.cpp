@@ -7,8 +7,8 @@
 //            pair p = t * k + s that chose e, each row's codes decoded once per 4 tokens;
 //   down:    (chosen expert, block of output columns): y[p] = W2_e h[p];
 //   combine: out[t] (+)= sum_s w[t, s] * y[t * k + s], in slot order.
-// Codes become (q − z) exactly as integers, or an E4M3 byte its exact value, each group's dot is
-// scaled once, and activations and sums are fp32: the dequantized weights fp32((q − z) · s) or
+// Codes become (q − z) exactly as integers, or an E4M3 byte its exact value, times the group's scale
+// (the portable loop scales each group's dot once instead), and activations and sums are fp32: the dequantized weights fp32((q − z) · s) or
 // fp32(e4m3) · s that the GPU kernels and the reference backend compute with, up to the order of
 // fp32 rounding. AVX2+FMA+F16C where the CPU has it (checked at run time, so one build runs
 // everywhere), else a portable loop of the same arithmetic.
@@ -237,32 +237,69 @@ KLC_AVX2 inline __m256 e4m3x8_over_256(const int32_t *r, int u) {
   return _mm256_cvtph_ps(_mm_or_si128(sign, rest));
 }
 
-template <Codes C, int NX>
-KLC_AVX2 void dot_avx2(const Mat &m, size_t row, const float *const *xs, float *y) {
-  constexpr int BITS = bits_of(C);
+// A run of 8 codes (run u of the row) as fp32 values times the group's scale s (E4M3: s already times 2^8).
+template <Codes C>
+KLC_AVX2 inline __m256 run8(const int32_t *r, int u, __m256i z, __m256 s, __m256i shifts, __m256i mask) {
+  if constexpr (C == E4M3) return _mm256_mul_ps(e4m3x8_over_256(r, u), s);
+  else return _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(codes8<bits_of(C)>(r, u, shifts, mask), z)), s);
+}
+
+// y[j] = W[row] . xs[j] for j < NX: every run of 8 codes decoded, scaled and multiplied into A independent
+// accumulators per vector, taken in turn. UPG > 0 is the runs in a group known at compile time (groups of 32, 64
+// and 128 codes): then a group is straight-line code, where the loop's setup cost as much as the 4 runs of a
+// group of 32; a symmetric matrix's zero point is set once per row.
+template <Codes C, int NX, int UPG>
+KLC_AVX2 void dot_avx2_groups(const Mat &m, size_t row, const float *const *xs, float *y) {
+  constexpr int A = NX == 1 ? 4 : NX == 2 ? 2 : 1;
   const int32_t *r = m.row(row);
   const __m256i shifts = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
   const __m256i mask = _mm256_set1_epi32(15);
-  const int units = m.group / 8;
+  const int units = UPG > 0 ? UPG : m.group / 8;
   const RowMeta meta(m, row);
-  __m256 tot[NX];
-  for (int j = 0; j < NX; ++j) tot[j] = _mm256_setzero_ps();
-  for (int g = 0; g < m.groups; ++g) {
-    const __m256i z = _mm256_set1_epi32(meta.zero(g));
-    __m256 acc[NX];
-    for (int j = 0; j < NX; ++j) acc[j] = _mm256_setzero_ps();
-    const int u0 = g * units;
-    for (int u = u0; u < u0 + units; ++u) {
-      __m256 f;
-      if constexpr (C == E4M3) f = e4m3x8_over_256(r, u);
-      else f = _mm256_cvtepi32_ps(_mm256_sub_epi32(codes8<BITS>(r, u, shifts, mask), z));
-      for (int j = 0; j < NX; ++j) acc[j] = _mm256_fmadd_ps(f, _mm256_loadu_ps(xs[j] + 8 * u), acc[j]);
-    }
-    // E4M3 values were read times 2^-8: the scale takes the 2^8 back, exactly.
+  const __m256i symmetric_zero = _mm256_set1_epi32(meta.dflt);
+  __m256 acc[NX][A];
+  for (int j = 0; j < NX; ++j)
+    for (int a = 0; a < A; ++a) acc[j][a] = _mm256_setzero_ps();
+  for (int g = 0, u = 0; g < m.groups; ++g) {
+    const __m256i z = meta.zw ? _mm256_set1_epi32(meta.zero(g)) : symmetric_zero;
+    // E4M3 values are read times 2^-8: the scale takes the 2^8 back, exactly.
     const __m256 s = _mm256_set1_ps(C == E4M3 ? meta.scale(g) * 256.f : meta.scale(g));
-    for (int j = 0; j < NX; ++j) tot[j] = _mm256_fmadd_ps(acc[j], s, tot[j]);
+    if constexpr (UPG > 0) {
+#pragma GCC unroll 16
+      for (int a = 0; a < UPG; ++a) {
+        const __m256 f = run8<C>(r, u + a, z, s, shifts, mask);
+        for (int j = 0; j < NX; ++j) acc[j][a % A] = _mm256_fmadd_ps(f, _mm256_loadu_ps(xs[j] + 8 * (u + a)), acc[j][a % A]);
+      }
+      u += UPG;
+    } else {
+      const int u1 = u + units;
+      for (; u + A <= u1; u += A) {
+        for (int a = 0; a < A; ++a) {
+          const __m256 f = run8<C>(r, u + a, z, s, shifts, mask);
+          for (int j = 0; j < NX; ++j) acc[j][a] = _mm256_fmadd_ps(f, _mm256_loadu_ps(xs[j] + 8 * (u + a)), acc[j][a]);
+        }
+      }
+      for (; u < u1; ++u) {
+        const __m256 f = run8<C>(r, u, z, s, shifts, mask);
+        for (int j = 0; j < NX; ++j) acc[j][0] = _mm256_fmadd_ps(f, _mm256_loadu_ps(xs[j] + 8 * u), acc[j][0]);
+      }
+    }
   }
-  for (int j = 0; j < NX; ++j) y[j] = hsum(tot[j]);
+  for (int j = 0; j < NX; ++j) {
+    __m256 sum = acc[j][0];
+    for (int a = 1; a < A; ++a) sum = _mm256_add_ps(sum, acc[j][a]);
+    y[j] = hsum(sum);
+  }
+}
+
+template <Codes C, int NX>
+KLC_AVX2 void dot_avx2(const Mat &m, size_t row, const float *const *xs, float *y) {
+  switch (m.group) {
+    case 32: return dot_avx2_groups<C, NX, 4>(m, row, xs, y);
+    case 64: return dot_avx2_groups<C, NX, 8>(m, row, xs, y);
+    case 128: return dot_avx2_groups<C, NX, 16>(m, row, xs, y);
+    default: return dot_avx2_groups<C, NX, 0>(m, row, xs, y);
+  }
 }
 
 bool has_avx2() {

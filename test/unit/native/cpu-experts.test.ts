@@ -179,6 +179,8 @@ const cases: Case[] = [
   { T: 3, d: 128, I: 64, E: 6, k: 3, bits: 4, group13: 64, group2: 16, scalesF32: true, symmetric: false, accumulate: false, threads: 3 },
   { T: 7, d: 96, I: 48, E: 5, k: 4, bits: 8, group13: 96, group2: 48, scalesF32: false, symmetric: false, accumulate: true, threads: 1 },
   { T: 2, d: 256, I: 40, E: 16, k: 8, bits: 8, group13: 128, group2: 8, scalesF32: true, symmetric: true, accumulate: false, threads: 4 },
+  // The group sizes the AVX2 kernel unrolls (32 and 128 codes) with zero points, several tokens an expert.
+  { T: 4, d: 256, I: 128, E: 4, k: 3, bits: 4, group13: 128, group2: 32, scalesF32: false, symmetric: false, accumulate: false, threads: 2 },
   // Six tokens choosing among three experts: more pairs per expert than one pass over a row serves.
   { T: 6, d: 64, I: 24, E: 3, k: 2, bits: 4, group13: 16, group2: 24, scalesF32: false, symmetric: false, accumulate: true, threads: 2 },
   // FP8 per channel (one scale per row, as offloaded FP8 experts are), and grouped.
