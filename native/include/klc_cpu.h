@@ -19,8 +19,8 @@ typedef struct klc_cpu_pool klc_cpu_pool;
 KLC_API int klc_cpu_pool_create(int threads, klc_cpu_pool **out);
 KLC_API void klc_cpu_pool_free(klc_cpu_pool *pool);
 KLC_API int klc_cpu_pool_threads(const klc_cpu_pool *pool);
-/* The vector code the CPU kernels run here: "avx2" (AVX2 and FMA present) or "scalar";
- * KLC_CPU_ISA=scalar forces the portable loop (for comparisons). */
+/* The vector code the CPU kernels run here: "avx512" (AVX-512F, AVX2 and FMA present), "avx2" (AVX2 and FMA) or
+ * "scalar"; KLC_CPU_ISA=avx2 or scalar forces a narrower one (for comparisons). */
 KLC_API const char *klc_cpu_isa(void);
 KLC_API const char *klc_cpu_last_error(void);
 

@@ -306,6 +306,88 @@ bool has_avx2() {
   __builtin_cpu_init();
   return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
 }
+
+// AVX-512: two runs (16 codes) an instruction, for the group sizes dot_avx2 unrolls; other groups take dot_avx2's loop.
+// GCC 12's AVX-512 intrinsics start their results from a deliberately undefined register, which -Wuninitialized
+// and -Wmaybe-uninitialized report once they are inlined here: silenced for this part only.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#define KLC_AVX512 __attribute__((target("avx512f,avx2,fma,f16c")))
+
+// Runs u and u + 1 (16 consecutive codes) as 16 int32 lanes.
+template <int BITS>
+KLC_AVX512 inline __m512i codes16(const int32_t *r, int u, __m512i shifts, __m512i mask);
+template <>
+KLC_AVX512 inline __m512i codes16<4>(const int32_t *r, int u, __m512i shifts, __m512i mask) {
+  // Word u in lanes 0-7, word u + 1 in lanes 8-15, each lane shifted to its nibble.
+  const __m512i pick = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+  const __m512i words = _mm512_permutexvar_epi32(pick, _mm512_castsi128_si512(_mm_loadl_epi64(reinterpret_cast<const __m128i *>(r + u))));
+  return _mm512_and_si512(_mm512_srlv_epi32(words, shifts), mask);
+}
+template <>
+KLC_AVX512 inline __m512i codes16<8>(const int32_t *r, int u, __m512i, __m512i) {
+  return _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i *>(r + 2 * u)));
+}
+
+// Runs u and u + 1 of E4M3 codes as their values times 2^-8 (as e4m3x8_over_256).
+KLC_AVX512 inline __m512 e4m3x16_over_256(const int32_t *r, int u) {
+  const __m256i b = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i *>(r + 2 * u)));
+  const __m256i sign = _mm256_slli_epi16(_mm256_and_si256(b, _mm256_set1_epi16(0x80)), 8);
+  const __m256i rest = _mm256_slli_epi16(_mm256_and_si256(b, _mm256_set1_epi16(0x7f)), 7);
+  return _mm512_cvtph_ps(_mm256_or_si256(sign, rest));
+}
+
+template <Codes C>
+KLC_AVX512 inline __m512 run16(const int32_t *r, int u, __m512i z, __m512 s, __m512i shifts, __m512i mask) {
+  if constexpr (C == E4M3) return _mm512_mul_ps(e4m3x16_over_256(r, u), s);
+  else return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(codes16<bits_of(C)>(r, u, shifts, mask), z)), s);
+}
+
+// dot_avx2_groups for UPG runs a group (even), 16 codes an instruction.
+template <Codes C, int NX, int UPG>
+KLC_AVX512 void dot_avx512_groups(const Mat &m, size_t row, const float *const *xs, float *y) {
+  static_assert(UPG % 2 == 0, "a group is whole pairs of runs");
+  constexpr int A = NX == 1 ? 4 : NX == 2 ? 2 : 1;
+  const int32_t *r = m.row(row);
+  const __m512i shifts = _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 0, 4, 8, 12, 16, 20, 24, 28);
+  const __m512i mask = _mm512_set1_epi32(15);
+  const RowMeta meta(m, row);
+  const __m512i symmetric_zero = _mm512_set1_epi32(meta.dflt);
+  __m512 acc[NX][A];
+  for (int j = 0; j < NX; ++j)
+    for (int a = 0; a < A; ++a) acc[j][a] = _mm512_setzero_ps();
+  for (int g = 0, u = 0; g < m.groups; ++g, u += UPG) {
+    const __m512i z = meta.zw ? _mm512_set1_epi32(meta.zero(g)) : symmetric_zero;
+    const __m512 s = _mm512_set1_ps(C == E4M3 ? meta.scale(g) * 256.f : meta.scale(g));
+#pragma GCC unroll 8
+    for (int a = 0; a < UPG / 2; ++a) {
+      const __m512 f = run16<C>(r, u + 2 * a, z, s, shifts, mask);
+      for (int j = 0; j < NX; ++j) acc[j][a % A] = _mm512_fmadd_ps(f, _mm512_loadu_ps(xs[j] + 8 * (u + 2 * a)), acc[j][a % A]);
+    }
+  }
+  for (int j = 0; j < NX; ++j) {
+    __m512 sum = acc[j][0];
+    for (int a = 1; a < A; ++a) sum = _mm512_add_ps(sum, acc[j][a]);
+    y[j] = _mm512_reduce_add_ps(sum);
+  }
+}
+
+template <Codes C, int NX>
+KLC_AVX512 void dot_avx512(const Mat &m, size_t row, const float *const *xs, float *y) {
+  switch (m.group) {
+    case 32: return dot_avx512_groups<C, NX, 4>(m, row, xs, y);
+    case 64: return dot_avx512_groups<C, NX, 8>(m, row, xs, y);
+    case 128: return dot_avx512_groups<C, NX, 16>(m, row, xs, y);
+    default: return dot_avx2_groups<C, NX, 0>(m, row, xs, y);
+  }
+}
+
+bool has_avx512() {
+  __builtin_cpu_init();
+  return has_avx2() && __builtin_cpu_supports("avx512f");
+}
+#pragma GCC diagnostic pop
 #endif
 
 using DotFn = void (*)(const Mat &, size_t, const float *const *, float *);
@@ -316,10 +398,18 @@ struct Kernels {
   const char *isa;
 };
 
+// The widest kernels the CPU runs, or KLC_CPU_ISA's (scalar, avx2 or avx512) where it runs them.
 Kernels pick_kernels() {
   const char *forced = std::getenv("KLC_CPU_ISA");
+  const auto allowed = [&](const char *isa) { return !forced || !*forced || std::strcmp(forced, isa) == 0; };
   const bool scalar = forced && std::strcmp(forced, "scalar") == 0;
 #ifdef KLC_CPU_X86
+  if (!scalar && allowed("avx512") && has_avx512()) {
+    return {{{dot_avx512<INT4, 1>, dot_avx512<INT4, 2>, dot_avx512<INT4, 3>, dot_avx512<INT4, 4>},
+             {dot_avx512<INT8, 1>, dot_avx512<INT8, 2>, dot_avx512<INT8, 3>, dot_avx512<INT8, 4>},
+             {dot_avx512<E4M3, 1>, dot_avx512<E4M3, 2>, dot_avx512<E4M3, 3>, dot_avx512<E4M3, 4>}},
+            "avx512"};
+  }
   if (!scalar && has_avx2()) {
     return {{{dot_avx2<INT4, 1>, dot_avx2<INT4, 2>, dot_avx2<INT4, 3>, dot_avx2<INT4, 4>},
              {dot_avx2<INT8, 1>, dot_avx2<INT8, 2>, dot_avx2<INT8, 3>, dot_avx2<INT8, 4>},

@@ -4,14 +4,16 @@
  * scales (bf16 or fp32), symmetric and asymmetric, several group sizes and shapes, routed tokens,
  * packed as compressed-tensors stores them (klc_wq); and FP8 E4M3 bytes (every finite byte,
  * subnormals and both zeros included), whose decoding is also checked on its own against values
- * written out from the format's definition. Both the AVX2 path and the portable one
- * (KLC_CPU_ISA=scalar) run, with one and several threads.
+ * written out from the format's definition. Every kernel set this machine's CPU runs (AVX-512, AVX2,
+ * each forced with KLC_CPU_ISA and required to report itself) and the portable one run, with one and
+ * several threads.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { cpuFlags } from './cpu-flags';
 import { join } from 'node:path';
 import { toBf16 } from '../../../src/engine/model/bf16';
 import { FP8_E4M3_VALUES } from '../../../src/engine/model/quant/fp8';
@@ -138,7 +140,16 @@ function expected(c: Case, x: Float32Array, idx: Int32Array, w: Float32Array, w1
   return out;
 }
 
-function runCase(c: Case, seed: number, isa: 'avx2' | 'scalar'): void {
+type Isa = 'avx512' | 'avx2' | 'scalar';
+
+/** The kernel sets this CPU runs, widest first: the driver must pick each when KLC_CPU_ISA names it. */
+function isas(): Isa[] {
+  const flags = cpuFlags();
+  const avx2 = ['avx2', 'fma', 'f16c'].every((f) => flags.has(f));
+  return [...(avx2 && flags.has('avx512f') ? ['avx512' as const] : []), ...(avx2 ? ['avx2' as const] : []), 'scalar'];
+}
+
+function runCase(c: Case, seed: number, isa: Isa): void {
   const r = rng(seed);
   const { T, d, I, E, k } = c;
   const x = Float32Array.from({ length: T * d }, () => r() * 2 - 1);
@@ -157,11 +168,10 @@ function runCase(c: Case, seed: number, isa: 'avx2' | 'scalar'): void {
   const input = join(dir, `in-${seed}-${isa}.bin`);
   const output = join(dir, `out-${seed}-${isa}.bin`);
   writeFileSync(input, Buffer.concat([...bytesOf(header, x, idx, w), ...q13.bytes, ...q2.bytes, ...bytesOf(before)]));
-  const env = { ...process.env, KLC_CPU_ISA: isa === 'scalar' ? 'scalar' : '' };
+  const env = { ...process.env, KLC_CPU_ISA: isa };
   const p = spawnSync(driver, ['run', input, output], { encoding: 'utf8', env });
   assert.equal(p.status, 0, `driver failed: ${p.stdout}${p.stderr}`);
-  // This machine's CPU decides whether AVX2 runs; the forced portable loop must report itself.
-  if (isa === 'scalar') assert.equal(p.stdout.trim(), 'scalar');
+  assert.equal(p.stdout.trim(), isa, `KLC_CPU_ISA=${isa} ran the ${p.stdout.trim()} kernels`);
   const buf = readFileSync(output);
   const got = new Float32Array(buf.buffer, buf.byteOffset, T * d);
   const want = expected(c, x, idx, w, dequantize(q13.m), dequantize(q2.m), before);
@@ -202,7 +212,7 @@ test('the E4M3 values the FP8 cases are checked with are the format\'s (float8_e
 });
 
 for (const [i, c] of cases.entries()) {
-  for (const isa of ['avx2', 'scalar'] as const) {
+  for (const isa of isas()) {
     test(`cpu experts ${isa}: T ${c.T}, d ${c.d}, I ${c.I}, E ${c.E}, top-${c.k}, ${typeof c.bits === 'string' ? c.bits : `int${c.bits}`} g${c.group13}/${c.group2}, ${c.symmetric ? 'sym' : 'asym'}, ${c.scalesF32 ? 'fp32' : 'bf16'} scales, ${c.threads} threads`, () => {
       runCase(c, 1000 + i, isa);
     });
