@@ -8,7 +8,7 @@
 //         in ascending expert order, and adds w[t, s] * (W2_e h) into out[t] in registers, so the
 //         combine needs no atomics and sums each token's experts in the reference's slot order.
 // Each run of 8 codes becomes (q − z) or e4m3(q) in fp32 without an integer-to-float conversion, and its
-// sum against the activations is scaled once (wq.cuh codes8, dot_run8): these kernels are bound by their
+// sum against the activations is scaled once (wq.cuh codes8, dot_run8 here): these kernels are bound by their
 // instructions per run more than by memory. Activations and accumulation are fp32. More pairs in tensor-core mode: klc_moe_experts gathers the rows by expert and
 // moe_wq_gemm.cu's grouped kernels read the codes; otherwise (exact mode, shapes those kernels do not
 // take, KLC_MOE_WQ_GEMM=0) every expert is dequantized into a dense buffer and klc_moe_experts runs its
@@ -37,6 +37,10 @@ constexpr int MAX_DOWN_UNITS = 8; // runs of 8 codes of one W2 row per lane: I <
 // The bf16 small-batch path's limit (moe_small.cu): the same crossover is assumed, since the
 // quantized kernels read fewer bytes for the same work.
 constexpr int SMALL_MAX_PAIRS = 128;
+
+// acc + s · (f · x) over a run of decoded codes (codes8) and 8 activations: a run lies in one group, so its sum is
+// scaled once, as wq_gemv.cu does.
+__device__ __forceinline__ float dot_run8(const float f[8], const float *x, float s, float acc) { return fmaf(s, dot8(f, x, 0.f), acc); }
 
 // With a row's codes, the lines of its scales and zero points are brought into L1 (no register held): decoding
 // the row then waits on L1, not on a DRAM round trip after the codes.

@@ -126,18 +126,4 @@ __device__ __forceinline__ void codes8<Codes::E4M3>(const Raw8<8> &r, float, flo
   e4m3x4_over_256(r.b, f + 4);
 }
 
-// acc + s · Σ_i f[i] · x[i] over a run of decoded codes (codes8) and 8 fp32 activations at x (16-byte aligned):
-// a run lies in one group, so its sum is scaled once, as wq_gemv.cu does.
-__device__ __forceinline__ float dot_run8(const float f[8], const float *x, float s, float acc) {
-  const float4 a = *reinterpret_cast<const float4 *>(x), b = *reinterpret_cast<const float4 *>(x + 4);
-  float p = f[0] * a.x;
-  p = fmaf(f[1], a.y, p);
-  p = fmaf(f[2], a.z, p);
-  p = fmaf(f[3], a.w, p);
-  p = fmaf(f[4], b.x, p);
-  p = fmaf(f[5], b.y, p);
-  p = fmaf(f[6], b.z, p);
-  return fmaf(s, fmaf(f[7], b.w, p), acc);
-}
-
 }  // namespace klc_wq_dev
