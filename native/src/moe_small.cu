@@ -46,16 +46,20 @@ __global__ void __launch_bounds__(THREADS, 4) moe_small_up_kernel(const float *_
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, row = blockIdx.x * WARPS + warp;
   const CtaRow r = cta_row<WITH_SHARED, UP_TOKENS>(n, T);
   const bool shared = WITH_SHARED && r.shared;
-  // The shared expert's rows do not depend on the router: requested before waiting for it.
-  if (shared && row < I) {
-    prefetch_l2_span(s13 + (size_t)row * d, (size_t)d * sizeof(bf16), lane);
-    prefetch_l2_span(s13 + (size_t)(row + I) * d, (size_t)d * sizeof(bf16), lane);
-  }
+  // A warp's rows do not depend on which pairs chose the expert: the shared expert's are requested before waiting
+  // for the router, a routed expert's as soon as its index is read, while warp 0 collects the pairs.
+  auto prefetch_rows = [&](const bf16 *w, int e) {
+    const bf16 *gate = w + ((size_t)e * 2 * I + row) * d;
+    prefetch_l2_span(gate, (size_t)d * sizeof(bf16), lane);
+    prefetch_l2_span(gate + (size_t)I * d, (size_t)d * sizeof(bf16), lane);
+  };
+  if (shared && row < I) prefetch_rows(s13, 0);
   pdl_wait();
   pdl_trigger();
   __shared__ int pairs[MAX_PAIRS];
   __shared__ int count, repeated;
   const int e = shared ? 0 : idx[r.me];
+  if (!shared && row < I) prefetch_rows(w13, e);
   if (warp == 0) collect_pairs(idx, r, e, n, lane, pairs, count, repeated);
   __syncthreads();
   if (repeated || row >= I) return;
