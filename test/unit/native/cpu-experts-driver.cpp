@@ -1,9 +1,10 @@
 // Drives klc_cpu_moe_experts (native/src/cpu_experts.cpp) from files, for the unit test, and times
 // it for the micro-benchmark.
-//   run IN OUT: IN holds int32 [T, d, I, E, k, bits, group13, group2, scales_f32, asym, accumulate,
+//   run IN OUT [REPEAT]: IN holds int32 [T, d, I, E, k, bits, group13, group2, scales_f32, asym, accumulate,
 //     threads, fp8 (E4M3 codes)], then x f32 [T*d], idx i32 [T*k], w f32 [T*k], for w13 then w2: codes i32, scales
 //     (f32, or bf16 as u16), zero points i32 when asym, then out f32 [T*d] (the values accumulated
-//     into). OUT gets out f32 [T*d]; stdout the ISA used.
+//     into). OUT gets out f32 [T*d]; stdout the ISA used. With REPEAT, the call runs REPEAT times on one pool, each
+//     from the same out, and every result must have the first one's bits (exit 3 otherwise).
 //   bench T d I E k bits group threads iters: random weights, prints one JSON line with the mean
 //     time per call and the GB/s of weight bytes the chosen experts occupy.
 #include <chrono>
@@ -70,7 +71,7 @@ Matrix random_matrix(std::mt19937 &rng, int N, int K, int group, int bits) {
   return m;
 }
 
-int run(const char *in, const char *out) {
+int run(const char *in, const char *out, int repeat) {
   FILE *f = std::fopen(in, "rb");
   if (!f) die(std::string("cannot open ") + in);
   Reader r{f};
@@ -82,16 +83,28 @@ int run(const char *in, const char *out) {
   auto w = r.take<float>(static_cast<size_t>(T) * k);
   Matrix m13 = read_matrix(r, E * 2 * I, d, g13, bits, f32, asym, codes);
   Matrix m2 = read_matrix(r, E * d, I, g2, bits, f32, asym, codes);
-  auto o = r.take<float>(static_cast<size_t>(T) * d);
+  const auto before = r.take<float>(static_cast<size_t>(T) * d);
   std::fclose(f);
   klc_cpu_pool *pool = nullptr;
   if (klc_cpu_pool_create(threads, &pool)) die(klc_cpu_last_error());
-  const int rc = klc_cpu_moe_experts(pool, x.data(), idx.data(), w.data(), &m13.wq, &m2.wq, o.data(), acc, T, d, I, E, k);
-  klc_cpu_pool_free(pool);
-  if (rc) {
-    std::printf("error %d: %s\n", rc, klc_cpu_last_error());
-    return 1;
+  std::vector<float> o;
+  for (int it = 0; it < repeat; ++it) {
+    std::vector<float> again = before;
+    const int rc = klc_cpu_moe_experts(pool, x.data(), idx.data(), w.data(), &m13.wq, &m2.wq, again.data(), acc, T, d, I, E, k);
+    if (rc) {
+      std::printf("error %d: %s\n", rc, klc_cpu_last_error());
+      klc_cpu_pool_free(pool);
+      return 1;
+    }
+    if (it == 0) {
+      o = again;
+    } else if (std::memcmp(o.data(), again.data(), o.size() * sizeof(float)) != 0) {
+      std::printf("call %d of %d gave other values than the first\n", it + 1, repeat);
+      klc_cpu_pool_free(pool);
+      return 3;
+    }
   }
+  klc_cpu_pool_free(pool);
   FILE *g = std::fopen(out, "wb");
   if (!g || std::fwrite(o.data(), sizeof(float), o.size(), g) != o.size()) die(std::string("cannot write ") + out);
   std::fclose(g);
@@ -147,7 +160,7 @@ int bench(char **a) {
 }  // namespace
 
 int main(int argc, char **argv) {
-  if (argc == 4 && std::strcmp(argv[1], "run") == 0) return run(argv[2], argv[3]);
+  if ((argc == 4 || argc == 5) && std::strcmp(argv[1], "run") == 0) return run(argv[2], argv[3], argc == 5 ? std::atoi(argv[4]) : 1);
   if (argc == 11 && std::strcmp(argv[1], "bench") == 0) return bench(argv + 2);
-  die("usage: run IN OUT | bench T d I E k bits group threads iters");
+  die("usage: run IN OUT [REPEAT] | bench T d I E k bits group threads iters");
 }

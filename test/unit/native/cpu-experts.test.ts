@@ -149,7 +149,8 @@ function isas(): Isa[] {
   return [...(avx2 && flags.has('avx512f') ? ['avx512' as const] : []), ...(avx2 ? ['avx2' as const] : []), 'scalar'];
 }
 
-function runCase(c: Case, seed: number, isa: Isa): void {
+/** c on the driver (repeat > 1: that many calls on one pool, which must all give the first one's bits). */
+function runCase(c: Case, seed: number, isa: Isa, repeat = 1): void {
   const r = rng(seed);
   const { T, d, I, E, k } = c;
   const x = Float32Array.from({ length: T * d }, () => r() * 2 - 1);
@@ -169,7 +170,7 @@ function runCase(c: Case, seed: number, isa: Isa): void {
   const output = join(dir, `out-${seed}-${isa}.bin`);
   writeFileSync(input, Buffer.concat([...bytesOf(header, x, idx, w), ...q13.bytes, ...q2.bytes, ...bytesOf(before)]));
   const env = { ...process.env, KLC_CPU_ISA: isa };
-  const p = spawnSync(driver, ['run', input, output], { encoding: 'utf8', env });
+  const p = spawnSync(driver, ['run', input, output, String(repeat)], { encoding: 'utf8', env });
   assert.equal(p.status, 0, `driver failed: ${p.stdout}${p.stderr}`);
   assert.equal(p.stdout.trim(), isa, `KLC_CPU_ISA=${isa} ran the ${p.stdout.trim()} kernels`);
   const buf = readFileSync(output);
@@ -218,6 +219,12 @@ for (const [i, c] of cases.entries()) {
     });
   }
 }
+
+// The pool's workers spin for a while between phases and calls and sleep after: many calls in a row, with more
+// threads than this machine may have cores, must neither hang nor change a bit.
+test('cpu experts: 400 calls on one pool of 4 threads give the first call\'s bits and float64\'s values', () => {
+  runCase({ ...cases[1], threads: 4 }, 2000, isas()[0], 400);
+});
 
 test('cpu experts: an expert index outside the layer is a clear error, not a read past the weights', () => {
   const c: Case = { T: 1, d: 16, I: 8, E: 2, k: 1, bits: 4, group13: 16, group2: 8, scalesF32: true, symmetric: true, accumulate: false, threads: 1 };
