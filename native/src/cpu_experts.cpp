@@ -8,10 +8,10 @@
 //   down:    (chosen expert, block of output columns): y[p] = W2_e h[p];
 //   combine: out[t] (+)= sum_s w[t, s] * y[t * k + s], in slot order.
 // Codes become (q − z) exactly as integers, or an E4M3 byte its exact value, times the group's scale
-// (the portable loop scales each group's dot once instead), and activations and sums are fp32: the dequantized weights fp32((q − z) · s) or
-// fp32(e4m3) · s that the GPU kernels and the reference backend compute with, up to the order of
-// fp32 rounding. AVX2+FMA+F16C where the CPU has it (checked at run time, so one build runs
-// everywhere), else a portable loop of the same arithmetic.
+// (the portable loop scales each group's dot once instead), and activations and sums are fp32: the
+// dequantized weights fp32((q − z) · s) or fp32(e4m3) · s that the GPU kernels and the reference
+// backend compute with, up to the order of fp32 rounding. AVX-512 or AVX2+FMA+F16C where the CPU has
+// it (checked at run time, so one build runs everywhere), else a portable loop of the same arithmetic.
 #include "klc_cpu.h"
 
 #include <algorithm>

@@ -37,6 +37,14 @@ __device__ __forceinline__ CtaRow cta_row(int n, int T) {
   return {y - slices, 0, 0, false};
 }
 
+// The gate and up rows `row` of expert e in a stacked W13 ([E * 2I] rows of row_bytes), requested into L2 by the
+// warp's lanes: they do not depend on which pairs chose the expert.
+__device__ __forceinline__ void prefetch_gate_up(const void *w13, size_t row_bytes, int e, int row, int I, int lane) {
+  const char *gate = static_cast<const char *>(w13) + ((size_t)e * 2 * I + row) * row_bytes;
+  prefetch_l2_span(gate, row_bytes, lane);
+  prefetch_l2_span(gate + (size_t)I * row_bytes, row_bytes, lane);
+}
+
 // Run by warp 0 of the CTA of row r (routed: idx[r.me] = e): pairs gets every pair j >= r.me that chose e, count
 // their number, repeated whether a pair before r.me chose e too (that pair's CTA does the work). A CTA of the
 // shared expert takes its rows n + t of tokens t in [r.t0, r.t1).
@@ -129,8 +137,8 @@ constexpr int DOWN_SHARED_TOKENS = 1;
 
 // The frame of the down kernels by expert (moe_small.cu, moe_small_wq.cu), run by the whole CTA (WARPS warps) for
 // column block blockIdx.x (COLS = WARPS * CPW columns, warp w's j-th column c0 + w + WARPS * j) and CTA row r
-// (cta_row<WITH_SHARED, DOWN_SHARED_TOKENS>; grid n + shared_slices high). load(e) requests expert e's rows of the warp's columns into the
-// caller's registers (the shared expert's, e = 0, before waiting for the router); part(j, col, e, hr) is this lane's
+// (cta_row<WITH_SHARED, DOWN_SHARED_TOKENS>; grid n + shared_slices high). load(e) requests expert e's rows of the
+// warp's columns into the caller's registers (the shared expert's, e = 0, before waiting for the router); part(j, col, e, hr) is this lane's
 // share of W2_e[col] . hr for the warp's j-th column. Each pair's sum goes to ys[pair, col]; the block's CTA that
 // arrives last writes (WITH_SHARED) or adds to out: combine_columns.
 template <int CPW, int WARPS, int MAX_PAIRS, bool WITH_SHARED, class Load, class Part>

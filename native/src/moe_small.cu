@@ -36,7 +36,8 @@ static_assert(SMALL_MAX_PAIRS <= MAX_PAIRS, "the kernels keep every pair in shar
 
 // h[p, i] = SiLU(W1_e[i] . x[t]) * (W3_e[i] . x[t]) for every pair p = t * k + s with idx[p] = e.
 // blockIdx.y is a pair; only the first pair naming an expert works, for all pairs naming it. With a
-// shared expert (s13, [2I, d]) the first CTA rows compute its rows h[n + t], UP_TOKENS tokens each (moe_pairs.cuh cta_row).
+// shared expert (s13, [2I, d]) the first CTA rows compute its rows h[n + t], UP_TOKENS tokens each (moe_pairs.cuh
+// cta_row).
 // At most 64 registers, so that 4 CTAs share an SM: one token's 8 experts x 128 row blocks then
 // fill two whole waves on 132 SMs (at 80 registers, 3 per SM, the third wave ran 59% full).
 template <bool WITH_SHARED>
@@ -46,20 +47,15 @@ __global__ void __launch_bounds__(THREADS, 4) moe_small_up_kernel(const float *_
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, row = blockIdx.x * WARPS + warp;
   const CtaRow r = cta_row<WITH_SHARED, UP_TOKENS>(n, T);
   const bool shared = WITH_SHARED && r.shared;
-  // A warp's rows do not depend on which pairs chose the expert: the shared expert's are requested before waiting
-  // for the router, a routed expert's as soon as its index is read, while warp 0 collects the pairs.
-  auto prefetch_rows = [&](const bf16 *w, int e) {
-    const bf16 *gate = w + ((size_t)e * 2 * I + row) * d;
-    prefetch_l2_span(gate, (size_t)d * sizeof(bf16), lane);
-    prefetch_l2_span(gate + (size_t)I * d, (size_t)d * sizeof(bf16), lane);
-  };
-  if (shared && row < I) prefetch_rows(s13, 0);
+  // The shared expert's rows are requested before waiting for the router, a routed expert's as soon as its index
+  // is read, while warp 0 collects the pairs.
+  if (shared && row < I) prefetch_gate_up(s13, (size_t)d * sizeof(bf16), 0, row, I, lane);
   pdl_wait();
   pdl_trigger();
   __shared__ int pairs[MAX_PAIRS];
   __shared__ int count, repeated;
   const int e = shared ? 0 : idx[r.me];
-  if (!shared && row < I) prefetch_rows(w13, e);
+  if (!shared && row < I) prefetch_gate_up(w13, (size_t)d * sizeof(bf16), e, row, I, lane);
   if (warp == 0) collect_pairs(idx, r, e, n, lane, pairs, count, repeated);
   __syncthreads();
   if (repeated || row >= I) return;
@@ -214,8 +210,8 @@ int moe_small_launch(klc_ctx *ctx, const float *x, const int *idx, const float *
                      const bf16 *s2, float *out, const klc::MoeRooms &room, int T, int d, int I, int k) {
   const int n = T * k;
   float *h = room.gu;
-  int rc = launched(launch_pdl(ctx, moe_small_up_kernel<WITH_SHARED>, dim3((I + WARPS - 1) / WARPS, n + shared_slices<WITH_SHARED, UP_TOKENS>(T)), THREADS, 0, x, idx,
-                               w13, s13, h, n, k, T, d, I),
+  const dim3 up_grid((I + WARPS - 1) / WARPS, n + shared_slices<WITH_SHARED, UP_TOKENS>(T));
+  int rc = launched(launch_pdl(ctx, moe_small_up_kernel<WITH_SHARED>, up_grid, THREADS, 0, x, idx, w13, s13, h, n, k, T, d, I),
                     "the MoE gate/up projections (small batch)");
   if (rc) return rc;
   // By expert a warp keeps 2 rows of bf16 W2 in flight for I <= 1024 (as many bytes as the quantized kernel's 4), else 1.
@@ -254,7 +250,8 @@ bool small_batch_enabled() {
 int moe_down_arrivals(klc_ctx *ctx, int T, int blocks, int **out) {
   *out = nullptr;
   const char *v = std::getenv("KLC_MOE_DOWN");
-  const bool experts = v && std::strcmp(v, "experts") == 0 ? true : v && std::strcmp(v, "columns") == 0 ? false : T >= 2;
+  const bool forced_experts = v && std::strcmp(v, "experts") == 0, forced_columns = v && std::strcmp(v, "columns") == 0;
+  const bool experts = forced_experts || (!forced_columns && T >= 2);
   if (!experts || blocks >= KLC_ARRIVALS) return KLC_OK;
   int *all = nullptr;
   const int rc = arrival_counters(ctx, &all);

@@ -9,8 +9,8 @@
 //         combine needs no atomics and sums each token's experts in the reference's slot order.
 // Each run of 8 codes becomes (q − z) or e4m3(q) in fp32 without an integer-to-float conversion, and its
 // sum against the activations is scaled once (wq.cuh codes8, dot_run8 here): these kernels are bound by their
-// instructions per run more than by memory. Activations and accumulation are fp32. More pairs in tensor-core mode: klc_moe_experts gathers the rows by expert and
-// moe_wq_gemm.cu's grouped kernels read the codes; otherwise (exact mode, shapes those kernels do not
+// instructions per run more than by memory. Activations and accumulation are fp32. More pairs in tensor-core
+// mode: klc_moe_experts gathers the rows by expert and moe_wq_gemm.cu's grouped kernels read the codes; otherwise (exact mode, shapes those kernels do not
 // take, KLC_MOE_WQ_GEMM=0) every expert is dequantized into a dense buffer and klc_moe_experts runs its
 // grouped GEMMs on it.
 #include <cuda_bf16.h>
@@ -51,14 +51,6 @@ __device__ __forceinline__ void prefetch_row_scales(const klc_wq &w, size_t row,
   if (w.zero_points) prefetch_l1_span(w.zero_points + row / (32 / BITS) * groups, groups * 4, lane);
 }
 
-// Expert e's gate and up rows `row` of w (W1/W3) requested into L2 by the warp's lanes.
-template <int BITS>
-__device__ __forceinline__ void prefetch_gate_up(const klc_wq &w, int e, int row, int d, int I, int lane) {
-  const size_t row_bytes = (size_t)d * BITS / 8, gate = (size_t)e * 2 * I + row;
-  prefetch_l2_span(reinterpret_cast<const char *>(w.w_packed) + gate * row_bytes, row_bytes, lane);
-  prefetch_l2_span(reinterpret_cast<const char *>(w.w_packed) + (gate + I) * row_bytes, row_bytes, lane);
-}
-
 // h[p, i] = SiLU(W1_e[i] . x[t]) * (W3_e[i] . x[t]) for every pair p = t * k + s with idx[p] = e; with a
 // shared expert (its CTA rows first, UP_TOKENS tokens each: moe_pairs.cuh cta_row) also h[n + t, i] from its W1/W3
 // (s13) for every token t.
@@ -66,17 +58,18 @@ template <Codes C, bool WITH_SHARED>
 __global__ void __launch_bounds__(THREADS, 3) moe_wq_up_kernel(const float *__restrict__ x, const int *__restrict__ idx, klc_wq w13,
                                                             klc_wq s13, float *__restrict__ h, int n, int k, int T, int d, int I) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, row = blockIdx.x * WARPS + warp;
+  const size_t row_bytes = (size_t)d * bits_of<C> / 8;
   const CtaRow r = cta_row<WITH_SHARED, UP_TOKENS>(n, T);
   const bool shared = WITH_SHARED && r.shared;
-  // A warp's rows do not depend on which pairs chose the expert: the shared expert's are requested before waiting
-  // for the router, a routed expert's as soon as its index is read, while warp 0 collects the pairs.
-  if (shared && row < I) prefetch_gate_up<bits_of<C>>(s13, 0, row, d, I, lane);
+  // The shared expert's rows are requested before waiting for the router, a routed expert's as soon as its index
+  // is read, while warp 0 collects the pairs.
+  if (shared && row < I) prefetch_gate_up(s13.w_packed, row_bytes, 0, row, I, lane);
   pdl_wait();
   pdl_trigger();
   __shared__ int pairs[MAX_PAIRS];
   __shared__ int count, repeated;
   const int e = shared ? 0 : idx[r.me];
-  if (!shared && row < I) prefetch_gate_up<bits_of<C>>(w13, e, row, d, I, lane);
+  if (!shared && row < I) prefetch_gate_up(w13.w_packed, row_bytes, e, row, I, lane);
   if (warp == 0) collect_pairs(idx, r, e, n, lane, pairs, count, repeated);
   __syncthreads();
   if (repeated || row >= I) return;
@@ -158,12 +151,7 @@ __global__ void __launch_bounds__(THREADS) moe_wq_down_kernel(const float *__res
   // The groups of the lane's runs, for the routed experts' W2 and then (it comes last) the shared expert's.
   const int nu = I / 8, routed_groups = I / w2.group, shared_groups = WITH_SHARED ? I / s2.group : 0;
   int gs[UNITS];
-  const auto run_groups = [&](const klc_wq &w) {
-    const RunGroups group_of(w);
-#pragma unroll
-    for (int i = 0; i < UNITS; ++i) gs[i] = group_of(lane + 32 * i);
-  };
-  run_groups(w2);
+  lane_groups<UNITS>(w2, lane, gs);
   auto load = [&](int e, Raw8<BITS> *dst) {
     const bool sh = WITH_SHARED && e == SHARED_EXPERT;
     const klc_wq w = sh ? s2 : w2;
@@ -197,7 +185,7 @@ __global__ void __launch_bounds__(THREADS) moe_wq_down_kernel(const float *__res
     const bool sh = WITH_SHARED && e == SHARED_EXPERT;
     const klc_wq w = sh ? s2 : w2;
     const int row = (sh ? 0 : e) * d + col, groups = sh ? shared_groups : routed_groups;
-    if (sh && s2.group != w2.group) run_groups(s2);
+    if (sh && s2.group != w2.group) lane_groups<UNITS>(s2, lane, gs);
     float f[UNITS][8], sc[UNITS];
 #pragma unroll
     for (int i = 0; i < UNITS; ++i) {
@@ -247,9 +235,7 @@ __global__ void __launch_bounds__(THREADS) moe_wq_down_expert_kernel(const float
   const klc_wq w = WITH_SHARED && cta.shared ? s2 : w2;
   const int groups = I / w.group;
   int gs[UNITS];
-  const RunGroups group_of(w);
-#pragma unroll
-  for (int i = 0; i < UNITS; ++i) gs[i] = group_of(lane + 32 * i);
+  lane_groups<UNITS>(w, lane, gs);
   Raw8<BITS> codes[CPW][UNITS] = {};
   auto load = [&](int e) {
 #pragma unroll
@@ -306,8 +292,8 @@ int moe_wq_small(klc_ctx *ctx, const float *x, const int *idx, const float *w, c
                  const klc_wq &s2, float *out, const klc::MoeRooms &room, int T, int d, int I, int k) {
   const int n = T * k;
   float *h = room.gu;
-  int rc = klc::launched(klc::launch_pdl(ctx, moe_wq_up_kernel<C, WITH_SHARED>, dim3((I + WARPS - 1) / WARPS, n + shared_slices<WITH_SHARED, UP_TOKENS>(T)), THREADS,
-                                         0, x, idx, w13, s13, h, n, k, T, d, I),
+  const dim3 up_grid((I + WARPS - 1) / WARPS, n + shared_slices<WITH_SHARED, UP_TOKENS>(T));
+  int rc = klc::launched(klc::launch_pdl(ctx, moe_wq_up_kernel<C, WITH_SHARED>, up_grid, THREADS, 0, x, idx, w13, s13, h, n, k, T, d, I),
                          "the quantized MoE gate/up projections (small batch)");
   if (rc) return rc;
   const bool wide = I > 32 * 8 * 4;

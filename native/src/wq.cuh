@@ -86,6 +86,14 @@ struct RunGroups {
   __device__ int operator()(int u) const { return shift >= 0 ? u >> shift : u / per; }
 };
 
+// gs[i] = the group of the lane's run lane + 32 i, for each of the UNITS runs a lane takes of a row of w.
+template <int UNITS>
+__device__ __forceinline__ void lane_groups(const klc_wq &w, int lane, int gs[UNITS]) {
+  const RunGroups group_of(w);
+#pragma unroll
+  for (int i = 0; i < UNITS; ++i) gs[i] = group_of(lane + 32 * i);
+}
+
 // What a run's codes are multiplied by once decoded: the group's scale (times 2^8 for E4M3, whose decode is
 // the value times 2^-8) and, for integer codes, 2^23 + the stored zero point as an fp32 (exact below 2^23).
 struct RunScale {
