@@ -7,6 +7,7 @@ import { basename, join, resolve } from 'node:path';
 import { UserError } from '../common/errors';
 import { loadConfig, loadConfigFile, type KimiConfig } from '../engine/model/config';
 import { storedScheme, weightFormat, type WeightFormat } from '../engine/model/folder-check';
+import { loadCheckpointQuantization } from '../engine/model/quant/checkpoint-quantization';
 import { MAX_CONTEXT_TOKENS, MAX_FORKS, planMemory, type MemoryPlan, type QuantizationChoice } from '../engine/plan/memory-plan';
 import { parseBytes, parseTokens } from '../common/sizes';
 import { QUANTIZATIONS, type Quantization } from '../common/quantization';
@@ -63,7 +64,7 @@ export async function run(argv: string[]): Promise<void> {
   // A checkpoint stored quantized runs as stored, as the CUDA backend loads it.
   const stored = format ? storedScheme(format) : undefined;
   if (stored !== undefined && quantization !== 'auto' && quantization !== 'none' && quantization !== stored) {
-    throw new UserError(`${source} is already quantized (${format?.label} in its config.json quantization_config): --quantization ${quantization} needs a bf16 or fp32 checkpoint. Use auto or none, which plan it as stored.`, source);
+    throw new UserError(`${source} is already quantized (stored as ${format?.label}): --quantization ${quantization} needs a bf16 or fp32 checkpoint. Use auto or none, which plan it as stored.`, source);
   }
   const plan = planMemory(config, {
     contextTokens,
@@ -87,7 +88,7 @@ async function readConfig(values: Record<string, unknown>): Promise<{ config: Ki
     const dir = resolve(values.model);
     const config = await loadConfig(dir);
     const file = join(dir, 'config.json');
-    return { config, source: dir, format: weightFormat(JSON.parse(await fs.readFile(file, 'utf8')) as Record<string, unknown>, file) };
+    return { config, source: dir, format: weightFormat(JSON.parse(await fs.readFile(file, 'utf8')) as Record<string, unknown>, file, await loadCheckpointQuantization(dir)) };
   }
   const file = resolve(values['model-config'] as string);
   return { config: await loadConfigFile(file), source: basename(file) };

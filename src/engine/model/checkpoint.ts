@@ -3,15 +3,15 @@
  * shards listed by `model.safetensors.index.json`. Opening checks every header and that the
  * tensor names and shapes are exactly those the config implies; tensors are then read one at a
  * time, converted to fp32, so the whole checkpoint is never in memory at once. A compressed-tensors
- * checkpoint (config.json `quantization_config`) has its quantized modules dequantized on read.
+ * checkpoint (compressed-tensors, GPTQ or AWQ) has its quantized modules dequantized on read.
  */
 import { promises as fs } from 'node:fs';
 import { join, basename } from 'node:path';
 import { UserError } from '../../common/errors';
 import type { KimiConfig } from './config';
-import { CompressedLayout, isQuantizedSource, type QuantizedSource } from './quant/compressed';
+import { loadCheckpointQuantization } from './quant/checkpoint-quantization';
+import { isQuantizedSource, type QuantizedSource } from './quant/compressed';
 import { linearModules } from './quant/linear-modules';
-import { loadQuantizationConfig } from './quant/scheme';
 import { SafetensorsFile, numel } from './safetensors';
 import type { WeightInfo } from './weight-source';
 import { storedSource, type TensorSource } from './tensor-source';
@@ -115,8 +115,7 @@ export class Checkpoint {
       const where = new Map<string, TensorSource>();
       const expected = expectedTensors(config);
       const linear = linearModules(config, expected);
-      const quantized = await loadQuantizationConfig(dir);
-      const layout = quantized ? new CompressedLayout(quantized, linear) : null;
+      const layout = (await loadCheckpointQuantization(dir))?.layout(linear) ?? null;
       const seen = new Map<string, SafetensorsFile>();
       for (const f of files) {
         for (const t of f.header.tensors.values()) {
@@ -144,7 +143,12 @@ export class Checkpoint {
           if (!seen.has(canonicalName(name))) throw new UserError(`${indexPath}: maps "${name}" to ${shard}, but that file has no such tensor.`, indexPath);
         }
       }
-      if (layout) for (const [name, source] of await layout.sources()) where.set(name, source);
+      if (layout) {
+        for (const [name, source] of await layout.sources()) {
+          if (where.has(name)) throw new UserError(`${source.file}: "${name}" is stored both quantized and unquantized; a checkpoint must hold each weight once.`, source.file);
+          where.set(name, source);
+        }
+      }
       const missing = [...expected.keys()].filter((n) => !where.has(n));
       if (missing.length > 0) {
         const shown = missing.slice(0, 5).join(', ') + (missing.length > 5 ? ` and ${missing.length - 5} more` : '');

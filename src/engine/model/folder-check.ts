@@ -7,16 +7,16 @@
  */
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
-import { isUserError } from '../../common/errors';
+import { isUserError, UserError } from '../../common/errors';
 import { type KimiConfig, parseConfig } from './config';
-import { parseQuantizationConfig } from './quant/scheme';
+import { quantizationOf, quantizationOfSidecar, SIDECAR_FILES, type CheckpointQuantization } from './quant/checkpoint-quantization';
 import type { Quantization } from '../../common/quantization';
 
 /** How the weights are stored, as the folder's config.json says. */
 export interface WeightFormat {
   /** Short name users know: bf16, fp16, fp32, or the quantized schemes' (FP8, INT4, INT4+FP8, …). */
   label: string;
-  /** A compressed-tensors checkpoint, whose weights each backend reads its own way. */
+  /** A quantized checkpoint (compressed-tensors, GPTQ or AWQ), whose weights each backend reads its own way. */
   quantized: boolean;
 }
 
@@ -38,12 +38,14 @@ const isObject = (v: unknown): v is Json => typeof v === 'object' && v !== null 
 const DTYPES: Record<string, string> = { bfloat16: 'bf16', float16: 'fp16', float32: 'fp32' };
 
 /**
- * The weight format config.json declares. A quantization_config is read by the loader's own parser
- * (model/quant/scheme.ts), so a scheme it would refuse at load throws the same UserError here.
- * Unquantized weights are named by torch_dtype only: the loader goes by each tensor's own dtype.
+ * The weight format config.json declares (or `quantization`, read from a sidecar file when
+ * config.json has none). A quantization is read by the loader's own parsers
+ * (model/quant/checkpoint-quantization.ts), so a scheme it would refuse at load throws the same
+ * UserError here. Unquantized weights are named by torch_dtype only: the loader goes by each
+ * tensor's own dtype.
  */
-export function weightFormat(config: Json, file: string): WeightFormat {
-  const qc = parseQuantizationConfig(config, file);
+export function weightFormat(config: Json, file: string, quantization: CheckpointQuantization | null = quantizationOf(config, file)): WeightFormat {
+  const qc = quantization;
   if (qc) {
     const labels = new Set(qc.schemes.map((s) => `${s.weights.type === 'float' ? 'FP' : 'INT'}${s.weights.numBits}`));
     return { label: [...labels].join('+'), quantized: true };
@@ -64,6 +66,15 @@ export function storedScheme(format: WeightFormat): Quantization | undefined {
   if (format.label === 'INT8') return 'int8';
   if (format.label === 'FP8') return 'fp8';
   return 'none';
+}
+
+/** The quantization an older GPTQ or AWQ export keeps beside config.json, if any. */
+async function sidecarQuantization(dir: string, entries: string[]): Promise<CheckpointQuantization | null> {
+  const name = SIDECAR_FILES.find((f) => entries.includes(f));
+  if (!name) return null;
+  const { json, problem } = await readJson(join(dir, name));
+  if (problem) throw new UserError(problem, join(dir, name));
+  return quantizationOfSidecar(json, join(dir, name));
 }
 
 async function fileSize(path: string): Promise<number | undefined> {
@@ -117,7 +128,7 @@ export async function checkModelFolder(dir: string): Promise<FolderCheck> {
       }
       if (isObject(json)) {
         try {
-          result.format = weightFormat(json, configFile);
+          result.format = weightFormat(json, configFile, quantizationOf(json, configFile) ?? (await sidecarQuantization(dir, entries)));
         } catch (e) {
           if (!isUserError(e)) throw e;
           problem(e.message.replace(/\.$/, ''));

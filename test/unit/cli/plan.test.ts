@@ -67,7 +67,7 @@ test('a checkpoint folder whose config.json says it is stored quantized is plann
     assert.match(big.stdout, /^quantization {3}int4 \(as stored: INT4\)$/m);
     const again = klc('--model', dir, '--context', '128k', '--gpu-memory', '80GB', '--quantization', 'int8');
     assert.equal(again.status, 1);
-    assert.match(again.stderr, /already quantized \(INT4 in its config\.json quantization_config\): --quantization int8 needs a bf16 or fp32 checkpoint/);
+    assert.match(again.stderr, /already quantized \(stored as INT4\): --quantization int8 needs a bf16 or fp32 checkpoint/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

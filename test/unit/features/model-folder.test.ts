@@ -90,12 +90,19 @@ test('weight formats: compressed-tensors schemes the loader reads are named; one
   assert.deepEqual(weightFormat({}, 'config.json'), { label: 'bf16', quantized: false });
   assert.throws(() => weightFormat(ct('marlin-24', { num_bits: 4, type: 'int' }), 'config.json'), (e) => isUserError(e) && /format "marlin-24", which is not supported/.test(e.message));
   assert.throws(() => weightFormat(ct('float-quantized', { num_bits: 4, type: 'float' }), 'config.json'), (e) => isUserError(e) && /4-bit float weights \(FP4/.test(e.message));
-  assert.throws(() => weightFormat({ quantization_config: { quant_method: 'gptq', bits: 4 } }, 'config.json'), (e) => isUserError(e) && /quant_method is "gptq"/.test(e.message));
+  assert.throws(() => weightFormat({ quantization_config: { quant_method: 'gptq', bits: 5 } }, 'config.json'), (e) => isUserError(e) && /bits is 5; GPTQ checkpoints of 2, 3, 4 and 8 bits/.test(e.message));
+  assert.deepEqual(weightFormat({ quantization_config: { quant_method: 'gptq', bits: 4, group_size: 128, dynamic: { '+:.*experts': { bits: 8 } } } }, 'config.json'), { label: 'INT4+INT8', quantized: true });
+  assert.deepEqual(weightFormat({ quantization_config: { quant_method: 'awq', bits: 4, group_size: 32, version: 'gemm', zero_point: true } }, 'config.json'), { label: 'INT4', quantized: true });
 
   const dir = copyOfTiny();
   const config = JSON.parse(readFileSync(join(tiny, 'config.json'), 'utf8')) as object;
-  writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...config, quantization_config: { quant_method: 'awq', bits: 4 } }));
-  assert.match((await checkModelFolder(dir)).problems.join('\n'), /config\.json: quantization_config\.quant_method is "awq"; only compressed-tensors checkpoints/);
+  writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...config, quantization_config: { quant_method: 'awq', bits: 4, version: 'gemv' } }));
+  assert.match((await checkModelFolder(dir)).problems.join('\n'), /config\.json: quantization_config\.version is "gemv"; AWQ checkpoints are read in AutoAWQ's GEMM layout only/);
+  // An older GPTQ export keeps its settings in quantize_config.json.
+  writeFileSync(join(dir, 'config.json'), JSON.stringify(config));
+  writeFileSync(join(dir, 'quantize_config.json'), JSON.stringify({ bits: 4, group_size: 128, desc_act: false, sym: true }));
+  const sidecar = await checkModelFolder(dir);
+  assert.deepEqual([sidecar.problems, sidecar.format], [[], { label: 'INT4', quantized: true }]);
 });
 
 const kimi48b = JSON.parse(readFileSync(join(root, 'assets', 'configs', 'kimi-linear-48b-a3b-instruct.json'), 'utf8')) as Record<string, unknown>;

@@ -25,6 +25,7 @@ import { presetScheme, SCHEME_OF } from '../../../src/engine/model/quant/presets
 import { kdaNames, mlaNames, moeNames, mlpNames } from '../../../src/engine/model/weight-names';
 import type { WeightSource } from '../../../src/engine/model/weight-source';
 import { configGroup, GOLDEN, quantizationConfig, writeQuantizedGolden } from '../engine/quant/ct-writer';
+import { awqConfig, gptqConfig, writeInputMajorGolden, type InputMajorSpec } from '../engine/quant/gptq-writer';
 
 /**
  * Host memory addressed like device memory: what alloc and upload did, nothing else; and apart
@@ -296,6 +297,48 @@ test('a stored compressed-tensors checkpoint keeps its own layout: INT4 group 32
       rmSync(written.quantized, { recursive: true, force: true });
       rmSync(written.dequantized, { recursive: true, force: true });
     }
+  }
+});
+
+test('GPTQ and AWQ checkpoints go to the device in the same layout as compressed-tensors ones: the reference backend\'s weights, the bytes the plan counts', async () => {
+  const cfg = await loadConfig(GOLDEN);
+  const notHead = (spec: InputMajorSpec) => (m: string) => (m === 'lm_head' ? null : spec);
+  for (const [what, bits, spec, config] of [
+    ['GPTQ v1 INT4 group 32 symmetric', 4, { kind: 'gptq', bits: 4, group: 32, symmetric: true, v2: false }, gptqConfig(4, 32, true, false, 'gptq')],
+    ['GPTQ v1 INT4 group 64 asymmetric', 4, { kind: 'gptq', bits: 4, group: 64, symmetric: false, v2: false }, gptqConfig(4, 64, false, false, 'gptq')],
+    ['GPTQ v2 INT8 per channel asymmetric', 8, { kind: 'gptq', bits: 8, group: -1, symmetric: false, v2: true }, gptqConfig(8, -1, false, false, 'gptq_v2')],
+    ['AWQ INT4 group 32', 4, { kind: 'awq', group: 32, zeroPoint: true }, awqConfig(32, true)],
+  ] as const) {
+    const written = await writeInputMajorGolden(notHead(spec), config);
+    const ckpt = await Checkpoint.open(written.quantized, cfg);
+    const reference = await Checkpoint.open(written.dequantized, cfg);
+    try {
+      const mem = new HostMemory();
+      const { weights } = await uploadWeights(mem.native, {} as NativeContext, cfg, ckpt);
+      await checkLayout(mem, weights, reference, cfg, bits);
+      const planned = await deviceWeightBytes(cfg, ckpt, null, true);
+      assert.equal(planned.weights.resident + planned.weights.experts.reduce((a, b) => a + b, 0), mem.allocated, `${what}: bytes`);
+      assert.equal(quant(weights.layers[1].moe!.w13).scalesF32, true, `${what}: fp16 scales are kept exact as fp32`);
+      assert.equal(quant(weights.layers[1].moe!.w13).zeros !== null, 'zeroPoint' in spec ? spec.zeroPoint : !spec.symmetric, `${what}: zero points`);
+    } finally {
+      await ckpt.close();
+      await reference.close();
+      rmSync(written.quantized, { recursive: true, force: true });
+      rmSync(written.dequantized, { recursive: true, force: true });
+    }
+  }
+});
+
+test('a GPTQ checkpoint with activation order is refused by the CUDA backend with what to do', async () => {
+  const cfg = await loadConfig(GOLDEN);
+  const written = await writeInputMajorGolden((m) => (m === 'lm_head' ? null : { kind: 'gptq', bits: 4, group: 32, symmetric: true, v2: false, actorder: true }), gptqConfig(4, 32, true, true, 'gptq'));
+  const ckpt = await Checkpoint.open(written.quantized, cfg);
+  try {
+    await assert.rejects(uploadWeights(new HostMemory().native, {} as NativeContext, cfg, ckpt), (e: Error) => isUserError(e) && /is stored with activation order \(g_idx: desc_act or actorder\), which the CUDA backend does not run/.test(e.message));
+  } finally {
+    await ckpt.close();
+    rmSync(written.quantized, { recursive: true, force: true });
+    rmSync(written.dequantized, { recursive: true, force: true });
   }
 });
 

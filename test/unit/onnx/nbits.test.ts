@@ -5,6 +5,7 @@
  * independent test writer) equals the reference backend on the same checkpoint.
  */
 import { test } from 'node:test';
+import { rmSync } from 'node:fs';
 import assert from 'node:assert/strict';
 import { onnx } from 'onnx-proto';
 import { Graph } from '../../../src/engine/backends/onnx/graph';
@@ -15,6 +16,7 @@ import { dequantize, quantize } from '../../../src/engine/model/quant/matrix';
 import type { WeightArgs } from '../../../src/engine/model/quant/scheme';
 import { relError } from '../../golden/golden-data';
 import { configGroup, quantizationConfig, writeQuantizedGolden } from '../engine/quant/ct-writer';
+import { awqConfig, gptqConfig, writeInputMajorGolden } from '../engine/quant/gptq-writer';
 import { data, f32, randomArray, runGraph } from './helpers';
 
 const int4 = (strategy: WeightArgs['strategy'], groupSize: number | null, symmetric: boolean): WeightArgs => ({ numBits: 4, type: 'int', symmetric, strategy, groupSize, blockStructure: null });
@@ -98,5 +100,29 @@ test('the onnx backend on an INT4 checkpoint (group 32 symmetric, experts group 
   } finally {
     await onnxModel.dispose();
     await ref.dispose();
+  }
+});
+
+test('the onnx backend runs GPTQ and AWQ INT4 checkpoints through MatMulNBits and equals the reference backend', async () => {
+  for (const [spec, config] of [
+    [{ kind: 'gptq', bits: 4, group: 32, symmetric: true, v2: false }, gptqConfig(4, 32, true, false, 'gptq')],
+    [{ kind: 'awq', group: 64, zeroPoint: true }, awqConfig(64, true)],
+  ] as const) {
+    const { quantized, dequantized } = await writeInputMajorGolden((m) => (m === 'lm_head' ? null : spec), config);
+    const lines: string[] = [];
+    const onnxModel = await loadModel(quantized, { backend: 'onnx', log: (l) => lines.push(l) });
+    const ref = await loadModel(quantized, { backend: 'reference' });
+    try {
+      assert.ok(lines.includes('backend onnx: 115 INT4 weights run through MatMulNBits'), `${spec.kind}: ${lines.join('\n')}`);
+      const ids = Int32Array.from({ length: 50 }, (_, i) => (i * 29 + 5) % 1000);
+      const a = await onnxModel.prefill(onnxModel.newState(), ids, { logits: 'all' });
+      const b = await ref.prefill(ref.newState(), ids, { logits: 'all' });
+      assert.ok(relError(a, b) < 1e-5, `${spec.kind} prefill: ${relError(a, b)}`);
+    } finally {
+      await onnxModel.dispose();
+      await ref.dispose();
+      rmSync(quantized, { recursive: true, force: true });
+      rmSync(dequantized, { recursive: true, force: true });
+    }
   }
 });

@@ -290,7 +290,7 @@ class Uploader implements Placer {
         }
         const m = await this.read(name);
         if (m.gIdx) {
-          throw new UserError(`${this.ckpt.dir}: "${name}" is stored with activation reordering (weight_g_idx), which the CUDA backend does not run; use --backend reference.`, this.ckpt.dir);
+          throw new UserError(`${this.ckpt.dir}: "${name}" is stored with activation order (g_idx: desc_act or actorder), which the CUDA backend does not run. Use an export without activation order (GPTQ desc_act false, or llm-compressor's actorder "weight"), or the onnx or reference backend.`, this.ckpt.dir);
         }
         // E4M3 bytes row by row are already the int32 words klc_wq reads (little-endian, lowest column in the lowest byte).
         mem.write(packed + BigInt(row * wordsPerRow * 4), fp8 ? m.codes : pack(m.codes as Int8Array, rows[i], K, bits, 1));

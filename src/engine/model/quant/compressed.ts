@@ -29,7 +29,19 @@ export function isQuantizedSource(s: TensorSource): s is QuantizedSource {
 
 type Parts = Partial<Record<Param, SafetensorsFile>>;
 
-export class CompressedLayout {
+/**
+ * Collects the stored tensors of a checkpoint's quantized modules while its shards are opened,
+ * then yields one source per quantized weight (`m.weight`).
+ */
+export interface QuantLayout {
+  /** Whether stored tensor `name` (published spelling) belongs to a quantized module. */
+  claims(name: string): boolean;
+  add(name: string, file: SafetensorsFile, stored: string): void;
+  /** A source per quantized module's weight, after checking every part. */
+  sources(): Promise<Map<string, QuantizedSource>>;
+}
+
+export class CompressedLayout implements QuantLayout {
   private readonly schemes = new Map<string, QuantScheme>();
   private readonly parts = new Map<string, Parts>();
   /** `module.param` (published spelling) → the name it is stored under. */
@@ -51,7 +63,6 @@ export class CompressedLayout {
     }
   }
 
-  /** Whether stored tensor `name` (published spelling) belongs to a quantized module. */
   claims(name: string): boolean {
     const [module, param] = split(name);
     return module !== null && this.schemes.has(module) && (PARAMS as readonly string[]).includes(param);
@@ -65,7 +76,6 @@ export class CompressedLayout {
     this.storedNames.set(`${module}.${param}`, stored);
   }
 
-  /** A source per quantized module's weight (`m.weight`), after checking every part. */
   async sources(): Promise<Map<string, QuantizedSource>> {
     const out = new Map<string, QuantizedSource>();
     for (const [module, parts] of this.parts) {
@@ -160,7 +170,7 @@ export class CompressedLayout {
 }
 
 /** A tensor name split into module and parameter at the last dot. */
-function split(name: string): [string | null, string] {
+export function split(name: string): [string | null, string] {
   const dot = name.lastIndexOf('.');
   return dot < 0 ? [null, name] : [name.slice(0, dot), name.slice(dot + 1)];
 }
@@ -171,7 +181,7 @@ function bytes(raw: Buffer, unsigned: boolean): Int8Array | Uint8Array {
   return copy;
 }
 
-const sameShape = (a: readonly number[], b: readonly number[]) => a.length === b.length && a.every((x, i) => x === b[i]);
+export const sameShape = (a: readonly number[], b: readonly number[]) => a.length === b.length && a.every((x, i) => x === b[i]);
 
 /** A scheme in words: "INT4 symmetric, group 128, pack-quantized". */
 export function describeScheme(s: QuantScheme): string {

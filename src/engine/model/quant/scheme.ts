@@ -5,13 +5,14 @@
  * scales, FP4, KV-cache quantization, sparsity) is a UserError naming the scheme and the file, never
  * a silently different model.
  */
-import { promises as fs } from 'node:fs';
-import { join } from 'node:path';
 import { UserError } from '../../../common/errors';
 
 /** Storage formats of quantized weights, as compressed-tensors names them. */
 export type QuantFormat = 'pack-quantized' | 'float-quantized' | 'int-quantized' | 'naive-quantized';
 const FORMATS: QuantFormat[] = ['pack-quantized', 'float-quantized', 'int-quantized', 'naive-quantized'];
+
+/** How a scheme's weights are stored: a compressed-tensors format, or GPTQ's and AWQ's own layouts (./gptq.ts, ./awq.ts). */
+export type StorageFormat = QuantFormat | 'gptq' | 'gptq_v2' | 'awq';
 
 export type Strategy = 'tensor' | 'channel' | 'group' | 'block';
 
@@ -31,7 +32,7 @@ export interface QuantScheme {
   name: string;
   targets: string[];
   weights: WeightArgs;
-  format: QuantFormat;
+  format: StorageFormat;
   /**
    * Activations quantized per token at run time (FP8_DYNAMIC, W8A8). The reference computes them
    * in fp32: the weights are what a checkpoint stores, and they are reproduced exactly.
@@ -202,22 +203,4 @@ export function schemeFor(qc: QuantizationConfig, name: string, isLinear: boolea
     }
   }
   return best?.scheme ?? null;
-}
-
-/** The quantization of the checkpoint in `dir` per its config.json; null without one or without the field. */
-export async function loadQuantizationConfig(dir: string): Promise<QuantizationConfig | null> {
-  const file = join(dir, 'config.json');
-  let text: string;
-  try {
-    text = await fs.readFile(file, 'utf8');
-  } catch {
-    return null;
-  }
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (e) {
-    throw new UserError(`${file} is not valid JSON (${(e as Error).message}).`, file);
-  }
-  return parseQuantizationConfig(json, file);
 }

@@ -18,7 +18,8 @@ import { quantize, scaleShape, type QuantizedMatrix } from './matrix';
 import { pack, packedShape } from './pack';
 import { presetScheme, quantizationConfigJson, type SchemeName } from './presets';
 import { rounderFor, scaleDtypeFor } from './round';
-import { loadQuantizationConfig, type QuantScheme } from './scheme';
+import { loadCheckpointQuantization } from './checkpoint-quantization';
+import type { QuantScheme } from './scheme';
 
 export interface QuantizeSummary {
   modules: number;
@@ -72,7 +73,8 @@ async function shardsOf(dir: string): Promise<string[]> {
 /** Writes the quantized copy of `inDir` as `outDir`, which must not exist yet. */
 export async function quantizeCheckpoint(inDir: string, outDir: string, schemeName: SchemeName, log: (line: string) => void): Promise<QuantizeSummary> {
   const config = await loadConfig(inDir);
-  if (await loadQuantizationConfig(inDir)) throw new UserError(`${inDir} is already quantized (its config.json has a quantization_config); quantize the bf16 checkpoint instead.`, inDir);
+  const stored = await loadCheckpointQuantization(inDir);
+  if (stored) throw new UserError(`${inDir} is already quantized (${stored.method}, per ${stored.file}); quantize the bf16 checkpoint instead.`, inDir);
   // Opening validates every shard against the config before anything is written.
   await (await Checkpoint.open(inDir, config)).close();
   if (await fs.stat(outDir).then(() => true, () => false)) throw new UserError(`${outDir} already exists; name a new folder for the quantized checkpoint.`, outDir);

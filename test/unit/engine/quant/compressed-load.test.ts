@@ -146,8 +146,8 @@ test('schemes the engine cannot reproduce are refused, naming the scheme and con
   await loadFails(quantized, /config\.json: quantization_config\.config_groups\.group_0 uses the format "nvfp4-pack-quantized", which is not supported/);
   withQuant({ ...w4, config_groups: { group_0: configGroup(['Linear'], { num_bits: 4, type: 'float', strategy: 'tensor_group', group_size: 16 }, 'pack-quantized') } });
   await loadFails(quantized, /4-bit float weights \(FP4\/NVFP4\/MXFP4\) are not supported/);
-  withQuant({ quant_method: 'gptq', bits: 4 });
-  await loadFails(quantized, /quant_method is "gptq"; only compressed-tensors/);
+  withQuant({ quant_method: 'hqq', nbits: 4 });
+  await loadFails(quantized, /quant_method is "hqq"; checkpoints quantized with compressed-tensors/);
   withQuant({ ...w4, config_groups: { group_0: configGroup(['Linear'], int(8, true, 'channel', null), 'int-quantized', { num_bits: 8, type: 'int', strategy: 'tensor', dynamic: false }) } });
   await loadFails(quantized, /group_0\.input_activations are static/);
   // The right scheme but the wrong bit width for the stored tensors: the packed shape is named.
