@@ -216,8 +216,9 @@ export class SafetensorsFile {
     const t = this.info(name);
     const raw = await this.readRaw(name);
     if (t.dtype === 'I32') {
+      // A byte copy reads the little-endian data in host order (little-endian, checked above).
       const out = new Int32Array(raw.length / 4);
-      for (let i = 0; i < out.length; i++) out[i] = raw.readInt32LE(i * 4);
+      new Uint8Array(out.buffer).set(raw);
       return out;
     }
     if (t.dtype === 'I64') {

@@ -288,12 +288,14 @@ class Uploader implements Placer {
           row += rows[i];
           continue;
         }
-        const m = await this.read(name);
+        // Stored words already packed along the rows are klc_wq's words: copied, not unpacked and packed again.
+        const stored = fp8 || this.atLoad?.targets.has(name) ? null : this.ckpt.quantized?.(name);
+        const m = stored?.readRowPacked ? await stored.readRowPacked() : await this.read(name);
         if (m.gIdx) {
           throw new UserError(`${this.ckpt.dir}: "${name}" is stored with activation order (g_idx: desc_act or actorder), which the CUDA backend does not run. Use an export without activation order (GPTQ desc_act false, or llm-compressor's actorder "weight"), or the onnx or reference backend.`, this.ckpt.dir);
         }
         // E4M3 bytes row by row are already the int32 words klc_wq reads (little-endian, lowest column in the lowest byte).
-        mem.write(packed + BigInt(row * wordsPerRow * 4), fp8 ? m.codes : pack(m.codes as Int8Array, rows[i], K, bits, 1));
+        mem.write(packed + BigInt(row * wordsPerRow * 4), 'words' in m ? m.words : fp8 ? m.codes : pack(m.codes as Int8Array, rows[i], K, bits, 1));
         const scale = rowScales(m, rows[i] * groups);
         mem.write(scales + BigInt(row * groups * (scalesF32 ? 4 : 2)), scalesF32 ? scale : toBf16(scale));
         if (zeroCodes) zeroCodes.set(m.zeroPoint as Int8Array, row * groups);
@@ -344,7 +346,7 @@ class Uploader implements Placer {
 }
 
 /** A matrix's `count` scales as the kernels read them: a per-tensor scale (FP8) repeated for every row. */
-function rowScales(m: QuantizedMatrix, count: number): Float32Array {
+function rowScales(m: Pick<QuantizedMatrix, 'scale' | 'args'>, count: number): Float32Array {
   if (m.scale.length === count) return m.scale;
   if (m.args.strategy === 'tensor') return new Float32Array(count).fill(m.scale[0]);
   throw new Error(`${m.scale.length} scales where the layout reads ${count} (layout bug)`);

@@ -11,6 +11,8 @@ import type { QuantScheme } from './scheme';
 
 type Json = Record<string, unknown>;
 
+/** Column 8c + AWQ_ORDER[j] of word c is its nibble j. */
+const AWQ_ORDER = [0, 2, 4, 6, 1, 3, 5, 7];
 /** Nibble of column 8c + m within word c: the inverse of AWQ_ORDER. */
 const NIBBLE_OF_COLUMN = [0, 4, 1, 5, 2, 6, 3, 7];
 
@@ -56,6 +58,30 @@ export class AwqFormat implements InputMajorFormat {
 
   codes(words: Int32Array, inputs: number, outputs: number): Uint8Array {
     return unpackInterleaved(words, inputs, outputs);
+  }
+
+  /**
+   * Each code moved from its interleaved place along a row of qweight [in, out/8] to its place along
+   * a row of the [out, in] weight: for 8 rows k and one word column c, an 8 × 8 transpose of nibbles.
+   */
+  rowWords(words: Int32Array, inputs: number, outputs: number): Int32Array {
+    const stride = Math.ceil(outputs / 8);
+    const perRow = inputs / 8;
+    const out = new Int32Array(outputs * perRow);
+    for (let col = 0; col < perRow; col++) {
+      const base = 8 * col * stride;
+      for (let c = 0; c < stride; c++) {
+        for (let j = 0; j < 8; j++) {
+          const n = 8 * c + AWQ_ORDER[j];
+          if (n >= outputs) continue;
+          const shift = 4 * j;
+          let word = 0;
+          for (let i = 0; i < 8; i++) word |= ((words[base + i * stride + c] >>> shift) & 15) << (4 * i);
+          out[n * perRow + col] = word;
+        }
+      }
+    }
+    return out;
   }
 
   zeros(words: Int32Array, groups: number, outputs: number): Uint8Array {

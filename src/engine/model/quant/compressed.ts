@@ -10,7 +10,7 @@
 import { UserError } from '../../../common/errors';
 import { numel, type SafetensorsFile } from '../safetensors';
 import type { TensorSource } from '../tensor-source';
-import { dequantize, scaleShape, type QuantizedMatrix } from './matrix';
+import { dequantize, scaleShape, type QuantizedMatrix, type RowPackedMatrix } from './matrix';
 import { packedShape, unpack } from './pack';
 import { schemeFor, type QuantizationConfig, type QuantScheme } from './scheme';
 
@@ -21,6 +21,8 @@ type Param = (typeof PARAMS)[number];
 export interface QuantizedSource extends TensorSource {
   readonly scheme: QuantScheme;
   readQuantized(): Promise<QuantizedMatrix>;
+  /** The same matrix with its codes packed along the rows, where the stored layout gives them so cheaply (4 and 8 bits). */
+  readRowPacked?(): Promise<RowPackedMatrix>;
 }
 
 export function isQuantizedSource(s: TensorSource): s is QuantizedSource {
@@ -129,12 +131,10 @@ export class CompressedLayout implements QuantLayout {
       if (!['I32', 'I64'].includes(g.dtype) || numel(g.shape) !== cols) fail('weight_g_idx', `is ${g.dtype} ${JSON.stringify(g.shape)}, expected I32 [${cols}]`);
     }
 
-    const read = async (): Promise<QuantizedMatrix> => {
-      const file = (p: Param) => parts[p] as SafetensorsFile;
-      const name = (p: Param) => this.stored(m, p);
-      const codes = packed
-        ? unpack(await file(valuesParam).readInts(name(valuesParam)), rows, cols, w.numBits, 1)
-        : bytes(await file(valuesParam).readRaw(name(valuesParam)), w.type === 'float');
+    const file = (p: Param) => parts[p] as SafetensorsFile;
+    const name = (p: Param) => this.stored(m, p);
+    /** Everything but the codes: scales, zero points, g_idx. */
+    const rest = async (): Promise<Omit<QuantizedMatrix, 'codes'>> => {
       let zeroPoint: Int8Array | null = null;
       if (parts.weight_zero_point) {
         const z = file('weight_zero_point');
@@ -152,14 +152,23 @@ export class CompressedLayout implements QuantLayout {
           gIdx = g;
         }
       }
-      return { rows, cols, args: w, codes, scale: await file('weight_scale').readF32(name('weight_scale')), zeroPoint, gIdx };
+      return { rows, cols, args: w, scale: await file('weight_scale').readF32(name('weight_scale')), zeroPoint, gIdx };
     };
+    const read = async (): Promise<QuantizedMatrix> => {
+      const codes = packed
+        ? unpack(await file(valuesParam).readInts(name(valuesParam)), rows, cols, w.numBits, 1)
+        : bytes(await file(valuesParam).readRaw(name(valuesParam)), w.type === 'float');
+      return { ...(await rest()), codes };
+    };
+    // Stored words are already rows packed as RowPackedMatrix describes when no row ends mid-word.
+    const rowPacked = packed && (w.numBits === 4 || w.numBits === 8) && (cols * w.numBits) % 32 === 0;
     return {
       dtype: scale.dtype,
       shape: [rows, cols],
       file: where(valuesParam),
       scheme,
       readQuantized: read,
+      ...(rowPacked ? { readRowPacked: async () => ({ ...(await rest()), words: await file(valuesParam).readInts(name(valuesParam)) }) } : {}),
       read: async () => dequantize(await read()),
     };
   }

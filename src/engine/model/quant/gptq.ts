@@ -109,6 +109,14 @@ export class GptqFormat implements InputMajorFormat {
     return unpackRows(words, inputs, outputs, bits);
   }
 
+  /** qweight [in·bits/32, out] packs each column's codes down the rows exactly as a row-packed [out, in] weight packs a row: a word transpose. */
+  rowWords(words: Int32Array, inputs: number, outputs: number, bits: number): Int32Array {
+    const perColumn = (inputs * bits) / 32;
+    const out = new Int32Array(outputs * perColumn);
+    for (let j = 0; j < perColumn; j++) for (let n = 0; n < outputs; n++) out[n * perColumn + j] = words[j * outputs + n];
+    return out;
+  }
+
   zeros(words: Int32Array, groups: number, outputs: number, bits: number): Uint8Array {
     const stride = packedLength(outputs, bits);
     const mask = (1 << bits) - 1;

@@ -32,6 +32,11 @@ export interface InputMajorFormat {
   zeros(words: Int32Array, groups: number, outputs: number, bits: number): Uint8Array;
   /** Whether `m.g_idx` belongs to the format. */
   groupIndex: boolean;
+  /**
+   * The qweight words as rows of the [out, in] weight packed along each row (RowPackedMatrix), for
+   * 4- and 8-bit codes: a word transpose for GPTQ, a nibble shuffle for AWQ.
+   */
+  rowWords?(words: Int32Array, inputs: number, outputs: number, bits: number): Int32Array;
 }
 
 /** Words per column of `count` values of `bits` bits packed as one little-endian bit stream. */
@@ -132,12 +137,21 @@ export class InputMajorLayout implements QuantLayout {
       if (!['I32', 'I64'].includes(g.dtype) || numel(g.shape) !== inputs) fail('g_idx', `is ${g.dtype} ${JSON.stringify(g.shape)}, expected I32 [${inputs}]`);
     }
 
-    const read = async (): Promise<QuantizedMatrix> => {
-      const file = (p: Param) => parts[p] as SafetensorsFile;
-      const ints = (p: Param) => file(p).readInts(this.stored(m, p));
-      const codes = this.format.codes(await ints('qweight'), inputs, outputs, bits);
-      const zeros = w.symmetric ? null : this.format.zeros(await ints('qzeros'), groups, outputs, bits);
+    const file = (p: Param) => parts[p] as SafetensorsFile;
+    const ints = (p: Param) => file(p).readInts(this.stored(m, p));
+    /** Scales [out, groups], signed zero points [out, groups] and g_idx: everything but the codes. */
+    const rest = async (): Promise<Omit<QuantizedMatrix, 'codes'>> => {
+      const offset = 1 << (bits - 1);
       const stored = await file('scales').readF32(this.stored(m, 'scales'));
+      const zeros = w.symmetric ? null : this.format.zeros(await ints('qzeros'), groups, outputs, bits);
+      const scale = new Float32Array(outputs * groups);
+      const zeroPoint = zeros ? new Int8Array(outputs * groups) : null;
+      for (let g = 0; g < groups; g++) {
+        for (let n = 0; n < outputs; n++) {
+          scale[n * groups + g] = stored[g * outputs + n];
+          if (zeroPoint && zeros) zeroPoint[n * groups + g] = zeros[g * outputs + n] - offset;
+        }
+      }
       let gIdx: Int32Array | null = null;
       if (parts.g_idx) {
         const g = await ints('g_idx');
@@ -145,14 +159,24 @@ export class InputMajorLayout implements QuantLayout {
         // GPTQ stores g_idx for every module; only activation order (desc_act) makes it differ from k / group.
         if (g.some((x, k) => x !== Math.floor(k / group))) gIdx = g;
       }
-      return transposed(codes, zeros, stored, inputs, outputs, groups, bits, scheme, gIdx);
+      return { rows: outputs, cols: inputs, args: w, scale, zeroPoint, gIdx };
     };
+    const read = async (): Promise<QuantizedMatrix> => {
+      const codes = this.format.codes(await ints('qweight'), inputs, outputs, bits);
+      const offset = 1 << (bits - 1);
+      const signed = new Int8Array(outputs * inputs);
+      for (let k = 0; k < inputs; k++) for (let n = 0; n < outputs; n++) signed[n * inputs + k] = codes[k * outputs + n] - offset;
+      return { ...(await rest()), codes: signed };
+    };
+    const rowWords = this.format.rowWords;
+    const rowPacked = rowWords !== undefined && (bits === 4 || bits === 8) && (inputs * bits) % 32 === 0;
     return {
       dtype: scale.dtype,
       shape: [outputs, inputs],
       file: where('qweight'),
       scheme,
       readQuantized: read,
+      ...(rowPacked ? { readRowPacked: async () => ({ ...(await rest()), words: rowWords.call(this.format, await ints('qweight'), inputs, outputs, bits) }) } : {}),
       read: async () => dequantize(await read()),
     };
   }
@@ -162,22 +186,4 @@ export class InputMajorLayout implements QuantLayout {
   }
 }
 
-/**
- * The engine's [out, in] matrix of input-major codes: signed codes and zero points (unsigned minus
- * 2^(bits−1), as compressed-tensors stores them) and scales [out, groups].
- */
-function transposed(codes: Uint8Array, zeros: Uint8Array | null, scales: Float32Array, inputs: number, outputs: number, groups: number, bits: number, scheme: QuantScheme, gIdx: Int32Array | null): QuantizedMatrix {
-  const offset = 1 << (bits - 1);
-  const signed = new Int8Array(outputs * inputs);
-  for (let k = 0; k < inputs; k++) for (let n = 0; n < outputs; n++) signed[n * inputs + k] = codes[k * outputs + n] - offset;
-  const scale = new Float32Array(outputs * groups);
-  const zeroPoint = zeros ? new Int8Array(outputs * groups) : null;
-  for (let g = 0; g < groups; g++) {
-    for (let n = 0; n < outputs; n++) {
-      scale[n * groups + g] = scales[g * outputs + n];
-      if (zeroPoint && zeros) zeroPoint[n * groups + g] = zeros[g * outputs + n] - offset;
-    }
-  }
-  return { rows: outputs, cols: inputs, args: scheme.weights, codes: signed, scale, zeroPoint, gIdx };
-}
 

@@ -22,6 +22,17 @@ export interface QuantizedMatrix {
   gIdx: Int32Array | null;
 }
 
+/**
+ * A 4- or 8-bit integer matrix whose codes are still packed along each row: 32/bits codes per
+ * int32, the lowest column in the lowest bits, stored unsigned (signed + 2^(bits−1)). That is
+ * compressed-tensors' pack-quantized layout, GPTQ's transposed, and the CUDA backend's klc_wq, so
+ * uploading such a matrix is a copy rather than an unpack and a repack of every code.
+ */
+export interface RowPackedMatrix extends Omit<QuantizedMatrix, 'codes'> {
+  /** [rows, cols · bits / 32] words. */
+  words: Int32Array;
+}
+
 /** Shape of the scale (and zero-point) tensor of a [rows, cols] weight under `args`. */
 export function scaleShape(args: WeightArgs, rows: number, cols: number): number[] {
   switch (args.strategy) {
