@@ -5,8 +5,9 @@
 // last float-quantized: E4M3 bytes uploaded as they are, 1 byte per weight). Covers both paths of every
 // quantized linear and of the routed experts: a 200-token prefill (dequantize + GEMM, experts
 // dequantized for klc_moe_experts) and decode steps (klc_wq_gemv, the small-batch MoE on codes).
-// Dummy weights quantized at load are quantized on the GPU; the reference quantizes the same values
-// on the host, so the two agree only if the codes and scales are the same.
+// Dummy weights, and a bf16 checkpoint's stored bytes, quantized at load are quantized on the GPU; the
+// reference quantizes the same values on the host, so the two agree only if the codes and scales are
+// the same. GPTQ and AWQ checkpoints (the unit tests' independent writer) go through the same kernels.
 // Tolerance: 1e-4 of the logits' scale (the GPU sums in another order; the weights are the same numbers).
 // Bundled and run by test/gpu/run-quant.sh; skipped (with the reason) where no GPU is usable.
 import { test } from 'node:test';
@@ -20,6 +21,7 @@ import { quantizeCheckpoint } from '../../src/engine/model/quant/write-checkpoin
 import { argmax } from '../../src/engine/sampler';
 import { relError } from '../golden/golden-data';
 import { deviceSkip } from './device';
+import { awqConfig, gptqConfig, writeInputMajorGolden, type InputMajorSpec } from '../unit/engine/quant/gptq-writer';
 
 const GOLDEN = resolve(process.env.KLC_GOLDEN_DIR ?? join(__dirname, '..', '..', 'shared', 'golden'));
 const TINY_PUBLIC = join(GOLDEN, 'tiny-kimi-public');
@@ -90,6 +92,31 @@ test('stored compressed-tensors checkpoints (w4a16-g128, w8a16, fp8-dynamic) run
       await compare(`stored ${scheme}`, join(out, 'model'), {});
     } finally {
       rmSync(out, { recursive: true, force: true });
+    }
+  }
+});
+
+test('a bf16 checkpoint quantized at load: its stored bytes quantized on the GPU (klc_wq_quantize_bf16) give the reference\'s codes', { skip }, async () => {
+  const tiny = resolve(process.env.KLC_TINY_MODEL ?? join('assets', 'tiny-model'));
+  await compare('bf16 checkpoint, int4 at load', tiny, { quantization: 'int4' });
+  await compare('bf16 checkpoint, int8 at load', tiny, { quantization: 'int8' });
+  await compare('bf16 checkpoint, fp8 at load', tiny, { quantization: 'fp8' });
+});
+
+test('GPTQ and AWQ checkpoints (the test writer\'s) run quantized on CUDA and equal the reference', { skip }, async () => {
+  const layers = (spec: InputMajorSpec) => (m: string) => (m === 'lm_head' ? null : spec);
+  for (const [label, spec, config] of [
+    ['GPTQ v1 INT4 g32 sym', { kind: 'gptq', bits: 4, group: 32, symmetric: true, v2: false }, gptqConfig(4, 32, true, false, 'gptq')],
+    ['GPTQ v1 INT4 g64 asym', { kind: 'gptq', bits: 4, group: 64, symmetric: false, v2: false }, gptqConfig(4, 64, false, false, 'gptq')],
+    ['GPTQ v2 INT8 per channel', { kind: 'gptq', bits: 8, group: -1, symmetric: true, v2: true }, gptqConfig(8, -1, true, false, 'gptq_v2')],
+    ['AWQ INT4 g32', { kind: 'awq', group: 32, zeroPoint: true }, awqConfig(32, true)],
+  ] as const) {
+    const { quantized, dequantized } = await writeInputMajorGolden(layers(spec), config, undefined, TINY_PUBLIC);
+    try {
+      await compare(`stored ${label}`, quantized, {});
+    } finally {
+      rmSync(quantized, { recursive: true, force: true });
+      rmSync(dequantized, { recursive: true, force: true });
     }
   }
 });

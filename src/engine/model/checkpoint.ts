@@ -183,6 +183,12 @@ export class Checkpoint {
     return { name, dtype: s.dtype, shape: s.shape };
   }
 
+  async readStored(name: string): Promise<Buffer> {
+    const s = this.locate(name);
+    if (!s.readStored) throw new Error(`${name} is not stored as it is (quantized); read it with tensor()`);
+    return s.readStored();
+  }
+
   quantized(name: string): QuantizedSource | null {
     const s = this.locate(name);
     return isQuantizedSource(s) ? s : null;

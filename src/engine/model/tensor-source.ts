@@ -11,10 +11,12 @@ export interface TensorSource {
   /** The file that holds it (or its main part), for messages. */
   readonly file: string;
   read(): Promise<Float32Array>;
+  /** The stored bytes, for a tensor stored as it is. */
+  readStored?(): Promise<Buffer>;
 }
 
 /** A tensor stored as is, converted to fp32 on read. */
 export function storedSource(file: SafetensorsFile, name: string): TensorSource {
   const info = file.info(name);
-  return { dtype: info.dtype, shape: info.shape, file: file.path, read: () => file.readF32(name) };
+  return { dtype: info.dtype, shape: info.shape, file: file.path, read: () => file.readF32(name), readStored: () => file.readRaw(name) };
 }

@@ -41,5 +41,7 @@ export interface WeightSource {
   readonly loadQuantization?: Exclude<LoadQuantization, 'none'>;
   /** Set where the tensor can be generated on the device instead of read (dummy weights). */
   deviceFill?(name: string): DeviceFill | null;
+  /** Set where tensors are read from files: a tensor's stored bytes, for a BF16 one the bf16 values as they go to a GPU. */
+  readStored?(name: string): Promise<Buffer>;
   close(): Promise<void>;
 }

@@ -24,6 +24,10 @@ import { atLoadTargets, quantizeAtLoad } from '../../../src/engine/model/quant/a
 import { presetScheme, SCHEME_OF } from '../../../src/engine/model/quant/presets';
 import { kdaNames, mlaNames, moeNames, mlpNames } from '../../../src/engine/model/weight-names';
 import type { WeightSource } from '../../../src/engine/model/weight-source';
+import { quantize } from '../../../src/engine/model/quant/matrix';
+import { pack } from '../../../src/engine/model/quant/pack';
+import { rounderFor } from '../../../src/engine/model/quant/round';
+import type { WeightArgs } from '../../../src/engine/model/quant/scheme';
 import { configGroup, GOLDEN, quantizationConfig, writeQuantizedGolden } from '../engine/quant/ct-writer';
 import { awqConfig, gptqConfig, writeInputMajorGolden, type InputMajorSpec } from '../engine/quant/gptq-writer';
 
@@ -58,7 +62,10 @@ class HostMemory {
       this.allocated += bytes;
       return this.place(bytes);
     },
-    free: (_ctx: NativeContext, p: DevicePtr) => void this.blocks.delete(p),
+    free: (_ctx: NativeContext, p: DevicePtr) => {
+      this.allocated -= this.blocks.get(p)?.length ?? 0;
+      this.blocks.delete(p);
+    },
     upload: (_ctx: NativeContext, dst: DevicePtr, src: ArrayBufferView) => this.write(dst, src, false),
     hostAlloc: (_ctx: NativeContext, bytes: number): bigint => {
       this.hostAllocated += bytes;
@@ -67,7 +74,32 @@ class HostMemory {
       return p;
     },
     hostWrite: (dst: bigint, src: ArrayBufferView) => this.write(dst, src, true),
+    // Stands in for klc_wq_quantize_bf16 by its contract (the host quantizer's codes and scales from
+    // the bf16 matrix at w); that the kernel keeps it is checked on a GPU (test/gpu/quant-model.test.ts).
+    wqQuantizeBf16: (_ctx: NativeContext, w: DevicePtr, N: number, K: number, bits: number, group: number, fp8: number, packed: DevicePtr, scales: DevicePtr, scalesF32: number) => {
+      this.deviceQuantized += 1;
+      const [base, buf] = this.block(w);
+      const off = Number(w - base);
+      const values = Float32Array.from({ length: N * K }, (_, i) => new Float32Array(new Uint32Array([buf.readUInt16LE(off + 2 * i) << 16]).buffer)[0]);
+      const args: WeightArgs = fp8
+        ? { numBits: 8, type: 'float', symmetric: true, strategy: 'channel', groupSize: null, blockStructure: null }
+        : { numBits: bits, type: 'int', symmetric: true, strategy: group === K ? 'channel' : 'group', groupSize: group === K ? null : group, blockStructure: null };
+      const m = quantize(values, N, K, args, rounderFor(scalesF32 ? 'F32' : 'BF16'));
+      this.write(packed, fp8 ? m.codes : pack(m.codes as Int8Array, N, K, bits, 1), this.isHost(packed));
+      const s = scalesF32 ? m.scale : Uint16Array.from(m.scale, (x) => new Uint32Array(new Float32Array([x]).buffer)[0] >>> 16);
+      this.write(scales, s, false);
+    },
   } as unknown as NativeKlc;
+
+  /** Calls of wqQuantizeBf16. */
+  deviceQuantized = 0;
+
+  /** n bytes at p. */
+  bytes(p: DevicePtr, n: number): Buffer {
+    const [base, buf] = this.block(p);
+    const off = Number(p - base);
+    return Buffer.from(buf.subarray(off, off + n));
+  }
 
   isHost(p: bigint): boolean {
     return this.pinned.has(this.block(p)[0]);
@@ -211,6 +243,32 @@ test('int4 at load: the packed codes and scales on the device are the reference 
     const { numExperts: E, intermediateSize: I } = cfg.moe;
     assert.equal(planned.dense, E * 3 * I * cfg.hiddenSize * 4);
   });
+});
+
+test('a bf16 checkpoint: dense matrices upload their stored bytes; int4 and fp8 at load are quantized from them on the device, into the reference backend\'s weights', async () => {
+  const tiny = join(__dirname, '..', '..', '..', 'assets', 'tiny-model');
+  const cfg = await loadConfig(tiny);
+  for (const q of ['int4', 'fp8'] as const) {
+    const ckpt = await Checkpoint.open(tiny, cfg);
+    const reference = await quantizeAtLoad(await Checkpoint.open(tiny, cfg), cfg, q);
+    try {
+      const mem = new HostMemory();
+      const atLoad: AtLoad = { scheme: presetScheme(SCHEME_OF[q]), targets: atLoadTargets(cfg) };
+      const { weights } = await uploadWeights(mem.native, {} as NativeContext, cfg, ckpt, atLoad);
+      await checkLayout(mem, weights, reference, cfg, q === 'int4' ? 4 : 'fp8');
+      assert.equal(mem.deviceQuantized, atLoad.targets.size, `${q}: every weight quantized at load is quantized on the device`);
+      const kda = cfg.layers.findIndex((l) => l.attention === 'kda');
+      const bProj = weights.layers[kda].kda!.bProj;
+      assert.ok(!isQuant(bProj) && !bProj.f32, 'b_proj stays bf16');
+      const name = kdaNames(kda).bProj;
+      assert.deepEqual(mem.bytes(bProj.ptr, ckpt.info(name).shape[0] * ckpt.info(name).shape[1] * 2), await ckpt.readStored(name), 'b_proj\'s device bytes are its stored bytes');
+      const planned = await deviceWeightBytes(cfg, ckpt, atLoad, false);
+      assert.equal(planned.weights.resident + planned.weights.experts.reduce((a, b) => a + b, 0), mem.allocated, `${q}: bytes (the staging buffer freed)`);
+    } finally {
+      await ckpt.close();
+      await reference.close();
+    }
+  }
 });
 
 test('on tensor cores the 48B model\'s quantized experts are dequantized 32 at a time: the buffer holds 32 experts in bf16, not 256', async () => {

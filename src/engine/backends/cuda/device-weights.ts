@@ -214,16 +214,25 @@ class Uploader implements Placer {
   }
 
   /** Uploads the listed tensors one after another into one buffer, as bf16 or fp32. */
+  /** Whether `name` can be read as the bf16 bytes it is stored in. */
+  private storedBf16(name: string): boolean {
+    return this.ckpt.readStored !== undefined && !this.ckpt.quantized?.(name) && this.ckpt.info(name).dtype === 'BF16';
+  }
+
   async concat(names: string[], kind: 'bf16' | 'f32'): Promise<DevicePtr> {
     const el = kind === 'bf16' ? 2 : 4;
     const counts = names.map((n) => this.ckpt.info(n).shape.reduce((a, b) => a * b, 1));
     const p = this.alloc(counts.reduce((a, b) => a + b, 0) * el);
     let off = 0;
     for (const [i, name] of names.entries()) {
-      const fill = kind === 'bf16' && !this.atLoad?.targets.has(name) ? this.ckpt.deviceFill?.(name) : null;
+      const asStored = kind === 'bf16' && !this.atLoad?.targets.has(name);
+      const fill = asStored ? this.ckpt.deviceFill?.(name) : null;
       if (fill) {
         // Dummy weights are made where they live: 98 GB would take minutes through the host.
         this.native.fillNormalBf16(this.ctx, p + BigInt(off), counts[i], fill.key, fill.key2, fill.scale);
+      } else if (asStored && this.storedBf16(name)) {
+        // Stored bf16 bytes are the device's bf16 values: no conversion to fp32 and back.
+        this.native.upload(this.ctx, p + BigInt(off), await (this.ckpt.readStored as NonNullable<WeightSource['readStored']>)(name));
       } else {
         const t = await this.values(name);
         if (t.length !== counts[i]) throw new Error(`${name}: ${t.length} values, expected ${counts[i]}`);
@@ -273,17 +282,19 @@ class Uploader implements Placer {
     const scales = mem.alloc(N * groups * (scalesF32 ? 4 : 2));
     const zeroCodes = symmetric ? null : new Int8Array(N * groups);
     let row = 0;
-    // Weights made on the device and quantized at load are quantized there too: through the host a
-    // 48B dummy model would take minutes. The codes are the host quantizer's (klc_wq_quantize_bf16).
+    // Weights quantized at load whose bf16 values can be put on the device (made there, or stored
+    // as bf16) are quantized there too: through the host quantizer a 48B model would take half an hour
+    // (~85 ms a 1024 × 2304 matrix). The codes are the host quantizer's (klc_wq_quantize_bf16).
     // Offloaded experts' pinned host memory is mapped at the same address on the device (unified
     // addressing), so the kernel writes their codes there directly.
-    const madeHere = names.map((n) => (this.atLoad?.targets.has(n) && symmetric ? (this.ckpt.deviceFill?.(n) ?? null) : null));
-    const staging = madeHere.some((f) => f !== null) ? this.native.alloc(this.ctx, Math.max(...rows) * K * 2) : null;
+    const onDevice = names.map((n) => (this.atLoad?.targets.has(n) && symmetric ? (this.ckpt.deviceFill?.(n) ?? (this.storedBf16(n) ? 'stored' : null)) : null));
+    const staging = onDevice.some((f) => f !== null) ? this.native.alloc(this.ctx, Math.max(...rows) * K * 2) : null;
     try {
       for (const [i, name] of names.entries()) {
-        const fill = madeHere[i];
+        const fill = onDevice[i];
         if (fill && staging !== null) {
-          this.native.fillNormalBf16(this.ctx, staging, rows[i] * K, fill.key, fill.key2, fill.scale);
+          if (fill === 'stored') this.native.upload(this.ctx, staging, await (this.ckpt.readStored as NonNullable<WeightSource['readStored']>)(name));
+          else this.native.fillNormalBf16(this.ctx, staging, rows[i] * K, fill.key, fill.key2, fill.scale);
           this.native.wqQuantizeBf16(this.ctx, staging, rows[i], K, bits, group, fp8 ? 1 : 0, packed + BigInt(row * wordsPerRow * 4), scales + BigInt(row * groups * (scalesF32 ? 4 : 2)), scalesF32 ? 1 : 0);
           row += rows[i];
           continue;

@@ -166,12 +166,12 @@ export function inputMajorModule(module: string, w: Float32Array, outputs: numbe
 }
 
 /**
- * Writes the golden checkpoint quantized: `specFor(module)` picks each Linear module's scheme (null
+ * Writes the golden checkpoint (or the one in `source`) quantized: `specFor(module)` picks each Linear module's scheme (null
  * keeps it unquantized). `quantization` goes into config.json's quantization_config, or into the
  * file `sidecar` (quantize_config.json) with config.json left without one.
  */
-export async function writeInputMajorGolden(specFor: (module: string) => InputMajorSpec | null, quantization: Record<string, unknown>, sidecar?: string): Promise<Written> {
-  const src = await SafetensorsFile.open(join(GOLDEN, 'model.safetensors'));
+export async function writeInputMajorGolden(specFor: (module: string) => InputMajorSpec | null, quantization: Record<string, unknown>, sidecar?: string, source = GOLDEN): Promise<Written> {
+  const src = await SafetensorsFile.open(join(source, 'model.safetensors'));
   const quantized: TensorToWrite[] = [];
   const plain: TensorToWrite[] = [];
   try {
@@ -191,7 +191,7 @@ export async function writeInputMajorGolden(specFor: (module: string) => InputMa
   } finally {
     await src.close();
   }
-  const config = JSON.parse(readFileSync(join(GOLDEN, 'config.json'), 'utf8'));
+  const config = JSON.parse(readFileSync(join(source, 'config.json'), 'utf8'));
   const qdir = mkdtempSync(join(tmpdir(), 'klc-gptq-q-'));
   const ddir = mkdtempSync(join(tmpdir(), 'klc-gptq-d-'));
   if (sidecar) {
