@@ -28,7 +28,7 @@ import { quantize } from '../../../src/engine/model/quant/matrix';
 import { pack } from '../../../src/engine/model/quant/pack';
 import { rounderFor } from '../../../src/engine/model/quant/round';
 import type { WeightArgs } from '../../../src/engine/model/quant/scheme';
-import { configGroup, GOLDEN, quantizationConfig, writeQuantizedGolden } from '../engine/quant/ct-writer';
+import { configGroup, GOLDEN, quantizationConfig, writeQuantizedGolden, type Written } from '../engine/quant/ct-writer';
 import { awqConfig, gptqConfig, writeInputMajorGolden, type InputMajorSpec } from '../engine/quant/gptq-writer';
 
 /**
@@ -206,6 +206,24 @@ async function checkLayout(mem: HostMemory, weights: Awaited<ReturnType<typeof u
   }
 }
 
+/** The written checkpoint and its dequantized twin, opened for `body`, then closed and removed. */
+async function withWritten(written: Promise<Written>, cfg: KimiConfig, body: (ckpt: Checkpoint, reference: Checkpoint) => Promise<void>): Promise<void> {
+  const { quantized, dequantized } = await written;
+  try {
+    const ckpt = await Checkpoint.open(quantized, cfg);
+    const reference = await Checkpoint.open(dequantized, cfg);
+    try {
+      await body(ckpt, reference);
+    } finally {
+      await ckpt.close();
+      await reference.close();
+    }
+  } finally {
+    rmSync(quantized, { recursive: true, force: true });
+    rmSync(dequantized, { recursive: true, force: true });
+  }
+}
+
 /**
  * The golden checkpoint, the reference backend's weights quantized at load to `q` from it, and the
  * uploader's AtLoad for the same scheme; both checkpoints closed after `body`.
@@ -304,13 +322,11 @@ test('a stored FP8 checkpoint (float-quantized) is uploaded as its E4M3 bytes: p
     [false, 'channel'],
     [true, 'tensor'],
   ] as const) {
-    const written = await writeQuantizedGolden(
+    const written = writeQuantizedGolden(
       (module) => (module === 'lm_head' ? null : { kind: 'fp8', perTensor }),
       quantizationConfig({ group_0: configGroup(['Linear'], { num_bits: 8, type: 'float', symmetric: true, strategy, group_size: null }, 'float-quantized') }, 'float-quantized', ['lm_head']),
     );
-    const ckpt = await Checkpoint.open(written.quantized, cfg);
-    const reference = await Checkpoint.open(written.dequantized, cfg);
-    try {
+    await withWritten(written, cfg, async (ckpt, reference) => {
       const mem = new HostMemory();
       const { weights } = await uploadWeights(mem.native, {} as NativeContext, cfg, ckpt);
       await checkLayout(mem, weights, reference, cfg, 'fp8');
@@ -321,12 +337,7 @@ test('a stored FP8 checkpoint (float-quantized) is uploaded as its E4M3 bytes: p
       assert.equal(planned.weights.resident + planned.weights.experts.reduce((a, b) => a + b, 0), mem.allocated, `${strategy} bytes`);
       // gate|up [1024, 128]: 131,072 + 1024 bf16 scales 2,048; down [1024, 64]: 65,536 + 2,048: 200,704 per MoE layer.
       assert.deepEqual(planned.weights.experts, [0, 200_704, 200_704, 200_704], strategy);
-    } finally {
-      await ckpt.close();
-      await reference.close();
-      rmSync(written.quantized, { recursive: true, force: true });
-      rmSync(written.dequantized, { recursive: true, force: true });
-    }
+    });
   }
 });
 
@@ -336,25 +347,18 @@ test('a stored compressed-tensors checkpoint keeps its own layout: INT4 group 32
     [4, 32, 'group'],
     [8, -1, 'channel'],
   ] as const) {
-    const written = await writeQuantizedGolden(
+    const written = writeQuantizedGolden(
       (module) => (module === 'lm_head' ? null : { kind: 'int', bits, symmetric: false, group }),
       quantizationConfig({ group_0: configGroup(['Linear'], { num_bits: bits, type: 'int', symmetric: false, strategy, group_size: group === -1 ? null : group }, 'pack-quantized') }, 'pack-quantized', ['lm_head']),
     );
-    const ckpt = await Checkpoint.open(written.quantized, cfg);
-    const reference = await Checkpoint.open(written.dequantized, cfg);
-    try {
+    await withWritten(written, cfg, async (ckpt, reference) => {
       const mem = new HostMemory();
       const { weights } = await uploadWeights(mem.native, {} as NativeContext, cfg, ckpt);
       await checkLayout(mem, weights, reference, cfg, bits);
       const planned = await deviceWeightBytes(cfg, ckpt, null, true);
       assert.equal(planned.weights.resident + planned.weights.experts.reduce((a, b) => a + b, 0), mem.allocated, `${bits}-bit bytes`);
       assert.ok(quant(weights.layers[1].moe!.w13).zeros !== null, 'zero points uploaded');
-    } finally {
-      await ckpt.close();
-      await reference.close();
-      rmSync(written.quantized, { recursive: true, force: true });
-      rmSync(written.dequantized, { recursive: true, force: true });
-    }
+    });
   }
 });
 
@@ -367,10 +371,8 @@ test('GPTQ and AWQ checkpoints go to the device in the same layout as compressed
     ['GPTQ v2 INT8 per channel asymmetric', 8, { kind: 'gptq', bits: 8, group: -1, symmetric: false, v2: true }, gptqConfig(8, -1, false, false, 'gptq_v2')],
     ['AWQ INT4 group 32', 4, { kind: 'awq', group: 32, zeroPoint: true }, awqConfig(32, true)],
   ] as const) {
-    const written = await writeInputMajorGolden(notHead(spec), config);
-    const ckpt = await Checkpoint.open(written.quantized, cfg);
-    const reference = await Checkpoint.open(written.dequantized, cfg);
-    try {
+    const written = writeInputMajorGolden(notHead(spec), config);
+    await withWritten(written, cfg, async (ckpt, reference) => {
       const mem = new HostMemory();
       const { weights } = await uploadWeights(mem.native, {} as NativeContext, cfg, ckpt);
       await checkLayout(mem, weights, reference, cfg, bits);
@@ -378,38 +380,26 @@ test('GPTQ and AWQ checkpoints go to the device in the same layout as compressed
       assert.equal(planned.weights.resident + planned.weights.experts.reduce((a, b) => a + b, 0), mem.allocated, `${what}: bytes`);
       assert.equal(quant(weights.layers[1].moe!.w13).scalesF32, true, `${what}: fp16 scales are kept exact as fp32`);
       assert.equal(quant(weights.layers[1].moe!.w13).zeros !== null, 'zeroPoint' in spec ? spec.zeroPoint : !spec.symmetric, `${what}: zero points`);
-    } finally {
-      await ckpt.close();
-      await reference.close();
-      rmSync(written.quantized, { recursive: true, force: true });
-      rmSync(written.dequantized, { recursive: true, force: true });
-    }
+    });
   }
 });
 
 test('a GPTQ checkpoint with activation order is refused by the CUDA backend with what to do', async () => {
   const cfg = await loadConfig(GOLDEN);
-  const written = await writeInputMajorGolden((m) => (m === 'lm_head' ? null : { kind: 'gptq', bits: 4, group: 32, symmetric: true, v2: false, actorder: true }), gptqConfig(4, 32, true, true, 'gptq'));
-  const ckpt = await Checkpoint.open(written.quantized, cfg);
-  try {
+  const written = writeInputMajorGolden((m) => (m === 'lm_head' ? null : { kind: 'gptq', bits: 4, group: 32, symmetric: true, v2: false, actorder: true }), gptqConfig(4, 32, true, true, 'gptq'));
+  await withWritten(written, cfg, async (ckpt) => {
     await assert.rejects(uploadWeights(new HostMemory().native, {} as NativeContext, cfg, ckpt), (e: Error) => isUserError(e) && /is stored with activation order \(g_idx: desc_act or actorder\), which the CUDA backend does not run/.test(e.message));
-  } finally {
-    await ckpt.close();
-    rmSync(written.quantized, { recursive: true, force: true });
-    rmSync(written.dequantized, { recursive: true, force: true });
-  }
+  });
 });
 
 test('weights the kernels do not take are uploaded dense with their dequantized values', async () => {
   const cfg = await loadConfig(GOLDEN);
   // Groups of 16 do not fill the INT4 kernels' 32-code loads.
-  const written = await writeQuantizedGolden(
+  const written = writeQuantizedGolden(
     (module) => (module === 'lm_head' ? null : { kind: 'int', bits: 4, symmetric: true, group: 16 }),
     quantizationConfig({ group_0: configGroup(['Linear'], { num_bits: 4, type: 'int', symmetric: true, strategy: 'group', group_size: 16 }, 'pack-quantized') }, 'pack-quantized', ['lm_head']),
   );
-  const ckpt = await Checkpoint.open(written.quantized, cfg);
-  const reference = await Checkpoint.open(written.dequantized, cfg);
-  try {
+  await withWritten(written, cfg, async (ckpt, reference) => {
     const mem = new HostMemory();
     const { weights } = await uploadWeights(mem.native, {} as NativeContext, cfg, ckpt);
     const k = kdaNames(cfg.layers.findIndex((l) => l.attention === 'kda'));
@@ -423,12 +413,7 @@ test('weights the kernels do not take are uploaded dense with their dequantized 
     const planned = await deviceWeightBytes(cfg, ckpt, null, true);
     assert.equal(planned.weights.resident + planned.weights.experts.reduce((a, b) => a + b, 0), mem.allocated);
     assert.equal(planned.dense, 0);
-  } finally {
-    await ckpt.close();
-    await reference.close();
-    rmSync(written.quantized, { recursive: true, force: true });
-    rmSync(written.dequantized, { recursive: true, force: true });
-  }
+  });
 });
 
 test('offloaded experts: the plan\'s host layers are the ones placed in pinned host memory, and the plan\'s bytes are the bytes placed', async () => {

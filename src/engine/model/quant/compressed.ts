@@ -45,9 +45,7 @@ export interface QuantLayout {
 
 export class CompressedLayout implements QuantLayout {
   private readonly schemes = new Map<string, QuantScheme>();
-  private readonly parts = new Map<string, Parts>();
-  /** `module.param` (published spelling) → the name it is stored under. */
-  private readonly storedNames = new Map<string, string>();
+  private readonly tensors = new ModuleTensors<Param>();
 
   /** `linear`: module → weight [rows, cols] of every Linear module of the model. */
   constructor(
@@ -71,16 +69,12 @@ export class CompressedLayout implements QuantLayout {
   }
 
   add(name: string, file: SafetensorsFile, stored: string): void {
-    const [module, param] = split(name) as [string, Param];
-    const parts = this.parts.get(module) ?? {};
-    parts[param] = file;
-    this.parts.set(module, parts);
-    this.storedNames.set(`${module}.${param}`, stored);
+    this.tensors.add(name, file, stored);
   }
 
   async sources(): Promise<Map<string, QuantizedSource>> {
     const out = new Map<string, QuantizedSource>();
-    for (const [module, parts] of this.parts) {
+    for (const [module, parts] of this.tensors.modules) {
       const scheme = this.schemes.get(module) as QuantScheme;
       const [rows, cols] = this.linear.get(module) as [number, number];
       out.set(`${module}.weight`, await this.source(module, parts, scheme, rows, cols));
@@ -174,7 +168,26 @@ export class CompressedLayout implements QuantLayout {
   }
 
   private stored(module: string, param: Param): string {
-    return this.storedNames.get(`${module}.${param}`) as string;
+    return this.tensors.stored(module, param);
+  }
+}
+
+/** Each quantized module's stored tensors by parameter, from whatever shard holds them, and the names they are stored under. */
+export class ModuleTensors<P extends string> {
+  readonly modules = new Map<string, Partial<Record<P, SafetensorsFile>>>();
+  /** `module.param` (published spelling) → the name it is stored under. */
+  private readonly names = new Map<string, string>();
+
+  add(name: string, file: SafetensorsFile, stored: string): void {
+    const [module, param] = split(name) as [string, P];
+    const parts: Partial<Record<P, SafetensorsFile>> = this.modules.get(module) ?? {};
+    parts[param] = file;
+    this.modules.set(module, parts);
+    this.names.set(`${module}.${param}`, stored);
+  }
+
+  stored(module: string, param: P): string {
+    return this.names.get(`${module}.${param}`) as string;
   }
 }
 

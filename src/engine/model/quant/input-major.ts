@@ -10,7 +10,7 @@
  */
 import { UserError } from '../../../common/errors';
 import { numel, type SafetensorsFile } from '../safetensors';
-import { describeScheme, sameShape, split, type QuantizedSource, type QuantLayout } from './compressed';
+import { describeScheme, ModuleTensors, sameShape, split, type QuantizedSource, type QuantLayout } from './compressed';
 import { dequantize, type QuantizedMatrix } from './matrix';
 import type { QuantScheme } from './scheme';
 
@@ -78,8 +78,7 @@ export function unpackCols(words: Int32Array, rows: number, cols: number, bits: 
 }
 
 export class InputMajorLayout implements QuantLayout {
-  private readonly parts = new Map<string, Parts>();
-  private readonly storedNames = new Map<string, string>();
+  private readonly tensors = new ModuleTensors<Param>();
 
   /** `linear`: module → weight [rows, cols] (= [out, in]) of every Linear module of the model. */
   constructor(
@@ -93,16 +92,12 @@ export class InputMajorLayout implements QuantLayout {
   }
 
   add(name: string, file: SafetensorsFile, stored: string): void {
-    const [module, param] = split(name) as [string, Param];
-    const parts = this.parts.get(module) ?? {};
-    parts[param] = file;
-    this.parts.set(module, parts);
-    this.storedNames.set(`${module}.${param}`, stored);
+    this.tensors.add(name, file, stored);
   }
 
   async sources(): Promise<Map<string, QuantizedSource>> {
     const out = new Map<string, QuantizedSource>();
-    for (const [module, parts] of this.parts) {
+    for (const [module, parts] of this.tensors.modules) {
       const [rows, cols] = this.linear.get(module) as [number, number];
       out.set(`${module}.weight`, this.source(module, parts, rows, cols));
     }
@@ -182,7 +177,7 @@ export class InputMajorLayout implements QuantLayout {
   }
 
   private stored(module: string, param: Param): string {
-    return this.storedNames.get(`${module}.${param}`) as string;
+    return this.tensors.stored(module, param);
   }
 }
 

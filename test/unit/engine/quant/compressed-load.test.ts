@@ -9,29 +9,13 @@ import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadModel } from '../../../../src/engine/model/model';
+import { referenceLogits, relativeError } from './reference-logits';
 import { unpack } from '../../../../src/engine/model/quant/pack';
 import { configGroup, GOLDEN, packWord, quantizationConfig, writeQuantizedGolden, type Spec } from './ct-writer';
 
 const IDS = Int32Array.from({ length: 40 }, (_, i) => (i * 37 + 11) % 1000);
 
-async function logits(dir: string): Promise<Float32Array> {
-  const model = await loadModel(dir, { backend: 'reference' });
-  try {
-    return await model.prefill(model.newState(), IDS, { logits: 'all' });
-  } finally {
-    await model.dispose();
-  }
-}
-
-function relativeError(got: Float32Array, want: Float32Array): number {
-  let diff = 0;
-  let scale = 0;
-  for (let i = 0; i < want.length; i++) {
-    diff = Math.max(diff, Math.abs(got[i] - want[i]));
-    scale = Math.max(scale, Math.abs(want[i]));
-  }
-  return diff / scale;
-}
+const logits = (dir: string) => referenceLogits(dir, IDS);
 
 let goldenLogits: Float32Array | null = null;
 

@@ -190,39 +190,51 @@ export interface Written {
   dequantized: string;
 }
 
+/** One Linear module's stored tensors and the fp32 weight they stand for. */
+export type ModuleWriter = (module: string, w: Float32Array, rows: number, cols: number) => { tensors: TensorToWrite[]; dequantized: Float32Array } | null;
+
 /**
- * Writes the golden checkpoint compressed: `specFor(module)` picks each Linear module's scheme
- * (null keeps it unquantized); `quantizationConfig` is written into config.json as given.
+ * The checkpoint in `source` written twice: with each Linear weight that `write` quantizes replaced
+ * by its tensors (config.json written by `configure`), and as plain fp32 with those weights'
+ * dequantized values.
  */
-export async function writeQuantizedGolden(specFor: (module: string) => Spec | null, quantizationConfig: Record<string, unknown>): Promise<Written> {
-  const src = await SafetensorsFile.open(join(GOLDEN, 'model.safetensors'));
+export async function writeGoldenPair(write: ModuleWriter, configure: (dir: string, config: Record<string, unknown>) => void, source = GOLDEN): Promise<Written> {
+  const src = await SafetensorsFile.open(join(source, 'model.safetensors'));
   const quantized: TensorToWrite[] = [];
   const plain: TensorToWrite[] = [];
   try {
     for (const name of src.names) {
       const w = await src.readF32(name);
       const { shape } = src.info(name);
-      const spec = isLinearWeight(name) ? specFor(name.replace(/\.weight$/, '')) : null;
-      if (!spec) {
-        quantized.push({ name, dtype: 'F32', shape, data: w });
-        plain.push({ name, dtype: 'F32', shape, data: w });
-        continue;
-      }
-      const q = quantizeModule(name.replace(/\.weight$/, ''), w, shape[0], shape[1], spec);
-      quantized.push(...q.tensors);
-      plain.push({ name, dtype: 'F32', shape, data: q.dequantized });
+      const q = isLinearWeight(name) ? write(name.replace(/\.weight$/, ''), w, shape[0], shape[1]) : null;
+      quantized.push(...(q ? q.tensors : [{ name, dtype: 'F32' as const, shape, data: w }]));
+      plain.push({ name, dtype: 'F32', shape, data: q ? q.dequantized : w });
     }
   } finally {
     await src.close();
   }
-  const config = JSON.parse(readFileSync(join(GOLDEN, 'config.json'), 'utf8'));
-  const qdir = mkdtempSync(join(tmpdir(), 'klc-ct-q-'));
-  const ddir = mkdtempSync(join(tmpdir(), 'klc-ct-d-'));
-  writeFileSync(join(qdir, 'config.json'), JSON.stringify({ ...config, quantization_config: quantizationConfig }, null, 2));
+  const config = JSON.parse(readFileSync(join(source, 'config.json'), 'utf8'));
+  const qdir = mkdtempSync(join(tmpdir(), 'klc-quantized-'));
+  const ddir = mkdtempSync(join(tmpdir(), 'klc-dequantized-'));
+  configure(qdir, config);
   writeFileSync(join(ddir, 'config.json'), JSON.stringify(config, null, 2));
   await writeSafetensors(join(qdir, 'model.safetensors'), quantized);
   await writeSafetensors(join(ddir, 'model.safetensors'), plain);
   return { quantized: qdir, dequantized: ddir };
+}
+
+/**
+ * Writes the golden checkpoint compressed: `specFor(module)` picks each Linear module's scheme
+ * (null keeps it unquantized); `quantizationConfig` is written into config.json as given.
+ */
+export function writeQuantizedGolden(specFor: (module: string) => Spec | null, quantizationConfig: Record<string, unknown>): Promise<Written> {
+  return writeGoldenPair(
+    (m, w, rows, cols) => {
+      const spec = specFor(m);
+      return spec ? quantizeModule(m, w, rows, cols, spec) : null;
+    },
+    (dir, config) => writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...config, quantization_config: quantizationConfig }, null, 2)),
+  );
 }
 
 /** A config group as llm-compressor serializes it. */

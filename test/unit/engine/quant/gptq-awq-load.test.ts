@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadModel } from '../../../../src/engine/model/model';
+import { referenceLogits, relativeError } from './reference-logits';
 import { AwqFormat } from '../../../../src/engine/model/quant/awq';
 import { GptqFormat } from '../../../../src/engine/model/quant/gptq';
 import { unpackRows } from '../../../../src/engine/model/quant/input-major';
@@ -19,24 +20,7 @@ import { awqConfig, awqWord, f16, gptqConfig, writeInputMajorGolden, type InputM
 
 const IDS = Int32Array.from({ length: 40 }, (_, i) => (i * 37 + 11) % 1000);
 
-async function logits(dir: string): Promise<Float32Array> {
-  const model = await loadModel(dir, { backend: 'reference' });
-  try {
-    return await model.prefill(model.newState(), IDS, { logits: 'all' });
-  } finally {
-    await model.dispose();
-  }
-}
-
-function relativeError(got: Float32Array, want: Float32Array): number {
-  let diff = 0;
-  let scale = 0;
-  for (let i = 0; i < want.length; i++) {
-    diff = Math.max(diff, Math.abs(got[i] - want[i]));
-    scale = Math.max(scale, Math.abs(want[i]));
-  }
-  return diff / scale;
-}
+const logits = (dir: string) => referenceLogits(dir, IDS);
 
 let goldenLogits: Float32Array | null = null;
 

@@ -7,11 +7,10 @@
  * way GPTQModel writes them, by subtracting 0x11111111 (4 bit) from each whole word; scales are
  * stored as fp16 bits encoded here.
  */
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { SafetensorsFile, writeSafetensors, type TensorToWrite } from '../../../../src/engine/model/safetensors';
-import { GOLDEN, isLinearWeight, type Written } from './ct-writer';
+import type { TensorToWrite } from '../../../../src/engine/model/safetensors';
+import { GOLDEN, writeGoldenPair, type Written } from './ct-writer';
 
 export interface GptqSpec {
   kind: 'gptq';
@@ -166,44 +165,23 @@ export function inputMajorModule(module: string, w: Float32Array, outputs: numbe
 }
 
 /**
- * Writes the golden checkpoint (or the one in `source`) quantized: `specFor(module)` picks each Linear module's scheme (null
- * keeps it unquantized). `quantization` goes into config.json's quantization_config, or into the
- * file `sidecar` (quantize_config.json) with config.json left without one.
+ * Writes the golden checkpoint (or the one in `source`) quantized: `specFor(module)` picks each
+ * Linear module's scheme (null keeps it unquantized). `quantization` goes into config.json's
+ * quantization_config, or into the file `sidecar` (quantize_config.json) with config.json left
+ * without one.
  */
-export async function writeInputMajorGolden(specFor: (module: string) => InputMajorSpec | null, quantization: Record<string, unknown>, sidecar?: string, source = GOLDEN): Promise<Written> {
-  const src = await SafetensorsFile.open(join(source, 'model.safetensors'));
-  const quantized: TensorToWrite[] = [];
-  const plain: TensorToWrite[] = [];
-  try {
-    for (const name of src.names) {
-      const w = await src.readF32(name);
-      const { shape } = src.info(name);
-      const spec = isLinearWeight(name) ? specFor(name.replace(/\.weight$/, '')) : null;
-      if (!spec) {
-        quantized.push({ name, dtype: 'F32', shape, data: w });
-        plain.push({ name, dtype: 'F32', shape, data: w });
-        continue;
-      }
-      const q = inputMajorModule(name.replace(/\.weight$/, ''), w, shape[0], shape[1], spec);
-      quantized.push(...q.tensors);
-      plain.push({ name, dtype: 'F32', shape, data: q.dequantized });
-    }
-  } finally {
-    await src.close();
-  }
-  const config = JSON.parse(readFileSync(join(source, 'config.json'), 'utf8'));
-  const qdir = mkdtempSync(join(tmpdir(), 'klc-gptq-q-'));
-  const ddir = mkdtempSync(join(tmpdir(), 'klc-gptq-d-'));
-  if (sidecar) {
-    writeFileSync(join(qdir, 'config.json'), JSON.stringify(config, null, 2));
-    writeFileSync(join(qdir, sidecar), JSON.stringify(quantization, null, 2));
-  } else {
-    writeFileSync(join(qdir, 'config.json'), JSON.stringify({ ...config, quantization_config: quantization }, null, 2));
-  }
-  writeFileSync(join(ddir, 'config.json'), JSON.stringify(config, null, 2));
-  await writeSafetensors(join(qdir, 'model.safetensors'), quantized);
-  await writeSafetensors(join(ddir, 'model.safetensors'), plain);
-  return { quantized: qdir, dequantized: ddir };
+export function writeInputMajorGolden(specFor: (module: string) => InputMajorSpec | null, quantization: Record<string, unknown>, sidecar?: string, source = GOLDEN): Promise<Written> {
+  return writeGoldenPair(
+    (m, w, rows, cols) => {
+      const spec = specFor(m);
+      return spec ? inputMajorModule(m, w, rows, cols, spec) : null;
+    },
+    (dir, config) => {
+      if (sidecar) writeFileSync(join(dir, sidecar), JSON.stringify(quantization, null, 2));
+      writeFileSync(join(dir, 'config.json'), JSON.stringify(sidecar ? config : { ...config, quantization_config: quantization }, null, 2));
+    },
+    source,
+  );
 }
 
 /** config.json's quantization_config as GPTQModel writes it. */

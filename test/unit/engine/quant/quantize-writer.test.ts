@@ -18,28 +18,12 @@ import { DummyWeights } from '../../../../src/engine/model/dummy-weights';
 import { SafetensorsFile, writeSafetensors, type TensorToWrite } from '../../../../src/engine/model/safetensors';
 import { writeKimiCheckpoint, type KimiShape } from '../../../../tools/kimi-checkpoint';
 import { decodeIndependently, GOLDEN } from './ct-writer';
+import { referenceLogits, relativeError } from './reference-logits';
 
 const IDS = Int32Array.from({ length: 24 }, (_, i) => (i * 53 + 7) % 500);
 const quiet = () => {};
 
-async function logits(dir: string, quantization: LoadQuantization = 'none'): Promise<Float32Array> {
-  const model = await loadModel(dir, { backend: 'reference', quantization });
-  try {
-    return await model.prefill(model.newState(), IDS, { logits: 'all' });
-  } finally {
-    await model.dispose();
-  }
-}
-
-function relativeError(got: Float32Array, want: Float32Array): number {
-  let diff = 0;
-  let scale = 0;
-  for (let i = 0; i < want.length; i++) {
-    diff = Math.max(diff, Math.abs(got[i] - want[i]));
-    scale = Math.max(scale, Math.abs(want[i]));
-  }
-  return diff / scale;
-}
+const logits = (dir: string, quantization: LoadQuantization = 'none') => referenceLogits(dir, IDS, quantization);
 
 const outDir = () => join(mkdtempSync(join(tmpdir(), 'klc-quantize-')), 'out');
 
