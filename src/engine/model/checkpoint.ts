@@ -76,11 +76,11 @@ export function expectedTensors(c: KimiConfig): Map<string, ShapeOptions> {
 
 /**
  * transformers 5.17's save_pretrained writes a dense layer's MLP under `block_sparse_moe.`
- * (a reverse-rename quirk) and loads either spelling; accept it (and its quantization parameters)
- * under the published name.
+ * (a reverse-rename quirk) and loads either spelling; accept it (and its quantization parameters,
+ * compressed-tensors' or GPTQ's and AWQ's) under the published name.
  */
 export function canonicalName(name: string): string {
-  const m = /^(model\.layers\.\d+\.)block_sparse_moe\.((?:gate|up|down)_proj\.(?:weight\w*|input_scale))$/.exec(name);
+  const m = /^(model\.layers\.\d+\.)block_sparse_moe\.((?:gate|up|down)_proj\.(?:weight\w*|input_scale|qweight|qzeros|scales|g_idx))$/.exec(name);
   return m ? `${m[1]}mlp.${m[2]}` : name;
 }
 

@@ -107,6 +107,17 @@ test('GPTQModel dynamic: experts INT8 group 64 by a "+:" pattern, o_proj unquant
   await checkScheme(spec, gptqConfig(4, 32, true, false, 'gptq', { lm_head: true, dynamic: { '-:.*self_attn\\.o_proj': {}, '+:.*\\.experts\\.\\d+\\.': { bits: 8, group_size: 64 } } }));
 });
 
+test('the dense MLP\'s GPTQ tensors under the transformers save_pretrained spelling (block_sparse_moe.*_proj) load', async () => {
+  const { quantized, dequantized } = await writeInputMajorGolden(gptq(4, 32, true, false), gptqConfig(4, 32, true, false, 'gptq'));
+  try {
+    await rewriteTensors(quantized, (n) => n.replace(/^(model\.layers\.0\.)mlp\./, '$1block_sparse_moe.'));
+    assert.ok(relativeError(await logits(quantized), await logits(dequantized)) <= 1e-4);
+  } finally {
+    rmSync(quantized, { recursive: true, force: true });
+    rmSync(dequantized, { recursive: true, force: true });
+  }
+});
+
 test('an AutoGPTQ export whose settings are only in quantize_config.json, without g_idx', async () => {
   const spec = (m: string): InputMajorSpec | null => (layers(m) ? { kind: 'gptq', bits: 4, group: 128, symmetric: true, v2: false, noGIdx: true } : null);
   await checkScheme(spec, { bits: 4, group_size: 128, damp_percent: 0.01, desc_act: false, static_groups: false, sym: true, true_sequential: true, model_name_or_path: null, model_file_base_name: null }, 'quantize_config.json');
@@ -117,13 +128,16 @@ test('AWQ GEMM INT4 group 32 with zero points, and GPTQModel\'s symmetric AWQ (z
   await checkScheme((m) => (layers(m) ? { kind: 'awq', group: 64, zeroPoint: false } : null), awqConfig(64, false));
 });
 
-/** Rewrites the checkpoint in `dir` without tensor `name`. */
-async function dropTensor(dir: string, name: string): Promise<void> {
+/** Rewrites the checkpoint in `dir` with each tensor renamed by `rename` (null drops it). */
+async function rewriteTensors(dir: string, rename: (name: string) => string | null): Promise<void> {
   const file = join(dir, 'model.safetensors');
   const src = await SafetensorsFile.open(file);
   const kept: TensorToWrite[] = [];
   try {
-    for (const n of src.names) if (n !== name) kept.push({ name: n, dtype: src.info(n).dtype, shape: src.info(n).shape, data: new Uint8Array(await src.readRaw(n)) });
+    for (const n of src.names) {
+      const to = rename(n);
+      if (to !== null) kept.push({ name: to, dtype: src.info(n).dtype, shape: src.info(n).shape, data: new Uint8Array(await src.readRaw(n)) });
+    }
   } finally {
     await src.close();
   }
@@ -176,7 +190,7 @@ test('GPTQ and AWQ layouts the engine cannot read are refused, naming the field 
     const asym = gptqConfig(4, 32, false, false, 'gptq');
     const { quantized: noZeros, dequantized: unused } = await writeInputMajorGolden(gptq(4, 32, false, false), asym);
     try {
-      await dropTensor(noZeros, 'model.layers.0.mlp.down_proj.qzeros');
+      await rewriteTensors(noZeros, (n) => (n === 'model.layers.0.mlp.down_proj.qzeros' ? null : n));
       await loadFails(noZeros, /"model\.layers\.0\.mlp\.down_proj\.qzeros" is missing: the module is quantized \(model\.layers\.0\.mlp\.down_proj\.qweight is stored\), which needs .*qzeros/);
     } finally {
       rmSync(noZeros, { recursive: true, force: true });
