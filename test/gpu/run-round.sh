@@ -10,7 +10,8 @@
 # and the down kernels by column and by expert (KLC_MOE_DOWN) against float64 and timed against each other (step fused), a decode
 # step's MoE blocks alone (step blockspeed), Nsight Compute on the Hopper MLA kernels (run-mla-profile.sh: step mlaprofile), the quantized tiny models alone
 # against the reference (step quantmodel: quant-model.test.ts without quant_check.py), `klc accuracy` on the 48B
-# model with dummy weights (step accuracy: int8, int4, fp8 against bf16, which needs an H200), the 48B model under
+# model with dummy weights (step accuracy: int8, int4, fp8 against bf16, which needs an H200; on an 80 GB card
+# ACCURACY_CONFIG=test/gpu/configs/kimi-linear-48b-widths-8-layers.json, the 48B widths in 8 layers), the 48B model under
 # --gpu-memory caps (run-caps.sh: step caps, CAPS_CONTEXTS picks the contexts), `klc bench` at $CONTEXTS with decode steps
 # run call by call and then replayed from CUDA graphs (step graphs), `klc bench` at $SLICE_CONTEXTS with each of $SLICES
 # tokens per prefill call (step slices), then `klc bench` on the 48B model at $CONTEXTS with the
@@ -68,7 +69,7 @@ for step in ${STEPS:-mla bench model hf quant}; do
          grep -E "FAIL|figure|cases ok|Error" "$OUT/blockspeed/run.log" | cut -c1-220 ;;
     quantmodel) OUT=$OUT/quantmodel QUANT_KERNELS=0 timeout "$(( t < 180 ? t : 180 ))" bash test/gpu/run-quant.sh || rc=1 ;;
     accuracy) ( source test/gpu/device-env.sh; timeout "$(( t < 300 ? t : 300 ))" node .device/klc.cjs accuracy --backend cuda --load-format dummy \
-           --model-config assets/configs/kimi-linear-48b-a3b-instruct.json --json "$OUT/accuracy/accuracy.json" ) > "$OUT/accuracy/accuracy.log" 2>&1 || rc=1
+           --model-config "${ACCURACY_CONFIG:-assets/configs/kimi-linear-48b-a3b-instruct.json}" --json "$OUT/accuracy/accuracy.json" ) > "$OUT/accuracy/accuracy.log" 2>&1 || rc=1
          tail -8 "$OUT/accuracy/accuracy.log" ;;
     caps) OUT=$OUT/caps CONTEXTS=${CAPS_CONTEXTS:-131072,1048576} timeout "$t" bash test/gpu/run-caps.sh || rc=1 ;;
     bench) echo "MLA kernel: $mla_kernel"; OUT=$OUT/bench KLC_SCALE_ONLY=1 CONTEXTS=${CONTEXTS:-4096,131072} KLC_MLA_KERNEL=$mla_kernel timeout "${BENCH_S:-$t}" bash test/gpu/run-scale.sh || rc=1 ;;
