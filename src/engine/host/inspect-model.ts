@@ -70,7 +70,13 @@ export function fitOnGpu(check: FolderCheck, gpu: GpuReport, budget: MemoryBudge
   });
   const lines = [
     `${device.name}: ${gb(device.freeBytes)} free of ${gb(device.totalBytes)}${capped ? `, limited to ${gb(plan.gpuMemory)}` : ''}`,
-    ...(stored === 'none' ? [`the CUDA backend loads these ${check.format?.label} weights dequantized to bf16 (it runs INT4, INT8 and FP8 weights as stored)`] : []),
+    ...(stored === 'none'
+      ? [
+          check.format?.activationOrder
+            ? `the CUDA backend loads these ${check.format.label} weights dequantized to bf16: they are grouped in activation order (GPTQ desc_act), which its kernels do not read; an export without it runs as stored`
+            : `the CUDA backend loads these ${check.format?.label} weights dequantized to bf16 (it runs INT4, INT8 and FP8 weights as stored)`,
+        ]
+      : []),
     planFigures(plan),
   ];
   if (plan.fits) return { fits: true, lines };

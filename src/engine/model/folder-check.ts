@@ -18,6 +18,8 @@ export interface WeightFormat {
   label: string;
   /** A quantized checkpoint (compressed-tensors, GPTQ or AWQ), whose weights each backend reads its own way. */
   quantized: boolean;
+  /** Some weights are grouped in activation order (g_idx), which the CUDA backend runs dequantized. */
+  activationOrder?: boolean;
 }
 
 export interface FolderCheck {
@@ -48,7 +50,7 @@ export function weightFormat(config: Json, file: string, quantization: Checkpoin
   const qc = quantization;
   if (qc) {
     const labels = new Set(qc.schemes.map((s) => `${s.weights.type === 'float' ? 'FP' : 'INT'}${s.weights.numBits}`));
-    return { label: [...labels].join('+'), quantized: true };
+    return { label: [...labels].join('+'), quantized: true, ...(qc.schemes.some((s) => s.activationOrder) ? { activationOrder: true } : {}) };
   }
   const dtype = String(config.torch_dtype ?? config.dtype ?? 'bfloat16');
   return { label: DTYPES[dtype] ?? dtype, quantized: false };
@@ -56,12 +58,13 @@ export function weightFormat(config: Json, file: string, quantization: Checkpoin
 
 /**
  * The scheme the CUDA backend runs a stored quantized checkpoint in: INT4, INT8 or FP8 as stored,
- * anything else (mixed schemes) dequantized to bf16 ('none'); undefined for an unquantized one. The
+ * anything else (mixed schemes, activation order) dequantized to bf16 ('none'); undefined for an unquantized one. The
  * plan's sizes for it are an estimate (INT4 at group 128; FP8 per row, though block-scaled FP8 is
  * dequantized); the load itself counts the checkpoint's exact bytes.
  */
 export function storedScheme(format: WeightFormat): Quantization | undefined {
   if (!format.quantized) return undefined;
+  if (format.activationOrder) return 'none';
   if (format.label === 'INT4') return 'int4';
   if (format.label === 'INT8') return 'int8';
   if (format.label === 'FP8') return 'fp8';

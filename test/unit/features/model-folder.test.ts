@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { isUserError } from '../../../src/common/errors';
 import { planLoad } from '../../../src/engine/backends/cuda/load-plan';
-import { checkModelFolder, type FolderCheck, weightFormat } from '../../../src/engine/model/folder-check';
+import { checkModelFolder, storedScheme, type FolderCheck, weightFormat } from '../../../src/engine/model/folder-check';
 import { parseConfig } from '../../../src/engine/model/config';
 import { fitOnGpu, type GpuReport, type ModelInspection } from '../../../src/engine/host/inspect-model';
 import { folderVerdict, setupSummary } from '../../../src/features/status/model-folder-text';
@@ -93,6 +93,13 @@ test('weight formats: compressed-tensors schemes the loader reads are named; one
   assert.throws(() => weightFormat({ quantization_config: { quant_method: 'gptq', bits: 5 } }, 'config.json'), (e) => isUserError(e) && /bits is 5; GPTQ checkpoints of 2, 3, 4 and 8 bits/.test(e.message));
   assert.deepEqual(weightFormat({ quantization_config: { quant_method: 'gptq', bits: 4, group_size: 128, dynamic: { '+:.*experts': { bits: 8 } } } }, 'config.json'), { label: 'INT4+INT8', quantized: true });
   assert.deepEqual(weightFormat({ quantization_config: { quant_method: 'awq', bits: 4, group_size: 32, version: 'gemm', zero_point: true } }, 'config.json'), { label: 'INT4', quantized: true });
+  // Activation order: the CUDA backend runs such weights dequantized, so the plan counts them so.
+  const actOrder = weightFormat({ quantization_config: { quant_method: 'gptq', bits: 4, group_size: 128, desc_act: true } }, 'config.json');
+  assert.deepEqual([actOrder, storedScheme(actOrder)], [{ label: 'INT4', quantized: true, activationOrder: true }, 'none']);
+  const staticGroups = weightFormat({ quantization_config: { quant_method: 'gptq', bits: 4, group_size: 128, desc_act: true, meta: { static_groups: true } } }, 'config.json');
+  assert.deepEqual([staticGroups, storedScheme(staticGroups)], [{ label: 'INT4', quantized: true }, 'int4']);
+  assert.equal(weightFormat(ct('pack-quantized', { num_bits: 4, type: 'int', strategy: 'group', group_size: 128, actorder: 'group' }), 'config.json').activationOrder, true);
+  assert.equal(weightFormat(ct('pack-quantized', { num_bits: 4, type: 'int', strategy: 'group', group_size: 128, actorder: 'weight' }), 'config.json').activationOrder, undefined);
 
   const dir = copyOfTiny();
   const config = JSON.parse(readFileSync(join(tiny, 'config.json'), 'utf8')) as object;

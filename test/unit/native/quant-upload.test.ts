@@ -384,11 +384,27 @@ test('GPTQ and AWQ checkpoints go to the device in the same layout as compressed
   }
 });
 
-test('a GPTQ checkpoint with activation order is refused by the CUDA backend with what to do', async () => {
+test('GPTQ act-order weights (desc_act) are uploaded dense with their dequantized values, as other layouts the kernels do not read', async () => {
   const cfg = await loadConfig(GOLDEN);
   const written = writeInputMajorGolden((m) => (m === 'lm_head' ? null : { kind: 'gptq', bits: 4, group: 32, symmetric: true, v2: false, actorder: true }), gptqConfig(4, 32, true, true, 'gptq'));
-  await withWritten(written, cfg, async (ckpt) => {
-    await assert.rejects(uploadWeights(new HostMemory().native, {} as NativeContext, cfg, ckpt), (e: Error) => isUserError(e) && /is stored with activation order \(g_idx: desc_act or actorder\), which the CUDA backend does not run/.test(e.message));
+  await withWritten(written, cfg, async (ckpt, reference) => {
+    const mem = new HostMemory();
+    const { weights } = await uploadWeights(mem.native, {} as NativeContext, cfg, ckpt);
+    const kdaLayer = cfg.layers.findIndex((l) => l.attention === 'kda');
+    const k = kdaNames(kdaLayer);
+    const kda = weights.layers[kdaLayer].kda!;
+    assert.ok(!isQuant(kda.wqkv) && kda.wqkv.f32, 'dense fp32, as the fp32 checkpoint\'s other matrices');
+    const values = new Float32Array(mem.int32(kda.wqkv.ptr, 3 * cfg.kda.numHeads * cfg.kda.headDim * cfg.hiddenSize).buffer);
+    assert.deepEqual(values, await stacked(reference, [k.qProj, k.kProj, k.vProj]));
+    const moe = weights.layers[cfg.layers.findIndex((l) => l.ffn === 'moe')].moe!;
+    assert.ok(!isQuant(moe.w13) && !isQuant(moe.w2), 'routed experts dense');
+    const planned = await deviceWeightBytes(cfg, ckpt, null, true);
+    assert.equal(planned.weights.resident + planned.weights.experts.reduce((a, b) => a + b, 0), mem.allocated);
+  });
+  // Act-order weights whose config does not say so cannot go where the plan put them.
+  const undeclared = writeInputMajorGolden((m) => (m === 'lm_head' ? null : { kind: 'gptq', bits: 4, group: 32, symmetric: true, v2: false, actorder: true }), gptqConfig(4, 32, true, false, 'gptq'));
+  await withWritten(undeclared, cfg, async (ckpt) => {
+    await assert.rejects(uploadWeights(new HostMemory().native, {} as NativeContext, cfg, ckpt), (e: Error) => isUserError(e) && /stores a g_idx in activation order, which its quantization config does not declare/.test(e.message));
   });
 });
 

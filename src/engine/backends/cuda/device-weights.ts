@@ -135,7 +135,8 @@ export function matLayout(src: WeightSource, names: string[], atLoad: AtLoad | n
   const parts = names.map((n) => {
     if (atLoad?.targets.has(n)) return { w: atLoad.scheme.weights, scaleDtype: scaleDtypeFor(src.info(n).dtype) };
     const stored = src.quantized?.(n);
-    return stored ? { w: stored.scheme.weights, scaleDtype: src.info(n).dtype } : null;
+    // Columns gathered into groups by g_idx (activation order) are not the kernels' runs of consecutive columns.
+    return stored && !stored.scheme.activationOrder ? { w: stored.scheme.weights, scaleDtype: src.info(n).dtype } : null;
   });
   const known = parts.filter((p) => p !== null);
   if (known.length !== parts.length) return dense;
@@ -303,7 +304,7 @@ class Uploader implements Placer {
         const stored = fp8 || this.atLoad?.targets.has(name) ? null : this.ckpt.quantized?.(name);
         const m = stored?.readRowPacked ? await stored.readRowPacked() : await this.read(name);
         if (m.gIdx) {
-          throw new UserError(`${this.ckpt.dir}: "${name}" is stored with activation order (g_idx: desc_act or actorder), which the CUDA backend does not run. Use an export without activation order (GPTQ desc_act false, or llm-compressor's actorder "weight"), or the onnx or reference backend.`, this.ckpt.dir);
+          throw new UserError(`${this.ckpt.dir}: "${name}" stores a g_idx in activation order, which its quantization config does not declare (GPTQ desc_act, compressed-tensors actorder "group"); the CUDA backend runs such weights dequantized only when the config says so. Correct the config, or use the onnx or reference backend.`, this.ckpt.dir);
         }
         // E4M3 bytes row by row are already the int32 words klc_wq reads (little-endian, lowest column in the lowest byte).
         mem.write(packed + BigInt(row * wordsPerRow * 4), 'words' in m ? m.words : fp8 ? m.codes : pack(m.codes as Int8Array, rows[i], K, bits, 1));

@@ -45,6 +45,7 @@ export class AwqFormat implements InputMajorFormat {
       weights: { numBits: 4, type: 'int', symmetric: !zeroPoint, strategy: channel ? 'channel' : 'group', groupSize: channel ? null : (groupSize as number), blockStructure: null },
       format: 'awq',
       dynamicActivations: false,
+      activationOrder: false,
     });
   }
 

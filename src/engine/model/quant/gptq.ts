@@ -24,6 +24,8 @@ interface GptqArgs {
   /** Input columns per scale; -1 for one scale per output row. */
   groupSize: number;
   symmetric: boolean;
+  /** desc_act without static groups: g_idx deals the columns to groups in activation order. */
+  activationOrder: boolean;
 }
 
 interface DynamicRule {
@@ -92,7 +94,7 @@ export class GptqFormat implements InputMajorFormat {
     if (rule && !rule.override) return `quantization_config.dynamic["${rule.key}"] leaves it unquantized`;
     const args = rule?.override ?? this.base;
     const name = rule ? `gptq, dynamic["${rule.key}"]` : 'gptq';
-    const key = `${name}|${args.bits}|${args.groupSize}|${args.symmetric}`;
+    const key = `${name}|${args.bits}|${args.groupSize}|${args.symmetric}|${args.activationOrder}`;
     let s = this.schemes.get(key);
     if (!s) {
       s = this.scheme(args, name);
@@ -138,6 +140,7 @@ export class GptqFormat implements InputMajorFormat {
       weights: { numBits: a.bits, type: 'int', symmetric: a.symmetric, strategy: channel ? 'channel' : 'group', groupSize: channel ? null : a.groupSize, blockStructure: null },
       format: this.v2 ? 'gptq_v2' : 'gptq',
       dynamicActivations: false,
+      activationOrder: a.activationOrder,
     };
   }
 }
@@ -152,5 +155,9 @@ function gptqArgs(o: Json, where: string, fail: (where: string, what: string) =>
   if (typeof groupSize !== 'number' || !Number.isInteger(groupSize) || (groupSize < 1 && groupSize !== -1)) fail(`${where}.group_size`, `must be a positive integer or -1, got ${JSON.stringify(groupSize)}.`);
   const sym = o.sym ?? base?.symmetric ?? true;
   if (typeof sym !== 'boolean') fail(`${where}.sym`, `must be true or false, got ${JSON.stringify(sym)}.`);
-  return { bits: bits as number, groupSize: groupSize as number, symmetric: sym as boolean };
+  // AutoGPTQ writes static_groups beside desc_act, GPTQModel under meta.
+  const meta = isObject(o.meta) ? o.meta : {};
+  const staticGroups = (o.static_groups ?? meta.static_groups) === true;
+  const activationOrder = o.desc_act === undefined && base ? base.activationOrder : o.desc_act === true && !staticGroups && groupSize !== -1;
+  return { bits: bits as number, groupSize: groupSize as number, symmetric: sym as boolean, activationOrder };
 }

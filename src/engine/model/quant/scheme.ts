@@ -38,6 +38,12 @@ export interface QuantScheme {
    * in fp32: the weights are what a checkpoint stores, and they are reproduced exactly.
    */
   dynamicActivations: boolean;
+  /**
+   * Activation order as the config declares it (compressed-tensors actorder "group", GPTQ desc_act
+   * without static groups): each column's group is read from g_idx, so groups are not runs of
+   * consecutive columns, which the CUDA kernels need.
+   */
+  activationOrder: boolean;
 }
 
 export interface QuantizationConfig {
@@ -150,7 +156,9 @@ function parseScheme(r: Reader, name: string, value: unknown, globalFormat: stri
     dynamicActivations = true;
   }
   if (scheme.output_activations !== undefined && scheme.output_activations !== null) r.fail(where, '.output_activations are quantized, which is not supported.');
-  return { name, targets: targets as string[], weights, format, dynamicActivations };
+  const actorder = isObject(scheme.weights) ? scheme.weights.actorder : undefined;
+  const activationOrder = actorder === true || actorder === 'group' || actorder === 'dynamic';
+  return { name, targets: targets as string[], weights, format, dynamicActivations, activationOrder };
 }
 
 /**
