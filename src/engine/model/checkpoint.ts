@@ -12,7 +12,7 @@ import type { KimiConfig } from './config';
 import { loadCheckpointQuantization } from './quant/checkpoint-quantization';
 import { isQuantizedSource, type QuantizedSource } from './quant/compressed';
 import { linearModules } from './quant/linear-modules';
-import { SafetensorsFile, numel } from './safetensors';
+import { SafetensorsFile, numel, type ReadBuffer } from './safetensors';
 import type { WeightInfo } from './weight-source';
 import { storedSource, type TensorSource } from './tensor-source';
 import { EMBED, FINAL_NORM, kdaNames, LM_HEAD, mlaNames, mlpNames, moeNames, normNames, type SwigluNames } from './weight-names';
@@ -183,10 +183,10 @@ export class Checkpoint {
     return { name, dtype: s.dtype, shape: s.shape };
   }
 
-  async readStored(name: string): Promise<Buffer> {
+  async readStored(name: string, into?: ReadBuffer): Promise<Buffer> {
     const s = this.locate(name);
     if (!s.readStored) throw new Error(`${name} is not stored as it is (quantized); read it with tensor()`);
-    return s.readStored();
+    return s.readStored(into);
   }
 
   quantized(name: string): QuantizedSource | null {

@@ -4,7 +4,7 @@
  */
 import type { QuantizedSource } from './quant/compressed';
 import type { LoadQuantization } from './quant/presets';
-import type { Dtype } from './safetensors';
+import type { Dtype, ReadBuffer } from './safetensors';
 
 /**
  * How a device backend may generate a tensor where it lives instead of uploading it: the
@@ -41,7 +41,10 @@ export interface WeightSource {
   readonly loadQuantization?: Exclude<LoadQuantization, 'none'>;
   /** Set where the tensor can be generated on the device instead of read (dummy weights). */
   deviceFill?(name: string): DeviceFill | null;
-  /** Set where tensors are read from files: a tensor's stored bytes, for a BF16 one the bf16 values as they go to a GPU. */
-  readStored?(name: string): Promise<Buffer>;
+  /**
+   * Set where tensors are read from files: a tensor's stored bytes, for a BF16 one the bf16 values
+   * as they go to a GPU; in `into`'s memory when given.
+   */
+  readStored?(name: string, into?: ReadBuffer): Promise<Buffer>;
   close(): Promise<void>;
 }

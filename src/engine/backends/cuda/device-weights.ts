@@ -26,6 +26,7 @@ import { dequantize, type QuantizedMatrix } from '../../model/quant/matrix';
 import { pack } from '../../model/quant/pack';
 import { scaleDtypeFor } from '../../model/quant/round';
 import type { QuantScheme } from '../../model/quant/scheme';
+import { ReadBuffer } from '../../model/safetensors';
 import type { WeightSource } from '../../model/weight-source';
 import type { WeightBytes } from '../../plan/weights';
 import { moeDenseBytes } from '../../plan/workspace';
@@ -183,6 +184,8 @@ interface Placer {
 class Uploader implements Placer {
   readonly owned: DevicePtr[] = [];
   readonly ownedHost: HostPtr[] = [];
+  /** Stored bytes read for an upload, which copies them before the next read (klc_upload synchronizes). */
+  private readonly readBuffer = new ReadBuffer();
   constructor(
     private readonly native: NativeKlc,
     private readonly ctx: NativeContext,
@@ -233,7 +236,7 @@ class Uploader implements Placer {
         this.native.fillNormalBf16(this.ctx, p + BigInt(off), counts[i], fill.key, fill.key2, fill.scale);
       } else if (asStored && this.storedBf16(name)) {
         // Stored bf16 bytes are the device's bf16 values: no conversion to fp32 and back.
-        this.native.upload(this.ctx, p + BigInt(off), await (this.ckpt.readStored as NonNullable<WeightSource['readStored']>)(name));
+        this.native.upload(this.ctx, p + BigInt(off), await (this.ckpt.readStored as NonNullable<WeightSource['readStored']>)(name, this.readBuffer));
       } else {
         const t = await this.values(name);
         if (t.length !== counts[i]) throw new Error(`${name}: ${t.length} values, expected ${counts[i]}`);
@@ -294,7 +297,7 @@ class Uploader implements Placer {
       for (const [i, name] of names.entries()) {
         const fill = onDevice[i];
         if (fill && staging !== null) {
-          if (fill === 'stored') this.native.upload(this.ctx, staging, await (this.ckpt.readStored as NonNullable<WeightSource['readStored']>)(name));
+          if (fill === 'stored') this.native.upload(this.ctx, staging, await (this.ckpt.readStored as NonNullable<WeightSource['readStored']>)(name, this.readBuffer));
           else this.native.fillNormalBf16(this.ctx, staging, rows[i] * K, fill.key, fill.key2, fill.scale);
           this.native.wqQuantizeBf16(this.ctx, staging, rows[i], K, bits, group, fp8 ? 1 : 0, packed + BigInt(row * wordsPerRow * 4), scales + BigInt(row * groups * (scalesF32 ? 4 : 2)), scalesF32 ? 1 : 0);
           row += rows[i];
@@ -302,7 +305,7 @@ class Uploader implements Placer {
         }
         // Stored words already packed along the rows are klc_wq's words: copied, not unpacked and packed again.
         const stored = fp8 || this.atLoad?.targets.has(name) ? null : this.ckpt.quantized?.(name);
-        const m = stored?.readRowPacked ? await stored.readRowPacked() : await this.read(name);
+        const m = stored?.readRowPacked ? await stored.readRowPacked(this.readBuffer) : await this.read(name);
         if (m.gIdx) {
           throw new UserError(`${this.ckpt.dir}: "${name}" stores a g_idx in activation order, which its quantization config does not declare (GPTQ desc_act, compressed-tensors actorder "group"); the CUDA backend runs such weights dequantized only when the config says so. Correct the config, or use the onnx or reference backend.`, this.ckpt.dir);
         }

@@ -8,7 +8,7 @@
  * implies, and exposed as one source of `m.weight` that dequantizes on read.
  */
 import { UserError } from '../../../common/errors';
-import { numel, type SafetensorsFile } from '../safetensors';
+import { numel, type ReadBuffer, type SafetensorsFile } from '../safetensors';
 import type { TensorSource } from '../tensor-source';
 import { dequantize, scaleShape, type QuantizedMatrix, type RowPackedMatrix } from './matrix';
 import { packedShape, unpack } from './pack';
@@ -21,8 +21,11 @@ type Param = (typeof PARAMS)[number];
 export interface QuantizedSource extends TensorSource {
   readonly scheme: QuantScheme;
   readQuantized(): Promise<QuantizedMatrix>;
-  /** The same matrix with its codes packed along the rows, where the stored layout gives them so cheaply (4 and 8 bits). */
-  readRowPacked?(): Promise<RowPackedMatrix>;
+  /**
+   * The same matrix with its codes packed along the rows, where the stored layout gives them so
+   * cheaply (4 and 8 bits); the words may be in `into`'s memory, valid until its next use.
+   */
+  readRowPacked?(into?: ReadBuffer): Promise<RowPackedMatrix>;
 }
 
 export function isQuantizedSource(s: TensorSource): s is QuantizedSource {
@@ -127,8 +130,8 @@ export class CompressedLayout implements QuantLayout {
 
     const file = (p: Param) => parts[p] as SafetensorsFile;
     const name = (p: Param) => this.stored(m, p);
-    /** Everything but the codes: scales, zero points, g_idx. */
-    const rest = async (): Promise<Omit<QuantizedMatrix, 'codes'>> => {
+    /** Everything but the codes: scales, zero points, g_idx (`into` holds stored scales while they are converted). */
+    const rest = async (into?: ReadBuffer): Promise<Omit<QuantizedMatrix, 'codes'>> => {
       let zeroPoint: Int8Array | null = null;
       if (parts.weight_zero_point) {
         const z = file('weight_zero_point');
@@ -146,7 +149,7 @@ export class CompressedLayout implements QuantLayout {
           gIdx = g;
         }
       }
-      return { rows, cols, args: w, scale: await file('weight_scale').readF32(name('weight_scale')), zeroPoint, gIdx };
+      return { rows, cols, args: w, scale: await file('weight_scale').readF32(name('weight_scale'), into), zeroPoint, gIdx };
     };
     const read = async (): Promise<QuantizedMatrix> => {
       const codes = packed
@@ -162,7 +165,8 @@ export class CompressedLayout implements QuantLayout {
       file: where(valuesParam),
       scheme,
       readQuantized: read,
-      ...(rowPacked ? { readRowPacked: async () => ({ ...(await rest()), words: await file(valuesParam).readInts(name(valuesParam)) }) } : {}),
+      // The scales are converted out of `into` before the words are read into it.
+      ...(rowPacked ? { readRowPacked: async (into?: ReadBuffer) => ({ ...(await rest(into)), words: await file(valuesParam).readInts(name(valuesParam), into) }) } : {}),
       read: async () => dequantize(await read()),
     };
   }

@@ -9,7 +9,7 @@
  * runs these checkpoints as it runs compressed-tensors ones.
  */
 import { UserError } from '../../../common/errors';
-import { numel, type SafetensorsFile } from '../safetensors';
+import { numel, type ReadBuffer, type SafetensorsFile } from '../safetensors';
 import { describeScheme, ModuleTensors, sameShape, split, type QuantizedSource, type QuantLayout } from './compressed';
 import { dequantize, type QuantizedMatrix } from './matrix';
 import type { QuantScheme } from './scheme';
@@ -135,9 +135,9 @@ export class InputMajorLayout implements QuantLayout {
     const file = (p: Param) => parts[p] as SafetensorsFile;
     const ints = (p: Param) => file(p).readInts(this.stored(m, p));
     /** Scales [out, groups], signed zero points [out, groups] and g_idx: everything but the codes. */
-    const rest = async (): Promise<Omit<QuantizedMatrix, 'codes'>> => {
+    const rest = async (into?: ReadBuffer): Promise<Omit<QuantizedMatrix, 'codes'>> => {
       const offset = 1 << (bits - 1);
-      const stored = await file('scales').readF32(this.stored(m, 'scales'));
+      const stored = await file('scales').readF32(this.stored(m, 'scales'), into);
       const zeros = w.symmetric ? null : this.format.zeros(await ints('qzeros'), groups, outputs, bits);
       const scale = new Float32Array(outputs * groups);
       const zeroPoint = zeros ? new Int8Array(outputs * groups) : null;
@@ -171,7 +171,7 @@ export class InputMajorLayout implements QuantLayout {
       file: where('qweight'),
       scheme,
       readQuantized: read,
-      ...(rowPacked ? { readRowPacked: async () => ({ ...(await rest()), words: rowWords.call(this.format, await ints('qweight'), inputs, outputs, bits) }) } : {}),
+      ...(rowPacked ? { readRowPacked: async (into?: ReadBuffer) => ({ ...(await rest(into)), words: rowWords.call(this.format, await file('qweight').readInts(this.stored(m, 'qweight'), into), inputs, outputs, bits) }) } : {}),
       read: async () => dequantize(await read()),
     };
   }
