@@ -19,7 +19,7 @@
  */
 import { UserError } from '../../../common/errors';
 import type { KimiConfig } from '../../model/config';
-import { toBf16 } from '../../model/bf16';
+import { fromBf16, toBf16 } from '../../model/bf16';
 import { quantizeWeight } from '../../model/quant/at-load';
 import type { QuantizedSource } from '../../model/quant/compressed';
 import { dequantize, type QuantizedMatrix } from '../../model/quant/matrix';
@@ -311,8 +311,7 @@ class Uploader implements Placer {
         }
         // E4M3 bytes row by row are already the int32 words klc_wq reads (little-endian, lowest column in the lowest byte).
         mem.write(packed + BigInt(row * wordsPerRow * 4), 'words' in m ? m.words : fp8 ? m.codes : pack(m.codes as Int8Array, rows[i], K, bits, 1));
-        const scale = rowScales(m, rows[i] * groups);
-        mem.write(scales + BigInt(row * groups * (scalesF32 ? 4 : 2)), scalesF32 ? scale : toBf16(scale));
+        mem.write(scales + BigInt(row * groups * (scalesF32 ? 4 : 2)), deviceScales(m, rows[i] * groups, scalesF32));
         if (zeroCodes) zeroCodes.set(m.zeroPoint as Int8Array, row * groups);
         row += rows[i];
       }
@@ -361,10 +360,15 @@ class Uploader implements Placer {
 }
 
 /** A matrix's `count` scales as the kernels read them: a per-tensor scale (FP8) repeated for every row. */
-function rowScales(m: Pick<QuantizedMatrix, 'scale' | 'args'>, count: number): Float32Array {
-  if (m.scale.length === count) return m.scale;
-  if (m.args.strategy === 'tensor') return new Float32Array(count).fill(m.scale[0]);
-  throw new Error(`${m.scale.length} scales where the layout reads ${count} (layout bug)`);
+/** `count` scales (one per row and group; a per-tensor scale repeated) in fp32 or bf16, as klc_wq reads them. */
+function deviceScales(m: { scale: Float32Array | Uint16Array; args: QuantizedMatrix['args'] }, count: number, f32: boolean): Float32Array | Uint16Array {
+  if (m.scale instanceof Uint16Array && !f32 && m.scale.length === count) return m.scale;
+  const values = m.scale instanceof Uint16Array ? fromBf16(m.scale) : m.scale;
+  let perRow: Float32Array;
+  if (values.length === count) perRow = values;
+  else if (m.args.strategy === 'tensor') perRow = new Float32Array(count).fill(values[0]);
+  else throw new Error(`${values.length} scales where the layout reads ${count} (layout bug)`);
+  return f32 ? perRow : toBf16(perRow);
 }
 
 /** Counts what the Uploader would allocate, reading no weight. */

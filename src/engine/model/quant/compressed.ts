@@ -130,8 +130,8 @@ export class CompressedLayout implements QuantLayout {
 
     const file = (p: Param) => parts[p] as SafetensorsFile;
     const name = (p: Param) => this.stored(m, p);
-    /** Everything but the codes: scales, zero points, g_idx (`into` holds stored scales while they are converted). */
-    const rest = async (into?: ReadBuffer): Promise<Omit<QuantizedMatrix, 'codes'>> => {
+    /** Everything but the codes and scales: zero points, g_idx. */
+    const rest = async (): Promise<Omit<QuantizedMatrix, 'codes' | 'scale'>> => {
       let zeroPoint: Int8Array | null = null;
       if (parts.weight_zero_point) {
         const z = file('weight_zero_point');
@@ -149,13 +149,19 @@ export class CompressedLayout implements QuantLayout {
           gIdx = g;
         }
       }
-      return { rows, cols, args: w, scale: await file('weight_scale').readF32(name('weight_scale'), into), zeroPoint, gIdx };
+      return { rows, cols, args: w, zeroPoint, gIdx };
     };
     const read = async (): Promise<QuantizedMatrix> => {
       const codes = packed
         ? unpack(await file(valuesParam).readInts(name(valuesParam)), rows, cols, w.numBits, 1)
         : bytes(await file(valuesParam).readRaw(name(valuesParam)), w.type === 'float');
-      return { ...(await rest()), codes };
+      return { ...(await rest()), scale: await file('weight_scale').readF32(name('weight_scale')), codes };
+    };
+    // bf16 scales stay the bits they are stored in: converting a 48B model's to fp32 and back cost seconds.
+    const rowScales = async (): Promise<Float32Array | Uint16Array> => {
+      if (scale.dtype !== 'BF16') return file('weight_scale').readF32(name('weight_scale'));
+      const raw = await file('weight_scale').readRaw(name('weight_scale'));
+      return new Uint16Array(raw.buffer, raw.byteOffset, raw.length / 2);
     };
     // Stored words are already rows packed as RowPackedMatrix describes when no row ends mid-word.
     const rowPacked = packed && (w.numBits === 4 || w.numBits === 8) && (cols * w.numBits) % 32 === 0;
@@ -165,8 +171,7 @@ export class CompressedLayout implements QuantLayout {
       file: where(valuesParam),
       scheme,
       readQuantized: read,
-      // The scales are converted out of `into` before the words are read into it.
-      ...(rowPacked ? { readRowPacked: async (into?: ReadBuffer) => ({ ...(await rest(into)), words: await file(valuesParam).readInts(name(valuesParam), into) }) } : {}),
+      ...(rowPacked ? { readRowPacked: async (into?: ReadBuffer) => ({ ...(await rest()), scale: await rowScales(), words: await file(valuesParam).readInts(name(valuesParam), into) }) } : {}),
       read: async () => dequantize(await read()),
     };
   }

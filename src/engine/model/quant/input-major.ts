@@ -135,6 +135,7 @@ export class InputMajorLayout implements QuantLayout {
     const file = (p: Param) => parts[p] as SafetensorsFile;
     const ints = (p: Param) => file(p).readInts(this.stored(m, p));
     /** Scales [out, groups], signed zero points [out, groups] and g_idx: everything but the codes. */
+    /** Everything but the codes (`into` holds the stored scales while they are transposed). */
     const rest = async (into?: ReadBuffer): Promise<Omit<QuantizedMatrix, 'codes'>> => {
       const offset = 1 << (bits - 1);
       const stored = await file('scales').readF32(this.stored(m, 'scales'), into);

@@ -28,9 +28,11 @@ export interface QuantizedMatrix {
  * compressed-tensors' pack-quantized layout, GPTQ's transposed, and the CUDA backend's klc_wq, so
  * uploading such a matrix is a copy rather than an unpack and a repack of every code.
  */
-export interface RowPackedMatrix extends Omit<QuantizedMatrix, 'codes'> {
+export interface RowPackedMatrix extends Omit<QuantizedMatrix, 'codes' | 'scale'> {
   /** [rows, cols · bits / 32] words. */
   words: Int32Array;
+  /** Scales in scaleShape's layout: fp32 values, or the bf16 bits a checkpoint stores them in (not converted). */
+  scale: Float32Array | Uint16Array;
 }
 
 /** Shape of the scale (and zero-point) tensor of a [rows, cols] weight under `args`. */
