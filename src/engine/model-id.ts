@@ -8,7 +8,8 @@
  * Dummy weights (generated from a config and a seed) are identified by those two alone.
  */
 import { createHash } from 'node:crypto';
-import { createReadStream, promises as fs } from 'node:fs';
+import { promises as fs } from 'node:fs';
+import { Worker } from 'node:worker_threads';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../common/atomic';
 import { parseConfig } from './model/config';
@@ -108,13 +109,27 @@ class DigestCache {
   }
 }
 
+/**
+ * The worker that hashes a file: a 48B checkpoint's first open hashes ~30 to 100 GB, which on the
+ * engine's main thread would take turns with loading the same weights.
+ */
+const HASH_WORKER = `
+const { createHash } = require('node:crypto');
+const { createReadStream } = require('node:fs');
+const { parentPort, workerData } = require('node:worker_threads');
+const h = createHash('sha256');
+createReadStream(workerData, { highWaterMark: 4 * 1024 * 1024 })
+  .on('data', (chunk) => h.update(chunk))
+  .on('error', (e) => parentPort.postMessage({ error: e.message }))
+  .on('end', () => parentPort.postMessage({ sha256: h.digest('hex') }));
+`;
+
 function hashFile(path: string): Promise<string> {
   return new Promise((resolve, reject) => {
-    const h = createHash('sha256');
-    createReadStream(path, { highWaterMark: 4 * 1024 * 1024 })
-      .on('data', (chunk) => h.update(chunk))
-      .on('error', reject)
-      .on('end', () => resolve(h.digest('hex')));
+    const worker = new Worker(HASH_WORKER, { eval: true, workerData: path });
+    worker.once('message', (m: { sha256?: string; error?: string }) => (m.sha256 ? resolve(m.sha256) : reject(new Error(m.error ?? 'hashing failed'))));
+    worker.once('error', reject);
+    worker.once('exit', (code) => reject(new Error(`hashing ${path} stopped (exit code ${code})`)));
   });
 }
 

@@ -4,6 +4,7 @@
  * while a file's path, size, mtime and inode stay the same.
  */
 import { test } from 'node:test';
+import { createHash } from 'node:crypto';
 import assert from 'node:assert/strict';
 import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -67,6 +68,8 @@ test('weight digests are remembered by path, size, mtime and inode', async () =>
     assert.ok(existsSync(digestCache));
     const remembered = JSON.parse(readFileSync(digestCache, 'utf8')) as Record<string, { sha256: string }>;
     assert.deepEqual(Object.keys(remembered).map((p) => p.endsWith('model.safetensors')), [true]);
+    // The remembered digest is the file's SHA-256 (computed in a worker thread by the engine, here directly).
+    assert.equal(Object.values(remembered)[0].sha256, createHash('sha256').update(readFileSync(weights)).digest('hex'));
 
     // A byte changed behind the file's back (same size, mtime and inode) is not seen: the
     // remembered digest is used, which is the point of remembering it.
