@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { SafetensorsFile, encodeSafetensors, toFloat32, writeSafetensors } from '../../../src/engine/model/safetensors';
+import { ReadBuffer, SafetensorsFile, encodeSafetensors, toFloat32, writeSafetensors } from '../../../src/engine/model/safetensors';
 
 const dir = mkdtempSync(join(tmpdir(), 'klc-st-'));
 
@@ -139,4 +139,51 @@ test('trailing bytes after the last tensor and holes between tensors are refused
   const h = { a: { dtype: 'F32', shape: [1], data_offsets: [0, 4] }, b: { dtype: 'F32', shape: [1], data_offsets: [8, 12] } };
   await rejects(rawFile('hole.safetensors', h, 12), /4 bytes before tensor "b" \(at byte \d+\) belong to no tensor/);
   await rejects(rawFile('gap-first.safetensors', { w: { dtype: 'F32', shape: [1], data_offsets: [4, 8] } }, 8), /4 bytes before tensor "w"/);
+});
+
+test('reads into a ReadBuffer reuse its memory and give the same bytes; I32 tensors read as aligned views', async () => {
+  const p = join(dir, 'reuse.safetensors');
+  const a = Int32Array.from({ length: 1000 }, (_, i) => i * 7919 - 3);
+  const b = Int32Array.from({ length: 300 }, (_, i) => -i);
+  await writeSafetensors(p, [
+    { name: 'a', dtype: 'I32', shape: [1000], data: a },
+    { name: 'b', dtype: 'I32', shape: [300], data: b },
+  ]);
+  const f = await SafetensorsFile.open(p);
+  try {
+    const into = new ReadBuffer();
+    const first = await f.readInts('a', into);
+    assert.deepEqual(first, a);
+    assert.equal(first.byteOffset % 4, 0);
+    const second = await f.readInts('b', into);
+    assert.deepEqual(second, b);
+    assert.equal(second.buffer, first.buffer, 'the second read reuses the first one\'s memory');
+    assert.deepEqual(await f.readInts('a'), a, 'a read without a ReadBuffer has memory of its own');
+  } finally {
+    await f.close();
+  }
+});
+
+test('reading many tensors lets the event loop turn: timers fire while a long load reads', async () => {
+  const p = join(dir, 'many.safetensors');
+  const tensors = Array.from({ length: 16 }, (_, i) => ({ name: `t${i}`, dtype: 'F32' as const, shape: [1 << 20], data: new Uint8Array(4 << 20).fill(i) }));
+  await writeSafetensors(p, tensors);
+  const f = await SafetensorsFile.open(p);
+  let ticks = 0;
+  const timer = setInterval(() => ticks++, 2);
+  try {
+    const into = new ReadBuffer();
+    const start = performance.now();
+    let rounds = 0;
+    // Read the 64 MiB again and again until well past a few yield periods (20 ms each).
+    while (performance.now() - start < 150) {
+      for (const t of tensors) await f.readRaw(t.name, into);
+      rounds++;
+    }
+    assert.ok(rounds > 0);
+    assert.ok(ticks >= 3, `only ${ticks} timer ticks in ${Math.round(performance.now() - start)} ms of reading`);
+  } finally {
+    clearInterval(timer);
+    await f.close();
+  }
 });
