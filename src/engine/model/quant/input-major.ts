@@ -66,17 +66,6 @@ export function unpackRows(words: Int32Array, rows: number, cols: number, bits: 
   return out;
 }
 
-/** Unsigned fields [rows, cols] packed along each row: a [rows, ceil(cols·bits/32)] tensor. */
-export function unpackCols(words: Int32Array, rows: number, cols: number, bits: number): Uint8Array {
-  const out = new Uint8Array(rows * cols);
-  const stride = packedLength(cols, bits);
-  for (let r = 0; r < rows; r++) {
-    const word = (j: number) => words[r * stride + j];
-    for (let c = 0; c < cols; c++) out[r * cols + c] = streamField(word, c, bits);
-  }
-  return out;
-}
-
 export class InputMajorLayout implements QuantLayout {
   private readonly tensors = new ModuleTensors<Param>();
 
@@ -134,8 +123,7 @@ export class InputMajorLayout implements QuantLayout {
 
     const file = (p: Param) => parts[p] as SafetensorsFile;
     const ints = (p: Param) => file(p).readInts(this.stored(m, p));
-    /** Scales [out, groups], signed zero points [out, groups] and g_idx: everything but the codes. */
-    /** Everything but the codes (`into` holds the stored scales while they are transposed). */
+    /** Scales [out, groups], signed zero points [out, groups] and g_idx: everything but the codes (`into` holds the stored scales while they are transposed). */
     const rest = async (into?: ReadBuffer): Promise<Omit<QuantizedMatrix, 'codes'>> => {
       const offset = 1 << (bits - 1);
       const stored = await file('scales').readF32(this.stored(m, 'scales'), into);
