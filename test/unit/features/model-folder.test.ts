@@ -93,6 +93,8 @@ test('weight formats: compressed-tensors schemes the loader reads are named; one
   assert.throws(() => weightFormat({ quantization_config: { quant_method: 'gptq', bits: 5 } }, 'config.json'), (e) => isUserError(e) && /bits is 5; GPTQ checkpoints of 2, 3, 4 and 8 bits/.test(e.message));
   assert.deepEqual(weightFormat({ quantization_config: { quant_method: 'gptq', bits: 4, group_size: 128, dynamic: { '+:.*experts': { bits: 8 } } } }, 'config.json'), { label: 'INT4+INT8', quantized: true });
   assert.deepEqual(weightFormat({ quantization_config: { quant_method: 'awq', bits: 4, group_size: 32, version: 'gemm', zero_point: true } }, 'config.json'), { label: 'INT4', quantized: true });
+  // An MLX export's quantization_config has no quant_method.
+  assert.throws(() => weightFormat({ quantization_config: { group_size: 32, bits: 4, mode: 'mxfp4' } }, 'config.json'), (e) => isUserError(e) && /names no quant_method \(its bits\/group_size\/mode keys are those of an MLX export/.test(e.message));
   // Activation order: the CUDA backend runs such weights dequantized, so the plan counts them so.
   const actOrder = weightFormat({ quantization_config: { quant_method: 'gptq', bits: 4, group_size: 128, desc_act: true } }, 'config.json');
   assert.deepEqual([actOrder, storedScheme(actOrder)], [{ label: 'INT4', quantized: true, activationOrder: true }, 'none']);

@@ -48,6 +48,11 @@ export function quantizationOfSidecar(q: unknown, file: string): CheckpointQuant
 }
 
 function fromQuantizationConfig(q: Json, file: string, implied: 'gptq' | 'awq' | null): CheckpointQuantization {
+  if (q.quant_method === undefined && q.method === undefined && implied === null && !('config_groups' in q)) {
+    // MLX exports write {group_size, bits, mode} here; other tools name their method.
+    const mlx = 'mode' in q || ('bits' in q && 'group_size' in q) ? ' (its bits/group_size/mode keys are those of an MLX export, which stores weights differently)' : '';
+    throw new UserError(`${file}: quantization_config names no quant_method${mlx}; checkpoints quantized with compressed-tensors (llm-compressor), GPTQ (AutoGPTQ, GPTQModel) and AWQ (AutoAWQ, GEMM layout) are read. Use one of those, or the bf16 checkpoint with --quantization.`, file);
+  }
   const method = String(q.quant_method ?? q.method ?? implied ?? 'compressed-tensors').toLowerCase();
   switch (method) {
     case 'compressed-tensors': {
