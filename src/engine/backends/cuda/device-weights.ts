@@ -217,12 +217,12 @@ class Uploader implements Placer {
     return this.offloaded.has(i);
   }
 
-  /** Uploads the listed tensors one after another into one buffer, as bf16 or fp32. */
   /** Whether `name` can be read as the bf16 bytes it is stored in. */
   private storedBf16(name: string): boolean {
     return this.ckpt.readStored !== undefined && !this.ckpt.quantized?.(name) && this.ckpt.info(name).dtype === 'BF16';
   }
 
+  /** Uploads the listed tensors one after another into one buffer, as bf16 or fp32. */
   async concat(names: string[], kind: 'bf16' | 'f32'): Promise<DevicePtr> {
     const el = kind === 'bf16' ? 2 : 4;
     const counts = names.map((n) => this.ckpt.info(n).shape.reduce((a, b) => a * b, 1));
@@ -359,7 +359,6 @@ class Uploader implements Placer {
   }
 }
 
-/** A matrix's `count` scales as the kernels read them: a per-tensor scale (FP8) repeated for every row. */
 /** `count` scales (one per row and group; a per-tensor scale repeated) in fp32 or bf16, as klc_wq reads them. */
 function deviceScales(m: { scale: Float32Array | Uint16Array; args: QuantizedMatrix['args'] }, count: number, f32: boolean): Float32Array | Uint16Array {
   if (m.scale instanceof Uint16Array && !f32 && m.scale.length === count) return m.scale;
