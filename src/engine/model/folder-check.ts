@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { isUserError, UserError } from '../../common/errors';
 import { type KimiConfig, parseConfig } from './config';
 import { quantizationOf, quantizationOfSidecar, SIDECAR_FILES, type CheckpointQuantization } from './quant/checkpoint-quantization';
+import { isObject, type Json } from './quant/scheme';
 import type { Quantization } from '../../common/quantization';
 
 /** How the weights are stored, as the folder's config.json says. */
@@ -32,10 +33,6 @@ export interface FolderCheck {
   /** Bytes of the safetensors files present. */
   weightBytes: number;
 }
-
-type Json = Record<string, unknown>;
-
-const isObject = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 const DTYPES: Record<string, string> = { bfloat16: 'bf16', float16: 'fp16', float32: 'fp32' };
 

@@ -11,7 +11,7 @@ import { AwqFormat } from './awq';
 import { CompressedLayout, type QuantLayout } from './compressed';
 import { GptqFormat } from './gptq';
 import { InputMajorLayout } from './input-major';
-import { parseQuantizationConfig, type QuantScheme } from './scheme';
+import { isObject, parseQuantizationConfig, type Json, type QuantScheme } from './scheme';
 
 export interface CheckpointQuantization {
   method: 'compressed-tensors' | 'gptq' | 'awq';
@@ -25,10 +25,6 @@ export interface CheckpointQuantization {
 
 /** Files older GPTQ and AWQ exports keep their quantization in, when config.json does not. */
 export const SIDECAR_FILES = ['quantize_config.json', 'quant_config.json'] as const;
-
-type Json = Record<string, unknown>;
-
-const isObject = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 /** The quantization config.json declares, or null for an unquantized checkpoint. */
 export function quantizationOf(config: unknown, file: string): CheckpointQuantization | null {

@@ -15,9 +15,7 @@
  */
 import { UserError } from '../../../common/errors';
 import { packedLength, streamField, unpackRows, type InputMajorFormat } from './input-major';
-import type { QuantScheme } from './scheme';
-
-type Json = Record<string, unknown>;
+import { isObject, type Json, type QuantScheme } from './scheme';
 
 interface GptqArgs {
   bits: number;
@@ -34,8 +32,6 @@ interface DynamicRule {
   /** Null for "-:" rules: the module is not quantized. */
   override: GptqArgs | null;
 }
-
-const isObject = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 /** Adding this to a whole v1 qzeros word turns each stored z − 1 back into z. */
 const V1_WORD_OFFSET: Record<number, number> = { 2: 0x55555555, 4: 0x11111111, 8: 0x01010101 };

@@ -53,9 +53,10 @@ export interface QuantizationConfig {
   file: string;
 }
 
-type Json = Record<string, unknown>;
+export type Json = Record<string, unknown>;
 
-const isObject = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v);
+/** A JSON object (not an array, not null). */
+export const isObject = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 /** The preset names llm-compressor accepts as config_groups keys with a bare target list. */
 const PRESETS: Record<string, { weights: Json; format: QuantFormat; input?: Json }> = {
